@@ -1,0 +1,72 @@
+//===- AttnAttrs.td - attn enums and attributes -----------*- tablegen -*-===//
+#ifndef RBFC_ATTN_ATTRS
+#define RBFC_ATTN_ATTRS
+
+include "AttnDialect.td"
+include "mlir/IR/AttrTypeBase.td"
+include "mlir/IR/EnumAttr.td"
+
+def Attn_NormalizationSoftmax : I32EnumAttrCase<"softmax", 0>;
+def Attn_NormalizationNone : I32EnumAttrCase<"none", 1>;
+def Attn_Normalization : I32EnumAttr<"Normalization",
+    "how the exponentiated scores of a query row are combined",
+    [Attn_NormalizationSoftmax, Attn_NormalizationNone]> {
+  let cppNamespace = "::rbfc::attn";
+  let genSpecializedAttr = 0;
+}
+def Attn_NormalizationAttr : EnumAttr<Attn_Dialect, Attn_Normalization,
+                                      "normalization">;
+
+def Attn_VectorQ : I32EnumAttrCase<"q", 0>;
+def Attn_VectorK : I32EnumAttrCase<"k", 1>;
+def Attn_Vector : I32EnumAttr<"Vector", "the query or the key row vector",
+    [Attn_VectorQ, Attn_VectorK]> {
+  let cppNamespace = "::rbfc::attn";
+  let genSpecializedAttr = 0;
+}
+def Attn_VectorAttr : EnumAttr<Attn_Dialect, Attn_Vector, "vector">;
+
+def Attn_SizeBatch : I32EnumAttrCase<"batch", 0>;
+def Attn_SizeHeads : I32EnumAttrCase<"heads", 1>;
+def Attn_SizeKVHeads : I32EnumAttrCase<"kv_heads", 2>;
+def Attn_SizeQLen : I32EnumAttrCase<"q_len", 3>;
+def Attn_SizeKVLen : I32EnumAttrCase<"kv_len", 4>;
+def Attn_SizeHeadDim : I32EnumAttrCase<"head_dim", 5>;
+def Attn_Size : I32EnumAttr<"Size", "a problem size",
+    [Attn_SizeBatch, Attn_SizeHeads, Attn_SizeKVHeads, Attn_SizeQLen,
+     Attn_SizeKVLen, Attn_SizeHeadDim]> {
+  let cppNamespace = "::rbfc::attn";
+  let genSpecializedAttr = 0;
+}
+def Attn_SizeAttr : EnumAttr<Attn_Dialect, Attn_Size, "size">;
+
+def Attn_BoundMin : I32EnumAttrCase<"min", 0>;
+def Attn_BoundMax : I32EnumAttrCase<"max", 1>;
+def Attn_Bound : I32EnumAttr<"Bound", "which end of a range",
+    [Attn_BoundMin, Attn_BoundMax]> {
+  let cppNamespace = "::rbfc::attn";
+  let genSpecializedAttr = 0;
+}
+def Attn_BoundAttr : EnumAttr<Attn_Dialect, Attn_Bound, "bound">;
+
+def Attn_PlanAttr : AttrDef<Attn_Dialect, "Plan"> {
+  let mnemonic = "plan";
+  let summary = "how a backend tiles and schedules one attention op";
+  let description = [{
+    The schedule a backend follows: the target architecture, the query and
+    key tile sizes, the warps of one thread block, the depth of the K/V
+    pipeline and the kernel structure (`mma_sync` for the FlashAttention-2
+    style on sm_80+, `wgmma` for the Hopper structure). Backends choose a
+    default per target and head dimension; `rbfc --plan=...` overrides it.
+
+    Example: `#attn.plan<arch = "sm_80", kernel = "mma_sync", tile_m = 128, tile_n = 64, warps = 4, stages = 2>`
+  }];
+  let parameters = (ins StringRefParameter<"target architecture">:$arch,
+                        StringRefParameter<"kernel structure">:$kernel,
+                        "int64_t":$tile_m, "int64_t":$tile_n,
+                        "int64_t":$warps, "int64_t":$stages);
+  let assemblyFormat = "`<` struct(params) `>`";
+  let genVerifyDecl = 1;
+}
+
+#endif // RBFC_ATTN_ATTRS

@@ -1,0 +1,49 @@
+//===- AttnDialect.cpp - the attn dialect ---------------------------------===//
+#include "rbfc/Dialect/Attn/AttnDialect.h"
+#include "rbfc/Dialect/Attn/AttnOps.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/DialectImplementation.h"
+#include "llvm/ADT/TypeSwitch.h"
+
+using namespace mlir;
+using namespace rbfc::attn;
+
+#include "rbfc/Dialect/Attn/AttnDialect.cpp.inc"
+#include "rbfc/Dialect/Attn/AttnEnums.cpp.inc"
+
+#define GET_ATTRDEF_CLASSES
+#include "rbfc/Dialect/Attn/AttnAttrs.cpp.inc"
+
+void AttnDialect::initialize() {
+  addOperations<
+#define GET_OP_LIST
+#include "rbfc/Dialect/Attn/AttnOps.cpp.inc"
+      >();
+  addAttributes<
+#define GET_ATTRDEF_LIST
+#include "rbfc/Dialect/Attn/AttnAttrs.cpp.inc"
+      >();
+}
+
+LogicalResult PlanAttr::verify(function_ref<InFlightDiagnostic()> emitError,
+                               StringRef arch, StringRef kernel, int64_t tileM,
+                               int64_t tileN, int64_t warps, int64_t stages) {
+  if (!arch.starts_with("sm_") && arch != "host")
+    return emitError() << "plan arch must be 'host' or 'sm_NN', got '" << arch
+                       << "'";
+  if (kernel != "mma_sync" && kernel != "wgmma" && kernel != "loops")
+    return emitError() << "plan kernel must be one of mma_sync, wgmma, loops, "
+                          "got '"
+                       << kernel << "'";
+  if (tileM <= 0 || tileM % 16 != 0 || tileN <= 0 || tileN % 16 != 0)
+    return emitError() << "plan tile sizes must be positive multiples of 16, "
+                          "got tile_m = "
+                       << tileM << ", tile_n = " << tileN;
+  if (warps != 1 && warps != 2 && warps != 4 && warps != 8 && warps != 16)
+    return emitError() << "plan warps must be 1, 2, 4, 8 or 16, got " << warps;
+  if (stages < 1 || stages > 8)
+    return emitError() << "plan stages must be between 1 and 8, got "
+                       << stages;
+  return success();
+}

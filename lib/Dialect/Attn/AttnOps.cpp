@@ -1,0 +1,319 @@
+//===- AttnOps.cpp - attn dialect operations ------------------------------===//
+#include "rbfc/Dialect/Attn/AttnOps.h"
+#include "rbfc/Dialect/Attn/ScoreDependence.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/OpImplementation.h"
+#include "llvm/ADT/StringSet.h"
+
+using namespace mlir;
+using namespace rbfc::attn;
+
+#define GET_OP_CLASSES
+#include "rbfc/Dialect/Attn/AttnOps.cpp.inc"
+
+//===----------------------------------------------------------------------===//
+// AttentionOp
+//===----------------------------------------------------------------------===//
+
+static SmallVector<Type> regionArgTypes(AttentionOp op, unsigned numIndices) {
+  SmallVector<Type> types(numIndices, IndexType::get(op.getContext()));
+  llvm::append_range(types, op.getParams().getTypes());
+  llvm::append_range(types, op.getCaptures().getTypes());
+  return types;
+}
+
+SmallVector<Type> AttentionOp::getElementRegionArgTypes() {
+  return regionArgTypes(*this, kNumIndexArgs);
+}
+
+SmallVector<Type> AttentionOp::getTileRegionArgTypes() {
+  return regionArgTypes(*this, kNumTileArgs);
+}
+
+Block &AttentionOp::createRegionBlock(Region &region) {
+  assert(region.empty() && "region already has a block");
+  SmallVector<Type> types = &region == &getTileClass()
+                                ? getTileRegionArgTypes()
+                                : getElementRegionArgTypes();
+  SmallVector<Location> locs(types.size(), getLoc());
+  return *OpBuilder(getContext()).createBlock(&region, {}, types, locs);
+}
+
+ValueRange AttentionOp::getYielded(Region &region) {
+  return region.front().getTerminator()->getOperands();
+}
+
+void AttentionOp::getAsmBlockArgumentNames(Region &region,
+                                           OpAsmSetValueNameFn setNameFn) {
+  if (region.empty())
+    return;
+  static constexpr llvm::StringLiteral kElementNames[] = {"b", "h", "q_idx",
+                                                         "kv_idx"};
+  static constexpr llvm::StringLiteral kTileNames[] = {
+      "b", "h", "q_lo", "q_hi", "kv_lo", "kv_hi"};
+  bool isTile = &region == &getTileClass();
+  ArrayRef<llvm::StringLiteral> indexNames =
+      isTile ? ArrayRef(kTileNames) : ArrayRef(kElementNames);
+  Block &block = region.front();
+  unsigned position = 0;
+  for (llvm::StringLiteral name : indexNames)
+    if (position < block.getNumArguments())
+      setNameFn(block.getArgument(position++), name);
+  for (Attribute name :
+       llvm::concat<const Attribute>(getParamNames(), getCaptureNames()))
+    if (position < block.getNumArguments())
+      if (auto text = dyn_cast<StringAttr>(name))
+        setNameFn(block.getArgument(position++), text.getValue());
+}
+
+/// Two static sizes must agree; a dynamic one is checked at run time.
+static bool sizesConflict(int64_t lhs, int64_t rhs) {
+  return !ShapedType::isDynamic(lhs) && !ShapedType::isDynamic(rhs) &&
+         lhs != rhs;
+}
+
+static std::string shapeString(ShapedType type) {
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  llvm::interleave(
+      type.getShape(), os,
+      [&](int64_t dim) {
+        if (ShapedType::isDynamic(dim))
+          os << '?';
+        else
+          os << dim;
+      },
+      "x");
+  return text;
+}
+
+LogicalResult AttentionOp::verify() {
+  auto queryType = cast<RankedTensorType>(getQuery().getType());
+  auto keyType = cast<RankedTensorType>(getKey().getType());
+  auto valueType = cast<RankedTensorType>(getValue().getType());
+  auto outputType = cast<RankedTensorType>(getOutput().getType());
+  ArrayRef<int64_t> q = queryType.getShape(), k = keyType.getShape(),
+                    v = valueType.getShape(), o = outputType.getShape();
+
+  if (queryType.getElementType() != keyType.getElementType() ||
+      queryType.getElementType() != valueType.getElementType())
+    return emitOpError("expects query, key and value of one element type, got ")
+           << queryType.getElementType() << ", " << keyType.getElementType()
+           << " and " << valueType.getElementType();
+  if (outputType.getElementType() != queryType.getElementType())
+    return emitOpError("expects the output element type to be the input's (")
+           << queryType.getElementType() << "), got "
+           << outputType.getElementType();
+  // Layout is [batch, heads, length, head_dim] for every tensor.
+  if (sizesConflict(q[3], k[3]))
+    return emitOpError("expects query and key of one head dimension, got ")
+           << q[3] << " and " << k[3];
+  if (sizesConflict(q[0], k[0]) || sizesConflict(k[0], v[0]))
+    return emitOpError("expects query, key and value of one batch size, got ")
+           << shapeString(queryType) << ", " << shapeString(keyType) << ", "
+           << shapeString(valueType);
+  if (sizesConflict(k[1], v[1]) || sizesConflict(k[2], v[2]))
+    return emitOpError("expects key and value of one shape up to the head "
+                       "dimension, got ")
+           << shapeString(keyType) << " and " << shapeString(valueType);
+  if (!ShapedType::isDynamic(q[1]) && !ShapedType::isDynamic(k[1]) &&
+      (k[1] == 0 || q[1] % k[1] != 0))
+    return emitOpError("expects the query heads (")
+           << q[1] << ") to be a multiple of the key/value heads (" << k[1]
+           << ")";
+  if (sizesConflict(o[0], q[0]) || sizesConflict(o[1], q[1]) ||
+      sizesConflict(o[2], q[2]) || sizesConflict(o[3], v[3]))
+    return emitOpError("expects the output shape [batch, heads, q_len, "
+                       "value head_dim] = ")
+           << q[0] << "x" << q[1] << "x" << q[2] << "x" << v[3] << ", got "
+           << shapeString(outputType);
+  if (Value lse = getLse()) {
+    auto lseType = cast<RankedTensorType>(lse.getType());
+    ArrayRef<int64_t> l = lseType.getShape();
+    if (sizesConflict(l[0], q[0]) || sizesConflict(l[1], q[1]) ||
+        sizesConflict(l[2], q[2]))
+      return emitOpError("expects the lse shape [batch, heads, q_len], got ")
+             << shapeString(lseType);
+  }
+
+  if (getParamNames().size() != getParams().size())
+    return emitOpError("has ")
+           << getParams().size() << " parameters but "
+           << getParamNames().size() << " parameter names";
+  if (getParamDefaults().size() != getParams().size())
+    return emitOpError("has ")
+           << getParams().size() << " parameters but "
+           << getParamDefaults().size() << " parameter defaults";
+  if (getCaptureNames().size() != getCaptures().size())
+    return emitOpError("has ")
+           << getCaptures().size() << " captures but "
+           << getCaptureNames().size() << " capture names";
+  llvm::StringSet<> names;
+  for (Attribute name :
+       llvm::concat<const Attribute>(getParamNames(), getCaptureNames()))
+    if (!names.insert(cast<StringAttr>(name).getValue()).second)
+      return emitOpError("has two parameters or captures named '")
+             << cast<StringAttr>(name).getValue() << "'";
+  for (auto [param, fallback, name] :
+       llvm::zip(getParams(), getParamDefaults(), getParamNames())) {
+    if (isa<UnitAttr>(fallback))
+      continue;
+    auto typed = dyn_cast<TypedAttr>(fallback);
+    if (!typed || typed.getType() != param.getType())
+      return emitOpError("expects the default of parameter '")
+             << cast<StringAttr>(name).getValue() << "' to be a "
+             << param.getType() << " constant or unit (no default), got "
+             << fallback;
+  }
+  return success();
+}
+
+namespace {
+/// What an element region may read, for the verifier's messages.
+struct RegionRules {
+  StringRef name;
+  bool allowQuery;
+  bool allowKey;
+};
+} // namespace
+
+/// Checks the argument list and the yielded types of `region`.
+static LogicalResult verifyRegionSignature(AttentionOp op, Region &region,
+                                           StringRef name,
+                                           ArrayRef<Type> expectedArgs,
+                                           TypeRange expectedYield) {
+  if (region.empty())
+    return success();
+  Block &block = region.front();
+  if (block.getArgumentTypes() != TypeRange(expectedArgs)) {
+    InFlightDiagnostic diag = op.emitOpError("expects the '")
+                              << name << "' region to take (";
+    llvm::interleaveComma(expectedArgs, diag);
+    diag << ") but it takes (";
+    llvm::interleaveComma(block.getArgumentTypes(), diag);
+    return diag << ")";
+  }
+  Operation *terminator = block.getTerminator();
+  if (terminator->getOperandTypes() != expectedYield) {
+    InFlightDiagnostic diag = terminator->emitOpError("in the '")
+                              << name << "' region must yield (";
+    llvm::interleaveComma(expectedYield, diag);
+    diag << ") but yields (";
+    llvm::interleaveComma(terminator->getOperandTypes(), diag);
+    return diag << ")";
+  }
+  return success();
+}
+
+/// Rejects reads of the query or key side that `rules` forbids.
+static LogicalResult verifyRegionReads(Region &region, RegionRules rules,
+                                       bool isTileRegion) {
+  if (region.empty())
+    return success();
+  Block &block = region.front();
+  auto forbidIndex = [&](unsigned first, unsigned count,
+                         StringRef what) -> LogicalResult {
+    for (unsigned i = first; i < first + count; ++i)
+      for (Operation *user : block.getArgument(i).getUsers())
+        return user->emitOpError("in the '")
+               << rules.name << "' region may not use " << what;
+    return success();
+  };
+  unsigned perSide = isTileRegion ? 2 : 1;
+  if (!rules.allowQuery &&
+      failed(forbidIndex(2, perSide, "the query index")))
+    return failure();
+  if (!rules.allowKey &&
+      failed(forbidIndex(2 + perSide, perSide, "the key index")))
+    return failure();
+
+  WalkResult result = region.walk([&](Operation *op) {
+    bool readsQuery = false, readsKey = false;
+    if (isa<DotOp, Dist2Op, ScaledDotOp>(op))
+      readsQuery = readsKey = true;
+    else if (isa<KeyBiasOp>(op))
+      readsKey = true;
+    else if (auto norm = dyn_cast<Norm2Op>(op))
+      (norm.getVector() == Vector::q ? readsQuery : readsKey) = true;
+    if ((readsQuery && !rules.allowQuery) || (readsKey && !rules.allowKey)) {
+      op->emitOpError("in the '")
+          << rules.name << "' region may not read the "
+          << (readsQuery && !rules.allowQuery ? "query" : "key");
+      return WalkResult::interrupt();
+    }
+    return WalkResult::advance();
+  });
+  return failure(result.wasInterrupted());
+}
+
+LogicalResult AttentionOp::verifyRegions() {
+  Builder b(getContext());
+  Type f32 = b.getF32Type(), i1 = b.getI1Type();
+  SmallVector<Type> elementArgs = getElementRegionArgTypes();
+  if (failed(verifyRegionSignature(*this, getScore(), "score", elementArgs,
+                                   {f32})) ||
+      failed(verifyRegionSignature(*this, getMask(), "mask", elementArgs,
+                                   {i1})) ||
+      failed(verifyRegionSignature(*this, getQScale(), "q_scale", elementArgs,
+                                   {f32})) ||
+      failed(verifyRegionSignature(*this, getKeyBias(), "key_bias",
+                                   elementArgs, {f32})) ||
+      failed(verifyRegionSignature(*this, getRowBias(), "row_bias",
+                                   elementArgs, {f32})) ||
+      failed(verifyRegionSignature(*this, getTileClass(), "tile_class",
+                                   getTileRegionArgTypes(), {i1, i1})))
+    return failure();
+
+  if (failed(verifyRegionReads(getMask(), {"mask", false, false}, false)) ||
+      failed(verifyRegionReads(getQScale(), {"q_scale", false, false},
+                               false)) ||
+      failed(verifyRegionReads(getKeyBias(), {"key_bias", false, true},
+                               false)) ||
+      failed(verifyRegionReads(getRowBias(), {"row_bias", true, false},
+                               false)) ||
+      failed(verifyRegionReads(getTileClass(), {"tile_class", false, false},
+                               true)))
+    return failure();
+
+  if (!getRowBias().empty() && !isSoftmax())
+    return emitOpError("has a 'row_bias' region, which only softmax "
+                       "normalisation allows");
+  for (Region *region : {&getScore(), &getKeyBias(), &getRowBias()}) {
+    for (Operation &op : region->getOps()) {
+      if (isa<ScaledDotOp>(op) && getQScale().empty())
+        return op.emitOpError("needs the enclosing op to have a 'q_scale' "
+                              "region");
+      if (isa<KeyBiasOp>(op) && (region != &getScore() || getKeyBias().empty()))
+        return op.emitOpError("may only appear in the 'score' region of an "
+                              "op with a 'key_bias' region");
+    }
+  }
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// LoadOp and LoadBoundOp
+//===----------------------------------------------------------------------===//
+
+static LogicalResult verifyIndexCount(Operation *op, Type captureType,
+                                      size_t count, StringRef what) {
+  int64_t rank = cast<RankedTensorType>(captureType).getRank();
+  if (static_cast<int64_t>(count) != rank)
+    return op->emitOpError("indexes a rank-")
+           << rank << " capture with " << count << " " << what;
+  return success();
+}
+
+LogicalResult LoadOp::verify() {
+  return verifyIndexCount(*this, getCapture().getType(), getIndices().size(),
+                          "indices");
+}
+
+LogicalResult LoadBoundOp::verify() {
+  if (getLows().size() != getHighs().size())
+    return emitOpError("has ") << getLows().size() << " lower bounds but "
+                               << getHighs().size() << " upper bounds";
+  return verifyIndexCount(*this, getCapture().getType(), getLows().size(),
+                          "bounds");
+}

@@ -1,0 +1,17 @@
+# lit configuration for rbfc: every .mlir and .attn file under test/lit is
+# a test; RUN lines use rbfc, rbf-opt, FileCheck and not.
+import os
+
+import lit.formats
+
+config.name = "rbfc"
+config.test_format = lit.formats.ShTest(execute_external=False)
+config.suffixes = [".mlir", ".attn", ".test"]
+config.excludes = ["Inputs", "lit.cfg.py", "lit.site.cfg.py"]
+config.test_source_root = os.path.dirname(__file__)
+config.test_exec_root = os.path.join(config.rbfc_obj_root, "test", "lit")
+
+tools_dir = os.path.dirname(config.filecheck)
+config.environment["PATH"] = os.pathsep.join(
+    [config.rbfc_tools_dir, tools_dir, config.environment.get("PATH", "")])
+config.substitutions.append(("%examples", os.path.join(config.rbfc_src_root, "examples")))
