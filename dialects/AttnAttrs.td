@@ -12,19 +12,14 @@ def Attn_Normalization : I32EnumAttr<"Normalization",
     "how the exponentiated scores of a query row are combined",
     [Attn_NormalizationSoftmax, Attn_NormalizationNone]> {
   let cppNamespace = "::rbfc::attn";
-  let genSpecializedAttr = 0;
 }
-def Attn_NormalizationAttr : EnumAttr<Attn_Dialect, Attn_Normalization,
-                                      "normalization">;
 
 def Attn_VectorQ : I32EnumAttrCase<"q", 0>;
 def Attn_VectorK : I32EnumAttrCase<"k", 1>;
 def Attn_Vector : I32EnumAttr<"Vector", "the query or the key row vector",
     [Attn_VectorQ, Attn_VectorK]> {
   let cppNamespace = "::rbfc::attn";
-  let genSpecializedAttr = 0;
 }
-def Attn_VectorAttr : EnumAttr<Attn_Dialect, Attn_Vector, "vector">;
 
 def Attn_SizeBatch : I32EnumAttrCase<"batch", 0>;
 def Attn_SizeHeads : I32EnumAttrCase<"heads", 1>;
@@ -36,18 +31,14 @@ def Attn_Size : I32EnumAttr<"Size", "a problem size",
     [Attn_SizeBatch, Attn_SizeHeads, Attn_SizeKVHeads, Attn_SizeQLen,
      Attn_SizeKVLen, Attn_SizeHeadDim]> {
   let cppNamespace = "::rbfc::attn";
-  let genSpecializedAttr = 0;
 }
-def Attn_SizeAttr : EnumAttr<Attn_Dialect, Attn_Size, "size">;
 
 def Attn_BoundMin : I32EnumAttrCase<"min", 0>;
 def Attn_BoundMax : I32EnumAttrCase<"max", 1>;
 def Attn_Bound : I32EnumAttr<"Bound", "which end of a range",
     [Attn_BoundMin, Attn_BoundMax]> {
   let cppNamespace = "::rbfc::attn";
-  let genSpecializedAttr = 0;
 }
-def Attn_BoundAttr : EnumAttr<Attn_Dialect, Attn_Bound, "bound">;
 
 def Attn_PlanAttr : AttrDef<Attn_Dialect, "Plan"> {
   let mnemonic = "plan";

@@ -76,7 +76,7 @@ def Attn_AttentionOp : Attn_Op<"attention", [
                        Attn_InputTensor:$value,
                        Variadic<Attn_ParamType>:$params,
                        Variadic<Attn_CaptureTensor>:$captures,
-                       Attn_NormalizationAttr:$normalization,
+                       Attn_Normalization:$normalization,
                        StrArrayAttr:$param_names,
                        ArrayAttr:$param_defaults,
                        StrArrayAttr:$capture_names,
@@ -164,7 +164,7 @@ def Attn_Norm2Op : Attn_ElementOp<"norm2"> {
   let description = [{
     `||q_i||^2` or `||k_j||^2`. Example: `%n = attn.norm2 k : f32`.
   }];
-  let arguments = (ins Attn_VectorAttr:$vector);
+  let arguments = (ins Attn_Vector:$vector);
   let results = (outs F32:$result);
   let assemblyFormat = "$vector attr-dict `:` type($result)";
 }
@@ -184,9 +184,12 @@ def Attn_SizeOp : Attn_ElementOp<"size"> {
   let description = [{
     Example: `%n = attn.size kv_len : index`.
   }];
-  let arguments = (ins Attn_SizeAttr:$size);
+  let arguments = (ins Attn_Size:$size);
   let results = (outs Index:$result);
   let assemblyFormat = "$size attr-dict `:` type($result)";
+  // The head dimension is part of the tensor types; the others are known
+  // only at run time.
+  let hasFolder = 1;
 }
 
 def Attn_KeyBiasOp : Attn_ElementOp<"key_bias"> {
@@ -231,11 +234,11 @@ def Attn_LoadBoundOp : Attn_ElementOp<"load_bound", [
     it from a per-tile table. Example:
     `%lo = attn.load_bound min %doc[%q_lo] to [%q_hi] : tensor<?xi32>`.
   }];
-  let arguments = (ins Attn_BoundAttr:$bound, Attn_CaptureTensor:$capture,
+  let arguments = (ins Attn_Bound:$bound, Attn_CaptureTensor:$capture,
                        Variadic<Index>:$lows, Variadic<Index>:$highs);
   let results = (outs AnyTypeOf<[F32, I32, I64]>:$result);
   let assemblyFormat = [{
-    $bound $capture `[` $lows `]` `to` `[` $highs `]` attr-dict `:` type($capture)
+    $bound $capture `[` $lows `]` `to` ` ` `[` $highs `]` attr-dict `:` type($capture)
   }];
   let hasVerifier = 1;
 }

@@ -41,6 +41,11 @@ llvm::StringRef kindName(ValueKind kind) {
   return "?";
 }
 
+/// "an int", "a float", "a bool".
+std::string withArticle(ValueKind kind) {
+  return ((kind == ValueKind::Int ? "an " : "a ") + kindName(kind)).str();
+}
+
 /// The type of an expression and whether it reads q or k.
 struct Checked {
   ValueKind kind;
@@ -154,6 +159,8 @@ private:
   StringAttr filename;
   const FrontendOptions &options;
   const Spec *spec = nullptr;
+  /// The let whose value is being checked, to name a self-reference.
+  const LetDecl *currentLet = nullptr;
   llvm::StringMap<Symbol> symbols;
   llvm::DenseMap<const Expr *, Checked> checked;
 };
@@ -203,6 +210,10 @@ bool MLIRGen::declareBuiltins() {
 void MLIRGen::reportUnknownName(const Expr &expr) {
   for (const LetDecl &let : spec->lets)
     if (let.name == expr.name) {
+      if (&let == currentLet) {
+        error(expr.loc, "'" + expr.name + "' is used in its own definition");
+        return;
+      }
       error(expr.loc, "'" + expr.name + "' is used before its definition")
               .attachNote(loc(let.loc))
           << "'" << expr.name << "' is defined here";
@@ -512,8 +523,8 @@ std::optional<Checked> MLIRGen::checkBinary(const Expr &expr) {
   case TokenKind::EqualEqual:
   case TokenKind::NotEqual:
     if ((lhs->kind == ValueKind::Bool) != (rhs->kind == ValueKind::Bool)) {
-      error(expr.loc, what + " compares a " + kindName(lhs->kind) +
-                          " with a " + kindName(rhs->kind));
+      error(expr.loc, what + " compares " + withArticle(lhs->kind) +
+                          " with " + withArticle(rhs->kind));
       return std::nullopt;
     }
     return Checked{ValueKind::Bool, readsVectors};
@@ -591,6 +602,20 @@ MLIRGen::evaluateConstant(const Expr &expr, llvm::StringRef param) {
         return std::nullopt;
       }
       return std::pair(std::floor(lhs->first / rhs->first), bothInt);
+    case TokenKind::Percent:
+      if (!bothInt) {
+        error(expr.loc, llvm::Twine("operator '%' needs ints, got ") +
+                            (lhs->second ? "int" : "float") + " and " +
+                            (rhs->second ? "int" : "float"));
+        return std::nullopt;
+      }
+      if (rhs->first == 0) {
+        error(expr.loc, "division by zero in the default of '" + param + "'");
+        return std::nullopt;
+      }
+      return std::pair(lhs->first -
+                           std::floor(lhs->first / rhs->first) * rhs->first,
+                       true);
     default:
       return notConstant(expr);
     }
@@ -964,44 +989,75 @@ OwningOpRef<ModuleOp> MLIRGen::build(const Spec &parsed) {
       return nullptr;
     defaults.push_back(fallback);
   }
-  // A let is visible from the statement after it, so check it before
-  // declaring it.
-  for (auto [number, let] : llvm::enumerate(parsed.lets)) {
-    if (!check(*let.value) ||
-        !declare(let.name,
-                 {SymbolKind::Let, static_cast<unsigned>(number), let.loc}))
-      return nullptr;
-  }
-  if (!parsed.score) {
-    emitError(specLoc) << "attention '" << parsed.name
-                       << "' has no score; add a line such as "
-                          "'score = dot(q, k) / sqrt(head_dim);'";
-    return nullptr;
-  }
-  std::optional<Checked> score = check(*parsed.score);
-  if (!score)
-    return nullptr;
-  if (score->kind == ValueKind::Bool) {
-    error(parsed.score->loc, "the score must be a number, got bool (did you "
-                             "mean to write it as the mask?)");
-    return nullptr;
-  }
-  if (parsed.mask) {
+  // A let is visible from the statement after it: check the lets, the score
+  // and the mask in source order, declaring each let once it is checked.
+  auto precedes = [](SourceLoc lhs, SourceLoc rhs) {
+    return lhs.line != rhs.line ? lhs.line < rhs.line
+                                : lhs.column < rhs.column;
+  };
+  size_t numDeclared = 0;
+  auto declareLetsBefore = [&](std::optional<SourceLoc> end) {
+    for (; numDeclared < parsed.lets.size(); ++numDeclared) {
+      const LetDecl &let = parsed.lets[numDeclared];
+      if (end && !precedes(let.loc, *end))
+        return true;
+      currentLet = &let;
+      bool checkedLet = check(*let.value).has_value();
+      currentLet = nullptr;
+      if (!checkedLet ||
+          !declare(let.name, {SymbolKind::Let,
+                              static_cast<unsigned>(numDeclared), let.loc}))
+        return false;
+    }
+    return true;
+  };
+  auto checkScore = [&]() {
+    std::optional<Checked> score = check(*parsed.score);
+    if (!score)
+      return false;
+    if (score->kind == ValueKind::Bool) {
+      error(parsed.score->loc, "the score must be a number, got bool (did "
+                               "you mean to write it as the mask?)");
+      return false;
+    }
+    return true;
+  };
+  auto checkMask = [&]() {
     std::optional<Checked> mask = check(*parsed.mask);
     if (!mask)
-      return nullptr;
+      return false;
     if (mask->kind != ValueKind::Bool) {
       error(parsed.mask->loc, "the mask must be a bool (e.g. kv_idx <= "
                               "q_idx), got " +
                                   kindName(mask->kind));
-      return nullptr;
+      return false;
     }
     if (mask->readsVectors) {
       error(parsed.mask->loc,
             "the mask may not depend on q or k: it decides which tiles to "
             "skip before any score is computed");
-      return nullptr;
+      return false;
     }
+    return true;
+  };
+  SmallVector<std::pair<SourceLoc, bool>> statements; // (where, isMask)
+  if (parsed.score)
+    statements.push_back({parsed.scoreLoc, false});
+  if (parsed.mask)
+    statements.push_back({parsed.maskLoc, true});
+  if (statements.size() == 2 &&
+      precedes(statements[1].first, statements[0].first))
+    std::swap(statements[0], statements[1]);
+  for (auto [at, isMask] : statements)
+    if (!declareLetsBefore(at) || !(isMask ? checkMask() : checkScore()))
+      return nullptr;
+  if (!declareLetsBefore(std::nullopt))
+    return nullptr;
+  if (!parsed.score) {
+    emitError(specLoc) << "attention '" << parsed.name
+                       << "' has no score; add a line such as "
+                          "'score = dot(q, k) / sqrt(head_dim);'";
+    return nullptr;
   }
 
   // Build func.func @name(q, k, v, params..., captures...) -> (o[, lse]).

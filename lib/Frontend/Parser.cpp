@@ -18,10 +18,13 @@
 //===----------------------------------------------------------------------===//
 #include "rbfc/Frontend/Parser.h"
 
+#include "llvm/ADT/DenseMap.h"
 #include "llvm/ADT/StringSwitch.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <limits>
 
 using namespace rbfc;
 using namespace rbfc::ast;
@@ -116,13 +119,55 @@ private:
     node->op = op;
     node->operands.push_back(std::move(lhs));
     node->operands.push_back(std::move(rhs));
+    return withDepth(std::move(node));
+  }
+
+  /// Records the depth of `node` from its operands' depths; rejects a tree
+  /// deeper than kMaxDepth. Deeper trees would overflow the stack of the
+  /// recursive passes that follow (type checking, emission, destruction).
+  ExprPtr withDepth(ExprPtr node) {
+    unsigned depth = 1;
+    for (const ExprPtr &operand : node->operands)
+      depth = std::max(depth, depthOf(operand.get()) + 1);
+    if (depth > kMaxDepth) {
+      errorAt(node->loc, "expression is nested too deeply (more than " +
+                             llvm::Twine(kMaxDepth) +
+                             " levels); split it with 'let'");
+      return nullptr;
+    }
+    depths[node.get()] = depth;
     return node;
   }
+  unsigned depthOf(const Expr *node) const {
+    auto it = depths.find(node);
+    return it == depths.end() ? 1 : it->second;
+  }
+
+  /// Counts the nesting of the recursive parse functions: parentheses do
+  /// not deepen the tree but do deepen the parser's recursion.
+  struct NestingGuard {
+    explicit NestingGuard(Parser &parser) : parser(parser) {
+      ++parser.nesting;
+    }
+    ~NestingGuard() { --parser.nesting; }
+    bool tooDeep() const {
+      if (parser.nesting <= kMaxDepth)
+        return false;
+      parser.error("expression is nested too deeply (more than " +
+                   llvm::Twine(kMaxDepth) + " levels); split it with 'let'");
+      return true;
+    }
+    Parser &parser;
+  };
+
+  static constexpr unsigned kMaxDepth = 256;
 
   Lexer lexer;
   const DiagnosticCallback &report;
   Token token;
   bool failed = false;
+  unsigned nesting = 0;
+  llvm::DenseMap<const Expr *, unsigned> depths;
 };
 
 } // namespace
@@ -305,6 +350,9 @@ bool Parser::parseAssignment(Spec &spec, llvm::StringRef keyword) {
 }
 
 ExprPtr Parser::parseExpr() {
+  NestingGuard guard(*this);
+  if (guard.tooDeep())
+    return nullptr;
   ExprPtr condition = parseOr();
   if (!condition || !at(TokenKind::Question))
     return condition;
@@ -319,7 +367,7 @@ ExprPtr Parser::parseExpr() {
   node->operands.push_back(std::move(condition));
   node->operands.push_back(std::move(whenTrue));
   node->operands.push_back(std::move(whenFalse));
-  return node;
+  return withDepth(std::move(node));
 }
 
 ExprPtr Parser::parseOr() {
@@ -410,6 +458,9 @@ ExprPtr Parser::parseProduct() {
 
 ExprPtr Parser::parseUnary() {
   if (at(TokenKind::Minus) || at(TokenKind::Bang)) {
+    NestingGuard guard(*this);
+    if (guard.tooDeep())
+      return nullptr;
     auto node = std::make_unique<Expr>(Expr::Kind::Unary, token.loc);
     node->op = token.kind;
     consume();
@@ -417,7 +468,7 @@ ExprPtr Parser::parseUnary() {
     if (!operand)
       return nullptr;
     node->operands.push_back(std::move(operand));
-    return node;
+    return withDepth(std::move(node));
   }
   return parsePrimary();
 }
@@ -454,12 +505,19 @@ ExprPtr Parser::parsePrimary() {
         return nullptr;
       }
       node->value = static_cast<double>(value);
-    } else if (token.text.getAsDouble(node->value)) {
-      // getAsDouble rejects "1." and overflowing literals.
-      std::string text = token.text.str();
-      char *end = nullptr;
-      node->value = std::strtod(text.c_str(), &end);
-      if (end != text.c_str() + text.size() || std::isinf(node->value)) {
+    } else {
+      // getAsDouble rejects "1." (strtod reads it) but accepts an
+      // overflowing literal as infinity, so check the range either way.
+      // Scores are f32: a literal beyond its range would become inf.
+      bool parsed = !token.text.getAsDouble(node->value);
+      if (!parsed) {
+        std::string text = token.text.str();
+        char *end = nullptr;
+        node->value = std::strtod(text.c_str(), &end);
+        parsed = end == text.c_str() + text.size();
+      }
+      if (!parsed || std::isinf(node->value) ||
+          std::fabs(node->value) > std::numeric_limits<float>::max()) {
         error("number " + describeToken() + " is out of range");
         return nullptr;
       }
@@ -489,7 +547,7 @@ ExprPtr Parser::parsePrimary() {
         errorAt(loc, "'" + name + "[]' needs at least one index");
         return nullptr;
       }
-      return node;
+      return withDepth(std::move(node));
     }
     auto node = std::make_unique<Expr>(Expr::Kind::Name, loc);
     node->name = name;

@@ -26,6 +26,12 @@ void AttnDialect::initialize() {
       >();
 }
 
+Operation *AttnDialect::materializeConstant(OpBuilder &builder,
+                                            Attribute value, Type type,
+                                            Location loc) {
+  return arith::ConstantOp::materialize(builder, value, type, loc);
+}
+
 LogicalResult PlanAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                                StringRef arch, StringRef kernel, int64_t tileM,
                                int64_t tileN, int64_t warps, int64_t stages) {

@@ -173,6 +173,8 @@ namespace {
 /// What an element region may read, for the verifier's messages.
 struct RegionRules {
   StringRef name;
+  bool allowQueryIndex;
+  bool allowKeyIndex;
   bool allowQuery;
   bool allowKey;
 };
@@ -221,10 +223,10 @@ static LogicalResult verifyRegionReads(Region &region, RegionRules rules,
     return success();
   };
   unsigned perSide = isTileRegion ? 2 : 1;
-  if (!rules.allowQuery &&
+  if (!rules.allowQueryIndex &&
       failed(forbidIndex(2, perSide, "the query index")))
     return failure();
-  if (!rules.allowKey &&
+  if (!rules.allowKeyIndex &&
       failed(forbidIndex(2 + perSide, perSide, "the key index")))
     return failure();
 
@@ -265,14 +267,21 @@ LogicalResult AttentionOp::verifyRegions() {
                                    getTileRegionArgTypes(), {i1, i1})))
     return failure();
 
-  if (failed(verifyRegionReads(getMask(), {"mask", false, false}, false)) ||
-      failed(verifyRegionReads(getQScale(), {"q_scale", false, false},
+  // The mask and the tile classifier decide which tiles run before any
+  // score exists: indices only. The canonical regions each see one side.
+  if (failed(verifyRegionReads(getMask(), {"mask", true, true, false, false},
                                false)) ||
-      failed(verifyRegionReads(getKeyBias(), {"key_bias", false, true},
+      failed(verifyRegionReads(getQScale(),
+                               {"q_scale", false, false, false, false},
                                false)) ||
-      failed(verifyRegionReads(getRowBias(), {"row_bias", true, false},
+      failed(verifyRegionReads(getKeyBias(),
+                               {"key_bias", false, true, false, true},
                                false)) ||
-      failed(verifyRegionReads(getTileClass(), {"tile_class", false, false},
+      failed(verifyRegionReads(getRowBias(),
+                               {"row_bias", true, false, true, false},
+                               false)) ||
+      failed(verifyRegionReads(getTileClass(),
+                               {"tile_class", true, true, false, false},
                                true)))
     return failure();
 
@@ -316,4 +325,18 @@ LogicalResult LoadBoundOp::verify() {
                                << getHighs().size() << " upper bounds";
   return verifyIndexCount(*this, getCapture().getType(), getLows().size(),
                           "bounds");
+}
+
+//===----------------------------------------------------------------------===//
+// SizeOp
+//===----------------------------------------------------------------------===//
+
+OpFoldResult SizeOp::fold(FoldAdaptor) {
+  if (getSize() != Size::head_dim)
+    return {};
+  auto op = (*this)->getParentOfType<AttentionOp>();
+  int64_t headDim = cast<RankedTensorType>(op.getQuery().getType()).getDimSize(3);
+  if (ShapedType::isDynamic(headDim))
+    return {};
+  return IntegerAttr::get(IndexType::get(getContext()), headDim);
 }

@@ -1,0 +1,64 @@
+//===- ReferenceInterpreter.h - float64 semantics of attn IR ----*- C++ -*-===//
+//
+// A small interpreter of attn.attention for tests only: it evaluates the
+// regions op by op in double precision and materialises every score, so it
+// shares no code with the compiler's schedules. It gives the meaning that
+// the algebra passes must preserve and the backends must reproduce.
+//
+//===----------------------------------------------------------------------===//
+#ifndef RBFC_TESTING_REFERENCEINTERPRETER_H
+#define RBFC_TESTING_REFERENCEINTERPRETER_H
+
+#include "rbfc/Dialect/Attn/AttnOps.h"
+
+#include "mlir/Support/LLVM.h"
+
+#include <string>
+#include <vector>
+
+namespace rbfc::test {
+
+/// A captured tensor, row-major.
+struct CaptureData {
+  std::vector<int64_t> shape;
+  std::vector<double> values;
+};
+
+/// Problem sizes and row-major [batch, heads, len, head_dim] inputs.
+struct AttentionInputs {
+  int64_t batch = 1, heads = 1, kvHeads = 1, qLen = 1, kvLen = 1, headDim = 1;
+  std::vector<double> query, key, value;
+  std::vector<double> params; // one per op parameter (ints as doubles)
+  std::vector<CaptureData> captures;
+};
+
+struct AttentionResult {
+  std::vector<double> output; // [batch, heads, q_len, head_dim]
+  std::vector<double> lse;    // [batch, heads, q_len]
+};
+
+/// The parameters' default values, NaN for a parameter without one.
+std::vector<double> defaultParams(attn::AttentionOp op);
+
+/// Computes the attention op on `inputs`. Fails, with `error` set, on an
+/// op the interpreter does not know.
+mlir::FailureOr<AttentionResult>
+runReferenceAttention(attn::AttentionOp op, const AttentionInputs &inputs,
+                      std::string &error);
+
+/// Classification of the tile [qLo, qHi] x [kvLo, kvHi] (inclusive) by the
+/// op's tile_class region: (all_kept, all_masked).
+mlir::FailureOr<std::pair<bool, bool>>
+classifyTile(attn::AttentionOp op, const AttentionInputs &inputs, int64_t b,
+             int64_t h, int64_t qLo, int64_t qHi, int64_t kvLo, int64_t kvHi,
+             std::string &error);
+
+/// Whether the mask keeps element (b, h, qIdx, kvIdx); true without a mask.
+mlir::FailureOr<bool> maskKeeps(attn::AttentionOp op,
+                                const AttentionInputs &inputs, int64_t b,
+                                int64_t h, int64_t qIdx, int64_t kvIdx,
+                                std::string &error);
+
+} // namespace rbfc::test
+
+#endif // RBFC_TESTING_REFERENCEINTERPRETER_H

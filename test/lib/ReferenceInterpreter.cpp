@@ -1,0 +1,388 @@
+//===- ReferenceInterpreter.cpp - float64 semantics of attn IR ------------===//
+#include "rbfc/Testing/ReferenceInterpreter.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/IR/BuiltinAttributes.h"
+#include "llvm/ADT/TypeSwitch.h"
+
+#include <cmath>
+#include <limits>
+
+using namespace mlir;
+using namespace rbfc;
+using namespace rbfc::test;
+
+namespace {
+
+/// The (query, key) pair an element region is evaluated for.
+struct Element {
+  const double *query = nullptr;
+  const double *key = nullptr;
+  int64_t headDim = 0;
+  double qScale = 1.0;
+  double keyBias = 0.0;
+};
+
+class RegionEvaluator {
+public:
+  RegionEvaluator(attn::AttentionOp op, const AttentionInputs &inputs,
+                  std::string &error)
+      : op(op), inputs(inputs), error(error) {}
+
+  /// Evaluates `region` with its leading index arguments set to `indices`.
+  FailureOr<SmallVector<double>> run(Region &region, ArrayRef<double> indices,
+                                     const Element &element);
+
+private:
+  FailureOr<double> evaluate(Operation &op, const Element &element);
+  const CaptureData &captureOf(Value capture) {
+    auto arg = cast<BlockArgument>(capture);
+    unsigned numIndices = arg.getOwner()->getNumArguments() -
+                          op.getParams().size() - op.getCaptures().size();
+    return inputs.captures[arg.getArgNumber() - numIndices -
+                           op.getParams().size()];
+  }
+  double dot(const Element &element, bool queryLeft, bool keyRight) {
+    const double *lhs = queryLeft ? element.query : element.key;
+    const double *rhs = keyRight ? element.key : element.query;
+    double sum = 0;
+    for (int64_t d = 0; d < element.headDim; ++d)
+      sum += lhs[d] * rhs[d];
+    return sum;
+  }
+  double sizeOf(attn::Size size) {
+    switch (size) {
+    case attn::Size::batch: return inputs.batch;
+    case attn::Size::heads: return inputs.heads;
+    case attn::Size::kv_heads: return inputs.kvHeads;
+    case attn::Size::q_len: return inputs.qLen;
+    case attn::Size::kv_len: return inputs.kvLen;
+    case attn::Size::head_dim: return inputs.headDim;
+    }
+    return 0;
+  }
+  /// Flat offset of `indices`, each clamped into its dimension.
+  static int64_t clampedOffset(const CaptureData &capture,
+                               ArrayRef<int64_t> indices) {
+    int64_t offset = 0;
+    for (auto [index, dim] : llvm::zip(indices, capture.shape))
+      offset = offset * dim + std::clamp<int64_t>(index, 0, dim - 1);
+    return offset;
+  }
+
+  attn::AttentionOp op;
+  const AttentionInputs &inputs;
+  std::string &error;
+  llvm::DenseMap<Value, double> values;
+};
+
+FailureOr<SmallVector<double>>
+RegionEvaluator::run(Region &region, ArrayRef<double> indices,
+                     const Element &element) {
+  values.clear();
+  Block &block = region.front();
+  for (auto [position, index] : llvm::enumerate(indices))
+    values[block.getArgument(position)] = index;
+  for (auto [position, param] : llvm::enumerate(inputs.params))
+    values[block.getArgument(indices.size() + position)] = param;
+  for (Operation &op : block.without_terminator()) {
+    FailureOr<double> result = evaluate(op, element);
+    if (failed(result))
+      return failure();
+    values[op.getResult(0)] = *result;
+  }
+  SmallVector<double> results;
+  for (Value yielded : block.getTerminator()->getOperands())
+    results.push_back(values.lookup(yielded));
+  return results;
+}
+
+static bool compareInt(arith::CmpIPredicate predicate, double a, double b) {
+  using P = arith::CmpIPredicate;
+  switch (predicate) {
+  case P::eq: return a == b;
+  case P::ne: return a != b;
+  case P::slt: return a < b;
+  case P::sle: return a <= b;
+  case P::sgt: return a > b;
+  case P::sge: return a >= b;
+  default: return false;
+  }
+}
+
+static bool compareFloat(arith::CmpFPredicate predicate, double a, double b) {
+  using P = arith::CmpFPredicate;
+  bool unordered = std::isnan(a) || std::isnan(b);
+  switch (predicate) {
+  case P::OEQ: return !unordered && a == b;
+  case P::OLT: return !unordered && a < b;
+  case P::OLE: return !unordered && a <= b;
+  case P::OGT: return !unordered && a > b;
+  case P::OGE: return !unordered && a >= b;
+  case P::ONE: return !unordered && a != b;
+  case P::UNE: return unordered || a != b;
+  default: return false;
+  }
+}
+
+FailureOr<double> RegionEvaluator::evaluate(Operation &operation,
+                                            const Element &element) {
+  auto in = [&](unsigned i) { return values.lookup(operation.getOperand(i)); };
+  std::optional<double> result =
+      TypeSwitch<Operation *, std::optional<double>>(&operation)
+          .Case([&](arith::ConstantOp constant) -> std::optional<double> {
+            Attribute value = constant.getValue();
+            if (auto f = dyn_cast<FloatAttr>(value))
+              return f.getValueAsDouble();
+            if (auto i = dyn_cast<IntegerAttr>(value))
+              return i.getType().isInteger(1)
+                         ? static_cast<double>(i.getValue().getBoolValue())
+                         : static_cast<double>(i.getValue().getSExtValue());
+            return std::nullopt;
+          })
+          .Case<arith::AddFOp, arith::AddIOp>([&](auto) { return in(0) + in(1); })
+          .Case<arith::SubFOp, arith::SubIOp>([&](auto) { return in(0) - in(1); })
+          .Case<arith::MulFOp, arith::MulIOp>([&](auto) { return in(0) * in(1); })
+          .Case([&](arith::DivFOp) { return in(0) / in(1); })
+          .Case([&](arith::NegFOp) { return -in(0); })
+          .Case([&](arith::FloorDivSIOp) -> std::optional<double> {
+            if (in(1) == 0)
+              return std::nullopt;
+            return std::floor(in(0) / in(1));
+          })
+          .Case<arith::MinSIOp>([&](auto) { return std::min(in(0), in(1)); })
+          .Case<arith::MaxSIOp>([&](auto) { return std::max(in(0), in(1)); })
+          .Case<arith::MinimumFOp>([&](auto) {
+            return std::isnan(in(0)) || std::isnan(in(1))
+                       ? std::numeric_limits<double>::quiet_NaN()
+                       : std::min(in(0), in(1));
+          })
+          .Case<arith::MaximumFOp>([&](auto) {
+            return std::isnan(in(0)) || std::isnan(in(1))
+                       ? std::numeric_limits<double>::quiet_NaN()
+                       : std::max(in(0), in(1));
+          })
+          .Case([&](arith::CmpIOp cmp) {
+            return static_cast<double>(
+                compareInt(cmp.getPredicate(), in(0), in(1)));
+          })
+          .Case([&](arith::CmpFOp cmp) {
+            return static_cast<double>(
+                compareFloat(cmp.getPredicate(), in(0), in(1)));
+          })
+          .Case<arith::AndIOp>([&](auto) {
+            return static_cast<double>(in(0) != 0 && in(1) != 0);
+          })
+          .Case<arith::OrIOp>([&](auto) {
+            return static_cast<double>(in(0) != 0 || in(1) != 0);
+          })
+          .Case<arith::XOrIOp>([&](auto) {
+            return static_cast<double>((in(0) != 0) != (in(1) != 0));
+          })
+          .Case([&](arith::SelectOp) { return in(0) != 0 ? in(1) : in(2); })
+          .Case<arith::IndexCastOp, arith::SIToFPOp>([&](auto) { return in(0); })
+          .Case<math::AbsFOp, math::AbsIOp>([&](auto) { return std::fabs(in(0)); })
+          .Case<math::ExpOp>([&](auto) { return std::exp(in(0)); })
+          .Case<math::Exp2Op>([&](auto) { return std::exp2(in(0)); })
+          .Case<math::LogOp>([&](auto) { return std::log(in(0)); })
+          .Case<math::Log2Op>([&](auto) { return std::log2(in(0)); })
+          .Case<math::TanhOp>([&](auto) { return std::tanh(in(0)); })
+          .Case<math::SqrtOp>([&](auto) { return std::sqrt(in(0)); })
+          .Case<math::RsqrtOp>([&](auto) { return 1.0 / std::sqrt(in(0)); })
+          .Case<math::FloorOp>([&](auto) { return std::floor(in(0)); })
+          .Case<math::CeilOp>([&](auto) { return std::ceil(in(0)); })
+          .Case([&](attn::DotOp) { return dot(element, true, true); })
+          .Case([&](attn::ScaledDotOp) {
+            return element.qScale * dot(element, true, true);
+          })
+          .Case([&](attn::Dist2Op) {
+            double sum = 0;
+            for (int64_t d = 0; d < element.headDim; ++d) {
+              double diff = element.query[d] - element.key[d];
+              sum += diff * diff;
+            }
+            return sum;
+          })
+          .Case([&](attn::Norm2Op norm) {
+            bool isQuery = norm.getVector() == attn::Vector::q;
+            return dot(element, isQuery, !isQuery);
+          })
+          .Case([&](attn::KeyBiasOp) { return element.keyBias; })
+          .Case([&](attn::SizeOp size) { return sizeOf(size.getSize()); })
+          .Case([&](attn::LoadOp load) {
+            const CaptureData &capture = captureOf(load.getCapture());
+            SmallVector<int64_t> indices;
+            for (Value index : load.getIndices())
+              indices.push_back(static_cast<int64_t>(values.lookup(index)));
+            return capture.values[clampedOffset(capture, indices)];
+          })
+          .Case([&](attn::LoadBoundOp bound) {
+            const CaptureData &capture = captureOf(bound.getCapture());
+            SmallVector<int64_t> lows, highs, index;
+            for (auto [low, high] : llvm::zip(bound.getLows(), bound.getHighs())) {
+              lows.push_back(static_cast<int64_t>(values.lookup(low)));
+              highs.push_back(static_cast<int64_t>(values.lookup(high)));
+            }
+            bool isMin = bound.getBound() == attn::Bound::min;
+            double best = isMin ? std::numeric_limits<double>::infinity()
+                                : -std::numeric_limits<double>::infinity();
+            // Odometer over the box.
+            index = lows;
+            while (true) {
+              double v = capture.values[clampedOffset(capture, index)];
+              best = isMin ? std::min(best, v) : std::max(best, v);
+              size_t d = index.size();
+              while (d > 0 && index[d - 1] >= highs[d - 1]) {
+                index[d - 1] = lows[d - 1];
+                --d;
+              }
+              if (d == 0)
+                break;
+              ++index[d - 1];
+            }
+            return best;
+          })
+          .Default([](Operation *) { return std::nullopt; });
+  if (!result) {
+    error = "reference interpreter cannot evaluate '" +
+            operation.getName().getStringRef().str() + "'";
+    return failure();
+  }
+  return *result;
+}
+
+} // namespace
+
+std::vector<double> rbfc::test::defaultParams(attn::AttentionOp op) {
+  std::vector<double> params;
+  for (Attribute fallback : op.getParamDefaults()) {
+    if (auto f = dyn_cast<FloatAttr>(fallback))
+      params.push_back(f.getValueAsDouble());
+    else if (auto i = dyn_cast<IntegerAttr>(fallback))
+      params.push_back(static_cast<double>(i.getInt()));
+    else
+      params.push_back(std::numeric_limits<double>::quiet_NaN());
+  }
+  return params;
+}
+
+FailureOr<bool> rbfc::test::maskKeeps(attn::AttentionOp op,
+                                      const AttentionInputs &inputs, int64_t b,
+                                      int64_t h, int64_t qIdx, int64_t kvIdx,
+                                      std::string &error) {
+  if (op.getMask().empty())
+    return true;
+  RegionEvaluator evaluator(op, inputs, error);
+  auto kept = evaluator.run(
+      op.getMask(),
+      {double(b), double(h), double(qIdx), double(kvIdx)}, Element{});
+  if (failed(kept))
+    return failure();
+  return (*kept)[0] != 0;
+}
+
+FailureOr<std::pair<bool, bool>>
+rbfc::test::classifyTile(attn::AttentionOp op, const AttentionInputs &inputs,
+                         int64_t b, int64_t h, int64_t qLo, int64_t qHi,
+                         int64_t kvLo, int64_t kvHi, std::string &error) {
+  if (op.getTileClass().empty())
+    return std::pair(op.getMask().empty(), false);
+  RegionEvaluator evaluator(op, inputs, error);
+  auto facts = evaluator.run(op.getTileClass(),
+                             {double(b), double(h), double(qLo), double(qHi),
+                              double(kvLo), double(kvHi)},
+                             Element{});
+  if (failed(facts))
+    return failure();
+  return std::pair((*facts)[0] != 0, (*facts)[1] != 0);
+}
+
+FailureOr<AttentionResult>
+rbfc::test::runReferenceAttention(attn::AttentionOp op,
+                                  const AttentionInputs &in,
+                                  std::string &error) {
+  const int64_t d = in.headDim;
+  AttentionResult result;
+  result.output.assign(in.batch * in.heads * in.qLen * d, 0.0);
+  result.lse.assign(in.batch * in.heads * in.qLen, 0.0);
+  RegionEvaluator evaluator(op, in, error);
+  const int64_t group = in.heads / in.kvHeads;
+  std::vector<double> scores(in.kvLen);
+  std::vector<bool> kept(in.kvLen);
+
+  for (int64_t b = 0; b < in.batch; ++b)
+    for (int64_t h = 0; h < in.heads; ++h) {
+      int64_t kvHead = h / group;
+      const double *keys = &in.key[((b * in.kvHeads + kvHead) * in.kvLen) * d];
+      const double *vals = &in.value[((b * in.kvHeads + kvHead) * in.kvLen) * d];
+      for (int64_t i = 0; i < in.qLen; ++i) {
+        const double *query = &in.query[((b * in.heads + h) * in.qLen + i) * d];
+        std::vector<double> index{double(b), double(h), double(i), 0.0};
+        Element element{query, keys, d, 1.0, 0.0};
+        if (!op.getQScale().empty()) {
+          auto scale = evaluator.run(op.getQScale(), index, element);
+          if (failed(scale))
+            return failure();
+          element.qScale = (*scale)[0];
+        }
+        double rowBias = 0.0;
+        if (!op.getRowBias().empty()) {
+          auto bias = evaluator.run(op.getRowBias(), index, element);
+          if (failed(bias))
+            return failure();
+          rowBias = (*bias)[0];
+        }
+        double maximum = -std::numeric_limits<double>::infinity();
+        bool anyKept = false;
+        for (int64_t j = 0; j < in.kvLen; ++j) {
+          index[3] = double(j);
+          element.key = keys + j * d;
+          kept[j] = true;
+          if (!op.getMask().empty()) {
+            auto keep = evaluator.run(op.getMask(), index, element);
+            if (failed(keep))
+              return failure();
+            kept[j] = (*keep)[0] != 0;
+          }
+          if (!kept[j])
+            continue;
+          if (!op.getKeyBias().empty()) {
+            auto bias = evaluator.run(op.getKeyBias(), index, element);
+            if (failed(bias))
+              return failure();
+            element.keyBias = (*bias)[0];
+          }
+          auto score = evaluator.run(op.getScore(), index, element);
+          if (failed(score))
+            return failure();
+          // In the log2 domain the weight is 2^s = e^(s ln 2).
+          scores[j] = op.getLog2Domain() ? (*score)[0] * M_LN2 : (*score)[0];
+          maximum = std::max(maximum, scores[j]);
+          anyKept = true;
+        }
+        double *out = &result.output[((b * in.heads + h) * in.qLen + i) * d];
+        double &lse = result.lse[(b * in.heads + h) * in.qLen + i];
+        if (!anyKept) {
+          lse = -std::numeric_limits<double>::infinity();
+          continue;
+        }
+        // Softmax subtracts the row maximum; `none` uses exp(s) as is.
+        double shift = op.isSoftmax() ? maximum : 0.0;
+        double sum = 0.0;
+        for (int64_t j = 0; j < in.kvLen; ++j) {
+          if (!kept[j])
+            continue;
+          double weight = std::exp(scores[j] - shift);
+          sum += weight;
+          for (int64_t c = 0; c < d; ++c)
+            out[c] += weight * vals[j * d + c];
+        }
+        if (op.isSoftmax())
+          for (int64_t c = 0; c < d; ++c)
+            out[c] /= sum;
+        lse = shift + std::log(sum) + rowBias;
+      }
+    }
+  return result;
+}

@@ -1,0 +1,297 @@
+//===- AlgebraPropertyTest.cpp - the canonical form keeps the meaning -----===//
+//
+// Random score and mask expressions from the .attn grammar are compiled
+// twice: as written, and through the canonical pipeline. The float64
+// reference interpreter must give the same outputs and log-sum-exp for both
+// (up to the f32 rounding of the constants the passes fold), and every tile
+// the classifier calls all-kept or all-masked must be so element by element.
+//
+//===----------------------------------------------------------------------===//
+#include "rbfc/Frontend/MLIRGen.h"
+#include "rbfc/Testing/ReferenceInterpreter.h"
+#include "rbfc/Transforms/Passes.h"
+
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/Pass/PassManager.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <random>
+
+using namespace mlir;
+using namespace rbfc;
+
+namespace {
+
+uint64_t runSeed() {
+  static const uint64_t seed = [] {
+    const char *fixed = std::getenv("RBFC_TEST_SEED");
+    uint64_t value = fixed ? std::strtoull(fixed, nullptr, 10)
+                           : std::random_device{}();
+    std::printf("AlgebraPropertyTest seed: %llu (set RBFC_TEST_SEED to "
+                "repeat)\n",
+                static_cast<unsigned long long>(value));
+    return value;
+  }();
+  return seed;
+}
+
+/// Draws random .attn expressions. Amplitudes stay moderate so that exp()
+/// of a score is far from overflow and the comparison measures the algebra.
+class ExpressionGenerator {
+public:
+  explicit ExpressionGenerator(uint64_t seed) : rng(seed) {}
+
+  std::string score(int depth) {
+    if (depth == 0 || pick(4) == 0)
+      return leaf();
+    switch (pick(9)) {
+    case 0: return "(" + score(depth - 1) + " + " + score(depth - 1) + ")";
+    case 1: return "(" + score(depth - 1) + " - " + score(depth - 1) + ")";
+    case 2: return "(" + score(depth - 1) + " * " + score(depth - 1) + ")";
+    case 3: return "-" + score(depth - 1);
+    case 4: return "tanh(" + score(depth - 1) + ")";
+    case 5: return "(" + score(depth - 1) + " / 2.0)";
+    case 6: return score(depth - 1) + " / (1.0 + g * g)";
+    case 7: return "g * (" + score(depth - 1) + " + " + score(depth - 1) + ")";
+    default:
+      return "select(" + condition() + ", " + score(depth - 1) + ", " +
+             score(depth - 1) + ")";
+    }
+  }
+
+  std::string mask(int depth) {
+    if (depth == 0 || pick(3) == 0)
+      return condition();
+    switch (pick(4)) {
+    case 0: return "(" + mask(depth - 1) + " && " + mask(depth - 1) + ")";
+    case 1: return "(" + mask(depth - 1) + " || " + mask(depth - 1) + ")";
+    case 2: return "!(" + mask(depth - 1) + ")";
+    default:
+      return "select(" + condition() + ", " + mask(depth - 1) + ", " +
+             mask(depth - 1) + ")";
+    }
+  }
+
+  unsigned pick(unsigned n) { return std::uniform_int_distribution<unsigned>(0, n - 1)(rng); }
+  double uniform(double lo, double hi) {
+    return std::uniform_real_distribution<double>(lo, hi)(rng);
+  }
+  std::mt19937_64 &engine() { return rng; }
+
+private:
+  std::string leaf() {
+    static const char *kLeaves[] = {
+        "dot(q, k)", "norm2(q)", "norm2(k)", "dist2(q, k)", "dist2(k, q)",
+        "g", "s", "float(q_idx) * 0.25", "float(kv_idx) * 0.25",
+        "float(h)", "bq[q_idx]", "bk[kv_idx]", "bh[h]", "0.5", "1.5",
+        "-2.0", "float(kv_idx - q_idx) * s", "float(b)", "bh[h] * dot(q, k)",
+        "dot(q, k) / sqrt(head_dim)"};
+    return kLeaves[pick(std::size(kLeaves))];
+  }
+  std::string condition() {
+    static const char *kConditions[] = {
+        "kv_idx <= q_idx", "q_idx - kv_idx < w", "kv_idx < w || kv_idx <= q_idx",
+        "doc[q_idx] == doc[kv_idx]", "doc[q_idx] != doc[kv_idx]",
+        "abs(q_idx - kv_idx) <= 2", "kv_idx >= q_idx // 2",
+        "(q_idx + kv_idx) % 3 != 0", "max(q_idx, kv_idx) < 7",
+        "min(q_idx, 2 * kv_idx) > 1", "kv_idx * 2 <= q_idx + w",
+        "h == 1", "kv_idx < kv_len - 3", "q_idx >= kv_idx - w && kv_idx <= q_idx + 1"};
+    return kConditions[pick(std::size(kConditions))];
+  }
+
+  std::mt19937_64 rng;
+};
+
+struct Compiled {
+  OwningOpRef<ModuleOp> module;
+  attn::AttentionOp op;
+};
+
+class AlgebraPropertyTest : public ::testing::Test {
+protected:
+  AlgebraPropertyTest() {
+    loadFrontendDialects(context);
+    context.getDiagEngine().registerHandler([this](Diagnostic &diag) {
+      diagnostics += diag.str() + "\n";
+      return success();
+    });
+  }
+
+  Compiled compile(const std::string &spec, bool canonical) {
+    FrontendOptions options;
+    options.headDim = 8;
+    options.dtype = "f32";
+    Compiled result;
+    result.module = buildAttnModule(context, spec, "random.attn", options);
+    if (!result.module)
+      return result;
+    if (canonical) {
+      PassManager pm(&context);
+      buildAttnCanonicalizePipeline(pm);
+      if (failed(pm.run(*result.module))) {
+        result.module = nullptr;
+        return result;
+      }
+    }
+    result.module->walk([&](attn::AttentionOp op) { result.op = op; });
+    return result;
+  }
+
+  test::AttentionInputs randomInputs(ExpressionGenerator &gen) {
+    test::AttentionInputs in;
+    in.batch = 2;
+    in.heads = 4;
+    in.kvHeads = 1 + gen.pick(2) * 1; // 1 or 2 KV heads: GQA 4:1 and 2:1
+    in.qLen = 1 + gen.pick(9);
+    in.kvLen = 1 + gen.pick(11);
+    in.headDim = 8;
+    auto fill = [&](std::vector<double> &values, size_t count, double scale) {
+      values.resize(count);
+      for (double &v : values)
+        v = gen.uniform(-scale, scale);
+    };
+    fill(in.query, in.batch * in.heads * in.qLen * in.headDim, 0.5);
+    fill(in.key, in.batch * in.kvHeads * in.kvLen * in.headDim, 0.5);
+    fill(in.value, in.batch * in.kvHeads * in.kvLen * in.headDim, 1.0);
+    in.params = {gen.uniform(-1, 1), gen.uniform(-1, 1),
+                 static_cast<double>(gen.pick(5))};
+    auto capture = [&](int64_t size, double scale) {
+      test::CaptureData data;
+      data.shape = {size};
+      fill(data.values, size, scale);
+      return data;
+    };
+    in.captures = {capture(in.qLen, 1.0), capture(in.kvLen, 1.0),
+                   capture(in.heads, 1.0)};
+    // Document ids: sorted small integers, as packed sequences have.
+    test::CaptureData doc;
+    int64_t docLen = std::max(in.qLen, in.kvLen);
+    doc.shape = {docLen};
+    double current = 0;
+    for (int64_t i = 0; i < docLen; ++i) {
+      if (gen.pick(3) == 0)
+        current += 1;
+      doc.values.push_back(current);
+    }
+    in.captures.push_back(doc);
+    return in;
+  }
+
+  MLIRContext context;
+  std::string diagnostics;
+};
+
+std::string makeSpec(const std::string &score, const std::string &mask,
+                     bool softmax) {
+  std::string spec = "attention random {\n"
+                     "  param g: f32 = 0.7;\n"
+                     "  param s: f32 = -0.3;\n"
+                     "  param w: int = 3;\n"
+                     "  capture bq: f32[?];\n"
+                     "  capture bk: f32[?];\n"
+                     "  capture bh: f32[?];\n"
+                     "  capture doc: i32[?];\n"
+                     "  score = " + score + ";\n";
+  if (!mask.empty())
+    spec += "  mask = " + mask + ";\n";
+  if (!softmax)
+    spec += "  normalize = none;\n";
+  return spec + "}\n";
+}
+
+double relativeError(const std::vector<double> &actual,
+                     const std::vector<double> &expected) {
+  double diff = 0, norm = 0;
+  for (size_t i = 0; i < expected.size(); ++i) {
+    if (std::isinf(expected[i]) && actual[i] == expected[i])
+      continue;
+    diff += (actual[i] - expected[i]) * (actual[i] - expected[i]);
+    norm += expected[i] * expected[i];
+  }
+  return std::sqrt(diff) / std::max(std::sqrt(norm), 1e-300);
+}
+
+TEST_F(AlgebraPropertyTest, CanonicalFormComputesTheSameAttention) {
+  ExpressionGenerator gen(runSeed());
+  constexpr int kCases = 400;
+  // Folded constants are f32: log2(e) and products of user constants carry
+  // a relative rounding of ~6e-8 per term, scaled by the score magnitude.
+  constexpr double kTolerance = 1e-5;
+  double worst = 0;
+  std::string worstSpec;
+  for (int c = 0; c < kCases; ++c) {
+    bool softmax = gen.pick(2) == 0;
+    std::string spec = makeSpec(gen.score(3), gen.pick(2) ? gen.mask(2) : "",
+                                softmax);
+    Compiled original = compile(spec, false);
+    Compiled canonical = compile(spec, true);
+    ASSERT_TRUE(original.op && canonical.op)
+        << "spec failed to compile:\n" << spec << diagnostics;
+    test::AttentionInputs inputs = randomInputs(gen);
+    std::string error;
+    auto expected = test::runReferenceAttention(original.op, inputs, error);
+    ASSERT_TRUE(succeeded(expected)) << error;
+    auto actual = test::runReferenceAttention(canonical.op, inputs, error);
+    ASSERT_TRUE(succeeded(actual)) << error;
+    double outputError = relativeError(actual->output, expected->output);
+    double lseError = relativeError(actual->lse, expected->lse);
+    double caseError = std::max(outputError, lseError);
+    if (!(caseError <= worst)) {
+      worst = caseError;
+      worstSpec = spec;
+    }
+    ASSERT_LE(outputError, kTolerance) << "output differs for\n" << spec;
+    ASSERT_LE(lseError, kTolerance) << "lse differs for\n" << spec;
+  }
+  std::printf("worst relative error over %d random specs: %.3g\n%s", kCases,
+              worst, worstSpec.c_str());
+}
+
+TEST_F(AlgebraPropertyTest, TileClassesAreSound) {
+  ExpressionGenerator gen(runSeed() + 1);
+  constexpr int kCases = 300;
+  int decided = 0, tiles = 0;
+  for (int c = 0; c < kCases; ++c) {
+    std::string spec = makeSpec("dot(q, k)", gen.mask(3), true);
+    Compiled original = compile(spec, false);
+    Compiled canonical = compile(spec, true);
+    ASSERT_TRUE(original.op && canonical.op) << spec << diagnostics;
+    test::AttentionInputs inputs = randomInputs(gen);
+    int64_t tileM = 1 + gen.pick(5), tileN = 1 + gen.pick(5);
+    for (int64_t b = 0; b < inputs.batch; ++b)
+      for (int64_t h = 0; h < inputs.heads; ++h)
+        for (int64_t q0 = 0; q0 < inputs.qLen; q0 += tileM)
+          for (int64_t k0 = 0; k0 < inputs.kvLen; k0 += tileN) {
+            int64_t q1 = std::min(q0 + tileM, inputs.qLen) - 1;
+            int64_t k1 = std::min(k0 + tileN, inputs.kvLen) - 1;
+            std::string error;
+            auto facts = test::classifyTile(canonical.op, inputs, b, h, q0, q1,
+                                            k0, k1, error);
+            ASSERT_TRUE(succeeded(facts)) << error;
+            ++tiles;
+            decided += facts->first || facts->second;
+            for (int64_t i = q0; i <= q1; ++i)
+              for (int64_t j = k0; j <= k1; ++j) {
+                auto keep = test::maskKeeps(original.op, inputs, b, h, i, j,
+                                            error);
+                ASSERT_TRUE(succeeded(keep)) << error;
+                ASSERT_FALSE(facts->first && !*keep)
+                    << "tile called all-kept masks (" << i << ", " << j
+                    << ")\n" << spec;
+                ASSERT_FALSE(facts->second && *keep)
+                    << "tile called all-masked keeps (" << i << ", " << j
+                    << ")\n" << spec;
+              }
+          }
+  }
+  std::printf("tiles decided without per-element tests: %d of %d\n", decided,
+              tiles);
+  // The classifier must decide a good share, or it is not doing its job.
+  EXPECT_GT(decided, tiles / 4);
+}
+
+} // namespace
