@@ -11,6 +11,11 @@ def AttnExpandDistance : Pass<"attn-expand-distance"> {
     passes see a dot product and terms that depend on one side only. RBF
     attention, `-gamma * ||q - k||^2`, becomes
     `-gamma ||q||^2 - gamma ||k||^2 + 2 gamma (q.k)`.
+
+    One-dimensional distances split the same way: the conversion of an index
+    sum or difference to float becomes the sum or difference of the
+    converted indices, so ALiBi's `slope * (kv_idx - q_idx)` reads as a key
+    term and a query term (exact for indices below 2^24).
   }];
   let dependentDialects = ["::mlir::arith::ArithDialect"];
 }

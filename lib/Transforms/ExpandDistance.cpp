@@ -35,11 +35,42 @@ struct ExpandSquaredDistance : OpRewritePattern<attn::Dist2Op> {
   }
 };
 
+/// float(a +- b) = float(a) +- float(b) for position differences such as
+/// ALiBi's `kv_idx - q_idx`: after the split, each side is a row or key term
+/// the later passes can move. Exact while |a|, |b| < 2^24, far above any
+/// sequence length.
+struct SplitConvertedIndexSum : OpRewritePattern<arith::SIToFPOp> {
+  using OpRewritePattern::OpRewritePattern;
+
+  LogicalResult matchAndRewrite(arith::SIToFPOp op,
+                                PatternRewriter &rewriter) const override {
+    auto cast = op.getIn().getDefiningOp<arith::IndexCastOp>();
+    if (!cast || !cast.getIn().getType().isIndex())
+      return failure();
+    Operation *sum = cast.getIn().getDefiningOp();
+    if (!isa_and_nonnull<arith::AddIOp, arith::SubIOp>(sum))
+      return failure();
+    Location loc = op.getLoc();
+    auto convert = [&](Value index) -> Value {
+      Value wide =
+          arith::IndexCastOp::create(rewriter, loc, cast.getType(), index);
+      return arith::SIToFPOp::create(rewriter, loc, op.getType(), wide);
+    };
+    Value lhs = convert(sum->getOperand(0));
+    Value rhs = convert(sum->getOperand(1));
+    if (isa<arith::AddIOp>(sum))
+      rewriter.replaceOpWithNewOp<arith::AddFOp>(op, lhs, rhs);
+    else
+      rewriter.replaceOpWithNewOp<arith::SubFOp>(op, lhs, rhs);
+    return success();
+  }
+};
+
 struct AttnExpandDistancePass
     : rbfc::impl::AttnExpandDistanceBase<AttnExpandDistancePass> {
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
-    patterns.add<ExpandSquaredDistance>(&getContext());
+    patterns.add<ExpandSquaredDistance, SplitConvertedIndexSum>(&getContext());
     if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
       signalPassFailure();
   }

@@ -11,6 +11,7 @@
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/IR/Verifier.h"
+#include "llvm/ADT/STLExtras.h"
 
 #include <gtest/gtest.h>
 
@@ -104,9 +105,8 @@ TEST_F(Frontend, RbfSpecVerifies) {
   EXPECT_EQ(fallback.getValueAsDouble(), 0.5);
   EXPECT_TRUE(op.getMask().empty());
   EXPECT_EQ(
-      std::distance(op.getScore().front().getOps<rbfc::attn::Dist2Op>().begin(),
-                    op.getScore().front().getOps<rbfc::attn::Dist2Op>().end()),
-      1);
+      llvm::range_size(op.getScore().front().getOps<rbfc::attn::Dist2Op>()),
+      1u);
 }
 
 TEST_F(Frontend, MaskCapturesAndNoneNormalizationVerify) {
@@ -261,7 +261,7 @@ TEST_F(Frontend, CaptureUseErrors) {
               "'t' is a captured tensor; index it with [...], not (...)");
   expectError(std::string(prefix) + "  score = t[h];\n}", 3, 11,
               "'t' has 2 dimensions but is indexed with 1 index");
-  expectError(std::string(prefix) + "  score = t[h, 1.5];\n}", 3, 17,
+  expectError(std::string(prefix) + "  score = t[h, 1.5];\n}", 3, 16,
               "index 2 of 't' must be an int, got float");
   expectError(std::string(prefix) + "  score = head_dim[0];\n}", 3, 11,
               "'head_dim' is not a captured tensor and cannot be indexed");
@@ -274,7 +274,7 @@ TEST_F(Frontend, OperatorTypeErrors) {
               "operator '&&' needs bools, got int");
   expectError("attention a { mask = true == 1; score = 1.0; }", 1, 27,
               "operator '==' compares a bool with a int");
-  expectError("attention a { score = -(q_idx < 1) ; }", 1, 24,
+  expectError("attention a { score = -(q_idx < 1) ; }", 1, 31,
               "unary '-' needs a number, got bool");
   expectError("attention a { mask = !kv_idx; score = 1.0; }", 1, 22,
               "'!' needs a bool, got int");
