@@ -212,6 +212,33 @@ TEST_F(Frontend, LetUsedBeforeItsDefinition) {
   EXPECT_EQ(diagnostics[0].notes[0].line, 3u);
 }
 
+TEST_F(Frontend, LetUsedInItsOwnDefinition) {
+  expectError("attention a {\n  let x = x * 2;\n  score = x;\n}", 2, 11,
+              "'x' is used in its own definition");
+}
+
+TEST_F(Frontend, LetIsVisibleOnlyAfterItsStatement) {
+  OwningOpRef<ModuleOp> module = compile("attention a {\n"
+                                         "  score = x;\n"
+                                         "  let x = 1.0;\n"
+                                         "}");
+  EXPECT_FALSE(module);
+  ASSERT_EQ(diagnostics.size(), 1u);
+  EXPECT_EQ(diagnostics[0].message, "'x' is used before its definition");
+  EXPECT_EQ(diagnostics[0].line, 2u);
+  EXPECT_EQ(diagnostics[0].column, 11u);
+  ASSERT_EQ(diagnostics[0].notes.size(), 1u);
+  EXPECT_EQ(diagnostics[0].notes[0].line, 3u);
+
+  // A let between the mask and the score is visible to the later one only.
+  OwningOpRef<ModuleOp> good = compile("attention b {\n"
+                                       "  mask = kv_idx <= q_idx;\n"
+                                       "  let s = 2.0;\n"
+                                       "  score = s * dot(q, k);\n"
+                                       "}");
+  EXPECT_TRUE(good);
+}
+
 TEST_F(Frontend, RedefinitionErrors) {
   expectError("attention a {\n  param g;\n  capture g: f32[?];\n"
               "  score = 1.0;\n}",
@@ -273,7 +300,7 @@ TEST_F(Frontend, OperatorTypeErrors) {
   expectError("attention a { mask = q_idx && true; score = 1.0; }", 1, 22,
               "operator '&&' needs bools, got int");
   expectError("attention a { mask = true == 1; score = 1.0; }", 1, 27,
-              "operator '==' compares a bool with a int");
+              "operator '==' compares a bool with an int");
   expectError("attention a { score = -(q_idx < 1) ; }", 1, 31,
               "unary '-' needs a number, got bool");
   expectError("attention a { mask = !kv_idx; score = 1.0; }", 1, 22,

@@ -147,7 +147,7 @@ TEST(Lexer, NumberStopsAtAnOperator) {
   EXPECT_EQ(tokens[3].kind, TokenKind::Minus);
   EXPECT_EQ(tokens[4].kind, TokenKind::Float);
   EXPECT_EQ(tokens[4].text, ".25");
-  EXPECT_EQ(tokens[4].column, 6u);
+  EXPECT_EQ(tokens[4].column, 7u);
 }
 
 TEST(Lexer, TwoDotsAreTwoNumbers) {

@@ -563,6 +563,27 @@ TEST(ParserError, NumbersOutOfRange) {
               "number '1e999' is out of range");
 }
 
+TEST(ParserError, NestingIsBounded) {
+  const char *message = "expression is nested too deeply (more than 256 "
+                        "levels); split it with 'let'";
+  // The 257th '(' opens one level too many; `score = ` ends at column 22.
+  std::string parens = std::string(300, '(') + "1" + std::string(300, ')');
+  expectError("attention a { score = " + parens + "; }", 1, 22 + 257,
+              message);
+  std::string negations = std::string(300, '-') + "1";
+  expectError("attention a { score = " + negations + "; }", 1, 22 + 256,
+              message);
+  // A flat chain builds a deep left-leaning tree; the 256th '+' is too deep.
+  std::string chain = "1";
+  for (int i = 0; i < 300; ++i)
+    chain += "+1";
+  expectError("attention a { score = " + chain + "; }", 1, 22 + 2 * 256,
+              message);
+  // 255 levels are fine.
+  std::string fine = std::string(255, '(') + "1" + std::string(255, ')');
+  EXPECT_TRUE(parse("attention a { score = " + fine + "; }").spec);
+}
+
 TEST(ParserError, LexerErrorWinsOverTheExpectation) {
   expectError("attention a { score = 1 @ 2; }", 1, 25,
               "unexpected character '@'");
