@@ -674,7 +674,10 @@ Attribute MLIRGen::defaultAttribute(const ParamDecl &param) {
                                        param.name + "' must be an integer");
     return nullptr;
   }
-  if (std::fabs(value->first) > std::numeric_limits<int32_t>::max()) {
+  // Also rejects NaN (inf - inf of huge integers), whose conversion to
+  // int32 is undefined.
+  if (!(value->first >= std::numeric_limits<int32_t>::min() &&
+        value->first <= std::numeric_limits<int32_t>::max())) {
     error(param.defaultValue->loc,
           "the default of int parameter '" + param.name +
               "' does not fit in 32 bits");

@@ -500,7 +500,9 @@ ExprPtr Parser::parsePrimary() {
     node->isInteger = at(TokenKind::Integer);
     if (node->isInteger) {
       int64_t value = 0;
-      if (token.text.getAsInteger(10, value)) {
+      // The AST keeps numbers as doubles: beyond 2^53 an integer would be
+      // rounded, and near 2^63 its conversion back to int64 is undefined.
+      if (token.text.getAsInteger(10, value) || value > (int64_t(1) << 53)) {
         error("integer literal " + describeToken() + " is too large");
         return nullptr;
       }

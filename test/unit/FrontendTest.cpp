@@ -15,6 +15,7 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -316,6 +317,14 @@ TEST_F(Frontend, ParameterDefaultErrors) {
               "the default of int parameter 'n' must be an integer");
   expectError("attention a { param n: int = 4294967296; score = 1.0; }", 1, 30,
               "the default of int parameter 'n' does not fit in 32 bits");
+  // inf - inf of integer products is NaN, which fits no int32 either.
+  std::string huge = "4503599627370496";
+  for (int i = 0; i < 20; ++i)
+    huge += " * 4503599627370496";
+  expectError("attention a { param n: int = (" + huge + ") - (" + huge +
+                  "); score = 1.0; }",
+              1, 30 + 2 + static_cast<unsigned>(huge.size()) + 1,
+              "the default of int parameter 'n' does not fit in 32 bits");
   expectError("attention a { param g = kv_len * 2; score = 1.0; }", 1, 25,
               "the default of parameter 'g' must be a constant expression "
               "(numbers, head_dim, arithmetic and math functions)");
@@ -339,6 +348,16 @@ TEST_F(Frontend, ParameterDefaultsAreFoldedWithTheHeadDim) {
   EXPECT_EQ(cast<FloatAttr>(op.getParamDefaults()[0]).getValueAsDouble(),
             0.0625);
   EXPECT_EQ(cast<IntegerAttr>(op.getParamDefaults()[1]).getInt(), 84);
+}
+
+TEST_F(Frontend, IntDefaultMayBeTheSmallestInt32) {
+  OwningOpRef<ModuleOp> module = compile(
+      "attention a { param n: int = -2147483648; score = 1.0 * n; }");
+  ASSERT_TRUE(module);
+  rbfc::attn::AttentionOp op = attentionOf(*module);
+  ASSERT_TRUE(op);
+  EXPECT_EQ(cast<IntegerAttr>(op.getParamDefaults()[0]).getInt(),
+            std::numeric_limits<int32_t>::min());
 }
 
 TEST_F(Frontend, BadOptionsAreReportedAtTheSpec) {

@@ -561,6 +561,12 @@ TEST(ParserError, NumbersOutOfRange) {
               "integer literal '99999999999999999999' is too large");
   expectError("attention a { score = 1e999; }", 1, 23,
               "number '1e999' is out of range");
+  // Integers are exact up to 2^53 in the AST's doubles.
+  expectError("attention a { score = 9007199254740993; }", 1, 23,
+              "integer literal '9007199254740993' is too large");
+  expectError("attention a { score = 9223372036854775807; }", 1, 23,
+              "integer literal '9223372036854775807' is too large");
+  EXPECT_EQ(scoreShape("9007199254740992"), "9007199254740992");
 }
 
 TEST(ParserError, NestingIsBounded) {

@@ -1,0 +1,73 @@
+// RUN: rbf-opt %s -split-input-file -verify-diagnostics
+
+// Each field of #attn.plan is checked where the attribute is parsed.
+
+// expected-error @+1 {{plan arch must be 'host' or 'sm_NN', got 'gfx90a'}}
+func.func @arch() attributes {plan = #attn.plan<arch = "gfx90a", kernel = "mma_sync", tile_m = 128, tile_n = 64, warps = 4, stages = 2>} {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{plan kernel must be one of mma_sync, wgmma, loops, got 'wmma'}}
+func.func @kernel() attributes {plan = #attn.plan<arch = "sm_80", kernel = "wmma", tile_m = 128, tile_n = 64, warps = 4, stages = 2>} {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{plan tile sizes must be positive multiples of 16, got tile_m = 100, tile_n = 64}}
+func.func @tile_m() attributes {plan = #attn.plan<arch = "sm_80", kernel = "mma_sync", tile_m = 100, tile_n = 64, warps = 4, stages = 2>} {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{plan tile sizes must be positive multiples of 16, got tile_m = 128, tile_n = 0}}
+func.func @tile_n_zero() attributes {plan = #attn.plan<arch = "sm_80", kernel = "mma_sync", tile_m = 128, tile_n = 0, warps = 4, stages = 2>} {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{plan tile sizes must be positive multiples of 16, got tile_m = -16, tile_n = 64}}
+func.func @tile_m_negative() attributes {plan = #attn.plan<arch = "sm_80", kernel = "mma_sync", tile_m = -16, tile_n = 64, warps = 4, stages = 2>} {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{plan warps must be 1, 2, 4, 8 or 16, got 3}}
+func.func @warps() attributes {plan = #attn.plan<arch = "sm_80", kernel = "mma_sync", tile_m = 128, tile_n = 64, warps = 3, stages = 2>} {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{plan stages must be between 1 and 8, got 0}}
+func.func @stages_zero() attributes {plan = #attn.plan<arch = "sm_80", kernel = "mma_sync", tile_m = 128, tile_n = 64, warps = 4, stages = 0>} {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{plan stages must be between 1 and 8, got 9}}
+func.func @stages_nine() attributes {plan = #attn.plan<arch = "sm_80", kernel = "mma_sync", tile_m = 128, tile_n = 64, warps = 4, stages = 9>} {
+  return
+}
+
+// -----
+
+// The plan is checked on attn.attention as well.
+func.func @on_attention(%q: tensor<?x?x?x64xf16>, %k: tensor<?x?x?x64xf16>, %v: tensor<?x?x?x64xf16>) {
+  // expected-error @+2 {{plan warps must be 1, 2, 4, 8 or 16, got 32}}
+  %o = attn.attention softmax %q, %k, %v {capture_names = [], param_defaults = [], param_names = [],
+      plan = #attn.plan<arch = "sm_90", kernel = "wgmma", tile_m = 128, tile_n = 128, warps = 32, stages = 2>}
+      : tensor<?x?x?x64xf16>, tensor<?x?x?x64xf16>, tensor<?x?x?x64xf16> -> tensor<?x?x?x64xf16>
+  score {
+  ^bb0(%b: index, %h: index, %i: index, %j: index):
+    %d = attn.dot : f32
+    attn.yield %d : f32
+  }
+  return
+}
