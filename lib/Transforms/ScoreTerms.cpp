@@ -25,7 +25,19 @@ static SmallVector<Term> opaque(Value value) {
   return {term};
 }
 
+/// Decomposes with a memo: lets make the score a DAG, and a value reached
+/// twice must not be expanded twice (2^n work for n nested `a + a`).
+static SmallVector<Term> decompose(Value value,
+                                   DenseMap<Value, SmallVector<Term>> &memo);
+
 SmallVector<Term> rbfc::decomposeSum(Value value) {
+  DenseMap<Value, SmallVector<Term>> memo;
+  return decompose(value, memo);
+}
+
+static SmallVector<Term> decomposeUncached(
+    Value value, DenseMap<Value, SmallVector<Term>> &memo) {
+  auto decomposeSum = [&](Value operand) { return decompose(operand, memo); };
   FloatAttr constant;
   if (matchPattern(value, m_Constant(&constant)))
     return {Term{constant.getValueAsDouble(), {}}};
@@ -35,12 +47,12 @@ SmallVector<Term> rbfc::decomposeSum(Value value) {
   if (auto add = dyn_cast<arith::AddFOp>(op)) {
     SmallVector<Term> terms = decomposeSum(add.getLhs());
     llvm::append_range(terms, decomposeSum(add.getRhs()));
-    return terms;
+    return terms.size() > kMaxExpandedTerms ? opaque(value) : terms;
   }
   if (auto sub = dyn_cast<arith::SubFOp>(op)) {
     SmallVector<Term> terms = decomposeSum(sub.getLhs());
     llvm::append_range(terms, scaled(decomposeSum(sub.getRhs()), -1.0));
-    return terms;
+    return terms.size() > kMaxExpandedTerms ? opaque(value) : terms;
   }
   if (auto neg = dyn_cast<arith::NegFOp>(op))
     return scaled(decomposeSum(neg.getOperand()), -1.0);
@@ -70,6 +82,16 @@ SmallVector<Term> rbfc::decomposeSum(Value value) {
     return terms;
   }
   return opaque(value);
+}
+
+static SmallVector<Term> decompose(Value value,
+                                   DenseMap<Value, SmallVector<Term>> &memo) {
+  auto it = memo.find(value);
+  if (it != memo.end())
+    return it->second;
+  SmallVector<Term> terms = decomposeUncached(value, memo);
+  memo[value] = terms;
+  return terms;
 }
 
 unsigned rbfc::dependenceOf(attn::ScoreDependence &dependence,
