@@ -19,6 +19,8 @@
 #include "rbfc/Frontend/Parser.h"
 
 #include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/ArrayRef.h"
+#include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringSwitch.h"
 
 #include <algorithm>
@@ -105,6 +107,9 @@ private:
   bool parseAssignment(Spec &spec, llvm::StringRef keyword);
 
   ExprPtr parseExpr();
+  /// operand (op operand)* for the operators of one precedence level.
+  ExprPtr parseLeftAssociative(llvm::ArrayRef<TokenKind> operators,
+                               ExprPtr (Parser::*parseOperand)());
   ExprPtr parseOr();
   ExprPtr parseAnd();
   ExprPtr parseCompare();
@@ -370,30 +375,27 @@ ExprPtr Parser::parseExpr() {
   return withDepth(std::move(node));
 }
 
-ExprPtr Parser::parseOr() {
-  ExprPtr lhs = parseAnd();
-  while (lhs && at(TokenKind::OrOr)) {
+ExprPtr Parser::parseLeftAssociative(llvm::ArrayRef<TokenKind> operators,
+                                     ExprPtr (Parser::*parseOperand)()) {
+  ExprPtr lhs = (this->*parseOperand)();
+  while (lhs && llvm::is_contained(operators, token.kind)) {
+    TokenKind op = token.kind;
     SourceLoc loc = token.loc;
     consume();
-    ExprPtr rhs = parseAnd();
+    ExprPtr rhs = (this->*parseOperand)();
     if (!rhs)
       return nullptr;
-    lhs = binary(TokenKind::OrOr, loc, std::move(lhs), std::move(rhs));
+    lhs = binary(op, loc, std::move(lhs), std::move(rhs));
   }
   return lhs;
 }
 
+ExprPtr Parser::parseOr() {
+  return parseLeftAssociative({TokenKind::OrOr}, &Parser::parseAnd);
+}
+
 ExprPtr Parser::parseAnd() {
-  ExprPtr lhs = parseCompare();
-  while (lhs && at(TokenKind::AndAnd)) {
-    SourceLoc loc = token.loc;
-    consume();
-    ExprPtr rhs = parseCompare();
-    if (!rhs)
-      return nullptr;
-    lhs = binary(TokenKind::AndAnd, loc, std::move(lhs), std::move(rhs));
-  }
-  return lhs;
+  return parseLeftAssociative({TokenKind::AndAnd}, &Parser::parseCompare);
 }
 
 static bool isComparison(TokenKind kind) {
@@ -428,32 +430,14 @@ ExprPtr Parser::parseCompare() {
 }
 
 ExprPtr Parser::parseSum() {
-  ExprPtr lhs = parseProduct();
-  while (lhs && (at(TokenKind::Plus) || at(TokenKind::Minus))) {
-    TokenKind op = token.kind;
-    SourceLoc loc = token.loc;
-    consume();
-    ExprPtr rhs = parseProduct();
-    if (!rhs)
-      return nullptr;
-    lhs = binary(op, loc, std::move(lhs), std::move(rhs));
-  }
-  return lhs;
+  return parseLeftAssociative({TokenKind::Plus, TokenKind::Minus},
+                              &Parser::parseProduct);
 }
 
 ExprPtr Parser::parseProduct() {
-  ExprPtr lhs = parseUnary();
-  while (lhs && (at(TokenKind::Star) || at(TokenKind::Slash) ||
-                 at(TokenKind::SlashSlash) || at(TokenKind::Percent))) {
-    TokenKind op = token.kind;
-    SourceLoc loc = token.loc;
-    consume();
-    ExprPtr rhs = parseUnary();
-    if (!rhs)
-      return nullptr;
-    lhs = binary(op, loc, std::move(lhs), std::move(rhs));
-  }
-  return lhs;
+  return parseLeftAssociative({TokenKind::Star, TokenKind::Slash,
+                               TokenKind::SlashSlash, TokenKind::Percent},
+                              &Parser::parseUnary);
 }
 
 ExprPtr Parser::parseUnary() {
