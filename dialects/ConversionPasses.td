@@ -1,0 +1,46 @@
+//===- ConversionPasses.td - lowerings of attn to targets -*- tablegen -*-===//
+#ifndef RBFC_CONVERSION_PASSES
+#define RBFC_CONVERSION_PASSES
+
+include "mlir/Pass/PassBase.td"
+
+def AttnSelectPlan : Pass<"attn-select-plan"> {
+  let summary = "attach the default #attn.plan for a target to every attention op";
+  let description = [{
+    Chooses the kernel structure, tile sizes, warps and pipeline depth for
+    `arch` and the op's head dimension and element type, and sets it as the
+    op's `plan` attribute. An op that already carries a plan (from
+    `rbfc --plan=...` or an autotuner) keeps it; the pass only checks that
+    the backend can build it.
+  }];
+  let options = [
+    Option<"arch", "arch", "std::string", /*default=*/"\"sm_90a\"",
+           "target architecture: sm_80, sm_86, sm_89, sm_90, sm_90a or host">,
+  ];
+}
+
+def AttnLowerToNVGPU : Pass<"attn-lower-to-nvgpu", "::mlir::ModuleOp"> {
+  let summary = "build a FlashAttention-2 style gpu.func for every attention op";
+  let description = [{
+    Turns every function holding a canonical attn.attention with an
+    `mma_sync` plan into a `gpu.module` with one `gpu.func` kernel whose
+    parameters follow docs/abi.md: the Q tile stays in registers, K/V tiles
+    stream through shared memory with `cp.async` (`nvgpu.device_async_copy`),
+    `nvgpu.ldmatrix` feeds `nvvm.mma.sync` m16n8k16 for S = Q K^T and
+    O += P V, the softmax runs online in registers with exp2, the score
+    region is applied to every accumulator element with q_idx/kv_idx from
+    the mma fragment layout, the key_bias region is computed once per K tile
+    into shared memory, and tiles the tile_class region proves masked are
+    skipped. The kernel carries its launch descriptor as the
+    `rbfc.descriptor` attribute. The host function is removed.
+  }];
+  let dependentDialects = [
+    "::mlir::arith::ArithDialect", "::mlir::gpu::GPUDialect",
+    "::mlir::math::MathDialect", "::mlir::memref::MemRefDialect",
+    "::mlir::nvgpu::NVGPUDialect", "::mlir::NVVM::NVVMDialect",
+    "::mlir::LLVM::LLVMDialect", "::mlir::scf::SCFDialect",
+    "::mlir::vector::VectorDialect"
+  ];
+}
+
+#endif // RBFC_CONVERSION_PASSES

@@ -1,0 +1,44 @@
+//===- RegionInlining.h - inline attn element regions into a schedule -*- C++ -*-===//
+//
+// Backends evaluate the score, mask, q_scale, key_bias, row_bias and
+// tile_class regions of attn.attention inside the loops they generate. The
+// arith/math ops of a region are cloned as they are; the attn element ops
+// (dot, scaled_dot, norm2, key_bias, size, load, load_bound) mean different
+// code per backend (a vector loop on the host, an accumulator fragment on
+// the GPU), so the backend supplies them through a callback.
+//
+//===----------------------------------------------------------------------===//
+#ifndef RBFC_CONVERSION_REGIONINLINING_H
+#define RBFC_CONVERSION_REGIONINLINING_H
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/IRMapping.h"
+#include "mlir/Support/LLVM.h"
+
+namespace rbfc {
+
+/// Produces the value of one attn element op at the builder's insertion
+/// point. `mapping` already maps the region's earlier values (and its
+/// non-tensor block arguments), so operands of the op can be looked up.
+/// Returning failure aborts the inlining; the callback reports why.
+using AttnOpMaterializer = llvm::function_ref<mlir::FailureOr<mlir::Value>(
+    mlir::OpBuilder &builder, mlir::Operation *attnOp,
+    mlir::IRMapping &mapping)>;
+
+/// Clones the single block of `region` at the builder's insertion point and
+/// returns the values its attn.yield yields. Block argument i is replaced by
+/// `arguments[i]`; a null entry (used for captured tensors, which only attn
+/// ops read) leaves that argument unmapped. Ops of the attn dialect are
+/// replaced by what `materialize` returns.
+mlir::FailureOr<llvm::SmallVector<mlir::Value>>
+inlineAttnRegion(mlir::OpBuilder &builder, mlir::Region &region,
+                 mlir::ValueRange arguments, AttnOpMaterializer materialize);
+
+/// Index of the captured tensor `tensor` (a block argument of an element or
+/// tile_class region) among the op's captures.
+unsigned getCaptureIndex(mlir::Value tensor, unsigned numLeadingArgs,
+                         unsigned numParams);
+
+} // namespace rbfc
+
+#endif // RBFC_CONVERSION_REGIONINLINING_H
