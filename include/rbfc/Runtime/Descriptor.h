@@ -1,0 +1,65 @@
+//===- Descriptor.h - the kernel descriptor of docs/abi.md -----*- C++ -*-===//
+//
+// `rbfc --emit=ptx|cubin -o NAME.ptx` writes NAME.json beside the image: the
+// entry symbol, the element type, the tile sizes that give the grid, the
+// shared memory, and the spec's params and captures, which are kernel
+// arguments. This is the runtime's view of that file.
+//
+//===----------------------------------------------------------------------===//
+#ifndef RBFC_RUNTIME_DESCRIPTOR_H
+#define RBFC_RUNTIME_DESCRIPTOR_H
+
+#include "rbfc/runtime.h"
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace rbfc::runtime {
+
+struct ParamDesc {
+  std::string name;
+  rbfc_dtype type = RBFC_DTYPE_F32; // F32 or I32
+  bool hasDefault = false;
+  double defaultValue = 0;
+};
+
+struct CaptureDesc {
+  std::string name;
+  rbfc_dtype type = RBFC_DTYPE_F32; // F32, I32 or I64
+  int rank = 0;
+};
+
+struct Descriptor {
+  std::string name;
+  std::string entry;
+  std::string arch;
+  std::string normalization = "softmax";
+  std::string plan;
+  rbfc_dtype dtype = RBFC_DTYPE_BF16;
+  int headDim = 0;
+  bool hasLse = false;
+  int tileM = 0;
+  int tileN = 0;
+  int warps = 0;
+  int stages = 0;
+  int64_t sharedMemoryBytes = 0;
+  std::vector<ParamDesc> params;
+  std::vector<CaptureDesc> captures;
+};
+
+/// "bf16", "f16", "f32", "i32", "i64".
+const char *dtypeName(rbfc_dtype dtype);
+/// Bytes per element.
+int dtypeSize(rbfc_dtype dtype);
+
+/// Reads a descriptor. Keys the runtime does not use are ignored; a missing
+/// required key, a value of the wrong type or out of range is an error that
+/// names the key.
+bool parseDescriptor(std::string_view json, Descriptor &out,
+                     std::string &error);
+
+} // namespace rbfc::runtime
+
+#endif // RBFC_RUNTIME_DESCRIPTOR_H

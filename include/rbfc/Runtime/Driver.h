@@ -1,0 +1,55 @@
+//===- Driver.h - the CUDA driver, opened at run time ----------*- C++ -*-===//
+//
+// The runtime links no CUDA library: it opens libcuda.so.1 with dlopen the
+// first time a module is loaded, so it builds and links on machines without
+// a driver (CI) and says so clearly when it is used there. cuda.h supplies
+// the types only.
+//
+//===----------------------------------------------------------------------===//
+#ifndef RBFC_RUNTIME_DRIVER_H
+#define RBFC_RUNTIME_DRIVER_H
+
+#include <cuda.h>
+
+#include <string>
+
+namespace rbfc::runtime {
+
+struct Driver {
+  CUresult (*init)(unsigned int);
+  CUresult (*getErrorName)(CUresult, const char **);
+  CUresult (*getErrorString)(CUresult, const char **);
+  CUresult (*ctxGetCurrent)(CUcontext *);
+  CUresult (*ctxSetCurrent)(CUcontext);
+  CUresult (*ctxPushCurrent)(CUcontext);
+  CUresult (*ctxPopCurrent)(CUcontext *);
+  CUresult (*ctxGetDevice)(CUdevice *);
+  CUresult (*deviceGet)(CUdevice *, int);
+  CUresult (*deviceGetAttribute)(int *, CUdevice_attribute, CUdevice);
+  CUresult (*devicePrimaryCtxRetain)(CUcontext *, CUdevice);
+  CUresult (*moduleLoadDataEx)(CUmodule *, const void *, unsigned int,
+                               CUjit_option *, void **);
+  CUresult (*moduleUnload)(CUmodule);
+  CUresult (*moduleGetFunction)(CUfunction *, CUmodule, const char *);
+  CUresult (*funcSetAttribute)(CUfunction, CUfunction_attribute, int);
+  CUresult (*launchKernel)(CUfunction, unsigned int, unsigned int,
+                           unsigned int, unsigned int, unsigned int,
+                           unsigned int, unsigned int, CUstream, void **,
+                           void **);
+};
+
+/// Opens `library` and resolves every entry point. On failure returns false
+/// with a message that names the library or the missing symbol.
+bool openDriver(const char *library, Driver &driver, std::string &error);
+
+/// The process-wide driver (libcuda.so.1), opened and initialised (cuInit)
+/// once; null with `error` set when that failed.
+const Driver *getDriver(std::string &error);
+
+/// "cuLaunchKernel failed: CUDA_ERROR_INVALID_VALUE (1): invalid argument".
+std::string describeCudaError(const Driver &driver, const char *call,
+                              CUresult result);
+
+} // namespace rbfc::runtime
+
+#endif // RBFC_RUNTIME_DRIVER_H

@@ -1,0 +1,141 @@
+/*===- runtime.h - launch rbfc kernels through the CUDA driver -----*- C -*-===//
+ *
+ * The run-time half of docs/abi.md: loads a kernel image (PTX or cubin) that
+ * `rbfc --emit=ptx|cubin` wrote, together with its descriptor (NAME.json),
+ * checks the tensors a caller passes against the descriptor and launches the
+ * kernel on a CUDA stream. No MLIR or LLVM inside; the CUDA driver is opened
+ * at run time (dlopen("libcuda.so.1")), so programs link this library on
+ * machines without a GPU and get a clear error when they use it there.
+ *
+ * Every function returns RBFC_OK or an error code; rbfc_last_error() then
+ * holds a message for the calling thread.
+ *
+ *===----------------------------------------------------------------------===*/
+#ifndef RBFC_RUNTIME_H
+#define RBFC_RUNTIME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__GNUC__)
+#define RBFC_RUNTIME_API __attribute__((visibility("default")))
+#else
+#define RBFC_RUNTIME_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum rbfc_status {
+  RBFC_OK = 0,
+  RBFC_ERROR_INVALID_ARGUMENT = 1, /* a tensor, parameter or capture is wrong */
+  RBFC_ERROR_DESCRIPTOR = 2,       /* the descriptor JSON is malformed */
+  RBFC_ERROR_IO = 3,               /* a file could not be read */
+  RBFC_ERROR_NO_DRIVER = 4,        /* libcuda.so.1 is missing or too old */
+  RBFC_ERROR_CUDA = 5              /* a CUDA driver call failed */
+} rbfc_status;
+
+typedef enum rbfc_dtype {
+  RBFC_DTYPE_BF16 = 0,
+  RBFC_DTYPE_F16 = 1,
+  RBFC_DTYPE_F32 = 2,
+  RBFC_DTYPE_I32 = 3,
+  RBFC_DTYPE_I64 = 4
+} rbfc_dtype;
+
+#define RBFC_MAX_RANK 4
+
+/* A strided view of device memory. Sizes and strides are in elements,
+ * outermost first; entries past `rank` are ignored. */
+typedef struct rbfc_tensor {
+  void *data;
+  int32_t rank;
+  int64_t sizes[RBFC_MAX_RANK];
+  int64_t strides[RBFC_MAX_RANK];
+  rbfc_dtype dtype;
+} rbfc_tensor;
+
+typedef struct rbfc_module rbfc_module;
+
+/* What the descriptor says about the kernel. Strings live as long as the
+ * module. */
+typedef struct rbfc_kernel_info {
+  const char *name;          /* the spec's attention name */
+  const char *entry;         /* the kernel's entry symbol */
+  const char *arch;          /* e.g. "sm_90a"; "" when absent */
+  const char *normalization; /* "softmax" or "none" */
+  const char *plan;          /* the printed #attn.plan; "" when absent */
+  rbfc_dtype dtype;
+  int32_t head_dim;
+  int32_t has_lse;
+  int32_t tile_m;
+  int32_t tile_n;
+  int32_t warps;
+  int32_t stages;
+  int64_t shared_memory_bytes;
+  int32_t num_params;
+  int32_t num_captures;
+} rbfc_kernel_info;
+
+/* One spec `param`; type is RBFC_DTYPE_F32 or RBFC_DTYPE_I32. */
+typedef struct rbfc_param_info {
+  const char *name;
+  rbfc_dtype type;
+  int32_t has_default;
+  double default_value;
+} rbfc_param_info;
+
+/* One spec `capture`; type is RBFC_DTYPE_F32, _I32 or _I64. */
+typedef struct rbfc_capture_info {
+  const char *name;
+  rbfc_dtype type;
+  int32_t rank;
+} rbfc_capture_info;
+
+/* Loads the image (PTX text or a cubin) and its descriptor from files, into
+ * the current CUDA context (the device's primary context when none is
+ * current). */
+RBFC_RUNTIME_API rbfc_status rbfc_module_load(const char *image_path,
+                                              const char *descriptor_path,
+                                              rbfc_module **module);
+
+/* The same from memory; the descriptor is `descriptor_size` bytes of JSON. */
+RBFC_RUNTIME_API rbfc_status rbfc_module_load_data(const void *image,
+                                                   size_t image_size,
+                                                   const char *descriptor,
+                                                   size_t descriptor_size,
+                                                   rbfc_module **module);
+
+RBFC_RUNTIME_API void rbfc_module_destroy(rbfc_module *module);
+
+RBFC_RUNTIME_API rbfc_status rbfc_module_info(const rbfc_module *module,
+                                              rbfc_kernel_info *info);
+RBFC_RUNTIME_API rbfc_status rbfc_module_param(const rbfc_module *module,
+                                               int32_t index,
+                                               rbfc_param_info *info);
+RBFC_RUNTIME_API rbfc_status rbfc_module_capture(const rbfc_module *module,
+                                                 int32_t index,
+                                                 rbfc_capture_info *info);
+
+/* Launches the kernel on `stream` (a CUstream; NULL is the legacy default
+ * stream). q, o: [batch, heads, q_len, head_dim]; k, v: [batch, kv_heads,
+ * kv_len, head_dim]; lse: [batch, heads, q_len] f32, exactly when the kernel
+ * was compiled with --lse. `params`: NULL for every default, else
+ * `num_params` values in declaration order (an int parameter must hold an
+ * integer). `captures`: in declaration order. Asynchronous: errors of the
+ * kernel itself show up at the next synchronisation. */
+RBFC_RUNTIME_API rbfc_status rbfc_launch(
+    const rbfc_module *module, const rbfc_tensor *q, const rbfc_tensor *k,
+    const rbfc_tensor *v, const rbfc_tensor *o, const rbfc_tensor *lse,
+    const double *params, size_t num_params, const rbfc_tensor *captures,
+    size_t num_captures, void *stream);
+
+/* The message of the last failed call on this thread ("" if none). */
+RBFC_RUNTIME_API const char *rbfc_last_error(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* RBFC_RUNTIME_H */

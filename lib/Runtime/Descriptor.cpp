@@ -1,0 +1,231 @@
+//===- Descriptor.cpp - the kernel descriptor of docs/abi.md -------------===//
+#include "rbfc/Runtime/Descriptor.h"
+
+#include "rbfc/Runtime/Json.h"
+
+
+namespace rbfc::runtime {
+
+const char *dtypeName(rbfc_dtype dtype) {
+  switch (dtype) {
+  case RBFC_DTYPE_BF16:
+    return "bf16";
+  case RBFC_DTYPE_F16:
+    return "f16";
+  case RBFC_DTYPE_F32:
+    return "f32";
+  case RBFC_DTYPE_I32:
+    return "i32";
+  case RBFC_DTYPE_I64:
+    return "i64";
+  }
+  return "unknown";
+}
+
+int dtypeSize(rbfc_dtype dtype) {
+  switch (dtype) {
+  case RBFC_DTYPE_BF16:
+  case RBFC_DTYPE_F16:
+    return 2;
+  case RBFC_DTYPE_F32:
+  case RBFC_DTYPE_I32:
+    return 4;
+  case RBFC_DTYPE_I64:
+    return 8;
+  }
+  return 0;
+}
+
+namespace {
+
+/// Reads the members of one JSON object, each error prefixed with the path
+/// of the object ("params[1]").
+class Fields {
+public:
+  Fields(const JsonValue &object, std::string path, std::string &error)
+      : object(object), path(std::move(path)), error(error) {}
+
+  bool fail(const std::string &key, const std::string &what) {
+    error = "\"" + qualified(key) + "\" " + what;
+    return false;
+  }
+
+  const JsonValue *get(const std::string &key, JsonValue::Kind kind,
+                       bool required, bool &ok) {
+    const JsonValue *value = object.find(key);
+    if (!value) {
+      if (required)
+        ok = fail(key, "is missing");
+      return nullptr;
+    }
+    if (value->kind != kind) {
+      ok = fail(key, std::string("must be ") + jsonKindName(kind) + ", not " +
+                         jsonKindName(value->kind));
+      return nullptr;
+    }
+    return value;
+  }
+
+  bool string(const std::string &key, std::string &out, bool required) {
+    bool ok = true;
+    if (const JsonValue *v = get(key, JsonValue::Kind::String, required, ok))
+      out = v->string;
+    return ok;
+  }
+
+  bool boolean(const std::string &key, bool &out) {
+    bool ok = true;
+    if (const JsonValue *v = get(key, JsonValue::Kind::Bool, true, ok))
+      out = v->boolean;
+    return ok;
+  }
+
+  template <typename Int>
+  bool integer(const std::string &key, Int &out, int64_t min, int64_t max,
+               bool required) {
+    bool ok = true;
+    const JsonValue *v = get(key, JsonValue::Kind::Number, required, ok);
+    if (!v)
+      return ok;
+    if (!v->integral || v->number < double(min) || v->number > double(max))
+      return fail(key, "must be an integer in [" + std::to_string(min) +
+                           ", " + std::to_string(max) + "]");
+    out = Int(v->number);
+    return true;
+  }
+
+  bool oneOf(const std::string &key, rbfc_dtype &out,
+             std::initializer_list<rbfc_dtype> allowed, bool required) {
+    std::string text;
+    if (!string(key, text, required))
+      return false;
+    if (text.empty() && !required)
+      return true;
+    std::string names;
+    for (rbfc_dtype dtype : allowed) {
+      if (text == dtypeName(dtype)) {
+        out = dtype;
+        return true;
+      }
+      names += names.empty() ? "" : ", ";
+      names += dtypeName(dtype);
+    }
+    return fail(key, "is \"" + text + "\"; expected one of " + names);
+  }
+
+private:
+  const JsonValue &object;
+  std::string path;
+  std::string &error;
+
+  std::string qualified(const std::string &key) const {
+    return path.empty() ? key : path + "." + key;
+  }
+};
+
+} // namespace
+
+bool parseDescriptor(std::string_view json, Descriptor &out,
+                     std::string &error) {
+  out = Descriptor();
+  JsonValue root;
+  if (!parseJson(json, root, error))
+    return false;
+  if (root.kind != JsonValue::Kind::Object) {
+    error = std::string("the descriptor must be a JSON object, not ") +
+            jsonKindName(root.kind);
+    return false;
+  }
+
+  Fields top(root, "", error);
+  std::string format;
+  if (!top.string("format", format, true))
+    return false;
+  if (format != "rbfc-kernel/1")
+    return top.fail("format", "is \"" + format +
+                                  "\"; this runtime reads \"rbfc-kernel/1\"");
+
+  if (!top.string("name", out.name, false) ||
+      !top.string("entry", out.entry, true) ||
+      !top.string("arch", out.arch, false) ||
+      !top.string("plan", out.plan, false) ||
+      !top.oneOf("dtype", out.dtype,
+                        {RBFC_DTYPE_BF16, RBFC_DTYPE_F16, RBFC_DTYPE_F32},
+                        true) ||
+      !top.integer("head_dim", out.headDim, 1, 1024, true) ||
+      !top.boolean("has_lse", out.hasLse) ||
+      !top.integer("tile_m", out.tileM, 1, 1 << 16, true) ||
+      !top.integer("tile_n", out.tileN, 1, 1 << 16, false) ||
+      !top.integer("warps", out.warps, 1, 32, true) ||
+      !top.integer("stages", out.stages, 1, 64, false) ||
+      !top.integer("shared_memory_bytes", out.sharedMemoryBytes, 0,
+                   int64_t(1) << 31, true) ||
+      !top.string("normalization", out.normalization, false))
+    return false;
+  if (out.entry.empty())
+    return top.fail("entry", "is empty");
+  if (out.normalization != "softmax" && out.normalization != "none")
+    return top.fail("normalization", "is \"" + out.normalization +
+                                         "\"; expected softmax or none");
+
+  bool ok = true;
+  const JsonValue *params = top.get("params", JsonValue::Kind::Array, true, ok);
+  if (!ok)
+    return false;
+  for (size_t i = 0; i < params->array.size(); ++i) {
+    std::string path = "params[" + std::to_string(i) + "]";
+    const JsonValue &entry = params->array[i];
+    if (entry.kind != JsonValue::Kind::Object) {
+      error = "\"" + path + "\" must be an object";
+      return false;
+    }
+    Fields fields(entry, path, error);
+    ParamDesc param;
+    if (!fields.string("name", param.name, true) ||
+        !fields.oneOf("type", param.type,
+                             {RBFC_DTYPE_F32, RBFC_DTYPE_I32}, true))
+      return false;
+    const JsonValue *value = entry.find("default");
+    if (!value)
+      return fields.fail("default", "is missing (null for no default)");
+    if (value->kind == JsonValue::Kind::Number) {
+      param.hasDefault = true;
+      param.defaultValue = value->number;
+      if (param.type == RBFC_DTYPE_I32 &&
+          (!value->integral || value->number < -2147483648.0 ||
+           value->number > 2147483647.0))
+        return fields.fail("default", "must be a 32-bit integer for an i32 "
+                                      "parameter");
+    } else if (value->kind != JsonValue::Kind::Null) {
+      return fields.fail("default", std::string("must be a number or null, "
+                                                "not ") +
+                                        jsonKindName(value->kind));
+    }
+    out.params.push_back(std::move(param));
+  }
+
+  const JsonValue *captures =
+      top.get("captures", JsonValue::Kind::Array, true, ok);
+  if (!ok)
+    return false;
+  for (size_t i = 0; i < captures->array.size(); ++i) {
+    std::string path = "captures[" + std::to_string(i) + "]";
+    const JsonValue &entry = captures->array[i];
+    if (entry.kind != JsonValue::Kind::Object) {
+      error = "\"" + path + "\" must be an object";
+      return false;
+    }
+    Fields fields(entry, path, error);
+    CaptureDesc capture;
+    if (!fields.string("name", capture.name, true) ||
+        !fields.oneOf("type", capture.type,
+                             {RBFC_DTYPE_F32, RBFC_DTYPE_I32, RBFC_DTYPE_I64},
+                             true) ||
+        !fields.integer("rank", capture.rank, 1, RBFC_MAX_RANK, true))
+      return false;
+    out.captures.push_back(std::move(capture));
+  }
+  return true;
+}
+
+} // namespace rbfc::runtime

@@ -1,0 +1,283 @@
+//===- Launch.cpp - check a launch and pack its kernel arguments ---------===//
+#include "rbfc/Runtime/Launch.h"
+
+#include <cmath>
+#include <cstdint>
+
+namespace rbfc::runtime {
+
+namespace {
+
+std::string shapeText(const rbfc_tensor &t) {
+  std::string text = "[";
+  for (int i = 0; i < t.rank && i < RBFC_MAX_RANK; ++i)
+    text += (i ? ", " : "") + std::to_string(t.sizes[i]);
+  return text + "]";
+}
+
+std::string stridesText(const rbfc_tensor &t) {
+  std::string text = "(";
+  for (int i = 0; i < t.rank && i < RBFC_MAX_RANK; ++i)
+    text += (i ? ", " : "") + std::to_string(t.strides[i]);
+  return text + ")";
+}
+
+/// The checks every tensor gets: present, rank, element type, a non-null
+/// base aligned to `alignment`, sizes >= 1, strides >= 0.
+bool checkTensor(const char *what, const rbfc_tensor *t, int rank,
+                 rbfc_dtype dtype, const char *layout, uint64_t alignment,
+                 std::string &error) {
+  std::string name = what;
+  if (!t) {
+    error = name + ": missing (expected a " + dtypeName(dtype) + " tensor " +
+            layout + ")";
+    return false;
+  }
+  if (t->rank != rank) {
+    error = name + ": expected rank " + std::to_string(rank) + " " + layout +
+            ", got rank " + std::to_string(t->rank);
+    return false;
+  }
+  if (t->dtype != dtype) {
+    error = name + ": expected element type " + dtypeName(dtype) + ", got " +
+            dtypeName(t->dtype);
+    return false;
+  }
+  if (!t->data) {
+    error = name + ": data pointer is null";
+    return false;
+  }
+  if (reinterpret_cast<uintptr_t>(t->data) % alignment != 0) {
+    error = name + ": data pointer is not " + std::to_string(alignment) +
+            "-byte aligned";
+    return false;
+  }
+  for (int i = 0; i < rank; ++i) {
+    if (t->sizes[i] < 1) {
+      error = name + ": every size must be >= 1, got shape " + shapeText(*t);
+      return false;
+    }
+    if (t->strides[i] < 0) {
+      error = name + ": strides must be >= 0, got " + stridesText(*t);
+      return false;
+    }
+  }
+  return true;
+}
+
+bool checkUnitInnerStride(const char *what, const rbfc_tensor &t,
+                          const char *dim, std::string &error) {
+  if (t.strides[t.rank - 1] != 1) {
+    error = std::string(what) + ": the " + dim +
+            " stride must be 1 (contiguous rows), got strides " +
+            stridesText(t);
+    return false;
+  }
+  return true;
+}
+
+/// q/k/v tiles move in 16-byte chunks: every outer stride a multiple of 16
+/// bytes.
+bool checkChunkStrides(const char *what, const rbfc_tensor &t,
+                       std::string &error) {
+  int64_t multiple = 16 / dtypeSize(t.dtype);
+  for (int i = 0; i < t.rank - 1; ++i) {
+    if (t.strides[i] % multiple != 0) {
+      error = std::string(what) + ": strides " + stridesText(t) +
+              " must be multiples of " + std::to_string(multiple) +
+              " elements (16 bytes) except the last";
+      return false;
+    }
+  }
+  return true;
+}
+
+bool sameSizes(const rbfc_tensor &a, const rbfc_tensor &b) {
+  for (int i = 0; i < a.rank; ++i)
+    if (a.sizes[i] != b.sizes[i])
+      return false;
+  return true;
+}
+
+} // namespace
+
+bool prepareLaunch(const Descriptor &d, const LaunchArgs &args,
+                   ParamBuffer &buffer, LaunchConfig &config,
+                   std::string &error) {
+  buffer = ParamBuffer();
+  const char *qLayout = "[batch, heads, q_len, head_dim]";
+  const char *kvLayout = "[batch, kv_heads, kv_len, head_dim]";
+  if (!checkTensor("q", args.q, 4, d.dtype, qLayout, 16, error) ||
+      !checkTensor("k", args.k, 4, d.dtype, kvLayout, 16, error) ||
+      !checkTensor("v", args.v, 4, d.dtype, kvLayout, 16, error) ||
+      !checkTensor("o", args.o, 4, d.dtype, qLayout, 16, error))
+    return false;
+  const rbfc_tensor &q = *args.q, &k = *args.k, &v = *args.v, &o = *args.o;
+  if (!checkUnitInnerStride("q", q, "head_dim", error) ||
+      !checkUnitInnerStride("k", k, "head_dim", error) ||
+      !checkUnitInnerStride("v", v, "head_dim", error) ||
+      !checkUnitInnerStride("o", o, "head_dim", error) ||
+      !checkChunkStrides("q", q, error) || !checkChunkStrides("k", k, error) ||
+      !checkChunkStrides("v", v, error))
+    return false;
+
+  int64_t batch = q.sizes[0], heads = q.sizes[1], qLen = q.sizes[2];
+  int64_t kvHeads = k.sizes[1], kvLen = k.sizes[2];
+  if (q.sizes[3] != d.headDim) {
+    error = "q: head_dim is " + std::to_string(q.sizes[3]) +
+            " but the kernel was compiled for --head-dim=" +
+            std::to_string(d.headDim);
+    return false;
+  }
+  if (k.sizes[0] != batch || k.sizes[3] != d.headDim) {
+    error = "k: shape " + shapeText(k) + " does not fit q " + shapeText(q) +
+            " (expected [" + std::to_string(batch) + ", kv_heads, kv_len, " +
+            std::to_string(d.headDim) + "])";
+    return false;
+  }
+  if (!sameSizes(v, k)) {
+    error = "v: shape " + shapeText(v) + " differs from k " + shapeText(k);
+    return false;
+  }
+  if (!sameSizes(o, q)) {
+    error = "o: shape " + shapeText(o) + " differs from q " + shapeText(q);
+    return false;
+  }
+  if (heads % kvHeads != 0) {
+    error = "heads (" + std::to_string(heads) +
+            ") must be a multiple of kv_heads (" + std::to_string(kvHeads) +
+            ")";
+    return false;
+  }
+
+  if (d.hasLse) {
+    if (!args.lse) {
+      error = "lse: the kernel was compiled with --lse and writes the "
+              "log-sum-exp; pass an f32 tensor [batch, heads, q_len]";
+      return false;
+    }
+    if (!checkTensor("lse", args.lse, 3, RBFC_DTYPE_F32,
+                     "[batch, heads, q_len]", 16, error) ||
+        !checkUnitInnerStride("lse", *args.lse, "q_len", error))
+      return false;
+    const rbfc_tensor &lse = *args.lse;
+    if (lse.sizes[0] != batch || lse.sizes[1] != heads ||
+        lse.sizes[2] != qLen) {
+      error = "lse: shape " + shapeText(lse) + " differs from [" +
+              std::to_string(batch) + ", " + std::to_string(heads) + ", " +
+              std::to_string(qLen) + "]";
+      return false;
+    }
+  } else if (args.lse) {
+    error = "lse: the kernel was compiled without --lse; pass no lse tensor "
+            "(or recompile with --lse)";
+    return false;
+  }
+
+  // Grid limits: x up to 2^31-1, y and z up to 65535.
+  int64_t tiles = (qLen + d.tileM - 1) / d.tileM;
+  if (tiles > INT32_MAX || heads > 65535 || batch > 65535) {
+    error = "problem too large for one launch: grid (" +
+            std::to_string(tiles) + ", " + std::to_string(heads) + ", " +
+            std::to_string(batch) + ") exceeds (2^31-1, 65535, 65535)";
+    return false;
+  }
+
+  // Parameters: the caller's values or every default.
+  std::vector<double> values;
+  if (args.params) {
+    if (args.numParams != d.params.size()) {
+      error = "params: the kernel takes " + std::to_string(d.params.size()) +
+              " parameter(s), got " + std::to_string(args.numParams);
+      return false;
+    }
+    values.assign(args.params, args.params + args.numParams);
+  } else {
+    if (args.numParams != 0) {
+      error = "params: null with a count of " +
+              std::to_string(args.numParams);
+      return false;
+    }
+    for (const ParamDesc &p : d.params) {
+      if (!p.hasDefault) {
+        error = "param '" + p.name + "' has no default; pass every parameter";
+        return false;
+      }
+      values.push_back(p.defaultValue);
+    }
+  }
+  for (size_t i = 0; i < d.params.size(); ++i) {
+    if (d.params[i].type == RBFC_DTYPE_I32 &&
+        (values[i] != std::floor(values[i]) || values[i] < INT32_MIN ||
+         values[i] > INT32_MAX)) {
+      error = "param '" + d.params[i].name +
+              "' is an int parameter; got " + std::to_string(values[i]);
+      return false;
+    }
+  }
+
+  if (args.numCaptures != d.captures.size() ||
+      (args.numCaptures && !args.captures)) {
+    error = "captures: the kernel takes " + std::to_string(d.captures.size()) +
+            " captured tensor(s), got " +
+            std::to_string(args.captures ? args.numCaptures : 0);
+    return false;
+  }
+  for (size_t i = 0; i < d.captures.size(); ++i) {
+    const CaptureDesc &c = d.captures[i];
+    std::string what = "capture '" + c.name + "'";
+    if (!checkTensor(what.c_str(), &args.captures[i], c.rank, c.type,
+                     ("of rank " + std::to_string(c.rank)).c_str(),
+                     dtypeSize(c.type), error))
+      return false;
+  }
+
+  // The arguments, in the order of docs/abi.md.
+  auto pointer = [&](const rbfc_tensor &t) {
+    buffer.push<uint64_t>(reinterpret_cast<uintptr_t>(t.data));
+  };
+  auto strides3 = [&](const rbfc_tensor &t) {
+    for (int i = 0; i < 3; ++i)
+      buffer.push<int64_t>(t.strides[i]);
+  };
+  pointer(q);
+  pointer(k);
+  pointer(v);
+  pointer(o);
+  if (d.hasLse)
+    pointer(*args.lse);
+  for (int64_t size : {batch, heads, kvHeads, qLen, kvLen})
+    buffer.push<int64_t>(size);
+  strides3(q);
+  strides3(k);
+  strides3(v);
+  strides3(o);
+  if (d.hasLse) {
+    buffer.push<int64_t>(args.lse->strides[0]);
+    buffer.push<int64_t>(args.lse->strides[1]);
+  }
+  for (size_t i = 0; i < d.params.size(); ++i) {
+    if (d.params[i].type == RBFC_DTYPE_I32)
+      buffer.push<int32_t>(int32_t(values[i]));
+    else
+      buffer.push<float>(float(values[i]));
+  }
+  for (size_t i = 0; i < d.captures.size(); ++i) {
+    const rbfc_tensor &t = args.captures[i];
+    pointer(t);
+    for (int r = 0; r < t.rank; ++r)
+      buffer.push<int64_t>(t.sizes[r]);
+    for (int r = 0; r < t.rank; ++r)
+      buffer.push<int64_t>(t.strides[r]);
+  }
+
+  config.grid[0] = uint32_t(tiles);
+  config.grid[1] = uint32_t(heads);
+  config.grid[2] = uint32_t(batch);
+  config.block[0] = uint32_t(32 * d.warps);
+  config.block[1] = config.block[2] = 1;
+  config.sharedMemoryBytes = uint32_t(d.sharedMemoryBytes);
+  return true;
+}
+
+} // namespace rbfc::runtime

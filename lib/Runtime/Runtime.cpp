@@ -1,0 +1,320 @@
+//===- Runtime.cpp - the C API of include/rbfc/runtime.h -----------------===//
+#include "rbfc/runtime.h"
+
+#include "rbfc/Runtime/Descriptor.h"
+#include "rbfc/Runtime/Driver.h"
+#include "rbfc/Runtime/Launch.h"
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+using namespace rbfc::runtime;
+
+struct rbfc_module {
+  Descriptor descriptor;
+  const Driver *driver = nullptr;
+  CUcontext context = nullptr;
+  CUmodule module = nullptr;
+  CUfunction function = nullptr;
+};
+
+namespace {
+
+thread_local std::string lastError;
+
+rbfc_status fail(rbfc_status status, const std::string &message) {
+  lastError = "rbfc runtime: " + message;
+  return status;
+}
+
+bool readFile(const char *path, std::string &out, std::string &error) {
+  FILE *file = std::fopen(path, "rb");
+  if (!file) {
+    error = std::string("cannot open '") + path + "': " + std::strerror(errno);
+    return false;
+  }
+  char chunk[1 << 16];
+  size_t n;
+  while ((n = std::fread(chunk, 1, sizeof chunk, file)) > 0)
+    out.append(chunk, n);
+  bool bad = std::ferror(file);
+  std::fclose(file);
+  if (bad) {
+    error = std::string("cannot read '") + path + "'";
+    return false;
+  }
+  return true;
+}
+
+/// Makes a context current on this thread if none is: the primary context
+/// of device 0, as the CUDA runtime (and PyTorch) would use.
+rbfc_status currentContext(const Driver &driver, CUcontext &context) {
+  CUresult result = driver.ctxGetCurrent(&context);
+  if (result != CUDA_SUCCESS)
+    return fail(RBFC_ERROR_CUDA,
+                describeCudaError(driver, "cuCtxGetCurrent", result));
+  if (context)
+    return RBFC_OK;
+  CUdevice device;
+  if ((result = driver.deviceGet(&device, 0)) != CUDA_SUCCESS)
+    return fail(RBFC_ERROR_CUDA,
+                describeCudaError(driver, "cuDeviceGet", result));
+  if ((result = driver.devicePrimaryCtxRetain(&context, device)) !=
+      CUDA_SUCCESS)
+    return fail(RBFC_ERROR_CUDA,
+                describeCudaError(driver, "cuDevicePrimaryCtxRetain", result));
+  if ((result = driver.ctxSetCurrent(context)) != CUDA_SUCCESS)
+    return fail(RBFC_ERROR_CUDA,
+                describeCudaError(driver, "cuCtxSetCurrent", result));
+  return RBFC_OK;
+}
+
+rbfc_status loadModule(const void *image, size_t imageSize,
+                       std::string_view descriptorText, rbfc_module **out) {
+  if (!out)
+    return fail(RBFC_ERROR_INVALID_ARGUMENT, "module out-pointer is null");
+  *out = nullptr;
+  if (!image || imageSize == 0)
+    return fail(RBFC_ERROR_INVALID_ARGUMENT, "the kernel image is empty");
+
+  auto module = std::make_unique<rbfc_module>();
+  std::string error;
+  if (!parseDescriptor(descriptorText, module->descriptor, error))
+    return fail(RBFC_ERROR_DESCRIPTOR, "descriptor: " + error);
+  const Descriptor &d = module->descriptor;
+  if (d.dtype == RBFC_DTYPE_F32)
+    return fail(RBFC_ERROR_DESCRIPTOR,
+                "descriptor: dtype f32 is the host target's; GPU kernels are "
+                "bf16 or f16");
+
+  const Driver *driver = getDriver(error);
+  if (!driver)
+    return fail(RBFC_ERROR_NO_DRIVER, error);
+  module->driver = driver;
+  if (rbfc_status status = currentContext(*driver, module->context))
+    return status;
+
+  // PTX must reach the driver NUL-terminated; a cubin is an ELF file.
+  std::string ptx;
+  const void *data = image;
+  bool isCubin = imageSize >= 4 && std::memcmp(image, "\x7f"
+                                                      "ELF",
+                                               4) == 0;
+  if (!isCubin) {
+    ptx.assign(static_cast<const char *>(image), imageSize);
+    data = ptx.c_str();
+  }
+  char log[8192] = {0};
+  CUjit_option options[] = {CU_JIT_ERROR_LOG_BUFFER,
+                            CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES};
+  void *values[] = {log, reinterpret_cast<void *>(uintptr_t(sizeof log - 1))};
+  CUresult result =
+      driver->moduleLoadDataEx(&module->module, data, 2, options, values);
+  if (result != CUDA_SUCCESS) {
+    std::string message = describeCudaError(*driver, "cuModuleLoadDataEx",
+                                            result);
+    if (log[0])
+      message += "\n" + std::string(log);
+    return fail(RBFC_ERROR_CUDA, message);
+  }
+  rbfc_module *raw = module.release();
+  result = driver->moduleGetFunction(&raw->function, raw->module,
+                                     raw->descriptor.entry.c_str());
+  if (result != CUDA_SUCCESS) {
+    rbfc_module_destroy(raw);
+    return fail(RBFC_ERROR_CUDA,
+                describeCudaError(*driver, "cuModuleGetFunction", result) +
+                    " (entry '" + d.entry + "' from the descriptor)");
+  }
+  // Above 48 KiB of dynamic shared memory a kernel must opt in.
+  if (raw->descriptor.sharedMemoryBytes > 48 * 1024) {
+    result = driver->funcSetAttribute(
+        raw->function, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+        int(raw->descriptor.sharedMemoryBytes));
+    if (result != CUDA_SUCCESS) {
+      std::string message =
+          describeCudaError(*driver,
+                            "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_"
+                            "BYTES)",
+                            result) +
+          " (the kernel asks for " +
+          std::to_string(raw->descriptor.sharedMemoryBytes) +
+          " bytes of shared memory";
+      CUdevice device;
+      int optin = 0;
+      if (driver->ctxGetDevice(&device) == CUDA_SUCCESS &&
+          driver->deviceGetAttribute(
+              &optin, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+              device) == CUDA_SUCCESS)
+        message += "; this device allows " + std::to_string(optin);
+      rbfc_module_destroy(raw);
+      return fail(RBFC_ERROR_CUDA, message + ")");
+    }
+  }
+  *out = raw;
+  return RBFC_OK;
+}
+
+} // namespace
+
+extern "C" {
+
+rbfc_status rbfc_module_load(const char *image_path,
+                             const char *descriptor_path,
+                             rbfc_module **module) {
+  if (!image_path || !descriptor_path)
+    return fail(RBFC_ERROR_INVALID_ARGUMENT, "a file path is null");
+  std::string image, descriptor, error;
+  if (!readFile(image_path, image, error) ||
+      !readFile(descriptor_path, descriptor, error))
+    return fail(RBFC_ERROR_IO, error);
+  rbfc_status status =
+      loadModule(image.data(), image.size(), descriptor, module);
+  if (status != RBFC_OK && status != RBFC_ERROR_IO)
+    lastError += std::string(" [image '") + image_path + "', descriptor '" +
+                 descriptor_path + "']";
+  return status;
+}
+
+rbfc_status rbfc_module_load_data(const void *image, size_t image_size,
+                                  const char *descriptor,
+                                  size_t descriptor_size,
+                                  rbfc_module **module) {
+  if (!descriptor)
+    return fail(RBFC_ERROR_INVALID_ARGUMENT, "the descriptor is null");
+  return loadModule(image, image_size,
+                    std::string_view(descriptor, descriptor_size), module);
+}
+
+void rbfc_module_destroy(rbfc_module *module) {
+  if (!module)
+    return;
+  // Unloading is best effort: at process exit the context may be gone.
+  if (module->module)
+    module->driver->moduleUnload(module->module);
+  delete module;
+}
+
+rbfc_status rbfc_module_info(const rbfc_module *module,
+                             rbfc_kernel_info *info) {
+  if (!module || !info)
+    return fail(RBFC_ERROR_INVALID_ARGUMENT, "module or info is null");
+  const Descriptor &d = module->descriptor;
+  info->name = d.name.c_str();
+  info->entry = d.entry.c_str();
+  info->arch = d.arch.c_str();
+  info->normalization = d.normalization.c_str();
+  info->plan = d.plan.c_str();
+  info->dtype = d.dtype;
+  info->head_dim = d.headDim;
+  info->has_lse = d.hasLse;
+  info->tile_m = d.tileM;
+  info->tile_n = d.tileN;
+  info->warps = d.warps;
+  info->stages = d.stages;
+  info->shared_memory_bytes = d.sharedMemoryBytes;
+  info->num_params = int32_t(d.params.size());
+  info->num_captures = int32_t(d.captures.size());
+  return RBFC_OK;
+}
+
+rbfc_status rbfc_module_param(const rbfc_module *module, int32_t index,
+                              rbfc_param_info *info) {
+  if (!module || !info)
+    return fail(RBFC_ERROR_INVALID_ARGUMENT, "module or info is null");
+  const auto &params = module->descriptor.params;
+  if (index < 0 || size_t(index) >= params.size())
+    return fail(RBFC_ERROR_INVALID_ARGUMENT,
+                "param index " + std::to_string(index) + " out of range [0, " +
+                    std::to_string(params.size()) + ")");
+  const ParamDesc &p = params[index];
+  info->name = p.name.c_str();
+  info->type = p.type;
+  info->has_default = p.hasDefault;
+  info->default_value = p.defaultValue;
+  return RBFC_OK;
+}
+
+rbfc_status rbfc_module_capture(const rbfc_module *module, int32_t index,
+                                rbfc_capture_info *info) {
+  if (!module || !info)
+    return fail(RBFC_ERROR_INVALID_ARGUMENT, "module or info is null");
+  const auto &captures = module->descriptor.captures;
+  if (index < 0 || size_t(index) >= captures.size())
+    return fail(RBFC_ERROR_INVALID_ARGUMENT,
+                "capture index " + std::to_string(index) +
+                    " out of range [0, " + std::to_string(captures.size()) +
+                    ")");
+  const CaptureDesc &c = captures[index];
+  info->name = c.name.c_str();
+  info->type = c.type;
+  info->rank = c.rank;
+  return RBFC_OK;
+}
+
+rbfc_status rbfc_launch(const rbfc_module *module, const rbfc_tensor *q,
+                        const rbfc_tensor *k, const rbfc_tensor *v,
+                        const rbfc_tensor *o, const rbfc_tensor *lse,
+                        const double *params, size_t num_params,
+                        const rbfc_tensor *captures, size_t num_captures,
+                        void *stream) {
+  if (!module)
+    return fail(RBFC_ERROR_INVALID_ARGUMENT, "module is null");
+  LaunchArgs args;
+  args.q = q;
+  args.k = k;
+  args.v = v;
+  args.o = o;
+  args.lse = lse;
+  args.params = params;
+  args.numParams = num_params;
+  args.captures = captures;
+  args.numCaptures = num_captures;
+  ParamBuffer buffer;
+  LaunchConfig config;
+  std::string error;
+  if (!prepareLaunch(module->descriptor, args, buffer, config, error))
+    return fail(RBFC_ERROR_INVALID_ARGUMENT,
+                module->descriptor.entry + ": " + error);
+
+  const Driver &driver = *module->driver;
+  CUcontext current = nullptr;
+  CUresult result = driver.ctxGetCurrent(&current);
+  if (result != CUDA_SUCCESS)
+    return fail(RBFC_ERROR_CUDA,
+                describeCudaError(driver, "cuCtxGetCurrent", result));
+  bool pushed = current != module->context;
+  if (pushed && (result = driver.ctxPushCurrent(module->context)) !=
+                    CUDA_SUCCESS)
+    return fail(RBFC_ERROR_CUDA,
+                describeCudaError(driver, "cuCtxPushCurrent", result));
+  std::vector<void *> pointers = buffer.pointers();
+  result = driver.launchKernel(
+      module->function, config.grid[0], config.grid[1], config.grid[2],
+      config.block[0], config.block[1], config.block[2],
+      config.sharedMemoryBytes, static_cast<CUstream>(stream),
+      pointers.data(), nullptr);
+  if (pushed) {
+    CUcontext popped;
+    driver.ctxPopCurrent(&popped);
+  }
+  if (result != CUDA_SUCCESS)
+    return fail(RBFC_ERROR_CUDA,
+                describeCudaError(driver, "cuLaunchKernel", result) + " (" +
+                    module->descriptor.entry + ", grid " +
+                    std::to_string(config.grid[0]) + "x" +
+                    std::to_string(config.grid[1]) + "x" +
+                    std::to_string(config.grid[2]) + ", block " +
+                    std::to_string(config.block[0]) + ", " +
+                    std::to_string(config.sharedMemoryBytes) +
+                    " bytes of shared memory)");
+  return RBFC_OK;
+}
+
+const char *rbfc_last_error(void) { return lastError.c_str(); }
+
+} // extern "C"

@@ -1,0 +1,547 @@
+//===- RuntimeTest.cpp - the CUDA runtime without a GPU ------------------===//
+//
+// Descriptor reading, launch checks and argument packing of librbfc_runtime,
+// and the error a machine without a CUDA driver gets. Nothing here needs a
+// GPU; test/gpu/ runs the kernels.
+//
+//===----------------------------------------------------------------------===//
+#include "rbfc/Runtime/Descriptor.h"
+#include "rbfc/Runtime/Driver.h"
+#include "rbfc/Runtime/Json.h"
+#include "rbfc/Runtime/Launch.h"
+#include "rbfc/runtime.h"
+
+#include <dlfcn.h>
+#include <gtest/gtest.h>
+
+using namespace rbfc::runtime;
+
+namespace {
+
+// The example of docs/abi.md.
+const char *kAbiExample = R"({
+  "format": "rbfc-kernel/1",
+  "name": "rbf",
+  "entry": "rbf_fwd",
+  "arch": "sm_90a",
+  "dtype": "bf16",
+  "head_dim": 64,
+  "normalization": "softmax",
+  "has_lse": true,
+  "tile_m": 128,
+  "tile_n": 64,
+  "warps": 8,
+  "stages": 2,
+  "plan": "#attn.plan<arch = \"sm_90a\", kernel = \"mma_sync\", tile_m = 128, tile_n = 64, warps = 8, stages = 2>",
+  "shared_memory_bytes": 49152,
+  "params": [ { "name": "gamma", "type": "f32", "default": 0.125 } ],
+  "captures": [ { "name": "doc", "type": "i32", "rank": 2 } ]
+})";
+
+std::string parseError(const std::string &json) {
+  JsonValue value;
+  std::string error;
+  EXPECT_FALSE(parseJson(json, value, error)) << json;
+  return error;
+}
+
+std::string descriptorError(const std::string &json) {
+  Descriptor d;
+  std::string error;
+  EXPECT_FALSE(parseDescriptor(json, d, error)) << json;
+  return error;
+}
+
+/// kAbiExample with `from` replaced by `to`.
+std::string edited(const std::string &from, const std::string &to) {
+  std::string text = kAbiExample;
+  size_t at = text.find(from);
+  EXPECT_NE(at, std::string::npos) << from;
+  return text.replace(at, from.size(), to);
+}
+
+//===-- JSON --------------------------------------------------------------===//
+
+TEST(RuntimeJson, ReadsEveryKind) {
+  JsonValue v;
+  std::string error;
+  ASSERT_TRUE(parseJson(
+      R"( {"a": [1, -2.5e3, 0, true, false, null], "b": {"c": "x\"\\\/\n\u00e9\ud83d\ude00"}} )",
+      v, error))
+      << error;
+  ASSERT_EQ(v.kind, JsonValue::Kind::Object);
+  const JsonValue *a = v.find("a");
+  ASSERT_TRUE(a);
+  ASSERT_EQ(a->array.size(), 6u);
+  EXPECT_EQ(a->array[0].number, 1);
+  EXPECT_TRUE(a->array[0].integral);
+  EXPECT_EQ(a->array[1].number, -2500);
+  EXPECT_FALSE(a->array[1].integral);
+  EXPECT_TRUE(a->array[3].boolean);
+  EXPECT_EQ(a->array[5].kind, JsonValue::Kind::Null);
+  EXPECT_EQ(v.find("b")->find("c")->string,
+            "x\"\\/\n\xc3\xa9\xf0\x9f\x98\x80");
+  EXPECT_EQ(v.find("missing"), nullptr);
+}
+
+TEST(RuntimeJson, RejectsWhatRfc8259Rejects) {
+  EXPECT_NE(parseError("[1, 2,]").find("expected a JSON value"),
+            std::string::npos);
+  EXPECT_NE(parseError("{\"a\": 1,}").find("expected a string key"),
+            std::string::npos);
+  EXPECT_NE(parseError("// c\n{}").find("line 1, column 1"),
+            std::string::npos);
+  EXPECT_NE(parseError("{\n  \"a\": 01}").find("line 2, column 9: leading "
+                                               "zeros"),
+            std::string::npos);
+  EXPECT_NE(parseError("{'a': 1}").find("expected a string key"),
+            std::string::npos);
+  EXPECT_NE(parseError("NaN").find("unexpected character 'N'"),
+            std::string::npos);
+  EXPECT_NE(parseError("{\"a\": 1, \"a\": 2}").find("duplicate key \"a\""),
+            std::string::npos);
+  EXPECT_NE(parseError("{} x").find("unexpected text after"),
+            std::string::npos);
+  EXPECT_NE(parseError("\"abc").find("unterminated string"),
+            std::string::npos);
+  EXPECT_NE(parseError("\"a\tb\"").find("control character"),
+            std::string::npos);
+  EXPECT_NE(parseError("\"\\x\"").find("invalid escape"), std::string::npos);
+  EXPECT_NE(parseError("\"\\udc00\"").find("lone low surrogate"),
+            std::string::npos);
+  EXPECT_NE(parseError("1.").find("expected a digit"), std::string::npos);
+  EXPECT_NE(parseError("-").find("expected a digit"), std::string::npos);
+  EXPECT_NE(parseError("1e999").find("out of range"), std::string::npos);
+  EXPECT_NE(parseError("").find("unexpected end of input"),
+            std::string::npos);
+  EXPECT_NE(parseError(std::string(100, '[') + std::string(100, ']'))
+                .find("nesting deeper"),
+            std::string::npos);
+}
+
+//===-- Descriptor --------------------------------------------------------===//
+
+TEST(RuntimeDescriptor, ReadsTheAbiExample) {
+  Descriptor d;
+  std::string error;
+  ASSERT_TRUE(parseDescriptor(kAbiExample, d, error)) << error;
+  EXPECT_EQ(d.name, "rbf");
+  EXPECT_EQ(d.entry, "rbf_fwd");
+  EXPECT_EQ(d.arch, "sm_90a");
+  EXPECT_EQ(d.dtype, RBFC_DTYPE_BF16);
+  EXPECT_EQ(d.headDim, 64);
+  EXPECT_EQ(d.normalization, "softmax");
+  EXPECT_TRUE(d.hasLse);
+  EXPECT_EQ(d.tileM, 128);
+  EXPECT_EQ(d.tileN, 64);
+  EXPECT_EQ(d.warps, 8);
+  EXPECT_EQ(d.stages, 2);
+  EXPECT_EQ(d.sharedMemoryBytes, 49152);
+  EXPECT_NE(d.plan.find("mma_sync"), std::string::npos);
+  ASSERT_EQ(d.params.size(), 1u);
+  EXPECT_EQ(d.params[0].name, "gamma");
+  EXPECT_EQ(d.params[0].type, RBFC_DTYPE_F32);
+  EXPECT_TRUE(d.params[0].hasDefault);
+  EXPECT_EQ(d.params[0].defaultValue, 0.125);
+  ASSERT_EQ(d.captures.size(), 1u);
+  EXPECT_EQ(d.captures[0].name, "doc");
+  EXPECT_EQ(d.captures[0].type, RBFC_DTYPE_I32);
+  EXPECT_EQ(d.captures[0].rank, 2);
+}
+
+TEST(RuntimeDescriptor, IgnoresUnknownKeys) {
+  Descriptor d;
+  std::string error;
+  std::string json = edited("\"name\": \"rbf\",",
+                            "\"name\": \"rbf\", \"future\": {\"x\": [1]},");
+  json = edited("\"type\": \"f32\", \"default\"",
+                "\"type\": \"f32\", \"note\": \"hi\", \"default\"");
+  ASSERT_TRUE(parseDescriptor(json, d, error)) << error;
+  ASSERT_TRUE(parseDescriptor(edited("\"name\": \"rbf\",",
+                                     "\"name\": \"rbf\", \"x\": null,"),
+                              d, error))
+      << error;
+}
+
+TEST(RuntimeDescriptor, NullDefaultAndOptionalKeys) {
+  Descriptor d;
+  std::string error;
+  ASSERT_TRUE(parseDescriptor(
+      R"({"format": "rbfc-kernel/1", "entry": "k", "dtype": "f16",
+          "head_dim": 128, "has_lse": false, "tile_m": 64, "warps": 4,
+          "shared_memory_bytes": 0,
+          "params": [{"name": "window", "type": "i32", "default": null}],
+          "captures": []})",
+      d, error))
+      << error;
+  EXPECT_EQ(d.dtype, RBFC_DTYPE_F16);
+  EXPECT_FALSE(d.params[0].hasDefault);
+  EXPECT_EQ(d.params[0].type, RBFC_DTYPE_I32);
+  EXPECT_EQ(d.normalization, "softmax");
+}
+
+TEST(RuntimeDescriptor, NamesWhatIsWrong) {
+  EXPECT_NE(descriptorError("[]").find("must be a JSON object"),
+            std::string::npos);
+  EXPECT_NE(descriptorError(edited("rbfc-kernel/1", "rbfc-kernel/2"))
+                .find("\"format\" is \"rbfc-kernel/2\""),
+            std::string::npos);
+  EXPECT_NE(descriptorError(edited("\"entry\": \"rbf_fwd\",", ""))
+                .find("\"entry\" is missing"),
+            std::string::npos);
+  EXPECT_NE(descriptorError(edited("\"head_dim\": 64", "\"head_dim\": \"64\""))
+                .find("\"head_dim\" must be a number, not a string"),
+            std::string::npos);
+  EXPECT_NE(descriptorError(edited("\"head_dim\": 64", "\"head_dim\": 64.5"))
+                .find("\"head_dim\" must be an integer"),
+            std::string::npos);
+  EXPECT_NE(descriptorError(edited("\"warps\": 8", "\"warps\": 0"))
+                .find("\"warps\" must be an integer in [1, 32]"),
+            std::string::npos);
+  EXPECT_NE(descriptorError(edited("\"dtype\": \"bf16\"", "\"dtype\": \"f8\""))
+                .find("\"dtype\" is \"f8\"; expected one of bf16, f16, f32"),
+            std::string::npos);
+  EXPECT_NE(descriptorError(edited("\"has_lse\": true", "\"has_lse\": 1"))
+                .find("\"has_lse\" must be a boolean"),
+            std::string::npos);
+  EXPECT_NE(descriptorError(edited("softmax", "sparsemax"))
+                .find("\"normalization\" is \"sparsemax\""),
+            std::string::npos);
+  EXPECT_NE(descriptorError(edited("\"default\": 0.125", "\"default\": \"x\""))
+                .find("\"params[0].default\" must be a number or null"),
+            std::string::npos);
+  EXPECT_NE(descriptorError(edited(", \"default\": 0.125", ""))
+                .find("\"params[0].default\" is missing"),
+            std::string::npos);
+  EXPECT_NE(descriptorError(edited("\"type\": \"f32\", \"default\": 0.125",
+                                   "\"type\": \"i32\", \"default\": 0.5"))
+                .find("\"params[0].default\" must be a 32-bit integer"),
+            std::string::npos);
+  EXPECT_NE(descriptorError(edited("\"type\": \"f32\"", "\"type\": \"i64\""))
+                .find("\"params[0].type\" is \"i64\"; expected one of f32, "
+                      "i32"),
+            std::string::npos);
+  EXPECT_NE(descriptorError(edited("\"rank\": 2", "\"rank\": 5"))
+                .find("\"captures[0].rank\" must be an integer in [1, 4]"),
+            std::string::npos);
+  EXPECT_NE(descriptorError(edited("\"captures\": [", "\"captures\": [1, "))
+                .find("\"captures[0]\" must be an object"),
+            std::string::npos);
+  EXPECT_NE(descriptorError(edited("\"params\": [", "\"params\": {"))
+                .find("line"),
+            std::string::npos);
+}
+
+//===-- Launch checks and packing ------------------------------------------===//
+
+void *fakePointer(uintptr_t at) { return reinterpret_cast<void *>(at); }
+
+rbfc_tensor tensor4(uintptr_t at, int64_t b, int64_t h, int64_t n, int64_t d,
+                    rbfc_dtype dtype = RBFC_DTYPE_BF16) {
+  rbfc_tensor t{};
+  t.data = fakePointer(at);
+  t.rank = 4;
+  int64_t sizes[4] = {b, h, n, d};
+  int64_t strides[4] = {h * n * d, n * d, d, 1};
+  for (int i = 0; i < 4; ++i) {
+    t.sizes[i] = sizes[i];
+    t.strides[i] = strides[i];
+  }
+  t.dtype = dtype;
+  return t;
+}
+
+struct LaunchFixture : ::testing::Test {
+  Descriptor d;
+  // B=2, H=8, KV heads=2 (GQA 4:1), q_len=200, kv_len=77, D=64.
+  rbfc_tensor q = tensor4(0x100000, 2, 8, 200, 64);
+  rbfc_tensor k = tensor4(0x200000, 2, 2, 77, 64);
+  rbfc_tensor v = tensor4(0x300000, 2, 2, 77, 64);
+  rbfc_tensor o = tensor4(0x400000, 2, 8, 200, 64);
+  rbfc_tensor lse{};
+  rbfc_tensor doc{};
+  LaunchArgs args;
+  ParamBuffer buffer;
+  LaunchConfig config;
+  std::string error;
+
+  void SetUp() override {
+    ASSERT_TRUE(parseDescriptor(kAbiExample, d, error)) << error;
+    lse.data = fakePointer(0x500000);
+    lse.rank = 3;
+    lse.sizes[0] = 2, lse.sizes[1] = 8, lse.sizes[2] = 200;
+    lse.strides[0] = 8 * 256, lse.strides[1] = 256, lse.strides[2] = 1;
+    lse.dtype = RBFC_DTYPE_F32;
+    doc.data = fakePointer(0x600004);
+    doc.rank = 2;
+    doc.sizes[0] = 2, doc.sizes[1] = 200;
+    doc.strides[0] = 200, doc.strides[1] = 1;
+    doc.dtype = RBFC_DTYPE_I32;
+    args.q = &q, args.k = &k, args.v = &v, args.o = &o, args.lse = &lse;
+    args.captures = &doc;
+    args.numCaptures = 1;
+  }
+
+  bool prepare() { return prepareLaunch(d, args, buffer, config, error); }
+
+  std::string failure() {
+    EXPECT_FALSE(prepare());
+    return error;
+  }
+};
+
+TEST_F(LaunchFixture, PacksInAbiOrder) {
+  ASSERT_TRUE(prepare()) << error;
+  // 5 pointers, 5 sizes, 4x3 strides, 2 lse strides, 1 param,
+  // capture: pointer + 2 sizes + 2 strides.
+  ASSERT_EQ(buffer.count(), 5u + 5 + 12 + 2 + 1 + 5);
+  size_t i = 0;
+  for (uintptr_t at : {0x100000, 0x200000, 0x300000, 0x400000, 0x500000})
+    EXPECT_EQ(buffer.get<uint64_t>(i++), at);
+  for (int64_t size : {2, 8, 2, 200, 77})
+    EXPECT_EQ(buffer.get<int64_t>(i++), size);
+  for (const rbfc_tensor *t : {&q, &k, &v, &o})
+    for (int s = 0; s < 3; ++s)
+      EXPECT_EQ(buffer.get<int64_t>(i++), t->strides[s]);
+  EXPECT_EQ(buffer.get<int64_t>(i++), 8 * 256);
+  EXPECT_EQ(buffer.get<int64_t>(i++), 256);
+  EXPECT_EQ(buffer.size(i), 4u);
+  EXPECT_EQ(buffer.get<float>(i++), 0.125f);
+  // The capture pointer follows a 4-byte float: aligned up to 8.
+  EXPECT_EQ(buffer.offset(i) % 8, 0u);
+  EXPECT_EQ(buffer.offset(i), buffer.offset(i - 1) + 8);
+  EXPECT_EQ(buffer.get<uint64_t>(i++), 0x600004u);
+  EXPECT_EQ(buffer.get<int64_t>(i++), 2);
+  EXPECT_EQ(buffer.get<int64_t>(i++), 200);
+  EXPECT_EQ(buffer.get<int64_t>(i++), 200);
+  EXPECT_EQ(buffer.get<int64_t>(i++), 1);
+  EXPECT_EQ(buffer.bytes() % 8, 0u);
+  std::vector<void *> pointers = buffer.pointers();
+  ASSERT_EQ(pointers.size(), buffer.count());
+  EXPECT_EQ(*static_cast<uint64_t *>(pointers[0]), 0x100000u);
+
+  EXPECT_EQ(config.grid[0], 2u); // ceil(200 / 128)
+  EXPECT_EQ(config.grid[1], 8u);
+  EXPECT_EQ(config.grid[2], 2u);
+  EXPECT_EQ(config.block[0], 256u);
+  EXPECT_EQ(config.block[1], 1u);
+  EXPECT_EQ(config.sharedMemoryBytes, 49152u);
+}
+
+TEST_F(LaunchFixture, WithoutLseAndWithExplicitParams) {
+  d.hasLse = false;
+  args.lse = nullptr;
+  d.params.push_back({"window", RBFC_DTYPE_I32, false, 0});
+  double params[] = {0.5, 256};
+  args.params = params;
+  args.numParams = 2;
+  ASSERT_TRUE(prepare()) << error;
+  ASSERT_EQ(buffer.count(), 4u + 5 + 12 + 2 + 5);
+  EXPECT_EQ(buffer.get<float>(21), 0.5f);
+  EXPECT_EQ(buffer.size(22), 4u);
+  EXPECT_EQ(buffer.get<int32_t>(22), 256);
+  EXPECT_EQ(buffer.get<uint64_t>(23), 0x600004u);
+}
+
+TEST_F(LaunchFixture, OneRowOfOneQuery) {
+  q = tensor4(0x100000, 1, 8, 1, 64);
+  o = tensor4(0x400000, 1, 8, 1, 64);
+  k = tensor4(0x200000, 1, 1, 1, 64);
+  v = tensor4(0x300000, 1, 1, 1, 64);
+  lse.sizes[0] = 1, lse.sizes[2] = 1;
+  ASSERT_TRUE(prepare()) << error;
+  EXPECT_EQ(config.grid[0], 1u);
+}
+
+TEST_F(LaunchFixture, TensorErrors) {
+  args.k = nullptr;
+  EXPECT_NE(failure().find("k: missing"), std::string::npos);
+  args.k = &k;
+  q.rank = 3;
+  EXPECT_NE(failure().find("q: expected rank 4 [batch, heads, q_len, "
+                           "head_dim], got rank 3"),
+            std::string::npos);
+  q.rank = 4;
+  v.dtype = RBFC_DTYPE_F16;
+  EXPECT_NE(failure().find("v: expected element type bf16, got f16"),
+            std::string::npos);
+  v.dtype = RBFC_DTYPE_BF16;
+  o.data = nullptr;
+  EXPECT_NE(failure().find("o: data pointer is null"), std::string::npos);
+  o.data = fakePointer(0x400008);
+  EXPECT_NE(failure().find("o: data pointer is not 16-byte aligned"),
+            std::string::npos);
+  o.data = fakePointer(0x400000);
+  q.strides[3] = 2;
+  EXPECT_NE(failure().find("q: the head_dim stride must be 1"),
+            std::string::npos);
+  q.strides[3] = 1;
+  k.strides[2] = 68;
+  EXPECT_NE(failure().find("k: strides (9856, 4928, 68, 1) must be multiples "
+                           "of 8 elements"),
+            std::string::npos);
+  k.strides[2] = 64;
+  k.sizes[2] = 0;
+  EXPECT_NE(failure().find("k: every size must be >= 1"), std::string::npos);
+  k.sizes[2] = 77;
+  q.strides[0] = -8;
+  EXPECT_NE(failure().find("q: strides must be >= 0"), std::string::npos);
+}
+
+TEST_F(LaunchFixture, ShapeErrors) {
+  q.sizes[3] = o.sizes[3] = 128;
+  EXPECT_NE(failure().find("q: head_dim is 128 but the kernel was compiled "
+                           "for --head-dim=64"),
+            std::string::npos);
+  q.sizes[3] = o.sizes[3] = 64;
+  k.sizes[0] = v.sizes[0] = 3;
+  EXPECT_NE(failure().find("k: shape [3, 2, 77, 64] does not fit q"),
+            std::string::npos);
+  k.sizes[0] = v.sizes[0] = 2;
+  v.sizes[2] = 78;
+  EXPECT_NE(failure().find("v: shape [2, 2, 78, 64] differs from k"),
+            std::string::npos);
+  v.sizes[2] = 77;
+  o.sizes[2] = 199;
+  EXPECT_NE(failure().find("o: shape [2, 8, 199, 64] differs from q"),
+            std::string::npos);
+  o.sizes[2] = 200;
+  k.sizes[1] = v.sizes[1] = 3;
+  EXPECT_NE(failure().find("heads (8) must be a multiple of kv_heads (3)"),
+            std::string::npos);
+}
+
+TEST_F(LaunchFixture, LseErrors) {
+  args.lse = nullptr;
+  EXPECT_NE(failure().find("compiled with --lse"), std::string::npos);
+  args.lse = &lse;
+  lse.dtype = RBFC_DTYPE_BF16;
+  EXPECT_NE(failure().find("lse: expected element type f32"),
+            std::string::npos);
+  lse.dtype = RBFC_DTYPE_F32;
+  lse.sizes[2] = 201;
+  EXPECT_NE(failure().find("lse: shape [2, 8, 201] differs from [2, 8, 200]"),
+            std::string::npos);
+  lse.sizes[2] = 200;
+  lse.strides[2] = 2;
+  EXPECT_NE(failure().find("lse: the q_len stride must be 1"),
+            std::string::npos);
+  d.hasLse = false;
+  EXPECT_NE(failure().find("compiled without --lse"), std::string::npos);
+}
+
+TEST_F(LaunchFixture, ParamErrors) {
+  double one[] = {1.0, 2.0};
+  args.params = one;
+  args.numParams = 2;
+  EXPECT_NE(failure().find("params: the kernel takes 1 parameter(s), got 2"),
+            std::string::npos);
+  args.params = nullptr;
+  EXPECT_NE(failure().find("params: null with a count of 2"),
+            std::string::npos);
+  args.numParams = 0;
+  d.params[0].hasDefault = false;
+  EXPECT_NE(failure().find("param 'gamma' has no default"),
+            std::string::npos);
+  d.params[0].type = RBFC_DTYPE_I32;
+  double half[] = {0.5};
+  args.params = half;
+  args.numParams = 1;
+  EXPECT_NE(failure().find("param 'gamma' is an int parameter; got 0.5"),
+            std::string::npos);
+  double huge[] = {4e9};
+  args.params = huge;
+  EXPECT_NE(failure().find("is an int parameter"), std::string::npos);
+}
+
+TEST_F(LaunchFixture, CaptureErrors) {
+  args.numCaptures = 0;
+  EXPECT_NE(failure().find("captures: the kernel takes 1 captured tensor(s), "
+                           "got 0"),
+            std::string::npos);
+  args.numCaptures = 1;
+  args.captures = nullptr;
+  EXPECT_NE(failure().find("got 0"), std::string::npos);
+  args.captures = &doc;
+  doc.rank = 1;
+  EXPECT_NE(failure().find("capture 'doc': expected rank 2"),
+            std::string::npos);
+  doc.rank = 2;
+  doc.dtype = RBFC_DTYPE_I64;
+  EXPECT_NE(failure().find("capture 'doc': expected element type i32, got "
+                           "i64"),
+            std::string::npos);
+  doc.dtype = RBFC_DTYPE_I32;
+  doc.data = fakePointer(0x600002);
+  EXPECT_NE(failure().find("capture 'doc': data pointer is not 4-byte "
+                           "aligned"),
+            std::string::npos);
+}
+
+TEST_F(LaunchFixture, GridLimits) {
+  q.sizes[1] = o.sizes[1] = 70000;
+  k.sizes[1] = v.sizes[1] = 1;
+  lse.sizes[1] = 70000;
+  EXPECT_NE(failure().find("problem too large for one launch"),
+            std::string::npos);
+}
+
+//===-- Driver and C API ---------------------------------------------------===//
+
+TEST(RuntimeDriver, MissingDriverIsAClearError) {
+  Driver driver;
+  std::string error;
+  EXPECT_FALSE(openDriver("librbfc-no-such-driver.so.1", driver, error));
+  EXPECT_NE(error.find("cannot load the CUDA driver "
+                       "(librbfc-no-such-driver.so.1)"),
+            std::string::npos);
+  EXPECT_NE(error.find("an NVIDIA GPU driver must be installed"),
+            std::string::npos);
+}
+
+TEST(RuntimeCApi, ReportsFileAndDescriptorErrorsBeforeTheDriver) {
+  rbfc_module *module = nullptr;
+  EXPECT_EQ(rbfc_module_load("/nonexistent/k.ptx", "/nonexistent/k.json",
+                             &module),
+            RBFC_ERROR_IO);
+  EXPECT_NE(std::string(rbfc_last_error())
+                .find("cannot open '/nonexistent/k.ptx'"),
+            std::string::npos);
+  const char image[] = ".version 8.0";
+  std::string bad = "{\"format\": \"rbfc-kernel/1\"}";
+  EXPECT_EQ(rbfc_module_load_data(image, sizeof image, bad.data(), bad.size(),
+                                  &module),
+            RBFC_ERROR_DESCRIPTOR);
+  EXPECT_NE(std::string(rbfc_last_error()).find("\"entry\" is missing"),
+            std::string::npos);
+  std::string f32 = edited("\"dtype\": \"bf16\"", "\"dtype\": \"f32\"");
+  EXPECT_EQ(rbfc_module_load_data(image, sizeof image, f32.data(), f32.size(),
+                                  &module),
+            RBFC_ERROR_DESCRIPTOR);
+  EXPECT_NE(std::string(rbfc_last_error()).find("host target"),
+            std::string::npos);
+  EXPECT_EQ(module, nullptr);
+  EXPECT_EQ(rbfc_launch(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
+                        nullptr, 0, nullptr, 0, nullptr),
+            RBFC_ERROR_INVALID_ARGUMENT);
+}
+
+TEST(RuntimeCApi, NoDriverOnThisMachine) {
+  if (void *handle = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL)) {
+    dlclose(handle);
+    GTEST_SKIP() << "a CUDA driver is installed here";
+  }
+  rbfc_module *module = nullptr;
+  std::string json = kAbiExample;
+  const char image[] = ".version 8.0";
+  EXPECT_EQ(rbfc_module_load_data(image, sizeof image, json.data(),
+                                  json.size(), &module),
+            RBFC_ERROR_NO_DRIVER);
+  EXPECT_NE(std::string(rbfc_last_error())
+                .find("rbfc runtime: cannot load the CUDA driver "
+                      "(libcuda.so.1)"),
+            std::string::npos);
+  EXPECT_EQ(module, nullptr);
+}
+
+} // namespace
