@@ -1,0 +1,446 @@
+#!/usr/bin/env python3
+"""GPU tests of rbfc's forward kernels (run on the GPU machine, from the repo root).
+
+    python3 test/gpu/run_gpu_tests.py [--quick] [--seed N] [--only softmax,rbf]
+
+Compiles every examples/*.attn with .carry/bin/rbfc (scripts/prepare-gpu.sh),
+launches it through librbfc_runtime.so on fresh random inputs with NaN-poisoned
+outputs, and compares with a float32 PyTorch reference written here per example,
+independent of the compiler. Also runs a hand-written kernel with the ABI's
+parameter list (abi_fixture.cu, when nvcc is there) to test the runtime alone,
+and one small case per kernel under compute-sanitizer memcheck.
+Prints a table; exits non-zero on any failure. docs/gpu-testing.md explains it.
+"""
+import argparse
+import glob
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "python"))
+
+import torch  # noqa: E402
+
+from rbfc import Kernel, RbfcError, compile_spec  # noqa: E402
+
+DEV = "cuda"
+TORCH_DTYPES = {"bf16": torch.bfloat16, "f16": torch.float16}
+# max|o - ref| / max|ref| per (batch, head); bf16 keeps 8 bits of mantissa.
+TOLERANCE = {"bf16": 1e-2, "f16": 5e-3}
+NEG_INF = float("-inf")
+
+# --------------------------------------------------------------------------
+# References: score and mask of each example in float32, [B, H, Nq, Nkv].
+# q, k are float32 with k already expanded to the query heads (GQA).
+
+
+def idx(nq, nkv):
+    qi = torch.arange(nq, device=DEV).view(nq, 1)
+    ki = torch.arange(nkv, device=DEV).view(1, nkv)
+    return qi, ki
+
+
+def dot_scaled(q, k):
+    return (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+
+
+def dist2(q, k):
+    return ((q * q).sum(-1, keepdim=True) + (k * k).sum(-1).unsqueeze(-2)
+            - 2.0 * (q @ k.transpose(-1, -2)))
+
+
+def ref_softmax(q, k, c, p):
+    return dot_scaled(q, k), None
+
+
+def ref_causal(q, k, c, p):
+    qi, ki = idx(q.shape[2], k.shape[2])
+    return dot_scaled(q, k), ki <= qi
+
+
+def ref_alibi(q, k, c, p):
+    qi, ki = idx(q.shape[2], k.shape[2])
+    slopes = c["slopes"].view(1, -1, 1, 1)
+    return dot_scaled(q, k) + slopes * (ki - qi).float(), ki <= qi
+
+
+def ref_document_mask(q, k, c, p):
+    doc = c["doc"]
+    dq = doc[:, : q.shape[2]].reshape(doc.shape[0], 1, -1, 1)
+    dk = doc[:, : k.shape[2]].reshape(doc.shape[0], 1, 1, -1)
+    return dot_scaled(q, k), dq == dk
+
+
+def ref_prefix_lm(q, k, c, p):
+    qi, ki = idx(q.shape[2], k.shape[2])
+    return dot_scaled(q, k), (ki < p.get("prefix", 128)) | (ki <= qi)
+
+
+def rbf_gamma(q, p):
+    return p.get("gamma", 1.0 / math.sqrt(q.shape[-1]))
+
+
+def ref_rbf(q, k, c, p):
+    return -rbf_gamma(q, p) * dist2(q, k), None
+
+
+def ref_rbf_causal(q, k, c, p):
+    return ref_rbf(q, k, c, p)[0], ref_causal(q, k, c, p)[1]
+
+
+def ref_relative_bias(q, k, c, p):
+    nq, nkv = q.shape[2], k.shape[2]
+    qi, ki = idx(nq, nkv)
+    offset = qi - ki + nkv - 1
+    bias = c["bias"][:, offset]  # [H, Nq, Nkv]
+    return dot_scaled(q, k) + bias.unsqueeze(0), None
+
+
+def ref_sliding_window(q, k, c, p):
+    qi, ki = idx(q.shape[2], k.shape[2])
+    return dot_scaled(q, k), (ki <= qi) & (qi - ki < p.get("window", 256))
+
+
+def ref_softcap(q, k, c, p):
+    cap = p.get("cap", 50.0)
+    return cap * torch.tanh(dot_scaled(q, k) / cap), None
+
+
+def make_slopes(B, H, Nq, Nkv, g):
+    return {"slopes": torch.tensor([2.0 ** (-8.0 * (h + 1) / H) for h in range(H)],
+                                   device=DEV, dtype=torch.float32)}
+
+
+def make_doc(B, H, Nq, Nkv, g):
+    # Sorted segments of random lengths: packed documents.
+    n = max(Nq, Nkv)
+    doc = torch.empty(B, n, dtype=torch.int32)
+    for b in range(B):
+        cuts = torch.sort(torch.randint(0, n, (min(4, n),), generator=g)).values
+        doc[b] = torch.bucketize(torch.arange(n), cuts, right=True).int()
+    return {"doc": doc.to(DEV)}
+
+
+def make_bias(B, H, Nq, Nkv, g):
+    return {"bias": torch.randn(H, Nq + Nkv - 1, generator=g).to(DEV)}
+
+
+# name: (file, reference, capture maker, input scale, normalisation)
+SPECS = {
+    "softmax": ("softmax.attn", ref_softmax, None, 1.0, "softmax"),
+    "causal": ("causal.attn", ref_causal, None, 1.0, "softmax"),
+    "alibi": ("alibi.attn", ref_alibi, make_slopes, 1.0, "softmax"),
+    "document_mask": ("document_mask.attn", ref_document_mask, make_doc, 1.0, "softmax"),
+    "prefix_lm": ("prefix_lm.attn", ref_prefix_lm, None, 1.0, "softmax"),
+    "rbf": ("rbf.attn", ref_rbf, None, 1.0, "softmax"),
+    "rbf_causal": ("rbf_causal.attn", ref_rbf_causal, None, 1.0, "softmax"),
+    # Without softmax the weights are exp(score) themselves: inputs scaled so
+    # that scores stay near -1 and sums over 1000 keys stay moderate.
+    "rbf_none": ("rbf_none.attn", ref_rbf, None, 0.25, "none"),
+    "relative_bias": ("relative_bias.attn", ref_relative_bias, make_bias, 1.0, "softmax"),
+    "sliding_window": ("sliding_window.attn", ref_sliding_window, None, 1.0, "softmax"),
+    "softcap": ("softcap.attn", ref_softcap, None, 1.0, "softmax"),
+}
+
+
+F16_SUBSET = ["softmax", "causal", "rbf", "softcap", "alibi"]
+
+
+def reference(spec, q, k, v, captures, params, normalization):
+    """float32 output and natural-log LSE; fully masked rows give 0 and -inf."""
+    H, Hkv = q.shape[1], k.shape[1]
+    qf, kf, vf = q.float(), k.float(), v.float()
+    kf = kf.repeat_interleave(H // Hkv, dim=1)
+    vf = vf.repeat_interleave(H // Hkv, dim=1)
+    s, mask = SPECS[spec][1](qf, kf, captures, params)
+    if mask is not None:
+        s = s.masked_fill(~mask.expand_as(s), NEG_INF)
+    lse = torch.logsumexp(s, dim=-1)
+    if normalization == "softmax":
+        # A fully masked row has lse -inf: the clamp keeps its weights 0.
+        w = torch.exp(s - lse.unsqueeze(-1).clamp(min=-1e30))
+    else:
+        w = torch.exp(s)
+    return w @ vf, lse
+
+
+# --------------------------------------------------------------------------
+# Shapes: (B, H, KV heads, Nq, Nkv, layout). "bnhd": q/k/v/o are transposed
+# views of [B, N, H, D] buffers (a projection's layout) with o padded by 8
+# elements a row, to check strides and that nothing is written out of place.
+
+FULL_SHAPES = [
+    (1, 2, 2, 1, 1, "bhnd"),
+    (2, 4, 4, 17, 17, "bhnd"),
+    (1, 4, 1, 200, 200, "bhnd"),      # GQA 4:1
+    (2, 8, 1, 1000, 1000, "bhnd"),    # GQA 8:1, B > 1
+    (1, 2, 2, 64, 333, "bhnd"),       # Nq < Nkv
+    (1, 2, 2, 300, 77, "bhnd"),       # Nq > Nkv
+    (2, 4, 2, 128, 128, "bnhd"),      # whole tiles, strided views
+    (1, 4, 4, 200, 1000, "bnhd"),
+]
+QUICK_SHAPES = [
+    (2, 4, 4, 17, 17, "bhnd"),
+    (1, 4, 1, 200, 200, "bhnd"),
+    (1, 2, 2, 64, 333, "bnhd"),
+]
+
+
+def make_inputs(B, H, Hkv, Nq, Nkv, D, dtype, layout, scale, g):
+    def rnd(b, h, n):
+        x = (torch.randn(b, h, n, D, generator=g) * scale).to(DEV, dtype)
+        if layout == "bnhd":
+            x = x.transpose(1, 2).contiguous().transpose(1, 2)
+        return x
+    q, k, v = rnd(B, H, Nq), rnd(B, Hkv, Nkv), rnd(B, Hkv, Nkv)
+    if layout == "bnhd":
+        buf = torch.full((B, Nq, H, D + 8), float("nan"), device=DEV, dtype=dtype)
+        o = buf[..., :D].transpose(1, 2)
+    else:
+        buf = torch.full((B, H, Nq, D), float("nan"), device=DEV, dtype=dtype)
+        o = buf
+    return q, k, v, o, buf
+
+
+def check(o, buf, lse, ref, ref_lse, dtype, D):
+    """(error, lse error, problem or None)."""
+    of = o.float()
+    if torch.isnan(of).any():
+        return None, None, f"{int(torch.isnan(of).sum())} output elements left unwritten (NaN)"
+    if buf is not o and not torch.isnan(buf[..., D:].float()).all():
+        return None, None, "wrote into the padding after head_dim"
+    diff = (of - ref).abs().amax(dim=(2, 3))
+    scale = ref.abs().amax(dim=(2, 3)).clamp(min=1e-20)
+    err = float((diff / scale).max())
+    lse_err = None
+    if lse is not None:
+        if torch.isnan(lse).any():
+            return err, None, f"{int(torch.isnan(lse).sum())} lse elements NaN/unwritten"
+        inf_ref = torch.isinf(ref_lse)
+        if not torch.equal(torch.isinf(lse) & (lse < 0), inf_ref):
+            return err, None, "lse: -inf where the reference is finite or the reverse"
+        fin = ~inf_ref
+        lse_err = float(((lse[fin] - ref_lse[fin]).abs() /
+                         (1.0 + ref_lse[fin].abs())).max()) if fin.any() else 0.0
+    problem = None
+    if not math.isfinite(err) or err > TOLERANCE[dtype]:
+        problem = f"error {err:.2e} > {TOLERANCE[dtype]:.0e}"
+    elif lse_err is not None and lse_err > 2e-3:
+        problem = f"lse error {lse_err:.2e} > 2e-03"
+    return err, lse_err, problem
+
+
+# --------------------------------------------------------------------------
+
+
+class Results:
+    def __init__(self):
+        self.rows = []
+
+    def add(self, name, dtype, D, lse, shape, err, lse_err, problem):
+        self.rows.append((name, dtype, D, lse, shape, err, lse_err, problem))
+        status = "ok" if problem is None else "FAIL"
+        e = f"{err:.1e}" if err is not None else "-"
+        le = f"{lse_err:.1e}" if lse_err is not None else "-"
+        print(f"{status:4s} {name:15s} {dtype:4s} D={D:<3d} lse={int(lse)} {shape:24s} "
+              f"err={e:8s} lse_err={le:8s} {problem or ''}", flush=True)
+
+    @property
+    def failures(self):
+        return [r for r in self.rows if r[7] is not None]
+
+
+def run_kernel_case(kern, spec, B, H, Hkv, Nq, Nkv, D, dtype, layout, lse, g):
+    scale, norm = SPECS[spec][3], SPECS[spec][4]
+    q, k, v, o, buf = make_inputs(B, H, Hkv, Nq, Nkv, D, TORCH_DTYPES[dtype], layout, scale, g)
+    maker = SPECS[spec][2]
+    captures = maker(B, H, Nq, Nkv, g) if maker else {}
+    lse_t = torch.full((B, H, Nq), float("nan"), device=DEV) if lse else None
+    kern(q, k, v, captures=captures, out=o, lse_out=lse_t)
+    torch.cuda.synchronize()
+    ref, ref_lse = reference(spec, q, k, v, captures, {}, norm)
+    return check(o, buf, lse_t, ref, ref_lse if lse else None, dtype, D)
+
+
+def compile_kernel(spec, D, dtype, lse, workdir):
+    file = REPO / "examples" / SPECS[spec][0]
+    if not file.is_file():
+        raise RbfcError(f"{file} does not exist")
+    return Kernel(file, head_dim=D, dtype=dtype, lse=lse, out_dir=workdir)
+
+
+def run_fixture(results, workdir, g):
+    """The runtime alone: a hand-written kernel with every ABI slot used."""
+    nvcc = shutil.which("nvcc") or next(iter(sorted(glob.glob("/usr/local/cuda*/bin/nvcc"))), None)
+    if not nvcc:
+        print("skip abi_fixture: no nvcc on this machine")
+        return
+    ptx = Path(workdir) / "abi_fixture.ptx"
+    subprocess.run([nvcc, "-arch=sm_90a", "-ptx", str(REPO / "test/gpu/abi_fixture.cu"),
+                    "-o", str(ptx)], check=True)
+    kern = Kernel(image=ptx, descriptor=REPO / "test/gpu/abi_fixture.json")
+    for (B, H, Hkv, Nq, Nkv, layout) in [(2, 4, 2, 100, 77, "bnhd"), (1, 2, 1, 1, 5, "bhnd")]:
+        q, k, v, o, buf = make_inputs(B, H, Hkv, Nq, Nkv, 64, torch.bfloat16, layout, 1.0, g)
+        # A strided capture: every other element of a longer buffer.
+        bias_buf = torch.randn(2 * Nkv, generator=g).to(DEV)
+        bias = bias_buf[::2]
+        lse_t = torch.full((B, H, Nq + 3), float("nan"), device=DEV)[..., :Nq]
+        scale, shift = 0.2, 5
+        kern(q, k, v, params={"scale": scale, "shift": shift}, captures=[bias], out=o,
+             lse_out=lse_t)
+        torch.cuda.synchronize()
+        qf = q.float()
+        kf = k.float().repeat_interleave(H // Hkv, 1)
+        vf = v.float().repeat_interleave(H // Hkv, 1)
+        s = scale * (qf @ kf.transpose(-1, -2)) + bias.view(1, 1, 1, -1)
+        qi, ki = idx(Nq, Nkv)
+        s = s.masked_fill(~(ki <= qi + shift).expand_as(s), NEG_INF)
+        ref_lse = torch.logsumexp(s, -1)
+        ref = torch.softmax(s, -1) @ vf
+        err, lse_err, problem = check(o, buf, lse_t, ref, ref_lse, "bf16", 64)
+        shape = f"{B}x{H}/{Hkv}x{Nq}x{Nkv} {layout}"
+        results.add("abi_fixture", "bf16", 64, True, shape, err, lse_err, problem)
+
+
+def sanitize(args, workdir):
+    """One small case per kernel under compute-sanitizer memcheck."""
+    tool = shutil.which("compute-sanitizer") or next(
+        iter(sorted(glob.glob("/usr/local/cuda*/bin/compute-sanitizer"))), None)
+    if not tool:
+        return "compute-sanitizer not found"
+    cmd = [tool, "--tool", "memcheck", "--error-exitcode", "99", "--print-limit", "20",
+           sys.executable, __file__, "--sanitize-child", "--seed", str(args.seed)]
+    if args.only:
+        cmd += ["--only", args.only]
+    print("running:", " ".join(cmd), flush=True)
+    t0 = time.time()
+    try:
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=args.sanitizer_timeout)
+    except subprocess.TimeoutExpired:
+        return f"memcheck timed out after {args.sanitizer_timeout} s"
+    tail = "\n".join((run.stdout + run.stderr).strip().splitlines()[-25:])
+    print(tail)
+    print(f"compute-sanitizer: exit {run.returncode} in {time.time() - t0:.0f} s")
+    return None if run.returncode == 0 else f"memcheck exit {run.returncode}"
+
+
+def sanitize_child(args, specs, workdir):
+    g = torch.Generator().manual_seed(args.seed)
+    for spec in specs:
+        kern = compile_kernel(spec, 64, "bf16", True, workdir)
+        B, H, Hkv, Nq, Nkv = 1, 2, 1, 17, 33
+        # Exact-size allocations (no padding) so an overrun is caught.
+        q = torch.randn(B, H, Nq, 64, generator=g).to(DEV, torch.bfloat16)
+        k = torch.randn(B, Hkv, Nkv, 64, generator=g).to(DEV, torch.bfloat16)
+        v = torch.randn(B, Hkv, Nkv, 64, generator=g).to(DEV, torch.bfloat16)
+        maker = SPECS[spec][2]
+        captures = maker(B, H, Nq, Nkv, g) if maker else {}
+        o, lse = kern(q, k, v, captures=captures, lse=True)
+        torch.cuda.synchronize()
+        print(f"sanitized {spec}: finite={bool(torch.isfinite(o.float()).all())}", flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="D=64, a few shapes, no fp16")
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--only", default="", help="comma-separated example names")
+    ap.add_argument("--no-sanitizer", action="store_true")
+    ap.add_argument("--sanitizer-timeout", type=int, default=300, help="seconds")
+    ap.add_argument("--sanitize-child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.seed is None:
+        args.seed = int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
+    if not torch.cuda.is_available():
+        print("no CUDA device: run this on the GPU machine", file=sys.stderr)
+        return 2
+    specs = [s for s in SPECS if not args.only or s in args.only.split(",")]
+    unknown = set(filter(None, args.only.split(","))) - set(SPECS)
+    if unknown:
+        print(f"unknown example(s) {sorted(unknown)}; known: {sorted(SPECS)}", file=sys.stderr)
+        return 2
+    workdir = tempfile.mkdtemp(prefix="rbfc-gpu-tests-")
+    if args.sanitize_child:
+        sanitize_child(args, specs, workdir)
+        return 0
+
+    print(f"seed {args.seed}  device {torch.cuda.get_device_name()}  torch {torch.__version__}")
+    t0 = time.time()
+    g = torch.Generator().manual_seed(args.seed)
+    results = Results()
+    try:
+        run_fixture(results, workdir, g)
+    except (RbfcError, subprocess.CalledProcessError) as e:
+        results.add("abi_fixture", "bf16", 64, True, "-", None, None, f"error: {e}")
+
+    shapes = QUICK_SHAPES if args.quick else FULL_SHAPES
+    configs = []  # (spec, dtype, D, lse)
+    for spec in specs:
+        for D in ([64] if args.quick else [64, 128]):
+            configs.append((spec, "bf16", D, True))
+            if not args.quick and spec in F16_SUBSET:
+                configs.append((spec, "f16", D, True))
+    # The ABI without the lse pointer and strides.
+    for spec in ("softmax", "rbf", "alibi"):
+        if spec in specs:
+            configs.append((spec, "bf16", 64, False))
+
+    fatal = None
+    for spec, dtype, D, lse in configs:
+        try:
+            kern = compile_kernel(spec, D, dtype, lse, workdir)
+        except RbfcError as e:
+            first = str(e).strip().splitlines()
+            results.add(spec, dtype, D, lse, "compile", None, None,
+                        "compile: " + (first[-1] if first else "?")[:200])
+            continue
+        for (B, H, Hkv, Nq, Nkv, layout) in shapes:
+            shape = f"{B}x{H}/{Hkv}x{Nq}x{Nkv} {layout}"
+            try:
+                err, lse_err, problem = run_kernel_case(kern, spec, B, H, Hkv, Nq, Nkv, D,
+                                                        dtype, layout, lse, g)
+            except RbfcError as e:
+                err, lse_err, problem = None, None, f"error: {str(e).strip()[:300]}"
+            except RuntimeError as e:
+                # A fault in a kernel (illegal address, ...) poisons the CUDA
+                # context: every later case would fail the same way.
+                results.add(spec, dtype, D, lse, shape, None, None,
+                            f"CUDA fault: {str(e).strip()[:300]}")
+                fatal = f"stopped after a CUDA fault in {spec} {dtype} D={D} {shape}"
+                break
+            results.add(spec, dtype, D, lse, shape, err, lse_err, problem)
+        if fatal:
+            break
+
+    if fatal:
+        print(fatal + "; the sanitizer below shows where (--only narrows the run)")
+    sanitizer = None if args.no_sanitizer else sanitize(args, workdir)
+    fails = results.failures
+    print()
+    print(f"{'example':15s} {'dtype':5s} {'D':>4s} {'lse':>3s} {'cases':>5s} {'fail':>4s} {'max err':>8s}")
+    keys = []
+    for r in results.rows:
+        if r[:4] not in keys:
+            keys.append(r[:4])
+    for key in keys:
+        rows = [r for r in results.rows if r[:4] == key]
+        errs = [r[5] for r in rows if r[5] is not None]
+        nf = sum(r[7] is not None for r in rows)
+        me = f"{max(errs):.1e}" if errs else "-"
+        print(f"{key[0]:15s} {key[1]:5s} {key[2]:4d} {int(key[3]):3d} {len(rows):5d} {nf:4d} {me:>8s}")
+    for r in fails[:30]:
+        print(f"FAILED {r[0]} {r[1]} D={r[2]} lse={int(r[3])} {r[4]}: {r[7]}")
+    memcheck = "skipped" if args.no_sanitizer else (sanitizer or "clean")
+    print(f"\nseed {args.seed}: {len(results.rows)} cases, {len(fails)} failed; "
+          f"memcheck: {memcheck}; {time.time() - t0:.0f} s")
+    return 1 if fails or sanitizer or fatal else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
