@@ -252,19 +252,16 @@ class Kernel:
                             f"got {len(values)}")
         return values
 
-    def __call__(self, q, k, v, params=None, captures=(), lse=False, out=None,
-                 lse_out=None):
-        """Runs the kernel on the current stream; returns o, or (o, lse).
-        `out`/`lse_out` are written in place when given (any strides the ABI
-        allows)."""
+    def launcher(self, q, k, v, params=None, captures=(), out=None, lse_out=None):
+        """Checks and packs the arguments once; returns (launch, o, lse) where
+        launch() runs the kernel on the current stream (for benchmarks: no
+        per-call Python work beyond the ctypes call). `out`/`lse_out` are
+        written in place when given (any strides the ABI allows)."""
         import torch
-        if lse and not self.info["has_lse"]:
-            raise RbfcError("lse=True needs a kernel compiled with lse=True (--lse)")
-        o = out if out is not None else torch.empty_like(q, memory_format=torch.contiguous_format)
-        lse_t = None
-        if lse_out is not None:
-            lse_t = lse_out
-        elif self.info["has_lse"]:
+        o = out if out is not None else torch.empty_like(
+            q, memory_format=torch.contiguous_format)
+        lse_t = lse_out
+        if lse_t is None and self.info["has_lse"]:
             lse_t = torch.empty(q.shape[:3], device=q.device, dtype=torch.float32)
         values = self.param_values(params)
         if isinstance(captures, dict):
@@ -282,11 +279,26 @@ class Kernel:
         lv = _view(lse_t, "lse") if lse_t is not None else None
         param_array = (ctypes.c_double * max(len(values), 1))(*values)
         capture_array = (Tensor * max(len(views), 1))(*views)
-        stream = torch.cuda.current_stream(q.device).cuda_stream
+        lib, handle, device = _lib(), self._handle, q.device
+        args = (ctypes.byref(qv), ctypes.byref(kv), ctypes.byref(vv), ctypes.byref(ov),
+                ctypes.byref(lv) if lv is not None else None, param_array, len(values),
+                capture_array, len(views))
+
+        def launch():
+            stream = torch.cuda.current_stream(device).cuda_stream
+            _check(lib.rbfc_launch(handle, *args, ctypes.c_void_p(stream)))
+
+        # The device memory the packed pointers name must outlive the launcher.
+        launch.tensors = (q, k, v, o, lse_t, captures)
+        return launch, o, lse_t
+
+    def __call__(self, q, k, v, params=None, captures=(), lse=False, out=None,
+                 lse_out=None):
+        """Runs the kernel on the current stream; returns o, or (o, lse)."""
+        import torch
+        if lse and not self.info["has_lse"]:
+            raise RbfcError("lse=True needs a kernel compiled with lse=True (--lse)")
+        launch, o, lse_t = self.launcher(q, k, v, params, captures, out, lse_out)
         with torch.cuda.device(q.device):
-            _check(_lib().rbfc_launch(
-                self._handle, ctypes.byref(qv), ctypes.byref(kv), ctypes.byref(vv),
-                ctypes.byref(ov), ctypes.byref(lv) if lv is not None else None,
-                param_array, len(values), capture_array, len(views),
-                ctypes.c_void_p(stream)))
+            launch()
         return (o, lse_t) if lse else o

@@ -1,0 +1,286 @@
+#!/usr/bin/env python3
+"""Forward benchmark: rbfc against the peers a user would pick, in one run.
+
+    python3 bench/bench_fwd.py [--only rbfc_dot,sdpa_flash] [--reps MS]
+
+Run from the repo root on the GPU machine after scripts/prepare-gpu.sh.
+Methods, bf16, B x H x N x D = 4x16x4096x{64,128} and 1x16x16384x128, causal
+and not:
+  rbfc_dot    examples/softmax.attn, examples/causal.attn
+  rbfc_rbf    examples/rbf.attn, examples/rbf_causal.attn
+  sdpa_cudnn  F.scaled_dot_product_attention, cuDNN backend (dot)
+  sdpa_flash  the same, flash backend (FlashAttention-2) (dot)
+  flex_dot    FlexAttention, Triton backend (dot)
+  flex_rbf    FlexAttention with score_mod 2*score - gamma*||k||^2, the key
+              norms computed outside the compiled function (as
+              ../shared/anchors/anchors.py does)
+Times are medians of triton.testing.do_bench (CUDA events, warm-up first) on
+random inputs; FLOPs 4*B*H*N*N*D, halved when causal. Writes
+bench/results/<date>-<gpu>-fwd.json (and a copy under $OUT when set) and
+prints TFLOP/s and the ratios rbfc/FA2, rbfc/cuDNN, rbfc-rbf/rbfc-dot and
+rbfc-rbf/Flex-rbf. bench/plot.py draws docs/benchmarks.png from the JSON.
+"""
+import argparse
+import datetime
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "python"))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+import triton  # noqa: E402
+from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
+from torch.nn.attention.flex_attention import create_block_mask, flex_attention  # noqa: E402
+
+from rbfc import Kernel  # noqa: E402
+
+DEV = "cuda"
+DT = torch.bfloat16
+SHAPES = [(4, 16, 4096, 64), (4, 16, 4096, 128), (1, 16, 16384, 128)]
+torch._dynamo.config.cache_size_limit = 64
+
+# --------------------------------------------------------------------------
+# Peers
+
+
+def sdpa(backend):
+    def run(q, k, v, causal):
+        with sdpa_kernel([backend]):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    return run
+
+
+def causal_mask(b, h, q_idx, kv_idx):
+    return q_idx >= kv_idx
+
+
+_block_masks = {}
+
+
+def block_mask(n):
+    if n not in _block_masks:
+        _block_masks[n] = create_block_mask(causal_mask, None, None, n, n, device=DEV)
+    return _block_masks[n]
+
+
+def _flex_rbf(q, k, v, ksq, bm):
+    def score_mod(score, b, h, q_idx, kv_idx):
+        return 2.0 * score - ksq[b, h, kv_idx]
+    return flex_attention(q, k, v, score_mod=score_mod, block_mask=bm)
+
+
+def _flex_dot(q, k, v, bm):
+    return flex_attention(q, k, v, block_mask=bm)
+
+
+_flex_rbf_c = torch.compile(_flex_rbf, dynamic=False)
+_flex_dot_c = torch.compile(_flex_dot, dynamic=False)
+
+
+def flex_rbf(q, k, v, causal):
+    # FlexAttention scales q.k by 1/sqrt(D) = gamma: 2*score = 2*gamma*q.k.
+    # Computing the norms inside the compiled function fails in inductor.
+    ksq = (k.float() * k.float()).sum(-1) * (1.0 / math.sqrt(q.shape[-1]))
+    return _flex_rbf_c(q, k, v, ksq, block_mask(q.shape[-2]) if causal else None)
+
+
+def flex_dot(q, k, v, causal):
+    return _flex_dot_c(q, k, v, block_mask(q.shape[-2]) if causal else None)
+
+
+# --------------------------------------------------------------------------
+# rbfc
+
+_kernels = {}
+
+
+def rbfc_kernel(variant, causal, D, workdir, plan):
+    spec = {("dot", False): "softmax.attn", ("dot", True): "causal.attn",
+            ("rbf", False): "rbf.attn", ("rbf", True): "rbf_causal.attn"}[(variant, causal)]
+    key = (spec, D)
+    if key not in _kernels:
+        t0 = time.time()
+        _kernels[key] = Kernel(REPO / "examples" / spec, head_dim=D, dtype="bf16",
+                               out_dir=workdir, plan=plan)
+        print(f"compiled {spec} D={D} in {time.time() - t0:.2f} s: {_kernels[key].info['plan']}",
+              flush=True)
+    return _kernels[key]
+
+
+def rbfc_method(variant, workdir, plans):
+    def prepare(q, k, v, causal):
+        kern = rbfc_kernel(variant, causal, q.shape[-1], workdir, plans.get(q.shape[-1]))
+        launch, o, _ = kern.launcher(q, k, v)
+        return launch, o
+    return prepare
+
+
+def plain_method(fn):
+    def prepare(q, k, v, causal):
+        o = fn(q, k, v, causal)  # compiles / warms up outside the timing
+        return (lambda: fn(q, k, v, causal)), o
+    return prepare
+
+
+# --------------------------------------------------------------------------
+
+
+def flops(B, H, N, D, causal):
+    f = 4.0 * B * H * N * N * D
+    return f / 2 if causal else f
+
+
+def rel_err(a, b):
+    a, b = a.float(), b.float()
+    return float((a - b).norm() / b.norm().clamp(min=1e-30))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--only", default="", help="comma-separated method names")
+    ap.add_argument("--reps", type=int, default=100, help="do_bench rep, ms")
+    ap.add_argument("--warmup", type=int, default=25, help="do_bench warmup, ms")
+    ap.add_argument("--plan-d64", default=None, help="--plan for rbfc kernels at D=64")
+    ap.add_argument("--plan-d128", default=None, help="--plan for rbfc kernels at D=128")
+    ap.add_argument("--shapes", default="", help="e.g. 4x16x4096x64,1x16x16384x128")
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        print("no CUDA device: run this on the GPU machine", file=sys.stderr)
+        return 2
+    workdir = tempfile.mkdtemp(prefix="rbfc-bench-")
+    plans = {64: args.plan_d64, 128: args.plan_d128}
+    methods = {
+        "rbfc_dot": (rbfc_method("dot", workdir, plans), "dot"),
+        "rbfc_rbf": (rbfc_method("rbf", workdir, plans), "rbf"),
+        "sdpa_cudnn": (plain_method(sdpa(SDPBackend.CUDNN_ATTENTION)), "dot"),
+        "sdpa_flash": (plain_method(sdpa(SDPBackend.FLASH_ATTENTION)), "dot"),
+        "flex_dot": (plain_method(flex_dot), "dot"),
+        "flex_rbf": (plain_method(flex_rbf), "rbf"),
+    }
+    if args.only:
+        unknown = set(args.only.split(",")) - set(methods)
+        if unknown:
+            print(f"unknown method(s) {sorted(unknown)}; known: {list(methods)}", file=sys.stderr)
+            return 2
+        methods = {k: v for k, v in methods.items() if k in args.only.split(",")}
+    shapes = SHAPES
+    if args.shapes:
+        shapes = [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",")]
+
+    device = torch.cuda.get_device_name()
+    print(f"device {device}  torch {torch.__version__}  triton {triton.__version__}", flush=True)
+    rows = []
+    t_start = time.time()
+    for (B, H, N, D) in shapes:
+        for causal in (False, True):
+            torch.manual_seed(0)
+            q = torch.randn(B, H, N, D, device=DEV, dtype=DT)
+            k = torch.randn(B, H, N, D, device=DEV, dtype=DT)
+            v = torch.randn(B, H, N, D, device=DEV, dtype=DT)
+            outputs = {}
+            for name, (prepare, kind) in methods.items():
+                row = dict(B=B, H=H, N=N, D=D, causal=causal, method=name, kind=kind)
+                try:
+                    with torch.no_grad():
+                        t0 = time.time()
+                        fn, o = prepare(q, k, v, causal)
+                        fn()
+                        torch.cuda.synchronize()
+                        row["first_call_s"] = round(time.time() - t0, 3)
+                        outputs[name] = o.clone()
+                        ms = triton.testing.do_bench(fn, warmup=args.warmup, rep=args.reps,
+                                                     return_mode="median")
+                    row["ms"] = ms
+                    row["tflops"] = flops(B, H, N, D, causal) / ms / 1e9
+                except Exception as e:  # a failing method must not stop the peers
+                    row["ms"] = row["tflops"] = None
+                    row["error"] = repr(e)[:300]
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+            # Same function, different kernels: the outputs must agree.
+            for a, b in (("rbfc_dot", "sdpa_flash"), ("rbfc_dot", "sdpa_cudnn"),
+                         ("rbfc_rbf", "flex_rbf")):
+                if a in outputs and b in outputs:
+                    err = rel_err(outputs[a], outputs[b])
+                    for r in rows[-len(methods):]:
+                        if r["method"] == a:
+                            r.setdefault("rel_err_vs", {})[b] = err
+            del q, k, v, outputs
+            torch.cuda.empty_cache()
+
+    result = dict(device=device, torch=torch.__version__, triton=triton.__version__,
+                  date=datetime.date.today().isoformat(), dtype="bf16",
+                  timing="triton.testing.do_bench median (CUDA events)",
+                  warmup_ms=args.warmup, rep_ms=args.reps,
+                  flops="4*B*H*N*N*D, halved when causal",
+                  plans={str(d): p for d, p in plans.items() if p},
+                  rbfc_plans={f"{s}:{d}": k.info["plan"] for (s, d), k in _kernels.items()},
+                  elapsed_s=round(time.time() - t_start, 1), rows=rows)
+    gpu = "h100" if "H100" in device else "h200" if "H200" in device else \
+        device.split()[-1].lower()
+    name = f"{result['date']}-{gpu}-fwd.json"
+    out_dirs = [REPO / "bench" / "results"]
+    if os.environ.get("OUT"):
+        out_dirs.append(Path(os.environ["OUT"]))
+    for d in out_dirs:
+        d.mkdir(parents=True, exist_ok=True)
+        (d / name).write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {d / name}")
+    print_table(rows)
+    return 0
+
+
+def print_table(rows):
+    def tf(shape, causal, method):
+        for r in rows:
+            if (r["B"], r["H"], r["N"], r["D"], r["causal"], r["method"]) == (*shape, causal, method):
+                return r["tflops"]
+        return None
+
+    def fmt(x, spec):
+        return format(x, spec) if x is not None else "-"
+
+    def ratio(a, b):
+        return a / b if a and b else None
+
+    methods = []
+    for r in rows:
+        if r["method"] not in methods:
+            methods.append(r["method"])
+    head = f"{'B x H x N x D':22s}" + "".join(f"{m:>11s}" for m in methods)
+    head += f"{'dot/FA2':>9s}{'dot/cuDNN':>10s}{'rbf/dot':>8s}{'rbf/Flex':>9s}"
+    print("\nTFLOP/s (bf16 forward, medians)\n" + head)
+    shapes = []
+    for r in rows:
+        key = (r["B"], r["H"], r["N"], r["D"])
+        if key not in shapes:
+            shapes.append(key)
+    for shape in shapes:
+        for causal in (False, True):
+            label = "x".join(map(str, shape)) + (" causal" if causal else "")
+            line = f"{label:22s}" + "".join(f"{fmt(tf(shape, causal, m), '.0f'):>11s}" for m in methods)
+            dot, rbf = tf(shape, causal, "rbfc_dot"), tf(shape, causal, "rbfc_rbf")
+            line += f"{fmt(ratio(dot, tf(shape, causal, 'sdpa_flash')), '.2f'):>9s}"
+            line += f"{fmt(ratio(dot, tf(shape, causal, 'sdpa_cudnn')), '.2f'):>10s}"
+            line += f"{fmt(ratio(rbf, dot), '.2f'):>8s}"
+            line += f"{fmt(ratio(rbf, tf(shape, causal, 'flex_rbf')), '.2f'):>9s}"
+            print(line)
+    errors = [r for r in rows if r.get("error")]
+    for r in errors:
+        print(f"ERROR {r['method']} {r['B']}x{r['H']}x{r['N']}x{r['D']} causal={r['causal']}: {r['error']}")
+    for r in rows:
+        for peer, err in r.get("rel_err_vs", {}).items():
+            if err > 2e-2:
+                print(f"MISMATCH {r['method']} vs {peer} {r['B']}x{r['H']}x{r['N']}x{r['D']} "
+                      f"causal={r['causal']}: relative error {err:.2e}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
