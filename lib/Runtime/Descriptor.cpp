@@ -185,10 +185,10 @@ bool parseDescriptor(std::string_view json, Descriptor &out,
         !fields.oneOf("type", param.type,
                              {RBFC_DTYPE_F32, RBFC_DTYPE_I32}, true))
       return false;
+    // docs/abi.md writes null for a parameter without a default; an absent
+    // key means the same.
     const JsonValue *value = entry.find("default");
-    if (!value)
-      return fields.fail("default", "is missing (null for no default)");
-    if (value->kind == JsonValue::Kind::Number) {
+    if (value && value->kind == JsonValue::Kind::Number) {
       param.hasDefault = true;
       param.defaultValue = value->number;
       if (param.type == RBFC_DTYPE_I32 &&
@@ -196,7 +196,7 @@ bool parseDescriptor(std::string_view json, Descriptor &out,
            value->number > 2147483647.0))
         return fields.fail("default", "must be a 32-bit integer for an i32 "
                                       "parameter");
-    } else if (value->kind != JsonValue::Kind::Null) {
+    } else if (value && value->kind != JsonValue::Kind::Null) {
       return fields.fail("default", std::string("must be a number or null, "
                                                 "not ") +
                                         jsonKindName(value->kind));

@@ -180,6 +180,14 @@ TEST(RuntimeDescriptor, NullDefaultAndOptionalKeys) {
   EXPECT_EQ(d.normalization, "softmax");
 }
 
+TEST(RuntimeDescriptor, AbsentDefaultMeansNone) {
+  Descriptor d;
+  std::string error;
+  ASSERT_TRUE(parseDescriptor(edited(", \"default\": 0.125", ""), d, error))
+      << error;
+  EXPECT_FALSE(d.params[0].hasDefault);
+}
+
 TEST(RuntimeDescriptor, NamesWhatIsWrong) {
   EXPECT_NE(descriptorError("[]").find("must be a JSON object"),
             std::string::npos);
@@ -209,9 +217,6 @@ TEST(RuntimeDescriptor, NamesWhatIsWrong) {
             std::string::npos);
   EXPECT_NE(descriptorError(edited("\"default\": 0.125", "\"default\": \"x\""))
                 .find("\"params[0].default\" must be a number or null"),
-            std::string::npos);
-  EXPECT_NE(descriptorError(edited(", \"default\": 0.125", ""))
-                .find("\"params[0].default\" is missing"),
             std::string::npos);
   EXPECT_NE(descriptorError(edited("\"type\": \"f32\", \"default\": 0.125",
                                    "\"type\": \"i32\", \"default\": 0.5"))
