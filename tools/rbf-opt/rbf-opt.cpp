@@ -1,4 +1,6 @@
 //===- rbf-opt.cpp - mlir-opt with the attn dialect and rbfc passes -------===//
+#include "rbfc/Conversion/NVGPU/TargetEmission.h"
+#include "rbfc/Conversion/Passes.h"
 #include "rbfc/Dialect/Attn/AttnOps.h"
 #include "rbfc/Transforms/Passes.h"
 
@@ -15,11 +17,13 @@ int main(int argc, char **argv) {
   mlir::registerCanonicalizerPass();
   mlir::registerCSEPass();
   rbfc::registerRbfcPasses();
+  rbfc::registerAttnConversionPasses();
   rbfc::test::registerTestPasses();
 
   mlir::DialectRegistry registry;
   registry.insert<rbfc::attn::AttnDialect, mlir::func::FuncDialect,
                   mlir::arith::ArithDialect, mlir::math::MathDialect>();
+  rbfc::registerGPUBackend(registry);
   return mlir::asMainReturnCode(
       mlir::MlirOptMain(argc, argv, "rbfc optimizer driver\n", registry));
 }

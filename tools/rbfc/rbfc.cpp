@@ -1,14 +1,21 @@
 //===- rbfc.cpp - the rbfc command-line compiler --------------------------===//
 //
-// rbfc SPEC [-o OUT] [--emit=attn|mlir] [--head-dim=N] [--dtype=T] [--lse]
+// rbfc SPEC [-o OUT] [--emit=attn|mlir|kernel|llvm|ptx|cubin] [--arch=sm_XX]
+//      [--plan=#attn.plan<...>] [--head-dim=N] [--dtype=T] [--lse]
 //
 // Every stage can be printed: `attn` is the IR straight from the spec,
-// `mlir` the canonical form after the algebra pipeline.
+// `mlir` the canonical form after the algebra pipeline, `kernel` the
+// gpu.module built from nvgpu/nvvm ops, then LLVM IR, PTX and cubin. PTX and
+// cubin come with the launch descriptor of docs/abi.md beside them.
 //
 //===----------------------------------------------------------------------===//
+#include "rbfc/Conversion/NVGPU/TargetEmission.h"
+#include "rbfc/Dialect/Attn/AttnOps.h"
 #include "rbfc/Frontend/MLIRGen.h"
+#include "rbfc/Host/HostPipeline.h"
 #include "rbfc/Transforms/Passes.h"
 
+#include "mlir/AsmParser/AsmParser.h"
 #include "mlir/IR/AsmState.h"
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
@@ -31,7 +38,121 @@ struct Options {
   std::string dtype = "bf16";
   bool withLse = false;
   bool printIRAfterAll = false;
+  std::string arch = "sm_90a";
+  std::string plan;
+  std::string descriptor;
+  bool ptxasVerbose = false;
+  /// "host" builds the CPU kernel (docs/host-backend.md) for kernel, llvm
+  /// and obj; otherwise those stages build the GPU kernel.
+  std::string target;
 };
+
+/// --target=host: the CPU kernel as scf/vector IR, LLVM IR or an object.
+int emitHost(const Options &options, mlir::ModuleOp module) {
+  std::string error;
+  std::unique_ptr<llvm::ToolOutputFile> output =
+      mlir::openOutputFile(options.output, &error);
+  if (!output) {
+    llvm::errs() << "rbfc: error: " << error << "\n";
+    return 1;
+  }
+  if (mlir::failed(rbfc::host::emitHostArtifact(module, options.emit, {},
+                                                output->os())))
+    return 1;
+  output->keep();
+  return 0;
+}
+
+bool isKernelStage(llvm::StringRef emit) {
+  return emit == "kernel" || emit == "llvm" || emit == "ptx" || emit == "cubin";
+}
+
+/// Where the descriptor goes: --descriptor, else OUTPUT with its extension
+/// replaced by .json, else nowhere (output on standard output).
+std::string descriptorPath(const Options &options) {
+  if (!options.descriptor.empty())
+    return options.descriptor;
+  if (options.output == "-")
+    return "";
+  llvm::StringRef output = options.output;
+  size_t dot = output.rfind('.');
+  size_t slash = output.rfind('/');
+  if (dot != llvm::StringRef::npos &&
+      (slash == llvm::StringRef::npos || dot > slash))
+    output = output.take_front(dot);
+  return (output + ".json").str();
+}
+
+/// Sets the plan given on the command line on every attention op.
+mlir::LogicalResult overridePlan(mlir::ModuleOp module, llvm::StringRef text) {
+  mlir::Attribute attr = mlir::parseAttribute(text, module.getContext());
+  auto plan = llvm::dyn_cast_or_null<rbfc::attn::PlanAttr>(attr);
+  if (!plan) {
+    llvm::errs() << "rbfc: error: --plan expects an attribute like "
+                    "'#attn.plan<arch = \"sm_90a\", kernel = \"mma_sync\", "
+                    "tile_m = 128, tile_n = 64, warps = 8, stages = 2>', got '"
+                 << text << "'\n";
+    return mlir::failure();
+  }
+  module.walk([&](rbfc::attn::AttentionOp op) { op.setPlanAttr(plan); });
+  return mlir::success();
+}
+
+int writeFile(const std::string &path, llvm::StringRef contents) {
+  std::string error;
+  std::unique_ptr<llvm::ToolOutputFile> file =
+      mlir::openOutputFile(path, &error);
+  if (!file) {
+    llvm::errs() << "rbfc: error: " << error << "\n";
+    return 1;
+  }
+  file->os() << contents;
+  file->keep();
+  return 0;
+}
+
+/// Lowers the canonical module to a GPU kernel and writes the stage asked.
+int emitKernel(const Options &options, mlir::ModuleOp module) {
+  if (!options.plan.empty() && mlir::failed(overridePlan(module, options.plan)))
+    return 1;
+  if (mlir::failed(rbfc::lowerToGPUKernels(module, options.arch)))
+    return 1;
+  if (options.emit == "kernel") {
+    std::string text;
+    llvm::raw_string_ostream os(text);
+    module.print(os);
+    return writeFile(options.output, text);
+  }
+  mlir::FailureOr<std::string> descriptor = rbfc::kernelDescriptorJSON(module);
+  if (mlir::failed(descriptor))
+    return 1;
+  bool llvmIR = options.emit == "llvm";
+  mlir::FailureOr<std::string> text = rbfc::serializeKernels(
+      module, options.arch,
+      llvmIR ? rbfc::KernelFormat::LLVM : rbfc::KernelFormat::PTX);
+  if (mlir::failed(text))
+    return 1;
+  std::string image = *text;
+  if (options.emit == "cubin" || options.ptxasVerbose) {
+    std::string report, error;
+    mlir::FailureOr<std::string> cubin = rbfc::assemblePTX(
+        *text, options.arch, options.ptxasVerbose, report, error);
+    if (mlir::failed(cubin)) {
+      llvm::errs() << "rbfc: error: " << error << "\n";
+      return 1;
+    }
+    if (options.ptxasVerbose)
+      llvm::errs() << report;
+    if (options.emit == "cubin")
+      image = *cubin;
+  }
+  if (int status = writeFile(options.output, image))
+    return status;
+  std::string path = descriptorPath(options);
+  if (llvmIR || path.empty())
+    return 0;
+  return writeFile(path, *descriptor);
+}
 
 int compile(const Options &options) {
   std::string error;
@@ -48,7 +169,10 @@ int compile(const Options &options) {
   llvm::SourceMgr sourceMgr;
   sourceMgr.AddNewSourceBuffer(
       llvm::MemoryBuffer::getMemBufferCopy(text, bufferName), llvm::SMLoc());
-  mlir::MLIRContext context;
+  mlir::DialectRegistry registry;
+  if (isKernelStage(options.emit))
+    rbfc::registerGPUBackend(registry);
+  mlir::MLIRContext context(registry);
   mlir::SourceMgrDiagnosticHandler diagnostics(sourceMgr, &context);
 
   rbfc::FrontendOptions frontend;
@@ -78,6 +202,12 @@ int compile(const Options &options) {
       return 1;
   }
 
+  if (options.target == "host" && options.emit != "attn" &&
+      options.emit != "mlir")
+    return emitHost(options, *module);
+  if (isKernelStage(options.emit))
+    return emitKernel(options, *module);
+
   std::unique_ptr<llvm::ToolOutputFile> output =
       mlir::openOutputFile(options.output, &error);
   if (!output) {
@@ -99,7 +229,8 @@ int main(int argc, char **argv) {
                "mask and the normalisation; see docs/language.md.\n"
                "Example:\n"
                "  rbfc examples/rbf.attn --emit=attn     # IR from the spec\n"
-               "  rbfc examples/rbf.attn                 # canonical IR\n",
+               "  rbfc examples/rbf.attn                 # canonical IR\n"
+               "  rbfc examples/rbf.attn --emit=ptx -o rbf.ptx   # PTX + rbf.json\n",
                "rbfc"};
   app.add_option("spec", options.input, "the .attn spec to compile ('-' reads "
                                         "standard input)")
@@ -108,8 +239,12 @@ int main(int argc, char **argv) {
                  "where to write the result ('-' is standard output)");
   app.add_option("--emit", options.emit,
                  "what to produce: 'attn' (IR from the spec), 'mlir' (the "
-                 "canonical IR after the algebra passes)")
-      ->check(CLI::IsMember({"attn", "mlir"}))
+                 "canonical IR after the algebra passes), 'kernel' (the GPU "
+                 "kernel as nvgpu/nvvm IR), 'llvm' (its LLVM IR), 'ptx', "
+                 "'cubin' (through ptxas); ptx and cubin also write the "
+                 "launch descriptor (docs/abi.md)")
+      ->check(CLI::IsMember(
+          {"attn", "mlir", "kernel", "llvm", "ptx", "cubin", "obj"}))
       ->capture_default_str();
   app.add_option("--head-dim", options.headDim,
                  "head dimension the kernel is specialised for")
@@ -121,6 +256,24 @@ int main(int argc, char **argv) {
       ->capture_default_str();
   app.add_flag("--lse", options.withLse,
                "also return the log-sum-exp of each query row");
+  app.add_option("--arch", options.arch, "GPU architecture of the kernel")
+      ->check(CLI::IsMember({"sm_80", "sm_86", "sm_89", "sm_90", "sm_90a"}))
+      ->capture_default_str();
+  app.add_option("--plan", options.plan,
+                 "override the kernel plan, e.g. '#attn.plan<arch = "
+                 "\"sm_90a\", kernel = \"mma_sync\", tile_m = 128, tile_n = "
+                 "64, warps = 8, stages = 2>'");
+  app.add_option("--descriptor", options.descriptor,
+                 "where to write the launch descriptor (default: the output "
+                 "with extension .json)");
+  app.add_flag("--ptxas-verbose", options.ptxasVerbose,
+               "run ptxas -v on the kernel and print its register and spill "
+               "report");
+  app.add_option("--target", options.target,
+                 "'host' builds the CPU kernel instead of the GPU one: "
+                 "--emit=kernel (scf/vector IR), llvm (optimised for this "
+                 "CPU) or obj (an object file)")
+      ->check(CLI::IsMember({"host"}));
   app.add_flag("--print-ir-after-all", options.printIRAfterAll,
                "print the IR after every pass (to standard error)");
   try {

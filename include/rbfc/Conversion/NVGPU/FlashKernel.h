@@ -1,0 +1,37 @@
+//===- FlashKernel.h - the mma.sync flash-attention kernel builder -*- C++ -*-===//
+//
+// Builds the FlashAttention-2 style forward kernel of one canonical
+// attn.attention as a gpu.func made of nvgpu/nvvm ops. The data-to-thread
+// mapping is the one of mma.sync m16n8k16 (see docs/kernel.md): warp w owns
+// query rows [16w, 16w + 16) of the tile, lane l holds rows l/4 and l/4 + 8
+// and key columns 2(l%4), 2(l%4) + 1 of every 8-key slice.
+//
+//===----------------------------------------------------------------------===//
+#ifndef RBFC_CONVERSION_NVGPU_FLASHKERNEL_H
+#define RBFC_CONVERSION_NVGPU_FLASHKERNEL_H
+
+#include "rbfc/Dialect/Attn/AttnOps.h"
+
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+
+namespace rbfc {
+
+/// Name of the dictionary attribute on the kernel that holds the launch
+/// descriptor of docs/abi.md.
+inline constexpr llvm::StringLiteral kDescriptorAttrName = "rbfc.descriptor";
+
+/// Checks that `plan` can be built for `op` by the mma.sync kernel; the
+/// diagnostic says which constraint fails.
+mlir::LogicalResult verifyMmaSyncPlan(attn::AttentionOp op,
+                                      attn::PlanAttr plan);
+
+/// Appends to `module` the kernel `name` computing `op` with its plan
+/// (`op` must be canonical and carry an mma_sync plan). Emits a diagnostic
+/// on `op` and fails on what the kernel cannot express.
+mlir::FailureOr<mlir::gpu::GPUFuncOp>
+buildFlashKernel(attn::AttentionOp op, mlir::gpu::GPUModuleOp module,
+                 llvm::StringRef name);
+
+} // namespace rbfc
+
+#endif // RBFC_CONVERSION_NVGPU_FLASHKERNEL_H

@@ -1,0 +1,1261 @@
+//===- FlashKernel.cpp - the mma.sync flash-attention kernel builder ------===//
+//
+// One thread block computes one tile of tile_m query rows of one (batch,
+// head). Its warps each own 16 rows. The schedule per K/V tile j:
+//
+//   wait for tile j (cp.async group), barrier, issue the copy of tile
+//   j + stages - 1 into the ring buffer, classify the tile (skip it when the
+//   mask is empty there), compute the key-side terms of the tile into shared
+//   memory, S = Q K^T with ldmatrix + mma.sync, apply the score region to
+//   each accumulator element (masking only on partial tiles), update the
+//   running max and sum, O = O * alpha + P V with P taken straight from the
+//   S accumulators (the C fragment of m16n8k16 is the A fragment of the
+//   next mma once packed to 16 bits).
+//
+// Shared tiles are [rows][head_dim] 16-bit elements; the 16-byte chunk c of
+// row r is stored at chunk c ^ (r % 8), so the eight row addresses one
+// ldmatrix reads fall into distinct banks.
+//
+//===----------------------------------------------------------------------===//
+#include "rbfc/Conversion/NVGPU/FlashKernel.h"
+
+#include "rbfc/Conversion/RegionInlining.h"
+#include "rbfc/Dialect/Attn/ScoreDependence.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/NVGPU/IR/NVGPUDialect.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/IR/ImplicitLocOpBuilder.h"
+#include "mlir/Interfaces/FunctionInterfaces.h"
+#include "llvm/ADT/TypeSwitch.h"
+#include "llvm/Support/Debug.h"
+#include "llvm/Support/MathExtras.h"
+
+#include <cmath>
+
+#define DEBUG_TYPE "attn-flash-kernel"
+
+using namespace mlir;
+using namespace rbfc;
+
+namespace {
+
+constexpr int64_t kThreadsPerWarp = 32;
+/// Rows of the mma.sync m16n8k16 tile, which one warp owns.
+constexpr int64_t kRowsPerWarp = 16;
+/// 16-bit elements in the 16-byte chunk cp.async and ldmatrix move.
+constexpr int64_t kChunk = 8;
+
+/// The canonical op's static facts the kernel is specialised on.
+struct KernelConfig {
+  int64_t headDim, tileM, tileN, warps, stages;
+  Type elementType; // bf16 or f16
+  bool softmax, log2Domain, hasLse;
+
+  int64_t threads() const { return warps * kThreadsPerWarp; }
+  int64_t chunksPerRow() const { return headDim / kChunk; }
+  int64_t swizzleRows() const { return std::min<int64_t>(8, chunksPerRow()); }
+  int64_t tileElements(int64_t rows) const { return rows * headDim; }
+};
+
+/// The 4 f32 accumulators of one m16n8 mma tile: c0, c1 in row l/4, c2, c3
+/// in row l/4 + 8, columns 2(l%4) and 2(l%4) + 1.
+using Accumulator = std::array<Value, 4>;
+
+/// Where each kernel argument of docs/abi.md sits.
+struct KernelArgs {
+  Value q, k, v, o, lse;
+  Value batch, heads, kvHeads, qLen, kvLen;
+  std::array<Value, 3> qStrides, kStrides, vStrides, oStrides;
+  std::array<Value, 2> lseStrides;
+  SmallVector<Value> params;
+  struct Capture {
+    Value data;
+    SmallVector<Value> sizes, strides;
+  };
+  SmallVector<Capture> captures;
+};
+
+/// Element regions need (b, h, q_idx, kv_idx) and the values the attn ops
+/// stand for at one element; null entries are not available there.
+struct ElementValues {
+  Value qIdx, kvIdx;
+  Value dot;      // the raw accumulator q.k
+  Value qScale;   // the row's q_scale (scaled_dot = dot * qScale)
+  Value keyBias;  // the key's bias
+  Value queryNorm, keyNorm;
+};
+
+class FlashKernelBuilder {
+public:
+  FlashKernelBuilder(attn::AttentionOp op, KernelConfig config,
+                     ImplicitLocOpBuilder &b)
+      : op(op), config(config), b(b) {}
+
+  FailureOr<gpu::GPUFuncOp> build(gpu::GPUModuleOp module, StringRef name);
+
+private:
+  /// The launch descriptor of docs/abi.md as a dictionary attribute.
+  DictionaryAttr describe(StringRef entry, int64_t sharedBytes);
+
+  // Scalar helpers.
+  Value index(int64_t value) { return arith::ConstantIndexOp::create(b, value); }
+  Value f32(double value) {
+    return arith::ConstantOp::create(b, b.getF32FloatAttr(value));
+  }
+  Value i32(int64_t value) {
+    return arith::ConstantOp::create(b, b.getI32IntegerAttr(value));
+  }
+  Value add(Value x, Value y) { return arith::AddIOp::create(b, x, y); }
+  Value sub(Value x, Value y) { return arith::SubIOp::create(b, x, y); }
+  Value mul(Value x, Value y) { return arith::MulIOp::create(b, x, y); }
+  Value add(Value x, int64_t y) { return y ? add(x, index(y)) : x; }
+  Value mul(Value x, int64_t y) { return y == 1 ? x : mul(x, index(y)); }
+  Value div(Value x, int64_t y) {
+    return arith::DivUIOp::create(b, x, index(y));
+  }
+  Value rem(Value x, int64_t y) {
+    return arith::RemUIOp::create(b, x, index(y));
+  }
+  Value cmp(arith::CmpIPredicate predicate, Value x, Value y) {
+    return arith::CmpIOp::create(b, predicate, x, y);
+  }
+  Value select(Value c, Value x, Value y) {
+    return arith::SelectOp::create(b, c, x, y);
+  }
+  Value fadd(Value x, Value y) { return arith::AddFOp::create(b, x, y); }
+  Value fmul(Value x, Value y) { return arith::MulFOp::create(b, x, y); }
+  /// 2^x and log2(x) by the SFU (ex2/lg2.approx, 2 ulp), as every flash
+  /// kernel does; through NVVM intrinsics so no libdevice is needed.
+  Value exp2(Value x) { return nvvmIntrinsic("llvm.nvvm.ex2.approx.f32", x); }
+  Value log2(Value x) { return nvvmIntrinsic("llvm.nvvm.lg2.approx.f", x); }
+  Value nvvmIntrinsic(StringRef name, Value x) {
+    return LLVM::CallIntrinsicOp::create(b, x.getType(), b.getStringAttr(name),
+                                         ValueRange{x})
+        .getResult(0);
+  }
+  Value toIndex(Value v) {
+    return arith::IndexCastOp::create(b, b.getIndexType(), v);
+  }
+  /// Butterfly reduction over the `width` adjacent lanes (xor 1, 2, ...).
+  Value laneReduce(Value value, int64_t width,
+                   function_ref<Value(Value, Value)> combine);
+  Value laneSum(Value v, int64_t width) {
+    return laneReduce(v, width, [&](Value x, Value y) { return fadd(x, y); });
+  }
+
+  // Shared memory.
+  Value sharedView(Value base, int64_t byteOffset, int64_t elements,
+                   Type elementType);
+  /// Element offset of chunk `chunk` of row `row` in a swizzled tile.
+  Value swizzled(Value row, Value chunk);
+
+  // Pieces of the schedule.
+  void issueTileCopy(Value shared, Value sharedBase, Value global,
+                     Value globalBase, Value rowStride, Value firstRow,
+                     Value length, int64_t rows);
+  void issueKeyValueCopy(Value tile, Value buffer);
+  SmallVector<Value> loadQueryFragments();
+  std::array<Value, 2> computeQueryNorms();
+  /// Sum of squares of the 8 elements of one 16-byte chunk, in f32.
+  Value chunkSquareSum(Value shared, Value offset);
+  Value bufferBase(Value buffer, int64_t rows) {
+    return mul(buffer, config.tileElements(rows));
+  }
+  LogicalResult computeKeyTerms(Value tile, Value buffer);
+  SmallVector<Accumulator> computeScores(ArrayRef<Value> queryFragments,
+                                         Value keyBase);
+  FailureOr<SmallVector<Accumulator>>
+  applyScoreRegion(ArrayRef<Accumulator> dots, Value kvLo, bool masked);
+  FailureOr<std::pair<Value, Value>> classifyTile(Value tile);
+  FailureOr<Value> scanLiveTile(Value from, Value bound, bool forward);
+  SmallVector<Accumulator> accumulateValues(ArrayRef<Accumulator> weights,
+                                            ArrayRef<Accumulator> output,
+                                            Value valueBase);
+  std::array<Value, 4> mma(ArrayRef<Value> a, ArrayRef<Value> bFragment,
+                           const Accumulator &c);
+  std::array<Value, 4> ldmatrix(Value shared, Value offset, bool transpose);
+  Value packPair(Value low, Value high);
+  LogicalResult storeResults(ArrayRef<Accumulator> output,
+                             std::array<Value, 2> rowMax,
+                             std::array<Value, 2> rowSum);
+
+  // Region inlining.
+  FailureOr<Value> materialize(Operation *attnOp, IRMapping &mapping,
+                               const ElementValues &element);
+  FailureOr<Value> evaluateElementRegion(Region &region,
+                                         const ElementValues &element);
+  Value loadCapture(unsigned capture, ValueRange indices);
+  FailureOr<Value> loadBound(attn::LoadBoundOp bound, IRMapping &mapping);
+  Value sizeValue(attn::Size size);
+
+  bool usesOp(Region &region, function_ref<bool(Operation *)> predicate) {
+    if (region.empty())
+      return false;
+    return region
+        .walk([&](Operation *inner) {
+          return predicate(inner) ? WalkResult::interrupt()
+                                  : WalkResult::advance();
+        })
+        .wasInterrupted();
+  }
+  bool usesNorm(Region &region, attn::Vector side) {
+    return usesOp(region, [&](Operation *inner) {
+      auto norm = dyn_cast<attn::Norm2Op>(inner);
+      return norm && norm.getVector() == side;
+    });
+  }
+
+  attn::AttentionOp op;
+  KernelConfig config;
+  ImplicitLocOpBuilder &b;
+  KernelArgs args;
+
+  // Per-block values set up at the kernel's entry.
+  Value threadId, lane, warp, laneGroup, laneInGroup;
+  Value batchIdx, headIdx, qLo, qTileLast;
+  Value qBase, kBase, vBase, oBase;
+  Value sharedQuery, sharedKey, sharedValue, sharedKeyBias, sharedKeyNorm;
+  std::array<Value, 2> rowIdx, rowQScale, rowQueryNorm;
+  bool needsKeyNorm = false;
+  Value negInf;
+};
+
+//===----------------------------------------------------------------------===//
+// Helpers
+//===----------------------------------------------------------------------===//
+
+Value FlashKernelBuilder::laneReduce(Value value, int64_t width,
+                                     function_ref<Value(Value, Value)> combine) {
+  for (int64_t offset = 1; offset < width; offset *= 2) {
+    auto shuffle = gpu::ShuffleOp::create(b, value, i32(offset),
+                                          i32(kThreadsPerWarp), gpu::ShuffleMode::XOR);
+    value = combine(value, shuffle.getShuffleResult());
+  }
+  return value;
+}
+
+Value FlashKernelBuilder::sharedView(Value base, int64_t byteOffset,
+                                     int64_t elements, Type elementType) {
+  auto workgroup = gpu::AddressSpaceAttr::get(b.getContext(),
+                                              gpu::AddressSpace::Workgroup);
+  auto type = MemRefType::get({elements}, elementType, MemRefLayoutAttrInterface(),
+                              workgroup);
+  return memref::ViewOp::create(b, type, base, index(byteOffset), ValueRange{});
+}
+
+Value FlashKernelBuilder::swizzled(Value row, Value chunk) {
+  Value swizzledChunk =
+      arith::XOrIOp::create(b, chunk, rem(row, config.swizzleRows()));
+  return add(mul(row, config.headDim), mul(swizzledChunk, kChunk));
+}
+
+void FlashKernelBuilder::issueTileCopy(Value shared, Value sharedBase,
+                                       Value global, Value globalBase,
+                                       Value rowStride, Value firstRow,
+                                       Value length, int64_t rows) {
+  int64_t chunks = rows * config.chunksPerRow();
+  auto tokenType = nvgpu::DeviceAsyncTokenType::get(b.getContext());
+  for (int64_t i = 0; i < chunks / config.threads(); ++i) {
+    Value chunkIdx = add(threadId, i * config.threads());
+    Value row = div(chunkIdx, config.chunksPerRow());
+    Value chunk = rem(chunkIdx, config.chunksPerRow());
+    Value globalRow = add(firstRow, row);
+    // Rows past the end are zero-filled (0 source bytes) from a row that
+    // exists, so no address outside the tensor is formed.
+    Value inside = cmp(arith::CmpIPredicate::ult, globalRow, length);
+    Value sourceRow = select(inside, globalRow, firstRow);
+    Value source = add(add(globalBase, mul(sourceRow, rowStride)),
+                       mul(chunk, kChunk));
+    Value target = add(sharedBase, swizzled(row, chunk));
+    nvgpu::DeviceAsyncCopyOp::create(
+        b, tokenType, shared, ValueRange{target}, global, ValueRange{source},
+        b.getIndexAttr(kChunk), select(inside, index(kChunk), index(0)),
+        b.getUnitAttr());
+  }
+}
+
+void FlashKernelBuilder::issueKeyValueCopy(Value tile, Value buffer) {
+  Value kvLo = mul(tile, config.tileN);
+  issueTileCopy(sharedKey, bufferBase(buffer, config.tileN), args.k, kBase,
+                args.kStrides[2], kvLo, args.kvLen, config.tileN);
+  issueTileCopy(sharedValue, bufferBase(buffer, config.tileN), args.v, vBase,
+                args.vStrides[2], kvLo, args.kvLen, config.tileN);
+}
+
+std::array<Value, 4> FlashKernelBuilder::ldmatrix(Value shared, Value offset,
+                                                  bool transpose) {
+  auto fragmentType = VectorType::get({4, 2}, b.getF16Type());
+  Value tiles = nvgpu::LdMatrixOp::create(b, fragmentType, shared,
+                                          ValueRange{offset}, transpose, 4);
+  std::array<Value, 4> registers;
+  for (int64_t i = 0; i < 4; ++i)
+    registers[i] = vector::ExtractOp::create(b, tiles, ArrayRef<int64_t>{i});
+  return registers;
+}
+
+std::array<Value, 4> FlashKernelBuilder::mma(ArrayRef<Value> a,
+                                             ArrayRef<Value> bFragment,
+                                             const Accumulator &c) {
+  bool bf16 = config.elementType.isBF16();
+  // The 16-bit registers hold raw bits; bf16 operands travel as i32 because
+  // nvvm.mma.sync types bf16 multiplicands as packed integers.
+  auto asOperand = [&](Value pair) -> Value {
+    if (!bf16)
+      return pair;
+    Value word = vector::BitCastOp::create(
+        b, VectorType::get({1}, b.getI32Type()), pair);
+    return vector::ExtractOp::create(b, word, ArrayRef<int64_t>{0});
+  };
+  SmallVector<Value> operandA, operandB;
+  for (Value pair : a)
+    operandA.push_back(asOperand(pair));
+  for (Value pair : bFragment)
+    operandB.push_back(asOperand(pair));
+  Type f32Type = b.getF32Type();
+  auto resultType = LLVM::LLVMStructType::getLiteral(
+      b.getContext(), {f32Type, f32Type, f32Type, f32Type});
+  NVVM::MMATypes multiplicand =
+      bf16 ? NVVM::MMATypes::bf16 : NVVM::MMATypes::f16;
+  Value result = NVVM::MmaOp::create(
+      b, resultType, operandA, operandB, ValueRange(c), {16, 8, 16},
+      std::nullopt, std::nullopt,
+      std::array<NVVM::MMATypes, 2>{multiplicand, multiplicand},
+      std::array<NVVM::MMALayout, 2>{NVVM::MMALayout::row,
+                                     NVVM::MMALayout::col});
+  std::array<Value, 4> d;
+  for (int64_t i = 0; i < 4; ++i)
+    d[i] = LLVM::ExtractValueOp::create(b, result, ArrayRef<int64_t>{i});
+  return d;
+}
+
+Value FlashKernelBuilder::packPair(Value low, Value high) {
+  Type element = config.elementType;
+  Value pair = vector::FromElementsOp::create(
+      b, VectorType::get({2}, element),
+      ValueRange{arith::TruncFOp::create(b, element, low),
+                 arith::TruncFOp::create(b, element, high)});
+  if (element.isF16())
+    return pair;
+  return vector::BitCastOp::create(b, VectorType::get({2}, b.getF16Type()),
+                                   pair);
+}
+
+//===----------------------------------------------------------------------===//
+// Region evaluation
+//===----------------------------------------------------------------------===//
+
+Value FlashKernelBuilder::sizeValue(attn::Size size) {
+  switch (size) {
+  case attn::Size::batch:
+    return args.batch;
+  case attn::Size::heads:
+    return args.heads;
+  case attn::Size::kv_heads:
+    return args.kvHeads;
+  case attn::Size::q_len:
+    return args.qLen;
+  case attn::Size::kv_len:
+    return args.kvLen;
+  case attn::Size::head_dim:
+    return index(config.headDim);
+  }
+  llvm_unreachable("unknown size");
+}
+
+Value FlashKernelBuilder::loadCapture(unsigned capture, ValueRange indices) {
+  const KernelArgs::Capture &data = args.captures[capture];
+  // attn.load clamps each index into the tensor, so any index expression
+  // stays in bounds.
+  Value offset = index(0);
+  for (auto [i, idx] : llvm::enumerate(indices)) {
+    Value last = sub(data.sizes[i], index(1));
+    Value clamped = arith::MaxSIOp::create(
+        b, index(0), arith::MinSIOp::create(b, idx, last));
+    offset = add(offset, mul(clamped, data.strides[i]));
+  }
+  return memref::LoadOp::create(b, data.data, ValueRange{offset});
+}
+
+FailureOr<Value> FlashKernelBuilder::loadBound(attn::LoadBoundOp bound,
+                                               IRMapping &mapping) {
+  // Every warp scans the box itself, lane-strided, and combines with a
+  // butterfly, so the bound is uniform without a barrier.
+  unsigned capture = getCaptureIndex(bound.getCapture(), op.kNumTileArgs,
+                                     op.getParams().size());
+  const KernelArgs::Capture &data = args.captures[capture];
+  SmallVector<Value> lows, counts;
+  Value total = index(1);
+  for (auto [i, lowValue, highValue] :
+       llvm::enumerate(bound.getLows(), bound.getHighs())) {
+    Value last = sub(data.sizes[i], index(1));
+    auto clamp = [&](Value v) {
+      return arith::MaxSIOp::create(b, index(0),
+                                    arith::MinSIOp::create(b, v, last));
+    };
+    Value lo = clamp(mapping.lookup(lowValue));
+    Value hi = clamp(mapping.lookup(highValue));
+    Value count = add(sub(arith::MaxSIOp::create(b, hi, lo), lo), 1);
+    lows.push_back(lo);
+    counts.push_back(count);
+    total = mul(total, count);
+  }
+  Type elementType = bound.getType();
+  bool isMax = bound.getBound() == attn::Bound::max;
+  auto identity = [&]() -> Value {
+    if (auto floatType = dyn_cast<FloatType>(elementType))
+      return arith::ConstantOp::create(
+          b, b.getFloatAttr(floatType, isMax ? -INFINITY : INFINITY));
+    unsigned width = elementType.getIntOrFloatBitWidth();
+    APInt value = isMax ? APInt::getSignedMinValue(width)
+                        : APInt::getSignedMaxValue(width);
+    return arith::ConstantOp::create(b, b.getIntegerAttr(elementType, value));
+  };
+  auto combine = [&](Value x, Value y) -> Value {
+    if (isa<FloatType>(x.getType()))
+      return isMax ? Value(arith::MaximumFOp::create(b, x, y))
+                   : Value(arith::MinimumFOp::create(b, x, y));
+    return isMax ? Value(arith::MaxSIOp::create(b, x, y))
+                 : Value(arith::MinSIOp::create(b, x, y));
+  };
+  auto loop = scf::ForOp::create(b, lane, total, index(kThreadsPerWarp),
+                                 ValueRange{identity()});
+  {
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(loop.getBody());
+    Value linear = loop.getInductionVar();
+    SmallVector<Value> indices(counts.size());
+    for (int64_t i = counts.size() - 1; i >= 0; --i) {
+      indices[i] = add(lows[i], arith::RemUIOp::create(b, linear, counts[i]));
+      linear = arith::DivUIOp::create(b, linear, counts[i]);
+    }
+    Value element = loadCapture(capture, indices);
+    scf::YieldOp::create(b, combine(loop.getRegionIterArg(0), element));
+  }
+  Value partial = loop.getResult(0);
+  // gpu.shuffle moves 32-bit values: i64 ids are saturated to i32 first,
+  // exact for ids that fit (the identities saturate to i32's own).
+  bool wide = elementType.isInteger(64);
+  Value word = partial;
+  if (wide) {
+    auto bound64 = [&](int64_t v) -> Value {
+      return arith::ConstantOp::create(b, b.getI64IntegerAttr(v));
+    };
+    Value saturated = arith::MaxSIOp::create(
+        b, arith::MinSIOp::create(b, partial, bound64(INT32_MAX)),
+        bound64(INT32_MIN));
+    word = arith::TruncIOp::create(b, b.getI32Type(), saturated);
+  }
+  Value reduced = laneReduce(word, kThreadsPerWarp, combine);
+  if (!wide)
+    return reduced;
+  return arith::ExtSIOp::create(b, elementType, reduced).getResult();
+}
+
+FailureOr<Value> FlashKernelBuilder::materialize(Operation *attnOp,
+                                                 IRMapping &mapping,
+                                                 const ElementValues &element) {
+  auto unavailable = [&](StringRef what) -> FailureOr<Value> {
+    return attnOp->emitOpError()
+           << "cannot be evaluated by the mma_sync kernel " << what;
+  };
+  return TypeSwitch<Operation *, FailureOr<Value>>(attnOp)
+      .Case([&](attn::DotOp) -> FailureOr<Value> {
+        if (!element.dot)
+          return unavailable("outside the score region");
+        return element.dot;
+      })
+      .Case([&](attn::ScaledDotOp) -> FailureOr<Value> {
+        if (!element.dot)
+          return unavailable("outside the score region");
+        return fmul(element.dot, element.qScale);
+      })
+      .Case([&](attn::KeyBiasOp) -> FailureOr<Value> {
+        if (!element.keyBias)
+          return unavailable("outside the score region");
+        return element.keyBias;
+      })
+      .Case([&](attn::Norm2Op norm) -> FailureOr<Value> {
+        Value value = norm.getVector() == attn::Vector::q ? element.queryNorm
+                                                          : element.keyNorm;
+        if (!value)
+          return unavailable("here (the norm is not computed for this region)");
+        return value;
+      })
+      .Case([&](attn::SizeOp size) -> FailureOr<Value> {
+        return sizeValue(size.getSize());
+      })
+      .Case([&](attn::LoadOp load) -> FailureOr<Value> {
+        SmallVector<Value> indices;
+        for (Value idx : load.getIndices())
+          indices.push_back(mapping.lookup(idx));
+        return loadCapture(getCaptureIndex(load.getCapture(), op.kNumIndexArgs,
+                                           op.getParams().size()),
+                           indices);
+      })
+      .Case([&](attn::LoadBoundOp bound) { return loadBound(bound, mapping); })
+      .Default([&](Operation *) {
+        return unavailable("(not in the canonical form; run attn-canonicalize)");
+      });
+}
+
+FailureOr<Value>
+FlashKernelBuilder::evaluateElementRegion(Region &region,
+                                          const ElementValues &element) {
+  SmallVector<Value> arguments{batchIdx, headIdx, element.qIdx,
+                               element.kvIdx ? element.kvIdx : index(0)};
+  llvm::append_range(arguments, args.params);
+  arguments.append(op.getCaptures().size(), Value());
+  auto values = inlineAttnRegion(
+      b, region, arguments, [&](OpBuilder &, Operation *attnOp, IRMapping &m) {
+        return materialize(attnOp, m, element);
+      });
+  if (failed(values))
+    return failure();
+  return (*values)[0];
+}
+
+FailureOr<std::pair<Value, Value>> FlashKernelBuilder::classifyTile(Value tile) {
+  Value kvLo = mul(tile, config.tileN);
+  Value kvEnd = arith::MinSIOp::create(b, add(kvLo, config.tileN), args.kvLen);
+  Value kvHi = sub(kvEnd, index(1));
+  Value qEnd = arith::MinSIOp::create(b, add(qLo, config.tileM), args.qLen);
+  Value qHi = sub(qEnd, index(1));
+  if (op.getTileClass().empty()) {
+    Value allKept = arith::ConstantOp::create(b, b.getBoolAttr(op.getMask().empty()));
+    return std::pair(allKept,
+                     Value(arith::ConstantOp::create(b, b.getBoolAttr(false))));
+  }
+  SmallVector<Value> arguments{batchIdx, headIdx, qLo, qHi, kvLo, kvHi};
+  llvm::append_range(arguments, args.params);
+  arguments.append(op.getCaptures().size(), Value());
+  auto values = inlineAttnRegion(
+      b, op.getTileClass(), arguments,
+      [&](OpBuilder &, Operation *attnOp, IRMapping &m) {
+        return materialize(attnOp, m, ElementValues{});
+      });
+  if (failed(values))
+    return failure();
+  return std::pair((*values)[0], (*values)[1]);
+}
+
+FailureOr<Value> FlashKernelBuilder::scanLiveTile(Value from, Value bound,
+                                                  bool forward) {
+  // Walks from `from` towards `bound` (exclusive) while the tile_class
+  // region proves the tile empty; returns the first tile that may hold a
+  // kept element, or `bound`.
+  LogicalResult status = success();
+  auto loop = scf::WhileOp::create(
+      b, TypeRange{b.getIndexType()}, ValueRange{from},
+      [&](OpBuilder &nested, Location, ValueRange state) {
+        OpBuilder::InsertionGuard guard(b);
+        b.setInsertionPointToEnd(nested.getInsertionBlock());
+        Value tile = state[0];
+        Value inRange = forward ? cmp(arith::CmpIPredicate::slt, tile, bound)
+                                : cmp(arith::CmpIPredicate::sgt, tile, bound);
+        // The tile is only classified when in range.
+        auto classify = scf::IfOp::create(b, TypeRange{b.getI1Type()}, inRange,
+                                          /*withElseRegion=*/true);
+        {
+          OpBuilder::InsertionGuard inner(b);
+          b.setInsertionPointToStart(classify.thenBlock());
+          auto tileClass = classifyTile(tile);
+          if (failed(tileClass))
+            status = failure();
+          scf::YieldOp::create(
+              b, failed(tileClass)
+                     ? Value(arith::ConstantOp::create(b, b.getBoolAttr(false)))
+                     : tileClass->second);
+          b.setInsertionPointToStart(classify.elseBlock());
+          scf::YieldOp::create(
+              b, Value(arith::ConstantOp::create(b, b.getBoolAttr(false))));
+        }
+        scf::ConditionOp::create(b, classify.getResult(0), state);
+      },
+      [&](OpBuilder &nested, Location, ValueRange state) {
+        OpBuilder::InsertionGuard guard(b);
+        b.setInsertionPointToEnd(nested.getInsertionBlock());
+        scf::YieldOp::create(b, add(state[0], forward ? 1 : -1));
+      });
+  if (failed(status))
+    return failure();
+  return loop.getResult(0);
+}
+
+//===----------------------------------------------------------------------===//
+// The schedule
+//===----------------------------------------------------------------------===//
+
+SmallVector<Value> FlashKernelBuilder::loadQueryFragments() {
+  // ldmatrix.x4: lanes 0-15 address rows 0-15 at column 0 of the k-slice,
+  // lanes 16-31 the same rows at column 8: registers a0..a3 of m16n8k16.
+  Value row = add(mul(warp, kRowsPerWarp), rem(lane, 16));
+  Value chunkInSlice = div(lane, 16);
+  SmallVector<Value> fragments;
+  for (int64_t slice = 0; slice < config.headDim / 16; ++slice) {
+    Value chunk = add(chunkInSlice, 2 * slice);
+    auto registers = ldmatrix(sharedQuery, swizzled(row, chunk), false);
+    fragments.append(registers.begin(), registers.end());
+  }
+  return fragments;
+}
+
+Value FlashKernelBuilder::chunkSquareSum(Value shared, Value offset) {
+  auto rawType = VectorType::get({kChunk}, b.getF16Type());
+  Value raw = vector::LoadOp::create(b, rawType, shared, ValueRange{offset});
+  Value typed = config.elementType.isF16()
+                    ? raw
+                    : vector::BitCastOp::create(
+                          b, VectorType::get({kChunk}, config.elementType), raw);
+  Value wide = arith::ExtFOp::create(
+      b, VectorType::get({kChunk}, b.getF32Type()), typed);
+  return vector::ReductionOp::create(b, vector::CombiningKind::ADD,
+                                     arith::MulFOp::create(b, wide, wide));
+}
+
+std::array<Value, 2> FlashKernelBuilder::computeQueryNorms() {
+  // The four lanes of a group share a row: each sums a quarter of it.
+  int64_t chunksPerLane = config.chunksPerRow() / 4;
+  std::array<Value, 2> norms;
+  for (int64_t half = 0; half < 2; ++half) {
+    Value row = add(add(mul(warp, kRowsPerWarp), laneGroup), 8 * half);
+    Value sum = f32(0.0);
+    for (int64_t c = 0; c < chunksPerLane; ++c) {
+      Value chunk = add(mul(laneInGroup, chunksPerLane), c);
+      sum = fadd(sum, chunkSquareSum(sharedQuery, swizzled(row, chunk)));
+    }
+    norms[half] = laneSum(sum, 4);
+  }
+  return norms;
+}
+
+LogicalResult FlashKernelBuilder::computeKeyTerms(Value tile, Value buffer) {
+  // threadsPerKey adjacent lanes share a key row; together they read it
+  // once from shared memory, then one of them evaluates the key_bias region.
+  int64_t threadsPerKey = config.threads() / config.tileN;
+  int64_t chunksPerThread = config.chunksPerRow() / threadsPerKey;
+  Value key = div(threadId, threadsPerKey);
+  Value part = rem(threadId, threadsPerKey);
+  Value kvIdx = add(mul(tile, config.tileN), key);
+  ElementValues element;
+  element.kvIdx = kvIdx;
+  element.qIdx = index(0);
+  if (needsKeyNorm) {
+    Value base = bufferBase(buffer, config.tileN);
+    Value sum = f32(0.0);
+    for (int64_t c = 0; c < chunksPerThread; ++c) {
+      Value chunk = add(mul(part, chunksPerThread), c);
+      sum = fadd(sum, chunkSquareSum(sharedKey, add(base, swizzled(key, chunk))));
+    }
+    element.keyNorm = laneSum(sum, threadsPerKey);
+  }
+  Value leader = cmp(arith::CmpIPredicate::eq, part, index(0));
+  auto write = scf::IfOp::create(b, TypeRange{}, leader, /*withElseRegion=*/false);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(write.thenBlock());
+  if (sharedKeyNorm)
+    memref::StoreOp::create(b, element.keyNorm, sharedKeyNorm, ValueRange{key});
+  if (sharedKeyBias) {
+    auto bias = evaluateElementRegion(op.getKeyBias(), element);
+    if (failed(bias))
+      return failure();
+    memref::StoreOp::create(b, *bias, sharedKeyBias, ValueRange{key});
+  }
+  return success();
+}
+
+SmallVector<Accumulator>
+FlashKernelBuilder::computeScores(ArrayRef<Value> queryFragments,
+                                  Value keyBase) {
+  int64_t slices = config.tileN / 8;
+  SmallVector<Accumulator> scores(slices, {f32(0.0), f32(0.0), f32(0.0), f32(0.0)});
+  // ldmatrix.x4 over 16 keys x 16 dims: matrices (keys 0-7, dims 0-7),
+  // (keys 0-7, dims 8-15), (keys 8-15, dims 0-7), (keys 8-15, dims 8-15)
+  // are the b0/b1 registers of two adjacent 8-key slices.
+  Value keyInPair = add(rem(lane, 8), mul(div(lane, 16), 8));
+  Value chunkInSlice = rem(div(lane, 8), 2);
+  for (int64_t dimSlice = 0; dimSlice < config.headDim / 16; ++dimSlice) {
+    ArrayRef<Value> a = queryFragments.slice(4 * dimSlice, 4);
+    for (int64_t pair = 0; pair < slices / 2; ++pair) {
+      Value row = add(keyInPair, 16 * pair);
+      Value chunk = add(chunkInSlice, 2 * dimSlice);
+      auto registers = ldmatrix(sharedKey, add(keyBase, swizzled(row, chunk)),
+                                false);
+      scores[2 * pair] = mma(a, {registers[0], registers[1]}, scores[2 * pair]);
+      scores[2 * pair + 1] =
+          mma(a, {registers[2], registers[3]}, scores[2 * pair + 1]);
+    }
+  }
+  return scores;
+}
+
+FailureOr<SmallVector<Accumulator>>
+FlashKernelBuilder::applyScoreRegion(ArrayRef<Accumulator> dots, Value kvLo,
+                                     bool masked) {
+  SmallVector<Accumulator> scores(dots.size());
+  Value log2e = config.log2Domain ? Value() : f32(M_LOG2E);
+  for (auto [slice, dot] : llvm::enumerate(dots)) {
+    for (int64_t column = 0; column < 2; ++column) {
+      Value keyInTile = add(mul(laneInGroup, 2), 8 * slice + column);
+      ElementValues element;
+      element.kvIdx = add(kvLo, keyInTile);
+      if (sharedKeyBias)
+        element.keyBias =
+            memref::LoadOp::create(b, sharedKeyBias, ValueRange{keyInTile});
+      if (sharedKeyNorm)
+        element.keyNorm =
+            memref::LoadOp::create(b, sharedKeyNorm, ValueRange{keyInTile});
+      for (int64_t half = 0; half < 2; ++half) {
+        int64_t e = 2 * half + column;
+        element.qIdx = rowIdx[half];
+        element.qScale = rowQScale[half];
+        element.queryNorm = rowQueryNorm[half];
+        element.dot = dot[e];
+        auto score = evaluateElementRegion(op.getScore(), element);
+        if (failed(score))
+          return failure();
+        Value value = log2e ? fmul(*score, log2e) : *score;
+        if (masked) {
+          Value keep = cmp(arith::CmpIPredicate::ult, element.kvIdx, args.kvLen);
+          if (!op.getMask().empty()) {
+            auto kept = evaluateElementRegion(op.getMask(), element);
+            if (failed(kept))
+              return failure();
+            keep = arith::AndIOp::create(b, keep, *kept);
+          }
+          value = select(keep, value, negInf);
+        }
+        scores[slice][e] = value;
+      }
+    }
+  }
+  return scores;
+}
+
+SmallVector<Accumulator>
+FlashKernelBuilder::accumulateValues(ArrayRef<Accumulator> weights,
+                                     ArrayRef<Accumulator> output,
+                                     Value valueBase) {
+  SmallVector<Accumulator> result(output.begin(), output.end());
+  // ldmatrix.x4.trans over 16 keys x 16 dims gives the b0/b1 registers of
+  // two adjacent 8-dim slices of V.
+  Value keyInSlice = add(rem(lane, 8), mul(rem(div(lane, 8), 2), 8));
+  Value chunkInSlice = div(lane, 16);
+  for (int64_t keySlice = 0; keySlice < config.tileN / 16; ++keySlice) {
+    const Accumulator &left = weights[2 * keySlice];
+    const Accumulator &right = weights[2 * keySlice + 1];
+    SmallVector<Value> a{packPair(left[0], left[1]), packPair(left[2], left[3]),
+                         packPair(right[0], right[1]),
+                         packPair(right[2], right[3])};
+    Value row = add(keyInSlice, 16 * keySlice);
+    for (int64_t pair = 0; pair < config.headDim / 16; ++pair) {
+      Value chunk = add(chunkInSlice, 2 * pair);
+      auto registers =
+          ldmatrix(sharedValue, add(valueBase, swizzled(row, chunk)), true);
+      result[2 * pair] = mma(a, {registers[0], registers[1]}, result[2 * pair]);
+      result[2 * pair + 1] =
+          mma(a, {registers[2], registers[3]}, result[2 * pair + 1]);
+    }
+  }
+  return result;
+}
+
+LogicalResult FlashKernelBuilder::storeResults(ArrayRef<Accumulator> output,
+                                               std::array<Value, 2> rowMax,
+                                               std::array<Value, 2> rowSum) {
+  Value zero = f32(0.0);
+  for (int64_t half = 0; half < 2; ++half) {
+    Value sum = laneSum(rowSum[half], 4);
+    Value empty = arith::CmpFOp::create(b, arith::CmpFPredicate::OEQ, sum, zero);
+    // A row whose every key is masked has sum 0: its output is 0, not NaN.
+    Value scale = config.softmax
+                      ? select(empty, zero,
+                               arith::DivFOp::create(b, f32(1.0), sum))
+                      : f32(1.0);
+    Value row = rowIdx[half];
+    Value inside = cmp(arith::CmpIPredicate::ult, row, args.qLen);
+    auto guard = scf::IfOp::create(b, TypeRange{}, inside, false);
+    OpBuilder::InsertionGuard insertion(b);
+    b.setInsertionPointToStart(guard.thenBlock());
+    Value rowBase = add(oBase, mul(row, args.oStrides[2]));
+    for (auto [slice, acc] : llvm::enumerate(output)) {
+      Value column = add(mul(laneInGroup, 2), 8 * slice);
+      Value pair = packPair(fmul(acc[2 * half], scale),
+                            fmul(acc[2 * half + 1], scale));
+      vector::StoreOp::create(b, pair, args.o, ValueRange{add(rowBase, column)},
+                              /*nontemporal=*/false, llvm::MaybeAlign(4));
+    }
+    if (!config.hasLse)
+      continue;
+    Value writer = cmp(arith::CmpIPredicate::eq, laneInGroup, index(0));
+    auto lseGuard = scf::IfOp::create(b, TypeRange{}, writer, false);
+    b.setInsertionPointToStart(lseGuard.thenBlock());
+    // log-sum-exp in natural log: the kernel's scores are in log2 units.
+    Value shift = config.softmax ? rowMax[half] : zero;
+    Value log2Sum = fadd(shift, log2(sum));
+    Value lse = fmul(log2Sum, f32(M_LN2));
+    if (!op.getRowBias().empty()) {
+      ElementValues element;
+      element.qIdx = row;
+      element.queryNorm = rowQueryNorm[half];
+      auto bias = evaluateElementRegion(op.getRowBias(), element);
+      if (failed(bias))
+        return failure();
+      lse = fadd(lse, *bias);
+    }
+    lse = select(empty, negInf, lse);
+    Value lseOffset = add(add(mul(batchIdx, args.lseStrides[0]),
+                              mul(headIdx, args.lseStrides[1])),
+                          row);
+    memref::StoreOp::create(b, lse, args.lse, ValueRange{lseOffset});
+  }
+  return success();
+}
+
+FailureOr<gpu::GPUFuncOp> FlashKernelBuilder::build(gpu::GPUModuleOp module,
+                                                   StringRef name) {
+  MLIRContext *ctx = b.getContext();
+  Type i64Type = b.getI64Type();
+  auto globalSpace = gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Global);
+  // Tensors are flat views of device memory indexed with the strides the
+  // caller passes. The bare-pointer convention only takes static shapes, so
+  // the view claims 2^40 elements; every index is formed in bounds by the
+  // kernel itself.
+  auto globalBuffer = [&](Type element) {
+    return MemRefType::get({int64_t(1) << 40}, element,
+                           MemRefLayoutAttrInterface(), globalSpace);
+  };
+  // Argument types in docs/abi.md order. 16-bit tensors are declared f16:
+  // the kernel moves their bits and reinterprets them where it computes.
+  SmallVector<Type> types(4, globalBuffer(b.getF16Type()));
+  if (config.hasLse)
+    types.push_back(globalBuffer(b.getF32Type()));
+  types.append(5 + 12 + (config.hasLse ? 2 : 0), i64Type);
+  for (Value param : op.getParams())
+    types.push_back(param.getType());
+  for (Value capture : op.getCaptures()) {
+    auto tensor = cast<RankedTensorType>(capture.getType());
+    types.push_back(globalBuffer(tensor.getElementType()));
+    types.append(2 * tensor.getRank(), i64Type);
+  }
+
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToEnd(module.getBody());
+  auto func = gpu::GPUFuncOp::create(b, name, b.getFunctionType(types, {}));
+  func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
+  func.setKnownBlockSizeAttr(
+      b.getDenseI32ArrayAttr({int32_t(config.threads()), 1, 1}));
+  Block &entry = func.getBody().front();
+  b.setInsertionPointToStart(&entry);
+
+  // Unpack the arguments.
+  unsigned position = 0;
+  auto next = [&]() { return entry.getArgument(position++); };
+  args.q = next();
+  args.k = next();
+  args.v = next();
+  args.o = next();
+  if (config.hasLse)
+    args.lse = next();
+  for (Value *size : {&args.batch, &args.heads, &args.kvHeads, &args.qLen,
+                      &args.kvLen})
+    *size = toIndex(next());
+  for (auto *strides : {&args.qStrides, &args.kStrides, &args.vStrides,
+                        &args.oStrides})
+    for (Value &stride : *strides)
+      stride = toIndex(next());
+  if (config.hasLse)
+    for (Value &stride : args.lseStrides)
+      stride = toIndex(next());
+  for (size_t i = 0; i < op.getParams().size(); ++i)
+    args.params.push_back(next());
+  for (Value capture : op.getCaptures()) {
+    KernelArgs::Capture data;
+    data.data = next();
+    int64_t rank = cast<RankedTensorType>(capture.getType()).getRank();
+    for (int64_t i = 0; i < rank; ++i)
+      data.sizes.push_back(toIndex(next()));
+    for (int64_t i = 0; i < rank; ++i)
+      data.strides.push_back(toIndex(next()));
+    args.captures.push_back(std::move(data));
+  }
+
+  negInf = f32(-std::numeric_limits<double>::infinity());
+  threadId = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
+  lane = rem(threadId, kThreadsPerWarp);
+  warp = div(threadId, kThreadsPerWarp);
+  laneGroup = div(lane, 4);
+  laneInGroup = rem(lane, 4);
+  // Heavier query tiles (more unmasked keys under causal-like masks) start
+  // first: block x counts down.
+  Value tiles = gpu::GridDimOp::create(b, gpu::Dimension::x);
+  Value qTile = sub(sub(tiles, index(1)),
+                    gpu::BlockIdOp::create(b, gpu::Dimension::x));
+  headIdx = gpu::BlockIdOp::create(b, gpu::Dimension::y);
+  batchIdx = gpu::BlockIdOp::create(b, gpu::Dimension::z);
+  qLo = mul(qTile, config.tileM);
+  Value group = arith::DivUIOp::create(b, args.heads, args.kvHeads);
+  Value kvHead = arith::DivUIOp::create(b, headIdx, group);
+  auto base = [&](const std::array<Value, 3> &strides, Value head) {
+    return add(mul(batchIdx, strides[0]), mul(head, strides[1]));
+  };
+  qBase = base(args.qStrides, headIdx);
+  kBase = base(args.kStrides, kvHead);
+  vBase = base(args.vStrides, kvHead);
+  oBase = base(args.oStrides, headIdx);
+  for (int64_t half = 0; half < 2; ++half)
+    rowIdx[half] = add(add(qLo, mul(warp, kRowsPerWarp)), add(laneGroup, 8 * half));
+
+  // Shared memory: Q tile, K and V ring buffers, per-key terms.
+  needsKeyNorm = usesNorm(op.getKeyBias(), attn::Vector::k) ||
+                 usesNorm(op.getScore(), attn::Vector::k);
+  bool needsQueryNorm = usesNorm(op.getScore(), attn::Vector::q) ||
+                        usesNorm(op.getRowBias(), attn::Vector::q);
+  Value shared = gpu::DynamicSharedMemoryOp::create(
+      b, MemRefType::get({ShapedType::kDynamic}, b.getI8Type(),
+                         MemRefLayoutAttrInterface(),
+                         gpu::AddressSpaceAttr::get(
+                             ctx, gpu::AddressSpace::Workgroup)));
+  int64_t bytes = 0;
+  auto carve = [&](int64_t elements, Type elementType) {
+    Value view = sharedView(shared, bytes, elements, elementType);
+    bytes += llvm::alignTo(elements * elementType.getIntOrFloatBitWidth() / 8, 16);
+    return view;
+  };
+  sharedQuery = carve(config.tileElements(config.tileM), b.getF16Type());
+  sharedKey = carve(config.stages * config.tileElements(config.tileN),
+                    b.getF16Type());
+  sharedValue = carve(config.stages * config.tileElements(config.tileN),
+                      b.getF16Type());
+  if (!op.getKeyBias().empty())
+    sharedKeyBias = carve(config.tileN, b.getF32Type());
+  if (usesNorm(op.getScore(), attn::Vector::k))
+    sharedKeyNorm = carve(config.tileN, b.getF32Type());
+
+  // The range of K tiles that may hold a kept key for this query tile.
+  Value kvTiles = arith::CeilDivUIOp::create(b, args.kvLen, index(config.tileN));
+  Value firstTile = index(0), lastTile = sub(kvTiles, index(1));
+  if (!op.getTileClass().empty()) {
+    auto first = scanLiveTile(index(0), kvTiles, /*forward=*/true);
+    if (failed(first))
+      return failure();
+    auto last = scanLiveTile(lastTile, sub(*first, index(1)), /*forward=*/false);
+    if (failed(last))
+      return failure();
+    firstTile = *first;
+    lastTile = *last;
+  }
+  Value endTile = add(lastTile, 1);
+
+  // Prologue: Q, then the first stages - 1 K/V tiles, one group each.
+  issueTileCopy(sharedQuery, index(0), args.q, qBase, args.qStrides[2], qLo,
+                args.qLen, config.tileM);
+  NVVM::CpAsyncCommitGroupOp::create(b);
+  for (int64_t stage = 0; stage + 1 < config.stages; ++stage) {
+    Value tile = add(firstTile, stage);
+    auto exists = scf::IfOp::create(
+        b, TypeRange{}, cmp(arith::CmpIPredicate::slt, tile, endTile), false);
+    {
+      OpBuilder::InsertionGuard inner(b);
+      b.setInsertionPointToStart(exists.thenBlock());
+      issueKeyValueCopy(tile, index(stage));
+    }
+    NVVM::CpAsyncCommitGroupOp::create(b);
+  }
+  NVVM::CpAsyncWaitGroupOp::create(b, config.stages - 1);
+  gpu::BarrierOp::create(b);
+  SmallVector<Value> queryFragments = loadQueryFragments();
+  std::array<Value, 2> queryNorms{};
+  if (needsQueryNorm)
+    queryNorms = computeQueryNorms();
+  for (int64_t half = 0; half < 2; ++half) {
+    rowQueryNorm[half] = queryNorms[half];
+    rowQScale[half] = f32(1.0);
+    if (op.getQScale().empty())
+      continue;
+    ElementValues element;
+    element.qIdx = rowIdx[half];
+    element.queryNorm = queryNorms[half];
+    auto scale = evaluateElementRegion(op.getQScale(), element);
+    if (failed(scale))
+      return failure();
+    rowQScale[half] = *scale;
+  }
+
+  // The loop over K/V tiles carries O (headDim/8 accumulators), the running
+  // max and the per-lane partial sum of the two rows.
+  int64_t outputSlices = config.headDim / 8;
+  SmallVector<Value> init;
+  for (int64_t i = 0; i < 4 * outputSlices; ++i)
+    init.push_back(f32(0.0));
+  init.append({negInf, negInf, f32(0.0), f32(0.0)});
+  LogicalResult status = success();
+  auto loop = scf::ForOp::create(b, firstTile, endTile, index(1), init);
+  {
+    OpBuilder::InsertionGuard inner(b);
+    b.setInsertionPointToStart(loop.getBody());
+    Value tile = loop.getInductionVar();
+    ValueRange state = loop.getRegionIterArgs();
+    NVVM::CpAsyncWaitGroupOp::create(b, config.stages - 2);
+    gpu::BarrierOp::create(b);
+    Value ahead = add(tile, config.stages - 1);
+    auto prefetch = scf::IfOp::create(
+        b, TypeRange{}, cmp(arith::CmpIPredicate::slt, ahead, endTile), false);
+    {
+      OpBuilder::InsertionGuard copy(b);
+      b.setInsertionPointToStart(prefetch.thenBlock());
+      issueKeyValueCopy(ahead, rem(sub(ahead, firstTile), config.stages));
+    }
+    NVVM::CpAsyncCommitGroupOp::create(b);
+    Value buffer = rem(sub(tile, firstTile), config.stages);
+    Value kvLo = mul(tile, config.tileN);
+
+    auto tileClass = classifyTile(tile);
+    if (failed(tileClass))
+      return failure();
+    Value boundary = cmp(arith::CmpIPredicate::sgt, add(kvLo, config.tileN),
+                         args.kvLen);
+    Value partial = arith::OrIOp::create(
+        b, boundary,
+        arith::XOrIOp::create(b, tileClass->first,
+                              arith::ConstantOp::create(b, b.getBoolAttr(true))));
+    Value live = arith::XOrIOp::create(
+        b, tileClass->second, arith::ConstantOp::create(b, b.getBoolAttr(true)));
+
+    auto compute = scf::IfOp::create(b, TypeRange(ValueRange(state)), live, true);
+    {
+      OpBuilder::InsertionGuard body(b);
+      b.setInsertionPointToStart(compute.elseBlock());
+      scf::YieldOp::create(b, state);
+      b.setInsertionPointToStart(compute.thenBlock());
+      bool keyTerms = sharedKeyBias || sharedKeyNorm;
+      if (keyTerms && failed(computeKeyTerms(tile, buffer)))
+        return failure();
+      SmallVector<Accumulator> dots =
+          computeScores(queryFragments, bufferBase(buffer, config.tileN));
+      if (keyTerms)
+        gpu::BarrierOp::create(b);
+
+      // Partial tiles evaluate the mask per element; full tiles do not.
+      int64_t slices = config.tileN / 8;
+      auto scored = scf::IfOp::create(
+          b, SmallVector<Type>(4 * slices, b.getF32Type()), partial, true);
+      for (bool masked : {true, false}) {
+        OpBuilder::InsertionGuard branch(b);
+        b.setInsertionPointToStart(masked ? scored.thenBlock()
+                                          : scored.elseBlock());
+        auto scores = applyScoreRegion(dots, kvLo, masked);
+        if (failed(scores)) {
+          status = failure();
+          return failure();
+        }
+        SmallVector<Value> flat;
+        for (const Accumulator &acc : *scores)
+          flat.append(acc.begin(), acc.end());
+        scf::YieldOp::create(b, flat);
+      }
+      SmallVector<Accumulator> scores(slices);
+      for (int64_t i = 0; i < 4 * slices; ++i)
+        scores[i / 4][i % 4] = scored.getResult(i);
+
+      // Online softmax: rescale by 2^(m_old - m_new). `none` sums 2^s as is.
+      SmallVector<Accumulator> output(outputSlices);
+      for (int64_t i = 0; i < 4 * outputSlices; ++i)
+        output[i / 4][i % 4] = state[i];
+      std::array<Value, 2> rowMax, rowSum;
+      unsigned statsAt = 4 * outputSlices;
+      for (int64_t half = 0; half < 2; ++half) {
+        Value oldMax = state[statsAt + half];
+        Value oldSum = state[statsAt + 2 + half];
+        Value shift = f32(0.0), alpha = f32(1.0);
+        if (config.softmax) {
+          Value tileMax = negInf;
+          for (const Accumulator &acc : scores)
+            for (int64_t column = 0; column < 2; ++column)
+              tileMax = arith::MaximumFOp::create(b, tileMax,
+                                                  acc[2 * half + column]);
+          tileMax = laneReduce(tileMax, 4, [&](Value x, Value y) -> Value {
+            return arith::MaximumFOp::create(b, x, y);
+          });
+          Value newMax = arith::MaximumFOp::create(b, oldMax, tileMax);
+          // While every key so far is masked the max is -inf; shifting by
+          // 0 then keeps 2^(-inf - shift) = 0 instead of NaN.
+          Value none = arith::CmpFOp::create(b, arith::CmpFPredicate::OEQ,
+                                             newMax, negInf);
+          shift = select(none, f32(0.0), newMax);
+          alpha = exp2(arith::SubFOp::create(b, oldMax, shift));
+          rowMax[half] = newMax;
+        } else {
+          rowMax[half] = oldMax;
+        }
+        Value sum = fmul(oldSum, alpha);
+        for (Accumulator &acc : scores)
+          for (int64_t column = 0; column < 2; ++column) {
+            Value &value = acc[2 * half + column];
+            value = exp2(arith::SubFOp::create(b, value, shift));
+            sum = fadd(sum, value);
+          }
+        rowSum[half] = sum;
+        if (config.softmax)
+          for (Accumulator &acc : output)
+            for (int64_t column = 0; column < 2; ++column)
+              acc[2 * half + column] = fmul(acc[2 * half + column], alpha);
+      }
+      output = accumulateValues(scores, output, bufferBase(buffer, config.tileN));
+      SmallVector<Value> next;
+      for (const Accumulator &acc : output)
+        next.append(acc.begin(), acc.end());
+      next.append({rowMax[0], rowMax[1], rowSum[0], rowSum[1]});
+      scf::YieldOp::create(b, next);
+    }
+    scf::YieldOp::create(b, compute.getResults());
+  }
+  if (failed(status))
+    return failure();
+  // Drain the cp.async groups still in flight (empty ones) before exit.
+  NVVM::CpAsyncWaitGroupOp::create(b, 0);
+
+  SmallVector<Accumulator> output(outputSlices);
+  for (int64_t i = 0; i < 4 * outputSlices; ++i)
+    output[i / 4][i % 4] = loop.getResult(i);
+  unsigned statsAt = 4 * outputSlices;
+  std::array<Value, 2> rowMax{loop.getResult(statsAt), loop.getResult(statsAt + 1)};
+  for (Value &m : rowMax)
+    m = select(arith::CmpFOp::create(b, arith::CmpFPredicate::OEQ, m, negInf),
+               f32(0.0), m);
+  if (failed(storeResults(output, rowMax,
+                          {loop.getResult(statsAt + 2), loop.getResult(statsAt + 3)})))
+    return failure();
+  gpu::ReturnOp::create(b);
+  func->setAttr(kDescriptorAttrName, describe(name, bytes));
+  return func;
+}
+
+DictionaryAttr FlashKernelBuilder::describe(StringRef entry,
+                                           int64_t sharedBytes) {
+  attn::PlanAttr plan = *op.getPlan();
+  auto typeName = [](Type type) -> StringRef {
+    if (type.isBF16())
+      return "bf16";
+    if (type.isF16())
+      return "f16";
+    if (type.isF32())
+      return "f32";
+    if (type.isInteger(32))
+      return "i32";
+    return "i64";
+  };
+  auto func = op->getParentOfType<FunctionOpInterface>();
+  SmallVector<Attribute> params;
+  for (auto [name, value, fallback] :
+       llvm::zip(op.getParamNames(), op.getParams(), op.getParamDefaults())) {
+    Attribute defaultValue = isa<UnitAttr>(fallback) ? Attribute() : fallback;
+    SmallVector<NamedAttribute> fields{
+        b.getNamedAttr("name", name),
+        b.getNamedAttr("type", b.getStringAttr(typeName(value.getType())))};
+    if (defaultValue)
+      fields.push_back(b.getNamedAttr("default", defaultValue));
+    params.push_back(b.getDictionaryAttr(fields));
+  }
+  SmallVector<Attribute> captures;
+  for (auto [name, value] : llvm::zip(op.getCaptureNames(), op.getCaptures())) {
+    auto tensor = cast<RankedTensorType>(value.getType());
+    captures.push_back(b.getDictionaryAttr(
+        {b.getNamedAttr("name", name),
+         b.getNamedAttr("type", b.getStringAttr(typeName(tensor.getElementType()))),
+         b.getNamedAttr("rank", b.getI64IntegerAttr(tensor.getRank()))}));
+  }
+  std::string planText;
+  llvm::raw_string_ostream(planText) << plan;
+  return b.getDictionaryAttr({
+      b.getNamedAttr("format", b.getStringAttr("rbfc-kernel/1")),
+      b.getNamedAttr("name", b.getStringAttr(func ? func.getName() : entry)),
+      b.getNamedAttr("entry", b.getStringAttr(entry)),
+      b.getNamedAttr("arch", b.getStringAttr(plan.getArch())),
+      b.getNamedAttr("dtype", b.getStringAttr(typeName(config.elementType))),
+      b.getNamedAttr("head_dim", b.getI64IntegerAttr(config.headDim)),
+      b.getNamedAttr("normalization",
+                     b.getStringAttr(config.softmax ? "softmax" : "none")),
+      b.getNamedAttr("has_lse", b.getBoolAttr(config.hasLse)),
+      b.getNamedAttr("tile_m", b.getI64IntegerAttr(config.tileM)),
+      b.getNamedAttr("tile_n", b.getI64IntegerAttr(config.tileN)),
+      b.getNamedAttr("warps", b.getI64IntegerAttr(config.warps)),
+      b.getNamedAttr("stages", b.getI64IntegerAttr(config.stages)),
+      b.getNamedAttr("plan", b.getStringAttr(planText)),
+      b.getNamedAttr("shared_memory_bytes", b.getI64IntegerAttr(sharedBytes)),
+      b.getNamedAttr("params", b.getArrayAttr(params)),
+      b.getNamedAttr("captures", b.getArrayAttr(captures)),
+  });
+}
+
+} // namespace
+
+LogicalResult rbfc::verifyMmaSyncPlan(attn::AttentionOp op, attn::PlanAttr plan) {
+  auto queryType = cast<RankedTensorType>(op.getQuery().getType());
+  int64_t headDim = queryType.getDimSize(3);
+  Type element = queryType.getElementType();
+  int64_t threads = plan.getWarps() * kThreadsPerWarp;
+  auto fail = [&](const Twine &why) {
+    return op.emitOpError() << "plan " << plan << " cannot be built: " << why;
+  };
+  if (plan.getKernel() != "mma_sync")
+    return fail("only the mma_sync kernel structure is implemented");
+  if (!element.isBF16() && !element.isF16())
+    return fail("mma_sync kernels take bf16 or f16 inputs, not " +
+                llvm::Twine(element.isF32() ? "f32" : "this type"));
+  // The chunk swizzle XORs with the row, so a row holds a power of two of
+  // 16-byte chunks.
+  if (!llvm::is_contained({32, 64, 128, 256}, headDim))
+    return fail("the head dimension must be 32, 64, 128 or 256");
+  if (plan.getTileM() != kRowsPerWarp * plan.getWarps())
+    return fail("tile_m must be 16 x warps (each warp owns 16 query rows)");
+  if (plan.getTileN() % 16 != 0 || plan.getTileN() > threads ||
+      threads % plan.getTileN() != 0)
+    return fail("tile_n must be a multiple of 16 that divides 32 x warps");
+  if ((plan.getTileN() * headDim / kChunk) % threads != 0 ||
+      (plan.getTileM() * headDim / kChunk) % threads != 0)
+    return fail("the tiles must split into 16-byte copies evenly over the threads");
+  if ((headDim / kChunk) % (threads / plan.getTileN()) != 0)
+    return fail("a key row must split evenly over the threads that share it");
+  if (plan.getStages() < 2)
+    return fail("stages must be at least 2");
+  return success();
+}
+
+FailureOr<gpu::GPUFuncOp> rbfc::buildFlashKernel(attn::AttentionOp op,
+                                                 gpu::GPUModuleOp module,
+                                                 StringRef name) {
+  std::optional<attn::PlanAttr> plan = op.getPlan();
+  if (!plan)
+    return op.emitOpError() << "has no plan; run attn-select-plan first";
+  if (failed(verifyMmaSyncPlan(op, *plan)))
+    return failure();
+  auto queryType = cast<RankedTensorType>(op.getQuery().getType());
+  attn::ScoreDependence dependence;
+  if (!op.getQScale().empty() &&
+      !dependence.isRowOnly(attn::AttentionOp::getYielded(op.getQScale())[0]))
+    return op.emitOpError() << "q_scale depends on the key; the kernel scales "
+                               "whole query rows";
+  if (!op.getKeyBias().empty() &&
+      !dependence.isKeyOnly(attn::AttentionOp::getYielded(op.getKeyBias())[0]))
+    return op.emitOpError() << "key_bias depends on the query; the kernel "
+                               "computes it once per key";
+  KernelConfig config{queryType.getDimSize(3),
+                      plan->getTileM(),
+                      plan->getTileN(),
+                      plan->getWarps(),
+                      plan->getStages(),
+                      queryType.getElementType(),
+                      op.isSoftmax(),
+                      op.getLog2Domain(),
+                      op.getLse() != nullptr};
+  ImplicitLocOpBuilder b(op.getLoc(), op.getContext());
+  FlashKernelBuilder builder(op, config, b);
+  LLVM_DEBUG(llvm::dbgs() << "building " << name << " with " << *plan << "\n");
+  return builder.build(module, name);
+}
