@@ -43,4 +43,42 @@ def AttnLowerToNVGPU : Pass<"attn-lower-to-nvgpu", "::mlir::ModuleOp"> {
   ];
 }
 
+def AttnLowerToHost : Pass<"attn-lower-to-host", "::mlir::ModuleOp"> {
+  let summary = "lower every attention op to a tiled streaming-softmax CPU function";
+  let description = [{
+    Replaces every function holding one canonical attn.attention by a
+    function on strided memrefs that the host backend JIT-compiles
+    (docs/host-backend.md):
+
+        func.func @NAME(%q, %k, %v, %o, [%lse,] params..., captures...,
+                        %work_begin: index, %work_end: index)
+            attributes {llvm.emit_c_interface}
+
+    A work item is one (batch, head, query tile of `tile-m` rows); the
+    function runs the items in [work_begin, work_end), so a thread pool can
+    split the range. Per item it walks the key tiles of `tile-n` keys with a
+    running maximum, running sum and output rescale (online softmax in the
+    log2 domain: weights are exp2 of the score). The tile_class region
+    classifies each key tile: all-masked tiles are skipped, all-kept tiles
+    run without the per-element mask. The key_bias region is evaluated once
+    per key tile into a scratch buffer; dot products and the P*V update run
+    on `vector<head_dim x f32>` values along head_dim; bf16/f16 inputs are
+    extended to f32 and every accumulation is f32. Any q_len/kv_len works
+    (partial tiles are bounded by the lengths, never padded). Fully masked
+    rows give zeros and an LSE of -inf. The function's `rbfc.tile_m`
+    attribute tells the caller how to count work items.
+  }];
+  let options = [
+    Option<"tileM", "tile-m", "int64_t", /*default=*/"32",
+           "query rows per work item">,
+    Option<"tileN", "tile-n", "int64_t", /*default=*/"64",
+           "keys per key tile (the unit of mask classification)">,
+  ];
+  let dependentDialects = [
+    "::mlir::arith::ArithDialect", "::mlir::func::FuncDialect",
+    "::mlir::math::MathDialect", "::mlir::memref::MemRefDialect",
+    "::mlir::scf::SCFDialect", "::mlir::vector::VectorDialect"
+  ];
+}
+
 #endif // RBFC_CONVERSION_PASSES

@@ -1,0 +1,118 @@
+//===- HostKernel.h - a JIT-compiled CPU attention kernel -------*- C++ -*-===//
+//
+// Compiles an attention spec in-process for the CPU this runs on and runs it
+// on host buffers:
+//
+//   auto kernel = rbfc::host::HostKernel::compile(source, "rbf.attn", {});
+//   rbfc::host::HostKernelArgs args;
+//   args.query = {q, rbfc::host::ElementType::f32, {B, H, Nq, D}, {...}};
+//   ...
+//   if (llvm::Error error = (*kernel)->run(args)) ...
+//
+// The kernel is the tiled streaming-softmax schedule of attn-lower-to-host,
+// run by a pool of threads over (batch, head, query tile) work items.
+// docs/host-backend.md describes the schedule and the ABI.
+//
+//===----------------------------------------------------------------------===//
+#ifndef RBFC_HOST_HOSTKERNEL_H
+#define RBFC_HOST_HOSTKERNEL_H
+
+#include "rbfc/Host/HostPipeline.h"
+
+#include "llvm/ADT/StringRef.h"
+#include "llvm/Support/Error.h"
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace mlir {
+class ExecutionEngine;
+} // namespace mlir
+
+namespace rbfc::host {
+
+enum class ElementType { f32, f16, bf16, i32, i64 };
+
+/// A strided view of host memory; sizes and strides count elements.
+struct TensorRef {
+  void *data = nullptr;
+  ElementType type = ElementType::f32;
+  std::vector<int64_t> sizes;
+  std::vector<int64_t> strides;
+};
+
+/// Row-major strides of `sizes`.
+std::vector<int64_t> contiguousStrides(const std::vector<int64_t> &sizes);
+
+struct HostKernelOptions {
+  int64_t headDim = 64;
+  /// Element type of q, k, v and the output: "f32", "f16" or "bf16".
+  std::string dtype = "f32";
+  /// Whether the kernel also writes the log-sum-exp of every query row.
+  bool withLse = false;
+  HostTiling tiling;
+};
+
+/// The inputs and outputs of one call. q/o are [batch, heads, q_len,
+/// head_dim], k/v [batch, kv_heads, kv_len, head_dim] with a head_dim
+/// stride of 1; lse is [batch, heads, q_len] f32 (only with `withLse`).
+struct HostKernelArgs {
+  TensorRef query, key, value, output, lse;
+  /// Spec parameters by name; a parameter left out takes its default.
+  std::map<std::string, double> params;
+  /// Captured tensors by name (every capture of the spec is required).
+  std::map<std::string, TensorRef> captures;
+  /// Worker threads; 0 uses one per hardware thread.
+  unsigned numThreads = 0;
+};
+
+class HostKernel {
+public:
+  struct Param {
+    std::string name;
+    bool isInteger;
+    std::optional<double> defaultValue;
+  };
+  struct Capture {
+    std::string name;
+    ElementType type;
+    int64_t rank;
+  };
+
+  /// Parses `source` (an .attn spec; `bufferName` names it in diagnostics),
+  /// runs the canonical pipeline and the host lowering and JIT-compiles the
+  /// result. Errors carry the compiler's diagnostics.
+  static llvm::Expected<std::unique_ptr<HostKernel>>
+  compile(llvm::StringRef source, llvm::StringRef bufferName,
+          const HostKernelOptions &options);
+
+  ~HostKernel();
+
+  /// Runs the kernel. Every size, stride and type is checked first; a
+  /// mismatch returns an error and touches no buffer.
+  llvm::Error run(const HostKernelArgs &args) const;
+
+  llvm::StringRef name() const { return entryName; }
+  const std::vector<Param> &params() const { return paramInfo; }
+  const std::vector<Capture> &captures() const { return captureInfo; }
+  const HostKernelOptions &options() const { return compileOptions; }
+  bool isSoftmax() const { return softmax; }
+
+private:
+  HostKernel() = default;
+
+  HostKernelOptions compileOptions;
+  std::string entryName;
+  std::vector<Param> paramInfo;
+  std::vector<Capture> captureInfo;
+  bool softmax = true;
+  std::unique_ptr<mlir::ExecutionEngine> engine;
+  void (*entry)(void **) = nullptr;
+};
+
+} // namespace rbfc::host
+
+#endif // RBFC_HOST_HOSTKERNEL_H

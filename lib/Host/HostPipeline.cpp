@@ -1,0 +1,172 @@
+//===- HostPipeline.cpp - from canonical attn IR to host code -------------===//
+#include "rbfc/Host/HostPipeline.h"
+
+#include "rbfc/Conversion/Passes.h"
+
+#include "mlir/Conversion/ArithToLLVM/ArithToLLVM.h"
+#include "mlir/Conversion/ControlFlowToLLVM/ControlFlowToLLVM.h"
+#include "mlir/Conversion/FuncToLLVM/ConvertFuncToLLVMPass.h"
+#include "mlir/Conversion/IndexToLLVM/IndexToLLVM.h"
+#include "mlir/Conversion/MathToLLVM/MathToLLVM.h"
+#include "mlir/Conversion/MathToLibm/MathToLibm.h"
+#include "mlir/Conversion/MemRefToLLVM/MemRefToLLVM.h"
+#include "mlir/Conversion/ReconcileUnrealizedCasts/ReconcileUnrealizedCasts.h"
+#include "mlir/Conversion/SCFToControlFlow/SCFToControlFlow.h"
+#include "mlir/Conversion/UBToLLVM/UBToLLVM.h"
+#include "mlir/Conversion/VectorToLLVM/ConvertVectorToLLVMPass.h"
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Arith/Transforms/Passes.h"
+#include "mlir/Dialect/ControlFlow/IR/ControlFlow.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/ExecutionEngine/ExecutionEngine.h"
+#include "mlir/ExecutionEngine/OptUtils.h"
+#include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Export.h"
+#include "mlir/Transforms/Passes.h"
+#include "llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h"
+#include "llvm/IR/LegacyPassManager.h"
+#include "llvm/IR/Module.h"
+#include "llvm/Support/Debug.h"
+#include "llvm/Support/TargetSelect.h"
+#include "llvm/Target/TargetMachine.h"
+
+#define DEBUG_TYPE "rbfc-host-pipeline"
+
+using namespace mlir;
+
+void rbfc::host::registerHostDialects(MLIRContext &context) {
+  DialectRegistry registry;
+  registry.insert<arith::ArithDialect, cf::ControlFlowDialect,
+                  func::FuncDialect, LLVM::LLVMDialect, math::MathDialect,
+                  memref::MemRefDialect, scf::SCFDialect,
+                  vector::VectorDialect>();
+  registerBuiltinDialectTranslation(registry);
+  registerLLVMDialectTranslation(registry);
+  context.appendDialectRegistry(registry);
+}
+
+void rbfc::host::buildHostLoweringPipeline(OpPassManager &pm,
+                                           const HostTiling &tiling) {
+  AttnLowerToHostOptions lowering;
+  lowering.tileM = tiling.tileM;
+  lowering.tileN = tiling.tileN;
+  pm.addPass(createAttnLowerToHost(lowering));
+  pm.addPass(createCanonicalizerPass());
+  pm.addPass(createCSEPass());
+  // ceildivsi and min/max need expanding for LLVM; bf16 <-> f32 becomes
+  // integer shifts, which every x86 CPU runs (no avx512_bf16 needed).
+  arith::ArithExpandOpsPassOptions expand;
+  expand.includeBf16 = true;
+  pm.addPass(arith::createArithExpandOpsPass(expand));
+  pm.addPass(createSCFToControlFlowPass());
+  // exp2/log2/sqrt become LLVM intrinsics; what has none (tanh) calls libm.
+  pm.addPass(createConvertMathToLLVMPass());
+  pm.addPass(createConvertMathToLibmPass());
+  ConvertVectorToLLVMPassOptions vectorOptions;
+  vectorOptions.reassociateFPReductions = true;
+  pm.addPass(createConvertVectorToLLVMPass(vectorOptions));
+  pm.addPass(createArithToLLVMConversionPass());
+  pm.addPass(createFinalizeMemRefToLLVMConversionPass());
+  pm.addPass(createConvertFuncToLLVMPass());
+  pm.addPass(createConvertControlFlowToLLVMPass());
+  pm.addPass(createConvertIndexToLLVMPass());
+  pm.addPass(createUBToLLVMConversionPass());
+  pm.addPass(createReconcileUnrealizedCastsPass());
+}
+
+llvm::Expected<std::unique_ptr<llvm::TargetMachine>>
+rbfc::host::createHostTargetMachine() {
+  static const bool initialized = [] {
+    llvm::InitializeNativeTarget();
+    llvm::InitializeNativeTargetAsmPrinter();
+    return true;
+  }();
+  (void)initialized;
+  // detectHost() takes the CPU name and its features (AVX-512, F16C, ...),
+  // so vector<head_dim x f32> code uses the widest registers available.
+  auto builder = llvm::orc::JITTargetMachineBuilder::detectHost();
+  if (!builder)
+    return builder.takeError();
+  builder->setCodeGenOptLevel(llvm::CodeGenOptLevel::Aggressive);
+  LLVM_DEBUG(llvm::dbgs() << "host target: " << builder->getCPU() << "\n");
+  return builder->createTargetMachine();
+}
+
+llvm::Expected<std::unique_ptr<llvm::Module>>
+rbfc::host::translateAndOptimize(ModuleOp module,
+                                 llvm::LLVMContext &llvmContext,
+                                 llvm::TargetMachine &targetMachine) {
+  std::unique_ptr<llvm::Module> llvmModule =
+      translateModuleToLLVMIR(module, llvmContext);
+  if (!llvmModule)
+    return llvm::createStringError("cannot translate the host kernel to "
+                                   "LLVM IR");
+  ExecutionEngine::setupTargetTripleAndDataLayout(llvmModule.get(),
+                                                  &targetMachine);
+  auto optimize = makeOptimizingTransformer(/*optLevel=*/3, /*sizeLevel=*/0,
+                                            &targetMachine);
+  if (llvm::Error error = optimize(llvmModule.get()))
+    return std::move(error);
+  return llvmModule;
+}
+
+LogicalResult rbfc::host::emitHostArtifact(ModuleOp module, StringRef emit,
+                                           const HostTiling &tiling,
+                                           llvm::raw_pwrite_stream &os) {
+  MLIRContext &context = *module.getContext();
+  registerHostDialects(context);
+  PassManager pm(&context);
+  if (emit == "kernel") {
+    AttnLowerToHostOptions lowering;
+    lowering.tileM = tiling.tileM;
+    lowering.tileN = tiling.tileN;
+    pm.addPass(createAttnLowerToHost(lowering));
+    pm.addPass(createCanonicalizerPass());
+    pm.addPass(createCSEPass());
+    if (failed(pm.run(module)))
+      return failure();
+    module.print(os);
+    return success();
+  }
+  buildHostLoweringPipeline(pm, tiling);
+  if (failed(pm.run(module)))
+    return failure();
+
+  auto reportError = [&](llvm::Error error) -> LogicalResult {
+    emitError(module.getLoc())
+        << "host backend: " << llvm::toString(std::move(error));
+    return failure();
+  };
+  auto targetMachine = createHostTargetMachine();
+  if (!targetMachine)
+    return reportError(targetMachine.takeError());
+  llvm::LLVMContext llvmContext;
+  auto llvmModule = translateAndOptimize(module, llvmContext, **targetMachine);
+  if (!llvmModule)
+    return reportError(llvmModule.takeError());
+  if (emit == "llvm") {
+    (*llvmModule)->print(os, nullptr);
+    return success();
+  }
+  if (emit != "obj")
+    return reportError(llvm::createStringError(
+        "--target=host emits kernel, llvm or obj, not " + emit));
+  // Object emission needs a seekable stream; standard output is not one.
+  llvm::SmallVector<char, 0> object;
+  llvm::raw_svector_ostream objectStream(object);
+  llvm::legacy::PassManager codegen;
+  if ((*targetMachine)
+          ->addPassesToEmitFile(codegen, objectStream, nullptr,
+                                llvm::CodeGenFileType::ObjectFile))
+    return reportError(llvm::createStringError(
+        "the host target cannot emit object files"));
+  codegen.run(**llvmModule);
+  os.write(object.data(), object.size());
+  return success();
+}

@@ -1,0 +1,132 @@
+// RUN: rbf-opt %s --split-input-file --verify-diagnostics \
+// RUN:   --attn-lower-to-host="tile-m=16 tile-n=32" | FileCheck %s
+
+// Causal attention in canonical form (rbfc examples/causal.attn --lse): the
+// kernel walks key tiles of 32, skips the tiles tile_class calls masked and
+// evaluates the mask per element only in partial tiles.
+
+// CHECK-LABEL: func.func @causal(
+// CHECK-SAME: memref<?x?x?x16xbf16, strided<[?, ?, ?, 1], offset: ?>>
+// CHECK-SAME: memref<?x?x?xf32, strided<[?, ?, ?], offset: ?>>, %[[BEGIN:.*]]: index, %[[END:.*]]: index)
+// CHECK-SAME: llvm.emit_c_interface
+// CHECK-SAME: rbfc.tile_m = 16 : i64, rbfc.tile_n = 32 : i64
+// CHECK: scf.for %{{.*}} = %[[BEGIN]] to %[[END]]
+// Key tiles: all_kept = kv_hi <= q_lo, all_masked = kv_lo > q_hi.
+// CHECK: scf.for %[[KV_LO:.*]] = %{{.*}} to %{{.*}} step %c32
+// CHECK: %[[KEPT:.*]] = arith.cmpi sle
+// CHECK: %[[MASKED:.*]] = arith.cmpi sgt, %[[KV_LO]]
+// CHECK: %[[LIVE:.*]] = arith.xori %[[MASKED]], %true
+// CHECK: scf.if %[[LIVE]]
+// CHECK: scf.if %[[KEPT]]
+// The all-kept tile: dot along head_dim, running max, rescale, P*V.
+// CHECK: vector.load {{.*}} vector<16xbf16>
+// CHECK: arith.extf {{.*}} : vector<16xbf16> to vector<16xf32>
+// CHECK: vector.reduction <add>, {{.*}} fastmath<reassoc> : vector<16xf32> into f32
+// CHECK-NOT: arith.cmpi sle
+// CHECK: arith.maximumf
+// CHECK: math.exp2
+// CHECK: vector.fma {{.*}} : vector<16xf32>
+// CHECK: } else {
+// The partial tile: the mask per element, masked keys skip the update.
+// CHECK: vector.reduction <add>
+// CHECK: arith.cmpi sle
+// CHECK: arith.select {{.*}}, %cst
+// CHECK: arith.cmpf une
+// CHECK: scf.if
+// CHECK: vector.fma
+// The output row is normalised and rounded; lse = (max + log2 sum) * ln 2.
+// CHECK: arith.divf
+// CHECK: arith.truncf {{.*}} vector<16xf32> to vector<16xbf16>
+// CHECK: math.log2
+// CHECK-NOT: attn.
+module {
+  func.func @causal(%arg0: tensor<?x?x?x16xbf16>, %arg1: tensor<?x?x?x16xbf16>, %arg2: tensor<?x?x?x16xbf16>) -> (tensor<?x?x?x16xbf16>, tensor<?x?x?xf32>) {
+    %0:2 = attn.attention softmax %arg0, %arg1, %arg2 {capture_names = [], log2_domain, param_defaults = [], param_names = []} : tensor<?x?x?x16xbf16>, tensor<?x?x?x16xbf16>, tensor<?x?x?x16xbf16> -> tensor<?x?x?x16xbf16>, tensor<?x?x?xf32> score {
+    ^bb0(%b: index, %h: index, %q_idx: index, %kv_idx: index):
+      %1 = attn.scaled_dot : f32
+      attn.yield %1 : f32
+    } mask {
+    ^bb0(%b: index, %h: index, %q_idx: index, %kv_idx: index):
+      %1 = arith.cmpi sle, %kv_idx, %q_idx : index
+      attn.yield %1 : i1
+    } q_scale {
+    ^bb0(%b: index, %h: index, %q_idx: index, %kv_idx: index):
+      %cst = arith.constant 0.360673755 : f32
+      attn.yield %cst : f32
+    } tile_class {
+    ^bb0(%b: index, %h: index, %q_lo: index, %q_hi: index, %kv_lo: index, %kv_hi: index):
+      %1 = arith.cmpi sle, %kv_hi, %q_lo : index
+      %2 = arith.cmpi sgt, %kv_lo, %q_hi : index
+      attn.yield %1, %2 : i1, i1
+    }
+    return %0#0, %0#1 : tensor<?x?x?x16xbf16>, tensor<?x?x?xf32>
+  }
+}
+
+// -----
+
+// RBF under `none`: no running maximum (weights are exp2(score) as they
+// are), the key_bias region runs once per key into a scratch buffer.
+
+// CHECK-LABEL: func.func @rbf_none(
+// CHECK-SAME: %{{.*}}: f32, %{{.*}}: index, %{{.*}}: index)
+// CHECK: %[[KEY_BIAS:.*]] = memref.alloca() : memref<32xf32>
+// CHECK: scf.for
+// CHECK: scf.for
+// CHECK: arith.mulf {{.*}} : vector<16xf32>
+// CHECK: vector.reduction <add>
+// CHECK: memref.store %{{.*}}, %[[KEY_BIAS]]
+// CHECK: memref.load %[[KEY_BIAS]]
+// CHECK-NOT: arith.maximumf
+// CHECK: math.exp2
+// CHECK: vector.fma
+module {
+  func.func @rbf_none(%arg0: tensor<?x?x?x16xf32>, %arg1: tensor<?x?x?x16xf32>, %arg2: tensor<?x?x?x16xf32>, %arg3: f32) -> tensor<?x?x?x16xf32> {
+    %0 = attn.attention none %arg0, %arg1, %arg2 params(%arg3 : f32) {capture_names = [], log2_domain, param_defaults = [2.500000e-01 : f32], param_names = ["gamma"]} : tensor<?x?x?x16xf32>, tensor<?x?x?x16xf32>, tensor<?x?x?x16xf32> -> tensor<?x?x?x16xf32> score {
+    ^bb0(%b: index, %h: index, %q_idx: index, %kv_idx: index, %gamma: f32):
+      %cst = arith.constant 1.44269502 : f32
+      %1 = attn.scaled_dot : f32
+      %2 = attn.key_bias : f32
+      %3 = attn.norm2 q : f32
+      %4 = arith.mulf %gamma, %cst : f32
+      %5 = arith.mulf %4, %3 : f32
+      %6 = arith.subf %1, %5 : f32
+      %7 = arith.addf %6, %2 : f32
+      attn.yield %7 : f32
+    } q_scale {
+    ^bb0(%b: index, %h: index, %q_idx: index, %kv_idx: index, %gamma: f32):
+      %cst = arith.constant 2.885390e+00 : f32
+      %1 = arith.mulf %gamma, %cst : f32
+      attn.yield %1 : f32
+    } key_bias {
+    ^bb0(%b: index, %h: index, %q_idx: index, %kv_idx: index, %gamma: f32):
+      %cst = arith.constant 1.44269502 : f32
+      %1 = attn.norm2 k : f32
+      %2 = arith.mulf %gamma, %cst : f32
+      %3 = arith.mulf %2, %1 : f32
+      %4 = arith.negf %3 : f32
+      attn.yield %4 : f32
+    }
+    return %0 : tensor<?x?x?x16xf32>
+  }
+}
+
+// -----
+
+// The host backend builds one kernel per function.
+module {
+  // expected-error @+1 {{holds 2 attention ops; the host backend builds one kernel per function}}
+  func.func @two(%q: tensor<?x?x?x16xf32>, %k: tensor<?x?x?x16xf32>, %v: tensor<?x?x?x16xf32>) -> (tensor<?x?x?x16xf32>, tensor<?x?x?x16xf32>) {
+    %0 = attn.attention softmax %q, %k, %v {capture_names = [], log2_domain, param_defaults = [], param_names = []} : tensor<?x?x?x16xf32>, tensor<?x?x?x16xf32>, tensor<?x?x?x16xf32> -> tensor<?x?x?x16xf32> score {
+    ^bb0(%b: index, %h: index, %q_idx: index, %kv_idx: index):
+      %1 = attn.dot : f32
+      attn.yield %1 : f32
+    }
+    %1 = attn.attention softmax %q, %k, %v {capture_names = [], log2_domain, param_defaults = [], param_names = []} : tensor<?x?x?x16xf32>, tensor<?x?x?x16xf32>, tensor<?x?x?x16xf32> -> tensor<?x?x?x16xf32> score {
+    ^bb0(%b: index, %h: index, %q_idx: index, %kv_idx: index):
+      %2 = attn.dot : f32
+      attn.yield %2 : f32
+    }
+    return %0, %1 : tensor<?x?x?x16xf32>, tensor<?x?x?x16xf32>
+  }
+}
