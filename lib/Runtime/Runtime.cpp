@@ -130,8 +130,10 @@ rbfc_status loadModule(const void *image, size_t imageSize,
                 describeCudaError(*driver, "cuModuleGetFunction", result) +
                     " (entry '" + d.entry + "' from the descriptor)");
   }
-  // Above 48 KiB of dynamic shared memory a kernel must opt in.
-  if (raw->descriptor.sharedMemoryBytes > 48 * 1024) {
+  // Above 48 KiB of shared memory in all a kernel must opt in; the kernel's
+  // own static shared bytes count towards that limit too, so opt in for any
+  // dynamic amount (a no-op below the limit).
+  if (raw->descriptor.sharedMemoryBytes > 0) {
     result = driver->funcSetAttribute(
         raw->function, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
         int(raw->descriptor.sharedMemoryBytes));

@@ -46,8 +46,10 @@ using namespace rbfc;
 namespace {
 
 constexpr int64_t kThreadsPerWarp = 32;
-/// Rows of the mma.sync m16n8k16 tile, which one warp owns.
-constexpr int64_t kRowsPerWarp = 16;
+/// Rows of the mma.sync m16n8k16 tile (an "atom"); a warp owns one or more.
+constexpr int64_t kAtomRows = 16;
+/// Registers a warp may spend on keeping its Q fragments resident.
+constexpr int64_t kResidentQueryRegisters = 32;
 /// 16-bit elements in the 16-byte chunk cp.async and ldmatrix move.
 constexpr int64_t kChunk = 8;
 
@@ -58,6 +60,18 @@ struct KernelConfig {
   bool softmax, log2Domain, hasLse;
 
   int64_t threads() const { return warps * kThreadsPerWarp; }
+  /// m16 atoms per warp: every K/V fragment a warp loads feeds this many
+  /// mma, which is what keeps ldmatrix below shared memory's bandwidth.
+  int64_t atoms() const { return tileM / (kAtomRows * warps); }
+  int64_t rowsPerWarp() const { return tileM / warps; }
+  /// Rows each lane holds: l/4 and l/4 + 8 of every atom.
+  int64_t lanesRows() const { return 2 * atoms(); }
+  int64_t dimSlices() const { return headDim / 16; }
+  /// Q fragments stay in registers when small; otherwise they are reloaded
+  /// from shared memory for every K tile (as FlashAttention-2 does).
+  bool queryResident() const {
+    return atoms() * dimSlices() * 4 <= kResidentQueryRegisters;
+  }
   int64_t chunksPerRow() const { return headDim / kChunk; }
   int64_t swizzleRows() const { return std::min<int64_t>(8, chunksPerRow()); }
   int64_t tileElements(int64_t rows) const { return rows * headDim; }
@@ -66,6 +80,14 @@ struct KernelConfig {
 /// The 4 f32 accumulators of one m16n8 mma tile: c0, c1 in row l/4, c2, c3
 /// in row l/4 + 8, columns 2(l%4) and 2(l%4) + 1.
 using Accumulator = std::array<Value, 4>;
+
+/// Groups loop-carried or yielded values back into accumulators.
+SmallVector<Accumulator> unflatten(ValueRange values) {
+  SmallVector<Accumulator> accumulators(values.size() / 4);
+  for (auto [i, value] : llvm::enumerate(values))
+    accumulators[i / 4][i % 4] = value;
+  return accumulators;
+}
 
 /// Where each kernel argument of docs/abi.md sits.
 struct KernelArgs {
@@ -102,6 +124,10 @@ public:
 private:
   /// The launch descriptor of docs/abi.md as a dictionary attribute.
   DictionaryAttr describe(StringRef entry, int64_t sharedBytes);
+  /// Lets every float multiply-add pair of the kernel fuse into one FMA,
+  /// as nvcc does by default (-fmad=true): without the flag NVPTX emits
+  /// mul.rn/add.rn, which ptxas must not contract.
+  void allowContraction(gpu::GPUFuncOp func);
 
   // Scalar helpers.
   Value index(int64_t value) { return arith::ConstantIndexOp::create(b, value); }
@@ -160,8 +186,12 @@ private:
                      Value globalBase, Value rowStride, Value firstRow,
                      Value length, int64_t rows);
   void issueKeyValueCopy(Value tile, Value buffer);
-  SmallVector<Value> loadQueryFragments();
-  std::array<Value, 2> computeQueryNorms();
+  /// The A registers of Q rows of `atom`, head dims [16 slice, 16 slice + 16).
+  std::array<Value, 4> loadQueryFragment(int64_t atom, int64_t slice);
+  SmallVector<Value> computeQueryNorms();
+  Value warpRow(int64_t atom) {
+    return add(mul(warp, config.rowsPerWarp()), atom * kAtomRows);
+  }
   /// Sum of squares of the 8 elements of one 16-byte chunk, in f32.
   Value chunkSquareSum(Value shared, Value offset);
   Value bufferBase(Value buffer, int64_t rows) {
@@ -182,8 +212,7 @@ private:
   std::array<Value, 4> ldmatrix(Value shared, Value offset, bool transpose);
   Value packPair(Value low, Value high);
   LogicalResult storeResults(ArrayRef<Accumulator> output,
-                             std::array<Value, 2> rowMax,
-                             std::array<Value, 2> rowSum);
+                             ArrayRef<Value> rowMax, ArrayRef<Value> rowSum);
 
   // Region inlining.
   FailureOr<Value> materialize(Operation *attnOp, IRMapping &mapping,
@@ -221,7 +250,8 @@ private:
   Value batchIdx, headIdx, qLo, qTileLast;
   Value qBase, kBase, vBase, oBase;
   Value sharedQuery, sharedKey, sharedValue, sharedKeyBias, sharedKeyNorm;
-  std::array<Value, 2> rowIdx, rowQScale, rowQueryNorm;
+  /// Per lane row r (atom r / 2, half r % 2): index, q_scale, ||q||^2.
+  SmallVector<Value> rowIdx, rowQScale, rowQueryNorm;
   bool needsKeyNorm = false;
   Value negInf;
 };
@@ -591,18 +621,13 @@ FailureOr<Value> FlashKernelBuilder::scanLiveTile(Value from, Value bound,
 // The schedule
 //===----------------------------------------------------------------------===//
 
-SmallVector<Value> FlashKernelBuilder::loadQueryFragments() {
+std::array<Value, 4> FlashKernelBuilder::loadQueryFragment(int64_t atom,
+                                                           int64_t slice) {
   // ldmatrix.x4: lanes 0-15 address rows 0-15 at column 0 of the k-slice,
   // lanes 16-31 the same rows at column 8: registers a0..a3 of m16n8k16.
-  Value row = add(mul(warp, kRowsPerWarp), rem(lane, 16));
-  Value chunkInSlice = div(lane, 16);
-  SmallVector<Value> fragments;
-  for (int64_t slice = 0; slice < config.headDim / 16; ++slice) {
-    Value chunk = add(chunkInSlice, 2 * slice);
-    auto registers = ldmatrix(sharedQuery, swizzled(row, chunk), false);
-    fragments.append(registers.begin(), registers.end());
-  }
-  return fragments;
+  Value row = add(warpRow(atom), rem(lane, 16));
+  Value chunk = add(div(lane, 16), 2 * slice);
+  return ldmatrix(sharedQuery, swizzled(row, chunk), false);
 }
 
 Value FlashKernelBuilder::chunkSquareSum(Value shared, Value offset) {
@@ -618,18 +643,18 @@ Value FlashKernelBuilder::chunkSquareSum(Value shared, Value offset) {
                                      arith::MulFOp::create(b, wide, wide));
 }
 
-std::array<Value, 2> FlashKernelBuilder::computeQueryNorms() {
+SmallVector<Value> FlashKernelBuilder::computeQueryNorms() {
   // The four lanes of a group share a row: each sums a quarter of it.
   int64_t chunksPerLane = config.chunksPerRow() / 4;
-  std::array<Value, 2> norms;
-  for (int64_t half = 0; half < 2; ++half) {
-    Value row = add(add(mul(warp, kRowsPerWarp), laneGroup), 8 * half);
+  SmallVector<Value> norms(config.lanesRows());
+  for (int64_t r = 0; r < config.lanesRows(); ++r) {
+    Value row = add(add(warpRow(r / 2), laneGroup), 8 * (r % 2));
     Value sum = f32(0.0);
     for (int64_t c = 0; c < chunksPerLane; ++c) {
       Value chunk = add(mul(laneInGroup, chunksPerLane), c);
       sum = fadd(sum, chunkSquareSum(sharedQuery, swizzled(row, chunk)));
     }
-    norms[half] = laneSum(sum, 4);
+    norms[r] = laneSum(sum, 4);
   }
   return norms;
 }
@@ -672,23 +697,37 @@ LogicalResult FlashKernelBuilder::computeKeyTerms(Value tile, Value buffer) {
 SmallVector<Accumulator>
 FlashKernelBuilder::computeScores(ArrayRef<Value> queryFragments,
                                   Value keyBase) {
+  // Accumulators of atom a, 8-key slice n at a * slices + n.
   int64_t slices = config.tileN / 8;
-  SmallVector<Accumulator> scores(slices, {f32(0.0), f32(0.0), f32(0.0), f32(0.0)});
+  SmallVector<Accumulator> scores(config.atoms() * slices,
+                                  {f32(0.0), f32(0.0), f32(0.0), f32(0.0)});
   // ldmatrix.x4 over 16 keys x 16 dims: matrices (keys 0-7, dims 0-7),
   // (keys 0-7, dims 8-15), (keys 8-15, dims 0-7), (keys 8-15, dims 8-15)
   // are the b0/b1 registers of two adjacent 8-key slices.
   Value keyInPair = add(rem(lane, 8), mul(div(lane, 16), 8));
   Value chunkInSlice = rem(div(lane, 8), 2);
-  for (int64_t dimSlice = 0; dimSlice < config.headDim / 16; ++dimSlice) {
-    ArrayRef<Value> a = queryFragments.slice(4 * dimSlice, 4);
+  for (int64_t dimSlice = 0; dimSlice < config.dimSlices(); ++dimSlice) {
+    SmallVector<std::array<Value, 4>> a;
+    for (int64_t atom = 0; atom < config.atoms(); ++atom) {
+      if (queryFragments.empty()) {
+        a.push_back(loadQueryFragment(atom, dimSlice));
+        continue;
+      }
+      ArrayRef<Value> resident = queryFragments.slice(
+          4 * (atom * config.dimSlices() + dimSlice), 4);
+      a.push_back({resident[0], resident[1], resident[2], resident[3]});
+    }
     for (int64_t pair = 0; pair < slices / 2; ++pair) {
       Value row = add(keyInPair, 16 * pair);
       Value chunk = add(chunkInSlice, 2 * dimSlice);
       auto registers = ldmatrix(sharedKey, add(keyBase, swizzled(row, chunk)),
                                 false);
-      scores[2 * pair] = mma(a, {registers[0], registers[1]}, scores[2 * pair]);
-      scores[2 * pair + 1] =
-          mma(a, {registers[2], registers[3]}, scores[2 * pair + 1]);
+      for (int64_t atom = 0; atom < config.atoms(); ++atom) {
+        Accumulator &left = scores[atom * slices + 2 * pair];
+        Accumulator &right = scores[atom * slices + 2 * pair + 1];
+        left = mma(a[atom], {registers[0], registers[1]}, left);
+        right = mma(a[atom], {registers[2], registers[3]}, right);
+      }
     }
   }
   return scores;
@@ -699,23 +738,26 @@ FlashKernelBuilder::applyScoreRegion(ArrayRef<Accumulator> dots, Value kvLo,
                                      bool masked) {
   SmallVector<Accumulator> scores(dots.size());
   Value log2e = config.log2Domain ? Value() : f32(M_LOG2E);
-  for (auto [slice, dot] : llvm::enumerate(dots)) {
+  int64_t slices = config.tileN / 8;
+  for (int64_t slice = 0; slice < slices; ++slice) {
     for (int64_t column = 0; column < 2; ++column) {
       Value keyInTile = add(mul(laneInGroup, 2), 8 * slice + column);
       ElementValues element;
       element.kvIdx = add(kvLo, keyInTile);
+      // A key's terms are read once and shared by all rows of the lane.
       if (sharedKeyBias)
         element.keyBias =
             memref::LoadOp::create(b, sharedKeyBias, ValueRange{keyInTile});
       if (sharedKeyNorm)
         element.keyNorm =
             memref::LoadOp::create(b, sharedKeyNorm, ValueRange{keyInTile});
-      for (int64_t half = 0; half < 2; ++half) {
-        int64_t e = 2 * half + column;
-        element.qIdx = rowIdx[half];
-        element.qScale = rowQScale[half];
-        element.queryNorm = rowQueryNorm[half];
-        element.dot = dot[e];
+      for (int64_t r = 0; r < config.lanesRows(); ++r) {
+        int64_t accumulator = (r / 2) * slices + slice;
+        int64_t e = 2 * (r % 2) + column;
+        element.qIdx = rowIdx[r];
+        element.qScale = rowQScale[r];
+        element.queryNorm = rowQueryNorm[r];
+        element.dot = dots[accumulator][e];
         auto score = evaluateElementRegion(op.getScore(), element);
         if (failed(score))
           return failure();
@@ -730,7 +772,7 @@ FlashKernelBuilder::applyScoreRegion(ArrayRef<Accumulator> dots, Value kvLo,
           }
           value = select(keep, value, negInf);
         }
-        scores[slice][e] = value;
+        scores[accumulator][e] = value;
       }
     }
   }
@@ -741,49 +783,63 @@ SmallVector<Accumulator>
 FlashKernelBuilder::accumulateValues(ArrayRef<Accumulator> weights,
                                      ArrayRef<Accumulator> output,
                                      Value valueBase) {
+  // O accumulators of atom a, 8-dim slice d at a * outputSlices + d.
   SmallVector<Accumulator> result(output.begin(), output.end());
+  int64_t slices = config.tileN / 8;
+  int64_t outputSlices = config.headDim / 8;
   // ldmatrix.x4.trans over 16 keys x 16 dims gives the b0/b1 registers of
   // two adjacent 8-dim slices of V.
   Value keyInSlice = add(rem(lane, 8), mul(rem(div(lane, 8), 2), 8));
   Value chunkInSlice = div(lane, 16);
   for (int64_t keySlice = 0; keySlice < config.tileN / 16; ++keySlice) {
-    const Accumulator &left = weights[2 * keySlice];
-    const Accumulator &right = weights[2 * keySlice + 1];
-    SmallVector<Value> a{packPair(left[0], left[1]), packPair(left[2], left[3]),
-                         packPair(right[0], right[1]),
-                         packPair(right[2], right[3])};
+    // The S accumulators of two adjacent 8-key slices, packed to 16 bits,
+    // are the A registers of P for this 16-key slice.
+    SmallVector<SmallVector<Value>> a;
+    for (int64_t atom = 0; atom < config.atoms(); ++atom) {
+      const Accumulator &left = weights[atom * slices + 2 * keySlice];
+      const Accumulator &right = weights[atom * slices + 2 * keySlice + 1];
+      a.push_back({packPair(left[0], left[1]), packPair(left[2], left[3]),
+                   packPair(right[0], right[1]), packPair(right[2], right[3])});
+    }
     Value row = add(keyInSlice, 16 * keySlice);
-    for (int64_t pair = 0; pair < config.headDim / 16; ++pair) {
+    for (int64_t pair = 0; pair < config.dimSlices(); ++pair) {
       Value chunk = add(chunkInSlice, 2 * pair);
       auto registers =
           ldmatrix(sharedValue, add(valueBase, swizzled(row, chunk)), true);
-      result[2 * pair] = mma(a, {registers[0], registers[1]}, result[2 * pair]);
-      result[2 * pair + 1] =
-          mma(a, {registers[2], registers[3]}, result[2 * pair + 1]);
+      for (int64_t atom = 0; atom < config.atoms(); ++atom) {
+        Accumulator &left = result[atom * outputSlices + 2 * pair];
+        Accumulator &right = result[atom * outputSlices + 2 * pair + 1];
+        left = mma(a[atom], {registers[0], registers[1]}, left);
+        right = mma(a[atom], {registers[2], registers[3]}, right);
+      }
     }
   }
   return result;
 }
 
 LogicalResult FlashKernelBuilder::storeResults(ArrayRef<Accumulator> output,
-                                               std::array<Value, 2> rowMax,
-                                               std::array<Value, 2> rowSum) {
+                                               ArrayRef<Value> rowMax,
+                                               ArrayRef<Value> rowSum) {
   Value zero = f32(0.0);
-  for (int64_t half = 0; half < 2; ++half) {
-    Value sum = laneSum(rowSum[half], 4);
+  int64_t outputSlices = config.headDim / 8;
+  for (int64_t r = 0; r < config.lanesRows(); ++r) {
+    int64_t half = r % 2;
+    ArrayRef<Accumulator> atomOutput =
+        output.slice((r / 2) * outputSlices, outputSlices);
+    Value sum = laneSum(rowSum[r], 4);
     Value empty = arith::CmpFOp::create(b, arith::CmpFPredicate::OEQ, sum, zero);
     // A row whose every key is masked has sum 0: its output is 0, not NaN.
     Value scale = config.softmax
                       ? select(empty, zero,
                                arith::DivFOp::create(b, f32(1.0), sum))
                       : f32(1.0);
-    Value row = rowIdx[half];
+    Value row = rowIdx[r];
     Value inside = cmp(arith::CmpIPredicate::ult, row, args.qLen);
     auto guard = scf::IfOp::create(b, TypeRange{}, inside, false);
     OpBuilder::InsertionGuard insertion(b);
     b.setInsertionPointToStart(guard.thenBlock());
     Value rowBase = add(oBase, mul(row, args.oStrides[2]));
-    for (auto [slice, acc] : llvm::enumerate(output)) {
+    for (auto [slice, acc] : llvm::enumerate(atomOutput)) {
       Value column = add(mul(laneInGroup, 2), 8 * slice);
       Value pair = packPair(fmul(acc[2 * half], scale),
                             fmul(acc[2 * half + 1], scale));
@@ -796,13 +852,13 @@ LogicalResult FlashKernelBuilder::storeResults(ArrayRef<Accumulator> output,
     auto lseGuard = scf::IfOp::create(b, TypeRange{}, writer, false);
     b.setInsertionPointToStart(lseGuard.thenBlock());
     // log-sum-exp in natural log: the kernel's scores are in log2 units.
-    Value shift = config.softmax ? rowMax[half] : zero;
+    Value shift = config.softmax ? rowMax[r] : zero;
     Value log2Sum = fadd(shift, log2(sum));
     Value lse = fmul(log2Sum, f32(M_LN2));
     if (!op.getRowBias().empty()) {
       ElementValues element;
       element.qIdx = row;
-      element.queryNorm = rowQueryNorm[half];
+      element.queryNorm = rowQueryNorm[r];
       auto bias = evaluateElementRegion(op.getRowBias(), element);
       if (failed(bias))
         return failure();
@@ -908,8 +964,8 @@ FailureOr<gpu::GPUFuncOp> FlashKernelBuilder::build(gpu::GPUModuleOp module,
   kBase = base(args.kStrides, kvHead);
   vBase = base(args.vStrides, kvHead);
   oBase = base(args.oStrides, headIdx);
-  for (int64_t half = 0; half < 2; ++half)
-    rowIdx[half] = add(add(qLo, mul(warp, kRowsPerWarp)), add(laneGroup, 8 * half));
+  for (int64_t r = 0; r < config.lanesRows(); ++r)
+    rowIdx.push_back(add(add(qLo, warpRow(r / 2)), add(laneGroup, 8 * (r % 2))));
 
   // Shared memory: Q tile, K and V ring buffers, per-key terms.
   needsKeyNorm = usesNorm(op.getKeyBias(), attn::Vector::k) ||
@@ -969,31 +1025,35 @@ FailureOr<gpu::GPUFuncOp> FlashKernelBuilder::build(gpu::GPUModuleOp module,
   }
   NVVM::CpAsyncWaitGroupOp::create(b, config.stages - 1);
   gpu::BarrierOp::create(b);
-  SmallVector<Value> queryFragments = loadQueryFragments();
-  std::array<Value, 2> queryNorms{};
+  SmallVector<Value> queryFragments;
+  if (config.queryResident())
+    for (int64_t atom = 0; atom < config.atoms(); ++atom)
+      for (int64_t slice = 0; slice < config.dimSlices(); ++slice)
+        llvm::append_range(queryFragments, loadQueryFragment(atom, slice));
+  SmallVector<Value> queryNorms(config.lanesRows());
   if (needsQueryNorm)
     queryNorms = computeQueryNorms();
-  for (int64_t half = 0; half < 2; ++half) {
-    rowQueryNorm[half] = queryNorms[half];
-    rowQScale[half] = f32(1.0);
+  for (int64_t r = 0; r < config.lanesRows(); ++r) {
+    rowQueryNorm.push_back(queryNorms[r]);
+    rowQScale.push_back(f32(1.0));
     if (op.getQScale().empty())
       continue;
     ElementValues element;
-    element.qIdx = rowIdx[half];
-    element.queryNorm = queryNorms[half];
+    element.qIdx = rowIdx[r];
+    element.queryNorm = queryNorms[r];
     auto scale = evaluateElementRegion(op.getQScale(), element);
     if (failed(scale))
       return failure();
-    rowQScale[half] = *scale;
+    rowQScale[r] = *scale;
   }
 
-  // The loop over K/V tiles carries O (headDim/8 accumulators), the running
-  // max and the per-lane partial sum of the two rows.
-  int64_t outputSlices = config.headDim / 8;
-  SmallVector<Value> init;
-  for (int64_t i = 0; i < 4 * outputSlices; ++i)
-    init.push_back(f32(0.0));
-  init.append({negInf, negInf, f32(0.0), f32(0.0)});
+  // The loop over K/V tiles carries O (headDim/8 accumulators per atom),
+  // then the running max and the per-lane partial sum of each lane row.
+  int64_t rows = config.lanesRows();
+  int64_t outputValues = 4 * config.atoms() * (config.headDim / 8);
+  SmallVector<Value> init(outputValues, f32(0.0));
+  init.append(rows, negInf);
+  init.append(rows, f32(0.0));
   LogicalResult status = success();
   auto loop = scf::ForOp::create(b, firstTile, endTile, index(1), init);
   {
@@ -1043,8 +1103,9 @@ FailureOr<gpu::GPUFuncOp> FlashKernelBuilder::build(gpu::GPUModuleOp module,
 
       // Partial tiles evaluate the mask per element; full tiles do not.
       int64_t slices = config.tileN / 8;
+      int64_t scoreValues = 4 * config.atoms() * slices;
       auto scored = scf::IfOp::create(
-          b, SmallVector<Type>(4 * slices, b.getF32Type()), partial, true);
+          b, SmallVector<Type>(scoreValues, b.getF32Type()), partial, true);
       for (bool masked : {true, false}) {
         OpBuilder::InsertionGuard branch(b);
         b.setInsertionPointToStart(masked ? scored.thenBlock()
@@ -1059,23 +1120,26 @@ FailureOr<gpu::GPUFuncOp> FlashKernelBuilder::build(gpu::GPUModuleOp module,
           flat.append(acc.begin(), acc.end());
         scf::YieldOp::create(b, flat);
       }
-      SmallVector<Accumulator> scores(slices);
-      for (int64_t i = 0; i < 4 * slices; ++i)
-        scores[i / 4][i % 4] = scored.getResult(i);
+      SmallVector<Accumulator> scores = unflatten(scored.getResults());
 
       // Online softmax: rescale by 2^(m_old - m_new). `none` sums 2^s as is.
-      SmallVector<Accumulator> output(outputSlices);
-      for (int64_t i = 0; i < 4 * outputSlices; ++i)
-        output[i / 4][i % 4] = state[i];
-      std::array<Value, 2> rowMax, rowSum;
-      unsigned statsAt = 4 * outputSlices;
-      for (int64_t half = 0; half < 2; ++half) {
-        Value oldMax = state[statsAt + half];
-        Value oldSum = state[statsAt + 2 + half];
+      SmallVector<Accumulator> output =
+          unflatten(state.take_front(outputValues));
+      SmallVector<Value> rowMax(rows), rowSum(rows);
+      for (int64_t r = 0; r < rows; ++r) {
+        int64_t half = r % 2;
+        // Lane row r lives in elements 2 half, 2 half + 1 of its atom's
+        // accumulators.
+        auto rowScores = MutableArrayRef<Accumulator>(scores).slice(
+            (r / 2) * slices, slices);
+        auto rowOutput = MutableArrayRef<Accumulator>(output).slice(
+            (r / 2) * (config.headDim / 8), config.headDim / 8);
+        Value oldMax = state[outputValues + r];
+        Value oldSum = state[outputValues + rows + r];
         Value shift = f32(0.0), alpha = f32(1.0);
         if (config.softmax) {
           Value tileMax = negInf;
-          for (const Accumulator &acc : scores)
+          for (const Accumulator &acc : rowScores)
             for (int64_t column = 0; column < 2; ++column)
               tileMax = arith::MaximumFOp::create(b, tileMax,
                                                   acc[2 * half + column]);
@@ -1089,20 +1153,20 @@ FailureOr<gpu::GPUFuncOp> FlashKernelBuilder::build(gpu::GPUModuleOp module,
                                              newMax, negInf);
           shift = select(none, f32(0.0), newMax);
           alpha = exp2(arith::SubFOp::create(b, oldMax, shift));
-          rowMax[half] = newMax;
+          rowMax[r] = newMax;
         } else {
-          rowMax[half] = oldMax;
+          rowMax[r] = oldMax;
         }
         Value sum = fmul(oldSum, alpha);
-        for (Accumulator &acc : scores)
+        for (Accumulator &acc : rowScores)
           for (int64_t column = 0; column < 2; ++column) {
             Value &value = acc[2 * half + column];
             value = exp2(arith::SubFOp::create(b, value, shift));
             sum = fadd(sum, value);
           }
-        rowSum[half] = sum;
+        rowSum[r] = sum;
         if (config.softmax)
-          for (Accumulator &acc : output)
+          for (Accumulator &acc : rowOutput)
             for (int64_t column = 0; column < 2; ++column)
               acc[2 * half + column] = fmul(acc[2 * half + column], alpha);
       }
@@ -1110,7 +1174,8 @@ FailureOr<gpu::GPUFuncOp> FlashKernelBuilder::build(gpu::GPUModuleOp module,
       SmallVector<Value> next;
       for (const Accumulator &acc : output)
         next.append(acc.begin(), acc.end());
-      next.append({rowMax[0], rowMax[1], rowSum[0], rowSum[1]});
+      llvm::append_range(next, rowMax);
+      llvm::append_range(next, rowSum);
       scf::YieldOp::create(b, next);
     }
     scf::YieldOp::create(b, compute.getResults());
@@ -1120,20 +1185,29 @@ FailureOr<gpu::GPUFuncOp> FlashKernelBuilder::build(gpu::GPUModuleOp module,
   // Drain the cp.async groups still in flight (empty ones) before exit.
   NVVM::CpAsyncWaitGroupOp::create(b, 0);
 
-  SmallVector<Accumulator> output(outputSlices);
-  for (int64_t i = 0; i < 4 * outputSlices; ++i)
-    output[i / 4][i % 4] = loop.getResult(i);
-  unsigned statsAt = 4 * outputSlices;
-  std::array<Value, 2> rowMax{loop.getResult(statsAt), loop.getResult(statsAt + 1)};
+  SmallVector<Accumulator> output =
+      unflatten(loop.getResults().take_front(outputValues));
+  SmallVector<Value> rowMax(loop.getResults().slice(outputValues, rows));
   for (Value &m : rowMax)
     m = select(arith::CmpFOp::create(b, arith::CmpFPredicate::OEQ, m, negInf),
                f32(0.0), m);
-  if (failed(storeResults(output, rowMax,
-                          {loop.getResult(statsAt + 2), loop.getResult(statsAt + 3)})))
+  SmallVector<Value> rowSum(loop.getResults().slice(outputValues + rows, rows));
+  if (failed(storeResults(output, rowMax, rowSum)))
     return failure();
   gpu::ReturnOp::create(b);
+  allowContraction(func);
   func->setAttr(kDescriptorAttrName, describe(name, bytes));
   return func;
+}
+
+void FlashKernelBuilder::allowContraction(gpu::GPUFuncOp func) {
+  func.walk([&](arith::ArithFastMathInterface op) {
+    arith::FastMathFlags flags = arith::FastMathFlags::contract;
+    if (arith::FastMathFlagsAttr current = op.getFastMathFlagsAttr())
+      flags = flags | current.getValue();
+    op->setAttr(op.getFastMathAttrName(),
+                arith::FastMathFlagsAttr::get(b.getContext(), flags));
+  });
 }
 
 DictionaryAttr FlashKernelBuilder::describe(StringRef entry,
@@ -1212,8 +1286,11 @@ LogicalResult rbfc::verifyMmaSyncPlan(attn::AttentionOp op, attn::PlanAttr plan)
   // 16-byte chunks.
   if (!llvm::is_contained({32, 64, 128, 256}, headDim))
     return fail("the head dimension must be 32, 64, 128 or 256");
-  if (plan.getTileM() != kRowsPerWarp * plan.getWarps())
-    return fail("tile_m must be 16 x warps (each warp owns 16 query rows)");
+  int64_t atoms = plan.getTileM() / (kAtomRows * plan.getWarps());
+  if (plan.getTileM() % (kAtomRows * plan.getWarps()) != 0 ||
+      !llvm::is_contained({1, 2, 4}, atoms))
+    return fail("tile_m must be 16, 32 or 64 x warps (each warp owns 1, 2 "
+                "or 4 blocks of 16 query rows)");
   if (plan.getTileN() % 16 != 0 || plan.getTileN() > threads ||
       threads % plan.getTileN() != 0)
     return fail("tile_n must be a multiple of 16 that divides 32 x warps");
