@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # The first command on a fresh machine: installs the dependencies, builds
-# rbfc and compiles the flagship spec, examples/rbf.attn.
+# rbfc and compiles the flagship spec, examples/rbf.attn, to PTX for the
+# H100 (build/rbf.ptx and its launch descriptor build/rbf.json).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/install-deps.sh"
 "$root/scripts/build.sh" rbfc rbf-opt
-"$root/build/bin/rbfc" "$root/examples/rbf.attn"
+"$root/build/bin/rbfc" "$root/examples/rbf.attn" --emit=ptx --arch=sm_90a \
+  --head-dim=128 -o "$root/build/rbf.ptx"
+echo "wrote $root/build/rbf.ptx and $root/build/rbf.json:"
+grep -m1 -o 'mma.sync.aligned[^ ]*' "$root/build/rbf.ptx"
+cat "$root/build/rbf.json"
