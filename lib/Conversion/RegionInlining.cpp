@@ -8,8 +8,8 @@
 using namespace mlir;
 
 FailureOr<SmallVector<Value>>
-rbfc::inlineAttnRegion(OpBuilder &builder, Region &region,
-                       ValueRange arguments, AttnOpMaterializer materialize) {
+rbfc::inlineAttnRegion(OpBuilder &builder, Region &region, ValueRange arguments,
+                       AttnOpMaterializer materialize) {
   Block &block = region.front();
   assert(arguments.size() == block.getNumArguments() &&
          "one replacement per block argument");

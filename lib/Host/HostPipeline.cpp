@@ -51,14 +51,24 @@ void rbfc::host::registerHostDialects(MLIRContext &context) {
   context.appendDialectRegistry(registry);
 }
 
-void rbfc::host::buildHostLoweringPipeline(OpPassManager &pm,
-                                           const HostTiling &tiling) {
-  AttnLowerToHostOptions lowering;
+namespace {
+
+/// attn -> the scf/vector schedule (what --emit=kernel prints).
+void addScheduleLowering(OpPassManager &pm,
+                         const rbfc::host::HostTiling &tiling) {
+  rbfc::AttnLowerToHostOptions lowering;
   lowering.tileM = tiling.tileM;
   lowering.tileN = tiling.tileN;
   pm.addPass(createAttnLowerToHost(lowering));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
+}
+
+} // namespace
+
+void rbfc::host::buildHostLoweringPipeline(OpPassManager &pm,
+                                           const HostTiling &tiling) {
+  addScheduleLowering(pm, tiling);
   // ceildivsi and min/max need expanding for LLVM; bf16 <-> f32 becomes
   // integer shifts, which every x86 CPU runs (no avx512_bf16 needed).
   arith::ArithExpandOpsPassOptions expand;
@@ -123,12 +133,7 @@ LogicalResult rbfc::host::emitHostArtifact(ModuleOp module, StringRef emit,
   registerHostDialects(context);
   PassManager pm(&context);
   if (emit == "kernel") {
-    AttnLowerToHostOptions lowering;
-    lowering.tileM = tiling.tileM;
-    lowering.tileN = tiling.tileN;
-    pm.addPass(createAttnLowerToHost(lowering));
-    pm.addPass(createCanonicalizerPass());
-    pm.addPass(createCSEPass());
+    addScheduleLowering(pm, tiling);
     if (failed(pm.run(module)))
       return failure();
     module.print(os);

@@ -1,4 +1,4 @@
-//===- RegionInlining.h - inline attn element regions into a schedule -*- C++ -*-===//
+//===- RegionInlining.h - attn regions inside schedules -*- C++ -*-===//
 //
 // Backends evaluate the score, mask, q_scale, key_bias, row_bias and
 // tile_class regions of attn.attention inside the loops they generate. The

@@ -107,9 +107,9 @@ struct KernelArgs {
 /// stand for at one element; null entries are not available there.
 struct ElementValues {
   Value qIdx, kvIdx;
-  Value dot;      // the raw accumulator q.k
-  Value qScale;   // the row's q_scale (scaled_dot = dot * qScale)
-  Value keyBias;  // the key's bias
+  Value dot;     // the raw accumulator q.k
+  Value qScale;  // the row's q_scale (scaled_dot = dot * qScale)
+  Value keyBias; // the key's bias
   Value queryNorm, keyNorm;
 };
 
@@ -130,7 +130,9 @@ private:
   void allowContraction(gpu::GPUFuncOp func);
 
   // Scalar helpers.
-  Value index(int64_t value) { return arith::ConstantIndexOp::create(b, value); }
+  Value index(int64_t value) {
+    return arith::ConstantIndexOp::create(b, value);
+  }
   Value f32(double value) {
     return arith::ConstantOp::create(b, b.getF32FloatAttr(value));
   }
@@ -209,6 +211,20 @@ private:
                                             Value valueBase);
   std::array<Value, 4> mma(ArrayRef<Value> a, ArrayRef<Value> bFragment,
                            const Accumulator &c);
+  /// Feeds the registers of one ldmatrix.x4 (b0, b1 of two adjacent 8-column
+  /// slices) to the mma of every atom: accumulators
+  /// [atom * stride + slice] and [atom * stride + slice + 1].
+  void mmaSlicePair(ArrayRef<std::array<Value, 4>> a,
+                    const std::array<Value, 4> &registers,
+                    MutableArrayRef<Accumulator> accumulators, int64_t stride,
+                    int64_t slice) {
+    for (int64_t atom = 0; atom < config.atoms(); ++atom) {
+      Accumulator &left = accumulators[atom * stride + slice];
+      Accumulator &right = accumulators[atom * stride + slice + 1];
+      left = mma(a[atom], {registers[0], registers[1]}, left);
+      right = mma(a[atom], {registers[2], registers[3]}, right);
+    }
+  }
   std::array<Value, 4> ldmatrix(Value shared, Value offset, bool transpose);
   Value packPair(Value low, Value high);
   LogicalResult storeResults(ArrayRef<Accumulator> output,
@@ -260,11 +276,11 @@ private:
 // Helpers
 //===----------------------------------------------------------------------===//
 
-Value FlashKernelBuilder::laneReduce(Value value, int64_t width,
-                                     function_ref<Value(Value, Value)> combine) {
+Value FlashKernelBuilder::laneReduce(
+    Value value, int64_t width, function_ref<Value(Value, Value)> combine) {
   for (int64_t offset = 1; offset < width; offset *= 2) {
-    auto shuffle = gpu::ShuffleOp::create(b, value, i32(offset),
-                                          i32(kThreadsPerWarp), gpu::ShuffleMode::XOR);
+    auto shuffle = gpu::ShuffleOp::create(
+        b, value, i32(offset), i32(kThreadsPerWarp), gpu::ShuffleMode::XOR);
     value = combine(value, shuffle.getShuffleResult());
   }
   return value;
@@ -272,10 +288,10 @@ Value FlashKernelBuilder::laneReduce(Value value, int64_t width,
 
 Value FlashKernelBuilder::sharedView(Value base, int64_t byteOffset,
                                      int64_t elements, Type elementType) {
-  auto workgroup = gpu::AddressSpaceAttr::get(b.getContext(),
-                                              gpu::AddressSpace::Workgroup);
-  auto type = MemRefType::get({elements}, elementType, MemRefLayoutAttrInterface(),
-                              workgroup);
+  auto workgroup =
+      gpu::AddressSpaceAttr::get(b.getContext(), gpu::AddressSpace::Workgroup);
+  auto type = MemRefType::get({elements}, elementType,
+                              MemRefLayoutAttrInterface(), workgroup);
   return memref::ViewOp::create(b, type, base, index(byteOffset), ValueRange{});
 }
 
@@ -300,8 +316,8 @@ void FlashKernelBuilder::issueTileCopy(Value shared, Value sharedBase,
     // exists, so no address outside the tensor is formed.
     Value inside = cmp(arith::CmpIPredicate::ult, globalRow, length);
     Value sourceRow = select(inside, globalRow, firstRow);
-    Value source = add(add(globalBase, mul(sourceRow, rowStride)),
-                       mul(chunk, kChunk));
+    Value source =
+        add(add(globalBase, mul(sourceRow, rowStride)), mul(chunk, kChunk));
     Value target = add(sharedBase, swizzled(row, chunk));
     nvgpu::DeviceAsyncCopyOp::create(
         b, tokenType, shared, ValueRange{target}, global, ValueRange{source},
@@ -530,7 +546,8 @@ FailureOr<Value> FlashKernelBuilder::materialize(Operation *attnOp,
       })
       .Case([&](attn::LoadBoundOp bound) { return loadBound(bound, mapping); })
       .Default([&](Operation *) {
-        return unavailable("(not in the canonical form; run attn-canonicalize)");
+        return unavailable(
+            "(not in the canonical form; run attn-canonicalize)");
       });
 }
 
@@ -550,25 +567,27 @@ FlashKernelBuilder::evaluateElementRegion(Region &region,
   return (*values)[0];
 }
 
-FailureOr<std::pair<Value, Value>> FlashKernelBuilder::classifyTile(Value tile) {
+FailureOr<std::pair<Value, Value>>
+FlashKernelBuilder::classifyTile(Value tile) {
   Value kvLo = mul(tile, config.tileN);
   Value kvEnd = arith::MinSIOp::create(b, add(kvLo, config.tileN), args.kvLen);
   Value kvHi = sub(kvEnd, index(1));
   Value qEnd = arith::MinSIOp::create(b, add(qLo, config.tileM), args.qLen);
   Value qHi = sub(qEnd, index(1));
   if (op.getTileClass().empty()) {
-    Value allKept = arith::ConstantOp::create(b, b.getBoolAttr(op.getMask().empty()));
+    Value allKept =
+        arith::ConstantOp::create(b, b.getBoolAttr(op.getMask().empty()));
     return std::pair(allKept,
                      Value(arith::ConstantOp::create(b, b.getBoolAttr(false))));
   }
   SmallVector<Value> arguments{batchIdx, headIdx, qLo, qHi, kvLo, kvHi};
   llvm::append_range(arguments, args.params);
   arguments.append(op.getCaptures().size(), Value());
-  auto values = inlineAttnRegion(
-      b, op.getTileClass(), arguments,
-      [&](OpBuilder &, Operation *attnOp, IRMapping &m) {
-        return materialize(attnOp, m, ElementValues{});
-      });
+  auto values =
+      inlineAttnRegion(b, op.getTileClass(), arguments,
+                       [&](OpBuilder &, Operation *attnOp, IRMapping &m) {
+                         return materialize(attnOp, m, ElementValues{});
+                       });
   if (failed(values))
     return failure();
   return std::pair((*values)[0], (*values)[1]);
@@ -633,10 +652,11 @@ std::array<Value, 4> FlashKernelBuilder::loadQueryFragment(int64_t atom,
 Value FlashKernelBuilder::chunkSquareSum(Value shared, Value offset) {
   auto rawType = VectorType::get({kChunk}, b.getF16Type());
   Value raw = vector::LoadOp::create(b, rawType, shared, ValueRange{offset});
-  Value typed = config.elementType.isF16()
-                    ? raw
-                    : vector::BitCastOp::create(
-                          b, VectorType::get({kChunk}, config.elementType), raw);
+  Value typed =
+      config.elementType.isF16()
+          ? raw
+          : vector::BitCastOp::create(
+                b, VectorType::get({kChunk}, config.elementType), raw);
   Value wide = arith::ExtFOp::create(
       b, VectorType::get({kChunk}, b.getF32Type()), typed);
   return vector::ReductionOp::create(b, vector::CombiningKind::ADD,
@@ -675,12 +695,14 @@ LogicalResult FlashKernelBuilder::computeKeyTerms(Value tile, Value buffer) {
     Value sum = f32(0.0);
     for (int64_t c = 0; c < chunksPerThread; ++c) {
       Value chunk = add(mul(part, chunksPerThread), c);
-      sum = fadd(sum, chunkSquareSum(sharedKey, add(base, swizzled(key, chunk))));
+      sum =
+          fadd(sum, chunkSquareSum(sharedKey, add(base, swizzled(key, chunk))));
     }
     element.keyNorm = laneSum(sum, threadsPerKey);
   }
   Value leader = cmp(arith::CmpIPredicate::eq, part, index(0));
-  auto write = scf::IfOp::create(b, TypeRange{}, leader, /*withElseRegion=*/false);
+  auto write =
+      scf::IfOp::create(b, TypeRange{}, leader, /*withElseRegion=*/false);
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPointToStart(write.thenBlock());
   if (sharedKeyNorm)
@@ -713,21 +735,16 @@ FlashKernelBuilder::computeScores(ArrayRef<Value> queryFragments,
         a.push_back(loadQueryFragment(atom, dimSlice));
         continue;
       }
-      ArrayRef<Value> resident = queryFragments.slice(
-          4 * (atom * config.dimSlices() + dimSlice), 4);
+      ArrayRef<Value> resident =
+          queryFragments.slice(4 * (atom * config.dimSlices() + dimSlice), 4);
       a.push_back({resident[0], resident[1], resident[2], resident[3]});
     }
     for (int64_t pair = 0; pair < slices / 2; ++pair) {
       Value row = add(keyInPair, 16 * pair);
       Value chunk = add(chunkInSlice, 2 * dimSlice);
-      auto registers = ldmatrix(sharedKey, add(keyBase, swizzled(row, chunk)),
-                                false);
-      for (int64_t atom = 0; atom < config.atoms(); ++atom) {
-        Accumulator &left = scores[atom * slices + 2 * pair];
-        Accumulator &right = scores[atom * slices + 2 * pair + 1];
-        left = mma(a[atom], {registers[0], registers[1]}, left);
-        right = mma(a[atom], {registers[2], registers[3]}, right);
-      }
+      auto registers =
+          ldmatrix(sharedKey, add(keyBase, swizzled(row, chunk)), false);
+      mmaSlicePair(a, registers, scores, slices, 2 * pair);
     }
   }
   return scores;
@@ -763,7 +780,8 @@ FlashKernelBuilder::applyScoreRegion(ArrayRef<Accumulator> dots, Value kvLo,
           return failure();
         Value value = log2e ? fmul(*score, log2e) : *score;
         if (masked) {
-          Value keep = cmp(arith::CmpIPredicate::ult, element.kvIdx, args.kvLen);
+          Value keep =
+              cmp(arith::CmpIPredicate::ult, element.kvIdx, args.kvLen);
           if (!op.getMask().empty()) {
             auto kept = evaluateElementRegion(op.getMask(), element);
             if (failed(kept))
@@ -794,7 +812,7 @@ FlashKernelBuilder::accumulateValues(ArrayRef<Accumulator> weights,
   for (int64_t keySlice = 0; keySlice < config.tileN / 16; ++keySlice) {
     // The S accumulators of two adjacent 8-key slices, packed to 16 bits,
     // are the A registers of P for this 16-key slice.
-    SmallVector<SmallVector<Value>> a;
+    SmallVector<std::array<Value, 4>> a;
     for (int64_t atom = 0; atom < config.atoms(); ++atom) {
       const Accumulator &left = weights[atom * slices + 2 * keySlice];
       const Accumulator &right = weights[atom * slices + 2 * keySlice + 1];
@@ -806,12 +824,7 @@ FlashKernelBuilder::accumulateValues(ArrayRef<Accumulator> weights,
       Value chunk = add(chunkInSlice, 2 * pair);
       auto registers =
           ldmatrix(sharedValue, add(valueBase, swizzled(row, chunk)), true);
-      for (int64_t atom = 0; atom < config.atoms(); ++atom) {
-        Accumulator &left = result[atom * outputSlices + 2 * pair];
-        Accumulator &right = result[atom * outputSlices + 2 * pair + 1];
-        left = mma(a[atom], {registers[0], registers[1]}, left);
-        right = mma(a[atom], {registers[2], registers[3]}, right);
-      }
+      mmaSlicePair(a, registers, result, outputSlices, 2 * pair);
     }
   }
   return result;
@@ -827,12 +840,13 @@ LogicalResult FlashKernelBuilder::storeResults(ArrayRef<Accumulator> output,
     ArrayRef<Accumulator> atomOutput =
         output.slice((r / 2) * outputSlices, outputSlices);
     Value sum = laneSum(rowSum[r], 4);
-    Value empty = arith::CmpFOp::create(b, arith::CmpFPredicate::OEQ, sum, zero);
+    Value empty =
+        arith::CmpFOp::create(b, arith::CmpFPredicate::OEQ, sum, zero);
     // A row whose every key is masked has sum 0: its output is 0, not NaN.
-    Value scale = config.softmax
-                      ? select(empty, zero,
-                               arith::DivFOp::create(b, f32(1.0), sum))
-                      : f32(1.0);
+    Value scale =
+        config.softmax
+            ? select(empty, zero, arith::DivFOp::create(b, f32(1.0), sum))
+            : f32(1.0);
     Value row = rowIdx[r];
     Value inside = cmp(arith::CmpIPredicate::ult, row, args.qLen);
     auto guard = scf::IfOp::create(b, TypeRange{}, inside, false);
@@ -841,8 +855,8 @@ LogicalResult FlashKernelBuilder::storeResults(ArrayRef<Accumulator> output,
     Value rowBase = add(oBase, mul(row, args.oStrides[2]));
     for (auto [slice, acc] : llvm::enumerate(atomOutput)) {
       Value column = add(mul(laneInGroup, 2), 8 * slice);
-      Value pair = packPair(fmul(acc[2 * half], scale),
-                            fmul(acc[2 * half + 1], scale));
+      Value pair =
+          packPair(fmul(acc[2 * half], scale), fmul(acc[2 * half + 1], scale));
       vector::StoreOp::create(b, pair, args.o, ValueRange{add(rowBase, column)},
                               /*nontemporal=*/false, llvm::MaybeAlign(4));
     }
@@ -874,7 +888,7 @@ LogicalResult FlashKernelBuilder::storeResults(ArrayRef<Accumulator> output,
 }
 
 FailureOr<gpu::GPUFuncOp> FlashKernelBuilder::build(gpu::GPUModuleOp module,
-                                                   StringRef name) {
+                                                    StringRef name) {
   MLIRContext *ctx = b.getContext();
   Type i64Type = b.getI64Type();
   auto globalSpace = gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Global);
@@ -918,11 +932,11 @@ FailureOr<gpu::GPUFuncOp> FlashKernelBuilder::build(gpu::GPUModuleOp module,
   args.o = next();
   if (config.hasLse)
     args.lse = next();
-  for (Value *size : {&args.batch, &args.heads, &args.kvHeads, &args.qLen,
-                      &args.kvLen})
+  for (Value *size :
+       {&args.batch, &args.heads, &args.kvHeads, &args.qLen, &args.kvLen})
     *size = toIndex(next());
-  for (auto *strides : {&args.qStrides, &args.kStrides, &args.vStrides,
-                        &args.oStrides})
+  for (auto *strides :
+       {&args.qStrides, &args.kStrides, &args.vStrides, &args.oStrides})
     for (Value &stride : *strides)
       stride = toIndex(next());
   if (config.hasLse)
@@ -950,8 +964,8 @@ FailureOr<gpu::GPUFuncOp> FlashKernelBuilder::build(gpu::GPUModuleOp module,
   // Heavier query tiles (more unmasked keys under causal-like masks) start
   // first: block x counts down.
   Value tiles = gpu::GridDimOp::create(b, gpu::Dimension::x);
-  Value qTile = sub(sub(tiles, index(1)),
-                    gpu::BlockIdOp::create(b, gpu::Dimension::x));
+  Value qTile =
+      sub(sub(tiles, index(1)), gpu::BlockIdOp::create(b, gpu::Dimension::x));
   headIdx = gpu::BlockIdOp::create(b, gpu::Dimension::y);
   batchIdx = gpu::BlockIdOp::create(b, gpu::Dimension::z);
   qLo = mul(qTile, config.tileM);
@@ -965,7 +979,8 @@ FailureOr<gpu::GPUFuncOp> FlashKernelBuilder::build(gpu::GPUModuleOp module,
   vBase = base(args.vStrides, kvHead);
   oBase = base(args.oStrides, headIdx);
   for (int64_t r = 0; r < config.lanesRows(); ++r)
-    rowIdx.push_back(add(add(qLo, warpRow(r / 2)), add(laneGroup, 8 * (r % 2))));
+    rowIdx.push_back(
+        add(add(qLo, warpRow(r / 2)), add(laneGroup, 8 * (r % 2))));
 
   // Shared memory: Q tile, K and V ring buffers, per-key terms.
   needsKeyNorm = usesNorm(op.getKeyBias(), attn::Vector::k) ||
@@ -973,34 +988,36 @@ FailureOr<gpu::GPUFuncOp> FlashKernelBuilder::build(gpu::GPUModuleOp module,
   bool needsQueryNorm = usesNorm(op.getScore(), attn::Vector::q) ||
                         usesNorm(op.getRowBias(), attn::Vector::q);
   Value shared = gpu::DynamicSharedMemoryOp::create(
-      b, MemRefType::get({ShapedType::kDynamic}, b.getI8Type(),
-                         MemRefLayoutAttrInterface(),
-                         gpu::AddressSpaceAttr::get(
-                             ctx, gpu::AddressSpace::Workgroup)));
+      b, MemRefType::get(
+             {ShapedType::kDynamic}, b.getI8Type(), MemRefLayoutAttrInterface(),
+             gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup)));
   int64_t bytes = 0;
   auto carve = [&](int64_t elements, Type elementType) {
     Value view = sharedView(shared, bytes, elements, elementType);
-    bytes += llvm::alignTo(elements * elementType.getIntOrFloatBitWidth() / 8, 16);
+    bytes +=
+        llvm::alignTo(elements * elementType.getIntOrFloatBitWidth() / 8, 16);
     return view;
   };
   sharedQuery = carve(config.tileElements(config.tileM), b.getF16Type());
-  sharedKey = carve(config.stages * config.tileElements(config.tileN),
-                    b.getF16Type());
-  sharedValue = carve(config.stages * config.tileElements(config.tileN),
-                      b.getF16Type());
+  sharedKey =
+      carve(config.stages * config.tileElements(config.tileN), b.getF16Type());
+  sharedValue =
+      carve(config.stages * config.tileElements(config.tileN), b.getF16Type());
   if (!op.getKeyBias().empty())
     sharedKeyBias = carve(config.tileN, b.getF32Type());
   if (usesNorm(op.getScore(), attn::Vector::k))
     sharedKeyNorm = carve(config.tileN, b.getF32Type());
 
   // The range of K tiles that may hold a kept key for this query tile.
-  Value kvTiles = arith::CeilDivUIOp::create(b, args.kvLen, index(config.tileN));
+  Value kvTiles =
+      arith::CeilDivUIOp::create(b, args.kvLen, index(config.tileN));
   Value firstTile = index(0), lastTile = sub(kvTiles, index(1));
   if (!op.getTileClass().empty()) {
     auto first = scanLiveTile(index(0), kvTiles, /*forward=*/true);
     if (failed(first))
       return failure();
-    auto last = scanLiveTile(lastTile, sub(*first, index(1)), /*forward=*/false);
+    auto last =
+        scanLiveTile(lastTile, sub(*first, index(1)), /*forward=*/false);
     if (failed(last))
       return failure();
     firstTile = *first;
@@ -1078,16 +1095,19 @@ FailureOr<gpu::GPUFuncOp> FlashKernelBuilder::build(gpu::GPUModuleOp module,
     auto tileClass = classifyTile(tile);
     if (failed(tileClass))
       return failure();
-    Value boundary = cmp(arith::CmpIPredicate::sgt, add(kvLo, config.tileN),
-                         args.kvLen);
+    Value boundary =
+        cmp(arith::CmpIPredicate::sgt, add(kvLo, config.tileN), args.kvLen);
     Value partial = arith::OrIOp::create(
         b, boundary,
-        arith::XOrIOp::create(b, tileClass->first,
-                              arith::ConstantOp::create(b, b.getBoolAttr(true))));
+        arith::XOrIOp::create(
+            b, tileClass->first,
+            arith::ConstantOp::create(b, b.getBoolAttr(true))));
     Value live = arith::XOrIOp::create(
-        b, tileClass->second, arith::ConstantOp::create(b, b.getBoolAttr(true)));
+        b, tileClass->second,
+        arith::ConstantOp::create(b, b.getBoolAttr(true)));
 
-    auto compute = scf::IfOp::create(b, TypeRange(ValueRange(state)), live, true);
+    auto compute =
+        scf::IfOp::create(b, TypeRange(ValueRange(state)), live, true);
     {
       OpBuilder::InsertionGuard body(b);
       b.setInsertionPointToStart(compute.elseBlock());
@@ -1141,8 +1161,8 @@ FailureOr<gpu::GPUFuncOp> FlashKernelBuilder::build(gpu::GPUModuleOp module,
           Value tileMax = negInf;
           for (const Accumulator &acc : rowScores)
             for (int64_t column = 0; column < 2; ++column)
-              tileMax = arith::MaximumFOp::create(b, tileMax,
-                                                  acc[2 * half + column]);
+              tileMax =
+                  arith::MaximumFOp::create(b, tileMax, acc[2 * half + column]);
           tileMax = laneReduce(tileMax, 4, [&](Value x, Value y) -> Value {
             return arith::MaximumFOp::create(b, x, y);
           });
@@ -1170,7 +1190,8 @@ FailureOr<gpu::GPUFuncOp> FlashKernelBuilder::build(gpu::GPUModuleOp module,
             for (int64_t column = 0; column < 2; ++column)
               acc[2 * half + column] = fmul(acc[2 * half + column], alpha);
       }
-      output = accumulateValues(scores, output, bufferBase(buffer, config.tileN));
+      output =
+          accumulateValues(scores, output, bufferBase(buffer, config.tileN));
       SmallVector<Value> next;
       for (const Accumulator &acc : output)
         next.append(acc.begin(), acc.end());
@@ -1211,7 +1232,7 @@ void FlashKernelBuilder::allowContraction(gpu::GPUFuncOp func) {
 }
 
 DictionaryAttr FlashKernelBuilder::describe(StringRef entry,
-                                           int64_t sharedBytes) {
+                                            int64_t sharedBytes) {
   attn::PlanAttr plan = *op.getPlan();
   auto typeName = [](Type type) -> StringRef {
     if (type.isBF16())
@@ -1241,7 +1262,8 @@ DictionaryAttr FlashKernelBuilder::describe(StringRef entry,
     auto tensor = cast<RankedTensorType>(value.getType());
     captures.push_back(b.getDictionaryAttr(
         {b.getNamedAttr("name", name),
-         b.getNamedAttr("type", b.getStringAttr(typeName(tensor.getElementType()))),
+         b.getNamedAttr("type",
+                        b.getStringAttr(typeName(tensor.getElementType()))),
          b.getNamedAttr("rank", b.getI64IntegerAttr(tensor.getRank()))}));
   }
   std::string planText;
@@ -1269,7 +1291,8 @@ DictionaryAttr FlashKernelBuilder::describe(StringRef entry,
 
 } // namespace
 
-LogicalResult rbfc::verifyMmaSyncPlan(attn::AttentionOp op, attn::PlanAttr plan) {
+LogicalResult rbfc::verifyMmaSyncPlan(attn::AttentionOp op,
+                                      attn::PlanAttr plan) {
   auto queryType = cast<RankedTensorType>(op.getQuery().getType());
   int64_t headDim = queryType.getDimSize(3);
   Type element = queryType.getElementType();
@@ -1296,7 +1319,8 @@ LogicalResult rbfc::verifyMmaSyncPlan(attn::AttentionOp op, attn::PlanAttr plan)
     return fail("tile_n must be a multiple of 16 that divides 32 x warps");
   if ((plan.getTileN() * headDim / kChunk) % threads != 0 ||
       (plan.getTileM() * headDim / kChunk) % threads != 0)
-    return fail("the tiles must split into 16-byte copies evenly over the threads");
+    return fail(
+        "the tiles must split into 16-byte copies evenly over the threads");
   if ((headDim / kChunk) % (threads / plan.getTileN()) != 0)
     return fail("a key row must split evenly over the threads that share it");
   if (plan.getStages() < 2)
@@ -1322,15 +1346,10 @@ FailureOr<gpu::GPUFuncOp> rbfc::buildFlashKernel(attn::AttentionOp op,
       !dependence.isKeyOnly(attn::AttentionOp::getYielded(op.getKeyBias())[0]))
     return op.emitOpError() << "key_bias depends on the query; the kernel "
                                "computes it once per key";
-  KernelConfig config{queryType.getDimSize(3),
-                      plan->getTileM(),
-                      plan->getTileN(),
-                      plan->getWarps(),
-                      plan->getStages(),
-                      queryType.getElementType(),
-                      op.isSoftmax(),
-                      op.getLog2Domain(),
-                      op.getLse() != nullptr};
+  KernelConfig config{
+      queryType.getDimSize(3), plan->getTileM(),   plan->getTileN(),
+      plan->getWarps(),        plan->getStages(),  queryType.getElementType(),
+      op.isSoftmax(),          op.getLog2Domain(), op.getLse() != nullptr};
   ImplicitLocOpBuilder b(op.getLoc(), op.getContext());
   FlashKernelBuilder builder(op, config, b);
   LLVM_DEBUG(llvm::dbgs() << "building " << name << " with " << *plan << "\n");

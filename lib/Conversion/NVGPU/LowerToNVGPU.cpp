@@ -39,8 +39,8 @@ struct AttnLowerToNVGPU : rbfc::impl::AttnLowerToNVGPUBase<AttnLowerToNVGPU> {
         return signalPassFailure();
       }
       builder.setInsertionPoint(func);
-      auto kernels = gpu::GPUModuleOp::create(builder, func.getLoc(),
-                                              (func.getName() + "_kernels").str());
+      auto kernels = gpu::GPUModuleOp::create(
+          builder, func.getLoc(), (func.getName() + "_kernels").str());
       if (failed(buildFlashKernel(ops.front(), kernels,
                                   (func.getName() + "_fwd").str())))
         return signalPassFailure();

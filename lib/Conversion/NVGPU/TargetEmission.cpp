@@ -119,8 +119,8 @@ FailureOr<std::string> rbfc::serializeKernels(ModuleOp module, StringRef arch,
 
   SmallVector<gpu::BinaryOp> binaries(module.getOps<gpu::BinaryOp>());
   if (binaries.size() != 1)
-    return module.emitError() << "expected one kernel binary, found "
-                              << binaries.size();
+    return module.emitError()
+           << "expected one kernel binary, found " << binaries.size();
   auto object = cast<gpu::ObjectAttr>(binaries.front().getObjects()[0]);
   std::string payload = object.getObject().getValue().str();
   if (format == KernelFormat::PTX) {

@@ -1,4 +1,4 @@
-//===- FlashKernel.h - the mma.sync flash-attention kernel builder -*- C++ -*-===//
+//===- FlashKernel.h - the mma.sync flash-attention kernel -*- C++ -*-===//
 //
 // Builds the FlashAttention-2 style forward kernel of one canonical
 // attn.attention as a gpu.func made of nvgpu/nvvm ops. The data-to-thread

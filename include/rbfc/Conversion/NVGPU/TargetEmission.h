@@ -1,4 +1,4 @@
-//===- TargetEmission.h - kernels to PTX, LLVM IR and cubin ------*- C++ -*-===//
+//===- TargetEmission.h - kernels to PTX, LLVM IR, cubin -*- C++ -*-===//
 #ifndef RBFC_CONVERSION_NVGPU_TARGETEMISSION_H
 #define RBFC_CONVERSION_NVGPU_TARGETEMISSION_H
 
