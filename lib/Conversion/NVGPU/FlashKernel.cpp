@@ -171,10 +171,14 @@ private:
     return arith::IndexCastOp::create(b, b.getIndexType(), v);
   }
   /// Butterfly reduction over the `width` adjacent lanes (xor 1, 2, ...).
+  /// Butterfly reduction over `width` lanes `stride` apart (xor stride,
+  /// 2 stride, ...).
   Value laneReduce(Value value, int64_t width,
-                   function_ref<Value(Value, Value)> combine);
-  Value laneSum(Value v, int64_t width) {
-    return laneReduce(v, width, [&](Value x, Value y) { return fadd(x, y); });
+                   function_ref<Value(Value, Value)> combine,
+                   int64_t stride = 1);
+  Value laneSum(Value v, int64_t width, int64_t stride = 1) {
+    return laneReduce(
+        v, width, [&](Value x, Value y) { return fadd(x, y); }, stride);
   }
 
   // Shared memory.
@@ -276,9 +280,10 @@ private:
 // Helpers
 //===----------------------------------------------------------------------===//
 
-Value FlashKernelBuilder::laneReduce(
-    Value value, int64_t width, function_ref<Value(Value, Value)> combine) {
-  for (int64_t offset = 1; offset < width; offset *= 2) {
+Value FlashKernelBuilder::laneReduce(Value value, int64_t width,
+                                     function_ref<Value(Value, Value)> combine,
+                                     int64_t stride) {
+  for (int64_t offset = stride; offset < stride * width; offset *= 2) {
     auto shuffle = gpu::ShuffleOp::create(
         b, value, i32(offset), i32(kThreadsPerWarp), gpu::ShuffleMode::XOR);
     value = combine(value, shuffle.getShuffleResult());
@@ -680,12 +685,16 @@ SmallVector<Value> FlashKernelBuilder::computeQueryNorms() {
 }
 
 LogicalResult FlashKernelBuilder::computeKeyTerms(Value tile, Value buffer) {
-  // threadsPerKey adjacent lanes share a key row; together they read it
-  // once from shared memory, then one of them evaluates the key_bias region.
+  // threadsPerKey lanes share a key row: together they read it once from
+  // shared memory, then one of them evaluates the key_bias region. The lanes
+  // of one 8-lane phase of a 16-byte load read the same chunk of 8
+  // consecutive keys, which the swizzle puts in 8 different bank groups;
+  // the parts of a key are 8 lanes apart.
   int64_t threadsPerKey = config.threads() / config.tileN;
   int64_t chunksPerThread = config.chunksPerRow() / threadsPerKey;
-  Value key = div(threadId, threadsPerKey);
-  Value part = rem(threadId, threadsPerKey);
+  Value part = rem(div(lane, 8), threadsPerKey);
+  Value key = add(add(mul(warp, kThreadsPerWarp / threadsPerKey), rem(lane, 8)),
+                  mul(div(lane, 8 * threadsPerKey), 8));
   Value kvIdx = add(mul(tile, config.tileN), key);
   ElementValues element;
   element.kvIdx = kvIdx;
@@ -698,7 +707,7 @@ LogicalResult FlashKernelBuilder::computeKeyTerms(Value tile, Value buffer) {
       sum =
           fadd(sum, chunkSquareSum(sharedKey, add(base, swizzled(key, chunk))));
     }
-    element.keyNorm = laneSum(sum, threadsPerKey);
+    element.keyNorm = laneSum(sum, threadsPerKey, /*stride=*/8);
   }
   Value leader = cmp(arith::CmpIPredicate::eq, part, index(0));
   auto write =
@@ -1315,8 +1324,9 @@ LogicalResult rbfc::verifyMmaSyncPlan(attn::AttentionOp op,
     return fail("tile_m must be 16, 32 or 64 x warps (each warp owns 1, 2 "
                 "or 4 blocks of 16 query rows)");
   if (plan.getTileN() % 16 != 0 || plan.getTileN() > threads ||
-      threads % plan.getTileN() != 0)
-    return fail("tile_n must be a multiple of 16 that divides 32 x warps");
+      threads % plan.getTileN() != 0 || threads / plan.getTileN() > 4)
+    return fail("tile_n must be a multiple of 16 that divides 32 x warps, "
+                "and at least 8 x warps");
   if ((plan.getTileN() * headDim / kChunk) % threads != 0 ||
       (plan.getTileM() * headDim / kChunk) % threads != 0)
     return fail(
