@@ -73,11 +73,11 @@ static bool sizesConflict(int64_t lhs, int64_t rhs) {
          lhs != rhs;
 }
 
-static std::string shapeString(ShapedType type) {
+static std::string shapeString(ArrayRef<int64_t> shape) {
   std::string text;
   llvm::raw_string_ostream os(text);
   llvm::interleave(
-      type.getShape(), os,
+      shape, os,
       [&](int64_t dim) {
         if (ShapedType::isDynamic(dim))
           os << '?';
@@ -86,6 +86,10 @@ static std::string shapeString(ShapedType type) {
       },
       "x");
   return text;
+}
+
+static std::string shapeString(ShapedType type) {
+  return shapeString(type.getShape());
 }
 
 LogicalResult AttentionOp::verify() {
@@ -109,7 +113,8 @@ LogicalResult AttentionOp::verify() {
   if (sizesConflict(q[3], k[3]))
     return emitOpError("expects query and key of one head dimension, got ")
            << q[3] << " and " << k[3];
-  if (sizesConflict(q[0], k[0]) || sizesConflict(k[0], v[0]))
+  if (sizesConflict(q[0], k[0]) || sizesConflict(k[0], v[0]) ||
+      sizesConflict(q[0], v[0]))
     return emitOpError("expects query, key and value of one batch size, got ")
            << shapeString(queryType) << ", " << shapeString(keyType) << ", "
            << shapeString(valueType);
@@ -126,7 +131,7 @@ LogicalResult AttentionOp::verify() {
       sizesConflict(o[2], q[2]) || sizesConflict(o[3], v[3]))
     return emitOpError("expects the output shape [batch, heads, q_len, "
                        "value head_dim] = ")
-           << q[0] << "x" << q[1] << "x" << q[2] << "x" << v[3] << ", got "
+           << shapeString({q[0], q[1], q[2], v[3]}) << ", got "
            << shapeString(outputType);
   if (Value lse = getLse()) {
     auto lseType = cast<RankedTensorType>(lse.getType());

@@ -677,3 +677,33 @@ func.func @load_bound_rank(%q: tensor<?x?x?x64xf16>, %k: tensor<?x?x?x64xf16>, %
   }
   return
 }
+
+// -----
+
+// Dynamic sizes print as '?' in the expected shape.
+func.func @output_shape_dynamic(%q: tensor<?x8x?x64xf16>, %k: tensor<?x8x?x64xf16>, %v: tensor<?x8x?x32xf16>) {
+  // expected-error @+1 {{expects the output shape [batch, heads, q_len, value head_dim] = ?x8x?x32, got ?x8x?x64}}
+  %o = attn.attention softmax %q, %k, %v {capture_names = [], param_defaults = [], param_names = []}
+      : tensor<?x8x?x64xf16>, tensor<?x8x?x64xf16>, tensor<?x8x?x32xf16> -> tensor<?x8x?x64xf16>
+  score {
+  ^bb0(%b: index, %h: index, %i: index, %j: index):
+    %d = attn.dot : f32
+    attn.yield %d : f32
+  }
+  return
+}
+
+// -----
+
+// Query and value batches are compared even when the key's is dynamic.
+func.func @batch_through_dynamic_key(%q: tensor<2x8x16x64xf16>, %k: tensor<?x8x32x64xf16>, %v: tensor<3x8x32x64xf16>) {
+  // expected-error @+1 {{expects query, key and value of one batch size, got 2x8x16x64, ?x8x32x64, 3x8x32x64}}
+  %o = attn.attention softmax %q, %k, %v {capture_names = [], param_defaults = [], param_names = []}
+      : tensor<2x8x16x64xf16>, tensor<?x8x32x64xf16>, tensor<3x8x32x64xf16> -> tensor<2x8x16x64xf16>
+  score {
+  ^bb0(%b: index, %h: index, %i: index, %j: index):
+    %d = attn.dot : f32
+    attn.yield %d : f32
+  }
+  return
+}
