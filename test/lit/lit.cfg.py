@@ -15,3 +15,16 @@ tools_dir = os.path.dirname(config.filecheck)
 config.environment["PATH"] = os.pathsep.join(
     [config.rbfc_tools_dir, tools_dir, config.environment.get("PATH", "")])
 config.substitutions.append(("%examples", os.path.join(config.rbfc_src_root, "examples")))
+
+# `REQUIRES: ptxas` tests assemble PTX with the CUDA toolkit's ptxas, found
+# the way rbfc finds it (PATH, $CUDA_HOME/bin, /usr/local/cuda/bin).
+import shutil
+ptxas_dirs = [os.environ.get("PATH", "")]
+if os.environ.get("CUDA_HOME"):
+    ptxas_dirs.append(os.path.join(os.environ["CUDA_HOME"], "bin"))
+ptxas_dirs.append("/usr/local/cuda/bin")
+if shutil.which("ptxas", path=os.pathsep.join(ptxas_dirs)):
+    config.available_features.add("ptxas")
+for name in ("CUDA_HOME", "CUDA_ROOT", "CUDA_PATH"):
+    if name in os.environ:
+        config.environment[name] = os.environ[name]
