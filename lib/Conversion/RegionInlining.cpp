@@ -3,6 +3,7 @@
 
 #include "rbfc/Dialect/Attn/AttnOps.h"
 
+#include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/IR/Block.h"
 
 using namespace mlir;
@@ -39,4 +40,23 @@ unsigned rbfc::getCaptureIndex(Value tensor, unsigned numLeadingArgs,
                                unsigned numParams) {
   auto argument = cast<BlockArgument>(tensor);
   return argument.getArgNumber() - numLeadingArgs - numParams;
+}
+
+Value rbfc::clampToDimension(OpBuilder &builder, Location loc, Value index,
+                             Value size) {
+  Value zero = arith::ConstantIndexOp::create(builder, loc, 0);
+  Value one = arith::ConstantIndexOp::create(builder, loc, 1);
+  Value last = arith::SubIOp::create(builder, loc, size, one);
+  return arith::MaxSIOp::create(
+      builder, loc, zero, arith::MinSIOp::create(builder, loc, index, last));
+}
+
+Value rbfc::combineBound(OpBuilder &builder, Location loc, attn::Bound bound,
+                         Value lhs, Value rhs) {
+  bool isMax = bound == attn::Bound::max;
+  if (isa<FloatType>(lhs.getType()))
+    return isMax ? Value(arith::MaximumFOp::create(builder, loc, lhs, rhs))
+                 : Value(arith::MinimumFOp::create(builder, loc, lhs, rhs));
+  return isMax ? Value(arith::MaxSIOp::create(builder, loc, lhs, rhs))
+               : Value(arith::MinSIOp::create(builder, loc, lhs, rhs));
 }

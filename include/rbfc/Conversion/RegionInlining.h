@@ -11,6 +11,8 @@
 #ifndef RBFC_CONVERSION_REGIONINLINING_H
 #define RBFC_CONVERSION_REGIONINLINING_H
 
+#include "rbfc/Dialect/Attn/AttnOps.h"
+
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/IRMapping.h"
 #include "mlir/Support/LLVM.h"
@@ -38,6 +40,17 @@ inlineAttnRegion(mlir::OpBuilder &builder, mlir::Region &region,
 /// tile_class region) among the op's captures.
 unsigned getCaptureIndex(mlir::Value tensor, unsigned numLeadingArgs,
                          unsigned numParams);
+
+/// `index` clamped into [0, size - 1]: attn.load and attn.load_bound read
+/// captures at clamped indices (docs/language.md), so any index expression
+/// stays in bounds.
+mlir::Value clampToDimension(mlir::OpBuilder &builder, mlir::Location loc,
+                             mlir::Value index, mlir::Value size);
+
+/// Combines two elements of an attn.load_bound box: the smaller for `min`,
+/// the larger for `max` (NaN-propagating for floats).
+mlir::Value combineBound(mlir::OpBuilder &builder, mlir::Location loc,
+                         attn::Bound bound, mlir::Value lhs, mlir::Value rhs);
 
 } // namespace rbfc
 

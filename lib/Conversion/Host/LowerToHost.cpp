@@ -160,13 +160,9 @@ Value HostKernelEmitter::loadCapture(attn::LoadOp load, IRMapping &mapping) {
   Value capture = captureFor(load.getCapture());
   SmallVector<Value> indices;
   for (auto [dim, idx] : llvm::enumerate(load.getIndices())) {
-    // The language clamps every index into its dimension (docs/language.md),
-    // so any index expression reads in bounds.
     Value size = memref::DimOp::create(builder, loc, capture, dim);
-    Value last = arith::SubIOp::create(builder, loc, size, index(1));
-    Value clamped = arith::MaxSIOp::create(
-        builder, loc, index(0), minIndex(mapping.lookup(idx), last));
-    indices.push_back(clamped);
+    indices.push_back(
+        clampToDimension(builder, loc, mapping.lookup(idx), size));
   }
   return memref::LoadOp::create(builder, loc, capture, indices);
 }
@@ -174,31 +170,22 @@ Value HostKernelEmitter::loadCapture(attn::LoadOp load, IRMapping &mapping) {
 Value HostKernelEmitter::loadCaptureBound(attn::LoadBoundOp bound,
                                           IRMapping &mapping) {
   Value capture = captureFor(bound.getCapture());
-  Type elementType = cast<MemRefType>(capture.getType()).getElementType();
-  bool isMin = bound.getBound() == attn::Bound::min;
   SmallVector<Value> lows, highs;
   for (auto [dim, pair] :
        llvm::enumerate(llvm::zip(bound.getLows(), bound.getHighs()))) {
     Value size = memref::DimOp::create(builder, loc, capture, dim);
-    Value last = arith::SubIOp::create(builder, loc, size, index(1));
-    auto clamp = [&](Value v) {
-      return arith::MaxSIOp::create(builder, loc, index(0), minIndex(v, last))
-          .getResult();
-    };
-    Value low = clamp(mapping.lookup(std::get<0>(pair)));
-    Value high = arith::MaxSIOp::create(
-        builder, loc, low, clamp(mapping.lookup(std::get<1>(pair))));
+    Value low =
+        clampToDimension(builder, loc, mapping.lookup(std::get<0>(pair)), size);
+    Value high = clampToDimension(builder, loc,
+                                  mapping.lookup(std::get<1>(pair)), size);
+    high = arith::MaxSIOp::create(builder, loc, low, high);
     lows.push_back(low);
     highs.push_back(arith::AddIOp::create(builder, loc, high, index(1)));
   }
   // Start from an element of the box, so no identity value is needed.
   Value initial = memref::LoadOp::create(builder, loc, capture, lows);
-  auto combine = [&](OpBuilder &b, Value a, Value v) -> Value {
-    if (isa<FloatType>(elementType))
-      return isMin ? arith::MinimumFOp::create(b, loc, a, v).getResult()
-                   : arith::MaximumFOp::create(b, loc, a, v).getResult();
-    return isMin ? arith::MinSIOp::create(b, loc, a, v).getResult()
-                 : arith::MaxSIOp::create(b, loc, a, v).getResult();
+  auto combine = [&](OpBuilder &b, Value a, Value v) {
+    return combineBound(b, loc, bound.getBound(), a, v);
   };
   // One loop per dimension over the clamped box; document masks scan the
   // ids of the query and key tile ranges (tile_m + tile_n loads per tile).

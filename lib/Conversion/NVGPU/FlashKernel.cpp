@@ -81,6 +81,14 @@ struct KernelConfig {
 /// in row l/4 + 8, columns 2(l%4) and 2(l%4) + 1.
 using Accumulator = std::array<Value, 4>;
 
+/// The accumulators' values in order, as loops and branches carry them.
+SmallVector<Value> flatten(ArrayRef<Accumulator> accumulators) {
+  SmallVector<Value> values;
+  for (const Accumulator &acc : accumulators)
+    values.append(acc.begin(), acc.end());
+  return values;
+}
+
 /// Groups loop-carried or yielded values back into accumulators.
 SmallVector<Accumulator> unflatten(ValueRange values) {
   SmallVector<Accumulator> accumulators(values.size() / 4);
@@ -153,6 +161,17 @@ private:
   Value cmp(arith::CmpIPredicate predicate, Value x, Value y) {
     return arith::CmpIOp::create(b, predicate, x, y);
   }
+  Value notI(Value x) {
+    return arith::XOrIOp::create(
+        b, x, arith::ConstantOp::create(b, b.getBoolAttr(true)));
+  }
+  /// The row maximum while every key so far is masked is -inf; the kernel
+  /// shifts by 0 then, which keeps 2^(-inf - shift) = 0 instead of NaN.
+  Value zeroIfNegInf(Value max) {
+    return select(
+        arith::CmpFOp::create(b, arith::CmpFPredicate::OEQ, max, negInf),
+        f32(0.0), max);
+  }
   Value select(Value c, Value x, Value y) {
     return arith::SelectOp::create(b, c, x, y);
   }
@@ -170,7 +189,6 @@ private:
   Value toIndex(Value v) {
     return arith::IndexCastOp::create(b, b.getIndexType(), v);
   }
-  /// Butterfly reduction over the `width` adjacent lanes (xor 1, 2, ...).
   /// Butterfly reduction over `width` lanes `stride` apart (xor stride,
   /// 2 stride, ...).
   Value laneReduce(Value value, int64_t width,
@@ -191,15 +209,22 @@ private:
   void issueTileCopy(Value shared, Value sharedBase, Value global,
                      Value globalBase, Value rowStride, Value firstRow,
                      Value length, int64_t rows);
-  void issueKeyValueCopy(Value tile, Value buffer);
+  /// Starts the cp.async of K/V tile `tile` into its ring buffer when the
+  /// tile is in the loop's range.
+  void issueKeyValueCopy(Value tile);
+  Value ringBuffer(Value tile) {
+    return rem(sub(tile, firstTile), config.stages);
+  }
   /// The A registers of Q rows of `atom`, head dims [16 slice, 16 slice + 16).
   std::array<Value, 4> loadQueryFragment(int64_t atom, int64_t slice);
   SmallVector<Value> computeQueryNorms();
   Value warpRow(int64_t atom) {
     return add(mul(warp, config.rowsPerWarp()), atom * kAtomRows);
   }
-  /// Sum of squares of the 8 elements of one 16-byte chunk, in f32.
-  Value chunkSquareSum(Value shared, Value offset);
+  /// Sum of squares, in f32, of chunks [first, first + count) of `row` of
+  /// the swizzled tile at `base` of `shared`.
+  Value rowSquareSum(Value shared, Value base, Value row, Value first,
+                     int64_t count);
   Value bufferBase(Value buffer, int64_t rows) {
     return mul(buffer, config.tileElements(rows));
   }
@@ -267,13 +292,15 @@ private:
 
   // Per-block values set up at the kernel's entry.
   Value threadId, lane, warp, laneGroup, laneInGroup;
-  Value batchIdx, headIdx, qLo, qTileLast;
+  Value batchIdx, headIdx, qLo;
   Value qBase, kBase, vBase, oBase;
   Value sharedQuery, sharedKey, sharedValue, sharedKeyBias, sharedKeyNorm;
   /// Per lane row r (atom r / 2, half r % 2): index, q_scale, ||q||^2.
   SmallVector<Value> rowIdx, rowQScale, rowQueryNorm;
   bool needsKeyNorm = false;
   Value negInf;
+  /// The K tiles the loop visits: [firstTile, endTile).
+  Value firstTile, endTile;
 };
 
 //===----------------------------------------------------------------------===//
@@ -331,12 +358,17 @@ void FlashKernelBuilder::issueTileCopy(Value shared, Value sharedBase,
   }
 }
 
-void FlashKernelBuilder::issueKeyValueCopy(Value tile, Value buffer) {
+void FlashKernelBuilder::issueKeyValueCopy(Value tile) {
+  auto exists = scf::IfOp::create(
+      b, TypeRange{}, cmp(arith::CmpIPredicate::slt, tile, endTile), false);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(exists.thenBlock());
   Value kvLo = mul(tile, config.tileN);
-  issueTileCopy(sharedKey, bufferBase(buffer, config.tileN), args.k, kBase,
-                args.kStrides[2], kvLo, args.kvLen, config.tileN);
-  issueTileCopy(sharedValue, bufferBase(buffer, config.tileN), args.v, vBase,
-                args.vStrides[2], kvLo, args.kvLen, config.tileN);
+  Value base = bufferBase(ringBuffer(tile), config.tileN);
+  issueTileCopy(sharedKey, base, args.k, kBase, args.kStrides[2], kvLo,
+                args.kvLen, config.tileN);
+  issueTileCopy(sharedValue, base, args.v, vBase, args.vStrides[2], kvLo,
+                args.kvLen, config.tileN);
 }
 
 std::array<Value, 4> FlashKernelBuilder::ldmatrix(Value shared, Value offset,
@@ -421,13 +453,9 @@ Value FlashKernelBuilder::sizeValue(attn::Size size) {
 
 Value FlashKernelBuilder::loadCapture(unsigned capture, ValueRange indices) {
   const KernelArgs::Capture &data = args.captures[capture];
-  // attn.load clamps each index into the tensor, so any index expression
-  // stays in bounds.
   Value offset = index(0);
   for (auto [i, idx] : llvm::enumerate(indices)) {
-    Value last = sub(data.sizes[i], index(1));
-    Value clamped = arith::MaxSIOp::create(
-        b, index(0), arith::MinSIOp::create(b, idx, last));
+    Value clamped = clampToDimension(b, b.getLoc(), idx, data.sizes[i]);
     offset = add(offset, mul(clamped, data.strides[i]));
   }
   return memref::LoadOp::create(b, data.data, ValueRange{offset});
@@ -444,13 +472,10 @@ FailureOr<Value> FlashKernelBuilder::loadBound(attn::LoadBoundOp bound,
   Value total = index(1);
   for (auto [i, lowValue, highValue] :
        llvm::enumerate(bound.getLows(), bound.getHighs())) {
-    Value last = sub(data.sizes[i], index(1));
-    auto clamp = [&](Value v) {
-      return arith::MaxSIOp::create(b, index(0),
-                                    arith::MinSIOp::create(b, v, last));
-    };
-    Value lo = clamp(mapping.lookup(lowValue));
-    Value hi = clamp(mapping.lookup(highValue));
+    Value lo = clampToDimension(b, b.getLoc(), mapping.lookup(lowValue),
+                                data.sizes[i]);
+    Value hi = clampToDimension(b, b.getLoc(), mapping.lookup(highValue),
+                                data.sizes[i]);
     Value count = add(sub(arith::MaxSIOp::create(b, hi, lo), lo), 1);
     lows.push_back(lo);
     counts.push_back(count);
@@ -467,12 +492,8 @@ FailureOr<Value> FlashKernelBuilder::loadBound(attn::LoadBoundOp bound,
                         : APInt::getSignedMaxValue(width);
     return arith::ConstantOp::create(b, b.getIntegerAttr(elementType, value));
   };
-  auto combine = [&](Value x, Value y) -> Value {
-    if (isa<FloatType>(x.getType()))
-      return isMax ? Value(arith::MaximumFOp::create(b, x, y))
-                   : Value(arith::MinimumFOp::create(b, x, y));
-    return isMax ? Value(arith::MaxSIOp::create(b, x, y))
-                 : Value(arith::MinSIOp::create(b, x, y));
+  auto combine = [&](Value x, Value y) {
+    return combineBound(b, b.getLoc(), bound.getBound(), x, y);
   };
   auto loop = scf::ForOp::create(b, lane, total, index(kThreadsPerWarp),
                                  ValueRange{identity()});
@@ -654,18 +675,25 @@ std::array<Value, 4> FlashKernelBuilder::loadQueryFragment(int64_t atom,
   return ldmatrix(sharedQuery, swizzled(row, chunk), false);
 }
 
-Value FlashKernelBuilder::chunkSquareSum(Value shared, Value offset) {
+Value FlashKernelBuilder::rowSquareSum(Value shared, Value base, Value row,
+                                       Value first, int64_t count) {
   auto rawType = VectorType::get({kChunk}, b.getF16Type());
-  Value raw = vector::LoadOp::create(b, rawType, shared, ValueRange{offset});
-  Value typed =
-      config.elementType.isF16()
-          ? raw
-          : vector::BitCastOp::create(
-                b, VectorType::get({kChunk}, config.elementType), raw);
-  Value wide = arith::ExtFOp::create(
-      b, VectorType::get({kChunk}, b.getF32Type()), typed);
-  return vector::ReductionOp::create(b, vector::CombiningKind::ADD,
-                                     arith::MulFOp::create(b, wide, wide));
+  Value sum = f32(0.0);
+  for (int64_t c = 0; c < count; ++c) {
+    Value offset = add(base, swizzled(row, add(first, c)));
+    Value raw = vector::LoadOp::create(b, rawType, shared, ValueRange{offset});
+    Value typed =
+        config.elementType.isF16()
+            ? raw
+            : vector::BitCastOp::create(
+                  b, VectorType::get({kChunk}, config.elementType), raw);
+    Value wide = arith::ExtFOp::create(
+        b, VectorType::get({kChunk}, b.getF32Type()), typed);
+    sum = fadd(
+        sum, vector::ReductionOp::create(b, vector::CombiningKind::ADD,
+                                         arith::MulFOp::create(b, wide, wide)));
+  }
+  return sum;
 }
 
 SmallVector<Value> FlashKernelBuilder::computeQueryNorms() {
@@ -674,12 +702,10 @@ SmallVector<Value> FlashKernelBuilder::computeQueryNorms() {
   SmallVector<Value> norms(config.lanesRows());
   for (int64_t r = 0; r < config.lanesRows(); ++r) {
     Value row = add(add(warpRow(r / 2), laneGroup), 8 * (r % 2));
-    Value sum = f32(0.0);
-    for (int64_t c = 0; c < chunksPerLane; ++c) {
-      Value chunk = add(mul(laneInGroup, chunksPerLane), c);
-      sum = fadd(sum, chunkSquareSum(sharedQuery, swizzled(row, chunk)));
-    }
-    norms[r] = laneSum(sum, 4);
+    norms[r] =
+        laneSum(rowSquareSum(sharedQuery, index(0), row,
+                             mul(laneInGroup, chunksPerLane), chunksPerLane),
+                4);
   }
   return norms;
 }
@@ -699,16 +725,11 @@ LogicalResult FlashKernelBuilder::computeKeyTerms(Value tile, Value buffer) {
   ElementValues element;
   element.kvIdx = kvIdx;
   element.qIdx = index(0);
-  if (needsKeyNorm) {
-    Value base = bufferBase(buffer, config.tileN);
-    Value sum = f32(0.0);
-    for (int64_t c = 0; c < chunksPerThread; ++c) {
-      Value chunk = add(mul(part, chunksPerThread), c);
-      sum =
-          fadd(sum, chunkSquareSum(sharedKey, add(base, swizzled(key, chunk))));
-    }
-    element.keyNorm = laneSum(sum, threadsPerKey, /*stride=*/8);
-  }
+  if (needsKeyNorm)
+    element.keyNorm =
+        laneSum(rowSquareSum(sharedKey, bufferBase(buffer, config.tileN), key,
+                             mul(part, chunksPerThread), chunksPerThread),
+                threadsPerKey, /*stride=*/8);
   Value leader = cmp(arith::CmpIPredicate::eq, part, index(0));
   auto write =
       scf::IfOp::create(b, TypeRange{}, leader, /*withElseRegion=*/false);
@@ -1020,7 +1041,8 @@ FailureOr<gpu::GPUFuncOp> FlashKernelBuilder::build(gpu::GPUModuleOp module,
   // The range of K tiles that may hold a kept key for this query tile.
   Value kvTiles =
       arith::CeilDivUIOp::create(b, args.kvLen, index(config.tileN));
-  Value firstTile = index(0), lastTile = sub(kvTiles, index(1));
+  firstTile = index(0);
+  Value lastTile = sub(kvTiles, index(1));
   if (!op.getTileClass().empty()) {
     auto first = scanLiveTile(index(0), kvTiles, /*forward=*/true);
     if (failed(first))
@@ -1032,21 +1054,14 @@ FailureOr<gpu::GPUFuncOp> FlashKernelBuilder::build(gpu::GPUModuleOp module,
     firstTile = *first;
     lastTile = *last;
   }
-  Value endTile = add(lastTile, 1);
+  endTile = add(lastTile, 1);
 
   // Prologue: Q, then the first stages - 1 K/V tiles, one group each.
   issueTileCopy(sharedQuery, index(0), args.q, qBase, args.qStrides[2], qLo,
                 args.qLen, config.tileM);
   NVVM::CpAsyncCommitGroupOp::create(b);
   for (int64_t stage = 0; stage + 1 < config.stages; ++stage) {
-    Value tile = add(firstTile, stage);
-    auto exists = scf::IfOp::create(
-        b, TypeRange{}, cmp(arith::CmpIPredicate::slt, tile, endTile), false);
-    {
-      OpBuilder::InsertionGuard inner(b);
-      b.setInsertionPointToStart(exists.thenBlock());
-      issueKeyValueCopy(tile, index(stage));
-    }
+    issueKeyValueCopy(add(firstTile, stage));
     NVVM::CpAsyncCommitGroupOp::create(b);
   }
   NVVM::CpAsyncWaitGroupOp::create(b, config.stages - 1);
@@ -1080,7 +1095,6 @@ FailureOr<gpu::GPUFuncOp> FlashKernelBuilder::build(gpu::GPUModuleOp module,
   SmallVector<Value> init(outputValues, f32(0.0));
   init.append(rows, negInf);
   init.append(rows, f32(0.0));
-  LogicalResult status = success();
   auto loop = scf::ForOp::create(b, firstTile, endTile, index(1), init);
   {
     OpBuilder::InsertionGuard inner(b);
@@ -1089,16 +1103,9 @@ FailureOr<gpu::GPUFuncOp> FlashKernelBuilder::build(gpu::GPUModuleOp module,
     ValueRange state = loop.getRegionIterArgs();
     NVVM::CpAsyncWaitGroupOp::create(b, config.stages - 2);
     gpu::BarrierOp::create(b);
-    Value ahead = add(tile, config.stages - 1);
-    auto prefetch = scf::IfOp::create(
-        b, TypeRange{}, cmp(arith::CmpIPredicate::slt, ahead, endTile), false);
-    {
-      OpBuilder::InsertionGuard copy(b);
-      b.setInsertionPointToStart(prefetch.thenBlock());
-      issueKeyValueCopy(ahead, rem(sub(ahead, firstTile), config.stages));
-    }
+    issueKeyValueCopy(add(tile, config.stages - 1));
     NVVM::CpAsyncCommitGroupOp::create(b);
-    Value buffer = rem(sub(tile, firstTile), config.stages);
+    Value buffer = ringBuffer(tile);
     Value kvLo = mul(tile, config.tileN);
 
     auto tileClass = classifyTile(tile);
@@ -1106,14 +1113,8 @@ FailureOr<gpu::GPUFuncOp> FlashKernelBuilder::build(gpu::GPUModuleOp module,
       return failure();
     Value boundary =
         cmp(arith::CmpIPredicate::sgt, add(kvLo, config.tileN), args.kvLen);
-    Value partial = arith::OrIOp::create(
-        b, boundary,
-        arith::XOrIOp::create(
-            b, tileClass->first,
-            arith::ConstantOp::create(b, b.getBoolAttr(true))));
-    Value live = arith::XOrIOp::create(
-        b, tileClass->second,
-        arith::ConstantOp::create(b, b.getBoolAttr(true)));
+    Value partial = arith::OrIOp::create(b, boundary, notI(tileClass->first));
+    Value live = notI(tileClass->second);
 
     auto compute =
         scf::IfOp::create(b, TypeRange(ValueRange(state)), live, true);
@@ -1140,14 +1141,9 @@ FailureOr<gpu::GPUFuncOp> FlashKernelBuilder::build(gpu::GPUModuleOp module,
         b.setInsertionPointToStart(masked ? scored.thenBlock()
                                           : scored.elseBlock());
         auto scores = applyScoreRegion(dots, kvLo, masked);
-        if (failed(scores)) {
-          status = failure();
+        if (failed(scores))
           return failure();
-        }
-        SmallVector<Value> flat;
-        for (const Accumulator &acc : *scores)
-          flat.append(acc.begin(), acc.end());
-        scf::YieldOp::create(b, flat);
+        scf::YieldOp::create(b, flatten(*scores));
       }
       SmallVector<Accumulator> scores = unflatten(scored.getResults());
 
@@ -1176,11 +1172,7 @@ FailureOr<gpu::GPUFuncOp> FlashKernelBuilder::build(gpu::GPUModuleOp module,
             return arith::MaximumFOp::create(b, x, y);
           });
           Value newMax = arith::MaximumFOp::create(b, oldMax, tileMax);
-          // While every key so far is masked the max is -inf; shifting by
-          // 0 then keeps 2^(-inf - shift) = 0 instead of NaN.
-          Value none = arith::CmpFOp::create(b, arith::CmpFPredicate::OEQ,
-                                             newMax, negInf);
-          shift = select(none, f32(0.0), newMax);
+          shift = zeroIfNegInf(newMax);
           alpha = exp2(arith::SubFOp::create(b, oldMax, shift));
           rowMax[r] = newMax;
         } else {
@@ -1201,17 +1193,13 @@ FailureOr<gpu::GPUFuncOp> FlashKernelBuilder::build(gpu::GPUModuleOp module,
       }
       output =
           accumulateValues(scores, output, bufferBase(buffer, config.tileN));
-      SmallVector<Value> next;
-      for (const Accumulator &acc : output)
-        next.append(acc.begin(), acc.end());
+      SmallVector<Value> next = flatten(output);
       llvm::append_range(next, rowMax);
       llvm::append_range(next, rowSum);
       scf::YieldOp::create(b, next);
     }
     scf::YieldOp::create(b, compute.getResults());
   }
-  if (failed(status))
-    return failure();
   // Drain the cp.async groups still in flight (empty ones) before exit.
   NVVM::CpAsyncWaitGroupOp::create(b, 0);
 
@@ -1219,8 +1207,7 @@ FailureOr<gpu::GPUFuncOp> FlashKernelBuilder::build(gpu::GPUModuleOp module,
       unflatten(loop.getResults().take_front(outputValues));
   SmallVector<Value> rowMax(loop.getResults().slice(outputValues, rows));
   for (Value &m : rowMax)
-    m = select(arith::CmpFOp::create(b, arith::CmpFPredicate::OEQ, m, negInf),
-               f32(0.0), m);
+    m = zeroIfNegInf(m);
   SmallVector<Value> rowSum(loop.getResults().slice(outputValues + rows, rows));
   if (failed(storeResults(output, rowMax, rowSum)))
     return failure();
