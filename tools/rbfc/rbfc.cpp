@@ -21,6 +21,7 @@
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Support/FileUtilities.h"
+#include "llvm/ADT/SmallString.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/SourceMgr.h"
 #include "llvm/Support/ToolOutputFile.h"
@@ -47,20 +48,34 @@ struct Options {
   std::string target;
 };
 
-/// --target=host: the CPU kernel as scf/vector IR, LLVM IR or an object.
-int emitHost(const Options &options, mlir::ModuleOp module) {
+int writeFile(const std::string &path, llvm::StringRef contents) {
   std::string error;
-  std::unique_ptr<llvm::ToolOutputFile> output =
-      mlir::openOutputFile(options.output, &error);
-  if (!output) {
+  std::unique_ptr<llvm::ToolOutputFile> file =
+      mlir::openOutputFile(path, &error);
+  if (!file) {
     llvm::errs() << "rbfc: error: " << error << "\n";
     return 1;
   }
-  if (mlir::failed(rbfc::host::emitHostArtifact(module, options.emit, {},
-                                                output->os())))
-    return 1;
-  output->keep();
+  file->os() << contents;
+  file->keep();
   return 0;
+}
+
+int writeModule(const std::string &path, mlir::ModuleOp module) {
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  module.print(os);
+  return writeFile(path, text);
+}
+
+/// --target=host: the CPU kernel as scf/vector IR, LLVM IR or an object.
+int emitHost(const Options &options, mlir::ModuleOp module) {
+  llvm::SmallString<0> artifact;
+  llvm::raw_svector_ostream os(artifact);
+  if (mlir::failed(
+          rbfc::host::emitHostArtifact(module, options.emit, {}, os)))
+    return 1;
+  return writeFile(options.output, artifact);
 }
 
 bool isKernelStage(llvm::StringRef emit) {
@@ -98,31 +113,14 @@ mlir::LogicalResult overridePlan(mlir::ModuleOp module, llvm::StringRef text) {
   return mlir::success();
 }
 
-int writeFile(const std::string &path, llvm::StringRef contents) {
-  std::string error;
-  std::unique_ptr<llvm::ToolOutputFile> file =
-      mlir::openOutputFile(path, &error);
-  if (!file) {
-    llvm::errs() << "rbfc: error: " << error << "\n";
-    return 1;
-  }
-  file->os() << contents;
-  file->keep();
-  return 0;
-}
-
 /// Lowers the canonical module to a GPU kernel and writes the stage asked.
 int emitKernel(const Options &options, mlir::ModuleOp module) {
   if (!options.plan.empty() && mlir::failed(overridePlan(module, options.plan)))
     return 1;
   if (mlir::failed(rbfc::lowerToGPUKernels(module, options.arch)))
     return 1;
-  if (options.emit == "kernel") {
-    std::string text;
-    llvm::raw_string_ostream os(text);
-    module.print(os);
-    return writeFile(options.output, text);
-  }
+  if (options.emit == "kernel")
+    return writeModule(options.output, module);
   mlir::FailureOr<std::string> descriptor = rbfc::kernelDescriptorJSON(module);
   if (mlir::failed(descriptor))
     return 1;
@@ -155,6 +153,12 @@ int emitKernel(const Options &options, mlir::ModuleOp module) {
 }
 
 int compile(const Options &options) {
+  bool host = options.target == "host";
+  if (options.emit == "obj" && !host) {
+    llvm::errs() << "rbfc: error: --emit=obj needs --target=host; GPU kernels "
+                    "are emitted with --emit=ptx or --emit=cubin\n";
+    return 1;
+  }
   std::string error;
   std::unique_ptr<llvm::MemoryBuffer> buffer =
       mlir::openInputFile(options.input, &error);
@@ -170,7 +174,7 @@ int compile(const Options &options) {
   sourceMgr.AddNewSourceBuffer(
       llvm::MemoryBuffer::getMemBufferCopy(text, bufferName), llvm::SMLoc());
   mlir::DialectRegistry registry;
-  if (isKernelStage(options.emit))
+  if (isKernelStage(options.emit) && !host)
     rbfc::registerGPUBackend(registry);
   mlir::MLIRContext context(registry);
   mlir::SourceMgrDiagnosticHandler diagnostics(sourceMgr, &context);
@@ -202,21 +206,12 @@ int compile(const Options &options) {
       return 1;
   }
 
-  if (options.target == "host" && options.emit != "attn" &&
-      options.emit != "mlir")
+  if (host && options.emit != "attn" && options.emit != "mlir")
     return emitHost(options, *module);
   if (isKernelStage(options.emit))
     return emitKernel(options, *module);
 
-  std::unique_ptr<llvm::ToolOutputFile> output =
-      mlir::openOutputFile(options.output, &error);
-  if (!output) {
-    llvm::errs() << "rbfc: error: " << error << "\n";
-    return 1;
-  }
-  module->print(output->os());
-  output->keep();
-  return 0;
+  return writeModule(options.output, *module);
 }
 
 } // namespace
