@@ -185,8 +185,8 @@ bool parseDescriptor(std::string_view json, Descriptor &out,
         !fields.oneOf("type", param.type,
                              {RBFC_DTYPE_F32, RBFC_DTYPE_I32}, true))
       return false;
-    // docs/abi.md writes null for a parameter without a default; an absent
-    // key means the same.
+    // rbfc leaves "default" out for a parameter without one (docs/abi.md);
+    // null means the same.
     const JsonValue *value = entry.find("default");
     if (value && value->kind == JsonValue::Kind::Number) {
       param.hasDefault = true;

@@ -20,7 +20,6 @@
 #include "rbfc/Conversion/NVGPU/FlashKernel.h"
 
 #include "rbfc/Conversion/RegionInlining.h"
-#include "rbfc/Dialect/Attn/ScoreDependence.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
@@ -116,7 +115,7 @@ struct KernelArgs {
 struct ElementValues {
   Value qIdx, kvIdx;
   Value dot;     // the raw accumulator q.k
-  Value qScale;  // the row's q_scale (scaled_dot = dot * qScale)
+  Value qScale;  // q_scale (scaled_dot = dot * qScale)
   Value keyBias; // the key's bias
   Value queryNorm, keyNorm;
 };
@@ -295,8 +294,10 @@ private:
   Value batchIdx, headIdx, qLo;
   Value qBase, kBase, vBase, oBase;
   Value sharedQuery, sharedKey, sharedValue, sharedKeyBias, sharedKeyNorm;
-  /// Per lane row r (atom r / 2, half r % 2): index, q_scale, ||q||^2.
-  SmallVector<Value> rowIdx, rowQScale, rowQueryNorm;
+  /// Per lane row r (atom r / 2, half r % 2): index and ||q||^2.
+  SmallVector<Value> rowIdx, rowQueryNorm;
+  /// q_scale, which the verifier keeps uniform over a (batch, head).
+  Value qScale;
   bool needsKeyNorm = false;
   Value negInf;
   /// The K tiles the loop visits: [firstTile, endTile).
@@ -802,7 +803,7 @@ FlashKernelBuilder::applyScoreRegion(ArrayRef<Accumulator> dots, Value kvLo,
         int64_t accumulator = (r / 2) * slices + slice;
         int64_t e = 2 * (r % 2) + column;
         element.qIdx = rowIdx[r];
-        element.qScale = rowQScale[r];
+        element.qScale = qScale;
         element.queryNorm = rowQueryNorm[r];
         element.dot = dots[accumulator][e];
         auto score = evaluateElementRegion(op.getScore(), element);
@@ -1071,21 +1072,17 @@ FailureOr<gpu::GPUFuncOp> FlashKernelBuilder::build(gpu::GPUModuleOp module,
     for (int64_t atom = 0; atom < config.atoms(); ++atom)
       for (int64_t slice = 0; slice < config.dimSlices(); ++slice)
         llvm::append_range(queryFragments, loadQueryFragment(atom, slice));
-  SmallVector<Value> queryNorms(config.lanesRows());
+  rowQueryNorm.assign(config.lanesRows(), Value());
   if (needsQueryNorm)
-    queryNorms = computeQueryNorms();
-  for (int64_t r = 0; r < config.lanesRows(); ++r) {
-    rowQueryNorm.push_back(queryNorms[r]);
-    rowQScale.push_back(f32(1.0));
-    if (op.getQScale().empty())
-      continue;
+    rowQueryNorm = computeQueryNorms();
+  qScale = f32(1.0);
+  if (!op.getQScale().empty()) {
     ElementValues element;
-    element.qIdx = rowIdx[r];
-    element.queryNorm = queryNorms[r];
+    element.qIdx = index(0);
     auto scale = evaluateElementRegion(op.getQScale(), element);
     if (failed(scale))
       return failure();
-    rowQScale[r] = *scale;
+    qScale = *scale;
   }
 
   // The loop over K/V tiles carries O (headDim/8 accumulators per atom),
@@ -1334,15 +1331,6 @@ FailureOr<gpu::GPUFuncOp> rbfc::buildFlashKernel(attn::AttentionOp op,
   if (failed(verifyMmaSyncPlan(op, *plan)))
     return failure();
   auto queryType = cast<RankedTensorType>(op.getQuery().getType());
-  attn::ScoreDependence dependence;
-  if (!op.getQScale().empty() &&
-      !dependence.isRowOnly(attn::AttentionOp::getYielded(op.getQScale())[0]))
-    return op.emitOpError() << "q_scale depends on the key; the kernel scales "
-                               "whole query rows";
-  if (!op.getKeyBias().empty() &&
-      !dependence.isKeyOnly(attn::AttentionOp::getYielded(op.getKeyBias())[0]))
-    return op.emitOpError() << "key_bias depends on the query; the kernel "
-                               "computes it once per key";
   KernelConfig config{
       queryType.getDimSize(3), plan->getTileM(),   plan->getTileN(),
       plan->getWarps(),        plan->getStages(),  queryType.getElementType(),
