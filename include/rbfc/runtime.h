@@ -76,6 +76,8 @@ typedef struct rbfc_kernel_info {
   int64_t shared_memory_bytes;
   int32_t num_params;
   int32_t num_captures;
+  int32_t key_terms; /* f32 planes in the workspace; 0: no prologue, no
+                        workspace */
 } rbfc_kernel_info;
 
 /* One spec `param`; type is RBFC_DTYPE_F32 or RBFC_DTYPE_I32. */
@@ -124,12 +126,35 @@ RBFC_RUNTIME_API rbfc_status rbfc_module_capture(const rbfc_module *module,
  * was compiled with --lse. `params`: NULL for every default, else
  * `num_params` values in declaration order (an int parameter must hold an
  * integer). `captures`: in declaration order. Asynchronous: errors of the
- * kernel itself show up at the next synchronisation. */
+ * kernel itself show up at the next synchronisation.
+ *
+ * A kernel with key terms (rbfc_kernel_info.key_terms > 0) needs a device
+ * workspace; rbfc_launch allocates it on `stream` (cuMemAllocAsync) and
+ * frees it there after the kernel (cuMemFreeAsync). To keep allocation out
+ * of a hot loop, use rbfc_launch_with_workspace. */
 RBFC_RUNTIME_API rbfc_status rbfc_launch(
     const rbfc_module *module, const rbfc_tensor *q, const rbfc_tensor *k,
     const rbfc_tensor *v, const rbfc_tensor *o, const rbfc_tensor *lse,
     const double *params, size_t num_params, const rbfc_tensor *captures,
     size_t num_captures, void *stream);
+
+/* The bytes of device workspace a launch with these q and k needs: 0 for a
+ * kernel without key terms. Reads q's batch and heads and k's kv_len. */
+RBFC_RUNTIME_API rbfc_status rbfc_workspace_bytes(const rbfc_module *module,
+                                                  const rbfc_tensor *q,
+                                                  const rbfc_tensor *k,
+                                                  size_t *bytes);
+
+/* rbfc_launch with the caller's workspace: `workspace_bytes` of device
+ * memory, 16-byte aligned, at least rbfc_workspace_bytes; its contents need
+ * no initialisation. It must stay allocated until the kernel has run, and
+ * two launches in flight at once (on different streams) need two
+ * workspaces. Ignored (may be NULL) for a kernel without key terms. */
+RBFC_RUNTIME_API rbfc_status rbfc_launch_with_workspace(
+    const rbfc_module *module, const rbfc_tensor *q, const rbfc_tensor *k,
+    const rbfc_tensor *v, const rbfc_tensor *o, const rbfc_tensor *lse,
+    const double *params, size_t num_params, const rbfc_tensor *captures,
+    size_t num_captures, void *workspace, size_t workspace_bytes, void *stream);
 
 /* The message of the last failed call on this thread ("" if none). */
 RBFC_RUNTIME_API const char *rbfc_last_error(void);

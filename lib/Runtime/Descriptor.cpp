@@ -3,6 +3,7 @@
 
 #include "rbfc/Runtime/Json.h"
 
+#include <cstdint>
 
 namespace rbfc::runtime {
 
@@ -123,6 +124,36 @@ private:
   }
 };
 
+/// "key_terms": absent or null for a kernel without a prologue.
+bool parseKeyTerms(const JsonValue &root, std::optional<KeyTermsDesc> &out,
+                   std::string &error) {
+  const JsonValue *value = root.find("key_terms");
+  if (!value || value->kind == JsonValue::Kind::Null)
+    return true;
+  if (value->kind != JsonValue::Kind::Object) {
+    error = std::string("\"key_terms\" must be an object or null, not ") +
+            jsonKindName(value->kind);
+    return false;
+  }
+  Fields fields(*value, "key_terms", error);
+  KeyTermsDesc keyTerms;
+  if (!fields.string("entry", keyTerms.entry, true) ||
+      !fields.integer("block", keyTerms.block, 32, 1024, true) ||
+      !fields.integer("keys_per_block", keyTerms.keysPerBlock, 1, INT32_MAX,
+                      true) ||
+      !fields.integer("terms", keyTerms.terms, 1, 2, true) ||
+      !fields.integer("row_multiple", keyTerms.rowMultiple, 1, INT32_MAX, true))
+    return false;
+  if (keyTerms.entry.empty())
+    return fields.fail("entry", "is empty");
+  if (keyTerms.block % 32 != 0)
+    return fields.fail("block", "is " + std::to_string(keyTerms.block) +
+                                    "; it must be a multiple of 32 (whole "
+                                    "warps)");
+  out = std::move(keyTerms);
+  return true;
+}
+
 } // namespace
 
 bool parseDescriptor(std::string_view json, Descriptor &out,
@@ -141,9 +172,9 @@ bool parseDescriptor(std::string_view json, Descriptor &out,
   std::string format;
   if (!top.string("format", format, true))
     return false;
-  if (format != "rbfc-kernel/1")
+  if (format != "rbfc-kernel/2")
     return top.fail("format", "is \"" + format +
-                                  "\"; this runtime reads \"rbfc-kernel/1\"");
+                                  "\"; this runtime reads \"rbfc-kernel/2\"");
 
   if (!top.string("name", out.name, false) ||
       !top.string("entry", out.entry, true) ||
@@ -225,7 +256,7 @@ bool parseDescriptor(std::string_view json, Descriptor &out,
       return false;
     out.captures.push_back(std::move(capture));
   }
-  return true;
+  return parseKeyTerms(root, out.keyTerms, error);
 }
 
 } // namespace rbfc::runtime

@@ -64,9 +64,15 @@ bool openDriver(const char *library, Driver &driver, std::string &error) {
                     driver.funcSetAttribute, error) &&
             resolve(handle, library, "cuLaunchKernel", driver.launchKernel,
                     error);
-  if (!ok)
+  if (!ok) {
     dlclose(handle);
-  return ok;
+    return false;
+  }
+  driver.memAllocAsync = reinterpret_cast<decltype(driver.memAllocAsync)>(
+      dlsym(handle, "cuMemAllocAsync"));
+  driver.memFreeAsync = reinterpret_cast<decltype(driver.memFreeAsync)>(
+      dlsym(handle, "cuMemFreeAsync"));
+  return true;
 }
 
 const Driver *getDriver(std::string &error) {

@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <utility>
 
 namespace rbfc::runtime {
 
@@ -99,12 +100,94 @@ bool sameSizes(const rbfc_tensor &a, const rbfc_tensor &b) {
   return true;
 }
 
+/// Grid limits: x up to 2^31-1, y and z up to 65535.
+bool fitGrid(const char *what, int64_t x, int64_t y, int64_t z,
+             uint32_t (&grid)[3], std::string &error) {
+  if (x > INT32_MAX || y > 65535 || z > 65535) {
+    error = std::string("problem too large for one launch: ") + what + " (" +
+            std::to_string(x) + ", " + std::to_string(y) + ", " +
+            std::to_string(z) + ") exceeds (2^31-1, 65535, 65535)";
+    return false;
+  }
+  grid[0] = uint32_t(x);
+  grid[1] = uint32_t(y);
+  grid[2] = uint32_t(z);
+  return true;
+}
+
+int64_t ceilDiv(int64_t a, int64_t b) { return a / b + (a % b != 0); }
+
 } // namespace
+
+bool workspaceBytes(const Descriptor &d, const rbfc_tensor *q,
+                    const rbfc_tensor *k, size_t &bytes, std::string &error) {
+  for (auto [what, t] : {std::pair{"q", q}, std::pair{"k", k}}) {
+    if (!t) {
+      error = std::string(what) + ": missing";
+      return false;
+    }
+    if (t->rank != 4) {
+      error = std::string(what) + ": expected rank 4, got rank " +
+              std::to_string(t->rank);
+      return false;
+    }
+  }
+  int64_t batch = q->sizes[0], heads = q->sizes[1], kvLen = k->sizes[2];
+  if (batch < 1 || heads < 1 || kvLen < 1) {
+    error = "workspace: needs batch, heads and kv_len >= 1, got q " +
+            shapeText(*q) + " and k " + shapeText(*k);
+    return false;
+  }
+  bytes = 0;
+  if (!d.keyTerms)
+    return true;
+  const KeyTermsDesc &kt = *d.keyTerms;
+  size_t paddedLen = size_t(ceilDiv(kvLen, kt.rowMultiple));
+  size_t total = size_t(kt.terms) * sizeof(float);
+  bool overflow =
+      __builtin_mul_overflow(paddedLen, size_t(kt.rowMultiple), &paddedLen);
+  for (size_t factor : {size_t(batch), size_t(heads), paddedLen})
+    overflow |= __builtin_mul_overflow(total, factor, &total);
+  if (overflow) {
+    error = "workspace: " + std::to_string(kt.terms) + " plane(s) x batch " +
+            std::to_string(batch) + " x heads " + std::to_string(heads) +
+            " x kv_len " + std::to_string(kvLen) +
+            " (padded) f32 values do not fit in size_t";
+    return false;
+  }
+  bytes = total;
+  return true;
+}
+
+bool bindWorkspace(const LaunchConfig &config, void *workspace, size_t bytes,
+                   ParamBuffer &buffer, std::string &error) {
+  if (config.workspaceBytes == 0)
+    return true;
+  std::string need = "workspace: the kernel's key-terms prologue needs " +
+                     std::to_string(config.workspaceBytes) + " bytes";
+  if (!workspace) {
+    error = need + "; the workspace pointer is null";
+    return false;
+  }
+  if (bytes < config.workspaceBytes) {
+    error = need + ", got " + std::to_string(bytes);
+    return false;
+  }
+  // Read with 16-byte vector loads.
+  if (reinterpret_cast<uintptr_t>(workspace) % 16 != 0) {
+    error = "workspace: pointer is not 16-byte aligned";
+    return false;
+  }
+  buffer.set<uint64_t>(config.workspaceArg,
+                       reinterpret_cast<uintptr_t>(workspace));
+  return true;
+}
 
 bool prepareLaunch(const Descriptor &d, const LaunchArgs &args,
                    ParamBuffer &buffer, LaunchConfig &config,
                    std::string &error) {
   buffer = ParamBuffer();
+  config = LaunchConfig();
   const char *qLayout = "[batch, heads, q_len, head_dim]";
   const char *kvLayout = "[batch, kv_heads, kv_len, head_dim]";
   if (!checkTensor("q", args.q, 4, d.dtype, qLayout, 16, error) ||
@@ -174,13 +257,17 @@ bool prepareLaunch(const Descriptor &d, const LaunchArgs &args,
     return false;
   }
 
-  // Grid limits: x up to 2^31-1, y and z up to 65535.
-  int64_t tiles = (qLen + d.tileM - 1) / d.tileM;
-  if (tiles > INT32_MAX || heads > 65535 || batch > 65535) {
-    error = "problem too large for one launch: grid (" +
-            std::to_string(tiles) + ", " + std::to_string(heads) + ", " +
-            std::to_string(batch) + ") exceeds (2^31-1, 65535, 65535)";
+  if (!fitGrid("grid", ceilDiv(qLen, d.tileM), heads, batch, config.grid,
+               error))
     return false;
+  if (d.keyTerms) {
+    const KeyTermsDesc &kt = *d.keyTerms;
+    if (!fitGrid("key-terms prologue grid", ceilDiv(kvLen, kt.keysPerBlock),
+                 heads, batch, config.prologueGrid, error) ||
+        !workspaceBytes(d, &q, &k, config.workspaceBytes, error))
+      return false;
+    config.prologueBlock[0] = uint32_t(kt.block);
+    config.prologueBlock[1] = config.prologueBlock[2] = 1;
   }
 
   // Parameters: the caller's values or every default.
@@ -246,6 +333,10 @@ bool prepareLaunch(const Descriptor &d, const LaunchArgs &args,
   pointer(o);
   if (d.hasLse)
     pointer(*args.lse);
+  if (d.keyTerms) {
+    config.workspaceArg = buffer.count();
+    buffer.push<uint64_t>(0);
+  }
   for (int64_t size : {batch, heads, kvHeads, qLen, kvLen})
     buffer.push<int64_t>(size);
   strides3(q);
@@ -271,9 +362,6 @@ bool prepareLaunch(const Descriptor &d, const LaunchArgs &args,
       buffer.push<int64_t>(t.strides[r]);
   }
 
-  config.grid[0] = uint32_t(tiles);
-  config.grid[1] = uint32_t(heads);
-  config.grid[2] = uint32_t(batch);
   config.block[0] = uint32_t(32 * d.warps);
   config.block[1] = config.block[2] = 1;
   config.sharedMemoryBytes = uint32_t(d.sharedMemoryBytes);

@@ -20,6 +20,7 @@ struct rbfc_module {
   CUcontext context = nullptr;
   CUmodule module = nullptr;
   CUfunction function = nullptr;
+  CUfunction prologue = nullptr; // the key-terms entry, when there is one
 };
 
 namespace {
@@ -122,14 +123,24 @@ rbfc_status loadModule(const void *image, size_t imageSize,
     return fail(RBFC_ERROR_CUDA, message);
   }
   rbfc_module *raw = module.release();
-  result = driver->moduleGetFunction(&raw->function, raw->module,
-                                     raw->descriptor.entry.c_str());
-  if (result != CUDA_SUCCESS) {
+  auto lookUp = [&](CUfunction &function, const std::string &entry,
+                    const char *field) {
+    CUresult result =
+        driver->moduleGetFunction(&function, raw->module, entry.c_str());
+    if (result == CUDA_SUCCESS)
+      return RBFC_OK;
     rbfc_module_destroy(raw);
     return fail(RBFC_ERROR_CUDA,
                 describeCudaError(*driver, "cuModuleGetFunction", result) +
-                    " (entry '" + d.entry + "' from the descriptor)");
-  }
+                    " (" + field + " '" + entry +
+                    "' from the descriptor is not in the image)");
+  };
+  if (rbfc_status status = lookUp(raw->function, d.entry, "entry"))
+    return status;
+  if (d.keyTerms)
+    if (rbfc_status status =
+            lookUp(raw->prologue, d.keyTerms->entry, "key_terms.entry"))
+      return status;
   // Above 48 KiB of shared memory in all a kernel must opt in; the kernel's
   // own static shared bytes count towards that limit too, so opt in for any
   // dynamic amount (a no-op below the limit).
@@ -159,6 +170,108 @@ rbfc_status loadModule(const void *image, size_t imageSize,
   }
   *out = raw;
   return RBFC_OK;
+}
+
+rbfc_status launchFunction(const Driver &driver, CUfunction function,
+                           const std::string &entry, const uint32_t (&grid)[3],
+                           const uint32_t (&block)[3],
+                           uint32_t sharedMemoryBytes, CUstream stream,
+                           std::vector<void *> &arguments) {
+  CUresult result = driver.launchKernel(
+      function, grid[0], grid[1], grid[2], block[0], block[1], block[2],
+      sharedMemoryBytes, stream, arguments.data(), nullptr);
+  if (result == CUDA_SUCCESS)
+    return RBFC_OK;
+  return fail(RBFC_ERROR_CUDA,
+              describeCudaError(driver, "cuLaunchKernel", result) + " (" +
+                  entry + ", grid " + std::to_string(grid[0]) + "x" +
+                  std::to_string(grid[1]) + "x" + std::to_string(grid[2]) +
+                  ", block " + std::to_string(block[0]) + ", " +
+                  std::to_string(sharedMemoryBytes) +
+                  " bytes of shared memory)");
+}
+
+/// Who provides the workspace of a kernel with key terms.
+enum class Workspace { Allocate, Caller };
+
+/// The launch of docs/abi.md: the key-terms prologue, when the kernel has
+/// one, then the kernel, both on `stream` with the same arguments.
+rbfc_status launch(const rbfc_module *module, const LaunchArgs &args,
+                   Workspace source, void *workspace, size_t workspaceBytes,
+                   void *stream) {
+  if (!module)
+    return fail(RBFC_ERROR_INVALID_ARGUMENT, "module is null");
+  const Descriptor &d = module->descriptor;
+  ParamBuffer buffer;
+  LaunchConfig config;
+  std::string error;
+  if (!prepareLaunch(d, args, buffer, config, error))
+    return fail(RBFC_ERROR_INVALID_ARGUMENT, d.entry + ": " + error);
+  const Driver &driver = *module->driver;
+  bool allocate = source == Workspace::Allocate && config.workspaceBytes > 0;
+  if (allocate && (!driver.memAllocAsync || !driver.memFreeAsync))
+    return fail(RBFC_ERROR_NO_DRIVER,
+                d.entry + ": the kernel needs a workspace of " +
+                    std::to_string(config.workspaceBytes) +
+                    " bytes and this CUDA driver has no cuMemAllocAsync / "
+                    "cuMemFreeAsync (CUDA 11.2) to allocate it; allocate it "
+                    "yourself (rbfc_workspace_bytes) and call "
+                    "rbfc_launch_with_workspace");
+  if (!allocate &&
+      !bindWorkspace(config, workspace, workspaceBytes, buffer, error))
+    return fail(RBFC_ERROR_INVALID_ARGUMENT, d.entry + ": " + error);
+
+  CUcontext current = nullptr;
+  CUresult result = driver.ctxGetCurrent(&current);
+  if (result != CUDA_SUCCESS)
+    return fail(RBFC_ERROR_CUDA,
+                describeCudaError(driver, "cuCtxGetCurrent", result));
+  bool pushed = current != module->context;
+  if (pushed &&
+      (result = driver.ctxPushCurrent(module->context)) != CUDA_SUCCESS)
+    return fail(RBFC_ERROR_CUDA,
+                describeCudaError(driver, "cuCtxPushCurrent", result));
+
+  CUstream cuStream = static_cast<CUstream>(stream);
+  rbfc_status status = RBFC_OK;
+  CUdeviceptr owned = 0;
+  if (allocate) {
+    // Stream-ordered: the pool hands the memory back to this stream after
+    // the kernels, without a synchronisation.
+    result = driver.memAllocAsync(&owned, config.workspaceBytes, cuStream);
+    if (result != CUDA_SUCCESS)
+      status = fail(RBFC_ERROR_CUDA,
+                    describeCudaError(driver, "cuMemAllocAsync", result) +
+                        " (" + d.entry + ": a workspace of " +
+                        std::to_string(config.workspaceBytes) +
+                        " bytes; rbfc_launch_with_workspace takes one the "
+                        "caller allocates)");
+    else if (!bindWorkspace(config, reinterpret_cast<void *>(owned),
+                            config.workspaceBytes, buffer, error))
+      status = fail(RBFC_ERROR_CUDA, d.entry + ": cuMemAllocAsync returned " +
+                                         "an unusable workspace: " + error);
+  }
+  std::vector<void *> arguments = buffer.pointers();
+  if (status == RBFC_OK && d.keyTerms)
+    status = launchFunction(driver, module->prologue, d.keyTerms->entry,
+                            config.prologueGrid, config.prologueBlock, 0,
+                            cuStream, arguments);
+  if (status == RBFC_OK)
+    status = launchFunction(driver, module->function, d.entry, config.grid,
+                            config.block, config.sharedMemoryBytes, cuStream,
+                            arguments);
+  if (owned) {
+    result = driver.memFreeAsync(owned, cuStream);
+    if (result != CUDA_SUCCESS && status == RBFC_OK)
+      status = fail(RBFC_ERROR_CUDA,
+                    describeCudaError(driver, "cuMemFreeAsync", result) + " (" +
+                        d.entry + ": the workspace)");
+  }
+  if (pushed) {
+    CUcontext popped;
+    driver.ctxPopCurrent(&popped);
+  }
+  return status;
 }
 
 } // namespace
@@ -221,6 +334,7 @@ rbfc_status rbfc_module_info(const rbfc_module *module,
   info->shared_memory_bytes = d.sharedMemoryBytes;
   info->num_params = int32_t(d.params.size());
   info->num_captures = int32_t(d.captures.size());
+  info->key_terms = d.keyTerms ? d.keyTerms->terms : 0;
   return RBFC_OK;
 }
 
@@ -258,63 +372,38 @@ rbfc_status rbfc_module_capture(const rbfc_module *module, int32_t index,
   return RBFC_OK;
 }
 
+rbfc_status rbfc_workspace_bytes(const rbfc_module *module,
+                                 const rbfc_tensor *q, const rbfc_tensor *k,
+                                 size_t *bytes) {
+  if (!module || !bytes)
+    return fail(RBFC_ERROR_INVALID_ARGUMENT, "module or bytes is null");
+  std::string error;
+  if (!workspaceBytes(module->descriptor, q, k, *bytes, error))
+    return fail(RBFC_ERROR_INVALID_ARGUMENT,
+                module->descriptor.entry + ": " + error);
+  return RBFC_OK;
+}
+
 rbfc_status rbfc_launch(const rbfc_module *module, const rbfc_tensor *q,
                         const rbfc_tensor *k, const rbfc_tensor *v,
                         const rbfc_tensor *o, const rbfc_tensor *lse,
                         const double *params, size_t num_params,
                         const rbfc_tensor *captures, size_t num_captures,
                         void *stream) {
-  if (!module)
-    return fail(RBFC_ERROR_INVALID_ARGUMENT, "module is null");
-  LaunchArgs args;
-  args.q = q;
-  args.k = k;
-  args.v = v;
-  args.o = o;
-  args.lse = lse;
-  args.params = params;
-  args.numParams = num_params;
-  args.captures = captures;
-  args.numCaptures = num_captures;
-  ParamBuffer buffer;
-  LaunchConfig config;
-  std::string error;
-  if (!prepareLaunch(module->descriptor, args, buffer, config, error))
-    return fail(RBFC_ERROR_INVALID_ARGUMENT,
-                module->descriptor.entry + ": " + error);
+  return launch(module,
+                {q, k, v, o, lse, params, num_params, captures, num_captures},
+                Workspace::Allocate, nullptr, 0, stream);
+}
 
-  const Driver &driver = *module->driver;
-  CUcontext current = nullptr;
-  CUresult result = driver.ctxGetCurrent(&current);
-  if (result != CUDA_SUCCESS)
-    return fail(RBFC_ERROR_CUDA,
-                describeCudaError(driver, "cuCtxGetCurrent", result));
-  bool pushed = current != module->context;
-  if (pushed && (result = driver.ctxPushCurrent(module->context)) !=
-                    CUDA_SUCCESS)
-    return fail(RBFC_ERROR_CUDA,
-                describeCudaError(driver, "cuCtxPushCurrent", result));
-  std::vector<void *> pointers = buffer.pointers();
-  result = driver.launchKernel(
-      module->function, config.grid[0], config.grid[1], config.grid[2],
-      config.block[0], config.block[1], config.block[2],
-      config.sharedMemoryBytes, static_cast<CUstream>(stream),
-      pointers.data(), nullptr);
-  if (pushed) {
-    CUcontext popped;
-    driver.ctxPopCurrent(&popped);
-  }
-  if (result != CUDA_SUCCESS)
-    return fail(RBFC_ERROR_CUDA,
-                describeCudaError(driver, "cuLaunchKernel", result) + " (" +
-                    module->descriptor.entry + ", grid " +
-                    std::to_string(config.grid[0]) + "x" +
-                    std::to_string(config.grid[1]) + "x" +
-                    std::to_string(config.grid[2]) + ", block " +
-                    std::to_string(config.block[0]) + ", " +
-                    std::to_string(config.sharedMemoryBytes) +
-                    " bytes of shared memory)");
-  return RBFC_OK;
+rbfc_status rbfc_launch_with_workspace(
+    const rbfc_module *module, const rbfc_tensor *q, const rbfc_tensor *k,
+    const rbfc_tensor *v, const rbfc_tensor *o, const rbfc_tensor *lse,
+    const double *params, size_t num_params, const rbfc_tensor *captures,
+    size_t num_captures, void *workspace, size_t workspace_bytes,
+    void *stream) {
+  return launch(module,
+                {q, k, v, o, lse, params, num_params, captures, num_captures},
+                Workspace::Caller, workspace, workspace_bytes, stream);
 }
 
 const char *rbfc_last_error(void) { return lastError.c_str(); }

@@ -93,7 +93,8 @@ class KernelInfo(ctypes.Structure):
                 ("tile_m", ctypes.c_int32), ("tile_n", ctypes.c_int32),
                 ("warps", ctypes.c_int32), ("stages", ctypes.c_int32),
                 ("shared_memory_bytes", ctypes.c_int64),
-                ("num_params", ctypes.c_int32), ("num_captures", ctypes.c_int32)]
+                ("num_params", ctypes.c_int32), ("num_captures", ctypes.c_int32),
+                ("key_terms", ctypes.c_int32)]
 
 
 class ParamInfo(ctypes.Structure):
@@ -122,12 +123,17 @@ def _lib():
         lib.rbfc_module_param.argtypes = [ctypes.c_void_p, ctypes.c_int32, P(ParamInfo)]
         lib.rbfc_module_capture.argtypes = [ctypes.c_void_p, ctypes.c_int32,
                                             P(CaptureInfo)]
-        lib.rbfc_launch.argtypes = [ctypes.c_void_p] + [P(Tensor)] * 5 + [
-            P(ctypes.c_double), ctypes.c_size_t, P(Tensor), ctypes.c_size_t,
-            ctypes.c_void_p]
+        launch_args = [ctypes.c_void_p] + [P(Tensor)] * 5 + [
+            P(ctypes.c_double), ctypes.c_size_t, P(Tensor), ctypes.c_size_t]
+        lib.rbfc_launch.argtypes = launch_args + [ctypes.c_void_p]
+        lib.rbfc_launch_with_workspace.argtypes = launch_args + [
+            ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+        lib.rbfc_workspace_bytes.argtypes = [ctypes.c_void_p, P(Tensor), P(Tensor),
+                                             P(ctypes.c_size_t)]
         lib.rbfc_last_error.restype = ctypes.c_char_p
         for fn in ("rbfc_module_load", "rbfc_module_info", "rbfc_module_param",
-                   "rbfc_module_capture", "rbfc_launch"):
+                   "rbfc_module_capture", "rbfc_launch", "rbfc_launch_with_workspace",
+                   "rbfc_workspace_bytes"):
             getattr(lib, fn).restype = ctypes.c_int
         _LIB = lib
     return _LIB
@@ -256,7 +262,11 @@ class Kernel:
         """Checks and packs the arguments once; returns (launch, o, lse) where
         launch() runs the kernel on the current stream (for benchmarks: no
         per-call Python work beyond the ctypes call). `out`/`lse_out` are
-        written in place when given (any strides the ABI allows)."""
+        written in place when given (any strides the ABI allows).
+
+        A kernel with key terms gets its workspace here, once, from PyTorch's
+        caching allocator, so that launch() allocates nothing; launches of one
+        launcher share it, so run them on one stream."""
         import torch
         o = out if out is not None else torch.empty_like(
             q, memory_format=torch.contiguous_format)
@@ -280,16 +290,23 @@ class Kernel:
         param_array = (ctypes.c_double * max(len(values), 1))(*values)
         capture_array = (Tensor * max(len(views), 1))(*views)
         lib, handle, device = _lib(), self._handle, q.device
+        nbytes = ctypes.c_size_t()
+        _check(lib.rbfc_workspace_bytes(handle, ctypes.byref(qv), ctypes.byref(kv),
+                                        ctypes.byref(nbytes)))
+        workspace = (torch.empty(nbytes.value, device=device, dtype=torch.uint8)
+                     if nbytes.value else None)
         args = (ctypes.byref(qv), ctypes.byref(kv), ctypes.byref(vv), ctypes.byref(ov),
                 ctypes.byref(lv) if lv is not None else None, param_array, len(values),
-                capture_array, len(views))
+                capture_array, len(views),
+                ctypes.c_void_p(workspace.data_ptr() if workspace is not None else None),
+                nbytes.value)
 
         def launch():
             stream = torch.cuda.current_stream(device).cuda_stream
-            _check(lib.rbfc_launch(handle, *args, ctypes.c_void_p(stream)))
+            _check(lib.rbfc_launch_with_workspace(handle, *args, ctypes.c_void_p(stream)))
 
         # The device memory the packed pointers name must outlive the launcher.
-        launch.tensors = (q, k, v, o, lse_t, captures)
+        launch.tensors = (q, k, v, o, lse_t, captures, workspace)
         return launch, o, lse_t
 
     def __call__(self, q, k, v, params=None, captures=(), lse=False, out=None,

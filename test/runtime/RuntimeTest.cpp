@@ -1,7 +1,8 @@
 //===- RuntimeTest.cpp - the CUDA runtime without a GPU ------------------===//
 //
-// Descriptor reading, launch checks and argument packing of librbfc_runtime,
-// and the error a machine without a CUDA driver gets. Nothing here needs a
+// Descriptor reading, launch checks, argument packing and the key-terms
+// workspace of librbfc_runtime, and the error a machine without a CUDA
+// driver gets. Nothing here needs a
 // GPU; test/gpu/ runs the kernels.
 //
 //===----------------------------------------------------------------------===//
@@ -20,7 +21,7 @@ namespace {
 
 // The example of docs/abi.md.
 const char *kAbiExample = R"({
-  "format": "rbfc-kernel/1",
+  "format": "rbfc-kernel/2",
   "name": "rbf",
   "entry": "rbf_fwd",
   "arch": "sm_90a",
@@ -58,6 +59,25 @@ std::string edited(const std::string &from, const std::string &to) {
   size_t at = text.find(from);
   EXPECT_NE(at, std::string::npos) << from;
   return text.replace(at, from.size(), to);
+}
+
+/// The key_terms object of the example in docs/abi.md.
+const char *kKeyTerms = R"({ "entry": "rbf_fwd_key_terms", "block": 128,
+  "keys_per_block": 32, "terms": 1, "row_multiple": 64 })";
+
+/// kAbiExample with "key_terms": `value`.
+std::string withKeyTerms(const std::string &value) {
+  return edited("\"shared_memory_bytes\": 49152,",
+                "\"shared_memory_bytes\": 49152, \"key_terms\": " + value +
+                    ",");
+}
+
+/// kKeyTerms with `from` replaced by `to`.
+std::string keyTermsError(const std::string &from, const std::string &to) {
+  std::string value = kKeyTerms;
+  size_t at = value.find(from);
+  EXPECT_NE(at, std::string::npos) << from;
+  return descriptorError(withKeyTerms(value.replace(at, from.size(), to)));
 }
 
 //===-- JSON --------------------------------------------------------------===//
@@ -147,6 +167,24 @@ TEST(RuntimeDescriptor, ReadsTheAbiExample) {
   EXPECT_EQ(d.captures[0].name, "doc");
   EXPECT_EQ(d.captures[0].type, RBFC_DTYPE_I32);
   EXPECT_EQ(d.captures[0].rank, 2);
+  EXPECT_FALSE(d.keyTerms);
+}
+
+TEST(RuntimeDescriptor, ReadsKeyTerms) {
+  Descriptor d;
+  std::string error;
+  ASSERT_TRUE(parseDescriptor(withKeyTerms(kKeyTerms), d, error)) << error;
+  ASSERT_TRUE(d.keyTerms);
+  EXPECT_EQ(d.keyTerms->entry, "rbf_fwd_key_terms");
+  EXPECT_EQ(d.keyTerms->block, 128);
+  EXPECT_EQ(d.keyTerms->keysPerBlock, 32);
+  EXPECT_EQ(d.keyTerms->terms, 1);
+  EXPECT_EQ(d.keyTerms->rowMultiple, 64);
+  EXPECT_EQ(d.entry, "rbf_fwd");
+
+  // null is the same as absent; a reused Descriptor forgets old key terms.
+  ASSERT_TRUE(parseDescriptor(withKeyTerms("null"), d, error)) << error;
+  EXPECT_FALSE(d.keyTerms);
 }
 
 TEST(RuntimeDescriptor, IgnoresUnknownKeys) {
@@ -167,7 +205,7 @@ TEST(RuntimeDescriptor, NullDefaultAndOptionalKeys) {
   Descriptor d;
   std::string error;
   ASSERT_TRUE(parseDescriptor(
-      R"({"format": "rbfc-kernel/1", "entry": "k", "dtype": "f16",
+      R"({"format": "rbfc-kernel/2", "entry": "k", "dtype": "f16",
           "head_dim": 128, "has_lse": false, "tile_m": 64, "warps": 4,
           "shared_memory_bytes": 0,
           "params": [{"name": "window", "type": "i32", "default": null}],
@@ -191,8 +229,13 @@ TEST(RuntimeDescriptor, AbsentDefaultMeansNone) {
 TEST(RuntimeDescriptor, NamesWhatIsWrong) {
   EXPECT_NE(descriptorError("[]").find("must be a JSON object"),
             std::string::npos);
-  EXPECT_NE(descriptorError(edited("rbfc-kernel/1", "rbfc-kernel/2"))
-                .find("\"format\" is \"rbfc-kernel/2\""),
+  EXPECT_NE(descriptorError(edited("rbfc-kernel/2", "rbfc-kernel/1"))
+                .find("\"format\" is \"rbfc-kernel/1\"; this runtime reads "
+                      "\"rbfc-kernel/2\""),
+            std::string::npos);
+  EXPECT_NE(descriptorError(edited("rbfc-kernel/2", "rbfc-kernel/3"))
+                .find("\"format\" is \"rbfc-kernel/3\"; this runtime reads "
+                      "\"rbfc-kernel/2\""),
             std::string::npos);
   EXPECT_NE(descriptorError(edited("\"entry\": \"rbf_fwd\",", ""))
                 .find("\"entry\" is missing"),
@@ -234,6 +277,59 @@ TEST(RuntimeDescriptor, NamesWhatIsWrong) {
             std::string::npos);
   EXPECT_NE(descriptorError(edited("\"params\": [", "\"params\": {"))
                 .find("line"),
+            std::string::npos);
+}
+
+TEST(RuntimeDescriptor, NamesWhatIsWrongInKeyTerms) {
+  EXPECT_NE(descriptorError(withKeyTerms("1"))
+                .find("\"key_terms\" must be an object or null, not a number"),
+            std::string::npos);
+  EXPECT_NE(descriptorError(withKeyTerms("[]"))
+                .find("\"key_terms\" must be an object or null, not an array"),
+            std::string::npos);
+  EXPECT_NE(keyTermsError("\"entry\": \"rbf_fwd_key_terms\", ", "")
+                .find("\"key_terms.entry\" is missing"),
+            std::string::npos);
+  EXPECT_NE(keyTermsError("\"rbf_fwd_key_terms\"", "\"\"")
+                .find("\"key_terms.entry\" is empty"),
+            std::string::npos);
+  EXPECT_NE(keyTermsError("\"rbf_fwd_key_terms\"", "7")
+                .find("\"key_terms.entry\" must be a string, not a number"),
+            std::string::npos);
+  EXPECT_NE(keyTermsError("\"block\": 128", "\"block\": 16")
+                .find("\"key_terms.block\" must be an integer in [32, 1024]"),
+            std::string::npos);
+  EXPECT_NE(keyTermsError("\"block\": 128", "\"block\": 2048")
+                .find("\"key_terms.block\" must be an integer in [32, 1024]"),
+            std::string::npos);
+  EXPECT_NE(keyTermsError("\"block\": 128", "\"block\": 96.5")
+                .find("\"key_terms.block\" must be an integer"),
+            std::string::npos);
+  EXPECT_NE(
+      keyTermsError("\"block\": 128", "\"block\": 100")
+          .find("\"key_terms.block\" is 100; it must be a multiple of 32"),
+      std::string::npos);
+  EXPECT_NE(keyTermsError("\"block\": 128,", "")
+                .find("\"key_terms.block\" is missing"),
+            std::string::npos);
+  EXPECT_NE(
+      keyTermsError("\"keys_per_block\": 32", "\"keys_per_block\": 0")
+          .find("\"key_terms.keys_per_block\" must be an integer in [1, "),
+      std::string::npos);
+  EXPECT_NE(keyTermsError("\"terms\": 1", "\"terms\": 3")
+                .find("\"key_terms.terms\" must be an integer in [1, 2]"),
+            std::string::npos);
+  EXPECT_NE(keyTermsError("\"terms\": 1", "\"terms\": 0")
+                .find("\"key_terms.terms\" must be an integer in [1, 2]"),
+            std::string::npos);
+  EXPECT_NE(keyTermsError("\"terms\": 1", "\"terms\": \"1\"")
+                .find("\"key_terms.terms\" must be a number, not a string"),
+            std::string::npos);
+  EXPECT_NE(keyTermsError("\"row_multiple\": 64", "\"row_multiple\": 0")
+                .find("\"key_terms.row_multiple\" must be an integer in [1, "),
+            std::string::npos);
+  EXPECT_NE(keyTermsError(", \"row_multiple\": 64", "")
+                .find("\"key_terms.row_multiple\" is missing"),
             std::string::npos);
 }
 
@@ -491,6 +587,172 @@ TEST_F(LaunchFixture, GridLimits) {
             std::string::npos);
 }
 
+//===-- Key terms: workspace and prologue ---------------------------------===//
+
+struct KeyTermsFixture : LaunchFixture {
+  void SetUp() override {
+    LaunchFixture::SetUp();
+    d.keyTerms = KeyTermsDesc{"rbf_fwd_key_terms", 128, 32, 1, 64};
+  }
+
+  void *workspace = fakePointer(0x700000);
+  // kv_len 77 padded to 128: 1 plane x 2 batch x 8 query heads x 128 x 4.
+  size_t needed = 1 * 2 * 8 * 128 * 4;
+
+  bool prepareAndBind(void *at, size_t bytes) {
+    return prepare() && bindWorkspace(config, at, bytes, buffer, error);
+  }
+
+  std::string bindFailure(void *at, size_t bytes) {
+    EXPECT_TRUE(prepare()) << error;
+    EXPECT_FALSE(bindWorkspace(config, at, bytes, buffer, error));
+    return error;
+  }
+};
+
+TEST_F(KeyTermsFixture, WorkspaceFollowsOutputsAndLse) {
+  ASSERT_TRUE(prepareAndBind(workspace, needed)) << error;
+  // The example's 30 arguments and the workspace pointer.
+  ASSERT_EQ(buffer.count(), 31u);
+  EXPECT_EQ(config.workspaceArg, 5u);
+  EXPECT_EQ(buffer.get<uint64_t>(3), 0x400000u); // o
+  EXPECT_EQ(buffer.get<uint64_t>(4), 0x500000u); // lse
+  EXPECT_EQ(buffer.size(5), 8u);
+  EXPECT_EQ(buffer.get<uint64_t>(5), 0x700000u);
+  size_t i = 6;
+  for (int64_t size : {2, 8, 2, 200, 77})
+    EXPECT_EQ(buffer.get<int64_t>(i++), size);
+  EXPECT_EQ(buffer.get<int64_t>(i), q.strides[0]);
+  EXPECT_EQ(buffer.get<float>(25), 0.125f);       // gamma
+  EXPECT_EQ(buffer.get<uint64_t>(26), 0x600004u); // capture 'doc'
+}
+
+TEST_F(KeyTermsFixture, WorkspaceFollowsOutputsWithoutLse) {
+  d.hasLse = false;
+  args.lse = nullptr;
+  ASSERT_TRUE(prepareAndBind(workspace, needed)) << error;
+  ASSERT_EQ(buffer.count(), 28u);
+  EXPECT_EQ(config.workspaceArg, 4u);
+  EXPECT_EQ(buffer.get<uint64_t>(3), 0x400000u);
+  EXPECT_EQ(buffer.get<uint64_t>(4), 0x700000u);
+  EXPECT_EQ(buffer.get<int64_t>(5), 2); // batch
+}
+
+TEST_F(KeyTermsFixture, PrologueGridAndBlock) {
+  ASSERT_TRUE(prepare()) << error;
+  EXPECT_EQ(config.prologueGrid[0], 3u); // ceil(77 / 32)
+  EXPECT_EQ(config.prologueGrid[1], 8u); // query heads, not kv_heads
+  EXPECT_EQ(config.prologueGrid[2], 2u);
+  EXPECT_EQ(config.prologueBlock[0], 128u);
+  EXPECT_EQ(config.prologueBlock[1], 1u);
+  EXPECT_EQ(config.prologueBlock[2], 1u);
+  // The main kernel's launch does not change.
+  EXPECT_EQ(config.grid[0], 2u);
+  EXPECT_EQ(config.block[0], 256u);
+  EXPECT_EQ(config.sharedMemoryBytes, 49152u);
+
+  k = tensor4(0x200000, 2, 2, 64, 64);
+  v = tensor4(0x300000, 2, 2, 64, 64);
+  ASSERT_TRUE(prepare()) << error;
+  EXPECT_EQ(config.prologueGrid[0], 2u); // 64 / 32 exactly
+  k.sizes[2] = v.sizes[2] = 1;
+  ASSERT_TRUE(prepare()) << error;
+  EXPECT_EQ(config.prologueGrid[0], 1u);
+}
+
+TEST_F(KeyTermsFixture, WorkspaceBytes) {
+  ASSERT_TRUE(prepare()) << error;
+  EXPECT_EQ(config.workspaceBytes, needed);
+  size_t bytes = 0;
+  ASSERT_TRUE(workspaceBytes(d, &q, &k, bytes, error)) << error;
+  EXPECT_EQ(bytes, 8192u);
+
+  // Two planes, kv_len 77 padded to 80.
+  d.keyTerms->terms = 2;
+  d.keyTerms->rowMultiple = 16;
+  ASSERT_TRUE(workspaceBytes(d, &q, &k, bytes, error)) << error;
+  EXPECT_EQ(bytes, size_t(2 * 2 * 8 * 80 * 4));
+  ASSERT_TRUE(prepare()) << error;
+  EXPECT_EQ(config.workspaceBytes, size_t(2 * 2 * 8 * 80 * 4));
+
+  // No padding when kv_len is a multiple, or with a row multiple of 1.
+  d.keyTerms->rowMultiple = 7;
+  ASSERT_TRUE(workspaceBytes(d, &q, &k, bytes, error)) << error;
+  EXPECT_EQ(bytes, size_t(2 * 2 * 8 * 77 * 4));
+  d.keyTerms->rowMultiple = 1;
+  ASSERT_TRUE(workspaceBytes(d, &q, &k, bytes, error)) << error;
+  EXPECT_EQ(bytes, size_t(2 * 2 * 8 * 77 * 4));
+
+  // None without key terms.
+  d.keyTerms.reset();
+  bytes = 1;
+  ASSERT_TRUE(workspaceBytes(d, &q, &k, bytes, error)) << error;
+  EXPECT_EQ(bytes, 0u);
+  ASSERT_TRUE(prepare()) << error;
+  EXPECT_EQ(config.workspaceBytes, 0u);
+}
+
+TEST_F(KeyTermsFixture, WorkspaceBytesChecksWhatItReads) {
+  size_t bytes = 0;
+  EXPECT_FALSE(workspaceBytes(d, nullptr, &k, bytes, error));
+  EXPECT_NE(error.find("q: missing"), std::string::npos) << error;
+  EXPECT_FALSE(workspaceBytes(d, &q, nullptr, bytes, error));
+  EXPECT_NE(error.find("k: missing"), std::string::npos) << error;
+  k.rank = 3;
+  EXPECT_FALSE(workspaceBytes(d, &q, &k, bytes, error));
+  EXPECT_NE(error.find("k: expected rank 4, got rank 3"), std::string::npos)
+      << error;
+  k.rank = 4;
+  q.sizes[1] = -1;
+  EXPECT_FALSE(workspaceBytes(d, &q, &k, bytes, error));
+  EXPECT_NE(error.find("batch, heads and kv_len >= 1, got q [2, -1, 200, 64]"),
+            std::string::npos)
+      << error;
+  q.sizes[1] = 8;
+  k.sizes[2] = int64_t(1) << 60;
+  d.keyTerms->terms = 2;
+  EXPECT_FALSE(workspaceBytes(d, &q, &k, bytes, error));
+  EXPECT_NE(error.find("do not fit in size_t"), std::string::npos) << error;
+}
+
+TEST_F(KeyTermsFixture, WorkspaceErrors) {
+  EXPECT_NE(bindFailure(nullptr, needed)
+                .find("workspace: the kernel's key-terms prologue needs 8192 "
+                      "bytes; the workspace pointer is null"),
+            std::string::npos);
+  EXPECT_NE(bindFailure(workspace, needed - 1)
+                .find("workspace: the kernel's key-terms prologue needs 8192 "
+                      "bytes, got 8191"),
+            std::string::npos);
+  EXPECT_NE(bindFailure(fakePointer(0x700008), needed)
+                .find("workspace: pointer is not 16-byte aligned"),
+            std::string::npos);
+  // A larger workspace is fine.
+  ASSERT_TRUE(prepareAndBind(workspace, needed + 100)) << error;
+  EXPECT_EQ(buffer.get<uint64_t>(5), 0x700000u);
+}
+
+TEST_F(KeyTermsFixture, NoKeyTermsIgnoresTheWorkspace) {
+  d.keyTerms.reset();
+  ASSERT_TRUE(prepareAndBind(nullptr, 0)) << error;
+  ASSERT_TRUE(bindWorkspace(config, fakePointer(0x700008), 1, buffer, error))
+      << error;
+  // The example's arguments, none of them the workspace.
+  ASSERT_EQ(buffer.count(), 30u);
+  EXPECT_EQ(buffer.get<int64_t>(5), 2); // batch right after lse
+}
+
+TEST_F(KeyTermsFixture, PrologueGridLimits) {
+  d.keyTerms->keysPerBlock = 1;
+  k.sizes[2] = v.sizes[2] = int64_t(1) << 31;
+  EXPECT_NE(failure().find("problem too large for one launch: key-terms "
+                           "prologue grid (2147483648, 8, 2)"),
+            std::string::npos);
+  k.sizes[2] = v.sizes[2] = INT32_MAX;
+  EXPECT_TRUE(prepare()) << error;
+  EXPECT_EQ(config.prologueGrid[0], uint32_t(INT32_MAX));
+}
+
 //===-- Driver and C API ---------------------------------------------------===//
 
 TEST(RuntimeDriver, MissingDriverIsAClearError) {
@@ -513,7 +775,7 @@ TEST(RuntimeCApi, ReportsFileAndDescriptorErrorsBeforeTheDriver) {
                 .find("cannot open '/nonexistent/k.ptx'"),
             std::string::npos);
   const char image[] = ".version 8.0";
-  std::string bad = "{\"format\": \"rbfc-kernel/1\"}";
+  std::string bad = "{\"format\": \"rbfc-kernel/2\"}";
   EXPECT_EQ(rbfc_module_load_data(image, sizeof image, bad.data(), bad.size(),
                                   &module),
             RBFC_ERROR_DESCRIPTOR);
@@ -529,6 +791,17 @@ TEST(RuntimeCApi, ReportsFileAndDescriptorErrorsBeforeTheDriver) {
   EXPECT_EQ(rbfc_launch(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
                         nullptr, 0, nullptr, 0, nullptr),
             RBFC_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(rbfc_launch_with_workspace(nullptr, nullptr, nullptr, nullptr,
+                                       nullptr, nullptr, nullptr, 0, nullptr, 0,
+                                       nullptr, 0, nullptr),
+            RBFC_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(rbfc_last_error()).find("module is null"),
+            std::string::npos);
+  size_t bytes = 0;
+  EXPECT_EQ(rbfc_workspace_bytes(nullptr, nullptr, nullptr, &bytes),
+            RBFC_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(rbfc_last_error()).find("module or bytes is null"),
+            std::string::npos);
 }
 
 TEST(RuntimeCApi, NoDriverOnThisMachine) {

@@ -2,8 +2,9 @@
 //
 // `rbfc --emit=ptx|cubin -o NAME.ptx` writes NAME.json beside the image: the
 // entry symbol, the element type, the tile sizes that give the grid, the
-// shared memory, and the spec's params and captures, which are kernel
-// arguments. This is the runtime's view of that file.
+// shared memory, the spec's params and captures, which are kernel
+// arguments, and the key-terms prologue when the kernel has one. This is the
+// runtime's view of that file.
 //
 //===----------------------------------------------------------------------===//
 #ifndef RBFC_RUNTIME_DESCRIPTOR_H
@@ -12,6 +13,7 @@
 #include "rbfc/runtime.h"
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -31,6 +33,16 @@ struct CaptureDesc {
   int rank = 0;
 };
 
+/// The prologue `entry` that writes per-key terms into a workspace the main
+/// kernel reads (docs/abi.md, "Workspace").
+struct KeyTermsDesc {
+  std::string entry;
+  int block = 0;        // threads per block, a multiple of 32
+  int keysPerBlock = 0; // keys one block covers: grid x = ceil(kv_len / this)
+  int terms = 0;        // f32 planes in the workspace, 1 or 2
+  int rowMultiple = 0;  // each (batch, head) row is kv_len rounded up to this
+};
+
 struct Descriptor {
   std::string name;
   std::string entry;
@@ -47,6 +59,7 @@ struct Descriptor {
   int64_t sharedMemoryBytes = 0;
   std::vector<ParamDesc> params;
   std::vector<CaptureDesc> captures;
+  std::optional<KeyTermsDesc> keyTerms;
 };
 
 /// "bf16", "f16", "f32", "i32", "i64".

@@ -36,10 +36,16 @@ struct Driver {
                            unsigned int, unsigned int, unsigned int,
                            unsigned int, unsigned int, CUstream, void **,
                            void **);
+  // Stream-ordered allocation (CUDA 11.2) is needed only by rbfc_launch for
+  // a kernel with a workspace, so an older driver still runs everything
+  // else: these are null when the driver lacks them.
+  CUresult (*memAllocAsync)(CUdeviceptr *, size_t, CUstream);
+  CUresult (*memFreeAsync)(CUdeviceptr, CUstream);
 };
 
 /// Opens `library` and resolves every entry point. On failure returns false
-/// with a message that names the library or the missing symbol.
+/// with a message that names the library or the missing symbol; the
+/// optional entry points are left null when missing.
 bool openDriver(const char *library, Driver &driver, std::string &error);
 
 /// The process-wide driver (libcuda.so.1), opened and initialised (cuInit)

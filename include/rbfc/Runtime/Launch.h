@@ -2,7 +2,8 @@
 //
 // Everything rbfc_launch does before it calls the driver, kept apart so that
 // it can be tested without a GPU: the checks of docs/abi.md ("Requirements
-// the runtime checks"), the argument list in ABI order and the grid.
+// the runtime checks"), the argument list in ABI order, the grid, and the
+// workspace and launch of the key-terms prologue.
 //
 //===----------------------------------------------------------------------===//
 #ifndef RBFC_RUNTIME_LAUNCH_H
@@ -11,6 +12,7 @@
 #include "rbfc/Runtime/Descriptor.h"
 #include "rbfc/runtime.h"
 
+#include <cassert>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -34,6 +36,14 @@ struct LaunchConfig {
   uint32_t grid[3] = {1, 1, 1};
   uint32_t block[3] = {1, 1, 1};
   uint32_t sharedMemoryBytes = 0;
+  /// Bytes of workspace the key-terms prologue writes; 0 when the kernel has
+  /// no prologue, and then the fields below mean nothing.
+  size_t workspaceBytes = 0;
+  /// The workspace pointer's index in the ParamBuffer.
+  size_t workspaceArg = 0;
+  /// The prologue runs with no dynamic shared memory.
+  uint32_t prologueGrid[3] = {1, 1, 1};
+  uint32_t prologueBlock[3] = {1, 1, 1};
 };
 
 /// The kernel's arguments, each stored at an offset aligned to its size (the
@@ -49,6 +59,14 @@ public:
                 &value, sizeof(T));
     offsets.push_back(offset);
     sizes.push_back(sizeof(T));
+  }
+
+  /// Overwrites argument `index`, which was pushed with the same type.
+  template <typename T> void set(size_t index, T value) {
+    assert(sizes[index] == sizeof(T) && "argument pushed with another type");
+    std::memcpy(reinterpret_cast<unsigned char *>(storage.data()) +
+                    offsets[index],
+                &value, sizeof(T));
   }
 
   size_t count() const { return offsets.size(); }
@@ -85,11 +103,27 @@ private:
 
 /// Checks `args` against the descriptor and docs/abi.md, then fills
 /// `buffer` with the kernel arguments in ABI order and `config` with the
-/// grid, block and dynamic shared memory. On failure returns false with a
-/// message that names the tensor, parameter or capture.
+/// grid, block and dynamic shared memory of the kernel and, when it has key
+/// terms, of its prologue. On failure returns false with a message that
+/// names the tensor, parameter or capture.
+///
+/// The workspace slot is left null: the workspace may only be allocated once
+/// everything else is known to be good, so bindWorkspace fills it in.
 bool prepareLaunch(const Descriptor &descriptor, const LaunchArgs &args,
                    ParamBuffer &buffer, LaunchConfig &config,
                    std::string &error);
+
+/// The workspace bytes the key-terms prologue needs for q [batch, heads,
+/// q_len, head_dim] and k [batch, kv_heads, kv_len, head_dim] (docs/abi.md,
+/// "Workspace"); 0 when the kernel has no key terms. Checks only what it
+/// reads: q and k present, of rank 4, those sizes >= 1.
+bool workspaceBytes(const Descriptor &descriptor, const rbfc_tensor *q,
+                    const rbfc_tensor *k, size_t &bytes, std::string &error);
+
+/// Checks `workspace` (`bytes` long) against what `config` needs and stores
+/// it in `buffer`'s workspace slot. A kernel without key terms ignores it.
+bool bindWorkspace(const LaunchConfig &config, void *workspace, size_t bytes,
+                   ParamBuffer &buffer, std::string &error);
 
 } // namespace rbfc::runtime
 
