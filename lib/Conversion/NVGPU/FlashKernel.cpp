@@ -21,6 +21,7 @@
 
 #include "rbfc/Conversion/RegionInlining.h"
 
+#include "mlir/Analysis/SliceAnalysis.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/LLVMIR/NVVMDialect.h"
@@ -30,6 +31,7 @@
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/IR/ImplicitLocOpBuilder.h"
+#include "mlir/IR/Matchers.h"
 #include "mlir/Interfaces/FunctionInterfaces.h"
 #include "llvm/ADT/TypeSwitch.h"
 #include "llvm/Support/Debug.h"
@@ -49,6 +51,11 @@ constexpr int64_t kThreadsPerWarp = 32;
 constexpr int64_t kAtomRows = 16;
 /// Registers a warp may spend on keeping its Q fragments resident.
 constexpr int64_t kResidentQueryRegisters = 32;
+/// How far (log2 units) a row's maximum may outgrow the exponent's shift
+/// before the kernel rescales: weights stay below 2^8.
+constexpr double kRescaleSlack = 8.0;
+/// The key-terms prologue's entry is the kernel's with this suffix.
+constexpr llvm::StringLiteral kKeyTermsSuffix = "_key_terms";
 /// 16-bit elements in the 16-byte chunk cp.async and ldmatrix move.
 constexpr int64_t kChunk = 8;
 
@@ -98,7 +105,7 @@ SmallVector<Accumulator> unflatten(ValueRange values) {
 
 /// Where each kernel argument of docs/abi.md sits.
 struct KernelArgs {
-  Value q, k, v, o, lse;
+  Value q, k, v, o, lse, workspace;
   Value batch, heads, kvHeads, qLen, kvLen;
   std::array<Value, 3> qStrides, kStrides, vStrides, oStrides;
   std::array<Value, 2> lseStrides;
@@ -126,9 +133,20 @@ public:
                      ImplicitLocOpBuilder &b)
       : op(op), config(config), b(b) {}
 
+  /// The flash kernel `name` and, when the score needs per-key terms, its
+  /// prologue `name`_key_terms (docs/abi.md), both added to `module`.
   FailureOr<gpu::GPUFuncOp> build(gpu::GPUModuleOp module, StringRef name);
 
 private:
+  FailureOr<gpu::GPUFuncOp> buildFlashKernel(gpu::GPUModuleOp module,
+                                             StringRef name);
+  /// One thread group per key: the key's squared norm from global memory
+  /// and the key_bias region, written to the workspace planes.
+  LogicalResult buildKeyTermsKernel(gpu::GPUModuleOp module, StringRef name);
+  /// Adds a kernel with the argument list of docs/abi.md to `module`, sets
+  /// the insertion point to its entry and binds `args`, the thread and
+  /// block ids and the per-(batch, head) bases.
+  gpu::GPUFuncOp declareKernel(gpu::GPUModuleOp module, StringRef name);
   /// The launch descriptor of docs/abi.md as a dictionary attribute.
   DictionaryAttr describe(StringRef entry, int64_t sharedBytes);
   /// Lets every float multiply-add pair of the kernel fuse into one FMA,
@@ -177,8 +195,13 @@ private:
   Value fadd(Value x, Value y) { return arith::AddFOp::create(b, x, y); }
   Value fmul(Value x, Value y) { return arith::MulFOp::create(b, x, y); }
   /// 2^x and log2(x) by the SFU (ex2/lg2.approx, 2 ulp), as every flash
-  /// kernel does; through NVVM intrinsics so no libdevice is needed.
-  Value exp2(Value x) { return nvvmIntrinsic("llvm.nvvm.ex2.approx.f32", x); }
+  /// kernel does; through NVVM intrinsics so no libdevice is needed. exp2
+  /// flushes results below 2^-126 to zero (.ftz): without it ptxas wraps
+  /// every ex2 in a range check and two multiplies, and a weight that small
+  /// is zero next to the row's maximum, which weighs 1.
+  Value exp2(Value x) {
+    return nvvmIntrinsic("llvm.nvvm.ex2.approx.ftz.f32", x);
+  }
   Value log2(Value x) { return nvvmIntrinsic("llvm.nvvm.lg2.approx.f", x); }
   Value nvvmIntrinsic(StringRef name, Value x) {
     return LLVM::CallIntrinsicOp::create(b, x.getType(), b.getStringAttr(name),
@@ -203,11 +226,19 @@ private:
                    Type elementType);
   /// Element offset of chunk `chunk` of row `row` in a swizzled tile.
   Value swizzled(Value row, Value chunk);
+  /// A lane's ldmatrix offsets into a swizzled tile: chunk 2 s + `half` of
+  /// rows `row` + 16 k. The swizzle of chunk 2 s + half depends only on
+  /// s % (swizzleRows / 2), so the lane keeps one offset per residue and
+  /// every address it reads is one of them plus a constant that the backend
+  /// folds into the instruction.
+  SmallVector<Value> laneChunkOffsets(Value row, Value half);
+  Value laneChunkOffset(ArrayRef<Value> offsets, int64_t rowDelta,
+                        int64_t slice);
 
   // Pieces of the schedule.
   void issueTileCopy(Value shared, Value sharedBase, Value global,
                      Value globalBase, Value rowStride, Value firstRow,
-                     Value length, int64_t rows);
+                     Value length, int64_t rows, bool bounded);
   /// Starts the cp.async of K/V tile `tile` into its ring buffer when the
   /// tile is in the loop's range.
   void issueKeyValueCopy(Value tile);
@@ -220,23 +251,36 @@ private:
   Value warpRow(int64_t atom) {
     return add(mul(warp, config.rowsPerWarp()), atom * kAtomRows);
   }
-  /// Sum of squares, in f32, of chunks [first, first + count) of `row` of
-  /// the swizzled tile at `base` of `shared`.
-  Value rowSquareSum(Value shared, Value base, Value row, Value first,
-                     int64_t count);
+  /// Sum of squares, in f32, of `count` 16-byte chunks of a row; chunk c is
+  /// read from `memref` at element offset `offset(c)`.
+  Value squareSum(Value memref, int64_t count,
+                  function_ref<Value(int64_t)> offset);
   Value bufferBase(Value buffer, int64_t rows) {
     return mul(buffer, config.tileElements(rows));
   }
-  LogicalResult computeKeyTerms(Value tile, Value buffer);
   SmallVector<Accumulator> computeScores(ArrayRef<Value> queryFragments,
-                                         Value keyBase);
+                                         Value keyBase,
+                                         ArrayRef<Value> rowStart);
   FailureOr<SmallVector<Accumulator>>
-  applyScoreRegion(ArrayRef<Accumulator> dots, Value kvLo, bool masked);
+  applyScoreRegion(ArrayRef<Accumulator> dots, Value kvLo, Value termBase,
+                   bool masked);
   FailureOr<std::pair<Value, Value>> classifyTile(Value tile);
   FailureOr<Value> scanLiveTile(Value from, Value bound, bool forward);
+  /// The online softmax's rescaling step; `shiftedScores`, when given, hold
+  /// s - shift and move with the shift.
+  void rescale(ArrayRef<Value> tileMax, MutableArrayRef<Value> rowMax,
+               MutableArrayRef<Value> rowSum,
+               MutableArrayRef<Accumulator> output,
+               MutableArrayRef<Accumulator> shiftedScores);
+  /// Whether `score` yields scaled_dot, or scaled_dot plus a value that does
+  /// not depend on the dot product.
+  static bool isAffineInDot(Region &score);
+  /// O += P V and, on the tensor cores too, rowSum += P 1: the row sums of
+  /// exactly the rounded weights P V uses, complete over the lane group.
   SmallVector<Accumulator> accumulateValues(ArrayRef<Accumulator> weights,
                                             ArrayRef<Accumulator> output,
-                                            Value valueBase);
+                                            Value valueBase,
+                                            MutableArrayRef<Value> rowSum);
   std::array<Value, 4> mma(ArrayRef<Value> a, ArrayRef<Value> bFragment,
                            const Accumulator &c);
   /// Feeds the registers of one ldmatrix.x4 (b0, b1 of two adjacent 8-column
@@ -255,6 +299,8 @@ private:
   }
   std::array<Value, 4> ldmatrix(Value shared, Value offset, bool transpose);
   Value packPair(Value low, Value high);
+  /// Two 16-bit ones of the element type, as an mma operand register.
+  Value ones16() { return packPair(f32(1.0), f32(1.0)); }
   LogicalResult storeResults(ArrayRef<Accumulator> output,
                              ArrayRef<Value> rowMax, ArrayRef<Value> rowSum);
 
@@ -294,10 +340,26 @@ private:
   Value batchIdx, headIdx, qLo;
   Value qBase, kBase, vBase, oBase;
   Value sharedQuery, sharedKey, sharedValue, sharedKeyBias, sharedKeyNorm;
+  /// Workspace planes of the per-key terms (-1: the score does not need
+  /// the term), as docs/abi.md lays them out.
+  int64_t keyBiasPlane = -1, keyNormPlane = -1;
+  int64_t keyTermPlanes() const {
+    return (keyBiasPlane >= 0) + (keyNormPlane >= 0);
+  }
+  /// Workspace element offset of plane `plane`, row (batchIdx, headIdx).
+  Value keyTermRow(int64_t plane);
+  /// laneChunkOffsets of the lane's Q (row 0 of atom 0), K and V reads.
+  SmallVector<Value> queryOffsets, keyOffsets, valueOffsets;
   /// Per lane row r (atom r / 2, half r % 2): index and ||q||^2.
   SmallVector<Value> rowIdx, rowQueryNorm;
   /// q_scale, which the verifier keeps uniform over a (batch, head).
   Value qScale;
+  /// -1 / c when the score in log2 units is c * dot + t, t free of the dot
+  /// (scaled dot product plus biases: RBF, ALiBi, relative biases), else
+  /// null. The kernel then starts each row's S accumulators at
+  /// -shift / c, so the score region yields the score minus the row's shift
+  /// straight away and the exponent needs no subtraction per score.
+  Value shiftToDot;
   bool needsKeyNorm = false;
   Value negInf;
   /// The K tiles the loop visits: [firstTile, endTile).
@@ -334,28 +396,62 @@ Value FlashKernelBuilder::swizzled(Value row, Value chunk) {
   return add(mul(row, config.headDim), mul(swizzledChunk, kChunk));
 }
 
+SmallVector<Value> FlashKernelBuilder::laneChunkOffsets(Value row, Value half) {
+  SmallVector<Value> offsets;
+  for (int64_t residue = 0; residue < config.swizzleRows() / 2; ++residue)
+    offsets.push_back(swizzled(row, add(half, 2 * residue)));
+  return offsets;
+}
+
+Value FlashKernelBuilder::laneChunkOffset(ArrayRef<Value> offsets,
+                                          int64_t rowDelta, int64_t slice) {
+  // Chunk 2 (P q + p) + half of row r, P = offsets.size(), lands at chunk
+  // 2 P q + ((2 p + half) ^ (r % 2 P)): the high part passes the XOR.
+  int64_t period = offsets.size();
+  assert(rowDelta % (2 * period) == 0 && "row shift changes the swizzle");
+  return add(offsets[slice % period],
+             rowDelta * config.headDim +
+                 kChunk * 2 * period * (slice / period));
+}
+
 void FlashKernelBuilder::issueTileCopy(Value shared, Value sharedBase,
                                        Value global, Value globalBase,
                                        Value rowStride, Value firstRow,
-                                       Value length, int64_t rows) {
-  int64_t chunks = rows * config.chunksPerRow();
+                                       Value length, int64_t rows,
+                                       bool bounded) {
+  // Thread t copies chunk t % chunksPerRow of rows t / chunksPerRow + p R,
+  // R = threads / chunksPerRow, one pass p after the other: the source
+  // advances by R rows per pass and the target by a constant whenever R
+  // keeps the swizzle.
+  int64_t rowsPerPass = config.threads() / config.chunksPerRow();
+  Value row = div(threadId, config.chunksPerRow());
+  Value chunk = rem(threadId, config.chunksPerRow());
+  Value rowStart = add(globalBase, mul(chunk, kChunk));
+  Value firstSource = add(rowStart, mul(firstRow, rowStride));
+  Value source = add(firstSource, mul(row, rowStride));
+  Value passStride = mul(rowStride, rowsPerPass);
+  Value target = add(sharedBase, swizzled(row, chunk));
+  // Rows left from this thread's first row; rows past the end are
+  // zero-filled (0 source bytes) from the tile's first row, which exists,
+  // so no address outside the tensor is formed.
+  Value left = sub(length, add(firstRow, row));
   auto tokenType = nvgpu::DeviceAsyncTokenType::get(b.getContext());
-  for (int64_t i = 0; i < chunks / config.threads(); ++i) {
-    Value chunkIdx = add(threadId, i * config.threads());
-    Value row = div(chunkIdx, config.chunksPerRow());
-    Value chunk = rem(chunkIdx, config.chunksPerRow());
-    Value globalRow = add(firstRow, row);
-    // Rows past the end are zero-filled (0 source bytes) from a row that
-    // exists, so no address outside the tensor is formed.
-    Value inside = cmp(arith::CmpIPredicate::ult, globalRow, length);
-    Value sourceRow = select(inside, globalRow, firstRow);
-    Value source =
-        add(add(globalBase, mul(sourceRow, rowStride)), mul(chunk, kChunk));
-    Value target = add(sharedBase, swizzled(row, chunk));
+  for (int64_t pass = 0; pass < rows / rowsPerPass; ++pass) {
+    int64_t delta = pass * rowsPerPass;
+    Value passTarget = delta % config.swizzleRows() == 0
+                           ? add(target, delta * config.headDim)
+                           : add(sharedBase, swizzled(add(row, delta), chunk));
+    Value passSource = source;
+    Value bytes = index(kChunk);
+    if (bounded) {
+      Value inside = cmp(arith::CmpIPredicate::sgt, left, index(delta));
+      passSource = select(inside, source, firstSource);
+      bytes = select(inside, bytes, index(0));
+    }
     nvgpu::DeviceAsyncCopyOp::create(
-        b, tokenType, shared, ValueRange{target}, global, ValueRange{source},
-        b.getIndexAttr(kChunk), select(inside, index(kChunk), index(0)),
-        b.getUnitAttr());
+        b, tokenType, shared, ValueRange{passTarget}, global,
+        ValueRange{passSource}, b.getIndexAttr(kChunk), bytes, b.getUnitAttr());
+    source = add(source, passStride);
   }
 }
 
@@ -366,10 +462,41 @@ void FlashKernelBuilder::issueKeyValueCopy(Value tile) {
   b.setInsertionPointToStart(exists.thenBlock());
   Value kvLo = mul(tile, config.tileN);
   Value base = bufferBase(ringBuffer(tile), config.tileN);
-  issueTileCopy(sharedKey, base, args.k, kBase, args.kStrides[2], kvLo,
-                args.kvLen, config.tileN);
-  issueTileCopy(sharedValue, base, args.v, vBase, args.vStrides[2], kvLo,
-                args.kvLen, config.tileN);
+  // Only the last tile can hold rows past the end: the others copy without
+  // per-row bounds.
+  Value full =
+      cmp(arith::CmpIPredicate::sle, add(kvLo, config.tileN), args.kvLen);
+  auto bounds = scf::IfOp::create(b, TypeRange{}, full, true);
+  for (bool bounded : {false, true}) {
+    b.setInsertionPointToStart(bounded ? bounds.elseBlock()
+                                       : bounds.thenBlock());
+    issueTileCopy(sharedKey, base, args.k, kBase, args.kStrides[2], kvLo,
+                  args.kvLen, config.tileN, bounded);
+    issueTileCopy(sharedValue, base, args.v, vBase, args.vStrides[2], kvLo,
+                  args.kvLen, config.tileN, bounded);
+  }
+  if (!keyTermPlanes())
+    return;
+  b.setInsertionPointAfter(bounds);
+  // The tile's per-key terms: tile_n floats per plane, which the padded
+  // workspace rows always hold.
+  int64_t termChunks = config.tileN * 4 / 16;
+  auto copier = scf::IfOp::create(
+      b, TypeRange{},
+      cmp(arith::CmpIPredicate::ult, threadId, index(termChunks)), false);
+  b.setInsertionPointToStart(copier.thenBlock());
+  Value first = add(mul(threadId, 4), mul(ringBuffer(tile), config.tileN));
+  Value source = add(kvLo, mul(threadId, 4));
+  auto tokenType = nvgpu::DeviceAsyncTokenType::get(b.getContext());
+  for (auto [shared, plane] : {std::pair(sharedKeyBias, keyBiasPlane),
+                               std::pair(sharedKeyNorm, keyNormPlane)}) {
+    if (plane < 0)
+      continue;
+    nvgpu::DeviceAsyncCopyOp::create(
+        b, tokenType, shared, ValueRange{first}, args.workspace,
+        ValueRange{add(keyTermRow(plane), source)}, b.getIndexAttr(4), Value(),
+        b.getUnitAttr());
+  }
 }
 
 std::array<Value, 4> FlashKernelBuilder::ldmatrix(Value shared, Value offset,
@@ -671,18 +798,18 @@ std::array<Value, 4> FlashKernelBuilder::loadQueryFragment(int64_t atom,
                                                            int64_t slice) {
   // ldmatrix.x4: lanes 0-15 address rows 0-15 at column 0 of the k-slice,
   // lanes 16-31 the same rows at column 8: registers a0..a3 of m16n8k16.
-  Value row = add(warpRow(atom), rem(lane, 16));
-  Value chunk = add(div(lane, 16), 2 * slice);
-  return ldmatrix(sharedQuery, swizzled(row, chunk), false);
+  return ldmatrix(sharedQuery,
+                  laneChunkOffset(queryOffsets, atom * kAtomRows, slice),
+                  false);
 }
 
-Value FlashKernelBuilder::rowSquareSum(Value shared, Value base, Value row,
-                                       Value first, int64_t count) {
+Value FlashKernelBuilder::squareSum(Value memref, int64_t count,
+                                    function_ref<Value(int64_t)> offset) {
   auto rawType = VectorType::get({kChunk}, b.getF16Type());
   Value sum = f32(0.0);
   for (int64_t c = 0; c < count; ++c) {
-    Value offset = add(base, swizzled(row, add(first, c)));
-    Value raw = vector::LoadOp::create(b, rawType, shared, ValueRange{offset});
+    Value raw =
+        vector::LoadOp::create(b, rawType, memref, ValueRange{offset(c)});
     Value typed =
         config.elementType.isF16()
             ? raw
@@ -703,62 +830,30 @@ SmallVector<Value> FlashKernelBuilder::computeQueryNorms() {
   SmallVector<Value> norms(config.lanesRows());
   for (int64_t r = 0; r < config.lanesRows(); ++r) {
     Value row = add(add(warpRow(r / 2), laneGroup), 8 * (r % 2));
-    norms[r] =
-        laneSum(rowSquareSum(sharedQuery, index(0), row,
-                             mul(laneInGroup, chunksPerLane), chunksPerLane),
-                4);
+    Value first = mul(laneInGroup, chunksPerLane);
+    norms[r] = laneSum(
+        squareSum(sharedQuery, chunksPerLane,
+                  [&](int64_t c) { return swizzled(row, add(first, c)); }),
+        4);
   }
   return norms;
 }
 
-LogicalResult FlashKernelBuilder::computeKeyTerms(Value tile, Value buffer) {
-  // threadsPerKey lanes share a key row: together they read it once from
-  // shared memory, then one of them evaluates the key_bias region. The lanes
-  // of one 8-lane phase of a 16-byte load read the same chunk of 8
-  // consecutive keys, which the swizzle puts in 8 different bank groups;
-  // the parts of a key are 8 lanes apart.
-  int64_t threadsPerKey = config.threads() / config.tileN;
-  int64_t chunksPerThread = config.chunksPerRow() / threadsPerKey;
-  Value part = rem(div(lane, 8), threadsPerKey);
-  Value key = add(add(mul(warp, kThreadsPerWarp / threadsPerKey), rem(lane, 8)),
-                  mul(div(lane, 8 * threadsPerKey), 8));
-  Value kvIdx = add(mul(tile, config.tileN), key);
-  ElementValues element;
-  element.kvIdx = kvIdx;
-  element.qIdx = index(0);
-  if (needsKeyNorm)
-    element.keyNorm =
-        laneSum(rowSquareSum(sharedKey, bufferBase(buffer, config.tileN), key,
-                             mul(part, chunksPerThread), chunksPerThread),
-                threadsPerKey, /*stride=*/8);
-  Value leader = cmp(arith::CmpIPredicate::eq, part, index(0));
-  auto write =
-      scf::IfOp::create(b, TypeRange{}, leader, /*withElseRegion=*/false);
-  OpBuilder::InsertionGuard guard(b);
-  b.setInsertionPointToStart(write.thenBlock());
-  if (sharedKeyNorm)
-    memref::StoreOp::create(b, element.keyNorm, sharedKeyNorm, ValueRange{key});
-  if (sharedKeyBias) {
-    auto bias = evaluateElementRegion(op.getKeyBias(), element);
-    if (failed(bias))
-      return failure();
-    memref::StoreOp::create(b, *bias, sharedKeyBias, ValueRange{key});
-  }
-  return success();
-}
-
 SmallVector<Accumulator>
-FlashKernelBuilder::computeScores(ArrayRef<Value> queryFragments,
-                                  Value keyBase) {
-  // Accumulators of atom a, 8-key slice n at a * slices + n.
+FlashKernelBuilder::computeScores(ArrayRef<Value> queryFragments, Value keyBase,
+                                  ArrayRef<Value> rowStart) {
+  // Accumulators of atom a, 8-key slice n at a * slices + n; lane row r
+  // starts at rowStart[r] (elements 2 (r % 2), 2 (r % 2) + 1 of atom r / 2).
   int64_t slices = config.tileN / 8;
-  SmallVector<Accumulator> scores(config.atoms() * slices,
-                                  {f32(0.0), f32(0.0), f32(0.0), f32(0.0)});
+  SmallVector<Accumulator> scores;
+  for (int64_t atom = 0; atom < config.atoms(); ++atom) {
+    Value top = rowStart.empty() ? f32(0.0) : rowStart[2 * atom];
+    Value bottom = rowStart.empty() ? f32(0.0) : rowStart[2 * atom + 1];
+    scores.append(slices, {top, top, bottom, bottom});
+  }
   // ldmatrix.x4 over 16 keys x 16 dims: matrices (keys 0-7, dims 0-7),
   // (keys 0-7, dims 8-15), (keys 8-15, dims 0-7), (keys 8-15, dims 8-15)
   // are the b0/b1 registers of two adjacent 8-key slices.
-  Value keyInPair = add(rem(lane, 8), mul(div(lane, 16), 8));
-  Value chunkInSlice = rem(div(lane, 8), 2);
   for (int64_t dimSlice = 0; dimSlice < config.dimSlices(); ++dimSlice) {
     SmallVector<std::array<Value, 4>> a;
     for (int64_t atom = 0; atom < config.atoms(); ++atom) {
@@ -771,10 +866,8 @@ FlashKernelBuilder::computeScores(ArrayRef<Value> queryFragments,
       a.push_back({resident[0], resident[1], resident[2], resident[3]});
     }
     for (int64_t pair = 0; pair < slices / 2; ++pair) {
-      Value row = add(keyInPair, 16 * pair);
-      Value chunk = add(chunkInSlice, 2 * dimSlice);
-      auto registers =
-          ldmatrix(sharedKey, add(keyBase, swizzled(row, chunk)), false);
+      Value offset = laneChunkOffset(keyOffsets, 16 * pair, dimSlice);
+      auto registers = ldmatrix(sharedKey, add(keyBase, offset), false);
       mmaSlicePair(a, registers, scores, slices, 2 * pair);
     }
   }
@@ -783,22 +876,30 @@ FlashKernelBuilder::computeScores(ArrayRef<Value> queryFragments,
 
 FailureOr<SmallVector<Accumulator>>
 FlashKernelBuilder::applyScoreRegion(ArrayRef<Accumulator> dots, Value kvLo,
-                                     bool masked) {
+                                     Value termBase, bool masked) {
   SmallVector<Accumulator> scores(dots.size());
   Value log2e = config.log2Domain ? Value() : f32(M_LOG2E);
   int64_t slices = config.tileN / 8;
+  // A key's terms are read once, for both of the lane's columns of a slice,
+  // and shared by all rows of the lane.
+  auto termPair = [&](Value shared, Value keyInTile) -> std::array<Value, 2> {
+    if (!shared)
+      return {};
+    Value pair =
+        vector::LoadOp::create(b, VectorType::get({2}, b.getF32Type()), shared,
+                               ValueRange{add(termBase, keyInTile)});
+    return {vector::ExtractOp::create(b, pair, ArrayRef<int64_t>{0}),
+            vector::ExtractOp::create(b, pair, ArrayRef<int64_t>{1})};
+  };
   for (int64_t slice = 0; slice < slices; ++slice) {
+    Value pairKey = add(mul(laneInGroup, 2), 8 * slice);
+    std::array<Value, 2> biases = termPair(sharedKeyBias, pairKey);
+    std::array<Value, 2> norms = termPair(sharedKeyNorm, pairKey);
     for (int64_t column = 0; column < 2; ++column) {
-      Value keyInTile = add(mul(laneInGroup, 2), 8 * slice + column);
       ElementValues element;
-      element.kvIdx = add(kvLo, keyInTile);
-      // A key's terms are read once and shared by all rows of the lane.
-      if (sharedKeyBias)
-        element.keyBias =
-            memref::LoadOp::create(b, sharedKeyBias, ValueRange{keyInTile});
-      if (sharedKeyNorm)
-        element.keyNorm =
-            memref::LoadOp::create(b, sharedKeyNorm, ValueRange{keyInTile});
+      element.kvIdx = add(kvLo, add(pairKey, column));
+      element.keyBias = biases[column];
+      element.keyNorm = norms[column];
       for (int64_t r = 0; r < config.lanesRows(); ++r) {
         int64_t accumulator = (r / 2) * slices + slice;
         int64_t e = 2 * (r % 2) + column;
@@ -828,18 +929,109 @@ FlashKernelBuilder::applyScoreRegion(ArrayRef<Accumulator> dots, Value kvLo,
   return scores;
 }
 
-SmallVector<Accumulator>
-FlashKernelBuilder::accumulateValues(ArrayRef<Accumulator> weights,
-                                     ArrayRef<Accumulator> output,
-                                     Value valueBase) {
+void FlashKernelBuilder::rescale(ArrayRef<Value> tileMax,
+                                 MutableArrayRef<Value> rowMax,
+                                 MutableArrayRef<Value> rowSum,
+                                 MutableArrayRef<Accumulator> output,
+                                 MutableArrayRef<Accumulator> shiftedScores) {
+  // The exponent's shift m only moves up when a row's maximum grows past it
+  // by more than kRescaleSlack (FlashAttention-4's lazy rescaling): below
+  // that the weights 2^(s - m) stay under 2^kRescaleSlack, well inside
+  // f32, f16 and bf16, and O and the sum need no rescaling. Sum and O share
+  // the stale shift, so their ratio and the LSE are exact. A warp rescales
+  // when any of its rows must, which after the first tiles is rare.
+  int64_t rows = config.lanesRows();
+  SmallVector<Value> grown(rows);
+  Value anyGrown;
+  for (int64_t r = 0; r < rows; ++r) {
+    Value candidate = arith::MaximumFOp::create(b, rowMax[r], tileMax[r]);
+    Value grows = arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, candidate,
+                                        fadd(rowMax[r], f32(kRescaleSlack)));
+    grown[r] = select(grows, candidate, rowMax[r]);
+    anyGrown = anyGrown ? arith::OrIOp::create(b, anyGrown, grows) : grows;
+  }
+  Value warpGrown = NVVM::VoteSyncOp::create(b, b.getI1Type(), i32(-1),
+                                             anyGrown, NVVM::VoteSyncKind::any);
+  SmallVector<Value> state = flatten(output);
+  llvm::append_range(state, rowSum);
+  llvm::append_range(state, flatten(shiftedScores));
+  auto update =
+      scf::IfOp::create(b, TypeRange(ValueRange(state)), warpGrown, true);
+  {
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(update.elseBlock());
+    scf::YieldOp::create(b, state);
+    b.setInsertionPointToStart(update.thenBlock());
+    SmallVector<Accumulator> scaled(output.begin(), output.end());
+    SmallVector<Value> sums(rowSum.begin(), rowSum.end());
+    SmallVector<Accumulator> scores(shiftedScores.begin(), shiftedScores.end());
+    int64_t outputSlices = config.headDim / 8;
+    int64_t slices = config.tileN / 8;
+    for (int64_t r = 0; r < rows; ++r) {
+      // 2^(m_old - m_new): 1 for rows that keep their shift, 0 for rows
+      // without a kept key so far (their O and sum are 0).
+      Value newShift = zeroIfNegInf(grown[r]);
+      Value alpha = exp2(arith::SubFOp::create(b, rowMax[r], newShift));
+      sums[r] = fmul(sums[r], alpha);
+      if (!scores.empty()) {
+        Value delta =
+            arith::SubFOp::create(b, zeroIfNegInf(rowMax[r]), newShift);
+        for (Accumulator &acc : MutableArrayRef<Accumulator>(scores).slice(
+                 (r / 2) * slices, slices))
+          for (int64_t column = 0; column < 2; ++column)
+            acc[2 * (r % 2) + column] = fadd(acc[2 * (r % 2) + column], delta);
+      }
+      for (Accumulator &acc : MutableArrayRef<Accumulator>(scaled).slice(
+               (r / 2) * outputSlices, outputSlices))
+        for (int64_t column = 0; column < 2; ++column)
+          acc[2 * (r % 2) + column] = fmul(acc[2 * (r % 2) + column], alpha);
+    }
+    SmallVector<Value> next = flatten(scaled);
+    llvm::append_range(next, sums);
+    llvm::append_range(next, flatten(scores));
+    scf::YieldOp::create(b, next);
+  }
+  ValueRange results = update.getResults();
+  int64_t outputValues = 4 * output.size();
+  llvm::copy(unflatten(results.take_front(outputValues)), output.begin());
+  llvm::copy(results.slice(outputValues, rows), rowSum.begin());
+  llvm::copy(unflatten(results.drop_front(outputValues + rows)),
+             shiftedScores.begin());
+  llvm::copy(grown, rowMax.begin());
+}
+
+bool FlashKernelBuilder::isAffineInDot(Region &score) {
+  auto dependsOnDot = [](Value value) {
+    SetVector<Operation *> slice;
+    if (Operation *def = value.getDefiningOp())
+      (void)getBackwardSlice(def, &slice);
+    slice.insert(value.getDefiningOp());
+    return llvm::any_of(slice, [](Operation *op) {
+      return isa_and_nonnull<attn::DotOp, attn::ScaledDotOp>(op);
+    });
+  };
+  Value result = score.front().getTerminator()->getOperand(0);
+  if (result.getDefiningOp<attn::ScaledDotOp>())
+    return true;
+  auto sum = result.getDefiningOp<arith::AddFOp>();
+  if (!sum)
+    return false;
+  for (auto [dot, rest] : {std::pair(sum.getLhs(), sum.getRhs()),
+                           std::pair(sum.getRhs(), sum.getLhs())})
+    if (dot.getDefiningOp<attn::ScaledDotOp>() && !dependsOnDot(rest))
+      return true;
+  return false;
+}
+
+SmallVector<Accumulator> FlashKernelBuilder::accumulateValues(
+    ArrayRef<Accumulator> weights, ArrayRef<Accumulator> output,
+    Value valueBase, MutableArrayRef<Value> rowSum) {
   // O accumulators of atom a, 8-dim slice d at a * outputSlices + d.
   SmallVector<Accumulator> result(output.begin(), output.end());
   int64_t slices = config.tileN / 8;
   int64_t outputSlices = config.headDim / 8;
   // ldmatrix.x4.trans over 16 keys x 16 dims gives the b0/b1 registers of
   // two adjacent 8-dim slices of V.
-  Value keyInSlice = add(rem(lane, 8), mul(rem(div(lane, 8), 2), 8));
-  Value chunkInSlice = div(lane, 16);
   for (int64_t keySlice = 0; keySlice < config.tileN / 16; ++keySlice) {
     // The S accumulators of two adjacent 8-key slices, packed to 16 bits,
     // are the A registers of P for this 16-key slice.
@@ -850,12 +1042,18 @@ FlashKernelBuilder::accumulateValues(ArrayRef<Accumulator> weights,
       a.push_back({packPair(left[0], left[1]), packPair(left[2], left[3]),
                    packPair(right[0], right[1]), packPair(right[2], right[3])});
     }
-    Value row = add(keyInSlice, 16 * keySlice);
     for (int64_t pair = 0; pair < config.dimSlices(); ++pair) {
-      Value chunk = add(chunkInSlice, 2 * pair);
-      auto registers =
-          ldmatrix(sharedValue, add(valueBase, swizzled(row, chunk)), true);
+      Value offset = laneChunkOffset(valueOffsets, 16 * keySlice, pair);
+      auto registers = ldmatrix(sharedValue, add(valueBase, offset), true);
       mmaSlicePair(a, registers, result, outputSlices, 2 * pair);
+    }
+    // P times a column of ones: every column of the result is the row sum.
+    Value ones = ones16();
+    for (int64_t atom = 0; atom < config.atoms(); ++atom) {
+      Value &top = rowSum[2 * atom], &bottom = rowSum[2 * atom + 1];
+      auto d = mma(a[atom], {ones, ones}, {top, top, bottom, bottom});
+      top = d[0];
+      bottom = d[2];
     }
   }
   return result;
@@ -870,7 +1068,7 @@ LogicalResult FlashKernelBuilder::storeResults(ArrayRef<Accumulator> output,
     int64_t half = r % 2;
     ArrayRef<Accumulator> atomOutput =
         output.slice((r / 2) * outputSlices, outputSlices);
-    Value sum = laneSum(rowSum[r], 4);
+    Value sum = rowSum[r];
     Value empty =
         arith::CmpFOp::create(b, arith::CmpFPredicate::OEQ, sum, zero);
     // A row whose every key is masked has sum 0: its output is 0, not NaN.
@@ -920,6 +1118,20 @@ LogicalResult FlashKernelBuilder::storeResults(ArrayRef<Accumulator> output,
 
 FailureOr<gpu::GPUFuncOp> FlashKernelBuilder::build(gpu::GPUModuleOp module,
                                                     StringRef name) {
+  if (!op.getKeyBias().empty())
+    keyBiasPlane = keyTermPlanes();
+  if (usesNorm(op.getScore(), attn::Vector::k))
+    keyNormPlane = keyTermPlanes();
+  needsKeyNorm = usesNorm(op.getKeyBias(), attn::Vector::k) ||
+                 usesNorm(op.getScore(), attn::Vector::k);
+  if (keyTermPlanes() &&
+      failed(buildKeyTermsKernel(module, (name + kKeyTermsSuffix).str())))
+    return failure();
+  return buildFlashKernel(module, name);
+}
+
+gpu::GPUFuncOp FlashKernelBuilder::declareKernel(gpu::GPUModuleOp module,
+                                                 StringRef name) {
   MLIRContext *ctx = b.getContext();
   Type i64Type = b.getI64Type();
   auto globalSpace = gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Global);
@@ -936,6 +1148,8 @@ FailureOr<gpu::GPUFuncOp> FlashKernelBuilder::build(gpu::GPUModuleOp module,
   SmallVector<Type> types(4, globalBuffer(b.getF16Type()));
   if (config.hasLse)
     types.push_back(globalBuffer(b.getF32Type()));
+  if (keyTermPlanes())
+    types.push_back(globalBuffer(b.getF32Type()));
   types.append(5 + 12 + (config.hasLse ? 2 : 0), i64Type);
   for (Value param : op.getParams())
     types.push_back(param.getType());
@@ -945,7 +1159,6 @@ FailureOr<gpu::GPUFuncOp> FlashKernelBuilder::build(gpu::GPUModuleOp module,
     types.append(2 * tensor.getRank(), i64Type);
   }
 
-  OpBuilder::InsertionGuard guard(b);
   b.setInsertionPointToEnd(module.getBody());
   auto func = gpu::GPUFuncOp::create(b, name, b.getFunctionType(types, {}));
   func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
@@ -954,7 +1167,7 @@ FailureOr<gpu::GPUFuncOp> FlashKernelBuilder::build(gpu::GPUModuleOp module,
   Block &entry = func.getBody().front();
   b.setInsertionPointToStart(&entry);
 
-  // Unpack the arguments.
+  args = KernelArgs();
   unsigned position = 0;
   auto next = [&]() { return entry.getArgument(position++); };
   args.q = next();
@@ -963,6 +1176,8 @@ FailureOr<gpu::GPUFuncOp> FlashKernelBuilder::build(gpu::GPUModuleOp module,
   args.o = next();
   if (config.hasLse)
     args.lse = next();
+  if (keyTermPlanes())
+    args.workspace = next();
   for (Value *size :
        {&args.batch, &args.heads, &args.kvHeads, &args.qLen, &args.kvLen})
     *size = toIndex(next());
@@ -992,14 +1207,8 @@ FailureOr<gpu::GPUFuncOp> FlashKernelBuilder::build(gpu::GPUModuleOp module,
   warp = div(threadId, kThreadsPerWarp);
   laneGroup = div(lane, 4);
   laneInGroup = rem(lane, 4);
-  // Heavier query tiles (more unmasked keys under causal-like masks) start
-  // first: block x counts down.
-  Value tiles = gpu::GridDimOp::create(b, gpu::Dimension::x);
-  Value qTile =
-      sub(sub(tiles, index(1)), gpu::BlockIdOp::create(b, gpu::Dimension::x));
   headIdx = gpu::BlockIdOp::create(b, gpu::Dimension::y);
   batchIdx = gpu::BlockIdOp::create(b, gpu::Dimension::z);
-  qLo = mul(qTile, config.tileM);
   Value group = arith::DivUIOp::create(b, args.heads, args.kvHeads);
   Value kvHead = arith::DivUIOp::create(b, headIdx, group);
   auto base = [&](const std::array<Value, 3> &strides, Value head) {
@@ -1009,13 +1218,101 @@ FailureOr<gpu::GPUFuncOp> FlashKernelBuilder::build(gpu::GPUModuleOp module,
   kBase = base(args.kStrides, kvHead);
   vBase = base(args.vStrides, kvHead);
   oBase = base(args.oStrides, headIdx);
+  return func;
+}
+
+Value FlashKernelBuilder::keyTermRow(int64_t plane) {
+  // Rows of round_up(kv_len, tile_n) keys, so a K tile's terms are one
+  // aligned run that exists whatever kv_len is.
+  Value rowLength =
+      mul(arith::CeilDivUIOp::create(b, args.kvLen, index(config.tileN)),
+          config.tileN);
+  Value rows = mul(args.batch, args.heads);
+  Value row = add(mul(batchIdx, args.heads), headIdx);
+  return mul(add(mul(rows, plane), row), rowLength);
+}
+
+LogicalResult FlashKernelBuilder::buildKeyTermsKernel(gpu::GPUModuleOp module,
+                                                      StringRef name) {
+  OpBuilder::InsertionGuard guard(b);
+  declareKernel(module, name);
+  // Block x covers keys [tile_n x, tile_n (x + 1)); threadsPerKey adjacent
+  // lanes share a key and read its chunks interleaved, so a warp's loads
+  // cover whole rows.
+  int64_t threadsPerKey = config.threads() / config.tileN;
+  int64_t chunksPerThread = config.chunksPerRow() / threadsPerKey;
+  Value part = rem(threadId, threadsPerKey);
+  Value key =
+      add(mul(gpu::BlockIdOp::create(b, gpu::Dimension::x), config.tileN),
+          div(threadId, threadsPerKey));
+  Value inside = cmp(arith::CmpIPredicate::ult, key, args.kvLen);
+  ElementValues element;
+  element.kvIdx = key;
+  element.qIdx = index(0);
+  if (needsKeyNorm) {
+    auto rowSum = scf::IfOp::create(b, b.getF32Type(), inside, true);
+    {
+      OpBuilder::InsertionGuard branch(b);
+      b.setInsertionPointToStart(rowSum.thenBlock());
+      Value row = add(kBase, mul(key, args.kStrides[2]));
+      scf::YieldOp::create(
+          b, squareSum(args.k, chunksPerThread, [&](int64_t c) {
+            return add(row, mul(add(part, c * threadsPerKey), kChunk));
+          }));
+      b.setInsertionPointToStart(rowSum.elseBlock());
+      scf::YieldOp::create(b, f32(0.0));
+    }
+    // Every lane takes part in the butterfly, so it sits outside the branch.
+    element.keyNorm = laneSum(rowSum.getResult(0), threadsPerKey);
+  }
+  // Keys past kv_len (the row's padding) get 0: a key_bias region may read
+  // captures at kv_idx, which must stay in bounds.
+  Value writer = arith::AndIOp::create(
+      b, inside, cmp(arith::CmpIPredicate::eq, part, index(0)));
+  auto write = scf::IfOp::create(b, TypeRange{}, writer, false);
+  b.setInsertionPointToStart(write.thenBlock());
+  auto store = [&](Value value, int64_t plane) {
+    memref::StoreOp::create(b, value, args.workspace,
+                            ValueRange{add(keyTermRow(plane), key)});
+  };
+  if (keyNormPlane >= 0)
+    store(element.keyNorm, keyNormPlane);
+  if (keyBiasPlane >= 0) {
+    auto bias = evaluateElementRegion(op.getKeyBias(), element);
+    if (failed(bias))
+      return failure();
+    store(*bias, keyBiasPlane);
+  }
+  b.setInsertionPointAfter(write);
+  gpu::ReturnOp::create(b);
+  return success();
+}
+
+FailureOr<gpu::GPUFuncOp>
+FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
+  MLIRContext *ctx = b.getContext();
+  OpBuilder::InsertionGuard guard(b);
+  gpu::GPUFuncOp func = declareKernel(module, name);
+  // Heavier query tiles (more unmasked keys under causal-like masks) start
+  // first: block x counts down.
+  Value tiles = gpu::GridDimOp::create(b, gpu::Dimension::x);
+  Value qTile =
+      sub(sub(tiles, index(1)), gpu::BlockIdOp::create(b, gpu::Dimension::x));
+  qLo = mul(qTile, config.tileM);
+  // The rows and chunk halves each lane addresses in ldmatrix.x4 (lanes
+  // 8 i .. 8 i + 7 give the rows of matrix i): Q as the A operand, K as the
+  // B operand of S = Q K^T, V (transposed) as the B operand of O += P V.
+  queryOffsets = laneChunkOffsets(
+      add(mul(warp, config.rowsPerWarp()), rem(lane, 16)), div(lane, 16));
+  keyOffsets = laneChunkOffsets(add(rem(lane, 8), mul(div(lane, 16), 8)),
+                                rem(div(lane, 8), 2));
+  valueOffsets = laneChunkOffsets(
+      add(rem(lane, 8), mul(rem(div(lane, 8), 2), 8)), div(lane, 16));
   for (int64_t r = 0; r < config.lanesRows(); ++r)
     rowIdx.push_back(
         add(add(qLo, warpRow(r / 2)), add(laneGroup, 8 * (r % 2))));
 
   // Shared memory: Q tile, K and V ring buffers, per-key terms.
-  needsKeyNorm = usesNorm(op.getKeyBias(), attn::Vector::k) ||
-                 usesNorm(op.getScore(), attn::Vector::k);
   bool needsQueryNorm = usesNorm(op.getScore(), attn::Vector::q) ||
                         usesNorm(op.getRowBias(), attn::Vector::q);
   Value shared = gpu::DynamicSharedMemoryOp::create(
@@ -1034,10 +1331,10 @@ FailureOr<gpu::GPUFuncOp> FlashKernelBuilder::build(gpu::GPUModuleOp module,
       carve(config.stages * config.tileElements(config.tileN), b.getF16Type());
   sharedValue =
       carve(config.stages * config.tileElements(config.tileN), b.getF16Type());
-  if (!op.getKeyBias().empty())
-    sharedKeyBias = carve(config.tileN, b.getF32Type());
-  if (usesNorm(op.getScore(), attn::Vector::k))
-    sharedKeyNorm = carve(config.tileN, b.getF32Type());
+  if (keyBiasPlane >= 0)
+    sharedKeyBias = carve(config.stages * config.tileN, b.getF32Type());
+  if (keyNormPlane >= 0)
+    sharedKeyNorm = carve(config.stages * config.tileN, b.getF32Type());
 
   // The range of K tiles that may hold a kept key for this query tile.
   Value kvTiles =
@@ -1059,7 +1356,7 @@ FailureOr<gpu::GPUFuncOp> FlashKernelBuilder::build(gpu::GPUModuleOp module,
 
   // Prologue: Q, then the first stages - 1 K/V tiles, one group each.
   issueTileCopy(sharedQuery, index(0), args.q, qBase, args.qStrides[2], qLo,
-                args.qLen, config.tileM);
+                args.qLen, config.tileM, /*bounded=*/true);
   NVVM::CpAsyncCommitGroupOp::create(b);
   for (int64_t stage = 0; stage + 1 < config.stages; ++stage) {
     issueKeyValueCopy(add(firstTile, stage));
@@ -1083,6 +1380,19 @@ FailureOr<gpu::GPUFuncOp> FlashKernelBuilder::build(gpu::GPUModuleOp module,
     if (failed(scale))
       return failure();
     qScale = *scale;
+  }
+  if (config.softmax && isAffineInDot(op.getScore())) {
+    // |q_scale| below 2^-40 is taken as 2^-40 (sign kept, 0 as +): the
+    // score moves by at most 2^-40 |q.k|, and -shift / c stays finite for
+    // any shift below 2^87.
+    Value tiny = f32(std::ldexp(1.0, -40));
+    Value magnitude =
+        arith::MaximumFOp::create(b, math::AbsFOp::create(b, qScale), tiny);
+    Value negative =
+        arith::CmpFOp::create(b, arith::CmpFPredicate::OLT, qScale, f32(0.0));
+    qScale = select(negative, arith::NegFOp::create(b, magnitude), magnitude);
+    Value dotScale = config.log2Domain ? qScale : fmul(qScale, f32(M_LOG2E));
+    shiftToDot = arith::DivFOp::create(b, f32(-1.0), dotScale);
   }
 
   // The loop over K/V tiles carries O (headDim/8 accumulators per atom),
@@ -1120,13 +1430,13 @@ FailureOr<gpu::GPUFuncOp> FlashKernelBuilder::build(gpu::GPUModuleOp module,
       b.setInsertionPointToStart(compute.elseBlock());
       scf::YieldOp::create(b, state);
       b.setInsertionPointToStart(compute.thenBlock());
-      bool keyTerms = sharedKeyBias || sharedKeyNorm;
-      if (keyTerms && failed(computeKeyTerms(tile, buffer)))
-        return failure();
-      SmallVector<Accumulator> dots =
-          computeScores(queryFragments, bufferBase(buffer, config.tileN));
-      if (keyTerms)
-        gpu::BarrierOp::create(b);
+      SmallVector<Value> rowStart;
+      if (shiftToDot)
+        for (int64_t r = 0; r < rows; ++r)
+          rowStart.push_back(
+              fmul(zeroIfNegInf(state[outputValues + r]), shiftToDot));
+      SmallVector<Accumulator> dots = computeScores(
+          queryFragments, bufferBase(buffer, config.tileN), rowStart);
 
       // Partial tiles evaluate the mask per element; full tiles do not.
       int64_t slices = config.tileN / 8;
@@ -1137,59 +1447,54 @@ FailureOr<gpu::GPUFuncOp> FlashKernelBuilder::build(gpu::GPUModuleOp module,
         OpBuilder::InsertionGuard branch(b);
         b.setInsertionPointToStart(masked ? scored.thenBlock()
                                           : scored.elseBlock());
-        auto scores = applyScoreRegion(dots, kvLo, masked);
+        auto scores =
+            applyScoreRegion(dots, kvLo, mul(buffer, config.tileN), masked);
         if (failed(scores))
           return failure();
         scf::YieldOp::create(b, flatten(*scores));
       }
       SmallVector<Accumulator> scores = unflatten(scored.getResults());
 
-      // Online softmax: rescale by 2^(m_old - m_new). `none` sums 2^s as is.
+      // Online softmax. `none` sums 2^s as is.
       SmallVector<Accumulator> output =
           unflatten(state.take_front(outputValues));
-      SmallVector<Value> rowMax(rows), rowSum(rows);
-      for (int64_t r = 0; r < rows; ++r) {
-        int64_t half = r % 2;
-        // Lane row r lives in elements 2 half, 2 half + 1 of its atom's
-        // accumulators.
-        auto rowScores = MutableArrayRef<Accumulator>(scores).slice(
-            (r / 2) * slices, slices);
-        auto rowOutput = MutableArrayRef<Accumulator>(output).slice(
-            (r / 2) * (config.headDim / 8), config.headDim / 8);
-        Value oldMax = state[outputValues + r];
-        Value oldSum = state[outputValues + rows + r];
-        Value shift = f32(0.0), alpha = f32(1.0);
-        if (config.softmax) {
-          Value tileMax = negInf;
-          for (const Accumulator &acc : rowScores)
+      SmallVector<Value> rowMax(state.slice(outputValues, rows));
+      SmallVector<Value> rowSum(state.slice(outputValues + rows, rows));
+      // Lane row r lives in elements 2 (r % 2), 2 (r % 2) + 1 of the
+      // accumulators of atom r / 2.
+      auto rowScores = [&](int64_t r) {
+        return MutableArrayRef<Accumulator>(scores).slice((r / 2) * slices,
+                                                          slices);
+      };
+      if (config.softmax) {
+        SmallVector<Value> tileMax(rows);
+        for (int64_t r = 0; r < rows; ++r) {
+          Value max = negInf;
+          for (const Accumulator &acc : rowScores(r))
             for (int64_t column = 0; column < 2; ++column)
-              tileMax =
-                  arith::MaximumFOp::create(b, tileMax, acc[2 * half + column]);
-          tileMax = laneReduce(tileMax, 4, [&](Value x, Value y) -> Value {
+              max =
+                  arith::MaximumFOp::create(b, max, acc[2 * (r % 2) + column]);
+          max = laneReduce(max, 4, [&](Value x, Value y) -> Value {
             return arith::MaximumFOp::create(b, x, y);
           });
-          Value newMax = arith::MaximumFOp::create(b, oldMax, tileMax);
-          shift = zeroIfNegInf(newMax);
-          alpha = exp2(arith::SubFOp::create(b, oldMax, shift));
-          rowMax[r] = newMax;
-        } else {
-          rowMax[r] = oldMax;
+          // Shifted scores hold s - shift: add the shift back.
+          tileMax[r] = shiftToDot ? fadd(max, zeroIfNegInf(rowMax[r])) : max;
         }
-        Value sum = fmul(oldSum, alpha);
-        for (Accumulator &acc : rowScores)
-          for (int64_t column = 0; column < 2; ++column) {
-            Value &value = acc[2 * half + column];
-            value = exp2(arith::SubFOp::create(b, value, shift));
-            sum = fadd(sum, value);
-          }
-        rowSum[r] = sum;
-        if (config.softmax)
-          for (Accumulator &acc : rowOutput)
-            for (int64_t column = 0; column < 2; ++column)
-              acc[2 * half + column] = fmul(acc[2 * half + column], alpha);
+        rescale(tileMax, rowMax, rowSum, output,
+                shiftToDot ? MutableArrayRef<Accumulator>(scores)
+                           : MutableArrayRef<Accumulator>());
       }
-      output =
-          accumulateValues(scores, output, bufferBase(buffer, config.tileN));
+      for (int64_t r = 0; r < rows; ++r) {
+        Value shift = zeroIfNegInf(rowMax[r]);
+        for (Accumulator &acc : rowScores(r))
+          for (int64_t column = 0; column < 2; ++column) {
+            Value &value = acc[2 * (r % 2) + column];
+            value = exp2(shiftToDot ? value
+                                    : arith::SubFOp::create(b, value, shift));
+          }
+      }
+      output = accumulateValues(scores, output,
+                                bufferBase(buffer, config.tileN), rowSum);
       SmallVector<Value> next = flatten(output);
       llvm::append_range(next, rowMax);
       llvm::append_range(next, rowSum);
@@ -1261,8 +1566,8 @@ DictionaryAttr FlashKernelBuilder::describe(StringRef entry,
   }
   std::string planText;
   llvm::raw_string_ostream(planText) << plan;
-  return b.getDictionaryAttr({
-      b.getNamedAttr("format", b.getStringAttr("rbfc-kernel/1")),
+  SmallVector<NamedAttribute> fields{
+      b.getNamedAttr("format", b.getStringAttr("rbfc-kernel/2")),
       b.getNamedAttr("name", b.getStringAttr(func ? func.getName() : entry)),
       b.getNamedAttr("entry", b.getStringAttr(entry)),
       b.getNamedAttr("arch", b.getStringAttr(plan.getArch())),
@@ -1279,7 +1584,19 @@ DictionaryAttr FlashKernelBuilder::describe(StringRef entry,
       b.getNamedAttr("shared_memory_bytes", b.getI64IntegerAttr(sharedBytes)),
       b.getNamedAttr("params", b.getArrayAttr(params)),
       b.getNamedAttr("captures", b.getArrayAttr(captures)),
-  });
+  };
+  if (keyTermPlanes())
+    fields.push_back(b.getNamedAttr(
+        "key_terms",
+        b.getDictionaryAttr({
+            b.getNamedAttr("entry",
+                           b.getStringAttr((entry + kKeyTermsSuffix).str())),
+            b.getNamedAttr("block", b.getI64IntegerAttr(config.threads())),
+            b.getNamedAttr("keys_per_block", b.getI64IntegerAttr(config.tileN)),
+            b.getNamedAttr("terms", b.getI64IntegerAttr(keyTermPlanes())),
+            b.getNamedAttr("row_multiple", b.getI64IntegerAttr(config.tileN)),
+        })));
+  return b.getDictionaryAttr(fields);
 }
 
 } // namespace
