@@ -54,6 +54,8 @@ constexpr int64_t kResidentQueryRegisters = 32;
 /// How far (log2 units) a row's maximum may outgrow the exponent's shift
 /// before the kernel rescales: weights stay below 2^8.
 constexpr double kRescaleSlack = 8.0;
+/// Runs of tile_n keys each block of the key-terms prologue handles.
+constexpr int64_t kKeyTermTiles = 4;
 /// The key-terms prologue's entry is the kernel's with this suffix.
 constexpr llvm::StringLiteral kKeyTermsSuffix = "_key_terms";
 /// 16-bit elements in the 16-byte chunk cp.async and ldmatrix move.
@@ -86,6 +88,8 @@ struct KernelConfig {
 /// The 4 f32 accumulators of one m16n8 mma tile: c0, c1 in row l/4, c2, c3
 /// in row l/4 + 8, columns 2(l%4) and 2(l%4) + 1.
 using Accumulator = std::array<Value, 4>;
+/// A per-key term of the lane's two columns of an 8-key slice.
+using KeyTermPair = std::array<Value, 2>;
 
 /// The accumulators' values in order, as loops and branches carry them.
 SmallVector<Value> flatten(ArrayRef<Accumulator> accumulators) {
@@ -258,11 +262,15 @@ private:
   Value bufferBase(Value buffer, int64_t rows) {
     return mul(buffer, config.tileElements(rows));
   }
+  /// The per-key terms of the lane's columns of tile `termBase` / tile_n,
+  /// one pair per 8-key slice; empty when `shared` is null.
+  SmallVector<KeyTermPair> loadKeyTerms(Value shared, Value termBase);
   SmallVector<Accumulator> computeScores(ArrayRef<Value> queryFragments,
                                          Value keyBase,
                                          ArrayRef<Value> rowStart);
   FailureOr<SmallVector<Accumulator>>
-  applyScoreRegion(ArrayRef<Accumulator> dots, Value kvLo, Value termBase,
+  applyScoreRegion(ArrayRef<Accumulator> dots, Value kvLo,
+                   ArrayRef<KeyTermPair> biases, ArrayRef<KeyTermPair> norms,
                    bool masked);
   FailureOr<std::pair<Value, Value>> classifyTile(Value tile);
   FailureOr<Value> scanLiveTile(Value from, Value bound, bool forward);
@@ -808,8 +816,11 @@ Value FlashKernelBuilder::squareSum(Value memref, int64_t count,
   auto rawType = VectorType::get({kChunk}, b.getF16Type());
   Value sum = f32(0.0);
   for (int64_t c = 0; c < count; ++c) {
+    // Chunks are 16-byte aligned (docs/abi.md): one vector load each, not
+    // eight 16-bit ones.
     Value raw =
-        vector::LoadOp::create(b, rawType, memref, ValueRange{offset(c)});
+        vector::LoadOp::create(b, rawType, memref, ValueRange{offset(c)},
+                               /*nontemporal=*/false, llvm::Align(16));
     Value typed =
         config.elementType.isF16()
             ? raw
@@ -874,32 +885,42 @@ FlashKernelBuilder::computeScores(ArrayRef<Value> queryFragments, Value keyBase,
   return scores;
 }
 
+SmallVector<KeyTermPair> FlashKernelBuilder::loadKeyTerms(Value shared,
+                                                          Value termBase) {
+  // The lane's keys of slice s are 2 (l % 4) + 8 s and the next one: one
+  // 8-byte load per slice.
+  SmallVector<KeyTermPair> pairs;
+  if (!shared)
+    return pairs;
+  for (int64_t slice = 0; slice < config.tileN / 8; ++slice) {
+    Value key = add(add(mul(laneInGroup, 2), 8 * slice), termBase);
+    Value pair = vector::LoadOp::create(b, VectorType::get({2}, b.getF32Type()),
+                                        shared, ValueRange{key},
+                                        /*nontemporal=*/false, llvm::Align(8));
+    pairs.push_back({vector::ExtractOp::create(b, pair, ArrayRef<int64_t>{0}),
+                     vector::ExtractOp::create(b, pair, ArrayRef<int64_t>{1})});
+  }
+  return pairs;
+}
+
 FailureOr<SmallVector<Accumulator>>
 FlashKernelBuilder::applyScoreRegion(ArrayRef<Accumulator> dots, Value kvLo,
-                                     Value termBase, bool masked) {
+                                     ArrayRef<KeyTermPair> biases,
+                                     ArrayRef<KeyTermPair> norms, bool masked) {
   SmallVector<Accumulator> scores(dots.size());
   Value log2e = config.log2Domain ? Value() : f32(M_LOG2E);
   int64_t slices = config.tileN / 8;
   // A key's terms are read once, for both of the lane's columns of a slice,
   // and shared by all rows of the lane.
-  auto termPair = [&](Value shared, Value keyInTile) -> std::array<Value, 2> {
-    if (!shared)
-      return {};
-    Value pair =
-        vector::LoadOp::create(b, VectorType::get({2}, b.getF32Type()), shared,
-                               ValueRange{add(termBase, keyInTile)});
-    return {vector::ExtractOp::create(b, pair, ArrayRef<int64_t>{0}),
-            vector::ExtractOp::create(b, pair, ArrayRef<int64_t>{1})};
-  };
   for (int64_t slice = 0; slice < slices; ++slice) {
     Value pairKey = add(mul(laneInGroup, 2), 8 * slice);
-    std::array<Value, 2> biases = termPair(sharedKeyBias, pairKey);
-    std::array<Value, 2> norms = termPair(sharedKeyNorm, pairKey);
     for (int64_t column = 0; column < 2; ++column) {
       ElementValues element;
       element.kvIdx = add(kvLo, add(pairKey, column));
-      element.keyBias = biases[column];
-      element.keyNorm = norms[column];
+      if (!biases.empty())
+        element.keyBias = biases[slice][column];
+      if (!norms.empty())
+        element.keyNorm = norms[slice][column];
       for (int64_t r = 0; r < config.lanesRows(); ++r) {
         int64_t accumulator = (r / 2) * slices + slice;
         int64_t e = 2 * (r % 2) + column;
@@ -1236,54 +1257,66 @@ LogicalResult FlashKernelBuilder::buildKeyTermsKernel(gpu::GPUModuleOp module,
                                                       StringRef name) {
   OpBuilder::InsertionGuard guard(b);
   declareKernel(module, name);
-  // Block x covers keys [tile_n x, tile_n (x + 1)); threadsPerKey adjacent
+  // Block x covers kKeyTermTiles runs of tile_n keys; threadsPerKey adjacent
   // lanes share a key and read its chunks interleaved, so a warp's loads
-  // cover whole rows.
+  // cover whole rows. All of a thread's loads are issued before any sum is
+  // used (keys past kv_len read the last key instead), which keeps enough
+  // of them in flight to stream K at memory speed.
   int64_t threadsPerKey = config.threads() / config.tileN;
   int64_t chunksPerThread = config.chunksPerRow() / threadsPerKey;
   Value part = rem(threadId, threadsPerKey);
-  Value key =
-      add(mul(gpu::BlockIdOp::create(b, gpu::Dimension::x), config.tileN),
-          div(threadId, threadsPerKey));
-  Value inside = cmp(arith::CmpIPredicate::ult, key, args.kvLen);
-  ElementValues element;
-  element.kvIdx = key;
-  element.qIdx = index(0);
-  if (needsKeyNorm) {
-    auto rowSum = scf::IfOp::create(b, b.getF32Type(), inside, true);
-    {
-      OpBuilder::InsertionGuard branch(b);
-      b.setInsertionPointToStart(rowSum.thenBlock());
-      Value row = add(kBase, mul(key, args.kStrides[2]));
-      scf::YieldOp::create(
-          b, squareSum(args.k, chunksPerThread, [&](int64_t c) {
-            return add(row, mul(add(part, c * threadsPerKey), kChunk));
-          }));
-      b.setInsertionPointToStart(rowSum.elseBlock());
-      scf::YieldOp::create(b, f32(0.0));
+  Value first = add(mul(gpu::BlockIdOp::create(b, gpu::Dimension::x),
+                        kKeyTermTiles * config.tileN),
+                    div(threadId, threadsPerKey));
+  Value lastKey = sub(args.kvLen, index(1));
+  SmallVector<Value> keys, sums;
+  for (int64_t run = 0; run < kKeyTermTiles; ++run) {
+    keys.push_back(add(first, run * config.tileN));
+    if (!needsKeyNorm)
+      continue;
+    Value row = add(kBase, mul(arith::MinUIOp::create(b, keys.back(), lastKey),
+                               args.kStrides[2]));
+    sums.push_back(squareSum(args.k, chunksPerThread, [&](int64_t c) {
+      return add(row, mul(add(part, c * threadsPerKey), kChunk));
+    }));
+  }
+  Value rowLength =
+      mul(arith::CeilDivUIOp::create(b, args.kvLen, index(config.tileN)),
+          config.tileN);
+  Value leader = cmp(arith::CmpIPredicate::eq, part, index(0));
+  for (auto [run, key] : llvm::enumerate(keys)) {
+    ElementValues element;
+    element.kvIdx = key;
+    element.qIdx = index(0);
+    if (needsKeyNorm)
+      element.keyNorm = laneSum(sums[run], threadsPerKey);
+    // One lane per key writes, padding up to the row's length included (as
+    // 0: a key_bias region may read captures at kv_idx, which must stay in
+    // bounds).
+    Value writer = arith::AndIOp::create(
+        b, leader, cmp(arith::CmpIPredicate::ult, key, rowLength));
+    auto write = scf::IfOp::create(b, TypeRange{}, writer, false);
+    OpBuilder::InsertionGuard branch(b);
+    b.setInsertionPointToStart(write.thenBlock());
+    auto inside = scf::IfOp::create(
+        b, TypeRange{}, cmp(arith::CmpIPredicate::ult, key, args.kvLen), true);
+    auto store = [&](Value value, int64_t plane) {
+      memref::StoreOp::create(b, value, args.workspace,
+                              ValueRange{add(keyTermRow(plane), key)});
+    };
+    b.setInsertionPointToStart(inside.elseBlock());
+    for (int64_t plane = 0; plane < keyTermPlanes(); ++plane)
+      store(f32(0.0), plane);
+    b.setInsertionPointToStart(inside.thenBlock());
+    if (keyNormPlane >= 0)
+      store(element.keyNorm, keyNormPlane);
+    if (keyBiasPlane >= 0) {
+      auto bias = evaluateElementRegion(op.getKeyBias(), element);
+      if (failed(bias))
+        return failure();
+      store(*bias, keyBiasPlane);
     }
-    // Every lane takes part in the butterfly, so it sits outside the branch.
-    element.keyNorm = laneSum(rowSum.getResult(0), threadsPerKey);
   }
-  // Keys past kv_len (the row's padding) get 0: a key_bias region may read
-  // captures at kv_idx, which must stay in bounds.
-  Value writer = arith::AndIOp::create(
-      b, inside, cmp(arith::CmpIPredicate::eq, part, index(0)));
-  auto write = scf::IfOp::create(b, TypeRange{}, writer, false);
-  b.setInsertionPointToStart(write.thenBlock());
-  auto store = [&](Value value, int64_t plane) {
-    memref::StoreOp::create(b, value, args.workspace,
-                            ValueRange{add(keyTermRow(plane), key)});
-  };
-  if (keyNormPlane >= 0)
-    store(element.keyNorm, keyNormPlane);
-  if (keyBiasPlane >= 0) {
-    auto bias = evaluateElementRegion(op.getKeyBias(), element);
-    if (failed(bias))
-      return failure();
-    store(*bias, keyBiasPlane);
-  }
-  b.setInsertionPointAfter(write);
   gpu::ReturnOp::create(b);
   return success();
 }
@@ -1435,6 +1468,11 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
         for (int64_t r = 0; r < rows; ++r)
           rowStart.push_back(
               fmul(zeroIfNegInf(state[outputValues + r]), shiftToDot));
+      // The key terms are loaded before S = Q K^T, which hides their
+      // latency behind the mma.
+      Value termBase = mul(buffer, config.tileN);
+      SmallVector<KeyTermPair> biases = loadKeyTerms(sharedKeyBias, termBase);
+      SmallVector<KeyTermPair> norms = loadKeyTerms(sharedKeyNorm, termBase);
       SmallVector<Accumulator> dots = computeScores(
           queryFragments, bufferBase(buffer, config.tileN), rowStart);
 
@@ -1447,8 +1485,7 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
         OpBuilder::InsertionGuard branch(b);
         b.setInsertionPointToStart(masked ? scored.thenBlock()
                                           : scored.elseBlock());
-        auto scores =
-            applyScoreRegion(dots, kvLo, mul(buffer, config.tileN), masked);
+        auto scores = applyScoreRegion(dots, kvLo, biases, norms, masked);
         if (failed(scores))
           return failure();
         scf::YieldOp::create(b, flatten(*scores));
@@ -1592,7 +1629,8 @@ DictionaryAttr FlashKernelBuilder::describe(StringRef entry,
             b.getNamedAttr("entry",
                            b.getStringAttr((entry + kKeyTermsSuffix).str())),
             b.getNamedAttr("block", b.getI64IntegerAttr(config.threads())),
-            b.getNamedAttr("keys_per_block", b.getI64IntegerAttr(config.tileN)),
+            b.getNamedAttr("keys_per_block",
+                           b.getI64IntegerAttr(kKeyTermTiles * config.tileN)),
             b.getNamedAttr("terms", b.getI64IntegerAttr(keyTermPlanes())),
             b.getNamedAttr("row_multiple", b.getI64IntegerAttr(config.tileN)),
         })));
