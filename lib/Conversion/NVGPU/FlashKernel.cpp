@@ -91,6 +91,18 @@ using Accumulator = std::array<Value, 4>;
 /// A per-key term of the lane's two columns of an 8-key slice.
 using KeyTermPair = std::array<Value, 2>;
 
+/// The elements of lane row r among accumulators laid out `perAtom` per
+/// atom: elements 2 (r % 2) and 2 (r % 2) + 1 of each accumulator of atom
+/// r / 2.
+SmallVector<Value *> rowElements(MutableArrayRef<Accumulator> accumulators,
+                                 int64_t perAtom, int64_t r) {
+  SmallVector<Value *> elements;
+  for (Accumulator &acc : accumulators.slice((r / 2) * perAtom, perAtom))
+    for (int64_t column = 0; column < 2; ++column)
+      elements.push_back(&acc[2 * (r % 2) + column]);
+  return elements;
+}
+
 /// The accumulators' values in order, as loops and branches carry them.
 SmallVector<Value> flatten(ArrayRef<Accumulator> accumulators) {
   SmallVector<Value> values;
@@ -193,6 +205,17 @@ private:
         arith::CmpFOp::create(b, arith::CmpFPredicate::OEQ, max, negInf),
         f32(0.0), max);
   }
+  /// An scf.if on `condition` whose else branch passes `state` through;
+  /// leaves the insertion point at the start of the then branch, which the
+  /// caller ends with a yield of the updated state.
+  scf::IfOp updateIf(Value condition, ValueRange state) {
+    auto branch =
+        scf::IfOp::create(b, TypeRange(state), condition, /*withElse=*/true);
+    b.setInsertionPointToStart(branch.elseBlock());
+    scf::YieldOp::create(b, state);
+    b.setInsertionPointToStart(branch.thenBlock());
+    return branch;
+  }
   Value select(Value c, Value x, Value y) {
     return arith::SelectOp::create(b, c, x, y);
   }
@@ -215,14 +238,11 @@ private:
   Value toIndex(Value v) {
     return arith::IndexCastOp::create(b, b.getIndexType(), v);
   }
-  /// Butterfly reduction over `width` lanes `stride` apart (xor stride,
-  /// 2 stride, ...).
+  /// Butterfly reduction over `width` adjacent lanes (xor 1, 2, ...).
   Value laneReduce(Value value, int64_t width,
-                   function_ref<Value(Value, Value)> combine,
-                   int64_t stride = 1);
-  Value laneSum(Value v, int64_t width, int64_t stride = 1) {
-    return laneReduce(
-        v, width, [&](Value x, Value y) { return fadd(x, y); }, stride);
+                   function_ref<Value(Value, Value)> combine);
+  Value laneSum(Value v, int64_t width) {
+    return laneReduce(v, width, [&](Value x, Value y) { return fadd(x, y); });
   }
 
   // Shared memory.
@@ -354,8 +374,11 @@ private:
   int64_t keyTermPlanes() const {
     return (keyBiasPlane >= 0) + (keyNormPlane >= 0);
   }
-  /// Workspace element offset of plane `plane`, row (batchIdx, headIdx).
-  Value keyTermRow(int64_t plane);
+  /// round_up(kv_len, tile_n): the length of a workspace row, so a K tile's
+  /// terms are one aligned run that exists whatever kv_len is.
+  Value keyTermRowLength;
+  /// Per plane, the workspace offset of row (batchIdx, headIdx).
+  SmallVector<Value> keyTermRows;
   /// laneChunkOffsets of the lane's Q (row 0 of atom 0), K and V reads.
   SmallVector<Value> queryOffsets, keyOffsets, valueOffsets;
   /// Per lane row r (atom r / 2, half r % 2): index and ||q||^2.
@@ -378,10 +401,9 @@ private:
 // Helpers
 //===----------------------------------------------------------------------===//
 
-Value FlashKernelBuilder::laneReduce(Value value, int64_t width,
-                                     function_ref<Value(Value, Value)> combine,
-                                     int64_t stride) {
-  for (int64_t offset = stride; offset < stride * width; offset *= 2) {
+Value FlashKernelBuilder::laneReduce(
+    Value value, int64_t width, function_ref<Value(Value, Value)> combine) {
+  for (int64_t offset = 1; offset < width; offset *= 2) {
     auto shuffle = gpu::ShuffleOp::create(
         b, value, i32(offset), i32(kThreadsPerWarp), gpu::ShuffleMode::XOR);
     value = combine(value, shuffle.getShuffleResult());
@@ -502,7 +524,7 @@ void FlashKernelBuilder::issueKeyValueCopy(Value tile) {
       continue;
     nvgpu::DeviceAsyncCopyOp::create(
         b, tokenType, shared, ValueRange{first}, args.workspace,
-        ValueRange{add(keyTermRow(plane), source)}, b.getIndexAttr(4), Value(),
+        ValueRange{add(keyTermRows[plane], source)}, b.getIndexAttr(4), Value(),
         b.getUnitAttr());
   }
 }
@@ -976,13 +998,10 @@ void FlashKernelBuilder::rescale(ArrayRef<Value> tileMax,
   SmallVector<Value> state = flatten(output);
   llvm::append_range(state, rowSum);
   llvm::append_range(state, flatten(shiftedScores));
-  auto update =
-      scf::IfOp::create(b, TypeRange(ValueRange(state)), warpGrown, true);
+  scf::IfOp update;
   {
     OpBuilder::InsertionGuard guard(b);
-    b.setInsertionPointToStart(update.elseBlock());
-    scf::YieldOp::create(b, state);
-    b.setInsertionPointToStart(update.thenBlock());
+    update = updateIf(warpGrown, state);
     SmallVector<Accumulator> scaled(output.begin(), output.end());
     SmallVector<Value> sums(rowSum.begin(), rowSum.end());
     SmallVector<Accumulator> scores(shiftedScores.begin(), shiftedScores.end());
@@ -997,15 +1016,11 @@ void FlashKernelBuilder::rescale(ArrayRef<Value> tileMax,
       if (!scores.empty()) {
         Value delta =
             arith::SubFOp::create(b, zeroIfNegInf(rowMax[r]), newShift);
-        for (Accumulator &acc : MutableArrayRef<Accumulator>(scores).slice(
-                 (r / 2) * slices, slices))
-          for (int64_t column = 0; column < 2; ++column)
-            acc[2 * (r % 2) + column] = fadd(acc[2 * (r % 2) + column], delta);
+        for (Value *score : rowElements(scores, slices, r))
+          *score = fadd(*score, delta);
       }
-      for (Accumulator &acc : MutableArrayRef<Accumulator>(scaled).slice(
-               (r / 2) * outputSlices, outputSlices))
-        for (int64_t column = 0; column < 2; ++column)
-          acc[2 * (r % 2) + column] = fmul(acc[2 * (r % 2) + column], alpha);
+      for (Value *value : rowElements(scaled, outputSlices, r))
+        *value = fmul(*value, alpha);
     }
     SmallVector<Value> next = flatten(scaled);
     llvm::append_range(next, sums);
@@ -1239,18 +1254,18 @@ gpu::GPUFuncOp FlashKernelBuilder::declareKernel(gpu::GPUModuleOp module,
   kBase = base(args.kStrides, kvHead);
   vBase = base(args.vStrides, kvHead);
   oBase = base(args.oStrides, headIdx);
+  keyTermRows.clear();
+  if (keyTermPlanes()) {
+    keyTermRowLength =
+        mul(arith::CeilDivUIOp::create(b, args.kvLen, index(config.tileN)),
+            config.tileN);
+    Value row = add(mul(batchIdx, args.heads), headIdx);
+    Value planeStride = mul(mul(args.batch, args.heads), keyTermRowLength);
+    for (int64_t plane = 0; plane < keyTermPlanes(); ++plane)
+      keyTermRows.push_back(
+          add(mul(planeStride, plane), mul(row, keyTermRowLength)));
+  }
   return func;
-}
-
-Value FlashKernelBuilder::keyTermRow(int64_t plane) {
-  // Rows of round_up(kv_len, tile_n) keys, so a K tile's terms are one
-  // aligned run that exists whatever kv_len is.
-  Value rowLength =
-      mul(arith::CeilDivUIOp::create(b, args.kvLen, index(config.tileN)),
-          config.tileN);
-  Value rows = mul(args.batch, args.heads);
-  Value row = add(mul(batchIdx, args.heads), headIdx);
-  return mul(add(mul(rows, plane), row), rowLength);
 }
 
 LogicalResult FlashKernelBuilder::buildKeyTermsKernel(gpu::GPUModuleOp module,
@@ -1280,9 +1295,6 @@ LogicalResult FlashKernelBuilder::buildKeyTermsKernel(gpu::GPUModuleOp module,
       return add(row, mul(add(part, c * threadsPerKey), kChunk));
     }));
   }
-  Value rowLength =
-      mul(arith::CeilDivUIOp::create(b, args.kvLen, index(config.tileN)),
-          config.tileN);
   Value leader = cmp(arith::CmpIPredicate::eq, part, index(0));
   for (auto [run, key] : llvm::enumerate(keys)) {
     ElementValues element;
@@ -1294,7 +1306,7 @@ LogicalResult FlashKernelBuilder::buildKeyTermsKernel(gpu::GPUModuleOp module,
     // 0: a key_bias region may read captures at kv_idx, which must stay in
     // bounds).
     Value writer = arith::AndIOp::create(
-        b, leader, cmp(arith::CmpIPredicate::ult, key, rowLength));
+        b, leader, cmp(arith::CmpIPredicate::ult, key, keyTermRowLength));
     auto write = scf::IfOp::create(b, TypeRange{}, writer, false);
     OpBuilder::InsertionGuard branch(b);
     b.setInsertionPointToStart(write.thenBlock());
@@ -1302,7 +1314,7 @@ LogicalResult FlashKernelBuilder::buildKeyTermsKernel(gpu::GPUModuleOp module,
         b, TypeRange{}, cmp(arith::CmpIPredicate::ult, key, args.kvLen), true);
     auto store = [&](Value value, int64_t plane) {
       memref::StoreOp::create(b, value, args.workspace,
-                              ValueRange{add(keyTermRow(plane), key)});
+                              ValueRange{add(keyTermRows[plane], key)});
     };
     b.setInsertionPointToStart(inside.elseBlock());
     for (int64_t plane = 0; plane < keyTermPlanes(); ++plane)
@@ -1456,25 +1468,25 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
     Value partial = arith::OrIOp::create(b, boundary, notI(tileClass->first));
     Value live = notI(tileClass->second);
 
-    auto compute =
-        scf::IfOp::create(b, TypeRange(ValueRange(state)), live, true);
+    scf::IfOp compute;
     {
       OpBuilder::InsertionGuard body(b);
-      b.setInsertionPointToStart(compute.elseBlock());
-      scf::YieldOp::create(b, state);
-      b.setInsertionPointToStart(compute.thenBlock());
-      SmallVector<Value> rowStart;
+      compute = updateIf(live, state);
+      // The exponent's shift per lane row as the tile starts.
+      SmallVector<Value> oldShift, rowStart;
+      for (int64_t r = 0; r < rows; ++r)
+        oldShift.push_back(zeroIfNegInf(state[outputValues + r]));
       if (shiftToDot)
-        for (int64_t r = 0; r < rows; ++r)
-          rowStart.push_back(
-              fmul(zeroIfNegInf(state[outputValues + r]), shiftToDot));
+        for (Value shift : oldShift)
+          rowStart.push_back(fmul(shift, shiftToDot));
       // The key terms are loaded before S = Q K^T, which hides their
       // latency behind the mma.
       Value termBase = mul(buffer, config.tileN);
       SmallVector<KeyTermPair> biases = loadKeyTerms(sharedKeyBias, termBase);
       SmallVector<KeyTermPair> norms = loadKeyTerms(sharedKeyNorm, termBase);
-      SmallVector<Accumulator> dots = computeScores(
-          queryFragments, bufferBase(buffer, config.tileN), rowStart);
+      Value tileBase = bufferBase(buffer, config.tileN);
+      SmallVector<Accumulator> dots =
+          computeScores(queryFragments, tileBase, rowStart);
 
       // Partial tiles evaluate the mask per element; full tiles do not.
       int64_t slices = config.tileN / 8;
@@ -1497,25 +1509,17 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
           unflatten(state.take_front(outputValues));
       SmallVector<Value> rowMax(state.slice(outputValues, rows));
       SmallVector<Value> rowSum(state.slice(outputValues + rows, rows));
-      // Lane row r lives in elements 2 (r % 2), 2 (r % 2) + 1 of the
-      // accumulators of atom r / 2.
-      auto rowScores = [&](int64_t r) {
-        return MutableArrayRef<Accumulator>(scores).slice((r / 2) * slices,
-                                                          slices);
-      };
       if (config.softmax) {
         SmallVector<Value> tileMax(rows);
         for (int64_t r = 0; r < rows; ++r) {
           Value max = negInf;
-          for (const Accumulator &acc : rowScores(r))
-            for (int64_t column = 0; column < 2; ++column)
-              max =
-                  arith::MaximumFOp::create(b, max, acc[2 * (r % 2) + column]);
+          for (Value *score : rowElements(scores, slices, r))
+            max = arith::MaximumFOp::create(b, max, *score);
           max = laneReduce(max, 4, [&](Value x, Value y) -> Value {
             return arith::MaximumFOp::create(b, x, y);
           });
           // Shifted scores hold s - shift: add the shift back.
-          tileMax[r] = shiftToDot ? fadd(max, zeroIfNegInf(rowMax[r])) : max;
+          tileMax[r] = shiftToDot ? fadd(max, oldShift[r]) : max;
         }
         rescale(tileMax, rowMax, rowSum, output,
                 shiftToDot ? MutableArrayRef<Accumulator>(scores)
@@ -1523,15 +1527,11 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
       }
       for (int64_t r = 0; r < rows; ++r) {
         Value shift = zeroIfNegInf(rowMax[r]);
-        for (Accumulator &acc : rowScores(r))
-          for (int64_t column = 0; column < 2; ++column) {
-            Value &value = acc[2 * (r % 2) + column];
-            value = exp2(shiftToDot ? value
-                                    : arith::SubFOp::create(b, value, shift));
-          }
+        for (Value *score : rowElements(scores, slices, r))
+          *score = exp2(shiftToDot ? *score
+                                   : arith::SubFOp::create(b, *score, shift));
       }
-      output = accumulateValues(scores, output,
-                                bufferBase(buffer, config.tileN), rowSum);
+      output = accumulateValues(scores, output, tileBase, rowSum);
       SmallVector<Value> next = flatten(output);
       llvm::append_range(next, rowMax);
       llvm::append_range(next, rowSum);
