@@ -35,12 +35,20 @@ def _first_existing(paths):
     return None
 
 
+def _env_path(name):
+    """The file environment variable `name` names; None when it is unset."""
+    if not os.environ.get(name):
+        return None
+    path = Path(os.environ[name])
+    if not path.is_file():
+        raise RbfcError(f"{name}={path} does not exist")
+    return path
+
+
 def rbfc_binary():
     """Path of the rbfc compiler binary."""
-    if os.environ.get("RBFC_BIN"):
-        path = Path(os.environ["RBFC_BIN"])
-        if not path.is_file():
-            raise RbfcError(f"RBFC_BIN={path} does not exist")
+    path = _env_path("RBFC_BIN")
+    if path:
         return path
     carried = REPO / ".carry" / "bin" / "rbfc"
     packed = carried.with_name("rbfc.xz")
@@ -66,10 +74,8 @@ def rbfc_binary():
 
 def runtime_library():
     """Path of librbfc_runtime.so."""
-    if os.environ.get("RBFC_RUNTIME"):
-        path = Path(os.environ["RBFC_RUNTIME"])
-        if not path.is_file():
-            raise RbfcError(f"RBFC_RUNTIME={path} does not exist")
+    path = _env_path("RBFC_RUNTIME")
+    if path:
         return path
     path = _first_existing([REPO / ".carry" / "lib" / "librbfc_runtime.so",
                             REPO / "build" / "lib" / "librbfc_runtime.so"])
