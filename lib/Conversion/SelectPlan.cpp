@@ -34,12 +34,25 @@ bool isSupportedArch(StringRef arch) {
                             arch);
 }
 
-attn::PlanAttr defaultPlan(MLIRContext *ctx, StringRef arch, int64_t headDim) {
+attn::PlanAttr defaultPlan(attn::AttentionOp op, StringRef arch) {
+  MLIRContext *ctx = op.getContext();
+  int64_t headDim =
+      cast<RankedTensorType>(op.getQuery().getType()).getDimSize(3);
   if (headDim >= 256)
     return attn::PlanAttr::get(ctx, arch, "mma_sync", /*tile_m=*/64,
-                               /*tile_n=*/32, /*warps=*/4, /*stages=*/2);
+                               /*tile_n=*/32, /*warps=*/4, /*stages=*/2,
+                               "threads");
+  // For a key bias (RBF's -gamma ||k||^2, ...) without a mask at head_dim
+  // 128: the kernel sits at 255 registers, and the per-thread cp.async
+  // addresses of the key terms cost ~8% on the H100; bulk copies hold
+  // none. At head_dim 64, and under masks (tiles skipped, a masked-tile
+  // path), the barrier wait every tile costs more than it frees: 1-2%
+  // slower (docs/kernel.md).
+  bool bulk = arch.starts_with("sm_90") && headDim == 128 &&
+              !op.getKeyBias().empty() && op.getMask().empty();
   return attn::PlanAttr::get(ctx, arch, "mma_sync", /*tile_m=*/128,
-                             /*tile_n=*/64, /*warps=*/4, /*stages=*/2);
+                             /*tile_n=*/64, /*warps=*/4, /*stages=*/2,
+                             bulk ? "bulk" : "threads");
 }
 
 struct AttnSelectPlan : rbfc::impl::AttnSelectPlanBase<AttnSelectPlan> {
@@ -55,8 +68,7 @@ struct AttnSelectPlan : rbfc::impl::AttnSelectPlanBase<AttnSelectPlan> {
     WalkResult result = getOperation()->walk([&](attn::AttentionOp op) {
       attn::PlanAttr plan = op.getPlanAttr();
       if (!plan) {
-        auto query = cast<RankedTensorType>(op.getQuery().getType());
-        plan = defaultPlan(op.getContext(), arch, query.getDimSize(3));
+        plan = defaultPlan(op, arch);
         op.setPlanAttr(plan);
         LLVM_DEBUG(llvm::dbgs() << "chose " << plan << "\n");
       } else if (plan.getArch() != arch) {

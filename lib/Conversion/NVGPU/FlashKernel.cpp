@@ -60,12 +60,20 @@ constexpr int64_t kKeyTermTiles = 4;
 constexpr llvm::StringLiteral kKeyTermsSuffix = "_key_terms";
 /// 16-bit elements in the 16-byte chunk cp.async and ldmatrix move.
 constexpr int64_t kChunk = 8;
+/// NVPTX address spaces of global and shared memory.
+constexpr unsigned kGlobalAddressSpace = 1, kSharedAddressSpace = 3,
+                   kSharedClusterAddressSpace = 7;
+/// How long (ns) an mbarrier wait may suspend the thread before it retries.
+constexpr int64_t kBarrierSuspendHint = 10000000;
 
 /// The canonical op's static facts the kernel is specialised on.
 struct KernelConfig {
   int64_t headDim, tileM, tileN, warps, stages;
   Type elementType; // bf16 or f16
   bool softmax, log2Domain, hasLse;
+  /// Per-key terms arrive by Hopper's bulk copies (cp.async.bulk, complete
+  /// on an mbarrier) rather than by per-thread cp.async.
+  bool bulkCopies;
 
   int64_t threads() const { return warps * kThreadsPerWarp; }
   /// m16 atoms per warp: every K/V fragment a warp loads feeds this many
@@ -266,6 +274,15 @@ private:
   /// Starts the cp.async of K/V tile `tile` into its ring buffer when the
   /// tile is in the loop's range.
   void issueKeyValueCopy(Value tile);
+  /// Starts the copy of tile `tile`'s key terms into its ring stage.
+  void issueKeyTermsCopy(Value tile, Value kvLo);
+  /// Bulk copies: thread 0 initialises the ring stages' barriers; a block
+  /// barrier must follow before any thread waits on them.
+  void createKeyTermBarriers();
+  /// Bulk copies: waits until tile `tile`'s key terms are in shared memory.
+  void waitForKeyTerms(Value tile);
+  /// An LLVM pointer to element `offset` of the 1-D memref `memref`.
+  Value elementPointer(Value memref, Value offset);
   Value ringBuffer(Value tile) {
     return rem(sub(tile, firstTile), config.stages);
   }
@@ -368,6 +385,11 @@ private:
   Value batchIdx, headIdx, qLo;
   Value qBase, kBase, vBase, oBase;
   Value sharedQuery, sharedKey, sharedValue, sharedKeyBias, sharedKeyNorm;
+  /// With bulk copies, one mbarrier (i64) per ring stage tracks the stage's
+  /// key terms. They live in the dynamic shared memory: a static __shared__
+  /// variable would overlap it, as MLIR bases dynamic shared memory on a
+  /// one-byte static one.
+  Value keyTermBarriers;
   /// Workspace planes of the per-key terms (-1: the score does not need
   /// the term), as docs/abi.md lays them out.
   int64_t keyBiasPlane = -1, keyNormPlane = -1;
@@ -508,25 +530,103 @@ void FlashKernelBuilder::issueKeyValueCopy(Value tile) {
   if (!keyTermPlanes())
     return;
   b.setInsertionPointAfter(bounds);
+  issueKeyTermsCopy(tile, kvLo);
+}
+
+void FlashKernelBuilder::issueKeyTermsCopy(Value tile, Value kvLo) {
   // The tile's per-key terms: tile_n floats per plane, which the padded
   // workspace rows always hold.
-  int64_t termChunks = config.tileN * 4 / 16;
+  int64_t planeBytes = config.tileN * 4;
+  Value first = mul(ringBuffer(tile), config.tileN);
+  SmallVector<std::pair<Value, int64_t>> planes;
+  for (auto plane : {std::pair(sharedKeyBias, keyBiasPlane),
+                     std::pair(sharedKeyNorm, keyNormPlane)})
+    if (plane.second >= 0)
+      planes.push_back(plane);
+  if (config.bulkCopies) {
+    // One thread moves each plane's run with one bulk copy: its addresses
+    // are uniform over the block, so the copy holds no per-thread
+    // registers through the loop (per-thread cp.async addresses cost the
+    // head_dim 128 kernel ~8%, docs/kernel.md).
+    auto leader = scf::IfOp::create(
+        b, TypeRange{}, cmp(arith::CmpIPredicate::eq, threadId, index(0)),
+        false);
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(leader.thenBlock());
+    Value barrier = elementPointer(keyTermBarriers, ringBuffer(tile));
+    NVVM::MBarrierArriveExpectTxOp::create(
+        b, Type(), barrier, i32(planes.size() * planeBytes),
+        NVVM::MemScopeKind::CTA, /*relaxed=*/false, Value());
+    // The shared::cluster form: the shared::cta one needs PTX ISA 8.6, and
+    // a block outside a cluster is its own cluster.
+    auto clusterPointer =
+        LLVM::LLVMPointerType::get(b.getContext(), kSharedClusterAddressSpace);
+    for (auto [shared, plane] : planes)
+      NVVM::CpAsyncBulkGlobalToSharedClusterOp::create(
+          b,
+          LLVM::AddrSpaceCastOp::create(b, clusterPointer,
+                                        elementPointer(shared, first))
+              .getResult(),
+          elementPointer(args.workspace, add(keyTermRows[plane], kvLo)),
+          barrier, i32(planeBytes), Value(), Value());
+    return;
+  }
+  int64_t chunks = planeBytes / 16;
   auto copier = scf::IfOp::create(
-      b, TypeRange{},
-      cmp(arith::CmpIPredicate::ult, threadId, index(termChunks)), false);
+      b, TypeRange{}, cmp(arith::CmpIPredicate::ult, threadId, index(chunks)),
+      false);
+  OpBuilder::InsertionGuard guard(b);
   b.setInsertionPointToStart(copier.thenBlock());
-  Value first = add(mul(threadId, 4), mul(ringBuffer(tile), config.tileN));
+  Value target = add(mul(threadId, 4), first);
   Value source = add(kvLo, mul(threadId, 4));
   auto tokenType = nvgpu::DeviceAsyncTokenType::get(b.getContext());
-  for (auto [shared, plane] : {std::pair(sharedKeyBias, keyBiasPlane),
-                               std::pair(sharedKeyNorm, keyNormPlane)}) {
-    if (plane < 0)
-      continue;
+  for (auto [shared, plane] : planes)
     nvgpu::DeviceAsyncCopyOp::create(
-        b, tokenType, shared, ValueRange{first}, args.workspace,
+        b, tokenType, shared, ValueRange{target}, args.workspace,
         ValueRange{add(keyTermRows[plane], source)}, b.getIndexAttr(4), Value(),
         b.getUnitAttr());
-  }
+}
+
+void FlashKernelBuilder::createKeyTermBarriers() {
+  auto leader = scf::IfOp::create(
+      b, TypeRange{}, cmp(arith::CmpIPredicate::eq, threadId, index(0)), false);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(leader.thenBlock());
+  for (int64_t stage = 0; stage < config.stages; ++stage)
+    NVVM::MBarrierInitOp::create(
+        b, elementPointer(keyTermBarriers, index(stage)), i32(1), Value());
+  // The bulk copies complete on the barriers through the async proxy.
+  NVVM::FenceProxyOp::create(
+      b,
+      NVVM::ProxyKindAttr::get(b.getContext(), NVVM::ProxyKind::async_shared),
+      NVVM::SharedSpaceAttr::get(b.getContext(),
+                                 NVVM::SharedSpace::shared_cta));
+}
+
+void FlashKernelBuilder::waitForKeyTerms(Value tile) {
+  // Stage s serves every stages-th tile from firstTile on; the wait for its
+  // k-th fill is on phase parity k % 2. A stage is refilled only after the
+  // block barrier that follows every thread's wait on its previous fill, so
+  // it is never two phases ahead of a waiter.
+  Value fill = div(sub(tile, firstTile), config.stages);
+  Value parity = cmp(arith::CmpIPredicate::ne, rem(fill, 2), index(0));
+  NVVM::MBarrierTryWaitParityOp::create(
+      b, elementPointer(keyTermBarriers, ringBuffer(tile)),
+      arith::ExtUIOp::create(b, b.getI32Type(), parity),
+      i32(kBarrierSuspendHint));
+}
+
+Value FlashKernelBuilder::elementPointer(Value memref, Value offset) {
+  auto type = cast<MemRefType>(memref.getType());
+  Value base =
+      memref::ExtractAlignedPointerAsIndexOp::create(b, memref).getResult();
+  Value address = add(base, mul(offset, type.getElementTypeBitWidth() / 8));
+  unsigned space = gpu::GPUDialect::hasWorkgroupMemoryAddressSpace(type)
+                       ? kSharedAddressSpace
+                       : kGlobalAddressSpace;
+  return LLVM::IntToPtrOp::create(
+      b, LLVM::LLVMPointerType::get(b.getContext(), space),
+      arith::IndexCastOp::create(b, b.getI64Type(), address).getResult());
 }
 
 std::array<Value, 4> FlashKernelBuilder::ldmatrix(Value shared, Value offset,
@@ -1312,7 +1412,7 @@ LogicalResult FlashKernelBuilder::buildKeyTermsKernel(gpu::GPUModuleOp module,
     b.setInsertionPointToStart(write.thenBlock());
     auto inside = scf::IfOp::create(
         b, TypeRange{}, cmp(arith::CmpIPredicate::ult, key, args.kvLen), true);
-    auto store = [&](Value value, int64_t plane) {
+    auto store = [&, key = key](Value value, int64_t plane) {
       memref::StoreOp::create(b, value, args.workspace,
                               ValueRange{add(keyTermRows[plane], key)});
     };
@@ -1380,6 +1480,8 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
     sharedKeyBias = carve(config.stages * config.tileN, b.getF32Type());
   if (keyNormPlane >= 0)
     sharedKeyNorm = carve(config.stages * config.tileN, b.getF32Type());
+  if (keyTermPlanes() && config.bulkCopies)
+    keyTermBarriers = carve(config.stages, b.getI64Type());
 
   // The range of K tiles that may hold a kept key for this query tile.
   Value kvTiles =
@@ -1400,6 +1502,8 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
   endTile = add(lastTile, 1);
 
   // Prologue: Q, then the first stages - 1 K/V tiles, one group each.
+  if (keyTermBarriers)
+    createKeyTermBarriers();
   issueTileCopy(sharedQuery, index(0), args.q, qBase, args.qStrides[2], qLo,
                 args.qLen, config.tileM, /*bounded=*/true);
   NVVM::CpAsyncCommitGroupOp::create(b);
@@ -1459,6 +1563,12 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
     NVVM::CpAsyncCommitGroupOp::create(b);
     Value buffer = ringBuffer(tile);
     Value kvLo = mul(tile, config.tileN);
+    // Every thread waits for every tile's fill, a skipped tile's too, so
+    // that no bulk copy is still landing when the block exits. (Waiting
+    // after S = Q K^T, or in thread 0 only before the barrier, measured
+    // slower.)
+    if (keyTermBarriers)
+      waitForKeyTerms(tile);
 
     auto tileClass = classifyTile(tile);
     if (failed(tileClass))
@@ -1674,6 +1784,8 @@ LogicalResult rbfc::verifyMmaSyncPlan(attn::AttentionOp op,
     return fail("a key row must split evenly over the threads that share it");
   if (plan.getStages() < 2)
     return fail("stages must be at least 2");
+  if (plan.getKeyTerms() == "bulk" && !plan.getArch().starts_with("sm_90"))
+    return fail("key_terms = \"bulk\" needs sm_90 (cp.async.bulk)");
   return success();
 }
 
@@ -1686,10 +1798,11 @@ FailureOr<gpu::GPUFuncOp> rbfc::buildFlashKernel(attn::AttentionOp op,
   if (failed(verifyMmaSyncPlan(op, *plan)))
     return failure();
   auto queryType = cast<RankedTensorType>(op.getQuery().getType());
-  KernelConfig config{
-      queryType.getDimSize(3), plan->getTileM(),   plan->getTileN(),
-      plan->getWarps(),        plan->getStages(),  queryType.getElementType(),
-      op.isSoftmax(),          op.getLog2Domain(), op.getLse() != nullptr};
+  KernelConfig config{queryType.getDimSize(3), plan->getTileM(),
+                      plan->getTileN(),        plan->getWarps(),
+                      plan->getStages(),       queryType.getElementType(),
+                      op.isSoftmax(),          op.getLog2Domain(),
+                      op.getLse() != nullptr,  plan->getKeyTerms() == "bulk"};
   ImplicitLocOpBuilder b(op.getLoc(), op.getContext());
   FlashKernelBuilder builder(op, config, b);
   LLVM_DEBUG(llvm::dbgs() << "building " << name << " with " << *plan << "\n");

@@ -26,15 +26,15 @@ void AttnDialect::initialize() {
       >();
 }
 
-Operation *AttnDialect::materializeConstant(OpBuilder &builder,
-                                            Attribute value, Type type,
-                                            Location loc) {
+Operation *AttnDialect::materializeConstant(OpBuilder &builder, Attribute value,
+                                            Type type, Location loc) {
   return arith::ConstantOp::materialize(builder, value, type, loc);
 }
 
 LogicalResult PlanAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                                StringRef arch, StringRef kernel, int64_t tileM,
-                               int64_t tileN, int64_t warps, int64_t stages) {
+                               int64_t tileN, int64_t warps, int64_t stages,
+                               StringRef keyTerms) {
   if (!arch.starts_with("sm_") && arch != "host")
     return emitError() << "plan arch must be 'host' or 'sm_NN', got '" << arch
                        << "'";
@@ -49,7 +49,9 @@ LogicalResult PlanAttr::verify(function_ref<InFlightDiagnostic()> emitError,
   if (warps != 1 && warps != 2 && warps != 4 && warps != 8 && warps != 16)
     return emitError() << "plan warps must be 1, 2, 4, 8 or 16, got " << warps;
   if (stages < 1 || stages > 8)
-    return emitError() << "plan stages must be between 1 and 8, got "
-                       << stages;
+    return emitError() << "plan stages must be between 1 and 8, got " << stages;
+  if (keyTerms != "threads" && keyTerms != "bulk")
+    return emitError() << "plan key_terms must be 'threads' or 'bulk', got '"
+                       << keyTerms << "'";
   return success();
 }
