@@ -8,7 +8,8 @@ launches it through librbfc_runtime.so on fresh random inputs with NaN-poisoned
 outputs, and compares with a float32 PyTorch reference written here per example,
 independent of the compiler. Also runs a hand-written kernel with the ABI's
 parameter list (abi_fixture.cu, when nvcc is there) to test the runtime alone,
-and one small case per kernel under compute-sanitizer memcheck.
+and one small case per kernel and head dim (64, 128) under compute-sanitizer
+memcheck.
 Prints a table; exits non-zero on any failure. docs/gpu-testing.md explains it.
 """
 import argparse
@@ -309,7 +310,7 @@ def run_fixture(results, workdir, g):
 
 
 def sanitize(args, workdir):
-    """One small case per kernel under compute-sanitizer memcheck."""
+    """One small case per kernel and head dim under compute-sanitizer memcheck."""
     tool = shutil.which("compute-sanitizer") or next(
         iter(sorted(glob.glob("/usr/local/cuda*/bin/compute-sanitizer"))), None)
     if not tool:
@@ -332,22 +333,27 @@ def sanitize(args, workdir):
 
 def sanitize_child(args, specs, workdir):
     g = torch.Generator().manual_seed(args.seed)
+    # Both head dims: their default plans copy the key terms differently
+    # (per-thread cp.async at 64, cp.async.bulk on sm_90 at 128).
     for spec in specs:
-        try:
-            kern = compile_kernel(spec, 64, "bf16", True, workdir)
-        except RbfcError as e:  # reported by the main run already
-            print(f"not sanitized {spec}: {str(e).strip().splitlines()[-1]}", flush=True)
-            continue
-        B, H, Hkv, Nq, Nkv = 1, 2, 1, 17, 33
-        # Exact-size allocations (no padding) so an overrun is caught.
-        q = torch.randn(B, H, Nq, 64, generator=g).to(DEV, torch.bfloat16)
-        k = torch.randn(B, Hkv, Nkv, 64, generator=g).to(DEV, torch.bfloat16)
-        v = torch.randn(B, Hkv, Nkv, 64, generator=g).to(DEV, torch.bfloat16)
-        maker = SPECS[spec][2]
-        captures = maker(B, H, Nq, Nkv, g) if maker else {}
-        o, lse = kern(q, k, v, captures=captures, lse=True)
-        torch.cuda.synchronize()
-        print(f"sanitized {spec}: finite={bool(torch.isfinite(o.float()).all())}", flush=True)
+        for D in (64, 128):
+            try:
+                kern = compile_kernel(spec, D, "bf16", True, workdir)
+            except RbfcError as e:  # reported by the main run already
+                print(f"not sanitized {spec} D={D}: {str(e).strip().splitlines()[-1]}",
+                      flush=True)
+                continue
+            B, H, Hkv, Nq, Nkv = 1, 2, 1, 17, 33
+            # Exact-size allocations (no padding) so an overrun is caught.
+            q = torch.randn(B, H, Nq, D, generator=g).to(DEV, torch.bfloat16)
+            k = torch.randn(B, Hkv, Nkv, D, generator=g).to(DEV, torch.bfloat16)
+            v = torch.randn(B, Hkv, Nkv, D, generator=g).to(DEV, torch.bfloat16)
+            maker = SPECS[spec][2]
+            captures = maker(B, H, Nq, Nkv, g) if maker else {}
+            o, lse = kern(q, k, v, captures=captures, lse=True)
+            torch.cuda.synchronize()
+            print(f"sanitized {spec} D={D}: finite={bool(torch.isfinite(o.float()).all())}",
+                  flush=True)
 
 
 def main():
