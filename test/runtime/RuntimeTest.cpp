@@ -287,50 +287,41 @@ TEST(RuntimeDescriptor, NamesWhatIsWrongInKeyTerms) {
   EXPECT_NE(descriptorError(withKeyTerms("[]"))
                 .find("\"key_terms\" must be an object or null, not an array"),
             std::string::npos);
-  EXPECT_NE(keyTermsError("\"entry\": \"rbf_fwd_key_terms\", ", "")
-                .find("\"key_terms.entry\" is missing"),
-            std::string::npos);
-  EXPECT_NE(keyTermsError("\"rbf_fwd_key_terms\"", "\"\"")
-                .find("\"key_terms.entry\" is empty"),
-            std::string::npos);
-  EXPECT_NE(keyTermsError("\"rbf_fwd_key_terms\"", "7")
-                .find("\"key_terms.entry\" must be a string, not a number"),
-            std::string::npos);
-  EXPECT_NE(keyTermsError("\"block\": 128", "\"block\": 16")
-                .find("\"key_terms.block\" must be an integer in [32, 1024]"),
-            std::string::npos);
-  EXPECT_NE(keyTermsError("\"block\": 128", "\"block\": 2048")
-                .find("\"key_terms.block\" must be an integer in [32, 1024]"),
-            std::string::npos);
-  EXPECT_NE(keyTermsError("\"block\": 128", "\"block\": 96.5")
-                .find("\"key_terms.block\" must be an integer"),
-            std::string::npos);
-  EXPECT_NE(
-      keyTermsError("\"block\": 128", "\"block\": 100")
-          .find("\"key_terms.block\" is 100; it must be a multiple of 32"),
-      std::string::npos);
-  EXPECT_NE(keyTermsError("\"block\": 128,", "")
-                .find("\"key_terms.block\" is missing"),
-            std::string::npos);
-  EXPECT_NE(
-      keyTermsError("\"keys_per_block\": 32", "\"keys_per_block\": 0")
-          .find("\"key_terms.keys_per_block\" must be an integer in [1, "),
-      std::string::npos);
-  EXPECT_NE(keyTermsError("\"terms\": 1", "\"terms\": 3")
-                .find("\"key_terms.terms\" must be an integer in [1, 2]"),
-            std::string::npos);
-  EXPECT_NE(keyTermsError("\"terms\": 1", "\"terms\": 0")
-                .find("\"key_terms.terms\" must be an integer in [1, 2]"),
-            std::string::npos);
-  EXPECT_NE(keyTermsError("\"terms\": 1", "\"terms\": \"1\"")
-                .find("\"key_terms.terms\" must be a number, not a string"),
-            std::string::npos);
-  EXPECT_NE(keyTermsError("\"row_multiple\": 64", "\"row_multiple\": 0")
-                .find("\"key_terms.row_multiple\" must be an integer in [1, "),
-            std::string::npos);
-  EXPECT_NE(keyTermsError(", \"row_multiple\": 64", "")
-                .find("\"key_terms.row_multiple\" is missing"),
-            std::string::npos);
+  // Each row edits the valid descriptor's key_terms (from -> to) and names
+  // the message the parser must give.
+  struct Case {
+    const char *from, *to, *message;
+  };
+  const Case cases[] = {
+      {"\"entry\": \"rbf_fwd_key_terms\", ", "",
+       "\"key_terms.entry\" is missing"},
+      {"\"rbf_fwd_key_terms\"", "\"\"", "\"key_terms.entry\" is empty"},
+      {"\"rbf_fwd_key_terms\"", "7",
+       "\"key_terms.entry\" must be a string, not a number"},
+      {"\"block\": 128", "\"block\": 16",
+       "\"key_terms.block\" must be an integer in [32, 1024]"},
+      {"\"block\": 128", "\"block\": 2048",
+       "\"key_terms.block\" must be an integer in [32, 1024]"},
+      {"\"block\": 128", "\"block\": 96.5",
+       "\"key_terms.block\" must be an integer"},
+      {"\"block\": 128", "\"block\": 100",
+       "\"key_terms.block\" is 100; it must be a multiple of 32"},
+      {"\"block\": 128,", "", "\"key_terms.block\" is missing"},
+      {"\"keys_per_block\": 32", "\"keys_per_block\": 0",
+       "\"key_terms.keys_per_block\" must be an integer in [1, "},
+      {"\"terms\": 1", "\"terms\": 3",
+       "\"key_terms.terms\" must be an integer in [1, 2]"},
+      {"\"terms\": 1", "\"terms\": 0",
+       "\"key_terms.terms\" must be an integer in [1, 2]"},
+      {"\"terms\": 1", "\"terms\": \"1\"",
+       "\"key_terms.terms\" must be a number, not a string"},
+      {"\"row_multiple\": 64", "\"row_multiple\": 0",
+       "\"key_terms.row_multiple\" must be an integer in [1, "},
+      {", \"row_multiple\": 64", "", "\"key_terms.row_multiple\" is missing"},
+  };
+  for (const Case &c : cases)
+    EXPECT_NE(keyTermsError(c.from, c.to).find(c.message), std::string::npos)
+        << c.from << " -> " << c.to;
 }
 
 //===-- Launch checks and packing ------------------------------------------===//
