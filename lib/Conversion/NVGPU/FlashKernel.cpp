@@ -38,6 +38,7 @@
 #include "llvm/Support/MathExtras.h"
 
 #include <cmath>
+#include <numeric>
 
 #define DEBUG_TYPE "attn-flash-kernel"
 
@@ -54,8 +55,9 @@ constexpr int64_t kResidentQueryRegisters = 32;
 /// How far (log2 units) a row's maximum may outgrow the exponent's shift
 /// before the kernel rescales: weights stay below 2^8.
 constexpr double kRescaleSlack = 8.0;
-/// Runs of tile_n keys each block of the key-terms prologue handles.
-constexpr int64_t kKeyTermTiles = 4;
+/// 16-byte loads of K each thread of the key-terms prologue keeps in
+/// flight: enough to stream K at memory speed.
+constexpr int64_t kKeyTermLoads = 8;
 /// The key-terms prologue's entry is the kernel's with this suffix.
 constexpr llvm::StringLiteral kKeyTermsSuffix = "_key_terms";
 /// 16-bit elements in the 16-byte chunk cp.async and ldmatrix move.
@@ -89,6 +91,23 @@ struct KernelConfig {
     return atoms() * dimSlices() * 4 <= kResidentQueryRegisters;
   }
   int64_t chunksPerRow() const { return headDim / kChunk; }
+  /// Adjacent lanes of the key-terms prologue that read one key row
+  /// together, a chunk each in turn, so a warp's load covers whole rows.
+  int64_t keyTermLanesPerKey() const {
+    int64_t lanes = 1;
+    while (lanes < kThreadsPerWarp && chunksPerRow() % (2 * lanes) == 0)
+      lanes *= 2;
+    return lanes;
+  }
+  /// Keys one prologue block covers: runs of threads / keyTermLanesPerKey
+  /// keys, enough runs for kKeyTermLoads loads per thread, and a multiple
+  /// of tile_n so that the grid covers the padded workspace rows.
+  int64_t keyTermKeysPerBlock() const {
+    int64_t keysPerRun = threads() / keyTermLanesPerKey();
+    int64_t chunksPerLane = chunksPerRow() / keyTermLanesPerKey();
+    int64_t runs = std::max<int64_t>(1, kKeyTermLoads / chunksPerLane);
+    return std::lcm(keysPerRun * runs, tileN);
+  }
   int64_t swizzleRows() const { return std::min<int64_t>(8, chunksPerRow()); }
   int64_t tileElements(int64_t rows) const { return rows * headDim; }
 };
@@ -1372,21 +1391,21 @@ LogicalResult FlashKernelBuilder::buildKeyTermsKernel(gpu::GPUModuleOp module,
                                                       StringRef name) {
   OpBuilder::InsertionGuard guard(b);
   declareKernel(module, name);
-  // Block x covers kKeyTermTiles runs of tile_n keys; threadsPerKey adjacent
-  // lanes share a key and read its chunks interleaved, so a warp's loads
-  // cover whole rows. All of a thread's loads are issued before any sum is
-  // used (keys past kv_len read the last key instead), which keeps enough
-  // of them in flight to stream K at memory speed.
-  int64_t threadsPerKey = config.threads() / config.tileN;
+  // Block x covers keyTermKeysPerBlock keys in runs of one key per
+  // threadsPerKey adjacent lanes. All of a thread's loads are issued before
+  // any sum is used (keys past kv_len read the last key instead).
+  int64_t threadsPerKey = config.keyTermLanesPerKey();
   int64_t chunksPerThread = config.chunksPerRow() / threadsPerKey;
+  int64_t keysPerRun = config.threads() / threadsPerKey;
+  int64_t runs = config.keyTermKeysPerBlock() / keysPerRun;
   Value part = rem(threadId, threadsPerKey);
   Value first = add(mul(gpu::BlockIdOp::create(b, gpu::Dimension::x),
-                        kKeyTermTiles * config.tileN),
+                        config.keyTermKeysPerBlock()),
                     div(threadId, threadsPerKey));
   Value lastKey = sub(args.kvLen, index(1));
   SmallVector<Value> keys, sums;
-  for (int64_t run = 0; run < kKeyTermTiles; ++run) {
-    keys.push_back(add(first, run * config.tileN));
+  for (int64_t run = 0; run < runs; ++run) {
+    keys.push_back(add(first, run * keysPerRun));
     if (!needsKeyNorm)
       continue;
     Value row = add(kBase, mul(arith::MinUIOp::create(b, keys.back(), lastKey),
@@ -1740,7 +1759,7 @@ DictionaryAttr FlashKernelBuilder::describe(StringRef entry,
                            b.getStringAttr((entry + kKeyTermsSuffix).str())),
             b.getNamedAttr("block", b.getI64IntegerAttr(config.threads())),
             b.getNamedAttr("keys_per_block",
-                           b.getI64IntegerAttr(kKeyTermTiles * config.tileN)),
+                           b.getI64IntegerAttr(config.keyTermKeysPerBlock())),
             b.getNamedAttr("terms", b.getI64IntegerAttr(keyTermPlanes())),
             b.getNamedAttr("row_multiple", b.getI64IntegerAttr(config.tileN)),
         })));
