@@ -48,10 +48,11 @@ def Attn_PlanAttr : AttrDef<Attn_Dialect, "Plan"> {
     key tile sizes, the warps of one thread block, the depth of the K/V
     pipeline and the kernel structure (`mma_sync` for the FlashAttention-2
     style on sm_80+, `wgmma` for the Hopper structure). `key_terms` says how
-    per-key terms (RBF's key norms, key biases) reach shared memory with
-    each K tile: `threads` (default: cp.async, 16 bytes per thread) or
-    `bulk` (sm_90: one cp.async.bulk per tile that completes on an
-    mbarrier, with no per-thread addresses). Backends choose a default per
+    per-key terms (RBF's key norms, key biases) reach the scores of each K
+    tile: staged in shared memory by `threads` (default: cp.async, 16 bytes
+    per thread) or by `bulk` (sm_90: one cp.async.bulk per tile that
+    completes on an mbarrier, with no per-thread addresses), or loaded by
+    each lane from the workspace (`global`). Backends choose a default per
     target and head dimension; `rbfc --plan=...` overrides it.
 
     Example: `#attn.plan<arch = "sm_80", kernel = "mma_sync", tile_m = 128, tile_n = 64, warps = 4, stages = 2>`
@@ -60,7 +61,7 @@ def Attn_PlanAttr : AttrDef<Attn_Dialect, "Plan"> {
                         StringRefParameter<"kernel structure">:$kernel,
                         "int64_t":$tile_m, "int64_t":$tile_n,
                         "int64_t":$warps, "int64_t":$stages,
-                        StringRefParameter<"how per-key terms reach shared memory",
+                        StringRefParameter<"how per-key terms reach the scores",
                                            "\"threads\"">:$key_terms);
   let assemblyFormat = "`<` struct(params) `>`";
   let genVerifyDecl = 1;

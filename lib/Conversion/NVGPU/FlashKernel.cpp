@@ -33,6 +33,7 @@
 #include "mlir/IR/ImplicitLocOpBuilder.h"
 #include "mlir/IR/Matchers.h"
 #include "mlir/Interfaces/FunctionInterfaces.h"
+#include "llvm/ADT/StringSwitch.h"
 #include "llvm/ADT/TypeSwitch.h"
 #include "llvm/Support/Debug.h"
 #include "llvm/Support/MathExtras.h"
@@ -68,14 +69,18 @@ constexpr unsigned kGlobalAddressSpace = 1, kSharedAddressSpace = 3,
 /// How long (ns) an mbarrier wait may suspend the thread before it retries.
 constexpr int64_t kBarrierSuspendHint = 10000000;
 
+/// The plan's key_terms: staged in shared memory by per-thread cp.async
+/// (`threads`) or by one cp.async.bulk (`bulk`), or loaded by each lane
+/// from the workspace (`global`).
+enum class KeyTermSource { Threads, Bulk, Global };
+
 /// The canonical op's static facts the kernel is specialised on.
 struct KernelConfig {
   int64_t headDim, tileM, tileN, warps, stages;
   Type elementType; // bf16 or f16
   bool softmax, log2Domain, hasLse;
-  /// Per-key terms arrive by Hopper's bulk copies (cp.async.bulk, complete
-  /// on an mbarrier) rather than by per-thread cp.async.
-  bool bulkCopies;
+  /// How per-key terms reach the tile's scores (the plan's key_terms).
+  KeyTermSource keyTerms;
 
   int64_t threads() const { return warps * kThreadsPerWarp; }
   /// m16 atoms per warp: every K/V fragment a warp loads feeds this many
@@ -318,9 +323,11 @@ private:
   Value bufferBase(Value buffer, int64_t rows) {
     return mul(buffer, config.tileElements(rows));
   }
-  /// The per-key terms of the lane's columns of tile `termBase` / tile_n,
-  /// one pair per 8-key slice; empty when `shared` is null.
-  SmallVector<KeyTermPair> loadKeyTerms(Value shared, Value termBase);
+  /// The workspace plane `plane`'s terms of the lane's columns of the tile
+  /// at key kvLo (staged in ring buffer `buffer` of `shared`, unless
+  /// key_terms = global), one pair per 8-key slice; empty for plane -1.
+  SmallVector<KeyTermPair> loadKeyTerms(int64_t plane, Value shared,
+                                        Value buffer, Value kvLo);
   SmallVector<Accumulator> computeScores(ArrayRef<Value> queryFragments,
                                          Value keyBase,
                                          ArrayRef<Value> rowStart);
@@ -546,7 +553,7 @@ void FlashKernelBuilder::issueKeyValueCopy(Value tile) {
     issueTileCopy(sharedValue, base, args.v, vBase, args.vStrides[2], kvLo,
                   args.kvLen, config.tileN, bounded);
   }
-  if (!keyTermPlanes())
+  if (!keyTermPlanes() || config.keyTerms == KeyTermSource::Global)
     return;
   b.setInsertionPointAfter(bounds);
   issueKeyTermsCopy(tile, kvLo);
@@ -562,7 +569,7 @@ void FlashKernelBuilder::issueKeyTermsCopy(Value tile, Value kvLo) {
                      std::pair(sharedKeyNorm, keyNormPlane)})
     if (plane.second >= 0)
       planes.push_back(plane);
-  if (config.bulkCopies) {
+  if (config.keyTerms == KeyTermSource::Bulk) {
     // One thread moves each plane's run with one bulk copy: its addresses
     // are uniform over the block, so the copy holds no per-thread
     // registers through the loop (per-thread cp.async addresses cost the
@@ -1026,17 +1033,23 @@ FlashKernelBuilder::computeScores(ArrayRef<Value> queryFragments, Value keyBase,
   return scores;
 }
 
-SmallVector<KeyTermPair> FlashKernelBuilder::loadKeyTerms(Value shared,
-                                                          Value termBase) {
+SmallVector<KeyTermPair> FlashKernelBuilder::loadKeyTerms(int64_t plane,
+                                                          Value shared,
+                                                          Value buffer,
+                                                          Value kvLo) {
   // The lane's keys of slice s are 2 (l % 4) + 8 s and the next one: one
   // 8-byte load per slice.
   SmallVector<KeyTermPair> pairs;
-  if (!shared)
+  if (plane < 0)
     return pairs;
+  bool fromWorkspace = config.keyTerms == KeyTermSource::Global;
+  Value source = fromWorkspace ? args.workspace : shared;
+  Value termBase =
+      fromWorkspace ? add(keyTermRows[plane], kvLo) : mul(buffer, config.tileN);
   for (int64_t slice = 0; slice < config.tileN / 8; ++slice) {
     Value key = add(add(mul(laneInGroup, 2), 8 * slice), termBase);
     Value pair = vector::LoadOp::create(b, VectorType::get({2}, b.getF32Type()),
-                                        shared, ValueRange{key},
+                                        source, ValueRange{key},
                                         /*nontemporal=*/false, llvm::Align(8));
     pairs.push_back({vector::ExtractOp::create(b, pair, ArrayRef<int64_t>{0}),
                      vector::ExtractOp::create(b, pair, ArrayRef<int64_t>{1})});
@@ -1495,11 +1508,12 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
       carve(config.stages * config.tileElements(config.tileN), b.getF16Type());
   sharedValue =
       carve(config.stages * config.tileElements(config.tileN), b.getF16Type());
-  if (keyBiasPlane >= 0)
+  bool stagedKeyTerms = config.keyTerms != KeyTermSource::Global;
+  if (keyBiasPlane >= 0 && stagedKeyTerms)
     sharedKeyBias = carve(config.stages * config.tileN, b.getF32Type());
-  if (keyNormPlane >= 0)
+  if (keyNormPlane >= 0 && stagedKeyTerms)
     sharedKeyNorm = carve(config.stages * config.tileN, b.getF32Type());
-  if (keyTermPlanes() && config.bulkCopies)
+  if (keyTermPlanes() && config.keyTerms == KeyTermSource::Bulk)
     keyTermBarriers = carve(config.stages, b.getI64Type());
 
   // The range of K tiles that may hold a kept key for this query tile.
@@ -1610,9 +1624,10 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
           rowStart.push_back(fmul(shift, shiftToDot));
       // The key terms are loaded before S = Q K^T, which hides their
       // latency behind the mma.
-      Value termBase = mul(buffer, config.tileN);
-      SmallVector<KeyTermPair> biases = loadKeyTerms(sharedKeyBias, termBase);
-      SmallVector<KeyTermPair> norms = loadKeyTerms(sharedKeyNorm, termBase);
+      SmallVector<KeyTermPair> biases =
+          loadKeyTerms(keyBiasPlane, sharedKeyBias, buffer, kvLo);
+      SmallVector<KeyTermPair> norms =
+          loadKeyTerms(keyNormPlane, sharedKeyNorm, buffer, kvLo);
       Value tileBase = bufferBase(buffer, config.tileN);
       SmallVector<Accumulator> dots =
           computeScores(queryFragments, tileBase, rowStart);
@@ -1808,6 +1823,13 @@ LogicalResult rbfc::verifyMmaSyncPlan(attn::AttentionOp op,
   return success();
 }
 
+static KeyTermSource keyTermSource(attn::PlanAttr plan) {
+  return llvm::StringSwitch<KeyTermSource>(plan.getKeyTerms())
+      .Case("bulk", KeyTermSource::Bulk)
+      .Case("global", KeyTermSource::Global)
+      .Default(KeyTermSource::Threads);
+}
+
 FailureOr<gpu::GPUFuncOp> rbfc::buildFlashKernel(attn::AttentionOp op,
                                                  gpu::GPUModuleOp module,
                                                  StringRef name) {
@@ -1821,7 +1843,7 @@ FailureOr<gpu::GPUFuncOp> rbfc::buildFlashKernel(attn::AttentionOp op,
                       plan->getTileN(),        plan->getWarps(),
                       plan->getStages(),       queryType.getElementType(),
                       op.isSoftmax(),          op.getLog2Domain(),
-                      op.getLse() != nullptr,  plan->getKeyTerms() == "bulk"};
+                      op.getLse() != nullptr,  keyTermSource(*plan)};
   ImplicitLocOpBuilder b(op.getLoc(), op.getContext());
   FlashKernelBuilder builder(op, config, b);
   LLVM_DEBUG(llvm::dbgs() << "building " << name << " with " << *plan << "\n");

@@ -50,8 +50,9 @@ LogicalResult PlanAttr::verify(function_ref<InFlightDiagnostic()> emitError,
     return emitError() << "plan warps must be 1, 2, 4, 8 or 16, got " << warps;
   if (stages < 1 || stages > 8)
     return emitError() << "plan stages must be between 1 and 8, got " << stages;
-  if (keyTerms != "threads" && keyTerms != "bulk")
-    return emitError() << "plan key_terms must be 'threads' or 'bulk', got '"
-                       << keyTerms << "'";
+  if (keyTerms != "threads" && keyTerms != "bulk" && keyTerms != "global")
+    return emitError()
+           << "plan key_terms must be 'threads', 'bulk' or 'global', got '"
+           << keyTerms << "'";
   return success();
 }
