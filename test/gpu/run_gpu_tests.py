@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO / "python"))
 
 import torch  # noqa: E402
 
-from rbfc import Kernel, RbfcError, compile_spec  # noqa: E402
+from rbfc import Kernel, RbfcError  # noqa: E402
 
 DEV = "cuda"
 TORCH_DTYPES = {"bf16": torch.bfloat16, "f16": torch.float16}
@@ -151,6 +151,9 @@ SPECS = {
 
 
 F16_SUBSET = ["softmax", "causal", "rbf", "softcap", "alibi"]
+# Head dims 32 and 256 have their own plans (256: 64 x 32 tiles): these
+# specs cover the score without and with key terms, with and without a mask.
+OTHER_DIMS_SUBSET = ["softmax", "causal", "rbf", "rbf_causal", "alibi"]
 
 
 def reference(spec, q, k, v, captures, params, normalization):
@@ -333,8 +336,9 @@ def sanitize(args, workdir):
 
 def sanitize_child(args, specs, workdir):
     g = torch.Generator().manual_seed(args.seed)
-    # Both head dims: their default plans copy the key terms differently
-    # (per-thread cp.async at 64, cp.async.bulk on sm_90 at 128).
+    # Both head dims: their default plans bring the key terms differently
+    # (on sm_90: lanes load them from the workspace at 64; cp.async.bulk at
+    # 128 without a mask, per-thread cp.async under one).
     for spec in specs:
         for D in (64, 128):
             try:
@@ -396,6 +400,8 @@ def main():
             configs.append((spec, "bf16", D, True))
             if not args.quick and spec in F16_SUBSET:
                 configs.append((spec, "f16", D, True))
+        if not args.quick and spec in OTHER_DIMS_SUBSET:
+            configs += [(spec, "bf16", D, True) for D in (32, 256)]
     # The ABI without the lse pointer and strides.
     for spec in ("softmax", "rbf", "alibi"):
         if spec in specs:
