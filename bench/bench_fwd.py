@@ -24,7 +24,6 @@ import argparse
 import datetime
 import json
 import math
-import os
 import sys
 import tempfile
 import time
@@ -40,6 +39,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention  # noqa: E402
 
 from rbfc import Kernel  # noqa: E402
+from results_file import write_result  # noqa: E402
 
 DEV = "cuda"
 DT = torch.bfloat16
@@ -223,16 +223,7 @@ def main():
                   plans={str(d): p for d, p in plans.items() if p},
                   rbfc_plans={f"{s}:{d}": k.info["plan"] for (s, d), k in _kernels.items()},
                   elapsed_s=round(time.time() - t_start, 1), rows=rows)
-    gpu = "h100" if "H100" in device else "h200" if "H200" in device else \
-        device.split()[-1].lower()
-    name = f"{result['date']}-{gpu}-fwd.json"
-    out_dirs = [REPO / "bench" / "results"]
-    if os.environ.get("OUT"):
-        out_dirs.append(Path(os.environ["OUT"]))
-    for d in out_dirs:
-        d.mkdir(parents=True, exist_ok=True)
-        (d / name).write_text(json.dumps(result, indent=1) + "\n")
-        print(f"wrote {d / name}")
+    write_result(result, "fwd")
     print_table(rows)
     return 0
 
