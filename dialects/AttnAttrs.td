@@ -52,8 +52,10 @@ def Attn_PlanAttr : AttrDef<Attn_Dialect, "Plan"> {
     tile: staged in shared memory by `threads` (default: cp.async, 16 bytes
     per thread) or by `bulk` (sm_90: one cp.async.bulk per tile that
     completes on an mbarrier, with no per-thread addresses), or loaded by
-    each lane from the workspace (`global`). Backends choose a default per
-    target and head dimension; `rbfc --plan=...` overrides it.
+    each lane from the workspace (`global`). `blocks_per_sm` (0: no hint)
+    asks the backend to compile the kernel for that many resident thread
+    blocks per multiprocessor, which caps its registers. Backends choose a
+    default per target and head dimension; `rbfc --plan=...` overrides it.
 
     Example: `#attn.plan<arch = "sm_80", kernel = "mma_sync", tile_m = 128, tile_n = 64, warps = 4, stages = 2>`
   }];
@@ -62,7 +64,9 @@ def Attn_PlanAttr : AttrDef<Attn_Dialect, "Plan"> {
                         "int64_t":$tile_m, "int64_t":$tile_n,
                         "int64_t":$warps, "int64_t":$stages,
                         StringRefParameter<"how per-key terms reach the scores",
-                                           "\"threads\"">:$key_terms);
+                                           "\"threads\"">:$key_terms,
+                        DefaultValuedParameter<"int64_t", "0",
+                          "resident blocks per multiprocessor to compile for">:$blocks_per_sm);
   let assemblyFormat = "`<` struct(params) `>`";
   let genVerifyDecl = 1;
 }

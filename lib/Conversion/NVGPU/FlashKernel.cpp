@@ -81,6 +81,8 @@ struct KernelConfig {
   bool softmax, log2Domain, hasLse;
   /// How per-key terms reach the tile's scores (the plan's key_terms).
   KeyTermSource keyTerms;
+  /// Resident blocks per multiprocessor to compile for (0: no hint).
+  int64_t blocksPerSM;
 
   int64_t threads() const { return warps * kThreadsPerWarp; }
   /// m16 atoms per warp: every K/V fragment a warp loads feeds this many
@@ -1470,6 +1472,10 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
   MLIRContext *ctx = b.getContext();
   OpBuilder::InsertionGuard guard(b);
   gpu::GPUFuncOp func = declareKernel(module, name);
+  // PTX's .minnctapersm: ptxas caps the registers so that many blocks fit.
+  if (config.blocksPerSM > 0)
+    func->setAttr(NVVM::NVVMDialect::getMinctasmAttrName(),
+                  b.getI32IntegerAttr(config.blocksPerSM));
   // Heavier query tiles (more unmasked keys under causal-like masks) start
   // first: block x counts down.
   Value tiles = gpu::GridDimOp::create(b, gpu::Dimension::x);
@@ -1843,7 +1849,8 @@ FailureOr<gpu::GPUFuncOp> rbfc::buildFlashKernel(attn::AttentionOp op,
                       plan->getTileN(),        plan->getWarps(),
                       plan->getStages(),       queryType.getElementType(),
                       op.isSoftmax(),          op.getLog2Domain(),
-                      op.getLse() != nullptr,  keyTermSource(*plan)};
+                      op.getLse() != nullptr,  keyTermSource(*plan),
+                      plan->getBlocksPerSm()};
   ImplicitLocOpBuilder b(op.getLoc(), op.getContext());
   FlashKernelBuilder builder(op, config, b);
   LLVM_DEBUG(llvm::dbgs() << "building " << name << " with " << *plan << "\n");

@@ -34,7 +34,7 @@ Operation *AttnDialect::materializeConstant(OpBuilder &builder, Attribute value,
 LogicalResult PlanAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                                StringRef arch, StringRef kernel, int64_t tileM,
                                int64_t tileN, int64_t warps, int64_t stages,
-                               StringRef keyTerms) {
+                               StringRef keyTerms, int64_t blocksPerSM) {
   if (!arch.starts_with("sm_") && arch != "host")
     return emitError() << "plan arch must be 'host' or 'sm_NN', got '" << arch
                        << "'";
@@ -50,6 +50,10 @@ LogicalResult PlanAttr::verify(function_ref<InFlightDiagnostic()> emitError,
     return emitError() << "plan warps must be 1, 2, 4, 8 or 16, got " << warps;
   if (stages < 1 || stages > 8)
     return emitError() << "plan stages must be between 1 and 8, got " << stages;
+  if (blocksPerSM < 0 || blocksPerSM > 32)
+    return emitError() << "plan blocks_per_sm must be between 0 (no hint) and "
+                          "32, got "
+                       << blocksPerSM;
   if (keyTerms != "threads" && keyTerms != "bulk" && keyTerms != "global")
     return emitError()
            << "plan key_terms must be 'threads', 'bulk' or 'global', got '"

@@ -78,3 +78,10 @@ func.func @on_attention(%q: tensor<?x?x?x64xf16>, %k: tensor<?x?x?x64xf16>, %v: 
 func.func @key_terms_tma() attributes {plan = #attn.plan<arch = "sm_90a", kernel = "mma_sync", tile_m = 128, tile_n = 64, warps = 4, stages = 2, key_terms = "tma">} {
   return
 }
+
+// -----
+
+// expected-error @+1 {{plan blocks_per_sm must be between 0 (no hint) and 32, got 33}}
+func.func @blocks_per_sm_33() attributes {plan = #attn.plan<arch = "sm_90a", kernel = "mma_sync", tile_m = 128, tile_n = 64, warps = 4, stages = 2, blocks_per_sm = 33>} {
+  return
+}

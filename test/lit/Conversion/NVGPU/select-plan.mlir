@@ -14,6 +14,20 @@ func.func @d128(%q: tensor<?x?x?x128xbf16>, %k: tensor<?x?x?x128xbf16>, %v: tens
 
 // -----
 
+// At head_dim 32 the kernel is compiled for three blocks per multiprocessor.
+// CHECK-LABEL: func.func @d32
+// CHECK: plan = #attn.plan<arch = "sm_90a", kernel = "mma_sync", tile_m = 128, tile_n = 64, warps = 4, stages = 2, blocks_per_sm = 3>
+func.func @d32(%q: tensor<?x?x?x32xbf16>, %k: tensor<?x?x?x32xbf16>, %v: tensor<?x?x?x32xbf16>) -> tensor<?x?x?x32xbf16> {
+  %o = attn.attention softmax %q, %k, %v {capture_names = [], param_defaults = [], param_names = []} : tensor<?x?x?x32xbf16>, tensor<?x?x?x32xbf16>, tensor<?x?x?x32xbf16> -> tensor<?x?x?x32xbf16> score {
+  ^bb0(%b: index, %h: index, %q_idx: index, %kv_idx: index):
+    %s = attn.dot : f32
+    attn.yield %s : f32
+  }
+  return %o : tensor<?x?x?x32xbf16>
+}
+
+// -----
+
 // A key bias at head_dim 128 without a mask: its terms come by bulk copy.
 // CHECK-LABEL: func.func @rbf_d128
 // CHECK: plan = #attn.plan<arch = "sm_90a", kernel = "mma_sync", tile_m = 128, tile_n = 64, warps = 4, stages = 2, key_terms = "bulk">
