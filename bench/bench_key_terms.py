@@ -18,6 +18,7 @@ copy under $OUT when set).
 import argparse
 import datetime
 import json
+import re
 import statistics
 import sys
 import tempfile
@@ -36,14 +37,16 @@ SHAPES = [(4, 16, 4096, 64), (4, 16, 4096, 128), (1, 16, 16384, 128)]
 PAIRS = [("rbf", "softmax"), ("rbf_causal", "causal")]
 KEY_TERMS = ["threads", "bulk", "global"]
 LAUNCHES_PER_ROUND = 10
+KEY_TERMS_FIELD = re.compile(r'key_terms = "\w+"')
 
 
 def with_key_terms(plan, key_terms):
-    """The plan attribute `plan` with its key_terms replaced."""
-    body = plan.rstrip(">")
-    if ", key_terms = " in body:
-        body = body[:body.index(", key_terms = ")]
-    return f'{body}, key_terms = "{key_terms}">'
+    """The plan attribute `plan` with its key_terms set; its other fields
+    (blocks_per_sm included) kept."""
+    field = f'key_terms = "{key_terms}"'
+    if KEY_TERMS_FIELD.search(plan):
+        return KEY_TERMS_FIELD.sub(field, plan)
+    return f"{plan[:-1]}, {field}>"
 
 
 def time_kernels(launchers, rounds):
