@@ -89,8 +89,8 @@ public:
     if (!v)
       return ok;
     if (!v->integral || v->number < double(min) || v->number > double(max))
-      return fail(key, "must be an integer in [" + std::to_string(min) +
-                           ", " + std::to_string(max) + "]");
+      return fail(key, "must be an integer in [" + std::to_string(min) + ", " +
+                           std::to_string(max) + "]");
     out = Int(v->number);
     return true;
   }
@@ -146,6 +146,13 @@ bool parseKeyTerms(const JsonValue &root, std::optional<KeyTermsDesc> &out,
     return false;
   if (keyTerms.entry.empty())
     return fields.fail("entry", "is empty");
+  std::string heads;
+  if (!fields.string("heads", heads, true))
+    return false;
+  if (heads != "q" && heads != "kv")
+    return fields.fail("heads",
+                       "is \"" + heads + "\"; expected \"q\" or \"kv\"");
+  keyTerms.perKvHead = heads == "kv";
   if (keyTerms.block % 32 != 0)
     return fields.fail("block", "is " + std::to_string(keyTerms.block) +
                                     "; it must be a multiple of 32 (whole "
@@ -172,17 +179,16 @@ bool parseDescriptor(std::string_view json, Descriptor &out,
   std::string format;
   if (!top.string("format", format, true))
     return false;
-  if (format != "rbfc-kernel/2")
+  if (format != "rbfc-kernel/3")
     return top.fail("format", "is \"" + format +
-                                  "\"; this runtime reads \"rbfc-kernel/2\"");
+                                  "\"; this runtime reads \"rbfc-kernel/3\"");
 
   if (!top.string("name", out.name, false) ||
       !top.string("entry", out.entry, true) ||
       !top.string("arch", out.arch, false) ||
       !top.string("plan", out.plan, false) ||
       !top.oneOf("dtype", out.dtype,
-                        {RBFC_DTYPE_BF16, RBFC_DTYPE_F16, RBFC_DTYPE_F32},
-                        true) ||
+                 {RBFC_DTYPE_BF16, RBFC_DTYPE_F16, RBFC_DTYPE_F32}, true) ||
       !top.integer("head_dim", out.headDim, 1, 1024, true) ||
       !top.boolean("has_lse", out.hasLse) ||
       !top.integer("tile_m", out.tileM, 1, 1 << 16, true) ||
@@ -213,8 +219,8 @@ bool parseDescriptor(std::string_view json, Descriptor &out,
     Fields fields(entry, path, error);
     ParamDesc param;
     if (!fields.string("name", param.name, true) ||
-        !fields.oneOf("type", param.type,
-                             {RBFC_DTYPE_F32, RBFC_DTYPE_I32}, true))
+        !fields.oneOf("type", param.type, {RBFC_DTYPE_F32, RBFC_DTYPE_I32},
+                      true))
       return false;
     // rbfc leaves "default" out for a parameter without one (docs/abi.md);
     // null means the same.
@@ -250,8 +256,7 @@ bool parseDescriptor(std::string_view json, Descriptor &out,
     CaptureDesc capture;
     if (!fields.string("name", capture.name, true) ||
         !fields.oneOf("type", capture.type,
-                             {RBFC_DTYPE_F32, RBFC_DTYPE_I32, RBFC_DTYPE_I64},
-                             true) ||
+                      {RBFC_DTYPE_F32, RBFC_DTYPE_I32, RBFC_DTYPE_I64}, true) ||
         !fields.integer("rank", capture.rank, 1, RBFC_MAX_RANK, true))
       return false;
     out.captures.push_back(std::move(capture));

@@ -117,6 +117,12 @@ bool fitGrid(const char *what, int64_t x, int64_t y, int64_t z,
 
 int64_t ceilDiv(int64_t a, int64_t b) { return a / b + (a % b != 0); }
 
+/// Heads of the workspace rows: one row per (batch, head) of these.
+int64_t keyTermHeads(const KeyTermsDesc &kt, const rbfc_tensor &q,
+                     const rbfc_tensor &k) {
+  return kt.perKvHead ? k.sizes[1] : q.sizes[1];
+}
+
 } // namespace
 
 bool workspaceBytes(const Descriptor &d, const rbfc_tensor *q,
@@ -132,9 +138,9 @@ bool workspaceBytes(const Descriptor &d, const rbfc_tensor *q,
       return false;
     }
   }
-  int64_t batch = q->sizes[0], heads = q->sizes[1], kvLen = k->sizes[2];
-  if (batch < 1 || heads < 1 || kvLen < 1) {
-    error = "workspace: needs batch, heads and kv_len >= 1, got q " +
+  int64_t batch = q->sizes[0], kvLen = k->sizes[2];
+  if (batch < 1 || q->sizes[1] < 1 || k->sizes[1] < 1 || kvLen < 1) {
+    error = "workspace: needs batch, heads, kv_heads and kv_len >= 1, got q " +
             shapeText(*q) + " and k " + shapeText(*k);
     return false;
   }
@@ -142,6 +148,7 @@ bool workspaceBytes(const Descriptor &d, const rbfc_tensor *q,
   if (!d.keyTerms)
     return true;
   const KeyTermsDesc &kt = *d.keyTerms;
+  int64_t heads = keyTermHeads(kt, *q, *k);
   size_t paddedLen = size_t(ceilDiv(kvLen, kt.rowMultiple));
   size_t total = size_t(kt.terms) * sizeof(float);
   bool overflow =
@@ -263,7 +270,7 @@ bool prepareLaunch(const Descriptor &d, const LaunchArgs &args,
   if (d.keyTerms) {
     const KeyTermsDesc &kt = *d.keyTerms;
     if (!fitGrid("key-terms prologue grid", ceilDiv(kvLen, kt.keysPerBlock),
-                 heads, batch, config.prologueGrid, error) ||
+                 keyTermHeads(kt, q, k), batch, config.prologueGrid, error) ||
         !workspaceBytes(d, &q, &k, config.workspaceBytes, error))
       return false;
     config.prologueBlock[0] = uint32_t(kt.block);
@@ -281,8 +288,7 @@ bool prepareLaunch(const Descriptor &d, const LaunchArgs &args,
     values.assign(args.params, args.params + args.numParams);
   } else {
     if (args.numParams != 0) {
-      error = "params: null with a count of " +
-              std::to_string(args.numParams);
+      error = "params: null with a count of " + std::to_string(args.numParams);
       return false;
     }
     for (const ParamDesc &p : d.params) {
@@ -297,8 +303,8 @@ bool prepareLaunch(const Descriptor &d, const LaunchArgs &args,
     if (d.params[i].type == RBFC_DTYPE_I32 &&
         (values[i] != std::floor(values[i]) || values[i] < INT32_MIN ||
          values[i] > INT32_MAX)) {
-      error = "param '" + d.params[i].name +
-              "' is an int parameter; got " + std::to_string(values[i]);
+      error = "param '" + d.params[i].name + "' is an int parameter; got " +
+              std::to_string(values[i]);
       return false;
     }
   }

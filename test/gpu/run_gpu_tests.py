@@ -91,6 +91,10 @@ def ref_rbf(q, k, c, p):
     return -rbf_gamma(q, p) * dist2(q, k), None
 
 
+def ref_rbf_head_gamma(q, k, c, p):
+    return -c["gammas"].view(1, -1, 1, 1) * dist2(q, k), None
+
+
 def ref_rbf_causal(q, k, c, p):
     return ref_rbf(q, k, c, p)[0], ref_causal(q, k, c, p)[1]
 
@@ -128,6 +132,12 @@ def make_doc(B, H, Nq, Nkv, g):
     return {"doc": doc.to(DEV)}
 
 
+def make_gammas(B, H, Nq, Nkv, g):
+    # Distinct per query head, so a GQA group sharing one head's key terms
+    # would show.
+    return {"gammas": (0.05 + 0.15 * torch.rand(H, generator=g)).to(DEV)}
+
+
 def make_bias(B, H, Nq, Nkv, g):
     return {"bias": torch.randn(H, Nq + Nkv - 1, generator=g).to(DEV)}
 
@@ -141,6 +151,8 @@ SPECS = {
     "prefix_lm": ("prefix_lm.attn", ref_prefix_lm, None, 1.0, "softmax"),
     "rbf": ("rbf.attn", ref_rbf, None, 1.0, "softmax"),
     "rbf_causal": ("rbf_causal.attn", ref_rbf_causal, None, 1.0, "softmax"),
+    "rbf_head_gamma": ("rbf_head_gamma.attn", ref_rbf_head_gamma, make_gammas, 1.0,
+                       "softmax"),
     # Without softmax the weights are exp(score) themselves: inputs scaled so
     # that scores stay near -1 and sums over 1000 keys stay moderate.
     "rbf_none": ("rbf_none.attn", ref_rbf, None, 0.25, "none"),

@@ -21,7 +21,7 @@ namespace {
 
 // The example of docs/abi.md.
 const char *kAbiExample = R"({
-  "format": "rbfc-kernel/2",
+  "format": "rbfc-kernel/3",
   "name": "rbf",
   "entry": "rbf_fwd",
   "arch": "sm_90a",
@@ -63,7 +63,7 @@ std::string edited(const std::string &from, const std::string &to) {
 
 /// The key_terms object of the example in docs/abi.md.
 const char *kKeyTerms = R"({ "entry": "rbf_fwd_key_terms", "block": 128,
-  "keys_per_block": 32, "terms": 1, "row_multiple": 64 })";
+  "keys_per_block": 32, "terms": 1, "row_multiple": 64, "heads": "q" })";
 
 /// kAbiExample with "key_terms": `value`.
 std::string withKeyTerms(const std::string &value) {
@@ -205,7 +205,7 @@ TEST(RuntimeDescriptor, NullDefaultAndOptionalKeys) {
   Descriptor d;
   std::string error;
   ASSERT_TRUE(parseDescriptor(
-      R"({"format": "rbfc-kernel/2", "entry": "k", "dtype": "f16",
+      R"({"format": "rbfc-kernel/3", "entry": "k", "dtype": "f16",
           "head_dim": 128, "has_lse": false, "tile_m": 64, "warps": 4,
           "shared_memory_bytes": 0,
           "params": [{"name": "window", "type": "i32", "default": null}],
@@ -229,13 +229,13 @@ TEST(RuntimeDescriptor, AbsentDefaultMeansNone) {
 TEST(RuntimeDescriptor, NamesWhatIsWrong) {
   EXPECT_NE(descriptorError("[]").find("must be a JSON object"),
             std::string::npos);
-  EXPECT_NE(descriptorError(edited("rbfc-kernel/2", "rbfc-kernel/1"))
-                .find("\"format\" is \"rbfc-kernel/1\"; this runtime reads "
-                      "\"rbfc-kernel/2\""),
+  EXPECT_NE(descriptorError(edited("rbfc-kernel/3", "rbfc-kernel/2"))
+                .find("\"format\" is \"rbfc-kernel/2\"; this runtime reads "
+                      "\"rbfc-kernel/3\""),
             std::string::npos);
-  EXPECT_NE(descriptorError(edited("rbfc-kernel/2", "rbfc-kernel/3"))
-                .find("\"format\" is \"rbfc-kernel/3\"; this runtime reads "
-                      "\"rbfc-kernel/2\""),
+  EXPECT_NE(descriptorError(edited("rbfc-kernel/3", "rbfc-kernel/4"))
+                .find("\"format\" is \"rbfc-kernel/4\"; this runtime reads "
+                      "\"rbfc-kernel/3\""),
             std::string::npos);
   EXPECT_NE(descriptorError(edited("\"entry\": \"rbf_fwd\",", ""))
                 .find("\"entry\" is missing"),
@@ -318,6 +318,11 @@ TEST(RuntimeDescriptor, NamesWhatIsWrongInKeyTerms) {
       {"\"row_multiple\": 64", "\"row_multiple\": 0",
        "\"key_terms.row_multiple\" must be an integer in [1, "},
       {", \"row_multiple\": 64", "", "\"key_terms.row_multiple\" is missing"},
+      {", \"heads\": \"q\"", "", "\"key_terms.heads\" is missing"},
+      {"\"heads\": \"q\"", "\"heads\": \"k\"",
+       "\"key_terms.heads\" is \"k\"; expected \"q\" or \"kv\""},
+      {"\"heads\": \"q\"", "\"heads\": 1",
+       "\"key_terms.heads\" must be a string, not a number"},
   };
   for (const Case &c : cases)
     EXPECT_NE(keyTermsError(c.from, c.to).find(c.message), std::string::npos)
@@ -649,6 +654,12 @@ TEST_F(KeyTermsFixture, PrologueGridAndBlock) {
   k.sizes[2] = v.sizes[2] = 1;
   ASSERT_TRUE(prepare()) << error;
   EXPECT_EQ(config.prologueGrid[0], 1u);
+
+  // Terms that do not read h: one row per kv head.
+  d.keyTerms->perKvHead = true;
+  ASSERT_TRUE(prepare()) << error;
+  EXPECT_EQ(config.prologueGrid[1], 2u);
+  EXPECT_EQ(config.grid[1], 8u);
 }
 
 TEST_F(KeyTermsFixture, WorkspaceBytes) {
@@ -665,6 +676,11 @@ TEST_F(KeyTermsFixture, WorkspaceBytes) {
   EXPECT_EQ(bytes, size_t(2 * 2 * 8 * 80 * 4));
   ASSERT_TRUE(prepare()) << error;
   EXPECT_EQ(config.workspaceBytes, size_t(2 * 2 * 8 * 80 * 4));
+  // Rows per kv head (k has 2 of the 8 query heads' kv heads).
+  d.keyTerms->perKvHead = true;
+  ASSERT_TRUE(workspaceBytes(d, &q, &k, bytes, error)) << error;
+  EXPECT_EQ(bytes, size_t(2 * 2 * 2 * 80 * 4));
+  d.keyTerms->perKvHead = false;
 
   // No padding when kv_len is a multiple, or with a row multiple of 1.
   d.keyTerms->rowMultiple = 7;
@@ -696,10 +712,16 @@ TEST_F(KeyTermsFixture, WorkspaceBytesChecksWhatItReads) {
   k.rank = 4;
   q.sizes[1] = -1;
   EXPECT_FALSE(workspaceBytes(d, &q, &k, bytes, error));
-  EXPECT_NE(error.find("batch, heads and kv_len >= 1, got q [2, -1, 200, 64]"),
+  EXPECT_NE(error.find("batch, heads, kv_heads and kv_len >= 1, got q "
+                       "[2, -1, 200, 64]"),
             std::string::npos)
       << error;
   q.sizes[1] = 8;
+  k.sizes[1] = 0;
+  EXPECT_FALSE(workspaceBytes(d, &q, &k, bytes, error));
+  EXPECT_NE(error.find("kv_heads and kv_len >= 1"), std::string::npos)
+      << error;
+  k.sizes[1] = 2;
   k.sizes[2] = int64_t(1) << 60;
   d.keyTerms->terms = 2;
   EXPECT_FALSE(workspaceBytes(d, &q, &k, bytes, error));
@@ -766,7 +788,7 @@ TEST(RuntimeCApi, ReportsFileAndDescriptorErrorsBeforeTheDriver) {
                 .find("cannot open '/nonexistent/k.ptx'"),
             std::string::npos);
   const char image[] = ".version 8.0";
-  std::string bad = "{\"format\": \"rbfc-kernel/2\"}";
+  std::string bad = "{\"format\": \"rbfc-kernel/3\"}";
   EXPECT_EQ(rbfc_module_load_data(image, sizeof image, bad.data(), bad.size(),
                                   &module),
             RBFC_ERROR_DESCRIPTOR);

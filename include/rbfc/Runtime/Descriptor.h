@@ -37,10 +37,11 @@ struct CaptureDesc {
 /// kernel reads (docs/abi.md, "Workspace").
 struct KeyTermsDesc {
   std::string entry;
-  int block = 0;        // threads per block, a multiple of 32
-  int keysPerBlock = 0; // keys one block covers: grid x = ceil(kv_len / this)
-  int terms = 0;        // f32 planes in the workspace, 1 or 2
-  int rowMultiple = 0;  // each (batch, head) row is kv_len rounded up to this
+  int block = 0;          // threads per block, a multiple of 32
+  int keysPerBlock = 0;   // keys one block covers: grid x = ceil(kv_len / this)
+  int terms = 0;          // f32 planes in the workspace, 1 or 2
+  int rowMultiple = 0;    // each (batch, head) row is kv_len rounded up to this
+  bool perKvHead = false; // rows per (batch, kv head), not per query head
 };
 
 struct Descriptor {

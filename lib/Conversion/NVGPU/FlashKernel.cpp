@@ -20,6 +20,7 @@
 #include "rbfc/Conversion/NVGPU/FlashKernel.h"
 
 #include "rbfc/Conversion/RegionInlining.h"
+#include "rbfc/Dialect/Attn/ScoreDependence.h"
 
 #include "mlir/Analysis/SliceAnalysis.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -195,8 +196,10 @@ private:
   LogicalResult buildKeyTermsKernel(gpu::GPUModuleOp module, StringRef name);
   /// Adds a kernel with the argument list of docs/abi.md to `module`, sets
   /// the insertion point to its entry and binds `args`, the thread and
-  /// block ids and the per-(batch, head) bases.
-  gpu::GPUFuncOp declareKernel(gpu::GPUModuleOp module, StringRef name);
+  /// block ids and the per-(batch, head) bases. Block y is the query head,
+  /// or for the key-terms prologue the head of the workspace row it writes.
+  gpu::GPUFuncOp declareKernel(gpu::GPUModuleOp module, StringRef name,
+                               bool keyTermsPrologue);
   /// The launch descriptor of docs/abi.md as a dictionary attribute.
   DictionaryAttr describe(StringRef entry, int64_t sharedBytes);
   /// Lets every float multiply-add pair of the kernel fuse into one FMA,
@@ -442,6 +445,11 @@ private:
   /// straight away and the exponent needs no subtraction per score.
   Value shiftToDot;
   bool needsKeyNorm = false;
+  /// The key terms depend on the key/value head only (the key_bias region
+  /// does not read h): the workspace holds a row per (batch, kv head), which
+  /// every query head of the group reads, and the prologue computes each
+  /// once, not once per query head.
+  bool keyTermsPerKvHead = false;
   Value negInf;
   /// The K tiles the loop visits: [firstTile, endTile).
   Value firstTile, endTile;
@@ -1294,6 +1302,11 @@ FailureOr<gpu::GPUFuncOp> FlashKernelBuilder::build(gpu::GPUModuleOp module,
     keyNormPlane = keyTermPlanes();
   needsKeyNorm = usesNorm(op.getKeyBias(), attn::Vector::k) ||
                  usesNorm(op.getScore(), attn::Vector::k);
+  attn::ScoreDependence dependence;
+  keyTermsPerKvHead =
+      op.getKeyBias().empty() ||
+      !(dependence.get(op.getKeyBias().front().getTerminator()->getOperand(0)) &
+        attn::kDependsOnHead);
   if (keyTermPlanes() &&
       failed(buildKeyTermsKernel(module, (name + kKeyTermsSuffix).str())))
     return failure();
@@ -1301,7 +1314,8 @@ FailureOr<gpu::GPUFuncOp> FlashKernelBuilder::build(gpu::GPUModuleOp module,
 }
 
 gpu::GPUFuncOp FlashKernelBuilder::declareKernel(gpu::GPUModuleOp module,
-                                                 StringRef name) {
+                                                 StringRef name,
+                                                 bool keyTermsPrologue) {
   MLIRContext *ctx = b.getContext();
   Type i64Type = b.getI64Type();
   auto globalSpace = gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Global);
@@ -1377,10 +1391,18 @@ gpu::GPUFuncOp FlashKernelBuilder::declareKernel(gpu::GPUModuleOp module,
   warp = div(threadId, kThreadsPerWarp);
   laneGroup = div(lane, 4);
   laneInGroup = rem(lane, 4);
-  headIdx = gpu::BlockIdOp::create(b, gpu::Dimension::y);
   batchIdx = gpu::BlockIdOp::create(b, gpu::Dimension::z);
   Value group = arith::DivUIOp::create(b, args.heads, args.kvHeads);
-  Value kvHead = arith::DivUIOp::create(b, headIdx, group);
+  Value kvHead;
+  if (keyTermsPrologue && keyTermsPerKvHead) {
+    // The key_bias region does not read h: the first query head of the
+    // group stands for all of them.
+    kvHead = gpu::BlockIdOp::create(b, gpu::Dimension::y);
+    headIdx = mul(kvHead, group);
+  } else {
+    headIdx = gpu::BlockIdOp::create(b, gpu::Dimension::y);
+    kvHead = arith::DivUIOp::create(b, headIdx, group);
+  }
   auto base = [&](const std::array<Value, 3> &strides, Value head) {
     return add(mul(batchIdx, strides[0]), mul(head, strides[1]));
   };
@@ -1393,8 +1415,10 @@ gpu::GPUFuncOp FlashKernelBuilder::declareKernel(gpu::GPUModuleOp module,
     keyTermRowLength =
         mul(arith::CeilDivUIOp::create(b, args.kvLen, index(config.tileN)),
             config.tileN);
-    Value row = add(mul(batchIdx, args.heads), headIdx);
-    Value planeStride = mul(mul(args.batch, args.heads), keyTermRowLength);
+    Value rowHeads = keyTermsPerKvHead ? args.kvHeads : args.heads;
+    Value row =
+        add(mul(batchIdx, rowHeads), keyTermsPerKvHead ? kvHead : headIdx);
+    Value planeStride = mul(mul(args.batch, rowHeads), keyTermRowLength);
     for (int64_t plane = 0; plane < keyTermPlanes(); ++plane)
       keyTermRows.push_back(
           add(mul(planeStride, plane), mul(row, keyTermRowLength)));
@@ -1405,7 +1429,7 @@ gpu::GPUFuncOp FlashKernelBuilder::declareKernel(gpu::GPUModuleOp module,
 LogicalResult FlashKernelBuilder::buildKeyTermsKernel(gpu::GPUModuleOp module,
                                                       StringRef name) {
   OpBuilder::InsertionGuard guard(b);
-  declareKernel(module, name);
+  declareKernel(module, name, /*keyTermsPrologue=*/true);
   // Block x covers keyTermKeysPerBlock keys in runs of one key per
   // threadsPerKey adjacent lanes. All of a thread's loads are issued before
   // any sum is used (keys past kv_len read the last key instead).
@@ -1471,7 +1495,7 @@ FailureOr<gpu::GPUFuncOp>
 FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
   MLIRContext *ctx = b.getContext();
   OpBuilder::InsertionGuard guard(b);
-  gpu::GPUFuncOp func = declareKernel(module, name);
+  gpu::GPUFuncOp func = declareKernel(module, name, /*keyTermsPrologue=*/false);
   // PTX's .minnctapersm: ptxas caps the registers so that many blocks fit.
   if (config.blocksPerSM > 0)
     func->setAttr(NVVM::NVVMDialect::getMinctasmAttrName(),
@@ -1754,7 +1778,7 @@ DictionaryAttr FlashKernelBuilder::describe(StringRef entry,
   std::string planText;
   llvm::raw_string_ostream(planText) << plan;
   SmallVector<NamedAttribute> fields{
-      b.getNamedAttr("format", b.getStringAttr("rbfc-kernel/2")),
+      b.getNamedAttr("format", b.getStringAttr("rbfc-kernel/3")),
       b.getNamedAttr("name", b.getStringAttr(func ? func.getName() : entry)),
       b.getNamedAttr("entry", b.getStringAttr(entry)),
       b.getNamedAttr("arch", b.getStringAttr(plan.getArch())),
@@ -1783,6 +1807,8 @@ DictionaryAttr FlashKernelBuilder::describe(StringRef entry,
                            b.getI64IntegerAttr(config.keyTermKeysPerBlock())),
             b.getNamedAttr("terms", b.getI64IntegerAttr(keyTermPlanes())),
             b.getNamedAttr("row_multiple", b.getI64IntegerAttr(config.tileN)),
+            b.getNamedAttr("heads",
+                           b.getStringAttr(keyTermsPerKvHead ? "kv" : "q")),
         })));
   return b.getDictionaryAttr(fields);
 }
