@@ -2,10 +2,12 @@
 """Forward benchmark: rbfc against the peers a user would pick, in one run.
 
     python3 bench/bench_fwd.py [--only rbfc_dot,sdpa_flash] [--reps MS]
+                               [--shapes 4x16x4096x64,4x32/8x4096x128]
 
 Run from the repo root on the GPU machine after scripts/prepare-gpu.sh.
 Methods, bf16, B x H x N x D = 4x16x4096x{64,128} and 1x16x16384x128, causal
-and not:
+and not (--shapes picks others; BxH/KVxNxD has KV key/value heads, grouped-query
+attention):
   rbfc_dot    examples/softmax.attn, examples/causal.attn
   rbfc_rbf    examples/rbf.attn, examples/rbf_causal.attn
   sdpa_cudnn  F.scaled_dot_product_attention, cuDNN backend (dot)
@@ -16,7 +18,8 @@ and not:
               ../shared/anchors/anchors.py does)
 Times are medians of triton.testing.do_bench (CUDA events, warm-up first) on
 random inputs; FLOPs 4*B*H*N*N*D, halved when causal. Writes
-bench/results/<date>-<gpu>-fwd.json (and a copy under $OUT when set) and
+bench/results/<date>-<gpu>-fwd.json (-fwd-<shapes>.json for other shapes; a
+copy under $OUT when set) and
 prints TFLOP/s and the ratios rbfc/FA2, rbfc/cuDNN, rbfc-rbf/rbfc-dot and
 rbfc-rbf/Flex-rbf. bench/plot.py draws docs/benchmarks.png from the JSON.
 """
@@ -43,7 +46,8 @@ from results_file import write_result  # noqa: E402
 
 DEV = "cuda"
 DT = torch.bfloat16
-SHAPES = [(4, 16, 4096, 64), (4, 16, 4096, 128), (1, 16, 16384, 128)]
+# (B, H, KV heads, N, D)
+SHAPES = [(4, 16, 16, 4096, 64), (4, 16, 16, 4096, 128), (1, 16, 16, 16384, 128)]
 torch._dynamo.config.cache_size_limit = 64
 
 # --------------------------------------------------------------------------
@@ -53,7 +57,8 @@ torch._dynamo.config.cache_size_limit = 64
 def sdpa(backend):
     def run(q, k, v, causal):
         with sdpa_kernel([backend]):
-            return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal,
+                                                  enable_gqa=k.shape[1] != q.shape[1])
     return run
 
 
@@ -71,13 +76,16 @@ def block_mask(n):
 
 
 def _flex_rbf(q, k, v, ksq, bm):
+    group = q.shape[1] // k.shape[1]
+
     def score_mod(score, b, h, q_idx, kv_idx):
-        return 2.0 * score - ksq[b, h, kv_idx]
-    return flex_attention(q, k, v, score_mod=score_mod, block_mask=bm)
+        return 2.0 * score - ksq[b, h // group, kv_idx]
+    return flex_attention(q, k, v, score_mod=score_mod, block_mask=bm,
+                          enable_gqa=group > 1)
 
 
 def _flex_dot(q, k, v, bm):
-    return flex_attention(q, k, v, block_mask=bm)
+    return flex_attention(q, k, v, block_mask=bm, enable_gqa=k.shape[1] != q.shape[1])
 
 
 _flex_rbf_c = torch.compile(_flex_rbf, dynamic=False)
@@ -137,6 +145,23 @@ def flops(B, H, N, D, causal):
     return f / 2 if causal else f
 
 
+def parse_shape(text):
+    """BxHxNxD, or BxH/KVxNxD with KV key/value heads: (B, H, KV, N, D)."""
+    b, h, n, d = text.split("x")
+    h, _, kv = h.partition("/")
+    return int(b), int(h), int(kv or h), int(n), int(d)
+
+
+def shape_of(row):
+    """(B, H, KV, N, D) of a result row (rows before KV existed have none)."""
+    return row["B"], row["H"], row.get("KV", row["H"]), row["N"], row["D"]
+
+
+def shape_label(shape):
+    B, H, KV, N, D = shape
+    return f"{B}x{H}{'' if KV == H else f'/{KV}'}x{N}x{D}"
+
+
 def rel_err(a, b):
     a, b = a.float(), b.float()
     return float((a - b).norm() / b.norm().clamp(min=1e-30))
@@ -170,23 +195,21 @@ def main():
             print(f"unknown method(s) {sorted(unknown)}; known: {list(methods)}", file=sys.stderr)
             return 2
         methods = {k: v for k, v in methods.items() if k in args.only.split(",")}
-    shapes = SHAPES
-    if args.shapes:
-        shapes = [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",")]
+    shapes = [parse_shape(s) for s in args.shapes.split(",")] if args.shapes else SHAPES
 
     device = torch.cuda.get_device_name()
     print(f"device {device}  torch {torch.__version__}  triton {triton.__version__}", flush=True)
     rows = []
     t_start = time.time()
-    for (B, H, N, D) in shapes:
+    for (B, H, KV, N, D) in shapes:
         for causal in (False, True):
             torch.manual_seed(0)
             q = torch.randn(B, H, N, D, device=DEV, dtype=DT)
-            k = torch.randn(B, H, N, D, device=DEV, dtype=DT)
-            v = torch.randn(B, H, N, D, device=DEV, dtype=DT)
+            k = torch.randn(B, KV, N, D, device=DEV, dtype=DT)
+            v = torch.randn(B, KV, N, D, device=DEV, dtype=DT)
             outputs = {}
             for name, (prepare, kind) in methods.items():
-                row = dict(B=B, H=H, N=N, D=D, causal=causal, method=name, kind=kind)
+                row = dict(B=B, H=H, KV=KV, N=N, D=D, causal=causal, method=name, kind=kind)
                 try:
                     with torch.no_grad():
                         t0 = time.time()
@@ -223,7 +246,9 @@ def main():
                   plans={str(d): p for d, p in plans.items() if p},
                   rbfc_plans={f"{s}:{d}": k.info["plan"] for (s, d), k in _kernels.items()},
                   elapsed_s=round(time.time() - t_start, 1), rows=rows)
-    write_result(result, "fwd")
+    suffix = "" if shapes == SHAPES else "-" + "-".join(
+        shape_label(s).replace("/", "-") for s in shapes)
+    write_result(result, "fwd" + suffix)
     print_table(rows)
     return 0
 
@@ -231,7 +256,7 @@ def main():
 def print_table(rows):
     def tf(shape, causal, method):
         for r in rows:
-            if (r["B"], r["H"], r["N"], r["D"], r["causal"], r["method"]) == (*shape, causal, method):
+            if (shape_of(r), r["causal"], r["method"]) == (shape, causal, method):
                 return r["tflops"]
         return None
 
@@ -250,12 +275,11 @@ def print_table(rows):
     print("\nTFLOP/s (bf16 forward, medians)\n" + head)
     shapes = []
     for r in rows:
-        key = (r["B"], r["H"], r["N"], r["D"])
-        if key not in shapes:
-            shapes.append(key)
+        if shape_of(r) not in shapes:
+            shapes.append(shape_of(r))
     for shape in shapes:
         for causal in (False, True):
-            label = "x".join(map(str, shape)) + (" causal" if causal else "")
+            label = shape_label(shape) + (" causal" if causal else "")
             line = f"{label:22s}" + "".join(f"{fmt(tf(shape, causal, m), '.0f'):>11s}" for m in methods)
             dot, rbf = tf(shape, causal, "rbfc_dot"), tf(shape, causal, "rbfc_rbf")
             line += f"{fmt(ratio(dot, tf(shape, causal, 'sdpa_flash')), '.2f'):>9s}"
@@ -265,11 +289,11 @@ def print_table(rows):
             print(line)
     errors = [r for r in rows if r.get("error")]
     for r in errors:
-        print(f"ERROR {r['method']} {r['B']}x{r['H']}x{r['N']}x{r['D']} causal={r['causal']}: {r['error']}")
+        print(f"ERROR {r['method']} {shape_label(shape_of(r))} causal={r['causal']}: {r['error']}")
     for r in rows:
         for peer, err in r.get("rel_err_vs", {}).items():
             if err > 2e-2:
-                print(f"MISMATCH {r['method']} vs {peer} {r['B']}x{r['H']}x{r['N']}x{r['D']} "
+                print(f"MISMATCH {r['method']} vs {peer} {shape_label(shape_of(r))} "
                       f"causal={r['causal']}: relative error {err:.2e}")
 
 
