@@ -43,11 +43,10 @@ from torch.nn.attention.flex_attention import create_block_mask, flex_attention 
 
 from rbfc import Kernel  # noqa: E402
 from results_file import write_result  # noqa: E402
+from shapes import parse_shapes, result_suffix, shape_label, shape_of  # noqa: E402
 
 DEV = "cuda"
 DT = torch.bfloat16
-# (B, H, KV heads, N, D)
-SHAPES = [(4, 16, 16, 4096, 64), (4, 16, 16, 4096, 128), (1, 16, 16, 16384, 128)]
 torch._dynamo.config.cache_size_limit = 64
 
 # --------------------------------------------------------------------------
@@ -145,23 +144,6 @@ def flops(B, H, N, D, causal):
     return f / 2 if causal else f
 
 
-def parse_shape(text):
-    """BxHxNxD, or BxH/KVxNxD with KV key/value heads: (B, H, KV, N, D)."""
-    b, h, n, d = text.split("x")
-    h, _, kv = h.partition("/")
-    return int(b), int(h), int(kv or h), int(n), int(d)
-
-
-def shape_of(row):
-    """(B, H, KV, N, D) of a result row (rows before KV existed have none)."""
-    return row["B"], row["H"], row.get("KV", row["H"]), row["N"], row["D"]
-
-
-def shape_label(shape):
-    B, H, KV, N, D = shape
-    return f"{B}x{H}{'' if KV == H else f'/{KV}'}x{N}x{D}"
-
-
 def rel_err(a, b):
     a, b = a.float(), b.float()
     return float((a - b).norm() / b.norm().clamp(min=1e-30))
@@ -195,7 +177,7 @@ def main():
             print(f"unknown method(s) {sorted(unknown)}; known: {list(methods)}", file=sys.stderr)
             return 2
         methods = {k: v for k, v in methods.items() if k in args.only.split(",")}
-    shapes = [parse_shape(s) for s in args.shapes.split(",")] if args.shapes else SHAPES
+    shapes = parse_shapes(args.shapes)
 
     device = torch.cuda.get_device_name()
     print(f"device {device}  torch {torch.__version__}  triton {triton.__version__}", flush=True)
@@ -246,9 +228,7 @@ def main():
                   plans={str(d): p for d, p in plans.items() if p},
                   rbfc_plans={f"{s}:{d}": k.info["plan"] for (s, d), k in _kernels.items()},
                   elapsed_s=round(time.time() - t_start, 1), rows=rows)
-    suffix = "" if shapes == SHAPES else "-" + "-".join(
-        shape_label(s).replace("/", "-") for s in shapes)
-    write_result(result, "fwd" + suffix)
+    write_result(result, "fwd" + result_suffix(shapes))
     print_table(rows)
     return 0
 

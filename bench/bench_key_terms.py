@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Per-kernel times behind the plan's key_terms default, in one run.
 
-    python3 bench/bench_key_terms.py [--rounds 7] [--shapes 4x16x4096x32,...]
+    python3 bench/bench_key_terms.py [--rounds 7] [--shapes 4x16x4096x32,4x32/8x4096x128]
 
 Run from the repo root on the GPU machine after scripts/prepare-gpu.sh.
-For B x H x N x D = 4x16x4096x{64,128} and 1x16x16384x128, bf16, unmasked
+For B x H x N x D = 4x16x4096x{64,128} and 1x16x16384x128 (or --shapes;
+BxH/KVxNxD has KV key/value heads), bf16, unmasked
 (rbf against softmax) and causal (rbf_causal against causal), it compiles
 the dot-product kernel with its default plan and the RBF kernel once per
 key_terms (threads, bulk, global; the default plan otherwise), then times
@@ -12,8 +13,8 @@ every kernel by CUPTI (torch.profiler): rounds of 10 launches, the kernels
 interleaved round by round, medians per kernel. The RBF kernels' key-terms
 prologue is timed apart from the flash kernel. Prints per shape the flash
 kernel / dot, (prologue + flash kernel) / dot and the error against the
-first variant, and writes bench/results/<date>-<gpu>-key-terms.json (and a
-copy under $OUT when set).
+first variant, and writes bench/results/<date>-<gpu>-key-terms.json
+(-key-terms-<shapes>.json for other shapes; a copy under $OUT when set).
 """
 import argparse
 import datetime
@@ -32,8 +33,8 @@ from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from rbfc import Kernel  # noqa: E402
 from results_file import write_result  # noqa: E402
+from shapes import parse_shapes, result_suffix, shape_label, shape_of  # noqa: E402
 
-SHAPES = [(4, 16, 4096, 64), (4, 16, 4096, 128), (1, 16, 16384, 128)]
 PAIRS = [("rbf", "softmax"), ("rbf_causal", "causal")]
 KEY_TERMS = ["threads", "bulk", "global"]
 LAUNCHES_PER_ROUND = 10
@@ -75,10 +76,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--shapes", default="",
-                    help="comma-separated BxHxNxD (default: the forward benchmark's)")
+                    help="comma-separated BxHxNxD or BxH/KVxNxD (default: the "
+                         "forward benchmark's)")
     args = ap.parse_args()
-    shapes = [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",")
-              if s] or SHAPES
+    shapes = parse_shapes(args.shapes)
     if not torch.cuda.is_available():
         print("no CUDA device: run this on the GPU machine", file=sys.stderr)
         return 2
@@ -86,9 +87,10 @@ def main():
     workdir = tempfile.mkdtemp(prefix="rbfc-key-terms-")
     torch.manual_seed(0)
     rows = []
-    for (B, H, N, D) in shapes:
-        q, k, v = (torch.randn(B, H, N, D, device="cuda", dtype=torch.bfloat16)
-                   for _ in range(3))
+    for (B, H, KV, N, D) in shapes:
+        q = torch.randn(B, H, N, D, device="cuda", dtype=torch.bfloat16)
+        k, v = (torch.randn(B, KV, N, D, device="cuda", dtype=torch.bfloat16)
+                for _ in range(2))
         for rbf_spec, dot_spec in PAIRS:
             def compile_kernel(spec, plan=None):
                 # A directory each: the image and descriptor are named by spec.
@@ -107,7 +109,8 @@ def main():
             ref = outputs[KEY_TERMS[0]].float()
             dot = times["dot"]["main"]
             for name, kern in kernels.items():
-                row = dict(B=B, H=H, N=N, D=D, spec=dot_spec if name == "dot" else rbf_spec,
+                row = dict(B=B, H=H, KV=KV, N=N, D=D,
+                           spec=dot_spec if name == "dot" else rbf_spec,
                            key_terms=None if name == "dot" else name,
                            default=name != "dot" and kern.info["plan"] == default.info["plan"],
                            plan=kern.info["plan"], main_us=round(times[name]["main"], 1),
@@ -128,9 +131,7 @@ def main():
                   timing=f"CUPTI (torch.profiler) per-kernel medians over {args.rounds} "
                          f"rounds of {LAUNCHES_PER_ROUND} launches, kernels interleaved",
                   rows=rows)
-    suffix = "" if shapes == SHAPES else "-" + "-".join(f"d{d}" for d in
-                                                       sorted({s[3] for s in shapes}))
-    write_result(result, "key-terms" + suffix)
+    write_result(result, "key-terms" + result_suffix(shapes))
     print_table(rows)
     return 0
 
@@ -142,15 +143,15 @@ def print_table(rows):
     for r in rows:
         if r["key_terms"] is not None:
             continue
-        shape = (r["B"], r["H"], r["N"], r["D"])
+        shape = shape_of(r)
         cells = []
         for kt in KEY_TERMS:
-            v = next(x for x in rows if (x["B"], x["H"], x["N"], x["D"]) == shape
+            v = next(x for x in rows if shape_of(x) == shape
                      and x["key_terms"] == kt and x["spec"] != r["spec"]
                      and (x["spec"] == "rbf_causal") == (r["spec"] == "causal"))
             mark = "*" if v["default"] else " "
             cells.append(f"{v['main_over_dot']:.3f}/{v['total_over_dot']:.3f}{mark}")
-        print(f"{'x'.join(map(str, shape)):22s} {r['spec']:11s} " +
+        print(f"{shape_label(shape):22s} {r['spec']:11s} " +
               " ".join(f"{c:>15s}" for c in cells) + f"  {r['main_us']:7.1f}")
 
 

@@ -1,0 +1,34 @@
+"""Problem shapes of the benchmark scripts: (B, H, KV heads, N, D)."""
+
+# The forward benchmark's shapes (the issue's): multi-head, bf16.
+SHAPES = [(4, 16, 16, 4096, 64), (4, 16, 16, 4096, 128), (1, 16, 16, 16384, 128)]
+
+
+def parse_shape(text):
+    """BxHxNxD, or BxH/KVxNxD with KV key/value heads: (B, H, KV, N, D)."""
+    b, h, n, d = text.split("x")
+    h, _, kv = h.partition("/")
+    return int(b), int(h), int(kv or h), int(n), int(d)
+
+
+def parse_shapes(text):
+    """A comma-separated list of parse_shape's; SHAPES when empty."""
+    return [parse_shape(s) for s in text.split(",") if s] or SHAPES
+
+
+def shape_of(row):
+    """(B, H, KV, N, D) of a result row (rows before KV existed have none)."""
+    return row["B"], row["H"], row.get("KV", row["H"]), row["N"], row["D"]
+
+
+def shape_label(shape):
+    B, H, KV, N, D = shape
+    return f"{B}x{H}{'' if KV == H else f'/{KV}'}x{N}x{D}"
+
+
+def result_suffix(shapes):
+    """'' for SHAPES, else the shapes, so other runs do not replace the main
+    result file."""
+    if shapes == SHAPES:
+        return ""
+    return "-" + "-".join(shape_label(s).replace("/", "-") for s in shapes)
