@@ -302,9 +302,11 @@ private:
                      Value length, int64_t rows, bool bounded);
   /// Starts the cp.async of K/V tile `tile` into its ring buffer when the
   /// tile is in the loop's range.
-  void issueKeyValueCopy(Value tile);
+  /// `termOffsets`, when given, are the workspace offsets of the tile's
+  /// first key term per plane (else formed from the tile index).
+  void issueKeyValueCopy(Value tile, ArrayRef<Value> termOffsets = {});
   /// Starts the copy of tile `tile`'s key terms into its ring stage.
-  void issueKeyTermsCopy(Value tile, Value kvLo);
+  void issueKeyTermsCopy(Value tile, Value kvLo, ArrayRef<Value> termOffsets);
   /// Bulk copies: thread 0 initialises the ring stages' barriers; a block
   /// barrier must follow before any thread waits on them.
   void createKeyTermBarriers();
@@ -544,7 +546,8 @@ void FlashKernelBuilder::issueTileCopy(Value shared, Value sharedBase,
   }
 }
 
-void FlashKernelBuilder::issueKeyValueCopy(Value tile) {
+void FlashKernelBuilder::issueKeyValueCopy(Value tile,
+                                           ArrayRef<Value> termOffsets) {
   auto exists = scf::IfOp::create(
       b, TypeRange{}, cmp(arith::CmpIPredicate::slt, tile, endTile), false);
   OpBuilder::InsertionGuard guard(b);
@@ -567,10 +570,15 @@ void FlashKernelBuilder::issueKeyValueCopy(Value tile) {
   if (!keyTermPlanes() || config.keyTerms == KeyTermSource::Global)
     return;
   b.setInsertionPointAfter(bounds);
-  issueKeyTermsCopy(tile, kvLo);
+  issueKeyTermsCopy(tile, kvLo, termOffsets);
 }
 
-void FlashKernelBuilder::issueKeyTermsCopy(Value tile, Value kvLo) {
+void FlashKernelBuilder::issueKeyTermsCopy(Value tile, Value kvLo,
+                                           ArrayRef<Value> termOffsets) {
+  auto rowStart = [&](int64_t plane) {
+    return termOffsets.empty() ? add(keyTermRows[plane], kvLo)
+                               : termOffsets[plane];
+  };
   // The tile's per-key terms: tile_n floats per plane, which the padded
   // workspace rows always hold.
   int64_t planeBytes = config.tileN * 4;
@@ -604,8 +612,8 @@ void FlashKernelBuilder::issueKeyTermsCopy(Value tile, Value kvLo) {
           LLVM::AddrSpaceCastOp::create(b, clusterPointer,
                                         elementPointer(shared, first))
               .getResult(),
-          elementPointer(args.workspace, add(keyTermRows[plane], kvLo)),
-          barrier, i32(planeBytes), Value(), Value());
+          elementPointer(args.workspace, rowStart(plane)), barrier,
+          i32(planeBytes), Value(), Value());
     return;
   }
   int64_t chunks = planeBytes / 16;
@@ -615,12 +623,12 @@ void FlashKernelBuilder::issueKeyTermsCopy(Value tile, Value kvLo) {
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPointToStart(copier.thenBlock());
   Value target = add(mul(threadId, 4), first);
-  Value source = add(kvLo, mul(threadId, 4));
+  Value part = mul(threadId, 4);
   auto tokenType = nvgpu::DeviceAsyncTokenType::get(b.getContext());
   for (auto [shared, plane] : planes)
     nvgpu::DeviceAsyncCopyOp::create(
         b, tokenType, shared, ValueRange{target}, args.workspace,
-        ValueRange{add(keyTermRows[plane], source)}, b.getIndexAttr(4), Value(),
+        ValueRange{add(rowStart(plane), part)}, b.getIndexAttr(4), Value(),
         b.getUnitAttr());
 }
 
@@ -1610,13 +1618,15 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
   SmallVector<Value> init(outputValues, f32(0.0));
   init.append(rows, negInf);
   init.append(rows, f32(0.0));
-  // With key_terms = global the loop also carries each plane's workspace
-  // offset of the tile's first term. Formed from the tile index instead,
-  // the address took the head_dim 64 RBF kernel from 0.99x to 1.04x the dot
-  // kernel's time once the workspace row depended on the kv head (a
-  // division): ptxas placed the loop's registers differently.
+  // With per-thread key terms (global loads, threads' copies) the loop
+  // also carries each plane's workspace offset of the tile's first term.
+  // Formed from the tile index instead, the address took the head_dim 64
+  // RBF kernel (global) from 0.99x to 1.04x the dot kernel's time once the
+  // workspace row depended on the kv head (a division): ptxas placed the
+  // loop's registers differently. (Bulk copies' addresses are uniform.)
   bool globalKeyTerms = config.keyTerms == KeyTermSource::Global;
-  if (globalKeyTerms)
+  bool carriedKeyTerms = config.keyTerms != KeyTermSource::Bulk;
+  if (carriedKeyTerms)
     for (Value row : keyTermRows)
       init.push_back(add(row, mul(firstTile, config.tileN)));
   auto loop = scf::ForOp::create(b, firstTile, endTile, index(1), init);
@@ -1626,14 +1636,17 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
     Value tile = loop.getInductionVar();
     ValueRange state = loop.getRegionIterArgs();
     SmallVector<Value> termOffsets;
-    if (globalKeyTerms) {
+    if (carriedKeyTerms) {
       termOffsets.assign(state.take_back(keyTermPlanes()).begin(),
                          state.take_back(keyTermPlanes()).end());
       state = state.drop_back(keyTermPlanes());
     }
     NVVM::CpAsyncWaitGroupOp::create(b, config.stages - 2);
     gpu::BarrierOp::create(b);
-    issueKeyValueCopy(add(tile, config.stages - 1));
+    SmallVector<Value> copyOffsets;
+    for (Value offset : termOffsets)
+      copyOffsets.push_back(add(offset, (config.stages - 1) * config.tileN));
+    issueKeyValueCopy(add(tile, config.stages - 1), copyOffsets);
     NVVM::CpAsyncCommitGroupOp::create(b);
     Value buffer = ringBuffer(tile);
     Value kvLo = mul(tile, config.tileN);
