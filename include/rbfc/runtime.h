@@ -139,7 +139,9 @@ RBFC_RUNTIME_API rbfc_status rbfc_launch(
     size_t num_captures, void *stream);
 
 /* The bytes of device workspace a launch with these q and k needs: 0 for a
- * kernel without key terms. Reads q's batch and heads and k's kv_len. */
+ * kernel without key terms. Reads q's batch and heads and k's kv_heads and
+ * kv_len (terms that do not depend on the query head take one row per kv
+ * head, docs/abi.md). */
 RBFC_RUNTIME_API rbfc_status rbfc_workspace_bytes(const rbfc_module *module,
                                                   const rbfc_tensor *q,
                                                   const rbfc_tensor *k,
