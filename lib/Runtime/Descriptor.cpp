@@ -74,9 +74,9 @@ public:
     return ok;
   }
 
-  bool boolean(const std::string &key, bool &out) {
+  bool boolean(const std::string &key, bool &out, bool required = true) {
     bool ok = true;
-    if (const JsonValue *v = get(key, JsonValue::Kind::Bool, true, ok))
+    if (const JsonValue *v = get(key, JsonValue::Kind::Bool, required, ok))
       out = v->boolean;
     return ok;
   }
@@ -153,6 +153,9 @@ bool parseKeyTerms(const JsonValue &root, std::optional<KeyTermsDesc> &out,
     return fields.fail("heads",
                        "is \"" + heads + "\"; expected \"q\" or \"kv\"");
   keyTerms.perKvHead = heads == "kv";
+  if (!fields.boolean("programmatic_launch", keyTerms.programmaticLaunch,
+                      /*required=*/false))
+    return false;
   if (keyTerms.block % 32 != 0)
     return fields.fail("block", "is " + std::to_string(keyTerms.block) +
                                     "; it must be a multiple of 32 (whole "

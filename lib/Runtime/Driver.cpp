@@ -72,6 +72,8 @@ bool openDriver(const char *library, Driver &driver, std::string &error) {
       dlsym(handle, "cuMemAllocAsync"));
   driver.memFreeAsync = reinterpret_cast<decltype(driver.memFreeAsync)>(
       dlsym(handle, "cuMemFreeAsync"));
+  driver.launchKernelEx = reinterpret_cast<decltype(driver.launchKernelEx)>(
+      dlsym(handle, "cuLaunchKernelEx"));
   return true;
 }
 

@@ -102,8 +102,9 @@ rbfc_status loadModule(const void *image, size_t imageSize,
   // PTX must reach the driver NUL-terminated; a cubin is an ELF file.
   std::string ptx;
   const void *data = image;
-  bool isCubin = imageSize >= 4 && std::memcmp(image, "\x7f"
-                                                      "ELF",
+  bool isCubin = imageSize >= 4 && std::memcmp(image,
+                                               "\x7f"
+                                               "ELF",
                                                4) == 0;
   if (!isCubin) {
     ptx.assign(static_cast<const char *>(image), imageSize);
@@ -116,8 +117,8 @@ rbfc_status loadModule(const void *image, size_t imageSize,
   CUresult result =
       driver->moduleLoadDataEx(&module->module, data, 2, options, values);
   if (result != CUDA_SUCCESS) {
-    std::string message = describeCudaError(*driver, "cuModuleLoadDataEx",
-                                            result);
+    std::string message =
+        describeCudaError(*driver, "cuModuleLoadDataEx", result);
     if (log[0])
       message += "\n" + std::string(log);
     return fail(RBFC_ERROR_CUDA, message);
@@ -172,23 +173,48 @@ rbfc_status loadModule(const void *image, size_t imageSize,
   return RBFC_OK;
 }
 
+/// Launches `function`; with `programmatic` (and a driver that has
+/// cuLaunchKernelEx) it may start before the previous kernel on `stream`
+/// ends, which the kernel must wait for itself (griddepcontrol.wait).
 rbfc_status launchFunction(const Driver &driver, CUfunction function,
                            const std::string &entry, const uint32_t (&grid)[3],
                            const uint32_t (&block)[3],
                            uint32_t sharedMemoryBytes, CUstream stream,
-                           std::vector<void *> &arguments) {
-  CUresult result = driver.launchKernel(
-      function, grid[0], grid[1], grid[2], block[0], block[1], block[2],
-      sharedMemoryBytes, stream, arguments.data(), nullptr);
+                           std::vector<void *> &arguments, bool programmatic) {
+  CUresult result;
+  const char *call = "cuLaunchKernel";
+  if (programmatic && driver.launchKernelEx) {
+    CUlaunchAttribute attribute{};
+    attribute.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+    attribute.value.programmaticStreamSerializationAllowed = 1;
+    CUlaunchConfig config{};
+    config.gridDimX = grid[0];
+    config.gridDimY = grid[1];
+    config.gridDimZ = grid[2];
+    config.blockDimX = block[0];
+    config.blockDimY = block[1];
+    config.blockDimZ = block[2];
+    config.sharedMemBytes = sharedMemoryBytes;
+    config.hStream = stream;
+    config.attrs = &attribute;
+    config.numAttrs = 1;
+    call = "cuLaunchKernelEx";
+    result =
+        driver.launchKernelEx(&config, function, arguments.data(), nullptr);
+  } else {
+    result = driver.launchKernel(function, grid[0], grid[1], grid[2], block[0],
+                                 block[1], block[2], sharedMemoryBytes, stream,
+                                 arguments.data(), nullptr);
+  }
   if (result == CUDA_SUCCESS)
     return RBFC_OK;
-  return fail(RBFC_ERROR_CUDA,
-              describeCudaError(driver, "cuLaunchKernel", result) + " (" +
-                  entry + ", grid " + std::to_string(grid[0]) + "x" +
-                  std::to_string(grid[1]) + "x" + std::to_string(grid[2]) +
-                  ", block " + std::to_string(block[0]) + ", " +
-                  std::to_string(sharedMemoryBytes) +
-                  " bytes of shared memory)");
+  return fail(RBFC_ERROR_CUDA, describeCudaError(driver, call, result) + " (" +
+                                   entry + ", grid " + std::to_string(grid[0]) +
+                                   "x" + std::to_string(grid[1]) + "x" +
+                                   std::to_string(grid[2]) + ", block " +
+                                   std::to_string(block[0]) + ", " +
+                                   std::to_string(sharedMemoryBytes) +
+                                   " bytes of shared memory)");
 }
 
 /// Who provides the workspace of a kernel with key terms.
@@ -255,11 +281,12 @@ rbfc_status launch(const rbfc_module *module, const LaunchArgs &args,
   if (status == RBFC_OK && d.keyTerms)
     status = launchFunction(driver, module->prologue, d.keyTerms->entry,
                             config.prologueGrid, config.prologueBlock, 0,
-                            cuStream, arguments);
+                            cuStream, arguments, /*programmatic=*/false);
   if (status == RBFC_OK)
-    status = launchFunction(driver, module->function, d.entry, config.grid,
-                            config.block, config.sharedMemoryBytes, cuStream,
-                            arguments);
+    status =
+        launchFunction(driver, module->function, d.entry, config.grid,
+                       config.block, config.sharedMemoryBytes, cuStream,
+                       arguments, d.keyTerms && d.keyTerms->programmaticLaunch);
   if (owned) {
     result = driver.memFreeAsync(owned, cuStream);
     if (result != CUDA_SUCCESS && status == RBFC_OK)

@@ -180,7 +180,18 @@ TEST(RuntimeDescriptor, ReadsKeyTerms) {
   EXPECT_EQ(d.keyTerms->keysPerBlock, 32);
   EXPECT_EQ(d.keyTerms->terms, 1);
   EXPECT_EQ(d.keyTerms->rowMultiple, 64);
+  EXPECT_FALSE(d.keyTerms->perKvHead);
+  // programmatic_launch is optional: absent, the kernel launches in plain
+  // stream order.
+  EXPECT_FALSE(d.keyTerms->programmaticLaunch);
   EXPECT_EQ(d.entry, "rbf_fwd");
+
+  std::string terms = kKeyTerms, heads = "\"heads\": \"q\"";
+  terms.replace(terms.find(heads), heads.size(),
+                "\"heads\": \"kv\", \"programmatic_launch\": true");
+  ASSERT_TRUE(parseDescriptor(withKeyTerms(terms), d, error)) << error;
+  EXPECT_TRUE(d.keyTerms->perKvHead);
+  EXPECT_TRUE(d.keyTerms->programmaticLaunch);
 
   // null is the same as absent; a reused Descriptor forgets old key terms.
   ASSERT_TRUE(parseDescriptor(withKeyTerms("null"), d, error)) << error;
@@ -323,6 +334,8 @@ TEST(RuntimeDescriptor, NamesWhatIsWrongInKeyTerms) {
        "\"key_terms.heads\" is \"k\"; expected \"q\" or \"kv\""},
       {"\"heads\": \"q\"", "\"heads\": 1",
        "\"key_terms.heads\" must be a string, not a number"},
+      {"\"heads\": \"q\"", "\"heads\": \"q\", \"programmatic_launch\": 1",
+       "\"key_terms.programmatic_launch\" must be a boolean, not a number"},
   };
   for (const Case &c : cases)
     EXPECT_NE(keyTermsError(c.from, c.to).find(c.message), std::string::npos)

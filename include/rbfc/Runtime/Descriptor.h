@@ -42,6 +42,9 @@ struct KeyTermsDesc {
   int terms = 0;          // f32 planes in the workspace, 1 or 2
   int rowMultiple = 0;    // each (batch, head) row is kv_len rounded up to this
   bool perKvHead = false; // rows per (batch, kv head), not per query head
+  // The main kernel waits for the prologue itself (griddepcontrol.wait):
+  // it may be launched before the prologue ends.
+  bool programmaticLaunch = false;
 };
 
 struct Descriptor {

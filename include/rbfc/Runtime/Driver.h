@@ -41,6 +41,10 @@ struct Driver {
   // else: these are null when the driver lacks them.
   CUresult (*memAllocAsync)(CUdeviceptr *, size_t, CUstream);
   CUresult (*memFreeAsync)(CUdeviceptr, CUstream);
+  // CUDA 12: launch attributes (programmatic dependent launch); without it
+  // kernels launch in plain stream order.
+  CUresult (*launchKernelEx)(const CUlaunchConfig *, CUfunction, void **,
+                             void **);
 };
 
 /// Opens `library` and resolves every entry point. On failure returns false

@@ -84,6 +84,10 @@ struct KernelConfig {
   KeyTermSource keyTerms;
   /// Resident blocks per multiprocessor to compile for (0: no hint).
   int64_t blocksPerSM;
+  /// sm_90 and later: the key-terms prologue lets the flash kernel launch
+  /// before it ends (programmatic dependent launch), and the flash kernel
+  /// waits for it only before its first read of the workspace.
+  bool programmaticLaunch;
 
   int64_t threads() const { return warps * kThreadsPerWarp; }
   /// m16 atoms per warp: every K/V fragment a warp loads feeds this many
@@ -1434,6 +1438,11 @@ LogicalResult FlashKernelBuilder::buildKeyTermsKernel(gpu::GPUModuleOp module,
                                                       StringRef name) {
   OpBuilder::InsertionGuard guard(b);
   declareKernel(module, name, /*keyTermsPrologue=*/true);
+  // The flash kernel may start as soon as every prologue block has: it
+  // loads Q while the prologue runs and waits before reading the terms.
+  if (config.programmaticLaunch)
+    NVVM::GriddepcontrolOp::create(b,
+                                   NVVM::GridDepActionKind::launch_dependents);
   // Block x covers keyTermKeysPerBlock keys in runs of one key per
   // threadsPerKey adjacent lanes. All of a thread's loads are issued before
   // any sum is used (keys past kv_len read the last key instead).
@@ -1574,6 +1583,12 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
   issueTileCopy(sharedQuery, index(0), args.q, qBase, args.qStrides[2], qLo,
                 args.qLen, config.tileM, /*bounded=*/true);
   NVVM::CpAsyncCommitGroupOp::create(b);
+  // Launched early (programmatic dependent launch), the kernel waits here
+  // for the key-terms prologue to end and its workspace writes to show,
+  // before the first copy or load of the terms. Launched in plain stream
+  // order it does not wait.
+  if (keyTermPlanes() && config.programmaticLaunch)
+    NVVM::GriddepcontrolOp::create(b, NVVM::GridDepActionKind::wait);
   for (int64_t stage = 0; stage + 1 < config.stages; ++stage) {
     issueKeyValueCopy(add(firstTile, stage));
     NVVM::CpAsyncCommitGroupOp::create(b);
@@ -1840,6 +1855,8 @@ DictionaryAttr FlashKernelBuilder::describe(StringRef entry,
             b.getNamedAttr("row_multiple", b.getI64IntegerAttr(config.tileN)),
             b.getNamedAttr("heads",
                            b.getStringAttr(keyTermsPerKvHead ? "kv" : "q")),
+            b.getNamedAttr("programmatic_launch",
+                           b.getBoolAttr(config.programmaticLaunch)),
         })));
   return b.getDictionaryAttr(fields);
 }
@@ -1886,6 +1903,16 @@ LogicalResult rbfc::verifyMmaSyncPlan(attn::AttentionOp op,
   return success();
 }
 
+/// 90 for "sm_90a", 80 for "sm_80".
+static int archVersion(attn::PlanAttr plan) {
+  int version = 0;
+  plan.getArch()
+      .drop_front(3)
+      .take_while(llvm::isDigit)
+      .getAsInteger(10, version);
+  return version;
+}
+
 static KeyTermSource keyTermSource(attn::PlanAttr plan) {
   return llvm::StringSwitch<KeyTermSource>(plan.getKeyTerms())
       .Case("bulk", KeyTermSource::Bulk)
@@ -1907,7 +1934,7 @@ FailureOr<gpu::GPUFuncOp> rbfc::buildFlashKernel(attn::AttentionOp op,
                       plan->getStages(),       queryType.getElementType(),
                       op.isSoftmax(),          op.getLog2Domain(),
                       op.getLse() != nullptr,  keyTermSource(*plan),
-                      plan->getBlocksPerSm()};
+                      plan->getBlocksPerSm(),  archVersion(*plan) >= 90};
   ImplicitLocOpBuilder b(op.getLoc(), op.getContext());
   FlashKernelBuilder builder(op, config, b);
   LLVM_DEBUG(llvm::dbgs() << "building " << name << " with " << *plan << "\n");
