@@ -311,8 +311,10 @@ class Kernel:
             stream = torch.cuda.current_stream(device).cuda_stream
             _check(lib.rbfc_launch_with_workspace(handle, *args, ctypes.c_void_p(stream)))
 
-        # The device memory the packed pointers name must outlive the launcher.
+        # The device memory the packed pointers name, and the module whose
+        # functions it launches, must outlive the launcher.
         launch.tensors = (q, k, v, o, lse_t, captures, workspace)
+        launch.kernel = self
         return launch, o, lse_t
 
     def __call__(self, q, k, v, params=None, captures=(), lse=False, out=None,

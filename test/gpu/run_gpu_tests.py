@@ -13,6 +13,7 @@ memcheck.
 Prints a table; exits non-zero on any failure. docs/gpu-testing.md explains it.
 """
 import argparse
+import gc
 import glob
 import math
 import os
@@ -324,6 +325,21 @@ def run_fixture(results, workdir, g):
         results.add("abi_fixture", "bf16", 64, True, shape, err, lse_err, problem)
 
 
+def run_launcher_lifetime(results, workdir, g):
+    """A launcher keeps its Kernel's module loaded when the Kernel itself is
+    dropped (the Python wrapper, not the kernels, is under test)."""
+    B, H, Hkv, N, D = 1, 2, 1, 100, 64
+    q, k, v, o, buf = make_inputs(B, H, Hkv, N, N, D, torch.bfloat16, "bhnd", 1.0, g)
+    launch, _, _ = compile_kernel("rbf", D, "bf16", False, workdir).launcher(q, k, v, out=o)
+    gc.collect()
+    launch()
+    torch.cuda.synchronize()
+    ref, _ = reference("rbf", q, k, v, {}, {}, "softmax")
+    err, lse_err, problem = check(o, buf, None, ref, None, "bf16", D)
+    results.add("launcher", "bf16", D, False, f"{B}x{H}/{Hkv}x{N}x{N} bhnd", err, lse_err,
+                problem)
+
+
 def sanitize(args, workdir):
     """One small case per kernel and head dim under compute-sanitizer memcheck."""
     tool = shutil.which("compute-sanitizer") or next(
@@ -404,6 +420,10 @@ def main():
         run_fixture(results, workdir, g)
     except (RbfcError, subprocess.CalledProcessError) as e:
         results.add("abi_fixture", "bf16", 64, True, "-", None, None, f"error: {e}")
+    try:
+        run_launcher_lifetime(results, workdir, g)
+    except RbfcError as e:
+        results.add("launcher", "bf16", 64, False, "-", None, None, f"error: {e}")
 
     shapes = QUICK_SHAPES if args.quick else FULL_SHAPES
     configs = []  # (spec, dtype, D, lse)
