@@ -32,7 +32,7 @@ from rbfc.runtime import compile_spec  # noqa: E402
 from results_file import write_result  # noqa: E402
 from shapes import parse_shapes, shape_label  # noqa: E402
 
-DEFAULT_SHAPES = "4x16x4096x64,4x16x4096x128,1x16x16384x128,2x16x1024x64,1x8x512x128"
+DEFAULT_SHAPES = "4x16x4096x64,4x16x4096x128,1x16x16384x128,2x16x1024x64,1x16x1024x128,1x8x512x128"
 SAMPLES, LAUNCHES = 15, 20
 
 

@@ -169,6 +169,22 @@ rbfc_status loadModule(const void *image, size_t imageSize,
       return fail(RBFC_ERROR_CUDA, message + ")");
     }
   }
+  // A main kernel launched while its prologue still runs (programmatic
+  // launch) can only share a multiprocessor with prologue blocks when both
+  // ask for the same split of L1 and shared memory: the prologue asks for
+  // the main kernel's (as much shared memory as it can get).
+  if (d.keyTerms && d.keyTerms->programmaticLaunch)
+    for (CUfunction function : {raw->function, raw->prologue})
+      if ((result = driver->funcSetAttribute(
+               function, CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
+               CU_SHAREDMEM_CARVEOUT_MAX_SHARED)) != CUDA_SUCCESS) {
+        rbfc_module_destroy(raw);
+        return fail(RBFC_ERROR_CUDA,
+                    describeCudaError(
+                        *driver,
+                        "cuFuncSetAttribute(PREFERRED_SHARED_MEMORY_CARVEOUT)",
+                        result));
+      }
   *out = raw;
   return RBFC_OK;
 }
