@@ -626,8 +626,8 @@ void FlashKernelBuilder::issueKeyTermsCopy(Value tile, Value kvLo,
       false);
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPointToStart(copier.thenBlock());
-  Value target = add(mul(threadId, 4), first);
   Value part = mul(threadId, 4);
+  Value target = add(part, first);
   auto tokenType = nvgpu::DeviceAsyncTokenType::get(b.getContext());
   for (auto [shared, plane] : planes)
     nvgpu::DeviceAsyncCopyOp::create(
@@ -1863,6 +1863,16 @@ DictionaryAttr FlashKernelBuilder::describe(StringRef entry,
 
 } // namespace
 
+/// 90 for "sm_90a", 80 for "sm_80".
+static int archVersion(attn::PlanAttr plan) {
+  int version = 0;
+  plan.getArch()
+      .drop_front(3)
+      .take_while(llvm::isDigit)
+      .getAsInteger(10, version);
+  return version;
+}
+
 LogicalResult rbfc::verifyMmaSyncPlan(attn::AttentionOp op,
                                       attn::PlanAttr plan) {
   auto queryType = cast<RankedTensorType>(op.getQuery().getType());
@@ -1898,19 +1908,9 @@ LogicalResult rbfc::verifyMmaSyncPlan(attn::AttentionOp op,
     return fail("a key row must split evenly over the threads that share it");
   if (plan.getStages() < 2)
     return fail("stages must be at least 2");
-  if (plan.getKeyTerms() == "bulk" && !plan.getArch().starts_with("sm_90"))
+  if (plan.getKeyTerms() == "bulk" && archVersion(plan) < 90)
     return fail("key_terms = \"bulk\" needs sm_90 (cp.async.bulk)");
   return success();
-}
-
-/// 90 for "sm_90a", 80 for "sm_80".
-static int archVersion(attn::PlanAttr plan) {
-  int version = 0;
-  plan.getArch()
-      .drop_front(3)
-      .take_while(llvm::isDigit)
-      .getAsInteger(10, version);
-  return version;
 }
 
 static KeyTermSource keyTermSource(attn::PlanAttr plan) {
