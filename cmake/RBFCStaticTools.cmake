@@ -88,9 +88,6 @@ set(RBFC_MLIR_LIBS
   MLIRNVVMTarget
   MLIRTargetLLVM
   MLIRToLLVMIRTranslationRegistration
-  MLIRRegisterAllDialects
-  MLIRRegisterAllExtensions
-  MLIRRegisterAllPasses
   MLIRExecutionEngine
   MLIRExecutionEngineUtils
   MLIRParser
