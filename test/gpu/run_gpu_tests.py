@@ -35,6 +35,11 @@ DEV = "cuda"
 TORCH_DTYPES = {"bf16": torch.bfloat16, "f16": torch.float16}
 # max|o - ref| / max|ref| per (batch, head); bf16 keeps 8 bits of mantissa.
 TOLERANCE = {"bf16": 1e-2, "f16": 5e-3}
+# The kernel's row sums add the weights P*V uses, rounded to the element
+# type: when one key dominates a row, its rounding (at most 2^-8 relative
+# in bf16, 2^-11 in f16) reaches the lse as up to ln(1 + 2^-8) = 3.9e-3
+# (bf16) or 4.9e-4 (f16), on top of f32 rounding of the scores.
+LSE_TOLERANCE = {"bf16": 5e-3, "f16": 1e-3}
 NEG_INF = float("-inf")
 
 # --------------------------------------------------------------------------
@@ -248,8 +253,8 @@ def check(o, buf, lse, ref, ref_lse, dtype, D):
     problem = None
     if not math.isfinite(err) or err > TOLERANCE[dtype]:
         problem = f"error {err:.2e} > {TOLERANCE[dtype]:.0e}"
-    elif lse_err is not None and lse_err > 2e-3:
-        problem = f"lse error {lse_err:.2e} > 2e-03"
+    elif lse_err is not None and lse_err > LSE_TOLERANCE[dtype]:
+        problem = f"lse error {lse_err:.2e} > {LSE_TOLERANCE[dtype]:.0e}"
     return err, lse_err, problem
 
 
