@@ -51,7 +51,7 @@ attn::PlanAttr defaultPlan(attn::AttentionOp op, StringRef arch) {
   // per tile holds no per-thread registers. Under masks the barrier wait
   // every tile costs more than it frees there, so per-thread copies stay.
   StringRef keyTerms = "threads";
-  if (arch.starts_with("sm_90") && !op.getKeyBias().empty()) {
+  if (archVersion(arch) >= 90 && !op.getKeyBias().empty()) {
     if (headDim == 64)
       keyTerms = "global";
     else if (headDim == 128 && op.getMask().empty())

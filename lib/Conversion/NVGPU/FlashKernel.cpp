@@ -1863,13 +1863,10 @@ DictionaryAttr FlashKernelBuilder::describe(StringRef entry,
 
 } // namespace
 
-/// 90 for "sm_90a", 80 for "sm_80".
-static int archVersion(attn::PlanAttr plan) {
+int rbfc::archVersion(StringRef arch) {
   int version = 0;
-  plan.getArch()
-      .drop_front(3)
-      .take_while(llvm::isDigit)
-      .getAsInteger(10, version);
+  if (arch.consume_front("sm_"))
+    arch.take_while(llvm::isDigit).getAsInteger(10, version);
   return version;
 }
 
@@ -1908,7 +1905,7 @@ LogicalResult rbfc::verifyMmaSyncPlan(attn::AttentionOp op,
     return fail("a key row must split evenly over the threads that share it");
   if (plan.getStages() < 2)
     return fail("stages must be at least 2");
-  if (plan.getKeyTerms() == "bulk" && archVersion(plan) < 90)
+  if (plan.getKeyTerms() == "bulk" && archVersion(plan.getArch()) < 90)
     return fail("key_terms = \"bulk\" needs sm_90 (cp.async.bulk)");
   return success();
 }
@@ -1929,12 +1926,13 @@ FailureOr<gpu::GPUFuncOp> rbfc::buildFlashKernel(attn::AttentionOp op,
   if (failed(verifyMmaSyncPlan(op, *plan)))
     return failure();
   auto queryType = cast<RankedTensorType>(op.getQuery().getType());
-  KernelConfig config{queryType.getDimSize(3), plan->getTileM(),
-                      plan->getTileN(),        plan->getWarps(),
-                      plan->getStages(),       queryType.getElementType(),
-                      op.isSoftmax(),          op.getLog2Domain(),
-                      op.getLse() != nullptr,  keyTermSource(*plan),
-                      plan->getBlocksPerSm(),  archVersion(*plan) >= 90};
+  KernelConfig config{
+      queryType.getDimSize(3), plan->getTileM(),
+      plan->getTileN(),        plan->getWarps(),
+      plan->getStages(),       queryType.getElementType(),
+      op.isSoftmax(),          op.getLog2Domain(),
+      op.getLse() != nullptr,  keyTermSource(*plan),
+      plan->getBlocksPerSm(),  archVersion(plan->getArch()) >= 90};
   ImplicitLocOpBuilder b(op.getLoc(), op.getContext());
   FlashKernelBuilder builder(op, config, b);
   LLVM_DEBUG(llvm::dbgs() << "building " << name << " with " << *plan << "\n");

@@ -20,6 +20,10 @@ namespace rbfc {
 /// descriptor of docs/abi.md.
 inline constexpr llvm::StringLiteral kDescriptorAttrName = "rbfc.descriptor";
 
+/// The compute capability an "sm_NN[a]" target names (90 for "sm_90a"),
+/// 0 for anything else: the kernel's sm_90 features key on it.
+int archVersion(llvm::StringRef arch);
+
 /// Checks that `plan` can be built for `op` by the mma.sync kernel; the
 /// diagnostic says which constraint fails.
 mlir::LogicalResult verifyMmaSyncPlan(attn::AttentionOp op,
