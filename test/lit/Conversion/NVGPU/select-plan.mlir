@@ -98,9 +98,9 @@ func.func @rbf_d64(%arg0: tensor<?x?x?x64xbf16>, %arg1: tensor<?x?x?x64xbf16>, %
 
 // -----
 
-// Under a mask they stay per-thread copies.
+// Under a mask the lanes load them from the workspace, for 32-key tiles.
 // CHECK-LABEL: func.func @rbf_causal_d128
-// CHECK: tile_m = 128, tile_n = 64, warps = 4, stages = 2>
+// CHECK: tile_m = 128, tile_n = 32, warps = 4, stages = 2, key_terms = "global">
 func.func @rbf_causal_d128(%arg0: tensor<?x?x?x128xbf16>, %arg1: tensor<?x?x?x128xbf16>, %arg2: tensor<?x?x?x128xbf16>, %arg3: f32) -> tensor<?x?x?x128xbf16> {
   %0 = attn.attention softmax %arg0, %arg1, %arg2 params(%arg3 : f32) {capture_names = [], log2_domain, param_defaults = [0.0883883461 : f32], param_names = ["gamma"]} : tensor<?x?x?x128xbf16>, tensor<?x?x?x128xbf16>, tensor<?x?x?x128xbf16> -> tensor<?x?x?x128xbf16> score {
   ^bb0(%b: index, %h: index, %q_idx: index, %kv_idx: index, %gamma: f32):
