@@ -1583,11 +1583,15 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
   issueTileCopy(sharedQuery, index(0), args.q, qBase, args.qStrides[2], qLo,
                 args.qLen, config.tileM, /*bounded=*/true);
   NVVM::CpAsyncCommitGroupOp::create(b);
-  // Launched early (programmatic dependent launch), the kernel waits here
-  // for the key-terms prologue to end and its workspace writes to show,
-  // before the first copy or load of the terms. Launched in plain stream
-  // order it does not wait.
-  if (keyTermPlanes() && config.programmaticLaunch)
+  // Launched early (programmatic dependent launch), the kernel waits for
+  // the key-terms prologue to end and its workspace writes to show before
+  // the first copy or load of the terms: before the first K/V copies when
+  // those copy terms, else as the loop starts, so that Q and the first K/V
+  // tiles load while the prologue ends. Launched in plain stream order it
+  // does not wait.
+  bool waitsForKeyTerms = keyTermPlanes() && config.programmaticLaunch;
+  bool termsLoadInLoop = config.keyTerms == KeyTermSource::Global;
+  if (waitsForKeyTerms && !termsLoadInLoop)
     NVVM::GriddepcontrolOp::create(b, NVVM::GridDepActionKind::wait);
   for (int64_t stage = 0; stage + 1 < config.stages; ++stage) {
     issueKeyValueCopy(add(firstTile, stage));
@@ -1644,6 +1648,8 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
   if (carriedKeyTerms)
     for (Value row : keyTermRows)
       init.push_back(add(row, mul(firstTile, config.tileN)));
+  if (waitsForKeyTerms && termsLoadInLoop)
+    NVVM::GriddepcontrolOp::create(b, NVVM::GridDepActionKind::wait);
   auto loop = scf::ForOp::create(b, firstTile, endTile, index(1), init);
   {
     OpBuilder::InsertionGuard inner(b);
