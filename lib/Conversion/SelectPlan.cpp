@@ -49,9 +49,9 @@ attn::PlanAttr defaultPlan(attn::AttentionOp op, StringRef arch) {
   // 255 registers: ptxas then issues those loads late and they stall, and
   // per-thread cp.async addresses cost ~8% without a mask; one bulk copy
   // per tile holds no per-thread registers. Under a mask, 32-key tiles
-  // with workspace loads fit without spills and run within 2% of the dot
-  // kernel (64-key tiles: 5-7% above it, with any of the three sources);
-  // without a mask 32-key tiles are 7% slower for RBF and dot alike.
+  // with workspace loads fit without spills and run 0.4-3% above the dot
+  // kernel (64-key tiles: 5-7%, with any of the three sources); without a
+  // mask 32-key tiles cost dot 3-6% and RBF 7%.
   StringRef keyTerms = "threads";
   int64_t tileN = 64;
   if (archVersion(arch) >= 90 && !op.getKeyBias().empty()) {
