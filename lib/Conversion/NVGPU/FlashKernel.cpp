@@ -1551,10 +1551,12 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
       carve(config.stages * config.tileElements(config.tileN), b.getF16Type());
   sharedValue =
       carve(config.stages * config.tileElements(config.tileN), b.getF16Type());
-  bool stagedKeyTerms = config.keyTerms != KeyTermSource::Global;
-  if (keyBiasPlane >= 0 && stagedKeyTerms)
+  // With key_terms = global the lanes load the terms from the workspace
+  // in the loop: no shared copy of them.
+  bool globalKeyTerms = config.keyTerms == KeyTermSource::Global;
+  if (keyBiasPlane >= 0 && !globalKeyTerms)
     sharedKeyBias = carve(config.stages * config.tileN, b.getF32Type());
-  if (keyNormPlane >= 0 && stagedKeyTerms)
+  if (keyNormPlane >= 0 && !globalKeyTerms)
     sharedKeyNorm = carve(config.stages * config.tileN, b.getF32Type());
   if (keyTermPlanes() && config.keyTerms == KeyTermSource::Bulk)
     keyTermBarriers = carve(config.stages, b.getI64Type());
@@ -1590,8 +1592,7 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
   // tiles load while the prologue ends. Launched in plain stream order it
   // does not wait.
   bool waitsForKeyTerms = keyTermPlanes() && config.programmaticLaunch;
-  bool termsLoadInLoop = config.keyTerms == KeyTermSource::Global;
-  if (waitsForKeyTerms && !termsLoadInLoop)
+  if (waitsForKeyTerms && !globalKeyTerms)
     NVVM::GriddepcontrolOp::create(b, NVVM::GridDepActionKind::wait);
   for (int64_t stage = 0; stage + 1 < config.stages; ++stage) {
     issueKeyValueCopy(add(firstTile, stage));
@@ -1643,12 +1644,11 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
   // RBF kernel (global) from 0.99x to 1.04x the dot kernel's time once the
   // workspace row depended on the kv head (a division): ptxas placed the
   // loop's registers differently. (Bulk copies' addresses are uniform.)
-  bool globalKeyTerms = config.keyTerms == KeyTermSource::Global;
   bool carriedKeyTerms = config.keyTerms != KeyTermSource::Bulk;
   if (carriedKeyTerms)
     for (Value row : keyTermRows)
       init.push_back(add(row, mul(firstTile, config.tileN)));
-  if (waitsForKeyTerms && termsLoadInLoop)
+  if (waitsForKeyTerms && globalKeyTerms)
     NVVM::GriddepcontrolOp::create(b, NVVM::GridDepActionKind::wait);
   auto loop = scf::ForOp::create(b, firstTile, endTile, index(1), init);
   {
