@@ -393,6 +393,27 @@ def sanitize_child(args, specs, workdir):
                   flush=True)
 
 
+def run_workspace_reuse(results, workdir, g):
+    """A launcher's second launch, on new keys, reuses the workspace that holds
+    the first launch's key terms: a flash block launched early (programmatic
+    launch) that read them before its own prologue wrote the new ones would
+    be off by far more than the tolerance (the RBF key bias moves with
+    ||k||^2)."""
+    B, H, Hkv, N = 2, 16, 8, 2048
+    for spec, D in (("rbf", 64), ("rbf_causal", 128)):
+        q, k, v, o, buf = make_inputs(B, H, Hkv, N, N, D, torch.bfloat16, "bhnd", 1.0, g)
+        launch, _, _ = compile_kernel(spec, D, "bf16", False, workdir).launcher(q, k, v, out=o)
+        launch()
+        k.copy_(2 * torch.randn(k.shape, generator=g).to(k))
+        o.fill_(float("nan"))
+        launch()
+        torch.cuda.synchronize()
+        ref, _ = reference(spec, q, k, v, {}, {}, SPECS[spec][4])
+        err, lse_err, problem = check(o, buf, None, ref, None, "bf16", D)
+        results.add(f"{spec} reused workspace", "bf16", D, False,
+                    f"{B}x{H}/{Hkv}x{N}x{N} bhnd", err, lse_err, problem)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="D=64, a few shapes, no fp16")
@@ -429,6 +450,10 @@ def main():
         run_launcher_lifetime(results, workdir, g)
     except RbfcError as e:
         results.add("launcher", "bf16", 64, False, "-", None, None, f"error: {e}")
+    try:
+        run_workspace_reuse(results, workdir, g)
+    except RbfcError as e:
+        results.add("reused workspace", "bf16", 64, False, "-", None, None, f"error: {e}")
 
     shapes = QUICK_SHAPES if args.quick else FULL_SHAPES
     configs = []  # (spec, dtype, D, lse)
