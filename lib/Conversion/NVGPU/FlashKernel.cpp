@@ -328,9 +328,17 @@ private:
     return add(mul(warp, config.rowsPerWarp()), atom * kAtomRows);
   }
   /// Sum of squares, in f32, of `count` 16-byte chunks of a row; chunk c is
-  /// read from `memref` at element offset `offset(c)`.
+  /// read from `memref` at element offset `offset(c)`, under the L2 cache
+  /// policy `readOncePolicy` when one is given (global memory only).
   Value squareSum(Value memref, int64_t count,
-                  function_ref<Value(int64_t)> offset);
+                  function_ref<Value(int64_t)> offset,
+                  Value readOncePolicy = {});
+  /// An L2 cache policy (createpolicy) under which the lines a load brings
+  /// in are the first to be evicted.
+  Value createEvictFirstPolicy();
+  /// The 16-byte chunk of the global `memref` at element `offset`, loaded
+  /// without allocating in L1 and under the L2 cache policy `policy`.
+  Value loadChunkWithPolicy(Value memref, Value offset, Value policy);
   Value bufferBase(Value buffer, int64_t rows) {
     return mul(buffer, config.tileElements(rows));
   }
@@ -983,15 +991,18 @@ std::array<Value, 4> FlashKernelBuilder::loadQueryFragment(int64_t atom,
 }
 
 Value FlashKernelBuilder::squareSum(Value memref, int64_t count,
-                                    function_ref<Value(int64_t)> offset) {
+                                    function_ref<Value(int64_t)> offset,
+                                    Value readOncePolicy) {
   auto rawType = VectorType::get({kChunk}, b.getF16Type());
   Value sum = f32(0.0);
   for (int64_t c = 0; c < count; ++c) {
     // Chunks are 16-byte aligned (docs/abi.md): one vector load each, not
     // eight 16-bit ones.
     Value raw =
-        vector::LoadOp::create(b, rawType, memref, ValueRange{offset(c)},
-                               /*nontemporal=*/false, llvm::Align(16));
+        readOncePolicy
+            ? loadChunkWithPolicy(memref, offset(c), readOncePolicy)
+            : vector::LoadOp::create(b, rawType, memref, ValueRange{offset(c)},
+                                     /*nontemporal=*/false, llvm::Align(16));
     Value typed =
         config.elementType.isF16()
             ? raw
@@ -1004,6 +1015,30 @@ Value FlashKernelBuilder::squareSum(Value memref, int64_t count,
                                          arith::MulFOp::create(b, wide, wide)));
   }
   return sum;
+}
+
+Value FlashKernelBuilder::createEvictFirstPolicy() {
+  return NVVM::InlinePtxOp::create(
+             b, TypeRange{b.getI64Type()}, ValueRange{}, ValueRange{},
+             "createpolicy.fractional.L2::evict_first.b64 $0, 1.0;", Value{})
+      .getResult(0);
+}
+
+Value FlashKernelBuilder::loadChunkWithPolicy(Value memref, Value offset,
+                                              Value policy) {
+  // LLVM's NVPTX backend drops !nontemporal and has no cache-hinted load:
+  // inline PTX, one 32-bit register per pair of elements.
+  Type i32Type = b.getI32Type();
+  auto load = NVVM::InlinePtxOp::create(
+      b, TypeRange(SmallVector<Type>(4, i32Type)),
+      ValueRange{elementPointer(memref, offset), policy}, ValueRange{},
+      "ld.global.L1::no_allocate.L2::cache_hint.v4.b32 {$0, $1, $2, $3}, "
+      "[$4], $5;",
+      Value{});
+  Value words = vector::FromElementsOp::create(
+      b, VectorType::get({4}, i32Type), load.getResults());
+  return vector::BitCastOp::create(
+      b, VectorType::get({kChunk}, b.getF16Type()), words);
 }
 
 SmallVector<Value> FlashKernelBuilder::computeQueryNorms() {
@@ -1455,6 +1490,11 @@ LogicalResult FlashKernelBuilder::buildKeyTermsKernel(gpu::GPUModuleOp module,
                         config.keyTermKeysPerBlock()),
                     div(threadId, threadsPerKey));
   Value lastKey = sub(args.kvLen, index(1));
+  // K is read once here. Its lines are evicted first, so they displace one
+  // another and not the dirty lines the previous kernel left in L2, whose
+  // write-back would otherwise share this memory-bound kernel's bandwidth
+  // (24 against 29 us at 4x16x4096x128, docs/benchmarks.md).
+  Value readOncePolicy = needsKeyNorm ? createEvictFirstPolicy() : Value{};
   SmallVector<Value> keys, sums;
   for (int64_t run = 0; run < runs; ++run) {
     keys.push_back(add(first, run * keysPerRun));
@@ -1462,9 +1502,12 @@ LogicalResult FlashKernelBuilder::buildKeyTermsKernel(gpu::GPUModuleOp module,
       continue;
     Value row = add(kBase, mul(arith::MinUIOp::create(b, keys.back(), lastKey),
                                args.kStrides[2]));
-    sums.push_back(squareSum(args.k, chunksPerThread, [&](int64_t c) {
-      return add(row, mul(add(part, c * threadsPerKey), kChunk));
-    }));
+    sums.push_back(squareSum(
+        args.k, chunksPerThread,
+        [&](int64_t c) {
+          return add(row, mul(add(part, c * threadsPerKey), kChunk));
+        },
+        readOncePolicy));
   }
   Value leader = cmp(arith::CmpIPredicate::eq, part, index(0));
   for (auto [run, key] : llvm::enumerate(keys)) {
