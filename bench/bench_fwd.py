@@ -21,12 +21,17 @@ random inputs; FLOPs 4*B*H*N*N*D, halved when causal. Writes
 bench/results/<date>-<gpu>-fwd.json (-fwd-<shapes>.json for other shapes; a
 copy under $OUT when set) and
 prints TFLOP/s and the ratios rbfc/FA2, rbfc/cuDNN, rbfc-rbf/rbfc-dot and
-rbfc-rbf/Flex-rbf. bench/plot.py draws docs/benchmarks.png from the JSON.
+rbfc-rbf/Flex-rbf. The RBF tax is also measured on its own: rbfc_rbf and
+rbfc_dot called alternately, the median of the per-pair time ratios
+(row field over_rbfc_dot_interleaved, table column "(paired)", the same
+orientation as rbf/dot). bench/plot.py draws docs/benchmarks.png from the
+JSON.
 """
 import argparse
 import datetime
 import json
 import math
+import statistics
 import sys
 import tempfile
 import time
@@ -139,6 +144,38 @@ def plain_method(fn):
 # --------------------------------------------------------------------------
 
 
+def interleaved_ratio(fn_a, fn_b, rep_ms):
+    """fn_b's time over fn_a's, from calls that alternate (a b, then b a),
+    each after the 256 MB write with which do_bench clears the L2 and timed
+    alone by CUDA events: the median of the per-pair ratios, about 2 rep_ms
+    of calls and at least 25 pairs. Two methods timed one after the other
+    see the clock drift between them; a pair sees almost none."""
+    cache = torch.empty(256 * 1024 * 1024, dtype=torch.int8, device=DEV)
+
+    def timed(fn):
+        cache.zero_()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        return start, end
+
+    def pair(swap):
+        first, second = (fn_b, fn_a) if swap else (fn_a, fn_b)
+        events = [timed(first), timed(second)]
+        torch.cuda.synchronize()
+        t_first, t_second = (s.elapsed_time(e) for s, e in events)
+        return t_first / t_second if swap else t_second / t_first
+
+    for swap in (False, True):  # warm-up
+        pair(swap)
+    start = time.time()
+    pair(False)
+    per_pair_ms = (time.time() - start) * 1e3
+    pairs = max(25, math.ceil(2 * rep_ms / per_pair_ms))
+    return statistics.median(pair(i % 2 == 1) for i in range(pairs)), pairs
+
+
 def flops(B, H, N, D, causal):
     f = 4.0 * B * H * N * N * D
     return f / 2 if causal else f
@@ -189,7 +226,7 @@ def main():
             q = torch.randn(B, H, N, D, device=DEV, dtype=DT)
             k = torch.randn(B, KV, N, D, device=DEV, dtype=DT)
             v = torch.randn(B, KV, N, D, device=DEV, dtype=DT)
-            outputs = {}
+            outputs, timed_fns = {}, {}
             for name, (prepare, kind) in methods.items():
                 row = dict(B=B, H=H, KV=KV, N=N, D=D, causal=causal, method=name, kind=kind)
                 try:
@@ -204,11 +241,23 @@ def main():
                                                      return_mode="median")
                     row["ms"] = ms
                     row["tflops"] = flops(B, H, N, D, causal) / ms / 1e9
+                    timed_fns[name] = fn
                 except Exception as e:  # a failing method must not stop the peers
                     row["ms"] = row["tflops"] = None
                     row["error"] = repr(e)[:300]
                 rows.append(row)
                 print(json.dumps(row), flush=True)
+            # The RBF tax, from interleaved calls (interleaved_ratio).
+            if "rbfc_dot" in timed_fns and "rbfc_rbf" in timed_fns:
+                with torch.no_grad():
+                    rbf_over_dot, pairs = interleaved_ratio(
+                        timed_fns["rbfc_dot"], timed_fns["rbfc_rbf"], args.reps)
+                for r in rows[-len(methods):]:
+                    if r["method"] == "rbfc_rbf":
+                        r["over_rbfc_dot_interleaved"] = rbf_over_dot
+                        r["interleaved_pairs"] = pairs
+                print(f"rbfc_rbf / rbfc_dot, interleaved: {rbf_over_dot:.4f} "
+                      f"({pairs} pairs)", flush=True)
             # Same function, different kernels: the outputs must agree.
             for a, b in (("rbfc_dot", "sdpa_flash"), ("rbfc_dot", "sdpa_cudnn"),
                          ("rbfc_rbf", "flex_rbf")):
@@ -240,6 +289,12 @@ def print_table(rows):
                 return r["tflops"]
         return None
 
+    def rbf_time_ratio(shape, causal):
+        for r in rows:
+            if (shape_of(r), r["causal"], r["method"]) == (shape, causal, "rbfc_rbf"):
+                return r.get("over_rbfc_dot_interleaved")
+        return None
+
     def fmt(x, spec):
         return format(x, spec) if x is not None else "-"
 
@@ -251,7 +306,7 @@ def print_table(rows):
         if r["method"] not in methods:
             methods.append(r["method"])
     head = f"{'B x H x N x D':22s}" + "".join(f"{m:>11s}" for m in methods)
-    head += f"{'dot/FA2':>9s}{'dot/cuDNN':>10s}{'rbf/dot':>8s}{'rbf/Flex':>9s}"
+    head += f"{'dot/FA2':>9s}{'dot/cuDNN':>10s}{'rbf/dot':>8s}{'(paired)':>10s}{'rbf/Flex':>9s}"
     print("\nTFLOP/s (bf16 forward, medians)\n" + head)
     shapes = []
     for r in rows:
@@ -265,6 +320,8 @@ def print_table(rows):
             line += f"{fmt(ratio(dot, tf(shape, causal, 'sdpa_flash')), '.2f'):>9s}"
             line += f"{fmt(ratio(dot, tf(shape, causal, 'sdpa_cudnn')), '.2f'):>10s}"
             line += f"{fmt(ratio(rbf, dot), '.2f'):>8s}"
+            paired = rbf_time_ratio(shape, causal)
+            line += f"{fmt(1 / paired if paired else None, '.3f'):>10s}"
             line += f"{fmt(ratio(rbf, tf(shape, causal, 'flex_rbf')), '.2f'):>9s}"
             print(line)
     errors = [r for r in rows if r.get("error")]
