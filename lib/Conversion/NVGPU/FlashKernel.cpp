@@ -366,8 +366,12 @@ private:
   /// Whether `score` yields scaled_dot, or scaled_dot plus a value that does
   /// not depend on the dot product.
   static bool isAffineInDot(Region &score);
-  /// O += P V and, on the tensor cores too, rowSum += P 1: the row sums of
-  /// exactly the rounded weights P V uses, complete over the lane group.
+  /// O += P V and rowSum += P 1. Without an LSE output, on the tensor cores
+  /// too: the row sums of exactly the rounded weights P V uses, complete
+  /// over the lane group. With one, in f32 from the unrounded weights, each
+  /// lane over its own columns (storeResults completes them): the LSE is
+  /// then exact, not off by the weights' rounding (up to 2^-8 in bf16).
+  bool sumsUnroundedWeights() const { return config.hasLse; }
   SmallVector<Accumulator> accumulateValues(ArrayRef<Accumulator> weights,
                                             ArrayRef<Accumulator> output,
                                             Value valueBase,
@@ -1268,6 +1272,18 @@ SmallVector<Accumulator> FlashKernelBuilder::accumulateValues(
       auto registers = ldmatrix(sharedValue, add(valueBase, offset), true);
       mmaSlicePair(a, registers, result, outputSlices, 2 * pair);
     }
+    if (sumsUnroundedWeights()) {
+      for (int64_t atom = 0; atom < config.atoms(); ++atom) {
+        const Accumulator &left = weights[atom * slices + 2 * keySlice];
+        const Accumulator &right = weights[atom * slices + 2 * keySlice + 1];
+        for (int64_t half = 0; half < 2; ++half) {
+          Value &sum = rowSum[2 * atom + half];
+          for (const Accumulator *weight : {&left, &right})
+            sum = fadd(sum, fadd((*weight)[2 * half], (*weight)[2 * half + 1]));
+        }
+      }
+      continue;
+    }
     // P times a column of ones: every column of the result is the row sum.
     Value ones = ones16();
     for (int64_t atom = 0; atom < config.atoms(); ++atom) {
@@ -1289,7 +1305,7 @@ LogicalResult FlashKernelBuilder::storeResults(ArrayRef<Accumulator> output,
     int64_t half = r % 2;
     ArrayRef<Accumulator> atomOutput =
         output.slice((r / 2) * outputSlices, outputSlices);
-    Value sum = rowSum[r];
+    Value sum = sumsUnroundedWeights() ? laneSum(rowSum[r], 4) : rowSum[r];
     Value empty =
         arith::CmpFOp::create(b, arith::CmpFPredicate::OEQ, sum, zero);
     // A row whose every key is masked has sum 0: its output is 0, not NaN.
