@@ -366,12 +366,14 @@ private:
   /// Whether `score` yields scaled_dot, or scaled_dot plus a value that does
   /// not depend on the dot product.
   static bool isAffineInDot(Region &score);
-  /// O += P V and rowSum += P 1. Without an LSE output, on the tensor cores
-  /// too: the row sums of exactly the rounded weights P V uses, complete
-  /// over the lane group. With one, in f32 from the unrounded weights, each
-  /// lane over its own columns (storeResults completes them): the LSE is
-  /// then exact, not off by the weights' rounding (up to 2^-8 in bf16).
+  /// Whether the row sums add the f32 weights before they are rounded for
+  /// P V, each lane over its own columns until storeResults completes them:
+  /// with an LSE output, which is then exact, not off by the rounding (up
+  /// to 2^-8 in bf16).
   bool sumsUnroundedWeights() const { return config.hasLse; }
+  /// O += P V and rowSum += P 1, on the tensor cores too unless
+  /// sumsUnroundedWeights: the row sums of exactly the rounded weights P V
+  /// uses, complete over the lane group.
   SmallVector<Accumulator> accumulateValues(ArrayRef<Accumulator> weights,
                                             ArrayRef<Accumulator> output,
                                             Value valueBase,
@@ -1039,10 +1041,10 @@ Value FlashKernelBuilder::loadChunkWithPolicy(Value memref, Value offset,
       "ld.global.L1::no_allocate.L2::cache_hint.v4.b32 {$0, $1, $2, $3}, "
       "[$4], $5;",
       Value{});
-  Value words = vector::FromElementsOp::create(
-      b, VectorType::get({4}, i32Type), load.getResults());
-  return vector::BitCastOp::create(
-      b, VectorType::get({kChunk}, b.getF16Type()), words);
+  Value words = vector::FromElementsOp::create(b, VectorType::get({4}, i32Type),
+                                               load.getResults());
+  return vector::BitCastOp::create(b, VectorType::get({kChunk}, b.getF16Type()),
+                                   words);
 }
 
 SmallVector<Value> FlashKernelBuilder::computeQueryNorms() {
