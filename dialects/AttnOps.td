@@ -57,6 +57,20 @@ def Attn_AttentionOp : Attn_Op<"attention", [
     by log2(e) so that `exp2` of the score is the weight; `row_bias` stays
     in the natural domain.
 
+    The gradient regions (`score_grad`, `key_bias_grad`, `q_scale_grad`,
+    `row_bias_grad`; `attn-derive-backward` builds them from the canonical
+    form) are the reverse-mode derivatives of the region of the same name.
+    They take `(b, h, q_idx, kv_idx : index, adjoint : f32, params...,
+    captures...)`, where `adjoint` is the derivative of the loss with
+    respect to the value the forward region yields there, and yield
+    nothing: their `attn.grad_*` ops add to the gradients of what the
+    forward region read (the scaled dot product, the norms, the key bias,
+    parameters and captured tensor elements). A backward kernel evaluates
+    `score_grad` per element with `adjoint = dL/dscore`, `key_bias_grad`
+    per key with the sum over the rows of what `score_grad` added to the
+    key bias, `q_scale_grad` per (batch, head) with `dL/dq_scale`, and
+    `row_bias_grad` per row with the gradient of the log-sum-exp.
+
     Example (RBF attention before canonicalisation):
 
     ```mlir
@@ -88,7 +102,11 @@ def Attn_AttentionOp : Attn_Op<"attention", [
                         MaxSizedRegion<1>:$q_scale,
                         MaxSizedRegion<1>:$key_bias,
                         MaxSizedRegion<1>:$row_bias,
-                        MaxSizedRegion<1>:$tile_class);
+                        MaxSizedRegion<1>:$tile_class,
+                        MaxSizedRegion<1>:$score_grad,
+                        MaxSizedRegion<1>:$key_bias_grad,
+                        MaxSizedRegion<1>:$q_scale_grad,
+                        MaxSizedRegion<1>:$row_bias_grad);
   let assemblyFormat = [{
     $normalization $query `,` $key `,` $value
     (`params` `(` $params^ `:` type($params) `)`)?
@@ -101,6 +119,10 @@ def Attn_AttentionOp : Attn_Op<"attention", [
     (`key_bias` $key_bias^)?
     (`row_bias` $row_bias^)?
     (`tile_class` $tile_class^)?
+    (`score_grad` $score_grad^)?
+    (`key_bias_grad` $key_bias_grad^)?
+    (`q_scale_grad` $q_scale_grad^)?
+    (`row_bias_grad` $row_bias_grad^)?
   }];
   let hasVerifier = 1;
   let hasRegionVerifier = 1;
@@ -109,6 +131,19 @@ def Attn_AttentionOp : Attn_Op<"attention", [
     static constexpr unsigned kNumIndexArgs = 4;
     /// Number of leading index arguments of the tile_class region.
     static constexpr unsigned kNumTileArgs = 6;
+    /// Number of leading arguments of a gradient region: the element
+    /// region's indices and the adjoint.
+    static constexpr unsigned kNumGradArgs = 5;
+
+    /// The argument types every gradient region takes.
+    ::llvm::SmallVector<::mlir::Type> getGradRegionArgTypes();
+    /// Whether `region` is one of the four gradient regions.
+    bool isGradRegion(::mlir::Region &region);
+    /// The leading (index and adjoint) arguments `region` takes before the
+    /// parameters and captures.
+    unsigned getNumLeadingArgs(::mlir::Region &region);
+    /// Whether attn-derive-backward has built the gradient regions.
+    bool hasBackward() { return !getScoreGrad().empty(); }
 
     /// The argument types every element region (score, mask, q_scale,
     /// key_bias, row_bias) takes.
@@ -239,6 +274,79 @@ def Attn_LoadBoundOp : Attn_ElementOp<"load_bound", [
   let results = (outs AnyTypeOf<[F32, I32, I64]>:$result);
   let assemblyFormat = [{
     $bound $capture `[` $lows `]` `to` ` ` `[` $highs `]` attr-dict `:` type($capture)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Gradient accumulation ops of the gradient regions
+//===----------------------------------------------------------------------===//
+
+// They add to a gradient the backend keeps; the effect keeps them alive
+// through canonicalisation, which removes the forward values no gradient
+// needs.
+class Attn_GradOp<string mnemonic, list<Trait> traits = []>
+    : Attn_Op<mnemonic, !listconcat(traits, [MemoryEffects<[MemWrite]>,
+                                             HasParent<"AttentionOp">])>;
+
+def Attn_GradScaledDotOp : Attn_GradOp<"grad_scaled_dot"> {
+  let summary = "adds to the gradient of the scaled dot product";
+  let description = [{
+    Adds `adjoint` to dL/d(scaled_dot) of the element, `scaled_dot` being
+    `(q_scale * q_i) . k_j`. A backend turns the sum over elements into
+    `dQ_i += q_scale * sum_j adjoint_ij k_j`, `dK_j += sum_i adjoint_ij
+    (q_scale * q_i)` and `dL/dq_scale += sum_ij adjoint_ij (q_i . k_j)`.
+    Only in `score_grad`. Example: `attn.grad_scaled_dot %x`.
+  }];
+  let arguments = (ins F32:$adjoint);
+  let assemblyFormat = "$adjoint attr-dict";
+}
+
+def Attn_GradNorm2Op : Attn_GradOp<"grad_norm2"> {
+  let summary = "adds to the gradient of a squared norm";
+  let description = [{
+    Adds `adjoint` to dL/d||q_i||^2 or dL/d||k_j||^2, which a backend
+    turns into `2 * adjoint * q_i` added to dQ_i (or `k_j` to dK_j).
+    Example: `attn.grad_norm2 k %x`.
+  }];
+  let arguments = (ins Attn_Vector:$vector, F32:$adjoint);
+  let assemblyFormat = "$vector $adjoint attr-dict";
+}
+
+def Attn_GradKeyBiasOp : Attn_GradOp<"grad_key_bias"> {
+  let summary = "adds to the gradient of the element's key bias";
+  let description = [{
+    Adds `adjoint` to dL/d(key_bias) of the element's key. A backend sums it
+    over the rows and evaluates `key_bias_grad` with that sum as its
+    adjoint. Only in `score_grad`. Example: `attn.grad_key_bias %x`.
+  }];
+  let arguments = (ins F32:$adjoint);
+  let assemblyFormat = "$adjoint attr-dict";
+}
+
+def Attn_GradParamOp : Attn_GradOp<"grad_param"> {
+  let summary = "adds to the gradient of an f32 parameter";
+  let description = [{
+    Adds `adjoint` to dL/d`param`, where `param` is the region's block
+    argument of an f32 parameter. Example: `attn.grad_param %gamma, %x`.
+  }];
+  let arguments = (ins F32:$param, F32:$adjoint);
+  let assemblyFormat = "$param `,` $adjoint attr-dict";
+  let hasVerifier = 1;
+}
+
+def Attn_GradCaptureOp : Attn_GradOp<"grad_capture"> {
+  let summary = "adds to the gradient of an element of an f32 capture";
+  let description = [{
+    Adds `adjoint` to the gradient of `capture[indices...]`, each index
+    clamped into its dimension as `attn.load` clamps it: the gradient of
+    the element the load read. Example:
+    `attn.grad_capture %bias[%h, %col], %x : tensor<?x?xf32>`.
+  }];
+  let arguments = (ins Attn_CaptureTensor:$capture, Variadic<Index>:$indices,
+                       F32:$adjoint);
+  let assemblyFormat = [{
+    $capture `[` $indices `]` `,` $adjoint attr-dict `:` type($capture)
   }];
   let hasVerifier = 1;
 }

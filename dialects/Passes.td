@@ -72,4 +72,30 @@ def AttnClassifyMask : Pass<"attn-classify-mask"> {
   let dependentDialects = ["::mlir::arith::ArithDialect"];
 }
 
+def AttnDeriveBackward : Pass<"attn-derive-backward"> {
+  let summary = "derive the gradient regions of a canonical attention op";
+  let description = [{
+    Builds `score_grad`, `key_bias_grad`, `q_scale_grad` and `row_bias_grad`
+    (for the forward regions the op has) by reverse-mode differentiation of
+    the canonical regions: each gradient region recomputes the forward
+    values it needs, propagates its `adjoint` argument backwards through the
+    region's ops, and ends in `attn.grad_*` ops on what the region read --
+    the scaled dot product, `||q||^2`, `||k||^2`, the key bias, f32
+    parameters and elements of f32 captures. Together with the softmax's
+    own backward (dS = P * (dP - D)), which a backend computes, they give
+    the gradients of q, k, v, the parameters and the captures.
+
+    Derivatives follow PyTorch where a function has a kink: `max`/`min`
+    split the gradient evenly between equal operands, `abs` has gradient 0
+    at 0, `select` passes it to the chosen operand only, and `floor`,
+    `ceil` and everything integer-valued (indices, int parameters, integer
+    captures, conversions from int) have gradient 0. An op the pass cannot
+    differentiate is an error located at the op. The pass expects the
+    canonical form (`attn-canonicalize`): `attn.dot` and `attn.dist2` must
+    have been rewritten into `attn.scaled_dot` and norms.
+  }];
+  let dependentDialects = ["::mlir::arith::ArithDialect",
+                           "::mlir::math::MathDialect"];
+}
+
 #endif // RBFC_PASSES

@@ -21,10 +21,22 @@ void rbfc::buildAttnCanonicalizePipeline(OpPassManager &pm) {
   pm.addPass(createCSEPass());
 }
 
+void rbfc::buildAttnBackwardPipeline(OpPassManager &pm) {
+  // The gradient regions recompute every forward value; canonicalisation
+  // keeps the ones an adjoint needs and folds the unit factors away.
+  pm.addPass(createAttnDeriveBackward());
+  pm.addPass(createCanonicalizerPass());
+  pm.addPass(createCSEPass());
+}
+
 void rbfc::registerRbfcPasses() {
   registerAttnPasses();
   PassPipelineRegistration<>(
       "attn-canonicalize",
       "put every attn.attention into the normal form the backends fuse",
       buildAttnCanonicalizePipeline);
+  PassPipelineRegistration<>(
+      "attn-backward",
+      "derive the gradient regions of canonical attn.attention ops",
+      buildAttnBackwardPipeline);
 }

@@ -38,6 +38,9 @@ struct Options {
   int64_t headDim = 64;
   std::string dtype = "bf16";
   bool withLse = false;
+  /// Also derive the backward and build its kernels; implies withLse, since
+  /// the backward reads the forward's log-sum-exp.
+  bool backward = false;
   bool printIRAfterAll = false;
   std::string arch = "sm_90a";
   std::string plan;
@@ -182,7 +185,7 @@ int compile(const Options &options) {
   rbfc::FrontendOptions frontend;
   frontend.headDim = options.headDim;
   frontend.dtype = options.dtype;
-  frontend.withLse = options.withLse;
+  frontend.withLse = options.withLse || options.backward;
   mlir::OwningOpRef<mlir::ModuleOp> module =
       rbfc::buildAttnModule(context, text, bufferName, frontend);
   if (!module)
@@ -202,6 +205,8 @@ int compile(const Options &options) {
           /*printModuleScope=*/true, /*printAfterOnlyOnChange=*/false);
     }
     rbfc::buildAttnCanonicalizePipeline(pm);
+    if (options.backward)
+      rbfc::buildAttnBackwardPipeline(pm);
     if (mlir::failed(pm.run(*module)))
       return 1;
   }
@@ -251,6 +256,9 @@ int main(int argc, char **argv) {
       ->capture_default_str();
   app.add_flag("--lse", options.withLse,
                "also return the log-sum-exp of each query row");
+  app.add_flag("--backward", options.backward,
+               "also derive the backward (gradient regions in the IR) and "
+               "build its kernels; implies --lse");
   app.add_option("--arch", options.arch, "GPU architecture of the kernel")
       ->check(CLI::IsMember({"sm_80", "sm_86", "sm_89", "sm_90", "sm_90a"}))
       ->capture_default_str();

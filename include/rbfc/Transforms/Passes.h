@@ -18,6 +18,10 @@ namespace rbfc {
 /// fold scales, classify the mask, with canonicalisation in between.
 void buildAttnCanonicalizePipeline(mlir::OpPassManager &pm);
 
+/// Derives the gradient regions (attn-derive-backward) of canonical ops and
+/// cleans them up.
+void buildAttnBackwardPipeline(mlir::OpPassManager &pm);
+
 /// Registers every rbfc pass and the `attn-canonicalize` pipeline.
 void registerRbfcPasses();
 

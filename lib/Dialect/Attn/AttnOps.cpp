@@ -31,11 +31,28 @@ SmallVector<Type> AttentionOp::getTileRegionArgTypes() {
   return regionArgTypes(*this, kNumTileArgs);
 }
 
+SmallVector<Type> AttentionOp::getGradRegionArgTypes() {
+  SmallVector<Type> types = getElementRegionArgTypes();
+  types.insert(types.begin() + kNumIndexArgs, Float32Type::get(getContext()));
+  return types;
+}
+
+bool AttentionOp::isGradRegion(Region &region) {
+  return &region == &getScoreGrad() || &region == &getKeyBiasGrad() ||
+         &region == &getQScaleGrad() || &region == &getRowBiasGrad();
+}
+
+unsigned AttentionOp::getNumLeadingArgs(Region &region) {
+  if (&region == &getTileClass())
+    return kNumTileArgs;
+  return isGradRegion(region) ? kNumGradArgs : kNumIndexArgs;
+}
+
 Block &AttentionOp::createRegionBlock(Region &region) {
   assert(region.empty() && "region already has a block");
-  SmallVector<Type> types = &region == &getTileClass()
-                                ? getTileRegionArgTypes()
-                                : getElementRegionArgTypes();
+  SmallVector<Type> types = &region == &getTileClass() ? getTileRegionArgTypes()
+                            : isGradRegion(region) ? getGradRegionArgTypes()
+                                                   : getElementRegionArgTypes();
   SmallVector<Location> locs(types.size(), getLoc());
   return *OpBuilder(getContext()).createBlock(&region, {}, types, locs);
 }
@@ -52,9 +69,12 @@ void AttentionOp::getAsmBlockArgumentNames(Region &region,
                                                          "kv_idx"};
   static constexpr llvm::StringLiteral kTileNames[] = {
       "b", "h", "q_lo", "q_hi", "kv_lo", "kv_hi"};
-  bool isTile = &region == &getTileClass();
+  static constexpr llvm::StringLiteral kGradNames[] = {"b", "h", "q_idx",
+                                                      "kv_idx", "adjoint"};
   ArrayRef<llvm::StringLiteral> indexNames =
-      isTile ? ArrayRef(kTileNames) : ArrayRef(kElementNames);
+      &region == &getTileClass() ? ArrayRef(kTileNames)
+      : isGradRegion(region)     ? ArrayRef(kGradNames)
+                                 : ArrayRef(kElementNames);
   Block &block = region.front();
   unsigned position = 0;
   for (llvm::StringLiteral name : indexNames)
@@ -254,6 +274,76 @@ static LogicalResult verifyRegionReads(Region &region, RegionRules rules,
   return failure(result.wasInterrupted());
 }
 
+/// Where each gradient accumulation op may appear: a gradient region adds
+/// only to what its forward region reads.
+static LogicalResult verifyGradRegions(AttentionOp op) {
+  SmallVector<Type> gradArgs = op.getGradRegionArgTypes();
+  struct GradRegion {
+    Region &region, &forward;
+    StringRef name, forwardName;
+    RegionRules rules;
+  };
+  GradRegion regions[] = {
+      {op.getScoreGrad(), op.getScore(), "score_grad", "score",
+       {"score_grad", true, true, true, true}},
+      {op.getKeyBiasGrad(), op.getKeyBias(), "key_bias_grad", "key_bias",
+       {"key_bias_grad", false, true, false, true}},
+      {op.getQScaleGrad(), op.getQScale(), "q_scale_grad", "q_scale",
+       {"q_scale_grad", false, false, false, false}},
+      {op.getRowBiasGrad(), op.getRowBias(), "row_bias_grad", "row_bias",
+       {"row_bias_grad", true, false, true, false}},
+  };
+  for (GradRegion &grad : regions) {
+    if (grad.region.empty())
+      continue;
+    if (grad.forward.empty())
+      return op.emitOpError("has a '")
+             << grad.name << "' region but no '" << grad.forwardName
+             << "' region";
+    if (op.getScoreGrad().empty())
+      return op.emitOpError("has a '")
+             << grad.name << "' region but no 'score_grad' region";
+    if (failed(verifyRegionSignature(op, grad.region, grad.name, gradArgs,
+                                     {})) ||
+        failed(verifyRegionReads(grad.region, grad.rules, false)))
+      return failure();
+    bool isScore = &grad.region == &op.getScoreGrad();
+    WalkResult result = grad.region.walk([&](Operation *inner) {
+      auto misplaced = [&](StringRef why) {
+        inner->emitOpError("in the '") << grad.name << "' region " << why;
+        return WalkResult::interrupt();
+      };
+      if (isa<GradScaledDotOp, GradKeyBiasOp>(inner) && !isScore)
+        return misplaced("has no such forward value (only 'score_grad' may "
+                         "use it)");
+      if (auto norm = dyn_cast<GradNorm2Op>(inner)) {
+        bool query = norm.getVector() == Vector::q;
+        if ((query && !grad.rules.allowQuery) ||
+            (!query && !grad.rules.allowKey))
+          return misplaced(query ? "may not add to the query's gradient"
+                                 : "may not add to the key's gradient");
+      }
+      return WalkResult::advance();
+    });
+    if (result.wasInterrupted())
+      return failure();
+  }
+  for (Region *region : {&op.getScore(), &op.getMask(), &op.getQScale(),
+                         &op.getKeyBias(), &op.getRowBias(),
+                         &op.getTileClass()}) {
+    WalkResult result = region->walk([&](Operation *inner) {
+      if (!isa<GradScaledDotOp, GradNorm2Op, GradKeyBiasOp, GradParamOp,
+               GradCaptureOp>(inner))
+        return WalkResult::advance();
+      inner->emitOpError("may only appear in a gradient region");
+      return WalkResult::interrupt();
+    });
+    if (result.wasInterrupted())
+      return failure();
+  }
+  return success();
+}
+
 LogicalResult AttentionOp::verifyRegions() {
   Builder b(getContext());
   Type f32 = b.getF32Type(), i1 = b.getI1Type();
@@ -293,6 +383,8 @@ LogicalResult AttentionOp::verifyRegions() {
   if (!getRowBias().empty() && !isSoftmax())
     return emitOpError("has a 'row_bias' region, which only softmax "
                        "normalisation allows");
+  if (failed(verifyGradRegions(*this)))
+    return failure();
   for (Region *region : {&getScore(), &getKeyBias(), &getRowBias()}) {
     for (Operation &op : region->getOps()) {
       if (isa<ScaledDotOp>(op) && getQScale().empty())
@@ -330,6 +422,31 @@ LogicalResult LoadBoundOp::verify() {
                                << getHighs().size() << " upper bounds";
   return verifyIndexCount(*this, getCapture().getType(), getLows().size(),
                           "bounds");
+}
+
+//===----------------------------------------------------------------------===//
+// GradParamOp and GradCaptureOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult GradParamOp::verify() {
+  auto arg = dyn_cast<BlockArgument>(getParam());
+  auto op = (*this)->getParentOfType<AttentionOp>();
+  Region *region = arg ? arg.getOwner()->getParent() : nullptr;
+  if (!arg || region->getParentOp() != op.getOperation())
+    return emitOpError("expects a parameter argument of the enclosing region");
+  unsigned leading = op.getNumLeadingArgs(*region);
+  if (arg.getArgNumber() < leading ||
+      arg.getArgNumber() >= leading + op.getParams().size())
+    return emitOpError("expects a parameter argument of the enclosing region");
+  return success();
+}
+
+LogicalResult GradCaptureOp::verify() {
+  if (!cast<RankedTensorType>(getCapture().getType()).getElementType().isF32())
+    return emitOpError("expects an f32 capture: integer captures have no "
+                       "gradient");
+  return verifyIndexCount(*this, getCapture().getType(), getIndices().size(),
+                          "indices");
 }
 
 //===----------------------------------------------------------------------===//
