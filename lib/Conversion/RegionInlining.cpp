@@ -25,7 +25,9 @@ rbfc::inlineAttnRegion(OpBuilder &builder, Region &region, ValueRange arguments,
       FailureOr<Value> value = materialize(builder, &op, mapping);
       if (failed(value))
         return failure();
-      mapping.map(op.getResult(0), *value);
+      // attn.grad_* ops have no result: the materializer did their work.
+      if (op.getNumResults())
+        mapping.map(op.getResult(0), *value);
       continue;
     }
     builder.clone(op, mapping);

@@ -76,18 +76,24 @@ HostKernel::compile(StringRef source, StringRef bufferName,
   rbfc::FrontendOptions frontend;
   frontend.headDim = options.headDim;
   frontend.dtype = options.dtype;
-  frontend.withLse = options.withLse;
+  frontend.withLse = options.withLse || options.withBackward;
   OwningOpRef<ModuleOp> module =
       rbfc::buildAttnModule(context, source, bufferName, frontend);
   if (!module)
     return failure("cannot compile the spec");
   PassManager canonicalize(&context);
   rbfc::buildAttnCanonicalizePipeline(canonicalize);
+  if (options.withBackward)
+    rbfc::buildAttnBackwardPipeline(canonicalize);
   if (mlir::failed(canonicalize.run(*module)))
-    return failure("the canonical pipeline failed");
+    return failure(options.withBackward
+                       ? "the canonical pipeline or the backward's "
+                         "derivation failed"
+                       : "the canonical pipeline failed");
 
   std::unique_ptr<HostKernel> kernel(new HostKernel());
   kernel->compileOptions = options;
+  kernel->compileOptions.withLse = frontend.withLse;
   unsigned numAttentions = 0;
   module->walk([&](attn::AttentionOp attention) {
     ++numAttentions;
@@ -136,11 +142,25 @@ HostKernel::compile(StringRef source, StringRef bufferName,
   kernel->engine = std::move(*engine);
   // The C interface wrapper takes memref descriptors by pointer; its packed
   // form takes one pointer per argument, whatever the spec's signature.
-  auto entry =
-      kernel->engine->lookupPacked("_mlir_ciface_" + kernel->entryName);
-  if (!entry)
-    return entry.takeError();
-  kernel->entry = *entry;
+  auto lookup = [&](StringRef suffix,
+                    void (*&function)(void **)) -> llvm::Error {
+    auto found = kernel->engine->lookupPacked("_mlir_ciface_" +
+                                              kernel->entryName + suffix.str());
+    if (!found)
+      return found.takeError();
+    function = *found;
+    return llvm::Error::success();
+  };
+  if (auto error = lookup("", kernel->entry))
+    return std::move(error);
+  if (options.withBackward) {
+    if (auto error = lookup("_bwd_rows", kernel->rowsEntry))
+      return std::move(error);
+    if (auto error = lookup("_bwd_dkdv", kernel->keyValueGradEntry))
+      return std::move(error);
+    if (auto error = lookup("_bwd_dq", kernel->queryGradEntry))
+      return std::move(error);
+  }
   LLVM_DEBUG(llvm::dbgs() << "compiled host kernel @" << kernel->entryName
                           << "\n");
   return kernel;
@@ -183,141 +203,383 @@ llvm::Error checkTensor(const TensorRef &tensor, StringRef what,
   return llvm::Error::success();
 }
 
-} // namespace
+/// A tensor of `sizes` that must match `reference`'s sizes and type.
+llvm::Error checkLike(const TensorRef &tensor, StringRef what,
+                      const TensorRef &reference, StringRef referenceName,
+                      bool unitMinorStride) {
+  if (auto error = checkTensor(tensor, what, reference.type,
+                               reference.sizes.size(), unitMinorStride))
+    return error;
+  if (tensor.sizes != reference.sizes)
+    return argumentError(what + " must have the shape of " + referenceName);
+  return llvm::Error::success();
+}
 
-llvm::Error HostKernel::run(const HostKernelArgs &args) const {
-  ElementType dtype = compileOptions.dtype == "bf16"  ? ElementType::bf16
-                      : compileOptions.dtype == "f16" ? ElementType::f16
-                                                      : ElementType::f32;
-  if (auto error = checkTensor(args.query, "query", dtype, 4, true))
+llvm::Error checkRowValues(const TensorRef &tensor, StringRef what,
+                           const std::vector<int64_t> &sizes) {
+  if (auto error = checkTensor(tensor, what, ElementType::f32, 3, false))
     return error;
-  if (auto error = checkTensor(args.key, "key", dtype, 4, true))
-    return error;
-  if (auto error = checkTensor(args.value, "value", dtype, 4, true))
-    return error;
-  if (auto error = checkTensor(args.output, "output", dtype, 4, true))
-    return error;
-  const auto &q = args.query.sizes;
-  const auto &k = args.key.sizes;
-  const int64_t batch = q[0], heads = q[1], qLen = q[2];
-  const int64_t headDim = compileOptions.headDim;
-  if (q[3] != headDim || k[3] != headDim || args.value.sizes[3] != headDim)
-    return argumentError("the kernel is compiled for head_dim " +
-                         llvm::Twine(headDim));
-  if (k[0] != batch || args.value.sizes != k)
-    return argumentError("key and value must be [batch, kv_heads, kv_len, "
-                         "head_dim] with the query's batch");
-  if (k[1] < 1 || heads % k[1] != 0)
-    return argumentError("the query heads (" + llvm::Twine(heads) +
-                         ") must be a multiple of the key/value heads (" +
-                         llvm::Twine(k[1]) + ")");
-  if (args.output.sizes != q)
-    return argumentError("output must have the query's shape");
-  if (compileOptions.withLse) {
-    if (auto error = checkTensor(args.lse, "lse", ElementType::f32, 3, false))
-      return error;
-    if (args.lse.sizes != std::vector<int64_t>{batch, heads, qLen})
-      return argumentError("lse must be [batch, heads, q_len]");
-  } else if (args.lse.data) {
-    return argumentError("the kernel was compiled without an lse output");
+  if (tensor.sizes != sizes)
+    return argumentError(what + " must be [batch, heads, q_len]");
+  return llvm::Error::success();
+}
+
+union ParamValue {
+  float f;
+  int32_t i;
+};
+
+/// Runs `body(item)` for items [0, count) on up to `numThreads` threads
+/// (0: one per hardware thread), which take items one at a time: masked
+/// tiles make items uneven.
+void runParallel(int64_t count, unsigned numThreads,
+                 llvm::function_ref<void(int64_t)> body) {
+  if (count <= 0)
+    return;
+  unsigned threads =
+      numThreads ? numThreads : std::thread::hardware_concurrency();
+  threads = std::max<unsigned>(1, std::min<int64_t>(threads, count));
+  std::atomic<int64_t> next{0};
+  auto worker = [&]() {
+    for (int64_t item = next++; item < count; item = next++)
+      body(item);
+  };
+  std::vector<std::thread> pool;
+  for (unsigned t = 1; t < threads; ++t)
+    pool.emplace_back(worker);
+  worker();
+  for (std::thread &thread : pool)
+    thread.join();
+}
+
+/// Packs kernel arguments: a pointer to each argument, memref descriptors
+/// passed by pointer.
+class PackedCall {
+public:
+  void tensor(const TensorRef &tensor) {
+    descriptors.push_back(std::make_unique<Descriptor>(tensor));
+    pointers.push_back(
+        std::make_unique<int64_t *>(descriptors.back()->words.data()));
+    packed.push_back(pointers.back().get());
+  }
+  void scalar(void *value) { packed.push_back(value); }
+  void call(void (*function)(void **), int64_t first, int64_t second) const {
+    std::vector<void *> arguments = packed;
+    arguments.push_back(&first);
+    arguments.push_back(&second);
+    function(arguments.data());
   }
 
-  // Packed arguments: one pointer per kernel argument, in the order of
-  // attn-lower-to-host: q, k, v, o, [lse], params, captures, work range.
-  std::vector<Descriptor> descriptors;
-  descriptors.reserve(5 + captureInfo.size());
-  for (const TensorRef *tensor :
-       {&args.query, &args.key, &args.value, &args.output})
-    descriptors.emplace_back(*tensor);
-  if (compileOptions.withLse)
-    descriptors.emplace_back(args.lse);
+private:
+  std::vector<std::unique_ptr<Descriptor>> descriptors;
+  std::vector<std::unique_ptr<int64_t *>> pointers;
+  std::vector<void *> packed;
+};
 
-  for (const auto &given : args.params)
+/// Partial sums per chunk: a backward pass splits its work items into at
+/// most this many chunks, independent of the thread count, so that the
+/// parameters' and captures' gradients add up in the same order on every
+/// run.
+constexpr int64_t kMaxChunks = 64;
+
+int64_t numElements(const std::vector<int64_t> &sizes) {
+  int64_t count = 1;
+  for (int64_t size : sizes)
+    count *= size;
+  return count;
+}
+
+} // namespace
+
+struct HostKernel::ResolvedCall {
+  ElementType dtype;
+  int64_t batch, heads, qLen;
+  std::vector<ParamValue> params;
+  /// The spec's captures in declaration order.
+  std::vector<const TensorRef *> captures;
+};
+
+llvm::Expected<HostKernel::ResolvedCall>
+HostKernel::resolve(const TensorRef &query, const TensorRef &key,
+                    const TensorRef &value, const TensorRef &output,
+                    const std::map<std::string, double> &params,
+                    const std::map<std::string, TensorRef> &captures) const {
+  ResolvedCall call;
+  call.dtype = compileOptions.dtype == "bf16"  ? ElementType::bf16
+               : compileOptions.dtype == "f16" ? ElementType::f16
+                                               : ElementType::f32;
+  if (auto error = checkTensor(query, "query", call.dtype, 4, true))
+    return std::move(error);
+  if (auto error = checkTensor(key, "key", call.dtype, 4, true))
+    return std::move(error);
+  if (auto error = checkTensor(value, "value", call.dtype, 4, true))
+    return std::move(error);
+  if (auto error = checkTensor(output, "output", call.dtype, 4, true))
+    return std::move(error);
+  const auto &q = query.sizes;
+  const auto &k = key.sizes;
+  call.batch = q[0];
+  call.heads = q[1];
+  call.qLen = q[2];
+  const int64_t headDim = compileOptions.headDim;
+  if (q[3] != headDim || k[3] != headDim || value.sizes[3] != headDim)
+    return argumentError("the kernel is compiled for head_dim " +
+                         llvm::Twine(headDim));
+  if (k[0] != call.batch || value.sizes != k)
+    return argumentError("key and value must be [batch, kv_heads, kv_len, "
+                         "head_dim] with the query's batch");
+  if (k[1] < 1 || call.heads % k[1] != 0)
+    return argumentError("the query heads (" + llvm::Twine(call.heads) +
+                         ") must be a multiple of the key/value heads (" +
+                         llvm::Twine(k[1]) + ")");
+  if (output.sizes != q)
+    return argumentError("output must have the query's shape");
+
+  for (const auto &given : params)
     if (llvm::none_of(paramInfo,
                       [&](const Param &p) { return p.name == given.first; }))
       return argumentError("the spec has no parameter '" + given.first + "'");
-  union ParamValue {
-    float f;
-    int32_t i;
-  };
-  std::vector<ParamValue> paramValues(paramInfo.size());
-  for (auto [param, slot] : llvm::zip(paramInfo, paramValues)) {
-    auto given = args.params.find(param.name);
-    std::optional<double> value = param.defaultValue;
-    if (given != args.params.end())
-      value = given->second;
-    if (!value)
+  call.params.resize(paramInfo.size());
+  for (auto [param, slot] : llvm::zip(paramInfo, call.params)) {
+    auto given = params.find(param.name);
+    std::optional<double> fallback = param.defaultValue;
+    if (given != params.end())
+      fallback = given->second;
+    if (!fallback)
       return argumentError("parameter '" + param.name +
                            "' has no default and was not given");
     if (param.isInteger)
-      slot.i = static_cast<int32_t>(*value);
+      slot.i = static_cast<int32_t>(*fallback);
     else
-      slot.f = static_cast<float>(*value);
+      slot.f = static_cast<float>(*fallback);
   }
 
-  for (const auto &given : args.captures)
+  for (const auto &given : captures)
     if (llvm::none_of(captureInfo,
                       [&](const Capture &c) { return c.name == given.first; }))
       return argumentError("the spec has no capture '" + given.first + "'");
   for (const Capture &capture : captureInfo) {
-    auto given = args.captures.find(capture.name);
-    if (given == args.captures.end())
+    auto given = captures.find(capture.name);
+    if (given == captures.end())
       return argumentError("capture '" + capture.name + "' was not given");
-    if (auto error = checkTensor(given->second, "capture '" + capture.name + "'",
-                                 capture.type, capture.rank, false))
-      return error;
+    if (auto error =
+            checkTensor(given->second, "capture '" + capture.name + "'",
+                        capture.type, capture.rank, false))
+      return std::move(error);
     // Loads clamp their indices into [0, dim - 1]: an empty dimension would
     // leave nothing to clamp to.
     for (int64_t size : given->second.sizes)
       if (size < 1)
         return argumentError("capture '" + capture.name +
                              "' needs every dimension >= 1");
-    descriptors.emplace_back(given->second);
+    call.captures.push_back(&given->second);
   }
+  return call;
+}
+
+llvm::Error HostKernel::run(const HostKernelArgs &args) const {
+  auto call = resolve(args.query, args.key, args.value, args.output,
+                      args.params, args.captures);
+  if (!call)
+    return call.takeError();
+  if (compileOptions.withLse) {
+    if (auto error = checkRowValues(args.lse, "lse",
+                                    {call->batch, call->heads, call->qLen}))
+      return error;
+  } else if (args.lse.data) {
+    return argumentError("the kernel was compiled without an lse output");
+  }
+
+  // In the order of attn-lower-to-host: q, k, v, o, [lse], params,
+  // captures, work range.
+  PackedCall packed;
+  for (const TensorRef *tensor :
+       {&args.query, &args.key, &args.value, &args.output})
+    packed.tensor(*tensor);
+  if (compileOptions.withLse)
+    packed.tensor(args.lse);
+  for (ParamValue &value : call->params)
+    packed.scalar(&value);
+  for (const TensorRef *capture : call->captures)
+    packed.tensor(*capture);
 
   const int64_t tileM = compileOptions.tiling.tileM;
-  const int64_t numWork = batch * heads * ((qLen + tileM - 1) / tileM);
-  if (numWork == 0)
-    return llvm::Error::success();
+  const int64_t numWork =
+      call->batch * call->heads * ((call->qLen + tileM - 1) / tileM);
+  runParallel(numWork, args.numThreads,
+              [&](int64_t work) { packed.call(entry, work, work + 1); });
+  return llvm::Error::success();
+}
 
-  std::vector<int64_t *> descriptorPointers;
-  for (Descriptor &descriptor : descriptors)
-    descriptorPointers.push_back(descriptor.words.data());
-  const bool withLse = compileOptions.withLse;
-  auto runRange = [&](int64_t begin, int64_t end) {
-    std::vector<void *> packed;
-    size_t next = 0;
-    for (size_t i = 0; i < 4u + withLse; ++i)
-      packed.push_back(&descriptorPointers[next++]);
-    for (ParamValue &value : paramValues)
-      packed.push_back(&value);
-    while (next < descriptorPointers.size())
-      packed.push_back(&descriptorPointers[next++]);
-    packed.push_back(&begin);
-    packed.push_back(&end);
-    entry(packed.data());
-  };
+llvm::Error HostKernel::backward(const HostBackwardArgs &args) const {
+  if (!rowsEntry)
+    return argumentError("the kernel was compiled without the backward "
+                         "(withBackward)");
+  auto call = resolve(args.query, args.key, args.value, args.output,
+                      args.params, args.captures);
+  if (!call)
+    return call.takeError();
+  std::vector<int64_t> rowSizes{call->batch, call->heads, call->qLen};
+  if (auto error = checkRowValues(args.lse, "lse", rowSizes))
+    return error;
+  if (args.lseGrad.data)
+    if (auto error = checkRowValues(args.lseGrad, "lse gradient", rowSizes))
+      return error;
+  if (auto error = checkLike(args.outputGrad, "output gradient", args.output,
+                             "the output", true))
+    return error;
+  if (auto error = checkLike(args.queryGrad, "query gradient", args.query,
+                             "the query", true))
+    return error;
+  if (auto error =
+          checkLike(args.keyGrad, "key gradient", args.key, "the key", true))
+    return error;
+  if (auto error = checkLike(args.valueGrad, "value gradient", args.value,
+                             "the value", true))
+    return error;
 
-  unsigned numThreads = args.numThreads ? args.numThreads
-                                        : std::thread::hardware_concurrency();
-  numThreads = std::max<unsigned>(
-      1, std::min<int64_t>(numThreads, numWork));
-  if (numThreads == 1) {
-    runRange(0, numWork);
-    return llvm::Error::success();
+  // Which gradients of parameters and captures to compute: bit p for
+  // parameter p, bit (params + c) for capture c.
+  if (paramInfo.size() + captureInfo.size() > 64)
+    return argumentError("the backward takes at most 64 parameters and "
+                         "captures together");
+  uint64_t gradMask = 0;
+  for (const auto &[name, target] : args.paramGrads) {
+    auto found = llvm::find_if(paramInfo, [&, &name = name](const Param &p) {
+      return p.name == name;
+    });
+    if (found == paramInfo.end())
+      return argumentError("a gradient is asked for parameter '" + name +
+                           "', which the spec does not have");
+    if (found->isInteger)
+      return argumentError("parameter '" + name +
+                           "' is an int: it has no gradient");
+    if (!target)
+      return argumentError("the gradient of parameter '" + name +
+                           "' has no place to go (null)");
+    gradMask |= uint64_t(1) << (found - paramInfo.begin());
   }
-  // Work items differ in cost (masks skip tiles), so threads take them one
-  // at a time from a shared counter instead of fixed slices.
-  std::atomic<int64_t> nextWork{0};
-  auto worker = [&]() {
-    for (int64_t work = nextWork++; work < numWork; work = nextWork++)
-      runRange(work, work + 1);
+  for (const auto &[name, target] : args.captureGrads) {
+    auto found =
+        llvm::find_if(captureInfo, [&, &name = name](const Capture &c) {
+          return c.name == name;
+        });
+    if (found == captureInfo.end())
+      return argumentError("a gradient is asked for capture '" + name +
+                           "', which the spec does not have");
+    if (found->type != ElementType::f32)
+      return argumentError("capture '" + name + "' holds " +
+                           elementTypeName(found->type) +
+                           ": only f32 captures have a gradient");
+    size_t position = found - captureInfo.begin();
+    if (auto error = checkLike(target, "the gradient of capture '" + name + "'",
+                               *call->captures[position],
+                               "capture '" + name + "'", false))
+      return error;
+    gradMask |= uint64_t(1) << (paramInfo.size() + position);
+  }
+
+  const int64_t rows = numElements(rowSizes);
+  std::vector<float> delta(rows), lse2(rows), zeroLseGrad;
+  TensorRef lseGrad = args.lseGrad;
+  if (!lseGrad.data) {
+    zeroLseGrad.assign(rows, 0.0f);
+    lseGrad = {zeroLseGrad.data(), ElementType::f32, rowSizes,
+               contiguousStrides(rowSizes)};
+  }
+  TensorRef deltaRef{delta.data(), ElementType::f32, rowSizes,
+                     contiguousStrides(rowSizes)};
+  TensorRef lse2Ref{lse2.data(), ElementType::f32, rowSizes,
+                    contiguousStrides(rowSizes)};
+
+  // Partial-sum slots: one per parameter, then every f32 capture's
+  // elements (attn-lower-to-host lays them out the same way).
+  int64_t slots = paramInfo.size();
+  std::vector<int64_t> captureSlot;
+  for (auto [capture, tensor] : llvm::zip(captureInfo, call->captures)) {
+    captureSlot.push_back(slots);
+    if (capture.type == ElementType::f32)
+      slots += numElements(tensor->sizes);
+  }
+  std::vector<float> partials(kMaxChunks * std::max<int64_t>(slots, 1), 0.0f);
+  std::vector<int64_t> partialSizes{kMaxChunks, std::max<int64_t>(slots, 1)};
+  TensorRef partialsRef{partials.data(), ElementType::f32, partialSizes,
+                        contiguousStrides(partialSizes)};
+
+  auto addTrailing = [&](PackedCall &packed) {
+    for (ParamValue &value : call->params)
+      packed.scalar(&value);
+    for (const TensorRef *capture : call->captures)
+      packed.tensor(*capture);
   };
-  std::vector<std::thread> pool;
-  for (unsigned t = 1; t < numThreads; ++t)
-    pool.emplace_back(worker);
-  worker();
-  for (std::thread &thread : pool)
-    thread.join();
+  PackedCall rowsCall;
+  for (const TensorRef *tensor : std::initializer_list<const TensorRef *>{
+           &args.query, &args.key, &args.output, &args.outputGrad, &args.lse,
+           &lseGrad, &deltaRef, &lse2Ref})
+    rowsCall.tensor(*tensor);
+  addTrailing(rowsCall);
+  PackedCall keyValueCall;
+  for (const TensorRef *tensor : std::initializer_list<const TensorRef *>{
+           &args.query, &args.key, &args.value, &args.outputGrad, &deltaRef,
+           &lse2Ref, &args.keyGrad, &args.valueGrad, &partialsRef})
+    keyValueCall.tensor(*tensor);
+  keyValueCall.scalar(&gradMask);
+  addTrailing(keyValueCall);
+  PackedCall queryCall;
+  for (const TensorRef *tensor : std::initializer_list<const TensorRef *>{
+           &args.query, &args.key, &args.value, &args.outputGrad, &deltaRef,
+           &lse2Ref, &lseGrad, &args.queryGrad, &partialsRef})
+    queryCall.tensor(*tensor);
+  queryCall.scalar(&gradMask);
+  addTrailing(queryCall);
+
+  const int64_t tileM = compileOptions.tiling.tileM;
+  const int64_t tileN = compileOptions.tiling.tileN;
+  const int64_t kvHeads = args.key.sizes[1], kvLen = args.key.sizes[2];
+  const int64_t queryTiles = (call->qLen + tileM - 1) / tileM;
+  runParallel(call->batch * call->heads * queryTiles, args.numThreads,
+              [&](int64_t work) { rowsCall.call(rowsEntry, work, work + 1); });
+  // Chunk c runs items c, c + chunks, ... (interleaved, so that masked
+  // tiles spread over the chunks).
+  auto runChunks = [&](int64_t items, const PackedCall &packed,
+                       void (*function)(void **)) {
+    int64_t chunks = std::min(items, kMaxChunks);
+    runParallel(chunks, args.numThreads,
+                [&](int64_t chunk) { packed.call(function, chunk, chunks); });
+  };
+  runChunks(call->batch * kvHeads * ((kvLen + tileN - 1) / tileN), keyValueCall,
+            keyValueGradEntry);
+  runChunks(call->batch * call->heads * queryTiles, queryCall, queryGradEntry);
+
+  auto reduce = [&](int64_t slot) {
+    double sum = 0;
+    for (int64_t chunk = 0; chunk < kMaxChunks; ++chunk)
+      sum += partials[chunk * partialSizes[1] + slot];
+    return static_cast<float>(sum);
+  };
+  for (const auto &[name, target] : args.paramGrads) {
+    auto found = llvm::find_if(paramInfo, [&, &name = name](const Param &p) {
+      return p.name == name;
+    });
+    *target = reduce(found - paramInfo.begin());
+  }
+  for (const auto &[name, target] : args.captureGrads) {
+    size_t position = llvm::find_if(captureInfo,
+                                    [&, &name = name](const Capture &c) {
+                                      return c.name == name;
+                                    }) -
+                      captureInfo.begin();
+    // Row-major slot order to the target's strides.
+    int64_t count = numElements(target.sizes);
+    auto *data = static_cast<float *>(target.data);
+    for (int64_t flat = 0; flat < count; ++flat) {
+      int64_t rest = flat, offset = 0;
+      for (size_t d = target.sizes.size(); d-- > 0;) {
+        offset += (rest % target.sizes[d]) * target.strides[d];
+        rest /= target.sizes[d];
+      }
+      data[offset] = reduce(captureSlot[position] + flat);
+    }
+  }
   return llvm::Error::success();
 }

@@ -22,7 +22,9 @@ namespace rbfc {
 /// Produces the value of one attn element op at the builder's insertion
 /// point. `mapping` already maps the region's earlier values (and its
 /// non-tensor block arguments), so operands of the op can be looked up.
-/// Returning failure aborts the inlining; the callback reports why.
+/// For an op without results (attn.grad_*) the callback emits what the op
+/// does and returns a null value. Returning failure aborts the inlining; the
+/// callback reports why.
 using AttnOpMaterializer = llvm::function_ref<mlir::FailureOr<mlir::Value>(
     mlir::OpBuilder &builder, mlir::Operation *attnOp,
     mlir::IRMapping &mapping)>;

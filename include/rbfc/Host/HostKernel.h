@@ -53,6 +53,9 @@ struct HostKernelOptions {
   std::string dtype = "f32";
   /// Whether the kernel also writes the log-sum-exp of every query row.
   bool withLse = false;
+  /// Whether to derive and build the backward as well (HostKernel::backward).
+  /// Implies withLse: the backward reads the forward's log-sum-exp.
+  bool withBackward = false;
   HostTiling tiling;
 };
 
@@ -66,6 +69,28 @@ struct HostKernelArgs {
   /// Captured tensors by name (every capture of the spec is required).
   std::map<std::string, TensorRef> captures;
   /// Worker threads; 0 uses one per hardware thread.
+  unsigned numThreads = 0;
+};
+
+/// The inputs and outputs of one backward call (docs/host-backend.md,
+/// "Backward"). query, key, value, output and lse are the forward's
+/// tensors, outputGrad is dL/dO (output's shape and type), lseGrad dL/dlse
+/// ([batch, heads, q_len] f32; data null: zero). The gradients of q, k and v
+/// are written (not accumulated) to queryGrad, keyGrad and valueGrad (the
+/// shapes and element type of q, k, v; any strides with a head_dim stride
+/// of 1). A parameter or capture gets its gradient only when asked for: its
+/// name in paramGrads (where to write the f32 value) or captureGrads (an f32
+/// tensor with the capture's sizes). Both must name f32 parameters and
+/// captures. The captures' and parameters' gradients are summed in a fixed
+/// order: the same inputs give the same bits, whatever the thread count.
+struct HostBackwardArgs {
+  TensorRef query, key, value, output, lse;
+  TensorRef outputGrad, lseGrad;
+  TensorRef queryGrad, keyGrad, valueGrad;
+  std::map<std::string, double> params;
+  std::map<std::string, TensorRef> captures;
+  std::map<std::string, float *> paramGrads;
+  std::map<std::string, TensorRef> captureGrads;
   unsigned numThreads = 0;
 };
 
@@ -95,6 +120,10 @@ public:
   /// mismatch returns an error and touches no buffer.
   llvm::Error run(const HostKernelArgs &args) const;
 
+  /// Runs the backward (the kernel must be compiled withBackward). Checked
+  /// like run: a mismatch returns an error and writes nothing.
+  llvm::Error backward(const HostBackwardArgs &args) const;
+
   llvm::StringRef name() const { return entryName; }
   const std::vector<Param> &params() const { return paramInfo; }
   const std::vector<Capture> &captures() const { return captureInfo; }
@@ -109,8 +138,20 @@ private:
   std::vector<Param> paramInfo;
   std::vector<Capture> captureInfo;
   bool softmax = true;
+  /// Checks the forward tensors, parameters and captures `run` and
+  /// `backward` share and resolves them into kernel arguments.
+  struct ResolvedCall;
+  llvm::Expected<ResolvedCall>
+  resolve(const TensorRef &query, const TensorRef &key, const TensorRef &value,
+          const TensorRef &output, const std::map<std::string, double> &params,
+          const std::map<std::string, TensorRef> &captures) const;
+
   std::unique_ptr<mlir::ExecutionEngine> engine;
   void (*entry)(void **) = nullptr;
+  /// The backward functions (null without withBackward).
+  void (*rowsEntry)(void **) = nullptr;
+  void (*keyValueGradEntry)(void **) = nullptr;
+  void (*queryGradEntry)(void **) = nullptr;
 };
 
 } // namespace rbfc::host

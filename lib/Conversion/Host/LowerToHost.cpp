@@ -10,7 +10,8 @@
 //===----------------------------------------------------------------------===//
 #include "rbfc/Conversion/Passes.h"
 
-#include "rbfc/Conversion/RegionInlining.h"
+#include "rbfc/Conversion/Host/HostBackward.h"
+#include "rbfc/Conversion/Host/HostEmitter.h"
 #include "rbfc/Dialect/Attn/AttnOps.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -35,295 +36,33 @@ namespace rbfc {
 
 using namespace mlir;
 using namespace rbfc;
+using namespace rbfc::host;
 
 namespace {
 
-/// A memref type for a tensor argument of the attention op: dynamic sizes
-/// except a static minor dimension (head_dim), dynamic strides and offset so
-/// that the caller can pass views of larger tensors. `unitMinorStride` keeps
-/// the minor stride 1, which vector loads along head_dim need.
-MemRefType stridedMemRefFor(ShapedType type, bool unitMinorStride) {
-  int64_t rank = type.getRank();
-  SmallVector<int64_t> shape(rank, ShapedType::kDynamic);
-  SmallVector<int64_t> strides(rank, ShapedType::kDynamic);
-  if (unitMinorStride) {
-    shape.back() = type.getShape().back();
-    strides.back() = 1;
-  }
-  auto layout = StridedLayoutAttr::get(type.getContext(),
-                                       ShapedType::kDynamic, strides);
-  return MemRefType::get(shape, type.getElementType(), layout);
-}
-
-/// Values an element region may read for one (query row, key) pair; the
-/// materializer turns attn element ops into code on them.
-struct ElementContext {
-  Value b, h, qIdx, kvIdx, kvHead;
-  /// The query row as vector<head_dim x f32>, null outside per-row code.
-  Value queryRow;
-  /// The query pre-scale (q_scale region), null when the op has none.
-  Value qScale;
-  /// The key_bias region's value for kvIdx, null where it is not known.
-  Value keyBias;
-  /// The key row, loaded on first use by one inlined region.
-  Value keyRow;
-};
-
-class HostKernelEmitter {
+/// The forward schedule.
+class HostKernelEmitter : HostEmitter {
 public:
   HostKernelEmitter(attn::AttentionOp attention, func::FuncOp kernel,
                     int64_t tileM, int64_t tileN)
-      : attention(attention), kernel(kernel), tileM(tileM), tileN(tileN),
-        loc(attention.getLoc()), builder(kernel.getContext()) {}
+      : HostEmitter(attention, kernel), tileM(tileM), tileN(tileN) {}
 
   LogicalResult emit();
 
 private:
-  // Small builders; the schedule below reads like the algorithm.
-  Value index(int64_t value) {
-    return arith::ConstantIndexOp::create(builder, loc, value);
-  }
-  Value f32(double value) {
-    return arith::ConstantOp::create(builder, loc,
-                                     builder.getF32FloatAttr(value));
-  }
-  Value minIndex(Value a, Value b) {
-    return arith::MinSIOp::create(builder, loc, a, b);
-  }
-  VectorType rowType() {
-    return VectorType::get({headDim}, builder.getF32Type());
-  }
-  /// Loads row `rowIdx` of a [batch, heads, len, head_dim] memref as f32.
-  Value loadRow(Value tensor, Value b, Value head, Value rowIdx);
-  /// Sum of the products of two f32 rows, reassociated into a tree.
-  Value dotRows(Value lhs, Value rhs);
-  FailureOr<Value> materialize(OpBuilder &b, Operation *op,
-                               IRMapping &mapping, ElementContext &element);
-  Value loadCapture(attn::LoadOp load, IRMapping &mapping);
-  Value loadCaptureBound(attn::LoadBoundOp bound, IRMapping &mapping);
-  Value captureFor(Value regionArgument);
-  /// Inlines an element region for `element` and returns its one result.
-  FailureOr<Value> inlineElementRegion(Region &region,
-                                       ElementContext &element);
-  FailureOr<std::pair<Value, Value>> classifyTile(Value b, Value h, Value qLo,
-                                                  Value qHi, Value kvLo,
-                                                  Value kvHi);
   /// Scores and online-softmax update of every row of the work item against
   /// one key tile. `withMask` evaluates the mask per element.
   LogicalResult emitTileRows(ElementContext &tile, Value qLo, Value numRows,
                              Value kvLo, Value numKeys, bool withMask);
   LogicalResult emitFinalize(ElementContext &item, Value qLo, Value numRows);
 
-  attn::AttentionOp attention;
-  func::FuncOp kernel;
-  int64_t tileM, tileN, headDim = 0;
-  Location loc;
-  OpBuilder builder;
-
-  Value query, key, value, output, lse;
-  SmallVector<Value> params, captures;
-  Value batch, heads, kvHeads, qLen, kvLen;
+  int64_t tileM, tileN;
+  Value query, value, output, lse;
   // Per-thread scratch (stack): the work item's query rows, its
   // accumulators, running max/sum, one key tile's key_bias values and one
   // row's scores for the current key tile.
   Value queryTile, accTile, rowMax, rowSum, keyBiasTile, scoreRow;
 };
-
-Value HostKernelEmitter::loadRow(Value tensor, Value b, Value head,
-                                 Value rowIdx) {
-  auto type = cast<MemRefType>(tensor.getType());
-  Value loaded = vector::LoadOp::create(
-      builder, loc, VectorType::get({headDim}, type.getElementType()), tensor,
-      ValueRange{b, head, rowIdx, index(0)});
-  if (type.getElementType().isF32())
-    return loaded;
-  return arith::ExtFOp::create(builder, loc, rowType(), loaded);
-}
-
-Value HostKernelEmitter::dotRows(Value lhs, Value rhs) {
-  Value products = arith::MulFOp::create(builder, loc, lhs, rhs);
-  // Reassociation lets LLVM reduce in a tree of vector adds instead of a
-  // sequential chain of head_dim scalar adds.
-  return vector::ReductionOp::create(builder, loc, vector::CombiningKind::ADD,
-                                     products, Value(),
-                                     arith::FastMathFlags::reassoc);
-}
-
-Value HostKernelEmitter::captureFor(Value regionArgument) {
-  auto argument = cast<BlockArgument>(regionArgument);
-  unsigned numLeading = argument.getOwner()->getNumArguments() -
-                        params.size() - captures.size();
-  return captures[getCaptureIndex(regionArgument, numLeading, params.size())];
-}
-
-Value HostKernelEmitter::loadCapture(attn::LoadOp load, IRMapping &mapping) {
-  Value capture = captureFor(load.getCapture());
-  SmallVector<Value> indices;
-  for (auto [dim, idx] : llvm::enumerate(load.getIndices())) {
-    Value size = memref::DimOp::create(builder, loc, capture, dim);
-    indices.push_back(
-        clampToDimension(builder, loc, mapping.lookup(idx), size));
-  }
-  return memref::LoadOp::create(builder, loc, capture, indices);
-}
-
-Value HostKernelEmitter::loadCaptureBound(attn::LoadBoundOp bound,
-                                          IRMapping &mapping) {
-  Value capture = captureFor(bound.getCapture());
-  SmallVector<Value> lows, highs;
-  for (auto [dim, pair] :
-       llvm::enumerate(llvm::zip(bound.getLows(), bound.getHighs()))) {
-    Value size = memref::DimOp::create(builder, loc, capture, dim);
-    Value low =
-        clampToDimension(builder, loc, mapping.lookup(std::get<0>(pair)), size);
-    Value high = clampToDimension(builder, loc,
-                                  mapping.lookup(std::get<1>(pair)), size);
-    high = arith::MaxSIOp::create(builder, loc, low, high);
-    lows.push_back(low);
-    highs.push_back(arith::AddIOp::create(builder, loc, high, index(1)));
-  }
-  // Start from an element of the box, so no identity value is needed.
-  Value initial = memref::LoadOp::create(builder, loc, capture, lows);
-  auto combine = [&](OpBuilder &b, Value a, Value v) {
-    return combineBound(b, loc, bound.getBound(), a, v);
-  };
-  // One loop per dimension over the clamped box; document masks scan the
-  // ids of the query and key tile ranges (tile_m + tile_n loads per tile).
-  SmallVector<Value> ivs;
-  std::function<Value(unsigned, Value)> scan = [&](unsigned dim,
-                                                   Value acc) -> Value {
-    if (dim == lows.size()) {
-      Value element = memref::LoadOp::create(builder, loc, capture, ivs);
-      return combine(builder, acc, element);
-    }
-    auto loop =
-        scf::ForOp::create(builder, loc, lows[dim], highs[dim], index(1), acc);
-    OpBuilder::InsertionGuard guard(builder);
-    builder.setInsertionPointToStart(loop.getBody());
-    ivs.push_back(loop.getInductionVar());
-    Value inner = scan(dim + 1, loop.getRegionIterArgs()[0]);
-    ivs.pop_back();
-    scf::YieldOp::create(builder, loc, inner);
-    return loop.getResult(0);
-  };
-  // `scan` builds nested loops through `builder`, whose insertion point the
-  // loops move; restore it to after the outermost loop.
-  return scan(0, initial);
-}
-
-FailureOr<Value> HostKernelEmitter::materialize(OpBuilder &b, Operation *op,
-                                                IRMapping &mapping,
-                                                ElementContext &element) {
-  auto keyRow = [&]() {
-    if (!element.keyRow)
-      element.keyRow = loadRow(key, element.b, element.kvHead, element.kvIdx);
-    return element.keyRow;
-  };
-  auto needQuery = [&]() -> LogicalResult {
-    if (element.queryRow)
-      return success();
-    return op->emitOpError("is not available to the host backend in this "
-                           "region (no query row)");
-  };
-  return TypeSwitch<Operation *, FailureOr<Value>>(op)
-      .Case([&](attn::DotOp) -> FailureOr<Value> {
-        if (failed(needQuery()))
-          return failure();
-        return dotRows(element.queryRow, keyRow());
-      })
-      .Case([&](attn::ScaledDotOp) -> FailureOr<Value> {
-        if (failed(needQuery()))
-          return failure();
-        // The verifier guarantees a q_scale region beside scaled_dot.
-        assert(element.qScale && "scaled_dot without q_scale");
-        Value dot = dotRows(element.queryRow, keyRow());
-        return arith::MulFOp::create(builder, loc, element.qScale, dot)
-            .getResult();
-      })
-      .Case([&](attn::Norm2Op norm) -> FailureOr<Value> {
-        if (norm.getVector() == attn::Vector::k)
-          return dotRows(keyRow(), keyRow());
-        if (failed(needQuery()))
-          return failure();
-        return dotRows(element.queryRow, element.queryRow);
-      })
-      .Case([&](attn::Dist2Op) -> FailureOr<Value> {
-        if (failed(needQuery()))
-          return failure();
-        Value diff =
-            arith::SubFOp::create(builder, loc, element.queryRow, keyRow());
-        return dotRows(diff, diff);
-      })
-      .Case([&](attn::KeyBiasOp) -> FailureOr<Value> {
-        if (!element.keyBias)
-          return op->emitOpError("has no key_bias region to read");
-        return element.keyBias;
-      })
-      .Case([&](attn::SizeOp size) -> FailureOr<Value> {
-        switch (size.getSize()) {
-        case attn::Size::batch: return batch;
-        case attn::Size::heads: return heads;
-        case attn::Size::kv_heads: return kvHeads;
-        case attn::Size::q_len: return qLen;
-        case attn::Size::kv_len: return kvLen;
-        case attn::Size::head_dim: return index(headDim);
-        }
-        return failure();
-      })
-      .Case([&](attn::LoadOp load) -> FailureOr<Value> {
-        return loadCapture(load, mapping);
-      })
-      .Case([&](attn::LoadBoundOp bound) -> FailureOr<Value> {
-        return loadCaptureBound(bound, mapping);
-      })
-      .Default([&](Operation *other) -> FailureOr<Value> {
-        return other->emitOpError("is not supported by the host backend");
-      });
-}
-
-FailureOr<Value>
-HostKernelEmitter::inlineElementRegion(Region &region,
-                                       ElementContext &element) {
-  SmallVector<Value> arguments{element.b, element.h, element.qIdx,
-                               element.kvIdx};
-  llvm::append_range(arguments, params);
-  arguments.append(captures.size(), Value());
-  element.keyRow = Value();
-  auto yielded = inlineAttnRegion(
-      builder, region, arguments,
-      [&](OpBuilder &b, Operation *op, IRMapping &mapping) {
-        return materialize(b, op, mapping, element);
-      });
-  if (failed(yielded))
-    return failure();
-  return (*yielded)[0];
-}
-
-FailureOr<std::pair<Value, Value>>
-HostKernelEmitter::classifyTile(Value b, Value h, Value qLo, Value qHi,
-                                Value kvLo, Value kvHi) {
-  if (attention.getTileClass().empty()) {
-    // Without a classifier a masked op must test every element.
-    bool unmasked = attention.getMask().empty();
-    Value allKept = arith::ConstantOp::create(builder, loc,
-                                              builder.getBoolAttr(unmasked));
-    Value allMasked = arith::ConstantOp::create(builder, loc,
-                                                builder.getBoolAttr(false));
-    return std::pair(allKept, allMasked);
-  }
-  SmallVector<Value> arguments{b, h, qLo, qHi, kvLo, kvHi};
-  llvm::append_range(arguments, params);
-  arguments.append(captures.size(), Value());
-  ElementContext noElement;
-  auto facts = inlineAttnRegion(
-      builder, attention.getTileClass(), arguments,
-      [&](OpBuilder &ob, Operation *op, IRMapping &mapping) {
-        return materialize(ob, op, mapping, noElement);
-      });
-  if (failed(facts))
-    return failure();
-  return std::pair((*facts)[0], (*facts)[1]);
-}
 
 LogicalResult HostKernelEmitter::emitTileRows(ElementContext &tile, Value qLo,
                                               Value numRows, Value kvLo,
@@ -511,14 +250,6 @@ LogicalResult HostKernelEmitter::emitFinalize(ElementContext &item, Value qLo,
 }
 
 LogicalResult HostKernelEmitter::emit() {
-  auto queryType = cast<RankedTensorType>(attention.getQuery().getType());
-  headDim = queryType.getShape().back();
-  auto valueType = cast<RankedTensorType>(attention.getValue().getType());
-  if (ShapedType::isDynamic(headDim) ||
-      valueType.getShape().back() != headDim)
-    return attention.emitOpError(
-        "the host backend needs one static head dimension for q, k and v");
-
   Block *entry = kernel.addEntryBlock();
   builder.setInsertionPointToStart(entry);
   unsigned next = 0;
@@ -535,11 +266,7 @@ LogicalResult HostKernelEmitter::emit() {
   Value workBegin = entry->getArgument(next++);
   Value workEnd = entry->getArgument(next++);
 
-  batch = memref::DimOp::create(builder, loc, query, 0);
-  heads = memref::DimOp::create(builder, loc, query, 1);
-  qLen = memref::DimOp::create(builder, loc, query, 2);
-  kvHeads = memref::DimOp::create(builder, loc, key, 1);
-  kvLen = memref::DimOp::create(builder, loc, key, 2);
+  bindSizes(query, key);
   Value numQTiles = arith::CeilDivSIOp::create(builder, loc, qLen,
                                                index(tileM));
   Value group = arith::DivSIOp::create(builder, loc, heads, kvHeads);
@@ -695,6 +422,17 @@ struct AttnLowerToHost
   }
 
   LogicalResult lower(func::FuncOp function, attn::AttentionOp attention) {
+    auto queryType = cast<RankedTensorType>(attention.getQuery().getType());
+    int64_t headDim = queryType.getShape().back();
+    auto valueType = cast<RankedTensorType>(attention.getValue().getType());
+    if (ShapedType::isDynamic(headDim) ||
+        valueType.getShape().back() != headDim)
+      return attention.emitOpError(
+          "the host backend needs one static head dimension for q, k and v");
+    if (attention.hasBackward() && !attention.getLse())
+      return attention.emitOpError(
+          "has gradient regions but no lse result: the backward reads the "
+          "forward's log-sum-exp");
     MLIRContext *context = &getContext();
     Builder b(context);
     SmallVector<Type> arguments;
@@ -721,6 +459,12 @@ struct AttnLowerToHost
     kernel->setAttr("rbfc.tile_n", b.getI64IntegerAttr(tileN));
     HostKernelEmitter emitter(attention, kernel, tileM, tileN);
     if (failed(emitter.emit())) {
+      kernel.erase();
+      return failure();
+    }
+    if (attention.hasBackward() &&
+        failed(buildHostBackward(attention, moduleBuilder, function.getName(),
+                                 tileM, tileN))) {
       kernel.erase();
       return failure();
     }

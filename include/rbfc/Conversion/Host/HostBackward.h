@@ -1,0 +1,22 @@
+//===- HostBackward.h - the host backend's backward schedule ----*- C++ -*-===//
+#ifndef RBFC_CONVERSION_HOST_HOSTBACKWARD_H
+#define RBFC_CONVERSION_HOST_HOSTBACKWARD_H
+
+#include "rbfc/Dialect/Attn/AttnOps.h"
+
+#include "mlir/IR/Builders.h"
+
+namespace rbfc::host {
+
+/// Adds, at the builder's insertion point, the backward functions of the
+/// derived op `attention` whose forward function is `name`: NAME_bwd_rows,
+/// NAME_bwd_dkdv and NAME_bwd_dq (docs/host-backend.md, "Backward"), tiled
+/// as the forward with `tileM` query rows and `tileN` keys.
+mlir::LogicalResult buildHostBackward(rbfc::attn::AttentionOp attention,
+                                      mlir::OpBuilder &moduleBuilder,
+                                      llvm::StringRef name, int64_t tileM,
+                                      int64_t tileN);
+
+} // namespace rbfc::host
+
+#endif // RBFC_CONVERSION_HOST_HOSTBACKWARD_H

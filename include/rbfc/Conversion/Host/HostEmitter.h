@@ -1,0 +1,124 @@
+//===- HostEmitter.h - pieces of the host backend's schedules ---*- C++ -*-===//
+//
+// The forward and backward CPU schedules of attn-lower-to-host walk the same
+// tiles and evaluate the same regions: this is what they share. Rows of
+// q, k, v (and dO) are vector<head_dim x f32> values; the attn element ops
+// of a region become code on them, and the attn.grad_* ops of a gradient
+// region become additions to whatever the schedule keeps for that gradient.
+//
+//===----------------------------------------------------------------------===//
+#ifndef RBFC_CONVERSION_HOST_HOSTEMITTER_H
+#define RBFC_CONVERSION_HOST_HOSTEMITTER_H
+
+#include "rbfc/Dialect/Attn/AttnOps.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinTypes.h"
+
+#include <functional>
+
+namespace rbfc::host {
+
+/// A memref type for a tensor argument of the attention op: dynamic sizes
+/// except a static minor dimension (head_dim), dynamic strides and offset so
+/// that the caller can pass views of larger tensors. `unitMinorStride` keeps
+/// the minor stride 1, which vector loads along head_dim need.
+mlir::MemRefType stridedMemRefFor(mlir::ShapedType type, bool unitMinorStride);
+
+/// What a schedule does with the gradient a gradient region adds to. A
+/// null entry drops that gradient (the pass of the schedule does not own
+/// it).
+struct GradientSinks {
+  std::function<void(mlir::Value adjoint)> scaledDot, keyBias;
+  std::function<void(rbfc::attn::Vector side, mlir::Value adjoint)> norm2;
+  std::function<void(unsigned param, mlir::Value adjoint)> param;
+  /// `indices` are already clamped into the capture's dimensions.
+  std::function<void(unsigned capture, mlir::ValueRange indices,
+                     mlir::Value adjoint)>
+      capture;
+};
+
+/// Values an element region may read for one (query row, key) pair; the
+/// materializer turns attn element ops into code on them.
+struct ElementContext {
+  mlir::Value b, h, qIdx, kvIdx, kvHead;
+  /// The query row as vector<head_dim x f32>, null outside per-row code.
+  mlir::Value queryRow;
+  /// The query pre-scale (q_scale region), null when the op has none.
+  mlir::Value qScale;
+  /// The key_bias region's value for kvIdx, null where it is not known.
+  mlir::Value keyBias;
+  /// The key row where the schedule has loaded it; otherwise each inlined
+  /// region loads it on first use.
+  mlir::Value keyRow;
+  /// The adjoint argument of a gradient region.
+  mlir::Value adjoint;
+  /// Where a gradient region's attn.grad_* ops add to.
+  const GradientSinks *sinks = nullptr;
+};
+
+/// Builds host code for one attention op inside one generated function.
+/// Subclasses bind the tensors, sizes, parameters and captures from their
+/// function's arguments, then emit their schedule with these helpers.
+class HostEmitter {
+protected:
+  HostEmitter(rbfc::attn::AttentionOp attention, mlir::func::FuncOp kernel);
+
+  mlir::Value index(int64_t value);
+  mlir::Value f32(double value);
+  mlir::Value minIndex(mlir::Value a, mlir::Value b);
+  mlir::VectorType rowType();
+  /// vector<head_dim x f32> zeros.
+  mlir::Value zeroRow();
+  /// Loads row `rowIdx` of a [batch, heads, len, head_dim] memref as f32.
+  mlir::Value loadRow(mlir::Value tensor, mlir::Value b, mlir::Value head,
+                      mlir::Value rowIdx);
+  /// Stores the f32 row `row` as the element type of `tensor`.
+  void storeRow(mlir::Value row, mlir::Value tensor, mlir::Value b,
+                mlir::Value head, mlir::Value rowIdx);
+  /// Sum of the products of two f32 rows, reassociated into a tree.
+  mlir::Value dotRows(mlir::Value lhs, mlir::Value rhs);
+  /// Inlines an element region (or a gradient region, whose adjoint comes
+  /// from `element.adjoint`) for `element`; returns what it yields.
+  mlir::FailureOr<llvm::SmallVector<mlir::Value>>
+  inlineRegion(mlir::Region &region, ElementContext &element);
+  /// The single value an element region yields.
+  mlir::FailureOr<mlir::Value> inlineElementRegion(mlir::Region &region,
+                                                   ElementContext &element);
+  /// The tile_class facts (all_kept, all_masked) of a tile.
+  mlir::FailureOr<std::pair<mlir::Value, mlir::Value>>
+  classifyTile(mlir::Value b, mlir::Value h, mlir::Value qLo, mlir::Value qHi,
+               mlir::Value kvLo, mlir::Value kvHi);
+  /// The index of the capture `regionArgument` (a tensor block argument of
+  /// any region of the op) among the function's captures.
+  unsigned captureIndex(mlir::Value regionArgument);
+  /// Binds the problem sizes from q [batch, heads, q_len, .] and k
+  /// [batch, kv_heads, kv_len, .].
+  void bindSizes(mlir::Value queryTensor, mlir::Value keyTensor);
+
+  rbfc::attn::AttentionOp attention;
+  mlir::func::FuncOp kernel;
+  int64_t headDim = 0;
+  mlir::Location loc;
+  mlir::OpBuilder builder;
+
+  mlir::Value key;
+  llvm::SmallVector<mlir::Value> params, captures;
+  mlir::Value batch, heads, kvHeads, qLen, kvLen;
+
+private:
+  mlir::FailureOr<mlir::Value> materialize(mlir::Operation *op,
+                                           mlir::IRMapping &mapping,
+                                           ElementContext &element);
+  mlir::Value loadCapture(rbfc::attn::LoadOp load, mlir::IRMapping &mapping);
+  mlir::Value loadCaptureBound(rbfc::attn::LoadBoundOp bound,
+                               mlir::IRMapping &mapping);
+  llvm::SmallVector<mlir::Value> clampedIndices(mlir::Value capture,
+                                                mlir::ValueRange indices,
+                                                mlir::IRMapping &mapping);
+};
+
+} // namespace rbfc::host
+
+#endif // RBFC_CONVERSION_HOST_HOSTEMITTER_H

@@ -1,0 +1,912 @@
+//===- HostBackward.cpp - the backward schedule of the host backend -------===//
+//
+// FlashAttention-2's backward, on the CPU, in three functions beside the
+// forward kernel NAME (docs/host-backend.md, "Backward"):
+//
+//   NAME_bwd_rows   per query row: delta_i = rowsum(dO_i * O_i) - dlse_i
+//                   (softmax; dlse_i under `none`) and lse2_i, the saved
+//                   log-sum-exp without the row terms, in base 2.
+//   NAME_bwd_dkdv   per (batch, kv head, key tile): dK and dV of the tile's
+//                   keys, accumulated over the group's query heads and every
+//                   query tile the mask keeps; the per-key terms' gradients;
+//                   the score's and key bias's gradients of parameters and
+//                   captures.
+//   NAME_bwd_dq     per (batch, head, query tile): dQ over every key tile
+//                   the mask keeps; the q_scale's and row terms' gradients.
+//
+// Both passes recompute the weight of an element from the saved log-sum-exp
+// (P = 2^(s - lse2)) and dP = dO . V, and evaluate score_grad with the
+// score's adjoint (dS = P (dP - delta), in the score's units); each pass
+// keeps the gradients it owns and drops the rest, so every gradient is
+// added exactly once. Gradients of parameters and captures go to per-chunk
+// partial sums that the runner adds up in chunk order: no float atomics,
+// the same bits on every run and every thread count.
+//
+//===----------------------------------------------------------------------===//
+#include "rbfc/Conversion/Host/HostBackward.h"
+
+#include "rbfc/Conversion/Host/HostEmitter.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "llvm/Support/Debug.h"
+
+#include <cmath>
+#include <limits>
+
+#define DEBUG_TYPE "attn-lower-to-host"
+
+using namespace mlir;
+using namespace rbfc;
+using namespace rbfc::host;
+
+namespace {
+
+constexpr double kInfinity = std::numeric_limits<double>::infinity();
+
+/// Shared by the three backward functions: their common arguments and the
+/// per-element softmax backward.
+class HostBackwardEmitter : protected HostEmitter {
+public:
+  HostBackwardEmitter(attn::AttentionOp attention, func::FuncOp kernel,
+                      int64_t tileM, int64_t tileN)
+      : HostEmitter(attention, kernel), tileM(tileM), tileN(tileN) {}
+
+protected:
+  /// Binds the trailing parameters and captures, which start at argument
+  /// `first`, and returns the index of the argument after them.
+  unsigned bindParamsAndCaptures(Block *entry, unsigned first) {
+    for (size_t i = 0; i < attention.getParams().size(); ++i)
+      params.push_back(entry->getArgument(first++));
+    for (size_t i = 0; i < attention.getCaptures().size(); ++i)
+      captures.push_back(entry->getArgument(first++));
+    return first;
+  }
+
+  /// The weight of an element and the adjoint of its score: P = 2^(s2 -
+  /// lse2), dS = ln2' P (dP - delta) under softmax; w = 2^s2 and dS = ln2'
+  /// (w dP + delta 2^(s2 - lse2)) under `none`, whose delta is dlse. s2 is
+  /// the score in base 2, ln2' converts the adjoint to the score's units.
+  FailureOr<std::pair<Value, Value>> weightAndAdjoint(ElementContext &element,
+                                                      Value outputGradRow,
+                                                      Value valueRow,
+                                                      Value delta, Value lse2) {
+    FailureOr<Value> score = inlineElementRegion(attention.getScore(), element);
+    if (failed(score))
+      return failure();
+    Value s2 = *score;
+    if (!attention.getLog2Domain())
+      s2 = arith::MulFOp::create(builder, loc, s2, f32(M_LOG2E));
+    Value units = f32(attention.getLog2Domain() ? M_LN2 : 1.0);
+    Value dP = dotRows(outputGradRow, valueRow);
+    Value relative = math::Exp2Op::create(
+        builder, loc, arith::SubFOp::create(builder, loc, s2, lse2));
+    if (attention.isSoftmax()) {
+      Value adjoint = arith::MulFOp::create(
+          builder, loc, units,
+          arith::MulFOp::create(
+              builder, loc, relative,
+              arith::SubFOp::create(builder, loc, dP, delta)));
+      return std::pair(relative, adjoint);
+    }
+    Value weight = math::Exp2Op::create(builder, loc, s2);
+    Value sum = arith::AddFOp::create(
+        builder, loc, arith::MulFOp::create(builder, loc, weight, dP),
+        arith::MulFOp::create(builder, loc, delta, relative));
+    return std::pair(
+        weight, arith::MulFOp::create(builder, loc, units, sum).getResult());
+  }
+
+  /// `partials[chunk, slot] += x` when `want` (the caller asked for the
+  /// gradient the slot belongs to).
+  void addToPartial(Value want, Value slot, Value x) {
+    auto ifWanted = scf::IfOp::create(builder, loc, want);
+    OpBuilder::InsertionGuard guard(builder);
+    builder.setInsertionPointToStart(&ifWanted.getThenRegion().front());
+    Value old =
+        memref::LoadOp::create(builder, loc, partials, ValueRange{chunk, slot});
+    memref::StoreOp::create(builder, loc,
+                            arith::AddFOp::create(builder, loc, old, x),
+                            partials, ValueRange{chunk, slot});
+  }
+
+  /// Reads the gradient mask and lays out the partial-sum slots: one per
+  /// parameter, then the elements of every f32 capture, row-major.
+  void bindGradientSlots(Value gradMask) {
+    auto bit = [&](unsigned position) {
+      Value shifted = arith::ShRUIOp::create(
+          builder, loc, gradMask,
+          arith::ConstantOp::create(builder, loc,
+                                    builder.getI64IntegerAttr(position)));
+      Value low = arith::AndIOp::create(
+          builder, loc, shifted,
+          arith::ConstantOp::create(builder, loc,
+                                    builder.getI64IntegerAttr(1)));
+      return arith::CmpIOp::create(
+          builder, loc, arith::CmpIPredicate::ne, low,
+          arith::ConstantOp::create(builder, loc,
+                                    builder.getI64IntegerAttr(0)));
+    };
+    for (size_t p = 0; p < params.size(); ++p)
+      wantParam.push_back(bit(p));
+    Value next = index(params.size());
+    for (auto [c, capture] : llvm::enumerate(captures)) {
+      wantCapture.push_back(bit(params.size() + c));
+      captureSlot.push_back(next);
+      auto type = cast<MemRefType>(capture.getType());
+      if (!type.getElementType().isF32())
+        continue;
+      Value numel = index(1);
+      for (int64_t d = 0; d < type.getRank(); ++d)
+        numel = arith::MulIOp::create(
+            builder, loc, numel,
+            memref::DimOp::create(builder, loc, capture, d));
+      next = arith::AddIOp::create(builder, loc, next, numel);
+    }
+  }
+
+  /// Sinks for the parameters' and captures' gradients.
+  void sinkParamsAndCaptures(GradientSinks &sinks) {
+    sinks.param = [this](unsigned p, Value x) {
+      addToPartial(wantParam[p], index(p), x);
+    };
+    sinks.capture = [this](unsigned c, ValueRange indices, Value x) {
+      Value flat = index(0);
+      for (auto [d, idx] : llvm::enumerate(indices)) {
+        Value size = memref::DimOp::create(builder, loc, captures[c], d);
+        flat = arith::AddIOp::create(
+            builder, loc, arith::MulIOp::create(builder, loc, flat, size), idx);
+      }
+      addToPartial(wantCapture[c],
+                   arith::AddIOp::create(builder, loc, captureSlot[c], flat),
+                   x);
+    };
+  }
+
+  /// The q_scale region's value for (b, h), 1 without one.
+  FailureOr<Value> queryScale(ElementContext &item) {
+    if (attention.getQScale().empty())
+      return f32(1.0);
+    ElementContext element = item;
+    element.qIdx = index(0);
+    element.kvIdx = index(0);
+    return inlineElementRegion(attention.getQScale(), element);
+  }
+
+  /// The key_bias of keys [kvLo, kvLo + numKeys) into `tile`.
+  LogicalResult computeKeyBiases(ElementContext &item, Value kvLo,
+                                 Value numKeys, Value tile) {
+    if (attention.getKeyBias().empty())
+      return success();
+    auto loop = scf::ForOp::create(builder, loc, index(0), numKeys, index(1));
+    OpBuilder::InsertionGuard guard(builder);
+    builder.setInsertionPointToStart(loop.getBody());
+    Value j = loop.getInductionVar();
+    ElementContext element = item;
+    element.qIdx = index(0);
+    element.kvIdx = arith::AddIOp::create(builder, loc, kvLo, j);
+    FailureOr<Value> bias =
+        inlineElementRegion(attention.getKeyBias(), element);
+    if (failed(bias))
+      return failure();
+    memref::StoreOp::create(builder, loc, *bias, tile, j);
+    return success();
+  }
+
+  /// An scf.for over [0, count) carrying `state`; the body builder returns
+  /// the next state.
+  FailureOr<ValueRange> loopWithState(
+      Value count, ValueRange state,
+      function_ref<FailureOr<SmallVector<Value>>(Value, ValueRange)> body) {
+    auto loop =
+        scf::ForOp::create(builder, loc, index(0), count, index(1), state);
+    OpBuilder::InsertionGuard guard(builder);
+    builder.setInsertionPointToStart(loop.getBody());
+    auto next = body(loop.getInductionVar(), loop.getRegionIterArgs());
+    if (failed(next))
+      return failure();
+    scf::YieldOp::create(builder, loc, *next);
+    return ValueRange(loop.getResults());
+  }
+
+  /// Evaluates `compute` on the element only where the mask keeps it (when
+  /// `withMask`), passing `state` through elsewhere.
+  FailureOr<SmallVector<Value>>
+  whereKept(ElementContext &element, bool withMask, ValueRange state,
+            function_ref<FailureOr<SmallVector<Value>>()> compute) {
+    if (!withMask)
+      return compute();
+    FailureOr<Value> kept = inlineElementRegion(attention.getMask(), element);
+    if (failed(kept))
+      return failure();
+    auto branch = scf::IfOp::create(builder, loc, state.getTypes(), *kept,
+                                    /*withElseRegion=*/true);
+    OpBuilder::InsertionGuard guard(builder);
+    builder.setInsertionPointToStart(&branch.getElseRegion().front());
+    scf::YieldOp::create(builder, loc, state);
+    builder.setInsertionPointToStart(&branch.getThenRegion().front());
+    auto next = compute();
+    if (failed(next))
+      return failure();
+    scf::YieldOp::create(builder, loc, *next);
+    return SmallVector<Value>(branch.getResults());
+  }
+
+  /// Runs `body(withMask)` for a live tile: without the per-element mask
+  /// when the tile is all kept, with it otherwise; nothing when all masked.
+  LogicalResult forLiveTile(std::pair<Value, Value> tileClass,
+                            function_ref<LogicalResult(bool)> body) {
+    Value live = arith::XOrIOp::create(
+        builder, loc, tileClass.second,
+        arith::ConstantOp::create(builder, loc, builder.getBoolAttr(true)));
+    auto ifLive = scf::IfOp::create(builder, loc, live);
+    OpBuilder::InsertionGuard guard(builder);
+    builder.setInsertionPointToStart(&ifLive.getThenRegion().front());
+    if (attention.getMask().empty())
+      return body(false);
+    auto ifKept = scf::IfOp::create(builder, loc, tileClass.first,
+                                    /*withElseRegion=*/true);
+    builder.setInsertionPointToStart(&ifKept.getThenRegion().front());
+    if (failed(body(false)))
+      return failure();
+    builder.setInsertionPointToStart(&ifKept.getElseRegion().front());
+    return body(true);
+  }
+
+  /// The inclusive last index of a tile of `count` from `lo`.
+  Value lastOf(Value lo, Value count) {
+    return arith::SubIOp::create(
+        builder, loc, arith::AddIOp::create(builder, loc, lo, count), index(1));
+  }
+
+  Value scratch(ArrayRef<int64_t> shape) {
+    return memref::AllocaOp::create(
+        builder, loc, MemRefType::get(shape, builder.getF32Type()));
+  }
+
+  int64_t tileM, tileN;
+  Value query, value, outputGrad, delta, lse2, partials, chunk, numChunks;
+  SmallVector<Value> wantParam, wantCapture, captureSlot;
+};
+
+/// NAME_bwd_rows(q, k, o, dO, lse, dlse, delta, lse2, params..., captures...,
+/// work_begin, work_end): work items as the forward's.
+class RowsEmitter : HostBackwardEmitter {
+public:
+  using HostBackwardEmitter::HostBackwardEmitter;
+
+  LogicalResult emit() {
+    Block *entry = kernel.addEntryBlock();
+    builder.setInsertionPointToStart(entry);
+    query = entry->getArgument(0);
+    key = entry->getArgument(1);
+    Value output = entry->getArgument(2);
+    outputGrad = entry->getArgument(3);
+    Value lse = entry->getArgument(4), lseGrad = entry->getArgument(5);
+    delta = entry->getArgument(6);
+    lse2 = entry->getArgument(7);
+    unsigned next = bindParamsAndCaptures(entry, 8);
+    Value workBegin = entry->getArgument(next),
+          workEnd = entry->getArgument(next + 1);
+    bindSizes(query, key);
+
+    Value numQTiles =
+        arith::CeilDivSIOp::create(builder, loc, qLen, index(tileM));
+    auto workLoop =
+        scf::ForOp::create(builder, loc, workBegin, workEnd, index(1));
+    builder.setInsertionPointToStart(workLoop.getBody());
+    Value work = workLoop.getInductionVar();
+    Value qTile = arith::RemSIOp::create(builder, loc, work, numQTiles);
+    Value batchHead = arith::DivSIOp::create(builder, loc, work, numQTiles);
+    ElementContext item;
+    item.h = arith::RemSIOp::create(builder, loc, batchHead, heads);
+    item.b = arith::DivSIOp::create(builder, loc, batchHead, heads);
+    Value qLo = arith::MulIOp::create(builder, loc, qTile, index(tileM));
+    Value numRows =
+        minIndex(index(tileM), arith::SubIOp::create(builder, loc, qLen, qLo));
+    auto rowLoop =
+        scf::ForOp::create(builder, loc, index(0), numRows, index(1));
+    builder.setInsertionPointToStart(rowLoop.getBody());
+    Value qIdx =
+        arith::AddIOp::create(builder, loc, qLo, rowLoop.getInductionVar());
+    SmallVector<Value, 3> at{item.b, item.h, qIdx};
+    Value rowLseGrad = memref::LoadOp::create(builder, loc, lseGrad, at);
+    Value rowDelta = rowLseGrad;
+    if (attention.isSoftmax()) {
+      Value dot = dotRows(loadRow(outputGrad, item.b, item.h, qIdx),
+                          loadRow(output, item.b, item.h, qIdx));
+      rowDelta = arith::SubFOp::create(builder, loc, dot, rowLseGrad);
+    }
+    memref::StoreOp::create(builder, loc, rowDelta, delta, at);
+
+    Value rowLse = memref::LoadOp::create(builder, loc, lse, at);
+    if (!attention.getRowBias().empty()) {
+      ElementContext element = item;
+      element.qIdx = qIdx;
+      element.kvIdx = index(0);
+      element.queryRow = loadRow(query, item.b, item.h, qIdx);
+      FailureOr<Value> bias =
+          inlineElementRegion(attention.getRowBias(), element);
+      if (failed(bias))
+        return failure();
+      rowLse = arith::SubFOp::create(builder, loc, rowLse, *bias);
+    }
+    Value base2 = arith::MulFOp::create(builder, loc, rowLse, f32(M_LOG2E));
+    // A row without weight (lse = -inf) gets +inf: its weights 2^(s - lse2)
+    // are then 0 instead of NaN.
+    Value empty = arith::CmpFOp::create(builder, loc, arith::CmpFPredicate::OEQ,
+                                        rowLse, f32(-kInfinity));
+    memref::StoreOp::create(
+        builder, loc,
+        arith::SelectOp::create(builder, loc, empty, f32(kInfinity), base2),
+        lse2, at);
+    builder.setInsertionPointAfter(workLoop);
+    func::ReturnOp::create(builder, loc);
+    return success();
+  }
+};
+
+/// NAME_bwd_dkdv(q, k, v, dO, delta, lse2, dK, dV, partials, grad_mask,
+/// params..., captures..., chunk, num_chunks): work item (b, kv head, key
+/// tile), items chunk, chunk + num_chunks, ...
+class KeyValueGradEmitter : HostBackwardEmitter {
+public:
+  using HostBackwardEmitter::HostBackwardEmitter;
+
+  LogicalResult emit() {
+    Block *entry = kernel.addEntryBlock();
+    builder.setInsertionPointToStart(entry);
+    query = entry->getArgument(0);
+    key = entry->getArgument(1);
+    value = entry->getArgument(2);
+    outputGrad = entry->getArgument(3);
+    delta = entry->getArgument(4);
+    lse2 = entry->getArgument(5);
+    Value keyGrad = entry->getArgument(6), valueGrad = entry->getArgument(7);
+    partials = entry->getArgument(8);
+    Value gradMask = entry->getArgument(9);
+    unsigned next = bindParamsAndCaptures(entry, 10);
+    chunk = entry->getArgument(next);
+    numChunks = entry->getArgument(next + 1);
+    bindSizes(query, key);
+    bindGradientSlots(gradMask);
+
+    Value numKeyTiles =
+        arith::CeilDivSIOp::create(builder, loc, kvLen, index(tileN));
+    Value numQTiles =
+        arith::CeilDivSIOp::create(builder, loc, qLen, index(tileM));
+    Value group = arith::DivSIOp::create(builder, loc, heads, kvHeads);
+    Value numWork = arith::MulIOp::create(
+        builder, loc, arith::MulIOp::create(builder, loc, batch, kvHeads),
+        numKeyTiles);
+
+    keyGradTile = scratch({tileN, headDim});
+    valueGradTile = scratch({tileN, headDim});
+    keyNormGrad = scratch({tileN});
+    keyBiasTile = scratch({tileN});
+    keyBiasGrad = scratch({tileN});
+    queryTile = scratch({tileM, headDim});
+    outputGradTile = scratch({tileM, headDim});
+    rowDelta = scratch({tileM});
+    rowLse2 = scratch({tileM});
+
+    auto workLoop = scf::ForOp::create(builder, loc, chunk, numWork, numChunks);
+    builder.setInsertionPointToStart(workLoop.getBody());
+    Value work = workLoop.getInductionVar();
+    Value keyTile = arith::RemSIOp::create(builder, loc, work, numKeyTiles);
+    Value batchHead = arith::DivSIOp::create(builder, loc, work, numKeyTiles);
+    ElementContext item;
+    item.kvHead = arith::RemSIOp::create(builder, loc, batchHead, kvHeads);
+    item.b = arith::DivSIOp::create(builder, loc, batchHead, kvHeads);
+    kvLo = arith::MulIOp::create(builder, loc, keyTile, index(tileN));
+    numKeys = minIndex(index(tileN),
+                       arith::SubIOp::create(builder, loc, kvLen, kvLo));
+    Value kvHi = lastOf(kvLo, numKeys);
+    fill(numKeys, [&](Value j) {
+      vector::StoreOp::create(builder, loc, zeroRow(), keyGradTile,
+                              ValueRange{j, index(0)});
+      vector::StoreOp::create(builder, loc, zeroRow(), valueGradTile,
+                              ValueRange{j, index(0)});
+      memref::StoreOp::create(builder, loc, f32(0), keyNormGrad, j);
+    });
+
+    // The query heads of the group read this key/value head.
+    auto headLoop = scf::ForOp::create(builder, loc, index(0), group, index(1));
+    {
+      OpBuilder::InsertionGuard guard(builder);
+      builder.setInsertionPointToStart(headLoop.getBody());
+      item.h = arith::AddIOp::create(
+          builder, loc, arith::MulIOp::create(builder, loc, item.kvHead, group),
+          headLoop.getInductionVar());
+      FailureOr<Value> qScale = queryScale(item);
+      if (failed(qScale))
+        return failure();
+      item.qScale = *qScale;
+      if (failed(computeKeyBiases(item, kvLo, numKeys, keyBiasTile)))
+        return failure();
+      fill(numKeys, [&](Value j) {
+        memref::StoreOp::create(builder, loc, f32(0), keyBiasGrad, j);
+      });
+
+      auto qTileLoop =
+          scf::ForOp::create(builder, loc, index(0), numQTiles, index(1));
+      {
+        OpBuilder::InsertionGuard tileGuard(builder);
+        builder.setInsertionPointToStart(qTileLoop.getBody());
+        Value qLo = arith::MulIOp::create(
+            builder, loc, qTileLoop.getInductionVar(), index(tileM));
+        Value numRows = minIndex(
+            index(tileM), arith::SubIOp::create(builder, loc, qLen, qLo));
+        auto tileClass =
+            classifyTile(item.b, item.h, qLo, lastOf(qLo, numRows), kvLo, kvHi);
+        if (failed(tileClass))
+          return failure();
+        if (failed(forLiveTile(*tileClass, [&](bool withMask) {
+              stageRows(item, qLo, numRows);
+              return emitTile(item, qLo, numRows, withMask);
+            })))
+          return failure();
+      }
+
+      // The key bias's gradient, per key, with the sum over rows of what
+      // score_grad sent to it.
+      if (!attention.getKeyBiasGrad().empty()) {
+        auto keyLoop =
+            scf::ForOp::create(builder, loc, index(0), numKeys, index(1));
+        OpBuilder::InsertionGuard keyGuard(builder);
+        builder.setInsertionPointToStart(keyLoop.getBody());
+        Value j = keyLoop.getInductionVar();
+        ElementContext element = item;
+        element.qIdx = index(0);
+        element.kvIdx = arith::AddIOp::create(builder, loc, kvLo, j);
+        element.adjoint = memref::LoadOp::create(builder, loc, keyBiasGrad, j);
+        GradientSinks sinks;
+        sinkParamsAndCaptures(sinks);
+        sinks.norm2 = [&](attn::Vector side, Value x) {
+          if (side != attn::Vector::k)
+            return;
+          Value old = memref::LoadOp::create(builder, loc, keyNormGrad, j);
+          memref::StoreOp::create(builder, loc,
+                                  arith::AddFOp::create(builder, loc, old, x),
+                                  keyNormGrad, j);
+        };
+        element.sinks = &sinks;
+        if (failed(inlineRegion(attention.getKeyBiasGrad(), element)))
+          return failure();
+      }
+    }
+
+    // dK = dK~ + 2 (dL/d||k||^2) k, then both gradients to memory.
+    fill(numKeys, [&](Value j) {
+      Value kvIdx = arith::AddIOp::create(builder, loc, kvLo, j);
+      Value keyRow = loadRow(key, item.b, item.kvHead, kvIdx);
+      Value normGrad = arith::MulFOp::create(
+          builder, loc, f32(2.0),
+          memref::LoadOp::create(builder, loc, keyNormGrad, j));
+      Value keyGradRow = vector::FMAOp::create(
+          builder, loc,
+          vector::BroadcastOp::create(builder, loc, rowType(), normGrad),
+          keyRow,
+          vector::LoadOp::create(builder, loc, rowType(), keyGradTile,
+                                 ValueRange{j, index(0)}));
+      storeRow(keyGradRow, keyGrad, item.b, item.kvHead, kvIdx);
+      storeRow(vector::LoadOp::create(builder, loc, rowType(), valueGradTile,
+                                      ValueRange{j, index(0)}),
+               valueGrad, item.b, item.kvHead, kvIdx);
+    });
+    builder.setInsertionPointAfter(workLoop);
+    func::ReturnOp::create(builder, loc);
+    return success();
+  }
+
+private:
+  void fill(Value count, function_ref<void(Value)> body) {
+    auto loop = scf::ForOp::create(builder, loc, index(0), count, index(1));
+    OpBuilder::InsertionGuard guard(builder);
+    builder.setInsertionPointToStart(loop.getBody());
+    body(loop.getInductionVar());
+  }
+
+  /// Copies the tile's query rows, dO rows, delta and lse2 to scratch.
+  void stageRows(ElementContext &item, Value qLo, Value numRows) {
+    fill(numRows, [&](Value r) {
+      Value qIdx = arith::AddIOp::create(builder, loc, qLo, r);
+      vector::StoreOp::create(builder, loc,
+                              loadRow(query, item.b, item.h, qIdx), queryTile,
+                              ValueRange{r, index(0)});
+      vector::StoreOp::create(builder, loc,
+                              loadRow(outputGrad, item.b, item.h, qIdx),
+                              outputGradTile, ValueRange{r, index(0)});
+      SmallVector<Value, 3> at{item.b, item.h, qIdx};
+      memref::StoreOp::create(builder, loc,
+                              memref::LoadOp::create(builder, loc, delta, at),
+                              rowDelta, r);
+      memref::StoreOp::create(builder, loc,
+                              memref::LoadOp::create(builder, loc, lse2, at),
+                              rowLse2, r);
+    });
+  }
+
+  /// One (query tile, key tile): per key, the rows' contributions to dK,
+  /// dV and the key-side adjoints, carried through the row loop.
+  LogicalResult emitTile(ElementContext &item, Value qLo, Value numRows,
+                         bool withMask) {
+    auto keyLoop =
+        scf::ForOp::create(builder, loc, index(0), numKeys, index(1));
+    OpBuilder::InsertionGuard guard(builder);
+    builder.setInsertionPointToStart(keyLoop.getBody());
+    Value j = keyLoop.getInductionVar();
+    ElementContext element = item;
+    element.kvIdx = arith::AddIOp::create(builder, loc, kvLo, j);
+    if (!attention.getKeyBias().empty())
+      element.keyBias = memref::LoadOp::create(builder, loc, keyBiasTile, j);
+    element.keyRow = loadRow(key, item.b, item.kvHead, element.kvIdx);
+    Value valueRow = loadRow(value, item.b, item.kvHead, element.kvIdx);
+    SmallVector<Value> state{
+        vector::LoadOp::create(builder, loc, rowType(), keyGradTile,
+                               ValueRange{j, index(0)}),
+        vector::LoadOp::create(builder, loc, rowType(), valueGradTile,
+                               ValueRange{j, index(0)}),
+        memref::LoadOp::create(builder, loc, keyBiasGrad, j),
+        memref::LoadOp::create(builder, loc, keyNormGrad, j)};
+    auto rows = loopWithState(
+        numRows, state,
+        [&](Value r, ValueRange carried) -> FailureOr<SmallVector<Value>> {
+          element.qIdx = arith::AddIOp::create(builder, loc, qLo, r);
+          element.queryRow = vector::LoadOp::create(
+              builder, loc, rowType(), queryTile, ValueRange{r, index(0)});
+          return whereKept(element, withMask, carried,
+                           [&]() -> FailureOr<SmallVector<Value>> {
+                             return emitElement(element, r, valueRow, carried);
+                           });
+        });
+    if (failed(rows))
+      return failure();
+    vector::StoreOp::create(builder, loc, (*rows)[0], keyGradTile,
+                            ValueRange{j, index(0)});
+    vector::StoreOp::create(builder, loc, (*rows)[1], valueGradTile,
+                            ValueRange{j, index(0)});
+    memref::StoreOp::create(builder, loc, (*rows)[2], keyBiasGrad, j);
+    memref::StoreOp::create(builder, loc, (*rows)[3], keyNormGrad, j);
+    return success();
+  }
+
+  FailureOr<SmallVector<Value>> emitElement(ElementContext &element, Value r,
+                                            Value valueRow, ValueRange state) {
+    Value outputGradRow = vector::LoadOp::create(
+        builder, loc, rowType(), outputGradTile, ValueRange{r, index(0)});
+    auto weighted =
+        weightAndAdjoint(element, outputGradRow, valueRow,
+                         memref::LoadOp::create(builder, loc, rowDelta, r),
+                         memref::LoadOp::create(builder, loc, rowLse2, r));
+    if (failed(weighted))
+      return failure();
+    auto [weight, adjoint] = *weighted;
+    Value keyGrad = state[0], keyBiasAdjoint = state[2],
+          keyNormAdjoint = state[3];
+    Value valueGrad = vector::FMAOp::create(
+        builder, loc,
+        vector::BroadcastOp::create(builder, loc, rowType(), weight),
+        outputGradRow, state[1]);
+    Value scaledQuery = arith::MulFOp::create(
+        builder, loc, element.queryRow,
+        vector::BroadcastOp::create(builder, loc, rowType(), element.qScale));
+    GradientSinks sinks;
+    sinkParamsAndCaptures(sinks);
+    sinks.scaledDot = [&](Value x) {
+      keyGrad = vector::FMAOp::create(
+          builder, loc, vector::BroadcastOp::create(builder, loc, rowType(), x),
+          scaledQuery, keyGrad);
+    };
+    sinks.keyBias = [&](Value x) {
+      keyBiasAdjoint = arith::AddFOp::create(builder, loc, keyBiasAdjoint, x);
+    };
+    sinks.norm2 = [&](attn::Vector side, Value x) {
+      if (side == attn::Vector::k)
+        keyNormAdjoint = arith::AddFOp::create(builder, loc, keyNormAdjoint, x);
+    };
+    element.adjoint = adjoint;
+    element.sinks = &sinks;
+    if (failed(inlineRegion(attention.getScoreGrad(), element)))
+      return failure();
+    element.sinks = nullptr;
+    return SmallVector<Value>{keyGrad, valueGrad, keyBiasAdjoint,
+                              keyNormAdjoint};
+  }
+
+  Value kvLo, numKeys;
+  Value keyGradTile, valueGradTile, keyNormGrad, keyBiasTile, keyBiasGrad;
+  Value queryTile, outputGradTile, rowDelta, rowLse2;
+};
+
+/// NAME_bwd_dq(q, k, v, dO, delta, lse2, dlse, dQ, partials, grad_mask,
+/// params..., captures..., chunk, num_chunks): work item (b, head, query
+/// tile).
+class QueryGradEmitter : HostBackwardEmitter {
+public:
+  using HostBackwardEmitter::HostBackwardEmitter;
+
+  LogicalResult emit() {
+    Block *entry = kernel.addEntryBlock();
+    builder.setInsertionPointToStart(entry);
+    query = entry->getArgument(0);
+    key = entry->getArgument(1);
+    value = entry->getArgument(2);
+    outputGrad = entry->getArgument(3);
+    delta = entry->getArgument(4);
+    lse2 = entry->getArgument(5);
+    Value lseGrad = entry->getArgument(6), queryGrad = entry->getArgument(7);
+    partials = entry->getArgument(8);
+    Value gradMask = entry->getArgument(9);
+    unsigned next = bindParamsAndCaptures(entry, 10);
+    chunk = entry->getArgument(next);
+    numChunks = entry->getArgument(next + 1);
+    bindSizes(query, key);
+    bindGradientSlots(gradMask);
+
+    Value numKeyTiles =
+        arith::CeilDivSIOp::create(builder, loc, kvLen, index(tileN));
+    Value numQTiles =
+        arith::CeilDivSIOp::create(builder, loc, qLen, index(tileM));
+    Value group = arith::DivSIOp::create(builder, loc, heads, kvHeads);
+    Value numWork = arith::MulIOp::create(
+        builder, loc, arith::MulIOp::create(builder, loc, batch, heads),
+        numQTiles);
+    Value queryGradTile = scratch({tileM, headDim});
+    Value queryNormGrad = scratch({tileM});
+    Value keyBiasTile = scratch({tileN});
+
+    auto workLoop = scf::ForOp::create(builder, loc, chunk, numWork, numChunks);
+    builder.setInsertionPointToStart(workLoop.getBody());
+    Value work = workLoop.getInductionVar();
+    Value qTile = arith::RemSIOp::create(builder, loc, work, numQTiles);
+    Value batchHead = arith::DivSIOp::create(builder, loc, work, numQTiles);
+    ElementContext item;
+    item.h = arith::RemSIOp::create(builder, loc, batchHead, heads);
+    item.b = arith::DivSIOp::create(builder, loc, batchHead, heads);
+    item.kvHead = arith::DivSIOp::create(builder, loc, item.h, group);
+    Value qLo = arith::MulIOp::create(builder, loc, qTile, index(tileM));
+    Value numRows =
+        minIndex(index(tileM), arith::SubIOp::create(builder, loc, qLen, qLo));
+    Value qHi = lastOf(qLo, numRows);
+    FailureOr<Value> qScale = queryScale(item);
+    if (failed(qScale))
+      return failure();
+    item.qScale = *qScale;
+    {
+      auto init = scf::ForOp::create(builder, loc, index(0), numRows, index(1));
+      OpBuilder::InsertionGuard guard(builder);
+      builder.setInsertionPointToStart(init.getBody());
+      Value r = init.getInductionVar();
+      vector::StoreOp::create(builder, loc, zeroRow(), queryGradTile,
+                              ValueRange{r, index(0)});
+      memref::StoreOp::create(builder, loc, f32(0), queryNormGrad, r);
+    }
+
+    auto keyTileLoop =
+        scf::ForOp::create(builder, loc, index(0), numKeyTiles, index(1));
+    {
+      OpBuilder::InsertionGuard guard(builder);
+      builder.setInsertionPointToStart(keyTileLoop.getBody());
+      Value kvLo = arith::MulIOp::create(
+          builder, loc, keyTileLoop.getInductionVar(), index(tileN));
+      Value numKeys = minIndex(
+          index(tileN), arith::SubIOp::create(builder, loc, kvLen, kvLo));
+      auto tileClass =
+          classifyTile(item.b, item.h, qLo, qHi, kvLo, lastOf(kvLo, numKeys));
+      if (failed(tileClass))
+        return failure();
+      LogicalResult status = forLiveTile(*tileClass, [&](bool withMask) {
+        if (failed(computeKeyBiases(item, kvLo, numKeys, keyBiasTile)))
+          return failure();
+        // Per row, dQ~ and dL/d||q||^2 carried over the tile's keys.
+        auto rowLoop =
+            scf::ForOp::create(builder, loc, index(0), numRows, index(1));
+        OpBuilder::InsertionGuard rowGuard(builder);
+        builder.setInsertionPointToStart(rowLoop.getBody());
+        Value r = rowLoop.getInductionVar();
+        ElementContext row = item;
+        row.qIdx = arith::AddIOp::create(builder, loc, qLo, r);
+        row.queryRow = loadRow(query, item.b, item.h, row.qIdx);
+        Value outputGradRow = loadRow(outputGrad, item.b, item.h, row.qIdx);
+        SmallVector<Value, 3> at{item.b, item.h, row.qIdx};
+        Value rowDelta = memref::LoadOp::create(builder, loc, delta, at);
+        Value rowLse2 = memref::LoadOp::create(builder, loc, lse2, at);
+        SmallVector<Value> state{
+            vector::LoadOp::create(builder, loc, rowType(), queryGradTile,
+                                   ValueRange{r, index(0)}),
+            memref::LoadOp::create(builder, loc, queryNormGrad, r)};
+        auto keys = loopWithState(
+            numKeys, state,
+            [&](Value j, ValueRange carried) -> FailureOr<SmallVector<Value>> {
+              ElementContext element = row;
+              element.kvIdx = arith::AddIOp::create(builder, loc, kvLo, j);
+              if (!attention.getKeyBias().empty())
+                element.keyBias =
+                    memref::LoadOp::create(builder, loc, keyBiasTile, j);
+              return whereKept(
+                  element, withMask, carried,
+                  [&]() -> FailureOr<SmallVector<Value>> {
+                    Value keyRow =
+                        loadRow(key, item.b, item.kvHead, element.kvIdx);
+                    Value valueRow =
+                        loadRow(value, item.b, item.kvHead, element.kvIdx);
+                    element.keyRow = keyRow;
+                    auto weighted = weightAndAdjoint(
+                        element, outputGradRow, valueRow, rowDelta, rowLse2);
+                    if (failed(weighted))
+                      return failure();
+                    Value queryGrad = carried[0], normGrad = carried[1];
+                    GradientSinks sinks;
+                    sinks.scaledDot = [&](Value x) {
+                      queryGrad =
+                          vector::FMAOp::create(builder, loc,
+                                                vector::BroadcastOp::create(
+                                                    builder, loc, rowType(), x),
+                                                keyRow, queryGrad);
+                    };
+                    sinks.norm2 = [&](attn::Vector side, Value x) {
+                      if (side == attn::Vector::q)
+                        normGrad =
+                            arith::AddFOp::create(builder, loc, normGrad, x);
+                    };
+                    element.adjoint = weighted->second;
+                    element.sinks = &sinks;
+                    if (failed(inlineRegion(attention.getScoreGrad(), element)))
+                      return failure();
+                    return SmallVector<Value>{queryGrad, normGrad};
+                  });
+            });
+        if (failed(keys))
+          return failure();
+        vector::StoreOp::create(builder, loc, (*keys)[0], queryGradTile,
+                                ValueRange{r, index(0)});
+        memref::StoreOp::create(builder, loc, (*keys)[1], queryNormGrad, r);
+        return success();
+      });
+      if (failed(status))
+        return failure();
+    }
+
+    // dQ = q_scale dQ~ + 2 (dL/d||q||^2) q, plus the row terms' gradient
+    // from the log-sum-exp's; dL/dq_scale = sum over rows of q . dQ~.
+    auto rowLoop = scf::ForOp::create(builder, loc, index(0), numRows, index(1),
+                                      ValueRange{f32(0)});
+    {
+      OpBuilder::InsertionGuard guard(builder);
+      builder.setInsertionPointToStart(rowLoop.getBody());
+      Value r = rowLoop.getInductionVar();
+      ElementContext row = item;
+      row.qIdx = arith::AddIOp::create(builder, loc, qLo, r);
+      row.kvIdx = index(0);
+      row.queryRow = loadRow(query, item.b, item.h, row.qIdx);
+      Value unscaled = vector::LoadOp::create(
+          builder, loc, rowType(), queryGradTile, ValueRange{r, index(0)});
+      Value scaleGrad =
+          arith::AddFOp::create(builder, loc, rowLoop.getRegionIterArgs()[0],
+                                dotRows(row.queryRow, unscaled));
+      Value normGrad = memref::LoadOp::create(builder, loc, queryNormGrad, r);
+      if (!attention.getRowBiasGrad().empty()) {
+        SmallVector<Value, 3> at{item.b, item.h, row.qIdx};
+        Value rowLseGrad = memref::LoadOp::create(builder, loc, lseGrad, at);
+        // A row without a kept key has lse = -inf (lse2 = +inf), which its
+        // row terms do not enter.
+        Value rowLse2 = memref::LoadOp::create(builder, loc, lse2, at);
+        Value nonzero = arith::AndIOp::create(
+            builder, loc,
+            arith::CmpFOp::create(builder, loc, arith::CmpFPredicate::UNE,
+                                  rowLseGrad, f32(0)),
+            arith::CmpFOp::create(builder, loc, arith::CmpFPredicate::ONE,
+                                  rowLse2, f32(kInfinity)));
+        auto ifGrad =
+            scf::IfOp::create(builder, loc, TypeRange{builder.getF32Type()},
+                              nonzero, /*withElseRegion=*/true);
+        {
+          OpBuilder::InsertionGuard branch(builder);
+          builder.setInsertionPointToStart(&ifGrad.getElseRegion().front());
+          scf::YieldOp::create(builder, loc, normGrad);
+          builder.setInsertionPointToStart(&ifGrad.getThenRegion().front());
+          Value withRowTerms = normGrad;
+          GradientSinks sinks;
+          sinkParamsAndCaptures(sinks);
+          sinks.norm2 = [&](attn::Vector side, Value x) {
+            if (side == attn::Vector::q)
+              withRowTerms =
+                  arith::AddFOp::create(builder, loc, withRowTerms, x);
+          };
+          row.adjoint = rowLseGrad;
+          row.sinks = &sinks;
+          if (failed(inlineRegion(attention.getRowBiasGrad(), row)))
+            return failure();
+          scf::YieldOp::create(builder, loc, withRowTerms);
+        }
+        normGrad = ifGrad.getResult(0);
+      }
+      Value queryGradRow = vector::FMAOp::create(
+          builder, loc,
+          vector::BroadcastOp::create(
+              builder, loc, rowType(),
+              arith::MulFOp::create(builder, loc, f32(2.0), normGrad)),
+          row.queryRow,
+          arith::MulFOp::create(builder, loc, unscaled,
+                                vector::BroadcastOp::create(
+                                    builder, loc, rowType(), item.qScale)));
+      storeRow(queryGradRow, queryGrad, item.b, item.h, row.qIdx);
+      scf::YieldOp::create(builder, loc, scaleGrad);
+    }
+    if (!attention.getQScaleGrad().empty()) {
+      ElementContext element = item;
+      element.qIdx = index(0);
+      element.kvIdx = index(0);
+      element.adjoint = rowLoop.getResult(0);
+      GradientSinks sinks;
+      sinkParamsAndCaptures(sinks);
+      element.sinks = &sinks;
+      if (failed(inlineRegion(attention.getQScaleGrad(), element)))
+        return failure();
+    }
+    builder.setInsertionPointAfter(workLoop);
+    func::ReturnOp::create(builder, loc);
+    return success();
+  }
+};
+
+} // namespace
+
+LogicalResult rbfc::host::buildHostBackward(attn::AttentionOp attention,
+                                            OpBuilder &moduleBuilder,
+                                            StringRef name, int64_t tileM,
+                                            int64_t tileN) {
+  MLIRContext *context = attention.getContext();
+  Builder b(context);
+  auto tensor = [&](Value v) {
+    return stridedMemRefFor(cast<ShapedType>(v.getType()), true);
+  };
+  // lse, dlse, delta and lse2: [batch, heads, q_len] f32.
+  Type rowValues = stridedMemRefFor(
+      RankedTensorType::get(
+          {ShapedType::kDynamic, ShapedType::kDynamic, ShapedType::kDynamic},
+          b.getF32Type()),
+      false);
+  Type partials = MemRefType::get({ShapedType::kDynamic, ShapedType::kDynamic},
+                                  b.getF32Type());
+  SmallVector<Type> trailing;
+  for (Value param : attention.getParams())
+    trailing.push_back(param.getType());
+  for (Value capture : attention.getCaptures())
+    trailing.push_back(
+        stridedMemRefFor(cast<ShapedType>(capture.getType()), false));
+  trailing.append(2, b.getIndexType());
+
+  Type q = tensor(attention.getQuery()), k = tensor(attention.getKey()),
+       v = tensor(attention.getValue()), o = tensor(attention.getOutput());
+  auto declare = [&](StringRef suffix, SmallVector<Type> arguments) {
+    llvm::append_range(arguments, trailing);
+    auto function = func::FuncOp::create(moduleBuilder, attention.getLoc(),
+                                         (name + suffix).str(),
+                                         b.getFunctionType(arguments, {}));
+    function->setAttr("llvm.emit_c_interface", b.getUnitAttr());
+    return function;
+  };
+  Type mask = b.getI64Type();
+  auto rows = declare("_bwd_rows",
+                      {q, k, o, o, rowValues, rowValues, rowValues, rowValues});
+  auto keyValue = declare(
+      "_bwd_dkdv", {q, k, v, o, rowValues, rowValues, k, v, partials, mask});
+  auto queryGrad = declare("_bwd_dq", {q, k, v, o, rowValues, rowValues,
+                                       rowValues, q, partials, mask});
+  if (failed(RowsEmitter(attention, rows, tileM, tileN).emit()) ||
+      failed(KeyValueGradEmitter(attention, keyValue, tileM, tileN).emit()) ||
+      failed(QueryGradEmitter(attention, queryGrad, tileM, tileN).emit())) {
+    rows.erase();
+    keyValue.erase();
+    queryGrad.erase();
+    return failure();
+  }
+  LLVM_DEBUG(llvm::dbgs() << "attn-lower-to-host: built the backward of @"
+                          << name << "\n");
+  return success();
+}

@@ -1,0 +1,326 @@
+//===- HostEmitter.cpp - pieces of the host backend's schedules -----------===//
+#include "rbfc/Conversion/Host/HostEmitter.h"
+
+#include "rbfc/Conversion/RegionInlining.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "llvm/ADT/TypeSwitch.h"
+
+using namespace mlir;
+using namespace rbfc;
+using namespace rbfc::host;
+
+MemRefType rbfc::host::stridedMemRefFor(ShapedType type, bool unitMinorStride) {
+  int64_t rank = type.getRank();
+  SmallVector<int64_t> shape(rank, ShapedType::kDynamic);
+  SmallVector<int64_t> strides(rank, ShapedType::kDynamic);
+  if (unitMinorStride) {
+    shape.back() = type.getShape().back();
+    strides.back() = 1;
+  }
+  auto layout =
+      StridedLayoutAttr::get(type.getContext(), ShapedType::kDynamic, strides);
+  return MemRefType::get(shape, type.getElementType(), layout);
+}
+
+HostEmitter::HostEmitter(attn::AttentionOp attention, func::FuncOp kernel)
+    : attention(attention), kernel(kernel),
+      headDim(cast<RankedTensorType>(attention.getQuery().getType())
+                  .getShape()
+                  .back()),
+      loc(attention.getLoc()), builder(kernel.getContext()) {}
+
+Value HostEmitter::index(int64_t value) {
+  return arith::ConstantIndexOp::create(builder, loc, value);
+}
+
+Value HostEmitter::f32(double value) {
+  return arith::ConstantOp::create(builder, loc,
+                                   builder.getF32FloatAttr(value));
+}
+
+Value HostEmitter::minIndex(Value a, Value b) {
+  return arith::MinSIOp::create(builder, loc, a, b);
+}
+
+VectorType HostEmitter::rowType() {
+  return VectorType::get({headDim}, builder.getF32Type());
+}
+
+Value HostEmitter::zeroRow() {
+  return arith::ConstantOp::create(
+      builder, loc, cast<TypedAttr>(builder.getZeroAttr(rowType())));
+}
+
+Value HostEmitter::loadRow(Value tensor, Value b, Value head, Value rowIdx) {
+  auto type = cast<MemRefType>(tensor.getType());
+  Value loaded = vector::LoadOp::create(
+      builder, loc, VectorType::get({headDim}, type.getElementType()), tensor,
+      ValueRange{b, head, rowIdx, index(0)});
+  if (type.getElementType().isF32())
+    return loaded;
+  return arith::ExtFOp::create(builder, loc, rowType(), loaded);
+}
+
+void HostEmitter::storeRow(Value row, Value tensor, Value b, Value head,
+                           Value rowIdx) {
+  Type element = cast<MemRefType>(tensor.getType()).getElementType();
+  if (!element.isF32())
+    row = arith::TruncFOp::create(builder, loc,
+                                  VectorType::get({headDim}, element), row);
+  vector::StoreOp::create(builder, loc, row, tensor,
+                          ValueRange{b, head, rowIdx, index(0)});
+}
+
+Value HostEmitter::dotRows(Value lhs, Value rhs) {
+  Value products = arith::MulFOp::create(builder, loc, lhs, rhs);
+  // Reassociation lets LLVM reduce in a tree of vector adds instead of a
+  // sequential chain of head_dim scalar adds.
+  return vector::ReductionOp::create(builder, loc, vector::CombiningKind::ADD,
+                                     products, Value(),
+                                     arith::FastMathFlags::reassoc);
+}
+
+unsigned HostEmitter::captureIndex(Value regionArgument) {
+  auto argument = cast<BlockArgument>(regionArgument);
+  // Captures are the trailing arguments of every region.
+  return argument.getArgNumber() +
+         (captures.size() - argument.getOwner()->getNumArguments());
+}
+
+void HostEmitter::bindSizes(Value queryTensor, Value keyTensor) {
+  batch = memref::DimOp::create(builder, loc, queryTensor, 0);
+  heads = memref::DimOp::create(builder, loc, queryTensor, 1);
+  qLen = memref::DimOp::create(builder, loc, queryTensor, 2);
+  kvHeads = memref::DimOp::create(builder, loc, keyTensor, 1);
+  kvLen = memref::DimOp::create(builder, loc, keyTensor, 2);
+}
+
+SmallVector<Value> HostEmitter::clampedIndices(Value capture,
+                                               ValueRange indices,
+                                               IRMapping &mapping) {
+  SmallVector<Value> clamped;
+  for (auto [dim, idx] : llvm::enumerate(indices)) {
+    Value size = memref::DimOp::create(builder, loc, capture, dim);
+    clamped.push_back(
+        clampToDimension(builder, loc, mapping.lookup(idx), size));
+  }
+  return clamped;
+}
+
+Value HostEmitter::loadCapture(attn::LoadOp load, IRMapping &mapping) {
+  Value capture = captures[captureIndex(load.getCapture())];
+  return memref::LoadOp::create(
+      builder, loc, capture,
+      clampedIndices(capture, load.getIndices(), mapping));
+}
+
+Value HostEmitter::loadCaptureBound(attn::LoadBoundOp bound,
+                                    IRMapping &mapping) {
+  Value capture = captures[captureIndex(bound.getCapture())];
+  SmallVector<Value> lows, highs;
+  for (auto [dim, pair] :
+       llvm::enumerate(llvm::zip(bound.getLows(), bound.getHighs()))) {
+    Value size = memref::DimOp::create(builder, loc, capture, dim);
+    Value low =
+        clampToDimension(builder, loc, mapping.lookup(std::get<0>(pair)), size);
+    Value high =
+        clampToDimension(builder, loc, mapping.lookup(std::get<1>(pair)), size);
+    high = arith::MaxSIOp::create(builder, loc, low, high);
+    lows.push_back(low);
+    highs.push_back(arith::AddIOp::create(builder, loc, high, index(1)));
+  }
+  // Start from an element of the box, so no identity value is needed.
+  Value initial = memref::LoadOp::create(builder, loc, capture, lows);
+  auto combine = [&](OpBuilder &b, Value a, Value v) {
+    return combineBound(b, loc, bound.getBound(), a, v);
+  };
+  // One loop per dimension over the clamped box; document masks scan the
+  // ids of the query and key tile ranges (tile_m + tile_n loads per tile).
+  SmallVector<Value> ivs;
+  std::function<Value(unsigned, Value)> scan = [&](unsigned dim,
+                                                   Value acc) -> Value {
+    if (dim == lows.size()) {
+      Value element = memref::LoadOp::create(builder, loc, capture, ivs);
+      return combine(builder, acc, element);
+    }
+    auto loop =
+        scf::ForOp::create(builder, loc, lows[dim], highs[dim], index(1), acc);
+    OpBuilder::InsertionGuard guard(builder);
+    builder.setInsertionPointToStart(loop.getBody());
+    ivs.push_back(loop.getInductionVar());
+    Value inner = scan(dim + 1, loop.getRegionIterArgs()[0]);
+    ivs.pop_back();
+    scf::YieldOp::create(builder, loc, inner);
+    return loop.getResult(0);
+  };
+  // `scan` builds nested loops through `builder`, whose insertion point the
+  // loops move; restore it to after the outermost loop.
+  return scan(0, initial);
+}
+
+FailureOr<Value> HostEmitter::materialize(Operation *op, IRMapping &mapping,
+                                          ElementContext &element) {
+  auto keyRow = [&]() {
+    if (!element.keyRow)
+      element.keyRow = loadRow(key, element.b, element.kvHead, element.kvIdx);
+    return element.keyRow;
+  };
+  auto needQuery = [&]() -> LogicalResult {
+    if (element.queryRow)
+      return success();
+    return op->emitOpError("is not available to the host backend in this "
+                           "region (no query row)");
+  };
+  // A gradient op adds to what the schedule keeps; it has no result.
+  auto sink = [&](const auto &callback, auto &&...arguments) {
+    if (element.sinks && callback)
+      callback(arguments...);
+    return FailureOr<Value>(Value());
+  };
+  auto adjointOf = [&](Value adjoint) { return mapping.lookup(adjoint); };
+  return TypeSwitch<Operation *, FailureOr<Value>>(op)
+      .Case([&](attn::DotOp) -> FailureOr<Value> {
+        if (failed(needQuery()))
+          return failure();
+        return dotRows(element.queryRow, keyRow());
+      })
+      .Case([&](attn::ScaledDotOp) -> FailureOr<Value> {
+        if (failed(needQuery()))
+          return failure();
+        // The verifier guarantees a q_scale region beside scaled_dot.
+        assert(element.qScale && "scaled_dot without q_scale");
+        Value dot = dotRows(element.queryRow, keyRow());
+        return arith::MulFOp::create(builder, loc, element.qScale, dot)
+            .getResult();
+      })
+      .Case([&](attn::Norm2Op norm) -> FailureOr<Value> {
+        if (norm.getVector() == attn::Vector::k)
+          return dotRows(keyRow(), keyRow());
+        if (failed(needQuery()))
+          return failure();
+        return dotRows(element.queryRow, element.queryRow);
+      })
+      .Case([&](attn::Dist2Op) -> FailureOr<Value> {
+        if (failed(needQuery()))
+          return failure();
+        Value diff =
+            arith::SubFOp::create(builder, loc, element.queryRow, keyRow());
+        return dotRows(diff, diff);
+      })
+      .Case([&](attn::KeyBiasOp) -> FailureOr<Value> {
+        if (!element.keyBias)
+          return op->emitOpError("has no key_bias region to read");
+        return element.keyBias;
+      })
+      .Case([&](attn::SizeOp size) -> FailureOr<Value> {
+        switch (size.getSize()) {
+        case attn::Size::batch:
+          return batch;
+        case attn::Size::heads:
+          return heads;
+        case attn::Size::kv_heads:
+          return kvHeads;
+        case attn::Size::q_len:
+          return qLen;
+        case attn::Size::kv_len:
+          return kvLen;
+        case attn::Size::head_dim:
+          return index(headDim);
+        }
+        return failure();
+      })
+      .Case([&](attn::LoadOp load) -> FailureOr<Value> {
+        return loadCapture(load, mapping);
+      })
+      .Case([&](attn::LoadBoundOp bound) -> FailureOr<Value> {
+        return loadCaptureBound(bound, mapping);
+      })
+      .Case([&](attn::GradScaledDotOp grad) {
+        return sink(element.sinks ? element.sinks->scaledDot : nullptr,
+                    adjointOf(grad.getAdjoint()));
+      })
+      .Case([&](attn::GradKeyBiasOp grad) {
+        return sink(element.sinks ? element.sinks->keyBias : nullptr,
+                    adjointOf(grad.getAdjoint()));
+      })
+      .Case([&](attn::GradNorm2Op grad) {
+        return sink(element.sinks ? element.sinks->norm2 : nullptr,
+                    grad.getVector(), adjointOf(grad.getAdjoint()));
+      })
+      .Case([&](attn::GradParamOp grad) {
+        unsigned param = cast<BlockArgument>(grad.getParam()).getArgNumber() -
+                         attn::AttentionOp::kNumGradArgs;
+        return sink(element.sinks ? element.sinks->param : nullptr, param,
+                    adjointOf(grad.getAdjoint()));
+      })
+      .Case([&](attn::GradCaptureOp grad) -> FailureOr<Value> {
+        if (!element.sinks || !element.sinks->capture)
+          return Value();
+        unsigned capture = captureIndex(grad.getCapture());
+        SmallVector<Value> indices =
+            clampedIndices(captures[capture], grad.getIndices(), mapping);
+        element.sinks->capture(capture, indices, adjointOf(grad.getAdjoint()));
+        return Value();
+      })
+      .Default([&](Operation *other) -> FailureOr<Value> {
+        return other->emitOpError("is not supported by the host backend");
+      });
+}
+
+FailureOr<SmallVector<Value>>
+HostEmitter::inlineRegion(Region &region, ElementContext &element) {
+  SmallVector<Value> arguments{element.b, element.h, element.qIdx,
+                               element.kvIdx};
+  if (attention.isGradRegion(region))
+    arguments.push_back(element.adjoint);
+  llvm::append_range(arguments, params);
+  arguments.append(captures.size(), Value());
+  // A key row the region loads itself is only valid inside it; one the
+  // schedule gave stays.
+  Value givenKeyRow = element.keyRow;
+  auto yielded =
+      inlineAttnRegion(builder, region, arguments,
+                       [&](OpBuilder &, Operation *op, IRMapping &mapping) {
+                         return materialize(op, mapping, element);
+                       });
+  element.keyRow = givenKeyRow;
+  return yielded;
+}
+
+FailureOr<Value> HostEmitter::inlineElementRegion(Region &region,
+                                                  ElementContext &element) {
+  auto yielded = inlineRegion(region, element);
+  if (failed(yielded))
+    return failure();
+  return (*yielded)[0];
+}
+
+FailureOr<std::pair<Value, Value>>
+HostEmitter::classifyTile(Value b, Value h, Value qLo, Value qHi, Value kvLo,
+                          Value kvHi) {
+  if (attention.getTileClass().empty()) {
+    // Without a classifier a masked op must test every element.
+    bool unmasked = attention.getMask().empty();
+    Value allKept =
+        arith::ConstantOp::create(builder, loc, builder.getBoolAttr(unmasked));
+    Value allMasked =
+        arith::ConstantOp::create(builder, loc, builder.getBoolAttr(false));
+    return std::pair(allKept, allMasked);
+  }
+  SmallVector<Value> arguments{b, h, qLo, qHi, kvLo, kvHi};
+  llvm::append_range(arguments, params);
+  arguments.append(captures.size(), Value());
+  ElementContext noElement;
+  auto facts =
+      inlineAttnRegion(builder, attention.getTileClass(), arguments,
+                       [&](OpBuilder &, Operation *op, IRMapping &mapping) {
+                         return materialize(op, mapping, noElement);
+                       });
+  if (failed(facts))
+    return failure();
+  return std::pair((*facts)[0], (*facts)[1]);
+}
