@@ -386,3 +386,404 @@ rbfc::test::runReferenceAttention(attn::AttentionOp op,
     }
   return result;
 }
+
+namespace {
+
+/// A value and its derivatives with respect to the leaves of one score
+/// evaluation.
+struct Tangent {
+  double value = 0;
+  std::vector<double> slope;
+};
+
+/// What one leaf of a score region stands for.
+struct Leaf {
+  enum Kind { Dot, QueryNorm, KeyNorm, Distance, Param, Capture } kind;
+  unsigned index = 0; // parameter or capture number
+  int64_t offset = 0; // element of the capture (row-major, clamped)
+};
+
+/// Forward-mode evaluation of the original (un-canonicalised) score region:
+/// every leaf -- dot, norms, distance, f32 parameters, each f32 capture
+/// element read -- gets a slope of its own.
+class TangentEvaluator {
+public:
+  TangentEvaluator(attn::AttentionOp op, const AttentionInputs &inputs)
+      : op(op), inputs(inputs) {}
+
+  FailureOr<Tangent> run(Region &region, ArrayRef<double> indices,
+                         const double *query, const double *key,
+                         std::string &error);
+  const std::vector<Leaf> &getLeaves() const { return leaves; }
+
+private:
+  size_t addLeaf(Leaf leaf) {
+    leaves.push_back(leaf);
+    return leaves.size() - 1;
+  }
+
+  attn::AttentionOp op;
+  const AttentionInputs &inputs;
+  std::vector<Leaf> leaves;
+};
+
+FailureOr<Tangent> TangentEvaluator::run(Region &region,
+                                         ArrayRef<double> indices,
+                                         const double *query, const double *key,
+                                         std::string &error) {
+  leaves.clear();
+  Block &block = region.front();
+  DenseMap<Value, Tangent> values;
+  const int64_t d = inputs.headDim;
+  // Slopes grow as leaves appear (a load's leaf is known once its indices
+  // are); shorter slopes are zero past their end.
+  for (auto [position, index] : llvm::enumerate(indices))
+    values[block.getArgument(position)] = {index, {}};
+  for (auto [position, param] : llvm::enumerate(inputs.params)) {
+    Value arg = block.getArgument(indices.size() + position);
+    Tangent &tangent = values[arg];
+    tangent.value = param;
+    if (!arg.getType().isF32())
+      continue;
+    tangent.slope.assign(addLeaf({Leaf::Param, unsigned(position), 0}) + 1,
+                         0.0);
+    tangent.slope.back() = 1.0;
+  }
+  auto captureOf = [&](Value tensor) {
+    auto arg = cast<BlockArgument>(tensor);
+    return arg.getArgNumber() -
+           (block.getNumArguments() - inputs.captures.size());
+  };
+  for (Operation &operation : block.without_terminator()) {
+    auto in = [&](unsigned i) { return values[operation.getOperand(i)]; };
+    Tangent result;
+    auto unary = [&](double value, double slope) {
+      Tangent a = in(0);
+      result.value = value;
+      result.slope = a.slope;
+      for (double &s : result.slope)
+        s *= slope;
+    };
+    auto binary = [&](double value, double slopeA, double slopeB) {
+      Tangent a = in(0), b = in(1);
+      result.value = value;
+      size_t n = std::max(a.slope.size(), b.slope.size());
+      result.slope.assign(n, 0.0);
+      for (size_t i = 0; i < a.slope.size(); ++i)
+        result.slope[i] += slopeA * a.slope[i];
+      for (size_t i = 0; i < b.slope.size(); ++i)
+        result.slope[i] += slopeB * b.slope[i];
+    };
+    auto leaf = [&](double value, Leaf description) {
+      result.value = value;
+      size_t index = addLeaf(description);
+      result.slope.assign(index + 1, 0.0);
+      result.slope[index] = 1.0;
+    };
+    auto dotOf = [&](const double *a, const double *b) {
+      double sum = 0;
+      for (int64_t c = 0; c < d; ++c)
+        sum += a[c] * b[c];
+      return sum;
+    };
+    bool handled = true;
+    TypeSwitch<Operation *>(&operation)
+        .Case([&](arith::ConstantOp constant) {
+          Attribute value = constant.getValue();
+          if (auto f = dyn_cast<FloatAttr>(value))
+            result.value = f.getValueAsDouble();
+          else if (auto i = dyn_cast<IntegerAttr>(value))
+            result.value = i.getType().isInteger(1)
+                               ? double(i.getValue().getBoolValue())
+                               : double(i.getValue().getSExtValue());
+        })
+        .Case([&](arith::AddFOp) { binary(in(0).value + in(1).value, 1, 1); })
+        .Case([&](arith::SubFOp) { binary(in(0).value - in(1).value, 1, -1); })
+        .Case([&](arith::MulFOp) {
+          double a = in(0).value, b = in(1).value;
+          binary(a * b, b, a);
+        })
+        .Case([&](arith::DivFOp) {
+          double a = in(0).value, b = in(1).value;
+          binary(a / b, 1 / b, -a / (b * b));
+        })
+        .Case([&](arith::NegFOp) { unary(-in(0).value, -1); })
+        .Case<arith::MaximumFOp, arith::MinimumFOp>([&](Operation *extremum) {
+          double a = in(0).value, b = in(1).value;
+          bool isMax = isa<arith::MaximumFOp>(extremum);
+          double value = std::isnan(a) || std::isnan(b)
+                             ? std::numeric_limits<double>::quiet_NaN()
+                         : isMax ? std::max(a, b)
+                                 : std::min(a, b);
+          double slopeA = 1, slopeB = 1;
+          if (a == b) {
+            slopeA = slopeB = 0.5;
+          } else if (a < b) {
+            (isMax ? slopeA : slopeB) = 0;
+          } else if (a > b) {
+            (isMax ? slopeB : slopeA) = 0;
+          }
+          binary(value, slopeA, slopeB);
+        })
+        .Case([&](arith::SelectOp) {
+          Tangent chosen = in(0).value != 0 ? in(1) : in(2);
+          result = chosen;
+        })
+        .Case([&](math::AbsFOp) {
+          double a = in(0).value;
+          unary(std::fabs(a), a > 0 ? 1.0 : a < 0 ? -1.0 : 0.0);
+        })
+        .Case([&](math::ExpOp) {
+          double v = std::exp(in(0).value);
+          unary(v, v);
+        })
+        .Case([&](math::Exp2Op) {
+          double v = std::exp2(in(0).value);
+          unary(v, v * M_LN2);
+        })
+        .Case(
+            [&](math::LogOp) { unary(std::log(in(0).value), 1 / in(0).value); })
+        .Case([&](math::Log2Op) {
+          unary(std::log2(in(0).value), 1 / (in(0).value * M_LN2));
+        })
+        .Case([&](math::TanhOp) {
+          double v = std::tanh(in(0).value);
+          unary(v, 1 - v * v);
+        })
+        .Case([&](math::SqrtOp) {
+          double v = std::sqrt(in(0).value);
+          unary(v, 0.5 / v);
+        })
+        .Case([&](math::RsqrtOp) {
+          double a = in(0).value;
+          unary(1 / std::sqrt(a), -0.5 / (a * std::sqrt(a)));
+        })
+        .Case([&](math::FloorOp) { result.value = std::floor(in(0).value); })
+        .Case([&](math::CeilOp) { result.value = std::ceil(in(0).value); })
+        .Case([&](attn::DotOp) { leaf(dotOf(query, key), {Leaf::Dot}); })
+        .Case([&](attn::Norm2Op norm) {
+          bool isQuery = norm.getVector() == attn::Vector::q;
+          const double *row = isQuery ? query : key;
+          leaf(dotOf(row, row), {isQuery ? Leaf::QueryNorm : Leaf::KeyNorm});
+        })
+        .Case([&](attn::Dist2Op) {
+          double sum = 0;
+          for (int64_t c = 0; c < d; ++c)
+            sum += (query[c] - key[c]) * (query[c] - key[c]);
+          leaf(sum, {Leaf::Distance});
+        })
+        .Case([&](attn::SizeOp size) {
+          switch (size.getSize()) {
+          case attn::Size::batch: result.value = inputs.batch; break;
+          case attn::Size::heads: result.value = inputs.heads; break;
+          case attn::Size::kv_heads: result.value = inputs.kvHeads; break;
+          case attn::Size::q_len: result.value = inputs.qLen; break;
+          case attn::Size::kv_len: result.value = inputs.kvLen; break;
+          case attn::Size::head_dim: result.value = inputs.headDim; break;
+          }
+        })
+        .Case([&](attn::LoadOp load) {
+          unsigned capture = captureOf(load.getCapture());
+          const CaptureData &data = inputs.captures[capture];
+          int64_t offset = 0;
+          for (auto [index, dim] : llvm::zip(load.getIndices(), data.shape))
+            offset =
+                offset * dim +
+                std::clamp<int64_t>(int64_t(values[index].value), 0, dim - 1);
+          double value = data.values[offset];
+          if (load.getType().isF32())
+            leaf(value, {Leaf::Capture, capture, offset});
+          else
+            result.value = value;
+        })
+        // Integer arithmetic and comparisons carry no slope.
+        .Case<arith::AddIOp>(
+            [&](auto) { result.value = in(0).value + in(1).value; })
+        .Case<arith::SubIOp>(
+            [&](auto) { result.value = in(0).value - in(1).value; })
+        .Case<arith::MulIOp>(
+            [&](auto) { result.value = in(0).value * in(1).value; })
+        .Case([&](arith::FloorDivSIOp) {
+          result.value =
+              in(1).value == 0 ? 0 : std::floor(in(0).value / in(1).value);
+        })
+        .Case<arith::MinSIOp>(
+            [&](auto) { result.value = std::min(in(0).value, in(1).value); })
+        .Case<arith::MaxSIOp>(
+            [&](auto) { result.value = std::max(in(0).value, in(1).value); })
+        .Case<arith::IndexCastOp, arith::SIToFPOp>(
+            [&](auto) { result.value = in(0).value; })
+        .Case<math::AbsIOp>(
+            [&](auto) { result.value = std::fabs(in(0).value); })
+        .Case([&](arith::CmpIOp cmp) {
+          result.value =
+              compareInt(cmp.getPredicate(), in(0).value, in(1).value);
+        })
+        .Case([&](arith::CmpFOp cmp) {
+          result.value =
+              compareFloat(cmp.getPredicate(), in(0).value, in(1).value);
+        })
+        .Case<arith::AndIOp>(
+            [&](auto) { result.value = in(0).value != 0 && in(1).value != 0; })
+        .Case<arith::OrIOp>(
+            [&](auto) { result.value = in(0).value != 0 || in(1).value != 0; })
+        .Case<arith::XOrIOp>([&](auto) {
+          result.value = (in(0).value != 0) != (in(1).value != 0);
+        })
+        .Default([&](Operation *) { handled = false; });
+    if (!handled) {
+      error = "reference gradient cannot differentiate '" +
+              operation.getName().getStringRef().str() + "'";
+      return failure();
+    }
+    values[operation.getResult(0)] = std::move(result);
+  }
+  Tangent yielded = values[block.getTerminator()->getOperand(0)];
+  yielded.slope.resize(leaves.size(), 0.0);
+  return yielded;
+}
+
+} // namespace
+
+FailureOr<AttentionGradients> rbfc::test::runReferenceAttentionGrad(
+    attn::AttentionOp op, const AttentionInputs &in,
+    const std::vector<double> &outputGrad, const std::vector<double> &lseGrad,
+    std::string &error) {
+  const int64_t d = in.headDim;
+  AttentionGradients grads;
+  grads.query.assign(in.query.size(), 0.0);
+  grads.key.assign(in.key.size(), 0.0);
+  grads.value.assign(in.value.size(), 0.0);
+  grads.queryScale.assign(in.query.size(), 0.0);
+  grads.keyScale.assign(in.key.size(), 0.0);
+  grads.valueScale.assign(in.value.size(), 0.0);
+  grads.params.assign(in.params.size(), 0.0);
+  grads.paramScale.assign(in.params.size(), 0.0);
+  for (const CaptureData &capture : in.captures) {
+    grads.captures.emplace_back(capture.values.size(), 0.0);
+    grads.captureScale.emplace_back(capture.values.size(), 0.0);
+  }
+  RegionEvaluator evaluator(op, in, error);
+  TangentEvaluator tangents(op, in);
+  const int64_t group = in.heads / in.kvHeads;
+  const double scoreUnits = op.getLog2Domain() ? M_LN2 : 1.0;
+
+  for (int64_t b = 0; b < in.batch; ++b)
+    for (int64_t h = 0; h < in.heads; ++h) {
+      int64_t kvHead = h / group;
+      int64_t kvBase = (b * in.kvHeads + kvHead) * in.kvLen * d;
+      for (int64_t i = 0; i < in.qLen; ++i) {
+        int64_t row = (b * in.heads + h) * in.qLen + i;
+        const double *query = &in.query[row * d];
+        const double *dO = &outputGrad[row * d];
+        double dLse = lseGrad.empty() ? 0.0 : lseGrad[row];
+        // The row's kept scores, as the forward reference computes them.
+        std::vector<double> scores(in.kvLen);
+        std::vector<bool> kept(in.kvLen, false);
+        double maximum = -std::numeric_limits<double>::infinity();
+        for (int64_t j = 0; j < in.kvLen; ++j) {
+          std::vector<double> index{double(b), double(h), double(i), double(j)};
+          Element element{query, &in.key[kvBase + j * d], d, 1.0, 0.0};
+          kept[j] = true;
+          if (!op.getMask().empty()) {
+            auto keep = evaluator.run(op.getMask(), index, element);
+            if (failed(keep))
+              return failure();
+            kept[j] = (*keep)[0] != 0;
+          }
+          if (!kept[j])
+            continue;
+          auto score = evaluator.run(op.getScore(), index, element);
+          if (failed(score))
+            return failure();
+          scores[j] = (*score)[0] * scoreUnits;
+          maximum = std::max(maximum, scores[j]);
+        }
+        if (llvm::none_of(kept, [](bool k) { return k; }))
+          continue;
+        double shift = op.isSoftmax() ? maximum : 0.0;
+        double sum = 0;
+        for (int64_t j = 0; j < in.kvLen; ++j)
+          if (kept[j])
+            sum += std::exp(scores[j] - shift);
+        double lse = shift + std::log(sum);
+        // weight w_j (P under softmax), dP_j = dO . V_j, D = sum_j w_j dP_j.
+        std::vector<double> weight(in.kvLen, 0.0), dP(in.kvLen, 0.0);
+        double delta = 0;
+        for (int64_t j = 0; j < in.kvLen; ++j) {
+          if (!kept[j])
+            continue;
+          weight[j] =
+              op.isSoftmax() ? std::exp(scores[j] - lse) : std::exp(scores[j]);
+          const double *v = &in.value[kvBase + j * d];
+          for (int64_t c = 0; c < d; ++c)
+            dP[j] += dO[c] * v[c];
+          delta += weight[j] * dP[j];
+        }
+        for (int64_t j = 0; j < in.kvLen; ++j) {
+          if (!kept[j])
+            continue;
+          const double *key = &in.key[kvBase + j * d];
+          double probability = std::exp(scores[j] - lse);
+          double dS = op.isSoftmax() ? probability * (dP[j] - delta + dLse)
+                                     : weight[j] * dP[j] + dLse * probability;
+          for (int64_t c = 0; c < d; ++c) {
+            grads.value[kvBase + j * d + c] += weight[j] * dO[c];
+            grads.valueScale[kvBase + j * d + c] +=
+                std::fabs(weight[j] * dO[c]);
+          }
+          // Adds `term` to a gradient element and its magnitude to the
+          // element's scale.
+          auto add = [](std::vector<double> &grad, std::vector<double> &scale,
+                        int64_t at, double term) {
+            grad[at] += term;
+            scale[at] += std::fabs(term);
+          };
+          auto tangent = tangents.run(
+              op.getScore(), {double(b), double(h), double(i), double(j)},
+              query, key, error);
+          if (failed(tangent))
+            return failure();
+          for (auto [leaf, slope] :
+               llvm::zip(tangents.getLeaves(), tangent->slope)) {
+            double g = dS * slope * scoreUnits;
+            switch (leaf.kind) {
+            case Leaf::Dot:
+              for (int64_t c = 0; c < d; ++c) {
+                add(grads.query, grads.queryScale, row * d + c, g * key[c]);
+                add(grads.key, grads.keyScale, kvBase + j * d + c,
+                    g * query[c]);
+              }
+              break;
+            case Leaf::QueryNorm:
+              for (int64_t c = 0; c < d; ++c)
+                add(grads.query, grads.queryScale, row * d + c,
+                    2 * g * query[c]);
+              break;
+            case Leaf::KeyNorm:
+              for (int64_t c = 0; c < d; ++c)
+                add(grads.key, grads.keyScale, kvBase + j * d + c,
+                    2 * g * key[c]);
+              break;
+            case Leaf::Distance:
+              for (int64_t c = 0; c < d; ++c) {
+                double diff = query[c] - key[c];
+                add(grads.query, grads.queryScale, row * d + c, 2 * g * diff);
+                add(grads.key, grads.keyScale, kvBase + j * d + c,
+                    -2 * g * diff);
+              }
+              break;
+            case Leaf::Param:
+              add(grads.params, grads.paramScale, leaf.index, g);
+              break;
+            case Leaf::Capture:
+              add(grads.captures[leaf.index], grads.captureScale[leaf.index],
+                  leaf.offset, g);
+              break;
+            }
+          }
+        }
+      }
+    }
+  return grads;
+}

@@ -8,6 +8,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "rbfc/Frontend/MLIRGen.h"
+#include "rbfc/Testing/RandomSpecs.h"
 #include "rbfc/Testing/ReferenceInterpreter.h"
 #include "rbfc/Transforms/Passes.h"
 
@@ -38,73 +39,6 @@ uint64_t runSeed() {
   }();
   return seed;
 }
-
-/// Draws random .attn expressions. Amplitudes stay moderate so that exp()
-/// of a score is far from overflow and the comparison measures the algebra.
-class ExpressionGenerator {
-public:
-  explicit ExpressionGenerator(uint64_t seed) : rng(seed) {}
-
-  std::string score(int depth) {
-    if (depth == 0 || pick(4) == 0)
-      return leaf();
-    switch (pick(9)) {
-    case 0: return "(" + score(depth - 1) + " + " + score(depth - 1) + ")";
-    case 1: return "(" + score(depth - 1) + " - " + score(depth - 1) + ")";
-    case 2: return "(" + score(depth - 1) + " * " + score(depth - 1) + ")";
-    case 3: return "-" + score(depth - 1);
-    case 4: return "tanh(" + score(depth - 1) + ")";
-    case 5: return "(" + score(depth - 1) + " / 2.0)";
-    case 6: return score(depth - 1) + " / (1.0 + g * g)";
-    case 7: return "g * (" + score(depth - 1) + " + " + score(depth - 1) + ")";
-    default:
-      return "select(" + condition() + ", " + score(depth - 1) + ", " +
-             score(depth - 1) + ")";
-    }
-  }
-
-  std::string mask(int depth) {
-    if (depth == 0 || pick(3) == 0)
-      return condition();
-    switch (pick(4)) {
-    case 0: return "(" + mask(depth - 1) + " && " + mask(depth - 1) + ")";
-    case 1: return "(" + mask(depth - 1) + " || " + mask(depth - 1) + ")";
-    case 2: return "!(" + mask(depth - 1) + ")";
-    default:
-      return "select(" + condition() + ", " + mask(depth - 1) + ", " +
-             mask(depth - 1) + ")";
-    }
-  }
-
-  unsigned pick(unsigned n) { return std::uniform_int_distribution<unsigned>(0, n - 1)(rng); }
-  double uniform(double lo, double hi) {
-    return std::uniform_real_distribution<double>(lo, hi)(rng);
-  }
-  std::mt19937_64 &engine() { return rng; }
-
-private:
-  std::string leaf() {
-    static const char *kLeaves[] = {
-        "dot(q, k)", "norm2(q)", "norm2(k)", "dist2(q, k)", "dist2(k, q)",
-        "g", "s", "float(q_idx) * 0.25", "float(kv_idx) * 0.25",
-        "float(h)", "bq[q_idx]", "bk[kv_idx]", "bh[h]", "0.5", "1.5",
-        "-2.0", "float(kv_idx - q_idx) * s", "float(b)", "bh[h] * dot(q, k)",
-        "dot(q, k) / sqrt(head_dim)"};
-    return kLeaves[pick(std::size(kLeaves))];
-  }
-  std::string condition() {
-    static const char *kConditions[] = {
-        "kv_idx <= q_idx", "q_idx - kv_idx < w", "kv_idx < w || kv_idx <= q_idx",
-        "doc[q_idx] == doc[kv_idx]", "doc[q_idx] != doc[kv_idx]",
-        "abs(q_idx - kv_idx) <= 2", "kv_idx >= q_idx // 2",
-        "(q_idx + kv_idx) % 3 != 0", "max(q_idx, kv_idx) < 7",
-        "min(q_idx, 2 * kv_idx) > 1", "kv_idx * 2 <= q_idx + w",
-        "h == 1", "kv_idx < kv_len - 3", "q_idx >= kv_idx - w && kv_idx <= q_idx + 1"};
-    return kConditions[pick(std::size(kConditions))];
-  }
-
-  std::mt19937_64 rng;
-};
 
 struct Compiled {
   OwningOpRef<ModuleOp> module;
@@ -141,67 +75,9 @@ protected:
     return result;
   }
 
-  test::AttentionInputs randomInputs(ExpressionGenerator &gen) {
-    test::AttentionInputs in;
-    in.batch = 2;
-    in.heads = 4;
-    in.kvHeads = 1 + gen.pick(2) * 1; // 1 or 2 KV heads: GQA 4:1 and 2:1
-    in.qLen = 1 + gen.pick(9);
-    in.kvLen = 1 + gen.pick(11);
-    in.headDim = 8;
-    auto fill = [&](std::vector<double> &values, size_t count, double scale) {
-      values.resize(count);
-      for (double &v : values)
-        v = gen.uniform(-scale, scale);
-    };
-    fill(in.query, in.batch * in.heads * in.qLen * in.headDim, 0.5);
-    fill(in.key, in.batch * in.kvHeads * in.kvLen * in.headDim, 0.5);
-    fill(in.value, in.batch * in.kvHeads * in.kvLen * in.headDim, 1.0);
-    in.params = {gen.uniform(-1, 1), gen.uniform(-1, 1),
-                 static_cast<double>(gen.pick(5))};
-    auto capture = [&](int64_t size, double scale) {
-      test::CaptureData data;
-      data.shape = {size};
-      fill(data.values, size, scale);
-      return data;
-    };
-    in.captures = {capture(in.qLen, 1.0), capture(in.kvLen, 1.0),
-                   capture(in.heads, 1.0)};
-    // Document ids: sorted small integers, as packed sequences have.
-    test::CaptureData doc;
-    int64_t docLen = std::max(in.qLen, in.kvLen);
-    doc.shape = {docLen};
-    double current = 0;
-    for (int64_t i = 0; i < docLen; ++i) {
-      if (gen.pick(3) == 0)
-        current += 1;
-      doc.values.push_back(current);
-    }
-    in.captures.push_back(doc);
-    return in;
-  }
-
   MLIRContext context;
   std::string diagnostics;
 };
-
-std::string makeSpec(const std::string &score, const std::string &mask,
-                     bool softmax) {
-  std::string spec = "attention random {\n"
-                     "  param g: f32 = 0.7;\n"
-                     "  param s: f32 = -0.3;\n"
-                     "  param w: int = 3;\n"
-                     "  capture bq: f32[?];\n"
-                     "  capture bk: f32[?];\n"
-                     "  capture bh: f32[?];\n"
-                     "  capture doc: i32[?];\n"
-                     "  score = " + score + ";\n";
-  if (!mask.empty())
-    spec += "  mask = " + mask + ";\n";
-  if (!softmax)
-    spec += "  normalize = none;\n";
-  return spec + "}\n";
-}
 
 /// ||actual - expected|| / max(||expected||, floor): the floor keeps a
 /// result that is exactly zero (the log-sum-exp of one key with score 0)
@@ -219,7 +95,7 @@ double relativeError(const std::vector<double> &actual,
 }
 
 TEST_F(AlgebraPropertyTest, CanonicalFormComputesTheSameAttention) {
-  ExpressionGenerator gen(runSeed());
+  test::ExpressionGenerator gen(runSeed());
   constexpr int kCases = 400;
   // Folded constants are f32: log2(e) and products of user constants carry
   // a relative rounding of ~6e-8 per term, scaled by the score magnitude.
@@ -228,13 +104,13 @@ TEST_F(AlgebraPropertyTest, CanonicalFormComputesTheSameAttention) {
   std::string worstSpec;
   for (int c = 0; c < kCases; ++c) {
     bool softmax = gen.pick(2) == 0;
-    std::string spec = makeSpec(gen.score(3), gen.pick(2) ? gen.mask(2) : "",
+    std::string spec = test::makeSpec(gen.score(3), gen.pick(2) ? gen.mask(2) : "",
                                 softmax);
     Compiled original = compile(spec, false);
     Compiled canonical = compile(spec, true);
     ASSERT_TRUE(original.op && canonical.op)
         << "spec failed to compile:\n" << spec << diagnostics;
-    test::AttentionInputs inputs = randomInputs(gen);
+    test::AttentionInputs inputs = test::randomInputs(gen);
     std::string error;
     auto expected = test::runReferenceAttention(original.op, inputs, error);
     ASSERT_TRUE(succeeded(expected)) << error;
@@ -256,15 +132,15 @@ TEST_F(AlgebraPropertyTest, CanonicalFormComputesTheSameAttention) {
 }
 
 TEST_F(AlgebraPropertyTest, TileClassesAreSound) {
-  ExpressionGenerator gen(runSeed() + 1);
+  test::ExpressionGenerator gen(runSeed() + 1);
   constexpr int kCases = 300;
   int decided = 0, tiles = 0;
   for (int c = 0; c < kCases; ++c) {
-    std::string spec = makeSpec("dot(q, k)", gen.mask(3), true);
+    std::string spec = test::makeSpec("dot(q, k)", gen.mask(3), true);
     Compiled original = compile(spec, false);
     Compiled canonical = compile(spec, true);
     ASSERT_TRUE(original.op && canonical.op) << spec << diagnostics;
-    test::AttentionInputs inputs = randomInputs(gen);
+    test::AttentionInputs inputs = test::randomInputs(gen);
     int64_t tileM = 1 + gen.pick(5), tileN = 1 + gen.pick(5);
     for (int64_t b = 0; b < inputs.batch; ++b)
       for (int64_t h = 0; h < inputs.heads; ++h)

@@ -37,6 +37,20 @@ struct AttentionResult {
   std::vector<double> lse;    // [batch, heads, q_len]
 };
 
+/// The gradients of a scalar loss L through the attention op: with
+/// dL/dO = `outputGrad` and dL/dlse = `lseGrad` (empty: zero), the
+/// gradients of q, k, v (layouts of AttentionInputs), of every parameter
+/// (0 for int ones) and of every captured tensor (row-major, 0 for integer
+/// captures). The *Scale members hold, per entry, the sum of the absolute
+/// values of the terms that make it up: a gradient that is a small
+/// difference of large terms is only as precise as they are.
+struct AttentionGradients {
+  std::vector<double> query, key, value;
+  std::vector<double> queryScale, keyScale, valueScale;
+  std::vector<double> params, paramScale;
+  std::vector<std::vector<double>> captures, captureScale;
+};
+
 /// The parameters' default values, NaN for a parameter without one.
 std::vector<double> defaultParams(attn::AttentionOp op);
 
@@ -45,6 +59,17 @@ std::vector<double> defaultParams(attn::AttentionOp op);
 mlir::FailureOr<AttentionResult>
 runReferenceAttention(attn::AttentionOp op, const AttentionInputs &inputs,
                       std::string &error);
+
+/// The gradients of `op` at `inputs` in float64, by the chain rule through
+/// the materialised scores and forward-mode derivatives of the score region
+/// (PyTorch's conventions at kinks: max/min split ties, abs has slope 0 at
+/// 0, select passes to the chosen operand, floor/ceil and integers 0). It
+/// shares no code with the compiler's derivation.
+mlir::FailureOr<AttentionGradients>
+runReferenceAttentionGrad(attn::AttentionOp op, const AttentionInputs &inputs,
+                          const std::vector<double> &outputGrad,
+                          const std::vector<double> &lseGrad,
+                          std::string &error);
 
 /// Classification of the tile [qLo, qHi] x [kvLo, kvHi] (inclusive) by the
 /// op's tile_class region: (all_kept, all_masked).
