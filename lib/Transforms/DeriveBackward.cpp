@@ -270,8 +270,8 @@ struct AttnDeriveBackwardPass
         // A region whose value reaches no gradient (a constant q_scale)
         // needs no backward work; score_grad stays, it marks the op as
         // derived.
-        bool addsToGradients = llvm::any_of(
-            grad->front().getOperations(), [](Operation &inner) {
+        bool addsToGradients =
+            llvm::any_of(grad->front().getOperations(), [](Operation &inner) {
               return isa<attn::GradScaledDotOp, attn::GradNorm2Op,
                          attn::GradKeyBiasOp, attn::GradParamOp,
                          attn::GradCaptureOp>(inner);
