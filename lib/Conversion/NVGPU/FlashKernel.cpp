@@ -19,6 +19,7 @@
 //===----------------------------------------------------------------------===//
 #include "rbfc/Conversion/NVGPU/FlashKernel.h"
 
+#include "rbfc/Conversion/NVGPU/KernelEmitter.h"
 #include "rbfc/Conversion/RegionInlining.h"
 #include "rbfc/Dialect/Attn/ScoreDependence.h"
 
@@ -49,7 +50,6 @@ using namespace rbfc;
 
 namespace {
 
-constexpr int64_t kThreadsPerWarp = 32;
 /// Rows of the mma.sync m16n8k16 tile (an "atom"); a warp owns one or more.
 constexpr int64_t kAtomRows = 16;
 /// Registers a warp may spend on keeping its Q fragments resident.
@@ -64,9 +64,8 @@ constexpr int64_t kKeyTermLoads = 8;
 constexpr llvm::StringLiteral kKeyTermsSuffix = "_key_terms";
 /// 16-bit elements in the 16-byte chunk cp.async and ldmatrix move.
 constexpr int64_t kChunk = 8;
-/// NVPTX address spaces of global and shared memory.
-constexpr unsigned kGlobalAddressSpace = 1, kSharedAddressSpace = 3,
-                   kSharedClusterAddressSpace = 7;
+/// NVPTX address space of the shared memory of a block's cluster.
+constexpr unsigned kSharedClusterAddressSpace = 7;
 /// How long (ns) an mbarrier wait may suspend the thread before it retries.
 constexpr int64_t kBarrierSuspendHint = 10000000;
 
@@ -182,11 +181,11 @@ struct ElementValues {
   Value queryNorm, keyNorm;
 };
 
-class FlashKernelBuilder {
+class FlashKernelBuilder : public KernelEmitter {
 public:
   FlashKernelBuilder(attn::AttentionOp op, KernelConfig config,
                      ImplicitLocOpBuilder &b)
-      : op(op), config(config), b(b) {}
+      : KernelEmitter(b), op(op), config(config) {}
 
   /// The flash kernel `name` and, when the score needs per-key terms, its
   /// prologue `name`_key_terms (docs/abi.md), both added to `module`.
@@ -211,79 +210,12 @@ private:
   /// mul.rn/add.rn, which ptxas must not contract.
   void allowContraction(gpu::GPUFuncOp func);
 
-  // Scalar helpers.
-  Value index(int64_t value) {
-    return arith::ConstantIndexOp::create(b, value);
-  }
-  Value f32(double value) {
-    return arith::ConstantOp::create(b, b.getF32FloatAttr(value));
-  }
-  Value i32(int64_t value) {
-    return arith::ConstantOp::create(b, b.getI32IntegerAttr(value));
-  }
-  Value add(Value x, Value y) { return arith::AddIOp::create(b, x, y); }
-  Value sub(Value x, Value y) { return arith::SubIOp::create(b, x, y); }
-  Value mul(Value x, Value y) { return arith::MulIOp::create(b, x, y); }
-  Value add(Value x, int64_t y) { return y ? add(x, index(y)) : x; }
-  Value mul(Value x, int64_t y) { return y == 1 ? x : mul(x, index(y)); }
-  Value div(Value x, int64_t y) {
-    return arith::DivUIOp::create(b, x, index(y));
-  }
-  Value rem(Value x, int64_t y) {
-    return arith::RemUIOp::create(b, x, index(y));
-  }
-  Value cmp(arith::CmpIPredicate predicate, Value x, Value y) {
-    return arith::CmpIOp::create(b, predicate, x, y);
-  }
-  Value notI(Value x) {
-    return arith::XOrIOp::create(
-        b, x, arith::ConstantOp::create(b, b.getBoolAttr(true)));
-  }
   /// The row maximum while every key so far is masked is -inf; the kernel
   /// shifts by 0 then, which keeps 2^(-inf - shift) = 0 instead of NaN.
   Value zeroIfNegInf(Value max) {
     return select(
         arith::CmpFOp::create(b, arith::CmpFPredicate::OEQ, max, negInf),
         f32(0.0), max);
-  }
-  /// An scf.if on `condition` whose else branch passes `state` through;
-  /// leaves the insertion point at the start of the then branch, which the
-  /// caller ends with a yield of the updated state.
-  scf::IfOp updateIf(Value condition, ValueRange state) {
-    auto branch =
-        scf::IfOp::create(b, TypeRange(state), condition, /*withElse=*/true);
-    b.setInsertionPointToStart(branch.elseBlock());
-    scf::YieldOp::create(b, state);
-    b.setInsertionPointToStart(branch.thenBlock());
-    return branch;
-  }
-  Value select(Value c, Value x, Value y) {
-    return arith::SelectOp::create(b, c, x, y);
-  }
-  Value fadd(Value x, Value y) { return arith::AddFOp::create(b, x, y); }
-  Value fmul(Value x, Value y) { return arith::MulFOp::create(b, x, y); }
-  /// 2^x and log2(x) by the SFU (ex2/lg2.approx, 2 ulp), as every flash
-  /// kernel does; through NVVM intrinsics so no libdevice is needed. exp2
-  /// flushes results below 2^-126 to zero (.ftz): without it ptxas wraps
-  /// every ex2 in a range check and two multiplies, and a weight that small
-  /// is zero next to the row's maximum, which weighs 1.
-  Value exp2(Value x) {
-    return nvvmIntrinsic("llvm.nvvm.ex2.approx.ftz.f32", x);
-  }
-  Value log2(Value x) { return nvvmIntrinsic("llvm.nvvm.lg2.approx.f", x); }
-  Value nvvmIntrinsic(StringRef name, Value x) {
-    return LLVM::CallIntrinsicOp::create(b, x.getType(), b.getStringAttr(name),
-                                         ValueRange{x})
-        .getResult(0);
-  }
-  Value toIndex(Value v) {
-    return arith::IndexCastOp::create(b, b.getIndexType(), v);
-  }
-  /// Butterfly reduction over `width` adjacent lanes (xor 1, 2, ...).
-  Value laneReduce(Value value, int64_t width,
-                   function_ref<Value(Value, Value)> combine);
-  Value laneSum(Value v, int64_t width) {
-    return laneReduce(v, width, [&](Value x, Value y) { return fadd(x, y); });
   }
 
   // Shared memory.
@@ -316,8 +248,6 @@ private:
   void createKeyTermBarriers();
   /// Bulk copies: waits until tile `tile`'s key terms are in shared memory.
   void waitForKeyTerms(Value tile);
-  /// An LLVM pointer to element `offset` of the 1-D memref `memref`.
-  Value elementPointer(Value memref, Value offset);
   Value ringBuffer(Value tile) {
     return rem(sub(tile, firstTile), config.stages);
   }
@@ -429,7 +359,6 @@ private:
 
   attn::AttentionOp op;
   KernelConfig config;
-  ImplicitLocOpBuilder &b;
   KernelArgs args;
 
   // Per-block values set up at the kernel's entry.
@@ -479,16 +408,6 @@ private:
 //===----------------------------------------------------------------------===//
 // Helpers
 //===----------------------------------------------------------------------===//
-
-Value FlashKernelBuilder::laneReduce(
-    Value value, int64_t width, function_ref<Value(Value, Value)> combine) {
-  for (int64_t offset = 1; offset < width; offset *= 2) {
-    auto shuffle = gpu::ShuffleOp::create(
-        b, value, i32(offset), i32(kThreadsPerWarp), gpu::ShuffleMode::XOR);
-    value = combine(value, shuffle.getShuffleResult());
-  }
-  return value;
-}
 
 Value FlashKernelBuilder::sharedView(Value base, int64_t byteOffset,
                                      int64_t elements, Type elementType) {
@@ -677,19 +596,6 @@ void FlashKernelBuilder::waitForKeyTerms(Value tile) {
       b, elementPointer(keyTermBarriers, ringBuffer(tile)),
       arith::ExtUIOp::create(b, b.getI32Type(), parity),
       i32(kBarrierSuspendHint));
-}
-
-Value FlashKernelBuilder::elementPointer(Value memref, Value offset) {
-  auto type = cast<MemRefType>(memref.getType());
-  Value base =
-      memref::ExtractAlignedPointerAsIndexOp::create(b, memref).getResult();
-  Value address = add(base, mul(offset, type.getElementTypeBitWidth() / 8));
-  unsigned space = gpu::GPUDialect::hasWorkgroupMemoryAddressSpace(type)
-                       ? kSharedAddressSpace
-                       : kGlobalAddressSpace;
-  return LLVM::IntToPtrOp::create(
-      b, LLVM::LLVMPointerType::get(b.getContext(), space),
-      arith::IndexCastOp::create(b, b.getI64Type(), address).getResult());
 }
 
 std::array<Value, 4> FlashKernelBuilder::ldmatrix(Value shared, Value offset,
