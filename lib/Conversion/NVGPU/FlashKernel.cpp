@@ -19,7 +19,7 @@
 //===----------------------------------------------------------------------===//
 #include "rbfc/Conversion/NVGPU/FlashKernel.h"
 
-#include "rbfc/Conversion/NVGPU/KernelEmitter.h"
+#include "rbfc/Conversion/NVGPU/MatrixAtoms.h"
 #include "rbfc/Conversion/RegionInlining.h"
 #include "rbfc/Dialect/Attn/ScoreDependence.h"
 
@@ -50,8 +50,6 @@ using namespace rbfc;
 
 namespace {
 
-/// Rows of the mma.sync m16n8k16 tile (an "atom"); a warp owns one or more.
-constexpr int64_t kAtomRows = 16;
 /// Registers a warp may spend on keeping its Q fragments resident.
 constexpr int64_t kResidentQueryRegisters = 32;
 /// How far (log2 units) a row's maximum may outgrow the exponent's shift
@@ -93,8 +91,6 @@ struct KernelConfig {
   /// mma, which is what keeps ldmatrix below shared memory's bandwidth.
   int64_t atoms() const { return tileM / (kAtomRows * warps); }
   int64_t rowsPerWarp() const { return tileM / warps; }
-  /// Rows each lane holds: l/4 and l/4 + 8 of every atom.
-  int64_t lanesRows() const { return 2 * atoms(); }
   int64_t dimSlices() const { return headDim / 16; }
   /// Q fragments stay in registers when small; otherwise they are reloaded
   /// from shared memory for every K tile (as FlashAttention-2 does).
@@ -123,39 +119,8 @@ struct KernelConfig {
   int64_t tileElements(int64_t rows) const { return rows * headDim; }
 };
 
-/// The 4 f32 accumulators of one m16n8 mma tile: c0, c1 in row l/4, c2, c3
-/// in row l/4 + 8, columns 2(l%4) and 2(l%4) + 1.
-using Accumulator = std::array<Value, 4>;
 /// A per-key term of the lane's two columns of an 8-key slice.
 using KeyTermPair = std::array<Value, 2>;
-
-/// The elements of lane row r among accumulators laid out `perAtom` per
-/// atom: elements 2 (r % 2) and 2 (r % 2) + 1 of each accumulator of atom
-/// r / 2.
-SmallVector<Value *> rowElements(MutableArrayRef<Accumulator> accumulators,
-                                 int64_t perAtom, int64_t r) {
-  SmallVector<Value *> elements;
-  for (Accumulator &acc : accumulators.slice((r / 2) * perAtom, perAtom))
-    for (int64_t column = 0; column < 2; ++column)
-      elements.push_back(&acc[2 * (r % 2) + column]);
-  return elements;
-}
-
-/// The accumulators' values in order, as loops and branches carry them.
-SmallVector<Value> flatten(ArrayRef<Accumulator> accumulators) {
-  SmallVector<Value> values;
-  for (const Accumulator &acc : accumulators)
-    values.append(acc.begin(), acc.end());
-  return values;
-}
-
-/// Groups loop-carried or yielded values back into accumulators.
-SmallVector<Accumulator> unflatten(ValueRange values) {
-  SmallVector<Accumulator> accumulators(values.size() / 4);
-  for (auto [i, value] : llvm::enumerate(values))
-    accumulators[i / 4][i % 4] = value;
-  return accumulators;
-}
 
 /// Where each kernel argument of docs/abi.md sits.
 struct KernelArgs {
@@ -185,7 +150,10 @@ class FlashKernelBuilder : public KernelEmitter {
 public:
   FlashKernelBuilder(attn::AttentionOp op, KernelConfig config,
                      ImplicitLocOpBuilder &b)
-      : KernelEmitter(b), op(op), config(config) {}
+      : KernelEmitter(b), op(op), config(config),
+        scoreLayout(config.atoms(), config.tileN / 8),
+        outputLayout(config.atoms(), config.headDim / 8),
+        atoms(b, config.elementType) {}
 
   /// The flash kernel `name` and, when the score needs per-key terms, its
   /// prologue `name`_key_terms (docs/abi.md), both added to `module`.
@@ -252,11 +220,8 @@ private:
     return rem(sub(tile, firstTile), config.stages);
   }
   /// The A registers of Q rows of `atom`, head dims [16 slice, 16 slice + 16).
-  std::array<Value, 4> loadQueryFragment(int64_t atom, int64_t slice);
+  OperandRegisters loadQueryFragment(int64_t atom, int64_t slice);
   SmallVector<Value> computeQueryNorms();
-  Value warpRow(int64_t atom) {
-    return add(mul(warp, config.rowsPerWarp()), atom * kAtomRows);
-  }
   /// Sum of squares, in f32, of `count` 16-byte chunks of a row; chunk c is
   /// read from `memref` at element offset `offset(c)`, under the L2 cache
   /// policy `readOncePolicy` when one is given (global memory only).
@@ -308,26 +273,6 @@ private:
                                             ArrayRef<Accumulator> output,
                                             Value valueBase,
                                             MutableArrayRef<Value> rowSum);
-  std::array<Value, 4> mma(ArrayRef<Value> a, ArrayRef<Value> bFragment,
-                           const Accumulator &c);
-  /// Feeds the registers of one ldmatrix.x4 (b0, b1 of two adjacent 8-column
-  /// slices) to the mma of every atom: accumulators
-  /// [atom * stride + slice] and [atom * stride + slice + 1].
-  void mmaSlicePair(ArrayRef<std::array<Value, 4>> a,
-                    const std::array<Value, 4> &registers,
-                    MutableArrayRef<Accumulator> accumulators, int64_t stride,
-                    int64_t slice) {
-    for (int64_t atom = 0; atom < config.atoms(); ++atom) {
-      Accumulator &left = accumulators[atom * stride + slice];
-      Accumulator &right = accumulators[atom * stride + slice + 1];
-      left = mma(a[atom], {registers[0], registers[1]}, left);
-      right = mma(a[atom], {registers[2], registers[3]}, right);
-    }
-  }
-  std::array<Value, 4> ldmatrix(Value shared, Value offset, bool transpose);
-  Value packPair(Value low, Value high);
-  /// Two 16-bit ones of the element type, as an mma operand register.
-  Value ones16() { return packPair(f32(1.0), f32(1.0)); }
   LogicalResult storeResults(ArrayRef<Accumulator> output,
                              ArrayRef<Value> rowMax, ArrayRef<Value> rowSum);
 
@@ -359,10 +304,14 @@ private:
 
   attn::AttentionOp op;
   KernelConfig config;
+  /// S = Q K^T: query rows, key columns; O: query rows, head_dim columns.
+  FragmentLayout scoreLayout, outputLayout;
+  MmaSyncAtom atoms;
   KernelArgs args;
 
   // Per-block values set up at the kernel's entry.
-  Value threadId, lane, warp, laneGroup, laneInGroup;
+  Value threadId, lane, warp;
+  std::optional<FragmentLane> fragment;
   Value batchIdx, headIdx, qLo;
   Value qBase, kBase, vBase, oBase;
   Value sharedQuery, sharedKey, sharedValue, sharedKeyBias, sharedKeyNorm;
@@ -598,63 +547,6 @@ void FlashKernelBuilder::waitForKeyTerms(Value tile) {
       i32(kBarrierSuspendHint));
 }
 
-std::array<Value, 4> FlashKernelBuilder::ldmatrix(Value shared, Value offset,
-                                                  bool transpose) {
-  auto fragmentType = VectorType::get({4, 2}, b.getF16Type());
-  Value tiles = nvgpu::LdMatrixOp::create(b, fragmentType, shared,
-                                          ValueRange{offset}, transpose, 4);
-  std::array<Value, 4> registers;
-  for (int64_t i = 0; i < 4; ++i)
-    registers[i] = vector::ExtractOp::create(b, tiles, ArrayRef<int64_t>{i});
-  return registers;
-}
-
-std::array<Value, 4> FlashKernelBuilder::mma(ArrayRef<Value> a,
-                                             ArrayRef<Value> bFragment,
-                                             const Accumulator &c) {
-  bool bf16 = config.elementType.isBF16();
-  // The 16-bit registers hold raw bits; bf16 operands travel as i32 because
-  // nvvm.mma.sync types bf16 multiplicands as packed integers.
-  auto asOperand = [&](Value pair) -> Value {
-    if (!bf16)
-      return pair;
-    Value word = vector::BitCastOp::create(
-        b, VectorType::get({1}, b.getI32Type()), pair);
-    return vector::ExtractOp::create(b, word, ArrayRef<int64_t>{0});
-  };
-  SmallVector<Value> operandA, operandB;
-  for (Value pair : a)
-    operandA.push_back(asOperand(pair));
-  for (Value pair : bFragment)
-    operandB.push_back(asOperand(pair));
-  Type f32Type = b.getF32Type();
-  auto resultType = LLVM::LLVMStructType::getLiteral(
-      b.getContext(), {f32Type, f32Type, f32Type, f32Type});
-  NVVM::MMATypes multiplicand =
-      bf16 ? NVVM::MMATypes::bf16 : NVVM::MMATypes::f16;
-  Value result = NVVM::MmaOp::create(
-      b, resultType, operandA, operandB, ValueRange(c), {16, 8, 16},
-      std::nullopt, std::nullopt,
-      std::array<NVVM::MMATypes, 2>{multiplicand, multiplicand},
-      std::array<NVVM::MMALayout, 2>{NVVM::MMALayout::row,
-                                     NVVM::MMALayout::col});
-  std::array<Value, 4> d;
-  for (int64_t i = 0; i < 4; ++i)
-    d[i] = LLVM::ExtractValueOp::create(b, result, ArrayRef<int64_t>{i});
-  return d;
-}
-
-Value FlashKernelBuilder::packPair(Value low, Value high) {
-  Type element = config.elementType;
-  Value pair = vector::FromElementsOp::create(
-      b, VectorType::get({2}, element),
-      ValueRange{arith::TruncFOp::create(b, element, low),
-                 arith::TruncFOp::create(b, element, high)});
-  if (element.isF16())
-    return pair;
-  return vector::BitCastOp::create(b, VectorType::get({2}, b.getF16Type()),
-                                   pair);
-}
 
 //===----------------------------------------------------------------------===//
 // Region evaluation
@@ -893,11 +785,11 @@ FailureOr<Value> FlashKernelBuilder::scanLiveTile(Value from, Value bound,
 // The schedule
 //===----------------------------------------------------------------------===//
 
-std::array<Value, 4> FlashKernelBuilder::loadQueryFragment(int64_t atom,
+OperandRegisters FlashKernelBuilder::loadQueryFragment(int64_t atom,
                                                            int64_t slice) {
   // ldmatrix.x4: lanes 0-15 address rows 0-15 at column 0 of the k-slice,
   // lanes 16-31 the same rows at column 8: registers a0..a3 of m16n8k16.
-  return ldmatrix(sharedQuery,
+  return atoms.ldmatrix(sharedQuery,
                   laneChunkOffset(queryOffsets, atom * kAtomRows, slice),
                   false);
 }
@@ -956,10 +848,10 @@ Value FlashKernelBuilder::loadChunkWithPolicy(Value memref, Value offset,
 SmallVector<Value> FlashKernelBuilder::computeQueryNorms() {
   // The four lanes of a group share a row: each sums a quarter of it.
   int64_t chunksPerLane = config.chunksPerRow() / 4;
-  SmallVector<Value> norms(config.lanesRows());
-  for (int64_t r = 0; r < config.lanesRows(); ++r) {
-    Value row = add(add(warpRow(r / 2), laneGroup), 8 * (r % 2));
-    Value first = mul(laneInGroup, chunksPerLane);
+  SmallVector<Value> norms(scoreLayout.laneRows());
+  for (int64_t r = 0; r < scoreLayout.laneRows(); ++r) {
+    Value row = fragment->rowInTile(r);
+    Value first = mul(fragment->getInGroup(), chunksPerLane);
     norms[r] = laneSum(
         squareSum(sharedQuery, chunksPerLane,
                   [&](int64_t c) { return swizzled(row, add(first, c)); }),
@@ -973,7 +865,7 @@ FlashKernelBuilder::computeScores(ArrayRef<Value> queryFragments, Value keyBase,
                                   ArrayRef<Value> rowStart) {
   // Accumulators of atom a, 8-key slice n at a * slices + n; lane row r
   // starts at rowStart[r] (elements 2 (r % 2), 2 (r % 2) + 1 of atom r / 2).
-  int64_t slices = config.tileN / 8;
+  int64_t slices = scoreLayout.getColumnSlices();
   SmallVector<Accumulator> scores;
   for (int64_t atom = 0; atom < config.atoms(); ++atom) {
     Value top = rowStart.empty() ? f32(0.0) : rowStart[2 * atom];
@@ -984,7 +876,7 @@ FlashKernelBuilder::computeScores(ArrayRef<Value> queryFragments, Value keyBase,
   // (keys 0-7, dims 8-15), (keys 8-15, dims 0-7), (keys 8-15, dims 8-15)
   // are the b0/b1 registers of two adjacent 8-key slices.
   for (int64_t dimSlice = 0; dimSlice < config.dimSlices(); ++dimSlice) {
-    SmallVector<std::array<Value, 4>> a;
+    SmallVector<OperandRegisters> a;
     for (int64_t atom = 0; atom < config.atoms(); ++atom) {
       if (queryFragments.empty()) {
         a.push_back(loadQueryFragment(atom, dimSlice));
@@ -996,8 +888,8 @@ FlashKernelBuilder::computeScores(ArrayRef<Value> queryFragments, Value keyBase,
     }
     for (int64_t pair = 0; pair < slices / 2; ++pair) {
       Value offset = laneChunkOffset(keyOffsets, 16 * pair, dimSlice);
-      auto registers = ldmatrix(sharedKey, add(keyBase, offset), false);
-      mmaSlicePair(a, registers, scores, slices, 2 * pair);
+      auto registers = atoms.ldmatrix(sharedKey, add(keyBase, offset), false);
+      atoms.mmaSlicePair(a, registers, scoreLayout, scores, 2 * pair);
     }
   }
   return scores;
@@ -1011,8 +903,8 @@ SmallVector<KeyTermPair> FlashKernelBuilder::loadKeyTerms(int64_t plane,
   SmallVector<KeyTermPair> pairs;
   if (plane < 0)
     return pairs;
-  for (int64_t slice = 0; slice < config.tileN / 8; ++slice) {
-    Value key = add(add(mul(laneInGroup, 2), 8 * slice), tileOffset);
+  for (int64_t slice = 0; slice < scoreLayout.getColumnSlices(); ++slice) {
+    Value key = add(fragment->column(slice), tileOffset);
     Value pair = vector::LoadOp::create(b, VectorType::get({2}, b.getF32Type()),
                                         source, ValueRange{key},
                                         /*nontemporal=*/false, llvm::Align(8));
@@ -1028,11 +920,10 @@ FlashKernelBuilder::applyScoreRegion(ArrayRef<Accumulator> dots, Value kvLo,
                                      ArrayRef<KeyTermPair> norms, bool masked) {
   SmallVector<Accumulator> scores(dots.size());
   Value log2e = config.log2Domain ? Value() : f32(M_LOG2E);
-  int64_t slices = config.tileN / 8;
   // A key's terms are read once, for both of the lane's columns of a slice,
   // and shared by all rows of the lane.
-  for (int64_t slice = 0; slice < slices; ++slice) {
-    Value pairKey = add(mul(laneInGroup, 2), 8 * slice);
+  for (int64_t slice = 0; slice < scoreLayout.getColumnSlices(); ++slice) {
+    Value pairKey = fragment->column(slice);
     for (int64_t column = 0; column < 2; ++column) {
       ElementValues element;
       element.kvIdx = add(kvLo, add(pairKey, column));
@@ -1040,9 +931,9 @@ FlashKernelBuilder::applyScoreRegion(ArrayRef<Accumulator> dots, Value kvLo,
         element.keyBias = biases[slice][column];
       if (!norms.empty())
         element.keyNorm = norms[slice][column];
-      for (int64_t r = 0; r < config.lanesRows(); ++r) {
-        int64_t accumulator = (r / 2) * slices + slice;
-        int64_t e = 2 * (r % 2) + column;
+      for (int64_t r = 0; r < scoreLayout.laneRows(); ++r) {
+        int64_t accumulator = scoreLayout.accumulator(r / 2, slice);
+        int64_t e = FragmentLayout::element(r, column);
         element.qIdx = rowIdx[r];
         element.qScale = qScale;
         element.queryNorm = rowQueryNorm[r];
@@ -1080,7 +971,7 @@ void FlashKernelBuilder::rescale(ArrayRef<Value> tileMax,
   // f32, f16 and bf16, and O and the sum need no rescaling. Sum and O share
   // the stale shift, so their ratio and the LSE are exact. A warp rescales
   // when any of its rows must, which after the first tiles is rare.
-  int64_t rows = config.lanesRows();
+  int64_t rows = scoreLayout.laneRows();
   SmallVector<Value> grown(rows);
   Value anyGrown;
   for (int64_t r = 0; r < rows; ++r) {
@@ -1092,9 +983,9 @@ void FlashKernelBuilder::rescale(ArrayRef<Value> tileMax,
   }
   Value warpGrown = NVVM::VoteSyncOp::create(b, b.getI1Type(), i32(-1),
                                              anyGrown, NVVM::VoteSyncKind::any);
-  SmallVector<Value> state = flatten(output);
+  SmallVector<Value> state = FragmentLayout::flatten(output);
   llvm::append_range(state, rowSum);
-  llvm::append_range(state, flatten(shiftedScores));
+  llvm::append_range(state, FragmentLayout::flatten(shiftedScores));
   scf::IfOp update;
   {
     OpBuilder::InsertionGuard guard(b);
@@ -1102,8 +993,6 @@ void FlashKernelBuilder::rescale(ArrayRef<Value> tileMax,
     SmallVector<Accumulator> scaled(output.begin(), output.end());
     SmallVector<Value> sums(rowSum.begin(), rowSum.end());
     SmallVector<Accumulator> scores(shiftedScores.begin(), shiftedScores.end());
-    int64_t outputSlices = config.headDim / 8;
-    int64_t slices = config.tileN / 8;
     for (int64_t r = 0; r < rows; ++r) {
       // 2^(m_old - m_new): 1 for rows that keep their shift, 0 for rows
       // without a kept key so far (their O and sum are 0).
@@ -1113,22 +1002,23 @@ void FlashKernelBuilder::rescale(ArrayRef<Value> tileMax,
       if (!scores.empty()) {
         Value delta =
             arith::SubFOp::create(b, zeroIfNegInf(rowMax[r]), newShift);
-        for (Value *score : rowElements(scores, slices, r))
+        for (Value *score : scoreLayout.rowElements(scores, r))
           *score = fadd(*score, delta);
       }
-      for (Value *value : rowElements(scaled, outputSlices, r))
+      for (Value *value : outputLayout.rowElements(scaled, r))
         *value = fmul(*value, alpha);
     }
-    SmallVector<Value> next = flatten(scaled);
+    SmallVector<Value> next = FragmentLayout::flatten(scaled);
     llvm::append_range(next, sums);
-    llvm::append_range(next, flatten(scores));
+    llvm::append_range(next, FragmentLayout::flatten(scores));
     scf::YieldOp::create(b, next);
   }
   ValueRange results = update.getResults();
   int64_t outputValues = 4 * output.size();
-  llvm::copy(unflatten(results.take_front(outputValues)), output.begin());
+  llvm::copy(FragmentLayout::unflatten(results.take_front(outputValues)),
+             output.begin());
   llvm::copy(results.slice(outputValues, rows), rowSum.begin());
-  llvm::copy(unflatten(results.drop_front(outputValues + rows)),
+  llvm::copy(FragmentLayout::unflatten(results.drop_front(outputValues + rows)),
              shiftedScores.begin());
   llvm::copy(grown, rowMax.begin());
 }
@@ -1161,29 +1051,28 @@ SmallVector<Accumulator> FlashKernelBuilder::accumulateValues(
     Value valueBase, MutableArrayRef<Value> rowSum) {
   // O accumulators of atom a, 8-dim slice d at a * outputSlices + d.
   SmallVector<Accumulator> result(output.begin(), output.end());
-  int64_t slices = config.tileN / 8;
-  int64_t outputSlices = config.headDim / 8;
   // ldmatrix.x4.trans over 16 keys x 16 dims gives the b0/b1 registers of
   // two adjacent 8-dim slices of V.
   for (int64_t keySlice = 0; keySlice < config.tileN / 16; ++keySlice) {
     // The S accumulators of two adjacent 8-key slices, packed to 16 bits,
     // are the A registers of P for this 16-key slice.
-    SmallVector<std::array<Value, 4>> a;
+    SmallVector<OperandRegisters> a;
     for (int64_t atom = 0; atom < config.atoms(); ++atom) {
-      const Accumulator &left = weights[atom * slices + 2 * keySlice];
-      const Accumulator &right = weights[atom * slices + 2 * keySlice + 1];
-      a.push_back({packPair(left[0], left[1]), packPair(left[2], left[3]),
-                   packPair(right[0], right[1]), packPair(right[2], right[3])});
+      a.push_back(atoms.operandA(
+          weights[scoreLayout.accumulator(atom, 2 * keySlice)],
+          weights[scoreLayout.accumulator(atom, 2 * keySlice + 1)]));
     }
     for (int64_t pair = 0; pair < config.dimSlices(); ++pair) {
       Value offset = laneChunkOffset(valueOffsets, 16 * keySlice, pair);
-      auto registers = ldmatrix(sharedValue, add(valueBase, offset), true);
-      mmaSlicePair(a, registers, result, outputSlices, 2 * pair);
+      auto registers = atoms.ldmatrix(sharedValue, add(valueBase, offset), true);
+      atoms.mmaSlicePair(a, registers, outputLayout, result, 2 * pair);
     }
     if (sumsUnroundedWeights()) {
       for (int64_t atom = 0; atom < config.atoms(); ++atom) {
-        const Accumulator &left = weights[atom * slices + 2 * keySlice];
-        const Accumulator &right = weights[atom * slices + 2 * keySlice + 1];
+        const Accumulator &left =
+            weights[scoreLayout.accumulator(atom, 2 * keySlice)];
+        const Accumulator &right =
+            weights[scoreLayout.accumulator(atom, 2 * keySlice + 1)];
         for (int64_t half = 0; half < 2; ++half) {
           Value &sum = rowSum[2 * atom + half];
           for (const Accumulator *weight : {&left, &right})
@@ -1193,10 +1082,10 @@ SmallVector<Accumulator> FlashKernelBuilder::accumulateValues(
       continue;
     }
     // P times a column of ones: every column of the result is the row sum.
-    Value ones = ones16();
+    Value ones = atoms.ones();
     for (int64_t atom = 0; atom < config.atoms(); ++atom) {
       Value &top = rowSum[2 * atom], &bottom = rowSum[2 * atom + 1];
-      auto d = mma(a[atom], {ones, ones}, {top, top, bottom, bottom});
+      auto d = atoms.mma(a[atom], {ones, ones}, {top, top, bottom, bottom});
       top = d[0];
       bottom = d[2];
     }
@@ -1208,11 +1097,9 @@ LogicalResult FlashKernelBuilder::storeResults(ArrayRef<Accumulator> output,
                                                ArrayRef<Value> rowMax,
                                                ArrayRef<Value> rowSum) {
   Value zero = f32(0.0);
-  int64_t outputSlices = config.headDim / 8;
-  for (int64_t r = 0; r < config.lanesRows(); ++r) {
+  for (int64_t r = 0; r < outputLayout.laneRows(); ++r) {
     int64_t half = r % 2;
-    ArrayRef<Accumulator> atomOutput =
-        output.slice((r / 2) * outputSlices, outputSlices);
+    ArrayRef<Accumulator> atomOutput = outputLayout.rowAccumulators(output, r);
     Value sum = sumsUnroundedWeights() ? laneSum(rowSum[r], 4) : rowSum[r];
     Value empty =
         arith::CmpFOp::create(b, arith::CmpFPredicate::OEQ, sum, zero);
@@ -1228,15 +1115,16 @@ LogicalResult FlashKernelBuilder::storeResults(ArrayRef<Accumulator> output,
     b.setInsertionPointToStart(guard.thenBlock());
     Value rowBase = add(oBase, mul(row, args.oStrides[2]));
     for (auto [slice, acc] : llvm::enumerate(atomOutput)) {
-      Value column = add(mul(laneInGroup, 2), 8 * slice);
-      Value pair =
-          packPair(fmul(acc[2 * half], scale), fmul(acc[2 * half + 1], scale));
+      Value column = fragment->column(slice);
+      Value pair = atoms.packPair(fmul(acc[2 * half], scale),
+                                  fmul(acc[2 * half + 1], scale));
       vector::StoreOp::create(b, pair, args.o, ValueRange{add(rowBase, column)},
                               /*nontemporal=*/false, llvm::MaybeAlign(4));
     }
     if (!config.hasLse)
       continue;
-    Value writer = cmp(arith::CmpIPredicate::eq, laneInGroup, index(0));
+    Value writer =
+        cmp(arith::CmpIPredicate::eq, fragment->getInGroup(), index(0));
     auto lseGuard = scf::IfOp::create(b, TypeRange{}, writer, false);
     b.setInsertionPointToStart(lseGuard.thenBlock());
     // log-sum-exp in natural log: the kernel's scores are in log2 units.
@@ -1356,8 +1244,7 @@ gpu::GPUFuncOp FlashKernelBuilder::declareKernel(gpu::GPUModuleOp module,
   threadId = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
   lane = rem(threadId, kThreadsPerWarp);
   warp = div(threadId, kThreadsPerWarp);
-  laneGroup = div(lane, 4);
-  laneInGroup = rem(lane, 4);
+  fragment.emplace(b, lane, warp, config.rowsPerWarp());
   batchIdx = gpu::BlockIdOp::create(b, gpu::Dimension::z);
   Value group = arith::DivUIOp::create(b, args.heads, args.kvHeads);
   Value kvHead;
@@ -1476,6 +1363,8 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
   MLIRContext *ctx = b.getContext();
   OpBuilder::InsertionGuard guard(b);
   gpu::GPUFuncOp func = declareKernel(module, name, /*keyTermsPrologue=*/false);
+  LLVM_DEBUG(llvm::dbgs() << "S: " << scoreLayout << "\nO: " << outputLayout
+                          << "\n");
   // PTX's .minnctapersm: ptxas caps the registers so that many blocks fit.
   if (config.blocksPerSM > 0)
     func->setAttr(NVVM::NVVMDialect::getMinctasmAttrName(),
@@ -1489,15 +1378,14 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
   // The rows and chunk halves each lane addresses in ldmatrix.x4 (lanes
   // 8 i .. 8 i + 7 give the rows of matrix i): Q as the A operand, K as the
   // B operand of S = Q K^T, V (transposed) as the B operand of O += P V.
-  queryOffsets = laneChunkOffsets(
-      add(mul(warp, config.rowsPerWarp()), rem(lane, 16)), div(lane, 16));
-  keyOffsets = laneChunkOffsets(add(rem(lane, 8), mul(div(lane, 16), 8)),
-                                rem(div(lane, 8), 2));
-  valueOffsets = laneChunkOffsets(
-      add(rem(lane, 8), mul(rem(div(lane, 8), 2), 8)), div(lane, 16));
-  for (int64_t r = 0; r < config.lanesRows(); ++r)
-    rowIdx.push_back(
-        add(add(qLo, warpRow(r / 2)), add(laneGroup, 8 * (r % 2))));
+  LdmatrixAddress query = atoms.addressA(lane, fragment->atomRow(0));
+  queryOffsets = laneChunkOffsets(query.row, query.half);
+  LdmatrixAddress key = atoms.addressB(lane);
+  keyOffsets = laneChunkOffsets(key.row, key.half);
+  LdmatrixAddress value = atoms.addressBTransposed(lane);
+  valueOffsets = laneChunkOffsets(value.row, value.half);
+  for (int64_t r = 0; r < scoreLayout.laneRows(); ++r)
+    rowIdx.push_back(fragment->row(qLo, r));
 
   // Shared memory: Q tile, K and V ring buffers, per-key terms.
   bool needsQueryNorm = usesNorm(op.getScore(), attn::Vector::q) ||
@@ -1572,7 +1460,7 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
     for (int64_t atom = 0; atom < config.atoms(); ++atom)
       for (int64_t slice = 0; slice < config.dimSlices(); ++slice)
         llvm::append_range(queryFragments, loadQueryFragment(atom, slice));
-  rowQueryNorm.assign(config.lanesRows(), Value());
+  rowQueryNorm.assign(scoreLayout.laneRows(), Value());
   if (needsQueryNorm)
     rowQueryNorm = computeQueryNorms();
   qScale = f32(1.0);
@@ -1600,8 +1488,8 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
 
   // The loop over K/V tiles carries O (headDim/8 accumulators per atom),
   // then the running max and the per-lane partial sum of each lane row.
-  int64_t rows = config.lanesRows();
-  int64_t outputValues = 4 * config.atoms() * (config.headDim / 8);
+  int64_t rows = scoreLayout.laneRows();
+  int64_t outputValues = 4 * outputLayout.size();
   SmallVector<Value> init(outputValues, f32(0.0));
   init.append(rows, negInf);
   init.append(rows, f32(0.0));
@@ -1679,8 +1567,7 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
           computeScores(queryFragments, tileBase, rowStart);
 
       // Partial tiles evaluate the mask per element; full tiles do not.
-      int64_t slices = config.tileN / 8;
-      int64_t scoreValues = 4 * config.atoms() * slices;
+      int64_t scoreValues = 4 * scoreLayout.size();
       auto scored = scf::IfOp::create(
           b, SmallVector<Type>(scoreValues, b.getF32Type()), partial, true);
       for (bool masked : {true, false}) {
@@ -1690,20 +1577,21 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
         auto scores = applyScoreRegion(dots, kvLo, biases, norms, masked);
         if (failed(scores))
           return failure();
-        scf::YieldOp::create(b, flatten(*scores));
+        scf::YieldOp::create(b, FragmentLayout::flatten(*scores));
       }
-      SmallVector<Accumulator> scores = unflatten(scored.getResults());
+      SmallVector<Accumulator> scores =
+          FragmentLayout::unflatten(scored.getResults());
 
       // Online softmax. `none` sums 2^s as is.
       SmallVector<Accumulator> output =
-          unflatten(state.take_front(outputValues));
+          FragmentLayout::unflatten(state.take_front(outputValues));
       SmallVector<Value> rowMax(state.slice(outputValues, rows));
       SmallVector<Value> rowSum(state.slice(outputValues + rows, rows));
       if (config.softmax) {
         SmallVector<Value> tileMax(rows);
         for (int64_t r = 0; r < rows; ++r) {
           Value max = negInf;
-          for (Value *score : rowElements(scores, slices, r))
+          for (Value *score : scoreLayout.rowElements(scores, r))
             max = arith::MaximumFOp::create(b, max, *score);
           max = laneReduce(max, 4, [&](Value x, Value y) -> Value {
             return arith::MaximumFOp::create(b, x, y);
@@ -1717,12 +1605,12 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
       }
       for (int64_t r = 0; r < rows; ++r) {
         Value shift = zeroIfNegInf(rowMax[r]);
-        for (Value *score : rowElements(scores, slices, r))
+        for (Value *score : scoreLayout.rowElements(scores, r))
           *score = exp2(shiftToDot ? *score
                                    : arith::SubFOp::create(b, *score, shift));
       }
       output = accumulateValues(scores, output, tileBase, rowSum);
-      SmallVector<Value> next = flatten(output);
+      SmallVector<Value> next = FragmentLayout::flatten(output);
       llvm::append_range(next, rowMax);
       llvm::append_range(next, rowSum);
       scf::YieldOp::create(b, next);
@@ -1736,7 +1624,7 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
   NVVM::CpAsyncWaitGroupOp::create(b, 0);
 
   SmallVector<Accumulator> output =
-      unflatten(loop.getResults().take_front(outputValues));
+      FragmentLayout::unflatten(loop.getResults().take_front(outputValues));
   SmallVector<Value> rowMax(loop.getResults().slice(outputValues, rows));
   for (Value &m : rowMax)
     m = zeroIfNegInf(m);
