@@ -19,6 +19,7 @@
 //===----------------------------------------------------------------------===//
 #include "rbfc/Conversion/NVGPU/FlashKernel.h"
 
+#include "rbfc/Conversion/NVGPU/CopyEngine.h"
 #include "rbfc/Conversion/NVGPU/MatrixAtoms.h"
 #include "rbfc/Conversion/RegionInlining.h"
 #include "rbfc/Dialect/Attn/ScoreDependence.h"
@@ -60,12 +61,6 @@ constexpr double kRescaleSlack = 8.0;
 constexpr int64_t kKeyTermLoads = 8;
 /// The key-terms prologue's entry is the kernel's with this suffix.
 constexpr llvm::StringLiteral kKeyTermsSuffix = "_key_terms";
-/// 16-bit elements in the 16-byte chunk cp.async and ldmatrix move.
-constexpr int64_t kChunk = 8;
-/// NVPTX address space of the shared memory of a block's cluster.
-constexpr unsigned kSharedClusterAddressSpace = 7;
-/// How long (ns) an mbarrier wait may suspend the thread before it retries.
-constexpr int64_t kBarrierSuspendHint = 10000000;
 
 /// The plan's key_terms: staged in shared memory by per-thread cp.async
 /// (`threads`) or by one cp.async.bulk (`bulk`), or loaded by each lane
@@ -115,12 +110,8 @@ struct KernelConfig {
     int64_t runs = std::max<int64_t>(1, kKeyTermLoads / chunksPerLane);
     return std::lcm(keysPerRun * runs, tileN);
   }
-  int64_t swizzleRows() const { return std::min<int64_t>(8, chunksPerRow()); }
-  int64_t tileElements(int64_t rows) const { return rows * headDim; }
 };
 
-/// A per-key term of the lane's two columns of an 8-key slice.
-using KeyTermPair = std::array<Value, 2>;
 
 /// Where each kernel argument of docs/abi.md sits.
 struct KernelArgs {
@@ -153,7 +144,7 @@ public:
       : KernelEmitter(b), op(op), config(config),
         scoreLayout(config.atoms(), config.tileN / 8),
         outputLayout(config.atoms(), config.headDim / 8),
-        atoms(b, config.elementType) {}
+        atoms(b, config.elementType), tile(b, config.headDim) {}
 
   /// The flash kernel `name` and, when the score needs per-key terms, its
   /// prologue `name`_key_terms (docs/abi.md), both added to `module`.
@@ -186,69 +177,16 @@ private:
         f32(0.0), max);
   }
 
-  // Shared memory.
-  Value sharedView(Value base, int64_t byteOffset, int64_t elements,
-                   Type elementType);
-  /// Element offset of chunk `chunk` of row `row` in a swizzled tile.
-  Value swizzled(Value row, Value chunk);
-  /// A lane's ldmatrix offsets into a swizzled tile: chunk 2 s + `half` of
-  /// rows `row` + 16 k. The swizzle of chunk 2 s + half depends only on
-  /// s % (swizzleRows / 2), so the lane keeps one offset per residue and
-  /// every address it reads is one of them plus a constant that the backend
-  /// folds into the instruction.
-  SmallVector<Value> laneChunkOffsets(Value row, Value half);
-  Value laneChunkOffset(ArrayRef<Value> offsets, int64_t rowDelta,
-                        int64_t slice);
-
   // Pieces of the schedule.
-  void issueTileCopy(Value shared, Value sharedBase, Value global,
-                     Value globalBase, Value rowStride, Value firstRow,
-                     Value length, int64_t rows, bool bounded);
-  /// Starts the cp.async of K/V tile `tile` into its ring buffer when the
-  /// tile is in the loop's range.
-  /// `termOffsets`, when given, are the workspace offsets of the tile's
-  /// first key term per plane (else formed from the tile index).
-  void issueKeyValueCopy(Value tile, ArrayRef<Value> termOffsets = {});
-  /// Starts the copy of tile `tile`'s key terms into its ring stage.
-  void issueKeyTermsCopy(Value tile, Value kvLo, ArrayRef<Value> termOffsets);
-  /// Bulk copies: thread 0 initialises the ring stages' barriers; a block
-  /// barrier must follow before any thread waits on them.
-  void createKeyTermBarriers();
-  /// Bulk copies: waits until tile `tile`'s key terms are in shared memory.
-  void waitForKeyTerms(Value tile);
-  Value ringBuffer(Value tile) {
-    return rem(sub(tile, firstTile), config.stages);
-  }
   /// The A registers of Q rows of `atom`, head dims [16 slice, 16 slice + 16).
   OperandRegisters loadQueryFragment(int64_t atom, int64_t slice);
   SmallVector<Value> computeQueryNorms();
-  /// Sum of squares, in f32, of `count` 16-byte chunks of a row; chunk c is
-  /// read from `memref` at element offset `offset(c)`, under the L2 cache
-  /// policy `readOncePolicy` when one is given (global memory only).
-  Value squareSum(Value memref, int64_t count,
-                  function_ref<Value(int64_t)> offset,
-                  Value readOncePolicy = {});
-  /// An L2 cache policy (createpolicy) under which the lines a load brings
-  /// in are the first to be evicted.
-  Value createEvictFirstPolicy();
-  /// The 16-byte chunk of the global `memref` at element `offset`, loaded
-  /// without allocating in L1 and under the L2 cache policy `policy`.
-  Value loadChunkWithPolicy(Value memref, Value offset, Value policy);
-  Value bufferBase(Value buffer, int64_t rows) {
-    return mul(buffer, config.tileElements(rows));
-  }
-  /// The workspace plane `plane`'s terms of the lane's columns of a tile,
-  /// one pair per 8-key slice, from `source` (the shared ring, or the
-  /// workspace with key_terms = global) where the tile's first key's term
-  /// is at `tileOffset`; empty for plane -1.
-  SmallVector<KeyTermPair> loadKeyTerms(int64_t plane, Value source,
-                                        Value tileOffset);
   SmallVector<Accumulator> computeScores(ArrayRef<Value> queryFragments,
                                          Value keyBase,
                                          ArrayRef<Value> rowStart);
   FailureOr<SmallVector<Accumulator>>
   applyScoreRegion(ArrayRef<Accumulator> dots, Value kvLo,
-                   ArrayRef<KeyTermPair> biases, ArrayRef<KeyTermPair> norms,
+                   ArrayRef<ColumnTermPair> biases, ArrayRef<ColumnTermPair> norms,
                    bool masked);
   FailureOr<std::pair<Value, Value>> classifyTile(Value tile);
   FailureOr<Value> scanLiveTile(Value from, Value bound, bool forward);
@@ -307,11 +245,16 @@ private:
   /// S = Q K^T: query rows, key columns; O: query rows, head_dim columns.
   FragmentLayout scoreLayout, outputLayout;
   MmaSyncAtom atoms;
+  /// Q, K and V tiles in shared memory.
+  SwizzledTile tile;
   KernelArgs args;
 
   // Per-block values set up at the kernel's entry.
   Value threadId, lane, warp;
   std::optional<FragmentLane> fragment;
+  std::optional<CopyEngine> copies;
+  /// The K/V tiles (and with them their key terms) of the loop.
+  std::optional<TileRing> ring;
   Value batchIdx, headIdx, qLo;
   Value qBase, kBase, vBase, oBase;
   Value sharedQuery, sharedKey, sharedValue, sharedKeyBias, sharedKeyNorm;
@@ -358,194 +301,6 @@ private:
 // Helpers
 //===----------------------------------------------------------------------===//
 
-Value FlashKernelBuilder::sharedView(Value base, int64_t byteOffset,
-                                     int64_t elements, Type elementType) {
-  auto workgroup =
-      gpu::AddressSpaceAttr::get(b.getContext(), gpu::AddressSpace::Workgroup);
-  auto type = MemRefType::get({elements}, elementType,
-                              MemRefLayoutAttrInterface(), workgroup);
-  return memref::ViewOp::create(b, type, base, index(byteOffset), ValueRange{});
-}
-
-Value FlashKernelBuilder::swizzled(Value row, Value chunk) {
-  Value swizzledChunk =
-      arith::XOrIOp::create(b, chunk, rem(row, config.swizzleRows()));
-  return add(mul(row, config.headDim), mul(swizzledChunk, kChunk));
-}
-
-SmallVector<Value> FlashKernelBuilder::laneChunkOffsets(Value row, Value half) {
-  SmallVector<Value> offsets;
-  for (int64_t residue = 0; residue < config.swizzleRows() / 2; ++residue)
-    offsets.push_back(swizzled(row, add(half, 2 * residue)));
-  return offsets;
-}
-
-Value FlashKernelBuilder::laneChunkOffset(ArrayRef<Value> offsets,
-                                          int64_t rowDelta, int64_t slice) {
-  // Chunk 2 (P q + p) + half of row r, P = offsets.size(), lands at chunk
-  // 2 P q + ((2 p + half) ^ (r % 2 P)): the high part passes the XOR.
-  int64_t period = offsets.size();
-  assert(rowDelta % (2 * period) == 0 && "row shift changes the swizzle");
-  return add(offsets[slice % period],
-             rowDelta * config.headDim +
-                 kChunk * 2 * period * (slice / period));
-}
-
-void FlashKernelBuilder::issueTileCopy(Value shared, Value sharedBase,
-                                       Value global, Value globalBase,
-                                       Value rowStride, Value firstRow,
-                                       Value length, int64_t rows,
-                                       bool bounded) {
-  // Thread t copies chunk t % chunksPerRow of rows t / chunksPerRow + p R,
-  // R = threads / chunksPerRow, one pass p after the other: the source
-  // advances by R rows per pass and the target by a constant whenever R
-  // keeps the swizzle.
-  int64_t rowsPerPass = config.threads() / config.chunksPerRow();
-  Value row = div(threadId, config.chunksPerRow());
-  Value chunk = rem(threadId, config.chunksPerRow());
-  Value rowStart = add(globalBase, mul(chunk, kChunk));
-  Value firstSource = add(rowStart, mul(firstRow, rowStride));
-  Value source = add(firstSource, mul(row, rowStride));
-  Value passStride = mul(rowStride, rowsPerPass);
-  Value target = add(sharedBase, swizzled(row, chunk));
-  // Rows left from this thread's first row; rows past the end are
-  // zero-filled (0 source bytes) from the tile's first row, which exists,
-  // so no address outside the tensor is formed.
-  Value left = sub(length, add(firstRow, row));
-  auto tokenType = nvgpu::DeviceAsyncTokenType::get(b.getContext());
-  for (int64_t pass = 0; pass < rows / rowsPerPass; ++pass) {
-    int64_t delta = pass * rowsPerPass;
-    Value passTarget = delta % config.swizzleRows() == 0
-                           ? add(target, delta * config.headDim)
-                           : add(sharedBase, swizzled(add(row, delta), chunk));
-    Value passSource = source;
-    Value bytes = index(kChunk);
-    if (bounded) {
-      Value inside = cmp(arith::CmpIPredicate::sgt, left, index(delta));
-      passSource = select(inside, source, firstSource);
-      bytes = select(inside, bytes, index(0));
-    }
-    nvgpu::DeviceAsyncCopyOp::create(
-        b, tokenType, shared, ValueRange{passTarget}, global,
-        ValueRange{passSource}, b.getIndexAttr(kChunk), bytes, b.getUnitAttr());
-    source = add(source, passStride);
-  }
-}
-
-void FlashKernelBuilder::issueKeyValueCopy(Value tile,
-                                           ArrayRef<Value> termOffsets) {
-  auto exists = scf::IfOp::create(
-      b, TypeRange{}, cmp(arith::CmpIPredicate::slt, tile, endTile), false);
-  OpBuilder::InsertionGuard guard(b);
-  b.setInsertionPointToStart(exists.thenBlock());
-  Value kvLo = mul(tile, config.tileN);
-  Value base = bufferBase(ringBuffer(tile), config.tileN);
-  // Only the last tile can hold rows past the end: the others copy without
-  // per-row bounds.
-  Value full =
-      cmp(arith::CmpIPredicate::sle, add(kvLo, config.tileN), args.kvLen);
-  auto bounds = scf::IfOp::create(b, TypeRange{}, full, true);
-  for (bool bounded : {false, true}) {
-    b.setInsertionPointToStart(bounded ? bounds.elseBlock()
-                                       : bounds.thenBlock());
-    issueTileCopy(sharedKey, base, args.k, kBase, args.kStrides[2], kvLo,
-                  args.kvLen, config.tileN, bounded);
-    issueTileCopy(sharedValue, base, args.v, vBase, args.vStrides[2], kvLo,
-                  args.kvLen, config.tileN, bounded);
-  }
-  if (!keyTermPlanes() || config.keyTerms == KeyTermSource::Global)
-    return;
-  b.setInsertionPointAfter(bounds);
-  issueKeyTermsCopy(tile, kvLo, termOffsets);
-}
-
-void FlashKernelBuilder::issueKeyTermsCopy(Value tile, Value kvLo,
-                                           ArrayRef<Value> termOffsets) {
-  auto rowStart = [&](int64_t plane) {
-    return termOffsets.empty() ? add(keyTermRows[plane], kvLo)
-                               : termOffsets[plane];
-  };
-  // The tile's per-key terms: tile_n floats per plane, which the padded
-  // workspace rows always hold.
-  int64_t planeBytes = config.tileN * 4;
-  Value first = mul(ringBuffer(tile), config.tileN);
-  SmallVector<std::pair<Value, int64_t>> planes;
-  for (auto plane : {std::pair(sharedKeyBias, keyBiasPlane),
-                     std::pair(sharedKeyNorm, keyNormPlane)})
-    if (plane.second >= 0)
-      planes.push_back(plane);
-  if (config.keyTerms == KeyTermSource::Bulk) {
-    // One thread moves each plane's run with one bulk copy: its addresses
-    // are uniform over the block, so the copy holds no per-thread
-    // registers through the loop (per-thread cp.async addresses cost the
-    // head_dim 128 kernel ~8%, docs/kernel.md).
-    auto leader = scf::IfOp::create(
-        b, TypeRange{}, cmp(arith::CmpIPredicate::eq, threadId, index(0)),
-        false);
-    OpBuilder::InsertionGuard guard(b);
-    b.setInsertionPointToStart(leader.thenBlock());
-    Value barrier = elementPointer(keyTermBarriers, ringBuffer(tile));
-    NVVM::MBarrierArriveExpectTxOp::create(
-        b, Type(), barrier, i32(planes.size() * planeBytes),
-        NVVM::MemScopeKind::CTA, /*relaxed=*/false, Value());
-    // The shared::cluster form: the shared::cta one needs PTX ISA 8.6, and
-    // a block outside a cluster is its own cluster.
-    auto clusterPointer =
-        LLVM::LLVMPointerType::get(b.getContext(), kSharedClusterAddressSpace);
-    for (auto [shared, plane] : planes)
-      NVVM::CpAsyncBulkGlobalToSharedClusterOp::create(
-          b,
-          LLVM::AddrSpaceCastOp::create(b, clusterPointer,
-                                        elementPointer(shared, first))
-              .getResult(),
-          elementPointer(args.workspace, rowStart(plane)), barrier,
-          i32(planeBytes), Value(), Value());
-    return;
-  }
-  int64_t chunks = planeBytes / 16;
-  auto copier = scf::IfOp::create(
-      b, TypeRange{}, cmp(arith::CmpIPredicate::ult, threadId, index(chunks)),
-      false);
-  OpBuilder::InsertionGuard guard(b);
-  b.setInsertionPointToStart(copier.thenBlock());
-  Value part = mul(threadId, 4);
-  Value target = add(part, first);
-  auto tokenType = nvgpu::DeviceAsyncTokenType::get(b.getContext());
-  for (auto [shared, plane] : planes)
-    nvgpu::DeviceAsyncCopyOp::create(
-        b, tokenType, shared, ValueRange{target}, args.workspace,
-        ValueRange{add(rowStart(plane), part)}, b.getIndexAttr(4), Value(),
-        b.getUnitAttr());
-}
-
-void FlashKernelBuilder::createKeyTermBarriers() {
-  auto leader = scf::IfOp::create(
-      b, TypeRange{}, cmp(arith::CmpIPredicate::eq, threadId, index(0)), false);
-  OpBuilder::InsertionGuard guard(b);
-  b.setInsertionPointToStart(leader.thenBlock());
-  for (int64_t stage = 0; stage < config.stages; ++stage)
-    NVVM::MBarrierInitOp::create(
-        b, elementPointer(keyTermBarriers, index(stage)), i32(1), Value());
-  // The bulk copies complete on the barriers through the async proxy.
-  NVVM::FenceProxyOp::create(
-      b,
-      NVVM::ProxyKindAttr::get(b.getContext(), NVVM::ProxyKind::async_shared),
-      NVVM::SharedSpaceAttr::get(b.getContext(),
-                                 NVVM::SharedSpace::shared_cta));
-}
-
-void FlashKernelBuilder::waitForKeyTerms(Value tile) {
-  // Stage s serves every stages-th tile from firstTile on; the wait for its
-  // k-th fill is on phase parity k % 2. A stage is refilled only after the
-  // block barrier that follows every thread's wait on its previous fill, so
-  // it is never two phases ahead of a waiter.
-  Value fill = div(sub(tile, firstTile), config.stages);
-  Value parity = cmp(arith::CmpIPredicate::ne, rem(fill, 2), index(0));
-  NVVM::MBarrierTryWaitParityOp::create(
-      b, elementPointer(keyTermBarriers, ringBuffer(tile)),
-      arith::ExtUIOp::create(b, b.getI32Type(), parity),
-      i32(kBarrierSuspendHint));
-}
 
 
 //===----------------------------------------------------------------------===//
@@ -790,60 +545,10 @@ OperandRegisters FlashKernelBuilder::loadQueryFragment(int64_t atom,
   // ldmatrix.x4: lanes 0-15 address rows 0-15 at column 0 of the k-slice,
   // lanes 16-31 the same rows at column 8: registers a0..a3 of m16n8k16.
   return atoms.ldmatrix(sharedQuery,
-                  laneChunkOffset(queryOffsets, atom * kAtomRows, slice),
+                  tile.laneChunkOffset(queryOffsets, atom * kAtomRows, slice),
                   false);
 }
 
-Value FlashKernelBuilder::squareSum(Value memref, int64_t count,
-                                    function_ref<Value(int64_t)> offset,
-                                    Value readOncePolicy) {
-  auto rawType = VectorType::get({kChunk}, b.getF16Type());
-  Value sum = f32(0.0);
-  for (int64_t c = 0; c < count; ++c) {
-    // Chunks are 16-byte aligned (docs/abi.md): one vector load each, not
-    // eight 16-bit ones.
-    Value raw =
-        readOncePolicy
-            ? loadChunkWithPolicy(memref, offset(c), readOncePolicy)
-            : vector::LoadOp::create(b, rawType, memref, ValueRange{offset(c)},
-                                     /*nontemporal=*/false, llvm::Align(16));
-    Value typed =
-        config.elementType.isF16()
-            ? raw
-            : vector::BitCastOp::create(
-                  b, VectorType::get({kChunk}, config.elementType), raw);
-    Value wide = arith::ExtFOp::create(
-        b, VectorType::get({kChunk}, b.getF32Type()), typed);
-    sum = fadd(
-        sum, vector::ReductionOp::create(b, vector::CombiningKind::ADD,
-                                         arith::MulFOp::create(b, wide, wide)));
-  }
-  return sum;
-}
-
-Value FlashKernelBuilder::createEvictFirstPolicy() {
-  return NVVM::InlinePtxOp::create(
-             b, TypeRange{b.getI64Type()}, ValueRange{}, ValueRange{},
-             "createpolicy.fractional.L2::evict_first.b64 $0, 1.0;", Value{})
-      .getResult(0);
-}
-
-Value FlashKernelBuilder::loadChunkWithPolicy(Value memref, Value offset,
-                                              Value policy) {
-  // LLVM's NVPTX backend drops !nontemporal and has no cache-hinted load:
-  // inline PTX, one 32-bit register per pair of elements.
-  Type i32Type = b.getI32Type();
-  auto load = NVVM::InlinePtxOp::create(
-      b, TypeRange(SmallVector<Type>(4, i32Type)),
-      ValueRange{elementPointer(memref, offset), policy}, ValueRange{},
-      "ld.global.L1::no_allocate.L2::cache_hint.v4.b32 {$0, $1, $2, $3}, "
-      "[$4], $5;",
-      Value{});
-  Value words = vector::FromElementsOp::create(b, VectorType::get({4}, i32Type),
-                                               load.getResults());
-  return vector::BitCastOp::create(b, VectorType::get({kChunk}, b.getF16Type()),
-                                   words);
-}
 
 SmallVector<Value> FlashKernelBuilder::computeQueryNorms() {
   // The four lanes of a group share a row: each sums a quarter of it.
@@ -853,8 +558,9 @@ SmallVector<Value> FlashKernelBuilder::computeQueryNorms() {
     Value row = fragment->rowInTile(r);
     Value first = mul(fragment->getInGroup(), chunksPerLane);
     norms[r] = laneSum(
-        squareSum(sharedQuery, chunksPerLane,
-                  [&](int64_t c) { return swizzled(row, add(first, c)); }),
+        copies->squareSum(
+            sharedQuery, chunksPerLane,
+            [&](int64_t c) { return tile.offset(row, add(first, c)); }),
         4);
   }
   return norms;
@@ -887,7 +593,7 @@ FlashKernelBuilder::computeScores(ArrayRef<Value> queryFragments, Value keyBase,
       a.push_back({resident[0], resident[1], resident[2], resident[3]});
     }
     for (int64_t pair = 0; pair < slices / 2; ++pair) {
-      Value offset = laneChunkOffset(keyOffsets, 16 * pair, dimSlice);
+      Value offset = tile.laneChunkOffset(keyOffsets, 16 * pair, dimSlice);
       auto registers = atoms.ldmatrix(sharedKey, add(keyBase, offset), false);
       atoms.mmaSlicePair(a, registers, scoreLayout, scores, 2 * pair);
     }
@@ -895,29 +601,11 @@ FlashKernelBuilder::computeScores(ArrayRef<Value> queryFragments, Value keyBase,
   return scores;
 }
 
-SmallVector<KeyTermPair> FlashKernelBuilder::loadKeyTerms(int64_t plane,
-                                                          Value source,
-                                                          Value tileOffset) {
-  // The lane's keys of slice s are 2 (l % 4) + 8 s and the next one: one
-  // 8-byte load per slice.
-  SmallVector<KeyTermPair> pairs;
-  if (plane < 0)
-    return pairs;
-  for (int64_t slice = 0; slice < scoreLayout.getColumnSlices(); ++slice) {
-    Value key = add(fragment->column(slice), tileOffset);
-    Value pair = vector::LoadOp::create(b, VectorType::get({2}, b.getF32Type()),
-                                        source, ValueRange{key},
-                                        /*nontemporal=*/false, llvm::Align(8));
-    pairs.push_back({vector::ExtractOp::create(b, pair, ArrayRef<int64_t>{0}),
-                     vector::ExtractOp::create(b, pair, ArrayRef<int64_t>{1})});
-  }
-  return pairs;
-}
 
 FailureOr<SmallVector<Accumulator>>
 FlashKernelBuilder::applyScoreRegion(ArrayRef<Accumulator> dots, Value kvLo,
-                                     ArrayRef<KeyTermPair> biases,
-                                     ArrayRef<KeyTermPair> norms, bool masked) {
+                                     ArrayRef<ColumnTermPair> biases,
+                                     ArrayRef<ColumnTermPair> norms, bool masked) {
   SmallVector<Accumulator> scores(dots.size());
   Value log2e = config.log2Domain ? Value() : f32(M_LOG2E);
   // A key's terms are read once, for both of the lane's columns of a slice,
@@ -1063,7 +751,7 @@ SmallVector<Accumulator> FlashKernelBuilder::accumulateValues(
           weights[scoreLayout.accumulator(atom, 2 * keySlice + 1)]));
     }
     for (int64_t pair = 0; pair < config.dimSlices(); ++pair) {
-      Value offset = laneChunkOffset(valueOffsets, 16 * keySlice, pair);
+      Value offset = tile.laneChunkOffset(valueOffsets, 16 * keySlice, pair);
       auto registers = atoms.ldmatrix(sharedValue, add(valueBase, offset), true);
       atoms.mmaSlicePair(a, registers, outputLayout, result, 2 * pair);
     }
@@ -1245,6 +933,7 @@ gpu::GPUFuncOp FlashKernelBuilder::declareKernel(gpu::GPUModuleOp module,
   lane = rem(threadId, kThreadsPerWarp);
   warp = div(threadId, kThreadsPerWarp);
   fragment.emplace(b, lane, warp, config.rowsPerWarp());
+  copies.emplace(b, tile, config.elementType, config.threads(), threadId);
   batchIdx = gpu::BlockIdOp::create(b, gpu::Dimension::z);
   Value group = arith::DivUIOp::create(b, args.heads, args.kvHeads);
   Value kvHead;
@@ -1305,7 +994,8 @@ LogicalResult FlashKernelBuilder::buildKeyTermsKernel(gpu::GPUModuleOp module,
   // another and not the dirty lines the previous kernel left in L2, whose
   // write-back would otherwise share this memory-bound kernel's bandwidth
   // (24 against 29 us at 4x16x4096x128, docs/benchmarks.md).
-  Value readOncePolicy = needsKeyNorm ? createEvictFirstPolicy() : Value{};
+  Value readOncePolicy =
+      needsKeyNorm ? copies->createEvictFirstPolicy() : Value{};
   SmallVector<Value> keys, sums;
   for (int64_t run = 0; run < runs; ++run) {
     keys.push_back(add(first, run * keysPerRun));
@@ -1313,7 +1003,7 @@ LogicalResult FlashKernelBuilder::buildKeyTermsKernel(gpu::GPUModuleOp module,
       continue;
     Value row = add(kBase, mul(arith::MinUIOp::create(b, keys.back(), lastKey),
                                args.kStrides[2]));
-    sums.push_back(squareSum(
+    sums.push_back(copies->squareSum(
         args.k, chunksPerThread,
         [&](int64_t c) {
           return add(row, mul(add(part, c * threadsPerKey), kChunk));
@@ -1379,42 +1069,32 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
   // 8 i .. 8 i + 7 give the rows of matrix i): Q as the A operand, K as the
   // B operand of S = Q K^T, V (transposed) as the B operand of O += P V.
   LdmatrixAddress query = atoms.addressA(lane, fragment->atomRow(0));
-  queryOffsets = laneChunkOffsets(query.row, query.half);
+  queryOffsets = tile.laneChunkOffsets(query.row, query.half);
   LdmatrixAddress key = atoms.addressB(lane);
-  keyOffsets = laneChunkOffsets(key.row, key.half);
+  keyOffsets = tile.laneChunkOffsets(key.row, key.half);
   LdmatrixAddress value = atoms.addressBTransposed(lane);
-  valueOffsets = laneChunkOffsets(value.row, value.half);
+  valueOffsets = tile.laneChunkOffsets(value.row, value.half);
   for (int64_t r = 0; r < scoreLayout.laneRows(); ++r)
     rowIdx.push_back(fragment->row(qLo, r));
 
   // Shared memory: Q tile, K and V ring buffers, per-key terms.
   bool needsQueryNorm = usesNorm(op.getScore(), attn::Vector::q) ||
                         usesNorm(op.getRowBias(), attn::Vector::q);
-  Value shared = gpu::DynamicSharedMemoryOp::create(
-      b, MemRefType::get(
-             {ShapedType::kDynamic}, b.getI8Type(), MemRefLayoutAttrInterface(),
-             gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup)));
-  int64_t bytes = 0;
-  auto carve = [&](int64_t elements, Type elementType) {
-    Value view = sharedView(shared, bytes, elements, elementType);
-    bytes +=
-        llvm::alignTo(elements * elementType.getIntOrFloatBitWidth() / 8, 16);
-    return view;
-  };
-  sharedQuery = carve(config.tileElements(config.tileM), b.getF16Type());
+  SharedMemoryArena shared(b);
+  sharedQuery = shared.carve(tile.elements(config.tileM), b.getF16Type());
   sharedKey =
-      carve(config.stages * config.tileElements(config.tileN), b.getF16Type());
+      shared.carve(config.stages * tile.elements(config.tileN), b.getF16Type());
   sharedValue =
-      carve(config.stages * config.tileElements(config.tileN), b.getF16Type());
+      shared.carve(config.stages * tile.elements(config.tileN), b.getF16Type());
   // With key_terms = global the lanes load the terms from the workspace
   // in the loop: no shared copy of them.
   bool globalKeyTerms = config.keyTerms == KeyTermSource::Global;
   if (keyBiasPlane >= 0 && !globalKeyTerms)
-    sharedKeyBias = carve(config.stages * config.tileN, b.getF32Type());
+    sharedKeyBias = shared.carve(config.stages * config.tileN, b.getF32Type());
   if (keyNormPlane >= 0 && !globalKeyTerms)
-    sharedKeyNorm = carve(config.stages * config.tileN, b.getF32Type());
+    sharedKeyNorm = shared.carve(config.stages * config.tileN, b.getF32Type());
   if (keyTermPlanes() && config.keyTerms == KeyTermSource::Bulk)
-    keyTermBarriers = carve(config.stages, b.getI64Type());
+    keyTermBarriers = shared.carve(config.stages, b.getI64Type());
 
   // The range of K tiles that may hold a kept key for this query tile.
   Value kvTiles =
@@ -1433,12 +1113,29 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
     lastTile = *last;
   }
   endTile = add(lastTile, 1);
+  ring.emplace(*copies, config.stages, config.tileN, args.kvLen, firstTile,
+               endTile,
+               SmallVector<TileRing::Stream>{
+                   {sharedKey, {args.k, kBase, args.kStrides[2]}},
+                   {sharedValue, {args.v, vBase, args.vStrides[2]}}});
+  if (keyTermPlanes() && !globalKeyTerms) {
+    SmallVector<TileRing::TermPlane> planes;
+    for (auto [shared, plane] : {std::pair(sharedKeyBias, keyBiasPlane),
+                                 std::pair(sharedKeyNorm, keyNormPlane)})
+      if (plane >= 0)
+        planes.push_back({shared, keyTermRows[plane]});
+    ring->setTerms(args.workspace, std::move(planes),
+                   config.keyTerms == KeyTermSource::Bulk
+                       ? TileRing::TermCopy::Bulk
+                       : TileRing::TermCopy::Threads,
+                   keyTermBarriers);
+  }
 
   // Prologue: Q, then the first stages - 1 K/V tiles, one group each.
   if (keyTermBarriers)
-    createKeyTermBarriers();
-  issueTileCopy(sharedQuery, index(0), args.q, qBase, args.qStrides[2], qLo,
-                args.qLen, config.tileM, /*bounded=*/true);
+    ring->createTermBarriers();
+  copies->copyTile(sharedQuery, index(0), {args.q, qBase, args.qStrides[2]},
+                   qLo, args.qLen, config.tileM, /*bounded=*/true);
   NVVM::CpAsyncCommitGroupOp::create(b);
   // Launched early (programmatic dependent launch), the kernel waits for
   // the key-terms prologue to end and its workspace writes to show before
@@ -1450,7 +1147,7 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
   if (waitsForKeyTerms && !globalKeyTerms)
     NVVM::GriddepcontrolOp::create(b, NVVM::GridDepActionKind::wait);
   for (int64_t stage = 0; stage + 1 < config.stages; ++stage) {
-    issueKeyValueCopy(add(firstTile, stage));
+    ring->issue(add(firstTile, stage));
     NVVM::CpAsyncCommitGroupOp::create(b);
   }
   NVVM::CpAsyncWaitGroupOp::create(b, config.stages - 1);
@@ -1522,16 +1219,16 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
     SmallVector<Value> copyOffsets;
     for (Value offset : termOffsets)
       copyOffsets.push_back(add(offset, (config.stages - 1) * config.tileN));
-    issueKeyValueCopy(add(tile, config.stages - 1), copyOffsets);
+    ring->issue(add(tile, config.stages - 1), copyOffsets);
     NVVM::CpAsyncCommitGroupOp::create(b);
-    Value buffer = ringBuffer(tile);
+    Value buffer = ring->buffer(tile);
     Value kvLo = mul(tile, config.tileN);
     // Every thread waits for every tile's fill, a skipped tile's too, so
     // that no bulk copy is still landing when the block exits. (Waiting
     // after S = Q K^T, or in thread 0 only before the barrier, measured
     // slower.)
     if (keyTermBarriers)
-      waitForKeyTerms(tile);
+      ring->waitForTerms(tile);
 
     auto tileClass = classifyTile(tile);
     if (failed(tileClass))
@@ -1554,15 +1251,20 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
           rowStart.push_back(fmul(shift, shiftToDot));
       // The key terms are loaded before S = Q K^T, which hides their
       // latency behind the mma.
-      auto terms = [&](int64_t plane, Value shared) {
+      auto terms = [&](int64_t plane,
+                       Value shared) -> SmallVector<ColumnTermPair> {
+        if (plane < 0)
+          return {};
+        int64_t slices = scoreLayout.getColumnSlices();
         if (globalKeyTerms)
-          return loadKeyTerms(plane, args.workspace,
-                              plane >= 0 ? termOffsets[plane] : Value());
-        return loadKeyTerms(plane, shared, mul(buffer, config.tileN));
+          return copies->loadColumnTerms(*fragment, slices, args.workspace,
+                                         termOffsets[plane]);
+        return copies->loadColumnTerms(*fragment, slices, shared,
+                                       ring->termBase(buffer));
       };
-      SmallVector<KeyTermPair> biases = terms(keyBiasPlane, sharedKeyBias);
-      SmallVector<KeyTermPair> norms = terms(keyNormPlane, sharedKeyNorm);
-      Value tileBase = bufferBase(buffer, config.tileN);
+      SmallVector<ColumnTermPair> biases = terms(keyBiasPlane, sharedKeyBias);
+      SmallVector<ColumnTermPair> norms = terms(keyNormPlane, sharedKeyNorm);
+      Value tileBase = ring->tileBase(buffer);
       SmallVector<Accumulator> dots =
           computeScores(queryFragments, tileBase, rowStart);
 
@@ -1633,7 +1335,7 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
     return failure();
   gpu::ReturnOp::create(b);
   allowContraction(func);
-  func->setAttr(kDescriptorAttrName, describe(name, bytes));
+  func->setAttr(kDescriptorAttrName, describe(name, shared.size()));
   return func;
 }
 

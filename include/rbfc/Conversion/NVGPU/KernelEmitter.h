@@ -23,6 +23,8 @@ class KernelEmitter {
 public:
   explicit KernelEmitter(mlir::ImplicitLocOpBuilder &b) : b(b) {}
 
+  mlir::ImplicitLocOpBuilder &getBuilder() const { return b; }
+
 protected:
   mlir::Value index(int64_t value) {
     return mlir::arith::ConstantIndexOp::create(b, value);
