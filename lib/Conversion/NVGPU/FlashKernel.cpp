@@ -20,6 +20,7 @@
 #include "rbfc/Conversion/NVGPU/FlashKernel.h"
 
 #include "rbfc/Conversion/NVGPU/CopyEngine.h"
+#include "rbfc/Conversion/NVGPU/KernelArguments.h"
 #include "rbfc/Conversion/NVGPU/MatrixAtoms.h"
 #include "rbfc/Conversion/RegionInlining.h"
 #include "rbfc/Dialect/Attn/ScoreDependence.h"
@@ -112,20 +113,6 @@ struct KernelConfig {
   }
 };
 
-
-/// Where each kernel argument of docs/abi.md sits.
-struct KernelArgs {
-  Value q, k, v, o, lse, workspace;
-  Value batch, heads, kvHeads, qLen, kvLen;
-  std::array<Value, 3> qStrides, kStrides, vStrides, oStrides;
-  std::array<Value, 2> lseStrides;
-  SmallVector<Value> params;
-  struct Capture {
-    Value data;
-    SmallVector<Value> sizes, strides;
-  };
-  SmallVector<Capture> captures;
-};
 
 /// Element regions need (b, h, q_idx, kv_idx) and the values the attn ops
 /// stand for at one element; null entries are not available there.
@@ -247,7 +234,7 @@ private:
   MmaSyncAtom atoms;
   /// Q, K and V tiles in shared memory.
   SwizzledTile tile;
-  KernelArgs args;
+  ForwardArgs args;
 
   // Per-block values set up at the kernel's entry.
   Value threadId, lane, warp;
@@ -310,15 +297,15 @@ private:
 Value FlashKernelBuilder::sizeValue(attn::Size size) {
   switch (size) {
   case attn::Size::batch:
-    return args.batch;
+    return args.sizes.batch;
   case attn::Size::heads:
-    return args.heads;
+    return args.sizes.heads;
   case attn::Size::kv_heads:
-    return args.kvHeads;
+    return args.sizes.kvHeads;
   case attn::Size::q_len:
-    return args.qLen;
+    return args.sizes.qLen;
   case attn::Size::kv_len:
-    return args.kvLen;
+    return args.sizes.kvLen;
   case attn::Size::head_dim:
     return index(config.headDim);
   }
@@ -326,7 +313,7 @@ Value FlashKernelBuilder::sizeValue(attn::Size size) {
 }
 
 Value FlashKernelBuilder::loadCapture(unsigned capture, ValueRange indices) {
-  const KernelArgs::Capture &data = args.captures[capture];
+  const CaptureArgs &data = args.captures[capture];
   Value offset = index(0);
   for (auto [i, idx] : llvm::enumerate(indices)) {
     Value clamped = clampToDimension(b, b.getLoc(), idx, data.sizes[i]);
@@ -341,7 +328,7 @@ FailureOr<Value> FlashKernelBuilder::loadBound(attn::LoadBoundOp bound,
   // butterfly, so the bound is uniform without a barrier.
   unsigned capture = getCaptureIndex(bound.getCapture(), op.kNumTileArgs,
                                      op.getParams().size());
-  const KernelArgs::Capture &data = args.captures[capture];
+  const CaptureArgs &data = args.captures[capture];
   SmallVector<Value> lows, counts;
   Value total = index(1);
   for (auto [i, lowValue, highValue] :
@@ -470,9 +457,9 @@ FlashKernelBuilder::evaluateElementRegion(Region &region,
 FailureOr<std::pair<Value, Value>>
 FlashKernelBuilder::classifyTile(Value tile) {
   Value kvLo = mul(tile, config.tileN);
-  Value kvEnd = arith::MinSIOp::create(b, add(kvLo, config.tileN), args.kvLen);
+  Value kvEnd = arith::MinSIOp::create(b, add(kvLo, config.tileN), args.sizes.kvLen);
   Value kvHi = sub(kvEnd, index(1));
-  Value qEnd = arith::MinSIOp::create(b, add(qLo, config.tileM), args.qLen);
+  Value qEnd = arith::MinSIOp::create(b, add(qLo, config.tileM), args.sizes.qLen);
   Value qHi = sub(qEnd, index(1));
   if (op.getTileClass().empty()) {
     Value allKept =
@@ -632,7 +619,7 @@ FlashKernelBuilder::applyScoreRegion(ArrayRef<Accumulator> dots, Value kvLo,
         Value value = log2e ? fmul(*score, log2e) : *score;
         if (masked) {
           Value keep =
-              cmp(arith::CmpIPredicate::ult, element.kvIdx, args.kvLen);
+              cmp(arith::CmpIPredicate::ult, element.kvIdx, args.sizes.kvLen);
           if (!op.getMask().empty()) {
             auto kept = evaluateElementRegion(op.getMask(), element);
             if (failed(kept))
@@ -797,16 +784,16 @@ LogicalResult FlashKernelBuilder::storeResults(ArrayRef<Accumulator> output,
             ? select(empty, zero, arith::DivFOp::create(b, f32(1.0), sum))
             : f32(1.0);
     Value row = rowIdx[r];
-    Value inside = cmp(arith::CmpIPredicate::ult, row, args.qLen);
+    Value inside = cmp(arith::CmpIPredicate::ult, row, args.sizes.qLen);
     auto guard = scf::IfOp::create(b, TypeRange{}, inside, false);
     OpBuilder::InsertionGuard insertion(b);
     b.setInsertionPointToStart(guard.thenBlock());
-    Value rowBase = add(oBase, mul(row, args.oStrides[2]));
+    Value rowBase = add(oBase, mul(row, args.o.strides[2]));
     for (auto [slice, acc] : llvm::enumerate(atomOutput)) {
       Value column = fragment->column(slice);
       Value pair = atoms.packPair(fmul(acc[2 * half], scale),
                                   fmul(acc[2 * half + 1], scale));
-      vector::StoreOp::create(b, pair, args.o, ValueRange{add(rowBase, column)},
+      vector::StoreOp::create(b, pair, args.o.data, ValueRange{add(rowBase, column)},
                               /*nontemporal=*/false, llvm::MaybeAlign(4));
     }
     if (!config.hasLse)
@@ -859,74 +846,10 @@ FailureOr<gpu::GPUFuncOp> FlashKernelBuilder::build(gpu::GPUModuleOp module,
 gpu::GPUFuncOp FlashKernelBuilder::declareKernel(gpu::GPUModuleOp module,
                                                  StringRef name,
                                                  bool keyTermsPrologue) {
-  MLIRContext *ctx = b.getContext();
-  Type i64Type = b.getI64Type();
-  auto globalSpace = gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Global);
-  // Tensors are flat views of device memory indexed with the strides the
-  // caller passes. The bare-pointer convention only takes static shapes, so
-  // the view claims 2^40 elements; every index is formed in bounds by the
-  // kernel itself.
-  auto globalBuffer = [&](Type element) {
-    return MemRefType::get({int64_t(1) << 40}, element,
-                           MemRefLayoutAttrInterface(), globalSpace);
-  };
-  // Argument types in docs/abi.md order. 16-bit tensors are declared f16:
-  // the kernel moves their bits and reinterprets them where it computes.
-  SmallVector<Type> types(4, globalBuffer(b.getF16Type()));
-  if (config.hasLse)
-    types.push_back(globalBuffer(b.getF32Type()));
-  if (keyTermPlanes())
-    types.push_back(globalBuffer(b.getF32Type()));
-  types.append(5 + 12 + (config.hasLse ? 2 : 0), i64Type);
-  for (Value param : op.getParams())
-    types.push_back(param.getType());
-  for (Value capture : op.getCaptures()) {
-    auto tensor = cast<RankedTensorType>(capture.getType());
-    types.push_back(globalBuffer(tensor.getElementType()));
-    types.append(2 * tensor.getRank(), i64Type);
-  }
-
-  b.setInsertionPointToEnd(module.getBody());
-  auto func = gpu::GPUFuncOp::create(b, name, b.getFunctionType(types, {}));
-  func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
-  func.setKnownBlockSizeAttr(
-      b.getDenseI32ArrayAttr({int32_t(config.threads()), 1, 1}));
-  Block &entry = func.getBody().front();
-  b.setInsertionPointToStart(&entry);
-
-  args = KernelArgs();
-  unsigned position = 0;
-  auto next = [&]() { return entry.getArgument(position++); };
-  args.q = next();
-  args.k = next();
-  args.v = next();
-  args.o = next();
-  if (config.hasLse)
-    args.lse = next();
-  if (keyTermPlanes())
-    args.workspace = next();
-  for (Value *size :
-       {&args.batch, &args.heads, &args.kvHeads, &args.qLen, &args.kvLen})
-    *size = toIndex(next());
-  for (auto *strides :
-       {&args.qStrides, &args.kStrides, &args.vStrides, &args.oStrides})
-    for (Value &stride : *strides)
-      stride = toIndex(next());
-  if (config.hasLse)
-    for (Value &stride : args.lseStrides)
-      stride = toIndex(next());
-  for (size_t i = 0; i < op.getParams().size(); ++i)
-    args.params.push_back(next());
-  for (Value capture : op.getCaptures()) {
-    KernelArgs::Capture data;
-    data.data = next();
-    int64_t rank = cast<RankedTensorType>(capture.getType()).getRank();
-    for (int64_t i = 0; i < rank; ++i)
-      data.sizes.push_back(toIndex(next()));
-    for (int64_t i = 0; i < rank; ++i)
-      data.strides.push_back(toIndex(next()));
-    args.captures.push_back(std::move(data));
-  }
+  args = ForwardArgs();
+  KernelSignature signature(b.getContext());
+  args.addTo(signature, op, config.hasLse, keyTermPlanes() > 0);
+  gpu::GPUFuncOp func = signature.declare(b, module, name, config.threads());
 
   negInf = f32(-std::numeric_limits<double>::infinity());
   threadId = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
@@ -935,7 +858,7 @@ gpu::GPUFuncOp FlashKernelBuilder::declareKernel(gpu::GPUModuleOp module,
   fragment.emplace(b, lane, warp, config.rowsPerWarp());
   copies.emplace(b, tile, config.elementType, config.threads(), threadId);
   batchIdx = gpu::BlockIdOp::create(b, gpu::Dimension::z);
-  Value group = arith::DivUIOp::create(b, args.heads, args.kvHeads);
+  Value group = arith::DivUIOp::create(b, args.sizes.heads, args.sizes.kvHeads);
   Value kvHead;
   if (keyTermsPrologue && keyTermsPerKvHead) {
     // The key_bias region does not read h: the first query head of the
@@ -949,19 +872,19 @@ gpu::GPUFuncOp FlashKernelBuilder::declareKernel(gpu::GPUModuleOp module,
   auto base = [&](const std::array<Value, 3> &strides, Value head) {
     return add(mul(batchIdx, strides[0]), mul(head, strides[1]));
   };
-  qBase = base(args.qStrides, headIdx);
-  kBase = base(args.kStrides, kvHead);
-  vBase = base(args.vStrides, kvHead);
-  oBase = base(args.oStrides, headIdx);
+  qBase = base(args.q.strides, headIdx);
+  kBase = base(args.k.strides, kvHead);
+  vBase = base(args.v.strides, kvHead);
+  oBase = base(args.o.strides, headIdx);
   keyTermRows.clear();
   if (keyTermPlanes()) {
     keyTermRowLength =
-        mul(arith::CeilDivUIOp::create(b, args.kvLen, index(config.tileN)),
+        mul(arith::CeilDivUIOp::create(b, args.sizes.kvLen, index(config.tileN)),
             config.tileN);
-    Value rowHeads = keyTermsPerKvHead ? args.kvHeads : args.heads;
+    Value rowHeads = keyTermsPerKvHead ? args.sizes.kvHeads : args.sizes.heads;
     Value row =
         add(mul(batchIdx, rowHeads), keyTermsPerKvHead ? kvHead : headIdx);
-    Value planeStride = mul(mul(args.batch, rowHeads), keyTermRowLength);
+    Value planeStride = mul(mul(args.sizes.batch, rowHeads), keyTermRowLength);
     for (int64_t plane = 0; plane < keyTermPlanes(); ++plane)
       keyTermRows.push_back(
           add(mul(planeStride, plane), mul(row, keyTermRowLength)));
@@ -989,7 +912,7 @@ LogicalResult FlashKernelBuilder::buildKeyTermsKernel(gpu::GPUModuleOp module,
   Value first = add(mul(gpu::BlockIdOp::create(b, gpu::Dimension::x),
                         config.keyTermKeysPerBlock()),
                     div(threadId, threadsPerKey));
-  Value lastKey = sub(args.kvLen, index(1));
+  Value lastKey = sub(args.sizes.kvLen, index(1));
   // K is read once here. Its lines are evicted first, so they displace one
   // another and not the dirty lines the previous kernel left in L2, whose
   // write-back would otherwise share this memory-bound kernel's bandwidth
@@ -1002,9 +925,9 @@ LogicalResult FlashKernelBuilder::buildKeyTermsKernel(gpu::GPUModuleOp module,
     if (!needsKeyNorm)
       continue;
     Value row = add(kBase, mul(arith::MinUIOp::create(b, keys.back(), lastKey),
-                               args.kStrides[2]));
+                               args.k.strides[2]));
     sums.push_back(copies->squareSum(
-        args.k, chunksPerThread,
+        args.k.data, chunksPerThread,
         [&](int64_t c) {
           return add(row, mul(add(part, c * threadsPerKey), kChunk));
         },
@@ -1026,7 +949,7 @@ LogicalResult FlashKernelBuilder::buildKeyTermsKernel(gpu::GPUModuleOp module,
     OpBuilder::InsertionGuard branch(b);
     b.setInsertionPointToStart(write.thenBlock());
     auto inside = scf::IfOp::create(
-        b, TypeRange{}, cmp(arith::CmpIPredicate::ult, key, args.kvLen), true);
+        b, TypeRange{}, cmp(arith::CmpIPredicate::ult, key, args.sizes.kvLen), true);
     auto store = [&, key = key](Value value, int64_t plane) {
       memref::StoreOp::create(b, value, args.workspace,
                               ValueRange{add(keyTermRows[plane], key)});
@@ -1098,7 +1021,7 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
 
   // The range of K tiles that may hold a kept key for this query tile.
   Value kvTiles =
-      arith::CeilDivUIOp::create(b, args.kvLen, index(config.tileN));
+      arith::CeilDivUIOp::create(b, args.sizes.kvLen, index(config.tileN));
   firstTile = index(0);
   Value lastTile = sub(kvTiles, index(1));
   if (!op.getTileClass().empty()) {
@@ -1113,11 +1036,11 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
     lastTile = *last;
   }
   endTile = add(lastTile, 1);
-  ring.emplace(*copies, config.stages, config.tileN, args.kvLen, firstTile,
+  ring.emplace(*copies, config.stages, config.tileN, args.sizes.kvLen, firstTile,
                endTile,
                SmallVector<TileRing::Stream>{
-                   {sharedKey, {args.k, kBase, args.kStrides[2]}},
-                   {sharedValue, {args.v, vBase, args.vStrides[2]}}});
+                   {sharedKey, {args.k.data, kBase, args.k.strides[2]}},
+                   {sharedValue, {args.v.data, vBase, args.v.strides[2]}}});
   if (keyTermPlanes() && !globalKeyTerms) {
     SmallVector<TileRing::TermPlane> planes;
     for (auto [shared, plane] : {std::pair(sharedKeyBias, keyBiasPlane),
@@ -1134,8 +1057,8 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
   // Prologue: Q, then the first stages - 1 K/V tiles, one group each.
   if (keyTermBarriers)
     ring->createTermBarriers();
-  copies->copyTile(sharedQuery, index(0), {args.q, qBase, args.qStrides[2]},
-                   qLo, args.qLen, config.tileM, /*bounded=*/true);
+  copies->copyTile(sharedQuery, index(0), {args.q.data, qBase, args.q.strides[2]},
+                   qLo, args.sizes.qLen, config.tileM, /*bounded=*/true);
   NVVM::CpAsyncCommitGroupOp::create(b);
   // Launched early (programmatic dependent launch), the kernel waits for
   // the key-terms prologue to end and its workspace writes to show before
@@ -1234,7 +1157,7 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
     if (failed(tileClass))
       return failure();
     Value boundary =
-        cmp(arith::CmpIPredicate::sgt, add(kvLo, config.tileN), args.kvLen);
+        cmp(arith::CmpIPredicate::sgt, add(kvLo, config.tileN), args.sizes.kvLen);
     Value partial = arith::OrIOp::create(b, boundary, notI(tileClass->first));
     Value live = notI(tileClass->second);
 
