@@ -22,6 +22,7 @@
 #include "rbfc/Conversion/NVGPU/CopyEngine.h"
 #include "rbfc/Conversion/NVGPU/KernelArguments.h"
 #include "rbfc/Conversion/NVGPU/MatrixAtoms.h"
+#include "rbfc/Conversion/NVGPU/RegionApplication.h"
 #include "rbfc/Conversion/RegionInlining.h"
 #include "rbfc/Dialect/Attn/ScoreDependence.h"
 
@@ -114,15 +115,6 @@ struct KernelConfig {
 };
 
 
-/// Element regions need (b, h, q_idx, kv_idx) and the values the attn ops
-/// stand for at one element; null entries are not available there.
-struct ElementValues {
-  Value qIdx, kvIdx;
-  Value dot;     // the raw accumulator q.k
-  Value qScale;  // q_scale (scaled_dot = dot * qScale)
-  Value keyBias; // the key's bias
-  Value queryNorm, keyNorm;
-};
 
 class FlashKernelBuilder : public KernelEmitter {
 public:
@@ -171,21 +163,12 @@ private:
   SmallVector<Accumulator> computeScores(ArrayRef<Value> queryFragments,
                                          Value keyBase,
                                          ArrayRef<Value> rowStart);
-  FailureOr<SmallVector<Accumulator>>
-  applyScoreRegion(ArrayRef<Accumulator> dots, Value kvLo,
-                   ArrayRef<ColumnTermPair> biases, ArrayRef<ColumnTermPair> norms,
-                   bool masked);
-  FailureOr<std::pair<Value, Value>> classifyTile(Value tile);
-  FailureOr<Value> scanLiveTile(Value from, Value bound, bool forward);
   /// The online softmax's rescaling step; `shiftedScores`, when given, hold
   /// s - shift and move with the shift.
   void rescale(ArrayRef<Value> tileMax, MutableArrayRef<Value> rowMax,
                MutableArrayRef<Value> rowSum,
                MutableArrayRef<Accumulator> output,
                MutableArrayRef<Accumulator> shiftedScores);
-  /// Whether `score` yields scaled_dot, or scaled_dot plus a value that does
-  /// not depend on the dot product.
-  static bool isAffineInDot(Region &score);
   /// Whether the row sums add the f32 weights before they are rounded for
   /// P V, each lane over its own columns until storeResults completes them:
   /// with an LSE output, which is then exact, not off by the rounding (up
@@ -201,31 +184,6 @@ private:
   LogicalResult storeResults(ArrayRef<Accumulator> output,
                              ArrayRef<Value> rowMax, ArrayRef<Value> rowSum);
 
-  // Region inlining.
-  FailureOr<Value> materialize(Operation *attnOp, IRMapping &mapping,
-                               const ElementValues &element);
-  FailureOr<Value> evaluateElementRegion(Region &region,
-                                         const ElementValues &element);
-  Value loadCapture(unsigned capture, ValueRange indices);
-  FailureOr<Value> loadBound(attn::LoadBoundOp bound, IRMapping &mapping);
-  Value sizeValue(attn::Size size);
-
-  bool usesOp(Region &region, function_ref<bool(Operation *)> predicate) {
-    if (region.empty())
-      return false;
-    return region
-        .walk([&](Operation *inner) {
-          return predicate(inner) ? WalkResult::interrupt()
-                                  : WalkResult::advance();
-        })
-        .wasInterrupted();
-  }
-  bool usesNorm(Region &region, attn::Vector side) {
-    return usesOp(region, [&](Operation *inner) {
-      auto norm = dyn_cast<attn::Norm2Op>(inner);
-      return norm && norm.getVector() == side;
-    });
-  }
 
   attn::AttentionOp op;
   KernelConfig config;
@@ -242,6 +200,7 @@ private:
   std::optional<CopyEngine> copies;
   /// The K/V tiles (and with them their key terms) of the loop.
   std::optional<TileRing> ring;
+  std::optional<RegionApplication> regions;
   Value batchIdx, headIdx, qLo;
   Value qBase, kBase, vBase, oBase;
   Value sharedQuery, sharedKey, sharedValue, sharedKeyBias, sharedKeyNorm;
@@ -290,238 +249,6 @@ private:
 
 
 
-//===----------------------------------------------------------------------===//
-// Region evaluation
-//===----------------------------------------------------------------------===//
-
-Value FlashKernelBuilder::sizeValue(attn::Size size) {
-  switch (size) {
-  case attn::Size::batch:
-    return args.sizes.batch;
-  case attn::Size::heads:
-    return args.sizes.heads;
-  case attn::Size::kv_heads:
-    return args.sizes.kvHeads;
-  case attn::Size::q_len:
-    return args.sizes.qLen;
-  case attn::Size::kv_len:
-    return args.sizes.kvLen;
-  case attn::Size::head_dim:
-    return index(config.headDim);
-  }
-  llvm_unreachable("unknown size");
-}
-
-Value FlashKernelBuilder::loadCapture(unsigned capture, ValueRange indices) {
-  const CaptureArgs &data = args.captures[capture];
-  Value offset = index(0);
-  for (auto [i, idx] : llvm::enumerate(indices)) {
-    Value clamped = clampToDimension(b, b.getLoc(), idx, data.sizes[i]);
-    offset = add(offset, mul(clamped, data.strides[i]));
-  }
-  return memref::LoadOp::create(b, data.data, ValueRange{offset});
-}
-
-FailureOr<Value> FlashKernelBuilder::loadBound(attn::LoadBoundOp bound,
-                                               IRMapping &mapping) {
-  // Every warp scans the box itself, lane-strided, and combines with a
-  // butterfly, so the bound is uniform without a barrier.
-  unsigned capture = getCaptureIndex(bound.getCapture(), op.kNumTileArgs,
-                                     op.getParams().size());
-  const CaptureArgs &data = args.captures[capture];
-  SmallVector<Value> lows, counts;
-  Value total = index(1);
-  for (auto [i, lowValue, highValue] :
-       llvm::enumerate(bound.getLows(), bound.getHighs())) {
-    Value lo = clampToDimension(b, b.getLoc(), mapping.lookup(lowValue),
-                                data.sizes[i]);
-    Value hi = clampToDimension(b, b.getLoc(), mapping.lookup(highValue),
-                                data.sizes[i]);
-    Value count = add(sub(arith::MaxSIOp::create(b, hi, lo), lo), 1);
-    lows.push_back(lo);
-    counts.push_back(count);
-    total = mul(total, count);
-  }
-  Type elementType = bound.getType();
-  bool isMax = bound.getBound() == attn::Bound::max;
-  auto identity = [&]() -> Value {
-    if (auto floatType = dyn_cast<FloatType>(elementType))
-      return arith::ConstantOp::create(
-          b, b.getFloatAttr(floatType, isMax ? -INFINITY : INFINITY));
-    unsigned width = elementType.getIntOrFloatBitWidth();
-    APInt value = isMax ? APInt::getSignedMinValue(width)
-                        : APInt::getSignedMaxValue(width);
-    return arith::ConstantOp::create(b, b.getIntegerAttr(elementType, value));
-  };
-  auto combine = [&](Value x, Value y) {
-    return combineBound(b, b.getLoc(), bound.getBound(), x, y);
-  };
-  auto loop = scf::ForOp::create(b, lane, total, index(kThreadsPerWarp),
-                                 ValueRange{identity()});
-  {
-    OpBuilder::InsertionGuard guard(b);
-    b.setInsertionPointToStart(loop.getBody());
-    Value linear = loop.getInductionVar();
-    SmallVector<Value> indices(counts.size());
-    for (int64_t i = counts.size() - 1; i >= 0; --i) {
-      indices[i] = add(lows[i], arith::RemUIOp::create(b, linear, counts[i]));
-      linear = arith::DivUIOp::create(b, linear, counts[i]);
-    }
-    Value element = loadCapture(capture, indices);
-    scf::YieldOp::create(b, combine(loop.getRegionIterArg(0), element));
-  }
-  Value partial = loop.getResult(0);
-  // gpu.shuffle moves 32-bit values: i64 ids are saturated to i32 first,
-  // exact for ids that fit (the identities saturate to i32's own).
-  bool wide = elementType.isInteger(64);
-  Value word = partial;
-  if (wide) {
-    auto bound64 = [&](int64_t v) -> Value {
-      return arith::ConstantOp::create(b, b.getI64IntegerAttr(v));
-    };
-    Value saturated = arith::MaxSIOp::create(
-        b, arith::MinSIOp::create(b, partial, bound64(INT32_MAX)),
-        bound64(INT32_MIN));
-    word = arith::TruncIOp::create(b, b.getI32Type(), saturated);
-  }
-  Value reduced = laneReduce(word, kThreadsPerWarp, combine);
-  if (!wide)
-    return reduced;
-  return arith::ExtSIOp::create(b, elementType, reduced).getResult();
-}
-
-FailureOr<Value> FlashKernelBuilder::materialize(Operation *attnOp,
-                                                 IRMapping &mapping,
-                                                 const ElementValues &element) {
-  auto unavailable = [&](StringRef what) -> FailureOr<Value> {
-    return attnOp->emitOpError()
-           << "cannot be evaluated by the mma_sync kernel " << what;
-  };
-  return TypeSwitch<Operation *, FailureOr<Value>>(attnOp)
-      .Case([&](attn::DotOp) -> FailureOr<Value> {
-        if (!element.dot)
-          return unavailable("outside the score region");
-        return element.dot;
-      })
-      .Case([&](attn::ScaledDotOp) -> FailureOr<Value> {
-        if (!element.dot)
-          return unavailable("outside the score region");
-        return fmul(element.dot, element.qScale);
-      })
-      .Case([&](attn::KeyBiasOp) -> FailureOr<Value> {
-        if (!element.keyBias)
-          return unavailable("outside the score region");
-        return element.keyBias;
-      })
-      .Case([&](attn::Norm2Op norm) -> FailureOr<Value> {
-        Value value = norm.getVector() == attn::Vector::q ? element.queryNorm
-                                                          : element.keyNorm;
-        if (!value)
-          return unavailable("here (the norm is not computed for this region)");
-        return value;
-      })
-      .Case([&](attn::SizeOp size) -> FailureOr<Value> {
-        return sizeValue(size.getSize());
-      })
-      .Case([&](attn::LoadOp load) -> FailureOr<Value> {
-        SmallVector<Value> indices;
-        for (Value idx : load.getIndices())
-          indices.push_back(mapping.lookup(idx));
-        return loadCapture(getCaptureIndex(load.getCapture(), op.kNumIndexArgs,
-                                           op.getParams().size()),
-                           indices);
-      })
-      .Case([&](attn::LoadBoundOp bound) { return loadBound(bound, mapping); })
-      .Default([&](Operation *) {
-        return unavailable(
-            "(not in the canonical form; run attn-canonicalize)");
-      });
-}
-
-FailureOr<Value>
-FlashKernelBuilder::evaluateElementRegion(Region &region,
-                                          const ElementValues &element) {
-  SmallVector<Value> arguments{batchIdx, headIdx, element.qIdx,
-                               element.kvIdx ? element.kvIdx : index(0)};
-  llvm::append_range(arguments, args.params);
-  arguments.append(op.getCaptures().size(), Value());
-  auto values = inlineAttnRegion(
-      b, region, arguments, [&](OpBuilder &, Operation *attnOp, IRMapping &m) {
-        return materialize(attnOp, m, element);
-      });
-  if (failed(values))
-    return failure();
-  return (*values)[0];
-}
-
-FailureOr<std::pair<Value, Value>>
-FlashKernelBuilder::classifyTile(Value tile) {
-  Value kvLo = mul(tile, config.tileN);
-  Value kvEnd = arith::MinSIOp::create(b, add(kvLo, config.tileN), args.sizes.kvLen);
-  Value kvHi = sub(kvEnd, index(1));
-  Value qEnd = arith::MinSIOp::create(b, add(qLo, config.tileM), args.sizes.qLen);
-  Value qHi = sub(qEnd, index(1));
-  if (op.getTileClass().empty()) {
-    Value allKept =
-        arith::ConstantOp::create(b, b.getBoolAttr(op.getMask().empty()));
-    return std::pair(allKept,
-                     Value(arith::ConstantOp::create(b, b.getBoolAttr(false))));
-  }
-  SmallVector<Value> arguments{batchIdx, headIdx, qLo, qHi, kvLo, kvHi};
-  llvm::append_range(arguments, args.params);
-  arguments.append(op.getCaptures().size(), Value());
-  auto values =
-      inlineAttnRegion(b, op.getTileClass(), arguments,
-                       [&](OpBuilder &, Operation *attnOp, IRMapping &m) {
-                         return materialize(attnOp, m, ElementValues{});
-                       });
-  if (failed(values))
-    return failure();
-  return std::pair((*values)[0], (*values)[1]);
-}
-
-FailureOr<Value> FlashKernelBuilder::scanLiveTile(Value from, Value bound,
-                                                  bool forward) {
-  // Walks from `from` towards `bound` (exclusive) while the tile_class
-  // region proves the tile empty; returns the first tile that may hold a
-  // kept element, or `bound`.
-  LogicalResult status = success();
-  auto loop = scf::WhileOp::create(
-      b, TypeRange{b.getIndexType()}, ValueRange{from},
-      [&](OpBuilder &nested, Location, ValueRange state) {
-        OpBuilder::InsertionGuard guard(b);
-        b.setInsertionPointToEnd(nested.getInsertionBlock());
-        Value tile = state[0];
-        Value inRange = forward ? cmp(arith::CmpIPredicate::slt, tile, bound)
-                                : cmp(arith::CmpIPredicate::sgt, tile, bound);
-        // The tile is only classified when in range.
-        auto classify = scf::IfOp::create(b, TypeRange{b.getI1Type()}, inRange,
-                                          /*withElseRegion=*/true);
-        {
-          OpBuilder::InsertionGuard inner(b);
-          b.setInsertionPointToStart(classify.thenBlock());
-          auto tileClass = classifyTile(tile);
-          if (failed(tileClass))
-            status = failure();
-          scf::YieldOp::create(
-              b, failed(tileClass)
-                     ? Value(arith::ConstantOp::create(b, b.getBoolAttr(false)))
-                     : tileClass->second);
-          b.setInsertionPointToStart(classify.elseBlock());
-          scf::YieldOp::create(
-              b, Value(arith::ConstantOp::create(b, b.getBoolAttr(false))));
-        }
-        scf::ConditionOp::create(b, classify.getResult(0), state);
-      },
-      [&](OpBuilder &nested, Location, ValueRange state) {
-        OpBuilder::InsertionGuard guard(b);
-        b.setInsertionPointToEnd(nested.getInsertionBlock());
-        scf::YieldOp::create(b, add(state[0], forward ? 1 : -1));
-      });
-  if (failed(status))
-    return failure();
-  return loop.getResult(0);
-}
 
 //===----------------------------------------------------------------------===//
 // The schedule
@@ -589,51 +316,6 @@ FlashKernelBuilder::computeScores(ArrayRef<Value> queryFragments, Value keyBase,
 }
 
 
-FailureOr<SmallVector<Accumulator>>
-FlashKernelBuilder::applyScoreRegion(ArrayRef<Accumulator> dots, Value kvLo,
-                                     ArrayRef<ColumnTermPair> biases,
-                                     ArrayRef<ColumnTermPair> norms, bool masked) {
-  SmallVector<Accumulator> scores(dots.size());
-  Value log2e = config.log2Domain ? Value() : f32(M_LOG2E);
-  // A key's terms are read once, for both of the lane's columns of a slice,
-  // and shared by all rows of the lane.
-  for (int64_t slice = 0; slice < scoreLayout.getColumnSlices(); ++slice) {
-    Value pairKey = fragment->column(slice);
-    for (int64_t column = 0; column < 2; ++column) {
-      ElementValues element;
-      element.kvIdx = add(kvLo, add(pairKey, column));
-      if (!biases.empty())
-        element.keyBias = biases[slice][column];
-      if (!norms.empty())
-        element.keyNorm = norms[slice][column];
-      for (int64_t r = 0; r < scoreLayout.laneRows(); ++r) {
-        int64_t accumulator = scoreLayout.accumulator(r / 2, slice);
-        int64_t e = FragmentLayout::element(r, column);
-        element.qIdx = rowIdx[r];
-        element.qScale = qScale;
-        element.queryNorm = rowQueryNorm[r];
-        element.dot = dots[accumulator][e];
-        auto score = evaluateElementRegion(op.getScore(), element);
-        if (failed(score))
-          return failure();
-        Value value = log2e ? fmul(*score, log2e) : *score;
-        if (masked) {
-          Value keep =
-              cmp(arith::CmpIPredicate::ult, element.kvIdx, args.sizes.kvLen);
-          if (!op.getMask().empty()) {
-            auto kept = evaluateElementRegion(op.getMask(), element);
-            if (failed(kept))
-              return failure();
-            keep = arith::AndIOp::create(b, keep, *kept);
-          }
-          value = select(keep, value, negInf);
-        }
-        scores[accumulator][e] = value;
-      }
-    }
-  }
-  return scores;
-}
 
 void FlashKernelBuilder::rescale(ArrayRef<Value> tileMax,
                                  MutableArrayRef<Value> rowMax,
@@ -698,28 +380,6 @@ void FlashKernelBuilder::rescale(ArrayRef<Value> tileMax,
   llvm::copy(grown, rowMax.begin());
 }
 
-bool FlashKernelBuilder::isAffineInDot(Region &score) {
-  auto dependsOnDot = [](Value value) {
-    SetVector<Operation *> slice;
-    if (Operation *def = value.getDefiningOp())
-      (void)getBackwardSlice(def, &slice);
-    slice.insert(value.getDefiningOp());
-    return llvm::any_of(slice, [](Operation *op) {
-      return isa_and_nonnull<attn::DotOp, attn::ScaledDotOp>(op);
-    });
-  };
-  Value result = score.front().getTerminator()->getOperand(0);
-  if (result.getDefiningOp<attn::ScaledDotOp>())
-    return true;
-  auto sum = result.getDefiningOp<arith::AddFOp>();
-  if (!sum)
-    return false;
-  for (auto [dot, rest] : {std::pair(sum.getLhs(), sum.getRhs()),
-                           std::pair(sum.getRhs(), sum.getLhs())})
-    if (dot.getDefiningOp<attn::ScaledDotOp>() && !dependsOnDot(rest))
-      return true;
-  return false;
-}
 
 SmallVector<Accumulator> FlashKernelBuilder::accumulateValues(
     ArrayRef<Accumulator> weights, ArrayRef<Accumulator> output,
@@ -810,7 +470,7 @@ LogicalResult FlashKernelBuilder::storeResults(ArrayRef<Accumulator> output,
       ElementValues element;
       element.qIdx = row;
       element.queryNorm = rowQueryNorm[r];
-      auto bias = evaluateElementRegion(op.getRowBias(), element);
+      auto bias = regions->evaluateElementRegion(op.getRowBias(), element);
       if (failed(bias))
         return failure();
       lse = fadd(lse, *bias);
@@ -828,10 +488,10 @@ FailureOr<gpu::GPUFuncOp> FlashKernelBuilder::build(gpu::GPUModuleOp module,
                                                     StringRef name) {
   if (!op.getKeyBias().empty())
     keyBiasPlane = keyTermPlanes();
-  if (usesNorm(op.getScore(), attn::Vector::k))
+  if (RegionApplication::usesNorm(op.getScore(), attn::Vector::k))
     keyNormPlane = keyTermPlanes();
-  needsKeyNorm = usesNorm(op.getKeyBias(), attn::Vector::k) ||
-                 usesNorm(op.getScore(), attn::Vector::k);
+  needsKeyNorm = RegionApplication::usesNorm(op.getKeyBias(), attn::Vector::k) ||
+                 RegionApplication::usesNorm(op.getScore(), attn::Vector::k);
   attn::ScoreDependence dependence;
   keyTermsPerKvHead =
       op.getKeyBias().empty() ||
@@ -876,6 +536,8 @@ gpu::GPUFuncOp FlashKernelBuilder::declareKernel(gpu::GPUModuleOp module,
   kBase = base(args.k.strides, kvHead);
   vBase = base(args.v.strides, kvHead);
   oBase = base(args.o.strides, headIdx);
+  regions.emplace(b, op, args.sizes, args.params, args.captures, batchIdx,
+                  headIdx, lane, config.headDim);
   keyTermRows.clear();
   if (keyTermPlanes()) {
     keyTermRowLength =
@@ -961,7 +623,7 @@ LogicalResult FlashKernelBuilder::buildKeyTermsKernel(gpu::GPUModuleOp module,
     if (keyNormPlane >= 0)
       store(element.keyNorm, keyNormPlane);
     if (keyBiasPlane >= 0) {
-      auto bias = evaluateElementRegion(op.getKeyBias(), element);
+      auto bias = regions->evaluateElementRegion(op.getKeyBias(), element);
       if (failed(bias))
         return failure();
       store(*bias, keyBiasPlane);
@@ -1001,8 +663,8 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
     rowIdx.push_back(fragment->row(qLo, r));
 
   // Shared memory: Q tile, K and V ring buffers, per-key terms.
-  bool needsQueryNorm = usesNorm(op.getScore(), attn::Vector::q) ||
-                        usesNorm(op.getRowBias(), attn::Vector::q);
+  bool needsQueryNorm = RegionApplication::usesNorm(op.getScore(), attn::Vector::q) ||
+                        RegionApplication::usesNorm(op.getRowBias(), attn::Vector::q);
   SharedMemoryArena shared(b);
   sharedQuery = shared.carve(tile.elements(config.tileM), b.getF16Type());
   sharedKey =
@@ -1025,11 +687,16 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
   firstTile = index(0);
   Value lastTile = sub(kvTiles, index(1));
   if (!op.getTileClass().empty()) {
-    auto first = scanLiveTile(index(0), kvTiles, /*forward=*/true);
+    auto classifyKeyTile = [&](Value tile) {
+      return regions->classifyTile(qLo, config.tileM, mul(tile, config.tileN),
+                                   config.tileN);
+    };
+    auto first = regions->scanLiveTile(index(0), kvTiles, /*forward=*/true,
+                                       classifyKeyTile);
     if (failed(first))
       return failure();
-    auto last =
-        scanLiveTile(lastTile, sub(*first, index(1)), /*forward=*/false);
+    auto last = regions->scanLiveTile(lastTile, sub(*first, index(1)),
+                                      /*forward=*/false, classifyKeyTile);
     if (failed(last))
       return failure();
     firstTile = *first;
@@ -1087,12 +754,12 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
   if (!op.getQScale().empty()) {
     ElementValues element;
     element.qIdx = index(0);
-    auto scale = evaluateElementRegion(op.getQScale(), element);
+    auto scale = regions->evaluateElementRegion(op.getQScale(), element);
     if (failed(scale))
       return failure();
     qScale = *scale;
   }
-  if (config.softmax && isAffineInDot(op.getScore())) {
+  if (config.softmax && RegionApplication::isAffineInDot(op.getScore())) {
     // |q_scale| below 2^-40 is taken as 2^-40 (sign kept, 0 as +): the
     // score moves by at most 2^-40 |q.k|, and -shift / c stays finite for
     // any shift below 2^87.
@@ -1153,13 +820,14 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
     if (keyTermBarriers)
       ring->waitForTerms(tile);
 
-    auto tileClass = classifyTile(tile);
+    auto tileClass =
+        regions->classifyTile(qLo, config.tileM, kvLo, config.tileN);
     if (failed(tileClass))
       return failure();
     Value boundary =
         cmp(arith::CmpIPredicate::sgt, add(kvLo, config.tileN), args.sizes.kvLen);
-    Value partial = arith::OrIOp::create(b, boundary, notI(tileClass->first));
-    Value live = notI(tileClass->second);
+    Value partial = arith::OrIOp::create(b, boundary, notI(tileClass->allKept));
+    Value live = notI(tileClass->allMasked);
 
     scf::IfOp compute;
     {
@@ -1199,7 +867,23 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
         OpBuilder::InsertionGuard branch(b);
         b.setInsertionPointToStart(masked ? scored.thenBlock()
                                           : scored.elseBlock());
-        auto scores = applyScoreRegion(dots, kvLo, biases, norms, masked);
+        // Columns are keys, lane rows queries; a key's terms are read once
+        // for all the lane's rows.
+        auto scores = regions->applyScoreRegion(
+            *fragment, scoreLayout, dots, masked,
+            [&](ElementValues &element, int64_t slice, int64_t column,
+                Value index) {
+              element.kvIdx = add(kvLo, index);
+              element.qScale = qScale;
+              if (!biases.empty())
+                element.keyBias = biases[slice][column];
+              if (!norms.empty())
+                element.keyNorm = norms[slice][column];
+            },
+            [&](ElementValues &element, int64_t r) {
+              element.qIdx = rowIdx[r];
+              element.queryNorm = rowQueryNorm[r];
+            });
         if (failed(scores))
           return failure();
         scf::YieldOp::create(b, FragmentLayout::flatten(*scores));

@@ -58,3 +58,20 @@ Value FragmentLane::rowInTile(int64_t laneRow) {
 Value FragmentLane::column(int64_t slice) {
   return add(mul(inGroup, 2), 8 * slice);
 }
+
+LogicalResult FragmentLane::forEachElementByColumn(
+    const FragmentLayout &layout,
+    function_ref<void(int64_t, int64_t, Value)> onColumn,
+    function_ref<LogicalResult(int64_t, int64_t, int64_t)> onElement) {
+  for (int64_t slice = 0; slice < layout.getColumnSlices(); ++slice) {
+    Value first = column(slice);
+    for (int64_t column = 0; column < 2; ++column) {
+      onColumn(slice, column, add(first, column));
+      for (int64_t r = 0; r < layout.laneRows(); ++r)
+        if (failed(onElement(layout.accumulator(r / 2, slice),
+                             FragmentLayout::element(r, column), r)))
+          return failure();
+    }
+  }
+  return success();
+}

@@ -107,6 +107,20 @@ public:
   /// The first of the lane's two columns of slice `slice`.
   mlir::Value column(int64_t slice);
 
+  /// Visits the lane's elements of `layout` column by column: `onColumn`
+  /// once per column the lane holds (its slice, which of the lane's two
+  /// columns of it, its index in the fragment), then `onElement` for that
+  /// column's element in every lane row. Values that depend on the column
+  /// alone (kv_idx and a key's terms in the forward's S, q_idx in the
+  /// backward's S^T) are so formed once for all the lane's rows.
+  mlir::LogicalResult forEachElementByColumn(
+      const FragmentLayout &layout,
+      llvm::function_ref<void(int64_t slice, int64_t column, mlir::Value index)>
+          onColumn,
+      llvm::function_ref<mlir::LogicalResult(
+          int64_t accumulator, int64_t element, int64_t laneRow)>
+          onElement);
+
 private:
   mlir::Value warp;
   int64_t rowsPerWarp;
