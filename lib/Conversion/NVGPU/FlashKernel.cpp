@@ -22,6 +22,7 @@
 #include "rbfc/Conversion/NVGPU/CopyEngine.h"
 #include "rbfc/Conversion/NVGPU/KernelArguments.h"
 #include "rbfc/Conversion/NVGPU/MatrixAtoms.h"
+#include "rbfc/Conversion/NVGPU/OnlineSoftmax.h"
 #include "rbfc/Conversion/NVGPU/RegionApplication.h"
 #include "rbfc/Conversion/RegionInlining.h"
 #include "rbfc/Dialect/Attn/ScoreDependence.h"
@@ -55,9 +56,6 @@ namespace {
 
 /// Registers a warp may spend on keeping its Q fragments resident.
 constexpr int64_t kResidentQueryRegisters = 32;
-/// How far (log2 units) a row's maximum may outgrow the exponent's shift
-/// before the kernel rescales: weights stay below 2^8.
-constexpr double kRescaleSlack = 8.0;
 /// 16-byte loads of K each thread of the key-terms prologue keeps in
 /// flight: enough to stream K at memory speed.
 constexpr int64_t kKeyTermLoads = 8;
@@ -148,14 +146,6 @@ private:
   /// mul.rn/add.rn, which ptxas must not contract.
   void allowContraction(gpu::GPUFuncOp func);
 
-  /// The row maximum while every key so far is masked is -inf; the kernel
-  /// shifts by 0 then, which keeps 2^(-inf - shift) = 0 instead of NaN.
-  Value zeroIfNegInf(Value max) {
-    return select(
-        arith::CmpFOp::create(b, arith::CmpFPredicate::OEQ, max, negInf),
-        f32(0.0), max);
-  }
-
   // Pieces of the schedule.
   /// The A registers of Q rows of `atom`, head dims [16 slice, 16 slice + 16).
   OperandRegisters loadQueryFragment(int64_t atom, int64_t slice);
@@ -163,26 +153,22 @@ private:
   SmallVector<Accumulator> computeScores(ArrayRef<Value> queryFragments,
                                          Value keyBase,
                                          ArrayRef<Value> rowStart);
-  /// The online softmax's rescaling step; `shiftedScores`, when given, hold
-  /// s - shift and move with the shift.
-  void rescale(ArrayRef<Value> tileMax, MutableArrayRef<Value> rowMax,
-               MutableArrayRef<Value> rowSum,
-               MutableArrayRef<Accumulator> output,
-               MutableArrayRef<Accumulator> shiftedScores);
-  /// Whether the row sums add the f32 weights before they are rounded for
-  /// P V, each lane over its own columns until storeResults completes them:
-  /// with an LSE output, which is then exact, not off by the rounding (up
-  /// to 2^-8 in bf16).
-  bool sumsUnroundedWeights() const { return config.hasLse; }
-  /// O += P V and rowSum += P 1, on the tensor cores too unless
-  /// sumsUnroundedWeights: the row sums of exactly the rounded weights P V
-  /// uses, complete over the lane group.
+  /// The softmax state of the block's query rows. With an LSE output the
+  /// row sums add the f32 weights before they are rounded for P V, each
+  /// lane over its own columns: the LSE is then exact, not off by the
+  /// rounding (up to 2^-8 in bf16). Without one the tensor cores sum
+  /// exactly the rounded weights P V uses, complete over the lane group.
+  OnlineSoftmax softmaxState(ValueRange rowMax, ValueRange rowSum) {
+    return OnlineSoftmax(b, scoreLayout, outputLayout, rowMax, rowSum,
+                         config.softmax, /*unroundedSums=*/config.hasLse);
+  }
+  /// O += P V, and the weights' row sums into `softmax`.
   SmallVector<Accumulator> accumulateValues(ArrayRef<Accumulator> weights,
                                             ArrayRef<Accumulator> output,
                                             Value valueBase,
-                                            MutableArrayRef<Value> rowSum);
+                                            OnlineSoftmax &softmax);
   LogicalResult storeResults(ArrayRef<Accumulator> output,
-                             ArrayRef<Value> rowMax, ArrayRef<Value> rowSum);
+                             OnlineSoftmax &softmax);
 
 
   attn::AttentionOp op;
@@ -238,7 +224,6 @@ private:
   /// every query head of the group reads, and the prologue computes each
   /// once, not once per query head.
   bool keyTermsPerKvHead = false;
-  Value negInf;
   /// The K tiles the loop visits: [firstTile, endTile).
   Value firstTile, endTile;
 };
@@ -317,73 +302,11 @@ FlashKernelBuilder::computeScores(ArrayRef<Value> queryFragments, Value keyBase,
 
 
 
-void FlashKernelBuilder::rescale(ArrayRef<Value> tileMax,
-                                 MutableArrayRef<Value> rowMax,
-                                 MutableArrayRef<Value> rowSum,
-                                 MutableArrayRef<Accumulator> output,
-                                 MutableArrayRef<Accumulator> shiftedScores) {
-  // The exponent's shift m only moves up when a row's maximum grows past it
-  // by more than kRescaleSlack (FlashAttention-4's lazy rescaling): below
-  // that the weights 2^(s - m) stay under 2^kRescaleSlack, well inside
-  // f32, f16 and bf16, and O and the sum need no rescaling. Sum and O share
-  // the stale shift, so their ratio and the LSE are exact. A warp rescales
-  // when any of its rows must, which after the first tiles is rare.
-  int64_t rows = scoreLayout.laneRows();
-  SmallVector<Value> grown(rows);
-  Value anyGrown;
-  for (int64_t r = 0; r < rows; ++r) {
-    Value candidate = arith::MaximumFOp::create(b, rowMax[r], tileMax[r]);
-    Value grows = arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, candidate,
-                                        fadd(rowMax[r], f32(kRescaleSlack)));
-    grown[r] = select(grows, candidate, rowMax[r]);
-    anyGrown = anyGrown ? arith::OrIOp::create(b, anyGrown, grows) : grows;
-  }
-  Value warpGrown = NVVM::VoteSyncOp::create(b, b.getI1Type(), i32(-1),
-                                             anyGrown, NVVM::VoteSyncKind::any);
-  SmallVector<Value> state = FragmentLayout::flatten(output);
-  llvm::append_range(state, rowSum);
-  llvm::append_range(state, FragmentLayout::flatten(shiftedScores));
-  scf::IfOp update;
-  {
-    OpBuilder::InsertionGuard guard(b);
-    update = updateIf(warpGrown, state);
-    SmallVector<Accumulator> scaled(output.begin(), output.end());
-    SmallVector<Value> sums(rowSum.begin(), rowSum.end());
-    SmallVector<Accumulator> scores(shiftedScores.begin(), shiftedScores.end());
-    for (int64_t r = 0; r < rows; ++r) {
-      // 2^(m_old - m_new): 1 for rows that keep their shift, 0 for rows
-      // without a kept key so far (their O and sum are 0).
-      Value newShift = zeroIfNegInf(grown[r]);
-      Value alpha = exp2(arith::SubFOp::create(b, rowMax[r], newShift));
-      sums[r] = fmul(sums[r], alpha);
-      if (!scores.empty()) {
-        Value delta =
-            arith::SubFOp::create(b, zeroIfNegInf(rowMax[r]), newShift);
-        for (Value *score : scoreLayout.rowElements(scores, r))
-          *score = fadd(*score, delta);
-      }
-      for (Value *value : outputLayout.rowElements(scaled, r))
-        *value = fmul(*value, alpha);
-    }
-    SmallVector<Value> next = FragmentLayout::flatten(scaled);
-    llvm::append_range(next, sums);
-    llvm::append_range(next, FragmentLayout::flatten(scores));
-    scf::YieldOp::create(b, next);
-  }
-  ValueRange results = update.getResults();
-  int64_t outputValues = 4 * output.size();
-  llvm::copy(FragmentLayout::unflatten(results.take_front(outputValues)),
-             output.begin());
-  llvm::copy(results.slice(outputValues, rows), rowSum.begin());
-  llvm::copy(FragmentLayout::unflatten(results.drop_front(outputValues + rows)),
-             shiftedScores.begin());
-  llvm::copy(grown, rowMax.begin());
-}
 
 
 SmallVector<Accumulator> FlashKernelBuilder::accumulateValues(
     ArrayRef<Accumulator> weights, ArrayRef<Accumulator> output,
-    Value valueBase, MutableArrayRef<Value> rowSum) {
+    Value valueBase, OnlineSoftmax &softmax) {
   // O accumulators of atom a, 8-dim slice d at a * outputSlices + d.
   SmallVector<Accumulator> result(output.begin(), output.end());
   // ldmatrix.x4.trans over 16 keys x 16 dims gives the b0/b1 registers of
@@ -402,47 +325,26 @@ SmallVector<Accumulator> FlashKernelBuilder::accumulateValues(
       auto registers = atoms.ldmatrix(sharedValue, add(valueBase, offset), true);
       atoms.mmaSlicePair(a, registers, outputLayout, result, 2 * pair);
     }
-    if (sumsUnroundedWeights()) {
-      for (int64_t atom = 0; atom < config.atoms(); ++atom) {
-        const Accumulator &left =
-            weights[scoreLayout.accumulator(atom, 2 * keySlice)];
-        const Accumulator &right =
-            weights[scoreLayout.accumulator(atom, 2 * keySlice + 1)];
-        for (int64_t half = 0; half < 2; ++half) {
-          Value &sum = rowSum[2 * atom + half];
-          for (const Accumulator *weight : {&left, &right})
-            sum = fadd(sum, fadd((*weight)[2 * half], (*weight)[2 * half + 1]));
-        }
-      }
+    if (!softmax.sumsUnroundedWeights()) {
+      softmax.addWeightsByMma(atoms, a);
       continue;
     }
-    // P times a column of ones: every column of the result is the row sum.
-    Value ones = atoms.ones();
-    for (int64_t atom = 0; atom < config.atoms(); ++atom) {
-      Value &top = rowSum[2 * atom], &bottom = rowSum[2 * atom + 1];
-      auto d = atoms.mma(a[atom], {ones, ones}, {top, top, bottom, bottom});
-      top = d[0];
-      bottom = d[2];
-    }
+    for (int64_t atom = 0; atom < config.atoms(); ++atom)
+      softmax.addWeights(
+          atom, weights[scoreLayout.accumulator(atom, 2 * keySlice)],
+          weights[scoreLayout.accumulator(atom, 2 * keySlice + 1)]);
   }
   return result;
 }
 
 LogicalResult FlashKernelBuilder::storeResults(ArrayRef<Accumulator> output,
-                                               ArrayRef<Value> rowMax,
-                                               ArrayRef<Value> rowSum) {
-  Value zero = f32(0.0);
+                                               OnlineSoftmax &softmax) {
   for (int64_t r = 0; r < outputLayout.laneRows(); ++r) {
     int64_t half = r % 2;
     ArrayRef<Accumulator> atomOutput = outputLayout.rowAccumulators(output, r);
-    Value sum = sumsUnroundedWeights() ? laneSum(rowSum[r], 4) : rowSum[r];
-    Value empty =
-        arith::CmpFOp::create(b, arith::CmpFPredicate::OEQ, sum, zero);
-    // A row whose every key is masked has sum 0: its output is 0, not NaN.
-    Value scale =
-        config.softmax
-            ? select(empty, zero, arith::DivFOp::create(b, f32(1.0), sum))
-            : f32(1.0);
+    Value sum = softmax.total(r);
+    Value empty = softmax.isEmpty(sum);
+    Value scale = softmax.outputScale(sum, empty);
     Value row = rowIdx[r];
     Value inside = cmp(arith::CmpIPredicate::ult, row, args.sizes.qLen);
     auto guard = scf::IfOp::create(b, TypeRange{}, inside, false);
@@ -462,10 +364,7 @@ LogicalResult FlashKernelBuilder::storeResults(ArrayRef<Accumulator> output,
         cmp(arith::CmpIPredicate::eq, fragment->getInGroup(), index(0));
     auto lseGuard = scf::IfOp::create(b, TypeRange{}, writer, false);
     b.setInsertionPointToStart(lseGuard.thenBlock());
-    // log-sum-exp in natural log: the kernel's scores are in log2 units.
-    Value shift = config.softmax ? rowMax[r] : zero;
-    Value log2Sum = fadd(shift, log2(sum));
-    Value lse = fmul(log2Sum, f32(M_LN2));
+    Value lse = softmax.logSumExp(r, sum);
     if (!op.getRowBias().empty()) {
       ElementValues element;
       element.qIdx = row;
@@ -475,7 +374,7 @@ LogicalResult FlashKernelBuilder::storeResults(ArrayRef<Accumulator> output,
         return failure();
       lse = fadd(lse, *bias);
     }
-    lse = select(empty, negInf, lse);
+    lse = select(empty, f32(-std::numeric_limits<double>::infinity()), lse);
     Value lseOffset = add(add(mul(batchIdx, args.lseStrides[0]),
                               mul(headIdx, args.lseStrides[1])),
                           row);
@@ -511,7 +410,6 @@ gpu::GPUFuncOp FlashKernelBuilder::declareKernel(gpu::GPUModuleOp module,
   args.addTo(signature, op, config.hasLse, keyTermPlanes() > 0);
   gpu::GPUFuncOp func = signature.declare(b, module, name, config.threads());
 
-  negInf = f32(-std::numeric_limits<double>::infinity());
   threadId = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
   lane = rem(threadId, kThreadsPerWarp);
   warp = div(threadId, kThreadsPerWarp);
@@ -778,7 +676,7 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
   int64_t rows = scoreLayout.laneRows();
   int64_t outputValues = 4 * outputLayout.size();
   SmallVector<Value> init(outputValues, f32(0.0));
-  init.append(rows, negInf);
+  init.append(rows, f32(-std::numeric_limits<double>::infinity()));
   init.append(rows, f32(0.0));
   // With per-thread key terms (global loads, threads' copies) the loop
   // also carries each plane's workspace offset of the tile's first term.
@@ -834,9 +732,11 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
       OpBuilder::InsertionGuard body(b);
       compute = updateIf(live, state);
       // The exponent's shift per lane row as the tile starts.
+      OnlineSoftmax softmax = softmaxState(state.slice(outputValues, rows),
+                                           state.slice(outputValues + rows, rows));
       SmallVector<Value> oldShift, rowStart;
       for (int64_t r = 0; r < rows; ++r)
-        oldShift.push_back(zeroIfNegInf(state[outputValues + r]));
+        oldShift.push_back(softmax.shift(r));
       if (shiftToDot)
         for (Value shift : oldShift)
           rowStart.push_back(fmul(shift, shiftToDot));
@@ -894,34 +794,19 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
       // Online softmax. `none` sums 2^s as is.
       SmallVector<Accumulator> output =
           FragmentLayout::unflatten(state.take_front(outputValues));
-      SmallVector<Value> rowMax(state.slice(outputValues, rows));
-      SmallVector<Value> rowSum(state.slice(outputValues + rows, rows));
       if (config.softmax) {
-        SmallVector<Value> tileMax(rows);
-        for (int64_t r = 0; r < rows; ++r) {
-          Value max = negInf;
-          for (Value *score : scoreLayout.rowElements(scores, r))
-            max = arith::MaximumFOp::create(b, max, *score);
-          max = laneReduce(max, 4, [&](Value x, Value y) -> Value {
-            return arith::MaximumFOp::create(b, x, y);
-          });
-          // Shifted scores hold s - shift: add the shift back.
-          tileMax[r] = shiftToDot ? fadd(max, oldShift[r]) : max;
-        }
-        rescale(tileMax, rowMax, rowSum, output,
-                shiftToDot ? MutableArrayRef<Accumulator>(scores)
-                           : MutableArrayRef<Accumulator>());
+        // Shifted scores hold s - shift: their maximum gets the shift back.
+        SmallVector<Value> tileMax = softmax.tileMax(
+            scores, shiftToDot ? ArrayRef<Value>(oldShift) : ArrayRef<Value>());
+        softmax.rescale(tileMax, output,
+                        shiftToDot ? MutableArrayRef<Accumulator>(scores)
+                                   : MutableArrayRef<Accumulator>());
       }
-      for (int64_t r = 0; r < rows; ++r) {
-        Value shift = zeroIfNegInf(rowMax[r]);
-        for (Value *score : scoreLayout.rowElements(scores, r))
-          *score = exp2(shiftToDot ? *score
-                                   : arith::SubFOp::create(b, *score, shift));
-      }
-      output = accumulateValues(scores, output, tileBase, rowSum);
+      softmax.exponentiate(scores, /*shifted=*/bool(shiftToDot));
+      output = accumulateValues(scores, output, tileBase, softmax);
       SmallVector<Value> next = FragmentLayout::flatten(output);
-      llvm::append_range(next, rowMax);
-      llvm::append_range(next, rowSum);
+      llvm::append_range(next, softmax.getRowMax());
+      llvm::append_range(next, softmax.getRowSum());
       scf::YieldOp::create(b, next);
     }
     SmallVector<Value> carried(compute.getResults());
@@ -934,11 +819,11 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
 
   SmallVector<Accumulator> output =
       FragmentLayout::unflatten(loop.getResults().take_front(outputValues));
-  SmallVector<Value> rowMax(loop.getResults().slice(outputValues, rows));
-  for (Value &m : rowMax)
-    m = zeroIfNegInf(m);
-  SmallVector<Value> rowSum(loop.getResults().slice(outputValues + rows, rows));
-  if (failed(storeResults(output, rowMax, rowSum)))
+  OnlineSoftmax softmax =
+      softmaxState(loop.getResults().slice(outputValues, rows),
+                   loop.getResults().slice(outputValues + rows, rows));
+  softmax.finish();
+  if (failed(storeResults(output, softmax)))
     return failure();
   gpu::ReturnOp::create(b);
   allowContraction(func);
