@@ -20,6 +20,7 @@
 #include "rbfc/Conversion/NVGPU/FlashKernel.h"
 
 #include "rbfc/Conversion/NVGPU/CopyEngine.h"
+#include "rbfc/Conversion/NVGPU/Epilogue.h"
 #include "rbfc/Conversion/NVGPU/KernelArguments.h"
 #include "rbfc/Conversion/NVGPU/MatrixAtoms.h"
 #include "rbfc/Conversion/NVGPU/OnlineSoftmax.h"
@@ -339,46 +340,39 @@ SmallVector<Accumulator> FlashKernelBuilder::accumulateValues(
 
 LogicalResult FlashKernelBuilder::storeResults(ArrayRef<Accumulator> output,
                                                OnlineSoftmax &softmax) {
+  Epilogue epilogue(b, *fragment, outputLayout, atoms);
   for (int64_t r = 0; r < outputLayout.laneRows(); ++r) {
-    int64_t half = r % 2;
-    ArrayRef<Accumulator> atomOutput = outputLayout.rowAccumulators(output, r);
     Value sum = softmax.total(r);
     Value empty = softmax.isEmpty(sum);
     Value scale = softmax.outputScale(sum, empty);
     Value row = rowIdx[r];
-    Value inside = cmp(arith::CmpIPredicate::ult, row, args.sizes.qLen);
-    auto guard = scf::IfOp::create(b, TypeRange{}, inside, false);
-    OpBuilder::InsertionGuard insertion(b);
-    b.setInsertionPointToStart(guard.thenBlock());
-    Value rowBase = add(oBase, mul(row, args.o.strides[2]));
-    for (auto [slice, acc] : llvm::enumerate(atomOutput)) {
-      Value column = fragment->column(slice);
-      Value pair = atoms.packPair(fmul(acc[2 * half], scale),
-                                  fmul(acc[2 * half + 1], scale));
-      vector::StoreOp::create(b, pair, args.o.data, ValueRange{add(rowBase, column)},
-                              /*nontemporal=*/false, llvm::MaybeAlign(4));
-    }
-    if (!config.hasLse)
-      continue;
-    Value writer =
-        cmp(arith::CmpIPredicate::eq, fragment->getInGroup(), index(0));
-    auto lseGuard = scf::IfOp::create(b, TypeRange{}, writer, false);
-    b.setInsertionPointToStart(lseGuard.thenBlock());
-    Value lse = softmax.logSumExp(r, sum);
-    if (!op.getRowBias().empty()) {
-      ElementValues element;
-      element.qIdx = row;
-      element.queryNorm = rowQueryNorm[r];
-      auto bias = regions->evaluateElementRegion(op.getRowBias(), element);
-      if (failed(bias))
-        return failure();
-      lse = fadd(lse, *bias);
-    }
-    lse = select(empty, f32(-std::numeric_limits<double>::infinity()), lse);
-    Value lseOffset = add(add(mul(batchIdx, args.lseStrides[0]),
-                              mul(headIdx, args.lseStrides[1])),
-                          row);
-    memref::StoreOp::create(b, lse, args.lse, ValueRange{lseOffset});
+    auto storeLse = [&]() -> LogicalResult {
+      if (!config.hasLse)
+        return success();
+      auto lse = [&]() -> FailureOr<Value> {
+        Value lse = softmax.logSumExp(r, sum);
+        if (!op.getRowBias().empty()) {
+          ElementValues element;
+          element.qIdx = row;
+          element.queryNorm = rowQueryNorm[r];
+          auto bias = regions->evaluateElementRegion(op.getRowBias(), element);
+          if (failed(bias))
+            return failure();
+          lse = fadd(lse, *bias);
+        }
+        return select(empty, f32(-std::numeric_limits<double>::infinity()),
+                      lse);
+      };
+      return epilogue.storeRowValue(args.lse, lse, [&] {
+        return add(add(mul(batchIdx, args.lseStrides[0]),
+                       mul(headIdx, args.lseStrides[1])),
+                   row);
+      });
+    };
+    if (failed(epilogue.storeRow(output, r, scale,
+                                 {args.o.data, oBase, args.o.strides[2]}, row,
+                                 args.sizes.qLen, storeLse)))
+      return failure();
   }
   return success();
 }
