@@ -19,6 +19,12 @@
 //===----------------------------------------------------------------------===//
 #include "rbfc/Conversion/NVGPU/FlashKernel.h"
 
+#include "rbfc/Conversion/NVGPU/CopyEngine.h"
+#include "rbfc/Conversion/NVGPU/Epilogue.h"
+#include "rbfc/Conversion/NVGPU/KernelArguments.h"
+#include "rbfc/Conversion/NVGPU/MatrixAtoms.h"
+#include "rbfc/Conversion/NVGPU/OnlineSoftmax.h"
+#include "rbfc/Conversion/NVGPU/RegionApplication.h"
 #include "rbfc/Conversion/RegionInlining.h"
 #include "rbfc/Dialect/Attn/ScoreDependence.h"
 
@@ -49,26 +55,13 @@ using namespace rbfc;
 
 namespace {
 
-constexpr int64_t kThreadsPerWarp = 32;
-/// Rows of the mma.sync m16n8k16 tile (an "atom"); a warp owns one or more.
-constexpr int64_t kAtomRows = 16;
 /// Registers a warp may spend on keeping its Q fragments resident.
 constexpr int64_t kResidentQueryRegisters = 32;
-/// How far (log2 units) a row's maximum may outgrow the exponent's shift
-/// before the kernel rescales: weights stay below 2^8.
-constexpr double kRescaleSlack = 8.0;
 /// 16-byte loads of K each thread of the key-terms prologue keeps in
 /// flight: enough to stream K at memory speed.
 constexpr int64_t kKeyTermLoads = 8;
 /// The key-terms prologue's entry is the kernel's with this suffix.
 constexpr llvm::StringLiteral kKeyTermsSuffix = "_key_terms";
-/// 16-bit elements in the 16-byte chunk cp.async and ldmatrix move.
-constexpr int64_t kChunk = 8;
-/// NVPTX address spaces of global and shared memory.
-constexpr unsigned kGlobalAddressSpace = 1, kSharedAddressSpace = 3,
-                   kSharedClusterAddressSpace = 7;
-/// How long (ns) an mbarrier wait may suspend the thread before it retries.
-constexpr int64_t kBarrierSuspendHint = 10000000;
 
 /// The plan's key_terms: staged in shared memory by per-thread cp.async
 /// (`threads`) or by one cp.async.bulk (`bulk`), or loaded by each lane
@@ -94,8 +87,6 @@ struct KernelConfig {
   /// mma, which is what keeps ldmatrix below shared memory's bandwidth.
   int64_t atoms() const { return tileM / (kAtomRows * warps); }
   int64_t rowsPerWarp() const { return tileM / warps; }
-  /// Rows each lane holds: l/4 and l/4 + 8 of every atom.
-  int64_t lanesRows() const { return 2 * atoms(); }
   int64_t dimSlices() const { return headDim / 16; }
   /// Q fragments stay in registers when small; otherwise they are reloaded
   /// from shared memory for every K tile (as FlashAttention-2 does).
@@ -120,73 +111,18 @@ struct KernelConfig {
     int64_t runs = std::max<int64_t>(1, kKeyTermLoads / chunksPerLane);
     return std::lcm(keysPerRun * runs, tileN);
   }
-  int64_t swizzleRows() const { return std::min<int64_t>(8, chunksPerRow()); }
-  int64_t tileElements(int64_t rows) const { return rows * headDim; }
 };
 
-/// The 4 f32 accumulators of one m16n8 mma tile: c0, c1 in row l/4, c2, c3
-/// in row l/4 + 8, columns 2(l%4) and 2(l%4) + 1.
-using Accumulator = std::array<Value, 4>;
-/// A per-key term of the lane's two columns of an 8-key slice.
-using KeyTermPair = std::array<Value, 2>;
 
-/// The elements of lane row r among accumulators laid out `perAtom` per
-/// atom: elements 2 (r % 2) and 2 (r % 2) + 1 of each accumulator of atom
-/// r / 2.
-SmallVector<Value *> rowElements(MutableArrayRef<Accumulator> accumulators,
-                                 int64_t perAtom, int64_t r) {
-  SmallVector<Value *> elements;
-  for (Accumulator &acc : accumulators.slice((r / 2) * perAtom, perAtom))
-    for (int64_t column = 0; column < 2; ++column)
-      elements.push_back(&acc[2 * (r % 2) + column]);
-  return elements;
-}
 
-/// The accumulators' values in order, as loops and branches carry them.
-SmallVector<Value> flatten(ArrayRef<Accumulator> accumulators) {
-  SmallVector<Value> values;
-  for (const Accumulator &acc : accumulators)
-    values.append(acc.begin(), acc.end());
-  return values;
-}
-
-/// Groups loop-carried or yielded values back into accumulators.
-SmallVector<Accumulator> unflatten(ValueRange values) {
-  SmallVector<Accumulator> accumulators(values.size() / 4);
-  for (auto [i, value] : llvm::enumerate(values))
-    accumulators[i / 4][i % 4] = value;
-  return accumulators;
-}
-
-/// Where each kernel argument of docs/abi.md sits.
-struct KernelArgs {
-  Value q, k, v, o, lse, workspace;
-  Value batch, heads, kvHeads, qLen, kvLen;
-  std::array<Value, 3> qStrides, kStrides, vStrides, oStrides;
-  std::array<Value, 2> lseStrides;
-  SmallVector<Value> params;
-  struct Capture {
-    Value data;
-    SmallVector<Value> sizes, strides;
-  };
-  SmallVector<Capture> captures;
-};
-
-/// Element regions need (b, h, q_idx, kv_idx) and the values the attn ops
-/// stand for at one element; null entries are not available there.
-struct ElementValues {
-  Value qIdx, kvIdx;
-  Value dot;     // the raw accumulator q.k
-  Value qScale;  // q_scale (scaled_dot = dot * qScale)
-  Value keyBias; // the key's bias
-  Value queryNorm, keyNorm;
-};
-
-class FlashKernelBuilder {
+class FlashKernelBuilder : public KernelEmitter {
 public:
   FlashKernelBuilder(attn::AttentionOp op, KernelConfig config,
                      ImplicitLocOpBuilder &b)
-      : op(op), config(config), b(b) {}
+      : KernelEmitter(b), op(op), config(config),
+        scoreLayout(config.atoms(), config.tileN / 8),
+        outputLayout(config.atoms(), config.headDim / 8),
+        atoms(b, config.elementType), tile(b, config.headDim) {}
 
   /// The flash kernel `name` and, when the score needs per-key terms, its
   /// prologue `name`_key_terms (docs/abi.md), both added to `module`.
@@ -211,229 +147,47 @@ private:
   /// mul.rn/add.rn, which ptxas must not contract.
   void allowContraction(gpu::GPUFuncOp func);
 
-  // Scalar helpers.
-  Value index(int64_t value) {
-    return arith::ConstantIndexOp::create(b, value);
-  }
-  Value f32(double value) {
-    return arith::ConstantOp::create(b, b.getF32FloatAttr(value));
-  }
-  Value i32(int64_t value) {
-    return arith::ConstantOp::create(b, b.getI32IntegerAttr(value));
-  }
-  Value add(Value x, Value y) { return arith::AddIOp::create(b, x, y); }
-  Value sub(Value x, Value y) { return arith::SubIOp::create(b, x, y); }
-  Value mul(Value x, Value y) { return arith::MulIOp::create(b, x, y); }
-  Value add(Value x, int64_t y) { return y ? add(x, index(y)) : x; }
-  Value mul(Value x, int64_t y) { return y == 1 ? x : mul(x, index(y)); }
-  Value div(Value x, int64_t y) {
-    return arith::DivUIOp::create(b, x, index(y));
-  }
-  Value rem(Value x, int64_t y) {
-    return arith::RemUIOp::create(b, x, index(y));
-  }
-  Value cmp(arith::CmpIPredicate predicate, Value x, Value y) {
-    return arith::CmpIOp::create(b, predicate, x, y);
-  }
-  Value notI(Value x) {
-    return arith::XOrIOp::create(
-        b, x, arith::ConstantOp::create(b, b.getBoolAttr(true)));
-  }
-  /// The row maximum while every key so far is masked is -inf; the kernel
-  /// shifts by 0 then, which keeps 2^(-inf - shift) = 0 instead of NaN.
-  Value zeroIfNegInf(Value max) {
-    return select(
-        arith::CmpFOp::create(b, arith::CmpFPredicate::OEQ, max, negInf),
-        f32(0.0), max);
-  }
-  /// An scf.if on `condition` whose else branch passes `state` through;
-  /// leaves the insertion point at the start of the then branch, which the
-  /// caller ends with a yield of the updated state.
-  scf::IfOp updateIf(Value condition, ValueRange state) {
-    auto branch =
-        scf::IfOp::create(b, TypeRange(state), condition, /*withElse=*/true);
-    b.setInsertionPointToStart(branch.elseBlock());
-    scf::YieldOp::create(b, state);
-    b.setInsertionPointToStart(branch.thenBlock());
-    return branch;
-  }
-  Value select(Value c, Value x, Value y) {
-    return arith::SelectOp::create(b, c, x, y);
-  }
-  Value fadd(Value x, Value y) { return arith::AddFOp::create(b, x, y); }
-  Value fmul(Value x, Value y) { return arith::MulFOp::create(b, x, y); }
-  /// 2^x and log2(x) by the SFU (ex2/lg2.approx, 2 ulp), as every flash
-  /// kernel does; through NVVM intrinsics so no libdevice is needed. exp2
-  /// flushes results below 2^-126 to zero (.ftz): without it ptxas wraps
-  /// every ex2 in a range check and two multiplies, and a weight that small
-  /// is zero next to the row's maximum, which weighs 1.
-  Value exp2(Value x) {
-    return nvvmIntrinsic("llvm.nvvm.ex2.approx.ftz.f32", x);
-  }
-  Value log2(Value x) { return nvvmIntrinsic("llvm.nvvm.lg2.approx.f", x); }
-  Value nvvmIntrinsic(StringRef name, Value x) {
-    return LLVM::CallIntrinsicOp::create(b, x.getType(), b.getStringAttr(name),
-                                         ValueRange{x})
-        .getResult(0);
-  }
-  Value toIndex(Value v) {
-    return arith::IndexCastOp::create(b, b.getIndexType(), v);
-  }
-  /// Butterfly reduction over `width` adjacent lanes (xor 1, 2, ...).
-  Value laneReduce(Value value, int64_t width,
-                   function_ref<Value(Value, Value)> combine);
-  Value laneSum(Value v, int64_t width) {
-    return laneReduce(v, width, [&](Value x, Value y) { return fadd(x, y); });
-  }
-
-  // Shared memory.
-  Value sharedView(Value base, int64_t byteOffset, int64_t elements,
-                   Type elementType);
-  /// Element offset of chunk `chunk` of row `row` in a swizzled tile.
-  Value swizzled(Value row, Value chunk);
-  /// A lane's ldmatrix offsets into a swizzled tile: chunk 2 s + `half` of
-  /// rows `row` + 16 k. The swizzle of chunk 2 s + half depends only on
-  /// s % (swizzleRows / 2), so the lane keeps one offset per residue and
-  /// every address it reads is one of them plus a constant that the backend
-  /// folds into the instruction.
-  SmallVector<Value> laneChunkOffsets(Value row, Value half);
-  Value laneChunkOffset(ArrayRef<Value> offsets, int64_t rowDelta,
-                        int64_t slice);
-
   // Pieces of the schedule.
-  void issueTileCopy(Value shared, Value sharedBase, Value global,
-                     Value globalBase, Value rowStride, Value firstRow,
-                     Value length, int64_t rows, bool bounded);
-  /// Starts the cp.async of K/V tile `tile` into its ring buffer when the
-  /// tile is in the loop's range.
-  /// `termOffsets`, when given, are the workspace offsets of the tile's
-  /// first key term per plane (else formed from the tile index).
-  void issueKeyValueCopy(Value tile, ArrayRef<Value> termOffsets = {});
-  /// Starts the copy of tile `tile`'s key terms into its ring stage.
-  void issueKeyTermsCopy(Value tile, Value kvLo, ArrayRef<Value> termOffsets);
-  /// Bulk copies: thread 0 initialises the ring stages' barriers; a block
-  /// barrier must follow before any thread waits on them.
-  void createKeyTermBarriers();
-  /// Bulk copies: waits until tile `tile`'s key terms are in shared memory.
-  void waitForKeyTerms(Value tile);
-  /// An LLVM pointer to element `offset` of the 1-D memref `memref`.
-  Value elementPointer(Value memref, Value offset);
-  Value ringBuffer(Value tile) {
-    return rem(sub(tile, firstTile), config.stages);
-  }
   /// The A registers of Q rows of `atom`, head dims [16 slice, 16 slice + 16).
-  std::array<Value, 4> loadQueryFragment(int64_t atom, int64_t slice);
+  OperandRegisters loadQueryFragment(int64_t atom, int64_t slice);
   SmallVector<Value> computeQueryNorms();
-  Value warpRow(int64_t atom) {
-    return add(mul(warp, config.rowsPerWarp()), atom * kAtomRows);
-  }
-  /// Sum of squares, in f32, of `count` 16-byte chunks of a row; chunk c is
-  /// read from `memref` at element offset `offset(c)`, under the L2 cache
-  /// policy `readOncePolicy` when one is given (global memory only).
-  Value squareSum(Value memref, int64_t count,
-                  function_ref<Value(int64_t)> offset,
-                  Value readOncePolicy = {});
-  /// An L2 cache policy (createpolicy) under which the lines a load brings
-  /// in are the first to be evicted.
-  Value createEvictFirstPolicy();
-  /// The 16-byte chunk of the global `memref` at element `offset`, loaded
-  /// without allocating in L1 and under the L2 cache policy `policy`.
-  Value loadChunkWithPolicy(Value memref, Value offset, Value policy);
-  Value bufferBase(Value buffer, int64_t rows) {
-    return mul(buffer, config.tileElements(rows));
-  }
-  /// The workspace plane `plane`'s terms of the lane's columns of a tile,
-  /// one pair per 8-key slice, from `source` (the shared ring, or the
-  /// workspace with key_terms = global) where the tile's first key's term
-  /// is at `tileOffset`; empty for plane -1.
-  SmallVector<KeyTermPair> loadKeyTerms(int64_t plane, Value source,
-                                        Value tileOffset);
   SmallVector<Accumulator> computeScores(ArrayRef<Value> queryFragments,
                                          Value keyBase,
                                          ArrayRef<Value> rowStart);
-  FailureOr<SmallVector<Accumulator>>
-  applyScoreRegion(ArrayRef<Accumulator> dots, Value kvLo,
-                   ArrayRef<KeyTermPair> biases, ArrayRef<KeyTermPair> norms,
-                   bool masked);
-  FailureOr<std::pair<Value, Value>> classifyTile(Value tile);
-  FailureOr<Value> scanLiveTile(Value from, Value bound, bool forward);
-  /// The online softmax's rescaling step; `shiftedScores`, when given, hold
-  /// s - shift and move with the shift.
-  void rescale(ArrayRef<Value> tileMax, MutableArrayRef<Value> rowMax,
-               MutableArrayRef<Value> rowSum,
-               MutableArrayRef<Accumulator> output,
-               MutableArrayRef<Accumulator> shiftedScores);
-  /// Whether `score` yields scaled_dot, or scaled_dot plus a value that does
-  /// not depend on the dot product.
-  static bool isAffineInDot(Region &score);
-  /// Whether the row sums add the f32 weights before they are rounded for
-  /// P V, each lane over its own columns until storeResults completes them:
-  /// with an LSE output, which is then exact, not off by the rounding (up
-  /// to 2^-8 in bf16).
-  bool sumsUnroundedWeights() const { return config.hasLse; }
-  /// O += P V and rowSum += P 1, on the tensor cores too unless
-  /// sumsUnroundedWeights: the row sums of exactly the rounded weights P V
-  /// uses, complete over the lane group.
+  /// The softmax state of the block's query rows. With an LSE output the
+  /// row sums add the f32 weights before they are rounded for P V, each
+  /// lane over its own columns: the LSE is then exact, not off by the
+  /// rounding (up to 2^-8 in bf16). Without one the tensor cores sum
+  /// exactly the rounded weights P V uses, complete over the lane group.
+  OnlineSoftmax softmaxState(ValueRange rowMax, ValueRange rowSum) {
+    return OnlineSoftmax(b, scoreLayout, outputLayout, rowMax, rowSum,
+                         config.softmax, /*unroundedSums=*/config.hasLse);
+  }
+  /// O += P V, and the weights' row sums into `softmax`.
   SmallVector<Accumulator> accumulateValues(ArrayRef<Accumulator> weights,
                                             ArrayRef<Accumulator> output,
                                             Value valueBase,
-                                            MutableArrayRef<Value> rowSum);
-  std::array<Value, 4> mma(ArrayRef<Value> a, ArrayRef<Value> bFragment,
-                           const Accumulator &c);
-  /// Feeds the registers of one ldmatrix.x4 (b0, b1 of two adjacent 8-column
-  /// slices) to the mma of every atom: accumulators
-  /// [atom * stride + slice] and [atom * stride + slice + 1].
-  void mmaSlicePair(ArrayRef<std::array<Value, 4>> a,
-                    const std::array<Value, 4> &registers,
-                    MutableArrayRef<Accumulator> accumulators, int64_t stride,
-                    int64_t slice) {
-    for (int64_t atom = 0; atom < config.atoms(); ++atom) {
-      Accumulator &left = accumulators[atom * stride + slice];
-      Accumulator &right = accumulators[atom * stride + slice + 1];
-      left = mma(a[atom], {registers[0], registers[1]}, left);
-      right = mma(a[atom], {registers[2], registers[3]}, right);
-    }
-  }
-  std::array<Value, 4> ldmatrix(Value shared, Value offset, bool transpose);
-  Value packPair(Value low, Value high);
-  /// Two 16-bit ones of the element type, as an mma operand register.
-  Value ones16() { return packPair(f32(1.0), f32(1.0)); }
+                                            OnlineSoftmax &softmax);
   LogicalResult storeResults(ArrayRef<Accumulator> output,
-                             ArrayRef<Value> rowMax, ArrayRef<Value> rowSum);
+                             OnlineSoftmax &softmax);
 
-  // Region inlining.
-  FailureOr<Value> materialize(Operation *attnOp, IRMapping &mapping,
-                               const ElementValues &element);
-  FailureOr<Value> evaluateElementRegion(Region &region,
-                                         const ElementValues &element);
-  Value loadCapture(unsigned capture, ValueRange indices);
-  FailureOr<Value> loadBound(attn::LoadBoundOp bound, IRMapping &mapping);
-  Value sizeValue(attn::Size size);
-
-  bool usesOp(Region &region, function_ref<bool(Operation *)> predicate) {
-    if (region.empty())
-      return false;
-    return region
-        .walk([&](Operation *inner) {
-          return predicate(inner) ? WalkResult::interrupt()
-                                  : WalkResult::advance();
-        })
-        .wasInterrupted();
-  }
-  bool usesNorm(Region &region, attn::Vector side) {
-    return usesOp(region, [&](Operation *inner) {
-      auto norm = dyn_cast<attn::Norm2Op>(inner);
-      return norm && norm.getVector() == side;
-    });
-  }
 
   attn::AttentionOp op;
   KernelConfig config;
-  ImplicitLocOpBuilder &b;
-  KernelArgs args;
+  /// S = Q K^T: query rows, key columns; O: query rows, head_dim columns.
+  FragmentLayout scoreLayout, outputLayout;
+  MmaSyncAtom atoms;
+  /// Q, K and V tiles in shared memory.
+  SwizzledTile tile;
+  ForwardArgs args;
 
   // Per-block values set up at the kernel's entry.
-  Value threadId, lane, warp, laneGroup, laneInGroup;
+  Value threadId, lane, warp;
+  std::optional<FragmentLane> fragment;
+  std::optional<CopyEngine> copies;
+  /// The K/V tiles (and with them their key terms) of the loop.
+  std::optional<TileRing> ring;
+  std::optional<RegionApplication> regions;
   Value batchIdx, headIdx, qLo;
   Value qBase, kBase, vBase, oBase;
   Value sharedQuery, sharedKey, sharedValue, sharedKeyBias, sharedKeyNorm;
@@ -471,7 +225,6 @@ private:
   /// every query head of the group reads, and the prologue computes each
   /// once, not once per query head.
   bool keyTermsPerKvHead = false;
-  Value negInf;
   /// The K tiles the loop visits: [firstTile, endTile).
   Value firstTile, endTile;
 };
@@ -480,583 +233,34 @@ private:
 // Helpers
 //===----------------------------------------------------------------------===//
 
-Value FlashKernelBuilder::laneReduce(
-    Value value, int64_t width, function_ref<Value(Value, Value)> combine) {
-  for (int64_t offset = 1; offset < width; offset *= 2) {
-    auto shuffle = gpu::ShuffleOp::create(
-        b, value, i32(offset), i32(kThreadsPerWarp), gpu::ShuffleMode::XOR);
-    value = combine(value, shuffle.getShuffleResult());
-  }
-  return value;
-}
 
-Value FlashKernelBuilder::sharedView(Value base, int64_t byteOffset,
-                                     int64_t elements, Type elementType) {
-  auto workgroup =
-      gpu::AddressSpaceAttr::get(b.getContext(), gpu::AddressSpace::Workgroup);
-  auto type = MemRefType::get({elements}, elementType,
-                              MemRefLayoutAttrInterface(), workgroup);
-  return memref::ViewOp::create(b, type, base, index(byteOffset), ValueRange{});
-}
 
-Value FlashKernelBuilder::swizzled(Value row, Value chunk) {
-  Value swizzledChunk =
-      arith::XOrIOp::create(b, chunk, rem(row, config.swizzleRows()));
-  return add(mul(row, config.headDim), mul(swizzledChunk, kChunk));
-}
-
-SmallVector<Value> FlashKernelBuilder::laneChunkOffsets(Value row, Value half) {
-  SmallVector<Value> offsets;
-  for (int64_t residue = 0; residue < config.swizzleRows() / 2; ++residue)
-    offsets.push_back(swizzled(row, add(half, 2 * residue)));
-  return offsets;
-}
-
-Value FlashKernelBuilder::laneChunkOffset(ArrayRef<Value> offsets,
-                                          int64_t rowDelta, int64_t slice) {
-  // Chunk 2 (P q + p) + half of row r, P = offsets.size(), lands at chunk
-  // 2 P q + ((2 p + half) ^ (r % 2 P)): the high part passes the XOR.
-  int64_t period = offsets.size();
-  assert(rowDelta % (2 * period) == 0 && "row shift changes the swizzle");
-  return add(offsets[slice % period],
-             rowDelta * config.headDim +
-                 kChunk * 2 * period * (slice / period));
-}
-
-void FlashKernelBuilder::issueTileCopy(Value shared, Value sharedBase,
-                                       Value global, Value globalBase,
-                                       Value rowStride, Value firstRow,
-                                       Value length, int64_t rows,
-                                       bool bounded) {
-  // Thread t copies chunk t % chunksPerRow of rows t / chunksPerRow + p R,
-  // R = threads / chunksPerRow, one pass p after the other: the source
-  // advances by R rows per pass and the target by a constant whenever R
-  // keeps the swizzle.
-  int64_t rowsPerPass = config.threads() / config.chunksPerRow();
-  Value row = div(threadId, config.chunksPerRow());
-  Value chunk = rem(threadId, config.chunksPerRow());
-  Value rowStart = add(globalBase, mul(chunk, kChunk));
-  Value firstSource = add(rowStart, mul(firstRow, rowStride));
-  Value source = add(firstSource, mul(row, rowStride));
-  Value passStride = mul(rowStride, rowsPerPass);
-  Value target = add(sharedBase, swizzled(row, chunk));
-  // Rows left from this thread's first row; rows past the end are
-  // zero-filled (0 source bytes) from the tile's first row, which exists,
-  // so no address outside the tensor is formed.
-  Value left = sub(length, add(firstRow, row));
-  auto tokenType = nvgpu::DeviceAsyncTokenType::get(b.getContext());
-  for (int64_t pass = 0; pass < rows / rowsPerPass; ++pass) {
-    int64_t delta = pass * rowsPerPass;
-    Value passTarget = delta % config.swizzleRows() == 0
-                           ? add(target, delta * config.headDim)
-                           : add(sharedBase, swizzled(add(row, delta), chunk));
-    Value passSource = source;
-    Value bytes = index(kChunk);
-    if (bounded) {
-      Value inside = cmp(arith::CmpIPredicate::sgt, left, index(delta));
-      passSource = select(inside, source, firstSource);
-      bytes = select(inside, bytes, index(0));
-    }
-    nvgpu::DeviceAsyncCopyOp::create(
-        b, tokenType, shared, ValueRange{passTarget}, global,
-        ValueRange{passSource}, b.getIndexAttr(kChunk), bytes, b.getUnitAttr());
-    source = add(source, passStride);
-  }
-}
-
-void FlashKernelBuilder::issueKeyValueCopy(Value tile,
-                                           ArrayRef<Value> termOffsets) {
-  auto exists = scf::IfOp::create(
-      b, TypeRange{}, cmp(arith::CmpIPredicate::slt, tile, endTile), false);
-  OpBuilder::InsertionGuard guard(b);
-  b.setInsertionPointToStart(exists.thenBlock());
-  Value kvLo = mul(tile, config.tileN);
-  Value base = bufferBase(ringBuffer(tile), config.tileN);
-  // Only the last tile can hold rows past the end: the others copy without
-  // per-row bounds.
-  Value full =
-      cmp(arith::CmpIPredicate::sle, add(kvLo, config.tileN), args.kvLen);
-  auto bounds = scf::IfOp::create(b, TypeRange{}, full, true);
-  for (bool bounded : {false, true}) {
-    b.setInsertionPointToStart(bounded ? bounds.elseBlock()
-                                       : bounds.thenBlock());
-    issueTileCopy(sharedKey, base, args.k, kBase, args.kStrides[2], kvLo,
-                  args.kvLen, config.tileN, bounded);
-    issueTileCopy(sharedValue, base, args.v, vBase, args.vStrides[2], kvLo,
-                  args.kvLen, config.tileN, bounded);
-  }
-  if (!keyTermPlanes() || config.keyTerms == KeyTermSource::Global)
-    return;
-  b.setInsertionPointAfter(bounds);
-  issueKeyTermsCopy(tile, kvLo, termOffsets);
-}
-
-void FlashKernelBuilder::issueKeyTermsCopy(Value tile, Value kvLo,
-                                           ArrayRef<Value> termOffsets) {
-  auto rowStart = [&](int64_t plane) {
-    return termOffsets.empty() ? add(keyTermRows[plane], kvLo)
-                               : termOffsets[plane];
-  };
-  // The tile's per-key terms: tile_n floats per plane, which the padded
-  // workspace rows always hold.
-  int64_t planeBytes = config.tileN * 4;
-  Value first = mul(ringBuffer(tile), config.tileN);
-  SmallVector<std::pair<Value, int64_t>> planes;
-  for (auto plane : {std::pair(sharedKeyBias, keyBiasPlane),
-                     std::pair(sharedKeyNorm, keyNormPlane)})
-    if (plane.second >= 0)
-      planes.push_back(plane);
-  if (config.keyTerms == KeyTermSource::Bulk) {
-    // One thread moves each plane's run with one bulk copy: its addresses
-    // are uniform over the block, so the copy holds no per-thread
-    // registers through the loop (per-thread cp.async addresses cost the
-    // head_dim 128 kernel ~8%, docs/kernel.md).
-    auto leader = scf::IfOp::create(
-        b, TypeRange{}, cmp(arith::CmpIPredicate::eq, threadId, index(0)),
-        false);
-    OpBuilder::InsertionGuard guard(b);
-    b.setInsertionPointToStart(leader.thenBlock());
-    Value barrier = elementPointer(keyTermBarriers, ringBuffer(tile));
-    NVVM::MBarrierArriveExpectTxOp::create(
-        b, Type(), barrier, i32(planes.size() * planeBytes),
-        NVVM::MemScopeKind::CTA, /*relaxed=*/false, Value());
-    // The shared::cluster form: the shared::cta one needs PTX ISA 8.6, and
-    // a block outside a cluster is its own cluster.
-    auto clusterPointer =
-        LLVM::LLVMPointerType::get(b.getContext(), kSharedClusterAddressSpace);
-    for (auto [shared, plane] : planes)
-      NVVM::CpAsyncBulkGlobalToSharedClusterOp::create(
-          b,
-          LLVM::AddrSpaceCastOp::create(b, clusterPointer,
-                                        elementPointer(shared, first))
-              .getResult(),
-          elementPointer(args.workspace, rowStart(plane)), barrier,
-          i32(planeBytes), Value(), Value());
-    return;
-  }
-  int64_t chunks = planeBytes / 16;
-  auto copier = scf::IfOp::create(
-      b, TypeRange{}, cmp(arith::CmpIPredicate::ult, threadId, index(chunks)),
-      false);
-  OpBuilder::InsertionGuard guard(b);
-  b.setInsertionPointToStart(copier.thenBlock());
-  Value part = mul(threadId, 4);
-  Value target = add(part, first);
-  auto tokenType = nvgpu::DeviceAsyncTokenType::get(b.getContext());
-  for (auto [shared, plane] : planes)
-    nvgpu::DeviceAsyncCopyOp::create(
-        b, tokenType, shared, ValueRange{target}, args.workspace,
-        ValueRange{add(rowStart(plane), part)}, b.getIndexAttr(4), Value(),
-        b.getUnitAttr());
-}
-
-void FlashKernelBuilder::createKeyTermBarriers() {
-  auto leader = scf::IfOp::create(
-      b, TypeRange{}, cmp(arith::CmpIPredicate::eq, threadId, index(0)), false);
-  OpBuilder::InsertionGuard guard(b);
-  b.setInsertionPointToStart(leader.thenBlock());
-  for (int64_t stage = 0; stage < config.stages; ++stage)
-    NVVM::MBarrierInitOp::create(
-        b, elementPointer(keyTermBarriers, index(stage)), i32(1), Value());
-  // The bulk copies complete on the barriers through the async proxy.
-  NVVM::FenceProxyOp::create(
-      b,
-      NVVM::ProxyKindAttr::get(b.getContext(), NVVM::ProxyKind::async_shared),
-      NVVM::SharedSpaceAttr::get(b.getContext(),
-                                 NVVM::SharedSpace::shared_cta));
-}
-
-void FlashKernelBuilder::waitForKeyTerms(Value tile) {
-  // Stage s serves every stages-th tile from firstTile on; the wait for its
-  // k-th fill is on phase parity k % 2. A stage is refilled only after the
-  // block barrier that follows every thread's wait on its previous fill, so
-  // it is never two phases ahead of a waiter.
-  Value fill = div(sub(tile, firstTile), config.stages);
-  Value parity = cmp(arith::CmpIPredicate::ne, rem(fill, 2), index(0));
-  NVVM::MBarrierTryWaitParityOp::create(
-      b, elementPointer(keyTermBarriers, ringBuffer(tile)),
-      arith::ExtUIOp::create(b, b.getI32Type(), parity),
-      i32(kBarrierSuspendHint));
-}
-
-Value FlashKernelBuilder::elementPointer(Value memref, Value offset) {
-  auto type = cast<MemRefType>(memref.getType());
-  Value base =
-      memref::ExtractAlignedPointerAsIndexOp::create(b, memref).getResult();
-  Value address = add(base, mul(offset, type.getElementTypeBitWidth() / 8));
-  unsigned space = gpu::GPUDialect::hasWorkgroupMemoryAddressSpace(type)
-                       ? kSharedAddressSpace
-                       : kGlobalAddressSpace;
-  return LLVM::IntToPtrOp::create(
-      b, LLVM::LLVMPointerType::get(b.getContext(), space),
-      arith::IndexCastOp::create(b, b.getI64Type(), address).getResult());
-}
-
-std::array<Value, 4> FlashKernelBuilder::ldmatrix(Value shared, Value offset,
-                                                  bool transpose) {
-  auto fragmentType = VectorType::get({4, 2}, b.getF16Type());
-  Value tiles = nvgpu::LdMatrixOp::create(b, fragmentType, shared,
-                                          ValueRange{offset}, transpose, 4);
-  std::array<Value, 4> registers;
-  for (int64_t i = 0; i < 4; ++i)
-    registers[i] = vector::ExtractOp::create(b, tiles, ArrayRef<int64_t>{i});
-  return registers;
-}
-
-std::array<Value, 4> FlashKernelBuilder::mma(ArrayRef<Value> a,
-                                             ArrayRef<Value> bFragment,
-                                             const Accumulator &c) {
-  bool bf16 = config.elementType.isBF16();
-  // The 16-bit registers hold raw bits; bf16 operands travel as i32 because
-  // nvvm.mma.sync types bf16 multiplicands as packed integers.
-  auto asOperand = [&](Value pair) -> Value {
-    if (!bf16)
-      return pair;
-    Value word = vector::BitCastOp::create(
-        b, VectorType::get({1}, b.getI32Type()), pair);
-    return vector::ExtractOp::create(b, word, ArrayRef<int64_t>{0});
-  };
-  SmallVector<Value> operandA, operandB;
-  for (Value pair : a)
-    operandA.push_back(asOperand(pair));
-  for (Value pair : bFragment)
-    operandB.push_back(asOperand(pair));
-  Type f32Type = b.getF32Type();
-  auto resultType = LLVM::LLVMStructType::getLiteral(
-      b.getContext(), {f32Type, f32Type, f32Type, f32Type});
-  NVVM::MMATypes multiplicand =
-      bf16 ? NVVM::MMATypes::bf16 : NVVM::MMATypes::f16;
-  Value result = NVVM::MmaOp::create(
-      b, resultType, operandA, operandB, ValueRange(c), {16, 8, 16},
-      std::nullopt, std::nullopt,
-      std::array<NVVM::MMATypes, 2>{multiplicand, multiplicand},
-      std::array<NVVM::MMALayout, 2>{NVVM::MMALayout::row,
-                                     NVVM::MMALayout::col});
-  std::array<Value, 4> d;
-  for (int64_t i = 0; i < 4; ++i)
-    d[i] = LLVM::ExtractValueOp::create(b, result, ArrayRef<int64_t>{i});
-  return d;
-}
-
-Value FlashKernelBuilder::packPair(Value low, Value high) {
-  Type element = config.elementType;
-  Value pair = vector::FromElementsOp::create(
-      b, VectorType::get({2}, element),
-      ValueRange{arith::TruncFOp::create(b, element, low),
-                 arith::TruncFOp::create(b, element, high)});
-  if (element.isF16())
-    return pair;
-  return vector::BitCastOp::create(b, VectorType::get({2}, b.getF16Type()),
-                                   pair);
-}
-
-//===----------------------------------------------------------------------===//
-// Region evaluation
-//===----------------------------------------------------------------------===//
-
-Value FlashKernelBuilder::sizeValue(attn::Size size) {
-  switch (size) {
-  case attn::Size::batch:
-    return args.batch;
-  case attn::Size::heads:
-    return args.heads;
-  case attn::Size::kv_heads:
-    return args.kvHeads;
-  case attn::Size::q_len:
-    return args.qLen;
-  case attn::Size::kv_len:
-    return args.kvLen;
-  case attn::Size::head_dim:
-    return index(config.headDim);
-  }
-  llvm_unreachable("unknown size");
-}
-
-Value FlashKernelBuilder::loadCapture(unsigned capture, ValueRange indices) {
-  const KernelArgs::Capture &data = args.captures[capture];
-  Value offset = index(0);
-  for (auto [i, idx] : llvm::enumerate(indices)) {
-    Value clamped = clampToDimension(b, b.getLoc(), idx, data.sizes[i]);
-    offset = add(offset, mul(clamped, data.strides[i]));
-  }
-  return memref::LoadOp::create(b, data.data, ValueRange{offset});
-}
-
-FailureOr<Value> FlashKernelBuilder::loadBound(attn::LoadBoundOp bound,
-                                               IRMapping &mapping) {
-  // Every warp scans the box itself, lane-strided, and combines with a
-  // butterfly, so the bound is uniform without a barrier.
-  unsigned capture = getCaptureIndex(bound.getCapture(), op.kNumTileArgs,
-                                     op.getParams().size());
-  const KernelArgs::Capture &data = args.captures[capture];
-  SmallVector<Value> lows, counts;
-  Value total = index(1);
-  for (auto [i, lowValue, highValue] :
-       llvm::enumerate(bound.getLows(), bound.getHighs())) {
-    Value lo = clampToDimension(b, b.getLoc(), mapping.lookup(lowValue),
-                                data.sizes[i]);
-    Value hi = clampToDimension(b, b.getLoc(), mapping.lookup(highValue),
-                                data.sizes[i]);
-    Value count = add(sub(arith::MaxSIOp::create(b, hi, lo), lo), 1);
-    lows.push_back(lo);
-    counts.push_back(count);
-    total = mul(total, count);
-  }
-  Type elementType = bound.getType();
-  bool isMax = bound.getBound() == attn::Bound::max;
-  auto identity = [&]() -> Value {
-    if (auto floatType = dyn_cast<FloatType>(elementType))
-      return arith::ConstantOp::create(
-          b, b.getFloatAttr(floatType, isMax ? -INFINITY : INFINITY));
-    unsigned width = elementType.getIntOrFloatBitWidth();
-    APInt value = isMax ? APInt::getSignedMinValue(width)
-                        : APInt::getSignedMaxValue(width);
-    return arith::ConstantOp::create(b, b.getIntegerAttr(elementType, value));
-  };
-  auto combine = [&](Value x, Value y) {
-    return combineBound(b, b.getLoc(), bound.getBound(), x, y);
-  };
-  auto loop = scf::ForOp::create(b, lane, total, index(kThreadsPerWarp),
-                                 ValueRange{identity()});
-  {
-    OpBuilder::InsertionGuard guard(b);
-    b.setInsertionPointToStart(loop.getBody());
-    Value linear = loop.getInductionVar();
-    SmallVector<Value> indices(counts.size());
-    for (int64_t i = counts.size() - 1; i >= 0; --i) {
-      indices[i] = add(lows[i], arith::RemUIOp::create(b, linear, counts[i]));
-      linear = arith::DivUIOp::create(b, linear, counts[i]);
-    }
-    Value element = loadCapture(capture, indices);
-    scf::YieldOp::create(b, combine(loop.getRegionIterArg(0), element));
-  }
-  Value partial = loop.getResult(0);
-  // gpu.shuffle moves 32-bit values: i64 ids are saturated to i32 first,
-  // exact for ids that fit (the identities saturate to i32's own).
-  bool wide = elementType.isInteger(64);
-  Value word = partial;
-  if (wide) {
-    auto bound64 = [&](int64_t v) -> Value {
-      return arith::ConstantOp::create(b, b.getI64IntegerAttr(v));
-    };
-    Value saturated = arith::MaxSIOp::create(
-        b, arith::MinSIOp::create(b, partial, bound64(INT32_MAX)),
-        bound64(INT32_MIN));
-    word = arith::TruncIOp::create(b, b.getI32Type(), saturated);
-  }
-  Value reduced = laneReduce(word, kThreadsPerWarp, combine);
-  if (!wide)
-    return reduced;
-  return arith::ExtSIOp::create(b, elementType, reduced).getResult();
-}
-
-FailureOr<Value> FlashKernelBuilder::materialize(Operation *attnOp,
-                                                 IRMapping &mapping,
-                                                 const ElementValues &element) {
-  auto unavailable = [&](StringRef what) -> FailureOr<Value> {
-    return attnOp->emitOpError()
-           << "cannot be evaluated by the mma_sync kernel " << what;
-  };
-  return TypeSwitch<Operation *, FailureOr<Value>>(attnOp)
-      .Case([&](attn::DotOp) -> FailureOr<Value> {
-        if (!element.dot)
-          return unavailable("outside the score region");
-        return element.dot;
-      })
-      .Case([&](attn::ScaledDotOp) -> FailureOr<Value> {
-        if (!element.dot)
-          return unavailable("outside the score region");
-        return fmul(element.dot, element.qScale);
-      })
-      .Case([&](attn::KeyBiasOp) -> FailureOr<Value> {
-        if (!element.keyBias)
-          return unavailable("outside the score region");
-        return element.keyBias;
-      })
-      .Case([&](attn::Norm2Op norm) -> FailureOr<Value> {
-        Value value = norm.getVector() == attn::Vector::q ? element.queryNorm
-                                                          : element.keyNorm;
-        if (!value)
-          return unavailable("here (the norm is not computed for this region)");
-        return value;
-      })
-      .Case([&](attn::SizeOp size) -> FailureOr<Value> {
-        return sizeValue(size.getSize());
-      })
-      .Case([&](attn::LoadOp load) -> FailureOr<Value> {
-        SmallVector<Value> indices;
-        for (Value idx : load.getIndices())
-          indices.push_back(mapping.lookup(idx));
-        return loadCapture(getCaptureIndex(load.getCapture(), op.kNumIndexArgs,
-                                           op.getParams().size()),
-                           indices);
-      })
-      .Case([&](attn::LoadBoundOp bound) { return loadBound(bound, mapping); })
-      .Default([&](Operation *) {
-        return unavailable(
-            "(not in the canonical form; run attn-canonicalize)");
-      });
-}
-
-FailureOr<Value>
-FlashKernelBuilder::evaluateElementRegion(Region &region,
-                                          const ElementValues &element) {
-  SmallVector<Value> arguments{batchIdx, headIdx, element.qIdx,
-                               element.kvIdx ? element.kvIdx : index(0)};
-  llvm::append_range(arguments, args.params);
-  arguments.append(op.getCaptures().size(), Value());
-  auto values = inlineAttnRegion(
-      b, region, arguments, [&](OpBuilder &, Operation *attnOp, IRMapping &m) {
-        return materialize(attnOp, m, element);
-      });
-  if (failed(values))
-    return failure();
-  return (*values)[0];
-}
-
-FailureOr<std::pair<Value, Value>>
-FlashKernelBuilder::classifyTile(Value tile) {
-  Value kvLo = mul(tile, config.tileN);
-  Value kvEnd = arith::MinSIOp::create(b, add(kvLo, config.tileN), args.kvLen);
-  Value kvHi = sub(kvEnd, index(1));
-  Value qEnd = arith::MinSIOp::create(b, add(qLo, config.tileM), args.qLen);
-  Value qHi = sub(qEnd, index(1));
-  if (op.getTileClass().empty()) {
-    Value allKept =
-        arith::ConstantOp::create(b, b.getBoolAttr(op.getMask().empty()));
-    return std::pair(allKept,
-                     Value(arith::ConstantOp::create(b, b.getBoolAttr(false))));
-  }
-  SmallVector<Value> arguments{batchIdx, headIdx, qLo, qHi, kvLo, kvHi};
-  llvm::append_range(arguments, args.params);
-  arguments.append(op.getCaptures().size(), Value());
-  auto values =
-      inlineAttnRegion(b, op.getTileClass(), arguments,
-                       [&](OpBuilder &, Operation *attnOp, IRMapping &m) {
-                         return materialize(attnOp, m, ElementValues{});
-                       });
-  if (failed(values))
-    return failure();
-  return std::pair((*values)[0], (*values)[1]);
-}
-
-FailureOr<Value> FlashKernelBuilder::scanLiveTile(Value from, Value bound,
-                                                  bool forward) {
-  // Walks from `from` towards `bound` (exclusive) while the tile_class
-  // region proves the tile empty; returns the first tile that may hold a
-  // kept element, or `bound`.
-  LogicalResult status = success();
-  auto loop = scf::WhileOp::create(
-      b, TypeRange{b.getIndexType()}, ValueRange{from},
-      [&](OpBuilder &nested, Location, ValueRange state) {
-        OpBuilder::InsertionGuard guard(b);
-        b.setInsertionPointToEnd(nested.getInsertionBlock());
-        Value tile = state[0];
-        Value inRange = forward ? cmp(arith::CmpIPredicate::slt, tile, bound)
-                                : cmp(arith::CmpIPredicate::sgt, tile, bound);
-        // The tile is only classified when in range.
-        auto classify = scf::IfOp::create(b, TypeRange{b.getI1Type()}, inRange,
-                                          /*withElseRegion=*/true);
-        {
-          OpBuilder::InsertionGuard inner(b);
-          b.setInsertionPointToStart(classify.thenBlock());
-          auto tileClass = classifyTile(tile);
-          if (failed(tileClass))
-            status = failure();
-          scf::YieldOp::create(
-              b, failed(tileClass)
-                     ? Value(arith::ConstantOp::create(b, b.getBoolAttr(false)))
-                     : tileClass->second);
-          b.setInsertionPointToStart(classify.elseBlock());
-          scf::YieldOp::create(
-              b, Value(arith::ConstantOp::create(b, b.getBoolAttr(false))));
-        }
-        scf::ConditionOp::create(b, classify.getResult(0), state);
-      },
-      [&](OpBuilder &nested, Location, ValueRange state) {
-        OpBuilder::InsertionGuard guard(b);
-        b.setInsertionPointToEnd(nested.getInsertionBlock());
-        scf::YieldOp::create(b, add(state[0], forward ? 1 : -1));
-      });
-  if (failed(status))
-    return failure();
-  return loop.getResult(0);
-}
 
 //===----------------------------------------------------------------------===//
 // The schedule
 //===----------------------------------------------------------------------===//
 
-std::array<Value, 4> FlashKernelBuilder::loadQueryFragment(int64_t atom,
+OperandRegisters FlashKernelBuilder::loadQueryFragment(int64_t atom,
                                                            int64_t slice) {
   // ldmatrix.x4: lanes 0-15 address rows 0-15 at column 0 of the k-slice,
   // lanes 16-31 the same rows at column 8: registers a0..a3 of m16n8k16.
-  return ldmatrix(sharedQuery,
-                  laneChunkOffset(queryOffsets, atom * kAtomRows, slice),
+  return atoms.ldmatrix(sharedQuery,
+                  tile.laneChunkOffset(queryOffsets, atom * kAtomRows, slice),
                   false);
 }
 
-Value FlashKernelBuilder::squareSum(Value memref, int64_t count,
-                                    function_ref<Value(int64_t)> offset,
-                                    Value readOncePolicy) {
-  auto rawType = VectorType::get({kChunk}, b.getF16Type());
-  Value sum = f32(0.0);
-  for (int64_t c = 0; c < count; ++c) {
-    // Chunks are 16-byte aligned (docs/abi.md): one vector load each, not
-    // eight 16-bit ones.
-    Value raw =
-        readOncePolicy
-            ? loadChunkWithPolicy(memref, offset(c), readOncePolicy)
-            : vector::LoadOp::create(b, rawType, memref, ValueRange{offset(c)},
-                                     /*nontemporal=*/false, llvm::Align(16));
-    Value typed =
-        config.elementType.isF16()
-            ? raw
-            : vector::BitCastOp::create(
-                  b, VectorType::get({kChunk}, config.elementType), raw);
-    Value wide = arith::ExtFOp::create(
-        b, VectorType::get({kChunk}, b.getF32Type()), typed);
-    sum = fadd(
-        sum, vector::ReductionOp::create(b, vector::CombiningKind::ADD,
-                                         arith::MulFOp::create(b, wide, wide)));
-  }
-  return sum;
-}
-
-Value FlashKernelBuilder::createEvictFirstPolicy() {
-  return NVVM::InlinePtxOp::create(
-             b, TypeRange{b.getI64Type()}, ValueRange{}, ValueRange{},
-             "createpolicy.fractional.L2::evict_first.b64 $0, 1.0;", Value{})
-      .getResult(0);
-}
-
-Value FlashKernelBuilder::loadChunkWithPolicy(Value memref, Value offset,
-                                              Value policy) {
-  // LLVM's NVPTX backend drops !nontemporal and has no cache-hinted load:
-  // inline PTX, one 32-bit register per pair of elements.
-  Type i32Type = b.getI32Type();
-  auto load = NVVM::InlinePtxOp::create(
-      b, TypeRange(SmallVector<Type>(4, i32Type)),
-      ValueRange{elementPointer(memref, offset), policy}, ValueRange{},
-      "ld.global.L1::no_allocate.L2::cache_hint.v4.b32 {$0, $1, $2, $3}, "
-      "[$4], $5;",
-      Value{});
-  Value words = vector::FromElementsOp::create(b, VectorType::get({4}, i32Type),
-                                               load.getResults());
-  return vector::BitCastOp::create(b, VectorType::get({kChunk}, b.getF16Type()),
-                                   words);
-}
 
 SmallVector<Value> FlashKernelBuilder::computeQueryNorms() {
   // The four lanes of a group share a row: each sums a quarter of it.
   int64_t chunksPerLane = config.chunksPerRow() / 4;
-  SmallVector<Value> norms(config.lanesRows());
-  for (int64_t r = 0; r < config.lanesRows(); ++r) {
-    Value row = add(add(warpRow(r / 2), laneGroup), 8 * (r % 2));
-    Value first = mul(laneInGroup, chunksPerLane);
+  SmallVector<Value> norms(scoreLayout.laneRows());
+  for (int64_t r = 0; r < scoreLayout.laneRows(); ++r) {
+    Value row = fragment->rowInTile(r);
+    Value first = mul(fragment->getInGroup(), chunksPerLane);
     norms[r] = laneSum(
-        squareSum(sharedQuery, chunksPerLane,
-                  [&](int64_t c) { return swizzled(row, add(first, c)); }),
+        copies->squareSum(
+            sharedQuery, chunksPerLane,
+            [&](int64_t c) { return tile.offset(row, add(first, c)); }),
         4);
   }
   return norms;
@@ -1067,7 +271,7 @@ FlashKernelBuilder::computeScores(ArrayRef<Value> queryFragments, Value keyBase,
                                   ArrayRef<Value> rowStart) {
   // Accumulators of atom a, 8-key slice n at a * slices + n; lane row r
   // starts at rowStart[r] (elements 2 (r % 2), 2 (r % 2) + 1 of atom r / 2).
-  int64_t slices = config.tileN / 8;
+  int64_t slices = scoreLayout.getColumnSlices();
   SmallVector<Accumulator> scores;
   for (int64_t atom = 0; atom < config.atoms(); ++atom) {
     Value top = rowStart.empty() ? f32(0.0) : rowStart[2 * atom];
@@ -1078,7 +282,7 @@ FlashKernelBuilder::computeScores(ArrayRef<Value> queryFragments, Value keyBase,
   // (keys 0-7, dims 8-15), (keys 8-15, dims 0-7), (keys 8-15, dims 8-15)
   // are the b0/b1 registers of two adjacent 8-key slices.
   for (int64_t dimSlice = 0; dimSlice < config.dimSlices(); ++dimSlice) {
-    SmallVector<std::array<Value, 4>> a;
+    SmallVector<OperandRegisters> a;
     for (int64_t atom = 0; atom < config.atoms(); ++atom) {
       if (queryFragments.empty()) {
         a.push_back(loadQueryFragment(atom, dimSlice));
@@ -1089,268 +293,86 @@ FlashKernelBuilder::computeScores(ArrayRef<Value> queryFragments, Value keyBase,
       a.push_back({resident[0], resident[1], resident[2], resident[3]});
     }
     for (int64_t pair = 0; pair < slices / 2; ++pair) {
-      Value offset = laneChunkOffset(keyOffsets, 16 * pair, dimSlice);
-      auto registers = ldmatrix(sharedKey, add(keyBase, offset), false);
-      mmaSlicePair(a, registers, scores, slices, 2 * pair);
+      Value offset = tile.laneChunkOffset(keyOffsets, 16 * pair, dimSlice);
+      auto registers = atoms.ldmatrix(sharedKey, add(keyBase, offset), false);
+      atoms.mmaSlicePair(a, registers, scoreLayout, scores, 2 * pair);
     }
   }
   return scores;
 }
 
-SmallVector<KeyTermPair> FlashKernelBuilder::loadKeyTerms(int64_t plane,
-                                                          Value source,
-                                                          Value tileOffset) {
-  // The lane's keys of slice s are 2 (l % 4) + 8 s and the next one: one
-  // 8-byte load per slice.
-  SmallVector<KeyTermPair> pairs;
-  if (plane < 0)
-    return pairs;
-  for (int64_t slice = 0; slice < config.tileN / 8; ++slice) {
-    Value key = add(add(mul(laneInGroup, 2), 8 * slice), tileOffset);
-    Value pair = vector::LoadOp::create(b, VectorType::get({2}, b.getF32Type()),
-                                        source, ValueRange{key},
-                                        /*nontemporal=*/false, llvm::Align(8));
-    pairs.push_back({vector::ExtractOp::create(b, pair, ArrayRef<int64_t>{0}),
-                     vector::ExtractOp::create(b, pair, ArrayRef<int64_t>{1})});
-  }
-  return pairs;
-}
 
-FailureOr<SmallVector<Accumulator>>
-FlashKernelBuilder::applyScoreRegion(ArrayRef<Accumulator> dots, Value kvLo,
-                                     ArrayRef<KeyTermPair> biases,
-                                     ArrayRef<KeyTermPair> norms, bool masked) {
-  SmallVector<Accumulator> scores(dots.size());
-  Value log2e = config.log2Domain ? Value() : f32(M_LOG2E);
-  int64_t slices = config.tileN / 8;
-  // A key's terms are read once, for both of the lane's columns of a slice,
-  // and shared by all rows of the lane.
-  for (int64_t slice = 0; slice < slices; ++slice) {
-    Value pairKey = add(mul(laneInGroup, 2), 8 * slice);
-    for (int64_t column = 0; column < 2; ++column) {
-      ElementValues element;
-      element.kvIdx = add(kvLo, add(pairKey, column));
-      if (!biases.empty())
-        element.keyBias = biases[slice][column];
-      if (!norms.empty())
-        element.keyNorm = norms[slice][column];
-      for (int64_t r = 0; r < config.lanesRows(); ++r) {
-        int64_t accumulator = (r / 2) * slices + slice;
-        int64_t e = 2 * (r % 2) + column;
-        element.qIdx = rowIdx[r];
-        element.qScale = qScale;
-        element.queryNorm = rowQueryNorm[r];
-        element.dot = dots[accumulator][e];
-        auto score = evaluateElementRegion(op.getScore(), element);
-        if (failed(score))
-          return failure();
-        Value value = log2e ? fmul(*score, log2e) : *score;
-        if (masked) {
-          Value keep =
-              cmp(arith::CmpIPredicate::ult, element.kvIdx, args.kvLen);
-          if (!op.getMask().empty()) {
-            auto kept = evaluateElementRegion(op.getMask(), element);
-            if (failed(kept))
-              return failure();
-            keep = arith::AndIOp::create(b, keep, *kept);
-          }
-          value = select(keep, value, negInf);
-        }
-        scores[accumulator][e] = value;
-      }
-    }
-  }
-  return scores;
-}
 
-void FlashKernelBuilder::rescale(ArrayRef<Value> tileMax,
-                                 MutableArrayRef<Value> rowMax,
-                                 MutableArrayRef<Value> rowSum,
-                                 MutableArrayRef<Accumulator> output,
-                                 MutableArrayRef<Accumulator> shiftedScores) {
-  // The exponent's shift m only moves up when a row's maximum grows past it
-  // by more than kRescaleSlack (FlashAttention-4's lazy rescaling): below
-  // that the weights 2^(s - m) stay under 2^kRescaleSlack, well inside
-  // f32, f16 and bf16, and O and the sum need no rescaling. Sum and O share
-  // the stale shift, so their ratio and the LSE are exact. A warp rescales
-  // when any of its rows must, which after the first tiles is rare.
-  int64_t rows = config.lanesRows();
-  SmallVector<Value> grown(rows);
-  Value anyGrown;
-  for (int64_t r = 0; r < rows; ++r) {
-    Value candidate = arith::MaximumFOp::create(b, rowMax[r], tileMax[r]);
-    Value grows = arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, candidate,
-                                        fadd(rowMax[r], f32(kRescaleSlack)));
-    grown[r] = select(grows, candidate, rowMax[r]);
-    anyGrown = anyGrown ? arith::OrIOp::create(b, anyGrown, grows) : grows;
-  }
-  Value warpGrown = NVVM::VoteSyncOp::create(b, b.getI1Type(), i32(-1),
-                                             anyGrown, NVVM::VoteSyncKind::any);
-  SmallVector<Value> state = flatten(output);
-  llvm::append_range(state, rowSum);
-  llvm::append_range(state, flatten(shiftedScores));
-  scf::IfOp update;
-  {
-    OpBuilder::InsertionGuard guard(b);
-    update = updateIf(warpGrown, state);
-    SmallVector<Accumulator> scaled(output.begin(), output.end());
-    SmallVector<Value> sums(rowSum.begin(), rowSum.end());
-    SmallVector<Accumulator> scores(shiftedScores.begin(), shiftedScores.end());
-    int64_t outputSlices = config.headDim / 8;
-    int64_t slices = config.tileN / 8;
-    for (int64_t r = 0; r < rows; ++r) {
-      // 2^(m_old - m_new): 1 for rows that keep their shift, 0 for rows
-      // without a kept key so far (their O and sum are 0).
-      Value newShift = zeroIfNegInf(grown[r]);
-      Value alpha = exp2(arith::SubFOp::create(b, rowMax[r], newShift));
-      sums[r] = fmul(sums[r], alpha);
-      if (!scores.empty()) {
-        Value delta =
-            arith::SubFOp::create(b, zeroIfNegInf(rowMax[r]), newShift);
-        for (Value *score : rowElements(scores, slices, r))
-          *score = fadd(*score, delta);
-      }
-      for (Value *value : rowElements(scaled, outputSlices, r))
-        *value = fmul(*value, alpha);
-    }
-    SmallVector<Value> next = flatten(scaled);
-    llvm::append_range(next, sums);
-    llvm::append_range(next, flatten(scores));
-    scf::YieldOp::create(b, next);
-  }
-  ValueRange results = update.getResults();
-  int64_t outputValues = 4 * output.size();
-  llvm::copy(unflatten(results.take_front(outputValues)), output.begin());
-  llvm::copy(results.slice(outputValues, rows), rowSum.begin());
-  llvm::copy(unflatten(results.drop_front(outputValues + rows)),
-             shiftedScores.begin());
-  llvm::copy(grown, rowMax.begin());
-}
 
-bool FlashKernelBuilder::isAffineInDot(Region &score) {
-  auto dependsOnDot = [](Value value) {
-    SetVector<Operation *> slice;
-    if (Operation *def = value.getDefiningOp())
-      (void)getBackwardSlice(def, &slice);
-    slice.insert(value.getDefiningOp());
-    return llvm::any_of(slice, [](Operation *op) {
-      return isa_and_nonnull<attn::DotOp, attn::ScaledDotOp>(op);
-    });
-  };
-  Value result = score.front().getTerminator()->getOperand(0);
-  if (result.getDefiningOp<attn::ScaledDotOp>())
-    return true;
-  auto sum = result.getDefiningOp<arith::AddFOp>();
-  if (!sum)
-    return false;
-  for (auto [dot, rest] : {std::pair(sum.getLhs(), sum.getRhs()),
-                           std::pair(sum.getRhs(), sum.getLhs())})
-    if (dot.getDefiningOp<attn::ScaledDotOp>() && !dependsOnDot(rest))
-      return true;
-  return false;
-}
 
 SmallVector<Accumulator> FlashKernelBuilder::accumulateValues(
     ArrayRef<Accumulator> weights, ArrayRef<Accumulator> output,
-    Value valueBase, MutableArrayRef<Value> rowSum) {
+    Value valueBase, OnlineSoftmax &softmax) {
   // O accumulators of atom a, 8-dim slice d at a * outputSlices + d.
   SmallVector<Accumulator> result(output.begin(), output.end());
-  int64_t slices = config.tileN / 8;
-  int64_t outputSlices = config.headDim / 8;
   // ldmatrix.x4.trans over 16 keys x 16 dims gives the b0/b1 registers of
   // two adjacent 8-dim slices of V.
   for (int64_t keySlice = 0; keySlice < config.tileN / 16; ++keySlice) {
     // The S accumulators of two adjacent 8-key slices, packed to 16 bits,
     // are the A registers of P for this 16-key slice.
-    SmallVector<std::array<Value, 4>> a;
+    SmallVector<OperandRegisters> a;
     for (int64_t atom = 0; atom < config.atoms(); ++atom) {
-      const Accumulator &left = weights[atom * slices + 2 * keySlice];
-      const Accumulator &right = weights[atom * slices + 2 * keySlice + 1];
-      a.push_back({packPair(left[0], left[1]), packPair(left[2], left[3]),
-                   packPair(right[0], right[1]), packPair(right[2], right[3])});
+      a.push_back(atoms.operandA(
+          weights[scoreLayout.accumulator(atom, 2 * keySlice)],
+          weights[scoreLayout.accumulator(atom, 2 * keySlice + 1)]));
     }
     for (int64_t pair = 0; pair < config.dimSlices(); ++pair) {
-      Value offset = laneChunkOffset(valueOffsets, 16 * keySlice, pair);
-      auto registers = ldmatrix(sharedValue, add(valueBase, offset), true);
-      mmaSlicePair(a, registers, result, outputSlices, 2 * pair);
+      Value offset = tile.laneChunkOffset(valueOffsets, 16 * keySlice, pair);
+      auto registers = atoms.ldmatrix(sharedValue, add(valueBase, offset), true);
+      atoms.mmaSlicePair(a, registers, outputLayout, result, 2 * pair);
     }
-    if (sumsUnroundedWeights()) {
-      for (int64_t atom = 0; atom < config.atoms(); ++atom) {
-        const Accumulator &left = weights[atom * slices + 2 * keySlice];
-        const Accumulator &right = weights[atom * slices + 2 * keySlice + 1];
-        for (int64_t half = 0; half < 2; ++half) {
-          Value &sum = rowSum[2 * atom + half];
-          for (const Accumulator *weight : {&left, &right})
-            sum = fadd(sum, fadd((*weight)[2 * half], (*weight)[2 * half + 1]));
-        }
-      }
+    if (!softmax.sumsUnroundedWeights()) {
+      softmax.addWeightsByMma(atoms, a);
       continue;
     }
-    // P times a column of ones: every column of the result is the row sum.
-    Value ones = ones16();
-    for (int64_t atom = 0; atom < config.atoms(); ++atom) {
-      Value &top = rowSum[2 * atom], &bottom = rowSum[2 * atom + 1];
-      auto d = mma(a[atom], {ones, ones}, {top, top, bottom, bottom});
-      top = d[0];
-      bottom = d[2];
-    }
+    for (int64_t atom = 0; atom < config.atoms(); ++atom)
+      softmax.addWeights(
+          atom, weights[scoreLayout.accumulator(atom, 2 * keySlice)],
+          weights[scoreLayout.accumulator(atom, 2 * keySlice + 1)]);
   }
   return result;
 }
 
 LogicalResult FlashKernelBuilder::storeResults(ArrayRef<Accumulator> output,
-                                               ArrayRef<Value> rowMax,
-                                               ArrayRef<Value> rowSum) {
-  Value zero = f32(0.0);
-  int64_t outputSlices = config.headDim / 8;
-  for (int64_t r = 0; r < config.lanesRows(); ++r) {
-    int64_t half = r % 2;
-    ArrayRef<Accumulator> atomOutput =
-        output.slice((r / 2) * outputSlices, outputSlices);
-    Value sum = sumsUnroundedWeights() ? laneSum(rowSum[r], 4) : rowSum[r];
-    Value empty =
-        arith::CmpFOp::create(b, arith::CmpFPredicate::OEQ, sum, zero);
-    // A row whose every key is masked has sum 0: its output is 0, not NaN.
-    Value scale =
-        config.softmax
-            ? select(empty, zero, arith::DivFOp::create(b, f32(1.0), sum))
-            : f32(1.0);
+                                               OnlineSoftmax &softmax) {
+  Epilogue epilogue(b, *fragment, outputLayout, atoms);
+  for (int64_t r = 0; r < outputLayout.laneRows(); ++r) {
+    Value sum = softmax.total(r);
+    Value empty = softmax.isEmpty(sum);
+    Value scale = softmax.outputScale(sum, empty);
     Value row = rowIdx[r];
-    Value inside = cmp(arith::CmpIPredicate::ult, row, args.qLen);
-    auto guard = scf::IfOp::create(b, TypeRange{}, inside, false);
-    OpBuilder::InsertionGuard insertion(b);
-    b.setInsertionPointToStart(guard.thenBlock());
-    Value rowBase = add(oBase, mul(row, args.oStrides[2]));
-    for (auto [slice, acc] : llvm::enumerate(atomOutput)) {
-      Value column = add(mul(laneInGroup, 2), 8 * slice);
-      Value pair =
-          packPair(fmul(acc[2 * half], scale), fmul(acc[2 * half + 1], scale));
-      vector::StoreOp::create(b, pair, args.o, ValueRange{add(rowBase, column)},
-                              /*nontemporal=*/false, llvm::MaybeAlign(4));
-    }
-    if (!config.hasLse)
-      continue;
-    Value writer = cmp(arith::CmpIPredicate::eq, laneInGroup, index(0));
-    auto lseGuard = scf::IfOp::create(b, TypeRange{}, writer, false);
-    b.setInsertionPointToStart(lseGuard.thenBlock());
-    // log-sum-exp in natural log: the kernel's scores are in log2 units.
-    Value shift = config.softmax ? rowMax[r] : zero;
-    Value log2Sum = fadd(shift, log2(sum));
-    Value lse = fmul(log2Sum, f32(M_LN2));
-    if (!op.getRowBias().empty()) {
-      ElementValues element;
-      element.qIdx = row;
-      element.queryNorm = rowQueryNorm[r];
-      auto bias = evaluateElementRegion(op.getRowBias(), element);
-      if (failed(bias))
-        return failure();
-      lse = fadd(lse, *bias);
-    }
-    lse = select(empty, negInf, lse);
-    Value lseOffset = add(add(mul(batchIdx, args.lseStrides[0]),
-                              mul(headIdx, args.lseStrides[1])),
-                          row);
-    memref::StoreOp::create(b, lse, args.lse, ValueRange{lseOffset});
+    auto storeLse = [&]() -> LogicalResult {
+      if (!config.hasLse)
+        return success();
+      auto lse = [&]() -> FailureOr<Value> {
+        Value lse = softmax.logSumExp(r, sum);
+        if (!op.getRowBias().empty()) {
+          ElementValues element;
+          element.qIdx = row;
+          element.queryNorm = rowQueryNorm[r];
+          auto bias = regions->evaluateElementRegion(op.getRowBias(), element);
+          if (failed(bias))
+            return failure();
+          lse = fadd(lse, *bias);
+        }
+        return select(empty, f32(-std::numeric_limits<double>::infinity()),
+                      lse);
+      };
+      return epilogue.storeRowValue(args.lse, lse, [&] {
+        return add(add(mul(batchIdx, args.lseStrides[0]),
+                       mul(headIdx, args.lseStrides[1])),
+                   row);
+      });
+    };
+    if (failed(epilogue.storeRow(output, r, scale,
+                                 {args.o.data, oBase, args.o.strides[2]}, row,
+                                 args.sizes.qLen, storeLse)))
+      return failure();
   }
   return success();
 }
@@ -1359,10 +381,10 @@ FailureOr<gpu::GPUFuncOp> FlashKernelBuilder::build(gpu::GPUModuleOp module,
                                                     StringRef name) {
   if (!op.getKeyBias().empty())
     keyBiasPlane = keyTermPlanes();
-  if (usesNorm(op.getScore(), attn::Vector::k))
+  if (RegionApplication::usesNorm(op.getScore(), attn::Vector::k))
     keyNormPlane = keyTermPlanes();
-  needsKeyNorm = usesNorm(op.getKeyBias(), attn::Vector::k) ||
-                 usesNorm(op.getScore(), attn::Vector::k);
+  needsKeyNorm = RegionApplication::usesNorm(op.getKeyBias(), attn::Vector::k) ||
+                 RegionApplication::usesNorm(op.getScore(), attn::Vector::k);
   attn::ScoreDependence dependence;
   keyTermsPerKvHead =
       op.getKeyBias().empty() ||
@@ -1377,83 +399,18 @@ FailureOr<gpu::GPUFuncOp> FlashKernelBuilder::build(gpu::GPUModuleOp module,
 gpu::GPUFuncOp FlashKernelBuilder::declareKernel(gpu::GPUModuleOp module,
                                                  StringRef name,
                                                  bool keyTermsPrologue) {
-  MLIRContext *ctx = b.getContext();
-  Type i64Type = b.getI64Type();
-  auto globalSpace = gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Global);
-  // Tensors are flat views of device memory indexed with the strides the
-  // caller passes. The bare-pointer convention only takes static shapes, so
-  // the view claims 2^40 elements; every index is formed in bounds by the
-  // kernel itself.
-  auto globalBuffer = [&](Type element) {
-    return MemRefType::get({int64_t(1) << 40}, element,
-                           MemRefLayoutAttrInterface(), globalSpace);
-  };
-  // Argument types in docs/abi.md order. 16-bit tensors are declared f16:
-  // the kernel moves their bits and reinterprets them where it computes.
-  SmallVector<Type> types(4, globalBuffer(b.getF16Type()));
-  if (config.hasLse)
-    types.push_back(globalBuffer(b.getF32Type()));
-  if (keyTermPlanes())
-    types.push_back(globalBuffer(b.getF32Type()));
-  types.append(5 + 12 + (config.hasLse ? 2 : 0), i64Type);
-  for (Value param : op.getParams())
-    types.push_back(param.getType());
-  for (Value capture : op.getCaptures()) {
-    auto tensor = cast<RankedTensorType>(capture.getType());
-    types.push_back(globalBuffer(tensor.getElementType()));
-    types.append(2 * tensor.getRank(), i64Type);
-  }
+  args = ForwardArgs();
+  KernelSignature signature(b.getContext());
+  args.addTo(signature, op, config.hasLse, keyTermPlanes() > 0);
+  gpu::GPUFuncOp func = signature.declare(b, module, name, config.threads());
 
-  b.setInsertionPointToEnd(module.getBody());
-  auto func = gpu::GPUFuncOp::create(b, name, b.getFunctionType(types, {}));
-  func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
-  func.setKnownBlockSizeAttr(
-      b.getDenseI32ArrayAttr({int32_t(config.threads()), 1, 1}));
-  Block &entry = func.getBody().front();
-  b.setInsertionPointToStart(&entry);
-
-  args = KernelArgs();
-  unsigned position = 0;
-  auto next = [&]() { return entry.getArgument(position++); };
-  args.q = next();
-  args.k = next();
-  args.v = next();
-  args.o = next();
-  if (config.hasLse)
-    args.lse = next();
-  if (keyTermPlanes())
-    args.workspace = next();
-  for (Value *size :
-       {&args.batch, &args.heads, &args.kvHeads, &args.qLen, &args.kvLen})
-    *size = toIndex(next());
-  for (auto *strides :
-       {&args.qStrides, &args.kStrides, &args.vStrides, &args.oStrides})
-    for (Value &stride : *strides)
-      stride = toIndex(next());
-  if (config.hasLse)
-    for (Value &stride : args.lseStrides)
-      stride = toIndex(next());
-  for (size_t i = 0; i < op.getParams().size(); ++i)
-    args.params.push_back(next());
-  for (Value capture : op.getCaptures()) {
-    KernelArgs::Capture data;
-    data.data = next();
-    int64_t rank = cast<RankedTensorType>(capture.getType()).getRank();
-    for (int64_t i = 0; i < rank; ++i)
-      data.sizes.push_back(toIndex(next()));
-    for (int64_t i = 0; i < rank; ++i)
-      data.strides.push_back(toIndex(next()));
-    args.captures.push_back(std::move(data));
-  }
-
-  negInf = f32(-std::numeric_limits<double>::infinity());
   threadId = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
   lane = rem(threadId, kThreadsPerWarp);
   warp = div(threadId, kThreadsPerWarp);
-  laneGroup = div(lane, 4);
-  laneInGroup = rem(lane, 4);
+  fragment.emplace(b, lane, warp, config.rowsPerWarp());
+  copies.emplace(b, tile, config.elementType, config.threads(), threadId);
   batchIdx = gpu::BlockIdOp::create(b, gpu::Dimension::z);
-  Value group = arith::DivUIOp::create(b, args.heads, args.kvHeads);
+  Value group = arith::DivUIOp::create(b, args.sizes.heads, args.sizes.kvHeads);
   Value kvHead;
   if (keyTermsPrologue && keyTermsPerKvHead) {
     // The key_bias region does not read h: the first query head of the
@@ -1467,19 +424,21 @@ gpu::GPUFuncOp FlashKernelBuilder::declareKernel(gpu::GPUModuleOp module,
   auto base = [&](const std::array<Value, 3> &strides, Value head) {
     return add(mul(batchIdx, strides[0]), mul(head, strides[1]));
   };
-  qBase = base(args.qStrides, headIdx);
-  kBase = base(args.kStrides, kvHead);
-  vBase = base(args.vStrides, kvHead);
-  oBase = base(args.oStrides, headIdx);
+  qBase = base(args.q.strides, headIdx);
+  kBase = base(args.k.strides, kvHead);
+  vBase = base(args.v.strides, kvHead);
+  oBase = base(args.o.strides, headIdx);
+  regions.emplace(b, op, args.sizes, args.params, args.captures, batchIdx,
+                  headIdx, lane, config.headDim);
   keyTermRows.clear();
   if (keyTermPlanes()) {
     keyTermRowLength =
-        mul(arith::CeilDivUIOp::create(b, args.kvLen, index(config.tileN)),
+        mul(arith::CeilDivUIOp::create(b, args.sizes.kvLen, index(config.tileN)),
             config.tileN);
-    Value rowHeads = keyTermsPerKvHead ? args.kvHeads : args.heads;
+    Value rowHeads = keyTermsPerKvHead ? args.sizes.kvHeads : args.sizes.heads;
     Value row =
         add(mul(batchIdx, rowHeads), keyTermsPerKvHead ? kvHead : headIdx);
-    Value planeStride = mul(mul(args.batch, rowHeads), keyTermRowLength);
+    Value planeStride = mul(mul(args.sizes.batch, rowHeads), keyTermRowLength);
     for (int64_t plane = 0; plane < keyTermPlanes(); ++plane)
       keyTermRows.push_back(
           add(mul(planeStride, plane), mul(row, keyTermRowLength)));
@@ -1507,21 +466,22 @@ LogicalResult FlashKernelBuilder::buildKeyTermsKernel(gpu::GPUModuleOp module,
   Value first = add(mul(gpu::BlockIdOp::create(b, gpu::Dimension::x),
                         config.keyTermKeysPerBlock()),
                     div(threadId, threadsPerKey));
-  Value lastKey = sub(args.kvLen, index(1));
+  Value lastKey = sub(args.sizes.kvLen, index(1));
   // K is read once here. Its lines are evicted first, so they displace one
   // another and not the dirty lines the previous kernel left in L2, whose
   // write-back would otherwise share this memory-bound kernel's bandwidth
   // (24 against 29 us at 4x16x4096x128, docs/benchmarks.md).
-  Value readOncePolicy = needsKeyNorm ? createEvictFirstPolicy() : Value{};
+  Value readOncePolicy =
+      needsKeyNorm ? copies->createEvictFirstPolicy() : Value{};
   SmallVector<Value> keys, sums;
   for (int64_t run = 0; run < runs; ++run) {
     keys.push_back(add(first, run * keysPerRun));
     if (!needsKeyNorm)
       continue;
     Value row = add(kBase, mul(arith::MinUIOp::create(b, keys.back(), lastKey),
-                               args.kStrides[2]));
-    sums.push_back(squareSum(
-        args.k, chunksPerThread,
+                               args.k.strides[2]));
+    sums.push_back(copies->squareSum(
+        args.k.data, chunksPerThread,
         [&](int64_t c) {
           return add(row, mul(add(part, c * threadsPerKey), kChunk));
         },
@@ -1543,7 +503,7 @@ LogicalResult FlashKernelBuilder::buildKeyTermsKernel(gpu::GPUModuleOp module,
     OpBuilder::InsertionGuard branch(b);
     b.setInsertionPointToStart(write.thenBlock());
     auto inside = scf::IfOp::create(
-        b, TypeRange{}, cmp(arith::CmpIPredicate::ult, key, args.kvLen), true);
+        b, TypeRange{}, cmp(arith::CmpIPredicate::ult, key, args.sizes.kvLen), true);
     auto store = [&, key = key](Value value, int64_t plane) {
       memref::StoreOp::create(b, value, args.workspace,
                               ValueRange{add(keyTermRows[plane], key)});
@@ -1555,7 +515,7 @@ LogicalResult FlashKernelBuilder::buildKeyTermsKernel(gpu::GPUModuleOp module,
     if (keyNormPlane >= 0)
       store(element.keyNorm, keyNormPlane);
     if (keyBiasPlane >= 0) {
-      auto bias = evaluateElementRegion(op.getKeyBias(), element);
+      auto bias = regions->evaluateElementRegion(op.getKeyBias(), element);
       if (failed(bias))
         return failure();
       store(*bias, keyBiasPlane);
@@ -1570,6 +530,8 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
   MLIRContext *ctx = b.getContext();
   OpBuilder::InsertionGuard guard(b);
   gpu::GPUFuncOp func = declareKernel(module, name, /*keyTermsPrologue=*/false);
+  LLVM_DEBUG(llvm::dbgs() << "S: " << scoreLayout << "\nO: " << outputLayout
+                          << "\n");
   // PTX's .minnctapersm: ptxas caps the registers so that many blocks fit.
   if (config.blocksPerSM > 0)
     func->setAttr(NVVM::NVVMDialect::getMinctasmAttrName(),
@@ -1583,68 +545,79 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
   // The rows and chunk halves each lane addresses in ldmatrix.x4 (lanes
   // 8 i .. 8 i + 7 give the rows of matrix i): Q as the A operand, K as the
   // B operand of S = Q K^T, V (transposed) as the B operand of O += P V.
-  queryOffsets = laneChunkOffsets(
-      add(mul(warp, config.rowsPerWarp()), rem(lane, 16)), div(lane, 16));
-  keyOffsets = laneChunkOffsets(add(rem(lane, 8), mul(div(lane, 16), 8)),
-                                rem(div(lane, 8), 2));
-  valueOffsets = laneChunkOffsets(
-      add(rem(lane, 8), mul(rem(div(lane, 8), 2), 8)), div(lane, 16));
-  for (int64_t r = 0; r < config.lanesRows(); ++r)
-    rowIdx.push_back(
-        add(add(qLo, warpRow(r / 2)), add(laneGroup, 8 * (r % 2))));
+  LdmatrixAddress query = atoms.addressA(lane, fragment->atomRow(0));
+  queryOffsets = tile.laneChunkOffsets(query.row, query.half);
+  LdmatrixAddress key = atoms.addressB(lane);
+  keyOffsets = tile.laneChunkOffsets(key.row, key.half);
+  LdmatrixAddress value = atoms.addressBTransposed(lane);
+  valueOffsets = tile.laneChunkOffsets(value.row, value.half);
+  for (int64_t r = 0; r < scoreLayout.laneRows(); ++r)
+    rowIdx.push_back(fragment->row(qLo, r));
 
   // Shared memory: Q tile, K and V ring buffers, per-key terms.
-  bool needsQueryNorm = usesNorm(op.getScore(), attn::Vector::q) ||
-                        usesNorm(op.getRowBias(), attn::Vector::q);
-  Value shared = gpu::DynamicSharedMemoryOp::create(
-      b, MemRefType::get(
-             {ShapedType::kDynamic}, b.getI8Type(), MemRefLayoutAttrInterface(),
-             gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup)));
-  int64_t bytes = 0;
-  auto carve = [&](int64_t elements, Type elementType) {
-    Value view = sharedView(shared, bytes, elements, elementType);
-    bytes +=
-        llvm::alignTo(elements * elementType.getIntOrFloatBitWidth() / 8, 16);
-    return view;
-  };
-  sharedQuery = carve(config.tileElements(config.tileM), b.getF16Type());
+  bool needsQueryNorm = RegionApplication::usesNorm(op.getScore(), attn::Vector::q) ||
+                        RegionApplication::usesNorm(op.getRowBias(), attn::Vector::q);
+  SharedMemoryArena shared(b);
+  sharedQuery = shared.carve(tile.elements(config.tileM), b.getF16Type());
   sharedKey =
-      carve(config.stages * config.tileElements(config.tileN), b.getF16Type());
+      shared.carve(config.stages * tile.elements(config.tileN), b.getF16Type());
   sharedValue =
-      carve(config.stages * config.tileElements(config.tileN), b.getF16Type());
+      shared.carve(config.stages * tile.elements(config.tileN), b.getF16Type());
   // With key_terms = global the lanes load the terms from the workspace
   // in the loop: no shared copy of them.
   bool globalKeyTerms = config.keyTerms == KeyTermSource::Global;
   if (keyBiasPlane >= 0 && !globalKeyTerms)
-    sharedKeyBias = carve(config.stages * config.tileN, b.getF32Type());
+    sharedKeyBias = shared.carve(config.stages * config.tileN, b.getF32Type());
   if (keyNormPlane >= 0 && !globalKeyTerms)
-    sharedKeyNorm = carve(config.stages * config.tileN, b.getF32Type());
+    sharedKeyNorm = shared.carve(config.stages * config.tileN, b.getF32Type());
   if (keyTermPlanes() && config.keyTerms == KeyTermSource::Bulk)
-    keyTermBarriers = carve(config.stages, b.getI64Type());
+    keyTermBarriers = shared.carve(config.stages, b.getI64Type());
 
   // The range of K tiles that may hold a kept key for this query tile.
   Value kvTiles =
-      arith::CeilDivUIOp::create(b, args.kvLen, index(config.tileN));
+      arith::CeilDivUIOp::create(b, args.sizes.kvLen, index(config.tileN));
   firstTile = index(0);
   Value lastTile = sub(kvTiles, index(1));
   if (!op.getTileClass().empty()) {
-    auto first = scanLiveTile(index(0), kvTiles, /*forward=*/true);
+    auto classifyKeyTile = [&](Value tile) {
+      return regions->classifyTile(qLo, config.tileM, mul(tile, config.tileN),
+                                   config.tileN);
+    };
+    auto first = regions->scanLiveTile(index(0), kvTiles, /*forward=*/true,
+                                       classifyKeyTile);
     if (failed(first))
       return failure();
-    auto last =
-        scanLiveTile(lastTile, sub(*first, index(1)), /*forward=*/false);
+    auto last = regions->scanLiveTile(lastTile, sub(*first, index(1)),
+                                      /*forward=*/false, classifyKeyTile);
     if (failed(last))
       return failure();
     firstTile = *first;
     lastTile = *last;
   }
   endTile = add(lastTile, 1);
+  ring.emplace(*copies, config.stages, config.tileN, args.sizes.kvLen, firstTile,
+               endTile,
+               SmallVector<TileRing::Stream>{
+                   {sharedKey, {args.k.data, kBase, args.k.strides[2]}},
+                   {sharedValue, {args.v.data, vBase, args.v.strides[2]}}});
+  if (keyTermPlanes() && !globalKeyTerms) {
+    SmallVector<TileRing::TermPlane> planes;
+    for (auto [shared, plane] : {std::pair(sharedKeyBias, keyBiasPlane),
+                                 std::pair(sharedKeyNorm, keyNormPlane)})
+      if (plane >= 0)
+        planes.push_back({shared, keyTermRows[plane]});
+    ring->setTerms(args.workspace, std::move(planes),
+                   config.keyTerms == KeyTermSource::Bulk
+                       ? TileRing::TermCopy::Bulk
+                       : TileRing::TermCopy::Threads,
+                   keyTermBarriers);
+  }
 
   // Prologue: Q, then the first stages - 1 K/V tiles, one group each.
   if (keyTermBarriers)
-    createKeyTermBarriers();
-  issueTileCopy(sharedQuery, index(0), args.q, qBase, args.qStrides[2], qLo,
-                args.qLen, config.tileM, /*bounded=*/true);
+    ring->createTermBarriers();
+  copies->copyTile(sharedQuery, index(0), {args.q.data, qBase, args.q.strides[2]},
+                   qLo, args.sizes.qLen, config.tileM, /*bounded=*/true);
   NVVM::CpAsyncCommitGroupOp::create(b);
   // Launched early (programmatic dependent launch), the kernel waits for
   // the key-terms prologue to end and its workspace writes to show before
@@ -1656,7 +629,7 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
   if (waitsForKeyTerms && !globalKeyTerms)
     NVVM::GriddepcontrolOp::create(b, NVVM::GridDepActionKind::wait);
   for (int64_t stage = 0; stage + 1 < config.stages; ++stage) {
-    issueKeyValueCopy(add(firstTile, stage));
+    ring->issue(add(firstTile, stage));
     NVVM::CpAsyncCommitGroupOp::create(b);
   }
   NVVM::CpAsyncWaitGroupOp::create(b, config.stages - 1);
@@ -1666,19 +639,19 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
     for (int64_t atom = 0; atom < config.atoms(); ++atom)
       for (int64_t slice = 0; slice < config.dimSlices(); ++slice)
         llvm::append_range(queryFragments, loadQueryFragment(atom, slice));
-  rowQueryNorm.assign(config.lanesRows(), Value());
+  rowQueryNorm.assign(scoreLayout.laneRows(), Value());
   if (needsQueryNorm)
     rowQueryNorm = computeQueryNorms();
   qScale = f32(1.0);
   if (!op.getQScale().empty()) {
     ElementValues element;
     element.qIdx = index(0);
-    auto scale = evaluateElementRegion(op.getQScale(), element);
+    auto scale = regions->evaluateElementRegion(op.getQScale(), element);
     if (failed(scale))
       return failure();
     qScale = *scale;
   }
-  if (config.softmax && isAffineInDot(op.getScore())) {
+  if (config.softmax && RegionApplication::isAffineInDot(op.getScore())) {
     // |q_scale| below 2^-40 is taken as 2^-40 (sign kept, 0 as +): the
     // score moves by at most 2^-40 |q.k|, and -shift / c stays finite for
     // any shift below 2^87.
@@ -1694,10 +667,10 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
 
   // The loop over K/V tiles carries O (headDim/8 accumulators per atom),
   // then the running max and the per-lane partial sum of each lane row.
-  int64_t rows = config.lanesRows();
-  int64_t outputValues = 4 * config.atoms() * (config.headDim / 8);
+  int64_t rows = scoreLayout.laneRows();
+  int64_t outputValues = 4 * outputLayout.size();
   SmallVector<Value> init(outputValues, f32(0.0));
-  init.append(rows, negInf);
+  init.append(rows, f32(-std::numeric_limits<double>::infinity()));
   init.append(rows, f32(0.0));
   // With per-thread key terms (global loads, threads' copies) the loop
   // also carries each plane's workspace offset of the tile's first term.
@@ -1728,97 +701,106 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
     SmallVector<Value> copyOffsets;
     for (Value offset : termOffsets)
       copyOffsets.push_back(add(offset, (config.stages - 1) * config.tileN));
-    issueKeyValueCopy(add(tile, config.stages - 1), copyOffsets);
+    ring->issue(add(tile, config.stages - 1), copyOffsets);
     NVVM::CpAsyncCommitGroupOp::create(b);
-    Value buffer = ringBuffer(tile);
+    Value buffer = ring->buffer(tile);
     Value kvLo = mul(tile, config.tileN);
     // Every thread waits for every tile's fill, a skipped tile's too, so
     // that no bulk copy is still landing when the block exits. (Waiting
     // after S = Q K^T, or in thread 0 only before the barrier, measured
     // slower.)
     if (keyTermBarriers)
-      waitForKeyTerms(tile);
+      ring->waitForTerms(tile);
 
-    auto tileClass = classifyTile(tile);
+    auto tileClass =
+        regions->classifyTile(qLo, config.tileM, kvLo, config.tileN);
     if (failed(tileClass))
       return failure();
     Value boundary =
-        cmp(arith::CmpIPredicate::sgt, add(kvLo, config.tileN), args.kvLen);
-    Value partial = arith::OrIOp::create(b, boundary, notI(tileClass->first));
-    Value live = notI(tileClass->second);
+        cmp(arith::CmpIPredicate::sgt, add(kvLo, config.tileN), args.sizes.kvLen);
+    Value partial = arith::OrIOp::create(b, boundary, notI(tileClass->allKept));
+    Value live = notI(tileClass->allMasked);
 
     scf::IfOp compute;
     {
       OpBuilder::InsertionGuard body(b);
       compute = updateIf(live, state);
       // The exponent's shift per lane row as the tile starts.
+      OnlineSoftmax softmax = softmaxState(state.slice(outputValues, rows),
+                                           state.slice(outputValues + rows, rows));
       SmallVector<Value> oldShift, rowStart;
       for (int64_t r = 0; r < rows; ++r)
-        oldShift.push_back(zeroIfNegInf(state[outputValues + r]));
+        oldShift.push_back(softmax.shift(r));
       if (shiftToDot)
         for (Value shift : oldShift)
           rowStart.push_back(fmul(shift, shiftToDot));
       // The key terms are loaded before S = Q K^T, which hides their
       // latency behind the mma.
-      auto terms = [&](int64_t plane, Value shared) {
+      auto terms = [&](int64_t plane,
+                       Value shared) -> SmallVector<ColumnTermPair> {
+        if (plane < 0)
+          return {};
+        int64_t slices = scoreLayout.getColumnSlices();
         if (globalKeyTerms)
-          return loadKeyTerms(plane, args.workspace,
-                              plane >= 0 ? termOffsets[plane] : Value());
-        return loadKeyTerms(plane, shared, mul(buffer, config.tileN));
+          return copies->loadColumnTerms(*fragment, slices, args.workspace,
+                                         termOffsets[plane]);
+        return copies->loadColumnTerms(*fragment, slices, shared,
+                                       ring->termBase(buffer));
       };
-      SmallVector<KeyTermPair> biases = terms(keyBiasPlane, sharedKeyBias);
-      SmallVector<KeyTermPair> norms = terms(keyNormPlane, sharedKeyNorm);
-      Value tileBase = bufferBase(buffer, config.tileN);
+      SmallVector<ColumnTermPair> biases = terms(keyBiasPlane, sharedKeyBias);
+      SmallVector<ColumnTermPair> norms = terms(keyNormPlane, sharedKeyNorm);
+      Value tileBase = ring->tileBase(buffer);
       SmallVector<Accumulator> dots =
           computeScores(queryFragments, tileBase, rowStart);
 
       // Partial tiles evaluate the mask per element; full tiles do not.
-      int64_t slices = config.tileN / 8;
-      int64_t scoreValues = 4 * config.atoms() * slices;
+      int64_t scoreValues = 4 * scoreLayout.size();
       auto scored = scf::IfOp::create(
           b, SmallVector<Type>(scoreValues, b.getF32Type()), partial, true);
       for (bool masked : {true, false}) {
         OpBuilder::InsertionGuard branch(b);
         b.setInsertionPointToStart(masked ? scored.thenBlock()
                                           : scored.elseBlock());
-        auto scores = applyScoreRegion(dots, kvLo, biases, norms, masked);
+        // Columns are keys, lane rows queries; a key's terms are read once
+        // for all the lane's rows.
+        auto scores = regions->applyScoreRegion(
+            *fragment, scoreLayout, dots, masked,
+            [&](ElementValues &element, int64_t slice, int64_t column,
+                Value index) {
+              element.kvIdx = add(kvLo, index);
+              element.qScale = qScale;
+              if (!biases.empty())
+                element.keyBias = biases[slice][column];
+              if (!norms.empty())
+                element.keyNorm = norms[slice][column];
+            },
+            [&](ElementValues &element, int64_t r) {
+              element.qIdx = rowIdx[r];
+              element.queryNorm = rowQueryNorm[r];
+            });
         if (failed(scores))
           return failure();
-        scf::YieldOp::create(b, flatten(*scores));
+        scf::YieldOp::create(b, FragmentLayout::flatten(*scores));
       }
-      SmallVector<Accumulator> scores = unflatten(scored.getResults());
+      SmallVector<Accumulator> scores =
+          FragmentLayout::unflatten(scored.getResults());
 
       // Online softmax. `none` sums 2^s as is.
       SmallVector<Accumulator> output =
-          unflatten(state.take_front(outputValues));
-      SmallVector<Value> rowMax(state.slice(outputValues, rows));
-      SmallVector<Value> rowSum(state.slice(outputValues + rows, rows));
+          FragmentLayout::unflatten(state.take_front(outputValues));
       if (config.softmax) {
-        SmallVector<Value> tileMax(rows);
-        for (int64_t r = 0; r < rows; ++r) {
-          Value max = negInf;
-          for (Value *score : rowElements(scores, slices, r))
-            max = arith::MaximumFOp::create(b, max, *score);
-          max = laneReduce(max, 4, [&](Value x, Value y) -> Value {
-            return arith::MaximumFOp::create(b, x, y);
-          });
-          // Shifted scores hold s - shift: add the shift back.
-          tileMax[r] = shiftToDot ? fadd(max, oldShift[r]) : max;
-        }
-        rescale(tileMax, rowMax, rowSum, output,
-                shiftToDot ? MutableArrayRef<Accumulator>(scores)
-                           : MutableArrayRef<Accumulator>());
+        // Shifted scores hold s - shift: their maximum gets the shift back.
+        SmallVector<Value> tileMax = softmax.tileMax(
+            scores, shiftToDot ? ArrayRef<Value>(oldShift) : ArrayRef<Value>());
+        softmax.rescale(tileMax, output,
+                        shiftToDot ? MutableArrayRef<Accumulator>(scores)
+                                   : MutableArrayRef<Accumulator>());
       }
-      for (int64_t r = 0; r < rows; ++r) {
-        Value shift = zeroIfNegInf(rowMax[r]);
-        for (Value *score : rowElements(scores, slices, r))
-          *score = exp2(shiftToDot ? *score
-                                   : arith::SubFOp::create(b, *score, shift));
-      }
-      output = accumulateValues(scores, output, tileBase, rowSum);
-      SmallVector<Value> next = flatten(output);
-      llvm::append_range(next, rowMax);
-      llvm::append_range(next, rowSum);
+      softmax.exponentiate(scores, /*shifted=*/bool(shiftToDot));
+      output = accumulateValues(scores, output, tileBase, softmax);
+      SmallVector<Value> next = FragmentLayout::flatten(output);
+      llvm::append_range(next, softmax.getRowMax());
+      llvm::append_range(next, softmax.getRowSum());
       scf::YieldOp::create(b, next);
     }
     SmallVector<Value> carried(compute.getResults());
@@ -1830,16 +812,16 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
   NVVM::CpAsyncWaitGroupOp::create(b, 0);
 
   SmallVector<Accumulator> output =
-      unflatten(loop.getResults().take_front(outputValues));
-  SmallVector<Value> rowMax(loop.getResults().slice(outputValues, rows));
-  for (Value &m : rowMax)
-    m = zeroIfNegInf(m);
-  SmallVector<Value> rowSum(loop.getResults().slice(outputValues + rows, rows));
-  if (failed(storeResults(output, rowMax, rowSum)))
+      FragmentLayout::unflatten(loop.getResults().take_front(outputValues));
+  OnlineSoftmax softmax =
+      softmaxState(loop.getResults().slice(outputValues, rows),
+                   loop.getResults().slice(outputValues + rows, rows));
+  softmax.finish();
+  if (failed(storeResults(output, softmax)))
     return failure();
   gpu::ReturnOp::create(b);
   allowContraction(func);
-  func->setAttr(kDescriptorAttrName, describe(name, bytes));
+  func->setAttr(kDescriptorAttrName, describe(name, shared.size()));
   return func;
 }
 

@@ -1,0 +1,50 @@
+//===- Epilogue.h - storing a kernel's results -----------------*- C++ -*-===//
+//
+// The stores at a kernel's end: the rows of an f32 accumulator fragment
+// rounded to the 16-bit element type (the forward's O; the backward's dQ,
+// dK, dV), each lane its two adjacent columns of every slice in one 4-byte
+// store, rows past the tensor's end skipped; and per-row f32 values (the
+// forward's LSE, the backward's row terms) from one lane of the four that
+// hold a row.
+//
+//===----------------------------------------------------------------------===//
+#ifndef RBFC_CONVERSION_NVGPU_EPILOGUE_H
+#define RBFC_CONVERSION_NVGPU_EPILOGUE_H
+
+#include "rbfc/Conversion/NVGPU/CopyEngine.h"
+#include "rbfc/Conversion/NVGPU/MatrixAtoms.h"
+
+namespace rbfc {
+
+class Epilogue : public KernelEmitter {
+public:
+  /// Stores of fragments laid out as `layout`, as the lane `lane` holds
+  /// them; `atoms` rounds to the element type.
+  Epilogue(mlir::ImplicitLocOpBuilder &b, FragmentLane &lane,
+           const FragmentLayout &layout, MmaSyncAtom &atoms)
+      : KernelEmitter(b), lane(lane), layout(layout), atoms(atoms) {}
+
+  /// When `row` < `length`: stores lane row `laneRow` of `fragment` times
+  /// `scale` to row `row` of `tensor`, then runs `inRow` (the row's other
+  /// stores) under the same bound.
+  mlir::LogicalResult
+  storeRow(llvm::ArrayRef<Accumulator> fragment, int64_t laneRow,
+           mlir::Value scale, const GlobalRows &tensor, mlir::Value row,
+           mlir::Value length,
+           llvm::function_ref<mlir::LogicalResult()> inRow = {});
+  /// From the first of the four lanes that hold a row: stores `value()` at
+  /// element `offset()` of the f32 buffer `memref`.
+  mlir::LogicalResult
+  storeRowValue(mlir::Value memref,
+                llvm::function_ref<mlir::FailureOr<mlir::Value>()> value,
+                llvm::function_ref<mlir::Value()> offset);
+
+private:
+  FragmentLane &lane;
+  const FragmentLayout &layout;
+  MmaSyncAtom &atoms;
+};
+
+} // namespace rbfc
+
+#endif // RBFC_CONVERSION_NVGPU_EPILOGUE_H

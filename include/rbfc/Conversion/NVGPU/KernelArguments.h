@@ -1,0 +1,100 @@
+//===- KernelArguments.h - kernel parameter lists of docs/abi.md -*- C++ -*-===//
+//
+// A kernel's parameters are built from groups, in docs/abi.md's order:
+// buffers first, then the problem sizes, the tensors' strides, the spec's
+// params and captures. KernelSignature assembles such a list and binds each
+// parameter, when it declares the kernel, to the Value its group names, so
+// that a longer list (the backward's dO, dQ, dK, dV and gradients) is made
+// of the same groups instead of a second copy of the binding code.
+//
+//===----------------------------------------------------------------------===//
+#ifndef RBFC_CONVERSION_NVGPU_KERNELARGUMENTS_H
+#define RBFC_CONVERSION_NVGPU_KERNELARGUMENTS_H
+
+#include "rbfc/Dialect/Attn/AttnOps.h"
+
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/IR/ImplicitLocOpBuilder.h"
+
+#include <array>
+
+namespace rbfc {
+
+/// A [batch, heads, length, head_dim] tensor: its flat buffer and its
+/// batch, head and row strides in elements (the head_dim stride is 1).
+struct TensorArgs {
+  mlir::Value data;
+  std::array<mlir::Value, 3> strides;
+};
+
+/// The problem sizes, as index values.
+struct ProblemSizes {
+  mlir::Value batch, heads, kvHeads, qLen, kvLen;
+};
+
+/// A captured tensor: its flat buffer, sizes and strides in elements.
+struct CaptureArgs {
+  mlir::Value data;
+  llvm::SmallVector<mlir::Value> sizes, strides;
+};
+
+/// A kernel's parameter list, group by group. Each add appends parameters
+/// and the Value each will be bound to; the Values must stay where they
+/// are until `declare`.
+class KernelSignature {
+public:
+  explicit KernelSignature(mlir::MLIRContext *context) : context(context) {}
+
+  /// A pointer to global memory, seen as a flat buffer of `elementType`.
+  void addBuffer(mlir::Type elementType, mlir::Value *bound);
+  /// An i64 the kernel computes with as an index.
+  void addIndex(mlir::Value *bound);
+  /// A scalar taken as it is.
+  void addScalar(mlir::Type type, mlir::Value *bound);
+
+  void addSizes(ProblemSizes &sizes);
+  void addStrides(TensorArgs &tensor);
+  /// One parameter per param of `op`, in declaration order.
+  void addParams(attn::AttentionOp op, llvm::SmallVectorImpl<mlir::Value> &params);
+  /// Per capture of `op`: its buffer, sizes and strides.
+  void addCaptures(attn::AttentionOp op,
+                   llvm::SmallVectorImpl<CaptureArgs> &captures);
+
+  /// Adds the kernel `name`, `threads` threads per block, to `module`, sets
+  /// the insertion point to its entry and binds every parameter there.
+  mlir::gpu::GPUFuncOp declare(mlir::ImplicitLocOpBuilder &b,
+                               mlir::gpu::GPUModuleOp module,
+                               llvm::StringRef name, int64_t threads) const;
+
+private:
+  struct Parameter {
+    mlir::Type type;
+    mlir::Value *bound;
+    bool isIndex;
+  };
+  mlir::MLIRContext *context;
+  llvm::SmallVector<Parameter> parameters;
+};
+
+/// The parameters of the forward kernel and of its key-terms prologue,
+/// which take the same list (docs/abi.md, "Kernel parameters").
+struct ForwardArgs {
+  TensorArgs q, k, v, o;
+  /// With an LSE output: [batch, heads, q_len] f32, and its batch and head
+  /// strides.
+  mlir::Value lse;
+  std::array<mlir::Value, 2> lseStrides;
+  /// With per-key terms: their f32 planes (docs/abi.md, "Workspace").
+  mlir::Value workspace;
+  ProblemSizes sizes;
+  llvm::SmallVector<mlir::Value> params;
+  llvm::SmallVector<CaptureArgs> captures;
+
+  /// Appends the list to `signature`, bound to these fields.
+  void addTo(KernelSignature &signature, attn::AttentionOp op, bool hasLse,
+             bool hasWorkspace);
+};
+
+} // namespace rbfc
+
+#endif // RBFC_CONVERSION_NVGPU_KERNELARGUMENTS_H

@@ -1,0 +1,127 @@
+//===- RegionApplication.h - attn regions evaluated in a kernel -*- C++ -*-===//
+//
+// The element regions of attn.attention (score, mask, q_scale, key_bias,
+// row_bias) and its tile_class region, evaluated inside a GPU kernel: their
+// arith/math ops are cloned, their attn ops replaced by what the kernel has
+// at that point (an accumulator element for attn.dot, a key's term loaded
+// from the workspace for attn.key_bias, a captured tensor read for
+// attn.load). Which values those are comes from the kernel through
+// ElementValues, which q_idx and kv_idx an element of a fragment stands for
+// from binders the kernel gives per column and per lane row: the fragment
+// layout does not say which axis is which (FragmentLayout.h).
+//
+//===----------------------------------------------------------------------===//
+#ifndef RBFC_CONVERSION_NVGPU_REGIONAPPLICATION_H
+#define RBFC_CONVERSION_NVGPU_REGIONAPPLICATION_H
+
+#include "rbfc/Conversion/NVGPU/FragmentLayout.h"
+#include "rbfc/Conversion/NVGPU/KernelArguments.h"
+
+#include "mlir/IR/IRMapping.h"
+
+namespace rbfc {
+
+/// What the attn element ops of a region stand for at one element, and its
+/// q_idx and kv_idx; null where the kernel does not have the value there
+/// (the op is then reported as not evaluable there).
+struct ElementValues {
+  mlir::Value qIdx, kvIdx;
+  mlir::Value dot;     // attn.dot: the raw accumulator q.k
+  mlir::Value qScale;  // q_scale (attn.scaled_dot = dot * qScale)
+  mlir::Value keyBias; // attn.key_bias: the key's bias
+  mlir::Value queryNorm, keyNorm; // attn.norm2 q and k
+};
+
+/// A kernel's own cases for attn ops the built-in ones do not cover (the
+/// backward's gradient ops): the value `attnOp` stands for, a failure
+/// reported on it, or a null Value to leave it to the built-in cases.
+using ElementOpHook = llvm::function_ref<mlir::FailureOr<mlir::Value>(
+    mlir::Operation *attnOp, mlir::IRMapping &mapping,
+    const ElementValues &element)>;
+
+/// What the tile_class region proves about a tile: every element kept, or
+/// every element masked.
+struct TileClass {
+  mlir::Value allKept, allMasked;
+};
+
+class RegionApplication : public KernelEmitter {
+public:
+  /// The regions of `op`, in a kernel whose arguments are `sizes`,
+  /// `params` and `captures` and whose block computes (`batch`, `head`).
+  RegionApplication(mlir::ImplicitLocOpBuilder &b, attn::AttentionOp op,
+                    const ProblemSizes &sizes,
+                    llvm::ArrayRef<mlir::Value> params,
+                    llvm::ArrayRef<CaptureArgs> captures, mlir::Value batch,
+                    mlir::Value head, mlir::Value lane, int64_t headDim)
+      : KernelEmitter(b), op(op), sizes(sizes), params(params),
+        captures(captures), batch(batch), head(head), lane(lane),
+        headDim(headDim) {}
+
+  /// The value `region` (an element region) yields at `element`.
+  mlir::FailureOr<mlir::Value>
+  evaluateElementRegion(mlir::Region &region, const ElementValues &element,
+                        ElementOpHook hook = {});
+  /// The value one attn op of an element region stands for at `element`:
+  /// `hook`'s, else the built-in cases'.
+  mlir::FailureOr<mlir::Value> materialize(mlir::Operation *attnOp,
+                                           mlir::IRMapping &mapping,
+                                           const ElementValues &element,
+                                           ElementOpHook hook = {});
+
+  /// Binds what an element's column stands for: the slice and which of the
+  /// lane's two columns (FragmentLane::forEachElementByColumn) and the
+  /// column's index in the fragment (0 .. 8 slices - 1).
+  using ColumnBinder =
+      llvm::function_ref<void(ElementValues &element, int64_t slice,
+                              int64_t column, mlir::Value index)>;
+  /// Binds what an element's lane row stands for.
+  using RowBinder =
+      llvm::function_ref<void(ElementValues &element, int64_t laneRow)>;
+  /// The scores of a fragment of `layout` whose accumulators hold the dot
+  /// products `dots`, in log2 units: the score region at every element,
+  /// and when `masked` -inf where kv_idx >= kv_len or the mask is false.
+  mlir::FailureOr<llvm::SmallVector<Accumulator>>
+  applyScoreRegion(FragmentLane &lane, const FragmentLayout &layout,
+                   llvm::ArrayRef<Accumulator> dots, bool masked,
+                   ColumnBinder bindColumn, RowBinder bindRow);
+
+  /// The tile_class region over rows [qLo, qLo + qRows) and keys
+  /// [kvLo, kvLo + kvRows), clipped to q_len and kv_len; constants from the
+  /// mask's presence where the op has no tile_class region.
+  mlir::FailureOr<TileClass> classifyTile(mlir::Value qLo, int64_t qRows,
+                                          mlir::Value kvLo, int64_t kvRows);
+  /// Walks from tile `from` towards `bound` (exclusive, up or down) while
+  /// `classify` proves the tile all masked; the first tile that may hold a
+  /// kept element, or `bound`.
+  mlir::FailureOr<mlir::Value>
+  scanLiveTile(mlir::Value from, mlir::Value bound, bool forward,
+               llvm::function_ref<mlir::FailureOr<TileClass>(mlir::Value)>
+                   classify);
+
+  /// A captured tensor's element at `indices`, each clamped into its
+  /// dimension (docs/language.md).
+  mlir::Value loadCapture(unsigned capture, mlir::ValueRange indices);
+
+  /// Whether `region` reads the squared norm of q or k.
+  static bool usesNorm(mlir::Region &region, attn::Vector side);
+  /// Whether `score` yields scaled_dot, or scaled_dot plus a value that does
+  /// not depend on the dot product.
+  static bool isAffineInDot(mlir::Region &score);
+
+private:
+  mlir::FailureOr<mlir::Value> loadBound(attn::LoadBoundOp bound,
+                                         mlir::IRMapping &mapping);
+  mlir::Value sizeValue(attn::Size size);
+
+  attn::AttentionOp op;
+  const ProblemSizes &sizes;
+  llvm::ArrayRef<mlir::Value> params;
+  llvm::ArrayRef<CaptureArgs> captures;
+  mlir::Value batch, head, lane;
+  int64_t headDim;
+};
+
+} // namespace rbfc
+
+#endif // RBFC_CONVERSION_NVGPU_REGIONAPPLICATION_H

@@ -1,0 +1,253 @@
+//===- CopyEngine.cpp - moving tiles and terms into place -----------------===//
+#include "rbfc/Conversion/NVGPU/CopyEngine.h"
+
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
+#include "mlir/Dialect/NVGPU/IR/NVGPUDialect.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "llvm/Support/Debug.h"
+
+#define DEBUG_TYPE "attn-copy-engine"
+
+using namespace mlir;
+using namespace rbfc;
+
+/// NVPTX address space of the shared memory of a block's cluster.
+static constexpr unsigned kSharedClusterAddressSpace = 7;
+/// How long (ns) an mbarrier wait may suspend the thread before it retries.
+static constexpr int64_t kBarrierSuspendHint = 10000000;
+
+void CopyEngine::copyTile(Value shared, Value sharedBase,
+                          const GlobalRows &source, Value firstRow,
+                          Value length, int64_t rows, bool bounded) {
+  // Thread t copies chunk t % chunksPerRow of rows t / chunksPerRow + p R,
+  // R = threads / chunksPerRow, one pass p after the other: the source
+  // advances by R rows per pass and the target by a constant whenever R
+  // keeps the swizzle.
+  int64_t chunksPerRow = tile.chunksPerRow();
+  int64_t rowsPerPass = threads / chunksPerRow;
+  LLVM_DEBUG(llvm::dbgs() << "cp.async of " << rows << " rows, "
+                          << rowsPerPass << " per pass"
+                          << (bounded ? ", bounded" : "") << "\n");
+  Value row = div(threadId, chunksPerRow);
+  Value chunk = rem(threadId, chunksPerRow);
+  Value rowStart = add(source.base, mul(chunk, kChunk));
+  Value firstSource = add(rowStart, mul(firstRow, source.rowStride));
+  Value address = add(firstSource, mul(row, source.rowStride));
+  Value passStride = mul(source.rowStride, rowsPerPass);
+  Value target = add(sharedBase, tile.offset(row, chunk));
+  // Rows left from this thread's first row; rows past the end are
+  // zero-filled (0 source bytes) from the tile's first row, which exists,
+  // so no address outside the tensor is formed.
+  Value left = sub(length, add(firstRow, row));
+  auto tokenType = nvgpu::DeviceAsyncTokenType::get(b.getContext());
+  for (int64_t pass = 0; pass < rows / rowsPerPass; ++pass) {
+    int64_t delta = pass * rowsPerPass;
+    Value passTarget =
+        delta % tile.swizzleRows() == 0
+            ? add(target, tile.elements(delta))
+            : add(sharedBase, tile.offset(add(row, delta), chunk));
+    Value passSource = address;
+    Value bytes = index(kChunk);
+    if (bounded) {
+      Value inside = cmp(arith::CmpIPredicate::sgt, left, index(delta));
+      passSource = select(inside, address, firstSource);
+      bytes = select(inside, bytes, index(0));
+    }
+    nvgpu::DeviceAsyncCopyOp::create(b, tokenType, shared,
+                                     ValueRange{passTarget}, source.tensor,
+                                     ValueRange{passSource},
+                                     b.getIndexAttr(kChunk), bytes,
+                                     b.getUnitAttr());
+    address = add(address, passStride);
+  }
+}
+
+Value CopyEngine::createEvictFirstPolicy() {
+  return NVVM::InlinePtxOp::create(
+             b, TypeRange{b.getI64Type()}, ValueRange{}, ValueRange{},
+             "createpolicy.fractional.L2::evict_first.b64 $0, 1.0;", Value{})
+      .getResult(0);
+}
+
+Value CopyEngine::loadChunkWithPolicy(Value memref, Value offset,
+                                      Value policy) {
+  // LLVM's NVPTX backend drops !nontemporal and has no cache-hinted load:
+  // inline PTX, one 32-bit register per pair of elements.
+  Type i32Type = b.getI32Type();
+  auto load = NVVM::InlinePtxOp::create(
+      b, TypeRange(SmallVector<Type>(4, i32Type)),
+      ValueRange{elementPointer(memref, offset), policy}, ValueRange{},
+      "ld.global.L1::no_allocate.L2::cache_hint.v4.b32 {$0, $1, $2, $3}, "
+      "[$4], $5;",
+      Value{});
+  Value words = vector::FromElementsOp::create(b, VectorType::get({4}, i32Type),
+                                               load.getResults());
+  return vector::BitCastOp::create(b, VectorType::get({kChunk}, b.getF16Type()),
+                                   words);
+}
+
+Value CopyEngine::squareSum(Value memref, int64_t count,
+                            function_ref<Value(int64_t)> offset,
+                            Value readOncePolicy) {
+  auto rawType = VectorType::get({kChunk}, b.getF16Type());
+  Value sum = f32(0.0);
+  for (int64_t c = 0; c < count; ++c) {
+    // Chunks are 16-byte aligned (docs/abi.md): one vector load each, not
+    // eight 16-bit ones.
+    Value raw =
+        readOncePolicy
+            ? loadChunkWithPolicy(memref, offset(c), readOncePolicy)
+            : vector::LoadOp::create(b, rawType, memref, ValueRange{offset(c)},
+                                     /*nontemporal=*/false, llvm::Align(16));
+    Value typed = elementType.isF16()
+                      ? raw
+                      : vector::BitCastOp::create(
+                            b, VectorType::get({kChunk}, elementType), raw);
+    Value wide = arith::ExtFOp::create(
+        b, VectorType::get({kChunk}, b.getF32Type()), typed);
+    sum = fadd(
+        sum, vector::ReductionOp::create(b, vector::CombiningKind::ADD,
+                                         arith::MulFOp::create(b, wide, wide)));
+  }
+  return sum;
+}
+
+SmallVector<ColumnTermPair> CopyEngine::loadColumnTerms(FragmentLane &lane,
+                                                        int64_t slices,
+                                                        Value source,
+                                                        Value firstColumn) {
+  SmallVector<ColumnTermPair> pairs;
+  for (int64_t slice = 0; slice < slices; ++slice) {
+    Value column = add(lane.column(slice), firstColumn);
+    Value pair = vector::LoadOp::create(b, VectorType::get({2}, b.getF32Type()),
+                                        source, ValueRange{column},
+                                        /*nontemporal=*/false, llvm::Align(8));
+    pairs.push_back({vector::ExtractOp::create(b, pair, ArrayRef<int64_t>{0}),
+                     vector::ExtractOp::create(b, pair, ArrayRef<int64_t>{1})});
+  }
+  return pairs;
+}
+
+TileRing::TileRing(CopyEngine &engine, int64_t stages, int64_t rows,
+                   Value length, Value first, Value end,
+                   SmallVector<Stream> streams)
+    : KernelEmitter(engine.getBuilder()), engine(engine), stages(stages), rows(rows),
+      length(length), first(first), end(end), streams(std::move(streams)) {}
+
+void TileRing::setTerms(Value workspace, SmallVector<TermPlane> planes,
+                        TermCopy copy, Value barriers) {
+  this->workspace = workspace;
+  this->planes = std::move(planes);
+  termCopy = copy;
+  this->barriers = barriers;
+}
+
+void TileRing::issue(Value tile, ArrayRef<Value> termOffsets) {
+  auto exists = scf::IfOp::create(
+      b, TypeRange{}, cmp(arith::CmpIPredicate::slt, tile, end), false);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(exists.thenBlock());
+  Value firstRow = mul(tile, rows);
+  Value base = tileBase(buffer(tile));
+  // Only the last tile can hold rows past the end: the others copy without
+  // per-row bounds.
+  Value full = cmp(arith::CmpIPredicate::sle, add(firstRow, rows), length);
+  auto bounds = scf::IfOp::create(b, TypeRange{}, full, true);
+  for (bool bounded : {false, true}) {
+    b.setInsertionPointToStart(bounded ? bounds.elseBlock()
+                                       : bounds.thenBlock());
+    for (const Stream &stream : streams)
+      engine.copyTile(stream.shared, base, stream.source, firstRow, length,
+                      rows, bounded);
+  }
+  if (planes.empty())
+    return;
+  b.setInsertionPointAfter(bounds);
+  issueTerms(tile, firstRow, termOffsets);
+}
+
+void TileRing::issueTerms(Value tile, Value firstRow,
+                          ArrayRef<Value> termOffsets) {
+  auto runStart = [&](int64_t plane) {
+    return termOffsets.empty() ? add(planes[plane].workspaceRow, firstRow)
+                               : termOffsets[plane];
+  };
+  // The tile's terms: `rows` floats per plane, which the padded workspace
+  // rows always hold.
+  int64_t planeBytes = rows * 4;
+  Value target = termBase(buffer(tile));
+  Value threadId = engine.getThreadId();
+  if (termCopy == TermCopy::Bulk) {
+    // One thread moves each plane's run with one bulk copy: its addresses
+    // are uniform over the block, so the copy holds no per-thread
+    // registers through the loop (per-thread cp.async addresses cost the
+    // head_dim 128 kernel ~8%, docs/kernel.md).
+    auto leader = scf::IfOp::create(
+        b, TypeRange{}, cmp(arith::CmpIPredicate::eq, threadId, index(0)),
+        false);
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(leader.thenBlock());
+    Value barrier = elementPointer(barriers, buffer(tile));
+    NVVM::MBarrierArriveExpectTxOp::create(
+        b, Type(), barrier, i32(planes.size() * planeBytes),
+        NVVM::MemScopeKind::CTA, /*relaxed=*/false, Value());
+    // The shared::cluster form: the shared::cta one needs PTX ISA 8.6, and
+    // a block outside a cluster is its own cluster.
+    auto clusterPointer =
+        LLVM::LLVMPointerType::get(b.getContext(), kSharedClusterAddressSpace);
+    for (auto [plane, terms] : llvm::enumerate(planes))
+      NVVM::CpAsyncBulkGlobalToSharedClusterOp::create(
+          b,
+          LLVM::AddrSpaceCastOp::create(b, clusterPointer,
+                                        elementPointer(terms.shared, target))
+              .getResult(),
+          elementPointer(workspace, runStart(plane)), barrier,
+          i32(planeBytes), Value(), Value());
+    return;
+  }
+  int64_t chunks = planeBytes / 16;
+  auto copier = scf::IfOp::create(
+      b, TypeRange{}, cmp(arith::CmpIPredicate::ult, threadId, index(chunks)),
+      false);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(copier.thenBlock());
+  Value part = mul(threadId, 4);
+  Value partTarget = add(part, target);
+  auto tokenType = nvgpu::DeviceAsyncTokenType::get(b.getContext());
+  for (auto [plane, terms] : llvm::enumerate(planes))
+    nvgpu::DeviceAsyncCopyOp::create(
+        b, tokenType, terms.shared, ValueRange{partTarget}, workspace,
+        ValueRange{add(runStart(plane), part)}, b.getIndexAttr(4), Value(),
+        b.getUnitAttr());
+}
+
+void TileRing::createTermBarriers() {
+  auto leader = scf::IfOp::create(
+      b, TypeRange{},
+      cmp(arith::CmpIPredicate::eq, engine.getThreadId(), index(0)), false);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(leader.thenBlock());
+  for (int64_t stage = 0; stage < stages; ++stage)
+    NVVM::MBarrierInitOp::create(b, elementPointer(barriers, index(stage)),
+                                 i32(1), Value());
+  // The bulk copies complete on the barriers through the async proxy.
+  NVVM::FenceProxyOp::create(
+      b,
+      NVVM::ProxyKindAttr::get(b.getContext(), NVVM::ProxyKind::async_shared),
+      NVVM::SharedSpaceAttr::get(b.getContext(),
+                                 NVVM::SharedSpace::shared_cta));
+}
+
+void TileRing::waitForTerms(Value tile) {
+  // Stage s serves every stages-th tile from `first` on; the wait for its
+  // k-th fill is on phase parity k % 2. A stage is refilled only after the
+  // block barrier that follows every thread's wait on its previous fill, so
+  // it is never two phases ahead of a waiter.
+  Value fill = div(sub(tile, first), stages);
+  Value parity = cmp(arith::CmpIPredicate::ne, rem(fill, 2), index(0));
+  NVVM::MBarrierTryWaitParityOp::create(
+      b, elementPointer(barriers, buffer(tile)),
+      arith::ExtUIOp::create(b, b.getI32Type(), parity),
+      i32(kBarrierSuspendHint));
+}

@@ -1,0 +1,58 @@
+//===- KernelEmitter.cpp - what every kernel component emits with ---------===//
+#include "rbfc/Conversion/NVGPU/KernelEmitter.h"
+
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+
+using namespace mlir;
+using namespace rbfc;
+
+/// NVPTX address spaces of global and shared memory.
+static constexpr unsigned kGlobalAddressSpace = 1, kSharedAddressSpace = 3;
+
+scf::IfOp KernelEmitter::updateIf(Value condition, ValueRange state) {
+  auto branch =
+      scf::IfOp::create(b, TypeRange(state), condition, /*withElse=*/true);
+  b.setInsertionPointToStart(branch.elseBlock());
+  scf::YieldOp::create(b, state);
+  b.setInsertionPointToStart(branch.thenBlock());
+  return branch;
+}
+
+static Value nvvmIntrinsic(ImplicitLocOpBuilder &b, StringRef name, Value x) {
+  return LLVM::CallIntrinsicOp::create(b, x.getType(), b.getStringAttr(name),
+                                       ValueRange{x})
+      .getResult(0);
+}
+
+Value KernelEmitter::exp2(Value x) {
+  return nvvmIntrinsic(b, "llvm.nvvm.ex2.approx.ftz.f32", x);
+}
+
+Value KernelEmitter::log2(Value x) {
+  return nvvmIntrinsic(b, "llvm.nvvm.lg2.approx.f", x);
+}
+
+Value KernelEmitter::laneReduce(Value value, int64_t width,
+                                function_ref<Value(Value, Value)> combine) {
+  for (int64_t offset = 1; offset < width; offset *= 2) {
+    auto shuffle = gpu::ShuffleOp::create(
+        b, value, i32(offset), i32(kThreadsPerWarp), gpu::ShuffleMode::XOR);
+    value = combine(value, shuffle.getShuffleResult());
+  }
+  return value;
+}
+
+Value KernelEmitter::elementPointer(Value memref, Value offset) {
+  auto type = cast<MemRefType>(memref.getType());
+  Value base =
+      memref::ExtractAlignedPointerAsIndexOp::create(b, memref).getResult();
+  Value address = add(base, mul(offset, type.getElementTypeBitWidth() / 8));
+  unsigned space = gpu::GPUDialect::hasWorkgroupMemoryAddressSpace(type)
+                       ? kSharedAddressSpace
+                       : kGlobalAddressSpace;
+  return LLVM::IntToPtrOp::create(
+      b, LLVM::LLVMPointerType::get(b.getContext(), space),
+      arith::IndexCastOp::create(b, b.getI64Type(), address).getResult());
+}

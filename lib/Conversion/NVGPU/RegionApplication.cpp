@@ -1,0 +1,321 @@
+//===- RegionApplication.cpp - attn regions evaluated in a kernel ---------===//
+#include "rbfc/Conversion/NVGPU/RegionApplication.h"
+
+#include "rbfc/Conversion/RegionInlining.h"
+
+#include "mlir/Analysis/SliceAnalysis.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "llvm/ADT/TypeSwitch.h"
+#include "llvm/Support/Debug.h"
+
+#include <cmath>
+
+#define DEBUG_TYPE "attn-region-application"
+
+using namespace mlir;
+using namespace rbfc;
+
+Value RegionApplication::sizeValue(attn::Size size) {
+  switch (size) {
+  case attn::Size::batch:
+    return sizes.batch;
+  case attn::Size::heads:
+    return sizes.heads;
+  case attn::Size::kv_heads:
+    return sizes.kvHeads;
+  case attn::Size::q_len:
+    return sizes.qLen;
+  case attn::Size::kv_len:
+    return sizes.kvLen;
+  case attn::Size::head_dim:
+    return index(headDim);
+  }
+  llvm_unreachable("unknown size");
+}
+
+Value RegionApplication::loadCapture(unsigned capture, ValueRange indices) {
+  const CaptureArgs &data = captures[capture];
+  Value offset = index(0);
+  for (auto [i, idx] : llvm::enumerate(indices)) {
+    Value clamped = clampToDimension(b, b.getLoc(), idx, data.sizes[i]);
+    offset = add(offset, mul(clamped, data.strides[i]));
+  }
+  return memref::LoadOp::create(b, data.data, ValueRange{offset});
+}
+
+FailureOr<Value> RegionApplication::loadBound(attn::LoadBoundOp bound,
+                                               IRMapping &mapping) {
+  // Every warp scans the box itself, lane-strided, and combines with a
+  // butterfly, so the bound is uniform without a barrier.
+  unsigned capture = getCaptureIndex(bound.getCapture(), op.kNumTileArgs,
+                                     op.getParams().size());
+  const CaptureArgs &data = captures[capture];
+  SmallVector<Value> lows, counts;
+  Value total = index(1);
+  for (auto [i, lowValue, highValue] :
+       llvm::enumerate(bound.getLows(), bound.getHighs())) {
+    Value lo = clampToDimension(b, b.getLoc(), mapping.lookup(lowValue),
+                                data.sizes[i]);
+    Value hi = clampToDimension(b, b.getLoc(), mapping.lookup(highValue),
+                                data.sizes[i]);
+    Value count = add(sub(arith::MaxSIOp::create(b, hi, lo), lo), 1);
+    lows.push_back(lo);
+    counts.push_back(count);
+    total = mul(total, count);
+  }
+  Type elementType = bound.getType();
+  bool isMax = bound.getBound() == attn::Bound::max;
+  auto identity = [&]() -> Value {
+    if (auto floatType = dyn_cast<FloatType>(elementType))
+      return arith::ConstantOp::create(
+          b, b.getFloatAttr(floatType, isMax ? -INFINITY : INFINITY));
+    unsigned width = elementType.getIntOrFloatBitWidth();
+    APInt value = isMax ? APInt::getSignedMinValue(width)
+                        : APInt::getSignedMaxValue(width);
+    return arith::ConstantOp::create(b, b.getIntegerAttr(elementType, value));
+  };
+  auto combine = [&](Value x, Value y) {
+    return combineBound(b, b.getLoc(), bound.getBound(), x, y);
+  };
+  auto loop = scf::ForOp::create(b, lane, total, index(kThreadsPerWarp),
+                                 ValueRange{identity()});
+  {
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(loop.getBody());
+    Value linear = loop.getInductionVar();
+    SmallVector<Value> indices(counts.size());
+    for (int64_t i = counts.size() - 1; i >= 0; --i) {
+      indices[i] = add(lows[i], arith::RemUIOp::create(b, linear, counts[i]));
+      linear = arith::DivUIOp::create(b, linear, counts[i]);
+    }
+    Value element = loadCapture(capture, indices);
+    scf::YieldOp::create(b, combine(loop.getRegionIterArg(0), element));
+  }
+  Value partial = loop.getResult(0);
+  // gpu.shuffle moves 32-bit values: i64 ids are saturated to i32 first,
+  // exact for ids that fit (the identities saturate to i32's own).
+  bool wide = elementType.isInteger(64);
+  Value word = partial;
+  if (wide) {
+    auto bound64 = [&](int64_t v) -> Value {
+      return arith::ConstantOp::create(b, b.getI64IntegerAttr(v));
+    };
+    Value saturated = arith::MaxSIOp::create(
+        b, arith::MinSIOp::create(b, partial, bound64(INT32_MAX)),
+        bound64(INT32_MIN));
+    word = arith::TruncIOp::create(b, b.getI32Type(), saturated);
+  }
+  Value reduced = laneReduce(word, kThreadsPerWarp, combine);
+  if (!wide)
+    return reduced;
+  return arith::ExtSIOp::create(b, elementType, reduced).getResult();
+}
+
+FailureOr<Value> RegionApplication::materialize(Operation *attnOp,
+                                                IRMapping &mapping,
+                                                const ElementValues &element,
+                                                ElementOpHook hook) {
+  if (hook) {
+    FailureOr<Value> value = hook(attnOp, mapping, element);
+    if (failed(value) || *value)
+      return value;
+  }
+  auto unavailable = [&](StringRef what) -> FailureOr<Value> {
+    return attnOp->emitOpError()
+           << "cannot be evaluated by the mma_sync kernel " << what;
+  };
+  return TypeSwitch<Operation *, FailureOr<Value>>(attnOp)
+      .Case([&](attn::DotOp) -> FailureOr<Value> {
+        if (!element.dot)
+          return unavailable("outside the score region");
+        return element.dot;
+      })
+      .Case([&](attn::ScaledDotOp) -> FailureOr<Value> {
+        if (!element.dot)
+          return unavailable("outside the score region");
+        return fmul(element.dot, element.qScale);
+      })
+      .Case([&](attn::KeyBiasOp) -> FailureOr<Value> {
+        if (!element.keyBias)
+          return unavailable("outside the score region");
+        return element.keyBias;
+      })
+      .Case([&](attn::Norm2Op norm) -> FailureOr<Value> {
+        Value value = norm.getVector() == attn::Vector::q ? element.queryNorm
+                                                          : element.keyNorm;
+        if (!value)
+          return unavailable("here (the norm is not computed for this region)");
+        return value;
+      })
+      .Case([&](attn::SizeOp size) -> FailureOr<Value> {
+        return sizeValue(size.getSize());
+      })
+      .Case([&](attn::LoadOp load) -> FailureOr<Value> {
+        SmallVector<Value> indices;
+        for (Value idx : load.getIndices())
+          indices.push_back(mapping.lookup(idx));
+        return loadCapture(getCaptureIndex(load.getCapture(), op.kNumIndexArgs,
+                                           op.getParams().size()),
+                           indices);
+      })
+      .Case([&](attn::LoadBoundOp bound) { return loadBound(bound, mapping); })
+      .Default([&](Operation *) {
+        return unavailable(
+            "(not in the canonical form; run attn-canonicalize)");
+      });
+}
+
+FailureOr<Value>
+RegionApplication::evaluateElementRegion(Region &region,
+                                         const ElementValues &element,
+                                         ElementOpHook hook) {
+  SmallVector<Value> arguments{batch, head, element.qIdx,
+                               element.kvIdx ? element.kvIdx : index(0)};
+  llvm::append_range(arguments, params);
+  arguments.append(op.getCaptures().size(), Value());
+  auto values = inlineAttnRegion(
+      b, region, arguments, [&](OpBuilder &, Operation *attnOp, IRMapping &m) {
+        return materialize(attnOp, m, element, hook);
+      });
+  if (failed(values))
+    return failure();
+  return (*values)[0];
+}
+
+FailureOr<Value> RegionApplication::scanLiveTile(
+    Value from, Value bound, bool forward,
+    function_ref<FailureOr<TileClass>(Value)> classify) {
+  LogicalResult status = success();
+  auto loop = scf::WhileOp::create(
+      b, TypeRange{b.getIndexType()}, ValueRange{from},
+      [&](OpBuilder &nested, Location, ValueRange state) {
+        OpBuilder::InsertionGuard guard(b);
+        b.setInsertionPointToEnd(nested.getInsertionBlock());
+        Value tile = state[0];
+        Value inRange = forward ? cmp(arith::CmpIPredicate::slt, tile, bound)
+                                : cmp(arith::CmpIPredicate::sgt, tile, bound);
+        // The tile is only classified when in range.
+        auto masked = scf::IfOp::create(b, TypeRange{b.getI1Type()}, inRange,
+                                        /*withElseRegion=*/true);
+        {
+          OpBuilder::InsertionGuard inner(b);
+          b.setInsertionPointToStart(masked.thenBlock());
+          FailureOr<TileClass> tileClass = classify(tile);
+          if (failed(tileClass))
+            status = failure();
+          scf::YieldOp::create(
+              b, failed(tileClass)
+                     ? Value(arith::ConstantOp::create(b, b.getBoolAttr(false)))
+                     : tileClass->allMasked);
+          b.setInsertionPointToStart(masked.elseBlock());
+          scf::YieldOp::create(
+              b, Value(arith::ConstantOp::create(b, b.getBoolAttr(false))));
+        }
+        scf::ConditionOp::create(b, masked.getResult(0), state);
+      },
+      [&](OpBuilder &nested, Location, ValueRange state) {
+        OpBuilder::InsertionGuard guard(b);
+        b.setInsertionPointToEnd(nested.getInsertionBlock());
+        scf::YieldOp::create(b, add(state[0], forward ? 1 : -1));
+      });
+  if (failed(status))
+    return failure();
+  return loop.getResult(0);
+}
+
+bool RegionApplication::isAffineInDot(Region &score) {
+  auto dependsOnDot = [](Value value) {
+    SetVector<Operation *> slice;
+    if (Operation *def = value.getDefiningOp())
+      (void)getBackwardSlice(def, &slice);
+    slice.insert(value.getDefiningOp());
+    return llvm::any_of(slice, [](Operation *op) {
+      return isa_and_nonnull<attn::DotOp, attn::ScaledDotOp>(op);
+    });
+  };
+  Value result = score.front().getTerminator()->getOperand(0);
+  if (result.getDefiningOp<attn::ScaledDotOp>())
+    return true;
+  auto sum = result.getDefiningOp<arith::AddFOp>();
+  if (!sum)
+    return false;
+  for (auto [dot, rest] : {std::pair(sum.getLhs(), sum.getRhs()),
+                           std::pair(sum.getRhs(), sum.getLhs())})
+    if (dot.getDefiningOp<attn::ScaledDotOp>() && !dependsOnDot(rest))
+      return true;
+  return false;
+}
+
+FailureOr<SmallVector<Accumulator>> RegionApplication::applyScoreRegion(
+    FragmentLane &lane, const FragmentLayout &layout, ArrayRef<Accumulator> dots,
+    bool masked, ColumnBinder bindColumn, RowBinder bindRow) {
+  SmallVector<Accumulator> scores(dots.size());
+  Value log2e = op.getLog2Domain() ? Value() : f32(M_LOG2E);
+  Value negInf = f32(-std::numeric_limits<double>::infinity());
+  ElementValues element;
+  LogicalResult status = lane.forEachElementByColumn(
+      layout,
+      [&](int64_t slice, int64_t column, Value index) {
+        bindColumn(element, slice, column, index);
+      },
+      [&](int64_t accumulator, int64_t e, int64_t laneRow) -> LogicalResult {
+        bindRow(element, laneRow);
+        element.dot = dots[accumulator][e];
+        FailureOr<Value> score = evaluateElementRegion(op.getScore(), element);
+        if (failed(score))
+          return failure();
+        Value value = log2e ? fmul(*score, log2e) : *score;
+        if (masked) {
+          Value keep = cmp(arith::CmpIPredicate::ult, element.kvIdx, sizes.kvLen);
+          if (!op.getMask().empty()) {
+            FailureOr<Value> kept = evaluateElementRegion(op.getMask(), element);
+            if (failed(kept))
+              return failure();
+            keep = arith::AndIOp::create(b, keep, *kept);
+          }
+          value = select(keep, value, negInf);
+        }
+        scores[accumulator][e] = value;
+        return success();
+      });
+  if (failed(status))
+    return failure();
+  return scores;
+}
+
+FailureOr<TileClass> RegionApplication::classifyTile(Value qLo, int64_t qRows,
+                                                     Value kvLo,
+                                                     int64_t kvRows) {
+  if (op.getTileClass().empty()) {
+    Value allKept =
+        arith::ConstantOp::create(b, b.getBoolAttr(op.getMask().empty()));
+    return TileClass{allKept,
+                     arith::ConstantOp::create(b, b.getBoolAttr(false))};
+  }
+  Value kvEnd = arith::MinSIOp::create(b, add(kvLo, kvRows), sizes.kvLen);
+  Value kvHi = sub(kvEnd, index(1));
+  Value qEnd = arith::MinSIOp::create(b, add(qLo, qRows), sizes.qLen);
+  Value qHi = sub(qEnd, index(1));
+  SmallVector<Value> arguments{batch, head, qLo, qHi, kvLo, kvHi};
+  llvm::append_range(arguments, params);
+  arguments.append(op.getCaptures().size(), Value());
+  auto values =
+      inlineAttnRegion(b, op.getTileClass(), arguments,
+                       [&](OpBuilder &, Operation *attnOp, IRMapping &m) {
+                         return materialize(attnOp, m, ElementValues{});
+                       });
+  if (failed(values))
+    return failure();
+  return TileClass{(*values)[0], (*values)[1]};
+}
+
+bool RegionApplication::usesNorm(Region &region, attn::Vector side) {
+  if (region.empty())
+    return false;
+  return region
+      .walk([&](attn::Norm2Op norm) {
+        return norm.getVector() == side ? WalkResult::interrupt()
+                                        : WalkResult::advance();
+      })
+      .wasInterrupted();
+}
