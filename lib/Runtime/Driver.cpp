@@ -99,6 +99,32 @@ const Driver *getDriver(std::string &error) {
   return &driver;
 }
 
+bool currentContext(const Driver &driver, CUcontext &context,
+                    std::string &error) {
+  CUresult result = driver.ctxGetCurrent(&context);
+  if (result != CUDA_SUCCESS) {
+    error = describeCudaError(driver, "cuCtxGetCurrent", result);
+    return false;
+  }
+  if (context)
+    return true;
+  CUdevice device;
+  if ((result = driver.deviceGet(&device, 0)) != CUDA_SUCCESS) {
+    error = describeCudaError(driver, "cuDeviceGet", result);
+    return false;
+  }
+  if ((result = driver.devicePrimaryCtxRetain(&context, device)) !=
+      CUDA_SUCCESS) {
+    error = describeCudaError(driver, "cuDevicePrimaryCtxRetain", result);
+    return false;
+  }
+  if ((result = driver.ctxSetCurrent(context)) != CUDA_SUCCESS) {
+    error = describeCudaError(driver, "cuCtxSetCurrent", result);
+    return false;
+  }
+  return true;
+}
+
 std::string describeCudaError(const Driver &driver, const char *call,
                               CUresult result) {
   const char *name = nullptr, *text = nullptr;

@@ -190,6 +190,42 @@ bool bindWorkspace(const LaunchConfig &config, void *workspace, size_t bytes,
   return true;
 }
 
+bool resolveParams(const Descriptor &d, const double *params,
+                   size_t numParams, std::vector<double> &values,
+                   std::string &error) {
+  values.clear();
+  if (params) {
+    if (numParams != d.params.size()) {
+      error = "params: the kernel takes " + std::to_string(d.params.size()) +
+              " parameter(s), got " + std::to_string(numParams);
+      return false;
+    }
+    values.assign(params, params + numParams);
+  } else {
+    if (numParams != 0) {
+      error = "params: null with a count of " + std::to_string(numParams);
+      return false;
+    }
+    for (const ParamDesc &p : d.params) {
+      if (!p.hasDefault) {
+        error = "param '" + p.name + "' has no default; pass every parameter";
+        return false;
+      }
+      values.push_back(p.defaultValue);
+    }
+  }
+  for (size_t i = 0; i < d.params.size(); ++i) {
+    if (d.params[i].type == RBFC_DTYPE_I32 &&
+        (values[i] != std::floor(values[i]) || values[i] < INT32_MIN ||
+         values[i] > INT32_MAX)) {
+      error = "param '" + d.params[i].name + "' is an int parameter; got " +
+              std::to_string(values[i]);
+      return false;
+    }
+  }
+  return true;
+}
+
 bool prepareLaunch(const Descriptor &d, const LaunchArgs &args,
                    ParamBuffer &buffer, LaunchConfig &config,
                    std::string &error) {
@@ -277,37 +313,9 @@ bool prepareLaunch(const Descriptor &d, const LaunchArgs &args,
     config.prologueBlock[1] = config.prologueBlock[2] = 1;
   }
 
-  // Parameters: the caller's values or every default.
   std::vector<double> values;
-  if (args.params) {
-    if (args.numParams != d.params.size()) {
-      error = "params: the kernel takes " + std::to_string(d.params.size()) +
-              " parameter(s), got " + std::to_string(args.numParams);
-      return false;
-    }
-    values.assign(args.params, args.params + args.numParams);
-  } else {
-    if (args.numParams != 0) {
-      error = "params: null with a count of " + std::to_string(args.numParams);
-      return false;
-    }
-    for (const ParamDesc &p : d.params) {
-      if (!p.hasDefault) {
-        error = "param '" + p.name + "' has no default; pass every parameter";
-        return false;
-      }
-      values.push_back(p.defaultValue);
-    }
-  }
-  for (size_t i = 0; i < d.params.size(); ++i) {
-    if (d.params[i].type == RBFC_DTYPE_I32 &&
-        (values[i] != std::floor(values[i]) || values[i] < INT32_MIN ||
-         values[i] > INT32_MAX)) {
-      error = "param '" + d.params[i].name + "' is an int parameter; got " +
-              std::to_string(values[i]);
-      return false;
-    }
-  }
+  if (!resolveParams(d, args.params, args.numParams, values, error))
+    return false;
 
   if (args.numCaptures != d.captures.size() ||
       (args.numCaptures && !args.captures)) {

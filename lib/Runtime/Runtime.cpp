@@ -4,6 +4,7 @@
 #include "rbfc/Runtime/Descriptor.h"
 #include "rbfc/Runtime/Driver.h"
 #include "rbfc/Runtime/Launch.h"
+#include "rbfc/Runtime/Status.h"
 
 #include <cerrno>
 #include <cstdio>
@@ -25,11 +26,8 @@ struct rbfc_module {
 
 namespace {
 
-thread_local std::string lastError;
-
 rbfc_status fail(rbfc_status status, const std::string &message) {
-  lastError = "rbfc runtime: " + message;
-  return status;
+  return setLastError(status, "rbfc runtime: " + message);
 }
 
 bool readFile(const char *path, std::string &out, std::string &error) {
@@ -49,29 +47,6 @@ bool readFile(const char *path, std::string &out, std::string &error) {
     return false;
   }
   return true;
-}
-
-/// Makes a context current on this thread if none is: the primary context
-/// of device 0, as the CUDA runtime (and PyTorch) would use.
-rbfc_status currentContext(const Driver &driver, CUcontext &context) {
-  CUresult result = driver.ctxGetCurrent(&context);
-  if (result != CUDA_SUCCESS)
-    return fail(RBFC_ERROR_CUDA,
-                describeCudaError(driver, "cuCtxGetCurrent", result));
-  if (context)
-    return RBFC_OK;
-  CUdevice device;
-  if ((result = driver.deviceGet(&device, 0)) != CUDA_SUCCESS)
-    return fail(RBFC_ERROR_CUDA,
-                describeCudaError(driver, "cuDeviceGet", result));
-  if ((result = driver.devicePrimaryCtxRetain(&context, device)) !=
-      CUDA_SUCCESS)
-    return fail(RBFC_ERROR_CUDA,
-                describeCudaError(driver, "cuDevicePrimaryCtxRetain", result));
-  if ((result = driver.ctxSetCurrent(context)) != CUDA_SUCCESS)
-    return fail(RBFC_ERROR_CUDA,
-                describeCudaError(driver, "cuCtxSetCurrent", result));
-  return RBFC_OK;
 }
 
 rbfc_status loadModule(const void *image, size_t imageSize,
@@ -96,8 +71,8 @@ rbfc_status loadModule(const void *image, size_t imageSize,
   if (!driver)
     return fail(RBFC_ERROR_NO_DRIVER, error);
   module->driver = driver;
-  if (rbfc_status status = currentContext(*driver, module->context))
-    return status;
+  if (!currentContext(*driver, module->context, error))
+    return fail(RBFC_ERROR_CUDA, error);
 
   // PTX must reach the driver NUL-terminated; a cubin is an ELF file.
   std::string ptx;
@@ -333,8 +308,9 @@ rbfc_status rbfc_module_load(const char *image_path,
   rbfc_status status =
       loadModule(image.data(), image.size(), descriptor, module);
   if (status != RBFC_OK && status != RBFC_ERROR_IO)
-    lastError += std::string(" [image '") + image_path + "', descriptor '" +
-                 descriptor_path + "']";
+    setLastError(status, rbfc_last_error() + std::string(" [image '") +
+                             image_path + "', descriptor '" + descriptor_path +
+                             "']");
   return status;
 }
 
@@ -448,7 +424,5 @@ rbfc_status rbfc_launch_with_workspace(
                 {q, k, v, o, lse, params, num_params, captures, num_captures},
                 Workspace::Caller, workspace, workspace_bytes, stream);
 }
-
-const char *rbfc_last_error(void) { return lastError.c_str(); }
 
 } // extern "C"

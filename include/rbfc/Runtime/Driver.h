@@ -56,6 +56,13 @@ bool openDriver(const char *library, Driver &driver, std::string &error);
 /// once; null with `error` set when that failed.
 const Driver *getDriver(std::string &error);
 
+/// The calling thread's current context; when none is current, the
+/// primary context of device 0, as the CUDA runtime (and PyTorch) would
+/// use, made current. On failure returns false with a message that names
+/// the failed call.
+bool currentContext(const Driver &driver, CUcontext &context,
+                    std::string &error);
+
 /// "cuLaunchKernel failed: CUDA_ERROR_INVALID_VALUE (1): invalid argument".
 std::string describeCudaError(const Driver &driver, const char *call,
                               CUresult result);

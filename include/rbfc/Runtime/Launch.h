@@ -101,6 +101,14 @@ private:
   std::vector<size_t> sizes;
 };
 
+/// The value of every param in declaration order: the `numParams` values at
+/// `params`, or every default when `params` is null. Fails with a message
+/// naming the param when the count is wrong, a default is missing or an int
+/// param is given a value that is not a 32-bit integer.
+bool resolveParams(const Descriptor &descriptor, const double *params,
+                   size_t numParams, std::vector<double> &values,
+                   std::string &error);
+
 /// Checks `args` against the descriptor and docs/abi.md, then fills
 /// `buffer` with the kernel arguments in ABI order and `config` with the
 /// grid, block and dynamic shared memory of the kernel and, when it has key
