@@ -10,12 +10,10 @@
 //
 //===----------------------------------------------------------------------===//
 #include "rbfc/Conversion/NVGPU/TargetEmission.h"
-#include "rbfc/Dialect/Attn/AttnOps.h"
 #include "rbfc/Frontend/MLIRGen.h"
 #include "rbfc/Host/HostPipeline.h"
 #include "rbfc/Transforms/Passes.h"
 
-#include "mlir/AsmParser/AsmParser.h"
 #include "mlir/IR/AsmState.h"
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
@@ -101,25 +99,14 @@ std::string descriptorPath(const Options &options) {
   return (output + ".json").str();
 }
 
-/// Sets the plan given on the command line on every attention op.
-mlir::LogicalResult overridePlan(mlir::ModuleOp module, llvm::StringRef text) {
-  mlir::Attribute attr = mlir::parseAttribute(text, module.getContext());
-  auto plan = llvm::dyn_cast_or_null<rbfc::attn::PlanAttr>(attr);
-  if (!plan) {
-    llvm::errs() << "rbfc: error: --plan expects an attribute like "
-                    "'#attn.plan<arch = \"sm_90a\", kernel = \"mma_sync\", "
-                    "tile_m = 128, tile_n = 64, warps = 8, stages = 2>', got '"
-                 << text << "'\n";
-    return mlir::failure();
-  }
-  module.walk([&](rbfc::attn::AttentionOp op) { op.setPlanAttr(plan); });
-  return mlir::success();
-}
-
 /// Lowers the canonical module to a GPU kernel and writes the stage asked.
 int emitKernel(const Options &options, mlir::ModuleOp module) {
-  if (!options.plan.empty() && mlir::failed(overridePlan(module, options.plan)))
+  if (!options.plan.empty() &&
+      mlir::failed(rbfc::overridePlan(module, options.plan))) {
+    llvm::errs() << "rbfc: error: --plan expects an attribute like '"
+                 << rbfc::kPlanExample << "', got '" << options.plan << "'\n";
     return 1;
+  }
   if (mlir::failed(rbfc::lowerToGPUKernels(module, options.arch)))
     return 1;
   if (options.emit == "kernel")

@@ -3,7 +3,9 @@
 
 #include "rbfc/Conversion/NVGPU/FlashKernel.h"
 #include "rbfc/Conversion/Passes.h"
+#include "rbfc/Dialect/Attn/AttnOps.h"
 
+#include "mlir/AsmParser/AsmParser.h"
 #include "mlir/Conversion/ArithToLLVM/ArithToLLVM.h"
 #include "mlir/Conversion/ControlFlowToLLVM/ControlFlowToLLVM.h"
 #include "mlir/Conversion/FuncToLLVM/ConvertFuncToLLVM.h"
@@ -45,6 +47,8 @@
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Program.h"
 
+#include <mutex>
+
 using namespace mlir;
 using namespace rbfc;
 
@@ -75,6 +79,15 @@ void rbfc::registerGPUBackend(DialectRegistry &registry) {
   registerGPUDialectTranslation(registry);
   registerLLVMDialectTranslation(registry);
   registerNVVMDialectTranslation(registry);
+}
+
+LogicalResult rbfc::overridePlan(ModuleOp module, StringRef text) {
+  auto plan =
+      dyn_cast_or_null<attn::PlanAttr>(parseAttribute(text, module.getContext()));
+  if (!plan)
+    return failure();
+  module.walk([&](attn::AttentionOp op) { op.setPlanAttr(plan); });
+  return success();
 }
 
 LogicalResult rbfc::lowerToGPUKernels(ModuleOp module, StringRef arch) {
@@ -135,13 +148,19 @@ namespace {
 /// Score functions such as tanh, exp or sqrt lower to libdevice calls, which
 /// MLIR's NVVM target links from the CUDA toolkit it finds through
 /// CUDA_ROOT, CUDA_HOME or CUDA_PATH. Point it at the default install when
-/// none is set, so the PTX never depends on the caller's environment.
+/// none is set, so the PTX never depends on the caller's environment. Once
+/// per process: librbfc compiles on several threads at once, and the other
+/// compiles wait here instead of reading the environment while it changes.
 void locateLibdevice() {
-  for (const char *name : {"CUDA_ROOT", "CUDA_HOME", "CUDA_PATH"})
-    if (std::getenv(name))
-      return;
-  if (llvm::sys::fs::exists("/usr/local/cuda/nvvm/libdevice/libdevice.10.bc"))
-    ::setenv("CUDA_HOME", "/usr/local/cuda", /*overwrite=*/0);
+  static std::once_flag once;
+  std::call_once(once, [] {
+    for (const char *name : {"CUDA_ROOT", "CUDA_HOME", "CUDA_PATH"})
+      if (std::getenv(name))
+        return;
+    if (llvm::sys::fs::exists(
+            "/usr/local/cuda/nvvm/libdevice/libdevice.10.bc"))
+      ::setenv("CUDA_HOME", "/usr/local/cuda", /*overwrite=*/0);
+  });
 }
 
 } // namespace

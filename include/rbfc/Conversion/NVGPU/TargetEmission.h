@@ -18,6 +18,17 @@ namespace rbfc {
 /// and the NVVM target.
 void registerGPUBackend(mlir::DialectRegistry &registry);
 
+/// A plan as overridePlan reads it, for messages about one that is not.
+inline constexpr const char *kPlanExample =
+    "#attn.plan<arch = \"sm_90a\", kernel = \"mma_sync\", tile_m = 128, "
+    "tile_n = 64, warps = 8, stages = 2>";
+
+/// Sets the plan written in `text` (`#attn.plan<...>`) on every
+/// attn.attention of `module`, in place of the one lowerToGPUKernels would
+/// choose. Fails when `text` is not a plan; a syntax error in it is also
+/// reported through the context's diagnostics.
+mlir::LogicalResult overridePlan(mlir::ModuleOp module, llvm::StringRef text);
+
 /// Chooses a plan for `arch` where none is set and lowers every
 /// attn.attention of the canonical `module` to a gpu.module kernel.
 mlir::LogicalResult lowerToGPUKernels(mlir::ModuleOp module,
