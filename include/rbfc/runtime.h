@@ -33,7 +33,13 @@ typedef enum rbfc_status {
   RBFC_ERROR_DESCRIPTOR = 2,       /* the descriptor JSON is malformed */
   RBFC_ERROR_IO = 3,               /* a file could not be read */
   RBFC_ERROR_NO_DRIVER = 4,        /* libcuda.so.1 is missing or too old */
-  RBFC_ERROR_CUDA = 5              /* a CUDA driver call failed */
+  RBFC_ERROR_CUDA = 5,             /* a CUDA driver call failed */
+  /* Codes of rbfc.h's compiler API: */
+  RBFC_ERROR_SPEC = 6,        /* the spec does not compile; the message holds
+                                 its diagnostics */
+  RBFC_ERROR_UNSUPPORTED = 7, /* the kernel or its target lacks what was
+                                 asked (e.g. a backward) */
+  RBFC_ERROR_COMPILE = 8      /* the compiler failed on a spec it accepted */
 } rbfc_status;
 
 typedef enum rbfc_dtype {
