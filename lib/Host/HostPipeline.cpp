@@ -91,7 +91,7 @@ void rbfc::host::buildHostLoweringPipeline(OpPassManager &pm,
 }
 
 llvm::Expected<std::unique_ptr<llvm::TargetMachine>>
-rbfc::host::createHostTargetMachine() {
+rbfc::host::createHostTargetMachine(HostCodeUse use) {
   static const bool initialized = [] {
     llvm::InitializeNativeTarget();
     llvm::InitializeNativeTargetAsmPrinter();
@@ -104,6 +104,10 @@ rbfc::host::createHostTargetMachine() {
   if (!builder)
     return builder.takeError();
   builder->setCodeGenOptLevel(llvm::CodeGenOptLevel::Aggressive);
+  if (use == HostCodeUse::ObjectFile) {
+    builder->setRelocationModel(llvm::Reloc::PIC_);
+    builder->setCodeModel(llvm::CodeModel::Small);
+  }
   LLVM_DEBUG(llvm::dbgs() << "host target: " << builder->getCPU() << "\n");
   return builder->createTargetMachine();
 }
@@ -148,7 +152,8 @@ LogicalResult rbfc::host::emitHostArtifact(ModuleOp module, StringRef emit,
         << "host backend: " << llvm::toString(std::move(error));
     return failure();
   };
-  auto targetMachine = createHostTargetMachine();
+  // What --emit=llvm prints is what --emit=obj assembles.
+  auto targetMachine = createHostTargetMachine(HostCodeUse::ObjectFile);
   if (!targetMachine)
     return reportError(targetMachine.takeError());
   llvm::LLVMContext llvmContext;

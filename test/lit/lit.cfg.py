@@ -15,6 +15,8 @@ tools_dir = os.path.dirname(config.filecheck)
 config.environment["PATH"] = os.pathsep.join(
     [config.rbfc_tools_dir, tools_dir, config.environment.get("PATH", "")])
 config.substitutions.append(("%examples", os.path.join(config.rbfc_src_root, "examples")))
+# The C compiler of the build, as a linker driver.
+config.substitutions.append(("%cc", config.cc))
 
 # `REQUIRES: ptxas` tests assemble PTX with the CUDA toolkit's ptxas, found
 # the way rbfc finds it (PATH, $CUDA_HOME/bin, /usr/local/cuda/bin).

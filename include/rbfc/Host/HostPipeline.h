@@ -37,8 +37,15 @@ void registerHostDialects(mlir::MLIRContext &context);
 void buildHostLoweringPipeline(mlir::OpPassManager &pm,
                                const HostTiling &tiling);
 
+/// Where host code runs: in this process through ORC (its default large
+/// code model), or from an object file that links into executables and
+/// shared libraries (position-independent, small code model, so the
+/// linker needs no text relocations).
+enum class HostCodeUse { JIT, ObjectFile };
+
 /// A TargetMachine for the CPU this process runs on (its features, -O3).
-llvm::Expected<std::unique_ptr<llvm::TargetMachine>> createHostTargetMachine();
+llvm::Expected<std::unique_ptr<llvm::TargetMachine>>
+createHostTargetMachine(HostCodeUse use = HostCodeUse::JIT);
 
 /// Translates a module in the LLVM dialect to LLVM IR and runs the -O3
 /// pipeline for `targetMachine` on it.
