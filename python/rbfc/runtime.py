@@ -17,15 +17,13 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from .errors import RbfcError
+
 REPO = Path(__file__).resolve().parents[2]
 
 MAX_RANK = 4
 DTYPES = {"bf16": 0, "f16": 1, "f32": 2, "i32": 3, "i64": 4}
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
-
-
-class RbfcError(RuntimeError):
-    """A compile or runtime error, with rbfc's message."""
 
 
 def _first_existing(paths):

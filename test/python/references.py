@@ -1,0 +1,148 @@
+"""PyTorch references of the example specs (examples/*.attn), written here
+from the specs' formulas and independent of the compiler: scores and masks
+[B, H, Nq, Nkv] on any device and float type, and the attention output and
+log-sum-exp they give. Autograd runs through them, so they also give the
+reference gradients of q, k, v, captured tensors and params (pass params as
+tensors to get theirs).
+
+Used by test/python (CPU, float64) and test/gpu/run_python_tests.py (CUDA).
+"""
+import math
+
+import torch
+
+
+def indices(q, k):
+    """q_idx [Nq, 1] and kv_idx [1, Nkv] on q's device."""
+    qi = torch.arange(q.shape[2], device=q.device).view(-1, 1)
+    ki = torch.arange(k.shape[2], device=q.device).view(1, -1)
+    return qi, ki
+
+
+def dot_scaled(q, k):
+    return (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+
+
+def dist2(q, k):
+    return ((q * q).sum(-1, keepdim=True) + (k * k).sum(-1).unsqueeze(-2)
+            - 2.0 * (q @ k.transpose(-1, -2)))
+
+
+def softmax(q, k, c, p):
+    return dot_scaled(q, k), None
+
+
+def causal(q, k, c, p):
+    qi, ki = indices(q, k)
+    return dot_scaled(q, k), ki <= qi
+
+
+def alibi(q, k, c, p):
+    qi, ki = indices(q, k)
+    slopes = c["slopes"].view(1, -1, 1, 1).to(q.dtype)
+    return dot_scaled(q, k) + slopes * (ki - qi).to(q.dtype), ki <= qi
+
+
+def document_mask(q, k, c, p):
+    doc = c["doc"]
+    dq = doc[:, : q.shape[2]].reshape(doc.shape[0], 1, -1, 1)
+    dk = doc[:, : k.shape[2]].reshape(doc.shape[0], 1, 1, -1)
+    return dot_scaled(q, k), dq == dk
+
+
+def prefix_lm(q, k, c, p):
+    qi, ki = indices(q, k)
+    return dot_scaled(q, k), (ki < p.get("prefix", 128)) | (ki <= qi)
+
+
+def rbf_gamma(q, p):
+    return p.get("gamma", 1.0 / math.sqrt(q.shape[-1]))
+
+
+def rbf(q, k, c, p):
+    return -rbf_gamma(q, p) * dist2(q, k), None
+
+
+def rbf_head_gamma(q, k, c, p):
+    return -c["gammas"].view(1, -1, 1, 1).to(q.dtype) * dist2(q, k), None
+
+
+def rbf_causal(q, k, c, p):
+    return rbf(q, k, c, p)[0], causal(q, k, c, p)[1]
+
+
+def relative_bias(q, k, c, p):
+    qi, ki = indices(q, k)
+    offset = qi - ki + k.shape[2] - 1
+    return dot_scaled(q, k) + c["bias"][:, offset].unsqueeze(0).to(q.dtype), None
+
+
+def sliding_window(q, k, c, p):
+    qi, ki = indices(q, k)
+    return dot_scaled(q, k), (ki <= qi) & (qi - ki < p.get("window", 256))
+
+
+def softcap(q, k, c, p):
+    cap = p.get("cap", 50.0)
+    return cap * torch.tanh(dot_scaled(q, k) / cap), None
+
+
+# example name: (score and mask, normalization)
+SPECS = {
+    "softmax": (softmax, "softmax"),
+    "causal": (causal, "softmax"),
+    "alibi": (alibi, "softmax"),
+    "document_mask": (document_mask, "softmax"),
+    "prefix_lm": (prefix_lm, "softmax"),
+    "rbf": (rbf, "softmax"),
+    "rbf_causal": (rbf_causal, "softmax"),
+    "rbf_head_gamma": (rbf_head_gamma, "softmax"),
+    "rbf_none": (rbf, "none"),
+    "relative_bias": (relative_bias, "softmax"),
+    "sliding_window": (sliding_window, "softmax"),
+    "softcap": (softcap, "softmax"),
+}
+
+
+def make_captures(spec, batch, heads, q_len, kv_len, generator, device):
+    """Captured tensors for `spec` as the examples describe them."""
+    if spec == "alibi":
+        return {"slopes": torch.tensor([2.0 ** (-8.0 * (h + 1) / heads)
+                                        for h in range(heads)], device=device)}
+    if spec == "document_mask":
+        n = max(q_len, kv_len)
+        doc = torch.empty(batch, n, dtype=torch.int32)
+        for b in range(batch):
+            cuts = torch.sort(torch.randint(0, n, (min(4, n),),
+                                            generator=generator)).values
+            doc[b] = torch.bucketize(torch.arange(n), cuts, right=True).int()
+        return {"doc": doc.to(device)}
+    if spec == "rbf_head_gamma":
+        # Distinct per query head, so that a GQA group sharing one head's key
+        # terms would show.
+        return {"gammas": (0.05 + 0.15 * torch.rand(heads, generator=generator))
+                .to(device)}
+    if spec == "relative_bias":
+        return {"bias": torch.randn(heads, q_len + kv_len - 1,
+                                    generator=generator).to(device)}
+    return {}
+
+
+def attention(spec, q, k, v, captures=None, params=None):
+    """Output and natural-log LSE of `spec` in q's dtype, for [B, H, N, D]
+    tensors (k, v with kv_heads heads). A fully masked row has output 0 and
+    lse -inf."""
+    score, normalization = SPECS[spec]
+    group = q.shape[1] // k.shape[1]
+    k = k.repeat_interleave(group, dim=1)
+    v = v.repeat_interleave(group, dim=1)
+    s, mask = score(q, k, captures or {}, params or {})
+    if mask is not None:
+        s = s.masked_fill(~mask.expand_as(s), float("-inf"))
+    lse = torch.logsumexp(s, dim=-1)
+    if normalization == "softmax":
+        # A fully masked row has lse -inf: the clamp keeps its weights 0.
+        w = torch.exp(s - lse.unsqueeze(-1).clamp(min=-1e30))
+    else:
+        w = torch.exp(s)
+    return w @ v, lse

@@ -1,0 +1,482 @@
+"""The rbfc Python package on the host backend (CPU tensors): the op against
+float64 PyTorch references, rbfc.sdpa against F.scaled_dot_product_attention,
+every kind of bad argument, the caches, threads and processes compiling at
+once, the custom op's fake implementation and autograd registration, and
+torch.compile(fullgraph=True).
+
+Run by ctest ('python', test/python/run_tests.sh) in a venv with torch from
+PyPI; RBFC_TEST_SEED=N replays a run's random inputs.
+"""
+import ctypes
+import multiprocessing
+import os
+import random
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import rbfc
+from rbfc import _capi
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import references  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples"
+SEED = int(os.environ.get("RBFC_TEST_SEED", random.randrange(1 << 30)))
+print(f"RBFC_TEST_SEED={SEED}")
+
+# max|o - ref| / max|ref| (per tensor); lse within t * (1 + |lse|).
+TOLERANCE = {torch.float32: 2e-5, torch.bfloat16: 2e-2, torch.float16: 5e-3}
+
+
+@pytest.fixture
+def generator():
+    return torch.Generator().manual_seed(SEED)
+
+
+def randn(generator, *shape, dtype=torch.float32, scale=1.0):
+    return (scale * torch.randn(*shape, generator=generator, dtype=torch.float64)).to(dtype)
+
+
+def relative_error(x, ref):
+    return ((x.double() - ref).abs().max() / ref.abs().max().clamp(min=1e-30)).item()
+
+
+def check_lse(lse, ref, tolerance):
+    finite = torch.isfinite(ref)
+    assert torch.equal(torch.isfinite(lse), finite)
+    error = ((lse.double() - ref).abs() / (1 + ref.abs()))[finite]
+    assert error.numel() == 0 or error.max().item() <= tolerance
+
+
+# (B, H, KV heads, Nq, Nkv)
+SHAPES = [(1, 2, 2, 1, 1), (2, 4, 1, 33, 70), (1, 8, 2, 45, 23), (2, 2, 2, 97, 130)]
+
+
+@pytest.mark.parametrize("spec", sorted(references.SPECS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_examples_match_the_reference(spec, dtype, generator):
+    attn = rbfc.compile(EXAMPLES / f"{spec}.attn", lse=True)
+    scale = 0.25 if references.SPECS[spec][1] == "none" else 1.0
+    for batch, heads, kv_heads, q_len, kv_len in SHAPES:
+        q = randn(generator, batch, heads, q_len, 64, dtype=dtype, scale=scale)
+        k = randn(generator, batch, kv_heads, kv_len, 64, dtype=dtype, scale=scale)
+        v = randn(generator, batch, kv_heads, kv_len, 64, dtype=dtype)
+        captures = references.make_captures(spec, batch, heads, q_len, kv_len,
+                                            generator, "cpu")
+        o, lse = attn(q, k, v, captures=captures)
+        ref_o, ref_lse = references.attention(
+            spec, q.double(), k.double(), v.double(),
+            {name: t.double() if t.is_floating_point() else t
+             for name, t in captures.items()})
+        shape = (batch, heads, kv_heads, q_len, kv_len)
+        assert o.dtype == dtype and o.shape == q.shape
+        assert relative_error(o, ref_o) <= TOLERANCE[dtype], shape
+        check_lse(lse, ref_lse, 1e-5)
+
+
+def test_layouts_gqa_and_params(generator):
+    """bnhd views of [B, N, H, D] buffers, GQA 4:1, params by name."""
+    attn = rbfc.compile(EXAMPLES / "rbf.attn")
+    q = randn(generator, 2, 50, 8, 64)
+    k = randn(generator, 2, 70, 2, 64)
+    v = randn(generator, 2, 70, 2, 64)
+    o = attn(q, k, v, params={"gamma": 0.05}, layout="bnhd")
+    assert o.shape == q.shape and o.is_contiguous()
+    ref, _ = references.attention("rbf", *(t.transpose(1, 2).double() for t in (q, k, v)),
+                                  params={"gamma": 0.05})
+    assert relative_error(o.transpose(1, 2), ref) <= TOLERANCE[torch.float32]
+    # Strided views of a fused QKV buffer, in the default layout.
+    qkv = randn(generator, 2, 3, 8, 40, 64)
+    o = attn(qkv[:, 0], qkv[:, 1], qkv[:, 2])
+    ref, _ = references.attention("rbf", *(qkv[:, i].double() for i in range(3)))
+    assert relative_error(o, ref) <= TOLERANCE[torch.float32]
+
+
+def test_one_compile_serves_every_shape(generator):
+    attn = rbfc.compile(EXAMPLES / "causal.attn", num_threads=2)
+    attn(*(randn(generator, 1, 1, 5, 64) for _ in range(3)))
+    before = rbfc.cache_stats()
+    for batch, heads, kv_heads, q_len, kv_len in SHAPES:
+        attn(randn(generator, batch, heads, q_len, 64),
+             randn(generator, batch, kv_heads, kv_len, 64),
+             randn(generator, batch, kv_heads, kv_len, 64))
+    assert rbfc.cache_stats() == before
+
+
+def test_compile_takes_text_or_a_path_and_reports_spec_errors(tmp_path):
+    text = (EXAMPLES / "softcap.attn").read_text()
+    assert rbfc.compile(text).spec_name == "softcap"
+    assert rbfc.compile(str(EXAMPLES / "softcap.attn")).params == {"cap": ("f32", True)}
+    bad = tmp_path / "typo.attn"
+    bad.write_text("attention typo {\n  param gamma: f32 = 1.0;\n"
+                   "  score = -gama * dist2(q, k);\n}\n")
+    with pytest.raises(rbfc.RbfcError) as error:
+        rbfc.compile(bad)
+    assert str(error.value) == (
+        f"{bad}:3:12: error: unknown name 'gama'; did you mean 'gamma'?\n"
+        "  score = -gama * dist2(q, k);\n"
+        "           ^")
+    with pytest.raises(rbfc.RbfcError, match="spec: no file 'nowhere.attn'"):
+        rbfc.compile("nowhere.attn")
+
+
+# --------------------------------------------------------------------------
+# rbfc.sdpa
+
+
+@pytest.mark.parametrize("case", ["plain", "causal", "scale", "gqa", "bool_mask",
+                                  "float_mask", "unbatched"])
+def test_sdpa_matches_torch(case, generator):
+    q = randn(generator, 2, 4, 37, 64)
+    k = randn(generator, 2, 4, 45, 64)
+    v = randn(generator, 2, 4, 45, 64)
+    kwargs = {}
+    if case == "causal":
+        kwargs["is_causal"] = True
+    elif case == "scale":
+        kwargs["scale"] = 0.3
+    elif case == "gqa":
+        k, v, kwargs["enable_gqa"] = k[:, :2], v[:, :2], True
+    elif case == "bool_mask":
+        mask = torch.rand(37, 45, generator=generator) > 0.3
+        mask[:, 0] = True
+        kwargs["attn_mask"] = mask
+    elif case == "float_mask":
+        kwargs["attn_mask"] = randn(generator, 2, 1, 37, 45)
+    elif case == "unbatched":
+        q, k, v = q[0], k[0], v[0]
+    o = rbfc.sdpa(q, k, v, **kwargs)
+    ref = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), **{
+        name: value.double() if isinstance(value, torch.Tensor)
+        and value.is_floating_point() else value for name, value in kwargs.items()})
+    assert o.shape == ref.shape
+    assert relative_error(o, ref) <= TOLERANCE[torch.float32]
+
+
+def test_sdpa_refuses_what_it_does_not_do(generator):
+    q = randn(generator, 1, 4, 8, 64)
+    k = randn(generator, 1, 2, 8, 64)
+    with pytest.raises(rbfc.RbfcError, match="dropout_p: rbfc has no dropout"):
+        rbfc.sdpa(q, q, q, dropout_p=0.1)
+    with pytest.raises(rbfc.RbfcError, match="enable_gqa=True"):
+        rbfc.sdpa(q, k, k)
+    with pytest.raises(rbfc.RbfcError, match="an attn_mask or is_causal"):
+        rbfc.sdpa(q, q, q, attn_mask=torch.ones(8, 8, dtype=torch.bool), is_causal=True)
+    with pytest.raises(rbfc.RbfcError, match="does not broadcast"):
+        rbfc.sdpa(q, q, q, attn_mask=torch.ones(3, 8, dtype=torch.bool))
+
+
+# --------------------------------------------------------------------------
+# Bad arguments: RbfcError naming the argument, before anything compiles or
+# runs.
+
+ALIBI = EXAMPLES / "alibi.attn"
+
+
+def bad_calls(generator):
+    q = randn(generator, 2, 4, 16, 64)
+    k = randn(generator, 2, 2, 24, 64)
+    slopes = torch.ones(4)
+    ok = {"captures": {"slopes": slopes}}
+    window = rbfc.compile(EXAMPLES / "sliding_window.attn")
+    free = rbfc.compile("attention free { param t; score = dot(q, k) * t; }")
+    alibi = rbfc.compile(ALIBI)
+    yield "q: expected a torch.Tensor, got list", alibi, ([1.0], k, k), ok
+    yield "q: expected 4 dimensions [batch, heads, seq, head_dim] (layout 'bhnd'), " \
+          "got shape (4, 16, 64)", alibi, (q[0], k, k), ok
+    yield "q: on meta; rbfc runs on cpu and cuda tensors", alibi, \
+        (q.to("meta"), k.to("meta"), k.to("meta")), ok
+    yield "k: dtype torch.bfloat16, but q is torch.float32", alibi, \
+        (q, k.bfloat16(), k), ok
+    yield "q: dtype torch.float64; on cpu rbfc takes torch.float32, " \
+          "torch.bfloat16, torch.float16", alibi, (q.double(), k.double(), k.double()), ok
+    yield "k: head_dim 32, but q's is 64", alibi, (q, k[..., :32], k[..., :32]), ok
+    yield "v: shape (2, 2, 20, 64), but k is (2, 2, 24, 64)", alibi, (q, k, k[:, :, :20]), ok
+    yield "k: batch 1, but q's is 2", alibi, (q, k[:1], k[:1]), ok
+    yield "k: 3 heads; q's 4 heads must be a multiple of them (GQA)", alibi, \
+        (q, randn(generator, 2, 3, 24, 64), randn(generator, 2, 3, 24, 64)), ok
+    yield "q: the head_dim stride must be 1", alibi, \
+        (q.transpose(2, 3).contiguous().transpose(2, 3), k, k), ok
+    yield "layout: expected 'bhnd' or 'bnhd', got 'nhd'", alibi, (q, k, k), \
+        dict(ok, layout="nhd")
+    yield "captures: 'slopes' is missing (the spec captures f32 of rank 1)", alibi, \
+        (q, k, k), {}
+    yield "captures: unknown capture 'slope'", alibi, (q, k, k), \
+        {"captures": {"slopes": slopes, "slope": slopes}}
+    yield "captures['slopes']: dtype torch.float64; the spec declares f32", alibi, \
+        (q, k, k), {"captures": {"slopes": slopes.double()}}
+    yield "captures['slopes']: 2 dimensions; the spec declares rank 1", alibi, \
+        (q, k, k), {"captures": {"slopes": slopes.view(2, 2)}}
+    yield "captures['slopes']: shape (0,); every dimension must be >= 1", alibi, \
+        (q, k, k), {"captures": {"slopes": slopes[:0]}}
+    yield "captures['slopes']: on meta, but q is on cpu", alibi, \
+        (q, k, k), {"captures": {"slopes": slopes.to("meta")}}
+    yield "params: unknown param 'gamma'; the spec declares []", alibi, (q, k, k), \
+        dict(ok, params={"gamma": 1.0})
+    yield "params: 't' has no default; pass it", free, (q, k, k), {}
+    yield "params['window']: an int param, got 2.5", window, (q, k, k), \
+        {"params": {"window": 2.5}}
+    yield "params['window']: a tensor must be a one-element float tensor for an " \
+          "f32 param", window, (q, k, k), {"params": {"window": torch.tensor(2.0)}}
+    yield "params['t']: expected a number, got str", free, (q, k, k), \
+        {"params": {"t": "1"}}
+
+
+def test_bad_arguments_raise_before_anything_runs(generator):
+    for message, attn, args, kwargs in bad_calls(generator):
+        before = rbfc.cache_stats()
+        with pytest.raises(rbfc.RbfcError) as error:
+            attn(*args, **kwargs)
+        assert message in str(error.value), (message, str(error.value))
+        assert str(error.value).startswith(f"rbfc: {attn.spec_name}: ")
+        assert rbfc.cache_stats() == before, f"{message}: a kernel was compiled"
+
+
+def test_library_checks_reach_python(generator):
+    """What only the library checks (here: an int param out of 32-bit range)
+    raises RbfcError with its message, from inside the op."""
+    window = rbfc.compile(EXAMPLES / "sliding_window.attn")
+    q = randn(generator, 1, 1, 8, 64)
+    with pytest.raises(rbfc.RbfcError, match="param 'window' is an int parameter"):
+        window(q, q, q, params={"window": 2 ** 40})
+
+
+# --------------------------------------------------------------------------
+# Caches, threads, processes
+
+
+def test_memory_cache_hit_across_attention_objects(generator):
+    text = "attention hits { score = dot(q, k) * 0.25; }"
+    q = randn(generator, 1, 2, 8, 64)
+    rbfc.compile(text, num_threads=1)(q, q, q)
+    before = rbfc.cache_stats()
+    rbfc.compile(text, num_threads=2)(q, q, q)   # a new Attention: its own kernels
+    after = rbfc.cache_stats()
+    assert after["memory_hits"] == before["memory_hits"] + 1
+    assert after["compiles"] == before["compiles"]
+
+
+def test_eight_threads_compile_one_kernel_once(generator):
+    text = "attention eight { param c: f32 = 20.0; score = c * tanh(dot(q, k) / c); }"
+    attn = rbfc.compile(text)
+    q = randn(generator, 1, 2, 8, 64)
+    ref, _ = references.attention("softmax", q.double(), q.double(), q.double())
+    before = rbfc.cache_stats()
+    results, errors = [None] * 8, []
+
+    def call(i):
+        try:
+            results[i] = attn(q, q, q)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert rbfc.cache_stats()["compiles"] == before["compiles"] + 1
+    for result in results[1:]:
+        assert torch.equal(result, results[0])
+
+
+CUDA_SPEC = "attention from_python { score = dot(q, k) * 0.5 + 1.0; }"
+
+
+def compile_cuda_into(cache_dir):
+    """Compiles CUDA_SPEC for sm_90a (PTX: no GPU needed) into `cache_dir`
+    through the C API; returns the cache stats of this process."""
+    lib = _capi.lib()
+    options = _capi.sized(_capi.CompileOptions)
+    options.target = _capi.TARGETS["cuda"]
+    options.head_dim = 64
+    options.dtype = _capi.DTYPES["bf16"]
+    options.arch = b"sm_90a"
+    options.cache_dir = str(cache_dir).encode()
+    handle = ctypes.c_void_p()
+    _capi.check(lib.rbfc_compile(CUDA_SPEC.encode(), b"from_python", ctypes.byref(options),
+                                 ctypes.byref(handle)))
+    lib.rbfc_kernel_release(handle)
+    return _capi.cache_stats()
+
+
+def test_four_processes_share_the_disk_cache(tmp_path):
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(4) as pool:
+        stats = pool.map(compile_cuda_into, [tmp_path] * 4)
+    for s in stats:
+        assert s["disk_rejected"] == 0, "a process read a partial entry"
+        assert s["compiles"] + s["disk_hits"] == 1
+    entries = list(tmp_path.iterdir())
+    assert len(entries) == 1 and entries[0].suffix == ".kernel"
+    before = _capi.cache_stats()
+    _capi.clear_memory_cache()
+    after = compile_cuda_into(tmp_path)
+    assert after["disk_hits"] == before["disk_hits"] + 1
+    # A corrupted entry is rebuilt, not loaded.
+    data = bytearray(entries[0].read_bytes())
+    data[-5] ^= 0x20
+    entries[0].write_bytes(bytes(data))
+    _capi.clear_memory_cache()
+    rebuilt = compile_cuda_into(tmp_path)
+    assert rebuilt["disk_rejected"] == after["disk_rejected"] + 1
+    assert rebuilt["compiles"] == after["compiles"] + 1
+    assert entries[0].read_bytes() != bytes(data)
+
+
+# --------------------------------------------------------------------------
+# The custom op: fake implementation, autograd, torch.compile
+
+def host_has_backward():
+    options = _capi.sized(_capi.CompileOptions)
+    options.head_dim, options.dtype = 64, _capi.DTYPES["f32"]
+    options.lse = options.backward = 1
+    options.cache_dir = b""
+    handle = ctypes.c_void_p()
+    status = _capi.lib().rbfc_compile(b"attention probe { score = dot(q, k); }", None,
+                                      ctypes.byref(options), ctypes.byref(handle))
+    _capi.lib().rbfc_kernel_release(handle)
+    return status == _capi.OK
+
+
+needs_backward = pytest.mark.skipif(not host_has_backward(),
+                                    reason="librbfc's host target has no backward yet")
+
+
+def op_args(attn, q, k, v, captures=(), lse=True, backward=False, bnhd=False):
+    return (attn._key, q, k, v, list(captures), [], [], [], [], lse, backward, bnhd)
+
+
+def test_opcheck_forward(generator):
+    attn = rbfc.compile(ALIBI)
+    q = randn(generator, 2, 4, 9, 64)
+    k = randn(generator, 2, 2, 11, 64)
+    slopes = torch.rand(4, generator=generator)
+    for bnhd in (False, True):
+        args = op_args(attn, q.transpose(1, 2) if bnhd else q,
+                       k.transpose(1, 2) if bnhd else k,
+                       k.transpose(1, 2) if bnhd else k, [slopes], bnhd=bnhd)
+        torch.library.opcheck(torch.ops.rbfc.attention, args,
+                              test_utils=("test_schema", "test_faketensor",
+                                          "test_aot_dispatch_static"))
+
+
+def test_gradients_need_a_backward_kernel(generator):
+    if host_has_backward():
+        pytest.skip("the host target has a backward")
+    attn = rbfc.compile(EXAMPLES / "softmax.attn")
+    q = randn(generator, 1, 2, 8, 64).requires_grad_()
+    with pytest.raises(rbfc.RbfcError, match="no backward kernels yet"):
+        attn(q, q, q)
+    with torch.no_grad():
+        attn(q, q, q)
+
+
+@needs_backward
+@pytest.mark.parametrize("spec", ["softmax", "causal", "alibi", "rbf", "rbf_head_gamma",
+                                  "relative_bias", "softcap", "rbf_none"])
+def test_gradients_match_the_reference(spec, generator):
+    """Gradients of q, k, v and of every f32 capture against autograd through
+    the float64 reference (GQA 2:1, Nq != Nkv, bnhd for one case)."""
+    attn = rbfc.compile(EXAMPLES / f"{spec}.attn", lse=True)
+    scale = 0.25 if references.SPECS[spec][1] == "none" else 1.0
+    batch, heads, kv_heads, q_len, kv_len = 2, 4, 2, 19, 27
+    q = randn(generator, batch, heads, q_len, 64, scale=scale)
+    k = randn(generator, batch, kv_heads, kv_len, 64, scale=scale)
+    v = randn(generator, batch, kv_heads, kv_len, 64)
+    captures = references.make_captures(spec, batch, heads, q_len, kv_len, generator,
+                                        "cpu")
+    for t in [q, k, v, *captures.values()]:
+        if t.is_floating_point():
+            t.requires_grad_()
+    grad_o = randn(generator, batch, heads, q_len, 64)
+    grad_lse = randn(generator, batch, heads, q_len)
+    o, lse = attn(q, k, v, captures=captures)
+    torch.autograd.backward([o, lse], [grad_o, grad_lse])
+    inputs = {"q": q, "k": k, "v": v, **captures}
+    ref_inputs = {name: t.detach().double().requires_grad_(t.requires_grad)
+                  for name, t in inputs.items()}
+    ref_o, ref_lse = references.attention(
+        spec, ref_inputs["q"], ref_inputs["k"], ref_inputs["v"],
+        {name: ref_inputs[name] for name in captures})
+    torch.autograd.backward([ref_o, ref_lse], [grad_o.double(), grad_lse.double()])
+    for name, t in inputs.items():
+        if t.requires_grad:
+            assert t.grad is not None, name
+            assert relative_error(t.grad, ref_inputs[name].grad) <= 1e-4, name
+
+
+@needs_backward
+def test_param_gradient_and_bnhd(generator):
+    attn = rbfc.compile(EXAMPLES / "rbf.attn")
+    q = randn(generator, 1, 21, 4, 64).requires_grad_()
+    k = randn(generator, 1, 30, 2, 64).requires_grad_()
+    v = randn(generator, 1, 30, 2, 64).requires_grad_()
+    gamma = torch.tensor(0.07, dtype=torch.float64, requires_grad=True)
+    o = attn(q, k, v, params={"gamma": gamma}, layout="bnhd")
+    grad_o = randn(generator, *o.shape)
+    o.backward(grad_o)
+    ref_q, ref_k, ref_v = (t.detach().transpose(1, 2).double().requires_grad_()
+                           for t in (q, k, v))
+    ref_gamma = gamma.detach().clone().requires_grad_()
+    ref_o, _ = references.attention("rbf", ref_q, ref_k, ref_v, params={"gamma": ref_gamma})
+    ref_o.backward(grad_o.transpose(1, 2).double())
+    for t, ref in ((q, ref_q), (k, ref_k), (v, ref_v)):
+        assert relative_error(t.grad.transpose(1, 2), ref.grad) <= 1e-4
+    assert gamma.grad.dtype == torch.float64 and gamma.grad.shape == ()
+    assert abs(gamma.grad.item() - ref_gamma.grad.item()) <= 1e-4 * abs(ref_gamma.grad.item())
+
+
+@needs_backward
+def test_opcheck_autograd(generator):
+    attn = rbfc.compile(ALIBI)
+    q = randn(generator, 1, 2, 9, 64).requires_grad_()
+    slopes = torch.rand(2, generator=generator).requires_grad_()
+    torch.library.opcheck(torch.ops.rbfc.attention,
+                          op_args(attn, q, q, q, [slopes], backward=True))
+
+
+class Block(torch.nn.Module):
+    """A projection, rbfc attention and a projection: what torch.compile sees
+    in a model."""
+
+    def __init__(self, spec):
+        super().__init__()
+        self.qkv = torch.nn.Linear(64, 3 * 64)
+        self.out = torch.nn.Linear(64, 64)
+        self.attn = rbfc.compile(spec)
+
+    def forward(self, x, slopes):
+        batch, seq, _ = x.shape
+        q, k, v = self.qkv(x).view(batch, seq, 3, 1, 64).unbind(2)
+        o = self.attn(q, k, v, captures={"slopes": slopes}, layout="bnhd")
+        return self.out(o.reshape(batch, seq, 64))
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_torch_compile_fullgraph(backend, generator):
+    torch.manual_seed(SEED)
+    block = Block(ALIBI)
+    x = randn(generator, 2, 33, 64)
+    slopes = torch.tensor([0.5])
+    compiled = torch.compile(block, fullgraph=True, backend=backend)
+    with torch.no_grad():
+        eager = block(x, slopes)
+        assert torch.allclose(compiled(x, slopes), eager, rtol=1e-5, atol=1e-6)
+        before = rbfc.cache_stats()
+        compiled(randn(generator, 3, 50, 64), slopes)   # new lengths, same kernel
+        assert rbfc.cache_stats()["compiles"] == before["compiles"]
+    if host_has_backward():
+        x.requires_grad_()
+        compiled(x, slopes).sum().backward()
+        grad = x.grad.clone()
+        x.grad = None
+        block(x, slopes).sum().backward()
+        assert torch.allclose(grad, x.grad, rtol=1e-4, atol=1e-6)
