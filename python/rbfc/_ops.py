@@ -7,8 +7,12 @@ Each has a fake implementation (shapes only), so torch.compile traces them
 without running them, and the forward has autograd through the backward op.
 Kernels are specialised per (device, dtype, head dim, lse, backward) at
 their first call and kept.
+
+The C structs of a call are packed with `struct` in one step: filling
+ctypes fields one by one cost several microseconds a call.
 """
 import ctypes
+import struct
 import threading
 from typing import Optional
 
@@ -21,6 +25,15 @@ TORCH_DTYPES = {torch.bfloat16: "bf16", torch.float16: "f16",
                 torch.float32: "f32", torch.int32: "i32", torch.int64: "i64"}
 DTYPE_CODES = {dtype: _capi.DTYPES[name] for dtype, name in TORCH_DTYPES.items()}
 
+# rbfc_tensor, rbfc_forward_args and rbfc_backward_args as struct formats
+# (native alignment; '0q' pads each to its 8-byte alignment).
+TENSOR = "Pi4q4qi0q"
+FORWARD = struct.Struct("Q" + TENSOR * 5 + "PQPQPQi0q")
+BACKWARD = struct.Struct("Q" + TENSOR * 10 + "PQPQPPi0q")
+assert FORWARD.size == ctypes.sizeof(_capi.ForwardArgs)
+assert BACKWARD.size == ctypes.sizeof(_capi.BackwardArgs)
+NO_TENSOR = (0,) * 11
+
 # Compiled specs by key; the ops name them by key so that a traced graph
 # holds a string, not the object.
 SPECS = {}
@@ -31,9 +44,9 @@ def _to_bhnd(values, bnhd):
     return (values[0], values[2], values[1], values[3]) if bnhd else tuple(values)
 
 
-def _fill(view, tensor, bnhd=False):
-    """Points the C tensor `view` at `tensor` (4-D ones in `bnhd` layout are
-    described as their [B, H, N, D] view)."""
+def _words(tensor, bnhd=False):
+    """The fields of the rbfc_tensor describing `tensor` (a 4-D one in
+    `bnhd` layout as its [B, H, N, D] view)."""
     sizes, strides = tuple(tensor.shape), tensor.stride()
     if bnhd:
         sizes, strides = _to_bhnd(sizes, True), _to_bhnd(strides, True)
@@ -41,11 +54,20 @@ def _fill(view, tensor, bnhd=False):
     if rank > _capi.MAX_RANK:
         raise RbfcError(f"rbfc: a tensor of rank {rank}; at most "
                         f"{_capi.MAX_RANK} dimensions")
-    view.data = tensor.data_ptr()
-    view.rank = rank
-    view.sizes[:rank] = sizes
-    view.strides[:rank] = strides
-    view.dtype = DTYPE_CODES[tensor.dtype]
+    padding = (0,) * (_capi.MAX_RANK - rank)
+    return (tensor.data_ptr(), rank, *sizes, *padding, *strides, *padding,
+            DTYPE_CODES[tensor.dtype])
+
+
+def _tensor_array(tensors):
+    """An rbfc_tensor array describing `tensors` (kept alive by the caller
+    for the call), and its address (0 when empty)."""
+    if not tensors:
+        return None, 0
+    words = [word for tensor in tensors for word in _words(tensor)]
+    array = (_capi.Tensor * len(tensors)).from_buffer_copy(
+        struct.pack(TENSOR * len(tensors), *words))
+    return array, ctypes.addressof(array)
 
 
 class Kernel:
@@ -77,6 +99,7 @@ class Kernel:
         properties = _capi.sized(_capi.KernelProperties)
         _capi.check(lib.rbfc_kernel_get_properties(handle, ctypes.byref(properties)))
         self.has_backward = bool(properties.has_backward)
+        self.key_terms = properties.info.key_terms > 0
         self.defaults = []
         for index in range(properties.info.num_params):
             param = _capi.ParamInfo()
@@ -84,91 +107,94 @@ class Kernel:
             self.defaults.append(param.default_value if param.has_default else None)
         self.cuda = device.type == "cuda"
         self.num_threads = spec.num_threads
+        self.workspace_bytes = {}
 
     def __del__(self):
         if getattr(self, "handle", None) and _capi._LIB is not None:
             _capi._LIB.rbfc_kernel_release(self.handle)
 
     def param_array(self, params, param_slots, tensor_params, tensor_param_slots):
+        """Every param's value in declaration order (the given ones, else the
+        defaults of this specialisation) as a C array, and its address."""
+        if not self.defaults:
+            return None, 0
         values = list(self.defaults)
         for value, slot in zip(params, param_slots):
             values[slot] = value
         for tensor, slot in zip(tensor_params, tensor_param_slots):
             values[slot] = tensor.item()
-        return (ctypes.c_double * max(len(values), 1))(*values), len(values)
+        array = (ctypes.c_double * len(values))(*values)
+        return array, ctypes.addressof(array)
 
-    def forward(self, q, k, v, o, lse, captures, param_array, num_params, bnhd):
-        args = _capi.sized(_capi.ForwardArgs)
-        _fill(args.q, q, bnhd)
-        _fill(args.k, k, bnhd)
-        _fill(args.v, v, bnhd)
-        _fill(args.o, o, bnhd)
-        if lse.numel():
-            _fill(args.lse, lse)
-        args.params = param_array
-        args.num_params = num_params
-        views = (_capi.Tensor * max(len(captures), 1))()
-        for view, capture in zip(views, captures):
-            _fill(view, capture)
-        args.captures = views
-        args.num_captures = len(captures)
-        lib = _capi.lib()
+    def threads(self):
+        return (self.num_threads if self.num_threads is not None
+                else torch.get_num_threads())
+
+    def workspace(self, q_words, k_words, device):
+        """A device workspace for the key-terms prologue, from PyTorch's
+        caching allocator (no driver allocation on the launch path, safe in a
+        CUDA graph capture), and its size; (None, 0) without key terms."""
+        if not self.key_terms:
+            return None, 0
+        key = (q_words[2], q_words[3], k_words[3], k_words[4])
+        nbytes = self.workspace_bytes.get(key)
+        if nbytes is None:
+            size = ctypes.c_size_t()
+            q_view = _capi.Tensor.from_buffer_copy(struct.pack(TENSOR, *q_words))
+            k_view = _capi.Tensor.from_buffer_copy(struct.pack(TENSOR, *k_words))
+            _capi.check(_capi.lib().rbfc_kernel_workspace_bytes(
+                self.handle, ctypes.byref(q_view), ctypes.byref(k_view),
+                ctypes.byref(size)))
+            nbytes = self.workspace_bytes[key] = size.value
+        return torch.empty(nbytes, dtype=torch.uint8, device=device), nbytes
+
+    def call(self, function, packed, device):
+        """Runs rbfc_forward or rbfc_backward on `packed` arguments: on the
+        current stream of `device` for CUDA."""
         if not self.cuda:
-            args.num_threads = (self.num_threads if self.num_threads is not None
-                                else torch.get_num_threads())
-            _capi.check(lib.rbfc_forward(self.handle, ctypes.byref(args), None))
+            _capi.check(function(self.handle, packed, None))
             return
-        with torch.cuda.device(q.device):
-            nbytes = ctypes.c_size_t()
-            _capi.check(lib.rbfc_kernel_workspace_bytes(
-                self.handle, ctypes.byref(args.q), ctypes.byref(args.k),
-                ctypes.byref(nbytes)))
-            # From PyTorch's caching allocator: no driver allocation on the
-            # launch path, and safe inside a CUDA graph capture.
-            workspace = (torch.empty(nbytes.value, dtype=torch.uint8, device=q.device)
-                         if nbytes.value else None)
-            if workspace is not None:
-                args.workspace = workspace.data_ptr()
-                args.workspace_bytes = nbytes.value
-            stream = torch.cuda.current_stream(q.device).cuda_stream
-            _capi.check(lib.rbfc_forward(self.handle, ctypes.byref(args), stream))
+        if device.index is not None and device.index != torch.cuda.current_device():
+            with torch.cuda.device(device):
+                return self.call(function, packed, device)
+        _capi.check(function(self.handle, packed,
+                             torch.cuda.current_stream(device).cuda_stream))
+
+    def forward(self, q, k, v, o, lse, captures, param_array, bnhd):
+        """`param_array` is param_array()'s (array, address); the C arrays
+        stay referenced here until the call returns."""
+        q_words, k_words = _words(q, bnhd), _words(k, bnhd)
+        capture_array, capture_address = _tensor_array(captures)
+        workspace, workspace_bytes = (self.workspace(q_words, k_words, q.device)
+                                      if self.cuda else (None, 0))
+        packed = _capi.ForwardArgs.from_buffer_copy(FORWARD.pack(
+            FORWARD.size, *q_words, *k_words, *_words(v, bnhd), *_words(o, bnhd),
+            *(_words(lse) if lse is not None else NO_TENSOR),
+            param_array[1], len(self.defaults), capture_address, len(captures),
+            workspace.data_ptr() if workspace is not None else 0, workspace_bytes,
+            0 if self.cuda else self.threads()))
+        self.call(_capi.lib().rbfc_forward, ctypes.byref(packed), q.device)
 
     def backward(self, q, k, v, o, lse, grad_o, grad_lse, captures, param_array,
-                 num_params, grads, capture_grads, param_grads, param_grad_slots,
-                 bnhd):
-        args = _capi.sized(_capi.BackwardArgs)
-        for name, tensor in (("q", q), ("k", k), ("v", v), ("o", o),
-                             ("grad_o", grad_o), ("grad_q", grads[0]),
-                             ("grad_k", grads[1]), ("grad_v", grads[2])):
-            _fill(getattr(args, name), tensor, bnhd)
-        _fill(args.lse, lse)
-        if grad_lse is not None:
-            _fill(args.grad_lse, grad_lse)
-        args.params = param_array
-        args.num_params = num_params
-        views = (_capi.Tensor * max(len(captures), 1))()
-        grad_views = (_capi.Tensor * max(len(captures), 1))()
-        for view, grad_view, capture, grad in zip(views, grad_views, captures,
-                                                  capture_grads):
-            _fill(view, capture)
-            if grad is not None:
-                _fill(grad_view, grad)
-        args.captures = views
-        args.num_captures = len(captures)
-        args.grad_captures = grad_views
-        pointers = (ctypes.c_void_p * max(num_params, 1))()
+                 grads, capture_grads, param_grads, param_grad_slots, bnhd):
+        capture_array, capture_address = _tensor_array(captures)
+        grad_words = [word for grad in capture_grads
+                      for word in (_words(grad) if grad is not None else NO_TENSOR)]
+        grad_array = ((_capi.Tensor * len(captures)).from_buffer_copy(
+            struct.pack(TENSOR * len(captures), *grad_words)) if captures else None)
+        pointers = (ctypes.c_void_p * max(len(self.defaults), 1))()
         for grad, slot in zip(param_grads, param_grad_slots):
             pointers[slot] = grad.data_ptr()
-        args.grad_params = pointers
-        lib = _capi.lib()
-        if not self.cuda:
-            args.num_threads = (self.num_threads if self.num_threads is not None
-                                else torch.get_num_threads())
-            _capi.check(lib.rbfc_backward(self.handle, ctypes.byref(args), None))
-            return
-        with torch.cuda.device(q.device):
-            stream = torch.cuda.current_stream(q.device).cuda_stream
-            _capi.check(lib.rbfc_backward(self.handle, ctypes.byref(args), stream))
+        packed = _capi.BackwardArgs.from_buffer_copy(BACKWARD.pack(
+            BACKWARD.size, *_words(q, bnhd), *_words(k, bnhd), *_words(v, bnhd),
+            *_words(o, bnhd), *_words(lse), *_words(grad_o, bnhd),
+            *(_words(grad_lse) if grad_lse is not None else NO_TENSOR),
+            *_words(grads[0], bnhd), *_words(grads[1], bnhd), *_words(grads[2], bnhd),
+            param_array[1], len(self.defaults), capture_address, len(captures),
+            ctypes.addressof(pointers) if param_grads else 0,
+            ctypes.addressof(grad_array) if captures else 0,
+            0 if self.cuda else self.threads()))
+        self.call(_capi.lib().rbfc_backward, ctypes.byref(packed), q.device)
 
 
 class Spec:
@@ -199,6 +225,24 @@ def _lse_shape(q, bnhd):
     return (q.shape[0], q.shape[2], q.shape[1]) if bnhd else tuple(q.shape[:3])
 
 
+def forward(spec, q, k, v, captures, params, param_slots, tensor_params,
+            tensor_param_slots, lse, backward, bnhd):
+    """Runs the forward: o in q's layout (contiguous) and, with lse or
+    backward, the log-sum-exp [B, H, Nq] f32 (else None)."""
+    kernel = SPECS[spec].kernel(q, lse or backward, backward)
+    if backward and not kernel.has_backward:
+        raise RbfcError(f"rbfc: {SPECS[spec].name.decode()}: the {q.device.type} "
+                        "target has no backward kernels yet; call it under "
+                        "torch.no_grad() or on tensors that do not require grad")
+    param_array = kernel.param_array(params, param_slots, tensor_params,
+                                     tensor_param_slots)
+    o = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    lse_out = (torch.empty(_lse_shape(q, bnhd), dtype=torch.float32, device=q.device)
+               if lse or backward else None)
+    kernel.forward(q, k, v, o, lse_out, captures, param_array, bnhd)
+    return o, lse_out
+
+
 @torch.library.custom_op("rbfc::attention", mutates_args=())
 def attention(spec: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
               captures: list[torch.Tensor], params: list[float],
@@ -207,17 +251,10 @@ def attention(spec: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
               bnhd: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """o (in q's layout, contiguous) and the log-sum-exp [B, H, Nq] f32 (an
     empty tensor unless lse or backward)."""
-    kernel = SPECS[spec].kernel(q, lse or backward, backward)
-    if backward and not kernel.has_backward:
-        raise RbfcError(f"rbfc: {SPECS[spec].name.decode()}: the {q.device.type} "
-                        "target has no backward kernels yet; call it under "
-                        "torch.no_grad() or on tensors that do not require grad")
-    param_array, num_params = kernel.param_array(params, param_slots, tensor_params,
-                                                 tensor_param_slots)
-    o = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-    lse_out = torch.empty(_lse_shape(q, bnhd) if lse or backward else (0,),
-                          dtype=torch.float32, device=q.device)
-    kernel.forward(q, k, v, o, lse_out, captures, param_array, num_params, bnhd)
+    o, lse_out = forward(spec, q, k, v, captures, params, param_slots, tensor_params,
+                         tensor_param_slots, lse, backward, bnhd)
+    if lse_out is None:
+        lse_out = torch.empty((0,), dtype=torch.float32, device=q.device)
     return o, lse_out
 
 
@@ -242,8 +279,8 @@ def attention_backward(
     """Gradients of q, k, v, of the captures whose flag is set and of the
     tensor params whose flag is set (f32 scalars), in that order."""
     kernel = SPECS[spec].kernel(q, True, True)
-    param_array, num_params = kernel.param_array(params, param_slots, tensor_params,
-                                                 tensor_param_slots)
+    param_array = kernel.param_array(params, param_slots, tensor_params,
+                                     tensor_param_slots)
     grads = [torch.empty_like(t) for t in (q, k, v)]
     capture_out = [torch.empty_like(c) if want else None
                    for c, want in zip(captures, capture_grads)]
@@ -251,9 +288,11 @@ def attention_backward(
                  for want in tensor_param_grads if want]
     param_out_slots = [slot for slot, want in zip(tensor_param_slots,
                                                   tensor_param_grads) if want]
+    # An unused output's gradient may arrive expanded (stride 0): the
+    # kernels need a head_dim stride of 1.
     kernel.backward(q, k, v, o, lse, grad_o.contiguous(), grad_lse, captures,
-                    param_array, num_params, grads, capture_out, param_out,
-                    param_out_slots, bnhd)
+                    param_array, grads, capture_out, param_out, param_out_slots,
+                    bnhd)
     return (*grads, [g for g in capture_out if g is not None], param_out)
 
 

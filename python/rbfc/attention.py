@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from . import _capi, _ops
 from .errors import RbfcError
@@ -145,9 +146,18 @@ class Attention(torch.nn.Module):
             q.requires_grad or k.requires_grad or v.requires_grad
             or any(t.requires_grad for t in tensor_params)
             or any(c.requires_grad for c in capture_list))
-        o, lse = _ops.attention(self._key, q, k, v, capture_list, param_values,
-                                param_slots, tensor_params, tensor_param_slots,
-                                bool(return_lse), backward, bnhd)
+        args = (self._key, q, k, v, capture_list, param_values, param_slots,
+                tensor_params, tensor_param_slots, bool(return_lse), backward, bnhd)
+        # Eager calls without autograd skip the dispatcher (about 30 us a
+        # call); tracing, autograd, tensor subclasses and dispatch modes go
+        # through the custom op.
+        if (backward or torch.compiler.is_compiling()
+                or _get_current_dispatch_mode() is not None
+                or type(q) is not torch.Tensor or type(k) is not torch.Tensor
+                or type(v) is not torch.Tensor):
+            o, lse = _ops.attention(*args)
+        else:
+            o, lse = _ops.forward(*args)
         return (o, lse) if return_lse else o
 
     def _check_tensors(self, q, k, v, layout):
