@@ -5,9 +5,13 @@
 #                                    xz-compressed to fit the 64 MiB a call
 #                                    carries; python/rbfc unpacks it there
 #   .carry/lib/librbfc_runtime.so    the CUDA runtime (links only libc)
+#   .carry/wheels/rbfc-*.whl         the Python package with the static
+#                                    librbfc (scripts/build-wheel.sh)
 #   .carry/anchors/                  the peer scripts of ../shared/anchors
 # Then a device call names ".carry" in `carry` and runs, from the repo root,
 #   python3 test/gpu/run_gpu_tests.py      and     python3 bench/bench_fwd.py
+# and, with the wheel installed (pip install --no-index --no-deps
+# .carry/wheels/rbfc-*.whl),  python3 test/gpu/run_python_tests.py
 # (docs/gpu-testing.md). Environment: RBFC_STATIC_BUILD_DIR (build-static),
 # RBFC_ANCHORS_DIR (../shared/anchors), RBFC_JOBS (2).
 set -euo pipefail
@@ -23,7 +27,8 @@ if [[ ! -f $build/build.ninja ]]; then
     -DRBFC_STATIC_TOOLS=ON -DLLVM_USE_LINKER=lld
 fi
 # Other builds share this machine's two cores: one build at a time.
-flock /tmp/rbfc-build.lock ninja -C "$build" -j"${RBFC_JOBS:-2}" rbfc rbfc_runtime
+flock /tmp/rbfc-build.lock ninja -C "$build" -j"${RBFC_JOBS:-2}" rbfc rbfc_runtime \
+  rbfc_library
 
 if [[ ! -f $build/lib/librbfc_runtime.so ]]; then
   echo "prepare-gpu: $build/lib/librbfc_runtime.so was not built (is cuda.h missing?)" >&2
@@ -46,6 +51,7 @@ rm -rf "$carry/bin/rbfc" "$carry/lib" "$carry/anchors"
 mkdir -p "$carry/lib"
 install -m 755 "$build/lib/librbfc_runtime.so" "$carry/lib/librbfc_runtime.so"
 strip --strip-unneeded "$carry/lib/librbfc_runtime.so"
+"$root/scripts/build-wheel.sh" "$build/lib/librbfc.so" "$carry/wheels"
 if [[ -d $anchors ]]; then
   mkdir -p "$carry/anchors"
   cp "$anchors"/*.py "$anchors"/README.md "$carry/anchors/"
@@ -60,7 +66,8 @@ carried=$(du -sb "$carry" | cut -f1)
 total=$((tree + carried))
 echo "prepare-gpu: rbfc $(stat -c %s "$build/bin/rbfc") bytes" \
   "($(stat -c %s "$carry/bin/rbfc.xz") as .xz)," \
-  "librbfc_runtime.so $(stat -c %s "$carry/lib/librbfc_runtime.so") bytes"
+  "librbfc_runtime.so $(stat -c %s "$carry/lib/librbfc_runtime.so") bytes," \
+  "the wheel $(stat -c %s "$carry"/wheels/rbfc-*.whl) bytes"
 echo "prepare-gpu: .carry $carried bytes + working tree $tree bytes = $total of $limit"
 if ((total >= limit)); then
   echo "prepare-gpu: over the 64 MiB a device call carries" >&2
