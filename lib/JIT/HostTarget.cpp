@@ -63,7 +63,9 @@ public:
       : Kernel(RBFC_TARGET_HOST, std::move(descriptor)),
         kernel(std::move(kernel)) {}
 
-  bool hasBackward() const override { return false; }
+  bool hasBackward() const override {
+    return kernel->options().withBackward;
+  }
 
   rbfc_status forward(const rbfc_forward_args &a, void *) const override {
     host::HostKernelArgs args;
@@ -83,9 +85,42 @@ public:
     return RBFC_OK;
   }
 
-  rbfc_status backward(const rbfc_backward_args &, void *) const override {
-    return fail(RBFC_ERROR_UNSUPPORTED,
-                "the host target has no backward kernels yet");
+  rbfc_status backward(const rbfc_backward_args &a, void *) const override {
+    if (!hasBackward())
+      return fail(RBFC_ERROR_UNSUPPORTED,
+                  "the kernel was compiled without a backward (set "
+                  "rbfc_compile_options.backward)");
+    host::HostBackwardArgs args;
+    std::string error;
+    if (!hostTensor(a.q, "q", args.query, error) ||
+        !hostTensor(a.k, "k", args.key, error) ||
+        !hostTensor(a.v, "v", args.value, error) ||
+        !hostTensor(a.o, "o", args.output, error) ||
+        !hostTensor(a.lse, "lse", args.lse, error) ||
+        !hostTensor(a.grad_o, "grad_o", args.outputGrad, error) ||
+        (a.grad_lse.data &&
+         !hostTensor(a.grad_lse, "grad_lse", args.lseGrad, error)) ||
+        !hostTensor(a.grad_q, "grad_q", args.queryGrad, error) ||
+        !hostTensor(a.grad_k, "grad_k", args.keyGrad, error) ||
+        !hostTensor(a.grad_v, "grad_v", args.valueGrad, error) ||
+        !namedArguments(a.params, a.num_params, a.captures, a.num_captures,
+                        args.params, args.captures, error) ||
+        !threads(a.num_threads, args.numThreads, error))
+      return fail(RBFC_ERROR_INVALID_ARGUMENT, error);
+    const runtime::Descriptor &d = descriptor();
+    for (size_t i = 0; a.grad_params && i < d.params.size(); ++i)
+      if (a.grad_params[i])
+        args.paramGrads[d.params[i].name] = a.grad_params[i];
+    for (size_t i = 0; a.grad_captures && i < d.captures.size(); ++i)
+      if (a.grad_captures[i].data &&
+          !hostTensor(a.grad_captures[i],
+                      "grad_captures['" + d.captures[i].name + "']",
+                      args.captureGrads[d.captures[i].name], error))
+        return fail(RBFC_ERROR_INVALID_ARGUMENT, error);
+    if (llvm::Error failure = kernel->backward(args))
+      return fail(RBFC_ERROR_INVALID_ARGUMENT,
+                  llvm::toString(std::move(failure)));
+    return RBFC_OK;
   }
 
   rbfc_status workspaceBytes(const rbfc_tensor *, const rbfc_tensor *,
@@ -141,14 +176,11 @@ rbfc_status rbfc::jit::buildHostKernel(llvm::StringRef spec,
                                        const CompileOptions &options,
                                        runtime::Descriptor description,
                                        std::shared_ptr<const Kernel> &kernel) {
-  if (options.backward)
-    return runtime::setLastError(
-        RBFC_ERROR_UNSUPPORTED,
-        "rbfc: the host target has no backward kernels yet");
   host::HostKernelOptions hostOptions;
   hostOptions.headDim = options.headDim;
   hostOptions.dtype = runtime::dtypeName(options.dtype);
   hostOptions.withLse = options.lse;
+  hostOptions.withBackward = options.backward;
   auto compiled = host::HostKernel::compile(spec, specName, hostOptions);
   if (!compiled)
     return runtime::setLastError(RBFC_ERROR_COMPILE,

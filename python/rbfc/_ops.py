@@ -110,7 +110,8 @@ class Kernel:
         self.workspace_bytes = {}
 
     def __del__(self):
-        if getattr(self, "handle", None) and _capi._LIB is not None:
+        # At interpreter exit the module may already be torn down.
+        if getattr(self, "handle", None) and getattr(_capi, "_LIB", None):
             _capi._LIB.rbfc_kernel_release(self.handle)
 
     def param_array(self, params, param_slots, tensor_params, tensor_param_slots):
@@ -332,8 +333,15 @@ def _backward(ctx, grad_o, grad_lse):
     # gradient in that type and shape.
     param_out = [next(param_grads).to(t.dtype).reshape(t.shape) if want else None
                  for t, want in zip(tensor_params, ctx.tensor_param_grads)]
-    return (None, grad_q, grad_k, grad_v, capture_out, None, None, param_out, None,
+    return (None, grad_q, grad_k, grad_v, capture_out, _no_grad(ctx.params),
+            _no_grad(ctx.param_slots), param_out, _no_grad(ctx.tensor_param_slots),
             None, None, None)
+
+
+def _no_grad(values):
+    """The gradient of a list of numbers as register_autograd compares
+    structures: an empty list flattens as a list, any other as one leaf."""
+    return [] if not values else None
 
 
 attention.register_autograd(_backward, setup_context=_setup_context)

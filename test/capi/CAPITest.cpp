@@ -331,6 +331,149 @@ TEST(CAPIHost, BadArgumentsNameTheArgumentAndWriteNothing) {
   rbfc_backward_args_init(&backward);
   EXPECT_EQ(rbfc_backward(kernel.kernel, &backward, nullptr),
             RBFC_ERROR_UNSUPPORTED);
+  EXPECT_TRUE(contains(lastError(), "compiled without a backward"));
+}
+
+/// One small problem (contiguous [B, H, N, D]) with a forward and a
+/// backward call over it: loss = sum(o * grad_o) + sum(lse * grad_lse).
+struct BackwardProblem {
+  static constexpr int64_t B = 1, H = 2, KVH = 1, NQ = 5, NKV = 7, D = 64;
+  std::vector<float> q, k, v, o, lse, gradO, gradLse, gradQ, gradK, gradV;
+  std::vector<float> slopes{0.5f, 0.25f}, gradSlopes{NAN, NAN};
+  double scale = 0.2;
+  float gradScale = NAN;
+  explicit BackwardProblem(unsigned seed) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> normal;
+    auto fill = [&](std::vector<float> &x, size_t n) {
+      x.resize(n);
+      for (float &e : x)
+        e = normal(rng);
+    };
+    fill(q, B * H * NQ * D);
+    fill(k, B * KVH * NKV * D);
+    fill(v, B * KVH * NKV * D);
+    fill(gradO, B * H * NQ * D);
+    fill(gradLse, B * H * NQ);
+    o.assign(q.size(), NAN);
+    lse.assign(B * H * NQ, NAN);
+    gradQ.assign(q.size(), NAN);
+    gradK.assign(k.size(), NAN);
+    gradV.assign(v.size(), NAN);
+  }
+  rbfc_tensor t(std::vector<float> &x, std::vector<int64_t> sizes) {
+    return view(x.data(), RBFC_DTYPE_F32, sizes, contiguous(sizes));
+  }
+  rbfc_status forward(const rbfc_kernel *kernel) {
+    rbfc_tensor captures = view(slopes.data(), RBFC_DTYPE_F32, {H}, {1});
+    rbfc_forward_args args;
+    rbfc_forward_args_init(&args);
+    args.q = t(q, {B, H, NQ, D});
+    args.k = t(k, {B, KVH, NKV, D});
+    args.v = t(v, {B, KVH, NKV, D});
+    args.o = t(o, {B, H, NQ, D});
+    args.lse = t(lse, {B, H, NQ});
+    args.params = &scale;
+    args.num_params = 1;
+    args.captures = &captures;
+    args.num_captures = 1;
+    return rbfc_forward(kernel, &args, nullptr);
+  }
+  double loss(const rbfc_kernel *kernel) {
+    EXPECT_EQ(forward(kernel), RBFC_OK) << lastError();
+    double sum = 0;
+    for (size_t i = 0; i < o.size(); ++i)
+      sum += double(o[i]) * gradO[i];
+    for (size_t i = 0; i < lse.size(); ++i)
+      sum += double(lse[i]) * gradLse[i];
+    return sum;
+  }
+  rbfc_backward_args backwardArgs(rbfc_tensor &captures,
+                                  rbfc_tensor &captureGrads,
+                                  float *&paramGrad) {
+    captures = view(slopes.data(), RBFC_DTYPE_F32, {H}, {1});
+    captureGrads = view(gradSlopes.data(), RBFC_DTYPE_F32, {H}, {1});
+    paramGrad = &gradScale;
+    rbfc_backward_args args;
+    rbfc_backward_args_init(&args);
+    args.q = t(q, {B, H, NQ, D});
+    args.k = t(k, {B, KVH, NKV, D});
+    args.v = t(v, {B, KVH, NKV, D});
+    args.o = t(o, {B, H, NQ, D});
+    args.lse = t(lse, {B, H, NQ});
+    args.grad_o = t(gradO, {B, H, NQ, D});
+    args.grad_lse = t(gradLse, {B, H, NQ});
+    args.grad_q = t(gradQ, {B, H, NQ, D});
+    args.grad_k = t(gradK, {B, KVH, NKV, D});
+    args.grad_v = t(gradV, {B, KVH, NKV, D});
+    args.params = &scale;
+    args.num_params = 1;
+    args.captures = &captures;
+    args.num_captures = 1;
+    args.grad_params = &paramGrad;
+    args.grad_captures = &captureGrads;
+    return args;
+  }
+};
+
+TEST(CAPIHost, BackwardMatchesFiniteDifferences) {
+  Kernel kernel;
+  rbfc_compile_options options = hostOptions();
+  options.backward = 1;
+  ASSERT_EQ(kernel.compile(kSpec, options), RBFC_OK) << lastError();
+  rbfc_kernel_properties properties{};
+  properties.struct_size = sizeof properties;
+  ASSERT_EQ(rbfc_kernel_get_properties(kernel.kernel, &properties), RBFC_OK);
+  EXPECT_EQ(properties.has_backward, 1);
+
+  BackwardProblem p(11);
+  ASSERT_EQ(p.forward(kernel.kernel), RBFC_OK) << lastError();
+  rbfc_tensor captures, captureGrads;
+  float *paramGrad;
+  rbfc_backward_args args = p.backwardArgs(captures, captureGrads, paramGrad);
+  ASSERT_EQ(rbfc_backward(kernel.kernel, &args, nullptr), RBFC_OK)
+      << lastError();
+
+  // Central differences of the loss in double over f32 outputs.
+  auto check = [&](float &x, double analytic, const char *what) {
+    const float eps = 1e-2f, saved = x;
+    x = saved + eps;
+    double up = p.loss(kernel.kernel);
+    x = saved - eps;
+    double down = p.loss(kernel.kernel);
+    x = saved;
+    double numeric = (up - down) / (2 * eps);
+    EXPECT_NEAR(analytic, numeric, 3e-3 * (1 + std::abs(numeric))) << what;
+  };
+  check(p.q[3], p.gradQ[3], "dq");
+  check(p.q[200], p.gradQ[200], "dq");
+  check(p.k[70], p.gradK[70], "dk");
+  check(p.v[131], p.gradV[131], "dv");
+  check(p.slopes[1], p.gradSlopes[1], "dslopes");
+  double savedScale = p.scale;
+  p.scale = savedScale + 1e-2;
+  double up = p.loss(kernel.kernel);
+  p.scale = savedScale - 1e-2;
+  double down = p.loss(kernel.kernel);
+  p.scale = savedScale;
+  EXPECT_NEAR(p.gradScale, (up - down) / 2e-2,
+              3e-3 * (1 + std::abs((up - down) / 2e-2)))
+      << "dscale";
+
+  // Asked-for gradients only: none of the param's, a wrong capture size.
+  p.gradScale = NAN;
+  args.grad_params = nullptr;
+  ASSERT_EQ(rbfc_backward(kernel.kernel, &args, nullptr), RBFC_OK);
+  EXPECT_TRUE(std::isnan(p.gradScale)) << "written though not asked for";
+  captureGrads.sizes[0] = 3;
+  EXPECT_EQ(rbfc_backward(kernel.kernel, &args, nullptr),
+            RBFC_ERROR_INVALID_ARGUMENT);
+  EXPECT_TRUE(contains(lastError(), "slopes")) << lastError();
+  captureGrads.sizes[0] = 2;
+  args.grad_k.sizes[3] = 32;
+  EXPECT_EQ(rbfc_backward(kernel.kernel, &args, nullptr),
+            RBFC_ERROR_INVALID_ARGUMENT);
+  EXPECT_TRUE(contains(lastError(), "rbfc: biased: ")) << lastError();
 }
 
 //===-- Spec and option errors ---------------------------------------------===//
