@@ -5,7 +5,7 @@ once, gradients of q, k, v, captures and params against autograd through
 the references, the custom op's fake implementation and autograd
 registration, and torch.compile(fullgraph=True) forward and backward.
 
-Run by ctest ('python', test/python/run_tests.sh) in a venv with torch from
+Run by ctest ('python', test/python/run.sh) in a venv with torch from
 PyPI; RBFC_TEST_SEED=N replays a run's random inputs.
 """
 import ctypes
