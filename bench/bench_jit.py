@@ -18,7 +18,8 @@ and in this process:
 On --device cpu also `ptx cold` / `ptx disk hit`: the CUDA compile without a
 GPU (spec text to PTX and descriptor; the module is not loaded).
 
-Per call, on a tiny problem (1x1x128x64) so that the host side dominates,
+Per call, on a tiny problem (CUDA 1x1x128x64, host 1x1x8x64, one thread)
+so that the host side dominates,
 mean over --calls back-to-back calls (CUDA: then one synchronisation),
 median of 5 rounds:
   op        attn(q, k, v): the argument checks, the custom op's dispatch,
@@ -132,7 +133,8 @@ def main():
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     synchronize = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     attn = rbfc.compile(SPEC, num_threads=1)
-    q = torch.randn(1, 1, 128, 64, device=device, dtype=dtype)
+    q = torch.randn(1, 1, 128 if device == "cuda" else 8, 64, device=device,
+                    dtype=dtype)
     attn(q, q, q)
     kernel = _ops.SPECS[attn._key].kernel(q, False, False)
 

@@ -105,6 +105,11 @@ class Kernel:
             param = _capi.ParamInfo()
             _capi.check(lib.rbfc_kernel_param(handle, index, ctypes.byref(param)))
             self.defaults.append(param.default_value if param.has_default else None)
+        # Read-only for the library: one array of the defaults serves every
+        # call that gives no param (a param without a default is always given).
+        defaults = (ctypes.c_double * max(len(self.defaults), 1))(
+            *(0.0 if d is None else d for d in self.defaults))
+        self.default_array = defaults, ctypes.addressof(defaults)
         self.cuda = device.type == "cuda"
         self.num_threads = spec.num_threads
         self.workspace_bytes = {}
@@ -119,6 +124,8 @@ class Kernel:
         defaults of this specialisation) as a C array, and its address."""
         if not self.defaults:
             return None, 0
+        if not params and not tensor_params:
+            return self.default_array
         values = list(self.defaults)
         for value, slot in zip(params, param_slots):
             values[slot] = value
@@ -237,8 +244,8 @@ def forward(spec, q, k, v, captures, params, param_slots, tensor_params,
                         "torch.no_grad() or on tensors that do not require grad")
     param_array = kernel.param_array(params, param_slots, tensor_params,
                                      tensor_param_slots)
-    o = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-    lse_out = (torch.empty(_lse_shape(q, bnhd), dtype=torch.float32, device=q.device)
+    o = q.new_empty(q.shape)
+    lse_out = (q.new_empty(_lse_shape(q, bnhd), dtype=torch.float32)
                if lse or backward else None)
     kernel.forward(q, k, v, o, lse_out, captures, param_array, bnhd)
     return o, lse_out

@@ -142,10 +142,10 @@ class Attention(torch.nn.Module):
         capture_list = self._check_captures(captures, q)
         if return_lse is None:
             return_lse = self.lse
-        backward = torch.is_grad_enabled() and (
+        backward = torch.is_grad_enabled() and bool(
             q.requires_grad or k.requires_grad or v.requires_grad
-            or any(t.requires_grad for t in tensor_params)
-            or any(c.requires_grad for c in capture_list))
+            or (tensor_params and any(t.requires_grad for t in tensor_params))
+            or (capture_list and any(c.requires_grad for c in capture_list)))
         args = (self._key, q, k, v, capture_list, param_values, param_slots,
                 tensor_params, tensor_param_slots, bool(return_lse), backward, bnhd)
         # Eager calls without autograd skip the dispatcher (about 30 us a
@@ -178,28 +178,30 @@ class Attention(torch.nn.Module):
         if q.dtype not in DEVICE_DTYPES[device.type]:
             self._fail(f"q: dtype {q.dtype}; on {device.type} rbfc takes "
                        + ", ".join(str(d) for d in DEVICE_DTYPES[device.type]))
-        bnhd = layout == "bnhd"
-        batch, heads, _, head_dim = _ops._to_bhnd(q.shape, bnhd)
-        kv = _ops._to_bhnd(k.shape, bnhd)
-        if tuple(v.shape) != tuple(k.shape):
+        heads_dim = 2 if layout == "bnhd" else 1
+        batch, heads, head_dim = q.shape[0], q.shape[heads_dim], q.shape[3]
+        kv_heads = k.shape[heads_dim]
+        if v.shape != k.shape:
             self._fail(f"v: shape {tuple(v.shape)}, but k is {tuple(k.shape)}")
-        if kv[0] != batch:
-            self._fail(f"k: batch {kv[0]}, but q's is {batch}")
-        if kv[3] != head_dim:
-            self._fail(f"k: head_dim {kv[3]}, but q's is {head_dim}")
-        if kv[1] < 1 or heads % kv[1] != 0:
-            self._fail(f"k: {kv[1]} heads; q's {heads} heads must be a multiple "
+        if k.shape[0] != batch:
+            self._fail(f"k: batch {k.shape[0]}, but q's is {batch}")
+        if k.shape[3] != head_dim:
+            self._fail(f"k: head_dim {k.shape[3]}, but q's is {head_dim}")
+        if kv_heads < 1 or heads % kv_heads != 0:
+            self._fail(f"k: {kv_heads} heads; q's {heads} heads must be a multiple "
                        "of them (GQA)")
+        cuda = device.type == "cuda"
         for name, t in (("q", q), ("k", k), ("v", v)):
-            strides = _ops._to_bhnd(t.stride(), bnhd)
+            strides = t.stride()
+            # head_dim is the last dimension in both layouts.
             if head_dim > 1 and strides[3] != 1:
                 self._fail(f"{name}: the head_dim stride must be 1, got strides "
-                           f"{tuple(t.stride())}; pass {name}.contiguous()")
+                           f"{strides}; pass {name}.contiguous()")
             # CUDA kernels copy rows in 16-byte chunks (docs/abi.md).
-            if device.type == "cuda" and any(s % 8 for s in strides[:3]):
-                self._fail(f"{name}: strides {tuple(t.stride())} must be "
-                           "multiples of 8 elements (16 bytes) but the last; "
-                           f"pass {name}.contiguous()")
+            if cuda and (strides[0] % 8 or strides[1] % 8 or strides[2] % 8):
+                self._fail(f"{name}: strides {strides} must be multiples of 8 "
+                           f"elements (16 bytes) but the last; pass "
+                           f"{name}.contiguous()")
 
     def _check_params(self, params):
         params = {} if params is None else params
