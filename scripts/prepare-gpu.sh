@@ -7,6 +7,8 @@
 #   .carry/lib/librbfc_runtime.so    the CUDA runtime (links only libc)
 #   .carry/wheels/rbfc-*.whl         the Python package with the static
 #                                    librbfc (scripts/build-wheel.sh)
+#   .carry/bin/rbfc-c-example        examples/c/rbf_attention.c, linked
+#                                    against that librbfc
 #   .carry/anchors/                  the peer scripts of ../shared/anchors
 # Then a device call names ".carry" in `carry` and runs, from the repo root,
 #   python3 test/gpu/run_gpu_tests.py      and     python3 bench/bench_fwd.py
@@ -28,7 +30,7 @@ if [[ ! -f $build/build.ninja ]]; then
 fi
 # Other builds share this machine's two cores: one build at a time.
 flock /tmp/rbfc-build.lock ninja -C "$build" -j"${RBFC_JOBS:-2}" rbfc rbfc_runtime \
-  rbfc_library
+  rbfc_library rbfc-c-example
 
 if [[ ! -f $build/lib/librbfc_runtime.so ]]; then
   echo "prepare-gpu: $build/lib/librbfc_runtime.so was not built (is cuda.h missing?)" >&2
@@ -47,11 +49,12 @@ if [[ ! -f $carry/bin/rbfc.xz || $build/bin/rbfc -nt $carry/bin/rbfc.xz ]]; then
   xz -9 -T2 -c "$build/bin/rbfc" > "$carry/bin/rbfc.xz.tmp"
   mv "$carry/bin/rbfc.xz.tmp" "$carry/bin/rbfc.xz"
 fi
-rm -rf "$carry/bin/rbfc" "$carry/lib" "$carry/anchors"
+rm -rf "$carry/bin/rbfc" "$carry/bin/rbfc-c-example" "$carry/lib" "$carry/anchors"
 mkdir -p "$carry/lib"
 install -m 755 "$build/lib/librbfc_runtime.so" "$carry/lib/librbfc_runtime.so"
 strip --strip-unneeded "$carry/lib/librbfc_runtime.so"
 "$root/scripts/build-wheel.sh" "$build/lib/librbfc.so" "$carry/wheels"
+install -m 755 "$build/bin/rbfc-c-example" "$carry/bin/rbfc-c-example"
 if [[ -d $anchors ]]; then
   mkdir -p "$carry/anchors"
   cp "$anchors"/*.py "$anchors"/README.md "$carry/anchors/"
