@@ -17,13 +17,12 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from ._capi import (DTYPE_NAMES, MAX_RANK, CaptureInfo, KernelInfo, ParamInfo,
+                    Tensor)
 from .errors import RbfcError
 
 REPO = Path(__file__).resolve().parents[2]
 
-MAX_RANK = 4
-DTYPES = {"bf16": 0, "f16": 1, "f32": 2, "i32": 3, "i64": 4}
-DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 
 
 def _first_existing(paths):
@@ -81,34 +80,6 @@ def runtime_library():
         raise RbfcError("no librbfc_runtime.so: set RBFC_RUNTIME or run "
                         "scripts/prepare-gpu.sh")
     return path
-
-
-class Tensor(ctypes.Structure):
-    _fields_ = [("data", ctypes.c_void_p), ("rank", ctypes.c_int32),
-                ("sizes", ctypes.c_int64 * MAX_RANK),
-                ("strides", ctypes.c_int64 * MAX_RANK), ("dtype", ctypes.c_int)]
-
-
-class KernelInfo(ctypes.Structure):
-    _fields_ = [("name", ctypes.c_char_p), ("entry", ctypes.c_char_p),
-                ("arch", ctypes.c_char_p), ("normalization", ctypes.c_char_p),
-                ("plan", ctypes.c_char_p), ("dtype", ctypes.c_int),
-                ("head_dim", ctypes.c_int32), ("has_lse", ctypes.c_int32),
-                ("tile_m", ctypes.c_int32), ("tile_n", ctypes.c_int32),
-                ("warps", ctypes.c_int32), ("stages", ctypes.c_int32),
-                ("shared_memory_bytes", ctypes.c_int64),
-                ("num_params", ctypes.c_int32), ("num_captures", ctypes.c_int32),
-                ("key_terms", ctypes.c_int32)]
-
-
-class ParamInfo(ctypes.Structure):
-    _fields_ = [("name", ctypes.c_char_p), ("type", ctypes.c_int),
-                ("has_default", ctypes.c_int32), ("default_value", ctypes.c_double)]
-
-
-class CaptureInfo(ctypes.Structure):
-    _fields_ = [("name", ctypes.c_char_p), ("type", ctypes.c_int),
-                ("rank", ctypes.c_int32)]
 
 
 _LIB = None

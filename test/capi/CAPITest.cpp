@@ -113,6 +113,14 @@ rbfc_cache_stats stats() {
   return s;
 }
 
+std::vector<float> randomNormal(std::mt19937 &rng, size_t n) {
+  std::normal_distribution<float> normal;
+  std::vector<float> values(n);
+  for (float &value : values)
+    value = normal(rng);
+  return values;
+}
+
 /// Problem sizes, and q, k, v, slopes drawn at random; q, k, v are stored
 /// [batch, seq, heads, head_dim] (bnhd) and passed as transposed views.
 struct Problem {
@@ -120,15 +128,9 @@ struct Problem {
   std::vector<float> q, k, v, slopes;
   explicit Problem(unsigned seed) {
     std::mt19937 rng(seed);
-    std::normal_distribution<float> normal;
-    auto fill = [&](std::vector<float> &x, size_t n) {
-      x.resize(n);
-      for (float &e : x)
-        e = normal(rng);
-    };
-    fill(q, batch * qLen * heads * dim);
-    fill(k, batch * kvLen * kvHeads * dim);
-    fill(v, batch * kvLen * kvHeads * dim);
+    q = randomNormal(rng, batch * qLen * heads * dim);
+    k = randomNormal(rng, batch * kvLen * kvHeads * dim);
+    v = randomNormal(rng, batch * kvLen * kvHeads * dim);
     for (int64_t h = 0; h < heads; ++h)
       slopes.push_back(std::exp2(-8.0f * (h + 1) / heads));
   }
@@ -344,17 +346,11 @@ struct BackwardProblem {
   float gradScale = NAN;
   explicit BackwardProblem(unsigned seed) {
     std::mt19937 rng(seed);
-    std::normal_distribution<float> normal;
-    auto fill = [&](std::vector<float> &x, size_t n) {
-      x.resize(n);
-      for (float &e : x)
-        e = normal(rng);
-    };
-    fill(q, B * H * NQ * D);
-    fill(k, B * KVH * NKV * D);
-    fill(v, B * KVH * NKV * D);
-    fill(gradO, B * H * NQ * D);
-    fill(gradLse, B * H * NQ);
+    q = randomNormal(rng, B * H * NQ * D);
+    k = randomNormal(rng, B * KVH * NKV * D);
+    v = randomNormal(rng, B * KVH * NKV * D);
+    gradO = randomNormal(rng, B * H * NQ * D);
+    gradLse = randomNormal(rng, B * H * NQ);
     o.assign(q.size(), NAN);
     lse.assign(B * H * NQ, NAN);
     gradQ.assign(q.size(), NAN);
