@@ -98,10 +98,14 @@ def compile(spec, *, lse=False, name=None, arch=None, plan=None, cache_dir=None,
 class Attention(torch.nn.Module):
     """A compiled spec; call it on q, k, v (see __call__/forward)."""
 
-    def __init__(self, text, spec_name, lse, arch, plan, cache_dir, num_threads):
+    def __init__(self, text, spec_name, lse, arch, plan, cache_dir, num_threads,
+                 description=None):
+        """`description` is what _inspect would say of `text`, for specs
+        whose params and captures are known without the library (rbfc.sdpa's:
+        then no library call happens before the first call of the module)."""
         super().__init__()
         (self.spec_name, self.normalization, self.params,
-         self.captures) = _inspect(text, spec_name)
+         self.captures) = description or _inspect(text, spec_name)
         self.lse = lse
         self._key = f"{self.spec_name}#{len(_ops.SPECS)}"
         _ops.SPECS[self._key] = _ops.Spec(text, spec_name, arch, plan, cache_dir,

@@ -12,7 +12,7 @@ variant is a spec (below) compiled once.
 
 import torch
 
-from .attention import compile
+from .attention import Attention
 from .errors import RbfcError
 
 _SPECS = {
@@ -81,9 +81,21 @@ def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
             kind, captures = "bool", {"keep": mask.to(torch.int32)}
         else:
             kind, captures = "float", {"bias": mask.to(torch.float32)}
-    attention = compile(_SPECS[(bool(is_causal), kind)])
+    attention = _ATTENTIONS[(bool(is_causal), kind)]
     params = {} if scale is None else {"scale": float(scale)}
     o = attention(query, key, value, params=params, captures=captures)
     return o.squeeze(1) if unbatched else o
 
 
+def _attention(key, text):
+    """The module of one variant, described here: made at import, without a
+    library call, so that a first rbfc.sdpa inside torch.compile traces."""
+    name = text.split()[1]
+    captures = ({"keep": ("i32", 4)} if key[1] == "bool" else
+                {"bias": ("f32", 4)} if key[1] == "float" else {})
+    return Attention(text, name, False, None, None, None, None,
+                     description=(name, "softmax", {"scale": ("f32", True)},
+                                  captures))
+
+
+_ATTENTIONS = {key: _attention(key, text) for key, text in _SPECS.items()}

@@ -9,6 +9,7 @@ Run by ctest ('python', test/python/run.sh) in a venv with torch from
 PyPI; RBFC_TEST_SEED=N replays a run's random inputs.
 """
 import ctypes
+import importlib
 import multiprocessing
 import os
 import random
@@ -158,6 +159,31 @@ def test_sdpa_matches_torch(case, generator):
         and value.is_floating_point() else value for name, value in kwargs.items()})
     assert o.shape == ref.shape
     assert relative_error(o, ref) <= TOLERANCE[torch.float32]
+
+
+def test_sdpa_specs_are_described_as_the_library_reads_them():
+    # rbfc.sdpa is the function; its module holds the specs.
+    sdpa = importlib.import_module("rbfc.sdpa")
+    attention = importlib.import_module("rbfc.attention")
+    for key, text in sdpa._SPECS.items():
+        module = sdpa._ATTENTIONS[key]
+        assert (module.spec_name, module.normalization, module.params,
+                module.captures) == attention._inspect(text, "<spec>"), key
+
+
+@pytest.mark.parametrize("kwargs", [{"is_causal": True}, {"attn_mask": "bool"},
+                                    {"attn_mask": "float"}])
+def test_sdpa_under_torch_compile(kwargs, generator):
+    q = randn(generator, 1, 2, 16, 64)
+    if kwargs.get("attn_mask") == "bool":
+        kwargs = {"attn_mask": torch.rand(16, 16, generator=generator) > 0.2}
+        kwargs["attn_mask"][:, 0] = True
+    elif kwargs.get("attn_mask") == "float":
+        kwargs = {"attn_mask": randn(generator, 16, 16)}
+    compiled = torch.compile(lambda q: rbfc.sdpa(q, q, q, **kwargs), fullgraph=True,
+                             backend="aot_eager")
+    ref = F.scaled_dot_product_attention(q, q, q, **kwargs)
+    assert relative_error(compiled(q), ref.double()) <= TOLERANCE[torch.float32]
 
 
 def test_sdpa_refuses_what_it_does_not_do(generator):
