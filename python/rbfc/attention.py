@@ -152,7 +152,7 @@ class Attention(torch.nn.Module):
             or (capture_list and any(c.requires_grad for c in capture_list)))
         args = (self._key, q, k, v, capture_list, param_values, param_slots,
                 tensor_params, tensor_param_slots, bool(return_lse), backward, bnhd)
-        # Eager calls without autograd skip the dispatcher (about 30 us a
+        # Eager calls without autograd skip the dispatcher (about 20 us a
         # call); tracing, autograd, tensor subclasses and dispatch modes go
         # through the custom op.
         if (backward or torch.compiler.is_compiling()
