@@ -126,6 +126,9 @@ def test_compile_takes_text_or_a_path_and_reports_spec_errors(tmp_path):
         "           ^")
     with pytest.raises(rbfc.RbfcError, match="spec: no file 'nowhere.attn'"):
         rbfc.compile("nowhere.attn")
+    with pytest.raises(rbfc.RbfcError, match="spec: expected spec text or a path, "
+                       "got int"):
+        rbfc.compile(3)
 
 
 # --------------------------------------------------------------------------
@@ -197,6 +200,10 @@ def test_sdpa_refuses_what_it_does_not_do(generator):
         rbfc.sdpa(q, q, q, attn_mask=torch.ones(8, 8, dtype=torch.bool), is_causal=True)
     with pytest.raises(rbfc.RbfcError, match="does not broadcast"):
         rbfc.sdpa(q, q, q, attn_mask=torch.ones(3, 8, dtype=torch.bool))
+    with pytest.raises(rbfc.RbfcError, match="attn_mask: expected a tensor of 2 to 4"):
+        rbfc.sdpa(q, q, q, attn_mask=torch.ones(8, dtype=torch.bool))
+    with pytest.raises(rbfc.RbfcError, match="value: expected a 3- or 4-dimensional"):
+        rbfc.sdpa(q, q, q[0, 0])
 
 
 # --------------------------------------------------------------------------
