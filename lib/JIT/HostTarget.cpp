@@ -11,7 +11,6 @@
 #include "rbfc/Runtime/Launch.h"
 #include "rbfc/Runtime/Status.h"
 
-#include "llvm/ADT/StringExtras.h"
 
 using namespace rbfc;
 using namespace rbfc::jit;
