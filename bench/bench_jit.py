@@ -152,9 +152,14 @@ def main():
 
     o = torch.empty_like(q)
     words = _ops._words(q)
+    # The key-terms workspace, allocated once, as the op takes one from
+    # PyTorch's allocator each call.
+    workspace, workspace_bytes = (kernel.workspace(words, words, q.device)
+                                  if device == "cuda" else (None, 0))
     packed = _capi.ForwardArgs.from_buffer_copy(_ops.FORWARD.pack(
         _ops.FORWARD.size, *words, *words, *words, *_ops._words(o), *_ops.NO_TENSOR,
-        0, 0, 0, 0, 0, 0, 1))
+        kernel.default_array[1], len(kernel.defaults), 0, 0,
+        workspace.data_ptr() if workspace is not None else 0, workspace_bytes, 1))
     stream = torch.cuda.current_stream().cuda_stream if device == "cuda" else None
 
     def bare():
