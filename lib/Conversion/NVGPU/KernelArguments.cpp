@@ -109,3 +109,39 @@ void ForwardArgs::addTo(KernelSignature &signature, attn::AttentionOp op,
   signature.addParams(op, params);
   signature.addCaptures(op, captures);
 }
+
+void BackwardArgs::addTo(KernelSignature &signature, attn::AttentionOp op) {
+  MLIRContext *context = op.getContext();
+  Type f16 = Float16Type::get(context), f32 = Float32Type::get(context);
+  TensorArgs *tensors[] = {&q,         &k,          &v,       &o,
+                           &outputGrad, &queryGrad, &keyGrad, &valueGrad};
+  for (TensorArgs *tensor : tensors)
+    signature.addBuffer(f16, &tensor->data);
+  signature.addBuffer(f32, &lse);
+  signature.addBuffer(f32, &lseGrad);
+  signature.addBuffer(f32, &workspace);
+  signature.addScalar(IntegerType::get(context, 64), &gradMask);
+  signature.addSizes(sizes);
+  for (TensorArgs *tensor : tensors)
+    signature.addStrides(*tensor);
+  for (Value &stride : lseStrides)
+    signature.addIndex(&stride);
+  for (Value &stride : lseGradStrides)
+    signature.addIndex(&stride);
+  signature.addParams(op, params);
+  signature.addCaptures(op, captures);
+  // Only f32 params and captures have a gradient, but every one has the
+  // slot so that the list does not depend on which gradients a spec can
+  // have. A capture's gradient has the capture's sizes.
+  paramGrads.assign(op.getParams().size(), Value());
+  for (Value &grad : paramGrads)
+    signature.addBuffer(f32, &grad);
+  captureGrads.assign(op.getCaptures().size(), CaptureArgs());
+  for (auto [capture, grad] : llvm::zip(op.getCaptures(), captureGrads)) {
+    auto tensor = cast<RankedTensorType>(capture.getType());
+    signature.addBuffer(f32, &grad.data);
+    grad.strides.resize(tensor.getRank());
+    for (Value &stride : grad.strides)
+      signature.addIndex(&stride);
+  }
+}

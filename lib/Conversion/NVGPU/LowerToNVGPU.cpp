@@ -1,4 +1,5 @@
 //===- LowerToNVGPU.cpp - attn.attention to a gpu.module kernel -----------===//
+#include "rbfc/Conversion/NVGPU/BackwardKernels.h"
 #include "rbfc/Conversion/NVGPU/FlashKernel.h"
 #include "rbfc/Conversion/Passes.h"
 
@@ -41,9 +42,24 @@ struct AttnLowerToNVGPU : rbfc::impl::AttnLowerToNVGPUBase<AttnLowerToNVGPU> {
       builder.setInsertionPoint(func);
       auto kernels = gpu::GPUModuleOp::create(
           builder, func.getLoc(), (func.getName() + "_kernels").str());
-      if (failed(buildFlashKernel(ops.front(), kernels,
-                                  (func.getName() + "_fwd").str())))
+      std::string name = (func.getName() + "_fwd").str();
+      FailureOr<gpu::GPUFuncOp> forward =
+          buildFlashKernel(ops.front(), kernels, name);
+      if (failed(forward))
         return signalPassFailure();
+      if (ops.front().hasBackward()) {
+        // The backward's kernels join the forward's module, and what the
+        // runtime needs to launch them its descriptor.
+        FailureOr<DictionaryAttr> backward =
+            buildBackwardKernels(ops.front(), kernels, name);
+        if (failed(backward))
+          return signalPassFailure();
+        NamedAttrList fields(
+            (*forward)->getAttrOfType<DictionaryAttr>(kDescriptorAttrName));
+        fields.set("backward", *backward);
+        (*forward)->setAttr(kDescriptorAttrName,
+                            fields.getDictionary(&getContext()));
+      }
       func.erase();
     }
     if (!functions.empty())

@@ -116,8 +116,10 @@ FailureOr<Value> RegionApplication::materialize(Operation *attnOp,
                                                 const ElementValues &element,
                                                 ElementOpHook hook) {
   if (hook) {
+    // A result-less op (attn.grad_*) is the hook's: it emits what the op
+    // does, or nothing to drop a gradient its kernel does not own.
     FailureOr<Value> value = hook(attnOp, mapping, element);
-    if (failed(value) || *value)
+    if (failed(value) || *value || attnOp->getNumResults() == 0)
       return value;
   }
   auto unavailable = [&](StringRef what) -> FailureOr<Value> {
@@ -154,7 +156,9 @@ FailureOr<Value> RegionApplication::materialize(Operation *attnOp,
         SmallVector<Value> indices;
         for (Value idx : load.getIndices())
           indices.push_back(mapping.lookup(idx));
-        return loadCapture(getCaptureIndex(load.getCapture(), op.kNumIndexArgs,
+        Region *region = load->getParentRegion();
+        return loadCapture(getCaptureIndex(load.getCapture(),
+                                           op.getNumLeadingArgs(*region),
                                            op.getParams().size()),
                            indices);
       })
@@ -165,21 +169,35 @@ FailureOr<Value> RegionApplication::materialize(Operation *attnOp,
       });
 }
 
+FailureOr<SmallVector<Value>>
+RegionApplication::inlineRegion(Region &region, const ElementValues &element,
+                                ElementOpHook hook) {
+  SmallVector<Value> arguments{batch, head, element.qIdx,
+                               element.kvIdx ? element.kvIdx : index(0)};
+  if (op.isGradRegion(region))
+    arguments.push_back(element.adjoint);
+  llvm::append_range(arguments, params);
+  arguments.append(op.getCaptures().size(), Value());
+  return inlineAttnRegion(
+      b, region, arguments, [&](OpBuilder &, Operation *attnOp, IRMapping &m) {
+        return materialize(attnOp, m, element, hook);
+      });
+}
+
 FailureOr<Value>
 RegionApplication::evaluateElementRegion(Region &region,
                                          const ElementValues &element,
                                          ElementOpHook hook) {
-  SmallVector<Value> arguments{batch, head, element.qIdx,
-                               element.kvIdx ? element.kvIdx : index(0)};
-  llvm::append_range(arguments, params);
-  arguments.append(op.getCaptures().size(), Value());
-  auto values = inlineAttnRegion(
-      b, region, arguments, [&](OpBuilder &, Operation *attnOp, IRMapping &m) {
-        return materialize(attnOp, m, element, hook);
-      });
+  auto values = inlineRegion(region, element, hook);
   if (failed(values))
     return failure();
   return (*values)[0];
+}
+
+LogicalResult RegionApplication::evaluateGradRegion(Region &region,
+                                                    const ElementValues &element,
+                                                    ElementOpHook hook) {
+  return success(succeeded(inlineRegion(region, element, hook)));
 }
 
 FailureOr<Value> RegionApplication::scanLiveTile(

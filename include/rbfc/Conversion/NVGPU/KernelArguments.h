@@ -95,6 +95,33 @@ struct ForwardArgs {
              bool hasWorkspace);
 };
 
+/// The parameters every backward kernel takes (docs/abi.md, "Backward"),
+/// one list for all of them so that one packed argument buffer serves each
+/// launch: the forward's tensors and its lse, dO, dlse (may be null: zero),
+/// dQ, dK, dV, the workspace, the gradient mask, the sizes, every tensor's
+/// strides, the params and captures, then per param where its gradient goes
+/// (one f32; null when not asked) and per capture where its gradient goes
+/// (a buffer with the capture's sizes and its own strides; null when not
+/// asked).
+struct BackwardArgs {
+  TensorArgs q, k, v, o, outputGrad, queryGrad, keyGrad, valueGrad;
+  mlir::Value lse, lseGrad;
+  std::array<mlir::Value, 2> lseStrides, lseGradStrides;
+  mlir::Value workspace;
+  /// Bit p: parameter p's gradient is asked for; bit (params + c): capture
+  /// c's.
+  mlir::Value gradMask;
+  ProblemSizes sizes;
+  llvm::SmallVector<mlir::Value> params;
+  llvm::SmallVector<CaptureArgs> captures;
+  /// Per param: where its gradient goes (an f32).
+  llvm::SmallVector<mlir::Value> paramGrads;
+  /// Per capture: its gradient's buffer and strides (sizes: the capture's).
+  llvm::SmallVector<CaptureArgs> captureGrads;
+
+  void addTo(KernelSignature &signature, attn::AttentionOp op);
+};
+
 } // namespace rbfc
 
 #endif // RBFC_CONVERSION_NVGPU_KERNELARGUMENTS_H

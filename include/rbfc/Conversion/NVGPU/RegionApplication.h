@@ -30,11 +30,14 @@ struct ElementValues {
   mlir::Value qScale;  // q_scale (attn.scaled_dot = dot * qScale)
   mlir::Value keyBias; // attn.key_bias: the key's bias
   mlir::Value queryNorm, keyNorm; // attn.norm2 q and k
+  mlir::Value adjoint; // a gradient region's adjoint argument
 };
 
 /// A kernel's own cases for attn ops the built-in ones do not cover (the
 /// backward's gradient ops): the value `attnOp` stands for, a failure
-/// reported on it, or a null Value to leave it to the built-in cases.
+/// reported on it, or a null Value to leave it to the built-in cases. For a
+/// result-less op (attn.grad_*) the hook emits what the op does and returns
+/// a null Value; returning one without emitting anything drops the op.
 using ElementOpHook = llvm::function_ref<mlir::FailureOr<mlir::Value>(
     mlir::Operation *attnOp, mlir::IRMapping &mapping,
     const ElementValues &element)>;
@@ -62,6 +65,12 @@ public:
   mlir::FailureOr<mlir::Value>
   evaluateElementRegion(mlir::Region &region, const ElementValues &element,
                         ElementOpHook hook = {});
+  /// Evaluates the gradient region `region` (score_grad, key_bias_grad, ...)
+  /// at `element`, whose adjoint is the region's; the attn.grad_* ops are
+  /// the kernel's to implement, through `hook`.
+  mlir::LogicalResult evaluateGradRegion(mlir::Region &region,
+                                         const ElementValues &element,
+                                         ElementOpHook hook);
   /// The value one attn op of an element region stands for at `element`:
   /// `hook`'s, else the built-in cases'.
   mlir::FailureOr<mlir::Value> materialize(mlir::Operation *attnOp,
@@ -110,6 +119,10 @@ public:
   static bool isAffineInDot(mlir::Region &score);
 
 private:
+  /// Inlines `region` at `element` and returns what it yields.
+  mlir::FailureOr<llvm::SmallVector<mlir::Value>>
+  inlineRegion(mlir::Region &region, const ElementValues &element,
+               ElementOpHook hook);
   mlir::FailureOr<mlir::Value> loadBound(attn::LoadBoundOp bound,
                                          mlir::IRMapping &mapping);
   mlir::Value sizeValue(attn::Size size);

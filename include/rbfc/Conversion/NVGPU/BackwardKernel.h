@@ -1,0 +1,171 @@
+//===- BackwardKernel.h - what the backward kernels share -------*- C++ -*-===//
+//
+// The backward kernels' common ground: their tiles, their parameter list,
+// the layout of their workspace, and the per-element step both gradient
+// kernels take -- the weight recomputed from the saved log-sum-exp and the
+// score's adjoint dS, handed to the score_grad region.
+//
+//===----------------------------------------------------------------------===//
+#ifndef RBFC_CONVERSION_NVGPU_BACKWARDKERNEL_H
+#define RBFC_CONVERSION_NVGPU_BACKWARDKERNEL_H
+
+#include "rbfc/Conversion/NVGPU/CopyEngine.h"
+#include "rbfc/Conversion/NVGPU/GradientPartials.h"
+#include "rbfc/Conversion/NVGPU/KernelArguments.h"
+#include "rbfc/Conversion/NVGPU/MatrixAtoms.h"
+#include "rbfc/Conversion/NVGPU/RegionApplication.h"
+
+#include <optional>
+
+namespace rbfc {
+
+/// The backward's tiles and static facts. Both gradient kernels give each
+/// warp one m16 atom of rows: 128 keys per dK/dV block (8 warps) against
+/// 64-query tiles, 64 queries per dQ block (4 warps) against 64-key tiles.
+struct BackwardConfig {
+  int64_t headDim;
+  mlir::Type elementType;
+  bool softmax, log2Domain;
+  int64_t stages = 2;
+  int64_t keyValueWarps = 8, keyValueQueryTile = 64;
+  int64_t queryWarps = 4, queryKeyTile = 64;
+
+  /// Keys of one dK/dV block, queries of one dQ block.
+  int64_t keyTile() const { return kAtomRows * keyValueWarps; }
+  int64_t queryTile() const { return kAtomRows * queryWarps; }
+  /// Rows of delta, lse2 and the key terms are padded to a multiple of
+  /// this, so that every tile's run of them exists.
+  static constexpr int64_t kRowMultiple = 128;
+  int64_t dimSlices() const { return headDim / 16; }
+  int64_t chunksPerRow() const { return headDim / kChunk; }
+};
+
+/// Where each part of the f32 workspace is (docs/abi.md, "Backward"):
+///   delta, lse2   [batch, heads, Lq]               Lq = round_up(q_len, 128)
+///   key terms     planes x [batch, R, Lk]          Lk = round_up(kv_len, 128)
+///   partials      [2, batch, heads, tiles, slots]  dK/dV's, then dQ's
+///   sums          [2, batch, heads, slots]
+/// R is kv_heads when the key terms do not read h, else heads.
+struct BackwardWorkspace : KernelEmitter {
+  BackwardWorkspace(mlir::ImplicitLocOpBuilder &b, const BackwardConfig &config,
+                    const ProblemSizes &sizes, int64_t keyTermPlanes,
+                    bool keyTermsPerKvHead, int64_t slots);
+
+  /// The first float of row (batch, head) of delta (plane 0) or lse2 (1).
+  mlir::Value rowTerms(int64_t plane, mlir::Value batch, mlir::Value head);
+  /// The first float of key-term plane `plane`'s row (batch, head), where
+  /// `head` is the kv head or the query head as the terms' rows are.
+  mlir::Value keyTerms(int64_t plane, mlir::Value batch, mlir::Value head);
+  /// The first float of the partial sums of (kernel, batch, head, tile).
+  mlir::Value partials(int64_t kernel, mlir::Value batch, mlir::Value head,
+                       mlir::Value tile);
+  /// The first float of the sums of (kernel, batch, head).
+  mlir::Value sums(mlir::Value kernel, mlir::Value batch, mlir::Value head);
+
+  const ProblemSizes &sizes;
+  int64_t slots;
+  mlir::Value rowLength, keyLength, keyTiles, queryTiles, maxTiles;
+  mlir::Value keyTermRows, keyTermBase, partialsBase, sumsBase;
+};
+
+/// A backward kernel being built: its arguments, thread ids and the
+/// components every backward kernel uses.
+class BackwardKernelBuilder : public KernelEmitter {
+public:
+  BackwardKernelBuilder(attn::AttentionOp op, const BackwardConfig &config,
+                        const GradientSlots &slots,
+                        mlir::ImplicitLocOpBuilder &b)
+      : KernelEmitter(b), op(op), config(config), slots(slots),
+        atoms(b, config.elementType), tile(b, config.headDim) {}
+
+protected:
+  /// Adds the kernel `name` with the backward's parameter list, `warps`
+  /// warps per block, and binds the arguments and thread ids.
+  mlir::gpu::GPUFuncOp declare(mlir::gpu::GPUModuleOp module,
+                               llvm::StringRef name, int64_t warps);
+  /// The planes of key terms: the key bias, then ||k||^2 when the score
+  /// reads it; -1 for a plane the spec does not need.
+  int64_t keyBiasPlane() { return op.getKeyBias().empty() ? -1 : 0; }
+  int64_t keyNormPlane();
+  int64_t keyTermPlanes();
+  /// Whether the key terms' rows are per kv head (the key_bias region does
+  /// not read h).
+  bool keyTermsPerKvHead();
+  /// The workspace's layout for this launch.
+  BackwardWorkspace workspace() {
+    return BackwardWorkspace(b, config, args.sizes, keyTermPlanes(),
+                             keyTermsPerKvHead(), slots.size());
+  }
+  /// Element offset of (batch, head) in a [batch, heads, ...] tensor.
+  mlir::Value headBase(const TensorArgs &tensor, mlir::Value batch,
+                       mlir::Value head) {
+    return add(mul(batch, tensor.strides[0]), mul(head, tensor.strides[1]));
+  }
+  /// Whether bit `bit` of the gradient mask is set.
+  mlir::Value wants(int64_t bit);
+  /// The q_scale region at (batch, head), 1 without one.
+  mlir::FailureOr<mlir::Value> queryScale(RegionApplication &regions);
+
+  /// What the backward does at one element of S (or S^T): the weight
+  /// P = 2^(s - lse2) (`none`: w = 2^s) and the score's adjoint dS in the
+  /// score's units, both 0 where `kept` is false.
+  struct ElementGradient {
+    mlir::Value weight, adjoint;
+  };
+  ElementGradient elementGradient(mlir::Value score, mlir::Value kept,
+                                  mlir::Value dP, mlir::Value delta,
+                                  mlir::Value lse2);
+  /// The score at an element in log2 units, -inf where masked (when
+  /// `masked`; kv_idx and q_idx beyond their lengths are masked too).
+  mlir::FailureOr<std::pair<mlir::Value, mlir::Value>>
+  scoreAndKept(RegionApplication &regions, const ElementValues &element,
+               bool masked);
+
+  /// Adds a gradient region's parameter and capture gradients at
+  /// `element` to `partials`, each only when asked for and `active` (none
+  /// when `partials` is empty: another kernel owns them); `onOther` takes
+  /// the region's other gradient ops with their adjoint.
+  mlir::LogicalResult evaluateGradients(
+      RegionApplication &regions, mlir::Region &region,
+      const ElementValues &element, llvm::MutableArrayRef<mlir::Value> partials,
+      mlir::Value active,
+      llvm::function_ref<void(mlir::Operation *, mlir::Value)> onOther);
+
+  /// A 16-byte chunk of 16-bit elements at element `offset` of `memref`
+  /// (global or shared), widened to eight f32.
+  mlir::Value loadChunk(mlir::Value memref, mlir::Value offset);
+  /// The lane's two elements of slice `slice` of row `row` of a swizzled
+  /// shared tile, as f32.
+  std::array<mlir::Value, 2> loadTilePair(mlir::Value shared,
+                                          mlir::Value tileBase, mlir::Value row,
+                                          int64_t slice);
+  /// Lets float multiply-adds fuse into FMAs, as the forward does.
+  void allowContraction(mlir::gpu::GPUFuncOp func);
+
+  attn::AttentionOp op;
+  const BackwardConfig &config;
+  const GradientSlots &slots;
+  MmaSyncAtom atoms;
+  SwizzledTile tile;
+  BackwardArgs args;
+  mlir::Value threadId, lane, warp, batchIdx;
+  std::optional<FragmentLane> fragment;
+  std::optional<CopyEngine> copies;
+};
+
+/// The dK/dV kernel and the dQ kernel (KeyValueGradKernel.cpp,
+/// QueryGradKernel.cpp); the shared memory they use, in bytes.
+mlir::FailureOr<int64_t> buildKeyValueGradKernel(attn::AttentionOp op,
+                                                 const BackwardConfig &config,
+                                                 const GradientSlots &slots,
+                                                 mlir::gpu::GPUModuleOp module,
+                                                 llvm::StringRef name);
+mlir::FailureOr<int64_t> buildQueryGradKernel(attn::AttentionOp op,
+                                              const BackwardConfig &config,
+                                              const GradientSlots &slots,
+                                              mlir::gpu::GPUModuleOp module,
+                                              llvm::StringRef name);
+
+} // namespace rbfc
+
+#endif // RBFC_CONVERSION_NVGPU_BACKWARDKERNEL_H

@@ -1,0 +1,577 @@
+//===- KeyValueGradKernel.cpp - the backward's dK/dV kernel ---------------===//
+//
+// One block owns a tile of 128 keys of one (batch, kv head); each of its 8
+// warps owns 16 of the keys. K and V stay in shared memory; for every query
+// head of the group and every query tile the mask keeps, Q, dO and the
+// rows' delta and lse2 stream through a ring (cp.async), and per tile:
+//
+//   S^T = K Q^T, dP^T = V dO^T                  (mma.sync; keys are rows)
+//   per element: the score, P = 2^(s - lse2), dS = ln2 P (dP - delta), and
+//                score_grad with adjoint dS: its scaled-dot gradient is
+//                the dS that dK takes, its key-bias and ||k||^2 gradients
+//                add up per key, its parameters' and captures' per lane
+//   dV += P^T dO, dK += (q_scale dS)^T Q        (P and dS from registers)
+//
+// The forward's S = Q K^T schedule with the roles of queries and keys
+// swapped: the same fragment layout, matrix atoms, copy engine and region
+// application, with rows bound to kv_idx and columns to q_idx. After a
+// head's tiles the key bias's gradient (key_bias_grad) runs once per key,
+// and the block's partial sums go to the workspace; at the end dK gets
+// 2 (dL/d||k||^2) k and both gradients are stored. The block also writes
+// its keys' terms (key bias, ||k||^2) to the workspace for the dQ kernel.
+//
+//===----------------------------------------------------------------------===//
+#include "rbfc/Conversion/NVGPU/BackwardKernel.h"
+
+#include "rbfc/Conversion/NVGPU/Epilogue.h"
+
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "llvm/Support/Debug.h"
+
+#define DEBUG_TYPE "attn-backward-kernels"
+
+using namespace mlir;
+using namespace rbfc;
+
+namespace {
+
+class KeyValueGradKernel : BackwardKernelBuilder {
+public:
+  KeyValueGradKernel(attn::AttentionOp op, const BackwardConfig &config,
+                     const GradientSlots &slots, ImplicitLocOpBuilder &b)
+      : BackwardKernelBuilder(op, config, slots, b),
+        scoreLayout(1, config.keyValueQueryTile / 8),
+        gradLayout(1, config.headDim / 8) {}
+
+  FailureOr<int64_t> build(gpu::GPUModuleOp module, StringRef name);
+
+private:
+  int64_t queryTile() const { return config.keyValueQueryTile; }
+  /// One head of the group: its query tiles, then key_bias_grad and the
+  /// block's partial sums. Returns the carried state after the head.
+  FailureOr<SmallVector<Value>> emitHead(Value head, Value isFirstHead,
+                                         ValueRange state);
+  /// One query tile against the block's keys.
+  FailureOr<SmallVector<Value>> emitTile(RegionApplication &regions,
+                                         TileRing &ring, Value tileIndex,
+                                         Value qScale, ValueRange state);
+  /// The elementwise step over S^T for one tile; `masked` evaluates the
+  /// mask (and the bounds) per element.
+  LogicalResult applyElements(RegionApplication &regions, Value qLo,
+                              Value termBase, Value qScale, bool masked,
+                              ArrayRef<Accumulator> scores,
+                              ArrayRef<Accumulator> valueDots,
+                              SmallVectorImpl<Accumulator> &weights,
+                              SmallVectorImpl<Accumulator> &scoreGrads,
+                              MutableArrayRef<Value> keyBiasGrad,
+                              MutableArrayRef<Value> keyNormGrad,
+                              MutableArrayRef<Value> partials);
+  /// Writes the keys' terms for the dQ kernel (padding keys get 0).
+  void storeKeyTerms(BackwardWorkspace &space, Value head);
+  /// acc += A B over the tile: A from the accumulators `operand` (keys x
+  /// queries, packed to 16 bits), B from the [queries][head_dim] tile at
+  /// `tileBase` of `shared` (ldmatrix.trans).
+  void accumulateTransposed(ArrayRef<Accumulator> operand, Value shared,
+                            Value tileBase, SmallVectorImpl<Accumulator> &acc);
+  /// acc = A B^T over the tile: A from the block's [keys][head_dim] tile
+  /// `keys`, B from the [queries][head_dim] tile at `tileBase` of `shared`.
+  SmallVector<Accumulator> multiplyByQueries(Value keys, Value shared,
+                                             Value tileBase);
+
+  /// S^T and dP^T: key rows, query columns; dK and dV: key rows, head_dim.
+  FragmentLayout scoreLayout, gradLayout;
+  Value kvHead, kvLo, group;
+  Value sharedKey, sharedValue, sharedQuery, sharedGrad, deltaRing, lse2Ring,
+      queryNormRing, scratch;
+  SmallVector<Value> keyOffsets, queryOffsets, queryTransposedOffsets;
+  /// Per lane row: kv_idx, ||k||^2 (when a region reads it), key bias.
+  SmallVector<Value> kvIdx, keyNorm, keyBias;
+  std::optional<BackwardWorkspace> space;
+};
+
+SmallVector<Accumulator> KeyValueGradKernel::multiplyByQueries(Value keys,
+                                                               Value shared,
+                                                               Value tileBase) {
+  SmallVector<Accumulator> acc(scoreLayout.size(),
+                               {f32(0.0), f32(0.0), f32(0.0), f32(0.0)});
+  for (int64_t dimSlice = 0; dimSlice < config.dimSlices(); ++dimSlice) {
+    OperandRegisters a = atoms.ldmatrix(
+        keys, tile.laneChunkOffset(keyOffsets, 0, dimSlice), false);
+    for (int64_t pair = 0; pair < queryTile() / 16; ++pair) {
+      Value offset = add(
+          tileBase, tile.laneChunkOffset(queryOffsets, 16 * pair, dimSlice));
+      atoms.mmaSlicePair({a}, atoms.ldmatrix(shared, offset, false),
+                         scoreLayout, acc, 2 * pair);
+    }
+  }
+  return acc;
+}
+
+void KeyValueGradKernel::accumulateTransposed(
+    ArrayRef<Accumulator> operand, Value shared, Value tileBase,
+    SmallVectorImpl<Accumulator> &acc) {
+  for (int64_t querySlice = 0; querySlice < queryTile() / 16; ++querySlice) {
+    OperandRegisters a =
+        atoms.operandA(operand[scoreLayout.accumulator(0, 2 * querySlice)],
+                       operand[scoreLayout.accumulator(0, 2 * querySlice + 1)]);
+    for (int64_t pair = 0; pair < config.dimSlices(); ++pair) {
+      Value offset = add(tileBase, tile.laneChunkOffset(queryTransposedOffsets,
+                                                        16 * querySlice, pair));
+      atoms.mmaSlicePair({a}, atoms.ldmatrix(shared, offset, true), gradLayout,
+                         acc, 2 * pair);
+    }
+  }
+}
+
+void KeyValueGradKernel::storeKeyTerms(BackwardWorkspace &space, Value head) {
+  int64_t biasPlane = keyBiasPlane(), normPlane = keyNormPlane();
+  for (int64_t r = 0; r < scoreLayout.laneRows(); ++r) {
+    Value writer = arith::AndIOp::create(
+        b, cmp(arith::CmpIPredicate::eq, fragment->getInGroup(), index(0)),
+        cmp(arith::CmpIPredicate::ult, kvIdx[r], space.keyLength));
+    auto write = scf::IfOp::create(b, TypeRange{}, writer, false);
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(write.thenBlock());
+    // Padding keys get 0: a key_bias region may read captures at kv_idx.
+    Value inside = cmp(arith::CmpIPredicate::ult, kvIdx[r], args.sizes.kvLen);
+    auto store = [&](int64_t plane, Value value) {
+      memref::StoreOp::create(
+          b, select(inside, value, f32(0.0)), args.workspace,
+          ValueRange{add(space.keyTerms(plane, batchIdx, head), kvIdx[r])});
+    };
+    if (biasPlane >= 0)
+      store(biasPlane, keyBias[r]);
+    if (normPlane >= 0)
+      store(normPlane, keyNorm[r]);
+  }
+}
+
+LogicalResult KeyValueGradKernel::applyElements(
+    RegionApplication &regions, Value qLo, Value termBase, Value qScale,
+    bool masked, ArrayRef<Accumulator> scores, ArrayRef<Accumulator> valueDots,
+    SmallVectorImpl<Accumulator> &weights,
+    SmallVectorImpl<Accumulator> &scoreGrads,
+    MutableArrayRef<Value> keyBiasGrad, MutableArrayRef<Value> keyNormGrad,
+    MutableArrayRef<Value> partials) {
+  int64_t slices = scoreLayout.getColumnSlices();
+  SmallVector<ColumnTermPair> delta =
+      copies->loadColumnTerms(*fragment, slices, deltaRing, termBase);
+  SmallVector<ColumnTermPair> lse2 =
+      copies->loadColumnTerms(*fragment, slices, lse2Ring, termBase);
+  SmallVector<ColumnTermPair> queryNorms;
+  if (queryNormRing)
+    queryNorms =
+        copies->loadColumnTerms(*fragment, slices, queryNormRing, termBase);
+  weights.assign(scores.size(), {});
+  scoreGrads.assign(scores.size(), {f32(0.0), f32(0.0), f32(0.0), f32(0.0)});
+  ElementValues element;
+  element.qScale = qScale;
+  Value columnDelta, columnLse2;
+  return fragment->forEachElementByColumn(
+      scoreLayout,
+      [&](int64_t slice, int64_t column, Value index) {
+        element.qIdx = add(qLo, index);
+        columnDelta = delta[slice][column];
+        columnLse2 = lse2[slice][column];
+        if (!queryNorms.empty())
+          element.queryNorm = queryNorms[slice][column];
+      },
+      [&](int64_t accumulator, int64_t e, int64_t r) -> LogicalResult {
+        element.kvIdx = kvIdx[r];
+        element.keyNorm = keyNorm.empty() ? Value() : keyNorm[r];
+        element.keyBias = keyBias.empty() ? Value() : keyBias[r];
+        element.dot = scores[accumulator][e];
+        auto scored = scoreAndKept(regions, element, masked);
+        if (failed(scored))
+          return failure();
+        ElementGradient grad =
+            elementGradient(scored->first, scored->second,
+                            valueDots[accumulator][e], columnDelta, columnLse2);
+        weights[accumulator][e] = grad.weight;
+        element.adjoint = grad.adjoint;
+        return evaluateGradients(
+            regions, op.getScoreGrad(), element, partials, Value(),
+            [&](Operation *gradOp, Value x) {
+              if (isa<attn::GradScaledDotOp>(gradOp)) {
+                scoreGrads[accumulator][e] = fmul(x, qScale);
+              } else if (isa<attn::GradKeyBiasOp>(gradOp)) {
+                keyBiasGrad[r] = fadd(keyBiasGrad[r], x);
+              } else if (auto norm = dyn_cast<attn::GradNorm2Op>(gradOp)) {
+                if (norm.getVector() == attn::Vector::k)
+                  keyNormGrad[r] = fadd(keyNormGrad[r], x);
+              }
+            });
+      });
+}
+
+FailureOr<SmallVector<Value>>
+KeyValueGradKernel::emitTile(RegionApplication &regions, TileRing &ring,
+                             Value tileIndex, Value qScale, ValueRange state) {
+  int64_t gradValues = 4 * gradLayout.size();
+  int64_t rows = scoreLayout.laneRows();
+  NVVM::CpAsyncWaitGroupOp::create(b, config.stages - 2);
+  gpu::BarrierOp::create(b);
+  ring.issue(add(tileIndex, config.stages - 1));
+  NVVM::CpAsyncCommitGroupOp::create(b);
+  Value buffer = ring.buffer(tileIndex);
+  Value tileBase = ring.tileBase(buffer);
+  Value termBase = ring.termBase(buffer);
+  Value qLo = mul(tileIndex, queryTile());
+  FailureOr<TileClass> tileClass =
+      regions.classifyTile(qLo, queryTile(), kvLo, config.keyTile());
+  if (failed(tileClass))
+    return failure();
+  Value boundary = arith::OrIOp::create(
+      b, cmp(arith::CmpIPredicate::sgt, add(qLo, queryTile()), args.sizes.qLen),
+      cmp(arith::CmpIPredicate::sgt, add(kvLo, config.keyTile()),
+          args.sizes.kvLen));
+  Value partial = arith::OrIOp::create(b, boundary, notI(tileClass->allKept));
+  Value live = notI(tileClass->allMasked);
+
+  OpBuilder::InsertionGuard guard(b);
+  scf::IfOp compute = updateIf(live, state);
+  if (queryNormRing) {
+    // ||q||^2 of the tile's queries, four threads a row, into the ring's
+    // plane beside the tile: the lanes read their columns' from there.
+    int64_t threadsPerRow =
+        config.keyValueWarps * kThreadsPerWarp / queryTile();
+    int64_t chunks = config.chunksPerRow() / threadsPerRow;
+    Value row = div(threadId, threadsPerRow);
+    Value first = mul(rem(threadId, threadsPerRow), chunks);
+    Value norm =
+        laneSum(copies->squareSum(sharedQuery, chunks,
+                                  [&](int64_t c) {
+                                    return add(tileBase,
+                                               tile.offset(row, add(first, c)));
+                                  }),
+                threadsPerRow);
+    auto writer = scf::IfOp::create(
+        b, TypeRange{},
+        cmp(arith::CmpIPredicate::eq, rem(threadId, threadsPerRow), index(0)),
+        false);
+    {
+      OpBuilder::InsertionGuard inner(b);
+      b.setInsertionPointToStart(writer.thenBlock());
+      memref::StoreOp::create(b, norm, queryNormRing,
+                              ValueRange{add(termBase, row)});
+    }
+    gpu::BarrierOp::create(b);
+  }
+  SmallVector<Accumulator> scores =
+      multiplyByQueries(sharedKey, sharedQuery, tileBase);
+  SmallVector<Accumulator> valueDots =
+      multiplyByQueries(sharedValue, sharedGrad, tileBase);
+
+  // Partial tiles test the mask and the bounds per element; the others do
+  // not. Both branches yield P^T, dS^T, the key-side gradients and the
+  // partial sums.
+  SmallVector<Value> keyBiasGrad(state.slice(2 * gradValues, rows));
+  SmallVector<Value> keyNormGrad(state.slice(2 * gradValues + rows, rows));
+  SmallVector<Value> partials(state.drop_front(2 * gradValues + 2 * rows));
+  int64_t scoreValues = 4 * scoreLayout.size();
+  SmallVector<Type> types(2 * scoreValues + 2 * rows + partials.size(),
+                          b.getF32Type());
+  auto branches = scf::IfOp::create(b, types, partial, true);
+  for (bool masked : {true, false}) {
+    OpBuilder::InsertionGuard branch(b);
+    b.setInsertionPointToStart(masked ? branches.thenBlock()
+                                      : branches.elseBlock());
+    SmallVector<Accumulator> weights, scoreGrads;
+    SmallVector<Value> biasGrad = keyBiasGrad, normGrad = keyNormGrad,
+                       sums = partials;
+    if (failed(applyElements(regions, qLo, termBase, qScale, masked, scores,
+                             valueDots, weights, scoreGrads, biasGrad, normGrad,
+                             sums)))
+      return failure();
+    SmallVector<Value> yielded = FragmentLayout::flatten(weights);
+    llvm::append_range(yielded, FragmentLayout::flatten(scoreGrads));
+    llvm::append_range(yielded, biasGrad);
+    llvm::append_range(yielded, normGrad);
+    llvm::append_range(yielded, sums);
+    scf::YieldOp::create(b, yielded);
+  }
+  ValueRange results = branches.getResults();
+  SmallVector<Accumulator> weights =
+      FragmentLayout::unflatten(results.take_front(scoreValues));
+  SmallVector<Accumulator> scoreGrads =
+      FragmentLayout::unflatten(results.slice(scoreValues, scoreValues));
+  SmallVector<Accumulator> keyGrad =
+      FragmentLayout::unflatten(state.take_front(gradValues));
+  SmallVector<Accumulator> valueGrad =
+      FragmentLayout::unflatten(state.slice(gradValues, gradValues));
+  accumulateTransposed(weights, sharedGrad, tileBase, valueGrad);
+  accumulateTransposed(scoreGrads, sharedQuery, tileBase, keyGrad);
+  SmallVector<Value> next = FragmentLayout::flatten(keyGrad);
+  llvm::append_range(next, FragmentLayout::flatten(valueGrad));
+  llvm::append_range(next, results.drop_front(2 * scoreValues));
+  scf::YieldOp::create(b, next);
+  return SmallVector<Value>(compute.getResults());
+}
+
+FailureOr<SmallVector<Value>>
+KeyValueGradKernel::emitHead(Value head, Value isFirstHead, ValueRange state) {
+  int64_t gradValues = 4 * gradLayout.size();
+  int64_t rows = scoreLayout.laneRows();
+  RegionApplication regions(b, op, args.sizes, args.params, args.captures,
+                            batchIdx, head, lane, config.headDim);
+  FailureOr<Value> qScale = queryScale(regions);
+  if (failed(qScale))
+    return failure();
+  keyBias.clear();
+  if (!op.getKeyBias().empty()) {
+    for (int64_t r = 0; r < rows; ++r) {
+      ElementValues element;
+      element.qIdx = index(0);
+      element.kvIdx = kvIdx[r];
+      element.keyNorm = keyNorm.empty() ? Value() : keyNorm[r];
+      FailureOr<Value> bias =
+          regions.evaluateElementRegion(op.getKeyBias(), element);
+      if (failed(bias))
+        return failure();
+      keyBias.push_back(*bias);
+    }
+  }
+  if (keyTermPlanes()) {
+    // Terms that do not read h are the same for every head of the group:
+    // the first head writes them to the kv head's row.
+    if (keyTermsPerKvHead()) {
+      auto first = scf::IfOp::create(b, TypeRange{}, isFirstHead, false);
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(first.thenBlock());
+      storeKeyTerms(*space, kvHead);
+    } else {
+      storeKeyTerms(*space, head);
+    }
+  }
+
+  // The query tiles that may hold a kept element for these keys.
+  Value queryTiles =
+      arith::CeilDivUIOp::create(b, args.sizes.qLen, index(queryTile()));
+  auto classify = [&](Value t) {
+    return regions.classifyTile(mul(t, queryTile()), queryTile(), kvLo,
+                                config.keyTile());
+  };
+  Value firstTile = index(0), lastTile = sub(queryTiles, index(1));
+  if (!op.getTileClass().empty()) {
+    FailureOr<Value> first =
+        regions.scanLiveTile(index(0), queryTiles, /*forward=*/true, classify);
+    if (failed(first))
+      return failure();
+    FailureOr<Value> last = regions.scanLiveTile(
+        lastTile, sub(*first, index(1)), /*forward=*/false, classify);
+    if (failed(last))
+      return failure();
+    firstTile = *first;
+    lastTile = *last;
+  }
+  Value endTile = add(lastTile, 1);
+  TileRing ring(
+      *copies, config.stages, queryTile(), args.sizes.qLen, firstTile, endTile,
+      {{sharedQuery,
+        {args.q.data, headBase(args.q, batchIdx, head), args.q.strides[2]}},
+       {sharedGrad,
+        {args.outputGrad.data, headBase(args.outputGrad, batchIdx, head),
+         args.outputGrad.strides[2]}}});
+  ring.setTerms(args.workspace,
+                {{deltaRing, space->rowTerms(0, batchIdx, head)},
+                 {lse2Ring, space->rowTerms(1, batchIdx, head)}},
+                TileRing::TermCopy::Threads, Value());
+  for (int64_t stage = 0; stage + 1 < config.stages; ++stage) {
+    ring.issue(add(firstTile, stage));
+    NVVM::CpAsyncCommitGroupOp::create(b);
+  }
+
+  // The tiles carry dK, dV, the key bias's and ||k||^2's gradients per lane
+  // row (the lane's own columns) and the partial sums.
+  SmallVector<Value> init(state.take_front(2 * gradValues));
+  init.append(2 * rows, f32(0.0));
+  GradientPartials sums(b, slots);
+  llvm::append_range(init, sums.zeros());
+  auto loop = scf::ForOp::create(b, firstTile, endTile, index(1), init);
+  {
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(loop.getBody());
+    FailureOr<SmallVector<Value>> next =
+        emitTile(regions, ring, loop.getInductionVar(), *qScale,
+                 loop.getRegionIterArgs());
+    if (failed(next))
+      return failure();
+    scf::YieldOp::create(b, *next);
+  }
+  NVVM::CpAsyncWaitGroupOp::create(b, 0);
+  ValueRange results = loop.getResults();
+  SmallVector<Value> partials(results.drop_front(2 * gradValues + 2 * rows));
+  SmallVector<Value> keyNormGrad(state.slice(2 * gradValues, rows));
+  SmallVector<Value> keyNormScore(state.slice(2 * gradValues + rows, rows));
+
+  for (int64_t r = 0; r < rows; ++r) {
+    // The score's ||k||^2 gradient stays per lane until the end; the key
+    // bias's is complete over the row's lanes before key_bias_grad.
+    keyNormScore[r] = fadd(keyNormScore[r], results[2 * gradValues + rows + r]);
+    if (op.getKeyBiasGrad().empty())
+      continue;
+    ElementValues element;
+    element.qIdx = index(0);
+    element.kvIdx = kvIdx[r];
+    element.keyNorm = keyNorm.empty() ? Value() : keyNorm[r];
+    element.adjoint = laneSum(results[2 * gradValues + r], 4);
+    // The row's four lanes evaluate it alike; one adds to the sums.
+    Value once = arith::AndIOp::create(
+        b, cmp(arith::CmpIPredicate::eq, fragment->getInGroup(), index(0)),
+        cmp(arith::CmpIPredicate::ult, kvIdx[r], args.sizes.kvLen));
+    if (failed(
+            evaluateGradients(regions, op.getKeyBiasGrad(), element, partials,
+                              once, [&](Operation *gradOp, Value x) {
+                                auto norm = dyn_cast<attn::GradNorm2Op>(gradOp);
+                                if (norm && norm.getVector() == attn::Vector::k)
+                                  keyNormGrad[r] = fadd(keyNormGrad[r], x);
+                              })))
+      return failure();
+  }
+  sums.storeBlockSums(
+      partials, lane, warp, threadId, config.keyValueWarps, scratch,
+      args.workspace,
+      space->partials(0, batchIdx, head,
+                      gpu::BlockIdOp::create(b, gpu::Dimension::x)));
+  SmallVector<Value> next(results.take_front(2 * gradValues));
+  llvm::append_range(next, keyNormGrad);
+  llvm::append_range(next, keyNormScore);
+  return next;
+}
+
+FailureOr<int64_t> KeyValueGradKernel::build(gpu::GPUModuleOp module,
+                                             StringRef name) {
+  OpBuilder::InsertionGuard guard(b);
+  gpu::GPUFuncOp func = declare(module, name, config.keyValueWarps);
+  LLVM_DEBUG(llvm::dbgs() << "S^T: " << scoreLayout
+                          << "\ndK, dV: " << gradLayout << "\n");
+  kvHead = gpu::BlockIdOp::create(b, gpu::Dimension::y);
+  kvLo = mul(gpu::BlockIdOp::create(b, gpu::Dimension::x), config.keyTile());
+  group = arith::DivUIOp::create(b, args.sizes.heads, args.sizes.kvHeads);
+  space.emplace(workspace());
+
+  SharedMemoryArena shared(b);
+  sharedKey = shared.carve(tile.elements(config.keyTile()), b.getF16Type());
+  sharedValue = shared.carve(tile.elements(config.keyTile()), b.getF16Type());
+  sharedQuery =
+      shared.carve(config.stages * tile.elements(queryTile()), b.getF16Type());
+  sharedGrad =
+      shared.carve(config.stages * tile.elements(queryTile()), b.getF16Type());
+  deltaRing = shared.carve(config.stages * queryTile(), b.getF32Type());
+  lse2Ring = shared.carve(config.stages * queryTile(), b.getF32Type());
+  if (RegionApplication::usesNorm(op.getScore(), attn::Vector::q))
+    queryNormRing = shared.carve(config.stages * queryTile(), b.getF32Type());
+  if (slots.size())
+    scratch = shared.carve(config.keyValueWarps * slots.size(), b.getF32Type());
+
+  // K as the A operand of S^T = K Q^T (and V of dP^T); Q and dO as the B
+  // operand, rows as columns; the same tiles transposed as the B operand
+  // of dV += P^T dO and dK += dS^T Q.
+  LdmatrixAddress key = atoms.addressA(lane, fragment->atomRow(0));
+  keyOffsets = tile.laneChunkOffsets(key.row, key.half);
+  LdmatrixAddress query = atoms.addressB(lane);
+  queryOffsets = tile.laneChunkOffsets(query.row, query.half);
+  LdmatrixAddress queryTransposed = atoms.addressBTransposed(lane);
+  queryTransposedOffsets =
+      tile.laneChunkOffsets(queryTransposed.row, queryTransposed.half);
+
+  Value kBase = headBase(args.k, batchIdx, kvHead);
+  Value vBase = headBase(args.v, batchIdx, kvHead);
+  copies->copyTile(sharedKey, index(0), {args.k.data, kBase, args.k.strides[2]},
+                   kvLo, args.sizes.kvLen, config.keyTile(), /*bounded=*/true);
+  copies->copyTile(sharedValue, index(0),
+                   {args.v.data, vBase, args.v.strides[2]}, kvLo,
+                   args.sizes.kvLen, config.keyTile(), /*bounded=*/true);
+  NVVM::CpAsyncCommitGroupOp::create(b);
+  NVVM::CpAsyncWaitGroupOp::create(b, 0);
+  gpu::BarrierOp::create(b);
+
+  int64_t rows = scoreLayout.laneRows();
+  for (int64_t r = 0; r < rows; ++r)
+    kvIdx.push_back(fragment->row(kvLo, r));
+  if (RegionApplication::usesNorm(op.getKeyBias(), attn::Vector::k) ||
+      RegionApplication::usesNorm(op.getScore(), attn::Vector::k)) {
+    // The four lanes of a row each sum a quarter of it.
+    int64_t chunksPerLane = config.chunksPerRow() / 4;
+    for (int64_t r = 0; r < rows; ++r) {
+      Value row = fragment->rowInTile(r);
+      Value first = mul(fragment->getInGroup(), chunksPerLane);
+      keyNorm.push_back(laneSum(copies->squareSum(sharedKey, chunksPerLane,
+                                                  [&](int64_t c) {
+                                                    return tile.offset(
+                                                        row, add(first, c));
+                                                  }),
+                                4));
+    }
+  }
+
+  // The heads of the group carry dK, dV and, per lane row, the key bias
+  // region's ||k||^2 gradient and the score's (the lane's own columns).
+  int64_t gradValues = 4 * gradLayout.size();
+  SmallVector<Value> init(2 * gradValues, f32(0.0));
+  init.append(2 * rows, f32(0.0));
+  auto heads = scf::ForOp::create(b, index(0), group, index(1), init);
+  {
+    OpBuilder::InsertionGuard inner(b);
+    b.setInsertionPointToStart(heads.getBody());
+    Value g = heads.getInductionVar();
+    Value head = add(mul(kvHead, group), g);
+    FailureOr<SmallVector<Value>> next =
+        emitHead(head, cmp(arith::CmpIPredicate::eq, g, index(0)),
+                 heads.getRegionIterArgs());
+    if (failed(next))
+      return failure();
+    scf::YieldOp::create(b, *next);
+  }
+  ValueRange results = heads.getResults();
+  SmallVector<Accumulator> keyGrad =
+      FragmentLayout::unflatten(results.take_front(gradValues));
+  SmallVector<Accumulator> valueGrad =
+      FragmentLayout::unflatten(results.slice(gradValues, gradValues));
+  // dK += 2 (dL/d||k||^2) k.
+  for (int64_t r = 0; r < rows; ++r) {
+    Value normGrad = fadd(results[2 * gradValues + r],
+                          laneSum(results[2 * gradValues + rows + r], 4));
+    Value twice = fmul(normGrad, f32(2.0));
+    Value row = fragment->rowInTile(r);
+    for (int64_t slice = 0; slice < gradLayout.getColumnSlices(); ++slice) {
+      std::array<Value, 2> keyPair =
+          loadTilePair(sharedKey, index(0), row, slice);
+      Accumulator &acc = keyGrad[gradLayout.accumulator(r / 2, slice)];
+      for (int64_t column = 0; column < 2; ++column) {
+        Value &element = acc[FragmentLayout::element(r, column)];
+        element = fadd(element, fmul(twice, keyPair[column]));
+      }
+    }
+  }
+  Epilogue epilogue(b, *fragment, gradLayout, atoms);
+  Value one = f32(1.0);
+  for (int64_t r = 0; r < rows; ++r) {
+    if (failed(epilogue.storeRow(keyGrad, r, one,
+                                 {args.keyGrad.data,
+                                  headBase(args.keyGrad, batchIdx, kvHead),
+                                  args.keyGrad.strides[2]},
+                                 kvIdx[r], args.sizes.kvLen)) ||
+        failed(epilogue.storeRow(valueGrad, r, one,
+                                 {args.valueGrad.data,
+                                  headBase(args.valueGrad, batchIdx, kvHead),
+                                  args.valueGrad.strides[2]},
+                                 kvIdx[r], args.sizes.kvLen)))
+      return failure();
+  }
+  gpu::ReturnOp::create(b);
+  allowContraction(func);
+  return shared.size();
+}
+
+} // namespace
+
+FailureOr<int64_t> rbfc::buildKeyValueGradKernel(attn::AttentionOp op,
+                                                 const BackwardConfig &config,
+                                                 const GradientSlots &slots,
+                                                 gpu::GPUModuleOp module,
+                                                 StringRef name) {
+  ImplicitLocOpBuilder b(op.getLoc(), op.getContext());
+  return KeyValueGradKernel(op, config, slots, b).build(module, name);
+}

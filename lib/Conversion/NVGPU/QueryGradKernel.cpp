@@ -1,0 +1,501 @@
+//===- QueryGradKernel.cpp - the backward's dQ kernel ---------------------===//
+//
+// One block owns a tile of 64 query rows of one (batch, head), 16 per warp,
+// as the forward does; Q and dO stay in registers or shared memory, and the
+// K/V tiles the mask keeps stream through a ring with their keys' terms
+// (which the dK/dV kernel wrote to the workspace). Per key tile:
+//
+//   S = Q K^T, dP = dO V^T                      (mma.sync; queries are rows)
+//   per element: the score, P = 2^(s - lse2), dS = ln2 P (dP - delta), and
+//                score_grad with adjoint dS, of which this kernel keeps
+//                the scaled dot's gradient (dS for dQ) and ||q||^2's
+//   dQ~ += dS K                                 (dS from registers)
+//
+// Then per row dQ = q_scale dQ~ + 2 (dL/d||q||^2) q, with the row terms'
+// gradient from dlse (row_bias_grad), and q_scale_grad with sum q . dQ~
+// adds to the parameters' and captures' partial sums. dQ is written once,
+// by one block: no atomics, the same bits on every run.
+//
+//===----------------------------------------------------------------------===//
+#include "rbfc/Conversion/NVGPU/BackwardKernel.h"
+
+#include "rbfc/Conversion/NVGPU/Epilogue.h"
+
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "llvm/Support/Debug.h"
+
+#include <limits>
+
+#define DEBUG_TYPE "attn-backward-kernels"
+
+using namespace mlir;
+using namespace rbfc;
+
+namespace {
+
+/// Registers a warp may spend on keeping Q's and dO's fragments resident.
+constexpr int64_t kResidentFragmentRegisters = 64;
+
+class QueryGradKernel : BackwardKernelBuilder {
+public:
+  QueryGradKernel(attn::AttentionOp op, const BackwardConfig &config,
+                  const GradientSlots &slots, ImplicitLocOpBuilder &b)
+      : BackwardKernelBuilder(op, config, slots, b),
+        scoreLayout(1, config.queryKeyTile / 8),
+        gradLayout(1, config.headDim / 8) {}
+
+  FailureOr<int64_t> build(gpu::GPUModuleOp module, StringRef name);
+
+private:
+  int64_t keyTile() const { return config.queryKeyTile; }
+  bool fragmentsResident() const {
+    return 2 * config.dimSlices() * 4 <= kResidentFragmentRegisters;
+  }
+  /// The A registers of rows of the block's [rows][head_dim] tile `shared`,
+  /// head dims [16 slice, 16 slice + 16).
+  OperandRegisters loadRowFragment(Value shared, int64_t slice) {
+    return atoms.ldmatrix(shared, tile.laneChunkOffset(rowOffsets, 0, slice),
+                          false);
+  }
+  /// acc = A B^T with A from `rows` (resident fragments, or ldmatrix from
+  /// `shared`) and B the key tile's [keys][head_dim] rows at `tileBase`.
+  SmallVector<Accumulator> multiplyByKeys(ArrayRef<Value> resident,
+                                          Value shared, Value keys,
+                                          Value tileBase);
+  FailureOr<SmallVector<Value>> emitTile(RegionApplication &regions,
+                                         TileRing &ring, Value tileIndex,
+                                         ValueRange state);
+  LogicalResult applyElements(RegionApplication &regions, Value kvLo,
+                              Value termBase, bool masked,
+                              ArrayRef<Accumulator> scores,
+                              ArrayRef<Accumulator> valueDots,
+                              SmallVectorImpl<Accumulator> &scoreGrads,
+                              MutableArrayRef<Value> queryNormGrad);
+  LogicalResult storeResults(RegionApplication &regions,
+                             ArrayRef<Accumulator> unscaled,
+                             ArrayRef<Value> queryNormGrad);
+
+  /// S and dP: query rows, key columns; dQ: query rows, head_dim columns.
+  FragmentLayout scoreLayout, gradLayout;
+  Value head, qLo, qTile;
+  Value sharedQuery, sharedGrad, sharedKey, sharedValue, keyBiasRing,
+      keyNormRing, scratch;
+  SmallVector<Value> rowOffsets, keyOffsets, keyTransposedOffsets;
+  SmallVector<Value> queryFragments, gradFragments;
+  /// Per lane row: q_idx, delta, lse2, ||q||^2 (when a region reads it).
+  SmallVector<Value> rowIdx, rowDelta, rowLse2, rowQueryNorm;
+  Value qScale;
+  std::optional<BackwardWorkspace> space;
+  SmallVector<Value> partials;
+};
+
+SmallVector<Accumulator>
+QueryGradKernel::multiplyByKeys(ArrayRef<Value> resident, Value shared,
+                                Value keys, Value tileBase) {
+  SmallVector<Accumulator> acc(scoreLayout.size(),
+                               {f32(0.0), f32(0.0), f32(0.0), f32(0.0)});
+  for (int64_t dimSlice = 0; dimSlice < config.dimSlices(); ++dimSlice) {
+    OperandRegisters a;
+    if (resident.empty()) {
+      a = loadRowFragment(shared, dimSlice);
+    } else {
+      ArrayRef<Value> registers = resident.slice(4 * dimSlice, 4);
+      a = {registers[0], registers[1], registers[2], registers[3]};
+    }
+    for (int64_t pair = 0; pair < keyTile() / 16; ++pair) {
+      Value offset =
+          add(tileBase, tile.laneChunkOffset(keyOffsets, 16 * pair, dimSlice));
+      atoms.mmaSlicePair({a}, atoms.ldmatrix(keys, offset, false), scoreLayout,
+                         acc, 2 * pair);
+    }
+  }
+  return acc;
+}
+
+LogicalResult QueryGradKernel::applyElements(
+    RegionApplication &regions, Value kvLo, Value termBase, bool masked,
+    ArrayRef<Accumulator> scores, ArrayRef<Accumulator> valueDots,
+    SmallVectorImpl<Accumulator> &scoreGrads,
+    MutableArrayRef<Value> queryNormGrad) {
+  int64_t slices = scoreLayout.getColumnSlices();
+  SmallVector<ColumnTermPair> biases, norms;
+  if (keyBiasRing)
+    biases = copies->loadColumnTerms(*fragment, slices, keyBiasRing, termBase);
+  if (keyNormRing)
+    norms = copies->loadColumnTerms(*fragment, slices, keyNormRing, termBase);
+  scoreGrads.assign(scores.size(), {f32(0.0), f32(0.0), f32(0.0), f32(0.0)});
+  ElementValues element;
+  element.qScale = qScale;
+  return fragment->forEachElementByColumn(
+      scoreLayout,
+      [&](int64_t slice, int64_t column, Value index) {
+        element.kvIdx = add(kvLo, index);
+        if (!biases.empty())
+          element.keyBias = biases[slice][column];
+        if (!norms.empty())
+          element.keyNorm = norms[slice][column];
+      },
+      [&](int64_t accumulator, int64_t e, int64_t r) -> LogicalResult {
+        element.qIdx = rowIdx[r];
+        element.queryNorm = rowQueryNorm.empty() ? Value() : rowQueryNorm[r];
+        element.dot = scores[accumulator][e];
+        auto scored = scoreAndKept(regions, element, masked);
+        if (failed(scored))
+          return failure();
+        ElementGradient grad =
+            elementGradient(scored->first, scored->second,
+                            valueDots[accumulator][e], rowDelta[r], rowLse2[r]);
+        element.adjoint = grad.adjoint;
+        // The parameters' and captures' gradients of the score are the
+        // dK/dV kernel's: none are added here.
+        return evaluateGradients(
+            regions, op.getScoreGrad(), element, {}, Value(),
+            [&](Operation *gradOp, Value x) {
+              if (isa<attn::GradScaledDotOp>(gradOp)) {
+                scoreGrads[accumulator][e] = x;
+              } else if (auto norm = dyn_cast<attn::GradNorm2Op>(gradOp)) {
+                if (norm.getVector() == attn::Vector::q)
+                  queryNormGrad[r] = fadd(queryNormGrad[r], x);
+              }
+            });
+      });
+}
+
+FailureOr<SmallVector<Value>>
+QueryGradKernel::emitTile(RegionApplication &regions, TileRing &ring,
+                          Value tileIndex, ValueRange state) {
+  int64_t gradValues = 4 * gradLayout.size();
+  int64_t rows = scoreLayout.laneRows();
+  NVVM::CpAsyncWaitGroupOp::create(b, config.stages - 2);
+  gpu::BarrierOp::create(b);
+  ring.issue(add(tileIndex, config.stages - 1));
+  NVVM::CpAsyncCommitGroupOp::create(b);
+  Value buffer = ring.buffer(tileIndex);
+  Value tileBase = ring.tileBase(buffer);
+  Value termBase = ring.termBase(buffer);
+  Value kvLo = mul(tileIndex, keyTile());
+  FailureOr<TileClass> tileClass =
+      regions.classifyTile(qLo, config.queryTile(), kvLo, keyTile());
+  if (failed(tileClass))
+    return failure();
+  Value boundary = arith::OrIOp::create(
+      b, cmp(arith::CmpIPredicate::sgt, add(kvLo, keyTile()), args.sizes.kvLen),
+      cmp(arith::CmpIPredicate::sgt, add(qLo, config.queryTile()),
+          args.sizes.qLen));
+  Value partial = arith::OrIOp::create(b, boundary, notI(tileClass->allKept));
+  Value live = notI(tileClass->allMasked);
+
+  OpBuilder::InsertionGuard guard(b);
+  scf::IfOp compute = updateIf(live, state);
+  SmallVector<Accumulator> scores =
+      multiplyByKeys(queryFragments, sharedQuery, sharedKey, tileBase);
+  SmallVector<Accumulator> valueDots =
+      multiplyByKeys(gradFragments, sharedGrad, sharedValue, tileBase);
+  SmallVector<Value> queryNormGrad(state.slice(gradValues, rows));
+  int64_t scoreValues = 4 * scoreLayout.size();
+  SmallVector<Type> types(scoreValues + rows, b.getF32Type());
+  auto branches = scf::IfOp::create(b, types, partial, true);
+  for (bool masked : {true, false}) {
+    OpBuilder::InsertionGuard branch(b);
+    b.setInsertionPointToStart(masked ? branches.thenBlock()
+                                      : branches.elseBlock());
+    SmallVector<Accumulator> scoreGrads;
+    SmallVector<Value> normGrad = queryNormGrad;
+    if (failed(applyElements(regions, kvLo, termBase, masked, scores, valueDots,
+                             scoreGrads, normGrad)))
+      return failure();
+    SmallVector<Value> yielded = FragmentLayout::flatten(scoreGrads);
+    llvm::append_range(yielded, normGrad);
+    scf::YieldOp::create(b, yielded);
+  }
+  ValueRange results = branches.getResults();
+  SmallVector<Accumulator> scoreGrads =
+      FragmentLayout::unflatten(results.take_front(scoreValues));
+  SmallVector<Accumulator> queryGrad =
+      FragmentLayout::unflatten(state.take_front(gradValues));
+  // dQ~ += dS K: dS from registers, K's [keys][head_dim] tile transposed.
+  for (int64_t keySlice = 0; keySlice < keyTile() / 16; ++keySlice) {
+    OperandRegisters a = atoms.operandA(
+        scoreGrads[scoreLayout.accumulator(0, 2 * keySlice)],
+        scoreGrads[scoreLayout.accumulator(0, 2 * keySlice + 1)]);
+    for (int64_t pair = 0; pair < config.dimSlices(); ++pair) {
+      Value offset = add(tileBase, tile.laneChunkOffset(keyTransposedOffsets,
+                                                        16 * keySlice, pair));
+      atoms.mmaSlicePair({a}, atoms.ldmatrix(sharedKey, offset, true),
+                         gradLayout, queryGrad, 2 * pair);
+    }
+  }
+  SmallVector<Value> next = FragmentLayout::flatten(queryGrad);
+  llvm::append_range(next, results.drop_front(scoreValues));
+  scf::YieldOp::create(b, next);
+  return SmallVector<Value>(compute.getResults());
+}
+
+LogicalResult QueryGradKernel::storeResults(RegionApplication &regions,
+                                            ArrayRef<Accumulator> unscaled,
+                                            ArrayRef<Value> queryNormGrad) {
+  int64_t rows = scoreLayout.laneRows();
+  SmallVector<Accumulator> queryGrad(unscaled.begin(), unscaled.end());
+  Value lseGradGiven =
+      cmp(arith::CmpIPredicate::ne,
+          memref::ExtractAlignedPointerAsIndexOp::create(b, args.lseGrad),
+          index(0));
+  Value scaleGrad = f32(0.0);
+  for (int64_t r = 0; r < rows; ++r) {
+    Value row = fragment->rowInTile(r);
+    Value inside = cmp(arith::CmpIPredicate::ult, rowIdx[r], args.sizes.qLen);
+    Value normGrad = laneSum(queryNormGrad[r], 4);
+    if (!op.getRowBiasGrad().empty()) {
+      // The row terms' gradient from dlse, for a row with a kept key
+      // (lse2 finite) and a non-zero dlse.
+      Value readRow =
+          arith::MinUIOp::create(b, rowIdx[r], sub(args.sizes.qLen, index(1)));
+      auto load = scf::IfOp::create(b, TypeRange{b.getF32Type()}, lseGradGiven,
+                                    /*withElseRegion=*/true);
+      {
+        OpBuilder::InsertionGuard guard(b);
+        b.setInsertionPointToStart(load.thenBlock());
+        Value offset = add(add(mul(batchIdx, args.lseGradStrides[0]),
+                               mul(head, args.lseGradStrides[1])),
+                           readRow);
+        scf::YieldOp::create(b, ValueRange{memref::LoadOp::create(
+                                    b, args.lseGrad, ValueRange{offset})});
+        b.setInsertionPointToStart(load.elseBlock());
+        scf::YieldOp::create(b, ValueRange{f32(0.0)});
+      }
+      Value lseGrad = load.getResult(0);
+      Value applies = arith::AndIOp::create(
+          b, inside,
+          arith::AndIOp::create(
+              b,
+              arith::CmpFOp::create(b, arith::CmpFPredicate::UNE, lseGrad,
+                                    f32(0.0)),
+              arith::CmpFOp::create(
+                  b, arith::CmpFPredicate::ONE, rowLse2[r],
+                  f32(std::numeric_limits<double>::infinity()))));
+      ElementValues element;
+      element.qIdx = readRow;
+      element.kvIdx = index(0);
+      element.queryNorm = rowQueryNorm.empty() ? Value() : rowQueryNorm[r];
+      element.adjoint = select(applies, lseGrad, f32(0.0));
+      Value once = arith::AndIOp::create(
+          b, applies,
+          cmp(arith::CmpIPredicate::eq, fragment->getInGroup(), index(0)));
+      if (failed(evaluateGradients(
+              regions, op.getRowBiasGrad(), element, partials, once,
+              [&](Operation *gradOp, Value x) {
+                auto norm = dyn_cast<attn::GradNorm2Op>(gradOp);
+                if (norm && norm.getVector() == attn::Vector::q)
+                  normGrad = fadd(normGrad, select(applies, x, f32(0.0)));
+              })))
+        return failure();
+    }
+    // dQ = q_scale dQ~ + 2 (dL/d||q||^2) q; dL/dq_scale += q . dQ~.
+    Value twice = fmul(normGrad, f32(2.0));
+    for (int64_t slice = 0; slice < gradLayout.getColumnSlices(); ++slice) {
+      std::array<Value, 2> queryPair =
+          loadTilePair(sharedQuery, index(0), row, slice);
+      Accumulator &acc = queryGrad[gradLayout.accumulator(r / 2, slice)];
+      for (int64_t column = 0; column < 2; ++column) {
+        Value &element = acc[FragmentLayout::element(r, column)];
+        scaleGrad = fadd(scaleGrad, fmul(queryPair[column], element));
+        element = fadd(fmul(element, qScale), fmul(twice, queryPair[column]));
+      }
+    }
+  }
+  Epilogue epilogue(b, *fragment, gradLayout, atoms);
+  for (int64_t r = 0; r < rows; ++r)
+    if (failed(epilogue.storeRow(queryGrad, r, f32(1.0),
+                                 {args.queryGrad.data,
+                                  headBase(args.queryGrad, batchIdx, head),
+                                  args.queryGrad.strides[2]},
+                                 rowIdx[r], args.sizes.qLen)))
+      return failure();
+  // q_scale_grad is linear in its adjoint: each lane's share of
+  // sum_i q_i . dQ~_i adds its share of the gradient, and the block's sum
+  // adds them up.
+  if (!op.getQScaleGrad().empty()) {
+    ElementValues element;
+    element.qIdx = index(0);
+    element.kvIdx = index(0);
+    element.adjoint = scaleGrad;
+    if (failed(evaluateGradients(regions, op.getQScaleGrad(), element, partials,
+                                 Value(), [](Operation *, Value) {})))
+      return failure();
+  }
+  return success();
+}
+
+FailureOr<int64_t> QueryGradKernel::build(gpu::GPUModuleOp module,
+                                          StringRef name) {
+  OpBuilder::InsertionGuard guard(b);
+  gpu::GPUFuncOp func = declare(module, name, config.queryWarps);
+  LLVM_DEBUG(llvm::dbgs() << "S: " << scoreLayout << "\ndQ: " << gradLayout
+                          << "\n");
+  head = gpu::BlockIdOp::create(b, gpu::Dimension::y);
+  // Heavier query tiles (more kept keys under causal-like masks) first.
+  Value tiles = gpu::GridDimOp::create(b, gpu::Dimension::x);
+  qTile =
+      sub(sub(tiles, index(1)), gpu::BlockIdOp::create(b, gpu::Dimension::x));
+  qLo = mul(qTile, config.queryTile());
+  Value group = arith::DivUIOp::create(b, args.sizes.heads, args.sizes.kvHeads);
+  Value kvHead = arith::DivUIOp::create(b, head, group);
+  space.emplace(workspace());
+  RegionApplication regions(b, op, args.sizes, args.params, args.captures,
+                            batchIdx, head, lane, config.headDim);
+
+  SharedMemoryArena shared(b);
+  sharedQuery = shared.carve(tile.elements(config.queryTile()), b.getF16Type());
+  sharedGrad = shared.carve(tile.elements(config.queryTile()), b.getF16Type());
+  sharedKey =
+      shared.carve(config.stages * tile.elements(keyTile()), b.getF16Type());
+  sharedValue =
+      shared.carve(config.stages * tile.elements(keyTile()), b.getF16Type());
+  if (keyBiasPlane() >= 0)
+    keyBiasRing = shared.carve(config.stages * keyTile(), b.getF32Type());
+  if (keyNormPlane() >= 0)
+    keyNormRing = shared.carve(config.stages * keyTile(), b.getF32Type());
+  if (slots.size())
+    scratch = shared.carve(config.queryWarps * slots.size(), b.getF32Type());
+
+  // Q and dO as the A operand (rows of the warp), K and V as the B operand
+  // of S = Q K^T and dP = dO V^T, K transposed as the B operand of
+  // dQ += dS K.
+  LdmatrixAddress rowAddress = atoms.addressA(lane, fragment->atomRow(0));
+  rowOffsets = tile.laneChunkOffsets(rowAddress.row, rowAddress.half);
+  LdmatrixAddress key = atoms.addressB(lane);
+  keyOffsets = tile.laneChunkOffsets(key.row, key.half);
+  LdmatrixAddress keyTransposed = atoms.addressBTransposed(lane);
+  keyTransposedOffsets =
+      tile.laneChunkOffsets(keyTransposed.row, keyTransposed.half);
+  int64_t rows = scoreLayout.laneRows();
+  for (int64_t r = 0; r < rows; ++r) {
+    rowIdx.push_back(fragment->row(qLo, r));
+    // The workspace rows are padded past q_len: every row's terms exist.
+    rowDelta.push_back(memref::LoadOp::create(
+        b, args.workspace,
+        ValueRange{add(space->rowTerms(0, batchIdx, head), rowIdx[r])}));
+    rowLse2.push_back(memref::LoadOp::create(
+        b, args.workspace,
+        ValueRange{add(space->rowTerms(1, batchIdx, head), rowIdx[r])}));
+  }
+
+  // The key tiles that may hold a kept key for these rows.
+  Value keyTiles =
+      arith::CeilDivUIOp::create(b, args.sizes.kvLen, index(keyTile()));
+  auto classify = [&](Value t) {
+    return regions.classifyTile(qLo, config.queryTile(), mul(t, keyTile()),
+                                keyTile());
+  };
+  Value firstTile = index(0), lastTile = sub(keyTiles, index(1));
+  if (!op.getTileClass().empty()) {
+    FailureOr<Value> first =
+        regions.scanLiveTile(index(0), keyTiles, /*forward=*/true, classify);
+    if (failed(first))
+      return failure();
+    FailureOr<Value> last = regions.scanLiveTile(
+        lastTile, sub(*first, index(1)), /*forward=*/false, classify);
+    if (failed(last))
+      return failure();
+    firstTile = *first;
+    lastTile = *last;
+  }
+  Value endTile = add(lastTile, 1);
+  TileRing ring(
+      *copies, config.stages, keyTile(), args.sizes.kvLen, firstTile, endTile,
+      {{sharedKey,
+        {args.k.data, headBase(args.k, batchIdx, kvHead), args.k.strides[2]}},
+       {sharedValue,
+        {args.v.data, headBase(args.v, batchIdx, kvHead), args.v.strides[2]}}});
+  Value termHead = keyTermsPerKvHead() ? kvHead : head;
+  SmallVector<TileRing::TermPlane> planes;
+  if (keyBiasRing)
+    planes.push_back(
+        {keyBiasRing, space->keyTerms(keyBiasPlane(), batchIdx, termHead)});
+  if (keyNormRing)
+    planes.push_back(
+        {keyNormRing, space->keyTerms(keyNormPlane(), batchIdx, termHead)});
+  if (!planes.empty())
+    ring.setTerms(args.workspace, std::move(planes),
+                  TileRing::TermCopy::Threads, Value());
+
+  copies->copyTile(
+      sharedQuery, index(0),
+      {args.q.data, headBase(args.q, batchIdx, head), args.q.strides[2]}, qLo,
+      args.sizes.qLen, config.queryTile(), /*bounded=*/true);
+  copies->copyTile(sharedGrad, index(0),
+                   {args.outputGrad.data,
+                    headBase(args.outputGrad, batchIdx, head),
+                    args.outputGrad.strides[2]},
+                   qLo, args.sizes.qLen, config.queryTile(), /*bounded=*/true);
+  NVVM::CpAsyncCommitGroupOp::create(b);
+  for (int64_t stage = 0; stage + 1 < config.stages; ++stage) {
+    ring.issue(add(firstTile, stage));
+    NVVM::CpAsyncCommitGroupOp::create(b);
+  }
+  NVVM::CpAsyncWaitGroupOp::create(b, config.stages - 1);
+  gpu::BarrierOp::create(b);
+  if (fragmentsResident())
+    for (int64_t slice = 0; slice < config.dimSlices(); ++slice) {
+      llvm::append_range(queryFragments, loadRowFragment(sharedQuery, slice));
+      llvm::append_range(gradFragments, loadRowFragment(sharedGrad, slice));
+    }
+  if (RegionApplication::usesNorm(op.getScore(), attn::Vector::q) ||
+      RegionApplication::usesNorm(op.getRowBias(), attn::Vector::q)) {
+    int64_t chunksPerLane = config.chunksPerRow() / 4;
+    for (int64_t r = 0; r < rows; ++r) {
+      Value row = fragment->rowInTile(r);
+      Value first = mul(fragment->getInGroup(), chunksPerLane);
+      rowQueryNorm.push_back(
+          laneSum(copies->squareSum(sharedQuery, chunksPerLane,
+                                    [&](int64_t c) {
+                                      return tile.offset(row, add(first, c));
+                                    }),
+                  4));
+    }
+  }
+  FailureOr<Value> scale = queryScale(regions);
+  if (failed(scale))
+    return failure();
+  qScale = *scale;
+
+  int64_t gradValues = 4 * gradLayout.size();
+  SmallVector<Value> init(gradValues + rows, f32(0.0));
+  auto loop = scf::ForOp::create(b, firstTile, endTile, index(1), init);
+  {
+    OpBuilder::InsertionGuard inner(b);
+    b.setInsertionPointToStart(loop.getBody());
+    FailureOr<SmallVector<Value>> next = emitTile(
+        regions, ring, loop.getInductionVar(), loop.getRegionIterArgs());
+    if (failed(next))
+      return failure();
+    scf::YieldOp::create(b, *next);
+  }
+  NVVM::CpAsyncWaitGroupOp::create(b, 0);
+  GradientPartials sums(b, slots);
+  partials = sums.zeros();
+  ValueRange results = loop.getResults();
+  SmallVector<Value> queryNormGrad(results.slice(gradValues, rows));
+  if (failed(storeResults(
+          regions, FragmentLayout::unflatten(results.take_front(gradValues)),
+          queryNormGrad)))
+    return failure();
+  sums.storeBlockSums(partials, lane, warp, threadId, config.queryWarps,
+                      scratch, args.workspace,
+                      space->partials(1, batchIdx, head, qTile));
+  gpu::ReturnOp::create(b);
+  allowContraction(func);
+  return shared.size();
+}
+
+} // namespace
+
+FailureOr<int64_t> rbfc::buildQueryGradKernel(attn::AttentionOp op,
+                                              const BackwardConfig &config,
+                                              const GradientSlots &slots,
+                                              gpu::GPUModuleOp module,
+                                              StringRef name) {
+  ImplicitLocOpBuilder b(op.getLoc(), op.getContext());
+  return QueryGradKernel(op, config, slots, b).build(module, name);
+}
