@@ -184,30 +184,7 @@ RBFC_RUNTIME_API rbfc_status rbfc_forward(const rbfc_kernel *kernel,
                                           const rbfc_forward_args *args,
                                           void *stream);
 
-/* One backward call: the gradients of a loss with respect to q, k, v and,
- * where asked, f32 params and f32 captures, from those of o and lse. Every
- * gradient is written, not accumulated. */
-typedef struct rbfc_backward_args {
-  size_t struct_size;
-  /* The forward's inputs and outputs; lse is required. */
-  rbfc_tensor q, k, v, o, lse;
-  rbfc_tensor grad_o;   /* shape and element type of o */
-  rbfc_tensor grad_lse; /* f32 like lse; data NULL: zero */
-  rbfc_tensor grad_q, grad_k, grad_v; /* written; shapes and types of q, k, v */
-  const double *params;               /* as in rbfc_forward_args */
-  size_t num_params;
-  const rbfc_tensor *captures;
-  size_t num_captures;
-  /* NULL: no param gradient. Else num_params entries: where to write the
-   * gradient of that param (one f32, host or device memory as the
-   * target's tensors), or NULL for none. Only f32 params have one. */
-  float *const *grad_params;
-  /* NULL: no capture gradient. Else num_captures views: data NULL for
-   * none, or an f32 tensor with the capture's sizes (f32 captures only).
-   * The sums over the elements that read an entry are deterministic. */
-  const rbfc_tensor *grad_captures;
-  int32_t num_threads; /* host, as in rbfc_forward_args */
-} rbfc_backward_args;
+/* rbfc_backward_args (runtime.h): one backward call. */
 
 RBFC_RUNTIME_API void rbfc_backward_args_init(rbfc_backward_args *args);
 

@@ -164,6 +164,53 @@ RBFC_RUNTIME_API rbfc_status rbfc_launch_with_workspace(
     const double *params, size_t num_params, const rbfc_tensor *captures,
     size_t num_captures, void *workspace, size_t workspace_bytes, void *stream);
 
+/* One backward call: the gradients of a loss with respect to q, k, v and,
+ * where asked, f32 params and f32 captures, from those of o and lse. Every
+ * gradient is written, not accumulated. */
+typedef struct rbfc_backward_args {
+  size_t struct_size;
+  /* The forward's inputs and outputs; lse is required. */
+  rbfc_tensor q, k, v, o, lse;
+  rbfc_tensor grad_o;   /* shape and element type of o */
+  rbfc_tensor grad_lse; /* f32 like lse; data NULL: zero */
+  rbfc_tensor grad_q, grad_k, grad_v; /* written; shapes and types of q, k, v */
+  const double *params;               /* as in rbfc_forward_args */
+  size_t num_params;
+  const rbfc_tensor *captures;
+  size_t num_captures;
+  /* NULL: no param gradient. Else num_params entries: where to write the
+   * gradient of that param (one f32, host or device memory as the
+   * target's tensors), or NULL for none. Only f32 params have one. */
+  float *const *grad_params;
+  /* NULL: no capture gradient. Else num_captures views: data NULL for
+   * none, or an f32 tensor with the capture's sizes (f32 captures only).
+   * The sums over the elements that read an entry are deterministic. */
+  const rbfc_tensor *grad_captures;
+  int32_t num_threads; /* host, as in rbfc_forward_args */
+  /* CUDA: a device workspace of at least the backward's workspace bytes
+   * (rbfc_backward_workspace_bytes), 16-byte aligned, unused by any launch
+   * in flight; NULL: allocated on the stream for the call. */
+  void *workspace;
+  size_t workspace_bytes;
+} rbfc_backward_args;
+
+/* The bytes of device workspace the backward of a module compiled with
+ * --backward needs for these q and k (docs/abi.md, "Backward"). */
+RBFC_RUNTIME_API rbfc_status rbfc_backward_workspace_bytes(
+    const rbfc_module *module, const rbfc_tensor *q, const rbfc_tensor *k,
+    size_t *bytes);
+
+/* Launches the backward of a module compiled with --backward on `stream`:
+ * the row pre-pass, the dK/dV and dQ kernels and, when a param's or
+ * capture's gradient is asked for, the two reductions. Every tensor and
+ * gradient is checked first (nothing is launched on an error). The
+ * workspace comes from `args` or is allocated on the stream
+ * (cuMemAllocAsync) and freed there after the last kernel. A capture whose
+ * gradient the GPU backward does not compute (read at q_idx or kv_idx) is
+ * RBFC_ERROR_INVALID_ARGUMENT when its gradient is asked for. */
+RBFC_RUNTIME_API rbfc_status rbfc_launch_backward(
+    const rbfc_module *module, const rbfc_backward_args *args, void *stream);
+
 /* The message of the last failed call on this thread ("" if none). */
 RBFC_RUNTIME_API const char *rbfc_last_error(void);
 

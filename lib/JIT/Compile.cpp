@@ -129,12 +129,15 @@ public:
     FrontendOptions frontend;
     frontend.headDim = options.headDim;
     frontend.dtype = runtime::dtypeName(options.dtype);
-    frontend.withLse = options.lse;
+    // The backward reads the forward's lse: a kernel with one returns it.
+    frontend.withLse = options.lse || options.backward;
     module = buildAttnModule(context, spec, specName, frontend);
     if (!module)
       return fail(RBFC_ERROR_SPEC);
     mlir::PassManager pm(&context);
     buildAttnCanonicalizePipeline(pm);
+    if (options.backward)
+      buildAttnBackwardPipeline(pm);
     if (mlir::failed(pm.run(*module)))
       return fail(RBFC_ERROR_SPEC);
     return RBFC_OK;

@@ -34,7 +34,9 @@ public:
       rbfc_module_destroy(loaded.second);
   }
 
-  bool hasBackward() const override { return false; }
+  bool hasBackward() const override {
+    return descriptor().backward.has_value();
+  }
 
   rbfc_status forward(const rbfc_forward_args &a,
                       void *stream) const override {
@@ -58,10 +60,29 @@ public:
                        a.num_params, a.captures, a.num_captures, stream);
   }
 
-  // The one place to wire the GPU backward when the runtime launches it.
-  rbfc_status backward(const rbfc_backward_args &, void *) const override {
-    return fail(RBFC_ERROR_UNSUPPORTED,
-                "the cuda target has no backward kernels yet");
+  rbfc_status backward(const rbfc_backward_args &a,
+                       void *stream) const override {
+    if (!hasBackward())
+      return fail(RBFC_ERROR_UNSUPPORTED,
+                  "the kernel was compiled without a backward (set "
+                  "rbfc_compile_options.backward)");
+    // The same checks the runtime makes, here before the driver is needed.
+    runtime::BackwardLaunchArgs args{
+        &a.q,        &a.k,          &a.v,
+        &a.o,        &a.lse,        &a.grad_o,
+        a.grad_lse.data ? &a.grad_lse : nullptr,
+        &a.grad_q,   &a.grad_k,     &a.grad_v,
+        a.params,    a.num_params,  a.captures,
+        a.num_captures, a.grad_params, a.grad_captures};
+    runtime::ParamBuffer buffer;
+    runtime::BackwardLaunchConfig config;
+    std::string error;
+    if (!runtime::prepareBackward(descriptor(), args, buffer, config, error))
+      return fail(RBFC_ERROR_INVALID_ARGUMENT, error);
+    rbfc_module *module;
+    if (rbfc_status status = moduleForCurrentContext(module))
+      return status;
+    return rbfc_launch_backward(module, &a, stream);
   }
 
   rbfc_status workspaceBytes(const rbfc_tensor *q, const rbfc_tensor *k,

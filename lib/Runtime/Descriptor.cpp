@@ -164,6 +164,83 @@ bool parseKeyTerms(const JsonValue &root, std::optional<KeyTermsDesc> &out,
   return true;
 }
 
+bool parseBackwardKernel(Fields &parent, const JsonValue &object,
+                         const std::string &key, BackwardKernelDesc &out,
+                         std::string &error) {
+  bool ok = true;
+  const JsonValue *value =
+      parent.get(key, JsonValue::Kind::Object, /*required=*/true, ok);
+  if (!ok)
+    return false;
+  Fields fields(*value, "backward." + key, error);
+  if (!fields.string("entry", out.entry, true) ||
+      !fields.integer("block", out.block, 32, 1024, true) ||
+      !fields.integer("rows_per_block", out.rowsPerBlock, 1, 1 << 16, true) ||
+      !fields.integer("shared_memory_bytes", out.sharedMemoryBytes, 0,
+                      int64_t(1) << 31, true))
+    return false;
+  if (out.entry.empty())
+    return fields.fail("entry", "is empty");
+  if (out.block % 32 != 0)
+    return fields.fail("block", "is " + std::to_string(out.block) +
+                                    "; it must be a multiple of 32");
+  return true;
+}
+
+/// "backward": absent or null for a kernel compiled without --backward.
+bool parseBackward(const JsonValue &root, const Descriptor &descriptor,
+                   std::optional<BackwardDesc> &out, std::string &error) {
+  const JsonValue *value = root.find("backward");
+  if (!value || value->kind == JsonValue::Kind::Null)
+    return true;
+  if (value->kind != JsonValue::Kind::Object) {
+    error = std::string("\"backward\" must be an object or null, not ") +
+            jsonKindName(value->kind);
+    return false;
+  }
+  Fields fields(*value, "backward", error);
+  BackwardDesc backward;
+  for (auto [key, kernel] :
+       {std::pair{"rows", &backward.rows}, std::pair{"dkdv", &backward.keyValue},
+        std::pair{"dq", &backward.query},
+        std::pair{"tile_sums", &backward.tileSums},
+        std::pair{"reduce", &backward.reduce}})
+    if (!parseBackwardKernel(fields, *value, key, *kernel, error))
+      return false;
+  std::string heads;
+  if (!fields.integer("row_multiple", backward.rowMultiple, 1, 1 << 16, true) ||
+      !fields.integer("key_terms", backward.keyTerms, 0, 2, true) ||
+      !fields.string("key_terms_heads", heads, true) ||
+      !fields.integer("slots", backward.slots, 0, 1 << 16, true))
+    return false;
+  if (heads != "q" && heads != "kv")
+    return fields.fail("key_terms_heads",
+                       "is \"" + heads + "\"; expected \"q\" or \"kv\"");
+  backward.keyTermsPerKvHead = heads == "kv";
+  auto flags = [&](const char *key, size_t count, std::vector<bool> &out) {
+    bool ok = true;
+    const JsonValue *array = fields.get(key, JsonValue::Kind::Array, true, ok);
+    if (!ok)
+      return false;
+    if (array->array.size() != count)
+      return fields.fail(key, "has " + std::to_string(array->array.size()) +
+                                  " entries; the kernel has " +
+                                  std::to_string(count));
+    for (const JsonValue &flag : array->array) {
+      if (flag.kind != JsonValue::Kind::Bool)
+        return fields.fail(key, "must hold booleans");
+      out.push_back(flag.boolean);
+    }
+    return true;
+  };
+  if (!flags("param_grads", descriptor.params.size(), backward.paramGrads) ||
+      !flags("capture_grads", descriptor.captures.size(),
+             backward.captureGrads))
+    return false;
+  out = std::move(backward);
+  return true;
+}
+
 } // namespace
 
 bool parseDescriptor(std::string_view json, Descriptor &out,
@@ -264,7 +341,8 @@ bool parseDescriptor(std::string_view json, Descriptor &out,
       return false;
     out.captures.push_back(std::move(capture));
   }
-  return parseKeyTerms(root, out.keyTerms, error);
+  return parseKeyTerms(root, out.keyTerms, error) &&
+         parseBackward(root, out, out.backward, error);
 }
 
 } // namespace rbfc::runtime

@@ -166,17 +166,22 @@ bool workspaceBytes(const Descriptor &d, const rbfc_tensor *q,
   return true;
 }
 
-bool bindWorkspace(const LaunchConfig &config, void *workspace, size_t bytes,
-                   ParamBuffer &buffer, std::string &error) {
-  if (config.workspaceBytes == 0)
+namespace {
+
+/// Stores `workspace` (`bytes` long) at argument `arg` of `buffer` after
+/// checking it holds the `needed` bytes `who` needs.
+bool bindWorkspaceAt(size_t needed, size_t arg, const char *who,
+                     void *workspace, size_t bytes, ParamBuffer &buffer,
+                     std::string &error) {
+  if (needed == 0)
     return true;
-  std::string need = "workspace: the kernel's key-terms prologue needs " +
-                     std::to_string(config.workspaceBytes) + " bytes";
+  std::string need = std::string("workspace: ") + who + " needs " +
+                     std::to_string(needed) + " bytes";
   if (!workspace) {
     error = need + "; the workspace pointer is null";
     return false;
   }
-  if (bytes < config.workspaceBytes) {
+  if (bytes < needed) {
     error = need + ", got " + std::to_string(bytes);
     return false;
   }
@@ -185,9 +190,24 @@ bool bindWorkspace(const LaunchConfig &config, void *workspace, size_t bytes,
     error = "workspace: pointer is not 16-byte aligned";
     return false;
   }
-  buffer.set<uint64_t>(config.workspaceArg,
-                       reinterpret_cast<uintptr_t>(workspace));
+  buffer.set<uint64_t>(arg, reinterpret_cast<uintptr_t>(workspace));
   return true;
+}
+
+} // namespace
+
+bool bindWorkspace(const LaunchConfig &config, void *workspace, size_t bytes,
+                   ParamBuffer &buffer, std::string &error) {
+  return bindWorkspaceAt(config.workspaceBytes, config.workspaceArg,
+                         "the kernel's key-terms prologue", workspace, bytes,
+                         buffer, error);
+}
+
+bool bindBackwardWorkspace(const BackwardLaunchConfig &config,
+                           void *workspace, size_t bytes, ParamBuffer &buffer,
+                           std::string &error) {
+  return bindWorkspaceAt(config.workspaceBytes, config.workspaceArg,
+                         "the backward", workspace, bytes, buffer, error);
 }
 
 bool resolveParams(const Descriptor &d, const double *params,
@@ -379,6 +399,257 @@ bool prepareLaunch(const Descriptor &d, const LaunchArgs &args,
   config.block[0] = uint32_t(32 * d.warps);
   config.block[1] = config.block[2] = 1;
   config.sharedMemoryBytes = uint32_t(d.sharedMemoryBytes);
+  return true;
+}
+
+namespace {
+
+/// Element counts of the backward's workspace parts, in f32 values.
+struct BackwardSizes {
+  int64_t batch, heads, kvHeads, qLen, kvLen;
+  int64_t rowLength, keyLength, keyTiles, queryTiles;
+};
+
+BackwardSizes backwardSizes(const BackwardDesc &bw, const rbfc_tensor &q,
+                            const rbfc_tensor &k) {
+  BackwardSizes s;
+  s.batch = q.sizes[0];
+  s.heads = q.sizes[1];
+  s.kvHeads = k.sizes[1];
+  s.qLen = q.sizes[2];
+  s.kvLen = k.sizes[2];
+  s.rowLength = ceilDiv(s.qLen, bw.rowMultiple) * bw.rowMultiple;
+  s.keyLength = ceilDiv(s.kvLen, bw.rowMultiple) * bw.rowMultiple;
+  s.keyTiles = ceilDiv(s.kvLen, bw.keyValue.rowsPerBlock);
+  s.queryTiles = ceilDiv(s.qLen, bw.query.rowsPerBlock);
+  return s;
+}
+
+bool gridOf(const char *what, const BackwardKernelDesc &kernel, int64_t x,
+            int64_t y, int64_t z, KernelLaunch &launch, std::string &error) {
+  if (!fitGrid(what, x, y, z, launch.grid, error))
+    return false;
+  launch.block[0] = uint32_t(kernel.block);
+  launch.sharedMemoryBytes = uint32_t(kernel.sharedMemoryBytes);
+  return true;
+}
+
+} // namespace
+
+bool backwardWorkspaceBytes(const Descriptor &d, const rbfc_tensor *q,
+                            const rbfc_tensor *k, size_t &bytes,
+                            std::string &error) {
+  if (!d.backward) {
+    error = "the kernel was compiled without --backward";
+    return false;
+  }
+  size_t forward;
+  if (!workspaceBytes(d, q, k, forward, error))
+    return false;
+  const BackwardDesc &bw = *d.backward;
+  BackwardSizes s = backwardSizes(bw, *q, *k);
+  int64_t headRows = s.batch * s.heads;
+  int64_t termRows = s.batch * (bw.keyTermsPerKvHead ? s.kvHeads : s.heads);
+  int64_t tiles = std::max(s.keyTiles, s.queryTiles);
+  // delta and lse2, the key terms, the partial sums, their per-head sums.
+  __int128 floats = __int128(2) * headRows * s.rowLength +
+                    __int128(bw.keyTerms) * termRows * s.keyLength +
+                    __int128(2) * headRows * tiles * bw.slots +
+                    __int128(2) * headRows * bw.slots;
+  if (floats * 4 > __int128(SIZE_MAX)) {
+    error = "workspace: the backward's workspace does not fit in size_t";
+    return false;
+  }
+  bytes = size_t(floats * 4);
+  return true;
+}
+
+bool prepareBackward(const Descriptor &d, const BackwardLaunchArgs &args,
+                     ParamBuffer &buffer, BackwardLaunchConfig &config,
+                     std::string &error) {
+  buffer = ParamBuffer();
+  config = BackwardLaunchConfig();
+  if (!d.backward) {
+    error = "the kernel was compiled without --backward: it has no backward "
+            "kernels";
+    return false;
+  }
+  const BackwardDesc &bw = *d.backward;
+  // The forward's checks cover q, k, v, o, lse, the params and captures.
+  {
+    ParamBuffer forward;
+    LaunchConfig forwardConfig;
+    LaunchArgs forwardArgs{args.q,        args.k,      args.v,
+                           args.o,        args.lse,    args.params,
+                           args.numParams, args.captures, args.numCaptures};
+    if (!prepareLaunch(d, forwardArgs, forward, forwardConfig, error))
+      return false;
+  }
+  const rbfc_tensor &q = *args.q, &k = *args.k, &v = *args.v, &o = *args.o;
+  const char *qLayout = "[batch, heads, q_len, head_dim]";
+  const char *kvLayout = "[batch, kv_heads, kv_len, head_dim]";
+  // Every 16-bit tensor of the backward is read or written in 16-byte rows'
+  // chunks; o too, which the row pre-pass reads.
+  struct Grad {
+    const char *name;
+    const rbfc_tensor *tensor;
+    const rbfc_tensor &like;
+    const char *layout;
+  } grads[] = {{"grad_o", args.outputGrad, o, qLayout},
+               {"grad_q", args.queryGrad, q, qLayout},
+               {"grad_k", args.keyGrad, k, kvLayout},
+               {"grad_v", args.valueGrad, v, kvLayout}};
+  if (!checkChunkStrides("o", o, error))
+    return false;
+  for (const Grad &grad : grads) {
+    if (!checkTensor(grad.name, grad.tensor, 4, d.dtype, grad.layout, 16,
+                     error) ||
+        !checkUnitInnerStride(grad.name, *grad.tensor, "head_dim", error) ||
+        !checkChunkStrides(grad.name, *grad.tensor, error))
+      return false;
+    if (!sameSizes(*grad.tensor, grad.like)) {
+      error = std::string(grad.name) + ": shape " + shapeText(*grad.tensor) +
+              " differs from " + shapeText(grad.like);
+      return false;
+    }
+  }
+  if (args.lseGrad) {
+    if (!checkTensor("grad_lse", args.lseGrad, 3, RBFC_DTYPE_F32,
+                     "[batch, heads, q_len]", 4, error) ||
+        !checkUnitInnerStride("grad_lse", *args.lseGrad, "q_len", error))
+      return false;
+    if (!sameSizes(*args.lseGrad, *args.lse)) {
+      error = "grad_lse: shape " + shapeText(*args.lseGrad) +
+              " differs from lse " + shapeText(*args.lse);
+      return false;
+    }
+  }
+
+  // Which gradients of params and captures are asked for: the mask.
+  uint64_t mask = 0;
+  if (args.paramGrads)
+    for (size_t p = 0; p < d.params.size(); ++p) {
+      if (!args.paramGrads[p])
+        continue;
+      if (!bw.paramGrads[p]) {
+        error = "grad of param '" + d.params[p].name +
+                "': it is an int parameter and has no gradient";
+        return false;
+      }
+      if (reinterpret_cast<uintptr_t>(args.paramGrads[p]) % 4 != 0) {
+        error = "grad of param '" + d.params[p].name +
+                "': pointer is not 4-byte aligned";
+        return false;
+      }
+      mask |= uint64_t(1) << p;
+    }
+  int64_t reduced = 0;
+  for (size_t p = 0; p < d.params.size(); ++p)
+    reduced += bw.paramGrads[p];
+  for (size_t c = 0; c < d.captures.size(); ++c) {
+    const CaptureDesc &capture = d.captures[c];
+    const rbfc_tensor &data = args.captures[c];
+    int64_t count = 1;
+    for (int r = 0; r < data.rank; ++r)
+      count *= data.sizes[r];
+    if (bw.captureGrads[c])
+      reduced += count;
+    if (!args.captureGrads || !args.captureGrads[c].data)
+      continue;
+    std::string what = "grad of capture '" + capture.name + "'";
+    if (capture.type != RBFC_DTYPE_F32) {
+      error = what + ": the capture holds " + dtypeName(capture.type) +
+              "; only f32 captures have a gradient";
+      return false;
+    }
+    if (!bw.captureGrads[c]) {
+      error = what + ": the GPU backward computes gradients of captures read "
+                     "at indices that depend on the batch and head only; "
+                     "this one is read at q_idx or kv_idx (the host target "
+                     "computes it)";
+      return false;
+    }
+    const rbfc_tensor &grad = args.captureGrads[c];
+    if (!checkTensor(what.c_str(), &grad, capture.rank, RBFC_DTYPE_F32,
+                     "with the capture's sizes", 4, error))
+      return false;
+    if (!sameSizes(grad, data)) {
+      error = what + ": shape " + shapeText(grad) + " differs from the "
+              "capture's " + shapeText(data);
+      return false;
+    }
+    mask |= uint64_t(1) << (d.params.size() + c);
+  }
+  config.reduces = mask != 0;
+
+  BackwardSizes s = backwardSizes(bw, q, k);
+  if (!gridOf("backward rows grid", bw.rows,
+              ceilDiv(s.rowLength, bw.rows.rowsPerBlock), s.heads, s.batch,
+              config.rows, error) ||
+      !gridOf("backward dK/dV grid", bw.keyValue, s.keyTiles, s.kvHeads,
+              s.batch, config.keyValue, error) ||
+      !gridOf("backward dQ grid", bw.query, s.queryTiles, s.heads, s.batch,
+              config.query, error) ||
+      !gridOf("backward tile sums grid", bw.tileSums,
+              std::max<int64_t>(1, ceilDiv(2 * s.batch * s.heads * bw.slots,
+                                           bw.tileSums.block)),
+              1, 1, config.tileSums, error) ||
+      !gridOf("backward reduce grid", bw.reduce,
+              std::max<int64_t>(1, ceilDiv(reduced, bw.reduce.block)), 1, 1,
+              config.reduce, error) ||
+      !backwardWorkspaceBytes(d, &q, &k, config.workspaceBytes, error))
+    return false;
+
+  std::vector<double> values;
+  if (!resolveParams(d, args.params, args.numParams, values, error))
+    return false;
+  // The arguments, in the order of docs/abi.md ("Backward").
+  auto pointer = [&](const void *data) {
+    buffer.push<uint64_t>(reinterpret_cast<uintptr_t>(data));
+  };
+  const rbfc_tensor *tensors[] = {&q,          &k,
+                                  &v,          &o,
+                                  args.outputGrad, args.queryGrad,
+                                  args.keyGrad, args.valueGrad};
+  for (const rbfc_tensor *t : tensors)
+    pointer(t->data);
+  pointer(args.lse->data);
+  pointer(args.lseGrad ? args.lseGrad->data : nullptr);
+  config.workspaceArg = buffer.count();
+  pointer(nullptr);
+  buffer.push<uint64_t>(mask);
+  for (int64_t size : {s.batch, s.heads, s.kvHeads, s.qLen, s.kvLen})
+    buffer.push<int64_t>(size);
+  for (const rbfc_tensor *t : tensors)
+    for (int i = 0; i < 3; ++i)
+      buffer.push<int64_t>(t->strides[i]);
+  for (const rbfc_tensor *t : {args.lse, args.lseGrad})
+    for (int i = 0; i < 2; ++i)
+      buffer.push<int64_t>(t ? t->strides[i] : 0);
+  for (size_t i = 0; i < d.params.size(); ++i) {
+    if (d.params[i].type == RBFC_DTYPE_I32)
+      buffer.push<int32_t>(int32_t(values[i]));
+    else
+      buffer.push<float>(float(values[i]));
+  }
+  for (size_t i = 0; i < d.captures.size(); ++i) {
+    const rbfc_tensor &t = args.captures[i];
+    pointer(t.data);
+    for (int r = 0; r < t.rank; ++r)
+      buffer.push<int64_t>(t.sizes[r]);
+    for (int r = 0; r < t.rank; ++r)
+      buffer.push<int64_t>(t.strides[r]);
+  }
+  for (size_t p = 0; p < d.params.size(); ++p)
+    pointer(args.paramGrads ? args.paramGrads[p] : nullptr);
+  for (size_t c = 0; c < d.captures.size(); ++c) {
+    const rbfc_tensor *grad =
+        args.captureGrads && args.captureGrads[c].data ? &args.captureGrads[c]
+                                                       : nullptr;
+    pointer(grad ? grad->data : nullptr);
+    for (int r = 0; r < d.captures[c].rank; ++r)
+      buffer.push<int64_t>(grad ? grad->strides[r] : 0);
+  }
   return true;
 }
 

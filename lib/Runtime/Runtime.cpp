@@ -8,7 +8,9 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <algorithm>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -22,6 +24,9 @@ struct rbfc_module {
   CUmodule module = nullptr;
   CUfunction function = nullptr;
   CUfunction prologue = nullptr; // the key-terms entry, when there is one
+  /// The backward's kernels, when the descriptor has them: rows, dK/dV,
+  /// dQ, tile sums, reduce.
+  CUfunction backward[5] = {};
 };
 
 namespace {
@@ -117,6 +122,33 @@ rbfc_status loadModule(const void *image, size_t imageSize,
     if (rbfc_status status =
             lookUp(raw->prologue, d.keyTerms->entry, "key_terms.entry"))
       return status;
+  if (d.backward) {
+    const BackwardKernelDesc *kernels[] = {
+        &d.backward->rows, &d.backward->keyValue, &d.backward->query,
+        &d.backward->tileSums, &d.backward->reduce};
+    for (size_t i = 0; i < 5; ++i) {
+      const BackwardKernelDesc *kernel = kernels[i];
+      if (rbfc_status status =
+              lookUp(raw->backward[i], kernel->entry, "backward entry"))
+        return status;
+      if (kernel->sharedMemoryBytes == 0)
+        continue;
+      if ((result = driver->funcSetAttribute(
+               raw->backward[i],
+               CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+               int(kernel->sharedMemoryBytes))) != CUDA_SUCCESS) {
+        rbfc_module_destroy(raw);
+        return fail(RBFC_ERROR_CUDA,
+                    describeCudaError(*driver,
+                                      "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_"
+                                      "SIZE_BYTES)",
+                                      result) +
+                        " (" + kernel->entry + " asks for " +
+                        std::to_string(kernel->sharedMemoryBytes) +
+                        " bytes of shared memory)");
+      }
+    }
+  }
   // Above 48 KiB of shared memory in all a kernel must opt in; the kernel's
   // own static shared bytes count towards that limit too, so opt in for any
   // dynamic amount (a no-op below the limit).
@@ -211,32 +243,37 @@ rbfc_status launchFunction(const Driver &driver, CUfunction function,
 /// Who provides the workspace of a kernel with key terms.
 enum class Workspace { Allocate, Caller };
 
-/// The launch of docs/abi.md: the key-terms prologue, when the kernel has
-/// one, then the kernel, both on `stream` with the same arguments.
-rbfc_status launch(const rbfc_module *module, const LaunchArgs &args,
-                   Workspace source, void *workspace, size_t workspaceBytes,
-                   void *stream) {
-  if (!module)
-    return fail(RBFC_ERROR_INVALID_ARGUMENT, "module is null");
-  const Descriptor &d = module->descriptor;
-  ParamBuffer buffer;
-  LaunchConfig config;
-  std::string error;
-  if (!prepareLaunch(d, args, buffer, config, error))
-    return fail(RBFC_ERROR_INVALID_ARGUMENT, d.entry + ": " + error);
+/// One kernel launch of a call.
+struct PlannedLaunch {
+  CUfunction function;
+  const std::string &entry;
+  const KernelLaunch &launch;
+  bool programmatic = false;
+};
+
+/// Runs `launches` in order on `stream`, with the module's context current
+/// and the workspace (`workspaceBytes`, 0 for none) from the caller or
+/// allocated on the stream and freed there after the last launch. `bind`
+/// stores the workspace pointer in `buffer` after checking it.
+rbfc_status
+runLaunches(const rbfc_module *module, const std::string &who,
+            ParamBuffer &buffer, size_t workspaceBytes,
+            const std::function<bool(void *, size_t, ParamBuffer &,
+                                     std::string &)> &bind,
+            Workspace source, void *workspace, size_t workspaceSize,
+            void *stream, const std::vector<PlannedLaunch> &launches) {
   const Driver &driver = *module->driver;
-  bool allocate = source == Workspace::Allocate && config.workspaceBytes > 0;
+  std::string error;
+  bool allocate = source == Workspace::Allocate && workspaceBytes > 0;
   if (allocate && (!driver.memAllocAsync || !driver.memFreeAsync))
     return fail(RBFC_ERROR_NO_DRIVER,
-                d.entry + ": the kernel needs a workspace of " +
-                    std::to_string(config.workspaceBytes) +
+                who + ": the call needs a workspace of " +
+                    std::to_string(workspaceBytes) +
                     " bytes and this CUDA driver has no cuMemAllocAsync / "
-                    "cuMemFreeAsync (CUDA 11.2) to allocate it; allocate it "
-                    "yourself (rbfc_workspace_bytes) and call "
-                    "rbfc_launch_with_workspace");
-  if (!allocate &&
-      !bindWorkspace(config, workspace, workspaceBytes, buffer, error))
-    return fail(RBFC_ERROR_INVALID_ARGUMENT, d.entry + ": " + error);
+                    "cuMemFreeAsync (CUDA 11.2) to allocate it; pass one "
+                    "the caller allocates");
+  if (!allocate && !bind(workspace, workspaceSize, buffer, error))
+    return fail(RBFC_ERROR_INVALID_ARGUMENT, who + ": " + error);
 
   CUcontext current = nullptr;
   CUresult result = driver.ctxGetCurrent(&current);
@@ -255,41 +292,118 @@ rbfc_status launch(const rbfc_module *module, const LaunchArgs &args,
   if (allocate) {
     // Stream-ordered: the pool hands the memory back to this stream after
     // the kernels, without a synchronisation.
-    result = driver.memAllocAsync(&owned, config.workspaceBytes, cuStream);
+    result = driver.memAllocAsync(&owned, workspaceBytes, cuStream);
     if (result != CUDA_SUCCESS)
       status = fail(RBFC_ERROR_CUDA,
                     describeCudaError(driver, "cuMemAllocAsync", result) +
-                        " (" + d.entry + ": a workspace of " +
-                        std::to_string(config.workspaceBytes) +
-                        " bytes; rbfc_launch_with_workspace takes one the "
-                        "caller allocates)");
-    else if (!bindWorkspace(config, reinterpret_cast<void *>(owned),
-                            config.workspaceBytes, buffer, error))
-      status = fail(RBFC_ERROR_CUDA, d.entry + ": cuMemAllocAsync returned " +
+                        " (" + who + ": a workspace of " +
+                        std::to_string(workspaceBytes) +
+                        " bytes; pass one the caller allocates instead)");
+    else if (!bind(reinterpret_cast<void *>(owned), workspaceBytes, buffer,
+                   error))
+      status = fail(RBFC_ERROR_CUDA, who + ": cuMemAllocAsync returned " +
                                          "an unusable workspace: " + error);
   }
   std::vector<void *> arguments = buffer.pointers();
-  if (status == RBFC_OK && d.keyTerms)
-    status = launchFunction(driver, module->prologue, d.keyTerms->entry,
-                            config.prologueGrid, config.prologueBlock, 0,
-                            cuStream, arguments, /*programmatic=*/false);
-  if (status == RBFC_OK)
-    status =
-        launchFunction(driver, module->function, d.entry, config.grid,
-                       config.block, config.sharedMemoryBytes, cuStream,
-                       arguments, d.keyTerms && d.keyTerms->programmaticLaunch);
+  for (const PlannedLaunch &planned : launches) {
+    if (status != RBFC_OK)
+      break;
+    status = launchFunction(driver, planned.function, planned.entry,
+                            planned.launch.grid, planned.launch.block,
+                            planned.launch.sharedMemoryBytes, cuStream,
+                            arguments, planned.programmatic);
+  }
   if (owned) {
     result = driver.memFreeAsync(owned, cuStream);
     if (result != CUDA_SUCCESS && status == RBFC_OK)
       status = fail(RBFC_ERROR_CUDA,
                     describeCudaError(driver, "cuMemFreeAsync", result) + " (" +
-                        d.entry + ": the workspace)");
+                        who + ": the workspace)");
   }
   if (pushed) {
     CUcontext popped;
     driver.ctxPopCurrent(&popped);
   }
   return status;
+}
+
+/// The launch of docs/abi.md: the key-terms prologue, when the kernel has
+/// one, then the kernel, both on `stream` with the same arguments.
+rbfc_status launch(const rbfc_module *module, const LaunchArgs &args,
+                   Workspace source, void *workspace, size_t workspaceBytes,
+                   void *stream) {
+  if (!module)
+    return fail(RBFC_ERROR_INVALID_ARGUMENT, "module is null");
+  const Descriptor &d = module->descriptor;
+  ParamBuffer buffer;
+  LaunchConfig config;
+  std::string error;
+  if (!prepareLaunch(d, args, buffer, config, error))
+    return fail(RBFC_ERROR_INVALID_ARGUMENT, d.entry + ": " + error);
+  KernelLaunch prologue, main;
+  std::copy(config.prologueGrid, config.prologueGrid + 3, prologue.grid);
+  std::copy(config.prologueBlock, config.prologueBlock + 3, prologue.block);
+  std::copy(config.grid, config.grid + 3, main.grid);
+  std::copy(config.block, config.block + 3, main.block);
+  main.sharedMemoryBytes = config.sharedMemoryBytes;
+  std::vector<PlannedLaunch> launches;
+  if (d.keyTerms)
+    launches.push_back({module->prologue, d.keyTerms->entry, prologue});
+  launches.push_back({module->function, d.entry, main,
+                      d.keyTerms && d.keyTerms->programmaticLaunch});
+  auto bind = [&](void *pointer, size_t bytes, ParamBuffer &into,
+                  std::string &message) {
+    return bindWorkspace(config, pointer, bytes, into, message);
+  };
+  return runLaunches(module, d.entry, buffer, config.workspaceBytes, bind,
+                     source, workspace, workspaceBytes, stream, launches);
+}
+
+/// The backward of docs/abi.md ("Backward"): the row pre-pass, dK/dV, dQ
+/// and, when a parameter's or capture's gradient is asked for, the two
+/// reductions, in that order on `stream`.
+rbfc_status launchBackward(const rbfc_module *module,
+                           const rbfc_backward_args &a, void *stream) {
+  const Descriptor &d = module->descriptor;
+  std::string who = d.entry + " backward";
+  BackwardLaunchArgs args;
+  args.q = &a.q;
+  args.k = &a.k;
+  args.v = &a.v;
+  args.o = &a.o;
+  args.lse = &a.lse;
+  args.outputGrad = &a.grad_o;
+  args.lseGrad = a.grad_lse.data ? &a.grad_lse : nullptr;
+  args.queryGrad = &a.grad_q;
+  args.keyGrad = &a.grad_k;
+  args.valueGrad = &a.grad_v;
+  args.params = a.params;
+  args.numParams = a.num_params;
+  args.captures = a.captures;
+  args.numCaptures = a.num_captures;
+  args.paramGrads = a.grad_params;
+  args.captureGrads = a.grad_captures;
+  ParamBuffer buffer;
+  BackwardLaunchConfig config;
+  std::string error;
+  if (!prepareBackward(d, args, buffer, config, error))
+    return fail(RBFC_ERROR_INVALID_ARGUMENT, who + ": " + error);
+  const BackwardDesc &bw = *d.backward;
+  std::vector<PlannedLaunch> launches{
+      {module->backward[0], bw.rows.entry, config.rows},
+      {module->backward[1], bw.keyValue.entry, config.keyValue},
+      {module->backward[2], bw.query.entry, config.query}};
+  if (config.reduces) {
+    launches.push_back({module->backward[3], bw.tileSums.entry, config.tileSums});
+    launches.push_back({module->backward[4], bw.reduce.entry, config.reduce});
+  }
+  auto bind = [&](void *pointer, size_t bytes, ParamBuffer &into,
+                  std::string &message) {
+    return bindBackwardWorkspace(config, pointer, bytes, into, message);
+  };
+  return runLaunches(module, who, buffer, config.workspaceBytes, bind,
+                     a.workspace ? Workspace::Caller : Workspace::Allocate,
+                     a.workspace, a.workspace_bytes, stream, launches);
 }
 
 } // namespace
@@ -423,6 +537,33 @@ rbfc_status rbfc_launch_with_workspace(
   return launch(module,
                 {q, k, v, o, lse, params, num_params, captures, num_captures},
                 Workspace::Caller, workspace, workspace_bytes, stream);
+}
+
+rbfc_status rbfc_backward_workspace_bytes(const rbfc_module *module,
+                                          const rbfc_tensor *q,
+                                          const rbfc_tensor *k,
+                                          size_t *bytes) {
+  if (!module || !bytes)
+    return fail(RBFC_ERROR_INVALID_ARGUMENT, "module or bytes is null");
+  std::string error;
+  if (!backwardWorkspaceBytes(module->descriptor, q, k, *bytes, error))
+    return fail(RBFC_ERROR_INVALID_ARGUMENT,
+                module->descriptor.entry + " backward: " + error);
+  return RBFC_OK;
+}
+
+rbfc_status rbfc_launch_backward(const rbfc_module *module,
+                                 const rbfc_backward_args *args,
+                                 void *stream) {
+  if (!module || !args)
+    return fail(RBFC_ERROR_INVALID_ARGUMENT, "module or args is null");
+  if (args->struct_size < sizeof(rbfc_backward_args))
+    return fail(RBFC_ERROR_INVALID_ARGUMENT,
+                "args: struct_size is " + std::to_string(args->struct_size) +
+                    ", this runtime's rbfc_backward_args has " +
+                    std::to_string(sizeof(rbfc_backward_args)) +
+                    " bytes (set it with rbfc_backward_args_init or sizeof)");
+  return launchBackward(module, *args, stream);
 }
 
 } // extern "C"

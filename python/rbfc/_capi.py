@@ -93,7 +93,9 @@ class BackwardArgs(ctypes.Structure):
                 ("num_captures", ctypes.c_size_t),
                 ("grad_params", ctypes.POINTER(ctypes.c_void_p)),
                 ("grad_captures", ctypes.POINTER(Tensor)),
-                ("num_threads", ctypes.c_int32)]
+                ("num_threads", ctypes.c_int32),
+                ("workspace", ctypes.c_void_p),
+                ("workspace_bytes", ctypes.c_size_t)]
 
 
 class CacheStats(ctypes.Structure):

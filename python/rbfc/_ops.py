@@ -29,7 +29,7 @@ DTYPE_CODES = {dtype: _capi.DTYPES[name] for dtype, name in TORCH_DTYPES.items()
 # (native alignment; '0q' pads each to its 8-byte alignment).
 TENSOR = "Pi4q4qi0q"
 FORWARD = struct.Struct("Q" + TENSOR * 5 + "PQPQPQi0q")
-BACKWARD = struct.Struct("Q" + TENSOR * 10 + "PQPQPPi0q")
+BACKWARD = struct.Struct("Q" + TENSOR * 10 + "PQPQPPiPQ0q")
 assert FORWARD.size == ctypes.sizeof(_capi.ForwardArgs)
 assert BACKWARD.size == ctypes.sizeof(_capi.BackwardArgs)
 NO_TENSOR = (0,) * 11
@@ -201,7 +201,9 @@ class Kernel:
             param_array[1], len(self.defaults), capture_address, len(captures),
             ctypes.addressof(pointers) if param_grads else 0,
             ctypes.addressof(grad_array) if captures else 0,
-            0 if self.cuda else self.threads()))
+            0 if self.cuda else self.threads(),
+            # CUDA: the runtime allocates the workspace on the stream.
+            0, 0))
         self.call(_capi.lib().rbfc_backward, ctypes.byref(packed), q.device)
 
 
@@ -240,7 +242,7 @@ def forward(spec, q, k, v, captures, params, param_slots, tensor_params,
     kernel = SPECS[spec].kernel(q, lse or backward, backward)
     if backward and not kernel.has_backward:
         raise RbfcError(f"rbfc: {SPECS[spec].name.decode()}: the {q.device.type} "
-                        "target has no backward kernels yet; call it under "
+                        "kernel has no backward; call it under "
                         "torch.no_grad() or on tensors that do not require grad")
     param_array = kernel.param_array(params, param_slots, tensor_params,
                                      tensor_param_slots)

@@ -644,13 +644,92 @@ TEST(CAPICuda, CompilesToPtxAndChecksCallsWithoutAGpu) {
   rbfc_backward_args_init(&backward);
   EXPECT_EQ(rbfc_backward(kernel.kernel, &backward, nullptr),
             RBFC_ERROR_UNSUPPORTED);
-  EXPECT_TRUE(contains(lastError(), "the cuda target has no backward kernels "
-                                    "yet"));
+  EXPECT_TRUE(contains(lastError(), "compiled without a backward"))
+      << lastError();
   if (haveDriver())
     GTEST_SKIP() << "a CUDA driver is installed here";
   EXPECT_EQ(rbfc_forward(kernel.kernel, &args, nullptr), RBFC_ERROR_NO_DRIVER);
   EXPECT_TRUE(contains(lastError(), "cannot load the CUDA driver"))
       << lastError();
+}
+
+TEST(CAPICuda, BackwardChecksCallsWithoutAGpu) {
+  // A learnable ALiBi slope per head and a relative-position table: the GPU
+  // backward gives the first a gradient, not the second (read at q_idx -
+  // kv_idx); an int parameter has none.
+  const char *spec = "attention learnable {\n"
+                     "  capture slopes: f32[?];\n"
+                     "  capture table: f32[?, ?];\n"
+                     "  param width: int = 4;\n"
+                     "  score = dot(q, k) + slopes[h] * (kv_idx - q_idx)\n"
+                     "          + table[h, q_idx - kv_idx + kv_len - 1];\n"
+                     "  mask = q_idx - kv_idx < width * 100;\n"
+                     "}\n";
+  Kernel kernel;
+  rbfc_compile_options options = cudaOptions("");
+  options.lse = 1;
+  options.backward = 1;
+  ASSERT_EQ(kernel.compile(spec, options), RBFC_OK) << lastError();
+  rbfc_kernel_properties properties{};
+  properties.struct_size = sizeof properties;
+  ASSERT_EQ(rbfc_kernel_get_properties(kernel.kernel, &properties), RBFC_OK);
+  EXPECT_TRUE(properties.has_backward);
+
+  alignas(16) static char fake[64];
+  auto bf16 = [&](std::vector<int64_t> sizes) {
+    return view(fake, RBFC_DTYPE_BF16, sizes, contiguous(sizes));
+  };
+  alignas(16) static float slopes[4], table[4 * 179], slopesGrad[4],
+      tableGrad[4 * 179];
+  rbfc_tensor captures[] = {view(slopes, RBFC_DTYPE_F32, {4}, {1}),
+                            view(table, RBFC_DTYPE_F32, {4, 179}, {179, 1})};
+  rbfc_tensor captureGrads[] = {
+      view(slopesGrad, RBFC_DTYPE_F32, {4}, {1}),
+      view(nullptr, RBFC_DTYPE_F32, {4, 179}, {179, 1})};
+  rbfc_backward_args args;
+  rbfc_backward_args_init(&args);
+  args.q = args.o = args.grad_o = args.grad_q = bf16({1, 4, 100, 64});
+  args.k = args.v = args.grad_k = args.grad_v = bf16({1, 2, 80, 64});
+  args.lse = view(fake, RBFC_DTYPE_F32, {1, 4, 100}, {400, 100, 1});
+  args.captures = captures;
+  args.num_captures = 2;
+  args.grad_captures = captureGrads;
+
+  rbfc_backward_args bad = args;
+  bad.grad_k.sizes[2] = 81;
+  EXPECT_EQ(rbfc_backward(kernel.kernel, &bad, nullptr),
+            RBFC_ERROR_INVALID_ARGUMENT);
+  EXPECT_TRUE(contains(lastError(), "grad_k: shape [1, 2, 81, 64] differs "
+                                    "from [1, 2, 80, 64]"))
+      << lastError();
+  bad = args;
+  rbfc_tensor askTable[] = {captureGrads[0],
+                            view(tableGrad, RBFC_DTYPE_F32, {4, 179}, {179, 1})};
+  bad.grad_captures = askTable;
+  EXPECT_EQ(rbfc_backward(kernel.kernel, &bad, nullptr),
+            RBFC_ERROR_INVALID_ARGUMENT);
+  EXPECT_TRUE(contains(lastError(), "grad of capture 'table': the GPU "
+                                    "backward computes gradients of captures "
+                                    "read at indices that depend on the "
+                                    "batch and head only"))
+      << lastError();
+  bad = args;
+  float widthGrad;
+  float *paramGrads[] = {&widthGrad};
+  bad.grad_params = paramGrads;
+  EXPECT_EQ(rbfc_backward(kernel.kernel, &bad, nullptr),
+            RBFC_ERROR_INVALID_ARGUMENT);
+  EXPECT_TRUE(contains(lastError(), "grad of param 'width': it is an int "
+                                    "parameter and has no gradient"))
+      << lastError();
+  bad = args;
+  bad.lse.data = nullptr;
+  EXPECT_EQ(rbfc_backward(kernel.kernel, &bad, nullptr),
+            RBFC_ERROR_INVALID_ARGUMENT);
+  EXPECT_TRUE(contains(lastError(), "lse")) << lastError();
+  if (haveDriver())
+    GTEST_SKIP() << "a CUDA driver is installed here";
+  EXPECT_EQ(rbfc_backward(kernel.kernel, &args, nullptr), RBFC_ERROR_NO_DRIVER);
 }
 
 TEST(CAPICuda, KeyTermsNeedAWorkspace) {

@@ -47,6 +47,27 @@ struct KeyTermsDesc {
   bool programmaticLaunch = false;
 };
 
+/// One backward kernel: its entry, threads per block, the rows (queries or
+/// keys) one block covers, and its dynamic shared memory.
+struct BackwardKernelDesc {
+  std::string entry;
+  int block = 0;
+  int rowsPerBlock = 0;
+  int64_t sharedMemoryBytes = 0;
+};
+
+/// The backward kernels of a kernel compiled with --backward (docs/abi.md,
+/// "Backward").
+struct BackwardDesc {
+  BackwardKernelDesc rows, keyValue, query, tileSums, reduce;
+  int rowMultiple = 0; // delta, lse2 and key-term rows are padded to this
+  int keyTerms = 0;    // f32 planes of key terms, 0-2
+  bool keyTermsPerKvHead = true;
+  int slots = 0; // partial sums per (batch, head, tile)
+  /// Which params and captures the GPU backward gives a gradient.
+  std::vector<bool> paramGrads, captureGrads;
+};
+
 struct Descriptor {
   std::string name;
   std::string entry;
@@ -64,6 +85,7 @@ struct Descriptor {
   std::vector<ParamDesc> params;
   std::vector<CaptureDesc> captures;
   std::optional<KeyTermsDesc> keyTerms;
+  std::optional<BackwardDesc> backward;
 };
 
 /// "bf16", "f16", "f32", "i32", "i64".

@@ -133,6 +133,61 @@ bool workspaceBytes(const Descriptor &descriptor, const rbfc_tensor *q,
 bool bindWorkspace(const LaunchConfig &config, void *workspace, size_t bytes,
                    ParamBuffer &buffer, std::string &error);
 
+/// The tensors and gradients of one backward launch (docs/abi.md,
+/// "Backward"). lseGrad may be null (a zero gradient); paramGrads, when
+/// given, has one entry per param (null: not asked), captureGrads one view
+/// per capture (data null: not asked).
+struct BackwardLaunchArgs {
+  const rbfc_tensor *q = nullptr, *k = nullptr, *v = nullptr, *o = nullptr,
+                    *lse = nullptr;
+  const rbfc_tensor *outputGrad = nullptr, *lseGrad = nullptr;
+  const rbfc_tensor *queryGrad = nullptr, *keyGrad = nullptr,
+                    *valueGrad = nullptr;
+  const double *params = nullptr;
+  size_t numParams = 0;
+  const rbfc_tensor *captures = nullptr;
+  size_t numCaptures = 0;
+  float *const *paramGrads = nullptr;
+  const rbfc_tensor *captureGrads = nullptr;
+};
+
+/// The grid, block and dynamic shared memory of one kernel launch.
+struct KernelLaunch {
+  uint32_t grid[3] = {1, 1, 1};
+  uint32_t block[3] = {1, 1, 1};
+  uint32_t sharedMemoryBytes = 0;
+};
+
+struct BackwardLaunchConfig {
+  KernelLaunch rows, keyValue, query, tileSums, reduce;
+  /// Whether any parameter's or capture's gradient is asked for: only then
+  /// do the two reduction kernels run.
+  bool reduces = false;
+  size_t workspaceBytes = 0;
+  /// The workspace pointer's index in the ParamBuffer.
+  size_t workspaceArg = 0;
+};
+
+/// The workspace bytes of the backward for q [batch, heads, q_len, .] and
+/// k [batch, kv_heads, kv_len, .] (docs/abi.md, "Backward").
+bool backwardWorkspaceBytes(const Descriptor &descriptor, const rbfc_tensor *q,
+                            const rbfc_tensor *k, size_t &bytes,
+                            std::string &error);
+
+/// Checks a backward launch against the descriptor and docs/abi.md and
+/// fills `buffer` with the arguments every backward kernel takes and
+/// `config` with their launches; the workspace slot is left null (see
+/// bindWorkspace). Fails with a message naming the tensor, parameter or
+/// capture.
+bool prepareBackward(const Descriptor &descriptor,
+                     const BackwardLaunchArgs &args, ParamBuffer &buffer,
+                     BackwardLaunchConfig &config, std::string &error);
+
+/// bindWorkspace for a backward launch.
+bool bindBackwardWorkspace(const BackwardLaunchConfig &config, void *workspace,
+                           size_t bytes, ParamBuffer &buffer,
+                           std::string &error);
+
 } // namespace rbfc::runtime
 
 #endif // RBFC_RUNTIME_LAUNCH_H

@@ -1,0 +1,370 @@
+#!/usr/bin/env python3
+"""GPU tests of rbfc's backward kernels (run on the GPU machine, from the repo
+root, with the wheel of scripts/build-wheel.sh installed):
+
+    python3 test/gpu/run_gpu_backward.py [--quick] [--seed N] [--only rbf,alibi]
+
+For every example spec, through the Python op (rbfc.compile(...)(q, k, v)
+with autograd): the gradients of q, k, v, of the f32 params (gamma, cap, as
+tensors that require grad) and of the captures the GPU backward gives a
+gradient (ALiBi's slopes, RBF's per-head gammas) against float32 PyTorch
+autograd of the independent references of test/python/references.py, on the
+forward test's shapes (N=1, odd lengths, Nq != Nkv, GQA, the bnhd layout),
+half of them with a gradient of the log-sum-exp too. The caching allocator's
+free blocks are poisoned with NaN first: a gradient the kernels leave
+unwritten shows. Then: two runs give bitwise-equal gradients; asking for a
+gradient the GPU does not compute (the relative-position table) raises
+RbfcError before anything runs; compute-sanitizer memcheck on a small case
+of each kernel structure and racecheck on one.
+
+Tolerances. FlashAttention's backward (and rbfc's) computes D = rowsum(dO O)
+from the output rounded to bf16/f16, which moves every dS by P * (D - D');
+for a gradient that sums many dS of both signs (a parameter's) that can be
+larger than its value. So besides the float32 autograd gradient `exact`, the
+reference computes the same gradient with D from the rounded output
+(`rounded`, through autograd of the score with dS given), and a gradient
+passes when |g - exact| <= tol * max|exact| + 2 |exact - rounded| for every
+element: the tolerance plus twice the rounding's own effect.
+Prints one line per case; exits non-zero on any failure. `--device cpu`
+runs the gallery on the host backend (bf16 there too): a dry run of this
+script on a machine without a GPU.
+"""
+import argparse
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "test" / "python"))
+import references  # noqa: E402
+
+import rbfc  # noqa: E402
+
+DEV = "cuda"
+TORCH_DTYPES = {"bf16": torch.bfloat16, "f16": torch.float16}
+TOLERANCE = {torch.bfloat16: 2e-2, torch.float16: 1e-2}
+
+# (B, H, KV heads, Nq, Nkv, layout): the forward test's shapes.
+FULL_SHAPES = [
+    (1, 2, 2, 1, 1, "bhnd"),
+    (2, 4, 4, 17, 17, "bhnd"),
+    (1, 4, 1, 200, 200, "bhnd"),
+    (2, 8, 1, 1000, 1000, "bhnd"),
+    (1, 2, 2, 64, 333, "bhnd"),
+    (1, 2, 2, 300, 77, "bhnd"),
+    (2, 4, 2, 128, 128, "bnhd"),
+    (1, 4, 4, 200, 1000, "bnhd"),
+]
+QUICK_SHAPES = [(2, 4, 4, 17, 17, "bhnd"), (1, 4, 1, 200, 200, "bhnd"),
+                (1, 2, 2, 64, 333, "bnhd")]
+F16_SUBSET = ["softmax", "causal", "rbf", "softcap", "alibi"]
+DIM32_SUBSET = ["softmax", "causal", "rbf", "rbf_causal", "alibi"]
+# f32 params whose gradients are checked (passed as tensors).
+PARAMS = {"rbf": ["gamma"], "rbf_causal": ["gamma"], "rbf_none": ["gamma"],
+          "softcap": ["cap"]}
+# Captures the GPU backward gives a gradient; the relative-position table
+# (read at q_idx - kv_idx) has none on the GPU.
+GRAD_CAPTURES = {"alibi": ["slopes"], "rbf_head_gamma": ["gammas"]}
+PARAM_VALUES = {"gamma": lambda d: d ** -0.5, "cap": lambda d: 2.0}
+
+RESULTS = []
+
+
+def record(name, problem, note=""):
+    RESULTS.append((name, problem))
+    status = "ok  " if problem is None else "FAIL"
+    print(f"{status} {name:60s} {note} {problem or ''}", flush=True)
+
+
+def poison():
+    if DEV != "cuda":
+        return
+    free = torch.cuda.mem_get_info()[0]
+    block = torch.full((min(free // 8, 1 << 30) // 4,), float("nan"), device=DEV)
+    del block
+
+
+def make_case(spec, dtype, shape, dim, g):
+    B, H, KVH, NQ, NKV, layout = shape
+    scale = 0.25 if references.SPECS[spec][1] == "none" else 1.0
+    q = (scale * torch.randn(B, H, NQ, dim, generator=g)).to(DEV, dtype)
+    k = (scale * torch.randn(B, KVH, NKV, dim, generator=g)).to(DEV, dtype)
+    v = torch.randn(B, KVH, NKV, dim, generator=g).to(DEV, dtype)
+    captures = references.make_captures(spec, B, H, NQ, NKV, g, DEV)
+    params = {name: torch.tensor(PARAM_VALUES[name](dim), device=DEV)
+              for name in PARAMS.get(spec, [])}
+    grad_o = torch.randn(B, H, NQ, dim, generator=g).to(DEV, dtype)
+    grad_lse = torch.randn(B, H, NQ, generator=g).to(DEV)
+    return q, k, v, captures, params, grad_o, grad_lse
+
+
+def reference_gradients(spec, q, k, v, captures, params, grad_o, grad_lse,
+                        dtype):
+    """{name: (exact, rounded)} float32 gradients of q, k, v, the params and
+    the gradient captures (see the module's docstring)."""
+    leaves = {"q": q.float(), "k": k.float(), "v": v.float()}
+    leaves.update({n: c.float() for n, c in captures.items()
+                   if n in GRAD_CAPTURES.get(spec, [])})
+    leaves.update({n: t.float() for n, t in params.items()})
+    leaves = {n: t.detach().requires_grad_() for n, t in leaves.items()}
+    caps = {n: leaves.get(n, c) for n, c in captures.items()}
+    prm = {n: leaves[n] for n in params}
+    score, normalization = references.SPECS[spec]
+    group = q.shape[1] // k.shape[1]
+    kk = leaves["k"].repeat_interleave(group, dim=1)
+    vv = leaves["v"].repeat_interleave(group, dim=1)
+    s, mask = score(leaves["q"], kk, caps, prm)
+    if mask is not None:
+        s = s.masked_fill(~mask.expand_as(s), float("-inf"))
+    with torch.no_grad():
+        lse = torch.logsumexp(s, -1)
+        empty = torch.isinf(lse)
+        p = torch.exp(s - lse.masked_fill(empty, 0).unsqueeze(-1))
+        w = p if normalization == "softmax" else torch.exp(s)
+        o = w @ vv
+        do = grad_o.float()
+        dlse = grad_lse.masked_fill(empty, 0)
+        dp = do @ vv.transpose(-1, -2)
+        grad_v = (w.transpose(-1, -2) @ do)
+        grad_v = grad_v.view(q.shape[0], k.shape[1], group, *grad_v.shape[2:]).sum(2)
+    out = {}
+    for which, out_row in (("exact", o), ("rounded", o.to(dtype).float())):
+        with torch.no_grad():
+            if normalization == "softmax":
+                d = (do * out_row).sum(-1, keepdim=True)
+                ds = p * (dp - d + dlse.unsqueeze(-1))
+            else:
+                ds = w * dp + dlse.unsqueeze(-1) * p
+            ds = ds.masked_fill(~torch.isfinite(s), 0)
+        names = [n for n in leaves if n != "v"]
+        grads = torch.autograd.grad(s, [leaves[n] for n in names], ds,
+                                    retain_graph=True, allow_unused=True)
+        for name, grad in zip(names, grads):
+            out.setdefault(name, {})[which] = (grad if grad is not None
+                                               else torch.zeros_like(leaves[name]))
+        out.setdefault("v", {})[which] = grad_v
+    return out
+
+
+def check_gradient(name, got, exact, rounded, tol):
+    if got is None:
+        return f"{name}: no gradient"
+    got = got.float()
+    if torch.isnan(got).any():
+        return f"{name}: {int(torch.isnan(got).sum())} NaN (unwritten?)"
+    allowed = tol * exact.abs().max() + 2 * (exact - rounded).abs()
+    excess = (got - exact).abs() - allowed
+    if (excess > 0).any():
+        i = int(excess.flatten().argmax())
+        return (f"{name}: got {got.flatten()[i].item():.5g}, float32 "
+                f"{exact.flatten()[i].item():.5g} (allowed "
+                f"{allowed.flatten()[i].item() if allowed.dim() else allowed.item():.3g})")
+    return None
+
+
+def worst_relative(got, exact):
+    return ((got.float() - exact).abs().max() /
+            exact.abs().max().clamp(min=1e-30)).item()
+
+
+def run_case(attn, spec, dtype, shape, dim, g, with_lse_grad):
+    q, k, v, captures, params, grad_o, grad_lse = make_case(spec, dtype, shape,
+                                                            dim, g)
+    if not with_lse_grad:
+        grad_lse = torch.zeros_like(grad_lse)
+    ref = reference_gradients(spec, q, k, v, captures, params, grad_o, grad_lse,
+                              dtype)
+    layout = shape[5]
+    leaves = {"q": q, "k": k, "v": v}
+    if layout == "bnhd":
+        leaves = {n: t.transpose(1, 2).contiguous() for n, t in leaves.items()}
+    leaves = {n: t.detach().requires_grad_() for n, t in leaves.items()}
+    caps = dict(captures)
+    for name in GRAD_CAPTURES.get(spec, []):
+        caps[name] = caps[name].detach().clone().requires_grad_()
+    prm = {n: t.detach().clone().requires_grad_() for n, t in params.items()}
+    poison()
+    o, lse = attn(leaves["q"], leaves["k"], leaves["v"], params=prm,
+                  captures=caps, return_lse=True, layout=layout)
+    if layout == "bnhd":
+        o = o.transpose(1, 2)
+    loss = (o.float() * grad_o.float()).sum()
+    if with_lse_grad:
+        finite = torch.isfinite(lse)
+        loss = loss + (lse[finite] * grad_lse[finite]).sum()
+    loss.backward()
+    got = {n: t.grad for n, t in leaves.items()}
+    if layout == "bnhd":
+        got = {n: t.transpose(1, 2) for n, t in got.items()}
+    got.update({n: caps[n].grad for n in GRAD_CAPTURES.get(spec, [])})
+    got.update({n: t.grad for n, t in prm.items()})
+    worst = 0.0
+    for name, grads in ref.items():
+        problem = check_gradient(name, got.get(name), grads["exact"],
+                                 grads["rounded"], TOLERANCE[dtype])
+        if problem:
+            return problem, worst
+        worst = max(worst, worst_relative(got[name], grads["exact"]))
+    return None, worst
+
+
+def gallery(args, specs, g):
+    shapes = QUICK_SHAPES if args.quick else FULL_SHAPES
+    for spec in specs:
+        attn = rbfc.compile(REPO / "examples" / f"{spec}.attn")
+        configs = [("bf16", 64)] if args.quick else [("bf16", 64), ("bf16", 128)]
+        if not args.quick and spec in F16_SUBSET:
+            configs += [("f16", 64), ("f16", 128)]
+        if not args.quick and spec in DIM32_SUBSET:
+            configs.append(("bf16", 32))
+        for dtype_name, dim in configs:
+            dtype = TORCH_DTYPES[dtype_name]
+            worst, problem = 0.0, None
+            t0 = time.time()
+            for index, shape in enumerate(shapes):
+                try:
+                    problem, case_worst = run_case(attn, spec, dtype, shape, dim, g,
+                                                   with_lse_grad=index % 2 == 1)
+                except rbfc.RbfcError as error:
+                    problem = f"RbfcError: {str(error).strip()[:300]}"
+                except RuntimeError as error:
+                    problem = f"CUDA fault: {str(error).strip()[:300]}"
+                    record(f"{spec} {dtype_name} d{dim}", f"{shape}: {problem}")
+                    return True
+                if problem:
+                    problem = f"{shape}: {problem}"
+                    break
+                worst = max(worst, case_worst)
+            record(f"{spec} {dtype_name} d{dim}", problem,
+                   f"worst rel {worst:.2e} ({time.time() - t0:.1f} s)")
+    return False
+
+
+def determinism(g):
+    """Two runs, the same bits: q, k, v and the captures' gradients."""
+    for spec in ("alibi", "rbf_head_gamma", "rbf"):
+        attn = rbfc.compile(REPO / "examples" / f"{spec}.attn")
+        case = make_case(spec, torch.bfloat16, (2, 8, 2, 700, 900, "bhnd"), 64, g)
+        runs = []
+        for _ in range(2):
+            q, k, v = (t.detach().clone().requires_grad_() for t in case[:3])
+            caps = dict(case[3])
+            for name in GRAD_CAPTURES.get(spec, []):
+                caps[name] = caps[name].detach().clone().requires_grad_()
+            prm = {n: t.detach().clone().requires_grad_() for n, t in case[4].items()}
+            o = attn(q, k, v, params=prm, captures=caps)
+            o.backward(case[5])
+            grads = [q.grad, k.grad, v.grad]
+            grads += [caps[n].grad for n in GRAD_CAPTURES.get(spec, [])]
+            grads += [t.grad for t in prm.values()]
+            runs.append(grads)
+        same = all(torch.equal(a, b) for a, b in zip(*runs))
+        record(f"{spec} bitwise-equal gradients over two runs",
+               None if same else "the gradients differ between runs")
+
+
+def unsupported_gradient():
+    attn = rbfc.compile(REPO / "examples" / "relative_bias.attn")
+    q = torch.randn(1, 2, 16, 64, device=DEV, dtype=torch.bfloat16)
+    bias = torch.randn(2, 31, device=DEV, requires_grad=True)
+    try:
+        attn(q, q, q, captures={"bias": bias}).sum().backward()
+        record("relative_bias: a table gradient on the GPU raises", "no error raised")
+    except rbfc.RbfcError as error:
+        ok = "batch and head only" in str(error)
+        record("relative_bias: a table gradient on the GPU raises",
+               None if ok else f"unexpected message: {error}")
+
+
+def sanitize(args, tool):
+    path = shutil.which("compute-sanitizer") or next(
+        iter(sorted(glob.glob("/usr/local/cuda*/bin/compute-sanitizer"))), None)
+    if not path:
+        return "compute-sanitizer not found"
+    cmd = [path, "--tool", tool, "--error-exitcode", "99", "--print-limit", "20",
+           sys.executable, __file__, "--sanitize-child", "--seed", str(args.seed)]
+    if tool == "racecheck":
+        cmd += ["--only", "rbf_head_gamma"]
+    print("running:", " ".join(cmd), flush=True)
+    t0 = time.time()
+    try:
+        run = subprocess.run(cmd, capture_output=True, text=True,
+                             timeout=args.sanitizer_timeout)
+    except subprocess.TimeoutExpired:
+        return f"{tool} timed out"
+    print("\n".join((run.stdout + run.stderr).strip().splitlines()[-15:]))
+    print(f"compute-sanitizer {tool}: exit {run.returncode} in {time.time() - t0:.0f} s")
+    return None if run.returncode == 0 else f"{tool} exit {run.returncode}"
+
+
+def sanitize_child(args, specs, g):
+    # One small case per kernel structure: every mask kind, key terms, both
+    # head dims; exact-size allocations so that an overrun is caught.
+    for spec in specs:
+        attn = rbfc.compile(REPO / "examples" / f"{spec}.attn")
+        for dim in (64, 128):
+            q, k, v, captures, params, grad_o, grad_lse = make_case(
+                spec, torch.bfloat16, (1, 2, 1, 17, 33, "bhnd"), dim, g)
+            q, k, v = (t.requires_grad_() for t in (q, k, v))
+            for name in GRAD_CAPTURES.get(spec, []):
+                captures[name].requires_grad_()
+            params = {n: t.requires_grad_() for n, t in params.items()}
+            o, lse = attn(q, k, v, params=params, captures=captures,
+                          return_lse=True)
+            ((o.float() * grad_o.float()).sum() + (lse * grad_lse).sum()).backward()
+            torch.cuda.synchronize()
+            print(f"sanitized {spec} d{dim}", flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--only", default="")
+    ap.add_argument("--no-sanitizer", action="store_true")
+    ap.add_argument("--sanitizer-timeout", type=int, default=400)
+    ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    ap.add_argument("--sanitize-child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    global DEV
+    DEV = args.device
+    if DEV == "cpu":
+        args.no_sanitizer = True
+    if args.seed is None:
+        args.seed = int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
+    specs = [s for s in sorted(references.SPECS)
+             if not args.only or s in args.only.split(",")]
+    g = torch.Generator().manual_seed(args.seed)
+    if args.sanitize_child:
+        sanitize_child(args, specs, g)
+        return 0
+    device = torch.cuda.get_device_name() if DEV == "cuda" else "cpu"
+    print(f"seed {args.seed}  device {device}  torch {torch.__version__}",
+          flush=True)
+    t0 = time.time()
+    fatal = gallery(args, specs, g)
+    if not fatal:
+        determinism(g)
+        if DEV == "cuda":
+            unsupported_gradient()
+    if not args.no_sanitizer:
+        for tool in ("memcheck", "racecheck"):
+            problem = sanitize(args, tool)
+            record(f"compute-sanitizer {tool}", problem)
+    fails = [r for r in RESULTS if r[1] is not None]
+    print(f"\nseed {args.seed}: {len(RESULTS)} cases, {len(fails)} failed; "
+          f"{time.time() - t0:.0f} s")
+    for name, problem in fails[:30]:
+        print(f"FAILED {name}: {problem}")
+    return 1 if fails else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
