@@ -848,4 +848,170 @@ TEST(RuntimeCApi, NoDriverOnThisMachine) {
   EXPECT_EQ(module, nullptr);
 }
 
+//===-- Backward -----------------------------------------------------------===//
+
+/// The backward object of docs/abi.md's example, for the example's one
+/// param (gamma) and one capture (doc).
+const char *kBackward = R"({
+  "rows": { "entry": "rbf_fwd_bwd_rows", "block": 128, "rows_per_block": 16, "shared_memory_bytes": 0 },
+  "dkdv": { "entry": "rbf_fwd_bwd_dkdv", "block": 256, "rows_per_block": 128, "shared_memory_bytes": 66592 },
+  "dq": { "entry": "rbf_fwd_bwd_dq", "block": 128, "rows_per_block": 64, "shared_memory_bytes": 49680 },
+  "tile_sums": { "entry": "rbf_fwd_bwd_tile_sums", "block": 128, "rows_per_block": 128, "shared_memory_bytes": 0 },
+  "reduce": { "entry": "rbf_fwd_bwd_reduce", "block": 128, "rows_per_block": 128, "shared_memory_bytes": 0 },
+  "row_multiple": 128, "key_terms": 1, "key_terms_heads": "kv", "slots": 1,
+  "param_grads": [ true ], "capture_grads": [ false ] })";
+
+std::string withBackward(const std::string &value) {
+  return edited("\"shared_memory_bytes\": 49152,",
+                "\"shared_memory_bytes\": 49152, \"backward\": " + value + ",");
+}
+
+TEST(RuntimeDescriptor, ReadsTheBackward) {
+  Descriptor d;
+  std::string error;
+  ASSERT_TRUE(parseDescriptor(withBackward(kBackward), d, error)) << error;
+  ASSERT_TRUE(d.backward);
+  EXPECT_EQ(d.backward->keyValue.entry, "rbf_fwd_bwd_dkdv");
+  EXPECT_EQ(d.backward->keyValue.block, 256);
+  EXPECT_EQ(d.backward->keyValue.rowsPerBlock, 128);
+  EXPECT_EQ(d.backward->query.sharedMemoryBytes, 49680);
+  EXPECT_EQ(d.backward->rowMultiple, 128);
+  EXPECT_EQ(d.backward->keyTerms, 1);
+  EXPECT_TRUE(d.backward->keyTermsPerKvHead);
+  EXPECT_EQ(d.backward->slots, 1);
+  EXPECT_EQ(d.backward->paramGrads, std::vector<bool>{true});
+  EXPECT_EQ(d.backward->captureGrads, std::vector<bool>{false});
+  ASSERT_TRUE(parseDescriptor(kAbiExample, d, error)) << error;
+  EXPECT_FALSE(d.backward);
+}
+
+TEST(RuntimeDescriptor, NamesWhatIsWrongInTheBackward) {
+  struct Case {
+    const char *from, *to, *message;
+  };
+  const Case cases[] = {
+      {"\"rbf_fwd_bwd_dq\"", "\"\"", "\"backward.dq.entry\" is empty"},
+      {"\"block\": 256", "\"block\": 250",
+       "\"backward.dkdv.block\" is 250; it must be a multiple of 32"},
+      {"\"row_multiple\": 128, ", "", "\"backward.row_multiple\" is missing"},
+      {"\"key_terms\": 1", "\"key_terms\": 3",
+       "\"backward.key_terms\" must be an integer in [0, 2]"},
+      {"\"key_terms_heads\": \"kv\"", "\"key_terms_heads\": \"x\"",
+       "\"backward.key_terms_heads\" is \"x\""},
+      {"\"param_grads\": [ true ]", "\"param_grads\": [ true, true ]",
+       "\"backward.param_grads\" has 2 entries; the kernel has 1"},
+      {"\"capture_grads\": [ false ]", "\"capture_grads\": [ 0 ]",
+       "\"backward.capture_grads\" must hold booleans"},
+  };
+  for (const Case &c : cases) {
+    std::string value = kBackward;
+    size_t at = value.find(c.from);
+    ASSERT_NE(at, std::string::npos) << c.from;
+    EXPECT_NE(descriptorError(withBackward(value.replace(at, strlen(c.from),
+                                                         c.to)))
+                  .find(c.message),
+              std::string::npos)
+        << c.from << " -> " << c.to << ": "
+        << descriptorError(withBackward(value));
+  }
+}
+
+struct BackwardFixture : LaunchFixture {
+  rbfc_tensor dO = tensor4(0x700000, 2, 8, 200, 64);
+  rbfc_tensor dQ = tensor4(0x800000, 2, 8, 200, 64);
+  rbfc_tensor dK = tensor4(0x900000, 2, 2, 77, 64);
+  rbfc_tensor dV = tensor4(0xa00000, 2, 2, 77, 64);
+  BackwardLaunchArgs backward;
+  BackwardLaunchConfig backwardConfig;
+  float gammaGrad;
+  float *paramGrads[1] = {&gammaGrad};
+
+  void SetUp() override {
+    LaunchFixture::SetUp();
+    ASSERT_TRUE(parseDescriptor(withBackward(kBackward), d, error)) << error;
+    backward.q = &q, backward.k = &k, backward.v = &v, backward.o = &o;
+    backward.lse = &lse;
+    backward.outputGrad = &dO, backward.queryGrad = &dQ;
+    backward.keyGrad = &dK, backward.valueGrad = &dV;
+    backward.captures = &doc;
+    backward.numCaptures = 1;
+  }
+
+  bool prepare() {
+    return prepareBackward(d, backward, buffer, backwardConfig, error);
+  }
+  std::string failure() {
+    EXPECT_FALSE(prepare());
+    return error;
+  }
+};
+
+TEST_F(BackwardFixture, PacksInAbiOrder) {
+  backward.paramGrads = paramGrads;
+  ASSERT_TRUE(prepare()) << error;
+  // 8 tensors, lse, dlse, workspace, mask, 5 sizes, 8x3 + 2x2 strides, 1
+  // param, the capture (pointer + 2 + 2), 1 param gradient, the capture's
+  // gradient (pointer + 2 strides).
+  ASSERT_EQ(buffer.count(), 8u + 4 + 5 + 24 + 4 + 1 + 5 + 1 + 3);
+  size_t i = 0;
+  for (uintptr_t at : {0x100000, 0x200000, 0x300000, 0x400000, 0x700000,
+                       0x800000, 0x900000, 0xa00000, 0x500000})
+    EXPECT_EQ(buffer.get<uint64_t>(i++), at);
+  EXPECT_EQ(buffer.get<uint64_t>(i++), 0u); // no dlse
+  EXPECT_EQ(backwardConfig.workspaceArg, i);
+  EXPECT_EQ(buffer.get<uint64_t>(i++), 0u); // bound later
+  EXPECT_EQ(buffer.get<uint64_t>(i++), 1u); // gamma's gradient asked
+  EXPECT_TRUE(backwardConfig.reduces);
+  for (int64_t size : {2, 8, 2, 200, 77})
+    EXPECT_EQ(buffer.get<int64_t>(i++), size);
+  // Grids: Lq = 256 rows / 16, kv_len 77 in one 128-key tile, 200 queries in
+  // four 64-query tiles.
+  EXPECT_EQ(backwardConfig.rows.grid[0], 16u);
+  EXPECT_EQ(backwardConfig.keyValue.grid[0], 1u);
+  EXPECT_EQ(backwardConfig.keyValue.grid[1], 2u);
+  EXPECT_EQ(backwardConfig.query.grid[0], 4u);
+  EXPECT_EQ(backwardConfig.query.grid[1], 8u);
+  EXPECT_EQ(backwardConfig.keyValue.sharedMemoryBytes, 66592u);
+  // delta, lse2: 2 x 16 x 256; key terms: 1 x 2 x 2 x 128; partials:
+  // 2 x 16 x 4 x 1; sums 2 x 16 x 1.
+  EXPECT_EQ(backwardConfig.workspaceBytes,
+            4u * (2 * 16 * 256 + 2 * 2 * 128 + 2 * 16 * 4 + 2 * 16));
+  size_t end = buffer.count();
+  EXPECT_EQ(buffer.get<uint64_t>(end - 4),
+            uint64_t(reinterpret_cast<uintptr_t>(&gammaGrad)));
+  EXPECT_EQ(buffer.get<uint64_t>(end - 3), 0u); // doc has no gradient
+}
+
+TEST_F(BackwardFixture, NoGradientAskedRunsNoReduction) {
+  ASSERT_TRUE(prepare()) << error;
+  EXPECT_FALSE(backwardConfig.reduces);
+}
+
+TEST_F(BackwardFixture, Errors) {
+  rbfc_tensor bad = dK;
+  bad.sizes[2] = 78;
+  backward.keyGrad = &bad;
+  EXPECT_NE(failure().find("grad_k: shape [2, 2, 78, 64] differs from"),
+            std::string::npos)
+      << error;
+  backward.keyGrad = &dK;
+  bad = dO;
+  bad.strides[2] = 60;
+  backward.outputGrad = &bad;
+  EXPECT_NE(failure().find("grad_o: strides"), std::string::npos) << error;
+  backward.outputGrad = &dO;
+  rbfc_tensor docGrad = doc;
+  docGrad.dtype = RBFC_DTYPE_F32;
+  backward.captureGrads = &docGrad;
+  EXPECT_NE(failure().find("grad of capture 'doc': the capture holds i32"),
+            std::string::npos)
+      << error;
+  backward.captureGrads = nullptr;
+  Descriptor forwardOnly;
+  ASSERT_TRUE(parseDescriptor(kAbiExample, forwardOnly, error));
+  EXPECT_FALSE(prepareBackward(forwardOnly, backward, buffer, backwardConfig,
+                               error));
+  EXPECT_NE(error.find("compiled without --backward"), std::string::npos);
+}
+
 } // namespace
