@@ -9,11 +9,11 @@ The op (rbfc.compile(...)(q, k, v)) on CUDA tensors against the float32
 PyTorch references of test/python/references.py, for every example spec,
 bf16 and f16, head dims 64 and 128, GQA, Nq != Nkv and the bnhd layout, with
 the caching allocator's free blocks poisoned with NaN first (the outputs are
-allocated inside the op); its gradients once the CUDA target has a backward
-(until then: the RbfcError a call that needs them must raise before
-anything runs); rbfc.sdpa against F.scaled_dot_product_attention; the op
-under torch.compile(fullgraph=True) and inside a CUDA graph capture (which
-fails on any host synchronisation); the CUDA-only argument checks; and the
+allocated inside the op); ALiBi's gradients (q, k, v, slopes), eager and
+under torch.compile; rbfc.sdpa against F.scaled_dot_product_attention; the op
+under torch.compile(fullgraph=True) and inside a CUDA graph capture, forward
+alone and forward with backward (a capture fails on any host
+synchronisation); the CUDA-only argument checks; and the
 C example (examples/c) on the GPU when its binary is given (--c-example).
 Prints one line per case; exits non-zero on any failure. docs/gpu-testing.md
 explains it. `--device cpu` runs the checks that do not need CUDA on the host
@@ -149,13 +149,7 @@ def gradient_cases(g):
         def _():
             inputs_ = [t.detach().clone().requires_grad_()
                        for t in (q, k, v, captures["slopes"])]
-            try:
-                o = function(*inputs_)
-            except Exception as error:  # noqa: BLE001 - compiled code may wrap it
-                if "no backward kernels yet" not in str(error):
-                    raise
-                return (f"the {DEV} target has no backward yet: "
-                        f"{type(error).__name__} raised before the forward ran")
+            o = function(*inputs_)
             o.backward(grad_o)
             worst = 0.0
             for name, t in zip(("q", "k", "v", "slopes"), inputs_):
@@ -225,6 +219,40 @@ def compiled_and_graph_cases(g):
         error = relative_error(static_o, ref_fresh)
         assert error <= TOLERANCE[torch.bfloat16], f"error {error:.3g}"
         return f"replayed on new q: error {error:.2e}"
+
+    @case("CUDA graph capture and replay of forward and backward")
+    def _():
+        static_q, static_k, static_v = (t.detach().clone().requires_grad_()
+                                        for t in (q, k, v))
+        grad_o = torch.randn(q.shape, generator=g).to(DEV, q.dtype)
+
+        def step():
+            for t in (static_q, static_k, static_v):
+                t.grad = None
+            attn(static_q, static_k, static_v).backward(grad_o)
+
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):   # warm up: both kernels compiled and loaded
+            step()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            step()
+        fresh = torch.randn(q.shape, generator=g).to(DEV, q.dtype)
+        with torch.no_grad():
+            static_q.copy_(fresh)
+        graph.replay()
+        torch.cuda.synchronize()
+        ref_inputs = [t.detach().float().requires_grad_() for t in (fresh, k, v)]
+        ref_o, _ = references.attention("rbf", *ref_inputs)
+        ref_o.backward(grad_o.float())
+        worst = 0.0
+        for name, t, ref_t in zip("qkv", (static_q, static_k, static_v), ref_inputs):
+            error = relative_error(t.grad, ref_t.grad)
+            assert error <= GRAD_TOLERANCE[torch.bfloat16], f"d{name}: {error:.3g}"
+            worst = max(worst, error)
+        return f"replayed on new q: worst gradient error {worst:.2e}"
 
 
 def error_cases():
