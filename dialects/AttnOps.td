@@ -69,7 +69,8 @@ def Attn_AttentionOp : Attn_Op<"attention", [
     `score_grad` per element with `adjoint = dL/dscore`, `key_bias_grad`
     per key with the sum over the rows of what `score_grad` added to the
     key bias, `q_scale_grad` per (batch, head) with `dL/dq_scale`, and
-    `row_bias_grad` per row with the gradient of the log-sum-exp.
+    `row_bias_grad` per row with the sum of the row's score adjoints (the
+    gradient of the log-sum-exp in exact arithmetic).
 
     Example (RBF attention before canonicalisation):
 

@@ -528,7 +528,7 @@ llvm::Error HostKernel::backward(const HostBackwardArgs &args) const {
   PackedCall queryCall;
   for (const TensorRef *tensor : std::initializer_list<const TensorRef *>{
            &args.query, &args.key, &args.value, &args.outputGrad, &deltaRef,
-           &lse2Ref, &lseGrad, &args.queryGrad, &partialsRef})
+           &lse2Ref, &args.queryGrad, &partialsRef})
     queryCall.tensor(*tensor);
   queryCall.scalar(&gradMask);
   addTrailing(queryCall);

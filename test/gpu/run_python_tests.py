@@ -132,12 +132,9 @@ def gradient_cases(g):
     attn = rbfc.compile(REPO / "examples" / "alibi.attn")
     q, k, v, captures = inputs("alibi", torch.bfloat16, 2, 4, 2, 100, 130, 64, g)
     grad_o = torch.randn(q.shape, generator=g).to(DEV, q.dtype)
-    ref_inputs = {n: t.detach().float().requires_grad_()
-                  for n, t in (("q", q), ("k", k), ("v", v),
-                               ("slopes", captures["slopes"]))}
-    ref_o, _ = references.attention("alibi", ref_inputs["q"], ref_inputs["k"],
-                                    ref_inputs["v"], {"slopes": ref_inputs["slopes"]})
-    ref_o.backward(grad_o.float())
+    reference = references.gradients("alibi", q, k, v, captures, {}, grad_o,
+                                     torch.zeros(q.shape[:3], device=DEV),
+                                     torch.bfloat16, ["slopes"])
 
     def call(q, k, v, slopes):
         return attn(q, k, v, captures={"slopes": slopes})
@@ -149,14 +146,19 @@ def gradient_cases(g):
         def _():
             inputs_ = [t.detach().clone().requires_grad_()
                        for t in (q, k, v, captures["slopes"])]
-            o = function(*inputs_)
-            o.backward(grad_o)
-            worst = 0.0
-            for name, t in zip(("q", "k", "v", "slopes"), inputs_):
-                error = relative_error(t.grad, ref_inputs[name].grad)
-                assert error <= GRAD_TOLERANCE[torch.bfloat16], f"{name}: {error:.3g}"
-                worst = max(worst, error)
-            return f"worst {worst:.2e}"
+            function(*inputs_).backward(grad_o)
+            return check_gradients(zip(("q", "k", "v", "slopes"), inputs_),
+                                   reference)
+
+
+def check_gradients(named_leaves, reference):
+    worst = 0.0
+    for name, leaf in named_leaves:
+        problem = references.check_gradient(name, leaf.grad, reference[name],
+                                            GRAD_TOLERANCE[torch.bfloat16])
+        assert problem is None, problem
+        worst = max(worst, relative_error(leaf.grad, reference[name]["exact"]))
+    return f"worst {worst:.2e} of the largest"
 
 
 def sdpa_cases(g):
@@ -244,15 +246,11 @@ def compiled_and_graph_cases(g):
             static_q.copy_(fresh)
         graph.replay()
         torch.cuda.synchronize()
-        ref_inputs = [t.detach().float().requires_grad_() for t in (fresh, k, v)]
-        ref_o, _ = references.attention("rbf", *ref_inputs)
-        ref_o.backward(grad_o.float())
-        worst = 0.0
-        for name, t, ref_t in zip("qkv", (static_q, static_k, static_v), ref_inputs):
-            error = relative_error(t.grad, ref_t.grad)
-            assert error <= GRAD_TOLERANCE[torch.bfloat16], f"d{name}: {error:.3g}"
-            worst = max(worst, error)
-        return f"replayed on new q: worst gradient error {worst:.2e}"
+        reference = references.gradients("rbf", fresh, k, v, {}, {}, grad_o,
+                                         torch.zeros(q.shape[:3], device=DEV),
+                                         torch.bfloat16, [])
+        return "replayed on new q: " + check_gradients(
+            zip("qkv", (static_q, static_k, static_v)), reference)
 
 
 def error_cases():

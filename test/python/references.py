@@ -3,9 +3,11 @@ from the specs' formulas and independent of the compiler: scores and masks
 [B, H, Nq, Nkv] on any device and float type, and the attention output and
 log-sum-exp they give. Autograd runs through them, so they also give the
 reference gradients of q, k, v, captured tensors and params (pass params as
-tensors to get theirs).
+tensors to get theirs); gradients() and check_gradient() are the GPU tests'
+float32 reference gradients and their tolerance.
 
-Used by test/python (CPU, float64) and test/gpu/run_python_tests.py (CUDA).
+Used by test/python (CPU, float64), test/gpu/run_python_tests.py and
+test/gpu/run_gpu_backward.py (CUDA).
 """
 import math
 
@@ -146,3 +148,94 @@ def attention(spec, q, k, v, captures=None, params=None):
     else:
         w = torch.exp(s)
     return w @ v, lse
+
+
+# The relative error of one dS_ij that float32 arithmetic may leave: dP_ij
+# and D_i are sums of head_dim products, computed in different orders by a
+# kernel and by this reference.
+FLOAT32_NOISE = 1e-4
+
+
+def gradients(spec, q, k, v, captures, params, grad_o, grad_lse, dtype,
+              grad_captures):
+    """Float32 reference gradients of q, k, v, the params (given as tensors)
+    and the captures named in `grad_captures`, for the loss
+    sum(o * grad_o) + sum(lse * grad_lse), as {name: {which: tensor}}:
+
+      exact    float32 autograd;
+      rounded  the same with D = rowsum(dO * O) read from the output rounded
+               to `dtype`, as FlashAttention's backward (and rbfc's) does:
+               that moves every dS_ij by P_ij (D_i - D'_i), which for a
+               gradient summing many dS of both signs (a parameter's) can
+               exceed its value;
+      noise    what FLOAT32_NOISE of every dS's magnitude P (|dP| + |D| +
+               |dlse|) would move the gradient by: where the terms of dS
+               cancel (a row with one key: dS = 0 exactly) the gradient is
+               rounding noise on both sides.
+    """
+    leaves = {"q": q.float(), "k": k.float(), "v": v.float()}
+    leaves.update({n: c.float() for n, c in captures.items() if n in grad_captures})
+    leaves.update({n: t.float() for n, t in params.items()})
+    leaves = {n: t.detach().requires_grad_() for n, t in leaves.items()}
+    caps = {n: leaves.get(n, c) for n, c in captures.items()}
+    prm = {n: leaves[n] for n in params}
+    score, normalization = SPECS[spec]
+    group = q.shape[1] // k.shape[1]
+    kk = leaves["k"].repeat_interleave(group, dim=1)
+    vv = leaves["v"].repeat_interleave(group, dim=1)
+    s, mask = score(leaves["q"], kk, caps, prm)
+    if mask is not None:
+        s = s.masked_fill(~mask.expand_as(s), float("-inf"))
+    with torch.no_grad():
+        lse = torch.logsumexp(s, -1)
+        empty = torch.isinf(lse)
+        p = torch.exp(s - lse.masked_fill(empty, 0).unsqueeze(-1))
+        w = p if normalization == "softmax" else torch.exp(s)
+        o = w @ vv
+        do = grad_o.float()
+        dlse = grad_lse.masked_fill(empty, 0).unsqueeze(-1)
+        dp = do @ vv.transpose(-1, -2)
+        def per_kv_head(x):
+            return x.view(q.shape[0], k.shape[1], group, *x.shape[2:]).sum(2)
+        grad_v = per_kv_head(w.transpose(-1, -2) @ do)
+        d = {which: (do * out).sum(-1, keepdim=True)
+             for which, out in (("exact", o), ("rounded", o.to(dtype).float()))}
+        if normalization == "softmax":
+            ds = {which: p * (dp - d_ + dlse) for which, d_ in d.items()}
+            ds["noise"] = FLOAT32_NOISE * p * (dp.abs() + d["exact"].abs() + dlse.abs())
+        else:
+            ds = {"exact": w * dp + dlse * p}
+            ds["rounded"] = ds["exact"]
+            ds["noise"] = FLOAT32_NOISE * (w * dp.abs() + dlse.abs() * p)
+    out = {"v": {"exact": grad_v, "rounded": grad_v,
+                 "noise": FLOAT32_NOISE * per_kv_head(w.transpose(-1, -2) @ do.abs())}}
+    names = [n for n in leaves if n != "v"]
+    for which, ds_ in ds.items():
+        ds_ = ds_.masked_fill(~torch.isfinite(s), 0)
+        grads = torch.autograd.grad(s, [leaves[n] for n in names], ds_,
+                                    retain_graph=True, allow_unused=True)
+        for name, grad in zip(names, grads):
+            grad = grad if grad is not None else torch.zeros_like(leaves[name])
+            out.setdefault(name, {})[which] = grad.abs() if which == "noise" else grad
+    return out
+
+
+def check_gradient(name, got, reference, tol):
+    """None when `got` is within tol * max|exact| + 2 |exact - rounded| +
+    noise of the `reference` from gradients() everywhere, else what is
+    wrong, at the worst element."""
+    if got is None:
+        return f"{name}: no gradient"
+    got = got.float()
+    if torch.isnan(got).any():
+        return f"{name}: {int(torch.isnan(got).sum())} NaN (unwritten?)"
+    exact = reference["exact"]
+    allowed = (tol * exact.abs().max() + 2 * (exact - reference["rounded"]).abs()
+               + reference["noise"])
+    excess = (got - exact).abs() - allowed
+    if (excess > 0).any():
+        i = int(excess.flatten().argmax())
+        return (f"{name}: got {got.flatten()[i].item():.5g}, float32 "
+                f"{exact.flatten()[i].item():.5g} (allowed "
+                f"{allowed.flatten()[i].item():.3g})")
+    return None

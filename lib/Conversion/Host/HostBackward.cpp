@@ -622,7 +622,7 @@ private:
   Value queryTile, outputGradTile, rowDelta, rowLse2;
 };
 
-/// NAME_bwd_dq(q, k, v, dO, delta, lse2, dlse, dQ, partials, grad_mask,
+/// NAME_bwd_dq(q, k, v, dO, delta, lse2, dQ, partials, grad_mask,
 /// params..., captures..., chunk, num_chunks): work item (b, head, query
 /// tile).
 class QueryGradEmitter : HostBackwardEmitter {
@@ -638,10 +638,10 @@ public:
     outputGrad = entry->getArgument(3);
     delta = entry->getArgument(4);
     lse2 = entry->getArgument(5);
-    Value lseGrad = entry->getArgument(6), queryGrad = entry->getArgument(7);
-    partials = entry->getArgument(8);
-    Value gradMask = entry->getArgument(9);
-    unsigned next = bindParamsAndCaptures(entry, 10);
+    Value queryGrad = entry->getArgument(6);
+    partials = entry->getArgument(7);
+    Value gradMask = entry->getArgument(8);
+    unsigned next = bindParamsAndCaptures(entry, 9);
     chunk = entry->getArgument(next);
     numChunks = entry->getArgument(next + 1);
     bindSizes(query, key);
@@ -657,6 +657,7 @@ public:
         numQTiles);
     Value queryGradTile = scratch({tileM, headDim});
     Value queryNormGrad = scratch({tileM});
+    Value rowAdjointSum = scratch({tileM});
     Value keyBiasTile = scratch({tileN});
 
     auto workLoop = scf::ForOp::create(builder, loc, chunk, numWork, numChunks);
@@ -684,6 +685,7 @@ public:
       vector::StoreOp::create(builder, loc, zeroRow(), queryGradTile,
                               ValueRange{r, index(0)});
       memref::StoreOp::create(builder, loc, f32(0), queryNormGrad, r);
+      memref::StoreOp::create(builder, loc, f32(0), rowAdjointSum, r);
     }
 
     auto keyTileLoop =
@@ -702,7 +704,8 @@ public:
       LogicalResult status = forLiveTile(*tileClass, [&](bool withMask) {
         if (failed(computeKeyBiases(item, kvLo, numKeys, keyBiasTile)))
           return failure();
-        // Per row, dQ~ and dL/d||q||^2 carried over the tile's keys.
+        // Per row, dQ~, dL/d||q||^2 and the sum of the row's dS carried
+        // over the tile's keys.
         auto rowLoop =
             scf::ForOp::create(builder, loc, index(0), numRows, index(1));
         OpBuilder::InsertionGuard rowGuard(builder);
@@ -718,7 +721,8 @@ public:
         SmallVector<Value> state{
             vector::LoadOp::create(builder, loc, rowType(), queryGradTile,
                                    ValueRange{r, index(0)}),
-            memref::LoadOp::create(builder, loc, queryNormGrad, r)};
+            memref::LoadOp::create(builder, loc, queryNormGrad, r),
+            memref::LoadOp::create(builder, loc, rowAdjointSum, r)};
         auto keys = loopWithState(
             numKeys, state,
             [&](Value j, ValueRange carried) -> FailureOr<SmallVector<Value>> {
@@ -740,6 +744,8 @@ public:
                     if (failed(weighted))
                       return failure();
                     Value queryGrad = carried[0], normGrad = carried[1];
+                    Value adjointSum = arith::AddFOp::create(
+                        builder, loc, carried[2], weighted->second);
                     GradientSinks sinks;
                     sinks.scaledDot = [&](Value x) {
                       queryGrad =
@@ -757,7 +763,8 @@ public:
                     element.sinks = &sinks;
                     if (failed(inlineRegion(attention.getScoreGrad(), element)))
                       return failure();
-                    return SmallVector<Value>{queryGrad, normGrad};
+                    return SmallVector<Value>{queryGrad, normGrad,
+                                              adjointSum};
                   });
             });
         if (failed(keys))
@@ -765,6 +772,7 @@ public:
         vector::StoreOp::create(builder, loc, (*keys)[0], queryGradTile,
                                 ValueRange{r, index(0)});
         memref::StoreOp::create(builder, loc, (*keys)[1], queryNormGrad, r);
+        memref::StoreOp::create(builder, loc, (*keys)[2], rowAdjointSum, r);
         return success();
       });
       if (failed(status))
@@ -772,7 +780,7 @@ public:
     }
 
     // dQ = q_scale dQ~ + 2 (dL/d||q||^2) q, plus the row terms' gradient
-    // from the log-sum-exp's; dL/dq_scale = sum over rows of q . dQ~.
+    // from the sum of the row's dS; dL/dq_scale = sum over rows of q . dQ~.
     auto rowLoop = scf::ForOp::create(builder, loc, index(0), numRows, index(1),
                                       ValueRange{f32(0)});
     {
@@ -790,17 +798,17 @@ public:
                                 dotRows(row.queryRow, unscaled));
       Value normGrad = memref::LoadOp::create(builder, loc, queryNormGrad, r);
       if (!attention.getRowBiasGrad().empty()) {
-        SmallVector<Value, 3> at{item.b, item.h, row.qIdx};
-        Value rowLseGrad = memref::LoadOp::create(builder, loc, lseGrad, at);
-        // A row without a kept key has lse = -inf (lse2 = +inf), which its
-        // row terms do not enter.
-        Value rowLse2 = memref::LoadOp::create(builder, loc, lse2, at);
-        Value nonzero = arith::AndIOp::create(
+        // The row terms' adjoint is the sum of the row's dS as computed, in
+        // natural units: dlse in exact arithmetic, but with D read from
+        // the rounded output, the same rounding that the score's own
+        // gradients carry, so that the gradients are those of the spec as
+        // written (docs/backward.md, "Row terms").
+        Value rowAdjoint = arith::MulFOp::create(
             builder, loc,
-            arith::CmpFOp::create(builder, loc, arith::CmpFPredicate::UNE,
-                                  rowLseGrad, f32(0)),
-            arith::CmpFOp::create(builder, loc, arith::CmpFPredicate::ONE,
-                                  rowLse2, f32(kInfinity)));
+            memref::LoadOp::create(builder, loc, rowAdjointSum, r),
+            f32(attention.getLog2Domain() ? M_LOG2E : 1.0));
+        Value nonzero = arith::CmpFOp::create(
+            builder, loc, arith::CmpFPredicate::UNE, rowAdjoint, f32(0));
         auto ifGrad =
             scf::IfOp::create(builder, loc, TypeRange{builder.getF32Type()},
                               nonzero, /*withElseRegion=*/true);
@@ -817,7 +825,7 @@ public:
               withRowTerms =
                   arith::AddFOp::create(builder, loc, withRowTerms, x);
           };
-          row.adjoint = rowLseGrad;
+          row.adjoint = rowAdjoint;
           row.sinks = &sinks;
           if (failed(inlineRegion(attention.getRowBiasGrad(), row)))
             return failure();
@@ -896,8 +904,8 @@ LogicalResult rbfc::host::buildHostBackward(attn::AttentionOp attention,
                       {q, k, o, o, rowValues, rowValues, rowValues, rowValues});
   auto keyValue = declare(
       "_bwd_dkdv", {q, k, v, o, rowValues, rowValues, k, v, partials, mask});
-  auto queryGrad = declare("_bwd_dq", {q, k, v, o, rowValues, rowValues,
-                                       rowValues, q, partials, mask});
+  auto queryGrad = declare(
+      "_bwd_dq", {q, k, v, o, rowValues, rowValues, q, partials, mask});
   if (failed(RowsEmitter(attention, rows, tileM, tileN).emit()) ||
       failed(KeyValueGradEmitter(attention, keyValue, tileM, tileN).emit()) ||
       failed(QueryGradEmitter(attention, queryGrad, tileM, tileN).emit())) {

@@ -12,7 +12,8 @@
 //   dQ~ += dS K                                 (dS from registers)
 //
 // Then per row dQ = q_scale dQ~ + 2 (dL/d||q||^2) q, with the row terms'
-// gradient from dlse (row_bias_grad), and q_scale_grad with sum q . dQ~
+// gradient (row_bias_grad, its adjoint the sum of the row's dS), and
+// q_scale_grad with sum q . dQ~
 // adds to the parameters' and captures' partial sums. dQ is written once,
 // by one block: no atomics, the same bits on every run.
 //
@@ -25,7 +26,6 @@
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "llvm/Support/Debug.h"
 
-#include <limits>
 
 #define DEBUG_TYPE "attn-backward-kernels"
 
@@ -49,6 +49,13 @@ public:
 
 private:
   int64_t keyTile() const { return config.queryKeyTile; }
+  /// Whether the rows carry the sum of their dS, the row terms' adjoint.
+  bool sumsRowAdjoints() { return !op.getRowBiasGrad().empty(); }
+  /// Per-lane-row values carried over the key tiles after dQ~: dL/d||q||^2,
+  /// then (with row terms) the sum of dS.
+  int64_t rowValuesCarried() {
+    return scoreLayout.laneRows() * (sumsRowAdjoints() ? 2 : 1);
+  }
   bool fragmentsResident() const {
     return 2 * config.dimSlices() * 4 <= kResidentFragmentRegisters;
   }
@@ -71,10 +78,10 @@ private:
                               ArrayRef<Accumulator> scores,
                               ArrayRef<Accumulator> valueDots,
                               SmallVectorImpl<Accumulator> &scoreGrads,
-                              MutableArrayRef<Value> queryNormGrad);
+                              MutableArrayRef<Value> rowValues);
   LogicalResult storeResults(RegionApplication &regions,
                              ArrayRef<Accumulator> unscaled,
-                             ArrayRef<Value> queryNormGrad);
+                             ArrayRef<Value> rowValues);
 
   /// S and dP: query rows, key columns; dQ: query rows, head_dim columns.
   FragmentLayout scoreLayout, gradLayout;
@@ -116,9 +123,11 @@ QueryGradKernel::multiplyByKeys(ArrayRef<Value> resident, Value shared,
 LogicalResult QueryGradKernel::applyElements(
     RegionApplication &regions, Value kvLo, Value termBase, bool masked,
     ArrayRef<Accumulator> scores, ArrayRef<Accumulator> valueDots,
-    SmallVectorImpl<Accumulator> &scoreGrads,
-    MutableArrayRef<Value> queryNormGrad) {
+    SmallVectorImpl<Accumulator> &scoreGrads, MutableArrayRef<Value> rowValues) {
   int64_t slices = scoreLayout.getColumnSlices();
+  int64_t rows = scoreLayout.laneRows();
+  MutableArrayRef<Value> queryNormGrad = rowValues.take_front(rows);
+  MutableArrayRef<Value> adjointSum = rowValues.drop_front(rows);
   SmallVector<ColumnTermPair> biases, norms;
   if (keyBiasRing)
     biases = copies->loadColumnTerms(*fragment, slices, keyBiasRing, termBase);
@@ -147,6 +156,8 @@ LogicalResult QueryGradKernel::applyElements(
             elementGradient(scored->first, scored->second,
                             valueDots[accumulator][e], rowDelta[r], rowLse2[r]);
         element.adjoint = grad.adjoint;
+        if (sumsRowAdjoints())
+          adjointSum[r] = fadd(adjointSum[r], grad.adjoint);
         // The parameters' and captures' gradients of the score are the
         // dK/dV kernel's: none are added here.
         return evaluateGradients(
@@ -166,7 +177,6 @@ FailureOr<SmallVector<Value>>
 QueryGradKernel::emitTile(RegionApplication &regions, TileRing &ring,
                           Value tileIndex, ValueRange state) {
   int64_t gradValues = 4 * gradLayout.size();
-  int64_t rows = scoreLayout.laneRows();
   NVVM::CpAsyncWaitGroupOp::create(b, config.stages - 2);
   gpu::BarrierOp::create(b);
   ring.issue(add(tileIndex, config.stages - 1));
@@ -192,21 +202,21 @@ QueryGradKernel::emitTile(RegionApplication &regions, TileRing &ring,
       multiplyByKeys(queryFragments, sharedQuery, sharedKey, tileBase);
   SmallVector<Accumulator> valueDots =
       multiplyByKeys(gradFragments, sharedGrad, sharedValue, tileBase);
-  SmallVector<Value> queryNormGrad(state.slice(gradValues, rows));
+  SmallVector<Value> rowValues(state.drop_front(gradValues));
   int64_t scoreValues = 4 * scoreLayout.size();
-  SmallVector<Type> types(scoreValues + rows, b.getF32Type());
+  SmallVector<Type> types(scoreValues + rowValuesCarried(), b.getF32Type());
   auto branches = scf::IfOp::create(b, types, partial, true);
   for (bool masked : {true, false}) {
     OpBuilder::InsertionGuard branch(b);
     b.setInsertionPointToStart(masked ? branches.thenBlock()
                                       : branches.elseBlock());
     SmallVector<Accumulator> scoreGrads;
-    SmallVector<Value> normGrad = queryNormGrad;
+    SmallVector<Value> rowValuesAfter = rowValues;
     if (failed(applyElements(regions, kvLo, termBase, masked, scores, valueDots,
-                             scoreGrads, normGrad)))
+                             scoreGrads, rowValuesAfter)))
       return failure();
     SmallVector<Value> yielded = FragmentLayout::flatten(scoreGrads);
-    llvm::append_range(yielded, normGrad);
+    llvm::append_range(yielded, rowValuesAfter);
     scf::YieldOp::create(b, yielded);
   }
   ValueRange results = branches.getResults();
@@ -234,51 +244,32 @@ QueryGradKernel::emitTile(RegionApplication &regions, TileRing &ring,
 
 LogicalResult QueryGradKernel::storeResults(RegionApplication &regions,
                                             ArrayRef<Accumulator> unscaled,
-                                            ArrayRef<Value> queryNormGrad) {
+                                            ArrayRef<Value> rowValues) {
   int64_t rows = scoreLayout.laneRows();
   SmallVector<Accumulator> queryGrad(unscaled.begin(), unscaled.end());
-  Value lseGradGiven =
-      cmp(arith::CmpIPredicate::ne,
-          memref::ExtractAlignedPointerAsIndexOp::create(b, args.lseGrad),
-          index(0));
   Value scaleGrad = f32(0.0);
   for (int64_t r = 0; r < rows; ++r) {
     Value row = fragment->rowInTile(r);
     Value inside = cmp(arith::CmpIPredicate::ult, rowIdx[r], args.sizes.qLen);
-    Value normGrad = laneSum(queryNormGrad[r], 4);
-    if (!op.getRowBiasGrad().empty()) {
-      // The row terms' gradient from dlse, for a row with a kept key
-      // (lse2 finite) and a non-zero dlse.
-      Value readRow =
-          arith::MinUIOp::create(b, rowIdx[r], sub(args.sizes.qLen, index(1)));
-      auto load = scf::IfOp::create(b, TypeRange{b.getF32Type()}, lseGradGiven,
-                                    /*withElseRegion=*/true);
-      {
-        OpBuilder::InsertionGuard guard(b);
-        b.setInsertionPointToStart(load.thenBlock());
-        Value offset = add(add(mul(batchIdx, args.lseGradStrides[0]),
-                               mul(head, args.lseGradStrides[1])),
-                           readRow);
-        scf::YieldOp::create(b, ValueRange{memref::LoadOp::create(
-                                    b, args.lseGrad, ValueRange{offset})});
-        b.setInsertionPointToStart(load.elseBlock());
-        scf::YieldOp::create(b, ValueRange{f32(0.0)});
-      }
-      Value lseGrad = load.getResult(0);
+    Value normGrad = laneSum(rowValues[r], 4);
+    if (sumsRowAdjoints()) {
+      // The row terms' adjoint is the sum of the row's dS in natural
+      // units: dlse in exact arithmetic, and with D read from the rounded
+      // output the same rounding the score's own gradients carry
+      // (docs/backward.md, "Row terms"). A row without a kept key sums 0.
+      Value adjoint =
+          fmul(laneSum(rowValues[rows + r], 4),
+               f32(config.log2Domain ? M_LOG2E : 1.0));
       Value applies = arith::AndIOp::create(
           b, inside,
-          arith::AndIOp::create(
-              b,
-              arith::CmpFOp::create(b, arith::CmpFPredicate::UNE, lseGrad,
-                                    f32(0.0)),
-              arith::CmpFOp::create(
-                  b, arith::CmpFPredicate::ONE, rowLse2[r],
-                  f32(std::numeric_limits<double>::infinity()))));
+          arith::CmpFOp::create(b, arith::CmpFPredicate::UNE, adjoint,
+                                f32(0.0)));
       ElementValues element;
-      element.qIdx = readRow;
+      element.qIdx =
+          arith::MinUIOp::create(b, rowIdx[r], sub(args.sizes.qLen, index(1)));
       element.kvIdx = index(0);
       element.queryNorm = rowQueryNorm.empty() ? Value() : rowQueryNorm[r];
-      element.adjoint = select(applies, lseGrad, f32(0.0));
+      element.adjoint = select(applies, adjoint, f32(0.0));
       Value once = arith::AndIOp::create(
           b, applies,
           cmp(arith::CmpIPredicate::eq, fragment->getInGroup(), index(0)));
@@ -461,7 +452,7 @@ FailureOr<int64_t> QueryGradKernel::build(gpu::GPUModuleOp module,
   qScale = *scale;
 
   int64_t gradValues = 4 * gradLayout.size();
-  SmallVector<Value> init(gradValues + rows, f32(0.0));
+  SmallVector<Value> init(gradValues + rowValuesCarried(), f32(0.0));
   auto loop = scf::ForOp::create(b, firstTile, endTile, index(1), init);
   {
     OpBuilder::InsertionGuard inner(b);
@@ -476,10 +467,10 @@ FailureOr<int64_t> QueryGradKernel::build(gpu::GPUModuleOp module,
   GradientPartials sums(b, slots);
   partials = sums.zeros();
   ValueRange results = loop.getResults();
-  SmallVector<Value> queryNormGrad(results.slice(gradValues, rows));
+  SmallVector<Value> rowValues(results.drop_front(gradValues));
   if (failed(storeResults(
           regions, FragmentLayout::unflatten(results.take_front(gradValues)),
-          queryNormGrad)))
+          rowValues)))
     return failure();
   sums.storeBlockSums(partials, lane, warp, threadId, config.queryWarps,
                       scratch, args.workspace,
