@@ -50,9 +50,8 @@ namespace {
 class FlashSchedule : public KernelEmitter {
 public:
   FlashSchedule(ImplicitLocOpBuilder &b, attn::AttentionOp op,
-                const ForwardConfig &config,
-                const KeyTermWorkspace &workspace, ForwardBlock &block,
-                FragmentLane &fragment)
+                const ForwardConfig &config, const KeyTermWorkspace &workspace,
+                ForwardBlock &block, FragmentLane &fragment)
       : KernelEmitter(b), op(op), config(config), workspace(workspace),
         block(block), args(block.args), fragment(fragment),
         scoreLayout(config.atoms(), config.tileN / 8),
@@ -282,8 +281,9 @@ LogicalResult FlashSchedule::findLiveTiles() {
 void FlashSchedule::loadFirstTiles(TileRing &ring) {
   if (keyTermBarriers)
     ring.createTermBarriers();
-  copies.copyTile(sharedQuery, index(0), ForwardBlock::rows(args.q, block.qBase),
-                  qLo, args.sizes.qLen, config.tileM, /*bounded=*/true);
+  copies.copyTile(sharedQuery, index(0),
+                  ForwardBlock::rows(args.q, block.qBase), qLo, args.sizes.qLen,
+                  config.tileM, /*bounded=*/true);
   NVVM::CpAsyncCommitGroupOp::create(b);
   // Launched early (programmatic dependent launch), the kernel waits for
   // the key-terms prologue to end and its workspace writes to show before
@@ -491,8 +491,7 @@ FlashSchedule::computeTile(TileRing &ring, Value buffer, Value kvLo,
   return next;
 }
 
-OperandRegisters FlashSchedule::loadQueryFragment(int64_t atom,
-                                                  int64_t slice) {
+OperandRegisters FlashSchedule::loadQueryFragment(int64_t atom, int64_t slice) {
   return atoms.ldmatrix(
       sharedQuery, tile.laneChunkOffset(queryOffsets, atom * kAtomRows, slice),
       false);
@@ -505,11 +504,11 @@ SmallVector<Value> FlashSchedule::computeQueryNorms() {
   for (int64_t r = 0; r < scoreLayout.laneRows(); ++r) {
     Value row = fragment.rowInTile(r);
     Value first = mul(fragment.getInGroup(), chunksPerLane);
-    norms[r] = laneSum(
-        copies.squareSum(
-            sharedQuery, chunksPerLane,
-            [&](int64_t c) { return tile.offset(row, add(first, c)); }),
-        4);
+    norms[r] =
+        laneSum(copies.squareSum(
+                    sharedQuery, chunksPerLane,
+                    [&](int64_t c) { return tile.offset(row, add(first, c)); }),
+                4);
   }
   return norms;
 }
@@ -561,7 +560,8 @@ FlashSchedule::accumulateValues(ArrayRef<Accumulator> weights,
           weights[scoreLayout.accumulator(atom, 2 * keySlice + 1)]));
     for (int64_t pair = 0; pair < config.dimSlices(); ++pair) {
       Value offset = tile.laneChunkOffset(valueOffsets, 16 * keySlice, pair);
-      auto registers = atoms.ldmatrix(sharedValue, add(valueBase, offset), true);
+      auto registers =
+          atoms.ldmatrix(sharedValue, add(valueBase, offset), true);
       atoms.mmaSlicePair(a, registers, outputLayout, result, 2 * pair);
     }
     if (!softmax.sumsUnroundedWeights()) {
@@ -595,8 +595,7 @@ LogicalResult FlashSchedule::storeResults(ArrayRef<Accumulator> output,
           return failure();
         lse = fadd(lse, *bias);
       }
-      return select(empty, f32(-std::numeric_limits<double>::infinity()),
-                    lse);
+      return select(empty, f32(-std::numeric_limits<double>::infinity()), lse);
     };
     auto storeLse = [&]() -> LogicalResult {
       if (!config.hasLse)

@@ -27,10 +27,9 @@ KeyTermWorkspace KeyTermWorkspace::forOp(attn::AttentionOp op) {
       op.getKeyBias().empty() ||
       !(dependence.get(op.getKeyBias().front().getTerminator()->getOperand(0)) &
         attn::kDependsOnHead);
-  LLVM_DEBUG(llvm::dbgs() << "key terms: " << workspace.planes()
-                          << " planes, per "
-                          << (workspace.perKvHead ? "kv" : "query")
-                          << " head\n");
+  LLVM_DEBUG(
+      llvm::dbgs() << "key terms: " << workspace.planes() << " planes, per "
+                   << (workspace.perKvHead ? "kv" : "query") << " head\n");
   return workspace;
 }
 
@@ -57,7 +56,8 @@ void ForwardBlock::locate(bool byKvHead) {
     kvHead = arith::DivUIOp::create(b, head, group);
   }
   auto base = [&](const TensorArgs &tensor, Value tensorHead) {
-    return add(mul(batch, tensor.strides[0]), mul(tensorHead, tensor.strides[1]));
+    return add(mul(batch, tensor.strides[0]),
+               mul(tensorHead, tensor.strides[1]));
   };
   qBase = base(args.q, head);
   kBase = base(args.k, kvHead);

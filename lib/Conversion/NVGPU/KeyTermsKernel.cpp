@@ -121,8 +121,7 @@ LogicalResult KeyTermsKernelBuilder::build(gpu::GPUModuleOp module,
     // 0: a key_bias region may read captures at kv_idx, which must stay in
     // bounds).
     Value writer = arith::AndIOp::create(
-        b, leader,
-        cmp(arith::CmpIPredicate::ult, key, block.keyTermRowLength));
+        b, leader, cmp(arith::CmpIPredicate::ult, key, block.keyTermRowLength));
     auto write = scf::IfOp::create(b, TypeRange{}, writer, false);
     OpBuilder::InsertionGuard branch(b);
     b.setInsertionPointToStart(write.thenBlock());

@@ -1,4 +1,4 @@
-//===- ForwardBlock.h - what the forward kernels' blocks start from -*- C++ -*-===//
+//===- ForwardBlock.h - where the forward kernels' blocks start -*- C++ -*-===//
 //
 // The flash kernel and its key-terms prologue are specialised on the same
 // facts of the op and its plan (ForwardConfig), share the workspace of

@@ -71,9 +71,6 @@ protected:
   mlir::Value fmul(mlir::Value x, mlir::Value y) {
     return mlir::arith::MulFOp::create(b, x, y);
   }
-  mlir::Value toIndex(mlir::Value v) {
-    return mlir::arith::IndexCastOp::create(b, b.getIndexType(), v);
-  }
 
   /// An scf.if on `condition` whose else branch passes `state` through;
   /// leaves the insertion point at the start of the then branch, which the
@@ -89,14 +86,12 @@ protected:
   mlir::Value log2(mlir::Value x);
 
   /// Butterfly reduction over `width` adjacent lanes (xor 1, 2, ...).
-  mlir::Value laneReduce(mlir::Value value, int64_t width,
-                         llvm::function_ref<mlir::Value(mlir::Value,
-                                                        mlir::Value)>
-                             combine);
+  mlir::Value
+  laneReduce(mlir::Value value, int64_t width,
+             llvm::function_ref<mlir::Value(mlir::Value, mlir::Value)> combine);
   mlir::Value laneSum(mlir::Value v, int64_t width) {
-    return laneReduce(v, width, [&](mlir::Value x, mlir::Value y) {
-      return fadd(x, y);
-    });
+    return laneReduce(v, width,
+                      [&](mlir::Value x, mlir::Value y) { return fadd(x, y); });
   }
 
   /// An LLVM pointer to element `offset` of the 1-D global or workgroup

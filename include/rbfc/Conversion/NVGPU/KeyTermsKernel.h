@@ -1,4 +1,4 @@
-//===- KeyTermsKernel.h - the per-key terms prologue -----------*- C++ -*-===//
+//===- KeyTermsKernel.h - the per-key terms prologue ------------*- C++ -*-===//
 //
 // The kernel that runs before the flash kernel when the score has per-key
 // terms (RBF's -gamma ||k||^2): once per key, not once per query tile, it

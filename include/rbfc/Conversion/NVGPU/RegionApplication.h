@@ -26,11 +26,11 @@ namespace rbfc {
 /// (the op is then reported as not evaluable there).
 struct ElementValues {
   mlir::Value qIdx, kvIdx;
-  mlir::Value dot;     // attn.dot: the raw accumulator q.k
-  mlir::Value qScale;  // q_scale (attn.scaled_dot = dot * qScale)
-  mlir::Value keyBias; // attn.key_bias: the key's bias
+  mlir::Value dot;                // attn.dot: the raw accumulator q.k
+  mlir::Value qScale;             // q_scale (attn.scaled_dot = dot * qScale)
+  mlir::Value keyBias;            // attn.key_bias: the key's bias
   mlir::Value queryNorm, keyNorm; // attn.norm2 q and k
-  mlir::Value adjoint; // a gradient region's adjoint argument
+  mlir::Value adjoint;            // a gradient region's adjoint argument
 };
 
 /// A kernel's own cases for attn ops the built-in ones do not cover (the
@@ -103,10 +103,9 @@ public:
   /// Walks from tile `from` towards `bound` (exclusive, up or down) while
   /// `classify` proves the tile all masked; the first tile that may hold a
   /// kept element, or `bound`.
-  mlir::FailureOr<mlir::Value>
-  scanLiveTile(mlir::Value from, mlir::Value bound, bool forward,
-               llvm::function_ref<mlir::FailureOr<TileClass>(mlir::Value)>
-                   classify);
+  mlir::FailureOr<mlir::Value> scanLiveTile(
+      mlir::Value from, mlir::Value bound, bool forward,
+      llvm::function_ref<mlir::FailureOr<TileClass>(mlir::Value)> classify);
 
   /// A captured tensor's element at `indices`, each clamped into its
   /// dimension (docs/language.md).
