@@ -13,19 +13,29 @@ using namespace rbfc;
 
 namespace {
 
-TEST(FragmentLayout, LaneRowsAndColumnsOfEveryElement) {
+TEST(FragmentLayout, PositionOfEveryElementOfEveryLane) {
   FragmentLayout layout(/*rowAtoms=*/2, /*columnSlices=*/4);
   EXPECT_EQ(layout.size(), 8);
   EXPECT_EQ(layout.laneRows(), 4);
   for (int64_t atom = 0; atom < 2; ++atom)
     for (int64_t slice = 0; slice < 4; ++slice)
       for (int64_t e = 0; e < 4; ++e) {
-        // The element's lane row is 2 atom + e/2: row 16 atom + l/4 + 8 (e/2)
-        // of the warp's tile; its column is the lane's (e%2)-th of the slice.
-        int64_t laneRow = 2 * atom + e / 2;
-        int64_t column = e % 2;
-        EXPECT_EQ(FragmentLayout::element(laneRow, column), e);
-        EXPECT_EQ(layout.accumulator(laneRow / 2, slice), atom * 4 + slice);
+        int64_t accumulator = layout.accumulator(atom, slice);
+        FragmentLayout::Position position = layout.position(accumulator, e);
+        for (int64_t lane = 0; lane < 32; ++lane) {
+          // What FragmentLane makes of the position for this lane, against
+          // the PTX ISA's row and column of register e of the atom's tile.
+          int64_t row = 16 * (position.laneRow / 2) + lane / 4 +
+                        8 * (position.laneRow % 2);
+          int64_t column =
+              8 * position.slice + 2 * (lane % 4) + position.column;
+          EXPECT_EQ(row, 16 * atom + lane / 4 + 8 * (e / 2));
+          EXPECT_EQ(column, 8 * slice + 2 * (lane % 4) + e % 2);
+        }
+        EXPECT_EQ(FragmentLayout::element(position.laneRow, position.column),
+                  e);
+        EXPECT_EQ(layout.accumulator(position.laneRow / 2, position.slice),
+                  accumulator);
       }
 }
 

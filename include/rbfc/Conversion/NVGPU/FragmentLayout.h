@@ -52,8 +52,19 @@ public:
     return atom * columnSlices + slice;
   }
 
-  /// The element of an accumulator that lies in lane row `laneRow` and the
-  /// lane's column `column` (0 or 1) of the accumulator's slice.
+  /// Where element `element` of accumulator `accumulator` lies for every
+  /// lane: in its lane row `laneRow` (FragmentLane::row) and its column
+  /// `column` (0 or 1) of slice `slice` (FragmentLane::column + column).
+  struct Position {
+    int64_t laneRow, slice, column;
+  };
+  Position position(int64_t accumulator, int64_t element) const {
+    return {2 * (accumulator / columnSlices) + element / 2,
+            accumulator % columnSlices, element % 2};
+  }
+  /// The inverse of position: the element of accumulator
+  /// accumulator(laneRow / 2, slice) in lane row `laneRow` and column
+  /// `column` of the lane's two.
   static int64_t element(int64_t laneRow, int64_t column) {
     return 2 * (laneRow % 2) + column;
   }
