@@ -267,14 +267,14 @@ bool RegionApplication::isAffineInDot(Region &score) {
 }
 
 FailureOr<SmallVector<Accumulator>> RegionApplication::applyScoreRegion(
-    FragmentLane &lane, const FragmentLayout &layout,
+    FragmentLane &fragment, const FragmentLayout &layout,
     ArrayRef<Accumulator> dots, bool masked, ColumnBinder bindColumn,
     RowBinder bindRow) {
   SmallVector<Accumulator> scores(dots.size());
   Value log2e = op.getLog2Domain() ? Value() : f32(M_LOG2E);
   Value negInf = f32(-std::numeric_limits<double>::infinity());
   ElementValues element;
-  LogicalResult status = lane.forEachElementByColumn(
+  LogicalResult status = fragment.forEachElementByColumn(
       layout,
       [&](int64_t slice, int64_t column, Value index) {
         bindColumn(element, slice, column, index);

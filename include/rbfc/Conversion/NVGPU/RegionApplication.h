@@ -1,14 +1,16 @@
 //===- RegionApplication.h - attn regions evaluated in a kernel -*- C++ -*-===//
 //
 // The element regions of attn.attention (score, mask, q_scale, key_bias,
-// row_bias) and its tile_class region, evaluated inside a GPU kernel: their
-// arith/math ops are cloned, their attn ops replaced by what the kernel has
-// at that point (an accumulator element for attn.dot, a key's term loaded
-// from the workspace for attn.key_bias, a captured tensor read for
-// attn.load). Which values those are comes from the kernel through
-// ElementValues, which q_idx and kv_idx an element of a fragment stands for
-// from binders the kernel gives per column and per lane row: the fragment
-// layout does not say which axis is which (FragmentLayout.h).
+// row_bias), its tile_class region and the gradient regions that
+// attn-derive-backward adds (score_grad, key_bias_grad, q_scale_grad,
+// row_bias_grad), evaluated inside a GPU kernel: their arith/math ops are
+// cloned, their attn ops replaced by what the kernel has at that point (an
+// accumulator element for attn.dot, a key's term loaded from the workspace
+// for attn.key_bias, a captured tensor read for attn.load). Which values
+// those are comes from the kernel through ElementValues; which q_idx and
+// kv_idx an element of a fragment stands for, from binders the kernel gives
+// per column and per lane row: the fragment layout does not say which axis
+// is which (FragmentLayout.h).
 //
 //===----------------------------------------------------------------------===//
 #ifndef RBFC_CONVERSION_NVGPU_REGIONAPPLICATION_H
@@ -51,7 +53,8 @@ struct TileClass {
 class RegionApplication : public KernelEmitter {
 public:
   /// The regions of `op`, in a kernel whose arguments are `sizes`,
-  /// `params` and `captures` and whose block computes (`batch`, `head`).
+  /// `params` and `captures` and whose block computes (`batch`, `head`);
+  /// `lane` is the lane that scans a load_bound box with its warp.
   RegionApplication(mlir::ImplicitLocOpBuilder &b, attn::AttentionOp op,
                     const ProblemSizes &sizes,
                     llvm::ArrayRef<mlir::Value> params,
@@ -91,7 +94,7 @@ public:
   /// products `dots`, in log2 units: the score region at every element,
   /// and when `masked` -inf where kv_idx >= kv_len or the mask is false.
   mlir::FailureOr<llvm::SmallVector<Accumulator>>
-  applyScoreRegion(FragmentLane &lane, const FragmentLayout &layout,
+  applyScoreRegion(FragmentLane &fragment, const FragmentLayout &layout,
                    llvm::ArrayRef<Accumulator> dots, bool masked,
                    ColumnBinder bindColumn, RowBinder bindRow);
 
