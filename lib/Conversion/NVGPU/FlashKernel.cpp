@@ -614,19 +614,6 @@ LogicalResult FlashSchedule::storeResults(ArrayRef<Accumulator> output,
   return success();
 }
 
-/// Lets every float multiply-add pair of the kernel fuse into one FMA, as
-/// nvcc does by default (-fmad=true): without the flag NVPTX emits
-/// mul.rn/add.rn, which ptxas must not contract.
-static void allowContraction(gpu::GPUFuncOp func) {
-  func.walk([&](arith::ArithFastMathInterface op) {
-    arith::FastMathFlags flags = arith::FastMathFlags::contract;
-    if (arith::FastMathFlagsAttr current = op.getFastMathFlagsAttr())
-      flags = flags | current.getValue();
-    op->setAttr(op.getFastMathAttrName(),
-                arith::FastMathFlagsAttr::get(func.getContext(), flags));
-  });
-}
-
 /// The launch descriptor of docs/abi.md as a dictionary attribute.
 static DictionaryAttr describe(Builder &b, attn::AttentionOp op,
                                const ForwardConfig &config,

@@ -12,6 +12,7 @@
 #define RBFC_CONVERSION_NVGPU_KERNELEMITTER_H
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/IR/ImplicitLocOpBuilder.h"
 
@@ -100,6 +101,11 @@ protected:
 
   mlir::ImplicitLocOpBuilder &b;
 };
+
+/// Lets every float multiply-add pair of the kernel `func` fuse into one
+/// FMA, as nvcc does by default (-fmad=true): without the flag NVPTX emits
+/// mul.rn/add.rn, which ptxas must not contract.
+void allowContraction(mlir::gpu::GPUFuncOp func);
 
 } // namespace rbfc
 
