@@ -256,25 +256,13 @@ void FlashSchedule::carveSharedMemory(SharedMemoryArena &shared) {
 LogicalResult FlashSchedule::findLiveTiles() {
   Value kvTiles =
       arith::CeilDivUIOp::create(b, args.sizes.kvLen, index(config.tileN));
-  firstTile = index(0);
-  Value lastTile = sub(kvTiles, index(1));
-  if (!op.getTileClass().empty()) {
-    auto classifyKeyTile = [&](Value kvTile) {
-      return regions.classifyTile(qLo, config.tileM, mul(kvTile, config.tileN),
-                                  config.tileN);
-    };
-    auto first = regions.scanLiveTile(index(0), kvTiles, /*forward=*/true,
-                                      classifyKeyTile);
-    if (failed(first))
-      return failure();
-    auto last = regions.scanLiveTile(lastTile, sub(*first, index(1)),
-                                     /*forward=*/false, classifyKeyTile);
-    if (failed(last))
-      return failure();
-    firstTile = *first;
-    lastTile = *last;
-  }
-  endTile = add(lastTile, 1);
+  auto live = regions.liveTiles(kvTiles, [&](Value kvTile) {
+    return regions.classifyTile(qLo, config.tileM, mul(kvTile, config.tileN),
+                                config.tileN);
+  });
+  if (failed(live))
+    return failure();
+  std::tie(firstTile, endTile) = *live;
   return success();
 }
 

@@ -202,6 +202,24 @@ LogicalResult RegionApplication::evaluateGradRegion(
   return success(succeeded(inlineRegion(region, element, hook)));
 }
 
+FailureOr<std::pair<Value, Value>> RegionApplication::liveTiles(
+    Value count, function_ref<FailureOr<TileClass>(Value)> classify) {
+  Value first = index(0), last = sub(count, index(1));
+  if (!op.getTileClass().empty()) {
+    FailureOr<Value> firstLive =
+        scanLiveTile(index(0), count, /*forward=*/true, classify);
+    if (failed(firstLive))
+      return failure();
+    FailureOr<Value> lastLive = scanLiveTile(last, sub(*firstLive, index(1)),
+                                             /*forward=*/false, classify);
+    if (failed(lastLive))
+      return failure();
+    first = *firstLive;
+    last = *lastLive;
+  }
+  return std::pair(first, add(last, 1));
+}
+
 FailureOr<Value> RegionApplication::scanLiveTile(
     Value from, Value bound, bool forward,
     function_ref<FailureOr<TileClass>(Value)> classify) {

@@ -103,6 +103,12 @@ public:
   /// mask's presence where the op has no tile_class region.
   mlir::FailureOr<TileClass> classifyTile(mlir::Value qLo, int64_t qRows,
                                           mlir::Value kvLo, int64_t kvRows);
+  /// The tiles [first, end) of [0, `count`) that may hold a kept element:
+  /// from the first to the last that `classify` does not prove all masked
+  /// (all of them when the op has no tile_class region).
+  mlir::FailureOr<std::pair<mlir::Value, mlir::Value>> liveTiles(
+      mlir::Value count,
+      llvm::function_ref<mlir::FailureOr<TileClass>(mlir::Value)> classify);
   /// Walks from tile `from` towards `bound` (exclusive, up or down) while
   /// `classify` proves the tile all masked; the first tile that may hold a
   /// kept element, or `bound`.
