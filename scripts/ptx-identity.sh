@@ -7,13 +7,15 @@
 #   scripts/ptx-identity.sh --compare REF_DIR [RBFC] # write a fresh set, diff
 #
 # The combinations: every examples/*.attn x head_dim {32, 64, 128, 256} x
-# {bf16, f16} x {sm_80, sm_90a} x with and without --lse, under the default
-# plan; and, at head_dim 64 and 128, with and without --lse, the plans the
-# lit tests and SelectPlan exercise (key_terms threads, bulk and global,
-# stages 3, blocks_per_sm, 1, 2 and 4 atoms per warp, 16- and 32-key tiles,
-# bulk on sm_80, which must fail). RBFC defaults to build/bin/rbfc;
-# RBFC_JOBS (default 2) compilations run at once. `--emit=kernel` in
-# RBFC_EMIT gives the kernel IR instead of PTX, a quicker, stricter check.
+# {bf16, f16} x {sm_80, sm_90a} x with and without --lse, and with
+# --backward (the forward and the backward's kernels share the components),
+# under the default plan; and, at head_dim 64 and 128, with and without
+# --lse, the plans the lit tests and SelectPlan exercise (key_terms threads,
+# bulk and global, stages 3, blocks_per_sm, 1, 2 and 4 atoms per warp, 16-
+# and 32-key tiles, bulk on sm_80, which must fail). RBFC defaults to
+# build/bin/rbfc; RBFC_JOBS (default 2) compilations run at once.
+# `--emit=kernel` in RBFC_EMIT gives the kernel IR instead of PTX, a
+# quicker, stricter check.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -23,7 +25,7 @@ if [[ ${1:-} == --compare ]]; then
   shift
 fi
 if [[ $# -lt 1 ]]; then
-  sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
   exit 2
 fi
 target=$1
@@ -51,9 +53,10 @@ combinations() {
     for dim in 32 64 128 256; do
       for dtype in bf16 f16; do
         for arch in sm_80 sm_90a; do
-          for lse in "" --lse; do
-            echo "$example.d$dim.$dtype.$arch${lse:+.lse}" \
-              "$spec --head-dim=$dim --dtype=$dtype --arch=$arch${lse:+ $lse}"
+          for variant in "" --lse --backward; do
+            local args="$spec --head-dim=$dim --dtype=$dtype --arch=$arch"
+            echo "$example.d$dim.$dtype.$arch${variant:+.${variant#--}}" \
+              "$args${variant:+ $variant}"
           done
         done
       done

@@ -267,16 +267,6 @@ std::array<Value, 2> BackwardKernelBuilder::loadTilePair(Value shared,
           vector::ExtractOp::create(b, wide, ArrayRef<int64_t>{1})};
 }
 
-void BackwardKernelBuilder::allowContraction(gpu::GPUFuncOp func) {
-  func.walk([&](arith::ArithFastMathInterface fastMath) {
-    arith::FastMathFlags flags = arith::FastMathFlags::contract;
-    if (arith::FastMathFlagsAttr current = fastMath.getFastMathFlagsAttr())
-      flags = flags | current.getValue();
-    fastMath->setAttr(fastMath.getFastMathAttrName(),
-                      arith::FastMathFlagsAttr::get(b.getContext(), flags));
-  });
-}
-
 namespace {
 
 //===----------------------------------------------------------------------===//

@@ -26,9 +26,9 @@ void CopyEngine::copyTile(Value shared, Value sharedBase,
   // keeps the swizzle.
   int64_t chunksPerRow = tile.chunksPerRow();
   int64_t rowsPerPass = threads / chunksPerRow;
-  LLVM_DEBUG(llvm::dbgs() << "cp.async of " << rows << " rows, "
-                          << rowsPerPass << " per pass"
-                          << (bounded ? ", bounded" : "") << "\n");
+  LLVM_DEBUG(llvm::dbgs() << "cp.async of " << rows << " rows, " << rowsPerPass
+                          << " per pass" << (bounded ? ", bounded" : "")
+                          << "\n");
   Value row = div(threadId, chunksPerRow);
   Value chunk = rem(threadId, chunksPerRow);
   Value rowStart = add(source.base, mul(chunk, kChunk));
@@ -54,11 +54,9 @@ void CopyEngine::copyTile(Value shared, Value sharedBase,
       passSource = select(inside, address, firstSource);
       bytes = select(inside, bytes, index(0));
     }
-    nvgpu::DeviceAsyncCopyOp::create(b, tokenType, shared,
-                                     ValueRange{passTarget}, source.tensor,
-                                     ValueRange{passSource},
-                                     b.getIndexAttr(kChunk), bytes,
-                                     b.getUnitAttr());
+    nvgpu::DeviceAsyncCopyOp::create(
+        b, tokenType, shared, ValueRange{passTarget}, source.tensor,
+        ValueRange{passSource}, b.getIndexAttr(kChunk), bytes, b.getUnitAttr());
     address = add(address, passStride);
   }
 }
@@ -132,8 +130,9 @@ SmallVector<ColumnTermPair> CopyEngine::loadColumnTerms(FragmentLane &lane,
 TileRing::TileRing(CopyEngine &engine, int64_t stages, int64_t rows,
                    Value length, Value first, Value end,
                    SmallVector<Stream> streams)
-    : KernelEmitter(engine.getBuilder()), engine(engine), stages(stages), rows(rows),
-      length(length), first(first), end(end), streams(std::move(streams)) {}
+    : KernelEmitter(engine.getBuilder()), engine(engine), stages(stages),
+      rows(rows), length(length), first(first), end(end),
+      streams(std::move(streams)) {}
 
 void TileRing::setTerms(Value workspace, SmallVector<TermPlane> planes,
                         TermCopy copy, Value barriers) {
@@ -202,8 +201,8 @@ void TileRing::issueTerms(Value tile, Value firstRow,
           LLVM::AddrSpaceCastOp::create(b, clusterPointer,
                                         elementPointer(terms.shared, target))
               .getResult(),
-          elementPointer(workspace, runStart(plane)), barrier,
-          i32(planeBytes), Value(), Value());
+          elementPointer(workspace, runStart(plane)), barrier, i32(planeBytes),
+          Value(), Value());
     return;
   }
   int64_t chunks = planeBytes / 16;

@@ -20,9 +20,9 @@ LogicalResult Epilogue::storeRow(ArrayRef<Accumulator> fragment,
   for (auto [slice, acc] :
        llvm::enumerate(layout.rowAccumulators(fragment, laneRow))) {
     Value column = lane.column(slice);
-    Value pair = atoms.packPair(
-        fmul(acc[FragmentLayout::element(laneRow, 0)], scale),
-        fmul(acc[FragmentLayout::element(laneRow, 1)], scale));
+    Value pair =
+        atoms.packPair(fmul(acc[FragmentLayout::element(laneRow, 0)], scale),
+                       fmul(acc[FragmentLayout::element(laneRow, 1)], scale));
     // The lane's two columns are adjacent: one 4-byte store.
     vector::StoreOp::create(b, pair, tensor.tensor,
                             ValueRange{add(rowBase, column)},
@@ -31,9 +31,9 @@ LogicalResult Epilogue::storeRow(ArrayRef<Accumulator> fragment,
   return inRow ? inRow() : success();
 }
 
-LogicalResult
-Epilogue::storeRowValue(Value memref, function_ref<FailureOr<Value>()> value,
-                        function_ref<Value()> offset) {
+LogicalResult Epilogue::storeRowValue(Value memref,
+                                      function_ref<FailureOr<Value>()> value,
+                                      function_ref<Value()> offset) {
   Value writer = cmp(arith::CmpIPredicate::eq, lane.getInGroup(), index(0));
   auto guard = scf::IfOp::create(b, TypeRange{}, writer, false);
   OpBuilder::InsertionGuard insertion(b);

@@ -1,158 +1,110 @@
-//===- FlashKernel.cpp - the mma.sync flash-attention kernel builder ------===//
+//===- FlashKernel.cpp - the mma.sync flash-attention forward schedule ----===//
 //
 // One thread block computes one tile of tile_m query rows of one (batch,
-// head). Its warps each own 16 rows. The schedule per K/V tile j:
+// head); each warp owns 16 x atoms of its rows. The forward kernel is a
+// schedule over the components of lib/Conversion/NVGPU (docs/kernel.md,
+// "Components"), per K/V tile j:
 //
 //   wait for tile j (cp.async group), barrier, issue the copy of tile
-//   j + stages - 1 into the ring buffer, classify the tile (skip it when the
-//   mask is empty there), compute the key-side terms of the tile into shared
-//   memory, S = Q K^T with ldmatrix + mma.sync, apply the score region to
-//   each accumulator element (masking only on partial tiles), update the
-//   running max and sum, O = O * alpha + P V with P taken straight from the
-//   S accumulators (the C fragment of m16n8k16 is the A fragment of the
-//   next mma once packed to 16 bits).
+//   j + stages - 1 into the ring (TileRing), classify the tile and skip it
+//   when the mask is empty there (RegionApplication), load the lane's key
+//   terms (CopyEngine), S = Q K^T with ldmatrix + mma.sync (MmaSyncAtom),
+//   the score region at each element of S (RegionApplication, masking only
+//   on partial tiles), the running max and sum (OnlineSoftmax), O += P V
+//   with P taken straight from the S accumulators (the C fragment of
+//   m16n8k16 is the A fragment of the next mma once packed to 16 bits).
 //
-// Shared tiles are [rows][head_dim] 16-bit elements; the 16-byte chunk c of
-// row r is stored at chunk c ^ (r % 8), so the eight row addresses one
-// ldmatrix reads fall into distinct banks.
+// and at the end O / l and the LSE (Epilogue). Which lane holds which query
+// row and key column comes from FragmentLayout and FragmentLane.
 //
 //===----------------------------------------------------------------------===//
 #include "rbfc/Conversion/NVGPU/FlashKernel.h"
 
-#include "rbfc/Conversion/NVGPU/CopyEngine.h"
 #include "rbfc/Conversion/NVGPU/Epilogue.h"
-#include "rbfc/Conversion/NVGPU/KernelArguments.h"
-#include "rbfc/Conversion/NVGPU/MatrixAtoms.h"
+#include "rbfc/Conversion/NVGPU/KeyTermsKernel.h"
 #include "rbfc/Conversion/NVGPU/OnlineSoftmax.h"
 #include "rbfc/Conversion/NVGPU/RegionApplication.h"
-#include "rbfc/Conversion/RegionInlining.h"
-#include "rbfc/Dialect/Attn/ScoreDependence.h"
 
-#include "mlir/Analysis/SliceAnalysis.h"
-#include "mlir/Dialect/Arith/IR/Arith.h"
-#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/LLVMIR/NVVMDialect.h"
 #include "mlir/Dialect/Math/IR/Math.h"
-#include "mlir/Dialect/MemRef/IR/MemRef.h"
-#include "mlir/Dialect/NVGPU/IR/NVGPUDialect.h"
-#include "mlir/Dialect/SCF/IR/SCF.h"
-#include "mlir/Dialect/Vector/IR/VectorOps.h"
-#include "mlir/IR/ImplicitLocOpBuilder.h"
-#include "mlir/IR/Matchers.h"
 #include "mlir/Interfaces/FunctionInterfaces.h"
 #include "llvm/ADT/StringSwitch.h"
-#include "llvm/ADT/TypeSwitch.h"
 #include "llvm/Support/Debug.h"
-#include "llvm/Support/MathExtras.h"
 
 #include <cmath>
-#include <numeric>
 
 #define DEBUG_TYPE "attn-flash-kernel"
 
 using namespace mlir;
 using namespace rbfc;
 
+/// Registers a warp may spend on keeping its Q fragments resident.
+static constexpr int64_t kResidentQueryRegisters = 32;
+/// The key-terms prologue's entry is the kernel's with this suffix.
+static constexpr llvm::StringLiteral kKeyTermsSuffix = "_key_terms";
+
 namespace {
 
-/// Registers a warp may spend on keeping its Q fragments resident.
-constexpr int64_t kResidentQueryRegisters = 32;
-/// 16-byte loads of K each thread of the key-terms prologue keeps in
-/// flight: enough to stream K at memory speed.
-constexpr int64_t kKeyTermLoads = 8;
-/// The key-terms prologue's entry is the kernel's with this suffix.
-constexpr llvm::StringLiteral kKeyTermsSuffix = "_key_terms";
+/// The schedule of the flash kernel, emitted into a block that `block` has
+/// entered, whose lane holds `fragment`'s rows and columns.
+class FlashSchedule : public KernelEmitter {
+public:
+  FlashSchedule(ImplicitLocOpBuilder &b, attn::AttentionOp op,
+                const ForwardConfig &config, const KeyTermWorkspace &workspace,
+                ForwardBlock &block, FragmentLane &fragment)
+      : KernelEmitter(b), op(op), config(config), workspace(workspace),
+        block(block), args(block.args), fragment(fragment),
+        scoreLayout(config.atoms(), config.tileN / 8),
+        outputLayout(config.atoms(), config.headDim / 8),
+        atoms(b, config.elementType), tile(b, config.headDim),
+        copies(b, tile, config.elementType, config.threads(), block.threadId),
+        regions(b, op, args.sizes, args.params, args.captures, block.batch,
+                block.head, block.lane, config.headDim) {}
 
-/// The plan's key_terms: staged in shared memory by per-thread cp.async
-/// (`threads`) or by one cp.async.bulk (`bulk`), or loaded by each lane
-/// from the workspace (`global`).
-enum class KeyTermSource { Threads, Bulk, Global };
+  /// Emits the kernel's body; the bytes of dynamic shared memory it uses.
+  FailureOr<int64_t> build();
 
-/// The canonical op's static facts the kernel is specialised on.
-struct KernelConfig {
-  int64_t headDim, tileM, tileN, warps, stages;
-  Type elementType; // bf16 or f16
-  bool softmax, log2Domain, hasLse;
-  /// How per-key terms reach the tile's scores (the plan's key_terms).
-  KeyTermSource keyTerms;
-  /// Resident blocks per multiprocessor to compile for (0: no hint).
-  int64_t blocksPerSM;
-  /// sm_90 and later: the key-terms prologue lets the flash kernel launch
-  /// before it ends (programmatic dependent launch), and the flash kernel
-  /// waits for it only before its first read of the workspace.
-  bool programmaticLaunch;
+private:
+  /// Which query tile the block computes, the rows its lane holds and the
+  /// lane's ldmatrix offsets.
+  void placeQueryTile();
+  /// Q, the K/V ring and the key terms' ring and barriers.
+  void carveSharedMemory(SharedMemoryArena &shared);
+  /// The K/V tiles that may hold a kept key for this query tile:
+  /// [firstTile, endTile).
+  LogicalResult findLiveTiles();
+  /// Q, then the first stages - 1 K/V tiles, one commit group each.
+  void loadFirstTiles(TileRing &ring);
+  /// The per-query values the loop reads: Q's fragments when they stay
+  /// resident, ||q||^2, q_scale and the shifted accumulators' start.
+  LogicalResult prepareQueries();
+  /// The loop over the live K/V tiles; its results are O, then m and l per
+  /// lane row.
+  FailureOr<scf::ForOp> emitLoop(TileRing &ring);
+  /// O, m, l after the K/V tile in ring buffer `buffer`, whose first key
+  /// is `kvLo`, from `state` (live tiles only); `partial`: the tile needs
+  /// the mask or the kv_len bound per element.
+  FailureOr<SmallVector<Value>> computeTile(TileRing &ring, Value buffer,
+                                            Value kvLo, Value partial,
+                                            ValueRange state,
+                                            ArrayRef<Value> termOffsets);
 
-  int64_t threads() const { return warps * kThreadsPerWarp; }
-  /// m16 atoms per warp: every K/V fragment a warp loads feeds this many
-  /// mma, which is what keeps ldmatrix below shared memory's bandwidth.
-  int64_t atoms() const { return tileM / (kAtomRows * warps); }
-  int64_t rowsPerWarp() const { return tileM / warps; }
-  int64_t dimSlices() const { return headDim / 16; }
+  /// sm_90: the flash kernel may start before the key-terms prologue ends
+  /// and waits for it before it first reads the workspace.
+  bool waitsForKeyTerms() const {
+    return workspace.planes() && config.programmaticLaunch;
+  }
+  /// The A registers of Q rows of `atom`, head dims [16 slice, 16 slice + 16).
+  OperandRegisters loadQueryFragment(int64_t atom, int64_t slice);
   /// Q fragments stay in registers when small; otherwise they are reloaded
   /// from shared memory for every K tile (as FlashAttention-2 does).
   bool queryResident() const {
-    return atoms() * dimSlices() * 4 <= kResidentQueryRegisters;
+    return config.atoms() * config.dimSlices() * 4 <= kResidentQueryRegisters;
   }
-  int64_t chunksPerRow() const { return headDim / kChunk; }
-  /// Adjacent lanes of the key-terms prologue that read one key row
-  /// together, a chunk each in turn, so a warp's load covers whole rows.
-  int64_t keyTermLanesPerKey() const {
-    int64_t lanes = 1;
-    while (lanes < kThreadsPerWarp && chunksPerRow() % (2 * lanes) == 0)
-      lanes *= 2;
-    return lanes;
-  }
-  /// Keys one prologue block covers: runs of threads / keyTermLanesPerKey
-  /// keys, enough runs for kKeyTermLoads loads per thread, and a multiple
-  /// of tile_n so that the grid covers the padded workspace rows.
-  int64_t keyTermKeysPerBlock() const {
-    int64_t keysPerRun = threads() / keyTermLanesPerKey();
-    int64_t chunksPerLane = chunksPerRow() / keyTermLanesPerKey();
-    int64_t runs = std::max<int64_t>(1, kKeyTermLoads / chunksPerLane);
-    return std::lcm(keysPerRun * runs, tileN);
-  }
-};
-
-
-
-class FlashKernelBuilder : public KernelEmitter {
-public:
-  FlashKernelBuilder(attn::AttentionOp op, KernelConfig config,
-                     ImplicitLocOpBuilder &b)
-      : KernelEmitter(b), op(op), config(config),
-        scoreLayout(config.atoms(), config.tileN / 8),
-        outputLayout(config.atoms(), config.headDim / 8),
-        atoms(b, config.elementType), tile(b, config.headDim) {}
-
-  /// The flash kernel `name` and, when the score needs per-key terms, its
-  /// prologue `name`_key_terms (docs/abi.md), both added to `module`.
-  FailureOr<gpu::GPUFuncOp> build(gpu::GPUModuleOp module, StringRef name);
-
-private:
-  FailureOr<gpu::GPUFuncOp> buildFlashKernel(gpu::GPUModuleOp module,
-                                             StringRef name);
-  /// One thread group per key: the key's squared norm from global memory
-  /// and the key_bias region, written to the workspace planes.
-  LogicalResult buildKeyTermsKernel(gpu::GPUModuleOp module, StringRef name);
-  /// Adds a kernel with the argument list of docs/abi.md to `module`, sets
-  /// the insertion point to its entry and binds `args`, the thread and
-  /// block ids and the per-(batch, head) bases. Block y is the query head,
-  /// or for the key-terms prologue the head of the workspace row it writes.
-  gpu::GPUFuncOp declareKernel(gpu::GPUModuleOp module, StringRef name,
-                               bool keyTermsPrologue);
-  /// The launch descriptor of docs/abi.md as a dictionary attribute.
-  DictionaryAttr describe(StringRef entry, int64_t sharedBytes);
-  /// Lets every float multiply-add pair of the kernel fuse into one FMA,
-  /// as nvcc does by default (-fmad=true): without the flag NVPTX emits
-  /// mul.rn/add.rn, which ptxas must not contract.
-  void allowContraction(gpu::GPUFuncOp func);
-
-  // Pieces of the schedule.
-  /// The A registers of Q rows of `atom`, head dims [16 slice, 16 slice + 16).
-  OperandRegisters loadQueryFragment(int64_t atom, int64_t slice);
   SmallVector<Value> computeQueryNorms();
-  SmallVector<Accumulator> computeScores(ArrayRef<Value> queryFragments,
-                                         Value keyBase,
+  /// S = Q K^T for the K tile at `keyBase`, each lane row's accumulators
+  /// starting at `rowStart` (0 when empty).
+  SmallVector<Accumulator> computeScores(Value keyBase,
                                          ArrayRef<Value> rowStart);
   /// The softmax state of the block's query rows. With an LSE output the
   /// row sums add the f32 weights before they are rounded for P V, each
@@ -163,54 +115,44 @@ private:
     return OnlineSoftmax(b, scoreLayout, outputLayout, rowMax, rowSum,
                          config.softmax, /*unroundedSums=*/config.hasLse);
   }
-  /// O += P V, and the weights' row sums into `softmax`.
+  /// O += P V for the V tile at `valueBase`, and the weights' row sums.
   SmallVector<Accumulator> accumulateValues(ArrayRef<Accumulator> weights,
                                             ArrayRef<Accumulator> output,
                                             Value valueBase,
                                             OnlineSoftmax &softmax);
+  /// O / l and, with an LSE output, the log-sum-exp, for the rows inside
+  /// q_len.
   LogicalResult storeResults(ArrayRef<Accumulator> output,
                              OnlineSoftmax &softmax);
 
-
   attn::AttentionOp op;
-  KernelConfig config;
+  const ForwardConfig &config;
+  const KeyTermWorkspace &workspace;
+  ForwardBlock &block;
+  const ForwardArgs &args;
+  FragmentLane &fragment;
   /// S = Q K^T: query rows, key columns; O: query rows, head_dim columns.
   FragmentLayout scoreLayout, outputLayout;
   MmaSyncAtom atoms;
   /// Q, K and V tiles in shared memory.
   SwizzledTile tile;
-  ForwardArgs args;
+  CopyEngine copies;
+  RegionApplication regions;
 
-  // Per-block values set up at the kernel's entry.
-  Value threadId, lane, warp;
-  std::optional<FragmentLane> fragment;
-  std::optional<CopyEngine> copies;
-  /// The K/V tiles (and with them their key terms) of the loop.
-  std::optional<TileRing> ring;
-  std::optional<RegionApplication> regions;
-  Value batchIdx, headIdx, qLo;
-  Value qBase, kBase, vBase, oBase;
+  /// The block's first query row.
+  Value qLo;
   Value sharedQuery, sharedKey, sharedValue, sharedKeyBias, sharedKeyNorm;
   /// With bulk copies, one mbarrier (i64) per ring stage tracks the stage's
   /// key terms. They live in the dynamic shared memory: a static __shared__
   /// variable would overlap it, as MLIR bases dynamic shared memory on a
   /// one-byte static one.
   Value keyTermBarriers;
-  /// Workspace planes of the per-key terms (-1: the score does not need
-  /// the term), as docs/abi.md lays them out.
-  int64_t keyBiasPlane = -1, keyNormPlane = -1;
-  int64_t keyTermPlanes() const {
-    return (keyBiasPlane >= 0) + (keyNormPlane >= 0);
-  }
-  /// round_up(kv_len, tile_n): the length of a workspace row, so a K tile's
-  /// terms are one aligned run that exists whatever kv_len is.
-  Value keyTermRowLength;
-  /// Per plane, the workspace offset of row (batchIdx, headIdx).
-  SmallVector<Value> keyTermRows;
   /// laneChunkOffsets of the lane's Q (row 0 of atom 0), K and V reads.
   SmallVector<Value> queryOffsets, keyOffsets, valueOffsets;
-  /// Per lane row r (atom r / 2, half r % 2): index and ||q||^2.
+  /// Per lane row r (atom r / 2, half r % 2): q_idx and ||q||^2.
   SmallVector<Value> rowIdx, rowQueryNorm;
+  /// Q's A registers, when resident: atom-major, then head_dim slice.
+  SmallVector<Value> queryFragments;
   /// q_scale, which the verifier keeps uniform over a (batch, head).
   Value qScale;
   /// -1 / c when the score in log2 units is c * dot + t, t free of the dot
@@ -219,405 +161,117 @@ private:
   /// -shift / c, so the score region yields the score minus the row's shift
   /// straight away and the exponent needs no subtraction per score.
   Value shiftToDot;
-  bool needsKeyNorm = false;
-  /// The key terms depend on the key/value head only (the key_bias region
-  /// does not read h): the workspace holds a row per (batch, kv head), which
-  /// every query head of the group reads, and the prologue computes each
-  /// once, not once per query head.
-  bool keyTermsPerKvHead = false;
   /// The K tiles the loop visits: [firstTile, endTile).
   Value firstTile, endTile;
 };
 
-//===----------------------------------------------------------------------===//
-// Helpers
-//===----------------------------------------------------------------------===//
+} // namespace
 
-
-
-
-//===----------------------------------------------------------------------===//
-// The schedule
-//===----------------------------------------------------------------------===//
-
-OperandRegisters FlashKernelBuilder::loadQueryFragment(int64_t atom,
-                                                           int64_t slice) {
-  // ldmatrix.x4: lanes 0-15 address rows 0-15 at column 0 of the k-slice,
-  // lanes 16-31 the same rows at column 8: registers a0..a3 of m16n8k16.
-  return atoms.ldmatrix(sharedQuery,
-                  tile.laneChunkOffset(queryOffsets, atom * kAtomRows, slice),
-                  false);
-}
-
-
-SmallVector<Value> FlashKernelBuilder::computeQueryNorms() {
-  // The four lanes of a group share a row: each sums a quarter of it.
-  int64_t chunksPerLane = config.chunksPerRow() / 4;
-  SmallVector<Value> norms(scoreLayout.laneRows());
-  for (int64_t r = 0; r < scoreLayout.laneRows(); ++r) {
-    Value row = fragment->rowInTile(r);
-    Value first = mul(fragment->getInGroup(), chunksPerLane);
-    norms[r] = laneSum(
-        copies->squareSum(
-            sharedQuery, chunksPerLane,
-            [&](int64_t c) { return tile.offset(row, add(first, c)); }),
-        4);
-  }
-  return norms;
-}
-
-SmallVector<Accumulator>
-FlashKernelBuilder::computeScores(ArrayRef<Value> queryFragments, Value keyBase,
-                                  ArrayRef<Value> rowStart) {
-  // Accumulators of atom a, 8-key slice n at a * slices + n; lane row r
-  // starts at rowStart[r] (elements 2 (r % 2), 2 (r % 2) + 1 of atom r / 2).
-  int64_t slices = scoreLayout.getColumnSlices();
-  SmallVector<Accumulator> scores;
-  for (int64_t atom = 0; atom < config.atoms(); ++atom) {
-    Value top = rowStart.empty() ? f32(0.0) : rowStart[2 * atom];
-    Value bottom = rowStart.empty() ? f32(0.0) : rowStart[2 * atom + 1];
-    scores.append(slices, {top, top, bottom, bottom});
-  }
-  // ldmatrix.x4 over 16 keys x 16 dims: matrices (keys 0-7, dims 0-7),
-  // (keys 0-7, dims 8-15), (keys 8-15, dims 0-7), (keys 8-15, dims 8-15)
-  // are the b0/b1 registers of two adjacent 8-key slices.
-  for (int64_t dimSlice = 0; dimSlice < config.dimSlices(); ++dimSlice) {
-    SmallVector<OperandRegisters> a;
-    for (int64_t atom = 0; atom < config.atoms(); ++atom) {
-      if (queryFragments.empty()) {
-        a.push_back(loadQueryFragment(atom, dimSlice));
-        continue;
-      }
-      ArrayRef<Value> resident =
-          queryFragments.slice(4 * (atom * config.dimSlices() + dimSlice), 4);
-      a.push_back({resident[0], resident[1], resident[2], resident[3]});
-    }
-    for (int64_t pair = 0; pair < slices / 2; ++pair) {
-      Value offset = tile.laneChunkOffset(keyOffsets, 16 * pair, dimSlice);
-      auto registers = atoms.ldmatrix(sharedKey, add(keyBase, offset), false);
-      atoms.mmaSlicePair(a, registers, scoreLayout, scores, 2 * pair);
-    }
-  }
-  return scores;
-}
-
-
-
-
-
-SmallVector<Accumulator> FlashKernelBuilder::accumulateValues(
-    ArrayRef<Accumulator> weights, ArrayRef<Accumulator> output,
-    Value valueBase, OnlineSoftmax &softmax) {
-  // O accumulators of atom a, 8-dim slice d at a * outputSlices + d.
-  SmallVector<Accumulator> result(output.begin(), output.end());
-  // ldmatrix.x4.trans over 16 keys x 16 dims gives the b0/b1 registers of
-  // two adjacent 8-dim slices of V.
-  for (int64_t keySlice = 0; keySlice < config.tileN / 16; ++keySlice) {
-    // The S accumulators of two adjacent 8-key slices, packed to 16 bits,
-    // are the A registers of P for this 16-key slice.
-    SmallVector<OperandRegisters> a;
-    for (int64_t atom = 0; atom < config.atoms(); ++atom) {
-      a.push_back(atoms.operandA(
-          weights[scoreLayout.accumulator(atom, 2 * keySlice)],
-          weights[scoreLayout.accumulator(atom, 2 * keySlice + 1)]));
-    }
-    for (int64_t pair = 0; pair < config.dimSlices(); ++pair) {
-      Value offset = tile.laneChunkOffset(valueOffsets, 16 * keySlice, pair);
-      auto registers = atoms.ldmatrix(sharedValue, add(valueBase, offset), true);
-      atoms.mmaSlicePair(a, registers, outputLayout, result, 2 * pair);
-    }
-    if (!softmax.sumsUnroundedWeights()) {
-      softmax.addWeightsByMma(atoms, a);
-      continue;
-    }
-    for (int64_t atom = 0; atom < config.atoms(); ++atom)
-      softmax.addWeights(
-          atom, weights[scoreLayout.accumulator(atom, 2 * keySlice)],
-          weights[scoreLayout.accumulator(atom, 2 * keySlice + 1)]);
-  }
-  return result;
-}
-
-LogicalResult FlashKernelBuilder::storeResults(ArrayRef<Accumulator> output,
-                                               OnlineSoftmax &softmax) {
-  Epilogue epilogue(b, *fragment, outputLayout, atoms);
-  for (int64_t r = 0; r < outputLayout.laneRows(); ++r) {
-    Value sum = softmax.total(r);
-    Value empty = softmax.isEmpty(sum);
-    Value scale = softmax.outputScale(sum, empty);
-    Value row = rowIdx[r];
-    auto storeLse = [&]() -> LogicalResult {
-      if (!config.hasLse)
-        return success();
-      auto lse = [&]() -> FailureOr<Value> {
-        Value lse = softmax.logSumExp(r, sum);
-        if (!op.getRowBias().empty()) {
-          ElementValues element;
-          element.qIdx = row;
-          element.queryNorm = rowQueryNorm[r];
-          auto bias = regions->evaluateElementRegion(op.getRowBias(), element);
-          if (failed(bias))
-            return failure();
-          lse = fadd(lse, *bias);
-        }
-        return select(empty, f32(-std::numeric_limits<double>::infinity()),
-                      lse);
-      };
-      return epilogue.storeRowValue(args.lse, lse, [&] {
-        return add(add(mul(batchIdx, args.lseStrides[0]),
-                       mul(headIdx, args.lseStrides[1])),
-                   row);
-      });
-    };
-    if (failed(epilogue.storeRow(output, r, scale,
-                                 {args.o.data, oBase, args.o.strides[2]}, row,
-                                 args.sizes.qLen, storeLse)))
-      return failure();
-  }
-  return success();
-}
-
-FailureOr<gpu::GPUFuncOp> FlashKernelBuilder::build(gpu::GPUModuleOp module,
-                                                    StringRef name) {
-  if (!op.getKeyBias().empty())
-    keyBiasPlane = keyTermPlanes();
-  if (RegionApplication::usesNorm(op.getScore(), attn::Vector::k))
-    keyNormPlane = keyTermPlanes();
-  needsKeyNorm = RegionApplication::usesNorm(op.getKeyBias(), attn::Vector::k) ||
-                 RegionApplication::usesNorm(op.getScore(), attn::Vector::k);
-  attn::ScoreDependence dependence;
-  keyTermsPerKvHead =
-      op.getKeyBias().empty() ||
-      !(dependence.get(op.getKeyBias().front().getTerminator()->getOperand(0)) &
-        attn::kDependsOnHead);
-  if (keyTermPlanes() &&
-      failed(buildKeyTermsKernel(module, (name + kKeyTermsSuffix).str())))
-    return failure();
-  return buildFlashKernel(module, name);
-}
-
-gpu::GPUFuncOp FlashKernelBuilder::declareKernel(gpu::GPUModuleOp module,
-                                                 StringRef name,
-                                                 bool keyTermsPrologue) {
-  args = ForwardArgs();
-  KernelSignature signature(b.getContext());
-  args.addTo(signature, op, config.hasLse, keyTermPlanes() > 0);
-  gpu::GPUFuncOp func = signature.declare(b, module, name, config.threads());
-
-  threadId = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
-  lane = rem(threadId, kThreadsPerWarp);
-  warp = div(threadId, kThreadsPerWarp);
-  fragment.emplace(b, lane, warp, config.rowsPerWarp());
-  copies.emplace(b, tile, config.elementType, config.threads(), threadId);
-  batchIdx = gpu::BlockIdOp::create(b, gpu::Dimension::z);
-  Value group = arith::DivUIOp::create(b, args.sizes.heads, args.sizes.kvHeads);
-  Value kvHead;
-  if (keyTermsPrologue && keyTermsPerKvHead) {
-    // The key_bias region does not read h: the first query head of the
-    // group stands for all of them.
-    kvHead = gpu::BlockIdOp::create(b, gpu::Dimension::y);
-    headIdx = mul(kvHead, group);
-  } else {
-    headIdx = gpu::BlockIdOp::create(b, gpu::Dimension::y);
-    kvHead = arith::DivUIOp::create(b, headIdx, group);
-  }
-  auto base = [&](const std::array<Value, 3> &strides, Value head) {
-    return add(mul(batchIdx, strides[0]), mul(head, strides[1]));
-  };
-  qBase = base(args.q.strides, headIdx);
-  kBase = base(args.k.strides, kvHead);
-  vBase = base(args.v.strides, kvHead);
-  oBase = base(args.o.strides, headIdx);
-  regions.emplace(b, op, args.sizes, args.params, args.captures, batchIdx,
-                  headIdx, lane, config.headDim);
-  keyTermRows.clear();
-  if (keyTermPlanes()) {
-    keyTermRowLength =
-        mul(arith::CeilDivUIOp::create(b, args.sizes.kvLen, index(config.tileN)),
-            config.tileN);
-    Value rowHeads = keyTermsPerKvHead ? args.sizes.kvHeads : args.sizes.heads;
-    Value row =
-        add(mul(batchIdx, rowHeads), keyTermsPerKvHead ? kvHead : headIdx);
-    Value planeStride = mul(mul(args.sizes.batch, rowHeads), keyTermRowLength);
-    for (int64_t plane = 0; plane < keyTermPlanes(); ++plane)
-      keyTermRows.push_back(
-          add(mul(planeStride, plane), mul(row, keyTermRowLength)));
-  }
-  return func;
-}
-
-LogicalResult FlashKernelBuilder::buildKeyTermsKernel(gpu::GPUModuleOp module,
-                                                      StringRef name) {
-  OpBuilder::InsertionGuard guard(b);
-  declareKernel(module, name, /*keyTermsPrologue=*/true);
-  // The flash kernel may start as soon as every prologue block has: it
-  // loads Q while the prologue runs and waits before reading the terms.
-  if (config.programmaticLaunch)
-    NVVM::GriddepcontrolOp::create(b,
-                                   NVVM::GridDepActionKind::launch_dependents);
-  // Block x covers keyTermKeysPerBlock keys in runs of one key per
-  // threadsPerKey adjacent lanes. All of a thread's loads are issued before
-  // any sum is used (keys past kv_len read the last key instead).
-  int64_t threadsPerKey = config.keyTermLanesPerKey();
-  int64_t chunksPerThread = config.chunksPerRow() / threadsPerKey;
-  int64_t keysPerRun = config.threads() / threadsPerKey;
-  int64_t runs = config.keyTermKeysPerBlock() / keysPerRun;
-  Value part = rem(threadId, threadsPerKey);
-  Value first = add(mul(gpu::BlockIdOp::create(b, gpu::Dimension::x),
-                        config.keyTermKeysPerBlock()),
-                    div(threadId, threadsPerKey));
-  Value lastKey = sub(args.sizes.kvLen, index(1));
-  // K is read once here. Its lines are evicted first, so they displace one
-  // another and not the dirty lines the previous kernel left in L2, whose
-  // write-back would otherwise share this memory-bound kernel's bandwidth
-  // (24 against 29 us at 4x16x4096x128, docs/benchmarks.md).
-  Value readOncePolicy =
-      needsKeyNorm ? copies->createEvictFirstPolicy() : Value{};
-  SmallVector<Value> keys, sums;
-  for (int64_t run = 0; run < runs; ++run) {
-    keys.push_back(add(first, run * keysPerRun));
-    if (!needsKeyNorm)
-      continue;
-    Value row = add(kBase, mul(arith::MinUIOp::create(b, keys.back(), lastKey),
-                               args.k.strides[2]));
-    sums.push_back(copies->squareSum(
-        args.k.data, chunksPerThread,
-        [&](int64_t c) {
-          return add(row, mul(add(part, c * threadsPerKey), kChunk));
-        },
-        readOncePolicy));
-  }
-  Value leader = cmp(arith::CmpIPredicate::eq, part, index(0));
-  for (auto [run, key] : llvm::enumerate(keys)) {
-    ElementValues element;
-    element.kvIdx = key;
-    element.qIdx = index(0);
-    if (needsKeyNorm)
-      element.keyNorm = laneSum(sums[run], threadsPerKey);
-    // One lane per key writes, padding up to the row's length included (as
-    // 0: a key_bias region may read captures at kv_idx, which must stay in
-    // bounds).
-    Value writer = arith::AndIOp::create(
-        b, leader, cmp(arith::CmpIPredicate::ult, key, keyTermRowLength));
-    auto write = scf::IfOp::create(b, TypeRange{}, writer, false);
-    OpBuilder::InsertionGuard branch(b);
-    b.setInsertionPointToStart(write.thenBlock());
-    auto inside = scf::IfOp::create(
-        b, TypeRange{}, cmp(arith::CmpIPredicate::ult, key, args.sizes.kvLen), true);
-    auto store = [&, key = key](Value value, int64_t plane) {
-      memref::StoreOp::create(b, value, args.workspace,
-                              ValueRange{add(keyTermRows[plane], key)});
-    };
-    b.setInsertionPointToStart(inside.elseBlock());
-    for (int64_t plane = 0; plane < keyTermPlanes(); ++plane)
-      store(f32(0.0), plane);
-    b.setInsertionPointToStart(inside.thenBlock());
-    if (keyNormPlane >= 0)
-      store(element.keyNorm, keyNormPlane);
-    if (keyBiasPlane >= 0) {
-      auto bias = regions->evaluateElementRegion(op.getKeyBias(), element);
-      if (failed(bias))
-        return failure();
-      store(*bias, keyBiasPlane);
-    }
-  }
-  gpu::ReturnOp::create(b);
-  return success();
-}
-
-FailureOr<gpu::GPUFuncOp>
-FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
-  MLIRContext *ctx = b.getContext();
-  OpBuilder::InsertionGuard guard(b);
-  gpu::GPUFuncOp func = declareKernel(module, name, /*keyTermsPrologue=*/false);
+FailureOr<int64_t> FlashSchedule::build() {
   LLVM_DEBUG(llvm::dbgs() << "S: " << scoreLayout << "\nO: " << outputLayout
                           << "\n");
-  // PTX's .minnctapersm: ptxas caps the registers so that many blocks fit.
-  if (config.blocksPerSM > 0)
-    func->setAttr(NVVM::NVVMDialect::getMinctasmAttrName(),
-                  b.getI32IntegerAttr(config.blocksPerSM));
+  placeQueryTile();
+  SharedMemoryArena shared(b);
+  carveSharedMemory(shared);
+  if (failed(findLiveTiles()))
+    return failure();
+  TileRing ring(copies, config.stages, config.tileN, args.sizes.kvLen,
+                firstTile, endTile,
+                {{sharedKey, ForwardBlock::rows(args.k, block.kBase)},
+                 {sharedValue, ForwardBlock::rows(args.v, block.vBase)}});
+  if (workspace.planes() && config.keyTerms != KeyTermSource::Global) {
+    SmallVector<TileRing::TermPlane> planes;
+    for (auto [terms, plane] :
+         {std::pair(sharedKeyBias, workspace.keyBiasPlane),
+          std::pair(sharedKeyNorm, workspace.keyNormPlane)})
+      if (plane >= 0)
+        planes.push_back({terms, block.keyTermRows[plane]});
+    ring.setTerms(args.workspace, std::move(planes),
+                  config.keyTerms == KeyTermSource::Bulk
+                      ? TileRing::TermCopy::Bulk
+                      : TileRing::TermCopy::Threads,
+                  keyTermBarriers);
+  }
+  loadFirstTiles(ring);
+  if (failed(prepareQueries()))
+    return failure();
+  FailureOr<scf::ForOp> loop = emitLoop(ring);
+  if (failed(loop))
+    return failure();
+  // Drain the cp.async groups still in flight (empty ones) before exit.
+  NVVM::CpAsyncWaitGroupOp::create(b, 0);
+
+  int64_t rows = scoreLayout.laneRows();
+  int64_t outputValues = 4 * outputLayout.size();
+  ValueRange results = loop->getResults();
+  OnlineSoftmax softmax =
+      softmaxState(results.slice(outputValues, rows),
+                   results.slice(outputValues + rows, rows));
+  softmax.finish();
+  if (failed(storeResults(
+          FragmentLayout::unflatten(results.take_front(outputValues)),
+          softmax)))
+    return failure();
+  gpu::ReturnOp::create(b);
+  return shared.size();
+}
+
+void FlashSchedule::placeQueryTile() {
   // Heavier query tiles (more unmasked keys under causal-like masks) start
   // first: block x counts down.
   Value tiles = gpu::GridDimOp::create(b, gpu::Dimension::x);
   Value qTile =
       sub(sub(tiles, index(1)), gpu::BlockIdOp::create(b, gpu::Dimension::x));
   qLo = mul(qTile, config.tileM);
-  // The rows and chunk halves each lane addresses in ldmatrix.x4 (lanes
-  // 8 i .. 8 i + 7 give the rows of matrix i): Q as the A operand, K as the
-  // B operand of S = Q K^T, V (transposed) as the B operand of O += P V.
-  LdmatrixAddress query = atoms.addressA(lane, fragment->atomRow(0));
+  // The rows and chunk halves each lane addresses in ldmatrix.x4: Q as the
+  // A operand, K as the B operand of S = Q K^T, V (transposed) as the B
+  // operand of O += P V.
+  LdmatrixAddress query = atoms.addressA(block.lane, fragment.atomRow(0));
   queryOffsets = tile.laneChunkOffsets(query.row, query.half);
-  LdmatrixAddress key = atoms.addressB(lane);
+  LdmatrixAddress key = atoms.addressB(block.lane);
   keyOffsets = tile.laneChunkOffsets(key.row, key.half);
-  LdmatrixAddress value = atoms.addressBTransposed(lane);
+  LdmatrixAddress value = atoms.addressBTransposed(block.lane);
   valueOffsets = tile.laneChunkOffsets(value.row, value.half);
   for (int64_t r = 0; r < scoreLayout.laneRows(); ++r)
-    rowIdx.push_back(fragment->row(qLo, r));
+    rowIdx.push_back(fragment.row(qLo, r));
+}
 
-  // Shared memory: Q tile, K and V ring buffers, per-key terms.
-  bool needsQueryNorm = RegionApplication::usesNorm(op.getScore(), attn::Vector::q) ||
-                        RegionApplication::usesNorm(op.getRowBias(), attn::Vector::q);
-  SharedMemoryArena shared(b);
-  sharedQuery = shared.carve(tile.elements(config.tileM), b.getF16Type());
-  sharedKey =
-      shared.carve(config.stages * tile.elements(config.tileN), b.getF16Type());
-  sharedValue =
-      shared.carve(config.stages * tile.elements(config.tileN), b.getF16Type());
+void FlashSchedule::carveSharedMemory(SharedMemoryArena &shared) {
+  Type f16 = b.getF16Type(), f32 = b.getF32Type();
+  sharedQuery = shared.carve(tile.elements(config.tileM), f16);
+  sharedKey = shared.carve(config.stages * tile.elements(config.tileN), f16);
+  sharedValue = shared.carve(config.stages * tile.elements(config.tileN), f16);
   // With key_terms = global the lanes load the terms from the workspace
   // in the loop: no shared copy of them.
-  bool globalKeyTerms = config.keyTerms == KeyTermSource::Global;
-  if (keyBiasPlane >= 0 && !globalKeyTerms)
-    sharedKeyBias = shared.carve(config.stages * config.tileN, b.getF32Type());
-  if (keyNormPlane >= 0 && !globalKeyTerms)
-    sharedKeyNorm = shared.carve(config.stages * config.tileN, b.getF32Type());
-  if (keyTermPlanes() && config.keyTerms == KeyTermSource::Bulk)
+  if (config.keyTerms != KeyTermSource::Global) {
+    if (workspace.keyBiasPlane >= 0)
+      sharedKeyBias = shared.carve(config.stages * config.tileN, f32);
+    if (workspace.keyNormPlane >= 0)
+      sharedKeyNorm = shared.carve(config.stages * config.tileN, f32);
+  }
+  if (workspace.planes() && config.keyTerms == KeyTermSource::Bulk)
     keyTermBarriers = shared.carve(config.stages, b.getI64Type());
+}
 
-  // The range of K tiles that may hold a kept key for this query tile.
+LogicalResult FlashSchedule::findLiveTiles() {
   Value kvTiles =
       arith::CeilDivUIOp::create(b, args.sizes.kvLen, index(config.tileN));
-  firstTile = index(0);
-  Value lastTile = sub(kvTiles, index(1));
-  if (!op.getTileClass().empty()) {
-    auto classifyKeyTile = [&](Value tile) {
-      return regions->classifyTile(qLo, config.tileM, mul(tile, config.tileN),
-                                   config.tileN);
-    };
-    auto first = regions->scanLiveTile(index(0), kvTiles, /*forward=*/true,
-                                       classifyKeyTile);
-    if (failed(first))
-      return failure();
-    auto last = regions->scanLiveTile(lastTile, sub(*first, index(1)),
-                                      /*forward=*/false, classifyKeyTile);
-    if (failed(last))
-      return failure();
-    firstTile = *first;
-    lastTile = *last;
-  }
-  endTile = add(lastTile, 1);
-  ring.emplace(*copies, config.stages, config.tileN, args.sizes.kvLen, firstTile,
-               endTile,
-               SmallVector<TileRing::Stream>{
-                   {sharedKey, {args.k.data, kBase, args.k.strides[2]}},
-                   {sharedValue, {args.v.data, vBase, args.v.strides[2]}}});
-  if (keyTermPlanes() && !globalKeyTerms) {
-    SmallVector<TileRing::TermPlane> planes;
-    for (auto [shared, plane] : {std::pair(sharedKeyBias, keyBiasPlane),
-                                 std::pair(sharedKeyNorm, keyNormPlane)})
-      if (plane >= 0)
-        planes.push_back({shared, keyTermRows[plane]});
-    ring->setTerms(args.workspace, std::move(planes),
-                   config.keyTerms == KeyTermSource::Bulk
-                       ? TileRing::TermCopy::Bulk
-                       : TileRing::TermCopy::Threads,
-                   keyTermBarriers);
-  }
+  auto live = regions.liveTiles(kvTiles, [&](Value kvTile) {
+    return regions.classifyTile(qLo, config.tileM, mul(kvTile, config.tileN),
+                                config.tileN);
+  });
+  if (failed(live))
+    return failure();
+  std::tie(firstTile, endTile) = *live;
+  return success();
+}
 
-  // Prologue: Q, then the first stages - 1 K/V tiles, one group each.
+void FlashSchedule::loadFirstTiles(TileRing &ring) {
   if (keyTermBarriers)
-    ring->createTermBarriers();
-  copies->copyTile(sharedQuery, index(0), {args.q.data, qBase, args.q.strides[2]},
-                   qLo, args.sizes.qLen, config.tileM, /*bounded=*/true);
+    ring.createTermBarriers();
+  copies.copyTile(sharedQuery, index(0),
+                  ForwardBlock::rows(args.q, block.qBase), qLo, args.sizes.qLen,
+                  config.tileM, /*bounded=*/true);
   NVVM::CpAsyncCommitGroupOp::create(b);
   // Launched early (programmatic dependent launch), the kernel waits for
   // the key-terms prologue to end and its workspace writes to show before
@@ -625,28 +279,30 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
   // those copy terms, else as the loop starts, so that Q and the first K/V
   // tiles load while the prologue ends. Launched in plain stream order it
   // does not wait.
-  bool waitsForKeyTerms = keyTermPlanes() && config.programmaticLaunch;
-  if (waitsForKeyTerms && !globalKeyTerms)
+  if (waitsForKeyTerms() && config.keyTerms != KeyTermSource::Global)
     NVVM::GriddepcontrolOp::create(b, NVVM::GridDepActionKind::wait);
   for (int64_t stage = 0; stage + 1 < config.stages; ++stage) {
-    ring->issue(add(firstTile, stage));
+    ring.issue(add(firstTile, stage));
     NVVM::CpAsyncCommitGroupOp::create(b);
   }
   NVVM::CpAsyncWaitGroupOp::create(b, config.stages - 1);
   gpu::BarrierOp::create(b);
-  SmallVector<Value> queryFragments;
-  if (config.queryResident())
+}
+
+LogicalResult FlashSchedule::prepareQueries() {
+  if (queryResident())
     for (int64_t atom = 0; atom < config.atoms(); ++atom)
       for (int64_t slice = 0; slice < config.dimSlices(); ++slice)
         llvm::append_range(queryFragments, loadQueryFragment(atom, slice));
   rowQueryNorm.assign(scoreLayout.laneRows(), Value());
-  if (needsQueryNorm)
+  if (RegionApplication::usesNorm(op.getScore(), attn::Vector::q) ||
+      RegionApplication::usesNorm(op.getRowBias(), attn::Vector::q))
     rowQueryNorm = computeQueryNorms();
   qScale = f32(1.0);
   if (!op.getQScale().empty()) {
     ElementValues element;
     element.qIdx = index(0);
-    auto scale = regions->evaluateElementRegion(op.getQScale(), element);
+    auto scale = regions.evaluateElementRegion(op.getQScale(), element);
     if (failed(scale))
       return failure();
     qScale = *scale;
@@ -664,9 +320,12 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
     Value dotScale = config.log2Domain ? qScale : fmul(qScale, f32(M_LOG2E));
     shiftToDot = arith::DivFOp::create(b, f32(-1.0), dotScale);
   }
+  return success();
+}
 
-  // The loop over K/V tiles carries O (headDim/8 accumulators per atom),
-  // then the running max and the per-lane partial sum of each lane row.
+FailureOr<scf::ForOp> FlashSchedule::emitLoop(TileRing &ring) {
+  // The loop carries O (head_dim / 8 accumulators per atom), then m = -inf
+  // and l = 0 of each lane row (OnlineSoftmax).
   int64_t rows = scoreLayout.laneRows();
   int64_t outputValues = 4 * outputLayout.size();
   SmallVector<Value> init(outputValues, f32(0.0));
@@ -680,163 +339,274 @@ FlashKernelBuilder::buildFlashKernel(gpu::GPUModuleOp module, StringRef name) {
   // loop's registers differently. (Bulk copies' addresses are uniform.)
   bool carriedKeyTerms = config.keyTerms != KeyTermSource::Bulk;
   if (carriedKeyTerms)
-    for (Value row : keyTermRows)
+    for (Value row : block.keyTermRows)
       init.push_back(add(row, mul(firstTile, config.tileN)));
-  if (waitsForKeyTerms && globalKeyTerms)
+  if (waitsForKeyTerms() && config.keyTerms == KeyTermSource::Global)
     NVVM::GriddepcontrolOp::create(b, NVVM::GridDepActionKind::wait);
   auto loop = scf::ForOp::create(b, firstTile, endTile, index(1), init);
-  {
-    OpBuilder::InsertionGuard inner(b);
-    b.setInsertionPointToStart(loop.getBody());
-    Value tile = loop.getInductionVar();
-    ValueRange state = loop.getRegionIterArgs();
-    SmallVector<Value> termOffsets;
-    if (carriedKeyTerms) {
-      termOffsets.assign(state.take_back(keyTermPlanes()).begin(),
-                         state.take_back(keyTermPlanes()).end());
-      state = state.drop_back(keyTermPlanes());
-    }
-    NVVM::CpAsyncWaitGroupOp::create(b, config.stages - 2);
-    gpu::BarrierOp::create(b);
-    SmallVector<Value> copyOffsets;
-    for (Value offset : termOffsets)
-      copyOffsets.push_back(add(offset, (config.stages - 1) * config.tileN));
-    ring->issue(add(tile, config.stages - 1), copyOffsets);
-    NVVM::CpAsyncCommitGroupOp::create(b);
-    Value buffer = ring->buffer(tile);
-    Value kvLo = mul(tile, config.tileN);
-    // Every thread waits for every tile's fill, a skipped tile's too, so
-    // that no bulk copy is still landing when the block exits. (Waiting
-    // after S = Q K^T, or in thread 0 only before the barrier, measured
-    // slower.)
-    if (keyTermBarriers)
-      ring->waitForTerms(tile);
-
-    auto tileClass =
-        regions->classifyTile(qLo, config.tileM, kvLo, config.tileN);
-    if (failed(tileClass))
-      return failure();
-    Value boundary =
-        cmp(arith::CmpIPredicate::sgt, add(kvLo, config.tileN), args.sizes.kvLen);
-    Value partial = arith::OrIOp::create(b, boundary, notI(tileClass->allKept));
-    Value live = notI(tileClass->allMasked);
-
-    scf::IfOp compute;
-    {
-      OpBuilder::InsertionGuard body(b);
-      compute = updateIf(live, state);
-      // The exponent's shift per lane row as the tile starts.
-      OnlineSoftmax softmax = softmaxState(state.slice(outputValues, rows),
-                                           state.slice(outputValues + rows, rows));
-      SmallVector<Value> oldShift, rowStart;
-      for (int64_t r = 0; r < rows; ++r)
-        oldShift.push_back(softmax.shift(r));
-      if (shiftToDot)
-        for (Value shift : oldShift)
-          rowStart.push_back(fmul(shift, shiftToDot));
-      // The key terms are loaded before S = Q K^T, which hides their
-      // latency behind the mma.
-      auto terms = [&](int64_t plane,
-                       Value shared) -> SmallVector<ColumnTermPair> {
-        if (plane < 0)
-          return {};
-        int64_t slices = scoreLayout.getColumnSlices();
-        if (globalKeyTerms)
-          return copies->loadColumnTerms(*fragment, slices, args.workspace,
-                                         termOffsets[plane]);
-        return copies->loadColumnTerms(*fragment, slices, shared,
-                                       ring->termBase(buffer));
-      };
-      SmallVector<ColumnTermPair> biases = terms(keyBiasPlane, sharedKeyBias);
-      SmallVector<ColumnTermPair> norms = terms(keyNormPlane, sharedKeyNorm);
-      Value tileBase = ring->tileBase(buffer);
-      SmallVector<Accumulator> dots =
-          computeScores(queryFragments, tileBase, rowStart);
-
-      // Partial tiles evaluate the mask per element; full tiles do not.
-      int64_t scoreValues = 4 * scoreLayout.size();
-      auto scored = scf::IfOp::create(
-          b, SmallVector<Type>(scoreValues, b.getF32Type()), partial, true);
-      for (bool masked : {true, false}) {
-        OpBuilder::InsertionGuard branch(b);
-        b.setInsertionPointToStart(masked ? scored.thenBlock()
-                                          : scored.elseBlock());
-        // Columns are keys, lane rows queries; a key's terms are read once
-        // for all the lane's rows.
-        auto scores = regions->applyScoreRegion(
-            *fragment, scoreLayout, dots, masked,
-            [&](ElementValues &element, int64_t slice, int64_t column,
-                Value index) {
-              element.kvIdx = add(kvLo, index);
-              element.qScale = qScale;
-              if (!biases.empty())
-                element.keyBias = biases[slice][column];
-              if (!norms.empty())
-                element.keyNorm = norms[slice][column];
-            },
-            [&](ElementValues &element, int64_t r) {
-              element.qIdx = rowIdx[r];
-              element.queryNorm = rowQueryNorm[r];
-            });
-        if (failed(scores))
-          return failure();
-        scf::YieldOp::create(b, FragmentLayout::flatten(*scores));
-      }
-      SmallVector<Accumulator> scores =
-          FragmentLayout::unflatten(scored.getResults());
-
-      // Online softmax. `none` sums 2^s as is.
-      SmallVector<Accumulator> output =
-          FragmentLayout::unflatten(state.take_front(outputValues));
-      if (config.softmax) {
-        // Shifted scores hold s - shift: their maximum gets the shift back.
-        SmallVector<Value> tileMax = softmax.tileMax(
-            scores, shiftToDot ? ArrayRef<Value>(oldShift) : ArrayRef<Value>());
-        softmax.rescale(tileMax, output,
-                        shiftToDot ? MutableArrayRef<Accumulator>(scores)
-                                   : MutableArrayRef<Accumulator>());
-      }
-      softmax.exponentiate(scores, /*shifted=*/bool(shiftToDot));
-      output = accumulateValues(scores, output, tileBase, softmax);
-      SmallVector<Value> next = FragmentLayout::flatten(output);
-      llvm::append_range(next, softmax.getRowMax());
-      llvm::append_range(next, softmax.getRowSum());
-      scf::YieldOp::create(b, next);
-    }
-    SmallVector<Value> carried(compute.getResults());
-    for (Value offset : termOffsets)
-      carried.push_back(add(offset, config.tileN));
-    scf::YieldOp::create(b, carried);
+  OpBuilder::InsertionGuard inner(b);
+  b.setInsertionPointToStart(loop.getBody());
+  Value tile = loop.getInductionVar();
+  ValueRange state = loop.getRegionIterArgs();
+  SmallVector<Value> termOffsets;
+  if (carriedKeyTerms) {
+    termOffsets.assign(state.take_back(workspace.planes()).begin(),
+                       state.take_back(workspace.planes()).end());
+    state = state.drop_back(workspace.planes());
   }
-  // Drain the cp.async groups still in flight (empty ones) before exit.
-  NVVM::CpAsyncWaitGroupOp::create(b, 0);
+  NVVM::CpAsyncWaitGroupOp::create(b, config.stages - 2);
+  gpu::BarrierOp::create(b);
+  SmallVector<Value> copyOffsets;
+  for (Value offset : termOffsets)
+    copyOffsets.push_back(add(offset, (config.stages - 1) * config.tileN));
+  ring.issue(add(tile, config.stages - 1), copyOffsets);
+  NVVM::CpAsyncCommitGroupOp::create(b);
+  Value buffer = ring.buffer(tile);
+  Value kvLo = mul(tile, config.tileN);
+  // Every thread waits for every tile's fill, a skipped tile's too, so
+  // that no bulk copy is still landing when the block exits. (Waiting
+  // after S = Q K^T, or in thread 0 only before the barrier, measured
+  // slower.)
+  if (keyTermBarriers)
+    ring.waitForTerms(tile);
 
-  SmallVector<Accumulator> output =
-      FragmentLayout::unflatten(loop.getResults().take_front(outputValues));
-  OnlineSoftmax softmax =
-      softmaxState(loop.getResults().slice(outputValues, rows),
-                   loop.getResults().slice(outputValues + rows, rows));
-  softmax.finish();
-  if (failed(storeResults(output, softmax)))
+  auto tileClass = regions.classifyTile(qLo, config.tileM, kvLo, config.tileN);
+  if (failed(tileClass))
     return failure();
-  gpu::ReturnOp::create(b);
-  allowContraction(func);
-  func->setAttr(kDescriptorAttrName, describe(name, shared.size()));
-  return func;
+  Value boundary =
+      cmp(arith::CmpIPredicate::sgt, add(kvLo, config.tileN), args.sizes.kvLen);
+  Value partial = arith::OrIOp::create(b, boundary, notI(tileClass->allKept));
+  Value live = notI(tileClass->allMasked);
+  scf::IfOp compute;
+  {
+    OpBuilder::InsertionGuard body(b);
+    compute = updateIf(live, state);
+    FailureOr<SmallVector<Value>> next =
+        computeTile(ring, buffer, kvLo, partial, state, termOffsets);
+    if (failed(next))
+      return failure();
+    scf::YieldOp::create(b, *next);
+  }
+  SmallVector<Value> carried(compute.getResults());
+  for (Value offset : termOffsets)
+    carried.push_back(add(offset, config.tileN));
+  scf::YieldOp::create(b, carried);
+  return loop;
 }
 
-void FlashKernelBuilder::allowContraction(gpu::GPUFuncOp func) {
-  func.walk([&](arith::ArithFastMathInterface op) {
-    arith::FastMathFlags flags = arith::FastMathFlags::contract;
-    if (arith::FastMathFlagsAttr current = op.getFastMathFlagsAttr())
-      flags = flags | current.getValue();
-    op->setAttr(op.getFastMathAttrName(),
-                arith::FastMathFlagsAttr::get(b.getContext(), flags));
-  });
+FailureOr<SmallVector<Value>>
+FlashSchedule::computeTile(TileRing &ring, Value buffer, Value kvLo,
+                           Value partial, ValueRange state,
+                           ArrayRef<Value> termOffsets) {
+  int64_t rows = scoreLayout.laneRows();
+  int64_t outputValues = 4 * outputLayout.size();
+  OnlineSoftmax softmax = softmaxState(state.slice(outputValues, rows),
+                                       state.slice(outputValues + rows, rows));
+  // The exponent's shift per lane row as the tile starts.
+  SmallVector<Value> oldShift, rowStart;
+  for (int64_t r = 0; r < rows; ++r)
+    oldShift.push_back(softmax.shift(r));
+  if (shiftToDot)
+    for (Value shift : oldShift)
+      rowStart.push_back(fmul(shift, shiftToDot));
+  // The key terms are loaded before S = Q K^T, which hides their latency
+  // behind the mma.
+  auto terms = [&](int64_t plane, Value shared) -> SmallVector<ColumnTermPair> {
+    if (plane < 0)
+      return {};
+    int64_t slices = scoreLayout.getColumnSlices();
+    if (config.keyTerms == KeyTermSource::Global)
+      return copies.loadColumnTerms(fragment, slices, args.workspace,
+                                    termOffsets[plane]);
+    return copies.loadColumnTerms(fragment, slices, shared,
+                                  ring.termBase(buffer));
+  };
+  SmallVector<ColumnTermPair> biases =
+      terms(workspace.keyBiasPlane, sharedKeyBias);
+  SmallVector<ColumnTermPair> norms =
+      terms(workspace.keyNormPlane, sharedKeyNorm);
+  Value tileBase = ring.tileBase(buffer);
+  SmallVector<Accumulator> dots = computeScores(tileBase, rowStart);
+
+  // Partial tiles evaluate the mask per element; full tiles do not.
+  auto scored = scf::IfOp::create(
+      b, SmallVector<Type>(4 * scoreLayout.size(), b.getF32Type()), partial,
+      true);
+  for (bool masked : {true, false}) {
+    OpBuilder::InsertionGuard branch(b);
+    b.setInsertionPointToStart(masked ? scored.thenBlock()
+                                      : scored.elseBlock());
+    // Columns are keys, lane rows queries; a key's terms are read once for
+    // all the lane's rows.
+    auto scores = regions.applyScoreRegion(
+        fragment, scoreLayout, dots, masked,
+        [&](ElementValues &element, int64_t slice, int64_t column,
+            Value index) {
+          element.kvIdx = add(kvLo, index);
+          element.qScale = qScale;
+          if (!biases.empty())
+            element.keyBias = biases[slice][column];
+          if (!norms.empty())
+            element.keyNorm = norms[slice][column];
+        },
+        [&](ElementValues &element, int64_t r) {
+          element.qIdx = rowIdx[r];
+          element.queryNorm = rowQueryNorm[r];
+        });
+    if (failed(scores))
+      return failure();
+    scf::YieldOp::create(b, FragmentLayout::flatten(*scores));
+  }
+  SmallVector<Accumulator> scores =
+      FragmentLayout::unflatten(scored.getResults());
+
+  // Online softmax. `none` sums 2^s as is.
+  SmallVector<Accumulator> output =
+      FragmentLayout::unflatten(state.take_front(outputValues));
+  if (config.softmax) {
+    // Shifted scores hold s - shift: their maximum gets the shift back.
+    SmallVector<Value> tileMax = softmax.tileMax(
+        scores, shiftToDot ? ArrayRef<Value>(oldShift) : ArrayRef<Value>());
+    softmax.rescale(tileMax, output,
+                    shiftToDot ? MutableArrayRef<Accumulator>(scores)
+                               : MutableArrayRef<Accumulator>());
+  }
+  softmax.exponentiate(scores, /*shifted=*/bool(shiftToDot));
+  output = accumulateValues(scores, output, tileBase, softmax);
+  SmallVector<Value> next = FragmentLayout::flatten(output);
+  llvm::append_range(next, softmax.getRowMax());
+  llvm::append_range(next, softmax.getRowSum());
+  return next;
 }
 
-DictionaryAttr FlashKernelBuilder::describe(StringRef entry,
-                                            int64_t sharedBytes) {
+OperandRegisters FlashSchedule::loadQueryFragment(int64_t atom, int64_t slice) {
+  return atoms.ldmatrix(
+      sharedQuery, tile.laneChunkOffset(queryOffsets, atom * kAtomRows, slice),
+      false);
+}
+
+SmallVector<Value> FlashSchedule::computeQueryNorms() {
+  // The four lanes of a group share a row: each sums a quarter of it.
+  int64_t chunksPerLane = config.chunksPerRow() / 4;
+  SmallVector<Value> norms(scoreLayout.laneRows());
+  for (int64_t r = 0; r < scoreLayout.laneRows(); ++r) {
+    Value row = fragment.rowInTile(r);
+    Value first = mul(fragment.getInGroup(), chunksPerLane);
+    norms[r] =
+        laneSum(copies.squareSum(
+                    sharedQuery, chunksPerLane,
+                    [&](int64_t c) { return tile.offset(row, add(first, c)); }),
+                4);
+  }
+  return norms;
+}
+
+SmallVector<Accumulator>
+FlashSchedule::computeScores(Value keyBase, ArrayRef<Value> rowStart) {
+  int64_t slices = scoreLayout.getColumnSlices();
+  SmallVector<Accumulator> scores;
+  for (int64_t atom = 0; atom < config.atoms(); ++atom) {
+    Value top = rowStart.empty() ? f32(0.0) : rowStart[2 * atom];
+    Value bottom = rowStart.empty() ? f32(0.0) : rowStart[2 * atom + 1];
+    scores.append(slices, {top, top, bottom, bottom});
+  }
+  // Per 16 head dims: Q's A registers of every atom, then per 16 keys one
+  // ldmatrix.x4 of K for the two 8-key slices' B registers.
+  for (int64_t dimSlice = 0; dimSlice < config.dimSlices(); ++dimSlice) {
+    SmallVector<OperandRegisters> a;
+    for (int64_t atom = 0; atom < config.atoms(); ++atom) {
+      if (queryFragments.empty()) {
+        a.push_back(loadQueryFragment(atom, dimSlice));
+        continue;
+      }
+      ArrayRef<Value> resident =
+          ArrayRef<Value>(queryFragments)
+              .slice(4 * (atom * config.dimSlices() + dimSlice), 4);
+      a.push_back({resident[0], resident[1], resident[2], resident[3]});
+    }
+    for (int64_t pair = 0; pair < slices / 2; ++pair) {
+      Value offset = tile.laneChunkOffset(keyOffsets, 16 * pair, dimSlice);
+      auto registers = atoms.ldmatrix(sharedKey, add(keyBase, offset), false);
+      atoms.mmaSlicePair(a, registers, scoreLayout, scores, 2 * pair);
+    }
+  }
+  return scores;
+}
+
+SmallVector<Accumulator>
+FlashSchedule::accumulateValues(ArrayRef<Accumulator> weights,
+                                ArrayRef<Accumulator> output, Value valueBase,
+                                OnlineSoftmax &softmax) {
+  SmallVector<Accumulator> result(output.begin(), output.end());
+  // Per 16 keys: P's A registers of every atom, then per 16 head dims one
+  // ldmatrix.x4.trans of V for the two 8-dim slices' B registers.
+  for (int64_t keySlice = 0; keySlice < config.tileN / 16; ++keySlice) {
+    SmallVector<OperandRegisters> a;
+    for (int64_t atom = 0; atom < config.atoms(); ++atom)
+      a.push_back(atoms.operandA(
+          weights[scoreLayout.accumulator(atom, 2 * keySlice)],
+          weights[scoreLayout.accumulator(atom, 2 * keySlice + 1)]));
+    for (int64_t pair = 0; pair < config.dimSlices(); ++pair) {
+      Value offset = tile.laneChunkOffset(valueOffsets, 16 * keySlice, pair);
+      auto registers =
+          atoms.ldmatrix(sharedValue, add(valueBase, offset), true);
+      atoms.mmaSlicePair(a, registers, outputLayout, result, 2 * pair);
+    }
+    if (!softmax.sumsUnroundedWeights()) {
+      softmax.addWeightsByMma(atoms, a);
+      continue;
+    }
+    for (int64_t atom = 0; atom < config.atoms(); ++atom)
+      softmax.addWeights(
+          atom, weights[scoreLayout.accumulator(atom, 2 * keySlice)],
+          weights[scoreLayout.accumulator(atom, 2 * keySlice + 1)]);
+  }
+  return result;
+}
+
+LogicalResult FlashSchedule::storeResults(ArrayRef<Accumulator> output,
+                                          OnlineSoftmax &softmax) {
+  Epilogue epilogue(b, fragment, outputLayout, atoms);
+  for (int64_t r = 0; r < outputLayout.laneRows(); ++r) {
+    Value sum = softmax.total(r);
+    Value empty = softmax.isEmpty(sum);
+    Value scale = softmax.outputScale(sum, empty);
+    Value row = rowIdx[r];
+    auto lse = [&]() -> FailureOr<Value> {
+      Value lse = softmax.logSumExp(r, sum);
+      if (!op.getRowBias().empty()) {
+        ElementValues element;
+        element.qIdx = row;
+        element.queryNorm = rowQueryNorm[r];
+        auto bias = regions.evaluateElementRegion(op.getRowBias(), element);
+        if (failed(bias))
+          return failure();
+        lse = fadd(lse, *bias);
+      }
+      return select(empty, f32(-std::numeric_limits<double>::infinity()), lse);
+    };
+    auto storeLse = [&]() -> LogicalResult {
+      if (!config.hasLse)
+        return success();
+      return epilogue.storeRowValue(args.lse, lse, [&] {
+        return add(add(mul(block.batch, args.lseStrides[0]),
+                       mul(block.head, args.lseStrides[1])),
+                   row);
+      });
+    };
+    if (failed(epilogue.storeRow(output, r, scale,
+                                 ForwardBlock::rows(args.o, block.oBase), row,
+                                 args.sizes.qLen, storeLse)))
+      return failure();
+  }
+  return success();
+}
+
+/// The launch descriptor of docs/abi.md as a dictionary attribute.
+static DictionaryAttr describe(Builder &b, attn::AttentionOp op,
+                               const ForwardConfig &config,
+                               const KeyTermWorkspace &workspace,
+                               StringRef entry, int64_t sharedBytes) {
   attn::PlanAttr plan = *op.getPlan();
   auto typeName = [](Type type) -> StringRef {
     if (type.isBF16())
@@ -891,7 +661,7 @@ DictionaryAttr FlashKernelBuilder::describe(StringRef entry,
       b.getNamedAttr("params", b.getArrayAttr(params)),
       b.getNamedAttr("captures", b.getArrayAttr(captures)),
   };
-  if (keyTermPlanes())
+  if (workspace.planes())
     fields.push_back(b.getNamedAttr(
         "key_terms",
         b.getDictionaryAttr({
@@ -899,18 +669,16 @@ DictionaryAttr FlashKernelBuilder::describe(StringRef entry,
                            b.getStringAttr((entry + kKeyTermsSuffix).str())),
             b.getNamedAttr("block", b.getI64IntegerAttr(config.threads())),
             b.getNamedAttr("keys_per_block",
-                           b.getI64IntegerAttr(config.keyTermKeysPerBlock())),
-            b.getNamedAttr("terms", b.getI64IntegerAttr(keyTermPlanes())),
+                           b.getI64IntegerAttr(keyTermKeysPerBlock(config))),
+            b.getNamedAttr("terms", b.getI64IntegerAttr(workspace.planes())),
             b.getNamedAttr("row_multiple", b.getI64IntegerAttr(config.tileN)),
             b.getNamedAttr("heads",
-                           b.getStringAttr(keyTermsPerKvHead ? "kv" : "q")),
+                           b.getStringAttr(workspace.perKvHead ? "kv" : "q")),
             b.getNamedAttr("programmatic_launch",
                            b.getBoolAttr(config.programmaticLaunch)),
         })));
   return b.getDictionaryAttr(fields);
 }
-
-} // namespace
 
 int rbfc::archVersion(StringRef arch) {
   int version = 0;
@@ -975,7 +743,7 @@ FailureOr<gpu::GPUFuncOp> rbfc::buildFlashKernel(attn::AttentionOp op,
   if (failed(verifyMmaSyncPlan(op, *plan)))
     return failure();
   auto queryType = cast<RankedTensorType>(op.getQuery().getType());
-  KernelConfig config{
+  ForwardConfig config{
       queryType.getDimSize(3), plan->getTileM(),
       plan->getTileN(),        plan->getWarps(),
       plan->getStages(),       queryType.getElementType(),
@@ -983,7 +751,27 @@ FailureOr<gpu::GPUFuncOp> rbfc::buildFlashKernel(attn::AttentionOp op,
       op.getLse() != nullptr,  keyTermSource(*plan),
       plan->getBlocksPerSm(),  archVersion(plan->getArch()) >= 90};
   ImplicitLocOpBuilder b(op.getLoc(), op.getContext());
-  FlashKernelBuilder builder(op, config, b);
   LLVM_DEBUG(llvm::dbgs() << "building " << name << " with " << *plan << "\n");
-  return builder.build(module, name);
+  KeyTermWorkspace workspace = KeyTermWorkspace::forOp(op);
+  if (workspace.planes() &&
+      failed(buildKeyTermsKernel(b, op, config, workspace, module,
+                                 (name + kKeyTermsSuffix).str())))
+    return failure();
+
+  ForwardBlock block(b, op, config, workspace);
+  gpu::GPUFuncOp func = block.declare(module, name);
+  FragmentLane fragment(b, block.lane, block.warp, config.rowsPerWarp());
+  block.locate(/*byKvHead=*/false);
+  // PTX's .minnctapersm: ptxas caps the registers so that many blocks fit.
+  if (config.blocksPerSM > 0)
+    func->setAttr(NVVM::NVVMDialect::getMinctasmAttrName(),
+                  b.getI32IntegerAttr(config.blocksPerSM));
+  FailureOr<int64_t> sharedBytes =
+      FlashSchedule(b, op, config, workspace, block, fragment).build();
+  if (failed(sharedBytes))
+    return failure();
+  allowContraction(func);
+  func->setAttr(kDescriptorAttrName,
+                describe(b, op, config, workspace, name, *sharedBytes));
+  return func;
 }

@@ -16,10 +16,10 @@ void KernelSignature::addBuffer(Type elementType, Value *bound) {
   // kernel itself.
   auto globalSpace =
       gpu::AddressSpaceAttr::get(context, gpu::AddressSpace::Global);
-  parameters.push_back({MemRefType::get({int64_t(1) << 40}, elementType,
-                                        MemRefLayoutAttrInterface(),
-                                        globalSpace),
-                        bound, /*isIndex=*/false});
+  parameters.push_back(
+      {MemRefType::get({int64_t(1) << 40}, elementType,
+                       MemRefLayoutAttrInterface(), globalSpace),
+       bound, /*isIndex=*/false});
 }
 
 void KernelSignature::addIndex(Value *bound) {
@@ -65,8 +65,7 @@ void KernelSignature::addCaptures(attn::AttentionOp op,
 }
 
 gpu::GPUFuncOp KernelSignature::declare(ImplicitLocOpBuilder &b,
-                                        gpu::GPUModuleOp module,
-                                        StringRef name,
+                                        gpu::GPUModuleOp module, StringRef name,
                                         int64_t threads) const {
   SmallVector<Type> types;
   for (const Parameter &parameter : parameters)
@@ -77,8 +76,7 @@ gpu::GPUFuncOp KernelSignature::declare(ImplicitLocOpBuilder &b,
   func.setKnownBlockSizeAttr(b.getDenseI32ArrayAttr({int32_t(threads), 1, 1}));
   Block &entry = func.getBody().front();
   b.setInsertionPointToStart(&entry);
-  for (auto [parameter, argument] :
-       llvm::zip(parameters, entry.getArguments()))
+  for (auto [parameter, argument] : llvm::zip(parameters, entry.getArguments()))
     *parameter.bound =
         parameter.isIndex
             ? Value(arith::IndexCastOp::create(b, b.getIndexType(), argument))

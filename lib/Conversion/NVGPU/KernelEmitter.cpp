@@ -44,6 +44,16 @@ Value KernelEmitter::laneReduce(Value value, int64_t width,
   return value;
 }
 
+void rbfc::allowContraction(gpu::GPUFuncOp func) {
+  func.walk([&](arith::ArithFastMathInterface op) {
+    arith::FastMathFlags flags = arith::FastMathFlags::contract;
+    if (arith::FastMathFlagsAttr current = op.getFastMathFlagsAttr())
+      flags = flags | current.getValue();
+    op->setAttr(op.getFastMathAttrName(),
+                arith::FastMathFlagsAttr::get(func.getContext(), flags));
+  });
+}
+
 Value KernelEmitter::elementPointer(Value memref, Value offset) {
   auto type = cast<MemRefType>(memref.getType());
   Value base =

@@ -352,20 +352,10 @@ KeyValueGradKernel::emitHead(Value head, Value isFirstHead, ValueRange state) {
     return regions.classifyTile(mul(t, queryTile()), queryTile(), kvLo,
                                 config.keyTile());
   };
-  Value firstTile = index(0), lastTile = sub(queryTiles, index(1));
-  if (!op.getTileClass().empty()) {
-    FailureOr<Value> first =
-        regions.scanLiveTile(index(0), queryTiles, /*forward=*/true, classify);
-    if (failed(first))
-      return failure();
-    FailureOr<Value> last = regions.scanLiveTile(
-        lastTile, sub(*first, index(1)), /*forward=*/false, classify);
-    if (failed(last))
-      return failure();
-    firstTile = *first;
-    lastTile = *last;
-  }
-  Value endTile = add(lastTile, 1);
+  auto live = regions.liveTiles(queryTiles, classify);
+  if (failed(live))
+    return failure();
+  auto [firstTile, endTile] = *live;
   TileRing ring(
       *copies, config.stages, queryTile(), args.sizes.qLen, firstTile, endTile,
       {{sharedQuery,

@@ -100,8 +100,8 @@ void OnlineSoftmax::exponentiate(MutableArrayRef<Accumulator> weights,
   for (int64_t r = 0; r < scoreLayout.laneRows(); ++r) {
     Value rowShift = shifted ? Value() : shift(r);
     for (Value *score : scoreLayout.rowElements(weights, r))
-      *score = exp2(shifted ? *score
-                            : arith::SubFOp::create(b, *score, rowShift));
+      *score =
+          exp2(shifted ? *score : arith::SubFOp::create(b, *score, rowShift));
   }
 }
 
@@ -122,7 +122,8 @@ void OnlineSoftmax::addWeightsByMma(MmaSyncAtom &atoms,
   Value ones = atoms.ones();
   for (auto [atom, operand] : llvm::enumerate(a)) {
     Value &top = rowSum[2 * atom], &bottom = rowSum[2 * atom + 1];
-    Accumulator d = atoms.mma(operand, {ones, ones}, {top, top, bottom, bottom});
+    Accumulator d =
+        atoms.mma(operand, {ones, ones}, {top, top, bottom, bottom});
     top = d[0];
     bottom = d[2];
   }

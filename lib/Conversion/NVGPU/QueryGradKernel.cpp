@@ -379,20 +379,10 @@ FailureOr<int64_t> QueryGradKernel::build(gpu::GPUModuleOp module,
     return regions.classifyTile(qLo, config.queryTile(), mul(t, keyTile()),
                                 keyTile());
   };
-  Value firstTile = index(0), lastTile = sub(keyTiles, index(1));
-  if (!op.getTileClass().empty()) {
-    FailureOr<Value> first =
-        regions.scanLiveTile(index(0), keyTiles, /*forward=*/true, classify);
-    if (failed(first))
-      return failure();
-    FailureOr<Value> last = regions.scanLiveTile(
-        lastTile, sub(*first, index(1)), /*forward=*/false, classify);
-    if (failed(last))
-      return failure();
-    firstTile = *first;
-    lastTile = *last;
-  }
-  Value endTile = add(lastTile, 1);
+  auto live = regions.liveTiles(keyTiles, classify);
+  if (failed(live))
+    return failure();
+  auto [firstTile, endTile] = *live;
   TileRing ring(
       *copies, config.stages, keyTile(), args.sizes.kvLen, firstTile, endTile,
       {{sharedKey,

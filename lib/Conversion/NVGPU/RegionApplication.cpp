@@ -44,7 +44,7 @@ Value RegionApplication::loadCapture(unsigned capture, ValueRange indices) {
 }
 
 FailureOr<Value> RegionApplication::loadBound(attn::LoadBoundOp bound,
-                                               IRMapping &mapping) {
+                                              IRMapping &mapping) {
   // Every warp scans the box itself, lane-strided, and combines with a
   // butterfly, so the bound is uniform without a barrier.
   unsigned capture = getCaptureIndex(bound.getCapture(), op.kNumTileArgs,
@@ -163,9 +163,14 @@ FailureOr<Value> RegionApplication::materialize(Operation *attnOp,
                            indices);
       })
       .Case([&](attn::LoadBoundOp bound) { return loadBound(bound, mapping); })
-      .Default([&](Operation *) {
-        return unavailable(
-            "(not in the canonical form; run attn-canonicalize)");
+      .Default([&](Operation *other) {
+        // attn.grad_* ops have no result; a backward kernel's hook
+        // evaluates them.
+        return unavailable(other->getNumResults()
+                               ? "(not in the canonical form; run "
+                                 "attn-canonicalize)"
+                               : "(a gradient op, which needs the hook of a "
+                                 "backward kernel)");
       });
 }
 
@@ -178,26 +183,41 @@ RegionApplication::inlineRegion(Region &region, const ElementValues &element,
     arguments.push_back(element.adjoint);
   llvm::append_range(arguments, params);
   arguments.append(op.getCaptures().size(), Value());
-  return inlineAttnRegion(
-      b, region, arguments, [&](OpBuilder &, Operation *attnOp, IRMapping &m) {
-        return materialize(attnOp, m, element, hook);
-      });
+  return inlineAttnRegion(b, region, arguments,
+                          [&](OpBuilder &, Operation *attnOp, IRMapping &m) {
+                            return materialize(attnOp, m, element, hook);
+                          });
 }
 
-FailureOr<Value>
-RegionApplication::evaluateElementRegion(Region &region,
-                                         const ElementValues &element,
-                                         ElementOpHook hook) {
+FailureOr<Value> RegionApplication::evaluateElementRegion(
+    Region &region, const ElementValues &element, ElementOpHook hook) {
   auto values = inlineRegion(region, element, hook);
   if (failed(values))
     return failure();
   return (*values)[0];
 }
 
-LogicalResult RegionApplication::evaluateGradRegion(Region &region,
-                                                    const ElementValues &element,
-                                                    ElementOpHook hook) {
+LogicalResult RegionApplication::evaluateGradRegion(
+    Region &region, const ElementValues &element, ElementOpHook hook) {
   return success(succeeded(inlineRegion(region, element, hook)));
+}
+
+FailureOr<std::pair<Value, Value>> RegionApplication::liveTiles(
+    Value count, function_ref<FailureOr<TileClass>(Value)> classify) {
+  Value first = index(0), last = sub(count, index(1));
+  if (!op.getTileClass().empty()) {
+    FailureOr<Value> firstLive =
+        scanLiveTile(index(0), count, /*forward=*/true, classify);
+    if (failed(firstLive))
+      return failure();
+    FailureOr<Value> lastLive = scanLiveTile(last, sub(*firstLive, index(1)),
+                                             /*forward=*/false, classify);
+    if (failed(lastLive))
+      return failure();
+    first = *firstLive;
+    last = *lastLive;
+  }
+  return std::pair(first, add(last, 1));
 }
 
 FailureOr<Value> RegionApplication::scanLiveTile(
@@ -265,13 +285,14 @@ bool RegionApplication::isAffineInDot(Region &score) {
 }
 
 FailureOr<SmallVector<Accumulator>> RegionApplication::applyScoreRegion(
-    FragmentLane &lane, const FragmentLayout &layout, ArrayRef<Accumulator> dots,
-    bool masked, ColumnBinder bindColumn, RowBinder bindRow) {
+    FragmentLane &fragment, const FragmentLayout &layout,
+    ArrayRef<Accumulator> dots, bool masked, ColumnBinder bindColumn,
+    RowBinder bindRow) {
   SmallVector<Accumulator> scores(dots.size());
   Value log2e = op.getLog2Domain() ? Value() : f32(M_LOG2E);
   Value negInf = f32(-std::numeric_limits<double>::infinity());
   ElementValues element;
-  LogicalResult status = lane.forEachElementByColumn(
+  LogicalResult status = fragment.forEachElementByColumn(
       layout,
       [&](int64_t slice, int64_t column, Value index) {
         bindColumn(element, slice, column, index);
@@ -284,9 +305,11 @@ FailureOr<SmallVector<Accumulator>> RegionApplication::applyScoreRegion(
           return failure();
         Value value = log2e ? fmul(*score, log2e) : *score;
         if (masked) {
-          Value keep = cmp(arith::CmpIPredicate::ult, element.kvIdx, sizes.kvLen);
+          Value keep =
+              cmp(arith::CmpIPredicate::ult, element.kvIdx, sizes.kvLen);
           if (!op.getMask().empty()) {
-            FailureOr<Value> kept = evaluateElementRegion(op.getMask(), element);
+            FailureOr<Value> kept =
+                evaluateElementRegion(op.getMask(), element);
             if (failed(kept))
               return failure();
             keep = arith::AndIOp::create(b, keep, *kept);

@@ -29,9 +29,8 @@ Value SwizzledTile::laneChunkOffset(ArrayRef<Value> offsets, int64_t rowDelta,
   // 2 P q + ((2 p + half) ^ (r % 2 P)): the high part passes the XOR.
   int64_t period = offsets.size();
   assert(rowDelta % (2 * period) == 0 && "row shift changes the swizzle");
-  return add(offsets[slice % period], rowDelta * rowElements +
-                                          kChunk * 2 * period *
-                                              (slice / period));
+  return add(offsets[slice % period],
+             rowDelta * rowElements + kChunk * 2 * period * (slice / period));
 }
 
 SharedMemoryArena::SharedMemoryArena(ImplicitLocOpBuilder &b)
@@ -48,7 +47,8 @@ Value SharedMemoryArena::carve(int64_t elements, Type elementType) {
       gpu::AddressSpaceAttr::get(b.getContext(), gpu::AddressSpace::Workgroup);
   auto type = MemRefType::get({elements}, elementType,
                               MemRefLayoutAttrInterface(), workgroup);
-  Value view = memref::ViewOp::create(b, type, base, index(bytes), ValueRange{});
+  Value view =
+      memref::ViewOp::create(b, type, base, index(bytes), ValueRange{});
   LLVM_DEBUG(llvm::dbgs() << "shared memory [" << bytes << ", +" << elements
                           << " x " << elementType << ")\n");
   bytes +=

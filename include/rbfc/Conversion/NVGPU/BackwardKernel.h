@@ -139,8 +139,6 @@ protected:
   std::array<mlir::Value, 2> loadTilePair(mlir::Value shared,
                                           mlir::Value tileBase, mlir::Value row,
                                           int64_t slice);
-  /// Lets float multiply-adds fuse into FMAs, as the forward does.
-  void allowContraction(mlir::gpu::GPUFuncOp func);
 
   attn::AttentionOp op;
   const BackwardConfig &config;

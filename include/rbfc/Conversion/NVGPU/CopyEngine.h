@@ -98,8 +98,8 @@ public:
   /// cp.async.bulk per plane completing on the stage's mbarrier.
   enum class TermCopy { Threads, Bulk };
 
-  TileRing(CopyEngine &engine, int64_t stages, int64_t rows,
-           mlir::Value length, mlir::Value first, mlir::Value end,
+  TileRing(CopyEngine &engine, int64_t stages, int64_t rows, mlir::Value length,
+           mlir::Value first, mlir::Value end,
            llvm::SmallVector<Stream> streams);
 
   /// Term planes to copy with every tile from `workspace`; with bulk
@@ -107,9 +107,7 @@ public:
   void setTerms(mlir::Value workspace, llvm::SmallVector<TermPlane> planes,
                 TermCopy copy, mlir::Value barriers);
 
-  mlir::Value buffer(mlir::Value tile) {
-    return rem(sub(tile, first), stages);
-  }
+  mlir::Value buffer(mlir::Value tile) { return rem(sub(tile, first), stages); }
   /// The element offset of a buffer's tile in each stream's ring.
   mlir::Value tileBase(mlir::Value buffer) {
     return mul(buffer, engine.getTile().elements(rows));

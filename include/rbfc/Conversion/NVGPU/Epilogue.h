@@ -1,4 +1,4 @@
-//===- Epilogue.h - storing a kernel's results -----------------*- C++ -*-===//
+//===- Epilogue.h - storing a kernel's results ------------------*- C++ -*-===//
 //
 // The stores at a kernel's end: the rows of an f32 accumulator fragment
 // rounded to the 16-bit element type (the forward's O; the backward's dQ,

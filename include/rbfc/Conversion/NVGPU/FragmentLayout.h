@@ -1,4 +1,4 @@
-//===- FragmentLayout.h - which lane holds which accumulator element -*- C++ -*-===//
+//===- FragmentLayout.h - which lane holds which element --------*- C++ -*-===//
 //
 // mma.sync m16n8k16 leaves its f32 result, the C/D fragment of a 16 x 8
 // tile, spread over the 32 lanes of a warp, four registers each (PTX ISA,
@@ -52,8 +52,19 @@ public:
     return atom * columnSlices + slice;
   }
 
-  /// The element of an accumulator that lies in lane row `laneRow` and the
-  /// lane's column `column` (0 or 1) of the accumulator's slice.
+  /// Where element `element` of accumulator `accumulator` lies for every
+  /// lane: in its lane row `laneRow` (FragmentLane::row) and its column
+  /// `column` (0 or 1) of slice `slice` (FragmentLane::column + column).
+  struct Position {
+    int64_t laneRow, slice, column;
+  };
+  Position position(int64_t accumulator, int64_t element) const {
+    return {2 * (accumulator / columnSlices) + element / 2,
+            accumulator % columnSlices, element % 2};
+  }
+  /// The inverse of position: the element of accumulator
+  /// accumulator(laneRow / 2, slice) in lane row `laneRow` and column
+  /// `column` of the lane's two.
   static int64_t element(int64_t laneRow, int64_t column) {
     return 2 * (laneRow % 2) + column;
   }
@@ -92,8 +103,6 @@ public:
   FragmentLane(mlir::ImplicitLocOpBuilder &b, mlir::Value lane,
                mlir::Value warp, int64_t rowsPerWarp);
 
-  /// l / 4: the lane's row in each 8-row half of an atom.
-  mlir::Value getGroup() const { return group; }
   /// l % 4: the lane's column pair in each slice, and its place among the
   /// four lanes that share a row.
   mlir::Value getInGroup() const { return inGroup; }
@@ -117,13 +126,14 @@ public:
       const FragmentLayout &layout,
       llvm::function_ref<void(int64_t slice, int64_t column, mlir::Value index)>
           onColumn,
-      llvm::function_ref<mlir::LogicalResult(
-          int64_t accumulator, int64_t element, int64_t laneRow)>
+      llvm::function_ref<mlir::LogicalResult(int64_t accumulator,
+                                             int64_t element, int64_t laneRow)>
           onElement);
 
 private:
   mlir::Value warp;
   int64_t rowsPerWarp;
+  /// l / 4 and l % 4.
   mlir::Value group, inGroup;
 };
 

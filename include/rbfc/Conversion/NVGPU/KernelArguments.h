@@ -1,4 +1,4 @@
-//===- KernelArguments.h - kernel parameter lists of docs/abi.md -*- C++ -*-===//
+//===- KernelArguments.h - parameter lists of docs/abi.md -------*- C++ -*-===//
 //
 // A kernel's parameters are built from groups, in docs/abi.md's order:
 // buffers first, then the problem sizes, the tensors' strides, the spec's
@@ -55,7 +55,8 @@ public:
   void addSizes(ProblemSizes &sizes);
   void addStrides(TensorArgs &tensor);
   /// One parameter per param of `op`, in declaration order.
-  void addParams(attn::AttentionOp op, llvm::SmallVectorImpl<mlir::Value> &params);
+  void addParams(attn::AttentionOp op,
+                 llvm::SmallVectorImpl<mlir::Value> &params);
   /// Per capture of `op`: its buffer, sizes and strides.
   void addCaptures(attn::AttentionOp op,
                    llvm::SmallVectorImpl<CaptureArgs> &captures);

@@ -12,6 +12,7 @@
 #define RBFC_CONVERSION_NVGPU_KERNELEMITTER_H
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/IR/ImplicitLocOpBuilder.h"
 
@@ -71,9 +72,6 @@ protected:
   mlir::Value fmul(mlir::Value x, mlir::Value y) {
     return mlir::arith::MulFOp::create(b, x, y);
   }
-  mlir::Value toIndex(mlir::Value v) {
-    return mlir::arith::IndexCastOp::create(b, b.getIndexType(), v);
-  }
 
   /// An scf.if on `condition` whose else branch passes `state` through;
   /// leaves the insertion point at the start of the then branch, which the
@@ -89,14 +87,12 @@ protected:
   mlir::Value log2(mlir::Value x);
 
   /// Butterfly reduction over `width` adjacent lanes (xor 1, 2, ...).
-  mlir::Value laneReduce(mlir::Value value, int64_t width,
-                         llvm::function_ref<mlir::Value(mlir::Value,
-                                                        mlir::Value)>
-                             combine);
+  mlir::Value
+  laneReduce(mlir::Value value, int64_t width,
+             llvm::function_ref<mlir::Value(mlir::Value, mlir::Value)> combine);
   mlir::Value laneSum(mlir::Value v, int64_t width) {
-    return laneReduce(v, width, [&](mlir::Value x, mlir::Value y) {
-      return fadd(x, y);
-    });
+    return laneReduce(v, width,
+                      [&](mlir::Value x, mlir::Value y) { return fadd(x, y); });
   }
 
   /// An LLVM pointer to element `offset` of the 1-D global or workgroup
@@ -105,6 +101,11 @@ protected:
 
   mlir::ImplicitLocOpBuilder &b;
 };
+
+/// Lets every float multiply-add pair of the kernel `func` fuse into one
+/// FMA, as nvcc does by default (-fmad=true): without the flag NVPTX emits
+/// mul.rn/add.rn, which ptxas must not contract.
+void allowContraction(mlir::gpu::GPUFuncOp func);
 
 } // namespace rbfc
 

@@ -1,4 +1,4 @@
-//===- MatrixAtoms.h - the tensor-core instructions of the kernels -*- C++ -*-===//
+//===- MatrixAtoms.h - the kernels' tensor-core instructions ----*- C++ -*-===//
 //
 // The smallest matrix operations the kernels are made of, CuTe's MMA and
 // copy atoms: mma.sync m16n8k16 with bf16 or f16 operands and f32

@@ -1,4 +1,4 @@
-//===- OnlineSoftmax.h - streaming softmax over fragment rows --*- C++ -*-===//
+//===- OnlineSoftmax.h - streaming softmax over fragment rows ---*- C++ -*-===//
 //
 // FlashAttention's online softmax over the lane rows of a score fragment
 // (FragmentLayout.h): per row the exponent's shift m, which follows the
@@ -28,9 +28,9 @@ public:
                 const FragmentLayout &scoreLayout,
                 const FragmentLayout &outputLayout, mlir::ValueRange rowMax,
                 mlir::ValueRange rowSum, bool normalized, bool unroundedSums)
-      : KernelEmitter(b), scoreLayout(scoreLayout),
-        outputLayout(outputLayout), rowMax(rowMax), rowSum(rowSum),
-        normalized(normalized), unroundedSums(unroundedSums) {}
+      : KernelEmitter(b), scoreLayout(scoreLayout), outputLayout(outputLayout),
+        rowMax(rowMax), rowSum(rowSum), normalized(normalized),
+        unroundedSums(unroundedSums) {}
 
   llvm::ArrayRef<mlir::Value> getRowMax() const { return rowMax; }
   llvm::ArrayRef<mlir::Value> getRowSum() const { return rowSum; }
@@ -61,8 +61,7 @@ public:
   /// sums as the lane's own f32 weights.
   void addWeights(int64_t atom, const Accumulator &left,
                   const Accumulator &right);
-  void addWeightsByMma(MmaSyncAtom &atoms,
-                       llvm::ArrayRef<OperandRegisters> a);
+  void addWeightsByMma(MmaSyncAtom &atoms, llvm::ArrayRef<OperandRegisters> a);
   bool sumsUnroundedWeights() const { return unroundedSums; }
 
   /// After the last tile: the shifts in place of m.

@@ -1,14 +1,16 @@
 //===- RegionApplication.h - attn regions evaluated in a kernel -*- C++ -*-===//
 //
 // The element regions of attn.attention (score, mask, q_scale, key_bias,
-// row_bias) and its tile_class region, evaluated inside a GPU kernel: their
-// arith/math ops are cloned, their attn ops replaced by what the kernel has
-// at that point (an accumulator element for attn.dot, a key's term loaded
-// from the workspace for attn.key_bias, a captured tensor read for
-// attn.load). Which values those are comes from the kernel through
-// ElementValues, which q_idx and kv_idx an element of a fragment stands for
-// from binders the kernel gives per column and per lane row: the fragment
-// layout does not say which axis is which (FragmentLayout.h).
+// row_bias), its tile_class region and the gradient regions that
+// attn-derive-backward adds (score_grad, key_bias_grad, q_scale_grad,
+// row_bias_grad), evaluated inside a GPU kernel: their arith/math ops are
+// cloned, their attn ops replaced by what the kernel has at that point (an
+// accumulator element for attn.dot, a key's term loaded from the workspace
+// for attn.key_bias, a captured tensor read for attn.load). Which values
+// those are comes from the kernel through ElementValues; which q_idx and
+// kv_idx an element of a fragment stands for, from binders the kernel gives
+// per column and per lane row: the fragment layout does not say which axis
+// is which (FragmentLayout.h).
 //
 //===----------------------------------------------------------------------===//
 #ifndef RBFC_CONVERSION_NVGPU_REGIONAPPLICATION_H
@@ -26,11 +28,11 @@ namespace rbfc {
 /// (the op is then reported as not evaluable there).
 struct ElementValues {
   mlir::Value qIdx, kvIdx;
-  mlir::Value dot;     // attn.dot: the raw accumulator q.k
-  mlir::Value qScale;  // q_scale (attn.scaled_dot = dot * qScale)
-  mlir::Value keyBias; // attn.key_bias: the key's bias
+  mlir::Value dot;                // attn.dot: the raw accumulator q.k
+  mlir::Value qScale;             // q_scale (attn.scaled_dot = dot * qScale)
+  mlir::Value keyBias;            // attn.key_bias: the key's bias
   mlir::Value queryNorm, keyNorm; // attn.norm2 q and k
-  mlir::Value adjoint; // a gradient region's adjoint argument
+  mlir::Value adjoint;            // a gradient region's adjoint argument
 };
 
 /// A kernel's own cases for attn ops the built-in ones do not cover (the
@@ -51,7 +53,8 @@ struct TileClass {
 class RegionApplication : public KernelEmitter {
 public:
   /// The regions of `op`, in a kernel whose arguments are `sizes`,
-  /// `params` and `captures` and whose block computes (`batch`, `head`).
+  /// `params` and `captures` and whose block computes (`batch`, `head`);
+  /// `lane` is the lane that scans a load_bound box with its warp.
   RegionApplication(mlir::ImplicitLocOpBuilder &b, attn::AttentionOp op,
                     const ProblemSizes &sizes,
                     llvm::ArrayRef<mlir::Value> params,
@@ -91,7 +94,7 @@ public:
   /// products `dots`, in log2 units: the score region at every element,
   /// and when `masked` -inf where kv_idx >= kv_len or the mask is false.
   mlir::FailureOr<llvm::SmallVector<Accumulator>>
-  applyScoreRegion(FragmentLane &lane, const FragmentLayout &layout,
+  applyScoreRegion(FragmentLane &fragment, const FragmentLayout &layout,
                    llvm::ArrayRef<Accumulator> dots, bool masked,
                    ColumnBinder bindColumn, RowBinder bindRow);
 
@@ -100,13 +103,18 @@ public:
   /// mask's presence where the op has no tile_class region.
   mlir::FailureOr<TileClass> classifyTile(mlir::Value qLo, int64_t qRows,
                                           mlir::Value kvLo, int64_t kvRows);
+  /// The tiles [first, end) of [0, `count`) that may hold a kept element:
+  /// from the first to the last that `classify` does not prove all masked
+  /// (all of them when the op has no tile_class region).
+  mlir::FailureOr<std::pair<mlir::Value, mlir::Value>> liveTiles(
+      mlir::Value count,
+      llvm::function_ref<mlir::FailureOr<TileClass>(mlir::Value)> classify);
   /// Walks from tile `from` towards `bound` (exclusive, up or down) while
   /// `classify` proves the tile all masked; the first tile that may hold a
   /// kept element, or `bound`.
-  mlir::FailureOr<mlir::Value>
-  scanLiveTile(mlir::Value from, mlir::Value bound, bool forward,
-               llvm::function_ref<mlir::FailureOr<TileClass>(mlir::Value)>
-                   classify);
+  mlir::FailureOr<mlir::Value> scanLiveTile(
+      mlir::Value from, mlir::Value bound, bool forward,
+      llvm::function_ref<mlir::FailureOr<TileClass>(mlir::Value)> classify);
 
   /// A captured tensor's element at `indices`, each clamped into its
   /// dimension (docs/language.md).

@@ -1,4 +1,4 @@
-//===- SharedTile.h - tiles in shared memory -------------------*- C++ -*-===//
+//===- SharedTile.h - tiles in shared memory --------------------*- C++ -*-===//
 //
 // How the kernels lay out shared memory: the block's dynamic shared memory
 // carved into views in order, and row-major tiles of 16-bit elements whose

@@ -1,0 +1,107 @@
+//===- ForwardBlock.h - where the forward kernels' blocks start -*- C++ -*-===//
+//
+// The flash kernel and its key-terms prologue are specialised on the same
+// facts of the op and its plan (ForwardConfig), share the workspace of
+// per-key terms (KeyTermWorkspace, docs/abi.md "Workspace"), take the same
+// parameters and start their blocks the same way (ForwardBlock): thread,
+// lane and warp, the (batch, query head, kv head) the block computes, the
+// bases of its rows in Q, K, V and O, and its rows of the workspace.
+//
+//===----------------------------------------------------------------------===//
+#ifndef RBFC_CONVERSION_NVGPU_FORWARDBLOCK_H
+#define RBFC_CONVERSION_NVGPU_FORWARDBLOCK_H
+
+#include "rbfc/Conversion/NVGPU/CopyEngine.h"
+#include "rbfc/Conversion/NVGPU/KernelArguments.h"
+
+namespace rbfc {
+
+/// The plan's key_terms: staged in shared memory by per-thread cp.async
+/// (`threads`) or by one cp.async.bulk (`bulk`), or loaded by each lane
+/// from the workspace (`global`).
+enum class KeyTermSource { Threads, Bulk, Global };
+
+/// The canonical op's static facts the forward kernels are specialised on.
+struct ForwardConfig {
+  int64_t headDim, tileM, tileN, warps, stages;
+  mlir::Type elementType; // bf16 or f16
+  bool softmax, log2Domain, hasLse;
+  /// How per-key terms reach the tile's scores (the plan's key_terms).
+  KeyTermSource keyTerms;
+  /// Resident blocks per multiprocessor to compile for (0: no hint).
+  int64_t blocksPerSM;
+  /// sm_90 and later: the key-terms prologue lets the flash kernel launch
+  /// before it ends (programmatic dependent launch), and the flash kernel
+  /// waits for it only before its first read of the workspace.
+  bool programmaticLaunch;
+
+  int64_t threads() const { return warps * kThreadsPerWarp; }
+  /// m16 atoms per warp: every K/V fragment a warp loads feeds this many
+  /// mma, which is what keeps ldmatrix below shared memory's bandwidth.
+  int64_t atoms() const { return tileM / (kAtomRows * warps); }
+  int64_t rowsPerWarp() const { return tileM / warps; }
+  int64_t dimSlices() const { return headDim / 16; }
+  int64_t chunksPerRow() const { return headDim / kChunk; }
+};
+
+/// The per-key terms the score needs, as the workspace holds them.
+struct KeyTermWorkspace {
+  /// The planes of the key_bias region's value and of ||k||^2 where the
+  /// score itself reads it; -1 where the score needs no such term.
+  int64_t keyBiasPlane = -1, keyNormPlane = -1;
+  /// The prologue computes ||k||^2 (the key_bias region or the score
+  /// reads it).
+  bool needsKeyNorm = false;
+  /// The key terms depend on the key/value head only (the key_bias region
+  /// does not read h): the workspace holds a row per (batch, kv head),
+  /// which every query head of the group reads, and the prologue computes
+  /// each once, not once per query head.
+  bool perKvHead = true;
+
+  static KeyTermWorkspace forOp(attn::AttentionOp op);
+  int64_t planes() const { return (keyBiasPlane >= 0) + (keyNormPlane >= 0); }
+};
+
+/// A block of the flash kernel or of its key-terms prologue.
+class ForwardBlock : public KernelEmitter {
+public:
+  ForwardBlock(mlir::ImplicitLocOpBuilder &b, attn::AttentionOp op,
+               const ForwardConfig &config, const KeyTermWorkspace &workspace)
+      : KernelEmitter(b), op(op), config(config), workspace(workspace) {}
+
+  /// Adds the kernel `name` with the parameters of docs/abi.md to
+  /// `module`, sets the insertion point to its entry and binds `args`,
+  /// the thread, its lane and its warp there.
+  mlir::gpu::GPUFuncOp declare(mlir::gpu::GPUModuleOp module,
+                               llvm::StringRef name);
+  /// Binds the block's (batch, query head, kv head), the bases of its rows
+  /// and its workspace rows. Block y is the kv head with `byKvHead` (the
+  /// prologue, where the key terms are per kv head; the first query head
+  /// of the group stands for all), else the query head.
+  void locate(bool byKvHead);
+
+  /// Rows of (batch, head) of `tensor`, whose base is `base`.
+  static GlobalRows rows(const TensorArgs &tensor, mlir::Value base) {
+    return {tensor.data, base, tensor.strides[2]};
+  }
+
+  ForwardArgs args;
+  mlir::Value threadId, lane, warp;
+  mlir::Value batch, head, kvHead;
+  /// Element offsets of the block's (batch, head) in Q, K, V and O.
+  mlir::Value qBase, kBase, vBase, oBase;
+  /// round_up(kv_len, tile_n): the length of a workspace row, so a K tile's
+  /// terms are one aligned run that exists whatever kv_len is.
+  mlir::Value keyTermRowLength;
+  /// Per plane, the workspace offset of the block's row.
+  llvm::SmallVector<mlir::Value> keyTermRows;
+
+private:
+  attn::AttentionOp op;
+  const ForwardConfig &config;
+  const KeyTermWorkspace &workspace;
+};
+
+} // namespace rbfc
+
+#endif // RBFC_CONVERSION_NVGPU_FORWARDBLOCK_H

@@ -1,0 +1,78 @@
+//===- ForwardBlock.cpp - what the forward kernels' blocks start from -----===//
+#include "rbfc/Conversion/NVGPU/ForwardBlock.h"
+
+#include "rbfc/Conversion/NVGPU/RegionApplication.h"
+#include "rbfc/Dialect/Attn/ScoreDependence.h"
+
+#include "llvm/Support/Debug.h"
+
+#define DEBUG_TYPE "attn-forward-block"
+
+using namespace mlir;
+using namespace rbfc;
+
+KeyTermWorkspace KeyTermWorkspace::forOp(attn::AttentionOp op) {
+  KeyTermWorkspace workspace;
+  if (!op.getKeyBias().empty())
+    workspace.keyBiasPlane = workspace.planes();
+  bool scoreReadsKeyNorm =
+      RegionApplication::usesNorm(op.getScore(), attn::Vector::k);
+  if (scoreReadsKeyNorm)
+    workspace.keyNormPlane = workspace.planes();
+  workspace.needsKeyNorm =
+      scoreReadsKeyNorm ||
+      RegionApplication::usesNorm(op.getKeyBias(), attn::Vector::k);
+  attn::ScoreDependence dependence;
+  workspace.perKvHead =
+      op.getKeyBias().empty() ||
+      !(dependence.get(op.getKeyBias().front().getTerminator()->getOperand(0)) &
+        attn::kDependsOnHead);
+  LLVM_DEBUG(
+      llvm::dbgs() << "key terms: " << workspace.planes() << " planes, per "
+                   << (workspace.perKvHead ? "kv" : "query") << " head\n");
+  return workspace;
+}
+
+gpu::GPUFuncOp ForwardBlock::declare(gpu::GPUModuleOp module, StringRef name) {
+  args = ForwardArgs();
+  KernelSignature signature(b.getContext());
+  args.addTo(signature, op, config.hasLse, workspace.planes() > 0);
+  gpu::GPUFuncOp func = signature.declare(b, module, name, config.threads());
+  threadId = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
+  lane = rem(threadId, kThreadsPerWarp);
+  warp = div(threadId, kThreadsPerWarp);
+  return func;
+}
+
+void ForwardBlock::locate(bool byKvHead) {
+  batch = gpu::BlockIdOp::create(b, gpu::Dimension::z);
+  const ProblemSizes &sizes = args.sizes;
+  Value group = arith::DivUIOp::create(b, sizes.heads, sizes.kvHeads);
+  if (byKvHead) {
+    kvHead = gpu::BlockIdOp::create(b, gpu::Dimension::y);
+    head = mul(kvHead, group);
+  } else {
+    head = gpu::BlockIdOp::create(b, gpu::Dimension::y);
+    kvHead = arith::DivUIOp::create(b, head, group);
+  }
+  auto base = [&](const TensorArgs &tensor, Value tensorHead) {
+    return add(mul(batch, tensor.strides[0]),
+               mul(tensorHead, tensor.strides[1]));
+  };
+  qBase = base(args.q, head);
+  kBase = base(args.k, kvHead);
+  vBase = base(args.v, kvHead);
+  oBase = base(args.o, head);
+  keyTermRows.clear();
+  if (!workspace.planes())
+    return;
+  keyTermRowLength =
+      mul(arith::CeilDivUIOp::create(b, sizes.kvLen, index(config.tileN)),
+          config.tileN);
+  Value rowHeads = workspace.perKvHead ? sizes.kvHeads : sizes.heads;
+  Value row = add(mul(batch, rowHeads), workspace.perKvHead ? kvHead : head);
+  Value planeStride = mul(mul(sizes.batch, rowHeads), keyTermRowLength);
+  for (int64_t plane = 0; plane < workspace.planes(); ++plane)
+    keyTermRows.push_back(
+        add(mul(planeStride, plane), mul(row, keyTermRowLength)));
+}

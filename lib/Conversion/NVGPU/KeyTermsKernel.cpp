@@ -1,0 +1,160 @@
+//===- KeyTermsKernel.cpp - the per-key terms prologue --------------------===//
+#include "rbfc/Conversion/NVGPU/KeyTermsKernel.h"
+
+#include "rbfc/Conversion/NVGPU/RegionApplication.h"
+
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "llvm/Support/Debug.h"
+
+#include <numeric>
+
+#define DEBUG_TYPE "attn-key-terms-kernel"
+
+using namespace mlir;
+using namespace rbfc;
+
+/// 16-byte loads of K each thread of the prologue keeps in flight: enough
+/// to stream K at memory speed.
+static constexpr int64_t kKeyTermLoads = 8;
+
+int64_t rbfc::keyTermLanesPerKey(const ForwardConfig &config) {
+  int64_t lanes = 1;
+  while (lanes < kThreadsPerWarp && config.chunksPerRow() % (2 * lanes) == 0)
+    lanes *= 2;
+  return lanes;
+}
+
+int64_t rbfc::keyTermKeysPerBlock(const ForwardConfig &config) {
+  // Runs of threads / keyTermLanesPerKey keys, enough runs for
+  // kKeyTermLoads loads per thread, and a multiple of tile_n so that the
+  // grid covers the padded workspace rows.
+  int64_t keysPerRun = config.threads() / keyTermLanesPerKey(config);
+  int64_t chunksPerLane = config.chunksPerRow() / keyTermLanesPerKey(config);
+  int64_t runs = std::max<int64_t>(1, kKeyTermLoads / chunksPerLane);
+  return std::lcm(keysPerRun * runs, config.tileN);
+}
+
+namespace {
+
+/// One thread group per key: the key's squared norm from global memory and
+/// the key_bias region, written to the workspace planes.
+class KeyTermsKernelBuilder : public KernelEmitter {
+public:
+  KeyTermsKernelBuilder(ImplicitLocOpBuilder &b, attn::AttentionOp op,
+                        const ForwardConfig &config,
+                        const KeyTermWorkspace &workspace)
+      : KernelEmitter(b), op(op), config(config), workspace(workspace),
+        block(b, op, config, workspace), tile(b, config.headDim) {}
+
+  LogicalResult build(gpu::GPUModuleOp module, StringRef name);
+
+private:
+  attn::AttentionOp op;
+  const ForwardConfig &config;
+  const KeyTermWorkspace &workspace;
+  ForwardBlock block;
+  SwizzledTile tile;
+};
+
+} // namespace
+
+LogicalResult KeyTermsKernelBuilder::build(gpu::GPUModuleOp module,
+                                           StringRef name) {
+  block.declare(module, name);
+  block.locate(/*byKvHead=*/workspace.perKvHead);
+  const ForwardArgs &args = block.args;
+  CopyEngine copies(b, tile, config.elementType, config.threads(),
+                    block.threadId);
+  RegionApplication regions(b, op, args.sizes, args.params, args.captures,
+                            block.batch, block.head, block.lane,
+                            config.headDim);
+  // The flash kernel may start as soon as every prologue block has: it
+  // loads Q while the prologue runs and waits before reading the terms.
+  if (config.programmaticLaunch)
+    NVVM::GriddepcontrolOp::create(b,
+                                   NVVM::GridDepActionKind::launch_dependents);
+  // Block x covers keyTermKeysPerBlock keys in runs of one key per
+  // threadsPerKey adjacent lanes. All of a thread's loads are issued before
+  // any sum is used (keys past kv_len read the last key instead).
+  int64_t threadsPerKey = keyTermLanesPerKey(config);
+  int64_t chunksPerThread = config.chunksPerRow() / threadsPerKey;
+  int64_t keysPerRun = config.threads() / threadsPerKey;
+  int64_t keysPerBlock = keyTermKeysPerBlock(config);
+  int64_t runs = keysPerBlock / keysPerRun;
+  LLVM_DEBUG(llvm::dbgs() << name << ": " << keysPerBlock << " keys a block, "
+                          << threadsPerKey << " lanes a key\n");
+  Value part = rem(block.threadId, threadsPerKey);
+  Value first =
+      add(mul(gpu::BlockIdOp::create(b, gpu::Dimension::x), keysPerBlock),
+          div(block.threadId, threadsPerKey));
+  Value lastKey = sub(args.sizes.kvLen, index(1));
+  // K is read once here. Its lines are evicted first, so they displace one
+  // another and not the dirty lines the previous kernel left in L2, whose
+  // write-back would otherwise share this memory-bound kernel's bandwidth
+  // (24 against 29 us at 4x16x4096x128, docs/benchmarks.md).
+  Value readOncePolicy =
+      workspace.needsKeyNorm ? copies.createEvictFirstPolicy() : Value{};
+  SmallVector<Value> keys, sums;
+  for (int64_t run = 0; run < runs; ++run) {
+    keys.push_back(add(first, run * keysPerRun));
+    if (!workspace.needsKeyNorm)
+      continue;
+    Value row =
+        add(block.kBase, mul(arith::MinUIOp::create(b, keys.back(), lastKey),
+                             args.k.strides[2]));
+    sums.push_back(copies.squareSum(
+        args.k.data, chunksPerThread,
+        [&](int64_t c) {
+          return add(row, mul(add(part, c * threadsPerKey), kChunk));
+        },
+        readOncePolicy));
+  }
+  Value leader = cmp(arith::CmpIPredicate::eq, part, index(0));
+  for (auto [run, key] : llvm::enumerate(keys)) {
+    ElementValues element;
+    element.kvIdx = key;
+    element.qIdx = index(0);
+    if (workspace.needsKeyNorm)
+      element.keyNorm = laneSum(sums[run], threadsPerKey);
+    // One lane per key writes, padding up to the row's length included (as
+    // 0: a key_bias region may read captures at kv_idx, which must stay in
+    // bounds).
+    Value writer = arith::AndIOp::create(
+        b, leader, cmp(arith::CmpIPredicate::ult, key, block.keyTermRowLength));
+    auto write = scf::IfOp::create(b, TypeRange{}, writer, false);
+    OpBuilder::InsertionGuard branch(b);
+    b.setInsertionPointToStart(write.thenBlock());
+    auto inside = scf::IfOp::create(
+        b, TypeRange{}, cmp(arith::CmpIPredicate::ult, key, args.sizes.kvLen),
+        true);
+    auto store = [&, key = key](Value value, int64_t plane) {
+      memref::StoreOp::create(b, value, args.workspace,
+                              ValueRange{add(block.keyTermRows[plane], key)});
+    };
+    b.setInsertionPointToStart(inside.elseBlock());
+    for (int64_t plane = 0; plane < workspace.planes(); ++plane)
+      store(f32(0.0), plane);
+    b.setInsertionPointToStart(inside.thenBlock());
+    if (workspace.keyNormPlane >= 0)
+      store(element.keyNorm, workspace.keyNormPlane);
+    if (workspace.keyBiasPlane >= 0) {
+      auto bias = regions.evaluateElementRegion(op.getKeyBias(), element);
+      if (failed(bias))
+        return failure();
+      store(*bias, workspace.keyBiasPlane);
+    }
+  }
+  gpu::ReturnOp::create(b);
+  return success();
+}
+
+LogicalResult rbfc::buildKeyTermsKernel(ImplicitLocOpBuilder &b,
+                                        attn::AttentionOp op,
+                                        const ForwardConfig &config,
+                                        const KeyTermWorkspace &workspace,
+                                        gpu::GPUModuleOp module,
+                                        StringRef name) {
+  OpBuilder::InsertionGuard guard(b);
+  return KeyTermsKernelBuilder(b, op, config, workspace).build(module, name);
+}
