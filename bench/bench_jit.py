@@ -22,9 +22,12 @@ Per call, on a tiny problem (CUDA 1x1x128x64, host 1x1x8x64, one thread)
 so that the host side dominates,
 mean over --calls back-to-back calls (CUDA: then one synchronisation),
 median of 5 rounds:
-  op        attn(q, k, v): the argument checks, the custom op's dispatch,
-            the output allocation, the ctypes call
-  op direct torch.ops.rbfc.attention(...) without the module's checks
+  op        attn(q, k, v) under no_grad, as a model's layers call it: the
+            signature of the call (seen before, so the checks are skipped),
+            the output allocation, the packing, the ctypes call
+  op direct torch.ops.rbfc.attention(...), the custom op through the
+            dispatcher (what autograd and torch.compile call), without the
+            module's checks
   bare      rbfc_forward through ctypes with arguments packed once: the
             library's own checks and the launch (host: the kernel run)
 Writes bench/results/<date>-<device>-jit.json (and $OUT/ when set).
@@ -152,10 +155,11 @@ def main():
 
     o = torch.empty_like(q)
     words = _ops._words(q)
-    # The key-terms workspace, allocated once, as the op takes one from
-    # PyTorch's allocator each call.
-    workspace, workspace_bytes = (kernel.workspace(words, words, q.device)
-                                  if device == "cuda" else (None, 0))
+    # The key-terms workspace, allocated once, as the op keeps one per
+    # stream.
+    workspace_bytes = kernel.workspace_size(words, words)
+    workspace = (torch.empty(workspace_bytes, dtype=torch.uint8, device=device)
+                 if workspace_bytes else None)
     packed = _capi.ForwardArgs.from_buffer_copy(_ops.FORWARD.pack(
         _ops.FORWARD.size, *words, *words, *words, *_ops._words(o), *_ops.NO_TENSOR,
         kernel.default_array[1], len(kernel.defaults), 0, 0,

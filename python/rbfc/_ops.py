@@ -113,6 +113,7 @@ class Kernel:
         self.cuda = device.type == "cuda"
         self.num_threads = spec.num_threads
         self.workspace_bytes = {}
+        self.stream_workspaces = {}
 
     def __del__(self):
         # At interpreter exit the module may already be torn down.
@@ -138,12 +139,11 @@ class Kernel:
         return (self.num_threads if self.num_threads is not None
                 else torch.get_num_threads())
 
-    def workspace(self, q_words, k_words, device):
-        """A device workspace for the key-terms prologue, from PyTorch's
-        caching allocator (no driver allocation on the launch path, safe in a
-        CUDA graph capture), and its size; (None, 0) without key terms."""
-        if not self.key_terms:
-            return None, 0
+    def workspace_size(self, q_words, k_words):
+        """The bytes of device workspace the key-terms prologue needs for
+        these q and k (0 without key terms or on the host)."""
+        if not self.cuda or not self.key_terms:
+            return 0
         key = (q_words[2], q_words[3], k_words[3], k_words[4])
         nbytes = self.workspace_bytes.get(key)
         if nbytes is None:
@@ -154,34 +154,39 @@ class Kernel:
                 self.handle, ctypes.byref(q_view), ctypes.byref(k_view),
                 ctypes.byref(size)))
             nbytes = self.workspace_bytes[key] = size.value
-        return torch.empty(nbytes, dtype=torch.uint8, device=device), nbytes
+        return nbytes
 
-    def call(self, function, packed, device):
-        """Runs rbfc_forward or rbfc_backward on `packed` arguments: on the
-        current stream of `device` for CUDA."""
+    def workspace(self, nbytes, device, stream):
+        """A device workspace of at least `nbytes` for a launch on `stream`.
+        Outside a CUDA graph capture one buffer per stream serves every call
+        (the prologue writes it and the kernel reads it in stream order, so a
+        later call on that stream cannot overtake an earlier one); under a
+        capture each call takes its own from PyTorch's caching allocator,
+        which keeps it for the graph."""
+        if torch.cuda.is_current_stream_capturing():
+            return torch.empty(nbytes, dtype=torch.uint8, device=device)
+        workspace = self.stream_workspaces.get(stream)
+        if workspace is None or workspace.numel() < nbytes:
+            workspace = torch.empty(nbytes, dtype=torch.uint8, device=device)
+            self.stream_workspaces[stream] = workspace
+        return workspace
+
+    def stream(self, device):
+        """The current CUDA stream of `device` as a raw handle (torch's
+        Stream objects cost microseconds to make)."""
+        return torch._C._cuda_getCurrentRawStream(device.index)
+
+    def call(self, function, packed, device, stream=None):
+        """Runs rbfc_forward or rbfc_backward on `packed` arguments: for CUDA
+        on `stream`, by default the current stream of `device`."""
         if not self.cuda:
             _capi.check(function(self.handle, packed, None))
             return
-        if device.index is not None and device.index != torch.cuda.current_device():
+        if device.index != torch.cuda.current_device():
             with torch.cuda.device(device):
-                return self.call(function, packed, device)
+                return self.call(function, packed, device, stream)
         _capi.check(function(self.handle, packed,
-                             torch.cuda.current_stream(device).cuda_stream))
-
-    def forward(self, q, k, v, o, lse, captures, param_array, bnhd):
-        """`param_array` is param_array()'s (array, address); the C arrays
-        stay referenced here until the call returns."""
-        q_words, k_words = _words(q, bnhd), _words(k, bnhd)
-        capture_array, capture_address = _tensor_array(captures)
-        workspace, workspace_bytes = (self.workspace(q_words, k_words, q.device)
-                                      if self.cuda else (None, 0))
-        packed = _capi.ForwardArgs.from_buffer_copy(FORWARD.pack(
-            FORWARD.size, *q_words, *k_words, *_words(v, bnhd), *_words(o, bnhd),
-            *(_words(lse) if lse is not None else NO_TENSOR),
-            param_array[1], len(self.defaults), capture_address, len(captures),
-            workspace.data_ptr() if workspace is not None else 0, workspace_bytes,
-            0 if self.cuda else self.threads()))
-        self.call(_capi.lib().rbfc_forward, ctypes.byref(packed), q.device)
+                             stream if stream is not None else self.stream(device)))
 
     def backward(self, q, k, v, o, lse, grad_o, grad_lse, captures, param_array,
                  grads, capture_grads, param_grads, param_grad_slots, bnhd):
@@ -205,6 +210,60 @@ class Kernel:
             # CUDA: the runtime allocates the workspace on the stream.
             0, 0))
         self.call(_capi.lib().rbfc_backward, ctypes.byref(packed), q.device)
+
+
+class ForwardLaunch:
+    """A forward call's arguments but for its data: the kernel, each
+    tensor's rbfc_tensor fields after the pointer, the workspace size. Calls
+    whose tensors have the same shapes, strides, dtypes and devices reuse it
+    and only fill in the pointers."""
+
+    def __init__(self, kernel, q, k, v, captures, lse, bnhd):
+        self.kernel, self.lse = kernel, lse
+        q_words, k_words = _words(q, bnhd), _words(k, bnhd)
+        self.q_fields, self.k_fields = q_words[1:], k_words[1:]
+        self.v_fields = _words(v, bnhd)[1:]
+        o = q.new_empty(q.shape)
+        self.o_fields = _words(o, bnhd)[1:]
+        self.lse_shape = _lse_shape(q, bnhd)
+        self.lse_fields = (_words(q.new_empty(self.lse_shape, dtype=torch.float32))[1:]
+                           if lse else None)
+        self.capture_fields = [_words(c)[1:] for c in captures]
+        self.captures_require_grad = any(c.requires_grad for c in captures)
+        self.capture_format = TENSOR * len(captures)
+        self.workspace_bytes = kernel.workspace_size(q_words, k_words)
+
+    def __call__(self, q, k, v, captures, param_array):
+        """o (contiguous, in q's layout) and the lse (None unless asked)."""
+        kernel = self.kernel
+        if kernel.cuda and q.device.index != torch.cuda.current_device():
+            with torch.cuda.device(q.device):
+                return self(q, k, v, captures, param_array)
+        o = q.new_empty(q.shape)
+        lse = (q.new_empty(self.lse_shape, dtype=torch.float32) if self.lse
+               else None)
+        capture_array, capture_address = None, 0
+        if captures:
+            words = []
+            for capture, fields in zip(captures, self.capture_fields):
+                words += (capture.data_ptr(), *fields)
+            capture_array = (_capi.Tensor * len(captures)).from_buffer_copy(
+                struct.pack(self.capture_format, *words))
+            capture_address = ctypes.addressof(capture_array)
+        device, stream, workspace = q.device, None, None
+        if kernel.cuda:
+            stream = kernel.stream(device)
+            if self.workspace_bytes:
+                workspace = kernel.workspace(self.workspace_bytes, device, stream)
+        packed = _capi.ForwardArgs.from_buffer_copy(FORWARD.pack(
+            FORWARD.size, q.data_ptr(), *self.q_fields, k.data_ptr(), *self.k_fields,
+            v.data_ptr(), *self.v_fields, o.data_ptr(), *self.o_fields,
+            *((lse.data_ptr(), *self.lse_fields) if lse is not None else NO_TENSOR),
+            param_array[1], len(kernel.defaults), capture_address, len(captures),
+            workspace.data_ptr() if workspace is not None else 0,
+            self.workspace_bytes, 0 if kernel.cuda else kernel.threads()))
+        kernel.call(_capi.lib().rbfc_forward, ctypes.byref(packed), device, stream)
+        return o, lse
 
 
 class Spec:
@@ -235,22 +294,24 @@ def _lse_shape(q, bnhd):
     return (q.shape[0], q.shape[2], q.shape[1]) if bnhd else tuple(q.shape[:3])
 
 
-def forward(spec, q, k, v, captures, params, param_slots, tensor_params,
-            tensor_param_slots, lse, backward, bnhd):
-    """Runs the forward: o in q's layout (contiguous) and, with lse or
-    backward, the log-sum-exp [B, H, Nq] f32 (else None)."""
+def launch(spec, q, k, v, captures, lse, backward, bnhd):
+    """The ForwardLaunch of a forward call (lse: return the log-sum-exp;
+    backward: the kernel with a backward, which saves it)."""
     kernel = SPECS[spec].kernel(q, lse or backward, backward)
     if backward and not kernel.has_backward:
         raise RbfcError(f"rbfc: {SPECS[spec].name.decode()}: the {q.device.type} "
                         "kernel has no backward; call it under "
                         "torch.no_grad() or on tensors that do not require grad")
-    param_array = kernel.param_array(params, param_slots, tensor_params,
-                                     tensor_param_slots)
-    o = q.new_empty(q.shape)
-    lse_out = (q.new_empty(_lse_shape(q, bnhd), dtype=torch.float32)
-               if lse or backward else None)
-    kernel.forward(q, k, v, o, lse_out, captures, param_array, bnhd)
-    return o, lse_out
+    return ForwardLaunch(kernel, q, k, v, captures, lse or backward, bnhd)
+
+
+def forward(spec, q, k, v, captures, params, param_slots, tensor_params,
+            tensor_param_slots, lse, backward, bnhd):
+    """Runs the forward: o in q's layout (contiguous) and, with lse or
+    backward, the log-sum-exp [B, H, Nq] f32 (else None)."""
+    forward_launch = launch(spec, q, k, v, captures, lse, backward, bnhd)
+    return forward_launch(q, k, v, captures, forward_launch.kernel.param_array(
+        params, param_slots, tensor_params, tensor_param_slots))
 
 
 @torch.library.custom_op("rbfc::attention", mutates_args=())

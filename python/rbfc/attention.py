@@ -29,6 +29,8 @@ DEVICE_DTYPES = {"cpu": (torch.float32, torch.bfloat16, torch.float16),
                  "cuda": (torch.bfloat16, torch.float16)}
 
 _COMPILED = {}
+# Signatures whose launches a module keeps (a model calls one with a few).
+MAX_LAUNCHES = 64
 
 
 def _spec_text(spec, name):
@@ -111,6 +113,7 @@ class Attention(torch.nn.Module):
         _ops.SPECS[self._key] = _ops.Spec(text, spec_name, arch, plan, cache_dir,
                                           num_threads)
         self._what = f"rbfc: {self.spec_name}"
+        self._launches = {}
 
     def extra_repr(self):
         return (f"{self.spec_name}, normalize={self.normalization}, "
@@ -137,6 +140,28 @@ class Attention(torch.nn.Module):
                     the lse given to rbfc.compile.
         Returns o in q's layout (contiguous), or (o, lse).
         """
+        if return_lse is None:
+            return_lse = self.lse
+        # An eager call whose signature a checked call had before skips the
+        # checks and most of the packing: the launch overhead is what a
+        # model serving small batches pays every layer.
+        signature = (None if torch.compiler.is_compiling()
+                     or _get_current_dispatch_mode() is not None
+                     else self._signature(q, k, v, captures, layout, return_lse))
+        forward_launch = self._launches.get(signature)
+        if forward_launch is not None and not (
+                torch.is_grad_enabled() and (
+                    q.requires_grad or k.requires_grad or v.requires_grad
+                    or forward_launch.captures_require_grad)):
+            param_values, param_slots, tensor_params, tensor_param_slots = (
+                self._check_params(params))
+            if not tensor_params:
+                capture_list = ([captures[name] for name in self.captures]
+                                if self.captures else [])
+                o, lse = forward_launch(q, k, v, capture_list,
+                                        forward_launch.kernel.param_array(
+                                            param_values, param_slots, (), ()))
+                return (o, lse) if return_lse else o
         if layout not in LAYOUTS:
             self._fail(f"layout: expected 'bhnd' or 'bnhd', got {layout!r}")
         bnhd = layout == "bnhd"
@@ -144,8 +169,6 @@ class Attention(torch.nn.Module):
         param_values, param_slots, tensor_params, tensor_param_slots = (
             self._check_params(params))
         capture_list = self._check_captures(captures, q)
-        if return_lse is None:
-            return_lse = self.lse
         backward = torch.is_grad_enabled() and bool(
             q.requires_grad or k.requires_grad or v.requires_grad
             or (tensor_params and any(t.requires_grad for t in tensor_params))
@@ -161,8 +184,39 @@ class Attention(torch.nn.Module):
                 or type(v) is not torch.Tensor):
             o, lse = _ops.attention(*args)
         else:
-            o, lse = _ops.forward(*args)
+            forward_launch = _ops.launch(self._key, q, k, v, capture_list,
+                                         bool(return_lse), False, bnhd)
+            o, lse = forward_launch(q, k, v, capture_list,
+                                    forward_launch.kernel.param_array(
+                                        param_values, param_slots, tensor_params,
+                                        tensor_param_slots))
+            if signature is not None:
+                if len(self._launches) >= MAX_LAUNCHES:
+                    self._launches.clear()
+                self._launches[signature] = forward_launch
         return (o, lse) if return_lse else o
+
+    def _signature(self, q, k, v, captures, layout, return_lse):
+        """What the checks of a call read (the shapes, strides, dtypes and
+        devices of its tensors, the layout, whether it returns the lse), as a
+        key of the checked calls' launches; None for arguments the fast path
+        does not take (tensor subclasses, a wrong capture dict)."""
+        if (type(q) is not torch.Tensor or type(k) is not torch.Tensor
+                or type(v) is not torch.Tensor):
+            return None
+        signature = (layout, bool(return_lse), q.shape, q.stride(), q.dtype,
+                     q.device, k.shape, k.stride(), k.dtype, k.device, v.shape,
+                     v.stride(), v.dtype, v.device)
+        if not self.captures:
+            return signature if not captures else None
+        if type(captures) is not dict or len(captures) != len(self.captures):
+            return None
+        for name in self.captures:
+            t = captures.get(name)
+            if type(t) is not torch.Tensor:
+                return None
+            signature += (t.shape, t.stride(), t.dtype, t.device, t.requires_grad)
+        return signature
 
     def _check_tensors(self, q, k, v, layout):
         for name, t in (("q", q), ("k", k), ("v", v)):

@@ -65,7 +65,9 @@ SHAPES = [(1, 2, 2, 1, 1), (2, 4, 1, 33, 70), (1, 8, 2, 45, 23), (2, 2, 2, 97, 1
 def test_examples_match_the_reference(spec, dtype, generator):
     attn = rbfc.compile(EXAMPLES / f"{spec}.attn", lse=True)
     scale = 0.25 if references.SPECS[spec][1] == "none" else 1.0
-    for batch, heads, kv_heads, q_len, kv_len in SHAPES:
+    # The second pass repeats each call's signature with new data: the calls
+    # skip the checks and reuse the first pass's packing.
+    for batch, heads, kv_heads, q_len, kv_len in SHAPES + SHAPES:
         q = randn(generator, batch, heads, q_len, 64, dtype=dtype, scale=scale)
         k = randn(generator, batch, kv_heads, kv_len, 64, dtype=dtype, scale=scale)
         v = randn(generator, batch, kv_heads, kv_len, 64, dtype=dtype)
@@ -88,11 +90,13 @@ def test_layouts_gqa_and_params(generator):
     q = randn(generator, 2, 50, 8, 64)
     k = randn(generator, 2, 70, 2, 64)
     v = randn(generator, 2, 70, 2, 64)
-    o = attn(q, k, v, params={"gamma": 0.05}, layout="bnhd")
-    assert o.shape == q.shape and o.is_contiguous()
-    ref, _ = references.attention("rbf", *(t.transpose(1, 2).double() for t in (q, k, v)),
-                                  params={"gamma": 0.05})
-    assert relative_error(o.transpose(1, 2), ref) <= TOLERANCE[torch.float32]
+    for gamma in (0.05, 0.1):   # the second call takes the checked signature
+        o = attn(q, k, v, params={"gamma": gamma}, layout="bnhd")
+        assert o.shape == q.shape and o.is_contiguous()
+        ref, _ = references.attention(
+            "rbf", *(t.transpose(1, 2).double() for t in (q, k, v)),
+            params={"gamma": gamma})
+        assert relative_error(o.transpose(1, 2), ref) <= TOLERANCE[torch.float32]
     # Strided views of a fused QKV buffer, in the default layout.
     qkv = randn(generator, 2, 3, 8, 40, 64)
     o = attn(qkv[:, 0], qkv[:, 1], qkv[:, 2])
@@ -221,6 +225,9 @@ def bad_calls(generator):
     window = rbfc.compile(EXAMPLES / "sliding_window.attn")
     free = rbfc.compile("attention free { param t; score = dot(q, k) * t; }")
     alibi = rbfc.compile(ALIBI)
+    # A good call first: the bad ones that share its signature must still be
+    # checked.
+    alibi(q, k, k, **ok)
     yield "q: expected a torch.Tensor, got list", alibi, ([1.0], k, k), ok
     yield "q: expected 4 dimensions [batch, heads, seq, head_dim] (layout 'bhnd'), " \
           "got shape (4, 16, 64)", alibi, (q[0], k, k), ok
@@ -415,6 +422,23 @@ def test_gradients_match_the_reference(spec, generator):
         if t.requires_grad:
             assert t.grad is not None, name
             assert relative_error(t.grad, ref_inputs[name].grad) <= 1e-4, name
+
+
+def test_a_signature_seen_without_grad_still_gets_gradients(generator):
+    """The checked-signature fast path is for calls without autograd: once
+    q or a capture requires grad, the call records its backward."""
+    attn = rbfc.compile(ALIBI)
+    q = randn(generator, 1, 4, 9, 64)
+    k = randn(generator, 1, 4, 12, 64)
+    slopes = torch.rand(4, generator=generator, dtype=torch.float64).float()
+    with torch.no_grad():
+        attn(q, k, k, captures={"slopes": slopes})
+    for grad_input in (q, slopes):
+        grad_input.requires_grad_()
+        o = attn(q, k, k, captures={"slopes": slopes})
+        o.sum().backward()
+        assert grad_input.grad is not None and grad_input.grad.abs().sum() > 0
+        grad_input.requires_grad_(False)
 
 
 def test_param_gradient_and_bnhd(generator):
