@@ -216,7 +216,14 @@ def gradients(spec, q, k, v, captures, params, grad_o, grad_lse, dtype,
                                     retain_graph=True, allow_unused=True)
         for name, grad in zip(names, grads):
             grad = grad if grad is not None else torch.zeros_like(leaves[name])
-            out.setdefault(name, {})[which] = grad.abs() if which == "noise" else grad
+            if which == "noise":
+                grad = grad.abs()
+                if grad.dim() == 4:
+                    # An element whose exact derivative vanishes (q_d = k_d,
+                    # frequent in bf16) still carries its row's rounding: the
+                    # kernels sum the canonical form's terms separately.
+                    grad = grad + grad.mean(-1, keepdim=True)
+            out.setdefault(name, {})[which] = grad
     return out
 
 
