@@ -15,7 +15,12 @@ attention):
   flex_dot    FlexAttention, Triton backend (dot)
   flex_rbf    FlexAttention with score_mod 2*score - gamma*||k||^2, the key
               norms computed outside the compiled function (as
-              ../shared/anchors/anchors.py does)
+              ../shared/anchors/anchors.py does); flex_rbf_flash the same
+              on its FLASH backend (kernel_options BACKEND=FLASH)
+  fa4_dot     FlashAttention-4 (CuTe DSL, its sm90 path), when importable
+              (../shared/anchors/fa4_wheels.sh; bench_fwdbwd.py's header)
+  fa4_rbf     the same with softmax_scale 2*gamma and a score_mod that
+              subtracts gamma*||k||^2 read from an aux tensor
 Times are medians of triton.testing.do_bench (CUDA events, warm-up first) on
 random inputs; FLOPs 4*B*H*N*N*D, halved when causal. Writes
 bench/results/<date>-<gpu>-fwd.json (-fwd-<shapes>.json for other shapes; a
@@ -47,6 +52,13 @@ from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention  # noqa: E402
 
 from rbfc import Kernel  # noqa: E402
+try:
+    import cutlass  # noqa: E402
+    import cutlass.cute as cute  # noqa: E402
+    from flash_attn.cute.interface import flash_attn_func as fa4  # noqa: E402
+except Exception as error:  # noqa: BLE001 - optional peer
+    print("fa4 unavailable:", repr(error)[:200])
+    fa4 = None
 from results_file import write_result  # noqa: E402
 from shapes import parse_shapes, result_suffix, shape_label, shape_of  # noqa: E402
 
@@ -79,13 +91,13 @@ def block_mask(n):
     return _block_masks[n]
 
 
-def _flex_rbf(q, k, v, ksq, bm):
+def _flex_rbf(q, k, v, ksq, bm, kernel_options):
     group = q.shape[1] // k.shape[1]
 
     def score_mod(score, b, h, q_idx, kv_idx):
         return 2.0 * score - ksq[b, h // group, kv_idx]
     return flex_attention(q, k, v, score_mod=score_mod, block_mask=bm,
-                          enable_gqa=group > 1)
+                          enable_gqa=group > 1, kernel_options=kernel_options)
 
 
 def _flex_dot(q, k, v, bm):
@@ -96,11 +108,53 @@ _flex_rbf_c = torch.compile(_flex_rbf, dynamic=False)
 _flex_dot_c = torch.compile(_flex_dot, dynamic=False)
 
 
-def flex_rbf(q, k, v, causal):
-    # FlexAttention scales q.k by 1/sqrt(D) = gamma: 2*score = 2*gamma*q.k.
-    # Computing the norms inside the compiled function fails in inductor.
-    ksq = (k.float() * k.float()).sum(-1) * (1.0 / math.sqrt(q.shape[-1]))
-    return _flex_rbf_c(q, k, v, ksq, block_mask(q.shape[-2]) if causal else None)
+def key_norms(k):
+    """gamma * ||k||^2 per key, gamma = 1/sqrt(D) (examples/rbf.attn)."""
+    return (k.float() * k.float()).sum(-1) * (1.0 / math.sqrt(k.shape[-1]))
+
+
+def flex_rbf(kernel_options=None):
+    def run(q, k, v, causal):
+        # FlexAttention scales q.k by 1/sqrt(D) = gamma: 2*score = 2*gamma*q.k.
+        # Computing the norms inside the compiled function fails in inductor.
+        return _flex_rbf_c(q, k, v, key_norms(k),
+                           block_mask(q.shape[-2]) if causal else None, kernel_options)
+    return run
+
+
+def fa4_dot(q, k, v, causal):
+    # FA4 takes [B, N, H, D]: transposed views in, the output back.
+    out = fa4(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=causal)
+    return (out[0] if isinstance(out, tuple) else out).transpose(1, 2)
+
+
+_fa4_score_mods = {}
+
+
+def fa4_rbf_score_mod(heads, keys):
+    """FA4's score_mod subtracting gamma*||k||^2, read from aux_tensors[0]
+    (float32, flattened [B, H, N]) at the key's flat index."""
+    if (heads, keys) not in _fa4_score_mods:
+        @cute.jit
+        def subtract_key_norm(scores, b, h, q_idx, kv_idx, seqlen_info, aux_tensors):
+            index = cute.make_rmem_tensor(1, cutlass.Int32)
+            index.store((b * cute.full_like(b, heads) + h) * cute.full_like(h, keys)
+                        + kv_idx)
+            norm = cute.make_rmem_tensor(1, cutlass.Float32)
+            norm[0] = aux_tensors[0][index[0]]
+            return scores - norm.load()
+        _fa4_score_mods[(heads, keys)] = subtract_key_norm
+    return _fa4_score_mods[(heads, keys)]
+
+
+def fa4_rbf(q, k, v, causal):
+    # softmax_scale scales q.k before the score_mod: 2*gamma*q.k - gamma*||k||^2.
+    heads, keys = q.shape[1], k.shape[2]
+    norms = key_norms(k).repeat_interleave(heads // k.shape[1], dim=1).reshape(-1)
+    out = fa4(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+              softmax_scale=2.0 / math.sqrt(q.shape[-1]), causal=causal,
+              score_mod=fa4_rbf_score_mod(heads, keys), aux_tensors=[norms])
+    return (out[0] if isinstance(out, tuple) else out).transpose(1, 2)
 
 
 def flex_dot(q, k, v, causal):
@@ -206,8 +260,12 @@ def main():
         "sdpa_cudnn": (plain_method(sdpa(SDPBackend.CUDNN_ATTENTION)), "dot"),
         "sdpa_flash": (plain_method(sdpa(SDPBackend.FLASH_ATTENTION)), "dot"),
         "flex_dot": (plain_method(flex_dot), "dot"),
-        "flex_rbf": (plain_method(flex_rbf), "rbf"),
+        "flex_rbf": (plain_method(flex_rbf()), "rbf"),
+        "flex_rbf_flash": (plain_method(flex_rbf({"BACKEND": "FLASH"})), "rbf"),
     }
+    if fa4 is not None:
+        methods["fa4_dot"] = (plain_method(fa4_dot), "dot")
+        methods["fa4_rbf"] = (plain_method(fa4_rbf), "rbf")
     if args.only:
         unknown = set(args.only.split(",")) - set(methods)
         if unknown:
@@ -260,7 +318,8 @@ def main():
                       f"({pairs} pairs)", flush=True)
             # Same function, different kernels: the outputs must agree.
             for a, b in (("rbfc_dot", "sdpa_flash"), ("rbfc_dot", "sdpa_cudnn"),
-                         ("rbfc_rbf", "flex_rbf")):
+                         ("rbfc_dot", "fa4_dot"), ("rbfc_rbf", "flex_rbf"),
+                         ("rbfc_rbf", "flex_rbf_flash"), ("rbfc_rbf", "fa4_rbf")):
                 if a in outputs and b in outputs:
                     err = rel_err(outputs[a], outputs[b])
                     for r in rows[-len(methods):]:
@@ -306,7 +365,8 @@ def print_table(rows):
         if r["method"] not in methods:
             methods.append(r["method"])
     head = f"{'B x H x N x D':22s}" + "".join(f"{m:>11s}" for m in methods)
-    head += f"{'dot/FA2':>9s}{'dot/cuDNN':>10s}{'rbf/dot':>8s}{'(paired)':>10s}{'rbf/Flex':>9s}"
+    head += (f"{'dot/FA2':>9s}{'dot/cuDNN':>10s}{'dot/FA4':>8s}{'rbf/dot':>8s}"
+             f"{'(paired)':>10s}{'rbf/Flex':>9s}{'rbf/FA4':>8s}")
     print("\nTFLOP/s (bf16 forward, medians)\n" + head)
     shapes = []
     for r in rows:
@@ -319,10 +379,12 @@ def print_table(rows):
             dot, rbf = tf(shape, causal, "rbfc_dot"), tf(shape, causal, "rbfc_rbf")
             line += f"{fmt(ratio(dot, tf(shape, causal, 'sdpa_flash')), '.2f'):>9s}"
             line += f"{fmt(ratio(dot, tf(shape, causal, 'sdpa_cudnn')), '.2f'):>10s}"
+            line += f"{fmt(ratio(dot, tf(shape, causal, 'fa4_dot')), '.2f'):>8s}"
             line += f"{fmt(ratio(rbf, dot), '.2f'):>8s}"
             paired = rbf_time_ratio(shape, causal)
             line += f"{fmt(1 / paired if paired else None, '.3f'):>10s}"
             line += f"{fmt(ratio(rbf, tf(shape, causal, 'flex_rbf')), '.2f'):>9s}"
+            line += f"{fmt(ratio(rbf, tf(shape, causal, 'fa4_rbf')), '.2f'):>8s}"
             print(line)
     errors = [r for r in rows if r.get("error")]
     for r in errors:
