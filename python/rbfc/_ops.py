@@ -44,10 +44,9 @@ def _to_bhnd(values, bnhd):
     return (values[0], values[2], values[1], values[3]) if bnhd else tuple(values)
 
 
-def _words(tensor, bnhd=False):
-    """The fields of the rbfc_tensor describing `tensor` (a 4-D one in
+def _fields(sizes, strides, dtype, bnhd=False):
+    """The fields of an rbfc_tensor after its pointer (a 4-D tensor in
     `bnhd` layout as its [B, H, N, D] view)."""
-    sizes, strides = tuple(tensor.shape), tensor.stride()
     if bnhd:
         sizes, strides = _to_bhnd(sizes, True), _to_bhnd(strides, True)
     rank = len(sizes)
@@ -55,8 +54,22 @@ def _words(tensor, bnhd=False):
         raise RbfcError(f"rbfc: a tensor of rank {rank}; at most "
                         f"{_capi.MAX_RANK} dimensions")
     padding = (0,) * (_capi.MAX_RANK - rank)
-    return (tensor.data_ptr(), rank, *sizes, *padding, *strides, *padding,
-            DTYPE_CODES[tensor.dtype])
+    return (rank, *sizes, *padding, *strides, *padding, DTYPE_CODES[dtype])
+
+
+def _contiguous_fields(sizes, dtype, bnhd=False):
+    """_fields of a contiguous tensor of `sizes`, without making one."""
+    strides, stride = [], 1
+    for size in reversed(sizes):
+        strides.append(stride)
+        stride *= size
+    return _fields(tuple(sizes), tuple(reversed(strides)), dtype, bnhd)
+
+
+def _words(tensor, bnhd=False):
+    """The fields of the rbfc_tensor describing `tensor`."""
+    return (tensor.data_ptr(),) + _fields(tuple(tensor.shape), tensor.stride(),
+                                          tensor.dtype, bnhd)
 
 
 def _tensor_array(tensors):
@@ -223,10 +236,9 @@ class ForwardLaunch:
         q_words, k_words = _words(q, bnhd), _words(k, bnhd)
         self.q_fields, self.k_fields = q_words[1:], k_words[1:]
         self.v_fields = _words(v, bnhd)[1:]
-        o = q.new_empty(q.shape)
-        self.o_fields = _words(o, bnhd)[1:]
+        self.o_fields = _contiguous_fields(tuple(q.shape), q.dtype, bnhd)
         self.lse_shape = _lse_shape(q, bnhd)
-        self.lse_fields = (_words(q.new_empty(self.lse_shape, dtype=torch.float32))[1:]
+        self.lse_fields = (_contiguous_fields(self.lse_shape, torch.float32)
                            if lse else None)
         self.capture_fields = [_words(c)[1:] for c in captures]
         self.captures_require_grad = any(c.requires_grad for c in captures)
