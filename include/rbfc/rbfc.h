@@ -149,6 +149,13 @@ RBFC_RUNTIME_API rbfc_status rbfc_kernel_workspace_bytes(
     const rbfc_kernel *kernel, const rbfc_tensor *q, const rbfc_tensor *k,
     size_t *bytes);
 
+/* The device workspace bytes a CUDA backward with these q and k needs (see
+ * rbfc_backward_args.workspace); 0 on the host. RBFC_ERROR_UNSUPPORTED for
+ * a kernel compiled without `backward`. */
+RBFC_RUNTIME_API rbfc_status rbfc_kernel_backward_workspace_bytes(
+    const rbfc_kernel *kernel, const rbfc_tensor *q, const rbfc_tensor *k,
+    size_t *bytes);
+
 /* One forward call. q and o are [batch, heads, q_len, head_dim], k and v
  * [batch, kv_heads, kv_len, head_dim] (heads a multiple of kv_heads: query
  * head h reads key/value head h / (heads / kv_heads)), any strides with a
@@ -189,8 +196,7 @@ RBFC_RUNTIME_API rbfc_status rbfc_forward(const rbfc_kernel *kernel,
 RBFC_RUNTIME_API void rbfc_backward_args_init(rbfc_backward_args *args);
 
 /* Runs the backward of a kernel compiled with `backward`; a kernel without
- * one gives RBFC_ERROR_UNSUPPORTED (for the CUDA target today: its
- * backward kernels are not built yet). */
+ * one gives RBFC_ERROR_UNSUPPORTED. */
 RBFC_RUNTIME_API rbfc_status rbfc_backward(const rbfc_kernel *kernel,
                                            const rbfc_backward_args *args,
                                            void *stream);

@@ -275,6 +275,20 @@ rbfc_status rbfc_kernel_workspace_bytes(const rbfc_kernel *kernel,
   return kernel->kernel->workspaceBytes(q, k, *bytes);
 }
 
+rbfc_status rbfc_kernel_backward_workspace_bytes(const rbfc_kernel *kernel,
+                                                 const rbfc_tensor *q,
+                                                 const rbfc_tensor *k,
+                                                 size_t *bytes) {
+  if (rbfc_status status = checkKernel(kernel))
+    return status;
+  if (!bytes)
+    return invalid("bytes is null");
+  if (!kernel->kernel->hasBackward())
+    return setLastError(RBFC_ERROR_UNSUPPORTED,
+                        "rbfc: the kernel was compiled without backward");
+  return kernel->kernel->backwardWorkspaceBytes(q, k, *bytes);
+}
+
 void rbfc_forward_args_init(rbfc_forward_args *args) {
   if (!args)
     return;

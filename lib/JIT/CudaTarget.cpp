@@ -93,6 +93,15 @@ public:
     return RBFC_OK;
   }
 
+  rbfc_status backwardWorkspaceBytes(const rbfc_tensor *q,
+                                     const rbfc_tensor *k,
+                                     size_t &bytes) const override {
+    std::string error;
+    if (!runtime::backwardWorkspaceBytes(descriptor(), q, k, bytes, error))
+      return fail(RBFC_ERROR_INVALID_ARGUMENT, error);
+    return RBFC_OK;
+  }
+
 private:
   /// The image loaded into the calling thread's CUDA context (device 0's
   /// primary context when none is current), loading it there first.

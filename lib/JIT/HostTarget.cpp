@@ -128,6 +128,12 @@ public:
     return RBFC_OK;
   }
 
+  rbfc_status backwardWorkspaceBytes(const rbfc_tensor *, const rbfc_tensor *,
+                                     size_t &bytes) const override {
+    bytes = 0;
+    return RBFC_OK;
+  }
+
 private:
   /// Params and captures by name, as HostKernel takes them.
   bool namedArguments(const double *params, size_t numParams,

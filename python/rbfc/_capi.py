@@ -144,6 +144,8 @@ def lib():
         "rbfc_kernel_release": ([c_void_p], None),
         "rbfc_kernel_get_properties": ([c_void_p, P(KernelProperties)], ctypes.c_int),
         "rbfc_kernel_param": ([c_void_p, c_int32, P(ParamInfo)], ctypes.c_int),
+        "rbfc_kernel_backward_workspace_bytes": ([c_void_p, P(Tensor), P(Tensor),
+                                                  P(ctypes.c_size_t)], ctypes.c_int),
         "rbfc_kernel_workspace_bytes": ([c_void_p, P(Tensor), P(Tensor),
                                          P(ctypes.c_size_t)], ctypes.c_int),
         "rbfc_forward": ([c_void_p, P(ForwardArgs), c_void_p], ctypes.c_int),

@@ -152,20 +152,23 @@ class Kernel:
         return (self.num_threads if self.num_threads is not None
                 else torch.get_num_threads())
 
-    def workspace_size(self, q_words, k_words):
-        """The bytes of device workspace the key-terms prologue needs for
-        these q and k (0 without key terms or on the host)."""
-        if not self.cuda or not self.key_terms:
+    def workspace_size(self, q_words, k_words, backward=False):
+        """The bytes of device workspace the forward's key-terms prologue,
+        or the backward, needs for these q and k (0 on the host, and for a
+        forward without key terms)."""
+        if not self.cuda or not (backward or self.key_terms):
             return 0
-        key = (q_words[2], q_words[3], k_words[3], k_words[4])
+        key = (backward, *q_words[2:5], *k_words[3:5])
         nbytes = self.workspace_bytes.get(key)
         if nbytes is None:
             size = ctypes.c_size_t()
             q_view = _capi.Tensor.from_buffer_copy(struct.pack(TENSOR, *q_words))
             k_view = _capi.Tensor.from_buffer_copy(struct.pack(TENSOR, *k_words))
-            _capi.check(_capi.lib().rbfc_kernel_workspace_bytes(
-                self.handle, ctypes.byref(q_view), ctypes.byref(k_view),
-                ctypes.byref(size)))
+            lib = _capi.lib()
+            query = (lib.rbfc_kernel_backward_workspace_bytes if backward
+                     else lib.rbfc_kernel_workspace_bytes)
+            _capi.check(query(self.handle, ctypes.byref(q_view),
+                              ctypes.byref(k_view), ctypes.byref(size)))
             nbytes = self.workspace_bytes[key] = size.value
         return nbytes
 
@@ -211,8 +214,15 @@ class Kernel:
         pointers = (ctypes.c_void_p * max(len(self.defaults), 1))()
         for grad, slot in zip(param_grads, param_grad_slots):
             pointers[slot] = grad.data_ptr()
+        q_words, k_words = _words(q, bnhd), _words(k, bnhd)
+        # From PyTorch's caching allocator: the driver's stream-ordered pool
+        # gives its memory back at every synchronisation, and the next call
+        # pays for mapping it again.
+        workspace_bytes = self.workspace_size(q_words, k_words, backward=True)
+        workspace = (torch.empty(workspace_bytes, dtype=torch.uint8, device=q.device)
+                     if workspace_bytes else None)
         packed = _capi.BackwardArgs.from_buffer_copy(BACKWARD.pack(
-            BACKWARD.size, *_words(q, bnhd), *_words(k, bnhd), *_words(v, bnhd),
+            BACKWARD.size, *q_words, *k_words, *_words(v, bnhd),
             *_words(o, bnhd), *_words(lse), *_words(grad_o, bnhd),
             *(_words(grad_lse) if grad_lse is not None else NO_TENSOR),
             *_words(grads[0], bnhd), *_words(grads[1], bnhd), *_words(grads[2], bnhd),
@@ -220,8 +230,7 @@ class Kernel:
             ctypes.addressof(pointers) if param_grads else 0,
             ctypes.addressof(grad_array) if captures else 0,
             0 if self.cuda else self.threads(),
-            # CUDA: the runtime allocates the workspace on the stream.
-            0, 0))
+            workspace.data_ptr() if workspace is not None else 0, workspace_bytes))
         self.call(_capi.lib().rbfc_backward, ctypes.byref(packed), q.device)
 
 
@@ -349,16 +358,9 @@ def _(spec, q, k, v, captures, params, param_slots, tensor_params,
                         dtype=torch.float32))
 
 
-@torch.library.custom_op("rbfc::attention_backward", mutates_args=())
-def attention_backward(
-        spec: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-        o: torch.Tensor, lse: torch.Tensor, grad_o: torch.Tensor,
-        grad_lse: Optional[torch.Tensor], captures: list[torch.Tensor],
-        params: list[float], param_slots: list[int],
-        tensor_params: list[torch.Tensor], tensor_param_slots: list[int],
-        capture_grads: list[bool], tensor_param_grads: list[bool], bnhd: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor],
-           list[torch.Tensor]]:
+def backward(spec, q, k, v, o, lse, grad_o, grad_lse, captures, params,
+             param_slots, tensor_params, tensor_param_slots, capture_grads,
+             tensor_param_grads, bnhd):
     """Gradients of q, k, v, of the captures whose flag is set and of the
     tensor params whose flag is set (f32 scalars), in that order."""
     kernel = SPECS[spec].kernel(q, True, True)
@@ -377,6 +379,22 @@ def attention_backward(
                     param_array, grads, capture_out, param_out, param_out_slots,
                     bnhd)
     return (*grads, [g for g in capture_out if g is not None], param_out)
+
+
+@torch.library.custom_op("rbfc::attention_backward", mutates_args=())
+def attention_backward(
+        spec: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+        o: torch.Tensor, lse: torch.Tensor, grad_o: torch.Tensor,
+        grad_lse: Optional[torch.Tensor], captures: list[torch.Tensor],
+        params: list[float], param_slots: list[int],
+        tensor_params: list[torch.Tensor], tensor_param_slots: list[int],
+        capture_grads: list[bool], tensor_param_grads: list[bool], bnhd: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor],
+           list[torch.Tensor]]:
+    """backward() as an op, for autograd of rbfc::attention."""
+    return backward(spec, q, k, v, o, lse, grad_o, grad_lse, captures, params,
+                    param_slots, tensor_params, tensor_param_slots, capture_grads,
+                    tensor_param_grads, bnhd)
 
 
 @attention_backward.register_fake
@@ -401,10 +419,14 @@ def _setup_context(ctx, inputs, output):
     ctx.tensor_param_grads = [t.requires_grad for t in tensor_params]
 
 
-def _backward(ctx, grad_o, grad_lse):
+def _gradients(ctx, grad_o, grad_lse, run_backward):
+    """q's, k's and v's gradients, and a list with each capture's and each
+    tensor param's (None where not required), from a context that
+    _setup_context filled; `run_backward` is attention_backward or
+    backward()."""
     q, k, v, o, lse, *rest = ctx.saved_tensors
     captures, tensor_params = rest[:ctx.num_captures], rest[ctx.num_captures:]
-    grad_q, grad_k, grad_v, capture_grads, param_grads = attention_backward(
+    grad_q, grad_k, grad_v, capture_grads, param_grads = run_backward(
         ctx.spec, q, k, v, o, lse, grad_o, grad_lse, list(captures), ctx.params,
         ctx.param_slots, list(tensor_params), ctx.tensor_param_slots,
         ctx.capture_grads, ctx.tensor_param_grads, ctx.bnhd)
@@ -415,6 +437,12 @@ def _backward(ctx, grad_o, grad_lse):
     # gradient in that type and shape.
     param_out = [next(param_grads).to(t.dtype).reshape(t.shape) if want else None
                  for t, want in zip(tensor_params, ctx.tensor_param_grads)]
+    return grad_q, grad_k, grad_v, capture_out, param_out
+
+
+def _backward(ctx, grad_o, grad_lse):
+    grad_q, grad_k, grad_v, capture_out, param_out = _gradients(
+        ctx, grad_o, grad_lse, attention_backward)
     return (None, grad_q, grad_k, grad_v, capture_out, _no_grad(ctx.params),
             _no_grad(ctx.param_slots), param_out, _no_grad(ctx.tensor_param_slots),
             None, None, None)
@@ -427,3 +455,35 @@ def _no_grad(values):
 
 
 attention.register_autograd(_backward, setup_context=_setup_context)
+
+
+class EagerAttention(torch.autograd.Function):
+    """rbfc::attention with its autograd for eager calls, without
+    torch.library's dispatch (on the GPU machine about 60 us a call each
+    way, more than the kernels of a small model's layer). Called as
+    apply((spec, params, param_slots, tensor_param_slots, lse, bnhd,
+    num_captures), q, k, v, *captures, *tensor_params): every tensor that
+    may need a gradient is an argument of its own. Tracing, tensor
+    subclasses and dispatch modes use the op."""
+
+    @staticmethod
+    def forward(ctx, call, q, k, v, *tensors):
+        spec, params, param_slots, tensor_param_slots, lse, bnhd, num_captures = call
+        captures = list(tensors[:num_captures])
+        tensor_params = list(tensors[num_captures:])
+        inputs = (spec, q, k, v, captures, params, param_slots, tensor_params,
+                  tensor_param_slots, lse, True, bnhd)
+        output = forward(*inputs)
+        _setup_context(ctx, inputs, output)
+        ctx.set_materialize_grads(False)
+        return output
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_o, grad_lse):
+        q = ctx.saved_tensors[0]
+        if grad_o is None:
+            grad_o = torch.zeros_like(q)
+        grad_q, grad_k, grad_v, capture_out, param_out = _gradients(
+            ctx, grad_o, grad_lse, backward)
+        return (None, grad_q, grad_k, grad_v, *capture_out, *param_out)

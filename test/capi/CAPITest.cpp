@@ -749,6 +749,22 @@ TEST(CAPICuda, KeyTermsNeedAWorkspace) {
             RBFC_OK)
       << lastError();
   EXPECT_GE(bytes, size_t(2 * 4 * 300 * 4));
+  // The backward's workspace (delta and lse2 per row at least), and the
+  // error of a kernel without a backward.
+  EXPECT_EQ(rbfc_kernel_backward_workspace_bytes(kernel.kernel, &q, &k, &bytes),
+            RBFC_ERROR_UNSUPPORTED);
+  EXPECT_TRUE(contains(lastError(), "without backward")) << lastError();
+  Kernel withBackward;
+  options.backward = 1;
+  ASSERT_EQ(withBackward.compile(rbf, options), RBFC_OK) << lastError();
+  ASSERT_EQ(rbfc_kernel_backward_workspace_bytes(withBackward.kernel, &q, &k,
+                                                 &bytes),
+            RBFC_OK)
+      << lastError();
+  EXPECT_GE(bytes, size_t(2 * 2 * 8 * 100 * 4));
+  EXPECT_EQ(rbfc_kernel_backward_workspace_bytes(withBackward.kernel, &q, &k,
+                                                 nullptr),
+            RBFC_ERROR_INVALID_ARGUMENT);
 }
 
 //===-- Caches -------------------------------------------------------------===//

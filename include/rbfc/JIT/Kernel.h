@@ -51,6 +51,10 @@ public:
                                void *stream) const = 0;
   virtual rbfc_status workspaceBytes(const rbfc_tensor *q, const rbfc_tensor *k,
                                      size_t &bytes) const = 0;
+  /// What the backward's launch needs; the kernel has a backward.
+  virtual rbfc_status backwardWorkspaceBytes(const rbfc_tensor *q,
+                                             const rbfc_tensor *k,
+                                             size_t &bytes) const = 0;
 
 protected:
   Kernel(rbfc_target target, runtime::Descriptor descriptor)
