@@ -62,6 +62,7 @@ llvm::Expected<std::unique_ptr<HostKernel>>
 HostKernel::compile(StringRef source, StringRef bufferName,
                     const HostKernelOptions &options) {
   MLIRContext context;
+  context.printOpOnDiagnostic(false);
   registerHostDialects(context);
   llvm::SourceMgr sourceMgr;
   sourceMgr.AddNewSourceBuffer(

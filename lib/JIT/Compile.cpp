@@ -119,6 +119,9 @@ public:
         diagnosticStream(diagnostics),
         handler(sourceMgr, &context, diagnosticStream), spec(spec),
         specName(specName) {
+    // Diagnostics point into the spec; the op's generic form is no help to
+    // whoever wrote it.
+    context.printOpOnDiagnostic(false);
     sourceMgr.AddNewSourceBuffer(
         llvm::MemoryBuffer::getMemBufferCopy(spec, specName), llvm::SMLoc());
   }

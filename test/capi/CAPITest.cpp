@@ -732,6 +732,16 @@ TEST(CAPICuda, BackwardChecksCallsWithoutAGpu) {
   EXPECT_EQ(rbfc_backward(kernel.kernel, &args, nullptr), RBFC_ERROR_NO_DRIVER);
 }
 
+TEST(CAPICuda, AHeadDimTheKernelCannotTakeSaysSoBriefly) {
+  Kernel kernel;
+  rbfc_compile_options options = cudaOptions("");
+  options.head_dim = 96;
+  EXPECT_NE(kernel.compile(kSpec, options), RBFC_OK);
+  EXPECT_TRUE(contains(lastError(), "the head dimension must be")) << lastError();
+  // The message and the caret, not the op in MLIR's generic form.
+  EXPECT_FALSE(contains(lastError(), "see current operation")) << lastError();
+}
+
 TEST(CAPICuda, KeyTermsNeedAWorkspace) {
   Kernel kernel;
   rbfc_compile_options options = cudaOptions("");

@@ -167,6 +167,9 @@ int compile(const Options &options) {
   if (isKernelStage(options.emit) && !host)
     rbfc::registerGPUBackend(registry);
   mlir::MLIRContext context(registry);
+  // A user's error is the message and the caret into the spec, not the op
+  // in MLIR's generic form (rbf-opt keeps MLIR's default for developers).
+  context.printOpOnDiagnostic(false);
   mlir::SourceMgrDiagnosticHandler diagnostics(sourceMgr, &context);
 
   rbfc::FrontendOptions frontend;
