@@ -14,11 +14,14 @@
 #include "llvm/Support/Debug.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/SourceMgr.h"
+#include "llvm/Support/ThreadPool.h"
 #include "llvm/Target/TargetMachine.h"
 
 #include <algorithm>
 #include <atomic>
+#include <mutex>
 #include <thread>
+#include <unistd.h>
 
 #define DEBUG_TYPE "rbfc-host-kernel"
 
@@ -230,9 +233,34 @@ union ParamValue {
   int32_t i;
 };
 
-/// Runs `body(item)` for items [0, count) on up to `numThreads` threads
-/// (0: one per hardware thread), which take items one at a time: masked
-/// tiles make items uneven.
+/// The process's worker threads, one per hardware thread but the caller's,
+/// started at the first parallel call and kept: starting threads for each
+/// call cost more than a small problem's whole run (two threads were
+/// slower than one below a few hundred microseconds of work). A child of
+/// fork() (a DataLoader worker) inherits the pool's object but none of its
+/// threads, so each process starts its own; the inherited one is left
+/// alone, since destroying it would join threads that do not exist.
+llvm::StdThreadPool &workerPool() {
+  static std::atomic<llvm::StdThreadPool *> pool{nullptr};
+  static std::atomic<pid_t> owner{0};
+  static std::mutex creation;
+  pid_t self = getpid();
+  if (owner.load(std::memory_order_acquire) == self)
+    return *pool.load(std::memory_order_relaxed);
+  std::lock_guard<std::mutex> lock(creation);
+  if (owner.load(std::memory_order_acquire) != self) {
+    pool.store(new llvm::StdThreadPool(llvm::hardware_concurrency(
+                   std::max(1u, std::thread::hardware_concurrency() - 1))),
+               std::memory_order_relaxed);
+    owner.store(self, std::memory_order_release);
+  }
+  return *pool.load(std::memory_order_relaxed);
+}
+
+/// Runs `body(item)` for items [0, count) on the calling thread and up to
+/// `numThreads - 1` pool threads (0: every hardware thread), which take
+/// items one at a time: masked tiles make items uneven. Calls from several
+/// threads at once share the pool; each waits only for its own tasks.
 void runParallel(int64_t count, unsigned numThreads,
                  llvm::function_ref<void(int64_t)> body) {
   if (count <= 0)
@@ -245,12 +273,14 @@ void runParallel(int64_t count, unsigned numThreads,
     for (int64_t item = next++; item < count; item = next++)
       body(item);
   };
-  std::vector<std::thread> pool;
-  for (unsigned t = 1; t < threads; ++t)
-    pool.emplace_back(worker);
+  if (threads == 1)
+    return worker();
+  llvm::StdThreadPool &pool = workerPool();
+  llvm::ThreadPoolTaskGroup helpers(pool);
+  for (unsigned t = 1; t < std::min(threads, pool.getMaxConcurrency() + 1); ++t)
+    helpers.async(worker);
   worker();
-  for (std::thread &thread : pool)
-    thread.join();
+  helpers.wait();
 }
 
 /// Packs kernel arguments: a pointer to each argument, memref descriptors

@@ -13,8 +13,10 @@ import importlib
 import multiprocessing
 import os
 import random
+import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -347,6 +349,30 @@ def compile_cuda_into(cache_dir):
                                  ctypes.byref(handle)))
     lib.rbfc_kernel_release(handle)
     return {name: count - before[name] for name, count in _capi.cache_stats().items()}
+
+
+def test_a_forked_child_runs_parallel_kernels(generator, tmp_path):
+    """A child of fork() (a DataLoader worker) inherits the host backend's
+    worker pool but none of its threads: its parallel calls must neither
+    hang nor give other bits."""
+    attn = rbfc.compile(EXAMPLES / "causal.attn", num_threads=2)
+    q = randn(generator, 1, 8, 64, 64)
+    expected = attn(q, q, q)  # starts the pool in this process
+    out = tmp_path / "o.pt"
+    pid = os.fork()
+    if pid == 0:
+        try:
+            torch.save(attn(q, q, q), out)
+        finally:
+            os._exit(0)
+    deadline = time.monotonic() + 60
+    while os.waitpid(pid, os.WNOHANG) == (0, 0):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung in a parallel call")
+        time.sleep(0.05)
+    assert torch.equal(torch.load(out), expected)
 
 
 def test_four_processes_share_the_disk_cache(tmp_path):
