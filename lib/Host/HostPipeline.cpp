@@ -32,6 +32,8 @@
 #include "llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h"
 #include "llvm/IR/LegacyPassManager.h"
 #include "llvm/IR/Module.h"
+#include "llvm/MC/MCSubtargetInfo.h"
+#include "llvm/MC/TargetRegistry.h"
 #include "llvm/Support/Debug.h"
 #include "llvm/Support/TargetSelect.h"
 #include "llvm/Target/TargetMachine.h"
@@ -90,8 +92,45 @@ void rbfc::host::buildHostLoweringPipeline(OpPassManager &pm,
   pm.addPass(createReconcileUnrealizedCastsPass());
 }
 
+/// Checks `cpu` against what the target of `triple` knows, before LLVM
+/// would warn and go on without it.
+static llvm::Error checkHostCpu(const llvm::Triple &triple,
+                                const rbfc::host::HostCpu &cpu) {
+  std::string error;
+  const llvm::Target *target = llvm::TargetRegistry::lookupTarget(triple, error);
+  if (!target)
+    return llvm::createStringError(error);
+  std::unique_ptr<llvm::MCSubtargetInfo> info(
+      target->createMCSubtargetInfo(triple, "", ""));
+  if (!info)
+    return llvm::createStringError("no subtarget information for " +
+                                   triple.str());
+  if (!cpu.name.empty() && !info->isCPUStringValid(cpu.name))
+    return llvm::createStringError(
+        "unknown CPU '" + cpu.name + "' for " + triple.getArchName().str() +
+        " (e.g. x86-64-v2, x86-64-v3, x86-64-v4, skylake-avx512, znver4; "
+        "`llc -mcpu=help` lists them)");
+  llvm::SmallVector<llvm::StringRef> features;
+  llvm::StringRef(cpu.features).split(features, ',', -1, false);
+  for (llvm::StringRef feature : features) {
+    llvm::StringRef name = feature.trim();
+    if (!name.consume_front("+") && !name.consume_front("-"))
+      return llvm::createStringError(
+          "CPU feature '" + feature.str() +
+          "' needs a sign: '+name' adds it, '-name' removes it");
+    if (llvm::none_of(info->getAllProcessorFeatures(),
+                      [&](const llvm::SubtargetFeatureKV &known) {
+                        return name == known.Key;
+                      }))
+      return llvm::createStringError("unknown CPU feature '" + name.str() +
+                                     "' for " + triple.getArchName().str() +
+                                     " (e.g. avx2, avx512f, fma, f16c)");
+  }
+  return llvm::Error::success();
+}
+
 llvm::Expected<std::unique_ptr<llvm::TargetMachine>>
-rbfc::host::createHostTargetMachine(HostCodeUse use) {
+rbfc::host::createHostTargetMachine(HostCodeUse use, const HostCpu &cpu) {
   static const bool initialized = [] {
     llvm::InitializeNativeTarget();
     llvm::InitializeNativeTargetAsmPrinter();
@@ -103,6 +142,17 @@ rbfc::host::createHostTargetMachine(HostCodeUse use) {
   auto builder = llvm::orc::JITTargetMachineBuilder::detectHost();
   if (!builder)
     return builder.takeError();
+  if (llvm::Error error = checkHostCpu(builder->getTargetTriple(), cpu))
+    return std::move(error);
+  if (!cpu.name.empty()) {
+    // Another CPU: its own features, not this machine's.
+    builder->setCPU(cpu.name);
+    builder->getFeatures() = llvm::SubtargetFeatures();
+  }
+  llvm::SmallVector<llvm::StringRef> features;
+  llvm::StringRef(cpu.features).split(features, ',', -1, false);
+  for (llvm::StringRef feature : features)
+    builder->getFeatures().AddFeature(feature.trim());
   builder->setCodeGenOptLevel(llvm::CodeGenOptLevel::Aggressive);
   if (use == HostCodeUse::ObjectFile) {
     builder->setRelocationModel(llvm::Reloc::PIC_);
@@ -132,6 +182,7 @@ rbfc::host::translateAndOptimize(ModuleOp module,
 
 LogicalResult rbfc::host::emitHostArtifact(ModuleOp module, StringRef emit,
                                            const HostTiling &tiling,
+                                           const HostCpu &cpu,
                                            llvm::raw_pwrite_stream &os) {
   MLIRContext &context = *module.getContext();
   registerHostDialects(context);
@@ -153,7 +204,7 @@ LogicalResult rbfc::host::emitHostArtifact(ModuleOp module, StringRef emit,
     return failure();
   };
   // What --emit=llvm prints is what --emit=obj assembles.
-  auto targetMachine = createHostTargetMachine(HostCodeUse::ObjectFile);
+  auto targetMachine = createHostTargetMachine(HostCodeUse::ObjectFile, cpu);
   if (!targetMachine)
     return reportError(targetMachine.takeError());
   llvm::LLVMContext llvmContext;

@@ -47,6 +47,8 @@ struct Options {
   /// "host" builds the CPU kernel (docs/host-backend.md) for kernel, llvm
   /// and obj; otherwise those stages build the GPU kernel.
   std::string target;
+  /// --target=host, llvm and obj: the CPU to build for (default: this one).
+  rbfc::host::HostCpu cpu;
 };
 
 int writeFile(const std::string &path, llvm::StringRef contents) {
@@ -74,7 +76,8 @@ int emitHost(const Options &options, mlir::ModuleOp module) {
   llvm::SmallString<0> artifact;
   llvm::raw_svector_ostream os(artifact);
   if (mlir::failed(
-          rbfc::host::emitHostArtifact(module, options.emit, {}, os)))
+          rbfc::host::emitHostArtifact(module, options.emit, {}, options.cpu,
+                                       os)))
     return 1;
   return writeFile(options.output, artifact);
 }
@@ -147,6 +150,12 @@ int compile(const Options &options) {
   if (options.emit == "obj" && !host) {
     llvm::errs() << "rbfc: error: --emit=obj needs --target=host; GPU kernels "
                     "are emitted with --emit=ptx or --emit=cubin\n";
+    return 1;
+  }
+  if ((!options.cpu.name.empty() || !options.cpu.features.empty()) &&
+      !(host && (options.emit == "llvm" || options.emit == "obj"))) {
+    llvm::errs() << "rbfc: error: --cpu and --cpu-features choose the CPU of "
+                    "--target=host --emit=llvm or --emit=obj\n";
     return 1;
   }
   std::string error;
@@ -267,6 +276,14 @@ int main(int argc, char **argv) {
                  "--emit=kernel (scf/vector IR), llvm (optimised for this "
                  "CPU) or obj (an object file)")
       ->check(CLI::IsMember({"host"}));
+  app.add_option("--cpu", options.cpu.name,
+                 "--target=host, llvm and obj: the CPU to build for, an LLVM "
+                 "CPU name (x86-64-v3, skylake-avx512, znver4, ...) whose "
+                 "features replace this machine's (default: this machine)");
+  app.add_option("--cpu-features", options.cpu.features,
+                 "--target=host, llvm and obj: features to add or remove, "
+                 "e.g. '+avx2,-avx512f' (on top of --cpu's or this "
+                 "machine's)");
   app.add_flag("--print-ir-after-all", options.printIRAfterAll,
                "print the IR after every pass (to standard error)");
   try {

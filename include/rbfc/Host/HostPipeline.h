@@ -14,6 +14,7 @@
 #include "llvm/Support/Error.h"
 
 #include <memory>
+#include <string>
 
 namespace llvm {
 class LLVMContext;
@@ -43,9 +44,21 @@ void buildHostLoweringPipeline(mlir::OpPassManager &pm,
 /// linker needs no text relocations).
 enum class HostCodeUse { JIT, ObjectFile };
 
-/// A TargetMachine for the CPU this process runs on (its features, -O3).
+/// The CPU host code is built for: by default the one this process runs
+/// on, with its features. `name` is an LLVM CPU name of this target
+/// ("x86-64-v3", "skylake-avx512", "znver4", ...) whose own features are
+/// taken instead; `features` ("+avx2,-avx512f") adds to or removes from
+/// either.
+struct HostCpu {
+  std::string name;
+  std::string features;
+};
+
+/// A TargetMachine for `cpu` (-O3). An unknown CPU name or feature is an
+/// error that lists what this target knows.
 llvm::Expected<std::unique_ptr<llvm::TargetMachine>>
-createHostTargetMachine(HostCodeUse use = HostCodeUse::JIT);
+createHostTargetMachine(HostCodeUse use = HostCodeUse::JIT,
+                        const HostCpu &cpu = {});
 
 /// Translates a module in the LLVM dialect to LLVM IR and runs the -O3
 /// pipeline for `targetMachine` on it.
@@ -55,11 +68,12 @@ translateAndOptimize(mlir::ModuleOp module, llvm::LLVMContext &llvmContext,
 
 /// rbfc --target=host: lowers the canonical `module` and writes `emit`
 /// ("kernel": the scf/vector kernel after attn-lower-to-host, "llvm": the
-/// optimised LLVM IR, "obj": an object file for the host CPU) to `os`.
+/// optimised LLVM IR, "obj": an object file, both for `cpu`) to `os`.
 /// Errors go to the context's diagnostic handler; returns failure then.
 mlir::LogicalResult emitHostArtifact(mlir::ModuleOp module,
                                      llvm::StringRef emit,
                                      const HostTiling &tiling,
+                                     const HostCpu &cpu,
                                      llvm::raw_pwrite_stream &os);
 
 } // namespace rbfc::host
