@@ -193,7 +193,7 @@ BackwardKernelBuilder::scoreAndKept(RegionApplication &regions,
 LogicalResult BackwardKernelBuilder::evaluateGradients(
     RegionApplication &regions, Region &region, const ElementValues &element,
     MutableArrayRef<Value> partials, Value active,
-    function_ref<void(Operation *, Value)> onOther) {
+    function_ref<LogicalResult(Operation *, Value)> onOther) {
   int64_t numParams = op.getParams().size();
   GradientPartials sums(b, slots);
   auto gated = [&](int64_t bit, Value x) {
@@ -225,11 +225,17 @@ LogicalResult BackwardKernelBuilder::evaluateGradients(
                                arg.getOwner()->getNumArguments();
             sums.accumulate(partials, *slot, gated(numParams + capture, x));
           }
-        } else {
-          onOther(attnOp, x);
+        } else if (failed(onOther(attnOp, x))) {
+          return failure();
         }
         return Value();
       });
+}
+
+LogicalResult BackwardKernelBuilder::unownedGradient(Operation *gradOp,
+                                                     StringRef where) {
+  return gradOp->emitOpError() << "has no place in " << where
+                               << " (no kernel of the backward adds it up)";
 }
 
 Value BackwardKernelBuilder::loadChunk(Value memref, Value offset) {

@@ -27,6 +27,7 @@
 
 #include "mlir/Dialect/LLVMIR/NVVMDialect.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "llvm/ADT/TypeSwitch.h"
 #include "llvm/Support/Debug.h"
 
 #define DEBUG_TYPE "attn-backward-kernels"
@@ -193,14 +194,24 @@ LogicalResult KeyValueGradKernel::applyElements(
         return evaluateGradients(
             regions, op.getScoreGrad(), element, partials, Value(),
             [&](Operation *gradOp, Value x) {
-              if (isa<attn::GradScaledDotOp>(gradOp)) {
-                scoreGrads[accumulator][e] = fmul(x, qScale);
-              } else if (isa<attn::GradKeyBiasOp>(gradOp)) {
-                keyBiasGrad[r] = fadd(keyBiasGrad[r], x);
-              } else if (auto norm = dyn_cast<attn::GradNorm2Op>(gradOp)) {
-                if (norm.getVector() == attn::Vector::k)
-                  keyNormGrad[r] = fadd(keyNormGrad[r], x);
-              }
+              return TypeSwitch<Operation *, LogicalResult>(gradOp)
+                  .Case([&](attn::GradScaledDotOp) {
+                    scoreGrads[accumulator][e] = fmul(x, qScale);
+                    return success();
+                  })
+                  .Case([&](attn::GradKeyBiasOp) {
+                    keyBiasGrad[r] = fadd(keyBiasGrad[r], x);
+                    return success();
+                  })
+                  .Case([&](attn::GradNorm2Op norm) {
+                    // ||q||^2's is the dQ kernel's.
+                    if (norm.getVector() == attn::Vector::k)
+                      keyNormGrad[r] = fadd(keyNormGrad[r], x);
+                    return success();
+                  })
+                  .Default([](Operation *other) {
+                    return unownedGradient(other, "the dK/dV kernel's score");
+                  });
             });
       });
 }
@@ -414,8 +425,11 @@ KeyValueGradKernel::emitHead(Value head, Value isFirstHead, ValueRange state) {
             evaluateGradients(regions, op.getKeyBiasGrad(), element, partials,
                               once, [&](Operation *gradOp, Value x) {
                                 auto norm = dyn_cast<attn::GradNorm2Op>(gradOp);
-                                if (norm && norm.getVector() == attn::Vector::k)
-                                  keyNormGrad[r] = fadd(keyNormGrad[r], x);
+                                if (!norm || norm.getVector() != attn::Vector::k)
+                                  return unownedGradient(
+                                      gradOp, "the key terms' gradient");
+                                keyNormGrad[r] = fadd(keyNormGrad[r], x);
+                                return success();
                               })))
       return failure();
   }

@@ -24,6 +24,7 @@
 
 #include "mlir/Dialect/LLVMIR/NVVMDialect.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "llvm/ADT/TypeSwitch.h"
 #include "llvm/Support/Debug.h"
 
 
@@ -163,12 +164,22 @@ LogicalResult QueryGradKernel::applyElements(
         return evaluateGradients(
             regions, op.getScoreGrad(), element, {}, Value(),
             [&](Operation *gradOp, Value x) {
-              if (isa<attn::GradScaledDotOp>(gradOp)) {
-                scoreGrads[accumulator][e] = x;
-              } else if (auto norm = dyn_cast<attn::GradNorm2Op>(gradOp)) {
-                if (norm.getVector() == attn::Vector::q)
-                  queryNormGrad[r] = fadd(queryNormGrad[r], x);
-              }
+              return TypeSwitch<Operation *, LogicalResult>(gradOp)
+                  .Case([&](attn::GradScaledDotOp) {
+                    scoreGrads[accumulator][e] = x;
+                    return success();
+                  })
+                  .Case([&](attn::GradNorm2Op norm) {
+                    // ||k||^2's is the dK/dV kernel's.
+                    if (norm.getVector() == attn::Vector::q)
+                      queryNormGrad[r] = fadd(queryNormGrad[r], x);
+                    return success();
+                  })
+                  // The dK/dV kernel's.
+                  .Case([](attn::GradKeyBiasOp) { return success(); })
+                  .Default([](Operation *other) {
+                    return unownedGradient(other, "the dQ kernel's score");
+                  });
             });
       });
 }
@@ -277,8 +288,10 @@ LogicalResult QueryGradKernel::storeResults(RegionApplication &regions,
               regions, op.getRowBiasGrad(), element, partials, once,
               [&](Operation *gradOp, Value x) {
                 auto norm = dyn_cast<attn::GradNorm2Op>(gradOp);
-                if (norm && norm.getVector() == attn::Vector::q)
-                  normGrad = fadd(normGrad, select(applies, x, f32(0.0)));
+                if (!norm || norm.getVector() != attn::Vector::q)
+                  return unownedGradient(gradOp, "the row terms' gradient");
+                normGrad = fadd(normGrad, select(applies, x, f32(0.0)));
+                return success();
               })))
         return failure();
     }
@@ -311,8 +324,11 @@ LogicalResult QueryGradKernel::storeResults(RegionApplication &regions,
     element.qIdx = index(0);
     element.kvIdx = index(0);
     element.adjoint = scaleGrad;
-    if (failed(evaluateGradients(regions, op.getQScaleGrad(), element, partials,
-                                 Value(), [](Operation *, Value) {})))
+    if (failed(evaluateGradients(
+            regions, op.getQScaleGrad(), element, partials, Value(),
+            [](Operation *gradOp, Value) {
+              return unownedGradient(gradOp, "q_scale's gradient");
+            })))
       return failure();
   }
   return success();

@@ -124,12 +124,21 @@ protected:
   /// Adds a gradient region's parameter and capture gradients at
   /// `element` to `partials`, each only when asked for and `active` (none
   /// when `partials` is empty: another kernel owns them); `onOther` takes
-  /// the region's other gradient ops with their adjoint.
+  /// the region's other gradient ops with their adjoint, and must account
+  /// for each kind: the ones its kernel adds up, and, by name, the ones
+  /// another kernel owns. An op it does not know fails, so a new kind of
+  /// gradient op cannot be dropped silently.
   mlir::LogicalResult evaluateGradients(
       RegionApplication &regions, mlir::Region &region,
       const ElementValues &element, llvm::MutableArrayRef<mlir::Value> partials,
       mlir::Value active,
-      llvm::function_ref<void(mlir::Operation *, mlir::Value)> onOther);
+      llvm::function_ref<mlir::LogicalResult(mlir::Operation *, mlir::Value)>
+          onOther);
+
+  /// What evaluateGradients' `onOther` answers for a gradient op it has no
+  /// case for.
+  static mlir::LogicalResult unownedGradient(mlir::Operation *gradOp,
+                                             llvm::StringRef where);
 
   /// A 16-byte chunk of 16-bit elements at element `offset` of `memref`
   /// (global or shared), widened to eight f32.
