@@ -97,7 +97,8 @@ void rbfc::host::buildHostLoweringPipeline(OpPassManager &pm,
 static llvm::Error checkHostCpu(const llvm::Triple &triple,
                                 const rbfc::host::HostCpu &cpu) {
   std::string error;
-  const llvm::Target *target = llvm::TargetRegistry::lookupTarget(triple, error);
+  const llvm::Target *target =
+      llvm::TargetRegistry::lookupTarget(triple, error);
   if (!target)
     return llvm::createStringError(error);
   std::unique_ptr<llvm::MCSubtargetInfo> info(

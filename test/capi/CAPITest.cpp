@@ -737,7 +737,8 @@ TEST(CAPICuda, AHeadDimTheKernelCannotTakeSaysSoBriefly) {
   rbfc_compile_options options = cudaOptions("");
   options.head_dim = 96;
   EXPECT_NE(kernel.compile(kSpec, options), RBFC_OK);
-  EXPECT_TRUE(contains(lastError(), "the head dimension must be")) << lastError();
+  EXPECT_TRUE(contains(lastError(), "the head dimension must be"))
+      << lastError();
   // The message and the caret, not the op in MLIR's generic form.
   EXPECT_FALSE(contains(lastError(), "see current operation")) << lastError();
 }

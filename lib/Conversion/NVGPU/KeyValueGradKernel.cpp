@@ -425,7 +425,8 @@ KeyValueGradKernel::emitHead(Value head, Value isFirstHead, ValueRange state) {
             evaluateGradients(regions, op.getKeyBiasGrad(), element, partials,
                               once, [&](Operation *gradOp, Value x) {
                                 auto norm = dyn_cast<attn::GradNorm2Op>(gradOp);
-                                if (!norm || norm.getVector() != attn::Vector::k)
+                                if (!norm ||
+                                    norm.getVector() != attn::Vector::k)
                                   return unownedGradient(
                                       gradOp, "the key terms' gradient");
                                 keyNormGrad[r] = fadd(keyNormGrad[r], x);
