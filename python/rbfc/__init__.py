@@ -14,10 +14,12 @@ test scripts use.
 from ._capi import cache_stats, clear_memory_cache
 from .attention import Attention, compile
 from .errors import RbfcError
+from .merge import merge_attention
 from .runtime import Kernel, compile_spec, rbfc_binary, runtime_library
 from .sdpa import sdpa
 
 __version__ = "0.1.0"
 
 __all__ = ["Attention", "Kernel", "RbfcError", "cache_stats", "clear_memory_cache",
-           "compile", "compile_spec", "rbfc_binary", "runtime_library", "sdpa"]
+           "compile", "compile_spec", "merge_attention", "rbfc_binary",
+           "runtime_library", "sdpa"]

@@ -450,6 +450,77 @@ def test_gradients_match_the_reference(spec, generator):
             assert relative_error(t.grad, ref_inputs[name].grad) <= 1e-4, name
 
 
+KEY_PADDING = """attention key_padding {
+  capture keep: i32[?, ?];   # [batch, kv_len]
+  score = dot(q, k) / sqrt(head_dim);
+  mask = keep[b, kv_idx] != 0;
+}"""
+
+
+@pytest.mark.parametrize("spec", ["rbf", "softmax", "key_padding"])
+@pytest.mark.parametrize("layout", ["bhnd", "bnhd"])
+def test_merged_key_blocks_equal_the_whole(spec, layout, generator):
+    """Attention over keys split into uneven blocks (one of them fully
+    masked for key_padding), merged by rbfc.merge_attention, against one
+    call over all keys: o, lse and the gradients of q, k, v through the
+    blocks' lse gradients."""
+    attn = rbfc.compile(KEY_PADDING if spec == "key_padding"
+                        else EXAMPLES / f"{spec}.attn")
+    batch, heads, kv_heads, q_len, kv_len = 2, 4, 2, 13, 27
+    blocks = [(0, 10), (10, 11), (11, 27)]
+    seq = 2
+    q = randn(generator, batch, heads, q_len, 64)
+    k = randn(generator, batch, kv_heads, kv_len, 64)
+    v = randn(generator, batch, kv_heads, kv_len, 64)
+    keep = torch.ones(batch, kv_len, dtype=torch.int32)
+    keep[:, 11:27] = 0          # the last block sees no key
+    keep[0, :11] = 0            # batch 0's rows see no key at all
+    if layout == "bnhd":
+        q, k, v = (t.transpose(1, 2).contiguous() for t in (q, k, v))
+        seq = 1
+
+    def call(keys):
+        lo, hi = keys
+        kb = k.narrow(seq, lo, hi - lo)
+        vb = v.narrow(seq, lo, hi - lo)
+        captures = ({"keep": keep[:, lo:hi].contiguous()} if spec == "key_padding"
+                    else None)
+        return attn(q, kb, vb, captures=captures, return_lse=True, layout=layout)
+
+    for t in (q, k, v):
+        t.requires_grad_()
+    grad_o = randn(generator, *q.shape)
+    grad_lse = randn(generator, batch, heads, q_len)
+    o, lse = call((0, kv_len))
+    whole = torch.autograd.grad([o, lse], [q, k, v], [grad_o, grad_lse])
+    parts = [call(keys) for keys in blocks]
+    merged_o, merged_lse = rbfc.merge_attention([p[0] for p in parts],
+                                                [p[1] for p in parts], layout=layout)
+    merged = torch.autograd.grad([merged_o, merged_lse], [q, k, v], [grad_o, grad_lse])
+    assert relative_error(merged_o, o.double()) <= 1e-5
+    assert torch.equal(torch.isfinite(merged_lse), torch.isfinite(lse))
+    finite = torch.isfinite(lse)
+    assert (merged_lse[finite] - lse[finite]).abs().max() <= 1e-5
+    if spec == "key_padding":
+        assert not finite[0].any() and (merged_o[0] == 0).all()
+    for name, got, want in zip("qkv", merged, whole):
+        assert not torch.isnan(got).any(), name
+        assert relative_error(got, want.double()) <= 1e-4, name
+
+
+def test_merge_attention_refuses_what_does_not_fit(generator):
+    o = torch.zeros(1, 2, 3, 8)
+    lse = torch.zeros(1, 2, 3)
+    with pytest.raises(rbfc.RbfcError, match="2 outputs and 1 log-sum-exps"):
+        rbfc.merge_attention([o, o], [lse])
+    with pytest.raises(rbfc.RbfcError, match=r"lses\[1\]: torch.float64"):
+        rbfc.merge_attention([o, o], [lse, lse.double()])
+    with pytest.raises(rbfc.RbfcError, match=r"outs\[1\]: shape \(1, 2, 4, 8\)"):
+        rbfc.merge_attention([o, torch.zeros(1, 2, 4, 8)], [lse, lse])
+    with pytest.raises(rbfc.RbfcError, match="layout"):
+        rbfc.merge_attention([o], [lse], layout="nhd")
+
+
 def test_a_signature_seen_without_grad_still_gets_gradients(generator):
     """The checked-signature fast path is for calls without autograd: once
     q or a capture requires grad, the call records its backward."""
