@@ -227,18 +227,25 @@ def gradients(spec, q, k, v, captures, params, grad_o, grad_lse, dtype,
     return out
 
 
+def gradient_allowance(reference, tol):
+    """What check_gradient lets each element of a gradient differ from
+    `reference`'s exact one by: tol * max|exact| + 2 |exact - rounded| +
+    noise."""
+    exact = reference["exact"]
+    return (tol * exact.abs().max() + 2 * (exact - reference["rounded"]).abs()
+            + reference["noise"])
+
+
 def check_gradient(name, got, reference, tol):
-    """None when `got` is within tol * max|exact| + 2 |exact - rounded| +
-    noise of the `reference` from gradients() everywhere, else what is
-    wrong, at the worst element."""
+    """None when `got` is within gradient_allowance() of the `reference`
+    from gradients() everywhere, else what is wrong, at the worst element."""
     if got is None:
         return f"{name}: no gradient"
     got = got.float()
     if torch.isnan(got).any():
         return f"{name}: {int(torch.isnan(got).sum())} NaN (unwritten?)"
     exact = reference["exact"]
-    allowed = (tol * exact.abs().max() + 2 * (exact - reference["rounded"]).abs()
-               + reference["noise"])
+    allowed = gradient_allowance(reference, tol)
     excess = (got - exact).abs() - allowed
     if (excess > 0).any():
         i = int(excess.flatten().argmax())
@@ -246,3 +253,15 @@ def check_gradient(name, got, reference, tol):
                 f"{exact.flatten()[i].item():.5g} (allowed "
                 f"{allowed.flatten()[i].item():.3g})")
     return None
+
+
+def allowance_used(got, reference, tol):
+    """The largest |got - exact| / allowance over the elements: how close a
+    passing gradient came to its tolerance (at most 1 when it passes; an
+    element allowed nothing counts only if it differs)."""
+    error = (got.float() - reference["exact"]).abs()
+    allowed = gradient_allowance(reference, tol)
+    share = torch.where(allowed > 0, error / allowed.clamp(min=1e-30),
+                        torch.where(error > 0, torch.full_like(error, float("inf")),
+                                    torch.zeros_like(error)))
+    return share.max().item()
