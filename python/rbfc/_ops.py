@@ -464,7 +464,8 @@ class EagerAttention(torch.autograd.Function):
     apply((spec, params, param_slots, tensor_param_slots, lse, bnhd,
     num_captures), q, k, v, *captures, *tensor_params): every tensor that
     may need a gradient is an argument of its own. Tracing, tensor
-    subclasses and dispatch modes use the op."""
+    subclasses and dispatch modes use the op. A second derivative
+    (create_graph=True) raises RbfcError."""
 
     @staticmethod
     def forward(ctx, call, q, k, v, *tensors):
@@ -479,8 +480,16 @@ class EagerAttention(torch.autograd.Function):
         return output
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_o, grad_lse):
+        # create_graph=True: the gradients would have to depend on q, k, v
+        # and the captures through the backward, which has no derivative.
+        # once_differentiable raises only when the incoming gradients
+        # require grad, and would drop the term silently otherwise.
+        if torch.is_grad_enabled():
+            raise RbfcError(f"rbfc: {SPECS[ctx.spec].name.decode()}: the "
+                            "attention's backward has no derivative; "
+                            "backward(create_graph=True) through it is not "
+                            "supported")
         q = ctx.saved_tensors[0]
         if grad_o is None:
             grad_o = torch.zeros_like(q)

@@ -521,6 +521,15 @@ def test_merge_attention_refuses_what_does_not_fit(generator):
         rbfc.merge_attention([o], [lse], layout="nhd")
 
 
+def test_a_second_derivative_raises(generator):
+    """The backward is not differentiable: asking for a second derivative
+    is an error, not a silently missing term."""
+    attn = rbfc.compile(EXAMPLES / "rbf.attn")
+    q = randn(generator, 1, 2, 5, 64).requires_grad_()
+    with pytest.raises(rbfc.RbfcError, match="backward has no derivative"):
+        torch.autograd.grad(attn(q, q, q).sum(), q, create_graph=True)
+
+
 def test_a_signature_seen_without_grad_still_gets_gradients(generator):
     """The checked-signature fast path is for calls without autograd: once
     q or a capture requires grad, the call records its backward."""
