@@ -38,10 +38,10 @@ rbfc::inlineAttnRegion(OpBuilder &builder, Region &region, ValueRange arguments,
   return yielded;
 }
 
-unsigned rbfc::getCaptureIndex(Value tensor, unsigned numLeadingArgs,
-                               unsigned numParams) {
+unsigned rbfc::captureIndex(attn::AttentionOp op, Value tensor) {
   auto argument = cast<BlockArgument>(tensor);
-  return argument.getArgNumber() - numLeadingArgs - numParams;
+  return argument.getArgNumber() + op.getCaptures().size() -
+         argument.getOwner()->getNumArguments();
 }
 
 Value rbfc::clampToDimension(OpBuilder &builder, Location loc, Value index,

@@ -38,10 +38,10 @@ mlir::FailureOr<llvm::SmallVector<mlir::Value>>
 inlineAttnRegion(mlir::OpBuilder &builder, mlir::Region &region,
                  mlir::ValueRange arguments, AttnOpMaterializer materialize);
 
-/// Index of the captured tensor `tensor` (a block argument of an element or
-/// tile_class region) among the op's captures.
-unsigned getCaptureIndex(mlir::Value tensor, unsigned numLeadingArgs,
-                         unsigned numParams);
+/// Index of the captured tensor `tensor` (a block argument of any region of
+/// `op`: captures are every region's trailing arguments) among the op's
+/// captures.
+unsigned captureIndex(attn::AttentionOp op, mlir::Value tensor);
 
 /// `index` clamped into [0, size - 1]: attn.load and attn.load_bound read
 /// captures at clamped indices (docs/language.md), so any index expression

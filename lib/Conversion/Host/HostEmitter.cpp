@@ -84,13 +84,6 @@ Value HostEmitter::dotRows(Value lhs, Value rhs) {
                                      arith::FastMathFlags::reassoc);
 }
 
-unsigned HostEmitter::captureIndex(Value regionArgument) {
-  auto argument = cast<BlockArgument>(regionArgument);
-  // Captures are the trailing arguments of every region.
-  return argument.getArgNumber() +
-         (captures.size() - argument.getOwner()->getNumArguments());
-}
-
 void HostEmitter::bindSizes(Value queryTensor, Value keyTensor) {
   batch = memref::DimOp::create(builder, loc, queryTensor, 0);
   heads = memref::DimOp::create(builder, loc, queryTensor, 1);
@@ -112,7 +105,7 @@ SmallVector<Value> HostEmitter::clampedIndices(Value capture,
 }
 
 Value HostEmitter::loadCapture(attn::LoadOp load, IRMapping &mapping) {
-  Value capture = captures[captureIndex(load.getCapture())];
+  Value capture = captures[captureIndex(attention, load.getCapture())];
   return memref::LoadOp::create(
       builder, loc, capture,
       clampedIndices(capture, load.getIndices(), mapping));
@@ -120,7 +113,7 @@ Value HostEmitter::loadCapture(attn::LoadOp load, IRMapping &mapping) {
 
 Value HostEmitter::loadCaptureBound(attn::LoadBoundOp bound,
                                     IRMapping &mapping) {
-  Value capture = captures[captureIndex(bound.getCapture())];
+  Value capture = captures[captureIndex(attention, bound.getCapture())];
   SmallVector<Value> lows, highs;
   for (auto [dim, pair] :
        llvm::enumerate(llvm::zip(bound.getLows(), bound.getHighs()))) {
@@ -260,7 +253,7 @@ FailureOr<Value> HostEmitter::materialize(Operation *op, IRMapping &mapping,
       .Case([&](attn::GradCaptureOp grad) -> FailureOr<Value> {
         if (!element.sinks || !element.sinks->capture)
           return Value();
-        unsigned capture = captureIndex(grad.getCapture());
+        unsigned capture = captureIndex(attention, grad.getCapture());
         SmallVector<Value> indices =
             clampedIndices(captures[capture], grad.getIndices(), mapping);
         element.sinks->capture(capture, indices, adjointOf(grad.getAdjoint()));

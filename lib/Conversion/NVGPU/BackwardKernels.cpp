@@ -220,9 +220,7 @@ LogicalResult BackwardKernelBuilder::evaluateGradients(
         } else if (auto sink = dyn_cast<attn::GradCaptureOp>(attnOp)) {
           std::optional<int64_t> slot = slots.captureSlot(sink);
           if (ownsSums && slot) {
-            auto arg = cast<BlockArgument>(sink.getCapture());
-            unsigned capture = arg.getArgNumber() + op.getCaptures().size() -
-                               arg.getOwner()->getNumArguments();
+            unsigned capture = captureIndex(op, sink.getCapture());
             sums.accumulate(partials, *slot, gated(numParams + capture, x));
           }
         } else if (failed(onOther(attnOp, x))) {
@@ -552,10 +550,7 @@ private:
                                      Value element) {
     SmallVector<attn::GradCaptureOp> sinks;
     for (attn::GradCaptureOp sink : slots.getUniformSinks()) {
-      auto arg = cast<BlockArgument>(sink.getCapture());
-      if (arg.getArgNumber() + op.getCaptures().size() -
-              arg.getOwner()->getNumArguments() ==
-          capture)
+      if (captureIndex(op, sink.getCapture()) == capture)
         sinks.push_back(sink);
     }
     LogicalResult status = success();
@@ -612,10 +607,8 @@ private:
       }
       b.clone(inner, mapping);
     }
-    auto arg = cast<BlockArgument>(sink.getCapture());
     const CaptureArgs &data =
-        args.captures[arg.getArgNumber() + op.getCaptures().size() -
-                      block.getNumArguments()];
+        args.captures[captureIndex(op, sink.getCapture())];
     Value flat = index(0);
     for (auto [d, idx] : llvm::enumerate(sink.getIndices()))
       flat = add(

@@ -1,5 +1,6 @@
 //===- GradientPartials.cpp - deterministic sums of gradients -------------===//
 #include "rbfc/Conversion/NVGPU/GradientPartials.h"
+#include "rbfc/Conversion/RegionInlining.h"
 
 #include "rbfc/Dialect/Attn/ScoreDependence.h"
 
@@ -24,9 +25,7 @@ GradientSlots::GradientSlots(attn::AttentionOp op)
     if (region->empty())
       continue;
     for (auto sink : region->front().getOps<attn::GradCaptureOp>()) {
-      auto arg = cast<BlockArgument>(sink.getCapture());
-      unsigned capture = arg.getArgNumber() + op.getCaptures().size() -
-                         arg.getOwner()->getNumArguments();
+      unsigned capture = captureIndex(op, sink.getCapture());
       if (llvm::all_of(sink.getIndices(),
                        [&](Value idx) { return dependence.isUniform(idx); })) {
         uniformSinks.push_back(sink);

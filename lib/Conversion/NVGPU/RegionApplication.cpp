@@ -47,8 +47,7 @@ FailureOr<Value> RegionApplication::loadBound(attn::LoadBoundOp bound,
                                               IRMapping &mapping) {
   // Every warp scans the box itself, lane-strided, and combines with a
   // butterfly, so the bound is uniform without a barrier.
-  unsigned capture = getCaptureIndex(bound.getCapture(), op.kNumTileArgs,
-                                     op.getParams().size());
+  unsigned capture = captureIndex(op, bound.getCapture());
   const CaptureArgs &data = captures[capture];
   SmallVector<Value> lows, counts;
   Value total = index(1);
@@ -156,11 +155,7 @@ FailureOr<Value> RegionApplication::materialize(Operation *attnOp,
         SmallVector<Value> indices;
         for (Value idx : load.getIndices())
           indices.push_back(mapping.lookup(idx));
-        Region *region = load->getParentRegion();
-        return loadCapture(getCaptureIndex(load.getCapture(),
-                                           op.getNumLeadingArgs(*region),
-                                           op.getParams().size()),
-                           indices);
+        return loadCapture(captureIndex(op, load.getCapture()), indices);
       })
       .Case([&](attn::LoadBoundOp bound) { return loadBound(bound, mapping); })
       .Default([&](Operation *other) {

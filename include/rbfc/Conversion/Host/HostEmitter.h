@@ -90,9 +90,6 @@ protected:
   mlir::FailureOr<std::pair<mlir::Value, mlir::Value>>
   classifyTile(mlir::Value b, mlir::Value h, mlir::Value qLo, mlir::Value qHi,
                mlir::Value kvLo, mlir::Value kvHi);
-  /// The index of the capture `regionArgument` (a tensor block argument of
-  /// any region of the op) among the function's captures.
-  unsigned captureIndex(mlir::Value regionArgument);
   /// Binds the problem sizes from q [batch, heads, q_len, .] and k
   /// [batch, kv_heads, kv_len, .].
   void bindSizes(mlir::Value queryTensor, mlir::Value keyTensor);
