@@ -113,6 +113,36 @@ protected:
                             partials, ValueRange{chunk, slot});
   }
 
+  /// Binds the arguments the dK/dV and dQ functions share — q, k, v, dO,
+  /// delta, lse2, then their `numGradients` gradient outputs, the partial
+  /// sums, the gradient mask, the params and captures, the chunk and the
+  /// chunk count — the problem sizes, the gradient slots and the tile
+  /// counts; returns the gradient outputs.
+  SmallVector<Value, 2> bindGradientFunction(Block *entry,
+                                             unsigned numGradients) {
+    query = entry->getArgument(0);
+    key = entry->getArgument(1);
+    value = entry->getArgument(2);
+    outputGrad = entry->getArgument(3);
+    delta = entry->getArgument(4);
+    lse2 = entry->getArgument(5);
+    unsigned next = 6;
+    SmallVector<Value, 2> gradients;
+    for (unsigned i = 0; i < numGradients; ++i)
+      gradients.push_back(entry->getArgument(next++));
+    partials = entry->getArgument(next++);
+    Value gradMask = entry->getArgument(next++);
+    next = bindParamsAndCaptures(entry, next);
+    chunk = entry->getArgument(next);
+    numChunks = entry->getArgument(next + 1);
+    bindSizes(query, key);
+    bindGradientSlots(gradMask);
+    numKeyTiles = arith::CeilDivSIOp::create(builder, loc, kvLen, index(tileN));
+    numQTiles = arith::CeilDivSIOp::create(builder, loc, qLen, index(tileM));
+    group = arith::DivSIOp::create(builder, loc, heads, kvHeads);
+    return gradients;
+  }
+
   /// Reads the gradient mask and lays out the partial-sum slots: one per
   /// parameter, then the elements of every f32 capture, row-major.
   void bindGradientSlots(Value gradMask) {
@@ -269,6 +299,7 @@ protected:
 
   int64_t tileM, tileN;
   Value query, value, outputGrad, delta, lse2, partials, chunk, numChunks;
+  Value numKeyTiles, numQTiles, group;
   SmallVector<Value> wantParam, wantCapture, captureSlot;
 };
 
@@ -293,7 +324,7 @@ public:
           workEnd = entry->getArgument(next + 1);
     bindSizes(query, key);
 
-    Value numQTiles =
+    numQTiles =
         arith::CeilDivSIOp::create(builder, loc, qLen, index(tileM));
     auto workLoop =
         scf::ForOp::create(builder, loc, workBegin, workEnd, index(1));
@@ -359,26 +390,8 @@ public:
   LogicalResult emit() {
     Block *entry = kernel.addEntryBlock();
     builder.setInsertionPointToStart(entry);
-    query = entry->getArgument(0);
-    key = entry->getArgument(1);
-    value = entry->getArgument(2);
-    outputGrad = entry->getArgument(3);
-    delta = entry->getArgument(4);
-    lse2 = entry->getArgument(5);
-    Value keyGrad = entry->getArgument(6), valueGrad = entry->getArgument(7);
-    partials = entry->getArgument(8);
-    Value gradMask = entry->getArgument(9);
-    unsigned next = bindParamsAndCaptures(entry, 10);
-    chunk = entry->getArgument(next);
-    numChunks = entry->getArgument(next + 1);
-    bindSizes(query, key);
-    bindGradientSlots(gradMask);
-
-    Value numKeyTiles =
-        arith::CeilDivSIOp::create(builder, loc, kvLen, index(tileN));
-    Value numQTiles =
-        arith::CeilDivSIOp::create(builder, loc, qLen, index(tileM));
-    Value group = arith::DivSIOp::create(builder, loc, heads, kvHeads);
+    SmallVector<Value, 2> gradients = bindGradientFunction(entry, 2);
+    Value keyGrad = gradients[0], valueGrad = gradients[1];
     Value numWork = arith::MulIOp::create(
         builder, loc, arith::MulIOp::create(builder, loc, batch, kvHeads),
         numKeyTiles);
@@ -632,26 +645,7 @@ public:
   LogicalResult emit() {
     Block *entry = kernel.addEntryBlock();
     builder.setInsertionPointToStart(entry);
-    query = entry->getArgument(0);
-    key = entry->getArgument(1);
-    value = entry->getArgument(2);
-    outputGrad = entry->getArgument(3);
-    delta = entry->getArgument(4);
-    lse2 = entry->getArgument(5);
-    Value queryGrad = entry->getArgument(6);
-    partials = entry->getArgument(7);
-    Value gradMask = entry->getArgument(8);
-    unsigned next = bindParamsAndCaptures(entry, 9);
-    chunk = entry->getArgument(next);
-    numChunks = entry->getArgument(next + 1);
-    bindSizes(query, key);
-    bindGradientSlots(gradMask);
-
-    Value numKeyTiles =
-        arith::CeilDivSIOp::create(builder, loc, kvLen, index(tileN));
-    Value numQTiles =
-        arith::CeilDivSIOp::create(builder, loc, qLen, index(tileM));
-    Value group = arith::DivSIOp::create(builder, loc, heads, kvHeads);
+    Value queryGrad = bindGradientFunction(entry, 1)[0];
     Value numWork = arith::MulIOp::create(
         builder, loc, arith::MulIOp::create(builder, loc, batch, heads),
         numQTiles);
