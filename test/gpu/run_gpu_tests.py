@@ -26,8 +26,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "python"))
+sys.path.insert(0, str(REPO / "test" / "python"))
 
 import torch  # noqa: E402
+
+import references  # noqa: E402
 
 from rbfc import Kernel, RbfcError  # noqa: E402
 
@@ -46,130 +49,30 @@ TOLERANCE = {"bf16": 1e-2, "f16": 5e-3}
 LSE_TOLERANCE = 5e-4  # both element types: the sums are f32
 NEG_INF = float("-inf")
 
-# --------------------------------------------------------------------------
-# References: score and mask of each example in float32, [B, H, Nq, Nkv].
-# q, k are float32 with k already expanded to the query heads (GQA).
-
-
-def idx(nq, nkv):
-    qi = torch.arange(nq, device=DEV).view(nq, 1)
-    ki = torch.arange(nkv, device=DEV).view(1, nkv)
-    return qi, ki
-
-
-def dot_scaled(q, k):
-    return (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
-
-
-def dist2(q, k):
-    return ((q * q).sum(-1, keepdim=True) + (k * k).sum(-1).unsqueeze(-2)
-            - 2.0 * (q @ k.transpose(-1, -2)))
-
-
-def ref_softmax(q, k, c, p):
-    return dot_scaled(q, k), None
-
-
-def ref_causal(q, k, c, p):
-    qi, ki = idx(q.shape[2], k.shape[2])
-    return dot_scaled(q, k), ki <= qi
-
-
-def ref_alibi(q, k, c, p):
-    qi, ki = idx(q.shape[2], k.shape[2])
-    slopes = c["slopes"].view(1, -1, 1, 1)
-    return dot_scaled(q, k) + slopes * (ki - qi).float(), ki <= qi
-
-
-def ref_document_mask(q, k, c, p):
-    doc = c["doc"]
-    dq = doc[:, : q.shape[2]].reshape(doc.shape[0], 1, -1, 1)
-    dk = doc[:, : k.shape[2]].reshape(doc.shape[0], 1, 1, -1)
-    return dot_scaled(q, k), dq == dk
-
-
-def ref_prefix_lm(q, k, c, p):
-    qi, ki = idx(q.shape[2], k.shape[2])
-    return dot_scaled(q, k), (ki < p.get("prefix", 128)) | (ki <= qi)
-
-
-def rbf_gamma(q, p):
-    return p.get("gamma", 1.0 / math.sqrt(q.shape[-1]))
-
-
-def ref_rbf(q, k, c, p):
-    return -rbf_gamma(q, p) * dist2(q, k), None
-
-
-def ref_rbf_head_gamma(q, k, c, p):
-    return -c["gammas"].view(1, -1, 1, 1) * dist2(q, k), None
-
-
-def ref_rbf_causal(q, k, c, p):
-    return ref_rbf(q, k, c, p)[0], ref_causal(q, k, c, p)[1]
-
-
-def ref_relative_bias(q, k, c, p):
-    nq, nkv = q.shape[2], k.shape[2]
-    qi, ki = idx(nq, nkv)
-    offset = qi - ki + nkv - 1
-    bias = c["bias"][:, offset]  # [H, Nq, Nkv]
-    return dot_scaled(q, k) + bias.unsqueeze(0), None
-
-
-def ref_sliding_window(q, k, c, p):
-    qi, ki = idx(q.shape[2], k.shape[2])
-    return dot_scaled(q, k), (ki <= qi) & (qi - ki < p.get("window", 256))
-
-
-def ref_softcap(q, k, c, p):
-    cap = p.get("cap", 50.0)
-    return cap * torch.tanh(dot_scaled(q, k) / cap), None
-
-
-def make_slopes(B, H, Nq, Nkv, g):
-    return {"slopes": torch.tensor([2.0 ** (-8.0 * (h + 1) / H) for h in range(H)],
-                                   device=DEV, dtype=torch.float32)}
-
-
-def make_doc(B, H, Nq, Nkv, g):
-    # Sorted segments of random lengths: packed documents.
-    n = max(Nq, Nkv)
-    doc = torch.empty(B, n, dtype=torch.int32)
-    for b in range(B):
-        cuts = torch.sort(torch.randint(0, n, (min(4, n),), generator=g)).values
-        doc[b] = torch.bucketize(torch.arange(n), cuts, right=True).int()
-    return {"doc": doc.to(DEV)}
-
-
-def make_gammas(B, H, Nq, Nkv, g):
-    # Distinct per query head, so a GQA group sharing one head's key terms
-    # would show.
-    return {"gammas": (0.05 + 0.15 * torch.rand(H, generator=g)).to(DEV)}
-
-
-def make_bias(B, H, Nq, Nkv, g):
-    return {"bias": torch.randn(H, Nq + Nkv - 1, generator=g).to(DEV)}
-
-
-# name: (file, reference, capture maker, input scale, normalisation)
+# The examples: spec file and input scale. Their references (score, mask,
+# normalisation) and captures are test/python/references.py's, shared with
+# the backward and Python tests.
 SPECS = {
-    "softmax": ("softmax.attn", ref_softmax, None, 1.0, "softmax"),
-    "causal": ("causal.attn", ref_causal, None, 1.0, "softmax"),
-    "alibi": ("alibi.attn", ref_alibi, make_slopes, 1.0, "softmax"),
-    "document_mask": ("document_mask.attn", ref_document_mask, make_doc, 1.0, "softmax"),
-    "prefix_lm": ("prefix_lm.attn", ref_prefix_lm, None, 1.0, "softmax"),
-    "rbf": ("rbf.attn", ref_rbf, None, 1.0, "softmax"),
-    "rbf_causal": ("rbf_causal.attn", ref_rbf_causal, None, 1.0, "softmax"),
-    "rbf_head_gamma": ("rbf_head_gamma.attn", ref_rbf_head_gamma, make_gammas, 1.0,
-                       "softmax"),
+    "softmax": ("softmax.attn", 1.0),
+    "causal": ("causal.attn", 1.0),
+    "alibi": ("alibi.attn", 1.0),
+    "document_mask": ("document_mask.attn", 1.0),
+    "prefix_lm": ("prefix_lm.attn", 1.0),
+    "rbf": ("rbf.attn", 1.0),
+    "rbf_causal": ("rbf_causal.attn", 1.0),
+    "rbf_head_gamma": ("rbf_head_gamma.attn", 1.0),
     # Without softmax the weights are exp(score) themselves: inputs scaled so
     # that scores stay near -1 and sums over 1000 keys stay moderate.
-    "rbf_none": ("rbf_none.attn", ref_rbf, None, 0.25, "none"),
-    "relative_bias": ("relative_bias.attn", ref_relative_bias, make_bias, 1.0, "softmax"),
-    "sliding_window": ("sliding_window.attn", ref_sliding_window, None, 1.0, "softmax"),
-    "softcap": ("softcap.attn", ref_softcap, None, 1.0, "softmax"),
+    "rbf_none": ("rbf_none.attn", 0.25),
+    "relative_bias": ("relative_bias.attn", 1.0),
+    "sliding_window": ("sliding_window.attn", 1.0),
+    "softcap": ("softcap.attn", 1.0),
 }
+assert set(SPECS) == set(references.SPECS)
+
+
+def make_captures(spec, B, H, Nq, Nkv, g):
+    return references.make_captures(spec, B, H, Nq, Nkv, g, DEV)
 
 
 F16_SUBSET = ["softmax", "causal", "rbf", "softcap", "alibi"]
@@ -178,22 +81,10 @@ F16_SUBSET = ["softmax", "causal", "rbf", "softcap", "alibi"]
 OTHER_DIMS_SUBSET = ["softmax", "causal", "rbf", "rbf_causal", "alibi"]
 
 
-def reference(spec, q, k, v, captures, params, normalization):
+def reference(spec, q, k, v, captures, params):
     """float32 output and natural-log LSE; fully masked rows give 0 and -inf."""
-    H, Hkv = q.shape[1], k.shape[1]
-    qf, kf, vf = q.float(), k.float(), v.float()
-    kf = kf.repeat_interleave(H // Hkv, dim=1)
-    vf = vf.repeat_interleave(H // Hkv, dim=1)
-    s, mask = SPECS[spec][1](qf, kf, captures, params)
-    if mask is not None:
-        s = s.masked_fill(~mask.expand_as(s), NEG_INF)
-    lse = torch.logsumexp(s, dim=-1)
-    if normalization == "softmax":
-        # A fully masked row has lse -inf: the clamp keeps its weights 0.
-        w = torch.exp(s - lse.unsqueeze(-1).clamp(min=-1e30))
-    else:
-        w = torch.exp(s)
-    return w @ vf, lse
+    return references.attention(spec, q.float(), k.float(), v.float(), captures,
+                                params)
 
 
 # --------------------------------------------------------------------------
@@ -283,14 +174,13 @@ class Results:
 
 
 def run_kernel_case(kern, spec, B, H, Hkv, Nq, Nkv, D, dtype, layout, lse, g):
-    scale, norm = SPECS[spec][3], SPECS[spec][4]
+    scale = SPECS[spec][1]
     q, k, v, o, buf = make_inputs(B, H, Hkv, Nq, Nkv, D, TORCH_DTYPES[dtype], layout, scale, g)
-    maker = SPECS[spec][2]
-    captures = maker(B, H, Nq, Nkv, g) if maker else {}
+    captures = make_captures(spec, B, H, Nq, Nkv, g)
     lse_t = torch.full((B, H, Nq), float("nan"), device=DEV) if lse else None
     kern(q, k, v, captures=captures, out=o, lse_out=lse_t)
     torch.cuda.synchronize()
-    ref, ref_lse = reference(spec, q, k, v, captures, {}, norm)
+    ref, ref_lse = reference(spec, q, k, v, captures, {})
     return check(o, buf, lse_t, ref, ref_lse if lse else None, dtype, D)
 
 
@@ -325,7 +215,7 @@ def run_fixture(results, workdir, g):
         kf = k.float().repeat_interleave(H // Hkv, 1)
         vf = v.float().repeat_interleave(H // Hkv, 1)
         s = scale * (qf @ kf.transpose(-1, -2)) + bias.view(1, 1, 1, -1)
-        qi, ki = idx(Nq, Nkv)
+        qi, ki = references.indices(qf, kf)
         s = s.masked_fill(~(ki <= qi + shift).expand_as(s), NEG_INF)
         ref_lse = torch.logsumexp(s, -1)
         ref = torch.softmax(s, -1) @ vf
@@ -343,7 +233,7 @@ def run_launcher_lifetime(results, workdir, g):
     gc.collect()
     launch()
     torch.cuda.synchronize()
-    ref, _ = reference("rbf", q, k, v, {}, {}, "softmax")
+    ref, _ = reference("rbf", q, k, v, {}, {})
     err, lse_err, problem = check(o, buf, None, ref, None, "bf16", D)
     results.add("launcher", "bf16", D, False, f"{B}x{H}/{Hkv}x{N}x{N} bhnd", err, lse_err,
                 problem)
@@ -389,8 +279,7 @@ def sanitize_child(args, specs, workdir):
             q = torch.randn(B, H, Nq, D, generator=g).to(DEV, torch.bfloat16)
             k = torch.randn(B, Hkv, Nkv, D, generator=g).to(DEV, torch.bfloat16)
             v = torch.randn(B, Hkv, Nkv, D, generator=g).to(DEV, torch.bfloat16)
-            maker = SPECS[spec][2]
-            captures = maker(B, H, Nq, Nkv, g) if maker else {}
+            captures = make_captures(spec, B, H, Nq, Nkv, g)
             o, lse = kern(q, k, v, captures=captures, lse=True)
             torch.cuda.synchronize()
             print(f"sanitized {spec} D={D}: finite={bool(torch.isfinite(o.float()).all())}",
@@ -412,7 +301,7 @@ def run_workspace_reuse(results, workdir, g):
         o.fill_(float("nan"))
         launch()
         torch.cuda.synchronize()
-        ref, _ = reference(spec, q, k, v, {}, {}, SPECS[spec][4])
+        ref, _ = reference(spec, q, k, v, {}, {})
         err, lse_err, problem = check(o, buf, None, ref, None, "bf16", D)
         results.add(f"{spec} reused workspace", "bf16", D, False,
                     f"{B}x{H}/{Hkv}x{N}x{N} bhnd", err, lse_err, problem)
