@@ -44,7 +44,7 @@ extern "C" {
 /* The version of this header's API; rbfc_api_version() gives the
  * library's. A library with the same version reads every struct and takes
  * every call of this header. */
-#define RBFC_API_VERSION 1
+#define RBFC_API_VERSION 2
 
 RBFC_RUNTIME_API int32_t rbfc_api_version(void);
 
@@ -180,7 +180,17 @@ typedef struct rbfc_forward_args {
   void *workspace;
   size_t workspace_bytes;
   int32_t num_threads; /* host: worker threads; 0: one per hardware thread */
+  /* Since version 2: where q's and k's rows sit in the whole sequence, so
+   * that a sequence split over calls or ranks gives each block its exact
+   * part (docs/abi.md, "Sequence blocks"). The spec sees q_idx + q_offset,
+   * kv_idx + kv_offset, and q_seq_len, kv_seq_len as its q_len and kv_len
+   * (0: offset + the call's length). All 0 by default: the call is the
+   * whole sequence. */
+  int64_t q_offset, kv_offset, q_seq_len, kv_seq_len;
 } rbfc_forward_args;
+
+/* sizeof(rbfc_forward_args) in version 1, before the offsets. */
+#define RBFC_FORWARD_ARGS_V1_SIZE offsetof(rbfc_forward_args, q_offset)
 
 RBFC_RUNTIME_API void rbfc_forward_args_init(rbfc_forward_args *args);
 

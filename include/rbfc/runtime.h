@@ -192,7 +192,14 @@ typedef struct rbfc_backward_args {
    * in flight; NULL: allocated on the stream for the call. */
   void *workspace;
   size_t workspace_bytes;
+  /* Since version 2: as in rbfc_forward_args (rbfc.h). When the keys are
+   * split into blocks, o and lse are those of the rows over every block,
+   * and the gradients are this block's share. */
+  int64_t q_offset, kv_offset, q_seq_len, kv_seq_len;
 } rbfc_backward_args;
+
+/* sizeof(rbfc_backward_args) in version 1, before the offsets. */
+#define RBFC_BACKWARD_ARGS_V1_SIZE offsetof(rbfc_backward_args, q_offset)
 
 /* The bytes of device workspace the backward of a module compiled with
  * --backward needs for these q and k (docs/abi.md, "Backward"). */

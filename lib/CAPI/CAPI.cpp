@@ -2,13 +2,15 @@
 //
 // Checks what crosses the C boundary (null pointers, struct sizes, option
 // values) and hands the rest to rbfc::jit. Structs are read and written
-// only up to the caller's struct_size; today every caller's struct is
-// version 1, so the size must be at least that.
+// only up to the caller's struct_size: the call arguments grew in version
+// 2 (the index offsets), and a version 1 caller's arguments read the new
+// fields as zero; every other struct must be at least its version 1 size.
 //
 //===----------------------------------------------------------------------===//
 #include "rbfc/rbfc.h"
 
 #include "rbfc/JIT/Kernel.h"
+#include "rbfc/Runtime/Launch.h"
 #include "rbfc/Runtime/Status.h"
 
 #include "llvm/ADT/SmallString.h"
@@ -300,10 +302,14 @@ rbfc_status rbfc_forward(const rbfc_kernel *kernel,
                          const rbfc_forward_args *args, void *stream) {
   if (rbfc_status status = checkKernel(kernel))
     return status;
-  if (rbfc_status status =
-          checkStructSize(args, "args", "rbfc_forward_args_init"))
-    return status;
-  return kernel->kernel->forward(*args, stream);
+  if (!args)
+    return invalid("args is null");
+  rbfc_forward_args current;
+  std::string error;
+  if (!runtime::readVersionedArgs(*args, RBFC_FORWARD_ARGS_V1_SIZE,
+                                  "rbfc_forward_args_init", current, error))
+    return invalid(error);
+  return kernel->kernel->forward(current, stream);
 }
 
 void rbfc_backward_args_init(rbfc_backward_args *args) {
@@ -317,10 +323,14 @@ rbfc_status rbfc_backward(const rbfc_kernel *kernel,
                           const rbfc_backward_args *args, void *stream) {
   if (rbfc_status status = checkKernel(kernel))
     return status;
-  if (rbfc_status status =
-          checkStructSize(args, "args", "rbfc_backward_args_init"))
-    return status;
-  return kernel->kernel->backward(*args, stream);
+  if (!args)
+    return invalid("args is null");
+  rbfc_backward_args current;
+  std::string error;
+  if (!runtime::readVersionedArgs(*args, RBFC_BACKWARD_ARGS_V1_SIZE,
+                                  "rbfc_backward_args_init", current, error))
+    return invalid(error);
+  return kernel->kernel->backward(current, stream);
 }
 
 rbfc_status rbfc_cache_get_stats(rbfc_cache_stats *stats) {

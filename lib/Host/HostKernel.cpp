@@ -21,6 +21,7 @@
 #include <atomic>
 #include <mutex>
 #include <thread>
+#include <tuple>
 #include <unistd.h>
 
 #define DEBUG_TYPE "rbfc-host-kernel"
@@ -328,13 +329,27 @@ struct HostKernel::ResolvedCall {
   std::vector<ParamValue> params;
   /// The spec's captures in declaration order.
   std::vector<const TensorRef *> captures;
+  /// q_offset, kv_offset, q_seq_len, kv_seq_len.
+  std::array<int64_t, 4> block;
+
+  /// Adds the arguments every function ends with before its work range:
+  /// params, captures, the sequence block (appendTrailingArgumentTypes).
+  void packTrailing(PackedCall &packed) {
+    for (ParamValue &value : params)
+      packed.scalar(&value);
+    for (const TensorRef *capture : captures)
+      packed.tensor(*capture);
+    for (int64_t &field : block)
+      packed.scalar(&field);
+  }
 };
 
 llvm::Expected<HostKernel::ResolvedCall>
 HostKernel::resolve(const TensorRef &query, const TensorRef &key,
                     const TensorRef &value, const TensorRef &output,
                     const std::map<std::string, double> &params,
-                    const std::map<std::string, TensorRef> &captures) const {
+                    const std::map<std::string, TensorRef> &captures,
+                    std::array<int64_t, 4> block) const {
   ResolvedCall call;
   call.dtype = compileOptions.dtype == "bf16"  ? ElementType::bf16
                : compileOptions.dtype == "f16" ? ElementType::f16
@@ -365,6 +380,27 @@ HostKernel::resolve(const TensorRef &query, const TensorRef &key,
                          llvm::Twine(k[1]) + ")");
   if (output.sizes != q)
     return argumentError("output must have the query's shape");
+  // As runtime::resolveSequenceBlock (the runtime library is not linked
+  // into the compiler).
+  for (auto [side, offset, seqLen, length] :
+       {std::tuple{"q", &block[0], &block[2], call.qLen},
+        std::tuple{"kv", &block[1], &block[3], k[2]}}) {
+    if (*offset < 0 || *offset > int64_t(INT32_MAX) - length)
+      return argumentError(llvm::Twine(side) + "_offset is " +
+                           llvm::Twine(*offset) +
+                           "; it must be >= 0 and keep offset + " +
+                           llvm::Twine(length) + " (the call's " + side +
+                           "_len) within 2^31 - 1");
+    if (*seqLen == 0)
+      *seqLen = *offset + length;
+    if (*seqLen < *offset + length || *seqLen > INT32_MAX)
+      return argumentError(
+          llvm::Twine(side) + "_seq_len is " + llvm::Twine(*seqLen) +
+          "; the whole sequence holds the call's rows, so it must be 0 or "
+          "from " + side + "_offset + " + side + "_len (" +
+          llvm::Twine(*offset + length) + ") to 2^31 - 1");
+  }
+  call.block = block;
 
   for (const auto &given : params)
     if (llvm::none_of(paramInfo,
@@ -410,7 +446,9 @@ HostKernel::resolve(const TensorRef &query, const TensorRef &key,
 
 llvm::Error HostKernel::run(const HostKernelArgs &args) const {
   auto call = resolve(args.query, args.key, args.value, args.output,
-                      args.params, args.captures);
+                      args.params, args.captures,
+                      {args.qOffset, args.kvOffset, args.qSeqLen,
+                       args.kvSeqLen});
   if (!call)
     return call.takeError();
   if (compileOptions.withLse) {
@@ -422,17 +460,14 @@ llvm::Error HostKernel::run(const HostKernelArgs &args) const {
   }
 
   // In the order of attn-lower-to-host: q, k, v, o, [lse], params,
-  // captures, work range.
+  // captures, index offsets, work range.
   PackedCall packed;
   for (const TensorRef *tensor :
        {&args.query, &args.key, &args.value, &args.output})
     packed.tensor(*tensor);
   if (compileOptions.withLse)
     packed.tensor(args.lse);
-  for (ParamValue &value : call->params)
-    packed.scalar(&value);
-  for (const TensorRef *capture : call->captures)
-    packed.tensor(*capture);
+  call->packTrailing(packed);
 
   const int64_t tileM = compileOptions.tiling.tileM;
   const int64_t numWork =
@@ -447,7 +482,9 @@ llvm::Error HostKernel::backward(const HostBackwardArgs &args) const {
     return argumentError("the kernel was compiled without the backward "
                          "(withBackward)");
   auto call = resolve(args.query, args.key, args.value, args.output,
-                      args.params, args.captures);
+                      args.params, args.captures,
+                      {args.qOffset, args.kvOffset, args.qSeqLen,
+                       args.kvSeqLen});
   if (!call)
     return call.takeError();
   std::vector<int64_t> rowSizes{call->batch, call->heads, call->qLen};
@@ -537,32 +574,26 @@ llvm::Error HostKernel::backward(const HostBackwardArgs &args) const {
   TensorRef partialsRef{partials.data(), ElementType::f32, partialSizes,
                         contiguousStrides(partialSizes)};
 
-  auto addTrailing = [&](PackedCall &packed) {
-    for (ParamValue &value : call->params)
-      packed.scalar(&value);
-    for (const TensorRef *capture : call->captures)
-      packed.tensor(*capture);
-  };
   PackedCall rowsCall;
   for (const TensorRef *tensor : std::initializer_list<const TensorRef *>{
            &args.query, &args.key, &args.output, &args.outputGrad, &args.lse,
            &lseGrad, &deltaRef, &lse2Ref})
     rowsCall.tensor(*tensor);
-  addTrailing(rowsCall);
+  call->packTrailing(rowsCall);
   PackedCall keyValueCall;
   for (const TensorRef *tensor : std::initializer_list<const TensorRef *>{
            &args.query, &args.key, &args.value, &args.outputGrad, &deltaRef,
            &lse2Ref, &args.keyGrad, &args.valueGrad, &partialsRef})
     keyValueCall.tensor(*tensor);
   keyValueCall.scalar(&gradMask);
-  addTrailing(keyValueCall);
+  call->packTrailing(keyValueCall);
   PackedCall queryCall;
   for (const TensorRef *tensor : std::initializer_list<const TensorRef *>{
            &args.query, &args.key, &args.value, &args.outputGrad, &deltaRef,
            &lse2Ref, &args.queryGrad, &partialsRef})
     queryCall.tensor(*tensor);
   queryCall.scalar(&gradMask);
-  addTrailing(queryCall);
+  call->packTrailing(queryCall);
 
   const int64_t tileM = compileOptions.tiling.tileM;
   const int64_t tileN = compileOptions.tiling.tileN;

@@ -41,9 +41,11 @@ public:
   rbfc_status forward(const rbfc_forward_args &a,
                       void *stream) const override {
     const rbfc_tensor *lse = a.lse.data ? &a.lse : nullptr;
-    runtime::LaunchArgs args{&a.q,     &a.k,         &a.v,
-                             &a.o,     lse,          a.params,
-                             a.num_params, a.captures, a.num_captures};
+    runtime::LaunchArgs args{&a.q,         &a.k,       &a.v,
+                             &a.o,         lse,        a.params,
+                             a.num_params, a.captures, a.num_captures,
+                             {a.q_offset, a.kv_offset, a.q_seq_len,
+                              a.kv_seq_len}};
     runtime::ParamBuffer buffer;
     runtime::LaunchConfig config;
     std::string error;
@@ -52,12 +54,8 @@ public:
     rbfc_module *module;
     if (rbfc_status status = moduleForCurrentContext(module))
       return status;
-    if (a.workspace)
-      return rbfc_launch_with_workspace(
-          module, &a.q, &a.k, &a.v, &a.o, lse, a.params, a.num_params,
-          a.captures, a.num_captures, a.workspace, a.workspace_bytes, stream);
-    return rbfc_launch(module, &a.q, &a.k, &a.v, &a.o, lse, a.params,
-                       a.num_params, a.captures, a.num_captures, stream);
+    return runtime::launchForward(module, args, a.workspace,
+                                  a.workspace_bytes, stream);
   }
 
   rbfc_status backward(const rbfc_backward_args &a,
@@ -73,7 +71,8 @@ public:
         a.grad_lse.data ? &a.grad_lse : nullptr,
         &a.grad_q,   &a.grad_k,     &a.grad_v,
         a.params,    a.num_params,  a.captures,
-        a.num_captures, a.grad_params, a.grad_captures};
+        a.num_captures, a.grad_params, a.grad_captures,
+        {a.q_offset, a.kv_offset, a.q_seq_len, a.kv_seq_len}};
     runtime::ParamBuffer buffer;
     runtime::BackwardLaunchConfig config;
     std::string error;

@@ -78,6 +78,10 @@ public:
                         args.params, args.captures, error) ||
         !threads(a.num_threads, args.numThreads, error))
       return fail(RBFC_ERROR_INVALID_ARGUMENT, error);
+    args.qOffset = a.q_offset;
+    args.kvOffset = a.kv_offset;
+    args.qSeqLen = a.q_seq_len;
+    args.kvSeqLen = a.kv_seq_len;
     if (llvm::Error failure = kernel->run(args))
       return fail(RBFC_ERROR_INVALID_ARGUMENT,
                   llvm::toString(std::move(failure)));
@@ -106,6 +110,10 @@ public:
                         args.params, args.captures, error) ||
         !threads(a.num_threads, args.numThreads, error))
       return fail(RBFC_ERROR_INVALID_ARGUMENT, error);
+    args.qOffset = a.q_offset;
+    args.kvOffset = a.kv_offset;
+    args.qSeqLen = a.q_seq_len;
+    args.kvSeqLen = a.kv_seq_len;
     const runtime::Descriptor &d = descriptor();
     for (size_t i = 0; a.grad_params && i < d.params.size(); ++i)
       if (a.grad_params[i])

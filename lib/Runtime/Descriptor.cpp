@@ -259,9 +259,9 @@ bool parseDescriptor(std::string_view json, Descriptor &out,
   std::string format;
   if (!top.string("format", format, true))
     return false;
-  if (format != "rbfc-kernel/3")
+  if (format != "rbfc-kernel/4")
     return top.fail("format", "is \"" + format +
-                                  "\"; this runtime reads \"rbfc-kernel/3\"");
+                                  "\"; this runtime reads \"rbfc-kernel/4\"");
 
   if (!top.string("name", out.name, false) ||
       !top.string("entry", out.entry, true) ||

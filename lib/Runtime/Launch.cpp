@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <tuple>
 #include <utility>
 
 namespace rbfc::runtime {
@@ -124,6 +125,32 @@ int64_t keyTermHeads(const KeyTermsDesc &kt, const rbfc_tensor &q,
 }
 
 } // namespace
+
+bool resolveSequenceBlock(SequenceBlock &block, int64_t qLen, int64_t kvLen,
+                          std::string &error) {
+  for (auto [side, offset, seqLen, length] :
+       {std::tuple{"q", &block.qOffset, &block.qSeqLen, qLen},
+        std::tuple{"kv", &block.kvOffset, &block.kvSeqLen, kvLen}}) {
+    std::string offsetName = std::string(side) + "_offset";
+    std::string seqLenName = std::string(side) + "_seq_len";
+    if (*offset < 0 || *offset > int64_t(INT32_MAX) - length) {
+      error = offsetName + " is " + std::to_string(*offset) +
+              "; it must be >= 0 and keep offset + " + std::to_string(length) +
+              " (the call's " + side + "_len) within 2^31 - 1";
+      return false;
+    }
+    if (*seqLen == 0)
+      *seqLen = *offset + length;
+    if (*seqLen < *offset + length || *seqLen > INT32_MAX) {
+      error = seqLenName + " is " + std::to_string(*seqLen) +
+              "; the whole sequence holds the call's rows, so it must be 0 "
+              "or from " + offsetName + " + " + side + "_len (" +
+              std::to_string(*offset + length) + ") to 2^31 - 1";
+      return false;
+    }
+  }
+  return true;
+}
 
 bool workspaceBytes(const Descriptor &d, const rbfc_tensor *q,
                     const rbfc_tensor *k, size_t &bytes, std::string &error) {
@@ -332,6 +359,9 @@ bool prepareLaunch(const Descriptor &d, const LaunchArgs &args,
     config.prologueBlock[0] = uint32_t(kt.block);
     config.prologueBlock[1] = config.prologueBlock[2] = 1;
   }
+  SequenceBlock block = args.block;
+  if (!resolveSequenceBlock(block, qLen, kvLen, error))
+    return false;
 
   std::vector<double> values;
   if (!resolveParams(d, args.params, args.numParams, values, error))
@@ -371,7 +401,8 @@ bool prepareLaunch(const Descriptor &d, const LaunchArgs &args,
     config.workspaceArg = buffer.count();
     buffer.push<uint64_t>(0);
   }
-  for (int64_t size : {batch, heads, kvHeads, qLen, kvLen})
+  for (int64_t size : {batch, heads, kvHeads, qLen, kvLen, block.qOffset,
+                       block.kvOffset, block.qSeqLen, block.kvSeqLen})
     buffer.push<int64_t>(size);
   strides3(q);
   strides3(k);
@@ -479,9 +510,10 @@ bool prepareBackward(const Descriptor &d, const BackwardLaunchArgs &args,
   {
     ParamBuffer forward;
     LaunchConfig forwardConfig;
-    LaunchArgs forwardArgs{args.q,        args.k,      args.v,
-                           args.o,        args.lse,    args.params,
-                           args.numParams, args.captures, args.numCaptures};
+    LaunchArgs forwardArgs{args.q,         args.k,        args.v,
+                           args.o,         args.lse,      args.params,
+                           args.numParams, args.captures, args.numCaptures,
+                           args.block};
     if (!prepareLaunch(d, forwardArgs, forward, forwardConfig, error))
       return false;
   }
@@ -618,7 +650,12 @@ bool prepareBackward(const Descriptor &d, const BackwardLaunchArgs &args,
   config.workspaceArg = buffer.count();
   pointer(nullptr);
   buffer.push<uint64_t>(mask);
-  for (int64_t size : {s.batch, s.heads, s.kvHeads, s.qLen, s.kvLen})
+  SequenceBlock block = args.block;
+  if (!resolveSequenceBlock(block, s.qLen, s.kvLen, error))
+    return false;
+  for (int64_t size : {s.batch, s.heads, s.kvHeads, s.qLen, s.kvLen,
+                       block.qOffset, block.kvOffset, block.qSeqLen,
+                       block.kvSeqLen})
     buffer.push<int64_t>(size);
   for (const rbfc_tensor *t : tensors)
     for (int i = 0; i < 3; ++i)

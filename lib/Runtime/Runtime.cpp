@@ -383,6 +383,7 @@ rbfc_status launchBackward(const rbfc_module *module,
   args.numCaptures = a.num_captures;
   args.paramGrads = a.grad_params;
   args.captureGrads = a.grad_captures;
+  args.block = {a.q_offset, a.kv_offset, a.q_seq_len, a.kv_seq_len};
   ParamBuffer buffer;
   BackwardLaunchConfig config;
   std::string error;
@@ -407,6 +408,15 @@ rbfc_status launchBackward(const rbfc_module *module,
 }
 
 } // namespace
+
+rbfc_status rbfc::runtime::launchForward(const rbfc_module *module,
+                                        const LaunchArgs &args,
+                                        void *workspace,
+                                        size_t workspaceBytes, void *stream) {
+  return launch(module, args,
+                workspace ? Workspace::Caller : Workspace::Allocate, workspace,
+                workspaceBytes, stream);
+}
 
 extern "C" {
 
@@ -557,13 +567,13 @@ rbfc_status rbfc_launch_backward(const rbfc_module *module,
                                  void *stream) {
   if (!module || !args)
     return fail(RBFC_ERROR_INVALID_ARGUMENT, "module or args is null");
-  if (args->struct_size < sizeof(rbfc_backward_args))
-    return fail(RBFC_ERROR_INVALID_ARGUMENT,
-                "args: struct_size is " + std::to_string(args->struct_size) +
-                    ", this runtime's rbfc_backward_args has " +
-                    std::to_string(sizeof(rbfc_backward_args)) +
-                    " bytes (set it with rbfc_backward_args_init or sizeof)");
-  return launchBackward(module, *args, stream);
+  rbfc_backward_args current;
+  std::string error;
+  if (!readVersionedArgs(*args, RBFC_BACKWARD_ARGS_V1_SIZE,
+                         "rbfc_backward_args_init (or set it to sizeof)",
+                         current, error))
+    return fail(RBFC_ERROR_INVALID_ARGUMENT, error);
+  return launchBackward(module, current, stream);
 }
 
 } // extern "C"

@@ -16,7 +16,8 @@
 extern "C" __global__ void abi_fixture_fwd(
     const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
     __nv_bfloat16 *o, float *lse, int64_t batch, int64_t heads,
-    int64_t kv_heads, int64_t q_len, int64_t kv_len, int64_t q_stride_b,
+    int64_t kv_heads, int64_t q_len, int64_t kv_len, int64_t q_offset,
+    int64_t kv_offset, int64_t q_seq_len, int64_t kv_seq_len, int64_t q_stride_b,
     int64_t q_stride_h, int64_t q_stride_n, int64_t k_stride_b,
     int64_t k_stride_h, int64_t k_stride_n, int64_t v_stride_b,
     int64_t v_stride_h, int64_t v_stride_n, int64_t o_stride_b,

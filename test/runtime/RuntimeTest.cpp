@@ -21,7 +21,7 @@ namespace {
 
 // The example of docs/abi.md.
 const char *kAbiExample = R"({
-  "format": "rbfc-kernel/3",
+  "format": "rbfc-kernel/4",
   "name": "rbf",
   "entry": "rbf_fwd",
   "arch": "sm_90a",
@@ -216,7 +216,7 @@ TEST(RuntimeDescriptor, NullDefaultAndOptionalKeys) {
   Descriptor d;
   std::string error;
   ASSERT_TRUE(parseDescriptor(
-      R"({"format": "rbfc-kernel/3", "entry": "k", "dtype": "f16",
+      R"({"format": "rbfc-kernel/4", "entry": "k", "dtype": "f16",
           "head_dim": 128, "has_lse": false, "tile_m": 64, "warps": 4,
           "shared_memory_bytes": 0,
           "params": [{"name": "window", "type": "i32", "default": null}],
@@ -240,13 +240,13 @@ TEST(RuntimeDescriptor, AbsentDefaultMeansNone) {
 TEST(RuntimeDescriptor, NamesWhatIsWrong) {
   EXPECT_NE(descriptorError("[]").find("must be a JSON object"),
             std::string::npos);
-  EXPECT_NE(descriptorError(edited("rbfc-kernel/3", "rbfc-kernel/2"))
-                .find("\"format\" is \"rbfc-kernel/2\"; this runtime reads "
-                      "\"rbfc-kernel/3\""),
+  EXPECT_NE(descriptorError(edited("rbfc-kernel/4", "rbfc-kernel/3"))
+                .find("\"format\" is \"rbfc-kernel/3\"; this runtime reads "
+                      "\"rbfc-kernel/4\""),
             std::string::npos);
-  EXPECT_NE(descriptorError(edited("rbfc-kernel/3", "rbfc-kernel/4"))
-                .find("\"format\" is \"rbfc-kernel/4\"; this runtime reads "
-                      "\"rbfc-kernel/3\""),
+  EXPECT_NE(descriptorError(edited("rbfc-kernel/4", "rbfc-kernel/5"))
+                .find("\"format\" is \"rbfc-kernel/5\"; this runtime reads "
+                      "\"rbfc-kernel/4\""),
             std::string::npos);
   EXPECT_NE(descriptorError(edited("\"entry\": \"rbf_fwd\",", ""))
                 .find("\"entry\" is missing"),
@@ -401,14 +401,16 @@ struct LaunchFixture : ::testing::Test {
 };
 
 TEST_F(LaunchFixture, PacksInAbiOrder) {
+  // The keys' whole length is left 0: the runtime passes offset + kv_len.
+  args.block = {4096, 12288, 8192, 0};
   ASSERT_TRUE(prepare()) << error;
-  // 5 pointers, 5 sizes, 4x3 strides, 2 lse strides, 1 param,
-  // capture: pointer + 2 sizes + 2 strides.
-  ASSERT_EQ(buffer.count(), 5u + 5 + 12 + 2 + 1 + 5);
+  // 5 pointers, 5 sizes and the sequence block's 4, 4x3 strides, 2 lse
+  // strides, 1 param, capture: pointer + 2 sizes + 2 strides.
+  ASSERT_EQ(buffer.count(), 5u + 9 + 12 + 2 + 1 + 5);
   size_t i = 0;
   for (uintptr_t at : {0x100000, 0x200000, 0x300000, 0x400000, 0x500000})
     EXPECT_EQ(buffer.get<uint64_t>(i++), at);
-  for (int64_t size : {2, 8, 2, 200, 77})
+  for (int64_t size : {2, 8, 2, 200, 77, 4096, 12288, 8192, 12288 + 77})
     EXPECT_EQ(buffer.get<int64_t>(i++), size);
   for (const rbfc_tensor *t : {&q, &k, &v, &o})
     for (int s = 0; s < 3; ++s)
@@ -446,11 +448,11 @@ TEST_F(LaunchFixture, WithoutLseAndWithExplicitParams) {
   args.params = params;
   args.numParams = 2;
   ASSERT_TRUE(prepare()) << error;
-  ASSERT_EQ(buffer.count(), 4u + 5 + 12 + 2 + 5);
-  EXPECT_EQ(buffer.get<float>(21), 0.5f);
-  EXPECT_EQ(buffer.size(22), 4u);
-  EXPECT_EQ(buffer.get<int32_t>(22), 256);
-  EXPECT_EQ(buffer.get<uint64_t>(23), 0x600004u);
+  ASSERT_EQ(buffer.count(), 4u + 9 + 12 + 2 + 5);
+  EXPECT_EQ(buffer.get<float>(25), 0.5f);
+  EXPECT_EQ(buffer.size(26), 4u);
+  EXPECT_EQ(buffer.get<int32_t>(26), 256);
+  EXPECT_EQ(buffer.get<uint64_t>(27), 0x600004u);
 }
 
 TEST_F(LaunchFixture, OneRowOfOneQuery) {
@@ -519,6 +521,23 @@ TEST_F(LaunchFixture, ShapeErrors) {
   k.sizes[1] = v.sizes[1] = 3;
   EXPECT_NE(failure().find("heads (8) must be a multiple of kv_heads (3)"),
             std::string::npos);
+  k.sizes[1] = v.sizes[1] = 2;
+  args.block = {-1, 0, 0, 0};
+  EXPECT_NE(failure().find("q_offset is -1; it must be >= 0"),
+            std::string::npos);
+  // kv_offset + kv_len (77) must stay an i32.
+  args.block = {0, int64_t(INT32_MAX) - 77, 0, 0};
+  EXPECT_TRUE(prepare()) << error;
+  args.block = {0, int64_t(INT32_MAX) - 76, 0, 0};
+  EXPECT_NE(failure().find("kv_offset is 2147483571; it must be >= 0"),
+            std::string::npos);
+  args.block = {100, 0, 299, 0};
+  EXPECT_NE(failure().find("q_seq_len is 299; the whole sequence holds the "
+                           "call's rows, so it must be 0 or from q_offset + "
+                           "q_len (300)"),
+            std::string::npos);
+  args.block = {100, 0, 300, 0};
+  EXPECT_TRUE(prepare()) << error;
 }
 
 TEST_F(LaunchFixture, LseErrors) {
@@ -621,26 +640,26 @@ struct KeyTermsFixture : LaunchFixture {
 
 TEST_F(KeyTermsFixture, WorkspaceFollowsOutputsAndLse) {
   ASSERT_TRUE(prepareAndBind(workspace, needed)) << error;
-  // The example's 30 arguments and the workspace pointer.
-  ASSERT_EQ(buffer.count(), 31u);
+  // The example's 34 arguments and the workspace pointer.
+  ASSERT_EQ(buffer.count(), 35u);
   EXPECT_EQ(config.workspaceArg, 5u);
   EXPECT_EQ(buffer.get<uint64_t>(3), 0x400000u); // o
   EXPECT_EQ(buffer.get<uint64_t>(4), 0x500000u); // lse
   EXPECT_EQ(buffer.size(5), 8u);
   EXPECT_EQ(buffer.get<uint64_t>(5), 0x700000u);
   size_t i = 6;
-  for (int64_t size : {2, 8, 2, 200, 77})
+  for (int64_t size : {2, 8, 2, 200, 77, 0, 0, 200, 77})
     EXPECT_EQ(buffer.get<int64_t>(i++), size);
   EXPECT_EQ(buffer.get<int64_t>(i), q.strides[0]);
-  EXPECT_EQ(buffer.get<float>(25), 0.125f);       // gamma
-  EXPECT_EQ(buffer.get<uint64_t>(26), 0x600004u); // capture 'doc'
+  EXPECT_EQ(buffer.get<float>(29), 0.125f);       // gamma
+  EXPECT_EQ(buffer.get<uint64_t>(30), 0x600004u); // capture 'doc'
 }
 
 TEST_F(KeyTermsFixture, WorkspaceFollowsOutputsWithoutLse) {
   d.hasLse = false;
   args.lse = nullptr;
   ASSERT_TRUE(prepareAndBind(workspace, needed)) << error;
-  ASSERT_EQ(buffer.count(), 28u);
+  ASSERT_EQ(buffer.count(), 32u);
   EXPECT_EQ(config.workspaceArg, 4u);
   EXPECT_EQ(buffer.get<uint64_t>(3), 0x400000u);
   EXPECT_EQ(buffer.get<uint64_t>(4), 0x700000u);
@@ -764,7 +783,7 @@ TEST_F(KeyTermsFixture, NoKeyTermsIgnoresTheWorkspace) {
   ASSERT_TRUE(bindWorkspace(config, fakePointer(0x700008), 1, buffer, error))
       << error;
   // The example's arguments, none of them the workspace.
-  ASSERT_EQ(buffer.count(), 30u);
+  ASSERT_EQ(buffer.count(), 34u);
   EXPECT_EQ(buffer.get<int64_t>(5), 2); // batch right after lse
 }
 
@@ -801,7 +820,7 @@ TEST(RuntimeCApi, ReportsFileAndDescriptorErrorsBeforeTheDriver) {
                 .find("cannot open '/nonexistent/k.ptx'"),
             std::string::npos);
   const char image[] = ".version 8.0";
-  std::string bad = "{\"format\": \"rbfc-kernel/3\"}";
+  std::string bad = "{\"format\": \"rbfc-kernel/4\"}";
   EXPECT_EQ(rbfc_module_load_data(image, sizeof image, bad.data(), bad.size(),
                                   &module),
             RBFC_ERROR_DESCRIPTOR);
@@ -949,10 +968,10 @@ struct BackwardFixture : LaunchFixture {
 TEST_F(BackwardFixture, PacksInAbiOrder) {
   backward.paramGrads = paramGrads;
   ASSERT_TRUE(prepare()) << error;
-  // 8 tensors, lse, dlse, workspace, mask, 5 sizes, 8x3 + 2x2 strides, 1
-  // param, the capture (pointer + 2 + 2), 1 param gradient, the capture's
-  // gradient (pointer + 2 strides).
-  ASSERT_EQ(buffer.count(), 8u + 4 + 5 + 24 + 4 + 1 + 5 + 1 + 3);
+  // 8 tensors, lse, dlse, workspace, mask, 5 sizes and the sequence
+  // block's 4, 8x3 + 2x2 strides, 1 param, the capture (pointer + 2 + 2),
+  // 1 param gradient, the capture's gradient (pointer + 2 strides).
+  ASSERT_EQ(buffer.count(), 8u + 4 + 9 + 24 + 4 + 1 + 5 + 1 + 3);
   size_t i = 0;
   for (uintptr_t at : {0x100000, 0x200000, 0x300000, 0x400000, 0x700000,
                        0x800000, 0x900000, 0xa00000, 0x500000})
@@ -962,7 +981,7 @@ TEST_F(BackwardFixture, PacksInAbiOrder) {
   EXPECT_EQ(buffer.get<uint64_t>(i++), 0u); // bound later
   EXPECT_EQ(buffer.get<uint64_t>(i++), 1u); // gamma's gradient asked
   EXPECT_TRUE(backwardConfig.reduces);
-  for (int64_t size : {2, 8, 2, 200, 77})
+  for (int64_t size : {2, 8, 2, 200, 77, 0, 0, 200, 77})
     EXPECT_EQ(buffer.get<int64_t>(i++), size);
   // Grids: Lq = 256 rows / 16, kv_len 77 in one 128-key tile, 200 queries in
   // four 64-query tiles.

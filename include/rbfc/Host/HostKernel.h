@@ -22,6 +22,7 @@
 #include "llvm/ADT/StringRef.h"
 #include "llvm/Support/Error.h"
 
+#include <array>
 #include <map>
 #include <memory>
 #include <optional>
@@ -70,6 +71,11 @@ struct HostKernelArgs {
   std::map<std::string, TensorRef> captures;
   /// Worker threads; 0 uses one per hardware thread.
   unsigned numThreads = 0;
+  /// Where the rows of q and k sit in the whole sequence: the spec sees
+  /// q_idx + qOffset, kv_idx + kvOffset, and qSeqLen, kvSeqLen as q_len and
+  /// kv_len (0: offset + the call's length; docs/abi.md, "Sequence
+  /// blocks").
+  int64_t qOffset = 0, kvOffset = 0, qSeqLen = 0, kvSeqLen = 0;
 };
 
 /// The inputs and outputs of one backward call (docs/host-backend.md,
@@ -92,6 +98,10 @@ struct HostBackwardArgs {
   std::map<std::string, float *> paramGrads;
   std::map<std::string, TensorRef> captureGrads;
   unsigned numThreads = 0;
+  /// As in HostKernelArgs. When the keys are split into blocks, output and
+  /// lse are the rows' over every block and the gradients this block's
+  /// share.
+  int64_t qOffset = 0, kvOffset = 0, qSeqLen = 0, kvSeqLen = 0;
 };
 
 class HostKernel {
@@ -144,7 +154,8 @@ private:
   llvm::Expected<ResolvedCall>
   resolve(const TensorRef &query, const TensorRef &key, const TensorRef &value,
           const TensorRef &output, const std::map<std::string, double> &params,
-          const std::map<std::string, TensorRef> &captures) const;
+          const std::map<std::string, TensorRef> &captures,
+          std::array<int64_t, 4> block) const;
 
   std::unique_ptr<mlir::ExecutionEngine> engine;
   void (*entry)(void **) = nullptr;

@@ -12,6 +12,7 @@
 #include "rbfc/Runtime/Descriptor.h"
 #include "rbfc/runtime.h"
 
+#include <algorithm>
 #include <cassert>
 #include <cstdint>
 #include <cstring>
@@ -19,6 +20,40 @@
 #include <vector>
 
 namespace rbfc::runtime {
+
+/// Where a call's queries and keys sit in the whole sequence (docs/abi.md,
+/// "Sequence blocks"): the spec sees q_idx + qOffset, kv_idx + kvOffset and
+/// the whole lengths qSeqLen and kvSeqLen as q_len and kv_len (0: the
+/// call's own lengths).
+struct SequenceBlock {
+  int64_t qOffset = 0, kvOffset = 0, qSeqLen = 0, kvSeqLen = 0;
+};
+
+/// Checks a call's block against its lengths: offsets >= 0, whole lengths 0
+/// or at least offset + length, every index within an i32 (the spec
+/// language's int); the message names the field. Replaces zero whole
+/// lengths by offset + length, which the kernels take.
+bool resolveSequenceBlock(SequenceBlock &block, int64_t qLen, int64_t kvLen,
+                          std::string &error);
+
+/// A caller's argument struct that starts with struct_size, as this
+/// library's `T`: a caller built against an older header passes a shorter
+/// struct (at least `oldestSize` bytes), whose missing fields read as zero.
+/// False with a message when the size is below that.
+template <typename T>
+bool readVersionedArgs(const T &given, size_t oldestSize, const char *init,
+                       T &copy, std::string &error) {
+  if (given.struct_size < oldestSize) {
+    error = "args->struct_size is " + std::to_string(given.struct_size) +
+            ", expected at least " + std::to_string(oldestSize) + "; call " +
+            init;
+    return false;
+  }
+  std::memset(&copy, 0, sizeof copy);
+  std::memcpy(&copy, &given, std::min(given.struct_size, sizeof copy));
+  copy.struct_size = sizeof copy;
+  return true;
+}
 
 struct LaunchArgs {
   const rbfc_tensor *q = nullptr;
@@ -30,6 +65,7 @@ struct LaunchArgs {
   size_t numParams = 0;
   const rbfc_tensor *captures = nullptr;
   size_t numCaptures = 0;
+  SequenceBlock block;
 };
 
 struct LaunchConfig {
@@ -128,6 +164,13 @@ bool prepareLaunch(const Descriptor &descriptor, const LaunchArgs &args,
 bool workspaceBytes(const Descriptor &descriptor, const rbfc_tensor *q,
                     const rbfc_tensor *k, size_t &bytes, std::string &error);
 
+/// The launch of rbfc_launch_with_workspace (a non-null `workspace`) or
+/// rbfc_launch (allocated on the stream) with every field of `args`, the
+/// sequence block included: what rbfc.h's rbfc_forward runs.
+rbfc_status launchForward(const rbfc_module *module, const LaunchArgs &args,
+                          void *workspace, size_t workspaceBytes,
+                          void *stream);
+
 /// Checks `workspace` (`bytes` long) against what `config` needs and stores
 /// it in `buffer`'s workspace slot. A kernel without key terms ignores it.
 bool bindWorkspace(const LaunchConfig &config, void *workspace, size_t bytes,
@@ -149,6 +192,7 @@ struct BackwardLaunchArgs {
   size_t numCaptures = 0;
   float *const *paramGrads = nullptr;
   const rbfc_tensor *captureGrads = nullptr;
+  SequenceBlock block;
 };
 
 /// The grid, block and dynamic shared memory of one kernel launch.

@@ -56,16 +56,6 @@ public:
       : HostEmitter(attention, kernel), tileM(tileM), tileN(tileN) {}
 
 protected:
-  /// Binds the trailing parameters and captures, which start at argument
-  /// `first`, and returns the index of the argument after them.
-  unsigned bindParamsAndCaptures(Block *entry, unsigned first) {
-    for (size_t i = 0; i < attention.getParams().size(); ++i)
-      params.push_back(entry->getArgument(first++));
-    for (size_t i = 0; i < attention.getCaptures().size(); ++i)
-      captures.push_back(entry->getArgument(first++));
-    return first;
-  }
-
   /// The weight of an element and the adjoint of its score: P = 2^(s2 -
   /// lse2), dS = ln2' P (dP - delta) under softmax; w = 2^s2 and dS = ln2'
   /// (w dP + delta 2^(s2 - lse2)) under `none`, whose delta is dlse. s2 is
@@ -115,7 +105,7 @@ protected:
 
   /// Binds the arguments the dK/dV and dQ functions share — q, k, v, dO,
   /// delta, lse2, then their `numGradients` gradient outputs, the partial
-  /// sums, the gradient mask, the params and captures, the chunk and the
+  /// sums, the gradient mask, the params, captures and sequence block, the chunk and the
   /// chunk count — the problem sizes, the gradient slots and the tile
   /// counts; returns the gradient outputs.
   SmallVector<Value, 2> bindGradientFunction(Block *entry,
@@ -132,7 +122,7 @@ protected:
       gradients.push_back(entry->getArgument(next++));
     partials = entry->getArgument(next++);
     Value gradMask = entry->getArgument(next++);
-    next = bindParamsAndCaptures(entry, next);
+    next = bindTrailingArguments(entry, next);
     chunk = entry->getArgument(next);
     numChunks = entry->getArgument(next + 1);
     bindSizes(query, key);
@@ -304,7 +294,8 @@ protected:
 };
 
 /// NAME_bwd_rows(q, k, o, dO, lse, dlse, delta, lse2, params..., captures...,
-/// work_begin, work_end): work items as the forward's.
+/// q_offset, kv_offset, q_seq_len, kv_seq_len, work_begin, work_end): work
+/// items as the forward's.
 class RowsEmitter : HostBackwardEmitter {
 public:
   using HostBackwardEmitter::HostBackwardEmitter;
@@ -319,7 +310,7 @@ public:
     Value lse = entry->getArgument(4), lseGrad = entry->getArgument(5);
     delta = entry->getArgument(6);
     lse2 = entry->getArgument(7);
-    unsigned next = bindParamsAndCaptures(entry, 8);
+    unsigned next = bindTrailingArguments(entry, 8);
     Value workBegin = entry->getArgument(next),
           workEnd = entry->getArgument(next + 1);
     bindSizes(query, key);
@@ -381,8 +372,9 @@ public:
 };
 
 /// NAME_bwd_dkdv(q, k, v, dO, delta, lse2, dK, dV, partials, grad_mask,
-/// params..., captures..., chunk, num_chunks): work item (b, kv head, key
-/// tile), items chunk, chunk + num_chunks, ...
+/// params..., captures..., q_offset, kv_offset, q_seq_len, kv_seq_len,
+/// chunk, num_chunks): work item (b, kv head, key tile), items chunk,
+/// chunk + num_chunks, ...
 class KeyValueGradEmitter : HostBackwardEmitter {
 public:
   using HostBackwardEmitter::HostBackwardEmitter;
@@ -636,8 +628,8 @@ private:
 };
 
 /// NAME_bwd_dq(q, k, v, dO, delta, lse2, dQ, partials, grad_mask,
-/// params..., captures..., chunk, num_chunks): work item (b, head, query
-/// tile).
+/// params..., captures..., q_offset, kv_offset, q_seq_len, kv_seq_len,
+/// chunk, num_chunks): work item (b, head, query tile).
 class QueryGradEmitter : HostBackwardEmitter {
 public:
   using HostBackwardEmitter::HostBackwardEmitter;
@@ -876,11 +868,7 @@ LogicalResult rbfc::host::buildHostBackward(attn::AttentionOp attention,
   Type partials = MemRefType::get({ShapedType::kDynamic, ShapedType::kDynamic},
                                   b.getF32Type());
   SmallVector<Type> trailing;
-  for (Value param : attention.getParams())
-    trailing.push_back(param.getType());
-  for (Value capture : attention.getCaptures())
-    trailing.push_back(
-        stridedMemRefFor(cast<ShapedType>(capture.getType()), false));
+  appendTrailingArgumentTypes(attention, trailing);
   trailing.append(2, b.getIndexType());
 
   Type q = tensor(attention.getQuery()), k = tensor(attention.getKey()),

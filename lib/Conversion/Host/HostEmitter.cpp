@@ -26,6 +26,16 @@ MemRefType rbfc::host::stridedMemRefFor(ShapedType type, bool unitMinorStride) {
   return MemRefType::get(shape, type.getElementType(), layout);
 }
 
+void rbfc::host::appendTrailingArgumentTypes(attn::AttentionOp attention,
+                                             SmallVectorImpl<Type> &types) {
+  for (Value param : attention.getParams())
+    types.push_back(param.getType());
+  for (Value capture : attention.getCaptures())
+    types.push_back(
+        stridedMemRefFor(cast<ShapedType>(capture.getType()), false));
+  types.append(4, IndexType::get(attention.getContext()));
+}
+
 HostEmitter::HostEmitter(attn::AttentionOp attention, func::FuncOp kernel)
     : attention(attention), kernel(kernel),
       headDim(cast<RankedTensorType>(attention.getQuery().getType())
@@ -90,6 +100,18 @@ void HostEmitter::bindSizes(Value queryTensor, Value keyTensor) {
   qLen = memref::DimOp::create(builder, loc, queryTensor, 2);
   kvHeads = memref::DimOp::create(builder, loc, keyTensor, 1);
   kvLen = memref::DimOp::create(builder, loc, keyTensor, 2);
+}
+
+unsigned HostEmitter::bindTrailingArguments(Block *entry, unsigned first) {
+  for (size_t i = 0; i < attention.getParams().size(); ++i)
+    params.push_back(entry->getArgument(first++));
+  for (size_t i = 0; i < attention.getCaptures().size(); ++i)
+    captures.push_back(entry->getArgument(first++));
+  qOffset = entry->getArgument(first++);
+  kvOffset = entry->getArgument(first++);
+  qSeqLen = entry->getArgument(first++);
+  kvSeqLen = entry->getArgument(first++);
+  return first;
 }
 
 SmallVector<Value> HostEmitter::clampedIndices(Value capture,
@@ -218,9 +240,9 @@ FailureOr<Value> HostEmitter::materialize(Operation *op, IRMapping &mapping,
         case attn::Size::kv_heads:
           return kvHeads;
         case attn::Size::q_len:
-          return qLen;
+          return qSeqLen;
         case attn::Size::kv_len:
-          return kvLen;
+          return kvSeqLen;
         case attn::Size::head_dim:
           return index(headDim);
         }
@@ -266,8 +288,12 @@ FailureOr<Value> HostEmitter::materialize(Operation *op, IRMapping &mapping,
 
 FailureOr<SmallVector<Value>>
 HostEmitter::inlineRegion(Region &region, ElementContext &element) {
-  SmallVector<Value> arguments{element.b, element.h, element.qIdx,
-                               element.kvIdx};
+  auto plus = [&](Value index, Value offset) -> Value {
+    return arith::AddIOp::create(builder, loc, index, offset);
+  };
+  SmallVector<Value> arguments{element.b, element.h,
+                               plus(element.qIdx, qOffset),
+                               plus(element.kvIdx, kvOffset)};
   if (attention.isGradRegion(region))
     arguments.push_back(element.adjoint);
   llvm::append_range(arguments, params);
@@ -304,7 +330,15 @@ HostEmitter::classifyTile(Value b, Value h, Value qLo, Value qHi, Value kvLo,
         arith::ConstantOp::create(builder, loc, builder.getBoolAttr(false));
     return std::pair(allKept, allMasked);
   }
-  SmallVector<Value> arguments{b, h, qLo, qHi, kvLo, kvHi};
+  auto plus = [&](Value index, Value offset) -> Value {
+    return arith::AddIOp::create(builder, loc, index, offset);
+  };
+  SmallVector<Value> arguments{b,
+                               h,
+                               plus(qLo, qOffset),
+                               plus(qHi, qOffset),
+                               plus(kvLo, kvOffset),
+                               plus(kvHi, kvOffset)};
   llvm::append_range(arguments, params);
   arguments.append(captures.size(), Value());
   ElementContext noElement;

@@ -259,10 +259,7 @@ LogicalResult HostKernelEmitter::emit() {
   output = entry->getArgument(next++);
   if (attention.getLse())
     lse = entry->getArgument(next++);
-  for (size_t i = 0; i < attention.getParams().size(); ++i)
-    params.push_back(entry->getArgument(next++));
-  for (size_t i = 0; i < attention.getCaptures().size(); ++i)
-    captures.push_back(entry->getArgument(next++));
+  next = bindTrailingArguments(entry, next);
   Value workBegin = entry->getArgument(next++);
   Value workEnd = entry->getArgument(next++);
 
@@ -443,11 +440,7 @@ struct AttnLowerToHost
     if (Value lse = attention.getLse())
       arguments.push_back(
           stridedMemRefFor(cast<ShapedType>(lse.getType()), false));
-    for (Value param : attention.getParams())
-      arguments.push_back(param.getType());
-    for (Value capture : attention.getCaptures())
-      arguments.push_back(
-          stridedMemRefFor(cast<ShapedType>(capture.getType()), false));
+    appendTrailingArgumentTypes(attention, arguments);
     arguments.append(2, b.getIndexType()); // work_begin, work_end
 
     OpBuilder moduleBuilder(function);

@@ -643,7 +643,7 @@ static DictionaryAttr describe(Builder &b, attn::AttentionOp op,
   std::string planText;
   llvm::raw_string_ostream(planText) << plan;
   SmallVector<NamedAttribute> fields{
-      b.getNamedAttr("format", b.getStringAttr("rbfc-kernel/3")),
+      b.getNamedAttr("format", b.getStringAttr("rbfc-kernel/4")),
       b.getNamedAttr("name", b.getStringAttr(func ? func.getName() : entry)),
       b.getNamedAttr("entry", b.getStringAttr(entry)),
       b.getNamedAttr("arch", b.getStringAttr(plan.getArch())),

@@ -33,7 +33,8 @@ void KernelSignature::addScalar(Type type, Value *bound) {
 
 void KernelSignature::addSizes(ProblemSizes &sizes) {
   for (Value *size :
-       {&sizes.batch, &sizes.heads, &sizes.kvHeads, &sizes.qLen, &sizes.kvLen})
+       {&sizes.batch, &sizes.heads, &sizes.kvHeads, &sizes.qLen, &sizes.kvLen,
+        &sizes.qOffset, &sizes.kvOffset, &sizes.qSeqLen, &sizes.kvSeqLen})
     addIndex(size);
 }
 

@@ -24,9 +24,9 @@ Value RegionApplication::sizeValue(attn::Size size) {
   case attn::Size::kv_heads:
     return sizes.kvHeads;
   case attn::Size::q_len:
-    return sizes.qLen;
+    return sizes.qSeqLen;
   case attn::Size::kv_len:
-    return sizes.kvLen;
+    return sizes.kvSeqLen;
   case attn::Size::head_dim:
     return index(headDim);
   }
@@ -172,8 +172,9 @@ FailureOr<Value> RegionApplication::materialize(Operation *attnOp,
 FailureOr<SmallVector<Value>>
 RegionApplication::inlineRegion(Region &region, const ElementValues &element,
                                 ElementOpHook hook) {
-  SmallVector<Value> arguments{batch, head, element.qIdx,
-                               element.kvIdx ? element.kvIdx : index(0)};
+  SmallVector<Value> arguments{
+      batch, head, add(element.qIdx, sizes.qOffset),
+      add(element.kvIdx ? element.kvIdx : index(0), sizes.kvOffset)};
   if (op.isGradRegion(region))
     arguments.push_back(element.adjoint);
   llvm::append_range(arguments, params);
@@ -332,7 +333,12 @@ FailureOr<TileClass> RegionApplication::classifyTile(Value qLo, int64_t qRows,
   Value kvHi = sub(kvEnd, index(1));
   Value qEnd = arith::MinSIOp::create(b, add(qLo, qRows), sizes.qLen);
   Value qHi = sub(qEnd, index(1));
-  SmallVector<Value> arguments{batch, head, qLo, qHi, kvLo, kvHi};
+  SmallVector<Value> arguments{batch,
+                               head,
+                               add(qLo, sizes.qOffset),
+                               add(qHi, sizes.qOffset),
+                               add(kvLo, sizes.kvOffset),
+                               add(kvHi, sizes.kvOffset)};
   llvm::append_range(arguments, params);
   arguments.append(op.getCaptures().size(), Value());
   auto values =

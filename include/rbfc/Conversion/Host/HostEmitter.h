@@ -26,6 +26,13 @@ namespace rbfc::host {
 /// the minor stride 1, which vector loads along head_dim need.
 mlir::MemRefType stridedMemRefFor(mlir::ShapedType type, bool unitMinorStride);
 
+/// Appends the arguments every host function of `attention` ends with,
+/// before its work range: each param, each capture, then q_offset,
+/// kv_offset, q_seq_len and kv_seq_len (where the call's rows sit in the
+/// whole sequence, docs/abi.md "Sequence blocks").
+void appendTrailingArgumentTypes(rbfc::attn::AttentionOp attention,
+                                 llvm::SmallVectorImpl<mlir::Type> &types);
+
 /// What a schedule does with the gradient a gradient region adds to. A
 /// null entry drops that gradient (the pass of the schedule does not own
 /// it).
@@ -93,6 +100,9 @@ protected:
   /// Binds the problem sizes from q [batch, heads, q_len, .] and k
   /// [batch, kv_heads, kv_len, .].
   void bindSizes(mlir::Value queryTensor, mlir::Value keyTensor);
+  /// Binds the arguments of appendTrailingArgumentTypes, which start at
+  /// argument `first` of `entry`; returns the index of the one after them.
+  unsigned bindTrailingArguments(mlir::Block *entry, unsigned first);
 
   rbfc::attn::AttentionOp attention;
   mlir::func::FuncOp kernel;
@@ -103,6 +113,10 @@ protected:
   mlir::Value key;
   llvm::SmallVector<mlir::Value> params, captures;
   mlir::Value batch, heads, kvHeads, qLen, kvLen;
+  /// Added to q_idx and kv_idx wherever a region sees them.
+  mlir::Value qOffset, kvOffset;
+  /// The whole sequence's lengths: a region's q_len and kv_len.
+  mlir::Value qSeqLen, kvSeqLen;
 
 private:
   mlir::FailureOr<mlir::Value> materialize(mlir::Operation *op,

@@ -27,9 +27,13 @@ struct TensorArgs {
   std::array<mlir::Value, 3> strides;
 };
 
-/// The problem sizes, as index values.
+/// The problem sizes, as index values, and where the call's rows sit in
+/// the whole sequence: the regions see q_idx + qOffset, kv_idx + kvOffset,
+/// and qSeqLen, kvSeqLen as q_len and kv_len (a sequence split over calls
+/// or ranks keeps its masks and position terms).
 struct ProblemSizes {
   mlir::Value batch, heads, kvHeads, qLen, kvLen;
+  mlir::Value qOffset, kvOffset, qSeqLen, kvSeqLen;
 };
 
 /// A captured tensor: its flat buffer, sizes and strides in elements.

@@ -7,14 +7,19 @@
 
 // CHECK-LABEL: func.func @causal(
 // CHECK-SAME: memref<?x?x?x16xbf16, strided<[?, ?, ?, 1], offset: ?>>
-// CHECK-SAME: memref<?x?x?xf32, strided<[?, ?, ?], offset: ?>>, %[[BEGIN:.*]]: index, %[[END:.*]]: index)
+// CHECK-SAME: memref<?x?x?xf32, strided<[?, ?, ?], offset: ?>>, %[[Q_OFFSET:arg[0-9]+]]: index, %[[KV_OFFSET:arg[0-9]+]]: index, %{{.*}}: index, %{{.*}}: index, %[[BEGIN:arg[0-9]+]]: index, %[[END:arg[0-9]+]]: index)
 // CHECK-SAME: llvm.emit_c_interface
 // CHECK-SAME: rbfc.tile_m = 16 : i64, rbfc.tile_n = 32 : i64
 // CHECK: scf.for %{{.*}} = %[[BEGIN]] to %[[END]]
-// Key tiles: all_kept = kv_hi <= q_lo, all_masked = kv_lo > q_hi.
+// Key tiles: all_kept = kv_hi <= q_lo, all_masked = kv_lo > q_hi, on the
+// indices in the whole sequence (the call's own plus its offsets).
 // CHECK: scf.for %[[KV_LO:.*]] = %{{.*}} to %{{.*}} step %c32
-// CHECK: %[[KEPT:.*]] = arith.cmpi sle
-// CHECK: %[[MASKED:.*]] = arith.cmpi sgt, %[[KV_LO]]
+// CHECK: %[[Q_LO:.*]] = arith.addi %{{.*}}, %[[Q_OFFSET]]
+// CHECK: %[[Q_HI:.*]] = arith.addi %{{.*}}, %[[Q_OFFSET]]
+// CHECK: %[[KV_LO_GLOBAL:.*]] = arith.addi %[[KV_LO]], %[[KV_OFFSET]]
+// CHECK: %[[KV_HI:.*]] = arith.addi %{{.*}}, %[[KV_OFFSET]]
+// CHECK: %[[KEPT:.*]] = arith.cmpi sle, %[[KV_HI]], %[[Q_LO]]
+// CHECK: %[[MASKED:.*]] = arith.cmpi sgt, %[[KV_LO_GLOBAL]], %[[Q_HI]]
 // CHECK: %[[LIVE:.*]] = arith.xori %[[MASKED]], %true
 // CHECK: scf.if %[[LIVE]]
 // CHECK: scf.if %[[KEPT]]
