@@ -172,7 +172,7 @@ def main():
     _capi.check(lib.rbfc_forward(kernel.handle, ctypes.byref(packed), stream))
 
     def direct():
-        _ops.attention(attn._key, q, q, q, [], [], [], [], [], False, False, False)
+        _ops.attention(attn._key, q, q, q, [], [], [], [], [], False, False, False, [0, 0, 0, 0])
 
     with torch.no_grad():
         result["bare us"] = per_call(bare, args.calls, synchronize)

@@ -13,7 +13,7 @@ from .errors import RbfcError
 PACKAGE = Path(__file__).resolve().parent
 REPO = PACKAGE.parents[1]
 
-API_VERSION = 1
+API_VERSION = 2
 MAX_RANK = 4
 DTYPES = {"bf16": 0, "f16": 1, "f32": 2, "i32": 3, "i64": 4}
 DTYPE_NAMES = {code: name for name, code in DTYPES.items()}
@@ -80,7 +80,9 @@ class ForwardArgs(ctypes.Structure):
                 ("captures", ctypes.POINTER(Tensor)),
                 ("num_captures", ctypes.c_size_t), ("workspace", ctypes.c_void_p),
                 ("workspace_bytes", ctypes.c_size_t),
-                ("num_threads", ctypes.c_int32)]
+                ("num_threads", ctypes.c_int32),
+                ("q_offset", ctypes.c_int64), ("kv_offset", ctypes.c_int64),
+                ("q_seq_len", ctypes.c_int64), ("kv_seq_len", ctypes.c_int64)]
 
 
 class BackwardArgs(ctypes.Structure):
@@ -95,7 +97,9 @@ class BackwardArgs(ctypes.Structure):
                 ("grad_captures", ctypes.POINTER(Tensor)),
                 ("num_threads", ctypes.c_int32),
                 ("workspace", ctypes.c_void_p),
-                ("workspace_bytes", ctypes.c_size_t)]
+                ("workspace_bytes", ctypes.c_size_t),
+                ("q_offset", ctypes.c_int64), ("kv_offset", ctypes.c_int64),
+                ("q_seq_len", ctypes.c_int64), ("kv_seq_len", ctypes.c_int64)]
 
 
 class CacheStats(ctypes.Structure):

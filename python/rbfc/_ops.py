@@ -28,11 +28,14 @@ DTYPE_CODES = {dtype: _capi.DTYPES[name] for dtype, name in TORCH_DTYPES.items()
 # rbfc_tensor, rbfc_forward_args and rbfc_backward_args as struct formats
 # (native alignment; '0q' pads each to its 8-byte alignment).
 TENSOR = "Pi4q4qi0q"
-FORWARD = struct.Struct("Q" + TENSOR * 5 + "PQPQPQi0q")
-BACKWARD = struct.Struct("Q" + TENSOR * 10 + "PQPQPPiPQ0q")
+FORWARD = struct.Struct("Q" + TENSOR * 5 + "PQPQPQi4q0q")
+BACKWARD = struct.Struct("Q" + TENSOR * 10 + "PQPQPPiPQ4q0q")
 assert FORWARD.size == ctypes.sizeof(_capi.ForwardArgs)
 assert BACKWARD.size == ctypes.sizeof(_capi.BackwardArgs)
 NO_TENSOR = (0,) * 11
+# A call that is the whole sequence (rbfc_forward_args' q_offset,
+# kv_offset, q_seq_len, kv_seq_len all 0).
+NO_BLOCK = (0, 0, 0, 0)
 
 # Compiled specs by key; the ops name them by key so that a traced graph
 # holds a string, not the object.
@@ -205,7 +208,8 @@ class Kernel:
                              stream if stream is not None else self.stream(device)))
 
     def backward(self, q, k, v, o, lse, grad_o, grad_lse, captures, param_array,
-                 grads, capture_grads, param_grads, param_grad_slots, bnhd):
+                 grads, capture_grads, param_grads, param_grad_slots, bnhd,
+                 block):
         capture_array, capture_address = _tensor_array(captures)
         grad_words = [word for grad in capture_grads
                       for word in (_words(grad) if grad is not None else NO_TENSOR)]
@@ -230,7 +234,8 @@ class Kernel:
             ctypes.addressof(pointers) if param_grads else 0,
             ctypes.addressof(grad_array) if captures else 0,
             0 if self.cuda else self.threads(),
-            workspace.data_ptr() if workspace is not None else 0, workspace_bytes))
+            workspace.data_ptr() if workspace is not None else 0, workspace_bytes,
+            *block))
         self.call(_capi.lib().rbfc_backward, ctypes.byref(packed), q.device)
 
 
@@ -254,12 +259,14 @@ class ForwardLaunch:
         self.capture_format = TENSOR * len(captures)
         self.workspace_bytes = kernel.workspace_size(q_words, k_words)
 
-    def __call__(self, q, k, v, captures, param_array):
-        """o (contiguous, in q's layout) and the lse (None unless asked)."""
+    def __call__(self, q, k, v, captures, param_array, block=NO_BLOCK):
+        """o (contiguous, in q's layout) and the lse (None unless asked);
+        `block`: where q's and k's rows sit in the whole sequence (q_offset,
+        kv_offset, q_seq_len, kv_seq_len; rbfc_forward_args)."""
         kernel = self.kernel
         if kernel.cuda and q.device.index != torch.cuda.current_device():
             with torch.cuda.device(q.device):
-                return self(q, k, v, captures, param_array)
+                return self(q, k, v, captures, param_array, block)
         o = q.new_empty(q.shape)
         lse = (q.new_empty(self.lse_shape, dtype=torch.float32) if self.lse
                else None)
@@ -282,7 +289,7 @@ class ForwardLaunch:
             *((lse.data_ptr(), *self.lse_fields) if lse is not None else NO_TENSOR),
             param_array[1], len(kernel.defaults), capture_address, len(captures),
             workspace.data_ptr() if workspace is not None else 0,
-            self.workspace_bytes, 0 if kernel.cuda else kernel.threads()))
+            self.workspace_bytes, 0 if kernel.cuda else kernel.threads(), *block))
         kernel.call(_capi.lib().rbfc_forward, ctypes.byref(packed), device, stream)
         return o, lse
 
@@ -327,12 +334,12 @@ def launch(spec, q, k, v, captures, lse, backward, bnhd):
 
 
 def forward(spec, q, k, v, captures, params, param_slots, tensor_params,
-            tensor_param_slots, lse, backward, bnhd):
+            tensor_param_slots, lse, backward, bnhd, block):
     """Runs the forward: o in q's layout (contiguous) and, with lse or
     backward, the log-sum-exp [B, H, Nq] f32 (else None)."""
     forward_launch = launch(spec, q, k, v, captures, lse, backward, bnhd)
     return forward_launch(q, k, v, captures, forward_launch.kernel.param_array(
-        params, param_slots, tensor_params, tensor_param_slots))
+        params, param_slots, tensor_params, tensor_param_slots), block)
 
 
 @torch.library.custom_op("rbfc::attention", mutates_args=())
@@ -340,11 +347,11 @@ def attention(spec: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
               captures: list[torch.Tensor], params: list[float],
               param_slots: list[int], tensor_params: list[torch.Tensor],
               tensor_param_slots: list[int], lse: bool, backward: bool,
-              bnhd: bool) -> tuple[torch.Tensor, torch.Tensor]:
+              bnhd: bool, block: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """o (in q's layout, contiguous) and the log-sum-exp [B, H, Nq] f32 (an
     empty tensor unless lse or backward)."""
     o, lse_out = forward(spec, q, k, v, captures, params, param_slots, tensor_params,
-                         tensor_param_slots, lse, backward, bnhd)
+                         tensor_param_slots, lse, backward, bnhd, block)
     if lse_out is None:
         lse_out = torch.empty((0,), dtype=torch.float32, device=q.device)
     return o, lse_out
@@ -352,7 +359,7 @@ def attention(spec: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
 @attention.register_fake
 def _(spec, q, k, v, captures, params, param_slots, tensor_params,
-      tensor_param_slots, lse, backward, bnhd):
+      tensor_param_slots, lse, backward, bnhd, block):
     return (q.new_empty(q.shape),
             q.new_empty(_lse_shape(q, bnhd) if lse or backward else (0,),
                         dtype=torch.float32))
@@ -360,9 +367,11 @@ def _(spec, q, k, v, captures, params, param_slots, tensor_params,
 
 def backward(spec, q, k, v, o, lse, grad_o, grad_lse, captures, params,
              param_slots, tensor_params, tensor_param_slots, capture_grads,
-             tensor_param_grads, bnhd):
+             tensor_param_grads, bnhd, block):
     """Gradients of q, k, v, of the captures whose flag is set and of the
-    tensor params whose flag is set (f32 scalars), in that order."""
+    tensor params whose flag is set (f32 scalars), in that order. With k
+    and v a block of the keys (`block`, as in ForwardLaunch), o and lse are
+    the rows' over every block and the gradients are this block's share."""
     kernel = SPECS[spec].kernel(q, True, True)
     param_array = kernel.param_array(params, param_slots, tensor_params,
                                      tensor_param_slots)
@@ -377,7 +386,7 @@ def backward(spec, q, k, v, o, lse, grad_o, grad_lse, captures, params,
     # kernels need a head_dim stride of 1.
     kernel.backward(q, k, v, o, lse, grad_o.contiguous(), grad_lse, captures,
                     param_array, grads, capture_out, param_out, param_out_slots,
-                    bnhd)
+                    bnhd, block)
     return (*grads, [g for g in capture_out if g is not None], param_out)
 
 
@@ -388,18 +397,20 @@ def attention_backward(
         grad_lse: Optional[torch.Tensor], captures: list[torch.Tensor],
         params: list[float], param_slots: list[int],
         tensor_params: list[torch.Tensor], tensor_param_slots: list[int],
-        capture_grads: list[bool], tensor_param_grads: list[bool], bnhd: bool
+        capture_grads: list[bool], tensor_param_grads: list[bool], bnhd: bool,
+        block: list[int]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor],
            list[torch.Tensor]]:
     """backward() as an op, for autograd of rbfc::attention."""
     return backward(spec, q, k, v, o, lse, grad_o, grad_lse, captures, params,
                     param_slots, tensor_params, tensor_param_slots, capture_grads,
-                    tensor_param_grads, bnhd)
+                    tensor_param_grads, bnhd, block)
 
 
 @attention_backward.register_fake
 def _(spec, q, k, v, o, lse, grad_o, grad_lse, captures, params, param_slots,
-      tensor_params, tensor_param_slots, capture_grads, tensor_param_grads, bnhd):
+      tensor_params, tensor_param_slots, capture_grads, tensor_param_grads, bnhd,
+      block):
     return (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v),
             [torch.empty_like(c) for c, want in zip(captures, capture_grads) if want],
             [q.new_empty((), dtype=torch.float32) for want in tensor_param_grads
@@ -408,10 +419,11 @@ def _(spec, q, k, v, o, lse, grad_o, grad_lse, captures, params, param_slots,
 
 def _setup_context(ctx, inputs, output):
     (spec, q, k, v, captures, params, param_slots, tensor_params,
-     tensor_param_slots, lse, backward, bnhd) = inputs
+     tensor_param_slots, lse, backward, bnhd, block) = inputs
     o, lse_out = output
     ctx.save_for_backward(q, k, v, o, lse_out, *captures, *tensor_params)
     ctx.spec, ctx.bnhd = spec, bnhd
+    ctx.block = block
     ctx.params, ctx.param_slots = params, param_slots
     ctx.tensor_param_slots = tensor_param_slots
     ctx.num_captures = len(captures)
@@ -429,7 +441,7 @@ def _gradients(ctx, grad_o, grad_lse, run_backward):
     grad_q, grad_k, grad_v, capture_grads, param_grads = run_backward(
         ctx.spec, q, k, v, o, lse, grad_o, grad_lse, list(captures), ctx.params,
         ctx.param_slots, list(tensor_params), ctx.tensor_param_slots,
-        ctx.capture_grads, ctx.tensor_param_grads, ctx.bnhd)
+        ctx.capture_grads, ctx.tensor_param_grads, ctx.bnhd, ctx.block)
     capture_grads, param_grads = iter(capture_grads), iter(param_grads)
     capture_out = [next(capture_grads) if want else None
                    for want in ctx.capture_grads]
@@ -445,7 +457,7 @@ def _backward(ctx, grad_o, grad_lse):
         ctx, grad_o, grad_lse, attention_backward)
     return (None, grad_q, grad_k, grad_v, capture_out, _no_grad(ctx.params),
             _no_grad(ctx.param_slots), param_out, _no_grad(ctx.tensor_param_slots),
-            None, None, None)
+            None, None, None, None)
 
 
 def _no_grad(values):
@@ -462,18 +474,19 @@ class EagerAttention(torch.autograd.Function):
     torch.library's dispatch (on the GPU machine about 60 us a call each
     way, more than the kernels of a small model's layer). Called as
     apply((spec, params, param_slots, tensor_param_slots, lse, bnhd,
-    num_captures), q, k, v, *captures, *tensor_params): every tensor that
-    may need a gradient is an argument of its own. Tracing, tensor
-    subclasses and dispatch modes use the op. A second derivative
-    (create_graph=True) raises RbfcError."""
+    num_captures, block), q, k, v, *captures, *tensor_params):
+    every tensor that may need a gradient is an argument of its own.
+    Tracing, tensor subclasses and dispatch modes use the op. A second
+    derivative (create_graph=True) raises RbfcError."""
 
     @staticmethod
     def forward(ctx, call, q, k, v, *tensors):
-        spec, params, param_slots, tensor_param_slots, lse, bnhd, num_captures = call
+        (spec, params, param_slots, tensor_param_slots, lse, bnhd, num_captures,
+         block) = call
         captures = list(tensors[:num_captures])
         tensor_params = list(tensors[num_captures:])
         inputs = (spec, q, k, v, captures, params, param_slots, tensor_params,
-                  tensor_param_slots, lse, True, bnhd)
+                  tensor_param_slots, lse, True, bnhd, block)
         output = forward(*inputs)
         _setup_context(ctx, inputs, output)
         ctx.set_materialize_grads(False)

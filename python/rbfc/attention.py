@@ -123,7 +123,8 @@ class Attention(torch.nn.Module):
         raise RbfcError(f"{self._what}: {message}")
 
     def forward(self, q, k, v, params=None, captures=None, return_lse=None,
-                layout="bhnd"):
+                layout="bhnd", q_offset=0, kv_offset=0, q_seq_len=None,
+                kv_seq_len=None):
         """Attention of q over k, v. q is [B, H, Nq, D] and k, v [B, Hkv, Nkv, D]
         with layout "bhnd", or [B, Nq, H, D] and [B, Nkv, Hkv, D] with "bnhd"
         (strided views are fine; the head_dim stride must be 1); H a multiple of
@@ -138,10 +139,22 @@ class Attention(torch.nn.Module):
                     q's device; f32 captures that require grad get one.
         return_lse: also return the log-sum-exp [B, H, Nq] (float32); default:
                     the lse given to rbfc.compile.
+        q_offset, kv_offset, q_seq_len, kv_seq_len: for q and k, v that are
+                    blocks of a longer sequence (split over calls or ranks):
+                    where their rows start in it (ints >= 0) and its lengths
+                    (None: offset + the block's length). The spec sees
+                    q_idx + q_offset, kv_idx + kv_offset and the whole
+                    lengths as q_len and kv_len, so each block gets its
+                    exact part of every mask, position term and capture
+                    read; rbfc.merge_attention combines the key blocks'
+                    (o, lse), and rbfc.distributed.ring_attention does both.
         Returns o in q's layout (contiguous), or (o, lse).
         """
         if return_lse is None:
             return_lse = self.lse
+        block = _ops.NO_BLOCK
+        if q_offset or kv_offset or q_seq_len is not None or kv_seq_len is not None:
+            block = self._sequence_block(q_offset, kv_offset, q_seq_len, kv_seq_len)
         # An eager call whose signature a checked call had before skips the
         # checks and most of the packing: the launch overhead is what a
         # model serving small batches pays every layer.
@@ -160,7 +173,8 @@ class Attention(torch.nn.Module):
                                 if self.captures else [])
                 o, lse = forward_launch(q, k, v, capture_list,
                                         forward_launch.kernel.param_array(
-                                            param_values, param_slots, (), ()))
+                                            param_values, param_slots, (), ()),
+                                        block)
                 return (o, lse) if return_lse else o
         if layout not in LAYOUTS:
             self._fail(f"layout: expected 'bhnd' or 'bnhd', got {layout!r}")
@@ -174,7 +188,8 @@ class Attention(torch.nn.Module):
             or (tensor_params and any(t.requires_grad for t in tensor_params))
             or (capture_list and any(c.requires_grad for c in capture_list)))
         args = (self._key, q, k, v, capture_list, param_values, param_slots,
-                tensor_params, tensor_param_slots, bool(return_lse), backward, bnhd)
+                tensor_params, tensor_param_slots, bool(return_lse), backward, bnhd,
+                list(block))
         # Eager calls skip the dispatcher (about 35 us a call on the host,
         # 60 on the GPU machine, each way): with autograd through
         # EagerAttention, without it straight to the kernel. Tracing, tensor
@@ -187,7 +202,7 @@ class Attention(torch.nn.Module):
         elif backward:
             o, lse = _ops.EagerAttention.apply(
                 (self._key, param_values, param_slots, tensor_param_slots,
-                 bool(return_lse), bnhd, len(capture_list)),
+                 bool(return_lse), bnhd, len(capture_list), block),
                 q, k, v, *capture_list, *tensor_params)
         else:
             forward_launch = _ops.launch(self._key, q, k, v, capture_list,
@@ -195,7 +210,7 @@ class Attention(torch.nn.Module):
             o, lse = forward_launch(q, k, v, capture_list,
                                     forward_launch.kernel.param_array(
                                         param_values, param_slots, tensor_params,
-                                        tensor_param_slots))
+                                        tensor_param_slots), block)
             if signature is not None:
                 if len(self._launches) >= MAX_LAUNCHES:
                     self._launches.clear()
@@ -223,6 +238,24 @@ class Attention(torch.nn.Module):
                 return None
             signature += (t.shape, t.stride(), t.dtype, t.device, t.requires_grad)
         return signature
+
+    def _sequence_block(self, q_offset, kv_offset, q_seq_len, kv_seq_len):
+        """(q_offset, kv_offset, q_seq_len, kv_seq_len) as the library takes
+        them (a whole length of 0: offset + the block's length); the library
+        checks them against the lengths."""
+        block = []
+        for name, value in (("q_offset", q_offset), ("kv_offset", kv_offset),
+                            ("q_seq_len", q_seq_len), ("kv_seq_len", kv_seq_len)):
+            if value is None and name.endswith("seq_len"):
+                value = 0
+            elif (isinstance(value, bool) or not isinstance(value, int)
+                  or value < (0 if name.endswith("offset") else 1)):
+                self._fail(f"{name}: expected an int >= "
+                           f"{0 if name.endswith('offset') else 1}"
+                           f"{' or None' if name.endswith('seq_len') else ''}, "
+                           f"got {value!r}")
+            block.append(value)
+        return tuple(block)
 
     def _check_tensors(self, q, k, v, layout):
         for name, t in (("q", q), ("k", k), ("v", v)):

@@ -399,8 +399,10 @@ def test_four_processes_share_the_disk_cache(tmp_path):
 # --------------------------------------------------------------------------
 # The custom op: fake implementation, autograd, torch.compile
 
-def op_args(attn, q, k, v, captures=(), lse=True, backward=False, bnhd=False):
-    return (attn._key, q, k, v, list(captures), [], [], [], [], lse, backward, bnhd)
+def op_args(attn, q, k, v, captures=(), lse=True, backward=False, bnhd=False,
+            block=(0, 0, 0, 0)):
+    return (attn._key, q, k, v, list(captures), [], [], [], [], lse, backward, bnhd,
+            list(block))
 
 
 def test_opcheck_forward(generator):
@@ -411,7 +413,8 @@ def test_opcheck_forward(generator):
     for bnhd in (False, True):
         args = op_args(attn, q.transpose(1, 2) if bnhd else q,
                        k.transpose(1, 2) if bnhd else k,
-                       k.transpose(1, 2) if bnhd else k, [slopes], bnhd=bnhd)
+                       k.transpose(1, 2) if bnhd else k, [slopes], bnhd=bnhd,
+                       block=(3, 5, 20, 0) if bnhd else (0, 0, 0, 0))
         torch.library.opcheck(torch.ops.rbfc.attention, args,
                               test_utils=("test_schema", "test_faketensor",
                                           "test_aot_dispatch_static"))
@@ -572,7 +575,8 @@ def test_opcheck_autograd(generator):
     q = randn(generator, 1, 2, 9, 64).requires_grad_()
     slopes = torch.rand(2, generator=generator).requires_grad_()
     torch.library.opcheck(torch.ops.rbfc.attention,
-                          op_args(attn, q, q, q, [slopes], backward=True))
+                          op_args(attn, q, q, q, [slopes], backward=True,
+                                  block=(4, 2, 0, 30)))
 
 
 class Block(torch.nn.Module):
