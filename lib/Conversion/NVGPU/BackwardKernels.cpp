@@ -280,12 +280,17 @@ namespace {
 /// Per query row: delta = rowsum(dO * O) - dlse (softmax; dlse under
 /// `none`) and lse2 = (lse - row_bias) log2(e), +inf for a row without a
 /// kept key; padding rows up to the workspace row's length get 0 and +inf.
-/// Each row is read by D/8 adjacent lanes, a 16-byte chunk each.
+/// Each row is read by adjacent lanes, a 16-byte chunk each in turn: D/8
+/// lanes one chunk each, or where D/8 is not a power of two (head_dim 80,
+/// 96) the largest power of two of lanes that divides it.
 class RowsKernel : BackwardKernelBuilder {
 public:
   using BackwardKernelBuilder::BackwardKernelBuilder;
 
-  int64_t lanesPerRow() const { return config.chunksPerRow(); }
+  int64_t lanesPerRow() const {
+    return config.chunksPerRow() & -config.chunksPerRow();
+  }
+  int64_t chunksPerLane() const { return config.chunksPerRow() / lanesPerRow(); }
   int64_t rowsPerBlock() const { return kSmallKernelThreads / lanesPerRow(); }
 
   LogicalResult build(gpu::GPUModuleOp module, StringRef name) {
@@ -302,23 +307,33 @@ public:
     // Rows past q_len read the last row instead (and store padding).
     Value readRow =
         arith::MinUIOp::create(b, row, sub(args.sizes.qLen, index(1)));
-    auto chunkOf = [&](const TensorArgs &tensor) {
-      return loadChunk(tensor.data, add(add(headBase(tensor, batchIdx, head),
-                                            mul(readRow, tensor.strides[2])),
-                                        mul(part, kChunk)));
+    auto chunkOf = [&](const TensorArgs &tensor, int64_t turn) {
+      return loadChunk(
+          tensor.data,
+          add(add(headBase(tensor, batchIdx, head),
+                  mul(readRow, tensor.strides[2])),
+              mul(add(part, turn * lanesPerRow()), kChunk)));
     };
-    auto reduce = [&](Value products) {
+    // The row's sum of `products(turn)` over the lane's chunks and the
+    // row's lanes.
+    auto rowSum = [&](function_ref<Value(int64_t)> products) {
+      Value sum = products(0);
+      for (int64_t turn = 1; turn < chunksPerLane(); ++turn)
+        sum = arith::AddFOp::create(b, sum, products(turn));
       return laneSum(
-          vector::ReductionOp::create(b, vector::CombiningKind::ADD, products),
+          vector::ReductionOp::create(b, vector::CombiningKind::ADD, sum),
           lanesPerRow());
     };
-    Value dot = reduce(
-        arith::MulFOp::create(b, chunkOf(args.outputGrad), chunkOf(args.o)));
+    Value dot = rowSum([&](int64_t turn) {
+      return arith::MulFOp::create(b, chunkOf(args.outputGrad, turn),
+                                   chunkOf(args.o, turn));
+    });
     Value queryNorm;
-    if (RegionApplication::usesNorm(op.getRowBias(), attn::Vector::q)) {
-      Value q = chunkOf(args.q);
-      queryNorm = reduce(arith::MulFOp::create(b, q, q));
-    }
+    if (RegionApplication::usesNorm(op.getRowBias(), attn::Vector::q))
+      queryNorm = rowSum([&](int64_t turn) {
+        Value q = chunkOf(args.q, turn);
+        return arith::MulFOp::create(b, q, q);
+      });
     RegionApplication regions(b, op, args.sizes, args.params, args.captures,
                               batchIdx, head, lane, config.headDim);
 
@@ -635,9 +650,11 @@ LogicalResult rbfc::verifyBackwardKernels(attn::AttentionOp op) {
                 "return");
   auto queryType = cast<RankedTensorType>(op.getQuery().getType());
   int64_t headDim = queryType.getDimSize(3);
-  if (!llvm::is_contained({32, 64, 128}, headDim))
-    return fail("the mma.sync backward kernels take head_dim 32, 64 or 128, "
-                "not " +
+  // A warp's dK and dV accumulators hold 16 keys x head_dim each: past
+  // 128 they alone would take 2 x 128 of its 255 registers.
+  if (headDim % 16 != 0 || headDim < 32 || headDim > 128)
+    return fail("the mma.sync backward kernels take head_dim a multiple of 16 "
+                "from 32 to 128, not " +
                 Twine(headDim));
   Type element = queryType.getElementType();
   if (!element.isBF16() && !element.isF16())
