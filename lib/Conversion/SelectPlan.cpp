@@ -38,7 +38,9 @@ attn::PlanAttr defaultPlan(attn::AttentionOp op, StringRef arch) {
   MLIRContext *ctx = op.getContext();
   int64_t headDim =
       cast<RankedTensorType>(op.getQuery().getType()).getDimSize(3);
-  if (headDim >= 256)
+  // Past 128 the O accumulators of two atoms would not fit: one atom a
+  // warp, 32-key tiles.
+  if (headDim > 128)
     return attn::PlanAttr::get(ctx, arch, "mma_sync", /*tile_m=*/64,
                                /*tile_n=*/32, /*warps=*/4, /*stages=*/2,
                                "threads", /*blocks_per_sm=*/0);
@@ -51,15 +53,18 @@ attn::PlanAttr defaultPlan(attn::AttentionOp op, StringRef arch) {
   // per tile holds no per-thread registers. Under a mask, 32-key tiles
   // with workspace loads fit without spills and run 0.4-3% above the dot
   // kernel (64-key tiles: 5-7%, with any of the three sources); without a
-  // mask 32-key tiles cost dot 3-6% and RBF 7%.
+  // mask 32-key tiles cost dot 3-6% and RBF 7%. The head dims between
+  // (48, 80-112) take the choice of the measured one above them, whose
+  // register pressure they approach (the dot kernel takes 209 registers at
+  // 48, 240-254 at 80-112; not timed).
   StringRef keyTerms = "threads";
   int64_t tileN = 64;
   if (archVersion(arch) >= 90 && !op.getKeyBias().empty()) {
-    if (headDim == 64) {
+    if (headDim > 32 && headDim <= 64) {
       keyTerms = "global";
-    } else if (headDim == 128 && op.getMask().empty()) {
+    } else if (headDim > 64 && op.getMask().empty()) {
       keyTerms = "bulk";
-    } else if (headDim == 128) {
+    } else if (headDim > 64) {
       keyTerms = "global";
       tileN = 32;
     }
