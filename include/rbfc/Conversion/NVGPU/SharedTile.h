@@ -54,11 +54,10 @@ public:
   /// Element offset of chunk `chunk` of row `row`.
   mlir::Value offset(mlir::Value row, mlir::Value chunk);
   /// A lane's ldmatrix offsets: chunk 2 s + `half` of rows `row` + 16 k.
-  /// The swizzle of chunk 2 s + half depends only on s % (swizzleChunks /
-  /// 2),
-  /// so the lane keeps one offset per residue and every address it reads
-  /// is one of them plus a constant that the backend folds into the
-  /// instruction (laneChunkOffset).
+  /// The swizzle of chunk 2 s + half depends only on s % (G / 2), G =
+  /// swizzleChunks, so the lane keeps one offset per residue and every
+  /// address it reads is one of them plus a constant that the backend
+  /// folds into the instruction (laneChunkOffset).
   llvm::SmallVector<mlir::Value> laneChunkOffsets(mlir::Value row,
                                                   mlir::Value half);
   /// The offset of chunk pair `slice` (16 elements) of row `rowDelta` below
