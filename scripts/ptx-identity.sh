@@ -6,8 +6,8 @@
 #   scripts/ptx-identity.sh OUT_DIR [RBFC]           # write the set
 #   scripts/ptx-identity.sh --compare REF_DIR [RBFC] # write a fresh set, diff
 #
-# The combinations: every examples/*.attn x head_dim {32, 64, 128, 256} x
-# {bf16, f16} x {sm_80, sm_90a} x with and without --lse, and with
+# The combinations: every examples/*.attn x head_dim {32, 64, 80, 96, 128,
+# 256} x {bf16, f16} x {sm_80, sm_90a} x with and without --lse, and with
 # --backward (the forward and the backward's kernels share the components),
 # under the default plan; and, at head_dim 64 and 128, with and without
 # --lse, the plans the lit tests and SelectPlan exercise (key_terms threads,
@@ -50,7 +50,7 @@ combinations() {
   for spec in examples/*.attn; do
     local example
     example=$(basename "$spec" .attn)
-    for dim in 32 64 128 256; do
+    for dim in 32 64 80 96 128 256; do
       for dtype in bf16 f16; do
         for arch in sm_80 sm_90a; do
           for variant in "" --lse --backward; do

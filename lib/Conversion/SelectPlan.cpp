@@ -34,14 +34,31 @@ bool isSupportedArch(StringRef arch) {
                             arch);
 }
 
+/// Whether the H100 measurements (docs/benchmarks.md) chose the plan of
+/// this target and head dim; the others are chosen so that ptxas spills
+/// nothing (scripts/ptxas-spills.sh), and not timed.
+bool isMeasured(StringRef arch, int64_t headDim) {
+  return archVersion(arch) >= 90 &&
+         llvm::is_contained({32, 64, 128, 256}, headDim);
+}
+
 attn::PlanAttr defaultPlan(attn::AttentionOp op, StringRef arch) {
   MLIRContext *ctx = op.getContext();
   int64_t headDim =
       cast<RankedTensorType>(op.getQuery().getType()).getDimSize(3);
-  if (headDim >= 256)
+  bool measured = isMeasured(arch, headDim);
+  // Without a hint ptxas aims at more than one block per multiprocessor
+  // and spills to get there (the dot kernel at head_dim 32 on sm_80: 168
+  // registers and 8 bytes of spills, 195 registers and none with
+  // .minnctapersm 1). The unmeasured plans ask for one block, so that it
+  // spends registers before it spills.
+  int64_t blocksPerSM = measured ? 0 : 1;
+  // Past 128 the O accumulators of two atoms would not fit: one atom a
+  // warp, 32-key tiles.
+  if (headDim > 128)
     return attn::PlanAttr::get(ctx, arch, "mma_sync", /*tile_m=*/64,
                                /*tile_n=*/32, /*warps=*/4, /*stages=*/2,
-                               "threads", /*blocks_per_sm=*/0);
+                               "threads", blocksPerSM);
   // How a key bias (RBF's -gamma ||k||^2, ...) reaches the scores, as
   // measured on the H100 (docs/kernel.md, "How key_terms was chosen"). At
   // head_dim 64 the lanes load it from the workspace: no copies, no shared
@@ -51,24 +68,34 @@ attn::PlanAttr defaultPlan(attn::AttentionOp op, StringRef arch) {
   // per tile holds no per-thread registers. Under a mask, 32-key tiles
   // with workspace loads fit without spills and run 0.4-3% above the dot
   // kernel (64-key tiles: 5-7%, with any of the three sources); without a
-  // mask 32-key tiles cost dot 3-6% and RBF 7%.
+  // mask 32-key tiles cost dot 3-6% and RBF 7%, and are kept despite 28-56
+  // bytes of spills.
+  //
+  // Elsewhere the 64-key tile's S accumulators beside O, 2 atoms x
+  // (head_dim + 64) / 8 x 4 registers, spill above head_dim 80 (ptxas -v):
+  // 32-key tiles, the key bias from the workspace (no per-thread copy
+  // addresses; sm_80 has no bulk copies). Head dims 48 and 80 take the
+  // choices of 64 and 128.
+  bool hopper = archVersion(arch) >= 90;
+  bool narrowTiles = measured ? headDim == 128 && !op.getKeyBias().empty() &&
+                                    !op.getMask().empty()
+                              : headDim > 80;
+  int64_t tileN = narrowTiles ? 32 : 64;
   StringRef keyTerms = "threads";
-  int64_t tileN = 64;
-  if (archVersion(arch) >= 90 && !op.getKeyBias().empty()) {
-    if (headDim == 64) {
+  if (!op.getKeyBias().empty() && headDim > 32) {
+    if (hopper && headDim <= 64)
       keyTerms = "global";
-    } else if (headDim == 128 && op.getMask().empty()) {
+    else if (hopper && tileN == 64 && op.getMask().empty())
       keyTerms = "bulk";
-    } else if (headDim == 128) {
+    else if (headDim > 64)
       keyTerms = "global";
-      tileN = 32;
-    }
   }
   // At head_dim 32 the dot-product kernel fits in 168 registers, three
   // blocks per multiprocessor; a score with terms took 206-214 and two
   // blocks, 23% slower than dot on the H100. Compiled for three it is
   // within 3% (8 bytes of spills).
-  int64_t blocksPerSM = headDim <= 32 ? 3 : 0;
+  if (measured && headDim == 32)
+    blocksPerSM = 3;
   return attn::PlanAttr::get(ctx, arch, "mma_sync", /*tile_m=*/128, tileN,
                              /*warps=*/4, /*stages=*/2, keyTerms, blocksPerSM);
 }

@@ -735,7 +735,7 @@ TEST(CAPICuda, BackwardChecksCallsWithoutAGpu) {
 TEST(CAPICuda, AHeadDimTheKernelCannotTakeSaysSoBriefly) {
   Kernel kernel;
   rbfc_compile_options options = cudaOptions("");
-  options.head_dim = 96;
+  options.head_dim = 40;
   EXPECT_NE(kernel.compile(kSpec, options), RBFC_OK);
   EXPECT_TRUE(contains(lastError(), "the head dimension must be"))
       << lastError();

@@ -66,7 +66,9 @@ FULL_SHAPES = [
 QUICK_SHAPES = [(2, 4, 4, 17, 17, "bhnd"), (1, 4, 1, 200, 200, "bhnd"),
                 (1, 2, 2, 64, 333, "bnhd")]
 F16_SUBSET = ["softmax", "causal", "rbf", "softcap", "alibi"]
-DIM32_SUBSET = ["softmax", "causal", "rbf", "rbf_causal", "alibi"]
+# Besides 64, 80, 96 and 128 for every spec, these run at 32 and at 48 and
+# 112, the other rows of 2-chunk swizzle groups.
+OTHER_DIMS_SUBSET = ["softmax", "causal", "rbf", "rbf_causal", "alibi"]
 # f32 params whose gradients are checked (passed as tensors).
 PARAMS = {"rbf": ["gamma"], "rbf_causal": ["gamma"], "rbf_none": ["gamma"],
           "softcap": ["cap"]}
@@ -152,11 +154,15 @@ def gallery(args, specs, g):
     shapes = QUICK_SHAPES if args.quick else FULL_SHAPES
     for spec in specs:
         attn = rbfc.compile(REPO / "examples" / f"{spec}.attn")
-        configs = [("bf16", 64)] if args.quick else [("bf16", 64), ("bf16", 128)]
+        configs = [("bf16", 64)] if args.quick else [
+            ("bf16", dim) for dim in (64, 80, 96, 128)]
+        # One row of 12 chunks (4-chunk swizzle groups), key terms, a mask.
+        if args.quick and spec == "rbf_causal":
+            configs.append(("bf16", 96))
         if not args.quick and spec in F16_SUBSET:
-            configs += [("f16", 64), ("f16", 128)]
-        if not args.quick and spec in DIM32_SUBSET:
-            configs.append(("bf16", 32))
+            configs += [("f16", 64), ("f16", 96), ("f16", 128)]
+        if not args.quick and spec in OTHER_DIMS_SUBSET:
+            configs += [("bf16", dim) for dim in (32, 48, 112)]
         for dtype_name, dim in configs:
             dtype = TORCH_DTYPES[dtype_name]
             worst, problem = 0.0, None
@@ -242,10 +248,11 @@ def sanitize(args, tool):
 
 def sanitize_child(args, specs, g):
     # One small case per kernel structure: every mask kind, key terms, both
-    # head dims; exact-size allocations so that an overrun is caught.
+    # head dims (and 80, 96: rows copied in runs of 2 and 4 chunks);
+    # exact-size allocations so that an overrun is caught.
     for spec in specs:
         attn = rbfc.compile(REPO / "examples" / f"{spec}.attn")
-        for dim in (64, 128):
+        for dim in (64, 80, 96, 128):
             q, k, v, captures, params, grad_o, grad_lse = make_case(
                 spec, torch.bfloat16, (1, 2, 1, 17, 33, "bhnd"), dim, g)
             q, k, v = (t.requires_grad_() for t in (q, k, v))
@@ -265,7 +272,7 @@ def main():
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--only", default="")
     ap.add_argument("--no-sanitizer", action="store_true")
-    ap.add_argument("--sanitizer-timeout", type=int, default=400)
+    ap.add_argument("--sanitizer-timeout", type=int, default=800)
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     ap.add_argument("--sanitize-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()

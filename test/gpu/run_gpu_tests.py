@@ -8,7 +8,7 @@ launches it through librbfc_runtime.so on fresh random inputs with NaN-poisoned
 outputs, and compares with a float32 PyTorch reference written here per example,
 independent of the compiler. Also runs a hand-written kernel with the ABI's
 parameter list (abi_fixture.cu, when nvcc is there) to test the runtime alone,
-and one small case per kernel and head dim (64, 128) under compute-sanitizer
+and one small case per kernel and head dim (64, 80, 96, 128) under compute-sanitizer
 memcheck.
 Prints a table; exits non-zero on any failure. docs/gpu-testing.md explains it.
 """
@@ -79,6 +79,13 @@ F16_SUBSET = ["softmax", "causal", "rbf", "softcap", "alibi"]
 # Head dims 32 and 256 have their own plans (256: 64 x 32 tiles): these
 # specs cover the score without and with key terms, with and without a mask.
 OTHER_DIMS_SUBSET = ["softmax", "causal", "rbf", "rbf_causal", "alibi"]
+# Every spec runs at 64, 128 and the released models' 80 and 96, whose rows
+# are not a power of two of 16-byte chunks (swizzled in groups of 2 and 4
+# chunks, copied in runs of 2 and 4). The subset adds 32, 256 and one head
+# dim of each other row layout: 48 and 112 (groups of 2 under the 128-row
+# plan), 160 and 240 (groups of 4 and 2 under the 64 x 32 one).
+MAIN_DIMS = [64, 80, 96, 128]
+OTHER_DIMS = [32, 48, 112, 160, 240, 256]
 
 
 def reference(spec, q, k, v, captures, params):
@@ -265,9 +272,10 @@ def sanitize_child(args, specs, workdir):
     g = torch.Generator().manual_seed(args.seed)
     # Both head dims: their default plans bring the key terms differently
     # (on sm_90: lanes load them from the workspace at 64; cp.async.bulk at
-    # 128 without a mask, per-thread cp.async under one).
+    # 128 without a mask, per-thread cp.async under one). 80 and 96: rows
+    # copied in runs of 2 and 4 chunks, the threads past a tile idle.
     for spec in specs:
-        for D in (64, 128):
+        for D in (64, 80, 96, 128):
             try:
                 kern = compile_kernel(spec, D, "bf16", True, workdir)
             except RbfcError as e:  # reported by the main run already
@@ -309,7 +317,8 @@ def run_workspace_reuse(results, workdir, g):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="D=64, a few shapes, no fp16")
+    ap.add_argument("--quick", action="store_true",
+                    help="D=64 (and one D=96 case), a few shapes, no fp16")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--only", default="", help="comma-separated example names")
     ap.add_argument("--no-sanitizer", action="store_true")
@@ -351,12 +360,15 @@ def main():
     shapes = QUICK_SHAPES if args.quick else FULL_SHAPES
     configs = []  # (spec, dtype, D, lse)
     for spec in specs:
-        for D in ([64] if args.quick else [64, 128]):
+        for D in ([64] if args.quick else MAIN_DIMS):
             configs.append((spec, "bf16", D, True))
             if not args.quick and spec in F16_SUBSET:
                 configs.append((spec, "f16", D, True))
         if not args.quick and spec in OTHER_DIMS_SUBSET:
-            configs += [(spec, "bf16", D, True) for D in (32, 256)]
+            configs += [(spec, "bf16", D, True) for D in OTHER_DIMS]
+    # One row of 12 chunks (4-chunk swizzle groups) with key terms and a mask.
+    if args.quick and "rbf_causal" in specs:
+        configs.append(("rbf_causal", "bf16", 96, True))
     # The ABI without the lse pointer and strides.
     for spec in ("softmax", "rbf", "alibi"):
         if spec in specs:

@@ -174,7 +174,7 @@ TEST_P(HostBackwardGallery, MatchesFloat64ChainRule) {
   // N=1, N=17, q_len != kv_len both ways, GQA 4:1, several tiles.
   std::vector<Shape> shapes = {
       {1, 2, 2, 1, 1}, {1, 2, 1, 17, 17}, {2, 4, 1, 33, 70}, {1, 8, 2, 40, 23}};
-  if (c.headDim == 128)
+  if (c.headDim > 64) // the wider head dimensions get a smaller gallery
     shapes = {{1, 2, 1, 17, 17}, {1, 4, 1, 30, 45}};
   for (auto [index, shape] : llvm::enumerate(shapes)) {
     // Every other problem also backpropagates through the log-sum-exp.
@@ -190,6 +190,8 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Combine(::testing::ValuesIn(kSpecs),
                        ::testing::Values(BackwardCase{"f32", 64},
                                          BackwardCase{"f32", 32},
+                                         BackwardCase{"f32", 80},
+                                         BackwardCase{"bf16", 96},
                                          BackwardCase{"f32", 128},
                                          BackwardCase{"bf16", 64},
                                          BackwardCase{"f16", 64})),

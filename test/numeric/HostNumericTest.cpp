@@ -47,6 +47,8 @@ INSTANTIATE_TEST_SUITE_P(
                                          GalleryCase{"f16", 64},
                                          GalleryCase{"bf16", 64},
                                          GalleryCase{"f32", 32},
+                                         GalleryCase{"f32", 80},
+                                         GalleryCase{"bf16", 96},
                                          GalleryCase{"bf16", 128})),
     [](const auto &info) {
       GalleryCase c = std::get<1>(info.param);

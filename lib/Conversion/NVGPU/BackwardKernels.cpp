@@ -280,18 +280,29 @@ namespace {
 /// Per query row: delta = rowsum(dO * O) - dlse (softmax; dlse under
 /// `none`) and lse2 = (lse - row_bias) log2(e), +inf for a row without a
 /// kept key; padding rows up to the workspace row's length get 0 and +inf.
-/// Each row is read by D/8 adjacent lanes, a 16-byte chunk each.
+/// Each row is read by adjacent lanes, a 16-byte chunk each in turn: D/8
+/// lanes one chunk each, or where D/8 is not a power of two (head_dim 80,
+/// 96) the largest power of two of lanes that divides it.
 class RowsKernel : BackwardKernelBuilder {
 public:
   using BackwardKernelBuilder::BackwardKernelBuilder;
 
-  int64_t lanesPerRow() const { return config.chunksPerRow(); }
+  int64_t lanesPerRow() const {
+    return config.chunksPerRow() & -config.chunksPerRow();
+  }
+  int64_t chunksPerLane() const { return config.chunksPerRow() / lanesPerRow(); }
   int64_t rowsPerBlock() const { return kSmallKernelThreads / lanesPerRow(); }
 
   LogicalResult build(gpu::GPUModuleOp module, StringRef name) {
     OpBuilder::InsertionGuard guard(b);
     gpu::GPUFuncOp func =
         declare(module, name, kSmallKernelThreads / kThreadsPerWarp);
+    // A lane issues all its loads before it sums: with several chunks a
+    // lane ptxas's default occupancy target spilled them (20 bytes in 47
+    // registers at head_dim 112); one block per multiprocessor lets it
+    // keep them in registers (72).
+    if (chunksPerLane() > 1)
+      setBlocksPerMultiprocessor(func, 1);
     Value head = gpu::BlockIdOp::create(b, gpu::Dimension::y);
     BackwardWorkspace space = workspace();
     Value row =
@@ -302,23 +313,33 @@ public:
     // Rows past q_len read the last row instead (and store padding).
     Value readRow =
         arith::MinUIOp::create(b, row, sub(args.sizes.qLen, index(1)));
-    auto chunkOf = [&](const TensorArgs &tensor) {
-      return loadChunk(tensor.data, add(add(headBase(tensor, batchIdx, head),
-                                            mul(readRow, tensor.strides[2])),
-                                        mul(part, kChunk)));
+    auto chunkOf = [&](const TensorArgs &tensor, int64_t turn) {
+      return loadChunk(
+          tensor.data,
+          add(add(headBase(tensor, batchIdx, head),
+                  mul(readRow, tensor.strides[2])),
+              mul(add(part, turn * lanesPerRow()), kChunk)));
     };
-    auto reduce = [&](Value products) {
+    // The row's sum of `products(turn)` over the lane's chunks and the
+    // row's lanes.
+    auto rowSum = [&](function_ref<Value(int64_t)> products) {
+      Value sum = products(0);
+      for (int64_t turn = 1; turn < chunksPerLane(); ++turn)
+        sum = arith::AddFOp::create(b, sum, products(turn));
       return laneSum(
-          vector::ReductionOp::create(b, vector::CombiningKind::ADD, products),
+          vector::ReductionOp::create(b, vector::CombiningKind::ADD, sum),
           lanesPerRow());
     };
-    Value dot = reduce(
-        arith::MulFOp::create(b, chunkOf(args.outputGrad), chunkOf(args.o)));
+    Value dot = rowSum([&](int64_t turn) {
+      return arith::MulFOp::create(b, chunkOf(args.outputGrad, turn),
+                                   chunkOf(args.o, turn));
+    });
     Value queryNorm;
-    if (RegionApplication::usesNorm(op.getRowBias(), attn::Vector::q)) {
-      Value q = chunkOf(args.q);
-      queryNorm = reduce(arith::MulFOp::create(b, q, q));
-    }
+    if (RegionApplication::usesNorm(op.getRowBias(), attn::Vector::q))
+      queryNorm = rowSum([&](int64_t turn) {
+        Value q = chunkOf(args.q, turn);
+        return arith::MulFOp::create(b, q, q);
+      });
     RegionApplication regions(b, op, args.sizes, args.params, args.captures,
                               batchIdx, head, lane, config.headDim);
 
@@ -635,9 +656,11 @@ LogicalResult rbfc::verifyBackwardKernels(attn::AttentionOp op) {
                 "return");
   auto queryType = cast<RankedTensorType>(op.getQuery().getType());
   int64_t headDim = queryType.getDimSize(3);
-  if (!llvm::is_contained({32, 64, 128}, headDim))
-    return fail("the mma.sync backward kernels take head_dim 32, 64 or 128, "
-                "not " +
+  // A warp's dK and dV accumulators hold 16 keys x head_dim each: past
+  // 128 they alone would take 2 x 128 of its 255 registers.
+  if (headDim % 16 != 0 || headDim < 32 || headDim > 128)
+    return fail("the mma.sync backward kernels take head_dim a multiple of 16 "
+                "from 32 to 128, not " +
                 Twine(headDim));
   Type element = queryType.getElementType();
   if (!element.isBF16() && !element.isF16())
@@ -655,6 +678,21 @@ FailureOr<DictionaryAttr> rbfc::buildBackwardKernels(attn::AttentionOp op,
   auto queryType = cast<RankedTensorType>(op.getQuery().getType());
   BackwardConfig config{queryType.getDimSize(3), queryType.getElementType(),
                         op.isSoftmax(), op.getLog2Domain()};
+  // Beside head_dim-wide dK and dV (or dQ and the resident Q and dO
+  // fragments), 64-column S and dP fragments spilled from head_dim 64 on
+  // (ptxas -v, dK/dV kernel: alibi 60-68 bytes and rbf 8-56 at 64, rbf
+  // 236-296 at 128). 32-column tiles halve them, which is enough at 64;
+  // from 80 the dK/dV kernel takes 16-query tiles (32: 4-64 bytes at
+  // 80-112, 120-288 at 128; 16: 0-12 at 80-112, 44-104 at 128,
+  // scripts/ptxas-spills.sh). The dQ kernel (128 threads) took 168
+  // registers and spilled 8-20 bytes at 80 on sm_90a: ptxas aimed at
+  // three blocks unless told one. None of this is timed.
+  if (config.headDim >= 48) {
+    config.keyValueQueryTile = config.queryKeyTile = 32;
+    config.blocksPerSM = 1;
+  }
+  if (config.headDim >= 80)
+    config.keyValueQueryTile = 16;
   GradientSlots slots(op);
   ImplicitLocOpBuilder b(op.getLoc(), op.getContext());
   std::string prefix = forwardName.str();

@@ -17,34 +17,58 @@ static constexpr unsigned kSharedClusterAddressSpace = 7;
 /// How long (ns) an mbarrier wait may suspend the thread before it retries.
 static constexpr int64_t kBarrierSuspendHint = 10000000;
 
+int64_t CopyEngine::copyChunks(int64_t chunksPerRow, int64_t threads) {
+  // A multiple of the swizzle's group, so that the chunks a thread copies
+  // lie a constant apart in the tile too.
+  return std::min(threads, chunksPerRow & -chunksPerRow);
+}
+
+int64_t CopyEngine::rowsPerPass(int64_t chunksPerRow, int64_t threads,
+                                int64_t rows) {
+  return std::min(rows, threads / copyChunks(chunksPerRow, threads));
+}
+
 void CopyEngine::copyTile(Value shared, Value sharedBase,
                           const GlobalRows &source, Value firstRow,
                           Value length, int64_t rows, bool bounded) {
-  // Thread t copies chunk t % chunksPerRow of rows t / chunksPerRow + p R,
-  // R = threads / chunksPerRow, one pass p after the other: the source
+  // Thread t copies chunks t % W + W k of rows t / W + p R, W =
+  // copyChunks, R = threads / W, one pass p after the other: the source
   // advances by R rows per pass and the target by a constant whenever R
-  // keeps the swizzle.
-  int64_t chunksPerRow = tile.chunksPerRow();
-  int64_t rowsPerPass = threads / chunksPerRow;
-  LLVM_DEBUG(llvm::dbgs() << "cp.async of " << rows << " rows, " << rowsPerPass
-                          << " per pass" << (bounded ? ", bounded" : "")
+  // keeps the swizzle; chunk W k is W k chunks on in both. A row of a
+  // power of two of chunks is one run (k = 0); head_dim 96 gives runs of 4
+  // chunks, 80 of 2. Threads past the tile's rows (a run of 2 chunks over
+  // 64 rows leaves half of 256 threads) copy nothing.
+  int64_t runChunks = copyChunks(tile.chunksPerRow(), threads);
+  int64_t runs = tile.chunksPerRow() / runChunks;
+  int64_t passRows = rowsPerPass(tile.chunksPerRow(), threads, rows);
+  LLVM_DEBUG(llvm::dbgs() << "cp.async of " << rows << " rows, " << passRows
+                          << " per pass, " << runs << " runs of " << runChunks
+                          << " chunks" << (bounded ? ", bounded" : "")
                           << "\n");
-  Value row = div(threadId, chunksPerRow);
-  Value chunk = rem(threadId, chunksPerRow);
+  OpBuilder::InsertionGuard guard(b);
+  if (passRows * runChunks < threads) {
+    auto copying = scf::IfOp::create(
+        b, TypeRange{},
+        cmp(arith::CmpIPredicate::ult, threadId, index(passRows * runChunks)),
+        /*withElseRegion=*/false);
+    b.setInsertionPointToStart(copying.thenBlock());
+  }
+  Value row = div(threadId, runChunks);
+  Value chunk = rem(threadId, runChunks);
   Value rowStart = add(source.base, mul(chunk, kChunk));
   Value firstSource = add(rowStart, mul(firstRow, source.rowStride));
   Value address = add(firstSource, mul(row, source.rowStride));
-  Value passStride = mul(source.rowStride, rowsPerPass);
+  Value passStride = mul(source.rowStride, passRows);
   Value target = add(sharedBase, tile.offset(row, chunk));
   // Rows left from this thread's first row; rows past the end are
   // zero-filled (0 source bytes) from the tile's first row, which exists,
   // so no address outside the tensor is formed.
   Value left = sub(length, add(firstRow, row));
   auto tokenType = nvgpu::DeviceAsyncTokenType::get(b.getContext());
-  for (int64_t pass = 0; pass < rows / rowsPerPass; ++pass) {
-    int64_t delta = pass * rowsPerPass;
+  for (int64_t pass = 0; pass < rows / passRows; ++pass) {
+    int64_t delta = pass * passRows;
     Value passTarget =
-        delta % tile.swizzleRows() == 0
+        delta % tile.swizzlePeriod() == 0
             ? add(target, tile.elements(delta))
             : add(sharedBase, tile.offset(add(row, delta), chunk));
     Value passSource = address;
@@ -54,9 +78,13 @@ void CopyEngine::copyTile(Value shared, Value sharedBase,
       passSource = select(inside, address, firstSource);
       bytes = select(inside, bytes, index(0));
     }
-    nvgpu::DeviceAsyncCopyOp::create(
-        b, tokenType, shared, ValueRange{passTarget}, source.tensor,
-        ValueRange{passSource}, b.getIndexAttr(kChunk), bytes, b.getUnitAttr());
+    for (int64_t run = 0; run < runs; ++run) {
+      int64_t runOffset = run * runChunks * kChunk;
+      nvgpu::DeviceAsyncCopyOp::create(
+          b, tokenType, shared, ValueRange{add(passTarget, runOffset)},
+          source.tensor, ValueRange{add(passSource, runOffset)},
+          b.getIndexAttr(kChunk), bytes, b.getUnitAttr());
+    }
     address = add(address, passStride);
   }
 }
@@ -109,6 +137,20 @@ Value CopyEngine::squareSum(Value memref, int64_t count,
                                          arith::MulFOp::create(b, wide, wide)));
   }
   return sum;
+}
+
+Value CopyEngine::rowSquareSum(Value shared, Value base, Value row,
+                               Value part, int64_t parts) {
+  int64_t chunks = tile.chunksPerRow();
+  int64_t summing = std::min(parts, chunks & -chunks);
+  int64_t chunksPerLane = chunks / summing;
+  Value first =
+      mul(summing == parts ? part : rem(part, summing), chunksPerLane);
+  Value sum = squareSum(shared, chunksPerLane, [&](int64_t c) {
+    Value offset = tile.offset(row, add(first, c));
+    return base ? add(base, offset) : offset;
+  });
+  return laneSum(sum, summing);
 }
 
 SmallVector<ColumnTermPair> CopyEngine::loadColumnTerms(FragmentLane &lane,

@@ -486,17 +486,12 @@ OperandRegisters FlashSchedule::loadQueryFragment(int64_t atom, int64_t slice) {
 }
 
 SmallVector<Value> FlashSchedule::computeQueryNorms() {
-  // The four lanes of a group share a row: each sums a quarter of it.
-  int64_t chunksPerLane = config.chunksPerRow() / 4;
+  // The four lanes of a group share a row and its sum.
   SmallVector<Value> norms(scoreLayout.laneRows());
   for (int64_t r = 0; r < scoreLayout.laneRows(); ++r) {
-    Value row = fragment.rowInTile(r);
-    Value first = mul(fragment.getInGroup(), chunksPerLane);
-    norms[r] =
-        laneSum(copies.squareSum(
-                    sharedQuery, chunksPerLane,
-                    [&](int64_t c) { return tile.offset(row, add(first, c)); }),
-                4);
+    norms[r] = copies.rowSquareSum(sharedQuery, Value{},
+                                   fragment.rowInTile(r),
+                                   fragment.getInGroup(), 4);
   }
   return norms;
 }
@@ -701,10 +696,12 @@ LogicalResult rbfc::verifyMmaSyncPlan(attn::AttentionOp op,
   if (!element.isBF16() && !element.isF16())
     return fail("mma_sync kernels take bf16 or f16 inputs, not " +
                 llvm::Twine(element.isF32() ? "f32" : "this type"));
-  // The chunk swizzle XORs with the row, so a row holds a power of two of
-  // 16-byte chunks.
-  if (!llvm::is_contained({32, 64, 128, 256}, headDim))
-    return fail("the head dimension must be 32, 64, 128 or 256");
+  // The mma k-step and the ldmatrix chunk pairs are 16 head dims; past
+  // 256 the O accumulators of one atom would fill the register file.
+  if (headDim % 16 != 0 || headDim < 32 || headDim > 256)
+    return fail("the head dimension must be a multiple of 16 from 32 to 256, "
+                "not " +
+                Twine(headDim));
   int64_t atoms = plan.getTileM() / (kAtomRows * plan.getWarps());
   if (plan.getTileM() % (kAtomRows * plan.getWarps()) != 0 ||
       !llvm::is_contained({1, 2, 4}, atoms))
@@ -714,12 +711,10 @@ LogicalResult rbfc::verifyMmaSyncPlan(attn::AttentionOp op,
       threads % plan.getTileN() != 0 || threads / plan.getTileN() > 4)
     return fail("tile_n must be a multiple of 16 that divides 32 x warps, "
                 "and at least 8 x warps");
-  if ((plan.getTileN() * headDim / kChunk) % threads != 0 ||
-      (plan.getTileM() * headDim / kChunk) % threads != 0)
-    return fail(
-        "the tiles must split into 16-byte copies evenly over the threads");
-  if ((headDim / kChunk) % (threads / plan.getTileN()) != 0)
-    return fail("a key row must split evenly over the threads that share it");
+  for (int64_t rows : {plan.getTileM(), plan.getTileN()})
+    if (rows % CopyEngine::rowsPerPass(headDim / kChunk, threads, rows) != 0)
+      return fail(
+          "the tiles must split into 16-byte copies evenly over the threads");
   if (plan.getStages() < 2)
     return fail("stages must be at least 2");
   if (plan.getKeyTerms() == "bulk" && archVersion(plan.getArch()) < 90)
@@ -764,8 +759,7 @@ FailureOr<gpu::GPUFuncOp> rbfc::buildFlashKernel(attn::AttentionOp op,
   block.locate(/*byKvHead=*/false);
   // PTX's .minnctapersm: ptxas caps the registers so that many blocks fit.
   if (config.blocksPerSM > 0)
-    func->setAttr(NVVM::NVVMDialect::getMinctasmAttrName(),
-                  b.getI32IntegerAttr(config.blocksPerSM));
+    setBlocksPerMultiprocessor(func, config.blocksPerSM);
   FailureOr<int64_t> sharedBytes =
       FlashSchedule(b, op, config, workspace, block, fragment).build();
   if (failed(sharedBytes))

@@ -449,6 +449,8 @@ FailureOr<int64_t> KeyValueGradKernel::build(gpu::GPUModuleOp module,
                                              StringRef name) {
   OpBuilder::InsertionGuard guard(b);
   gpu::GPUFuncOp func = declare(module, name, config.keyValueWarps);
+  if (config.blocksPerSM > 0)
+    setBlocksPerMultiprocessor(func, config.blocksPerSM);
   LLVM_DEBUG(llvm::dbgs() << "S^T: " << scoreLayout
                           << "\ndK, dV: " << gradLayout << "\n");
   kvHead = gpu::BlockIdOp::create(b, gpu::Dimension::y);
@@ -497,18 +499,11 @@ FailureOr<int64_t> KeyValueGradKernel::build(gpu::GPUModuleOp module,
     kvIdx.push_back(fragment->row(kvLo, r));
   if (RegionApplication::usesNorm(op.getKeyBias(), attn::Vector::k) ||
       RegionApplication::usesNorm(op.getScore(), attn::Vector::k)) {
-    // The four lanes of a row each sum a quarter of it.
-    int64_t chunksPerLane = config.chunksPerRow() / 4;
-    for (int64_t r = 0; r < rows; ++r) {
-      Value row = fragment->rowInTile(r);
-      Value first = mul(fragment->getInGroup(), chunksPerLane);
-      keyNorm.push_back(laneSum(copies->squareSum(sharedKey, chunksPerLane,
-                                                  [&](int64_t c) {
-                                                    return tile.offset(
-                                                        row, add(first, c));
-                                                  }),
-                                4));
-    }
+    // The four lanes of a row share its sum.
+    for (int64_t r = 0; r < rows; ++r)
+      keyNorm.push_back(copies->rowSquareSum(
+          sharedKey, Value{}, fragment->rowInTile(r), fragment->getInGroup(),
+          4));
   }
 
   // The heads of the group carry dK, dV and, per lane row, the key bias

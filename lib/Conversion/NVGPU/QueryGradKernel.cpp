@@ -338,6 +338,8 @@ FailureOr<int64_t> QueryGradKernel::build(gpu::GPUModuleOp module,
                                           StringRef name) {
   OpBuilder::InsertionGuard guard(b);
   gpu::GPUFuncOp func = declare(module, name, config.queryWarps);
+  if (config.blocksPerSM > 0)
+    setBlocksPerMultiprocessor(func, config.blocksPerSM);
   LLVM_DEBUG(llvm::dbgs() << "S: " << scoreLayout << "\ndQ: " << gradLayout
                           << "\n");
   head = gpu::BlockIdOp::create(b, gpu::Dimension::y);
@@ -440,17 +442,11 @@ FailureOr<int64_t> QueryGradKernel::build(gpu::GPUModuleOp module,
     }
   if (RegionApplication::usesNorm(op.getScore(), attn::Vector::q) ||
       RegionApplication::usesNorm(op.getRowBias(), attn::Vector::q)) {
-    int64_t chunksPerLane = config.chunksPerRow() / 4;
-    for (int64_t r = 0; r < rows; ++r) {
-      Value row = fragment->rowInTile(r);
-      Value first = mul(fragment->getInGroup(), chunksPerLane);
-      rowQueryNorm.push_back(
-          laneSum(copies->squareSum(sharedQuery, chunksPerLane,
-                                    [&](int64_t c) {
-                                      return tile.offset(row, add(first, c));
-                                    }),
-                  4));
-    }
+    // The four lanes of a row share its sum.
+    for (int64_t r = 0; r < rows; ++r)
+      rowQueryNorm.push_back(copies->rowSquareSum(
+          sharedQuery, Value{}, fragment->rowInTile(r),
+          fragment->getInGroup(), 4));
   }
   FailureOr<Value> scale = queryScale(regions);
   if (failed(scale))

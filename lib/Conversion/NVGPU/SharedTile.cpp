@@ -11,14 +11,15 @@ using namespace mlir;
 using namespace rbfc;
 
 Value SwizzledTile::offset(Value row, Value chunk) {
+  Value rowSwizzle = swizzleStep() == 1 ? row : div(row, swizzleStep());
   Value swizzledChunk =
-      arith::XOrIOp::create(b, chunk, rem(row, swizzleRows()));
+      arith::XOrIOp::create(b, chunk, rem(rowSwizzle, swizzleChunks()));
   return add(mul(row, rowElements), mul(swizzledChunk, kChunk));
 }
 
 SmallVector<Value> SwizzledTile::laneChunkOffsets(Value row, Value half) {
   SmallVector<Value> offsets;
-  for (int64_t residue = 0; residue < swizzleRows() / 2; ++residue)
+  for (int64_t residue = 0; residue < swizzleChunks() / 2; ++residue)
     offsets.push_back(offset(row, add(half, 2 * residue)));
   return offsets;
 }
@@ -26,9 +27,10 @@ SmallVector<Value> SwizzledTile::laneChunkOffsets(Value row, Value half) {
 Value SwizzledTile::laneChunkOffset(ArrayRef<Value> offsets, int64_t rowDelta,
                                     int64_t slice) {
   // Chunk 2 (P q + p) + half of row r, P = offsets.size(), lands at chunk
-  // 2 P q + ((2 p + half) ^ (r % 2 P)): the high part passes the XOR.
+  // 2 P q + ((2 p + half) ^ x(r)), x(r) < 2 P: the high part passes the
+  // XOR.
   int64_t period = offsets.size();
-  assert(rowDelta % (2 * period) == 0 && "row shift changes the swizzle");
+  assert(rowDelta % swizzlePeriod() == 0 && "row shift changes the swizzle");
   return add(offsets[slice % period],
              rowDelta * rowElements + kChunk * 2 * period * (slice / period));
 }

@@ -38,9 +38,17 @@ public:
   SwizzledTile &getTile() const { return tile; }
   mlir::Value getThreadId() const { return threadId; }
 
+  /// Adjacent chunks of a row that adjacent threads copy in one pass: the
+  /// largest power of two dividing the row's chunks, at most `threads`.
+  static int64_t copyChunks(int64_t chunksPerRow, int64_t threads);
+  /// Rows one pass of `threads` threads copies of a tile of `rows` rows; a
+  /// tile is copied in rows / rowsPerPass passes, so it must divide `rows`.
+  static int64_t rowsPerPass(int64_t chunksPerRow, int64_t threads,
+                             int64_t rows);
+
   /// Starts the cp.async of rows [firstRow, firstRow + rows) of `source`
-  /// into the tile at element `sharedBase` of `shared`, one 16-byte chunk
-  /// per thread and pass. `bounded`: rows at or past `length` are
+  /// into the tile at element `sharedBase` of `shared`, 16-byte chunks,
+  /// rowsPerPass rows per pass. `bounded`: rows at or past `length` are
   /// zero-filled instead of read.
   void copyTile(mlir::Value shared, mlir::Value sharedBase,
                 const GlobalRows &source, mlir::Value firstRow,
@@ -55,6 +63,15 @@ public:
   mlir::Value squareSum(mlir::Value memref, int64_t count,
                         llvm::function_ref<mlir::Value(int64_t)> offset,
                         mlir::Value readOncePolicy = {});
+
+  /// The sum of squares, in f32, of row `row` of the tile at element
+  /// `base` (none: 0) of `shared`, split over the `parts` adjacent lanes
+  /// that share the row, `part` the lane's index among them: every lane of
+  /// the group gets the whole sum. When the row's chunks do not split
+  /// `parts` ways (head_dim 80 over 4 lanes) they split over the largest
+  /// power of two of lanes they do, and the other lanes repeat those sums.
+  mlir::Value rowSquareSum(mlir::Value shared, mlir::Value base,
+                           mlir::Value row, mlir::Value part, int64_t parts);
 
   /// The f32 terms of the lane's columns of `slices` 8-column slices, one
   /// pair per slice (one 8-byte load), from `source` where the fragment's

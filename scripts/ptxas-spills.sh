@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Compiles every example spec's mma.sync kernels with `ptxas -v` and prints
+# the registers and spill bytes of each kernel: every examples/*.attn x
+# every head_dim the kernels take (multiples of 16 from 32 to 256 forward,
+# to 128 backward) x {sm_80, sm_90a} x forward and --backward (whose PTX
+# holds the forward with an LSE output and the backward's kernels), under
+# the default plan. Exits 1 when a kernel spills or a compilation fails.
+#
+#   scripts/ptxas-spills.sh [RBFC]
+#
+# RBFC defaults to build/bin/rbfc; PTXAS to ptxas on the PATH or
+# /usr/local/cuda/bin/ptxas; DTYPES (default "bf16 f16"), ARCHS (default
+# "sm_80 sm_90a") and EXAMPLES (default every examples/*.attn) narrow the
+# set; RBFC_JOBS (default 2) combinations run at once.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+rbfc=$(realpath "${1:-$root/build/bin/rbfc}")
+ptxas=${PTXAS:-$(command -v ptxas || echo /usr/local/cuda/bin/ptxas)}
+if [[ ! -x $ptxas ]]; then
+  echo "ptxas not found (set PTXAS)" >&2
+  exit 2
+fi
+
+combinations() {
+  cd "$root"
+  for spec in ${EXAMPLES:-examples/*.attn}; do
+    for dtype in ${DTYPES:-bf16 f16}; do
+      for arch in ${ARCHS:-sm_80 sm_90a}; do
+        for dim in $(seq 32 16 256); do
+          echo "$spec $dim $dtype $arch forward"
+          if ((dim <= 128)); then
+            echo "$spec $dim $dtype $arch backward"
+          fi
+        done
+      done
+    done
+  done
+}
+
+# One line per kernel: example dim dtype arch direction entry registers
+# spill-store-bytes spill-load-bytes.
+compile_one() { # rbfc ptxas spec dim dtype arch direction
+  local rbfc=$1 ptxas=$2 spec=$3 dim=$4 dtype=$5 arch=$6 direction=$7
+  local name ptx
+  name="$(basename "$spec" .attn) $dim $dtype $arch $direction"
+  ptx=$(mktemp --suffix=.ptx)
+  local flags=()
+  [[ $direction == backward ]] && flags=(--backward)
+  if ! "$rbfc" "$spec" --emit=ptx --head-dim="$dim" --dtype="$dtype" \
+    --arch="$arch" "${flags[@]}" -o "$ptx" 2>/dev/null; then
+    echo "$name - FAILED-rbfc - -"
+  elif ! "$ptxas" -arch="$arch" -v "$ptx" -o /dev/null 2>"$ptx.log"; then
+    echo "$name - FAILED-ptxas - -"
+  else
+    awk -v name="$name" '
+      /Compiling entry function/ { entry = $7; gsub(/\047/, "", entry) }
+      /bytes spill stores/ { stores = $5; loads = $9 }
+      /Used [0-9]+ registers/ { print name, entry, $5, stores, loads }
+    ' "$ptx.log"
+  fi
+  rm -f "$ptx" "$ptx.log"
+}
+export -f compile_one
+
+results=$(combinations | xargs -P "${RBFC_JOBS:-2}" -L 1 \
+  bash -c 'compile_one "$@"' _ "$rbfc" "$ptxas" | sort -k1,1 -k4,4 -k3,3 -k2,2n -k5,5 -k6,6)
+{
+  echo "example head_dim dtype arch direction kernel registers spill_stores spill_loads"
+  echo "$results"
+} | column -t
+failing=$(awk '$7 ~ /FAILED/ || $8 > 0 || $9 > 0' <<<"$results")
+if [[ -n $failing ]]; then
+  echo
+  echo "$(wc -l <<<"$failing") kernels spill or fail to compile:"
+  column -t <<<"$failing"
+  exit 1
+fi
+echo
+echo "no kernel spills"
