@@ -317,3 +317,132 @@ HostEmitter::classifyTile(Value b, Value h, Value qLo, Value qHi, Value kvLo,
     return failure();
   return std::pair((*facts)[0], (*facts)[1]);
 }
+
+FailureOr<Value> HostEmitter::inlineRegionOverKeys(Region &region,
+                                                   KeyVectorContext &keys) {
+  Block &block = region.front();
+  const int64_t lanes = keys.lanes;
+  auto vectorOf = [&](Type scalar) { return VectorType::get({lanes}, scalar); };
+  // A value that varies over the keys is a vector; one that does not stays
+  // the scalar it is in the region.
+  auto varies = [](Value value) { return isa<VectorType>(value.getType()); };
+  auto broadcast = [&](Value value) -> Value {
+    if (varies(value))
+      return value;
+    return vector::BroadcastOp::create(builder, loc,
+                                       vectorOf(value.getType()), value);
+  };
+
+  IRMapping mapping;
+  Value firstKeys = broadcast(keys.firstKey);
+  Value keyIndices = arith::AddIOp::create(
+      builder, loc, firstKeys,
+      vector::StepOp::create(builder, loc, vectorOf(builder.getIndexType())));
+  SmallVector<Value> arguments{keys.row.b, keys.row.h, keys.row.qIdx,
+                               keyIndices};
+  llvm::append_range(arguments, params);
+  for (auto [argument, replacement] :
+       llvm::zip(block.getArguments(), arguments))
+    mapping.map(argument, replacement);
+
+  Value lastKey = arith::SubIOp::create(builder, loc, kvLen, index(1));
+  // One op evaluated for each key on its own, the lanes gathered back into
+  // vectors.
+  auto evaluatePerLane = [&](Operation &op) -> LogicalResult {
+    SmallVector<SmallVector<Value>> laneResults(op.getNumResults());
+    for (int64_t lane = 0; lane < lanes; ++lane) {
+      IRMapping laneMapping;
+      for (Value operand : op.getOperands()) {
+        Value mapped = mapping.lookupOrNull(operand);
+        if (mapped && varies(mapped))
+          mapped = vector::ExtractOp::create(builder, loc, mapped, lane);
+        if (mapped)
+          laneMapping.map(operand, mapped);
+      }
+      if (isa<attn::AttnDialect>(op.getDialect())) {
+        ElementContext element = keys.row;
+        element.kvIdx = minIndex(
+            arith::AddIOp::create(builder, loc, keys.firstKey, index(lane)),
+            lastKey);
+        if (keys.keyBias)
+          element.keyBias =
+              vector::ExtractOp::create(builder, loc, keys.keyBias, lane);
+        FailureOr<Value> value = materialize(&op, laneMapping, element);
+        if (failed(value))
+          return failure();
+        laneResults[0].push_back(*value);
+        continue;
+      }
+      Operation *laneOp = builder.clone(op, laneMapping);
+      for (auto [result, laneResult] :
+           llvm::zip(laneResults, laneOp->getResults()))
+        result.push_back(laneResult);
+    }
+    for (auto [result, values] : llvm::zip(op.getResults(), laneResults))
+      mapping.map(result, vector::FromElementsOp::create(
+                              builder, loc, vectorOf(result.getType()), values)
+                              .getResult());
+    return success();
+  };
+
+  for (Operation &op : block.without_terminator()) {
+    bool anyVarying = llvm::any_of(op.getOperands(), [&](Value operand) {
+      Value mapped = mapping.lookupOrNull(operand);
+      return mapped && varies(mapped);
+    });
+    // The ops that read the keys themselves.
+    if (isa<attn::ScaledDotOp>(op)) {
+      assert(keys.row.qScale && "scaled_dot without q_scale");
+      mapping.map(op.getResult(0),
+                  arith::MulFOp::create(builder, loc,
+                                        broadcast(keys.row.qScale), keys.dots)
+                      .getResult());
+      continue;
+    }
+    if (isa<attn::DotOp>(op)) {
+      mapping.map(op.getResult(0), keys.dots);
+      continue;
+    }
+    if (isa<attn::KeyBiasOp>(op)) {
+      if (!keys.keyBias)
+        return op.emitOpError("has no key_bias region to read");
+      mapping.map(op.getResult(0), keys.keyBias);
+      continue;
+    }
+    bool readsKeys = isa<attn::Dist2Op>(op) ||
+                     (isa<attn::Norm2Op>(op) &&
+                      cast<attn::Norm2Op>(op).getVector() == attn::Vector::k);
+    if (readsKeys || (anyVarying && (op.getNumRegions() ||
+                                     !OpTrait::hasElementwiseMappableTraits(
+                                         &op)))) {
+      if (failed(evaluatePerLane(op)))
+        return failure();
+      continue;
+    }
+    if (!anyVarying) {
+      // The same for every key of the row: evaluated once.
+      if (isa<attn::AttnDialect>(op.getDialect())) {
+        ElementContext element = keys.row;
+        element.kvIdx = keys.firstKey;
+        FailureOr<Value> value = materialize(&op, mapping, element);
+        if (failed(value))
+          return failure();
+        mapping.map(op.getResult(0), *value);
+      } else {
+        builder.clone(op, mapping);
+      }
+      continue;
+    }
+    // Elementwise arith/math: the same op on vectors, its scalar operands
+    // broadcast.
+    OperationState state(op.getLoc(), op.getName());
+    state.addAttributes(op.getAttrs());
+    for (Value operand : op.getOperands())
+      state.addOperands(broadcast(mapping.lookup(operand)));
+    for (Type type : op.getResultTypes())
+      state.addTypes(vectorOf(type));
+    Operation *vectorOp = builder.create(state);
+    mapping.map(op.getResults(), vectorOp->getResults());
+  }
+  return broadcast(mapping.lookup(block.getTerminator()->getOperand(0)));
+}

@@ -12,6 +12,7 @@
 
 #include "rbfc/Conversion/Host/HostBackward.h"
 #include "rbfc/Conversion/Host/HostEmitter.h"
+#include "rbfc/Conversion/Host/VectorExp2.h"
 #include "rbfc/Dialect/Attn/AttnOps.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -24,6 +25,7 @@
 #include "llvm/ADT/TypeSwitch.h"
 #include "llvm/Support/Debug.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -40,149 +42,339 @@ using namespace rbfc::host;
 
 namespace {
 
+/// How the forward schedule blocks its work: `tileM` query rows per work
+/// item, `tileN` keys per key tile; scores are computed `rowsPerStep` rows
+/// by the whole key tile at a time, as vectors of `keyLanes` keys.
+struct ForwardBlocking {
+  int64_t tileM, tileN, rowsPerStep, keyLanes;
+  int64_t keyVectors() const { return llvm::divideCeil(tileN, keyLanes); }
+  int64_t paddedTileN() const { return keyVectors() * keyLanes; }
+  int64_t paddedTileM() const { return llvm::alignTo(tileM, rowsPerStep); }
+};
+
 /// The forward schedule.
 class HostKernelEmitter : HostEmitter {
 public:
   HostKernelEmitter(attn::AttentionOp attention, func::FuncOp kernel,
-                    int64_t tileM, int64_t tileN)
-      : HostEmitter(attention, kernel), tileM(tileM), tileN(tileN) {}
+                    const ForwardBlocking &blocking)
+      : HostEmitter(attention, kernel), blocking(blocking) {}
 
   LogicalResult emit();
 
 private:
-  /// Scores and online-softmax update of every row of the work item against
-  /// one key tile. `withMask` evaluates the mask per element.
-  LogicalResult emitTileRows(ElementContext &tile, Value qLo, Value numRows,
-                             Value kvLo, Value numKeys, bool withMask);
+  /// K^T of the key tile as f32, one row per head_dim index, so that one
+  /// vector load gives a head_dim element of `keyLanes` consecutive keys.
+  void emitPackKeys(ElementContext &item, Value kvLo);
+  /// q . k of `rowsPerStep` rows from `firstRow` against every key of the
+  /// tile: rowsPerStep x keyVectors accumulators, each a vector of keyLanes
+  /// keys, updated by one FMA per head_dim index (no horizontal sums).
+  SmallVector<Value> emitRowBlockDots(Value firstRow);
+  /// Scores and online-softmax update of every row block of the work item
+  /// against one key tile. `withMask` evaluates the mask per element.
+  LogicalResult emitKeyTile(ElementContext &item, Value qLo, Value numRows,
+                            Value kvLo, Value numKeys, bool withMask);
+  /// Scores of one row against the tile, the row's running max/sum update
+  /// and its weights into weightBlock; returns the accumulator rescale (null
+  /// under `none`).
+  FailureOr<Value> emitRowWeights(ElementContext &item, Value qLo,
+                                  Value firstRow, int64_t rowInBlock,
+                                  ArrayRef<Value> dots, Value kvLo,
+                                  Value numKeys, bool withMask);
+  /// acc += P * V for the row block: per key one value row, one FMA per row.
+  void emitWeightedValues(ElementContext &item, Value firstRow,
+                          ArrayRef<Value> rescales, Value kvLo, Value numKeys,
+                          bool withMask);
   LogicalResult emitFinalize(ElementContext &item, Value qLo, Value numRows);
 
-  int64_t tileM, tileN;
+  VectorType keyVectorType() {
+    return VectorType::get({blocking.keyLanes}, builder.getF32Type());
+  }
+
+  ForwardBlocking blocking;
   Value query, value, output, lse;
   // Per-thread scratch (stack): the work item's query rows, its
-  // accumulators, running max/sum, one key tile's key_bias values and one
-  // row's scores for the current key tile.
-  Value queryTile, accTile, rowMax, rowSum, keyBiasTile, scoreRow;
+  // accumulators, running max/sum, one key tile transposed and its key_bias
+  // values, and one row block's weights (and, with a mask, scores) for the
+  // current key tile.
+  Value queryTile, accTile, rowMax, rowSum, keyTransposed, keyBiasTile,
+      weightBlock, scoreBlock;
 };
 
-LogicalResult HostKernelEmitter::emitTileRows(ElementContext &tile, Value qLo,
-                                              Value numRows, Value kvLo,
-                                              Value numKeys, bool withMask) {
+/// The transpose of the square matrix whose rows are `rows` (a power-of-two
+/// count of vectors as long as the count), in log2(n) rounds of two-source
+/// shuffles: round s swaps bit s of the row index with bit s of the column
+/// index, so n log2(n) shuffles replace the n^2 element moves.
+static SmallVector<Value> transposeSquare(OpBuilder &builder, Location loc,
+                                          SmallVector<Value> rows) {
+  const int64_t n = rows.size();
+  for (int64_t stride = 1; stride < n; stride *= 2) {
+    SmallVector<int64_t> low, high;
+    for (int64_t c = 0; c < n; ++c) {
+      bool upper = c & stride;
+      low.push_back(upper ? n + c - stride : c);
+      high.push_back(upper ? n + c : c + stride);
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      if (i & stride)
+        continue;
+      Value a = rows[i], b = rows[i + stride];
+      rows[i] = vector::ShuffleOp::create(builder, loc, a, b, low);
+      rows[i + stride] = vector::ShuffleOp::create(builder, loc, a, b, high);
+    }
+  }
+  return rows;
+}
+
+void HostKernelEmitter::emitPackKeys(ElementContext &item, Value kvLo) {
+  const int64_t lanes = blocking.keyLanes;
+  // Lanes past the last key take the last key's row: finite values that the
+  // schedule masks out, instead of whatever the stack held.
+  Value lastKey = arith::SubIOp::create(builder, loc, kvLen, index(1));
+  auto blockLoop = scf::ForOp::create(builder, loc, index(0),
+                                      index(blocking.paddedTileN()),
+                                      index(lanes));
+  OpBuilder::InsertionGuard guard(builder);
+  builder.setInsertionPointToStart(blockLoop.getBody());
+  Value firstKey = blockLoop.getInductionVar();
+  SmallVector<Value> keyRows;
+  for (int64_t j = 0; j < lanes; ++j) {
+    Value kvIdx = minIndex(
+        arith::AddIOp::create(builder, loc, kvLo,
+                              arith::AddIOp::create(builder, loc, firstKey,
+                                                    index(j))),
+        lastKey);
+    keyRows.push_back(loadRow(key, item.b, item.kvHead, kvIdx));
+  }
+  // Square blocks of keyLanes keys x keyLanes head_dim elements go through
+  // registers; head_dim elements past the last whole block (head_dim not a
+  // multiple of keyLanes) one by one.
+  const int64_t wholeDims = llvm::isPowerOf2_64(lanes)
+                                ? headDim / lanes * lanes
+                                : 0;
+  for (int64_t d0 = 0; d0 < wholeDims; d0 += lanes) {
+    SmallVector<Value> block;
+    for (Value row : keyRows)
+      block.push_back(vector::ExtractStridedSliceOp::create(
+          builder, loc, row, ArrayRef<int64_t>{d0}, ArrayRef<int64_t>{lanes},
+          ArrayRef<int64_t>{1}));
+    for (auto [t, column] : llvm::enumerate(transposeSquare(builder, loc,
+                                                            block)))
+      vector::StoreOp::create(builder, loc, column, keyTransposed,
+                              ValueRange{index(d0 + t), firstKey});
+  }
+  for (int64_t d = wholeDims; d < headDim; ++d)
+    for (auto [j, row] : llvm::enumerate(keyRows))
+      memref::StoreOp::create(
+          builder, loc, vector::ExtractOp::create(builder, loc, row, d),
+          keyTransposed,
+          ValueRange{index(d), arith::AddIOp::create(builder, loc, firstKey,
+                                                     index(j))});
+}
+
+SmallVector<Value> HostKernelEmitter::emitRowBlockDots(Value firstRow) {
+  const int64_t rows = blocking.rowsPerStep, vectors = blocking.keyVectors();
+  Value zeros = arith::ConstantOp::create(
+      builder, loc, cast<TypedAttr>(builder.getZeroAttr(keyVectorType())));
+  SmallVector<Value> init(rows * vectors, zeros);
+  auto dimLoop = scf::ForOp::create(builder, loc, index(0), index(headDim),
+                                    index(1), init);
+  OpBuilder::InsertionGuard guard(builder);
+  builder.setInsertionPointToStart(dimLoop.getBody());
+  Value d = dimLoop.getInductionVar();
+  SmallVector<Value> keyVectors;
+  for (int64_t c = 0; c < vectors; ++c)
+    keyVectors.push_back(vector::LoadOp::create(
+        builder, loc, keyVectorType(), keyTransposed,
+        ValueRange{d, index(c * blocking.keyLanes)}));
+  SmallVector<Value> updated;
+  for (int64_t r = 0; r < rows; ++r) {
+    Value row = arith::AddIOp::create(builder, loc, firstRow, index(r));
+    Value queryElement =
+        memref::LoadOp::create(builder, loc, queryTile, ValueRange{row, d});
+    Value broadcastQuery =
+        vector::BroadcastOp::create(builder, loc, keyVectorType(), queryElement);
+    for (int64_t c = 0; c < vectors; ++c)
+      updated.push_back(vector::FMAOp::create(
+          builder, loc, broadcastQuery, keyVectors[c],
+          dimLoop.getRegionIterArgs()[r * vectors + c]));
+  }
+  scf::YieldOp::create(builder, loc, updated);
+  return SmallVector<Value>(dimLoop.getResults());
+}
+
+FailureOr<Value> HostKernelEmitter::emitRowWeights(
+    ElementContext &item, Value qLo, Value firstRow, int64_t rowInBlock,
+    ArrayRef<Value> dots, Value kvLo, Value numKeys, bool withMask) {
   const bool softmax = attention.isSoftmax();
   const double negInf = -std::numeric_limits<double>::infinity();
-  auto rowLoop = scf::ForOp::create(builder, loc, index(0), numRows, index(1));
-  OpBuilder::InsertionGuard rowGuard(builder);
-  builder.setInsertionPointToStart(rowLoop.getBody());
-  Value row = rowLoop.getInductionVar();
-  ElementContext element = tile;
-  element.qIdx = arith::AddIOp::create(builder, loc, qLo, row);
-  element.queryRow = vector::LoadOp::create(builder, loc, rowType(),
-                                            queryTile, ValueRange{row, index(0)});
+  const int64_t lanes = blocking.keyLanes;
+  auto broadcast = [&](Value scalar) -> Value {
+    return vector::BroadcastOp::create(builder, loc, keyVectorType(), scalar);
+  };
+  Value row = arith::AddIOp::create(builder, loc, firstRow, index(rowInBlock));
+  KeyVectorContext keys;
+  keys.row = item;
+  keys.row.qIdx = arith::AddIOp::create(builder, loc, qLo, row);
+  keys.row.queryRow = vector::LoadOp::create(builder, loc, rowType(),
+                                             queryTile, ValueRange{row, index(0)});
+  keys.lanes = lanes;
+  Value laneIndices = vector::StepOp::create(
+      builder, loc, VectorType::get({lanes}, builder.getIndexType()));
 
-  // Scores of the row against the tile, into scoreRow; softmax also needs
-  // their maximum. Masked elements score -inf (weight 0).
-  SmallVector<Value> maxInit;
-  if (softmax)
-    maxInit.push_back(f32(negInf));
-  auto scoreLoop =
-      scf::ForOp::create(builder, loc, index(0), numKeys, index(1), maxInit);
-  {
-    OpBuilder::InsertionGuard guard(builder);
-    builder.setInsertionPointToStart(scoreLoop.getBody());
-    Value j = scoreLoop.getInductionVar();
-    element.kvIdx = arith::AddIOp::create(builder, loc, kvLo, j);
+  // Scores (log2 domain) of the row, keyLanes keys per vector; masked keys
+  // and lanes past the tile's last key score -inf (weight 0).
+  SmallVector<Value> scores;
+  for (int64_t c = 0; c < blocking.keyVectors(); ++c) {
+    keys.firstKey = arith::AddIOp::create(builder, loc, kvLo, index(c * lanes));
+    keys.dots = dots[c];
     if (!attention.getKeyBias().empty())
-      element.keyBias = memref::LoadOp::create(builder, loc, keyBiasTile, j);
-    FailureOr<Value> score = inlineElementRegion(attention.getScore(), element);
+      keys.keyBias = vector::LoadOp::create(builder, loc, keyVectorType(),
+                                            keyBiasTile, index(c * lanes));
+    FailureOr<Value> score = inlineRegionOverKeys(attention.getScore(), keys);
     if (failed(score))
       return failure();
     Value s = *score;
     // Non-log2-domain scores are brought to base 2 so that one exp2 serves.
     if (!attention.getLog2Domain())
-      s = arith::MulFOp::create(builder, loc, s, f32(M_LOG2E));
+      s = arith::MulFOp::create(builder, loc, s, broadcast(f32(M_LOG2E)));
     if (withMask) {
-      FailureOr<Value> kept = inlineElementRegion(attention.getMask(), element);
+      FailureOr<Value> kept = inlineRegionOverKeys(attention.getMask(), keys);
       if (failed(kept))
         return failure();
-      s = arith::SelectOp::create(builder, loc, *kept, s, f32(negInf));
+      s = arith::SelectOp::create(builder, loc, *kept, s,
+                                  broadcast(f32(negInf)));
     }
-    memref::StoreOp::create(builder, loc, s, scoreRow, j);
-    // Without iteration arguments the loop already ends in a yield.
-    if (softmax)
-      scf::YieldOp::create(builder, loc,
-                           ValueRange{arith::MaximumFOp::create(
-                               builder, loc, scoreLoop.getRegionIterArgs()[0],
-                               s)});
+    Value inTile = arith::CmpIOp::create(
+        builder, loc, arith::CmpIPredicate::slt,
+        arith::AddIOp::create(builder, loc, laneIndices,
+                              vector::BroadcastOp::create(
+                                  builder, loc, laneIndices.getType(),
+                                  index(c * lanes))),
+        vector::BroadcastOp::create(builder, loc, laneIndices.getType(),
+                                    numKeys));
+    scores.push_back(arith::SelectOp::create(builder, loc, inTile, s,
+                                             broadcast(f32(negInf))));
   }
 
-  Value acc = vector::LoadOp::create(builder, loc, rowType(), accTile,
-                                     ValueRange{row, index(0)});
-  Value sum = memref::LoadOp::create(builder, loc, rowSum, row);
   // The weight of a score s is exp2(s - shift). Under `none` the shift is 0
   // (the weights are exp(score) as they are); under softmax it is the
   // running maximum, and the old sum and accumulator are rescaled.
-  Value shift = f32(0);
+  Value sum = memref::LoadOp::create(builder, loc, rowSum, row);
+  Value shift = f32(0), rescale;
   if (softmax) {
+    Value tileMax = scores.front();
+    for (Value s : ArrayRef(scores).drop_front())
+      tileMax = arith::MaximumFOp::create(builder, loc, tileMax, s);
     Value oldMax = memref::LoadOp::create(builder, loc, rowMax, row);
-    Value newMax = arith::MaximumFOp::create(builder, loc, oldMax,
-                                             scoreLoop.getResult(0));
+    Value newMax = arith::MaximumFOp::create(
+        builder, loc, oldMax,
+        vector::ReductionOp::create(builder, loc,
+                                    vector::CombiningKind::MAXIMUMF, tileMax));
     memref::StoreOp::create(builder, loc, newMax, rowMax, row);
     // While every key so far is masked the maximum is -inf; shifting by 0
     // then keeps exp2(-inf - shift) = 0 instead of exp2(-inf + inf) = NaN.
-    Value noneKept = arith::CmpFOp::create(builder, loc,
-                                           arith::CmpFPredicate::OEQ, newMax,
-                                           f32(negInf));
+    Value noneKept = arith::CmpFOp::create(
+        builder, loc, arith::CmpFPredicate::OEQ, newMax, f32(negInf));
     shift = arith::SelectOp::create(builder, loc, noneKept, f32(0), newMax);
-    Value delta = arith::SubFOp::create(builder, loc, oldMax, shift);
-    Value rescale = math::Exp2Op::create(builder, loc, delta);
+    rescale = math::Exp2Op::create(
+        builder, loc, arith::SubFOp::create(builder, loc, oldMax, shift));
     sum = arith::MulFOp::create(builder, loc, sum, rescale);
-    Value rescaleRow = vector::BroadcastOp::create(builder, loc, rowType(),
-                                                   rescale);
-    acc = arith::MulFOp::create(builder, loc, acc, rescaleRow);
   }
+  Value weightSum;
+  Value blockRow = index(rowInBlock);
+  for (auto [c, s] : llvm::enumerate(scores)) {
+    Value firstLane = index(c * lanes);
+    Value weight = createExp2(
+        builder, loc, arith::SubFOp::create(builder, loc, s, broadcast(shift)));
+    weightSum = weightSum ? arith::AddFOp::create(builder, loc, weightSum,
+                                                  weight)
+                          : weight;
+    vector::StoreOp::create(builder, loc, weight, weightBlock,
+                            ValueRange{blockRow, firstLane});
+    if (withMask)
+      vector::StoreOp::create(builder, loc, s, scoreBlock,
+                              ValueRange{blockRow, firstLane});
+  }
+  sum = arith::AddFOp::create(
+      builder, loc, sum,
+      vector::ReductionOp::create(builder, loc, vector::CombiningKind::ADD,
+                                  weightSum, Value(),
+                                  arith::FastMathFlags::reassoc));
+  memref::StoreOp::create(builder, loc, sum, rowSum, row);
+  return rescale;
+}
 
-  auto pvLoop = scf::ForOp::create(builder, loc, index(0), numKeys, index(1),
-                                   ValueRange{sum, acc});
+void HostKernelEmitter::emitWeightedValues(ElementContext &item,
+                                           Value firstRow,
+                                           ArrayRef<Value> rescales,
+                                           Value kvLo, Value numKeys,
+                                           bool withMask) {
+  const double negInf = -std::numeric_limits<double>::infinity();
+  SmallVector<Value> rows, accs;
+  for (auto [r, rescale] : llvm::enumerate(rescales)) {
+    rows.push_back(arith::AddIOp::create(builder, loc, firstRow, index(r)));
+    Value acc = vector::LoadOp::create(builder, loc, rowType(), accTile,
+                                       ValueRange{rows.back(), index(0)});
+    if (rescale)
+      acc = arith::MulFOp::create(
+          builder, loc, acc,
+          vector::BroadcastOp::create(builder, loc, rowType(), rescale));
+    accs.push_back(acc);
+  }
+  // Each value row is loaded (and widened) once for all rows of the block.
+  auto keyLoop =
+      scf::ForOp::create(builder, loc, index(0), numKeys, index(1), accs);
   {
     OpBuilder::InsertionGuard guard(builder);
-    builder.setInsertionPointToStart(pvLoop.getBody());
-    Value j = pvLoop.getInductionVar();
-    Value kvIdx = arith::AddIOp::create(builder, loc, kvLo, j);
-    Value s = memref::LoadOp::create(builder, loc, scoreRow, j);
-    auto accumulate = [&](OpBuilder &b, Location l) {
-      Value weight = math::Exp2Op::create(
-          b, l, arith::SubFOp::create(b, l, s, shift));
-      Value newSum = arith::AddFOp::create(b, l, pvLoop.getRegionIterArgs()[0],
-                                           weight);
-      OpBuilder::InsertionGuard inner(builder);
-      builder.setInsertionPoint(b.getInsertionBlock(), b.getInsertionPoint());
-      Value valueRow = loadRow(value, tile.b, tile.kvHead, kvIdx);
-      Value weightRow = vector::BroadcastOp::create(b, l, rowType(), weight);
-      Value newAcc = vector::FMAOp::create(b, l, weightRow, valueRow,
-                                           pvLoop.getRegionIterArgs()[1]);
-      return SmallVector<Value>{newSum, newAcc};
-    };
-    if (withMask) {
-      // A masked key must not touch the accumulator at all: 0 * v is NaN
-      // when v is NaN or inf, and a masked value row must not leak.
-      Value kept = arith::CmpFOp::create(builder, loc,
-                                         arith::CmpFPredicate::UNE, s,
-                                         f32(negInf));
-      auto ifOp = scf::IfOp::create(
-          builder, loc, kept,
-          [&](OpBuilder &b, Location l) {
-            scf::YieldOp::create(b, l, accumulate(b, l));
-          },
-          [&](OpBuilder &b, Location l) {
-            scf::YieldOp::create(b, l, pvLoop.getRegionIterArgs());
-          });
-      scf::YieldOp::create(builder, loc, ifOp.getResults());
-    } else {
-      scf::YieldOp::create(builder, loc, accumulate(builder, loc));
+    builder.setInsertionPointToStart(keyLoop.getBody());
+    Value j = keyLoop.getInductionVar();
+    Value valueRow = loadRow(value, item.b, item.kvHead,
+                             arith::AddIOp::create(builder, loc, kvLo, j));
+    SmallVector<Value> updated;
+    for (auto [r, acc] : llvm::enumerate(keyLoop.getRegionIterArgs())) {
+      SmallVector<Value, 2> at{index(r), j};
+      Value weight = memref::LoadOp::create(builder, loc, weightBlock, at);
+      Value next = vector::FMAOp::create(
+          builder, loc,
+          vector::BroadcastOp::create(builder, loc, rowType(), weight),
+          valueRow, acc);
+      if (withMask) {
+        // A masked key must not touch the accumulator at all: 0 * v is NaN
+        // when v is NaN or inf, and a masked value row must not leak.
+        Value kept = arith::CmpFOp::create(
+            builder, loc, arith::CmpFPredicate::UNE,
+            memref::LoadOp::create(builder, loc, scoreBlock, at), f32(negInf));
+        next = arith::SelectOp::create(builder, loc, kept, next, acc);
+      }
+      updated.push_back(next);
     }
+    scf::YieldOp::create(builder, loc, updated);
   }
-  memref::StoreOp::create(builder, loc, pvLoop.getResult(0), rowSum, row);
-  vector::StoreOp::create(builder, loc, pvLoop.getResult(1), accTile,
-                          ValueRange{row, index(0)});
+  for (auto [row, acc] : llvm::zip(rows, keyLoop.getResults()))
+    vector::StoreOp::create(builder, loc, acc, accTile,
+                            ValueRange{row, index(0)});
+}
+
+LogicalResult HostKernelEmitter::emitKeyTile(ElementContext &item, Value qLo,
+                                             Value numRows, Value kvLo,
+                                             Value numKeys, bool withMask) {
+  auto blockLoop = scf::ForOp::create(builder, loc, index(0), numRows,
+                                      index(blocking.rowsPerStep));
+  OpBuilder::InsertionGuard guard(builder);
+  builder.setInsertionPointToStart(blockLoop.getBody());
+  Value firstRow = blockLoop.getInductionVar();
+  SmallVector<Value> dots = emitRowBlockDots(firstRow);
+  SmallVector<Value> rescales;
+  const int64_t vectors = blocking.keyVectors();
+  for (int64_t r = 0; r < blocking.rowsPerStep; ++r) {
+    FailureOr<Value> rescale = emitRowWeights(
+        item, qLo, firstRow, r, ArrayRef(dots).slice(r * vectors, vectors),
+        kvLo, numKeys, withMask);
+    if (failed(rescale))
+      return failure();
+    rescales.push_back(*rescale);
+  }
+  emitWeightedValues(item, firstRow, rescales, kvLo, numKeys, withMask);
   return success();
 }
 
@@ -268,7 +460,7 @@ LogicalResult HostKernelEmitter::emit() {
 
   bindSizes(query, key);
   Value numQTiles = arith::CeilDivSIOp::create(builder, loc, qLen,
-                                               index(tileM));
+                                               index(blocking.tileM));
   Value group = arith::DivSIOp::create(builder, loc, heads, kvHeads);
 
   Type f32Type = builder.getF32Type();
@@ -276,12 +468,19 @@ LogicalResult HostKernelEmitter::emit() {
     return memref::AllocaOp::create(builder, loc,
                                     MemRefType::get(shape, f32Type));
   };
-  queryTile = scratch({tileM, headDim});
-  accTile = scratch({tileM, headDim});
-  rowMax = scratch({tileM});
-  rowSum = scratch({tileM});
-  keyBiasTile = scratch({tileN});
-  scoreRow = scratch({tileN});
+  // Row blocks of the last query tile may reach past q_len, key vectors
+  // past the tile: the scratch holds whole blocks and vectors.
+  const int64_t paddedTileM = blocking.paddedTileM();
+  const int64_t paddedTileN = blocking.paddedTileN();
+  queryTile = scratch({paddedTileM, headDim});
+  accTile = scratch({paddedTileM, headDim});
+  rowMax = scratch({paddedTileM});
+  rowSum = scratch({paddedTileM});
+  keyTransposed = scratch({headDim, paddedTileN});
+  keyBiasTile = scratch({paddedTileN});
+  weightBlock = scratch({blocking.rowsPerStep, paddedTileN});
+  if (!attention.getMask().empty())
+    scoreBlock = scratch({blocking.rowsPerStep, paddedTileN});
 
   auto workLoop =
       scf::ForOp::create(builder, loc, workBegin, workEnd, index(1));
@@ -294,8 +493,8 @@ LogicalResult HostKernelEmitter::emit() {
   item.h = arith::RemSIOp::create(builder, loc, batchHead, heads);
   item.b = arith::DivSIOp::create(builder, loc, batchHead, heads);
   item.kvHead = arith::DivSIOp::create(builder, loc, item.h, group);
-  Value qLo = arith::MulIOp::create(builder, loc, qTile, index(tileM));
-  Value numRows = minIndex(index(tileM),
+  Value qLo = arith::MulIOp::create(builder, loc, qTile, index(blocking.tileM));
+  Value numRows = minIndex(index(blocking.tileM),
                            arith::SubIOp::create(builder, loc, qLen, qLo));
   Value qHi = arith::SubIOp::create(
       builder, loc, arith::AddIOp::create(builder, loc, qLo, numRows),
@@ -312,13 +511,22 @@ LogicalResult HostKernelEmitter::emit() {
     item.qScale = *qScale;
   }
 
-  // Stage the work item's query rows as f32 and reset the running state.
+  // Stage the work item's query rows as f32 and reset the running state,
+  // for whole row blocks: rows past q_len repeat the last query row (finite
+  // values whose results are never stored).
   {
-    auto init = scf::ForOp::create(builder, loc, index(0), numRows, index(1));
+    Value blockedRows = arith::MulIOp::create(
+        builder, loc,
+        arith::CeilDivSIOp::create(builder, loc, numRows,
+                                   index(blocking.rowsPerStep)),
+        index(blocking.rowsPerStep));
+    auto init =
+        scf::ForOp::create(builder, loc, index(0), blockedRows, index(1));
     OpBuilder::InsertionGuard guard(builder);
     builder.setInsertionPointToStart(init.getBody());
     Value row = init.getInductionVar();
-    Value qIdx = arith::AddIOp::create(builder, loc, qLo, row);
+    Value qIdx = minIndex(arith::AddIOp::create(builder, loc, qLo, row),
+                          arith::SubIOp::create(builder, loc, qLen, index(1)));
     vector::StoreOp::create(builder, loc, loadRow(query, item.b, item.h, qIdx),
                             queryTile, ValueRange{row, index(0)});
     Value zeros = arith::ConstantOp::create(
@@ -332,12 +540,13 @@ LogicalResult HostKernelEmitter::emit() {
   }
 
   LogicalResult status = success();
-  auto kvLoop = scf::ForOp::create(builder, loc, index(0), kvLen, index(tileN));
+  auto kvLoop = scf::ForOp::create(builder, loc, index(0), kvLen,
+                                   index(blocking.tileN));
   {
     OpBuilder::InsertionGuard guard(builder);
     builder.setInsertionPointToStart(kvLoop.getBody());
     Value kvLo = kvLoop.getInductionVar();
-    Value numKeys = minIndex(index(tileN),
+    Value numKeys = minIndex(index(blocking.tileN),
                              arith::SubIOp::create(builder, loc, kvLen, kvLo));
     Value kvHi = arith::SubIOp::create(
         builder, loc, arith::AddIOp::create(builder, loc, kvLo, numKeys),
@@ -367,21 +576,22 @@ LogicalResult HostKernelEmitter::emit() {
         return failure();
       memref::StoreOp::create(builder, loc, *bias, keyBiasTile, j);
     }
+    emitPackKeys(item, kvLo);
 
     if (attention.getMask().empty()) {
-      status = emitTileRows(item, qLo, numRows, kvLo, numKeys,
-                            /*withMask=*/false);
+      status = emitKeyTile(item, qLo, numRows, kvLo, numKeys,
+                           /*withMask=*/false);
     } else {
       // All-kept tiles skip the per-element mask; the rest evaluate it.
       auto ifKept = scf::IfOp::create(builder, loc, classes->first,
                                       /*withElseRegion=*/true);
       OpBuilder::InsertionGuard keptGuard(builder);
       builder.setInsertionPointToStart(&ifKept.getThenRegion().front());
-      LogicalResult kept = emitTileRows(item, qLo, numRows, kvLo, numKeys,
-                                        /*withMask=*/false);
+      LogicalResult kept = emitKeyTile(item, qLo, numRows, kvLo, numKeys,
+                                       /*withMask=*/false);
       builder.setInsertionPointToStart(&ifKept.getElseRegion().front());
-      LogicalResult partial = emitTileRows(item, qLo, numRows, kvLo, numKeys,
-                                           /*withMask=*/true);
+      LogicalResult partial = emitKeyTile(item, qLo, numRows, kvLo, numKeys,
+                                          /*withMask=*/true);
       status = success(succeeded(kept) && succeeded(partial));
     }
   }
@@ -394,14 +604,31 @@ LogicalResult HostKernelEmitter::emit() {
   return success();
 }
 
+/// Rows per forward step when the option leaves it to the pass: as many as
+/// keep a step's accumulators in vector registers, both the scores (rows x
+/// key vectors, plus the key vectors loaded) and P*V (rows x head_dim f32,
+/// plus the value row loaded); at most 4, beyond which the K^T and V tiles
+/// are already reused enough. x86 has 32 vector registers with AVX-512 (16
+/// lanes) and 16 with AVX2 and below.
+static int64_t chooseRowsPerStep(int64_t headDim, int64_t tileN,
+                                 int64_t keyLanes) {
+  const int64_t registers = keyLanes >= 16 ? 32 : 16;
+  const int64_t rowVectors = llvm::divideCeil(headDim, keyLanes);
+  const int64_t scoreVectors = llvm::divideCeil(tileN, keyLanes);
+  int64_t rows = std::min((registers - rowVectors) / rowVectors,
+                          (registers - scoreVectors) / scoreVectors);
+  return std::clamp<int64_t>(rows, 1, 4);
+}
+
 struct AttnLowerToHost
     : public rbfc::impl::AttnLowerToHostBase<AttnLowerToHost> {
   using AttnLowerToHostBase::AttnLowerToHostBase;
 
   void runOnOperation() override {
-    if (tileM < 1 || tileN < 1) {
-      getOperation().emitError("attn-lower-to-host: tile-m and tile-n must be "
-                               "positive");
+    if (tileM < 1 || tileN < 1 || rowsPerStep < 0 || keyLanes < 1) {
+      getOperation().emitError("attn-lower-to-host: tile-m, tile-n and "
+                               "key-lanes must be positive, rows-per-step "
+                               "positive or 0 (chosen by the pass)");
       return signalPassFailure();
     }
     auto functions = llvm::to_vector(getOperation().getOps<func::FuncOp>());
@@ -457,7 +684,15 @@ struct AttnLowerToHost
     kernel->setAttr("llvm.emit_c_interface", b.getUnitAttr());
     kernel->setAttr("rbfc.tile_m", b.getI64IntegerAttr(tileM));
     kernel->setAttr("rbfc.tile_n", b.getI64IntegerAttr(tileN));
-    HostKernelEmitter emitter(attention, kernel, tileM, tileN);
+    ForwardBlocking blocking{
+        tileM, tileN,
+        rowsPerStep ? rowsPerStep
+                    : chooseRowsPerStep(headDim, tileN, keyLanes),
+        keyLanes};
+    kernel->setAttr("rbfc.rows_per_step",
+                    b.getI64IntegerAttr(blocking.rowsPerStep));
+    kernel->setAttr("rbfc.key_lanes", b.getI64IntegerAttr(keyLanes));
+    HostKernelEmitter emitter(attention, kernel, blocking);
     if (failed(emitter.emit())) {
       kernel.erase();
       return failure();
@@ -470,7 +705,9 @@ struct AttnLowerToHost
     }
     LLVM_DEBUG(llvm::dbgs() << "attn-lower-to-host: built @"
                             << kernel.getName() << " (tile_m " << tileM
-                            << ", tile_n " << tileN << ")\n");
+                            << ", tile_n " << tileN << ", "
+                            << blocking.rowsPerStep << " rows x " << keyLanes
+                            << "-key vectors)\n");
     function.erase();
     return success();
   }

@@ -58,6 +58,24 @@ struct ElementContext {
   const GradientSinks *sinks = nullptr;
 };
 
+/// What a score or mask region reads for one query row against `lanes`
+/// consecutive keys `firstKey`, `firstKey + 1`, ...: the region is evaluated
+/// once for all of them, its kv_idx being a vector<lanes x index> and every
+/// value that depends on kv_idx a vector as well (the regions are
+/// elementwise over (q_idx, kv_idx)).
+struct KeyVectorContext {
+  /// b, h, kvHead, qIdx, queryRow and qScale of the row; `row.kvIdx` and
+  /// `row.keyBias` are not used.
+  ElementContext row;
+  mlir::Value firstKey;
+  int64_t lanes = 0;
+  /// vector<lanes x f32>: q . k of each key (scaled_dot is q_scale times it).
+  mlir::Value dots;
+  /// vector<lanes x f32>: the key_bias region's value of each key; null when
+  /// the op has none.
+  mlir::Value keyBias;
+};
+
 /// Builds host code for one attention op inside one generated function.
 /// Subclasses bind the tensors, sizes, parameters and captures from their
 /// function's arguments, then emit their schedule with these helpers.
@@ -86,6 +104,14 @@ protected:
   /// The single value an element region yields.
   mlir::FailureOr<mlir::Value> inlineElementRegion(mlir::Region &region,
                                                    ElementContext &element);
+  /// The vector<lanes x T> a score or mask region (yielding T) gives for the
+  /// keys of `keys`. Ops that only read b, h, q_idx and parameters stay
+  /// scalar; elementwise ops on kv_idx-dependent values become vector ops;
+  /// what has no vector form here (a capture load at a kv_idx-dependent
+  /// index, dist2, norm2 k) is evaluated lane by lane, at kv_idx clamped to
+  /// kv_len - 1 so that lanes past the last key never read out of bounds.
+  mlir::FailureOr<mlir::Value> inlineRegionOverKeys(mlir::Region &region,
+                                                    KeyVectorContext &keys);
   /// The tile_class facts (all_kept, all_masked) of a tile.
   mlir::FailureOr<std::pair<mlir::Value, mlir::Value>>
   classifyTile(mlir::Value b, mlir::Value h, mlir::Value qLo, mlir::Value qHi,
