@@ -74,7 +74,7 @@ def AttnLowerToHost : Pass<"attn-lower-to-host", "::mlir::ModuleOp"> {
     attribute tells the caller how to count work items.
   }];
   let options = [
-    Option<"tileM", "tile-m", "int64_t", /*default=*/"32",
+    Option<"tileM", "tile-m", "int64_t", /*default=*/"64",
            "query rows per work item">,
     Option<"tileN", "tile-n", "int64_t", /*default=*/"64",
            "keys per key tile (the unit of mask classification)">,

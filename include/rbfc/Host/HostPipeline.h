@@ -27,7 +27,7 @@ namespace rbfc::host {
 
 /// How the host kernel tiles the problem (see attn-lower-to-host).
 struct HostTiling {
-  int64_t tileM = 32;
+  int64_t tileM = 64;
   int64_t tileN = 64;
   /// Keys per score vector; 0 takes the f32 lanes of the target CPU's
   /// vector registers.
