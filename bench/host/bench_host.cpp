@@ -5,7 +5,9 @@
 // command line, on 1 and 2 threads: the forward alone, and the forward (with
 // LSE) followed by the backward. Prints one JSON object per measurement on
 // standard output, so that bench/host/run.sh can put them next to torch's
-// (torch_sdpa.py prints the same records).
+// (torch_sdpa.py prints the same records). RBFC_BENCH_IMPL names the
+// build in the records ("rbfc" by default), so that run.sh can time an
+// older build beside this one.
 //
 //===----------------------------------------------------------------------===//
 #include "rbfc/Host/HostKernel.h"
@@ -13,6 +15,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <functional>
 #include <random>
@@ -61,6 +64,9 @@ int main(int argc, char **argv) {
     lengths.push_back(std::atoll(argv[i]));
   if (lengths.empty())
     lengths = {1024, 4096};
+  const char *impl = std::getenv("RBFC_BENCH_IMPL");
+  if (!impl)
+    impl = "rbfc";
 
   for (const char *spec : {"softmax", "causal", "rbf"}) {
     rbfc::host::HostKernelOptions options;
@@ -119,10 +125,10 @@ int main(int argc, char **argv) {
         });
         for (auto [direction, seconds] :
              {std::pair{"fwd", fwd}, std::pair{"fwd+bwd", fwdBwd}})
-          std::printf("{\"impl\": \"rbfc\", \"spec\": \"%s\", \"n\": %lld, "
+          std::printf("{\"impl\": \"%s\", \"spec\": \"%s\", \"n\": %lld, "
                       "\"threads\": %u, \"direction\": \"%s\", \"ms\": %.2f}\n",
-                      spec, static_cast<long long>(n), threads, direction,
-                      1e3 * seconds);
+                      impl, spec, static_cast<long long>(n), threads,
+                      direction, 1e3 * seconds);
         std::fflush(stdout);
       }
     }
