@@ -9,6 +9,8 @@
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "llvm/ADT/TypeSwitch.h"
 
+#include <cmath>
+
 using namespace mlir;
 using namespace rbfc;
 using namespace rbfc::host;
@@ -290,6 +292,161 @@ FailureOr<Value> HostEmitter::inlineElementRegion(Region &region,
   if (failed(yielded))
     return failure();
   return (*yielded)[0];
+}
+
+VectorType HostEmitter::keyVectorType(const HostBlocking &blocking) {
+  return VectorType::get({blocking.keyLanes}, builder.getF32Type());
+}
+
+/// The transpose of the square matrix whose rows are `rows` (a power-of-two
+/// count of vectors as long as the count), in log2(n) rounds of two-source
+/// shuffles: round s swaps bit s of the row index with bit s of the column
+/// index, so n log2(n) shuffles replace the n^2 element moves.
+static SmallVector<Value> transposeSquare(OpBuilder &builder, Location loc,
+                                          SmallVector<Value> rows) {
+  const int64_t n = rows.size();
+  for (int64_t stride = 1; stride < n; stride *= 2) {
+    SmallVector<int64_t> low, high;
+    for (int64_t c = 0; c < n; ++c) {
+      bool upper = c & stride;
+      low.push_back(upper ? n + c - stride : c);
+      high.push_back(upper ? n + c : c + stride);
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      if (i & stride)
+        continue;
+      Value a = rows[i], b = rows[i + stride];
+      rows[i] = vector::ShuffleOp::create(builder, loc, a, b, low);
+      rows[i + stride] = vector::ShuffleOp::create(builder, loc, a, b, high);
+    }
+  }
+  return rows;
+}
+
+void HostEmitter::packTransposed(Value tensor, Value b, Value head,
+                                 Value kvLo, Value transposed,
+                                 const HostBlocking &blocking) {
+  const int64_t lanes = blocking.keyLanes;
+  Value lastKey = arith::SubIOp::create(builder, loc, kvLen, index(1));
+  auto blockLoop = scf::ForOp::create(builder, loc, index(0),
+                                      index(blocking.paddedTileN()),
+                                      index(lanes));
+  OpBuilder::InsertionGuard guard(builder);
+  builder.setInsertionPointToStart(blockLoop.getBody());
+  Value firstKey = blockLoop.getInductionVar();
+  SmallVector<Value> tileRows;
+  for (int64_t j = 0; j < lanes; ++j) {
+    Value kvIdx = minIndex(
+        arith::AddIOp::create(builder, loc, kvLo,
+                              arith::AddIOp::create(builder, loc, firstKey,
+                                                    index(j))),
+        lastKey);
+    tileRows.push_back(loadRow(tensor, b, head, kvIdx));
+  }
+  // Square blocks of keyLanes keys x keyLanes head_dim elements go through
+  // registers; head_dim elements past the last whole block (head_dim not a
+  // multiple of keyLanes) one by one.
+  const int64_t wholeDims = llvm::isPowerOf2_64(lanes)
+                                ? headDim / lanes * lanes
+                                : 0;
+  for (int64_t d0 = 0; d0 < wholeDims; d0 += lanes) {
+    SmallVector<Value> block;
+    for (Value row : tileRows)
+      block.push_back(vector::ExtractStridedSliceOp::create(
+          builder, loc, row, ArrayRef<int64_t>{d0}, ArrayRef<int64_t>{lanes},
+          ArrayRef<int64_t>{1}));
+    for (auto [t, column] : llvm::enumerate(transposeSquare(builder, loc,
+                                                            block)))
+      vector::StoreOp::create(builder, loc, column, transposed,
+                              ValueRange{index(d0 + t), firstKey});
+  }
+  for (int64_t d = wholeDims; d < headDim; ++d)
+    for (auto [j, row] : llvm::enumerate(tileRows))
+      memref::StoreOp::create(
+          builder, loc, vector::ExtractOp::create(builder, loc, row, d),
+          transposed,
+          ValueRange{index(d), arith::AddIOp::create(builder, loc, firstKey,
+                                                     index(j))});
+}
+
+SmallVector<Value> HostEmitter::rowBlockDots(Value rows, Value firstRow,
+                                             Value transposed,
+                                             const HostBlocking &blocking) {
+  const int64_t numRows = blocking.rowsPerStep,
+                vectors = blocking.keyVectors();
+  VectorType vectorType = keyVectorType(blocking);
+  Value zeros = arith::ConstantOp::create(
+      builder, loc, cast<TypedAttr>(builder.getZeroAttr(vectorType)));
+  SmallVector<Value> init(numRows * vectors, zeros);
+  auto dimLoop = scf::ForOp::create(builder, loc, index(0), index(headDim),
+                                    index(1), init);
+  OpBuilder::InsertionGuard guard(builder);
+  builder.setInsertionPointToStart(dimLoop.getBody());
+  Value d = dimLoop.getInductionVar();
+  SmallVector<Value> keyVectors;
+  for (int64_t c = 0; c < vectors; ++c)
+    keyVectors.push_back(vector::LoadOp::create(
+        builder, loc, vectorType, transposed,
+        ValueRange{d, index(c * blocking.keyLanes)}));
+  SmallVector<Value> updated;
+  for (int64_t r = 0; r < numRows; ++r) {
+    Value row = arith::AddIOp::create(builder, loc, firstRow, index(r));
+    Value rowElement =
+        memref::LoadOp::create(builder, loc, rows, ValueRange{row, d});
+    Value broadcastRow =
+        vector::BroadcastOp::create(builder, loc, vectorType, rowElement);
+    for (int64_t c = 0; c < vectors; ++c)
+      updated.push_back(vector::FMAOp::create(
+          builder, loc, broadcastRow, keyVectors[c],
+          dimLoop.getRegionIterArgs()[r * vectors + c]));
+  }
+  scf::YieldOp::create(builder, loc, updated);
+  return SmallVector<Value>(dimLoop.getResults());
+}
+
+LogicalResult
+HostEmitter::forEachRowBlock(Value numRows, const HostBlocking &blocking,
+                             function_ref<LogicalResult(Value)> body) {
+  auto blockLoop = scf::ForOp::create(builder, loc, index(0), numRows,
+                                      index(blocking.rowsPerStep));
+  OpBuilder::InsertionGuard guard(builder);
+  builder.setInsertionPointToStart(blockLoop.getBody());
+  return body(blockLoop.getInductionVar());
+}
+
+KeyVectorContext HostEmitter::rowOverKeys(const ElementContext &item,
+                                          Value qLo, Value row,
+                                          Value queryRows,
+                                          const HostBlocking &blocking) {
+  KeyVectorContext keys;
+  keys.row = item;
+  keys.row.qIdx = arith::AddIOp::create(builder, loc, qLo, row);
+  keys.row.queryRow = vector::LoadOp::create(
+      builder, loc, rowType(), queryRows, ValueRange{row, index(0)});
+  keys.lanes = blocking.keyLanes;
+  return keys;
+}
+
+FailureOr<Value>
+HostEmitter::base2ScoresOverKeys(KeyVectorContext &keys, int64_t keyVector,
+                                 Value kvLo, Value dots, Value keyBiasTile,
+                                 const HostBlocking &blocking) {
+  Value firstLane = index(keyVector * blocking.keyLanes);
+  keys.firstKey = arith::AddIOp::create(builder, loc, kvLo, firstLane);
+  keys.dots = dots;
+  if (!attention.getKeyBias().empty())
+    keys.keyBias = vector::LoadOp::create(builder, loc, keyVectorType(blocking),
+                                          keyBiasTile, firstLane);
+  FailureOr<Value> score = inlineRegionOverKeys(attention.getScore(), keys);
+  if (failed(score) || attention.getLog2Domain())
+    return score;
+  // Scores outside the log2 domain are brought to base 2 so that one exp2
+  // serves.
+  return arith::MulFOp::create(
+             builder, loc, *score,
+             vector::BroadcastOp::create(builder, loc, keyVectorType(blocking),
+                                         f32(M_LOG2E)))
+      .getResult();
 }
 
 FailureOr<std::pair<Value, Value>>

@@ -42,21 +42,11 @@ using namespace rbfc::host;
 
 namespace {
 
-/// How the forward schedule blocks its work: `tileM` query rows per work
-/// item, `tileN` keys per key tile; scores are computed `rowsPerStep` rows
-/// by the whole key tile at a time, as vectors of `keyLanes` keys.
-struct ForwardBlocking {
-  int64_t tileM, tileN, rowsPerStep, keyLanes;
-  int64_t keyVectors() const { return llvm::divideCeil(tileN, keyLanes); }
-  int64_t paddedTileN() const { return keyVectors() * keyLanes; }
-  int64_t paddedTileM() const { return llvm::alignTo(tileM, rowsPerStep); }
-};
-
 /// The forward schedule.
 class HostKernelEmitter : HostEmitter {
 public:
   HostKernelEmitter(attn::AttentionOp attention, func::FuncOp kernel,
-                    const ForwardBlocking &blocking)
+                    const HostBlocking &blocking)
       : HostEmitter(attention, kernel), blocking(blocking) {}
 
   LogicalResult emit();
@@ -86,11 +76,7 @@ private:
                           bool withMask);
   LogicalResult emitFinalize(ElementContext &item, Value qLo, Value numRows);
 
-  VectorType keyVectorType() {
-    return VectorType::get({blocking.keyLanes}, builder.getF32Type());
-  }
-
-  ForwardBlocking blocking;
+  HostBlocking blocking;
   Value query, value, output, lse;
   // Per-thread scratch (stack): the work item's query rows, its
   // accumulators, running max/sum, one key tile transposed and its key_bias
@@ -100,108 +86,6 @@ private:
       weightBlock, scoreBlock;
 };
 
-/// The transpose of the square matrix whose rows are `rows` (a power-of-two
-/// count of vectors as long as the count), in log2(n) rounds of two-source
-/// shuffles: round s swaps bit s of the row index with bit s of the column
-/// index, so n log2(n) shuffles replace the n^2 element moves.
-static SmallVector<Value> transposeSquare(OpBuilder &builder, Location loc,
-                                          SmallVector<Value> rows) {
-  const int64_t n = rows.size();
-  for (int64_t stride = 1; stride < n; stride *= 2) {
-    SmallVector<int64_t> low, high;
-    for (int64_t c = 0; c < n; ++c) {
-      bool upper = c & stride;
-      low.push_back(upper ? n + c - stride : c);
-      high.push_back(upper ? n + c : c + stride);
-    }
-    for (int64_t i = 0; i < n; ++i) {
-      if (i & stride)
-        continue;
-      Value a = rows[i], b = rows[i + stride];
-      rows[i] = vector::ShuffleOp::create(builder, loc, a, b, low);
-      rows[i + stride] = vector::ShuffleOp::create(builder, loc, a, b, high);
-    }
-  }
-  return rows;
-}
-
-void HostKernelEmitter::emitPackKeys(ElementContext &item, Value kvLo) {
-  const int64_t lanes = blocking.keyLanes;
-  // Lanes past the last key take the last key's row: finite values that the
-  // schedule masks out, instead of whatever the stack held.
-  Value lastKey = arith::SubIOp::create(builder, loc, kvLen, index(1));
-  auto blockLoop = scf::ForOp::create(builder, loc, index(0),
-                                      index(blocking.paddedTileN()),
-                                      index(lanes));
-  OpBuilder::InsertionGuard guard(builder);
-  builder.setInsertionPointToStart(blockLoop.getBody());
-  Value firstKey = blockLoop.getInductionVar();
-  SmallVector<Value> keyRows;
-  for (int64_t j = 0; j < lanes; ++j) {
-    Value kvIdx = minIndex(
-        arith::AddIOp::create(builder, loc, kvLo,
-                              arith::AddIOp::create(builder, loc, firstKey,
-                                                    index(j))),
-        lastKey);
-    keyRows.push_back(loadRow(key, item.b, item.kvHead, kvIdx));
-  }
-  // Square blocks of keyLanes keys x keyLanes head_dim elements go through
-  // registers; head_dim elements past the last whole block (head_dim not a
-  // multiple of keyLanes) one by one.
-  const int64_t wholeDims = llvm::isPowerOf2_64(lanes)
-                                ? headDim / lanes * lanes
-                                : 0;
-  for (int64_t d0 = 0; d0 < wholeDims; d0 += lanes) {
-    SmallVector<Value> block;
-    for (Value row : keyRows)
-      block.push_back(vector::ExtractStridedSliceOp::create(
-          builder, loc, row, ArrayRef<int64_t>{d0}, ArrayRef<int64_t>{lanes},
-          ArrayRef<int64_t>{1}));
-    for (auto [t, column] : llvm::enumerate(transposeSquare(builder, loc,
-                                                            block)))
-      vector::StoreOp::create(builder, loc, column, keyTransposed,
-                              ValueRange{index(d0 + t), firstKey});
-  }
-  for (int64_t d = wholeDims; d < headDim; ++d)
-    for (auto [j, row] : llvm::enumerate(keyRows))
-      memref::StoreOp::create(
-          builder, loc, vector::ExtractOp::create(builder, loc, row, d),
-          keyTransposed,
-          ValueRange{index(d), arith::AddIOp::create(builder, loc, firstKey,
-                                                     index(j))});
-}
-
-SmallVector<Value> HostKernelEmitter::emitRowBlockDots(Value firstRow) {
-  const int64_t rows = blocking.rowsPerStep, vectors = blocking.keyVectors();
-  Value zeros = arith::ConstantOp::create(
-      builder, loc, cast<TypedAttr>(builder.getZeroAttr(keyVectorType())));
-  SmallVector<Value> init(rows * vectors, zeros);
-  auto dimLoop = scf::ForOp::create(builder, loc, index(0), index(headDim),
-                                    index(1), init);
-  OpBuilder::InsertionGuard guard(builder);
-  builder.setInsertionPointToStart(dimLoop.getBody());
-  Value d = dimLoop.getInductionVar();
-  SmallVector<Value> keyVectors;
-  for (int64_t c = 0; c < vectors; ++c)
-    keyVectors.push_back(vector::LoadOp::create(
-        builder, loc, keyVectorType(), keyTransposed,
-        ValueRange{d, index(c * blocking.keyLanes)}));
-  SmallVector<Value> updated;
-  for (int64_t r = 0; r < rows; ++r) {
-    Value row = arith::AddIOp::create(builder, loc, firstRow, index(r));
-    Value queryElement =
-        memref::LoadOp::create(builder, loc, queryTile, ValueRange{row, d});
-    Value broadcastQuery =
-        vector::BroadcastOp::create(builder, loc, keyVectorType(), queryElement);
-    for (int64_t c = 0; c < vectors; ++c)
-      updated.push_back(vector::FMAOp::create(
-          builder, loc, broadcastQuery, keyVectors[c],
-          dimLoop.getRegionIterArgs()[r * vectors + c]));
-  }
-  scf::YieldOp::create(builder, loc, updated);
-  return SmallVector<Value>(dimLoop.getResults());
-}
-
 FailureOr<Value> HostKernelEmitter::emitRowWeights(
     ElementContext &item, Value qLo, Value firstRow, int64_t rowInBlock,
     ArrayRef<Value> dots, Value kvLo, Value numKeys, bool withMask) {
@@ -209,15 +93,11 @@ FailureOr<Value> HostKernelEmitter::emitRowWeights(
   const double negInf = -std::numeric_limits<double>::infinity();
   const int64_t lanes = blocking.keyLanes;
   auto broadcast = [&](Value scalar) -> Value {
-    return vector::BroadcastOp::create(builder, loc, keyVectorType(), scalar);
+    return vector::BroadcastOp::create(builder, loc, keyVectorType(blocking),
+                                       scalar);
   };
   Value row = arith::AddIOp::create(builder, loc, firstRow, index(rowInBlock));
-  KeyVectorContext keys;
-  keys.row = item;
-  keys.row.qIdx = arith::AddIOp::create(builder, loc, qLo, row);
-  keys.row.queryRow = vector::LoadOp::create(builder, loc, rowType(),
-                                             queryTile, ValueRange{row, index(0)});
-  keys.lanes = lanes;
+  KeyVectorContext keys = rowOverKeys(item, qLo, row, queryTile, blocking);
   Value laneIndices = vector::StepOp::create(
       builder, loc, VectorType::get({lanes}, builder.getIndexType()));
 
@@ -225,18 +105,11 @@ FailureOr<Value> HostKernelEmitter::emitRowWeights(
   // and lanes past the tile's last key score -inf (weight 0).
   SmallVector<Value> scores;
   for (int64_t c = 0; c < blocking.keyVectors(); ++c) {
-    keys.firstKey = arith::AddIOp::create(builder, loc, kvLo, index(c * lanes));
-    keys.dots = dots[c];
-    if (!attention.getKeyBias().empty())
-      keys.keyBias = vector::LoadOp::create(builder, loc, keyVectorType(),
-                                            keyBiasTile, index(c * lanes));
-    FailureOr<Value> score = inlineRegionOverKeys(attention.getScore(), keys);
+    FailureOr<Value> score =
+        base2ScoresOverKeys(keys, c, kvLo, dots[c], keyBiasTile, blocking);
     if (failed(score))
       return failure();
     Value s = *score;
-    // Non-log2-domain scores are brought to base 2 so that one exp2 serves.
-    if (!attention.getLog2Domain())
-      s = arith::MulFOp::create(builder, loc, s, broadcast(f32(M_LOG2E)));
     if (withMask) {
       FailureOr<Value> kept = inlineRegionOverKeys(attention.getMask(), keys);
       if (failed(kept))
@@ -358,24 +231,22 @@ void HostKernelEmitter::emitWeightedValues(ElementContext &item,
 LogicalResult HostKernelEmitter::emitKeyTile(ElementContext &item, Value qLo,
                                              Value numRows, Value kvLo,
                                              Value numKeys, bool withMask) {
-  auto blockLoop = scf::ForOp::create(builder, loc, index(0), numRows,
-                                      index(blocking.rowsPerStep));
-  OpBuilder::InsertionGuard guard(builder);
-  builder.setInsertionPointToStart(blockLoop.getBody());
-  Value firstRow = blockLoop.getInductionVar();
-  SmallVector<Value> dots = emitRowBlockDots(firstRow);
-  SmallVector<Value> rescales;
-  const int64_t vectors = blocking.keyVectors();
-  for (int64_t r = 0; r < blocking.rowsPerStep; ++r) {
-    FailureOr<Value> rescale = emitRowWeights(
-        item, qLo, firstRow, r, ArrayRef(dots).slice(r * vectors, vectors),
-        kvLo, numKeys, withMask);
-    if (failed(rescale))
-      return failure();
-    rescales.push_back(*rescale);
-  }
-  emitWeightedValues(item, firstRow, rescales, kvLo, numKeys, withMask);
-  return success();
+  return forEachRowBlock(numRows, blocking, [&](Value firstRow) {
+    SmallVector<Value> dots =
+        rowBlockDots(queryTile, firstRow, keyTransposed, blocking);
+    SmallVector<Value> rescales;
+    const int64_t vectors = blocking.keyVectors();
+    for (int64_t r = 0; r < blocking.rowsPerStep; ++r) {
+      FailureOr<Value> rescale = emitRowWeights(
+          item, qLo, firstRow, r, ArrayRef(dots).slice(r * vectors, vectors),
+          kvLo, numKeys, withMask);
+      if (failed(rescale))
+        return failure();
+      rescales.push_back(*rescale);
+    }
+    emitWeightedValues(item, firstRow, rescales, kvLo, numKeys, withMask);
+    return success();
+  });
 }
 
 LogicalResult HostKernelEmitter::emitFinalize(ElementContext &item, Value qLo,
@@ -576,7 +447,7 @@ LogicalResult HostKernelEmitter::emit() {
         return failure();
       memref::StoreOp::create(builder, loc, *bias, keyBiasTile, j);
     }
-    emitPackKeys(item, kvLo);
+    packTransposed(key, item.b, item.kvHead, kvLo, keyTransposed, blocking);
 
     if (attention.getMask().empty()) {
       status = emitKeyTile(item, qLo, numRows, kvLo, numKeys,
@@ -684,7 +555,7 @@ struct AttnLowerToHost
     kernel->setAttr("llvm.emit_c_interface", b.getUnitAttr());
     kernel->setAttr("rbfc.tile_m", b.getI64IntegerAttr(tileM));
     kernel->setAttr("rbfc.tile_n", b.getI64IntegerAttr(tileN));
-    ForwardBlocking blocking{
+    HostBlocking blocking{
         tileM, tileN,
         rowsPerStep ? rowsPerStep
                     : chooseRowsPerStep(headDim, tileN, keyLanes),
@@ -699,7 +570,7 @@ struct AttnLowerToHost
     }
     if (attention.hasBackward() &&
         failed(buildHostBackward(attention, moduleBuilder, function.getName(),
-                                 tileM, tileN))) {
+                                 blocking))) {
       kernel.erase();
       return failure();
     }
