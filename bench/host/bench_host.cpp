@@ -117,7 +117,8 @@ int main(int argc, char **argv) {
       const int repeats = n > 2048 ? 2 : 3;
       for (unsigned threads : {1u, 2u}) {
         forward.numThreads = backward.numThreads = threads;
-        double fwd = bestSeconds(repeats, [&] { return (*kernel)->run(forward); });
+        double fwd =
+            bestSeconds(repeats, [&] { return (*kernel)->run(forward); });
         double fwdBwd = bestSeconds(repeats, [&]() -> llvm::Error {
           if (llvm::Error error = (*kernel)->run(forward))
             return error;

@@ -52,13 +52,6 @@ public:
   LogicalResult emit();
 
 private:
-  /// K^T of the key tile as f32, one row per head_dim index, so that one
-  /// vector load gives a head_dim element of `keyLanes` consecutive keys.
-  void emitPackKeys(ElementContext &item, Value kvLo);
-  /// q . k of `rowsPerStep` rows from `firstRow` against every key of the
-  /// tile: rowsPerStep x keyVectors accumulators, each a vector of keyLanes
-  /// keys, updated by one FMA per head_dim index (no horizontal sums).
-  SmallVector<Value> emitRowBlockDots(Value firstRow);
   /// Scores and online-softmax update of every row block of the work item
   /// against one key tile. `withMask` evaluates the mask per element.
   LogicalResult emitKeyTile(ElementContext &item, Value qLo, Value numRows,
