@@ -61,18 +61,30 @@ def AttnLowerToHost : Pass<"attn-lower-to-host", "::mlir::ModuleOp"> {
     log2 domain: weights are exp2 of the score). The tile_class region
     classifies each key tile: all-masked tiles are skipped, all-kept tiles
     run without the per-element mask. The key_bias region is evaluated once
-    per key tile into a scratch buffer; dot products and the P*V update run
-    on `vector<head_dim x f32>` values along head_dim; bf16/f16 inputs are
-    extended to f32 and every accumulation is f32. Any q_len/kv_len works
-    (partial tiles are bounded by the lengths, never padded). Fully masked
+    per key tile into a scratch buffer and the tile's K is transposed into
+    another, so that the scores of `rows-per-step` query rows are FMAs
+    across vectors of `key-lanes` keys; the score and mask regions are
+    applied to those vectors, the weights come from an exp2 built from
+    arithmetic (no libm call per weight), and the P*V update loads each
+    value row once for the rows of the step. bf16/f16 inputs are extended
+    to f32 in registers and every accumulation is f32. Any q_len/kv_len
+    works (lanes past the last key score -inf, rows past q_len are computed
+    but never stored). Fully masked
     rows give zeros and an LSE of -inf. The function's `rbfc.tile_m`
     attribute tells the caller how to count work items.
   }];
   let options = [
-    Option<"tileM", "tile-m", "int64_t", /*default=*/"32",
+    Option<"tileM", "tile-m", "int64_t", /*default=*/"64",
            "query rows per work item">,
     Option<"tileN", "tile-n", "int64_t", /*default=*/"64",
            "keys per key tile (the unit of mask classification)">,
+    Option<"rowsPerStep", "rows-per-step", "int64_t", /*default=*/"0",
+           "query rows whose scores one step of the forward computes together "
+           "(their accumulators stay in registers); 0 chooses from head_dim "
+           "and key-lanes">,
+    Option<"keyLanes", "key-lanes", "int64_t", /*default=*/"16",
+           "keys per score vector: the CPU's f32 lanes (16 with AVX-512, 8 "
+           "with AVX2)">,
   ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::func::FuncDialect",

@@ -1,18 +1,23 @@
-//===- bench_host.cpp - host backend speed against a naive reference -----===//
+//===- bench_host.cpp - host backend speed, forward and forward+backward --===//
 //
-// Times rbfc::host::HostKernel (examples/softmax.attn and causal.attn,
-// fp32) against a naive attention that materialises the N x N score matrix,
-// for B=1, H=8, D=64 and the sequence lengths given on the command line.
-// Built and run by bench/host/run.sh.
+// Times rbfc::host::HostKernel on examples/softmax.attn, causal.attn and
+// rbf.attn (fp32, B=1, H=8, D=64) for the sequence lengths given on the
+// command line, on 1 and 2 threads: the forward alone, and the forward (with
+// LSE) followed by the backward. Prints one JSON object per measurement on
+// standard output, so that bench/host/run.sh can put them next to torch's
+// (torch_sdpa.py prints the same records). RBFC_BENCH_IMPL names the
+// build in the records ("rbfc" by default), so that run.sh can time an
+// older build beside this one.
 //
 //===----------------------------------------------------------------------===//
 #include "rbfc/Host/HostKernel.h"
 
 #include <algorithm>
 #include <chrono>
-#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -25,46 +30,29 @@ namespace {
 
 constexpr int64_t kBatch = 1, kHeads = 8, kHeadDim = 64;
 
-double seconds(const std::chrono::steady_clock::time_point &start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
-      .count();
-}
-
-/// softmax(Q K^T / sqrt(D)) V with the whole score matrix in memory.
-void naiveAttention(const std::vector<float> &q, const std::vector<float> &k,
-                    const std::vector<float> &v, std::vector<float> &o,
-                    int64_t n, bool causal) {
-  const float scale = 1.0f / std::sqrt(float(kHeadDim));
-  std::vector<float> scores(n * n);
-  for (int64_t h = 0; h < kBatch * kHeads; ++h) {
-    const float *qh = &q[h * n * kHeadDim], *kh = &k[h * n * kHeadDim],
-                *vh = &v[h * n * kHeadDim];
-    float *oh = &o[h * n * kHeadDim];
-    for (int64_t i = 0; i < n; ++i)
-      for (int64_t j = 0; j < n; ++j) {
-        float dot = 0;
-        for (int64_t d = 0; d < kHeadDim; ++d)
-          dot += qh[i * kHeadDim + d] * kh[j * kHeadDim + d];
-        scores[i * n + j] = causal && j > i ? -INFINITY : dot * scale;
-      }
-    for (int64_t i = 0; i < n; ++i) {
-      float *row = &scores[i * n];
-      float max = *std::max_element(row, row + n), sum = 0;
-      for (int64_t j = 0; j < n; ++j)
-        sum += row[j] = std::exp(row[j] - max);
-      std::fill(oh + i * kHeadDim, oh + (i + 1) * kHeadDim, 0.0f);
-      for (int64_t j = 0; j < n; ++j)
-        for (int64_t d = 0; d < kHeadDim; ++d)
-          oh[i * kHeadDim + d] += row[j] / sum * vh[j * kHeadDim + d];
-    }
-  }
-}
-
 std::string readFile(const std::string &path) {
   std::ifstream file(path);
   std::stringstream text;
   text << file.rdbuf();
   return text.str();
+}
+
+/// Best wall time of `repeats` calls after one warm-up call; exits on error.
+double bestSeconds(int repeats, const std::function<llvm::Error()> &call) {
+  double best = 1e30;
+  for (int repeat = 0; repeat <= repeats; ++repeat) {
+    auto start = std::chrono::steady_clock::now();
+    if (llvm::Error error = call()) {
+      std::fprintf(stderr, "%s\n", llvm::toString(std::move(error)).c_str());
+      std::exit(1);
+    }
+    double elapsed = std::chrono::duration<double>(
+                         std::chrono::steady_clock::now() - start)
+                         .count();
+    if (repeat > 0)
+      best = std::min(best, elapsed);
+  }
+  return best;
 }
 
 } // namespace
@@ -76,57 +64,73 @@ int main(int argc, char **argv) {
     lengths.push_back(std::atoll(argv[i]));
   if (lengths.empty())
     lengths = {1024, 4096};
+  const char *impl = std::getenv("RBFC_BENCH_IMPL");
+  if (!impl)
+    impl = "rbfc";
 
-  std::printf("%-8s %6s %8s %14s %14s %14s %10s\n", "spec", "N", "threads",
-              "rbfc host ms", "naive ms", "speedup", "max |diff|");
-  for (const char *spec : {"softmax", "causal"}) {
+  for (const char *spec : {"softmax", "causal", "rbf"}) {
     rbfc::host::HostKernelOptions options;
     options.headDim = kHeadDim;
     options.dtype = "f32";
-    auto start = std::chrono::steady_clock::now();
+    options.withBackward = true;
     auto kernel = HostKernel::compile(
         readFile(examples + "/" + spec + ".attn"), spec, options);
     if (!kernel) {
       std::fprintf(stderr, "%s\n", llvm::toString(kernel.takeError()).c_str());
       return 1;
     }
-    std::printf("# %s: compiled in %.0f ms\n", spec, 1e3 * seconds(start));
     for (int64_t n : lengths) {
-      size_t count = kBatch * kHeads * n * kHeadDim;
-      std::vector<float> q(count), k(count), v(count), o(count), naive(count);
+      const size_t count = kBatch * kHeads * n * kHeadDim;
+      std::vector<float> q(count), k(count), v(count), o(count), dO(count),
+          dQ(count), dK(count), dV(count), lse(kBatch * kHeads * n);
       std::mt19937 rng(42);
       std::normal_distribution<float> normal;
-      for (auto *buffer : {&q, &k, &v})
+      for (auto *buffer : {&q, &k, &v, &dO})
         for (float &x : *buffer)
           x = normal(rng);
-      std::vector<int64_t> sizes{kBatch, kHeads, n, kHeadDim};
+      std::vector<int64_t> sizes{kBatch, kHeads, n, kHeadDim},
+          lseSizes{kBatch, kHeads, n};
       auto strides = rbfc::host::contiguousStrides(sizes);
-      rbfc::host::HostKernelArgs args;
-      args.query = {q.data(), ElementType::f32, sizes, strides};
-      args.key = {k.data(), ElementType::f32, sizes, strides};
-      args.value = {v.data(), ElementType::f32, sizes, strides};
-      args.output = {o.data(), ElementType::f32, sizes, strides};
+      auto tensor = [&](std::vector<float> &data) {
+        return rbfc::host::TensorRef{data.data(), ElementType::f32, sizes,
+                                     strides};
+      };
+      rbfc::host::HostKernelArgs forward;
+      forward.query = tensor(q);
+      forward.key = tensor(k);
+      forward.value = tensor(v);
+      forward.output = tensor(o);
+      forward.lse = {lse.data(), ElementType::f32, lseSizes,
+                     rbfc::host::contiguousStrides(lseSizes)};
+      rbfc::host::HostBackwardArgs backward;
+      backward.query = forward.query;
+      backward.key = forward.key;
+      backward.value = forward.value;
+      backward.output = forward.output;
+      backward.lse = forward.lse;
+      backward.outputGrad = tensor(dO);
+      backward.queryGrad = tensor(dQ);
+      backward.keyGrad = tensor(dK);
+      backward.valueGrad = tensor(dV);
 
-      start = std::chrono::steady_clock::now();
-      naiveAttention(q, k, v, naive, n, std::string(spec) == "causal");
-      double naiveTime = seconds(start);
+      // Fewer repeats where one call takes seconds.
+      const int repeats = n > 2048 ? 2 : 3;
       for (unsigned threads : {1u, 2u}) {
-        args.numThreads = threads;
-        double best = 1e30;
-        for (int repeat = 0; repeat < 3; ++repeat) {
-          start = std::chrono::steady_clock::now();
-          if (llvm::Error error = (*kernel)->run(args)) {
-            std::fprintf(stderr, "%s\n", llvm::toString(std::move(error)).c_str());
-            return 1;
-          }
-          best = std::min(best, seconds(start));
-        }
-        double diff = 0;
-        for (size_t i = 0; i < count; ++i)
-          diff = std::max(diff, double(std::fabs(o[i] - naive[i])));
-        std::printf("%-8s %6lld %8u %14.1f %14.1f %13.2fx %10.2g\n", spec,
-                    static_cast<long long>(n), threads, 1e3 * best,
-                    1e3 * naiveTime, naiveTime / best, diff);
+        forward.numThreads = backward.numThreads = threads;
+        double fwd =
+            bestSeconds(repeats, [&] { return (*kernel)->run(forward); });
+        double fwdBwd = bestSeconds(repeats, [&]() -> llvm::Error {
+          if (llvm::Error error = (*kernel)->run(forward))
+            return error;
+          return (*kernel)->backward(backward);
+        });
+        for (auto [direction, seconds] :
+             {std::pair{"fwd", fwd}, std::pair{"fwd+bwd", fwdBwd}})
+          std::printf("{\"impl\": \"%s\", \"spec\": \"%s\", \"n\": %lld, "
+                      "\"threads\": %u, \"direction\": \"%s\", \"ms\": %.2f}\n",
+                      impl, spec, static_cast<long long>(n), threads,
+                      direction, 1e3 * seconds);
+        std::fflush(stdout);
       }
     }
   }

@@ -1,23 +1,82 @@
 #!/usr/bin/env bash
-# Host backend speed: rbfc's JIT kernel against a naive O(N^2)-memory
-# attention (bench_host.cpp) and, where a venv with torch exists at
-# bench/host/.venv, torch.nn.functional.scaled_dot_product_attention on CPU.
-#   bench/host/run.sh [N ...]        (default: 1024 4096; B=1, H=8, D=64, fp32)
-# Needs a built tree (build/lib/libRBFCCompiler.so).
+# Host backend speed against torch SDPA on the CPU, in one run: rbfc's JIT
+# kernel (bench_host.cpp) and torch.nn.functional.scaled_dot_product_attention
+# (torch_sdpa.py, run by the build's python venv, which has torch), softmax,
+# causal and RBF, fp32, B=1, H=8, D=64, forward and forward+backward, 1 and
+# 2 threads.
+#   bench/host/run.sh [--json FILE] [--baseline TREE] [N ...]
+#                                               (default N: 1024 4096)
+# Prints a table; --json also writes every measurement with the machine,
+# torch's version and the load average before and after. --baseline times
+# another build as well ("rbfc-baseline"): TREE holds include/,
+# build/include/ and build/lib/libRBFCCompiler.so (a source tree and its
+# build, or a copy of those).
+# Needs a built tree (build/lib/libRBFCCompiler.so, build/python-venv).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${RBFC_BUILD_DIR:-$root/build}
 llvm=/usr/lib/llvm-22
+python=$build/python-venv/bin/python
+json= baseline=
+while [ $# -gt 0 ]; do
+  case $1 in
+    --json) json=$2; shift 2 ;;
+    --baseline) baseline=$2; shift 2 ;;
+    *) break ;;
+  esac
+done
+# bench_host.cpp against the headers and library of tree $1 (its build in
+# $2), into $3.
+build_bench() {
+  clang++-22 -O3 -march=native -std=c++17 -fno-exceptions \
+    -I"$1/include" -I"$2/include" -I"$llvm/include" \
+    "$root/bench/host/bench_host.cpp" -o "$3" \
+    -L"$2/lib" -lRBFCCompiler -L"$llvm/lib" -lMLIR -lLLVM \
+    -Wl,-rpath,"$2/lib" -Wl,-rpath,"$llvm/lib" -lpthread
+}
 out=$build/bench_host
-clang++-22 -O3 -march=native -std=c++17 -fno-exceptions \
-  -I"$root/include" -I"$build/include" -I"$llvm/include" \
-  "$root/bench/host/bench_host.cpp" -o "$out" \
-  -L"$build/lib" -lRBFCCompiler -L"$llvm/lib" -lMLIR -lLLVM \
-  -Wl,-rpath,"$build/lib" -Wl,-rpath,"$llvm/lib" -lpthread
-echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
-"$out" "$root/examples" "$@"
-if [ -x "$root/bench/host/.venv/bin/python" ]; then
-  "$root/bench/host/.venv/bin/python" "$root/bench/host/torch_sdpa.py" "$@"
-else
-  echo "# torch: no venv at bench/host/.venv (see docs/host-backend.md)"
+build_bench "$root" "$build" "$out"
+records=$(mktemp)
+trap 'rm -f "$records" "$records.baseline"' EXIT
+if [ -n "$baseline" ]; then
+  build_bench "$baseline" "$baseline/build" "$records.baseline"
 fi
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+"$out" "$root/examples" "$@" >>"$records"
+if [ -n "$baseline" ]; then
+  RBFC_BENCH_IMPL=rbfc-baseline "$records.baseline" "$root/examples" "$@" \
+    >>"$records"
+fi
+"$python" "$root/bench/host/torch_sdpa.py" "$@" >>"$records" 2>/dev/null
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+"$python" - "$records" "$json" "$load_before" "$load_after" <<'PY'
+import json, platform, subprocess, sys, datetime
+records_path, json_path, load_before, load_after = sys.argv[1:5]
+records = [json.loads(line) for line in open(records_path) if line.strip()]
+ms = {(r["impl"], r["spec"], r["n"], r["threads"], r["direction"]): r["ms"]
+      for r in records}
+cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
+           if l.startswith("model name"))
+print(f"# {cpu}, load average {load_before} before, {load_after} after")
+print(f"{'spec':8} {'N':>5} {'thr':>3} {'direction':9} {'rbfc ms':>9} "
+      f"{'baseline':>9} {'torch ms':>9} {'speed vs torch':>15}")
+for (impl, spec, n, threads, direction), value in ms.items():
+    if impl != "rbfc":
+        continue
+    key = (spec, n, threads, direction)
+    baseline_ms = ms.get(("rbfc-baseline",) + key, float("nan"))
+    torch_ms = ms.get(("torch",) + key, float("nan"))
+    print(f"{spec:8} {n:5} {threads:3} {direction:9} {value:9.1f} "
+          f"{baseline_ms:9.1f} {torch_ms:9.1f} {torch_ms / value:14.2f}x")
+if json_path:
+    import torch
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip()
+    json.dump({"date": datetime.date.today().isoformat(), "cpu": cpu,
+               "cores": __import__("os").cpu_count(), "commit": commit,
+               "torch": torch.__version__, "shape": "B=1 H=8 D=64 fp32",
+               "load average before": load_before,
+               "load average after": load_after, "records": records},
+              open(json_path, "w"), indent=1)
+    print(f"# wrote {json_path}")
+PY

@@ -127,14 +127,13 @@ HostKernel::compile(StringRef source, StringRef bufferName,
   if (numAttentions != 1)
     return llvm::createStringError("expected one attention in the spec");
 
-  PassManager lower(&context);
-  buildHostLoweringPipeline(lower, options.tiling);
-  if (mlir::failed(lower.run(*module)))
-    return failure("the host lowering failed");
-
   auto targetMachine = createHostTargetMachine();
   if (!targetMachine)
     return targetMachine.takeError();
+  PassManager lower(&context);
+  buildHostLoweringPipeline(lower, options.tiling, **targetMachine);
+  if (mlir::failed(lower.run(*module)))
+    return failure("the host lowering failed");
   ExecutionEngineOptions engineOptions;
   auto optimize = makeOptimizingTransformer(/*optLevel=*/3, /*sizeLevel=*/0,
                                             targetMachine->get());

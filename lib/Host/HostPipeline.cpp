@@ -57,10 +57,14 @@ namespace {
 
 /// attn -> the scf/vector schedule (what --emit=kernel prints).
 void addScheduleLowering(OpPassManager &pm,
-                         const rbfc::host::HostTiling &tiling) {
+                         const rbfc::host::HostTiling &tiling,
+                         const llvm::TargetMachine &target) {
   rbfc::AttnLowerToHostOptions lowering;
   lowering.tileM = tiling.tileM;
   lowering.tileN = tiling.tileN;
+  lowering.keyLanes =
+      tiling.keyLanes ? tiling.keyLanes : rbfc::host::f32VectorLanes(target);
+  lowering.rowsPerStep = tiling.rowsPerStep;
   pm.addPass(createAttnLowerToHost(lowering));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
@@ -68,9 +72,19 @@ void addScheduleLowering(OpPassManager &pm,
 
 } // namespace
 
+int64_t rbfc::host::f32VectorLanes(const llvm::TargetMachine &target) {
+  const llvm::MCSubtargetInfo *info = target.getMCSubtargetInfo();
+  if (info->checkFeatures("+avx512f"))
+    return 16;
+  if (info->checkFeatures("+avx"))
+    return 8;
+  return 4;
+}
+
 void rbfc::host::buildHostLoweringPipeline(OpPassManager &pm,
-                                           const HostTiling &tiling) {
-  addScheduleLowering(pm, tiling);
+                                           const HostTiling &tiling,
+                                           const llvm::TargetMachine &target) {
+  addScheduleLowering(pm, tiling, target);
   // ceildivsi and min/max need expanding for LLVM; bf16 <-> f32 becomes
   // integer shifts, which every x86 CPU runs (no avx512_bf16 needed).
   arith::ArithExpandOpsPassOptions expand;
@@ -187,27 +201,27 @@ LogicalResult rbfc::host::emitHostArtifact(ModuleOp module, StringRef emit,
                                            llvm::raw_pwrite_stream &os) {
   MLIRContext &context = *module.getContext();
   registerHostDialects(context);
-  PassManager pm(&context);
-  if (emit == "kernel") {
-    addScheduleLowering(pm, tiling);
-    if (failed(pm.run(module)))
-      return failure();
-    module.print(os);
-    return success();
-  }
-  buildHostLoweringPipeline(pm, tiling);
-  if (failed(pm.run(module)))
-    return failure();
-
   auto reportError = [&](llvm::Error error) -> LogicalResult {
     emitError(module.getLoc())
         << "host backend: " << llvm::toString(std::move(error));
     return failure();
   };
-  // What --emit=llvm prints is what --emit=obj assembles.
+  // What --emit=llvm prints is what --emit=obj assembles; the schedule's
+  // vector width is that CPU's.
   auto targetMachine = createHostTargetMachine(HostCodeUse::ObjectFile, cpu);
   if (!targetMachine)
     return reportError(targetMachine.takeError());
+  PassManager pm(&context);
+  if (emit == "kernel") {
+    addScheduleLowering(pm, tiling, **targetMachine);
+    if (failed(pm.run(module)))
+      return failure();
+    module.print(os);
+    return success();
+  }
+  buildHostLoweringPipeline(pm, tiling, **targetMachine);
+  if (failed(pm.run(module)))
+    return failure();
   llvm::LLVMContext llvmContext;
   auto llvmModule = translateAndOptimize(module, llvmContext, **targetMachine);
   if (!llvmModule)

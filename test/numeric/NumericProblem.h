@@ -135,12 +135,17 @@ inline std::string describe(const std::string &spec, const std::string &dtype,
 /// Compiled kernels, shared by the tests of one run (compiling dominates).
 inline HostKernel &kernelFor(const std::string &spec, const std::string &dtype,
                              int64_t headDim, bool withLse,
-                             bool withBackward = false) {
+                             bool withBackward = false,
+                             const host::HostTiling &tiling = {}) {
   // Never destroyed: JIT engines torn down by static destructors, after
   // LLVM's own globals, can hang at exit.
   static auto &cache = *new std::map<std::string, std::unique_ptr<HostKernel>>;
   std::string key = spec + "/" + dtype + "/" + std::to_string(headDim) +
-                    (withLse ? "/lse" : "") + (withBackward ? "/bwd" : "");
+                    (withLse ? "/lse" : "") + (withBackward ? "/bwd" : "") +
+                    "/" + std::to_string(tiling.tileM) + "x" +
+                    std::to_string(tiling.tileN) + "/" +
+                    std::to_string(tiling.rowsPerStep) + "x" +
+                    std::to_string(tiling.keyLanes);
   auto &slot = cache[key];
   if (!slot) {
     host::HostKernelOptions options;
@@ -148,6 +153,7 @@ inline HostKernel &kernelFor(const std::string &spec, const std::string &dtype,
     options.dtype = dtype;
     options.withLse = withLse;
     options.withBackward = withBackward;
+    options.tiling = tiling;
     auto kernel =
         HostKernel::compile(readExample(spec), spec + ".attn", options);
     if (!kernel) {
@@ -297,7 +303,8 @@ public:
     for (size_t i = 0; i < output.size(); ++i)
       output.set(i, kNaN);
     std::fill(lse.begin(), lse.end(), std::numeric_limits<float>::quiet_NaN());
-    HostKernel &kernel = kernelFor(spec, dtype, headDim, withLse);
+    HostKernel &kernel = kernelFor(spec, dtype, headDim, withLse,
+                                   /*withBackward=*/false, tiling);
     host::HostKernelArgs call = args(withLse);
     call.numThreads = numThreads;
     llvm::Error error = kernel.run(call);
@@ -422,6 +429,8 @@ public:
 
   std::string spec, dtype;
   int64_t headDim;
+  /// The kernels' blocking; the default is the one chosen for this CPU.
+  host::HostTiling tiling;
   Shape shape;
   std::map<std::string, double> params;
   Buffer query, key, value, output;

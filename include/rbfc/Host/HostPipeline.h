@@ -27,16 +27,28 @@ namespace rbfc::host {
 
 /// How the host kernel tiles the problem (see attn-lower-to-host).
 struct HostTiling {
-  int64_t tileM = 32;
+  int64_t tileM = 64;
   int64_t tileN = 64;
+  /// Keys per score vector; 0 takes the f32 lanes of the target CPU's
+  /// vector registers.
+  int64_t keyLanes = 0;
+  /// Query rows per forward step; 0 lets attn-lower-to-host choose from the
+  /// head dimension and keyLanes.
+  int64_t rowsPerStep = 0;
 };
+
+/// f32 lanes of the widest vector registers `target` has: 16 with
+/// AVX-512, 8 with AVX, 4 otherwise.
+int64_t f32VectorLanes(const llvm::TargetMachine &target);
 
 /// Registers the dialects and LLVM IR translations the host pipeline needs.
 void registerHostDialects(mlir::MLIRContext &context);
 
-/// Adds attn-lower-to-host and the conversions to the LLVM dialect.
+/// Adds attn-lower-to-host and the conversions to the LLVM dialect, for
+/// code that runs on `target`.
 void buildHostLoweringPipeline(mlir::OpPassManager &pm,
-                               const HostTiling &tiling);
+                               const HostTiling &tiling,
+                               const llvm::TargetMachine &target);
 
 /// Where host code runs: in this process through ORC (its default large
 /// code model), or from an object file that links into executables and

@@ -15,7 +15,10 @@
 //                   the mask keeps; the q_scale's and row terms' gradients.
 //
 // Both passes recompute the weight of an element from the saved log-sum-exp
-// (P = 2^(s - lse2)) and dP = dO . V, and evaluate score_grad with the
+// (P = 2^(s - lse2)) and dP = dO . V, for a whole (query tile, key tile)
+// at a time with the forward's blocked components (K and V transposed per
+// key tile, rows x key-vector FMAs, the score region on vectors of keys,
+// the arithmetic exp2), and evaluate score_grad with the
 // score's adjoint (dS = P (dP - delta), in the score's units); each pass
 // keeps the gradients it owns and drops the rest, so every gradient is
 // added exactly once. Gradients of parameters and captures go to per-chunk
@@ -26,6 +29,7 @@
 #include "rbfc/Conversion/Host/HostBackward.h"
 
 #include "rbfc/Conversion/Host/HostEmitter.h"
+#include "rbfc/Conversion/Host/VectorExp2.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Math/IR/Math.h"
@@ -52,28 +56,109 @@ constexpr double kInfinity = std::numeric_limits<double>::infinity();
 class HostBackwardEmitter : protected HostEmitter {
 public:
   HostBackwardEmitter(attn::AttentionOp attention, func::FuncOp kernel,
-                      int64_t tileM, int64_t tileN)
-      : HostEmitter(attention, kernel), tileM(tileM), tileN(tileN) {}
+                      const HostBlocking &blocking)
+      : HostEmitter(attention, kernel), blocking(blocking),
+        tileM(blocking.tileM), tileN(blocking.tileN) {}
 
 protected:
-  /// The weight of an element and the adjoint of its score: P = 2^(s2 -
-  /// lse2), dS = ln2' P (dP - delta) under softmax; w = 2^s2 and dS = ln2'
-  /// (w dP + delta 2^(s2 - lse2)) under `none`, whose delta is dlse. s2 is
-  /// the score in base 2, ln2' converts the adjoint to the score's units.
-  FailureOr<std::pair<Value, Value>> weightAndAdjoint(ElementContext &element,
-                                                      Value outputGradRow,
-                                                      Value valueRow,
-                                                      Value delta, Value lse2) {
-    FailureOr<Value> score = inlineElementRegion(attention.getScore(), element);
-    if (failed(score))
-      return failure();
-    Value s2 = *score;
-    if (!attention.getLog2Domain())
-      s2 = arith::MulFOp::create(builder, loc, s2, f32(M_LOG2E));
+  /// Allocates the per-tile scratch of computeElementBlocks.
+  void allocateElementBlocks() {
+    const int64_t rows = blocking.paddedTileM(),
+                  keys = blocking.paddedTileN();
+    keyTransposed = scratch({headDim, keys});
+    valueTransposed = scratch({headDim, keys});
+    relativeBlock = scratch({rows, keys});
+    outputGradDotBlock = scratch({rows, keys});
+    if (!attention.isSoftmax())
+      weightBlock = scratch({rows, keys});
+  }
+
+  /// Rows [0, numRows) of the query tile from qLo, rounded up to whole row
+  /// blocks, into `queryRows` and `outputGradRows` ([paddedTileM,
+  /// head_dim]) and their lse2 into `rowLse2s`; rows past q_len repeat the
+  /// last row (finite values whose results are never read).
+  void stageRowBlocks(ElementContext &item, Value qLo, Value numRows,
+                      Value queryRows, Value outputGradRows, Value rowLse2s) {
+    Value step = index(blocking.rowsPerStep);
+    Value blockedRows = arith::MulIOp::create(
+        builder, loc, arith::CeilDivSIOp::create(builder, loc, numRows, step),
+        step);
+    Value lastRow = arith::SubIOp::create(builder, loc, qLen, index(1));
+    auto loop =
+        scf::ForOp::create(builder, loc, index(0), blockedRows, index(1));
+    OpBuilder::InsertionGuard guard(builder);
+    builder.setInsertionPointToStart(loop.getBody());
+    Value r = loop.getInductionVar();
+    Value qIdx =
+        minIndex(arith::AddIOp::create(builder, loc, qLo, r), lastRow);
+    vector::StoreOp::create(builder, loc, loadRow(query, item.b, item.h, qIdx),
+                            queryRows, ValueRange{r, index(0)});
+    vector::StoreOp::create(builder, loc,
+                            loadRow(outputGrad, item.b, item.h, qIdx),
+                            outputGradRows, ValueRange{r, index(0)});
+    memref::StoreOp::create(
+        builder, loc,
+        memref::LoadOp::create(builder, loc, lse2,
+                               ValueRange{item.b, item.h, qIdx}),
+        rowLse2s, r);
+  }
+
+  /// For every staged row against the key tile from kvLo (transposed into
+  /// keyTransposed and valueTransposed): 2^(s2 - lse2) into relativeBlock,
+  /// dP = dO . V into outputGradDotBlock and, under `none`, 2^s2 into
+  /// weightBlock; s2 is the score in base 2.
+  LogicalResult computeElementBlocks(ElementContext &item, Value qLo,
+                                     Value numRows, Value kvLo,
+                                     Value queryRows, Value outputGradRows,
+                                     Value rowLse2s, Value keyBiasTile) {
+    const int64_t lanes = blocking.keyLanes, vectors = blocking.keyVectors();
+    return forEachRowBlock(numRows, blocking, [&](Value firstRow) {
+      SmallVector<Value> scoreDots =
+          rowBlockDots(queryRows, firstRow, keyTransposed, blocking);
+      SmallVector<Value> outputGradDots =
+          rowBlockDots(outputGradRows, firstRow, valueTransposed, blocking);
+      for (int64_t r = 0; r < blocking.rowsPerStep; ++r) {
+        Value row = arith::AddIOp::create(builder, loc, firstRow, index(r));
+        KeyVectorContext keys =
+            rowOverKeys(item, qLo, row, queryRows, blocking);
+        Value rowLse2 = vector::BroadcastOp::create(
+            builder, loc, keyVectorType(blocking),
+            memref::LoadOp::create(builder, loc, rowLse2s, row));
+        for (int64_t c = 0; c < vectors; ++c) {
+          FailureOr<Value> s2 =
+              base2ScoresOverKeys(keys, c, kvLo, scoreDots[r * vectors + c],
+                                  keyBiasTile, blocking);
+          if (failed(s2))
+            return failure();
+          SmallVector<Value, 2> at{row, index(c * lanes)};
+          vector::StoreOp::create(
+              builder, loc,
+              createExp2(builder, loc,
+                         arith::SubFOp::create(builder, loc, *s2, rowLse2)),
+              relativeBlock, at);
+          if (!attention.isSoftmax())
+            vector::StoreOp::create(builder, loc,
+                                    createExp2(builder, loc, *s2), weightBlock,
+                                    at);
+          vector::StoreOp::create(builder, loc,
+                                  outputGradDots[r * vectors + c],
+                                  outputGradDotBlock, at);
+        }
+      }
+      return success();
+    });
+  }
+
+  /// The weight of element (row r, key j of the tile) and the adjoint of its
+  /// score, from computeElementBlocks: P = 2^(s2 - lse2), dS = ln2' P (dP -
+  /// delta) under softmax; w = 2^s2 and dS = ln2' (w dP + delta 2^(s2 -
+  /// lse2)) under `none`, whose delta is dlse. ln2' converts the adjoint to
+  /// the score's units.
+  std::pair<Value, Value> weightAndAdjoint(Value r, Value j, Value delta) {
+    SmallVector<Value, 2> at{r, j};
     Value units = f32(attention.getLog2Domain() ? M_LN2 : 1.0);
-    Value dP = dotRows(outputGradRow, valueRow);
-    Value relative = math::Exp2Op::create(
-        builder, loc, arith::SubFOp::create(builder, loc, s2, lse2));
+    Value dP = memref::LoadOp::create(builder, loc, outputGradDotBlock, at);
+    Value relative = memref::LoadOp::create(builder, loc, relativeBlock, at);
     if (attention.isSoftmax()) {
       Value adjoint = arith::MulFOp::create(
           builder, loc, units,
@@ -82,7 +167,7 @@ protected:
               arith::SubFOp::create(builder, loc, dP, delta)));
       return std::pair(relative, adjoint);
     }
-    Value weight = math::Exp2Op::create(builder, loc, s2);
+    Value weight = memref::LoadOp::create(builder, loc, weightBlock, at);
     Value sum = arith::AddFOp::create(
         builder, loc, arith::MulFOp::create(builder, loc, weight, dP),
         arith::MulFOp::create(builder, loc, delta, relative));
@@ -287,8 +372,13 @@ protected:
         builder, loc, MemRefType::get(shape, builder.getF32Type()));
   }
 
+  HostBlocking blocking;
   int64_t tileM, tileN;
   Value query, value, outputGrad, delta, lse2, partials, chunk, numChunks;
+  // The key tile transposed and, per element of the (query tile, key tile),
+  // what computeElementBlocks leaves for the element loops.
+  Value keyTransposed, valueTransposed, relativeBlock, outputGradDotBlock,
+      weightBlock;
   Value numKeyTiles, numQTiles, group;
   SmallVector<Value> wantParam, wantCapture, captureSlot;
 };
@@ -338,8 +428,17 @@ public:
     Value rowLseGrad = memref::LoadOp::create(builder, loc, lseGrad, at);
     Value rowDelta = rowLseGrad;
     if (attention.isSoftmax()) {
-      Value dot = dotRows(loadRow(outputGrad, item.b, item.h, qIdx),
-                          loadRow(output, item.b, item.h, qIdx));
+      // dS = P (dP - delta) cancels where the output row is one value row
+      // (a single kept key); dP comes from rowBlockDots, so delta sums in
+      // its order, one FMA per head_dim element from 0, for the same bits.
+      Value outputGradRow = loadRow(outputGrad, item.b, item.h, qIdx);
+      Value outputRow = loadRow(output, item.b, item.h, qIdx);
+      Value dot = f32(0);
+      for (int64_t d = 0; d < headDim; ++d)
+        dot = math::FmaOp::create(
+            builder, loc,
+            vector::ExtractOp::create(builder, loc, outputGradRow, d),
+            vector::ExtractOp::create(builder, loc, outputRow, d), dot);
       rowDelta = arith::SubFOp::create(builder, loc, dot, rowLseGrad);
     }
     memref::StoreOp::create(builder, loc, rowDelta, delta, at);
@@ -391,12 +490,13 @@ public:
     keyGradTile = scratch({tileN, headDim});
     valueGradTile = scratch({tileN, headDim});
     keyNormGrad = scratch({tileN});
-    keyBiasTile = scratch({tileN});
+    keyBiasTile = scratch({blocking.paddedTileN()});
     keyBiasGrad = scratch({tileN});
-    queryTile = scratch({tileM, headDim});
-    outputGradTile = scratch({tileM, headDim});
+    queryTile = scratch({blocking.paddedTileM(), headDim});
+    outputGradTile = scratch({blocking.paddedTileM(), headDim});
     rowDelta = scratch({tileM});
-    rowLse2 = scratch({tileM});
+    rowLse2 = scratch({blocking.paddedTileM()});
+    allocateElementBlocks();
 
     auto workLoop = scf::ForOp::create(builder, loc, chunk, numWork, numChunks);
     builder.setInsertionPointToStart(workLoop.getBody());
@@ -410,6 +510,10 @@ public:
     numKeys = minIndex(index(tileN),
                        arith::SubIOp::create(builder, loc, kvLen, kvLo));
     Value kvHi = lastOf(kvLo, numKeys);
+    // The key tile is the same for every query head and tile of the item.
+    packTransposed(key, item.b, item.kvHead, kvLo, keyTransposed, blocking);
+    packTransposed(value, item.b, item.kvHead, kvLo, valueTransposed,
+                   blocking);
     fill(numKeys, [&](Value j) {
       vector::StoreOp::create(builder, loc, zeroRow(), keyGradTile,
                               ValueRange{j, index(0)});
@@ -450,7 +554,13 @@ public:
         if (failed(tileClass))
           return failure();
         if (failed(forLiveTile(*tileClass, [&](bool withMask) {
-              stageRows(item, qLo, numRows);
+              stageRowBlocks(item, qLo, numRows, queryTile, outputGradTile,
+                             rowLse2);
+              stageDeltas(item, qLo, numRows);
+              if (failed(computeElementBlocks(item, qLo, numRows, kvLo,
+                                              queryTile, outputGradTile,
+                                              rowLse2, keyBiasTile)))
+                return failure();
               return emitTile(item, qLo, numRows, withMask);
             })))
           return failure();
@@ -515,23 +625,15 @@ private:
     body(loop.getInductionVar());
   }
 
-  /// Copies the tile's query rows, dO rows, delta and lse2 to scratch.
-  void stageRows(ElementContext &item, Value qLo, Value numRows) {
+  /// Copies the tile's delta to scratch (stageRowBlocks does its rows).
+  void stageDeltas(ElementContext &item, Value qLo, Value numRows) {
     fill(numRows, [&](Value r) {
       Value qIdx = arith::AddIOp::create(builder, loc, qLo, r);
-      vector::StoreOp::create(builder, loc,
-                              loadRow(query, item.b, item.h, qIdx), queryTile,
-                              ValueRange{r, index(0)});
-      vector::StoreOp::create(builder, loc,
-                              loadRow(outputGrad, item.b, item.h, qIdx),
-                              outputGradTile, ValueRange{r, index(0)});
-      SmallVector<Value, 3> at{item.b, item.h, qIdx};
-      memref::StoreOp::create(builder, loc,
-                              memref::LoadOp::create(builder, loc, delta, at),
-                              rowDelta, r);
-      memref::StoreOp::create(builder, loc,
-                              memref::LoadOp::create(builder, loc, lse2, at),
-                              rowLse2, r);
+      memref::StoreOp::create(
+          builder, loc,
+          memref::LoadOp::create(builder, loc, delta,
+                                 ValueRange{item.b, item.h, qIdx}),
+          rowDelta, r);
     });
   }
 
@@ -549,7 +651,6 @@ private:
     if (!attention.getKeyBias().empty())
       element.keyBias = memref::LoadOp::create(builder, loc, keyBiasTile, j);
     element.keyRow = loadRow(key, item.b, item.kvHead, element.kvIdx);
-    Value valueRow = loadRow(value, item.b, item.kvHead, element.kvIdx);
     SmallVector<Value> state{
         vector::LoadOp::create(builder, loc, rowType(), keyGradTile,
                                ValueRange{j, index(0)}),
@@ -565,7 +666,7 @@ private:
               builder, loc, rowType(), queryTile, ValueRange{r, index(0)});
           return whereKept(element, withMask, carried,
                            [&]() -> FailureOr<SmallVector<Value>> {
-                             return emitElement(element, r, valueRow, carried);
+                             return emitElement(element, r, j, carried);
                            });
         });
     if (failed(rows))
@@ -580,16 +681,11 @@ private:
   }
 
   FailureOr<SmallVector<Value>> emitElement(ElementContext &element, Value r,
-                                            Value valueRow, ValueRange state) {
+                                            Value j, ValueRange state) {
     Value outputGradRow = vector::LoadOp::create(
         builder, loc, rowType(), outputGradTile, ValueRange{r, index(0)});
-    auto weighted =
-        weightAndAdjoint(element, outputGradRow, valueRow,
-                         memref::LoadOp::create(builder, loc, rowDelta, r),
-                         memref::LoadOp::create(builder, loc, rowLse2, r));
-    if (failed(weighted))
-      return failure();
-    auto [weight, adjoint] = *weighted;
+    auto [weight, adjoint] = weightAndAdjoint(
+        r, j, memref::LoadOp::create(builder, loc, rowDelta, r));
     Value keyGrad = state[0], keyBiasAdjoint = state[2],
           keyNormAdjoint = state[3];
     Value valueGrad = vector::FMAOp::create(
@@ -644,7 +740,11 @@ public:
     Value queryGradTile = scratch({tileM, headDim});
     Value queryNormGrad = scratch({tileM});
     Value rowAdjointSum = scratch({tileM});
-    Value keyBiasTile = scratch({tileN});
+    Value keyBiasTile = scratch({blocking.paddedTileN()});
+    Value queryRows = scratch({blocking.paddedTileM(), headDim});
+    Value outputGradRows = scratch({blocking.paddedTileM(), headDim});
+    Value rowLse2s = scratch({blocking.paddedTileM()});
+    allocateElementBlocks();
 
     auto workLoop = scf::ForOp::create(builder, loc, chunk, numWork, numChunks);
     builder.setInsertionPointToStart(workLoop.getBody());
@@ -663,6 +763,7 @@ public:
     if (failed(qScale))
       return failure();
     item.qScale = *qScale;
+    stageRowBlocks(item, qLo, numRows, queryRows, outputGradRows, rowLse2s);
     {
       auto init = scf::ForOp::create(builder, loc, index(0), numRows, index(1));
       OpBuilder::InsertionGuard guard(builder);
@@ -690,6 +791,14 @@ public:
       LogicalResult status = forLiveTile(*tileClass, [&](bool withMask) {
         if (failed(computeKeyBiases(item, kvLo, numKeys, keyBiasTile)))
           return failure();
+        packTransposed(key, item.b, item.kvHead, kvLo, keyTransposed,
+                       blocking);
+        packTransposed(value, item.b, item.kvHead, kvLo, valueTransposed,
+                       blocking);
+        if (failed(computeElementBlocks(item, qLo, numRows, kvLo, queryRows,
+                                        outputGradRows, rowLse2s,
+                                        keyBiasTile)))
+          return failure();
         // Per row, dQ~, dL/d||q||^2 and the sum of the row's dS carried
         // over the tile's keys.
         auto rowLoop =
@@ -699,11 +808,10 @@ public:
         Value r = rowLoop.getInductionVar();
         ElementContext row = item;
         row.qIdx = arith::AddIOp::create(builder, loc, qLo, r);
-        row.queryRow = loadRow(query, item.b, item.h, row.qIdx);
-        Value outputGradRow = loadRow(outputGrad, item.b, item.h, row.qIdx);
-        SmallVector<Value, 3> at{item.b, item.h, row.qIdx};
-        Value rowDelta = memref::LoadOp::create(builder, loc, delta, at);
-        Value rowLse2 = memref::LoadOp::create(builder, loc, lse2, at);
+        row.queryRow = vector::LoadOp::create(
+            builder, loc, rowType(), queryRows, ValueRange{r, index(0)});
+        Value rowDelta = memref::LoadOp::create(
+            builder, loc, delta, ValueRange{item.b, item.h, row.qIdx});
         SmallVector<Value> state{
             vector::LoadOp::create(builder, loc, rowType(), queryGradTile,
                                    ValueRange{r, index(0)}),
@@ -722,16 +830,11 @@ public:
                   [&]() -> FailureOr<SmallVector<Value>> {
                     Value keyRow =
                         loadRow(key, item.b, item.kvHead, element.kvIdx);
-                    Value valueRow =
-                        loadRow(value, item.b, item.kvHead, element.kvIdx);
                     element.keyRow = keyRow;
-                    auto weighted = weightAndAdjoint(
-                        element, outputGradRow, valueRow, rowDelta, rowLse2);
-                    if (failed(weighted))
-                      return failure();
+                    Value adjoint = weightAndAdjoint(r, j, rowDelta).second;
                     Value queryGrad = carried[0], normGrad = carried[1];
                     Value adjointSum = arith::AddFOp::create(
-                        builder, loc, carried[2], weighted->second);
+                        builder, loc, carried[2], adjoint);
                     GradientSinks sinks;
                     sinks.scaledDot = [&](Value x) {
                       queryGrad =
@@ -745,7 +848,7 @@ public:
                         normGrad =
                             arith::AddFOp::create(builder, loc, normGrad, x);
                     };
-                    element.adjoint = weighted->second;
+                    element.adjoint = adjoint;
                     element.sinks = &sinks;
                     if (failed(inlineRegion(attention.getScoreGrad(), element)))
                       return failure();
@@ -852,8 +955,8 @@ public:
 
 LogicalResult rbfc::host::buildHostBackward(attn::AttentionOp attention,
                                             OpBuilder &moduleBuilder,
-                                            StringRef name, int64_t tileM,
-                                            int64_t tileN) {
+                                            StringRef name,
+                                            const HostBlocking &blocking) {
   MLIRContext *context = attention.getContext();
   Builder b(context);
   auto tensor = [&](Value v) {
@@ -888,9 +991,9 @@ LogicalResult rbfc::host::buildHostBackward(attn::AttentionOp attention,
       "_bwd_dkdv", {q, k, v, o, rowValues, rowValues, k, v, partials, mask});
   auto queryGrad = declare(
       "_bwd_dq", {q, k, v, o, rowValues, rowValues, q, partials, mask});
-  if (failed(RowsEmitter(attention, rows, tileM, tileN).emit()) ||
-      failed(KeyValueGradEmitter(attention, keyValue, tileM, tileN).emit()) ||
-      failed(QueryGradEmitter(attention, queryGrad, tileM, tileN).emit())) {
+  if (failed(RowsEmitter(attention, rows, blocking).emit()) ||
+      failed(KeyValueGradEmitter(attention, keyValue, blocking).emit()) ||
+      failed(QueryGradEmitter(attention, queryGrad, blocking).emit())) {
     rows.erase();
     keyValue.erase();
     queryGrad.erase();

@@ -9,6 +9,8 @@
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "llvm/ADT/TypeSwitch.h"
 
+#include <cmath>
+
 using namespace mlir;
 using namespace rbfc;
 using namespace rbfc::host;
@@ -318,6 +320,161 @@ FailureOr<Value> HostEmitter::inlineElementRegion(Region &region,
   return (*yielded)[0];
 }
 
+VectorType HostEmitter::keyVectorType(const HostBlocking &blocking) {
+  return VectorType::get({blocking.keyLanes}, builder.getF32Type());
+}
+
+/// The transpose of the square matrix whose rows are `rows` (a power-of-two
+/// count of vectors as long as the count), in log2(n) rounds of two-source
+/// shuffles: round s swaps bit s of the row index with bit s of the column
+/// index, so n log2(n) shuffles replace the n^2 element moves.
+static SmallVector<Value> transposeSquare(OpBuilder &builder, Location loc,
+                                          SmallVector<Value> rows) {
+  const int64_t n = rows.size();
+  for (int64_t stride = 1; stride < n; stride *= 2) {
+    SmallVector<int64_t> low, high;
+    for (int64_t c = 0; c < n; ++c) {
+      bool upper = c & stride;
+      low.push_back(upper ? n + c - stride : c);
+      high.push_back(upper ? n + c : c + stride);
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      if (i & stride)
+        continue;
+      Value a = rows[i], b = rows[i + stride];
+      rows[i] = vector::ShuffleOp::create(builder, loc, a, b, low);
+      rows[i + stride] = vector::ShuffleOp::create(builder, loc, a, b, high);
+    }
+  }
+  return rows;
+}
+
+void HostEmitter::packTransposed(Value tensor, Value b, Value head,
+                                 Value kvLo, Value transposed,
+                                 const HostBlocking &blocking) {
+  const int64_t lanes = blocking.keyLanes;
+  Value lastKey = arith::SubIOp::create(builder, loc, kvLen, index(1));
+  auto blockLoop = scf::ForOp::create(builder, loc, index(0),
+                                      index(blocking.paddedTileN()),
+                                      index(lanes));
+  OpBuilder::InsertionGuard guard(builder);
+  builder.setInsertionPointToStart(blockLoop.getBody());
+  Value firstKey = blockLoop.getInductionVar();
+  SmallVector<Value> tileRows;
+  for (int64_t j = 0; j < lanes; ++j) {
+    Value kvIdx = minIndex(
+        arith::AddIOp::create(builder, loc, kvLo,
+                              arith::AddIOp::create(builder, loc, firstKey,
+                                                    index(j))),
+        lastKey);
+    tileRows.push_back(loadRow(tensor, b, head, kvIdx));
+  }
+  // Square blocks of keyLanes keys x keyLanes head_dim elements go through
+  // registers; head_dim elements past the last whole block (head_dim not a
+  // multiple of keyLanes) one by one.
+  const int64_t wholeDims = llvm::isPowerOf2_64(lanes)
+                                ? headDim / lanes * lanes
+                                : 0;
+  for (int64_t d0 = 0; d0 < wholeDims; d0 += lanes) {
+    SmallVector<Value> block;
+    for (Value row : tileRows)
+      block.push_back(vector::ExtractStridedSliceOp::create(
+          builder, loc, row, ArrayRef<int64_t>{d0}, ArrayRef<int64_t>{lanes},
+          ArrayRef<int64_t>{1}));
+    for (auto [t, column] : llvm::enumerate(transposeSquare(builder, loc,
+                                                            block)))
+      vector::StoreOp::create(builder, loc, column, transposed,
+                              ValueRange{index(d0 + t), firstKey});
+  }
+  for (int64_t d = wholeDims; d < headDim; ++d)
+    for (auto [j, row] : llvm::enumerate(tileRows))
+      memref::StoreOp::create(
+          builder, loc, vector::ExtractOp::create(builder, loc, row, d),
+          transposed,
+          ValueRange{index(d), arith::AddIOp::create(builder, loc, firstKey,
+                                                     index(j))});
+}
+
+SmallVector<Value> HostEmitter::rowBlockDots(Value rows, Value firstRow,
+                                             Value transposed,
+                                             const HostBlocking &blocking) {
+  const int64_t numRows = blocking.rowsPerStep,
+                vectors = blocking.keyVectors();
+  VectorType vectorType = keyVectorType(blocking);
+  Value zeros = arith::ConstantOp::create(
+      builder, loc, cast<TypedAttr>(builder.getZeroAttr(vectorType)));
+  SmallVector<Value> init(numRows * vectors, zeros);
+  auto dimLoop = scf::ForOp::create(builder, loc, index(0), index(headDim),
+                                    index(1), init);
+  OpBuilder::InsertionGuard guard(builder);
+  builder.setInsertionPointToStart(dimLoop.getBody());
+  Value d = dimLoop.getInductionVar();
+  SmallVector<Value> keyVectors;
+  for (int64_t c = 0; c < vectors; ++c)
+    keyVectors.push_back(vector::LoadOp::create(
+        builder, loc, vectorType, transposed,
+        ValueRange{d, index(c * blocking.keyLanes)}));
+  SmallVector<Value> updated;
+  for (int64_t r = 0; r < numRows; ++r) {
+    Value row = arith::AddIOp::create(builder, loc, firstRow, index(r));
+    Value rowElement =
+        memref::LoadOp::create(builder, loc, rows, ValueRange{row, d});
+    Value broadcastRow =
+        vector::BroadcastOp::create(builder, loc, vectorType, rowElement);
+    for (int64_t c = 0; c < vectors; ++c)
+      updated.push_back(vector::FMAOp::create(
+          builder, loc, broadcastRow, keyVectors[c],
+          dimLoop.getRegionIterArgs()[r * vectors + c]));
+  }
+  scf::YieldOp::create(builder, loc, updated);
+  return SmallVector<Value>(dimLoop.getResults());
+}
+
+LogicalResult
+HostEmitter::forEachRowBlock(Value numRows, const HostBlocking &blocking,
+                             function_ref<LogicalResult(Value)> body) {
+  auto blockLoop = scf::ForOp::create(builder, loc, index(0), numRows,
+                                      index(blocking.rowsPerStep));
+  OpBuilder::InsertionGuard guard(builder);
+  builder.setInsertionPointToStart(blockLoop.getBody());
+  return body(blockLoop.getInductionVar());
+}
+
+KeyVectorContext HostEmitter::rowOverKeys(const ElementContext &item,
+                                          Value qLo, Value row,
+                                          Value queryRows,
+                                          const HostBlocking &blocking) {
+  KeyVectorContext keys;
+  keys.row = item;
+  keys.row.qIdx = arith::AddIOp::create(builder, loc, qLo, row);
+  keys.row.queryRow = vector::LoadOp::create(
+      builder, loc, rowType(), queryRows, ValueRange{row, index(0)});
+  keys.lanes = blocking.keyLanes;
+  return keys;
+}
+
+FailureOr<Value>
+HostEmitter::base2ScoresOverKeys(KeyVectorContext &keys, int64_t keyVector,
+                                 Value kvLo, Value dots, Value keyBiasTile,
+                                 const HostBlocking &blocking) {
+  Value firstLane = index(keyVector * blocking.keyLanes);
+  keys.firstKey = arith::AddIOp::create(builder, loc, kvLo, firstLane);
+  keys.dots = dots;
+  if (!attention.getKeyBias().empty())
+    keys.keyBias = vector::LoadOp::create(builder, loc, keyVectorType(blocking),
+                                          keyBiasTile, firstLane);
+  FailureOr<Value> score = inlineRegionOverKeys(attention.getScore(), keys);
+  if (failed(score) || attention.getLog2Domain())
+    return score;
+  // Scores outside the log2 domain are brought to base 2 so that one exp2
+  // serves.
+  return arith::MulFOp::create(
+             builder, loc, *score,
+             vector::BroadcastOp::create(builder, loc, keyVectorType(blocking),
+                                         f32(M_LOG2E)))
+      .getResult();
+}
+
 FailureOr<std::pair<Value, Value>>
 HostEmitter::classifyTile(Value b, Value h, Value qLo, Value qHi, Value kvLo,
                           Value kvHi) {
@@ -350,4 +507,137 @@ HostEmitter::classifyTile(Value b, Value h, Value qLo, Value qHi, Value kvLo,
   if (failed(facts))
     return failure();
   return std::pair((*facts)[0], (*facts)[1]);
+}
+
+FailureOr<Value> HostEmitter::inlineRegionOverKeys(Region &region,
+                                                   KeyVectorContext &keys) {
+  Block &block = region.front();
+  const int64_t lanes = keys.lanes;
+  auto vectorOf = [&](Type scalar) { return VectorType::get({lanes}, scalar); };
+  // A value that varies over the keys is a vector; one that does not stays
+  // the scalar it is in the region.
+  auto varies = [](Value value) { return isa<VectorType>(value.getType()); };
+  auto broadcast = [&](Value value) -> Value {
+    if (varies(value))
+      return value;
+    return vector::BroadcastOp::create(builder, loc,
+                                       vectorOf(value.getType()), value);
+  };
+
+  IRMapping mapping;
+  // The region sees the indices in the whole sequence (the sequence
+  // block's offsets added); the keys' rows are read at the call's own.
+  Value firstKeys =
+      broadcast(arith::AddIOp::create(builder, loc, keys.firstKey, kvOffset));
+  Value keyIndices = arith::AddIOp::create(
+      builder, loc, firstKeys,
+      vector::StepOp::create(builder, loc, vectorOf(builder.getIndexType())));
+  SmallVector<Value> arguments{
+      keys.row.b, keys.row.h,
+      arith::AddIOp::create(builder, loc, keys.row.qIdx, qOffset), keyIndices};
+  llvm::append_range(arguments, params);
+  for (auto [argument, replacement] :
+       llvm::zip(block.getArguments(), arguments))
+    mapping.map(argument, replacement);
+
+  Value lastKey = arith::SubIOp::create(builder, loc, kvLen, index(1));
+  // One op evaluated for each key on its own, the lanes gathered back into
+  // vectors.
+  auto evaluatePerLane = [&](Operation &op) -> LogicalResult {
+    SmallVector<SmallVector<Value>> laneResults(op.getNumResults());
+    for (int64_t lane = 0; lane < lanes; ++lane) {
+      IRMapping laneMapping;
+      for (Value operand : op.getOperands()) {
+        Value mapped = mapping.lookupOrNull(operand);
+        if (mapped && varies(mapped))
+          mapped = vector::ExtractOp::create(builder, loc, mapped, lane);
+        if (mapped)
+          laneMapping.map(operand, mapped);
+      }
+      if (isa<attn::AttnDialect>(op.getDialect())) {
+        ElementContext element = keys.row;
+        element.kvIdx = minIndex(
+            arith::AddIOp::create(builder, loc, keys.firstKey, index(lane)),
+            lastKey);
+        if (keys.keyBias)
+          element.keyBias =
+              vector::ExtractOp::create(builder, loc, keys.keyBias, lane);
+        FailureOr<Value> value = materialize(&op, laneMapping, element);
+        if (failed(value))
+          return failure();
+        laneResults[0].push_back(*value);
+        continue;
+      }
+      Operation *laneOp = builder.clone(op, laneMapping);
+      for (auto [result, laneResult] :
+           llvm::zip(laneResults, laneOp->getResults()))
+        result.push_back(laneResult);
+    }
+    for (auto [result, values] : llvm::zip(op.getResults(), laneResults))
+      mapping.map(result, vector::FromElementsOp::create(
+                              builder, loc, vectorOf(result.getType()), values)
+                              .getResult());
+    return success();
+  };
+
+  for (Operation &op : block.without_terminator()) {
+    bool anyVarying = llvm::any_of(op.getOperands(), [&](Value operand) {
+      Value mapped = mapping.lookupOrNull(operand);
+      return mapped && varies(mapped);
+    });
+    // The ops that read the keys themselves.
+    if (isa<attn::ScaledDotOp>(op)) {
+      assert(keys.row.qScale && "scaled_dot without q_scale");
+      mapping.map(op.getResult(0),
+                  arith::MulFOp::create(builder, loc,
+                                        broadcast(keys.row.qScale), keys.dots)
+                      .getResult());
+      continue;
+    }
+    if (isa<attn::DotOp>(op)) {
+      mapping.map(op.getResult(0), keys.dots);
+      continue;
+    }
+    if (isa<attn::KeyBiasOp>(op)) {
+      if (!keys.keyBias)
+        return op.emitOpError("has no key_bias region to read");
+      mapping.map(op.getResult(0), keys.keyBias);
+      continue;
+    }
+    bool readsKeys = isa<attn::Dist2Op>(op) ||
+                     (isa<attn::Norm2Op>(op) &&
+                      cast<attn::Norm2Op>(op).getVector() == attn::Vector::k);
+    if (readsKeys || (anyVarying && (op.getNumRegions() ||
+                                     !OpTrait::hasElementwiseMappableTraits(
+                                         &op)))) {
+      if (failed(evaluatePerLane(op)))
+        return failure();
+      continue;
+    }
+    if (!anyVarying) {
+      // The same for every key of the row: evaluated once.
+      if (isa<attn::AttnDialect>(op.getDialect())) {
+        ElementContext element = keys.row;
+        element.kvIdx = keys.firstKey;
+        FailureOr<Value> value = materialize(&op, mapping, element);
+        if (failed(value))
+          return failure();
+        mapping.map(op.getResult(0), *value);
+      } else {
+        builder.clone(op, mapping);
+      }
+      continue;
+    }
+    // Elementwise arith/math: the same op on vectors, its scalar operands
+    // broadcast.
+    OperationState state(op.getLoc(), op.getName());
+    state.addAttributes(op.getAttrs());
+    for (Value operand : op.getOperands())
+      state.addOperands(broadcast(mapping.lookup(operand)));
+    for (Type type : op.getResultTypes())
+      state.addTypes(vectorOf(type));
+    Operation *vectorOp = builder.create(state);
+    mapping.map(op.getResults(), vectorOp->getResults());
+  }
+  return broadcast(mapping.lookup(block.getTerminator()->getOperand(0)));
 }

@@ -12,6 +12,7 @@
 
 #include "rbfc/Conversion/Host/HostBackward.h"
 #include "rbfc/Conversion/Host/HostEmitter.h"
+#include "rbfc/Conversion/Host/VectorExp2.h"
 #include "rbfc/Dialect/Attn/AttnOps.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -24,6 +25,7 @@
 #include "llvm/ADT/TypeSwitch.h"
 #include "llvm/Support/Debug.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -44,146 +46,200 @@ namespace {
 class HostKernelEmitter : HostEmitter {
 public:
   HostKernelEmitter(attn::AttentionOp attention, func::FuncOp kernel,
-                    int64_t tileM, int64_t tileN)
-      : HostEmitter(attention, kernel), tileM(tileM), tileN(tileN) {}
+                    const HostBlocking &blocking)
+      : HostEmitter(attention, kernel), blocking(blocking) {}
 
   LogicalResult emit();
 
 private:
-  /// Scores and online-softmax update of every row of the work item against
-  /// one key tile. `withMask` evaluates the mask per element.
-  LogicalResult emitTileRows(ElementContext &tile, Value qLo, Value numRows,
-                             Value kvLo, Value numKeys, bool withMask);
+  /// Scores and online-softmax update of every row block of the work item
+  /// against one key tile. `withMask` evaluates the mask per element.
+  LogicalResult emitKeyTile(ElementContext &item, Value qLo, Value numRows,
+                            Value kvLo, Value numKeys, bool withMask);
+  /// Scores of one row against the tile, the row's running max/sum update
+  /// and its weights into weightBlock; returns the accumulator rescale (null
+  /// under `none`).
+  FailureOr<Value> emitRowWeights(ElementContext &item, Value qLo,
+                                  Value firstRow, int64_t rowInBlock,
+                                  ArrayRef<Value> dots, Value kvLo,
+                                  Value numKeys, bool withMask);
+  /// acc += P * V for the row block: per key one value row, one FMA per row.
+  void emitWeightedValues(ElementContext &item, Value firstRow,
+                          ArrayRef<Value> rescales, Value kvLo, Value numKeys,
+                          bool withMask);
   LogicalResult emitFinalize(ElementContext &item, Value qLo, Value numRows);
 
-  int64_t tileM, tileN;
+  HostBlocking blocking;
   Value query, value, output, lse;
   // Per-thread scratch (stack): the work item's query rows, its
-  // accumulators, running max/sum, one key tile's key_bias values and one
-  // row's scores for the current key tile.
-  Value queryTile, accTile, rowMax, rowSum, keyBiasTile, scoreRow;
+  // accumulators, running max/sum, one key tile transposed and its key_bias
+  // values, and one row block's weights (and, with a mask, scores) for the
+  // current key tile.
+  Value queryTile, accTile, rowMax, rowSum, keyTransposed, keyBiasTile,
+      weightBlock, scoreBlock;
 };
 
-LogicalResult HostKernelEmitter::emitTileRows(ElementContext &tile, Value qLo,
-                                              Value numRows, Value kvLo,
-                                              Value numKeys, bool withMask) {
+FailureOr<Value> HostKernelEmitter::emitRowWeights(
+    ElementContext &item, Value qLo, Value firstRow, int64_t rowInBlock,
+    ArrayRef<Value> dots, Value kvLo, Value numKeys, bool withMask) {
   const bool softmax = attention.isSoftmax();
   const double negInf = -std::numeric_limits<double>::infinity();
-  auto rowLoop = scf::ForOp::create(builder, loc, index(0), numRows, index(1));
-  OpBuilder::InsertionGuard rowGuard(builder);
-  builder.setInsertionPointToStart(rowLoop.getBody());
-  Value row = rowLoop.getInductionVar();
-  ElementContext element = tile;
-  element.qIdx = arith::AddIOp::create(builder, loc, qLo, row);
-  element.queryRow = vector::LoadOp::create(builder, loc, rowType(),
-                                            queryTile, ValueRange{row, index(0)});
+  const int64_t lanes = blocking.keyLanes;
+  auto broadcast = [&](Value scalar) -> Value {
+    return vector::BroadcastOp::create(builder, loc, keyVectorType(blocking),
+                                       scalar);
+  };
+  Value row = arith::AddIOp::create(builder, loc, firstRow, index(rowInBlock));
+  KeyVectorContext keys = rowOverKeys(item, qLo, row, queryTile, blocking);
+  Value laneIndices = vector::StepOp::create(
+      builder, loc, VectorType::get({lanes}, builder.getIndexType()));
 
-  // Scores of the row against the tile, into scoreRow; softmax also needs
-  // their maximum. Masked elements score -inf (weight 0).
-  SmallVector<Value> maxInit;
-  if (softmax)
-    maxInit.push_back(f32(negInf));
-  auto scoreLoop =
-      scf::ForOp::create(builder, loc, index(0), numKeys, index(1), maxInit);
-  {
-    OpBuilder::InsertionGuard guard(builder);
-    builder.setInsertionPointToStart(scoreLoop.getBody());
-    Value j = scoreLoop.getInductionVar();
-    element.kvIdx = arith::AddIOp::create(builder, loc, kvLo, j);
-    if (!attention.getKeyBias().empty())
-      element.keyBias = memref::LoadOp::create(builder, loc, keyBiasTile, j);
-    FailureOr<Value> score = inlineElementRegion(attention.getScore(), element);
+  // Scores (log2 domain) of the row, keyLanes keys per vector; masked keys
+  // and lanes past the tile's last key score -inf (weight 0).
+  SmallVector<Value> scores;
+  for (int64_t c = 0; c < blocking.keyVectors(); ++c) {
+    FailureOr<Value> score =
+        base2ScoresOverKeys(keys, c, kvLo, dots[c], keyBiasTile, blocking);
     if (failed(score))
       return failure();
     Value s = *score;
-    // Non-log2-domain scores are brought to base 2 so that one exp2 serves.
-    if (!attention.getLog2Domain())
-      s = arith::MulFOp::create(builder, loc, s, f32(M_LOG2E));
     if (withMask) {
-      FailureOr<Value> kept = inlineElementRegion(attention.getMask(), element);
+      FailureOr<Value> kept = inlineRegionOverKeys(attention.getMask(), keys);
       if (failed(kept))
         return failure();
-      s = arith::SelectOp::create(builder, loc, *kept, s, f32(negInf));
+      s = arith::SelectOp::create(builder, loc, *kept, s,
+                                  broadcast(f32(negInf)));
     }
-    memref::StoreOp::create(builder, loc, s, scoreRow, j);
-    // Without iteration arguments the loop already ends in a yield.
-    if (softmax)
-      scf::YieldOp::create(builder, loc,
-                           ValueRange{arith::MaximumFOp::create(
-                               builder, loc, scoreLoop.getRegionIterArgs()[0],
-                               s)});
+    Value inTile = arith::CmpIOp::create(
+        builder, loc, arith::CmpIPredicate::slt,
+        arith::AddIOp::create(builder, loc, laneIndices,
+                              vector::BroadcastOp::create(
+                                  builder, loc, laneIndices.getType(),
+                                  index(c * lanes))),
+        vector::BroadcastOp::create(builder, loc, laneIndices.getType(),
+                                    numKeys));
+    scores.push_back(arith::SelectOp::create(builder, loc, inTile, s,
+                                             broadcast(f32(negInf))));
   }
 
-  Value acc = vector::LoadOp::create(builder, loc, rowType(), accTile,
-                                     ValueRange{row, index(0)});
-  Value sum = memref::LoadOp::create(builder, loc, rowSum, row);
   // The weight of a score s is exp2(s - shift). Under `none` the shift is 0
   // (the weights are exp(score) as they are); under softmax it is the
   // running maximum, and the old sum and accumulator are rescaled.
-  Value shift = f32(0);
+  Value sum = memref::LoadOp::create(builder, loc, rowSum, row);
+  Value shift = f32(0), rescale;
   if (softmax) {
+    Value tileMax = scores.front();
+    for (Value s : ArrayRef(scores).drop_front())
+      tileMax = arith::MaximumFOp::create(builder, loc, tileMax, s);
     Value oldMax = memref::LoadOp::create(builder, loc, rowMax, row);
-    Value newMax = arith::MaximumFOp::create(builder, loc, oldMax,
-                                             scoreLoop.getResult(0));
+    Value newMax = arith::MaximumFOp::create(
+        builder, loc, oldMax,
+        vector::ReductionOp::create(builder, loc,
+                                    vector::CombiningKind::MAXIMUMF, tileMax));
     memref::StoreOp::create(builder, loc, newMax, rowMax, row);
     // While every key so far is masked the maximum is -inf; shifting by 0
     // then keeps exp2(-inf - shift) = 0 instead of exp2(-inf + inf) = NaN.
-    Value noneKept = arith::CmpFOp::create(builder, loc,
-                                           arith::CmpFPredicate::OEQ, newMax,
-                                           f32(negInf));
+    Value noneKept = arith::CmpFOp::create(
+        builder, loc, arith::CmpFPredicate::OEQ, newMax, f32(negInf));
     shift = arith::SelectOp::create(builder, loc, noneKept, f32(0), newMax);
-    Value delta = arith::SubFOp::create(builder, loc, oldMax, shift);
-    Value rescale = math::Exp2Op::create(builder, loc, delta);
+    rescale = math::Exp2Op::create(
+        builder, loc, arith::SubFOp::create(builder, loc, oldMax, shift));
     sum = arith::MulFOp::create(builder, loc, sum, rescale);
-    Value rescaleRow = vector::BroadcastOp::create(builder, loc, rowType(),
-                                                   rescale);
-    acc = arith::MulFOp::create(builder, loc, acc, rescaleRow);
   }
+  Value weightSum;
+  Value blockRow = index(rowInBlock);
+  for (auto [c, s] : llvm::enumerate(scores)) {
+    Value firstLane = index(c * lanes);
+    Value weight = createExp2(
+        builder, loc, arith::SubFOp::create(builder, loc, s, broadcast(shift)));
+    weightSum = weightSum ? arith::AddFOp::create(builder, loc, weightSum,
+                                                  weight)
+                          : weight;
+    vector::StoreOp::create(builder, loc, weight, weightBlock,
+                            ValueRange{blockRow, firstLane});
+    if (withMask)
+      vector::StoreOp::create(builder, loc, s, scoreBlock,
+                              ValueRange{blockRow, firstLane});
+  }
+  sum = arith::AddFOp::create(
+      builder, loc, sum,
+      vector::ReductionOp::create(builder, loc, vector::CombiningKind::ADD,
+                                  weightSum, Value(),
+                                  arith::FastMathFlags::reassoc));
+  memref::StoreOp::create(builder, loc, sum, rowSum, row);
+  return rescale;
+}
 
-  auto pvLoop = scf::ForOp::create(builder, loc, index(0), numKeys, index(1),
-                                   ValueRange{sum, acc});
+void HostKernelEmitter::emitWeightedValues(ElementContext &item,
+                                           Value firstRow,
+                                           ArrayRef<Value> rescales,
+                                           Value kvLo, Value numKeys,
+                                           bool withMask) {
+  const double negInf = -std::numeric_limits<double>::infinity();
+  SmallVector<Value> rows, accs;
+  for (auto [r, rescale] : llvm::enumerate(rescales)) {
+    rows.push_back(arith::AddIOp::create(builder, loc, firstRow, index(r)));
+    Value acc = vector::LoadOp::create(builder, loc, rowType(), accTile,
+                                       ValueRange{rows.back(), index(0)});
+    if (rescale)
+      acc = arith::MulFOp::create(
+          builder, loc, acc,
+          vector::BroadcastOp::create(builder, loc, rowType(), rescale));
+    accs.push_back(acc);
+  }
+  // Each value row is loaded (and widened) once for all rows of the block.
+  auto keyLoop =
+      scf::ForOp::create(builder, loc, index(0), numKeys, index(1), accs);
   {
     OpBuilder::InsertionGuard guard(builder);
-    builder.setInsertionPointToStart(pvLoop.getBody());
-    Value j = pvLoop.getInductionVar();
-    Value kvIdx = arith::AddIOp::create(builder, loc, kvLo, j);
-    Value s = memref::LoadOp::create(builder, loc, scoreRow, j);
-    auto accumulate = [&](OpBuilder &b, Location l) {
-      Value weight = math::Exp2Op::create(
-          b, l, arith::SubFOp::create(b, l, s, shift));
-      Value newSum = arith::AddFOp::create(b, l, pvLoop.getRegionIterArgs()[0],
-                                           weight);
-      OpBuilder::InsertionGuard inner(builder);
-      builder.setInsertionPoint(b.getInsertionBlock(), b.getInsertionPoint());
-      Value valueRow = loadRow(value, tile.b, tile.kvHead, kvIdx);
-      Value weightRow = vector::BroadcastOp::create(b, l, rowType(), weight);
-      Value newAcc = vector::FMAOp::create(b, l, weightRow, valueRow,
-                                           pvLoop.getRegionIterArgs()[1]);
-      return SmallVector<Value>{newSum, newAcc};
-    };
-    if (withMask) {
-      // A masked key must not touch the accumulator at all: 0 * v is NaN
-      // when v is NaN or inf, and a masked value row must not leak.
-      Value kept = arith::CmpFOp::create(builder, loc,
-                                         arith::CmpFPredicate::UNE, s,
-                                         f32(negInf));
-      auto ifOp = scf::IfOp::create(
-          builder, loc, kept,
-          [&](OpBuilder &b, Location l) {
-            scf::YieldOp::create(b, l, accumulate(b, l));
-          },
-          [&](OpBuilder &b, Location l) {
-            scf::YieldOp::create(b, l, pvLoop.getRegionIterArgs());
-          });
-      scf::YieldOp::create(builder, loc, ifOp.getResults());
-    } else {
-      scf::YieldOp::create(builder, loc, accumulate(builder, loc));
+    builder.setInsertionPointToStart(keyLoop.getBody());
+    Value j = keyLoop.getInductionVar();
+    Value valueRow = loadRow(value, item.b, item.kvHead,
+                             arith::AddIOp::create(builder, loc, kvLo, j));
+    SmallVector<Value> updated;
+    for (auto [r, acc] : llvm::enumerate(keyLoop.getRegionIterArgs())) {
+      SmallVector<Value, 2> at{index(r), j};
+      Value weight = memref::LoadOp::create(builder, loc, weightBlock, at);
+      Value next = vector::FMAOp::create(
+          builder, loc,
+          vector::BroadcastOp::create(builder, loc, rowType(), weight),
+          valueRow, acc);
+      if (withMask) {
+        // A masked key must not touch the accumulator at all: 0 * v is NaN
+        // when v is NaN or inf, and a masked value row must not leak.
+        Value kept = arith::CmpFOp::create(
+            builder, loc, arith::CmpFPredicate::UNE,
+            memref::LoadOp::create(builder, loc, scoreBlock, at), f32(negInf));
+        next = arith::SelectOp::create(builder, loc, kept, next, acc);
+      }
+      updated.push_back(next);
     }
+    scf::YieldOp::create(builder, loc, updated);
   }
-  memref::StoreOp::create(builder, loc, pvLoop.getResult(0), rowSum, row);
-  vector::StoreOp::create(builder, loc, pvLoop.getResult(1), accTile,
-                          ValueRange{row, index(0)});
-  return success();
+  for (auto [row, acc] : llvm::zip(rows, keyLoop.getResults()))
+    vector::StoreOp::create(builder, loc, acc, accTile,
+                            ValueRange{row, index(0)});
+}
+
+LogicalResult HostKernelEmitter::emitKeyTile(ElementContext &item, Value qLo,
+                                             Value numRows, Value kvLo,
+                                             Value numKeys, bool withMask) {
+  return forEachRowBlock(numRows, blocking, [&](Value firstRow) {
+    SmallVector<Value> dots =
+        rowBlockDots(queryTile, firstRow, keyTransposed, blocking);
+    SmallVector<Value> rescales;
+    const int64_t vectors = blocking.keyVectors();
+    for (int64_t r = 0; r < blocking.rowsPerStep; ++r) {
+      FailureOr<Value> rescale = emitRowWeights(
+          item, qLo, firstRow, r, ArrayRef(dots).slice(r * vectors, vectors),
+          kvLo, numKeys, withMask);
+      if (failed(rescale))
+        return failure();
+      rescales.push_back(*rescale);
+    }
+    emitWeightedValues(item, firstRow, rescales, kvLo, numKeys, withMask);
+    return success();
+  });
 }
 
 LogicalResult HostKernelEmitter::emitFinalize(ElementContext &item, Value qLo,
@@ -265,7 +321,7 @@ LogicalResult HostKernelEmitter::emit() {
 
   bindSizes(query, key);
   Value numQTiles = arith::CeilDivSIOp::create(builder, loc, qLen,
-                                               index(tileM));
+                                               index(blocking.tileM));
   Value group = arith::DivSIOp::create(builder, loc, heads, kvHeads);
 
   Type f32Type = builder.getF32Type();
@@ -273,12 +329,19 @@ LogicalResult HostKernelEmitter::emit() {
     return memref::AllocaOp::create(builder, loc,
                                     MemRefType::get(shape, f32Type));
   };
-  queryTile = scratch({tileM, headDim});
-  accTile = scratch({tileM, headDim});
-  rowMax = scratch({tileM});
-  rowSum = scratch({tileM});
-  keyBiasTile = scratch({tileN});
-  scoreRow = scratch({tileN});
+  // Row blocks of the last query tile may reach past q_len, key vectors
+  // past the tile: the scratch holds whole blocks and vectors.
+  const int64_t paddedTileM = blocking.paddedTileM();
+  const int64_t paddedTileN = blocking.paddedTileN();
+  queryTile = scratch({paddedTileM, headDim});
+  accTile = scratch({paddedTileM, headDim});
+  rowMax = scratch({paddedTileM});
+  rowSum = scratch({paddedTileM});
+  keyTransposed = scratch({headDim, paddedTileN});
+  keyBiasTile = scratch({paddedTileN});
+  weightBlock = scratch({blocking.rowsPerStep, paddedTileN});
+  if (!attention.getMask().empty())
+    scoreBlock = scratch({blocking.rowsPerStep, paddedTileN});
 
   auto workLoop =
       scf::ForOp::create(builder, loc, workBegin, workEnd, index(1));
@@ -291,8 +354,8 @@ LogicalResult HostKernelEmitter::emit() {
   item.h = arith::RemSIOp::create(builder, loc, batchHead, heads);
   item.b = arith::DivSIOp::create(builder, loc, batchHead, heads);
   item.kvHead = arith::DivSIOp::create(builder, loc, item.h, group);
-  Value qLo = arith::MulIOp::create(builder, loc, qTile, index(tileM));
-  Value numRows = minIndex(index(tileM),
+  Value qLo = arith::MulIOp::create(builder, loc, qTile, index(blocking.tileM));
+  Value numRows = minIndex(index(blocking.tileM),
                            arith::SubIOp::create(builder, loc, qLen, qLo));
   Value qHi = arith::SubIOp::create(
       builder, loc, arith::AddIOp::create(builder, loc, qLo, numRows),
@@ -309,13 +372,22 @@ LogicalResult HostKernelEmitter::emit() {
     item.qScale = *qScale;
   }
 
-  // Stage the work item's query rows as f32 and reset the running state.
+  // Stage the work item's query rows as f32 and reset the running state,
+  // for whole row blocks: rows past q_len repeat the last query row (finite
+  // values whose results are never stored).
   {
-    auto init = scf::ForOp::create(builder, loc, index(0), numRows, index(1));
+    Value blockedRows = arith::MulIOp::create(
+        builder, loc,
+        arith::CeilDivSIOp::create(builder, loc, numRows,
+                                   index(blocking.rowsPerStep)),
+        index(blocking.rowsPerStep));
+    auto init =
+        scf::ForOp::create(builder, loc, index(0), blockedRows, index(1));
     OpBuilder::InsertionGuard guard(builder);
     builder.setInsertionPointToStart(init.getBody());
     Value row = init.getInductionVar();
-    Value qIdx = arith::AddIOp::create(builder, loc, qLo, row);
+    Value qIdx = minIndex(arith::AddIOp::create(builder, loc, qLo, row),
+                          arith::SubIOp::create(builder, loc, qLen, index(1)));
     vector::StoreOp::create(builder, loc, loadRow(query, item.b, item.h, qIdx),
                             queryTile, ValueRange{row, index(0)});
     Value zeros = arith::ConstantOp::create(
@@ -329,12 +401,13 @@ LogicalResult HostKernelEmitter::emit() {
   }
 
   LogicalResult status = success();
-  auto kvLoop = scf::ForOp::create(builder, loc, index(0), kvLen, index(tileN));
+  auto kvLoop = scf::ForOp::create(builder, loc, index(0), kvLen,
+                                   index(blocking.tileN));
   {
     OpBuilder::InsertionGuard guard(builder);
     builder.setInsertionPointToStart(kvLoop.getBody());
     Value kvLo = kvLoop.getInductionVar();
-    Value numKeys = minIndex(index(tileN),
+    Value numKeys = minIndex(index(blocking.tileN),
                              arith::SubIOp::create(builder, loc, kvLen, kvLo));
     Value kvHi = arith::SubIOp::create(
         builder, loc, arith::AddIOp::create(builder, loc, kvLo, numKeys),
@@ -364,21 +437,22 @@ LogicalResult HostKernelEmitter::emit() {
         return failure();
       memref::StoreOp::create(builder, loc, *bias, keyBiasTile, j);
     }
+    packTransposed(key, item.b, item.kvHead, kvLo, keyTransposed, blocking);
 
     if (attention.getMask().empty()) {
-      status = emitTileRows(item, qLo, numRows, kvLo, numKeys,
-                            /*withMask=*/false);
+      status = emitKeyTile(item, qLo, numRows, kvLo, numKeys,
+                           /*withMask=*/false);
     } else {
       // All-kept tiles skip the per-element mask; the rest evaluate it.
       auto ifKept = scf::IfOp::create(builder, loc, classes->first,
                                       /*withElseRegion=*/true);
       OpBuilder::InsertionGuard keptGuard(builder);
       builder.setInsertionPointToStart(&ifKept.getThenRegion().front());
-      LogicalResult kept = emitTileRows(item, qLo, numRows, kvLo, numKeys,
-                                        /*withMask=*/false);
+      LogicalResult kept = emitKeyTile(item, qLo, numRows, kvLo, numKeys,
+                                       /*withMask=*/false);
       builder.setInsertionPointToStart(&ifKept.getElseRegion().front());
-      LogicalResult partial = emitTileRows(item, qLo, numRows, kvLo, numKeys,
-                                           /*withMask=*/true);
+      LogicalResult partial = emitKeyTile(item, qLo, numRows, kvLo, numKeys,
+                                          /*withMask=*/true);
       status = success(succeeded(kept) && succeeded(partial));
     }
   }
@@ -391,14 +465,31 @@ LogicalResult HostKernelEmitter::emit() {
   return success();
 }
 
+/// Rows per forward step when the option leaves it to the pass: as many as
+/// keep a step's accumulators in vector registers, both the scores (rows x
+/// key vectors, plus the key vectors loaded) and P*V (rows x head_dim f32,
+/// plus the value row loaded); at most 4, beyond which the K^T and V tiles
+/// are already reused enough. x86 has 32 vector registers with AVX-512 (16
+/// lanes) and 16 with AVX2 and below.
+static int64_t chooseRowsPerStep(int64_t headDim, int64_t tileN,
+                                 int64_t keyLanes) {
+  const int64_t registers = keyLanes >= 16 ? 32 : 16;
+  const int64_t rowVectors = llvm::divideCeil(headDim, keyLanes);
+  const int64_t scoreVectors = llvm::divideCeil(tileN, keyLanes);
+  int64_t rows = std::min((registers - rowVectors) / rowVectors,
+                          (registers - scoreVectors) / scoreVectors);
+  return std::clamp<int64_t>(rows, 1, 4);
+}
+
 struct AttnLowerToHost
     : public rbfc::impl::AttnLowerToHostBase<AttnLowerToHost> {
   using AttnLowerToHostBase::AttnLowerToHostBase;
 
   void runOnOperation() override {
-    if (tileM < 1 || tileN < 1) {
-      getOperation().emitError("attn-lower-to-host: tile-m and tile-n must be "
-                               "positive");
+    if (tileM < 1 || tileN < 1 || rowsPerStep < 0 || keyLanes < 1) {
+      getOperation().emitError("attn-lower-to-host: tile-m, tile-n and "
+                               "key-lanes must be positive, rows-per-step "
+                               "positive or 0 (chosen by the pass)");
       return signalPassFailure();
     }
     auto functions = llvm::to_vector(getOperation().getOps<func::FuncOp>());
@@ -450,20 +541,30 @@ struct AttnLowerToHost
     kernel->setAttr("llvm.emit_c_interface", b.getUnitAttr());
     kernel->setAttr("rbfc.tile_m", b.getI64IntegerAttr(tileM));
     kernel->setAttr("rbfc.tile_n", b.getI64IntegerAttr(tileN));
-    HostKernelEmitter emitter(attention, kernel, tileM, tileN);
+    HostBlocking blocking{
+        tileM, tileN,
+        rowsPerStep ? rowsPerStep
+                    : chooseRowsPerStep(headDim, tileN, keyLanes),
+        keyLanes};
+    kernel->setAttr("rbfc.rows_per_step",
+                    b.getI64IntegerAttr(blocking.rowsPerStep));
+    kernel->setAttr("rbfc.key_lanes", b.getI64IntegerAttr(keyLanes));
+    HostKernelEmitter emitter(attention, kernel, blocking);
     if (failed(emitter.emit())) {
       kernel.erase();
       return failure();
     }
     if (attention.hasBackward() &&
         failed(buildHostBackward(attention, moduleBuilder, function.getName(),
-                                 tileM, tileN))) {
+                                 blocking))) {
       kernel.erase();
       return failure();
     }
     LLVM_DEBUG(llvm::dbgs() << "attn-lower-to-host: built @"
                             << kernel.getName() << " (tile_m " << tileM
-                            << ", tile_n " << tileN << ")\n");
+                            << ", tile_n " << tileN << ", "
+                            << blocking.rowsPerStep << " rows x " << keyLanes
+                            << "-key vectors)\n");
     function.erase();
     return success();
   }

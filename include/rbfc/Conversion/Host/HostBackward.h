@@ -2,6 +2,7 @@
 #ifndef RBFC_CONVERSION_HOST_HOSTBACKWARD_H
 #define RBFC_CONVERSION_HOST_HOSTBACKWARD_H
 
+#include "rbfc/Conversion/Host/HostEmitter.h"
 #include "rbfc/Dialect/Attn/AttnOps.h"
 
 #include "mlir/IR/Builders.h"
@@ -10,12 +11,12 @@ namespace rbfc::host {
 
 /// Adds, at the builder's insertion point, the backward functions of the
 /// derived op `attention` whose forward function is `name`: NAME_bwd_rows,
-/// NAME_bwd_dkdv and NAME_bwd_dq (docs/host-backend.md, "Backward"), tiled
-/// as the forward with `tileM` query rows and `tileN` keys.
+/// NAME_bwd_dkdv and NAME_bwd_dq (docs/host-backend.md, "Backward"),
+/// blocked as the forward.
 mlir::LogicalResult buildHostBackward(rbfc::attn::AttentionOp attention,
                                       mlir::OpBuilder &moduleBuilder,
-                                      llvm::StringRef name, int64_t tileM,
-                                      int64_t tileN);
+                                      llvm::StringRef name,
+                                      const HostBlocking &blocking);
 
 } // namespace rbfc::host
 

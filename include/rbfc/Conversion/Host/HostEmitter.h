@@ -15,6 +15,7 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinTypes.h"
+#include "llvm/Support/MathExtras.h"
 
 #include <functional>
 
@@ -65,6 +66,34 @@ struct ElementContext {
   const GradientSinks *sinks = nullptr;
 };
 
+/// How the blocked kernels cut their work: `tileM` query rows per work item
+/// and `tileN` keys per key tile; scores are computed `rowsPerStep` rows by
+/// the whole key tile at a time, as vectors of `keyLanes` keys.
+struct HostBlocking {
+  int64_t tileM, tileN, rowsPerStep, keyLanes;
+  int64_t keyVectors() const { return llvm::divideCeil(tileN, keyLanes); }
+  int64_t paddedTileN() const { return keyVectors() * keyLanes; }
+  int64_t paddedTileM() const { return llvm::alignTo(tileM, rowsPerStep); }
+};
+
+/// What a score or mask region reads for one query row against `lanes`
+/// consecutive keys `firstKey`, `firstKey + 1`, ...: the region is evaluated
+/// once for all of them, its kv_idx being a vector<lanes x index> and every
+/// value that depends on kv_idx a vector as well (the regions are
+/// elementwise over (q_idx, kv_idx)).
+struct KeyVectorContext {
+  /// b, h, kvHead, qIdx, queryRow and qScale of the row; `row.kvIdx` and
+  /// `row.keyBias` are not used.
+  ElementContext row;
+  mlir::Value firstKey;
+  int64_t lanes = 0;
+  /// vector<lanes x f32>: q . k of each key (scaled_dot is q_scale times it).
+  mlir::Value dots;
+  /// vector<lanes x f32>: the key_bias region's value of each key; null when
+  /// the op has none.
+  mlir::Value keyBias;
+};
+
 /// Builds host code for one attention op inside one generated function.
 /// Subclasses bind the tensors, sizes, parameters and captures from their
 /// function's arguments, then emit their schedule with these helpers.
@@ -93,6 +122,50 @@ protected:
   /// The single value an element region yields.
   mlir::FailureOr<mlir::Value> inlineElementRegion(mlir::Region &region,
                                                    ElementContext &element);
+  /// The vector<lanes x T> a score or mask region (yielding T) gives for the
+  /// keys of `keys`. Ops that only read b, h, q_idx and parameters stay
+  /// scalar; elementwise ops on kv_idx-dependent values become vector ops;
+  /// what has no vector form here (a capture load at a kv_idx-dependent
+  /// index, dist2, norm2 k) is evaluated lane by lane, at kv_idx clamped to
+  /// kv_len - 1 so that lanes past the last key never read out of bounds.
+  mlir::FailureOr<mlir::Value> inlineRegionOverKeys(mlir::Region &region,
+                                                    KeyVectorContext &keys);
+  /// vector<keyLanes x f32>.
+  mlir::VectorType keyVectorType(const HostBlocking &blocking);
+  /// Rows [kvLo, kvLo + paddedTileN) of `tensor` at (b, head), as f32, into
+  /// `transposed` ([head_dim, paddedTileN] f32 scratch), so that one vector
+  /// load gives a head_dim element of keyLanes consecutive rows. Rows past
+  /// kv_len repeat the last one (finite values the schedules mask out).
+  void packTransposed(mlir::Value tensor, mlir::Value b, mlir::Value head,
+                      mlir::Value kvLo, mlir::Value transposed,
+                      const HostBlocking &blocking);
+  /// The dot products of rows firstRow .. firstRow + rowsPerStep - 1 of
+  /// `rows` ([*, head_dim] f32 scratch) with every column of `transposed`:
+  /// rowsPerStep x keyVectors accumulators (row-major), each a vector of
+  /// keyLanes columns, updated by one FMA per head_dim element (no
+  /// horizontal sums).
+  llvm::SmallVector<mlir::Value> rowBlockDots(mlir::Value rows,
+                                              mlir::Value firstRow,
+                                              mlir::Value transposed,
+                                              const HostBlocking &blocking);
+  /// Runs `body(firstRow)` inside an scf.for over the blocks of rowsPerStep
+  /// rows that cover [0, numRows).
+  mlir::LogicalResult
+  forEachRowBlock(mlir::Value numRows, const HostBlocking &blocking,
+                  llvm::function_ref<mlir::LogicalResult(mlir::Value)> body);
+  /// The inlineRegionOverKeys context of row `row` of the staged query rows
+  /// `queryRows` ([*, head_dim] f32), whose query index is qLo + row.
+  KeyVectorContext rowOverKeys(const ElementContext &item, mlir::Value qLo,
+                               mlir::Value row, mlir::Value queryRows,
+                               const HostBlocking &blocking);
+  /// The scores, in base 2, of the row of `keys` against key vector
+  /// `keyVector` of the tile from kvLo, given their q . k in `dots` and the
+  /// tile's key_bias values in `keyBiasTile` (read when the op has a
+  /// key_bias region). Leaves `keys` at that key vector, for the mask.
+  mlir::FailureOr<mlir::Value>
+  base2ScoresOverKeys(KeyVectorContext &keys, int64_t keyVector,
+                      mlir::Value kvLo, mlir::Value dots,
+                      mlir::Value keyBiasTile, const HostBlocking &blocking);
   /// The tile_class facts (all_kept, all_masked) of a tile.
   mlir::FailureOr<std::pair<mlir::Value, mlir::Value>>
   classifyTile(mlir::Value b, mlir::Value h, mlir::Value qLo, mlir::Value qHi,

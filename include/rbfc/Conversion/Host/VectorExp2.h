@@ -1,0 +1,25 @@
+//===- VectorExp2.h - exp2 of f32 vectors without libm ----------*- C++ -*-===//
+//
+// The host schedules take one exp2 per attention weight. math.exp2 on a
+// vector becomes one libm call per element on x86 (LLVM has no vector exp2
+// instruction there), so the schedules build it from arithmetic instead.
+//
+//===----------------------------------------------------------------------===//
+#ifndef RBFC_CONVERSION_HOST_VECTOREXP2_H
+#define RBFC_CONVERSION_HOST_VECTOREXP2_H
+
+#include "mlir/IR/Builders.h"
+
+namespace rbfc::host {
+
+/// 2^x for an f32 or vector-of-f32 `x`, with straight-line arithmetic (no
+/// call): 2^x = 2^n * 2^f with n = round(x), f = x - n in [-1/2, 1/2], 2^f
+/// from a degree-7 polynomial (relative error below 1e-7) and 2^n built in
+/// the exponent bits. x < -126 (including -inf) gives 0, x >= 128 and +inf
+/// give +inf, NaN gives NaN.
+mlir::Value createExp2(mlir::OpBuilder &builder, mlir::Location loc,
+                       mlir::Value x);
+
+} // namespace rbfc::host
+
+#endif // RBFC_CONVERSION_HOST_VECTOREXP2_H
