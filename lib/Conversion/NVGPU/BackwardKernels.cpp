@@ -297,12 +297,6 @@ public:
     OpBuilder::InsertionGuard guard(b);
     gpu::GPUFuncOp func =
         declare(module, name, kSmallKernelThreads / kThreadsPerWarp);
-    // A lane issues all its loads before it sums: with several chunks a
-    // lane ptxas's default occupancy target spilled them (20 bytes in 47
-    // registers at head_dim 112); one block per multiprocessor lets it
-    // keep them in registers (72).
-    if (chunksPerLane() > 1)
-      setBlocksPerMultiprocessor(func, 1);
     Value head = gpu::BlockIdOp::create(b, gpu::Dimension::y);
     BackwardWorkspace space = workspace();
     Value row =
@@ -681,18 +675,10 @@ FailureOr<DictionaryAttr> rbfc::buildBackwardKernels(attn::AttentionOp op,
   // Beside head_dim-wide dK and dV (or dQ and the resident Q and dO
   // fragments), 64-column S and dP fragments spilled from head_dim 64 on
   // (ptxas -v, dK/dV kernel: alibi 60-68 bytes and rbf 8-56 at 64, rbf
-  // 236-296 at 128). 32-column tiles halve them, which is enough at 64;
-  // from 80 the dK/dV kernel takes 16-query tiles (32: 4-64 bytes at
-  // 80-112, 120-288 at 128; 16: 0-12 at 80-112, 44-104 at 128,
-  // scripts/ptxas-spills.sh). The dQ kernel (128 threads) took 168
-  // registers and spilled 8-20 bytes at 80 on sm_90a: ptxas aimed at
-  // three blocks unless told one. None of this is timed.
-  if (config.headDim >= 48) {
+  // 236-296 at 128). 32-column tiles halve them: nothing spills at 64, and
+  // 120-192 bytes still do at 128 (scripts/ptxas-spills.sh).
+  if (config.headDim >= 48)
     config.keyValueQueryTile = config.queryKeyTile = 32;
-    config.blocksPerSM = 1;
-  }
-  if (config.headDim >= 80)
-    config.keyValueQueryTile = 16;
   GradientSlots slots(op);
   ImplicitLocOpBuilder b(op.getLoc(), op.getContext());
   std::string prefix = forwardName.str();

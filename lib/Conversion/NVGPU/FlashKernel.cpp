@@ -759,7 +759,8 @@ FailureOr<gpu::GPUFuncOp> rbfc::buildFlashKernel(attn::AttentionOp op,
   block.locate(/*byKvHead=*/false);
   // PTX's .minnctapersm: ptxas caps the registers so that many blocks fit.
   if (config.blocksPerSM > 0)
-    setBlocksPerMultiprocessor(func, config.blocksPerSM);
+    func->setAttr(NVVM::NVVMDialect::getMinctasmAttrName(),
+                  b.getI32IntegerAttr(config.blocksPerSM));
   FailureOr<int64_t> sharedBytes =
       FlashSchedule(b, op, config, workspace, block, fragment).build();
   if (failed(sharedBytes))

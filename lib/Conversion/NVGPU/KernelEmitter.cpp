@@ -3,7 +3,6 @@
 
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
-#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 
 using namespace mlir;
@@ -53,12 +52,6 @@ void rbfc::allowContraction(gpu::GPUFuncOp func) {
     op->setAttr(op.getFastMathAttrName(),
                 arith::FastMathFlagsAttr::get(func.getContext(), flags));
   });
-}
-
-void rbfc::setBlocksPerMultiprocessor(gpu::GPUFuncOp func, int64_t blocks) {
-  func->setAttr(NVVM::NVVMDialect::getMinctasmAttrName(),
-                IntegerAttr::get(IntegerType::get(func.getContext(), 32),
-                                 blocks));
 }
 
 Value KernelEmitter::elementPointer(Value memref, Value offset) {

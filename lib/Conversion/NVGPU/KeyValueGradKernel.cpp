@@ -449,8 +449,6 @@ FailureOr<int64_t> KeyValueGradKernel::build(gpu::GPUModuleOp module,
                                              StringRef name) {
   OpBuilder::InsertionGuard guard(b);
   gpu::GPUFuncOp func = declare(module, name, config.keyValueWarps);
-  if (config.blocksPerSM > 0)
-    setBlocksPerMultiprocessor(func, config.blocksPerSM);
   LLVM_DEBUG(llvm::dbgs() << "S^T: " << scoreLayout
                           << "\ndK, dV: " << gradLayout << "\n");
   kvHead = gpu::BlockIdOp::create(b, gpu::Dimension::y);

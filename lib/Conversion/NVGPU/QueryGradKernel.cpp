@@ -338,8 +338,6 @@ FailureOr<int64_t> QueryGradKernel::build(gpu::GPUModuleOp module,
                                           StringRef name) {
   OpBuilder::InsertionGuard guard(b);
   gpu::GPUFuncOp func = declare(module, name, config.queryWarps);
-  if (config.blocksPerSM > 0)
-    setBlocksPerMultiprocessor(func, config.blocksPerSM);
   LLVM_DEBUG(llvm::dbgs() << "S: " << scoreLayout << "\ndQ: " << gradLayout
                           << "\n");
   head = gpu::BlockIdOp::create(b, gpu::Dimension::y);

@@ -22,8 +22,7 @@ namespace rbfc {
 /// The backward's tiles and static facts. Both gradient kernels give each
 /// warp one m16 atom of rows: 128 keys per dK/dV block (8 warps) against
 /// 64-query tiles, 64 queries per dQ block (4 warps) against 64-key tiles
-/// (32-query and 32-key tiles from head_dim 48, 16-query tiles from 80;
-/// buildBackwardKernels says why).
+/// (32-query and 32-key tiles from head_dim 48, buildBackwardKernels).
 struct BackwardConfig {
   int64_t headDim;
   mlir::Type elementType;
@@ -31,8 +30,6 @@ struct BackwardConfig {
   int64_t stages = 2;
   int64_t keyValueWarps = 8, keyValueQueryTile = 64;
   int64_t queryWarps = 4, queryKeyTile = 64;
-  /// The dK/dV and dQ kernels' .minnctapersm; 0: no hint.
-  int64_t blocksPerSM = 0;
 
   /// Keys of one dK/dV block, queries of one dQ block.
   int64_t keyTile() const { return kAtomRows * keyValueWarps; }

@@ -107,12 +107,6 @@ protected:
 /// mul.rn/add.rn, which ptxas must not contract.
 void allowContraction(mlir::gpu::GPUFuncOp func);
 
-/// PTX's .minnctapersm on the kernel `func`: ptxas fits its registers so
-/// that `blocks` blocks share a multiprocessor. Without it ptxas picks a
-/// target of its own and may spill to reach it; 1 lets it spend every
-/// register first.
-void setBlocksPerMultiprocessor(mlir::gpu::GPUFuncOp func, int64_t blocks);
-
 } // namespace rbfc
 
 #endif // RBFC_CONVERSION_NVGPU_KERNELEMITTER_H
