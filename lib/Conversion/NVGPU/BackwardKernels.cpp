@@ -672,13 +672,6 @@ FailureOr<DictionaryAttr> rbfc::buildBackwardKernels(attn::AttentionOp op,
   auto queryType = cast<RankedTensorType>(op.getQuery().getType());
   BackwardConfig config{queryType.getDimSize(3), queryType.getElementType(),
                         op.isSoftmax(), op.getLog2Domain()};
-  // Beside head_dim-wide dK and dV (or dQ and the resident Q and dO
-  // fragments), 64-column S and dP fragments spilled from head_dim 64 on
-  // (ptxas -v, dK/dV kernel: alibi 60-68 bytes and rbf 8-56 at 64, rbf
-  // 236-296 at 128). 32-column tiles halve them: nothing spills at 64, and
-  // 120-192 bytes still do at 128 (scripts/ptxas-spills.sh).
-  if (config.headDim >= 48)
-    config.keyValueQueryTile = config.queryKeyTile = 32;
   GradientSlots slots(op);
   ImplicitLocOpBuilder b(op.getLoc(), op.getContext());
   std::string prefix = forwardName.str();

@@ -21,8 +21,7 @@ namespace rbfc {
 
 /// The backward's tiles and static facts. Both gradient kernels give each
 /// warp one m16 atom of rows: 128 keys per dK/dV block (8 warps) against
-/// 64-query tiles, 64 queries per dQ block (4 warps) against 64-key tiles
-/// (32-query and 32-key tiles from head_dim 48, buildBackwardKernels).
+/// 64-query tiles, 64 queries per dQ block (4 warps) against 64-key tiles.
 struct BackwardConfig {
   int64_t headDim;
   mlir::Type elementType;
