@@ -147,11 +147,13 @@ class _Ring:
         r = (self.rank + step) % self.size
         return dist.get_global_rank(self.group, r) if self.group is not None else r
 
-    def pieces(self, x, chunk_list):
-        """x's rows cut as `chunk_list` (local offset, global start, length)."""
+    def pieces(self, x, chunk_list, dim=None):
+        """x's rows (along `dim`, default the sequence dimension) cut as
+        `chunk_list`: [(piece, global start)]."""
         local, out = 0, []
         for start, length in chunk_list:
-            out.append((x.narrow(self.dim, local, length), start))
+            out.append((x.narrow(self.dim if dim is None else dim, local, length),
+                        start))
             local += length
         return out
 
@@ -234,7 +236,7 @@ class _RingAttention(torch.autograd.Function):
         q_pieces = ring.pieces(q, q_chunks)
         o_pieces = ring.pieces(o, q_chunks)
         grad_o_pieces = ring.pieces(grad_o, q_chunks)
-        lse_pieces = _lse_pieces(lse, q_chunks)
+        lse_pieces = [piece for piece, _ in ring.pieces(lse, q_chunks, dim=2)]
         grad_q = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
         grad_q_pieces = ring.pieces(grad_q, q_chunks)
         capture_grads = [torch.zeros_like(c, dtype=torch.float32) if want else None
@@ -281,12 +283,3 @@ class _RingAttention(torch.autograd.Function):
         param_out = [g.to(t.dtype).reshape(t.shape) if g is not None else None
                      for g, t in zip(param_grads, tensor_params)]
         return (None, grad_q.to(q.dtype), grad_k, grad_v, *capture_out, *param_out)
-
-
-def _lse_pieces(lse, chunk_list):
-    """lse [B, H, N] cut along N like the rows of q."""
-    local, out = 0, []
-    for _, length in chunk_list:
-        out.append(lse.narrow(2, local, length))
-        local += length
-    return out
