@@ -247,16 +247,10 @@ KeyValueGradKernel::emitTile(RegionApplication &regions, TileRing &ring,
     // plane beside the tile: the lanes read their columns' from there.
     int64_t threadsPerRow =
         config.keyValueWarps * kThreadsPerWarp / queryTile();
-    int64_t chunks = config.chunksPerRow() / threadsPerRow;
     Value row = div(threadId, threadsPerRow);
-    Value first = mul(rem(threadId, threadsPerRow), chunks);
-    Value norm =
-        laneSum(copies->squareSum(sharedQuery, chunks,
-                                  [&](int64_t c) {
-                                    return add(tileBase,
-                                               tile.offset(row, add(first, c)));
-                                  }),
-                threadsPerRow);
+    Value norm = copies->rowSquareSum(sharedQuery, tileBase, row,
+                                      rem(threadId, threadsPerRow),
+                                      threadsPerRow);
     auto writer = scf::IfOp::create(
         b, TypeRange{},
         cmp(arith::CmpIPredicate::eq, rem(threadId, threadsPerRow), index(0)),
