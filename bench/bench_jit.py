@@ -163,7 +163,8 @@ def main():
     packed = _capi.ForwardArgs.from_buffer_copy(_ops.FORWARD.pack(
         _ops.FORWARD.size, *words, *words, *words, *_ops._words(o), *_ops.NO_TENSOR,
         kernel.default_array[1], len(kernel.defaults), 0, 0,
-        workspace.data_ptr() if workspace is not None else 0, workspace_bytes, 1))
+        workspace.data_ptr() if workspace is not None else 0, workspace_bytes, 1,
+        *_ops.NO_BLOCK))
     stream = torch.cuda.current_stream().cuda_stream if device == "cuda" else None
 
     def bare():
