@@ -395,6 +395,9 @@ KeyValueGradKernel::emitHead(Value head, Value isFirstHead, ValueRange state) {
     scf::YieldOp::create(b, *next);
   }
   NVVM::CpAsyncWaitGroupOp::create(b, 0);
+  // The next head of the group refills the ring from its first buffer,
+  // which may be the one this head's last tile is still being read from.
+  gpu::BarrierOp::create(b);
   ValueRange results = loop.getResults();
   SmallVector<Value> partials(results.drop_front(2 * gradValues + 2 * rows));
   SmallVector<Value> keyNormGrad(state.slice(2 * gradValues, rows));
