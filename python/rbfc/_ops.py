@@ -290,7 +290,9 @@ class ForwardLaunch:
             param_array[1], len(kernel.defaults), capture_address, len(captures),
             workspace.data_ptr() if workspace is not None else 0,
             self.workspace_bytes, 0 if kernel.cuda else kernel.threads(), *block))
-        kernel.call(_capi.lib().rbfc_forward, ctypes.byref(packed), device, stream)
+        # The device is current (checked above): no second check.
+        _capi.check(_capi.lib().rbfc_forward(kernel.handle, ctypes.byref(packed),
+                                             stream))
         return o, lse
 
 

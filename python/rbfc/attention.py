@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 import torch
+import torch.nn.modules.module as _module
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from . import _capi, _ops
@@ -114,6 +115,21 @@ class Attention(torch.nn.Module):
                                           num_threads)
         self._what = f"rbfc: {self.spec_name}"
         self._launches = {}
+        self._no_params = None
+
+    def __call__(self, *args, **kwargs):
+        # nn.Module's call machinery costs about 2 us a call even without
+        # hooks (the launch overhead is what small models pay per layer);
+        # with a hook, or while tracing, it runs as usual.
+        if (self._forward_hooks or self._forward_pre_hooks
+                or self._backward_hooks or self._backward_pre_hooks
+                or _module._global_forward_hooks
+                or _module._global_forward_pre_hooks
+                or _module._global_backward_hooks
+                or _module._global_backward_pre_hooks
+                or torch.compiler.is_compiling()):
+            return super().__call__(*args, **kwargs)
+        return self.forward(*args, **kwargs)
 
     def extra_repr(self):
         return (f"{self.spec_name}, normalize={self.normalization}, "
@@ -301,7 +317,11 @@ class Attention(torch.nn.Module):
                            f"{name}.contiguous()")
 
     def _check_params(self, params):
-        params = {} if params is None else params
+        if params is None:
+            # What no params give is the same at every call.
+            if self._no_params is None:
+                self._no_params = self._check_params({})
+            return self._no_params
         if not isinstance(params, dict):
             self._fail(f"params: expected a dict {{name: value}}, got "
                        f"{type(params).__name__}")

@@ -550,6 +550,26 @@ def test_a_signature_seen_without_grad_still_gets_gradients(generator):
         grad_input.requires_grad_(False)
 
 
+def test_module_hooks_run(generator):
+    """A call skips nn.Module's call machinery only when no hook would run."""
+    attn = rbfc.compile(EXAMPLES / "rbf.attn")
+    q = randn(generator, 1, 2, 5, 64)
+    seen = []
+    handle = attn.register_forward_hook(lambda module, args, out: seen.append(out))
+    o = attn(q, q, q)
+    handle.remove()
+    assert len(seen) == 1 and seen[0] is o
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(
+        lambda module, args: seen.append(module))
+    try:
+        attn(q, q, q)
+    finally:
+        handle.remove()
+    assert seen[1] is attn
+    attn(q, q, q)
+    assert len(seen) == 2
+
+
 def test_param_gradient_and_bnhd(generator):
     attn = rbfc.compile(EXAMPLES / "rbf.attn")
     q = randn(generator, 1, 21, 4, 64).requires_grad_()
