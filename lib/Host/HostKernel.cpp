@@ -1,6 +1,8 @@
 //===- HostKernel.cpp - a JIT-compiled CPU attention kernel ---------------===//
 #include "rbfc/Host/HostKernel.h"
 
+#include "rbfc/Runtime/SequenceBlock.h"
+
 #include "rbfc/Dialect/Attn/AttnOps.h"
 #include "rbfc/Frontend/MLIRGen.h"
 #include "rbfc/Transforms/Passes.h"
@@ -379,26 +381,12 @@ HostKernel::resolve(const TensorRef &query, const TensorRef &key,
                          llvm::Twine(k[1]) + ")");
   if (output.sizes != q)
     return argumentError("output must have the query's shape");
-  // As runtime::resolveSequenceBlock (the runtime library is not linked
-  // into the compiler).
-  for (auto [side, offset, seqLen, length] :
-       {std::tuple{"q", &block[0], &block[2], call.qLen},
-        std::tuple{"kv", &block[1], &block[3], k[2]}}) {
-    if (*offset < 0 || *offset > int64_t(INT32_MAX) - length)
-      return argumentError(llvm::Twine(side) + "_offset is " +
-                           llvm::Twine(*offset) +
-                           "; it must be >= 0 and keep offset + " +
-                           llvm::Twine(length) + " (the call's " + side +
-                           "_len) within 2^31 - 1");
-    if (*seqLen == 0)
-      *seqLen = *offset + length;
-    if (*seqLen < *offset + length || *seqLen > INT32_MAX)
-      return argumentError(
-          llvm::Twine(side) + "_seq_len is " + llvm::Twine(*seqLen) +
-          "; the whole sequence holds the call's rows, so it must be 0 or "
-          "from " + side + "_offset + " + side + "_len (" +
-          llvm::Twine(*offset + length) + ") to 2^31 - 1");
-  }
+  runtime::SequenceBlock sequence{block[0], block[1], block[2], block[3]};
+  std::string blockError;
+  if (!runtime::resolveSequenceBlock(sequence, call.qLen, k[2], blockError))
+    return argumentError(blockError);
+  block = {sequence.qOffset, sequence.kvOffset, sequence.qSeqLen,
+           sequence.kvSeqLen};
   call.block = block;
 
   for (const auto &given : params)

@@ -126,32 +126,6 @@ int64_t keyTermHeads(const KeyTermsDesc &kt, const rbfc_tensor &q,
 
 } // namespace
 
-bool resolveSequenceBlock(SequenceBlock &block, int64_t qLen, int64_t kvLen,
-                          std::string &error) {
-  for (auto [side, offset, seqLen, length] :
-       {std::tuple{"q", &block.qOffset, &block.qSeqLen, qLen},
-        std::tuple{"kv", &block.kvOffset, &block.kvSeqLen, kvLen}}) {
-    std::string offsetName = std::string(side) + "_offset";
-    std::string seqLenName = std::string(side) + "_seq_len";
-    if (*offset < 0 || *offset > int64_t(INT32_MAX) - length) {
-      error = offsetName + " is " + std::to_string(*offset) +
-              "; it must be >= 0 and keep offset + " + std::to_string(length) +
-              " (the call's " + side + "_len) within 2^31 - 1";
-      return false;
-    }
-    if (*seqLen == 0)
-      *seqLen = *offset + length;
-    if (*seqLen < *offset + length || *seqLen > INT32_MAX) {
-      error = seqLenName + " is " + std::to_string(*seqLen) +
-              "; the whole sequence holds the call's rows, so it must be 0 "
-              "or from " + offsetName + " + " + side + "_len (" +
-              std::to_string(*offset + length) + ") to 2^31 - 1";
-      return false;
-    }
-  }
-  return true;
-}
-
 bool workspaceBytes(const Descriptor &d, const rbfc_tensor *q,
                     const rbfc_tensor *k, size_t &bytes, std::string &error) {
   for (auto [what, t] : {std::pair{"q", q}, std::pair{"k", k}}) {

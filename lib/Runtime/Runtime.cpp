@@ -534,7 +534,7 @@ rbfc_status rbfc_launch(const rbfc_module *module, const rbfc_tensor *q,
                         const rbfc_tensor *captures, size_t num_captures,
                         void *stream) {
   return launch(module,
-                {q, k, v, o, lse, params, num_params, captures, num_captures},
+                {q, k, v, o, lse, params, num_params, captures, num_captures, {}},
                 Workspace::Allocate, nullptr, 0, stream);
 }
 
@@ -545,7 +545,7 @@ rbfc_status rbfc_launch_with_workspace(
     size_t num_captures, void *workspace, size_t workspace_bytes,
     void *stream) {
   return launch(module,
-                {q, k, v, o, lse, params, num_params, captures, num_captures},
+                {q, k, v, o, lse, params, num_params, captures, num_captures, {}},
                 Workspace::Caller, workspace, workspace_bytes, stream);
 }
 

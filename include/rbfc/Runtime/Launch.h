@@ -10,6 +10,7 @@
 #define RBFC_RUNTIME_LAUNCH_H
 
 #include "rbfc/Runtime/Descriptor.h"
+#include "rbfc/Runtime/SequenceBlock.h"
 #include "rbfc/runtime.h"
 
 #include <algorithm>
@@ -20,21 +21,6 @@
 #include <vector>
 
 namespace rbfc::runtime {
-
-/// Where a call's queries and keys sit in the whole sequence (docs/abi.md,
-/// "Sequence blocks"): the spec sees q_idx + qOffset, kv_idx + kvOffset and
-/// the whole lengths qSeqLen and kvSeqLen as q_len and kv_len (0: the
-/// call's own lengths).
-struct SequenceBlock {
-  int64_t qOffset = 0, kvOffset = 0, qSeqLen = 0, kvSeqLen = 0;
-};
-
-/// Checks a call's block against its lengths: offsets >= 0, whole lengths 0
-/// or at least offset + length, every index within an i32 (the spec
-/// language's int); the message names the field. Replaces zero whole
-/// lengths by offset + length, which the kernels take.
-bool resolveSequenceBlock(SequenceBlock &block, int64_t qLen, int64_t kvLen,
-                          std::string &error);
 
 /// A caller's argument struct that starts with struct_size, as this
 /// library's `T`: a caller built against an older header passes a shorter
