@@ -430,6 +430,44 @@ SmallVector<Value> HostEmitter::rowBlockDots(Value rows, Value firstRow,
   return SmallVector<Value>(dimLoop.getResults());
 }
 
+void HostEmitter::accumulateWeightedRows(
+    Value accTile, Value firstAcc, ArrayRef<Value> rescales, Value count,
+    function_ref<Value(Value, int64_t)> weight, function_ref<Value(Value)> row,
+    function_ref<Value(Value, int64_t)> kept) {
+  SmallVector<Value> accRows, accs;
+  for (auto [a, rescale] : llvm::enumerate(rescales)) {
+    accRows.push_back(arith::AddIOp::create(builder, loc, firstAcc, index(a)));
+    Value acc = vector::LoadOp::create(builder, loc, rowType(), accTile,
+                                       ValueRange{accRows.back(), index(0)});
+    if (rescale)
+      acc = arith::MulFOp::create(
+          builder, loc, acc,
+          vector::BroadcastOp::create(builder, loc, rowType(), rescale));
+    accs.push_back(acc);
+  }
+  auto loop = scf::ForOp::create(builder, loc, index(0), count, index(1), accs);
+  {
+    OpBuilder::InsertionGuard guard(builder);
+    builder.setInsertionPointToStart(loop.getBody());
+    Value i = loop.getInductionVar();
+    Value shared = row(i);
+    SmallVector<Value> updated;
+    for (auto [a, acc] : llvm::enumerate(loop.getRegionIterArgs())) {
+      Value next = vector::FMAOp::create(
+          builder, loc,
+          vector::BroadcastOp::create(builder, loc, rowType(), weight(i, a)),
+          shared, acc);
+      if (kept)
+        next = arith::SelectOp::create(builder, loc, kept(i, a), next, acc);
+      updated.push_back(next);
+    }
+    scf::YieldOp::create(builder, loc, updated);
+  }
+  for (auto [accRow, acc] : llvm::zip(accRows, loop.getResults()))
+    vector::StoreOp::create(builder, loc, acc, accTile,
+                            ValueRange{accRow, index(0)});
+}
+
 LogicalResult
 HostEmitter::forEachRowBlock(Value numRows, const HostBlocking &blocking,
                              function_ref<LogicalResult(Value)> body) {

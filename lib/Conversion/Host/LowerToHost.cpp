@@ -176,49 +176,29 @@ void HostKernelEmitter::emitWeightedValues(ElementContext &item,
                                            Value kvLo, Value numKeys,
                                            bool withMask) {
   const double negInf = -std::numeric_limits<double>::infinity();
-  SmallVector<Value> rows, accs;
-  for (auto [r, rescale] : llvm::enumerate(rescales)) {
-    rows.push_back(arith::AddIOp::create(builder, loc, firstRow, index(r)));
-    Value acc = vector::LoadOp::create(builder, loc, rowType(), accTile,
-                                       ValueRange{rows.back(), index(0)});
-    if (rescale)
-      acc = arith::MulFOp::create(
-          builder, loc, acc,
-          vector::BroadcastOp::create(builder, loc, rowType(), rescale));
-    accs.push_back(acc);
-  }
-  // Each value row is loaded (and widened) once for all rows of the block.
-  auto keyLoop =
-      scf::ForOp::create(builder, loc, index(0), numKeys, index(1), accs);
-  {
-    OpBuilder::InsertionGuard guard(builder);
-    builder.setInsertionPointToStart(keyLoop.getBody());
-    Value j = keyLoop.getInductionVar();
-    Value valueRow = loadRow(value, item.b, item.kvHead,
-                             arith::AddIOp::create(builder, loc, kvLo, j));
-    SmallVector<Value> updated;
-    for (auto [r, acc] : llvm::enumerate(keyLoop.getRegionIterArgs())) {
-      SmallVector<Value, 2> at{index(r), j};
-      Value weight = memref::LoadOp::create(builder, loc, weightBlock, at);
-      Value next = vector::FMAOp::create(
-          builder, loc,
-          vector::BroadcastOp::create(builder, loc, rowType(), weight),
-          valueRow, acc);
-      if (withMask) {
-        // A masked key must not touch the accumulator at all: 0 * v is NaN
-        // when v is NaN or inf, and a masked value row must not leak.
-        Value kept = arith::CmpFOp::create(
-            builder, loc, arith::CmpFPredicate::UNE,
-            memref::LoadOp::create(builder, loc, scoreBlock, at), f32(negInf));
-        next = arith::SelectOp::create(builder, loc, kept, next, acc);
-      }
-      updated.push_back(next);
-    }
-    scf::YieldOp::create(builder, loc, updated);
-  }
-  for (auto [row, acc] : llvm::zip(rows, keyLoop.getResults()))
-    vector::StoreOp::create(builder, loc, acc, accTile,
-                            ValueRange{row, index(0)});
+  auto weight = [&](Value j, int64_t r) -> Value {
+    return memref::LoadOp::create(builder, loc, weightBlock,
+                                  ValueRange{index(r), j});
+  };
+  auto valueRow = [&](Value j) {
+    return loadRow(value, item.b, item.kvHead,
+                   arith::AddIOp::create(builder, loc, kvLo, j));
+  };
+  // A masked key must not touch the accumulator at all: a masked value row
+  // must not leak.
+  auto kept = [&](Value j, int64_t r) -> Value {
+    return arith::CmpFOp::create(
+        builder, loc, arith::CmpFPredicate::UNE,
+        memref::LoadOp::create(builder, loc, scoreBlock,
+                               ValueRange{index(r), j}),
+        f32(negInf));
+  };
+  if (withMask)
+    accumulateWeightedRows(accTile, firstRow, rescales, numKeys, weight,
+                           valueRow, kept);
+  else
+    accumulateWeightedRows(accTile, firstRow, rescales, numKeys, weight,
+                           valueRow);
 }
 
 LogicalResult HostKernelEmitter::emitKeyTile(ElementContext &item, Value qLo,

@@ -148,6 +148,21 @@ protected:
                                               mlir::Value firstRow,
                                               mlir::Value transposed,
                                               const HostBlocking &blocking);
+  /// The blocked update acc_a += sum_{i < count} weight(i, a) row(i) of
+  /// the `rescales.size()` accumulator rows from `firstAcc` of `accTile`
+  /// ([*, head_dim] f32), each first multiplied by its rescale (none where
+  /// null): every row(i) is loaded once for all of them, one head_dim-wide
+  /// FMA per (i, accumulator), the accumulators in registers throughout.
+  /// The forward's P V and the backward's dV += P^T dO, dK += dS^T q and
+  /// dQ += dS k are this with other weights and rows. With `kept`, an
+  /// accumulator is left as it is where kept(i, a) is false (0 times a NaN
+  /// or infinite row must not reach it).
+  void accumulateWeightedRows(
+      mlir::Value accTile, mlir::Value firstAcc,
+      llvm::ArrayRef<mlir::Value> rescales, mlir::Value count,
+      llvm::function_ref<mlir::Value(mlir::Value i, int64_t acc)> weight,
+      llvm::function_ref<mlir::Value(mlir::Value i)> row,
+      llvm::function_ref<mlir::Value(mlir::Value i, int64_t acc)> kept = {});
   /// Runs `body(firstRow)` inside an scf.for over the blocks of rowsPerStep
   /// rows that cover [0, numRows).
   mlir::LogicalResult
