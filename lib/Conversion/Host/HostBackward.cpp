@@ -61,16 +61,32 @@ public:
         tileM(blocking.tileM), tileN(blocking.tileN) {}
 
 protected:
-  /// Allocates the per-tile scratch of computeElementBlocks.
+  /// Keys of a tile rounded up to whole blocks of the blocked updates'
+  /// accumulators (rowsPerStep of them).
+  int64_t paddedKeyRows() const {
+    return llvm::alignTo(tileN, blocking.rowsPerStep);
+  }
+
+  /// Allocates the per-tile scratch of computeElementBlocks and the dS
+  /// block. Their columns cover the padded key rows, their rows the padded
+  /// query rows, and they start zeroed: a blocked update reads the padding
+  /// too (into accumulators that are never stored), which must be finite.
   void allocateElementBlocks() {
     const int64_t rows = blocking.paddedTileM(),
-                  keys = blocking.paddedTileN();
-    keyTransposed = scratch({headDim, keys});
-    valueTransposed = scratch({headDim, keys});
-    relativeBlock = scratch({rows, keys});
+                  keys = std::max(blocking.paddedTileN(), paddedKeyRows());
+    keyTransposed = scratch({headDim, blocking.paddedTileN()});
+    valueTransposed = scratch({headDim, blocking.paddedTileN()});
+    relativeBlock = zeroedScratch({rows, keys});
     outputGradDotBlock = scratch({rows, keys});
     if (!attention.isSoftmax())
-      weightBlock = scratch({rows, keys});
+      weightBlock = zeroedScratch({rows, keys});
+    scoreGradBlock = zeroedScratch({rows, keys});
+  }
+
+  /// The weights of the tile's elements (P, or w under `none`), which
+  /// dV += W^T dO reads.
+  Value weights() {
+    return attention.isSoftmax() ? relativeBlock : weightBlock;
   }
 
   /// Rows [0, numRows) of the query tile from qLo, rounded up to whole row
@@ -301,6 +317,14 @@ protected:
     return success();
   }
 
+  /// An scf.for over [0, count) running `body` on each index.
+  void fill(Value count, function_ref<void(Value)> body) {
+    auto loop = scf::ForOp::create(builder, loc, index(0), count, index(1));
+    OpBuilder::InsertionGuard guard(builder);
+    builder.setInsertionPointToStart(loop.getBody());
+    body(loop.getInductionVar());
+  }
+
   /// An scf.for over [0, count) carrying `state`; the body builder returns
   /// the next state.
   FailureOr<ValueRange> loopWithState(
@@ -318,10 +342,11 @@ protected:
   }
 
   /// Evaluates `compute` on the element only where the mask keeps it (when
-  /// `withMask`), passing `state` through elsewhere.
+  /// `withMask`), passing `state` through elsewhere after `onMasked`.
   FailureOr<SmallVector<Value>>
   whereKept(ElementContext &element, bool withMask, ValueRange state,
-            function_ref<FailureOr<SmallVector<Value>>()> compute) {
+            function_ref<FailureOr<SmallVector<Value>>()> compute,
+            function_ref<void()> onMasked) {
     if (!withMask)
       return compute();
     FailureOr<Value> kept = inlineElementRegion(attention.getMask(), element);
@@ -331,6 +356,7 @@ protected:
                                     /*withElseRegion=*/true);
     OpBuilder::InsertionGuard guard(builder);
     builder.setInsertionPointToStart(&branch.getElseRegion().front());
+    onMasked();
     scf::YieldOp::create(builder, loc, state);
     builder.setInsertionPointToStart(&branch.getThenRegion().front());
     auto next = compute();
@@ -372,6 +398,52 @@ protected:
         builder, loc, MemRefType::get(shape, builder.getF32Type()));
   }
 
+  /// Rows [0, numAccs) of `accTile` (rounded up to whole blocks of
+  /// rowsPerStep) += sum over i < count of weight(i, acc) row(i), the
+  /// weight read from `block` at [i, acc] (`byColumn`) or [acc, i]. In a
+  /// tile with masked elements a zero weight leaves the accumulator as it
+  /// is: a masked element's row must not reach it even when it is inf.
+  LogicalResult blockedUpdate(Value accTile, Value numAccs, Value count,
+                              Value block, bool byColumn,
+                              function_ref<Value(Value)> row, bool withMask) {
+    return forEachRowBlock(numAccs, blocking, [&](Value firstAcc) {
+      SmallVector<Value> noRescale(blocking.rowsPerStep, Value());
+      auto weight = [&](Value i, int64_t a) -> Value {
+        Value acc = arith::AddIOp::create(builder, loc, firstAcc, index(a));
+        return memref::LoadOp::create(
+            builder, loc, block,
+            byColumn ? ValueRange{i, acc} : ValueRange{acc, i});
+      };
+      auto nonzero = [&](Value i, int64_t a) -> Value {
+        return arith::CmpFOp::create(builder, loc, arith::CmpFPredicate::UNE,
+                                     weight(i, a), f32(0));
+      };
+      if (withMask)
+        accumulateWeightedRows(accTile, firstAcc, noRescale, count, weight,
+                               row, nonzero);
+      else
+        accumulateWeightedRows(accTile, firstAcc, noRescale, count, weight,
+                               row);
+      return success();
+    });
+  }
+
+  /// A [rows, columns] scratch filled with zeros.
+  Value zeroedScratch(ArrayRef<int64_t> shape) {
+    Value block = scratch(shape);
+    auto rows = scf::ForOp::create(builder, loc, index(0), index(shape[0]),
+                                   index(1));
+    OpBuilder::InsertionGuard guard(builder);
+    builder.setInsertionPointToStart(rows.getBody());
+    auto columns = scf::ForOp::create(builder, loc, index(0), index(shape[1]),
+                                      index(1));
+    builder.setInsertionPointToStart(columns.getBody());
+    memref::StoreOp::create(
+        builder, loc, f32(0), block,
+        ValueRange{rows.getInductionVar(), columns.getInductionVar()});
+    return block;
+  }
+
   HostBlocking blocking;
   int64_t tileM, tileN;
   Value query, value, outputGrad, delta, lse2, partials, chunk, numChunks;
@@ -379,6 +451,9 @@ protected:
   // what computeElementBlocks leaves for the element loops.
   Value keyTransposed, valueTransposed, relativeBlock, outputGradDotBlock,
       weightBlock;
+  /// dS of every element of the tile (times q_scale in the dK/dV pass), 0
+  /// where masked: the weights of dK += dS^T q and dQ~ += dS k.
+  Value scoreGradBlock;
   Value numKeyTiles, numQTiles, group;
   SmallVector<Value> wantParam, wantCapture, captureSlot;
 };
@@ -487,8 +562,8 @@ public:
         builder, loc, arith::MulIOp::create(builder, loc, batch, kvHeads),
         numKeyTiles);
 
-    keyGradTile = scratch({tileN, headDim});
-    valueGradTile = scratch({tileN, headDim});
+    keyGradTile = scratch({paddedKeyRows(), headDim});
+    valueGradTile = scratch({paddedKeyRows(), headDim});
     keyNormGrad = scratch({tileN});
     keyBiasTile = scratch({blocking.paddedTileN()});
     keyBiasGrad = scratch({tileN});
@@ -514,11 +589,13 @@ public:
     packTransposed(key, item.b, item.kvHead, kvLo, keyTransposed, blocking);
     packTransposed(value, item.b, item.kvHead, kvLo, valueTransposed,
                    blocking);
-    fill(numKeys, [&](Value j) {
+    fill(index(paddedKeyRows()), [&](Value j) {
       vector::StoreOp::create(builder, loc, zeroRow(), keyGradTile,
                               ValueRange{j, index(0)});
       vector::StoreOp::create(builder, loc, zeroRow(), valueGradTile,
                               ValueRange{j, index(0)});
+    });
+    fill(numKeys, [&](Value j) {
       memref::StoreOp::create(builder, loc, f32(0), keyNormGrad, j);
     });
 
@@ -618,13 +695,6 @@ public:
   }
 
 private:
-  void fill(Value count, function_ref<void(Value)> body) {
-    auto loop = scf::ForOp::create(builder, loc, index(0), count, index(1));
-    OpBuilder::InsertionGuard guard(builder);
-    builder.setInsertionPointToStart(loop.getBody());
-    body(loop.getInductionVar());
-  }
-
   /// Copies the tile's delta to scratch (stageRowBlocks does its rows).
   void stageDeltas(ElementContext &item, Value qLo, Value numRows) {
     fill(numRows, [&](Value r) {
@@ -637,70 +707,75 @@ private:
     });
   }
 
-  /// One (query tile, key tile): per key, the rows' contributions to dK,
-  /// dV and the key-side adjoints, carried through the row loop.
+  /// One (query tile, key tile): per element, dS (times q_scale) into the
+  /// dS block, 0 into both blocks where masked, and the key-side adjoints
+  /// summed per key; then dV += W^T dO and dK~ += dS^T q as blocked
+  /// updates over the tile's rows.
   LogicalResult emitTile(ElementContext &item, Value qLo, Value numRows,
                          bool withMask) {
-    auto keyLoop =
-        scf::ForOp::create(builder, loc, index(0), numKeys, index(1));
-    OpBuilder::InsertionGuard guard(builder);
-    builder.setInsertionPointToStart(keyLoop.getBody());
-    Value j = keyLoop.getInductionVar();
-    ElementContext element = item;
-    element.kvIdx = arith::AddIOp::create(builder, loc, kvLo, j);
-    if (!attention.getKeyBias().empty())
-      element.keyBias = memref::LoadOp::create(builder, loc, keyBiasTile, j);
-    element.keyRow = loadRow(key, item.b, item.kvHead, element.kvIdx);
-    SmallVector<Value> state{
-        vector::LoadOp::create(builder, loc, rowType(), keyGradTile,
-                               ValueRange{j, index(0)}),
-        vector::LoadOp::create(builder, loc, rowType(), valueGradTile,
-                               ValueRange{j, index(0)}),
-        memref::LoadOp::create(builder, loc, keyBiasGrad, j),
-        memref::LoadOp::create(builder, loc, keyNormGrad, j)};
-    auto rows = loopWithState(
-        numRows, state,
-        [&](Value r, ValueRange carried) -> FailureOr<SmallVector<Value>> {
-          element.qIdx = arith::AddIOp::create(builder, loc, qLo, r);
-          element.queryRow = vector::LoadOp::create(
-              builder, loc, rowType(), queryTile, ValueRange{r, index(0)});
-          return whereKept(element, withMask, carried,
-                           [&]() -> FailureOr<SmallVector<Value>> {
-                             return emitElement(element, r, j, carried);
-                           });
-        });
-    if (failed(rows))
+    {
+      auto keyLoop =
+          scf::ForOp::create(builder, loc, index(0), numKeys, index(1));
+      OpBuilder::InsertionGuard guard(builder);
+      builder.setInsertionPointToStart(keyLoop.getBody());
+      Value j = keyLoop.getInductionVar();
+      ElementContext element = item;
+      element.kvIdx = arith::AddIOp::create(builder, loc, kvLo, j);
+      if (!attention.getKeyBias().empty())
+        element.keyBias = memref::LoadOp::create(builder, loc, keyBiasTile, j);
+      element.keyRow = loadRow(key, item.b, item.kvHead, element.kvIdx);
+      SmallVector<Value> state{
+          memref::LoadOp::create(builder, loc, keyBiasGrad, j),
+          memref::LoadOp::create(builder, loc, keyNormGrad, j)};
+      auto rows = loopWithState(
+          numRows, state,
+          [&](Value r, ValueRange carried) -> FailureOr<SmallVector<Value>> {
+            element.qIdx = arith::AddIOp::create(builder, loc, qLo, r);
+            element.queryRow = vector::LoadOp::create(
+                builder, loc, rowType(), queryTile, ValueRange{r, index(0)});
+            return whereKept(
+                element, withMask, carried,
+                [&]() -> FailureOr<SmallVector<Value>> {
+                  return emitElement(element, r, j, carried);
+                },
+                [&]() {
+                  for (Value block : {weights(), scoreGradBlock})
+                    memref::StoreOp::create(builder, loc, f32(0), block,
+                                            ValueRange{r, j});
+                });
+          });
+      if (failed(rows))
+        return failure();
+      memref::StoreOp::create(builder, loc, (*rows)[0], keyBiasGrad, j);
+      memref::StoreOp::create(builder, loc, (*rows)[1], keyNormGrad, j);
+    }
+    auto stagedRow = [&](Value tile) {
+      return [this, tile](Value r) -> Value {
+        return vector::LoadOp::create(builder, loc, rowType(), tile,
+                                      ValueRange{r, index(0)});
+      };
+    };
+    if (failed(blockedUpdate(valueGradTile, numKeys, numRows, weights(),
+                             /*byColumn=*/true, stagedRow(outputGradTile),
+                             withMask)))
       return failure();
-    vector::StoreOp::create(builder, loc, (*rows)[0], keyGradTile,
-                            ValueRange{j, index(0)});
-    vector::StoreOp::create(builder, loc, (*rows)[1], valueGradTile,
-                            ValueRange{j, index(0)});
-    memref::StoreOp::create(builder, loc, (*rows)[2], keyBiasGrad, j);
-    memref::StoreOp::create(builder, loc, (*rows)[3], keyNormGrad, j);
-    return success();
+    return blockedUpdate(keyGradTile, numKeys, numRows, scoreGradBlock,
+                         /*byColumn=*/true, stagedRow(queryTile), withMask);
   }
 
+  /// The element's dS, the score_grad region's gradients of the
+  /// parameters and captures, and its key-side adjoints added to `state`.
   FailureOr<SmallVector<Value>> emitElement(ElementContext &element, Value r,
                                             Value j, ValueRange state) {
-    Value outputGradRow = vector::LoadOp::create(
-        builder, loc, rowType(), outputGradTile, ValueRange{r, index(0)});
-    auto [weight, adjoint] = weightAndAdjoint(
-        r, j, memref::LoadOp::create(builder, loc, rowDelta, r));
-    Value keyGrad = state[0], keyBiasAdjoint = state[2],
-          keyNormAdjoint = state[3];
-    Value valueGrad = vector::FMAOp::create(
-        builder, loc,
-        vector::BroadcastOp::create(builder, loc, rowType(), weight),
-        outputGradRow, state[1]);
-    Value scaledQuery = arith::MulFOp::create(
-        builder, loc, element.queryRow,
-        vector::BroadcastOp::create(builder, loc, rowType(), element.qScale));
+    Value adjoint = weightAndAdjoint(
+                        r, j, memref::LoadOp::create(builder, loc, rowDelta, r))
+                        .second;
+    Value keyBiasAdjoint = state[0], keyNormAdjoint = state[1];
+    Value scoreGrad = f32(0);
     GradientSinks sinks;
     sinkParamsAndCaptures(sinks);
     sinks.scaledDot = [&](Value x) {
-      keyGrad = vector::FMAOp::create(
-          builder, loc, vector::BroadcastOp::create(builder, loc, rowType(), x),
-          scaledQuery, keyGrad);
+      scoreGrad = arith::AddFOp::create(builder, loc, scoreGrad, x);
     };
     sinks.keyBias = [&](Value x) {
       keyBiasAdjoint = arith::AddFOp::create(builder, loc, keyBiasAdjoint, x);
@@ -714,8 +789,11 @@ private:
     if (failed(inlineRegion(attention.getScoreGrad(), element)))
       return failure();
     element.sinks = nullptr;
-    return SmallVector<Value>{keyGrad, valueGrad, keyBiasAdjoint,
-                              keyNormAdjoint};
+    memref::StoreOp::create(
+        builder, loc,
+        arith::MulFOp::create(builder, loc, scoreGrad, element.qScale),
+        scoreGradBlock, ValueRange{r, j});
+    return SmallVector<Value>{keyBiasAdjoint, keyNormAdjoint};
   }
 
   Value kvLo, numKeys;
@@ -737,7 +815,7 @@ public:
     Value numWork = arith::MulIOp::create(
         builder, loc, arith::MulIOp::create(builder, loc, batch, heads),
         numQTiles);
-    Value queryGradTile = scratch({tileM, headDim});
+    Value queryGradTile = scratch({blocking.paddedTileM(), headDim});
     Value queryNormGrad = scratch({tileM});
     Value rowAdjointSum = scratch({tileM});
     Value keyBiasTile = scratch({blocking.paddedTileN()});
@@ -765,14 +843,16 @@ public:
     item.qScale = *qScale;
     stageRowBlocks(item, qLo, numRows, queryRows, outputGradRows, rowLse2s);
     {
-      auto init = scf::ForOp::create(builder, loc, index(0), numRows, index(1));
-      OpBuilder::InsertionGuard guard(builder);
-      builder.setInsertionPointToStart(init.getBody());
-      Value r = init.getInductionVar();
-      vector::StoreOp::create(builder, loc, zeroRow(), queryGradTile,
-                              ValueRange{r, index(0)});
-      memref::StoreOp::create(builder, loc, f32(0), queryNormGrad, r);
-      memref::StoreOp::create(builder, loc, f32(0), rowAdjointSum, r);
+      // The blocked update reads whole row blocks: the accumulators of
+      // the padding rows too.
+      fill(index(blocking.paddedTileM()), [&](Value r) {
+        vector::StoreOp::create(builder, loc, zeroRow(), queryGradTile,
+                                ValueRange{r, index(0)});
+      });
+      fill(numRows, [&](Value r) {
+        memref::StoreOp::create(builder, loc, f32(0), queryNormGrad, r);
+        memref::StoreOp::create(builder, loc, f32(0), rowAdjointSum, r);
+      });
     }
 
     auto keyTileLoop =
@@ -799,70 +879,82 @@ public:
                                         outputGradRows, rowLse2s,
                                         keyBiasTile)))
           return failure();
-        // Per row, dQ~, dL/d||q||^2 and the sum of the row's dS carried
-        // over the tile's keys.
-        auto rowLoop =
-            scf::ForOp::create(builder, loc, index(0), numRows, index(1));
-        OpBuilder::InsertionGuard rowGuard(builder);
-        builder.setInsertionPointToStart(rowLoop.getBody());
-        Value r = rowLoop.getInductionVar();
-        ElementContext row = item;
-        row.qIdx = arith::AddIOp::create(builder, loc, qLo, r);
-        row.queryRow = vector::LoadOp::create(
-            builder, loc, rowType(), queryRows, ValueRange{r, index(0)});
-        Value rowDelta = memref::LoadOp::create(
-            builder, loc, delta, ValueRange{item.b, item.h, row.qIdx});
-        SmallVector<Value> state{
-            vector::LoadOp::create(builder, loc, rowType(), queryGradTile,
-                                   ValueRange{r, index(0)}),
-            memref::LoadOp::create(builder, loc, queryNormGrad, r),
-            memref::LoadOp::create(builder, loc, rowAdjointSum, r)};
-        auto keys = loopWithState(
-            numKeys, state,
-            [&](Value j, ValueRange carried) -> FailureOr<SmallVector<Value>> {
-              ElementContext element = row;
-              element.kvIdx = arith::AddIOp::create(builder, loc, kvLo, j);
-              if (!attention.getKeyBias().empty())
-                element.keyBias =
-                    memref::LoadOp::create(builder, loc, keyBiasTile, j);
-              return whereKept(
-                  element, withMask, carried,
-                  [&]() -> FailureOr<SmallVector<Value>> {
-                    Value keyRow =
-                        loadRow(key, item.b, item.kvHead, element.kvIdx);
-                    element.keyRow = keyRow;
-                    Value adjoint = weightAndAdjoint(r, j, rowDelta).second;
-                    Value queryGrad = carried[0], normGrad = carried[1];
-                    Value adjointSum = arith::AddFOp::create(
-                        builder, loc, carried[2], adjoint);
-                    GradientSinks sinks;
-                    sinks.scaledDot = [&](Value x) {
-                      queryGrad =
-                          vector::FMAOp::create(builder, loc,
-                                                vector::BroadcastOp::create(
-                                                    builder, loc, rowType(), x),
-                                                keyRow, queryGrad);
-                    };
-                    sinks.norm2 = [&](attn::Vector side, Value x) {
-                      if (side == attn::Vector::q)
-                        normGrad =
-                            arith::AddFOp::create(builder, loc, normGrad, x);
-                    };
-                    element.adjoint = adjoint;
-                    element.sinks = &sinks;
-                    if (failed(inlineRegion(attention.getScoreGrad(), element)))
-                      return failure();
-                    return SmallVector<Value>{queryGrad, normGrad,
-                                              adjointSum};
-                  });
-            });
-        if (failed(keys))
-          return failure();
-        vector::StoreOp::create(builder, loc, (*keys)[0], queryGradTile,
-                                ValueRange{r, index(0)});
-        memref::StoreOp::create(builder, loc, (*keys)[1], queryNormGrad, r);
-        memref::StoreOp::create(builder, loc, (*keys)[2], rowAdjointSum, r);
-        return success();
+        // Per element, dS into the dS block (0 where masked); per row,
+        // dL/d||q||^2 and the sum of the row's dS carried over the keys.
+        {
+          auto rowLoop =
+              scf::ForOp::create(builder, loc, index(0), numRows, index(1));
+          OpBuilder::InsertionGuard rowGuard(builder);
+          builder.setInsertionPointToStart(rowLoop.getBody());
+          Value r = rowLoop.getInductionVar();
+          ElementContext row = item;
+          row.qIdx = arith::AddIOp::create(builder, loc, qLo, r);
+          row.queryRow = vector::LoadOp::create(
+              builder, loc, rowType(), queryRows, ValueRange{r, index(0)});
+          Value rowDelta = memref::LoadOp::create(
+              builder, loc, delta, ValueRange{item.b, item.h, row.qIdx});
+          SmallVector<Value> state{
+              memref::LoadOp::create(builder, loc, queryNormGrad, r),
+              memref::LoadOp::create(builder, loc, rowAdjointSum, r)};
+          auto keys = loopWithState(
+              numKeys, state,
+              [&](Value j,
+                  ValueRange carried) -> FailureOr<SmallVector<Value>> {
+                ElementContext element = row;
+                element.kvIdx = arith::AddIOp::create(builder, loc, kvLo, j);
+                if (!attention.getKeyBias().empty())
+                  element.keyBias =
+                      memref::LoadOp::create(builder, loc, keyBiasTile, j);
+                return whereKept(
+                    element, withMask, carried,
+                    [&]() -> FailureOr<SmallVector<Value>> {
+                      element.keyRow =
+                          loadRow(key, item.b, item.kvHead, element.kvIdx);
+                      Value adjoint = weightAndAdjoint(r, j, rowDelta).second;
+                      Value normGrad = carried[0];
+                      Value adjointSum = arith::AddFOp::create(
+                          builder, loc, carried[1], adjoint);
+                      Value scoreGrad = f32(0);
+                      GradientSinks sinks;
+                      sinks.scaledDot = [&](Value x) {
+                        scoreGrad =
+                            arith::AddFOp::create(builder, loc, scoreGrad, x);
+                      };
+                      sinks.norm2 = [&](attn::Vector side, Value x) {
+                        if (side == attn::Vector::q)
+                          normGrad =
+                              arith::AddFOp::create(builder, loc, normGrad, x);
+                      };
+                      element.adjoint = adjoint;
+                      element.sinks = &sinks;
+                      if (failed(
+                              inlineRegion(attention.getScoreGrad(), element)))
+                        return failure();
+                      memref::StoreOp::create(builder, loc, scoreGrad,
+                                              scoreGradBlock,
+                                              ValueRange{r, j});
+                      return SmallVector<Value>{normGrad, adjointSum};
+                    },
+                    [&]() {
+                      memref::StoreOp::create(builder, loc, f32(0),
+                                              scoreGradBlock,
+                                              ValueRange{r, j});
+                    });
+              });
+          if (failed(keys))
+            return failure();
+          memref::StoreOp::create(builder, loc, (*keys)[0], queryNormGrad, r);
+          memref::StoreOp::create(builder, loc, (*keys)[1], rowAdjointSum, r);
+        }
+        // dQ~ += dS k, a block of rows at a time, each key row loaded once.
+        return blockedUpdate(
+            queryGradTile, numRows, numKeys, scoreGradBlock,
+            /*byColumn=*/false,
+            [&](Value j) {
+              return loadRow(key, item.b, item.kvHead,
+                             arith::AddIOp::create(builder, loc, kvLo, j));
+            },
+            withMask);
       });
       if (failed(status))
         return failure();
