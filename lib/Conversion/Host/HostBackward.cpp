@@ -81,6 +81,8 @@ protected:
     if (!attention.isSoftmax())
       weightBlock = zeroedScratch({rows, keys});
     scoreGradBlock = zeroedScratch({rows, keys});
+    if (scoreGradReadsDots())
+      dotBlock = scratch({rows, keys});
   }
 
   /// The weights of the tile's elements (P, or w under `none`), which
@@ -159,36 +161,128 @@ protected:
           vector::StoreOp::create(builder, loc,
                                   outputGradDots[r * vectors + c],
                                   outputGradDotBlock, at);
+          if (dotBlock)
+            vector::StoreOp::create(builder, loc, scoreDots[r * vectors + c],
+                                    dotBlock, at);
         }
       }
       return success();
     });
   }
 
-  /// The weight of element (row r, key j of the tile) and the adjoint of its
-  /// score, from computeElementBlocks: P = 2^(s2 - lse2), dS = ln2' P (dP -
-  /// delta) under softmax; w = 2^s2 and dS = ln2' (w dP + delta 2^(s2 -
-  /// lse2)) under `none`, whose delta is dlse. ln2' converts the adjoint to
-  /// the score's units.
-  std::pair<Value, Value> weightAndAdjoint(Value r, Value j, Value delta) {
-    SmallVector<Value, 2> at{r, j};
-    Value units = f32(attention.getLog2Domain() ? M_LN2 : 1.0);
-    Value dP = memref::LoadOp::create(builder, loc, outputGradDotBlock, at);
-    Value relative = memref::LoadOp::create(builder, loc, relativeBlock, at);
-    if (attention.isSoftmax()) {
-      Value adjoint = arith::MulFOp::create(
-          builder, loc, units,
-          arith::MulFOp::create(
-              builder, loc, relative,
-              arith::SubFOp::create(builder, loc, dP, delta)));
-      return std::pair(relative, adjoint);
+  /// Whether score_grad reads the dot product (it recomputes a score that
+  /// is not linear in it, as softcap's tanh): computeElementBlocks then
+  /// keeps the dots.
+  bool scoreGradReadsDots() {
+    bool reads = false;
+    attention.getScoreGrad().walk([&](Operation *op) {
+      reads |= isa<attn::DotOp, attn::ScaledDotOp>(op);
+    });
+    return reads;
+  }
+
+  /// Per staged row of the tile and vector of keyLanes keys, from the
+  /// element blocks: the weights W (P, or w = 2^s2 under `none`) and the
+  /// adjoints dS = ln2' P (dP - delta) (softmax) or ln2' (w dP + delta 2^(s2
+  /// - lse2)) (`none`, whose delta is dlse), ln2' taking them to the score's
+  /// units; both 0 where the mask drops the key (with `withMask`) and past
+  /// the tile's keys. `body(r, c, keys, weights)` gets the keys' context
+  /// with the adjoints and the kept lanes set, for score_grad over them.
+  LogicalResult forEachKeyVector(
+      ElementContext &item, Value qLo, Value numRows, Value kvLo, Value numKeys,
+      Value queryRows, Value keyBiasTile, bool withMask,
+      function_ref<LogicalResult(Value, int64_t, KeyVectorContext &, Value)>
+          body) {
+    const int64_t lanes = blocking.keyLanes;
+    VectorType keyVector = keyVectorType(blocking);
+    auto broadcast = [&](Value scalar) -> Value {
+      return vector::BroadcastOp::create(builder, loc, keyVector, scalar);
+    };
+    auto rowLoop =
+        scf::ForOp::create(builder, loc, index(0), numRows, index(1));
+    OpBuilder::InsertionGuard guard(builder);
+    builder.setInsertionPointToStart(rowLoop.getBody());
+    Value r = rowLoop.getInductionVar();
+    KeyVectorContext row = rowOverKeys(item, qLo, r, queryRows, blocking);
+    Value rowDelta = broadcast(memref::LoadOp::create(
+        builder, loc, delta, ValueRange{item.b, item.h, row.row.qIdx}));
+    Value units = broadcast(f32(attention.getLog2Domain() ? M_LN2 : 1.0));
+    Value zeros = broadcast(f32(0));
+    Value laneIndices = vector::StepOp::create(
+        builder, loc, VectorType::get({lanes}, builder.getIndexType()));
+    bool readsDots = scoreGradReadsDots();
+    for (int64_t c = 0; c < blocking.keyVectors(); ++c) {
+      KeyVectorContext keys = row;
+      keys.firstKey = arith::AddIOp::create(builder, loc, kvLo, index(c * lanes));
+      SmallVector<Value, 2> at{r, index(c * lanes)};
+      auto load = [&](Value block) -> Value {
+        return vector::LoadOp::create(builder, loc, keyVector, block, at);
+      };
+      if (readsDots)
+        keys.dots = load(dotBlock);
+      if (!attention.getKeyBias().empty())
+        keys.keyBias = vector::LoadOp::create(builder, loc, keyVector,
+                                              keyBiasTile,
+                                              ValueRange{index(c * lanes)});
+      Value relative = load(relativeBlock), dP = load(outputGradDotBlock);
+      Value weight, adjoint;
+      if (attention.isSoftmax()) {
+        weight = relative;
+        adjoint = arith::MulFOp::create(
+            builder, loc, units,
+            arith::MulFOp::create(
+                builder, loc, relative,
+                arith::SubFOp::create(builder, loc, dP, rowDelta)));
+      } else {
+        weight = load(weightBlock);
+        adjoint = arith::MulFOp::create(
+            builder, loc, units,
+            arith::AddFOp::create(
+                builder, loc, arith::MulFOp::create(builder, loc, weight, dP),
+                arith::MulFOp::create(builder, loc, rowDelta, relative)));
+      }
+      Value kept = arith::CmpIOp::create(
+          builder, loc, arith::CmpIPredicate::slt,
+          arith::AddIOp::create(
+              builder, loc, laneIndices,
+              vector::BroadcastOp::create(builder, loc, laneIndices.getType(),
+                                          index(c * lanes))),
+          vector::BroadcastOp::create(builder, loc, laneIndices.getType(),
+                                      numKeys));
+      if (withMask) {
+        FailureOr<Value> unmasked =
+            inlineRegionOverKeys(attention.getMask(), keys);
+        if (failed(unmasked))
+          return failure();
+        kept = arith::AndIOp::create(builder, loc, kept, *unmasked);
+      }
+      keys.kept = kept;
+      keys.adjoint = arith::SelectOp::create(builder, loc, kept, adjoint, zeros);
+      if (failed(body(r, c, keys,
+                      arith::SelectOp::create(builder, loc, kept, weight,
+                                              zeros))))
+        return failure();
     }
-    Value weight = memref::LoadOp::create(builder, loc, weightBlock, at);
-    Value sum = arith::AddFOp::create(
-        builder, loc, arith::MulFOp::create(builder, loc, weight, dP),
-        arith::MulFOp::create(builder, loc, delta, relative));
-    return std::pair(
-        weight, arith::MulFOp::create(builder, loc, units, sum).getResult());
+    return success();
+  }
+
+  /// `tile[offset ..]` += `values`, a vector of keyLanes.
+  void addToVector(Value tile, Value offset, Value values) {
+    Value old = vector::LoadOp::create(builder, loc, keyVectorType(blocking),
+                                       tile, ValueRange{offset});
+    vector::StoreOp::create(builder, loc,
+                            arith::AddFOp::create(builder, loc, old, values),
+                            tile, ValueRange{offset});
+  }
+
+  /// `scalars[i]` += the sum of the lanes of `values`.
+  void addLaneSum(Value scalars, Value i, Value values) {
+    Value old = memref::LoadOp::create(builder, loc, scalars, i);
+    Value sum = vector::ReductionOp::create(builder, loc,
+                                            vector::CombiningKind::ADD, values);
+    memref::StoreOp::create(builder, loc,
+                            arith::AddFOp::create(builder, loc, old, sum),
+                            scalars, i);
   }
 
   /// `partials[chunk, slot] += x` when `want` (the caller asked for the
@@ -325,47 +419,6 @@ protected:
     body(loop.getInductionVar());
   }
 
-  /// An scf.for over [0, count) carrying `state`; the body builder returns
-  /// the next state.
-  FailureOr<ValueRange> loopWithState(
-      Value count, ValueRange state,
-      function_ref<FailureOr<SmallVector<Value>>(Value, ValueRange)> body) {
-    auto loop =
-        scf::ForOp::create(builder, loc, index(0), count, index(1), state);
-    OpBuilder::InsertionGuard guard(builder);
-    builder.setInsertionPointToStart(loop.getBody());
-    auto next = body(loop.getInductionVar(), loop.getRegionIterArgs());
-    if (failed(next))
-      return failure();
-    scf::YieldOp::create(builder, loc, *next);
-    return ValueRange(loop.getResults());
-  }
-
-  /// Evaluates `compute` on the element only where the mask keeps it (when
-  /// `withMask`), passing `state` through elsewhere after `onMasked`.
-  FailureOr<SmallVector<Value>>
-  whereKept(ElementContext &element, bool withMask, ValueRange state,
-            function_ref<FailureOr<SmallVector<Value>>()> compute,
-            function_ref<void()> onMasked) {
-    if (!withMask)
-      return compute();
-    FailureOr<Value> kept = inlineElementRegion(attention.getMask(), element);
-    if (failed(kept))
-      return failure();
-    auto branch = scf::IfOp::create(builder, loc, state.getTypes(), *kept,
-                                    /*withElseRegion=*/true);
-    OpBuilder::InsertionGuard guard(builder);
-    builder.setInsertionPointToStart(&branch.getElseRegion().front());
-    onMasked();
-    scf::YieldOp::create(builder, loc, state);
-    builder.setInsertionPointToStart(&branch.getThenRegion().front());
-    auto next = compute();
-    if (failed(next))
-      return failure();
-    scf::YieldOp::create(builder, loc, *next);
-    return SmallVector<Value>(branch.getResults());
-  }
-
   /// Runs `body(withMask)` for a live tile: without the per-element mask
   /// when the tile is all kept, with it otherwise; nothing when all masked.
   LogicalResult forLiveTile(std::pair<Value, Value> tileClass,
@@ -454,6 +507,8 @@ protected:
   /// dS of every element of the tile (times q_scale in the dK/dV pass), 0
   /// where masked: the weights of dK += dS^T q and dQ~ += dS k.
   Value scoreGradBlock;
+  /// q . k of every element, where score_grad reads it.
+  Value dotBlock;
   Value numKeyTiles, numQTiles, group;
   SmallVector<Value> wantParam, wantCapture, captureSlot;
 };
@@ -564,12 +619,11 @@ public:
 
     keyGradTile = scratch({paddedKeyRows(), headDim});
     valueGradTile = scratch({paddedKeyRows(), headDim});
-    keyNormGrad = scratch({tileN});
+    keyNormGrad = scratch({blocking.paddedTileN()});
     keyBiasTile = scratch({blocking.paddedTileN()});
-    keyBiasGrad = scratch({tileN});
+    keyBiasGrad = scratch({blocking.paddedTileN()});
     queryTile = scratch({blocking.paddedTileM(), headDim});
     outputGradTile = scratch({blocking.paddedTileM(), headDim});
-    rowDelta = scratch({tileM});
     rowLse2 = scratch({blocking.paddedTileM()});
     allocateElementBlocks();
 
@@ -595,7 +649,7 @@ public:
       vector::StoreOp::create(builder, loc, zeroRow(), valueGradTile,
                               ValueRange{j, index(0)});
     });
-    fill(numKeys, [&](Value j) {
+    fill(index(blocking.paddedTileN()), [&](Value j) {
       memref::StoreOp::create(builder, loc, f32(0), keyNormGrad, j);
     });
 
@@ -613,7 +667,7 @@ public:
       item.qScale = *qScale;
       if (failed(computeKeyBiases(item, kvLo, numKeys, keyBiasTile)))
         return failure();
-      fill(numKeys, [&](Value j) {
+      fill(index(blocking.paddedTileN()), [&](Value j) {
         memref::StoreOp::create(builder, loc, f32(0), keyBiasGrad, j);
       });
 
@@ -633,7 +687,6 @@ public:
         if (failed(forLiveTile(*tileClass, [&](bool withMask) {
               stageRowBlocks(item, qLo, numRows, queryTile, outputGradTile,
                              rowLse2);
-              stageDeltas(item, qLo, numRows);
               if (failed(computeElementBlocks(item, qLo, numRows, kvLo,
                                               queryTile, outputGradTile,
                                               rowLse2, keyBiasTile)))
@@ -695,60 +748,51 @@ public:
   }
 
 private:
-  /// Copies the tile's delta to scratch (stageRowBlocks does its rows).
-  void stageDeltas(ElementContext &item, Value qLo, Value numRows) {
-    fill(numRows, [&](Value r) {
-      Value qIdx = arith::AddIOp::create(builder, loc, qLo, r);
-      memref::StoreOp::create(
-          builder, loc,
-          memref::LoadOp::create(builder, loc, delta,
-                                 ValueRange{item.b, item.h, qIdx}),
-          rowDelta, r);
-    });
-  }
-
-  /// One (query tile, key tile): per element, dS (times q_scale) into the
-  /// dS block, 0 into both blocks where masked, and the key-side adjoints
-  /// summed per key; then dV += W^T dO and dK~ += dS^T q as blocked
-  /// updates over the tile's rows.
+  /// One (query tile, key tile): per row and vector of keys, the weights
+  /// (0 where masked) into the weights block, dS times q_scale into the dS
+  /// block, score_grad's key-side adjoints added per key and its
+  /// parameters' and captures' to the partial sums; then dV += W^T dO and
+  /// dK~ += dS^T q as blocked updates over the tile's rows.
   LogicalResult emitTile(ElementContext &item, Value qLo, Value numRows,
                          bool withMask) {
-    {
-      auto keyLoop =
-          scf::ForOp::create(builder, loc, index(0), numKeys, index(1));
-      OpBuilder::InsertionGuard guard(builder);
-      builder.setInsertionPointToStart(keyLoop.getBody());
-      Value j = keyLoop.getInductionVar();
-      ElementContext element = item;
-      element.kvIdx = arith::AddIOp::create(builder, loc, kvLo, j);
-      if (!attention.getKeyBias().empty())
-        element.keyBias = memref::LoadOp::create(builder, loc, keyBiasTile, j);
-      element.keyRow = loadRow(key, item.b, item.kvHead, element.kvIdx);
-      SmallVector<Value> state{
-          memref::LoadOp::create(builder, loc, keyBiasGrad, j),
-          memref::LoadOp::create(builder, loc, keyNormGrad, j)};
-      auto rows = loopWithState(
-          numRows, state,
-          [&](Value r, ValueRange carried) -> FailureOr<SmallVector<Value>> {
-            element.qIdx = arith::AddIOp::create(builder, loc, qLo, r);
-            element.queryRow = vector::LoadOp::create(
-                builder, loc, rowType(), queryTile, ValueRange{r, index(0)});
-            return whereKept(
-                element, withMask, carried,
-                [&]() -> FailureOr<SmallVector<Value>> {
-                  return emitElement(element, r, j, carried);
-                },
-                [&]() {
-                  for (Value block : {weights(), scoreGradBlock})
-                    memref::StoreOp::create(builder, loc, f32(0), block,
-                                            ValueRange{r, j});
-                });
-          });
-      if (failed(rows))
-        return failure();
-      memref::StoreOp::create(builder, loc, (*rows)[0], keyBiasGrad, j);
-      memref::StoreOp::create(builder, loc, (*rows)[1], keyNormGrad, j);
-    }
+    const int64_t lanes = blocking.keyLanes;
+    LogicalResult elements = forEachKeyVector(
+        item, qLo, numRows, kvLo, numKeys, queryTile, keyBiasTile, withMask,
+        [&](Value r, int64_t c, KeyVectorContext &keys,
+            Value weights) -> LogicalResult {
+          SmallVector<Value, 2> at{r, index(c * lanes)};
+          vector::StoreOp::create(builder, loc, weights, this->weights(), at);
+          Value scoreGrads = vector::BroadcastOp::create(
+              builder, loc, keyVectorType(blocking), f32(0));
+          VectorGradientSinks keySinks;
+          keySinks.scaledDot = [&](Value x) {
+            scoreGrads = arith::AddFOp::create(builder, loc, scoreGrads, x);
+          };
+          keySinks.keyBias = [&](Value x) {
+            addToVector(keyBiasGrad, index(c * lanes), x);
+          };
+          // ||q||^2's is the dQ pass's.
+          keySinks.norm2 = [&](attn::Vector side, Value x) {
+            if (side == attn::Vector::k)
+              addToVector(keyNormGrad, index(c * lanes), x);
+          };
+          GradientSinks rowSinks;
+          sinkParamsAndCaptures(rowSinks);
+          keys.vectorSinks = &keySinks;
+          keys.row.sinks = &rowSinks;
+          if (failed(inlineGradRegionOverKeys(attention.getScoreGrad(), keys)))
+            return failure();
+          vector::StoreOp::create(
+              builder, loc,
+              arith::MulFOp::create(
+                  builder, loc, scoreGrads,
+                  vector::BroadcastOp::create(
+                      builder, loc, keyVectorType(blocking), item.qScale)),
+              scoreGradBlock, at);
+          return success();
+        });
+    if (failed(elements))
+      return failure();
     auto stagedRow = [&](Value tile) {
       return [this, tile](Value r) -> Value {
         return vector::LoadOp::create(builder, loc, rowType(), tile,
@@ -763,42 +807,9 @@ private:
                          /*byColumn=*/true, stagedRow(queryTile), withMask);
   }
 
-  /// The element's dS, the score_grad region's gradients of the
-  /// parameters and captures, and its key-side adjoints added to `state`.
-  FailureOr<SmallVector<Value>> emitElement(ElementContext &element, Value r,
-                                            Value j, ValueRange state) {
-    Value adjoint = weightAndAdjoint(
-                        r, j, memref::LoadOp::create(builder, loc, rowDelta, r))
-                        .second;
-    Value keyBiasAdjoint = state[0], keyNormAdjoint = state[1];
-    Value scoreGrad = f32(0);
-    GradientSinks sinks;
-    sinkParamsAndCaptures(sinks);
-    sinks.scaledDot = [&](Value x) {
-      scoreGrad = arith::AddFOp::create(builder, loc, scoreGrad, x);
-    };
-    sinks.keyBias = [&](Value x) {
-      keyBiasAdjoint = arith::AddFOp::create(builder, loc, keyBiasAdjoint, x);
-    };
-    sinks.norm2 = [&](attn::Vector side, Value x) {
-      if (side == attn::Vector::k)
-        keyNormAdjoint = arith::AddFOp::create(builder, loc, keyNormAdjoint, x);
-    };
-    element.adjoint = adjoint;
-    element.sinks = &sinks;
-    if (failed(inlineRegion(attention.getScoreGrad(), element)))
-      return failure();
-    element.sinks = nullptr;
-    memref::StoreOp::create(
-        builder, loc,
-        arith::MulFOp::create(builder, loc, scoreGrad, element.qScale),
-        scoreGradBlock, ValueRange{r, j});
-    return SmallVector<Value>{keyBiasAdjoint, keyNormAdjoint};
-  }
-
   Value kvLo, numKeys;
   Value keyGradTile, valueGradTile, keyNormGrad, keyBiasTile, keyBiasGrad;
-  Value queryTile, outputGradTile, rowDelta, rowLse2;
+  Value queryTile, outputGradTile, rowLse2;
 };
 
 /// NAME_bwd_dq(q, k, v, dO, delta, lse2, dQ, partials, grad_mask,
@@ -879,73 +890,37 @@ public:
                                         outputGradRows, rowLse2s,
                                         keyBiasTile)))
           return failure();
-        // Per element, dS into the dS block (0 where masked); per row,
-        // dL/d||q||^2 and the sum of the row's dS carried over the keys.
-        {
-          auto rowLoop =
-              scf::ForOp::create(builder, loc, index(0), numRows, index(1));
-          OpBuilder::InsertionGuard rowGuard(builder);
-          builder.setInsertionPointToStart(rowLoop.getBody());
-          Value r = rowLoop.getInductionVar();
-          ElementContext row = item;
-          row.qIdx = arith::AddIOp::create(builder, loc, qLo, r);
-          row.queryRow = vector::LoadOp::create(
-              builder, loc, rowType(), queryRows, ValueRange{r, index(0)});
-          Value rowDelta = memref::LoadOp::create(
-              builder, loc, delta, ValueRange{item.b, item.h, row.qIdx});
-          SmallVector<Value> state{
-              memref::LoadOp::create(builder, loc, queryNormGrad, r),
-              memref::LoadOp::create(builder, loc, rowAdjointSum, r)};
-          auto keys = loopWithState(
-              numKeys, state,
-              [&](Value j,
-                  ValueRange carried) -> FailureOr<SmallVector<Value>> {
-                ElementContext element = row;
-                element.kvIdx = arith::AddIOp::create(builder, loc, kvLo, j);
-                if (!attention.getKeyBias().empty())
-                  element.keyBias =
-                      memref::LoadOp::create(builder, loc, keyBiasTile, j);
-                return whereKept(
-                    element, withMask, carried,
-                    [&]() -> FailureOr<SmallVector<Value>> {
-                      element.keyRow =
-                          loadRow(key, item.b, item.kvHead, element.kvIdx);
-                      Value adjoint = weightAndAdjoint(r, j, rowDelta).second;
-                      Value normGrad = carried[0];
-                      Value adjointSum = arith::AddFOp::create(
-                          builder, loc, carried[1], adjoint);
-                      Value scoreGrad = f32(0);
-                      GradientSinks sinks;
-                      sinks.scaledDot = [&](Value x) {
-                        scoreGrad =
-                            arith::AddFOp::create(builder, loc, scoreGrad, x);
-                      };
-                      sinks.norm2 = [&](attn::Vector side, Value x) {
-                        if (side == attn::Vector::q)
-                          normGrad =
-                              arith::AddFOp::create(builder, loc, normGrad, x);
-                      };
-                      element.adjoint = adjoint;
-                      element.sinks = &sinks;
-                      if (failed(
-                              inlineRegion(attention.getScoreGrad(), element)))
-                        return failure();
-                      memref::StoreOp::create(builder, loc, scoreGrad,
-                                              scoreGradBlock,
-                                              ValueRange{r, j});
-                      return SmallVector<Value>{normGrad, adjointSum};
-                    },
-                    [&]() {
-                      memref::StoreOp::create(builder, loc, f32(0),
-                                              scoreGradBlock,
-                                              ValueRange{r, j});
-                    });
-              });
-          if (failed(keys))
-            return failure();
-          memref::StoreOp::create(builder, loc, (*keys)[0], queryNormGrad, r);
-          memref::StoreOp::create(builder, loc, (*keys)[1], rowAdjointSum, r);
-        }
+        // Per row and vector of keys, dS into the dS block (0 where
+        // masked); per row, dL/d||q||^2 and the sum of the row's dS.
+        const int64_t lanes = blocking.keyLanes;
+        LogicalResult elements = forEachKeyVector(
+            item, qLo, numRows, kvLo, numKeys, queryRows, keyBiasTile,
+            withMask,
+            [&](Value r, int64_t c, KeyVectorContext &keys,
+                Value) -> LogicalResult {
+              Value scoreGrads = vector::BroadcastOp::create(
+                  builder, loc, keyVectorType(blocking), f32(0));
+              // score_grad's other gradients are the dK/dV pass's.
+              VectorGradientSinks keySinks;
+              keySinks.scaledDot = [&](Value x) {
+                scoreGrads = arith::AddFOp::create(builder, loc, scoreGrads, x);
+              };
+              keySinks.norm2 = [&](attn::Vector side, Value x) {
+                if (side == attn::Vector::q)
+                  addLaneSum(queryNormGrad, r, x);
+              };
+              keys.vectorSinks = &keySinks;
+              keys.row.sinks = nullptr;
+              if (failed(
+                      inlineGradRegionOverKeys(attention.getScoreGrad(), keys)))
+                return failure();
+              vector::StoreOp::create(builder, loc, scoreGrads, scoreGradBlock,
+                                      ValueRange{r, index(c * lanes)});
+              addLaneSum(rowAdjointSum, r, keys.adjoint);
+              return success();
+            });
+        if (failed(elements))
+          return failure();
         // dQ~ += dS k, a block of rows at a time, each key row loaded once.
         return blockedUpdate(
             queryGradTile, numRows, numKeys, scoreGradBlock,

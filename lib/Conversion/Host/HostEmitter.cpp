@@ -549,6 +549,27 @@ HostEmitter::classifyTile(Value b, Value h, Value qLo, Value qHi, Value kvLo,
 
 FailureOr<Value> HostEmitter::inlineRegionOverKeys(Region &region,
                                                    KeyVectorContext &keys) {
+  FailureOr<SmallVector<Value>> yielded = inlineOverKeys(region, keys);
+  if (failed(yielded))
+    return failure();
+  Value value = (*yielded)[0];
+  if (isa<VectorType>(value.getType()))
+    return value;
+  return vector::BroadcastOp::create(
+             builder, loc, VectorType::get({keys.lanes}, value.getType()),
+             value)
+      .getResult();
+}
+
+LogicalResult HostEmitter::inlineGradRegionOverKeys(Region &region,
+                                                    KeyVectorContext &keys) {
+  assert(attention.isGradRegion(region) && keys.adjoint &&
+         "a gradient region needs its adjoints");
+  return success(succeeded(inlineOverKeys(region, keys)));
+}
+
+FailureOr<SmallVector<Value>>
+HostEmitter::inlineOverKeys(Region &region, KeyVectorContext &keys) {
   Block &block = region.front();
   const int64_t lanes = keys.lanes;
   auto vectorOf = [&](Type scalar) { return VectorType::get({lanes}, scalar); };
@@ -573,6 +594,8 @@ FailureOr<Value> HostEmitter::inlineRegionOverKeys(Region &region,
   SmallVector<Value> arguments{
       keys.row.b, keys.row.h,
       arith::AddIOp::create(builder, loc, keys.row.qIdx, qOffset), keyIndices};
+  if (attention.isGradRegion(region))
+    arguments.push_back(keys.adjoint);
   llvm::append_range(arguments, params);
   for (auto [argument, replacement] :
        llvm::zip(block.getArguments(), arguments))
@@ -618,7 +641,68 @@ FailureOr<Value> HostEmitter::inlineRegionOverKeys(Region &region,
     return success();
   };
 
+  // A gradient op's adjoints, 0 on the lanes that do not count.
+  auto countedAdjoints = [&](Value adjoint) -> Value {
+    Value adjoints = broadcast(mapping.lookup(adjoint));
+    if (!keys.kept)
+      return adjoints;
+    return arith::SelectOp::create(builder, loc, keys.kept, adjoints,
+                                   broadcast(f32(0)));
+  };
+  auto toVectorSink = [&](const auto &callback, auto &&...arguments) {
+    if (keys.vectorSinks && callback)
+      callback(arguments...);
+  };
+  const GradientSinks *rowSinks = keys.row.sinks;
   for (Operation &op : block.without_terminator()) {
+    if (auto grad = dyn_cast<attn::GradScaledDotOp>(op)) {
+      toVectorSink(keys.vectorSinks ? keys.vectorSinks->scaledDot : nullptr,
+                   countedAdjoints(grad.getAdjoint()));
+      continue;
+    }
+    if (auto grad = dyn_cast<attn::GradKeyBiasOp>(op)) {
+      toVectorSink(keys.vectorSinks ? keys.vectorSinks->keyBias : nullptr,
+                   countedAdjoints(grad.getAdjoint()));
+      continue;
+    }
+    if (auto grad = dyn_cast<attn::GradNorm2Op>(op)) {
+      toVectorSink(keys.vectorSinks ? keys.vectorSinks->norm2 : nullptr,
+                   grad.getVector(), countedAdjoints(grad.getAdjoint()));
+      continue;
+    }
+    if (auto grad = dyn_cast<attn::GradParamOp>(op)) {
+      if (rowSinks && rowSinks->param) {
+        unsigned param = cast<BlockArgument>(grad.getParam()).getArgNumber() -
+                         attn::AttentionOp::kNumGradArgs;
+        rowSinks->param(param, vector::ReductionOp::create(
+                                   builder, loc, vector::CombiningKind::ADD,
+                                   countedAdjoints(grad.getAdjoint())));
+      }
+      continue;
+    }
+    if (auto grad = dyn_cast<attn::GradCaptureOp>(op)) {
+      if (!rowSinks || !rowSinks->capture)
+        continue;
+      // Each key may add to another element: lane by lane.
+      Value adjoints = countedAdjoints(grad.getAdjoint());
+      unsigned capture = captureIndex(attention, grad.getCapture());
+      for (int64_t lane = 0; lane < lanes; ++lane) {
+        IRMapping laneMapping;
+        for (Value index : grad.getIndices()) {
+          Value mapped = mapping.lookup(index);
+          laneMapping.map(index, varies(mapped) ? vector::ExtractOp::create(
+                                                      builder, loc, mapped,
+                                                      lane)
+                                                      .getResult()
+                                                : mapped);
+        }
+        rowSinks->capture(
+            capture,
+            clampedIndices(captures[capture], grad.getIndices(), laneMapping),
+            vector::ExtractOp::create(builder, loc, adjoints, lane));
+      }
+      continue;
+    }
     bool anyVarying = llvm::any_of(op.getOperands(), [&](Value operand) {
       Value mapped = mapping.lookupOrNull(operand);
       return mapped && varies(mapped);
@@ -677,5 +761,8 @@ FailureOr<Value> HostEmitter::inlineRegionOverKeys(Region &region,
     Operation *vectorOp = builder.create(state);
     mapping.map(op.getResults(), vectorOp->getResults());
   }
-  return broadcast(mapping.lookup(block.getTerminator()->getOperand(0)));
+  SmallVector<Value> yielded;
+  for (Value value : block.getTerminator()->getOperands())
+    yielded.push_back(mapping.lookup(value));
+  return yielded;
 }

@@ -47,6 +47,15 @@ struct GradientSinks {
       capture;
 };
 
+/// The gradients a gradient region inlined over a vector of keys adds to,
+/// as vector<lanes x f32> (one lane per key). Parameters and captures go
+/// to the row's scalar GradientSinks instead: a parameter's lanes summed, a
+/// capture's lane by lane (its indices may differ per key).
+struct VectorGradientSinks {
+  std::function<void(mlir::Value adjoints)> scaledDot, keyBias;
+  std::function<void(rbfc::attn::Vector side, mlir::Value adjoints)> norm2;
+};
+
 /// Values an element region may read for one (query row, key) pair; the
 /// materializer turns attn element ops into code on them.
 struct ElementContext {
@@ -92,6 +101,12 @@ struct KeyVectorContext {
   /// vector<lanes x f32>: the key_bias region's value of each key; null when
   /// the op has none.
   mlir::Value keyBias;
+  /// For a gradient region: vector<lanes x f32> adjoints, the keys whose
+  /// gradients count (vector<lanes x i1>; every other lane adds 0, whatever
+  /// the region computes there), and where the gradients go (`row.sinks`
+  /// takes the parameters' and captures').
+  mlir::Value adjoint, kept;
+  const VectorGradientSinks *vectorSinks = nullptr;
 };
 
 /// Builds host code for one attention op inside one generated function.
@@ -128,6 +143,10 @@ protected:
   /// what has no vector form here (a capture load at a kv_idx-dependent
   /// index, dist2, norm2 k) is evaluated lane by lane, at kv_idx clamped to
   /// kv_len - 1 so that lanes past the last key never read out of bounds.
+  /// A gradient region (score_grad) over the keys of `keys`: its
+  /// gradient ops add to keys.vectorSinks and keys.row.sinks.
+  mlir::LogicalResult inlineGradRegionOverKeys(mlir::Region &region,
+                                               KeyVectorContext &keys);
   mlir::FailureOr<mlir::Value> inlineRegionOverKeys(mlir::Region &region,
                                                     KeyVectorContext &keys);
   /// vector<keyLanes x f32>.
@@ -207,6 +226,10 @@ protected:
   mlir::Value qSeqLen, kvSeqLen;
 
 private:
+  /// inlineRegionOverKeys and inlineGradRegionOverKeys: what the region
+  /// yields, lanes that vary as vectors.
+  mlir::FailureOr<llvm::SmallVector<mlir::Value>>
+  inlineOverKeys(mlir::Region &region, KeyVectorContext &keys);
   mlir::FailureOr<mlir::Value> materialize(mlir::Operation *op,
                                            mlir::IRMapping &mapping,
                                            ElementContext &element);
