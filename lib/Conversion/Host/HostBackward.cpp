@@ -471,12 +471,11 @@ protected:
         return arith::CmpFOp::create(builder, loc, arith::CmpFPredicate::UNE,
                                      weight(i, a), f32(0));
       };
+      function_ref<Value(Value, int64_t)> keep;
       if (withMask)
-        accumulateWeightedRows(accTile, firstAcc, noRescale, count, weight,
-                               row, nonzero);
-      else
-        accumulateWeightedRows(accTile, firstAcc, noRescale, count, weight,
-                               row);
+        keep = nonzero;
+      accumulateWeightedRows(accTile, firstAcc, noRescale, count, weight, row,
+                             keep);
       return success();
     });
   }

@@ -193,12 +193,11 @@ void HostKernelEmitter::emitWeightedValues(ElementContext &item,
                                ValueRange{index(r), j}),
         f32(negInf));
   };
+  function_ref<Value(Value, int64_t)> keep;
   if (withMask)
-    accumulateWeightedRows(accTile, firstRow, rescales, numKeys, weight,
-                           valueRow, kept);
-  else
-    accumulateWeightedRows(accTile, firstRow, rescales, numKeys, weight,
-                           valueRow);
+    keep = kept;
+  accumulateWeightedRows(accTile, firstRow, rescales, numKeys, weight,
+                         valueRow, keep);
 }
 
 LogicalResult HostKernelEmitter::emitKeyTile(ElementContext &item, Value qLo,
