@@ -21,6 +21,7 @@ import torch
 import rbfc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
+import blocks  # noqa: E402
 import references  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -57,16 +58,8 @@ def run_case(spec, head_dim, device, dtype, generator, q_cuts, kv_cuts):
     ref_o.backward(grad_o)
 
     (qb, kb, vb), cb = leaves()
-    outs, lses = [], []
-    for qa, qz in zip(q_cuts, q_cuts[1:]):
-        parts = [attn(qb[:, :, qa:qz], kb[:, :, ka:kz], vb[:, :, ka:kz],
-                      captures=cb, params=params, return_lse=True, q_offset=qa,
-                      kv_offset=ka, q_seq_len=n, kv_seq_len=n)
-                 for ka, kz in zip(kv_cuts, kv_cuts[1:])]
-        o, lse = rbfc.merge_attention([p[0] for p in parts], [p[1] for p in parts])
-        outs.append(o)
-        lses.append(lse)
-    o, lse = torch.cat(outs, 2), torch.cat(lses, 2)
+    o, lse = blocks.merged_blocks(attn, qb, kb, vb, q_cuts, kv_cuts,
+                                  captures=cb, params=params)
     o.backward(grad_o)
 
     finite = torch.isfinite(ref_lse)

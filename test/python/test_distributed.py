@@ -21,6 +21,8 @@ import torch.multiprocessing as mp
 import rbfc
 import rbfc.distributed as cp
 
+import blocks
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import references  # noqa: E402
 
@@ -77,16 +79,8 @@ def test_blocks_merge_to_the_whole_sequence(spec):
     q_cuts, kv_cuts = [0, 7, 30, 45], [0, 16, 17, 40, 45]
     qg, kg, vg = (t.clone().requires_grad_() for t in (q, k, v))
     captures = learnable(captures)
-    outs, lses = [], []
-    for qa, qb in zip(q_cuts, q_cuts[1:]):
-        parts = [attn(qg[:, :, qa:qb], kg[:, :, ka:kb], vg[:, :, ka:kb],
-                      captures=captures, params=params, return_lse=True,
-                      q_offset=qa, kv_offset=ka, q_seq_len=45, kv_seq_len=45)
-                 for ka, kb in zip(kv_cuts, kv_cuts[1:])]
-        o, lse = rbfc.merge_attention([p[0] for p in parts], [p[1] for p in parts])
-        outs.append(o)
-        lses.append(lse)
-    o, lse = torch.cat(outs, 2), torch.cat(lses, 2)
+    o, lse = blocks.merged_blocks(attn, qg, kg, vg, q_cuts, kv_cuts,
+                                  captures=captures, params=params)
     o.backward(grad_o)
     where = f"{spec} seed {SEED}"
     assert relative_error(o.detach(), ref_o) <= TOLERANCE, where
