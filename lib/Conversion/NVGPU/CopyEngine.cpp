@@ -69,7 +69,7 @@ void CopyEngine::copyTile(Value shared, Value sharedBase,
     int64_t delta = pass * passRows;
     Value passTarget =
         delta % tile.swizzlePeriod() == 0
-            ? add(target, tile.elements(delta))
+            ? add(target, tile.rowShift(delta))
             : add(sharedBase, tile.offset(add(row, delta), chunk));
     Value passSource = address;
     Value bytes = index(kChunk);
@@ -81,7 +81,8 @@ void CopyEngine::copyTile(Value shared, Value sharedBase,
     for (int64_t run = 0; run < runs; ++run) {
       int64_t runOffset = run * runChunks * kChunk;
       nvgpu::DeviceAsyncCopyOp::create(
-          b, tokenType, shared, ValueRange{add(passTarget, runOffset)},
+          b, tokenType, shared,
+          ValueRange{add(passTarget, tile.chunkShift(run * runChunks))},
           source.tensor, ValueRange{add(passSource, runOffset)},
           b.getIndexAttr(kChunk), bytes, b.getUnitAttr());
     }

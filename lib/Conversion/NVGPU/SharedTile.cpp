@@ -14,7 +14,14 @@ Value SwizzledTile::offset(Value row, Value chunk) {
   Value rowSwizzle = swizzleStep() == 1 ? row : div(row, swizzleStep());
   Value swizzledChunk =
       arith::XOrIOp::create(b, chunk, rem(rowSwizzle, swizzleChunks()));
-  return add(mul(row, rowElements), mul(swizzledChunk, kChunk));
+  if (!isBlocked())
+    return add(mul(row, rowElements), mul(swizzledChunk, kChunk));
+  // Chunk 8 g + p is chunk p ^ (r % 8) of the row in column block g.
+  Value block = div(swizzledChunk, swizzleChunks());
+  Value inBlock = rem(swizzledChunk, swizzleChunks());
+  return add(add(mul(block, blockRows * kBlockElements),
+                 mul(row, kBlockElements)),
+             mul(inBlock, kChunk));
 }
 
 SmallVector<Value> SwizzledTile::laneChunkOffsets(Value row, Value half) {
@@ -32,16 +39,31 @@ Value SwizzledTile::laneChunkOffset(ArrayRef<Value> offsets, int64_t rowDelta,
   int64_t period = offsets.size();
   assert(rowDelta % swizzlePeriod() == 0 && "row shift changes the swizzle");
   return add(offsets[slice % period],
-             rowDelta * rowElements + kChunk * 2 * period * (slice / period));
+             rowShift(rowDelta) + chunkShift(2 * period * (slice / period)));
 }
 
-SharedMemoryArena::SharedMemoryArena(ImplicitLocOpBuilder &b)
-    : KernelEmitter(b) {
+SharedMemoryArena::SharedMemoryArena(ImplicitLocOpBuilder &b,
+                                     int64_t alignment)
+    : KernelEmitter(b), alignment(alignment) {
+  assert(alignment >= 16 && llvm::isPowerOf2_64(alignment) &&
+         "arenas align to a power of two of at least 16 bytes");
   base = gpu::DynamicSharedMemoryOp::create(
       b, MemRefType::get({ShapedType::kDynamic}, b.getI8Type(),
                          MemRefLayoutAttrInterface(),
                          gpu::AddressSpaceAttr::get(
                              b.getContext(), gpu::AddressSpace::Workgroup)));
+  if (alignment == 16)
+    return;
+  Value address = memref::ExtractAlignedPointerAsIndexOp::create(b, base);
+  start = rem(sub(index(alignment), rem(address, alignment)), alignment);
+}
+
+Value rbfc::sharedAddress(ImplicitLocOpBuilder &b, Value shared,
+                          Value offset) {
+  Value address = memref::ExtractAlignedPointerAsIndexOp::create(b, shared);
+  Value bytes = arith::MulIOp::create(
+      b, offset, arith::ConstantIndexOp::create(b, 2));
+  return arith::AddIOp::create(b, address, bytes);
 }
 
 Value SharedMemoryArena::carve(int64_t elements, Type elementType) {
@@ -49,11 +71,12 @@ Value SharedMemoryArena::carve(int64_t elements, Type elementType) {
       gpu::AddressSpaceAttr::get(b.getContext(), gpu::AddressSpace::Workgroup);
   auto type = MemRefType::get({elements}, elementType,
                               MemRefLayoutAttrInterface(), workgroup);
-  Value view =
-      memref::ViewOp::create(b, type, base, index(bytes), ValueRange{});
+  bytes = llvm::alignTo(bytes, alignment);
+  Value view = memref::ViewOp::create(
+      b, type, base, start ? add(start, bytes) : index(bytes), ValueRange{});
   LLVM_DEBUG(llvm::dbgs() << "shared memory [" << bytes << ", +" << elements
                           << " x " << elementType << ")\n");
-  bytes +=
-      llvm::alignTo(elements * elementType.getIntOrFloatBitWidth() / 8, 16);
+  bytes += elements * elementType.getIntOrFloatBitWidth() / 8;
+  bytes = llvm::alignTo(bytes, 16);
   return view;
 }
