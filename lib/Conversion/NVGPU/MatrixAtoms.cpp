@@ -9,17 +9,21 @@
 using namespace mlir;
 using namespace rbfc;
 
+/// A pair of 16-bit values as the i32 register that inline PTX and
+/// nvvm.mma.sync's bf16 form take.
+static Value asWord(ImplicitLocOpBuilder &b, Value pair) {
+  Value word =
+      vector::BitCastOp::create(b, VectorType::get({1}, b.getI32Type()), pair);
+  return vector::ExtractOp::create(b, word, ArrayRef<int64_t>{0});
+}
+
 Accumulator MmaSyncAtom::mma(ArrayRef<Value> a, ArrayRef<Value> bOperand,
                              const Accumulator &c) {
   bool bf16 = elementType.isBF16();
   // The 16-bit registers hold raw bits; bf16 operands travel as i32 because
   // nvvm.mma.sync types bf16 multiplicands as packed integers.
   auto asOperand = [&](Value pair) -> Value {
-    if (!bf16)
-      return pair;
-    Value word = vector::BitCastOp::create(
-        b, VectorType::get({1}, b.getI32Type()), pair);
-    return vector::ExtractOp::create(b, word, ArrayRef<int64_t>{0});
+    return bf16 ? asWord(b, pair) : pair;
   };
   SmallVector<Value> operandA, operandB;
   for (Value pair : a)
@@ -94,4 +98,118 @@ OperandRegisters MmaSyncAtom::operandA(const Accumulator &left,
                                        const Accumulator &right) {
   return {packPair(left[0], left[1]), packPair(left[2], left[3]),
           packPair(right[0], right[1]), packPair(right[2], right[3])};
+}
+
+Value WarpgroupMmaAtom::descriptor(Value address, int64_t leadingBytes,
+                                   int64_t strideBytes) {
+  // PTX ISA "Matrix Descriptor Format": bits 0-13 the start address, 16-29
+  // the leading and 32-45 the stride dimension byte offsets, all >> 4;
+  // bits 62-63 the swizzle, 1 for 128 bytes. Base offset 0: every column
+  // block starts 1024-byte aligned.
+  Type i64 = b.getI64Type();
+  Value start = arith::IndexCastUIOp::create(b, i64, address);
+  start = arith::ShRUIOp::create(
+      b, arith::AndIOp::create(b, start,
+                               arith::ConstantIntOp::create(b, i64, 0x3FFFF)),
+      arith::ConstantIntOp::create(b, i64, 4));
+  uint64_t fields = (uint64_t(leadingBytes >> 4) << 16) |
+                    (uint64_t(strideBytes >> 4) << 32) | (uint64_t(1) << 62);
+  return arith::OrIOp::create(
+      b, start, arith::ConstantIntOp::create(b, i64, int64_t(fields)));
+}
+
+Value WarpgroupMmaAtom::advance(Value descriptor, int64_t bytes) {
+  assert(bytes % 16 == 0 && "descriptors address 16-byte units");
+  if (bytes == 0)
+    return descriptor;
+  return arith::AddIOp::create(
+      b, descriptor,
+      arith::ConstantIntOp::create(b, b.getI64Type(), bytes >> 4));
+}
+
+std::string WarpgroupMmaAtom::registerList(int64_t first, int64_t n) {
+  std::string list = "{";
+  for (int64_t i = 0; i < n; ++i)
+    list += (i ? ", $" : "$") + std::to_string(first + i);
+  return list + "}";
+}
+
+void WarpgroupMmaAtom::runWithAccumulators(
+    StringRef ptx, ValueRange inputs, StringRef constraints,
+    MutableArrayRef<Accumulator> accumulators) {
+  SmallVector<Value> values = FragmentLayout::flatten(accumulators);
+  int64_t n = values.size();
+  // Outputs $0 .. $n-1, then `inputs`, then the accumulators' old values
+  // tied to the outputs (numbered after the inputs, unnamed in `ptx`).
+  std::string allConstraints;
+  for (int64_t i = 0; i < n; ++i)
+    allConstraints += i ? ",=f" : "=f";
+  if (!constraints.empty())
+    allConstraints += ("," + constraints).str();
+  for (int64_t i = 0; i < n; ++i)
+    allConstraints += "," + std::to_string(i);
+  SmallVector<Value> operands(inputs.begin(), inputs.end());
+  operands.append(values);
+  auto resultType = LLVM::LLVMStructType::getLiteral(
+      b.getContext(), SmallVector<Type>(n, b.getF32Type()));
+  auto asmOp = LLVM::InlineAsmOp::create(
+      b, resultType, operands, ptx, allConstraints, /*has_side_effects=*/true,
+      /*is_align_stack=*/false, LLVM::tailcallkind::TailCallKind::None,
+      LLVM::AsmDialectAttr::get(b.getContext(), LLVM::AsmDialect::AD_ATT),
+      ArrayAttr());
+  for (int64_t i = 0; i < n; ++i)
+    accumulators[i / 4][i % 4] =
+        LLVM::ExtractValueOp::create(b, asmOp.getRes(), ArrayRef<int64_t>{i});
+}
+
+void WarpgroupMmaAtom::fence(MutableArrayRef<Accumulator> accumulators) {
+  runWithAccumulators("wgmma.fence.sync.aligned;", {}, "", accumulators);
+}
+
+void WarpgroupMmaAtom::commitGroup() {
+  NVVM::WgmmaGroupSyncAlignedOp::create(b);
+}
+
+void WarpgroupMmaAtom::waitGroup(int64_t pending,
+                                 MutableArrayRef<Accumulator> accumulators) {
+  runWithAccumulators(
+      ("wgmma.wait_group.sync.aligned " + Twine(pending) + ";").str(), {}, "",
+      accumulators);
+}
+
+/// The instruction for `columns` columns of elements of type `element`,
+/// its scale-d predicate p (true: the accumulators are added to) set in
+/// the braces that scope it.
+static std::string wgmmaPrefix(Type element, int64_t columns) {
+  StringRef type = element.isBF16() ? "bf16" : "f16";
+  return ("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+          "wgmma.mma_async.sync.aligned.m64n" +
+          Twine(columns) + "k16.f32." + type + "." + type + " ")
+      .str();
+}
+
+void WarpgroupMmaAtom::mma(Value aDescriptor, Value bDescriptor,
+                           MutableArrayRef<Accumulator> accumulators,
+                           bool transposeB) {
+  int64_t n = 4 * accumulators.size();
+  std::string ptx = wgmmaPrefix(elementType, 8 * accumulators.size()) +
+                    registerList(0, n) + ", $" + std::to_string(n) + ", $" +
+                    std::to_string(n + 1) + ", p, 1, 1, 0, " +
+                    std::to_string(int(transposeB)) + ";\n}";
+  runWithAccumulators(ptx, {aDescriptor, bDescriptor}, "l,l", accumulators);
+}
+
+void WarpgroupMmaAtom::mma(const OperandRegisters &a, Value bDescriptor,
+                           MutableArrayRef<Accumulator> accumulators,
+                           bool transposeB) {
+  int64_t n = 4 * accumulators.size();
+  std::string ptx = wgmmaPrefix(elementType, 8 * accumulators.size()) +
+                    registerList(0, n) + ", " + registerList(n, 4) + ", $" +
+                    std::to_string(n + 4) + ", p, 1, 1, " +
+                    std::to_string(int(transposeB)) + ";\n}";
+  SmallVector<Value> inputs;
+  for (Value pair : a)
+    inputs.push_back(asWord(b, pair));
+  inputs.push_back(bDescriptor);
+  runWithAccumulators(ptx, inputs, "r,r,r,r,l", accumulators);
 }

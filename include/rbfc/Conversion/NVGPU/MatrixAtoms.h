@@ -5,8 +5,12 @@
 // accumulators, the ldmatrix.x4 loads (plain and .trans) that bring its
 // operands from shared memory, and the packing of f32 pairs into 16-bit
 // operand registers, which is how an accumulator becomes the A operand of
-// the next mma (FlashAttention's P = exp(S) never leaves registers). The
-// Hopper kernels will add wgmma here.
+// the next mma (FlashAttention's P = exp(S) never leaves registers); and
+// Hopper's wgmma m64nNk16, issued by a warpgroup, B (and A, or A from the
+// same registers as mma.sync's A fragment) named by shared-memory
+// descriptors. wgmma's f32 accumulators for 64 rows and N columns are, warp
+// by warp, the m16n8 accumulators of 16 rows and N / 8 slices, lane for
+// lane and register for register: FragmentLayout describes both.
 //
 //===----------------------------------------------------------------------===//
 #ifndef RBFC_CONVERSION_NVGPU_MATRIXATOMS_H
@@ -72,6 +76,54 @@ public:
   OperandRegisters operandA(const Accumulator &left, const Accumulator &right);
 
 private:
+  mlir::Type elementType;
+};
+
+/// wgmma m64nNk16 with f32 accumulators, as inline PTX: MLIR 22 has no op
+/// for the form whose A operand is in registers, and inline assembly that
+/// carries the accumulators through wgmma.fence and wgmma.wait_group is
+/// what keeps LLVM from moving their reads and writes across those (CUTLASS
+/// pins them the same way).
+class WarpgroupMmaAtom : public KernelEmitter {
+public:
+  WarpgroupMmaAtom(mlir::ImplicitLocOpBuilder &b, mlir::Type elementType)
+      : KernelEmitter(b), elementType(elementType) {}
+
+  /// The descriptor of an operand at shared byte address `address` (index)
+  /// in a column-blocked SwizzledTile (128-byte swizzle): `leadingBytes`
+  /// and `strideBytes` are its leading and stride dimension byte offsets.
+  mlir::Value descriptor(mlir::Value address, int64_t leadingBytes,
+                         int64_t strideBytes);
+  /// `descriptor` for the operand `bytes` further on (a multiple of 16;
+  /// the start address field does not overflow below 256 KB).
+  mlir::Value advance(mlir::Value descriptor, int64_t bytes);
+
+  /// wgmma.fence: orders the registers' earlier writes (the accumulators,
+  /// which pass through it) before the next wgmma's reads.
+  void fence(llvm::MutableArrayRef<Accumulator> accumulators);
+  void commitGroup();
+  /// Waits until at most `pending` committed groups are in flight; the
+  /// accumulators pass through so that nothing reads them earlier.
+  void waitGroup(int64_t pending,
+                 llvm::MutableArrayRef<Accumulator> accumulators);
+
+  /// accumulators += A B for 64 rows, 16 k and 8 x accumulators.size()
+  /// columns, A and B from shared memory; `transposeB`: B is MN-major.
+  void mma(mlir::Value aDescriptor, mlir::Value bDescriptor,
+           llvm::MutableArrayRef<Accumulator> accumulators, bool transposeB);
+  /// ... A from registers: the warp's 16 rows, as mma.sync's A fragment.
+  void mma(const OperandRegisters &a, mlir::Value bDescriptor,
+           llvm::MutableArrayRef<Accumulator> accumulators, bool transposeB);
+
+private:
+  /// Runs `ptx` with the accumulators as its first, read-write, operands
+  /// ($0 .. $n-1) and `inputs` after them ($n ...), `constraints` theirs.
+  void runWithAccumulators(llvm::StringRef ptx, mlir::ValueRange inputs,
+                           llvm::StringRef constraints,
+                           llvm::MutableArrayRef<Accumulator> accumulators);
+  /// "{$first, ..., $first + n - 1}"
+  static std::string registerList(int64_t first, int64_t n);
+
   mlir::Type elementType;
 };
 
