@@ -10,6 +10,9 @@ and not (--shapes picks others; BxH/KVxNxD has KV key/value heads, grouped-query
 attention):
   rbfc_dot    examples/softmax.attn, examples/causal.attn
   rbfc_rbf    examples/rbf.attn, examples/rbf_causal.attn
+  rbfc_dot_mma, rbfc_rbf_mma
+              the same compiled for sm_90 instead of sm_90a: the mma.sync
+              kernel structure (wgmma needs sm_90a), to compare the two
   sdpa_cudnn  F.scaled_dot_product_attention, cuDNN backend (dot)
   sdpa_flash  the same, flash backend (FlashAttention-2) (dot)
   flex_dot    FlexAttention, Triton backend (dot)
@@ -167,22 +170,24 @@ def flex_dot(q, k, v, causal):
 _kernels = {}
 
 
-def rbfc_kernel(variant, causal, D, workdir, plan):
+def rbfc_kernel(variant, causal, D, workdir, plan, arch):
     spec = {("dot", False): "softmax.attn", ("dot", True): "causal.attn",
             ("rbf", False): "rbf.attn", ("rbf", True): "rbf_causal.attn"}[(variant, causal)]
-    key = (spec, D)
+    key = (spec, D, arch)
     if key not in _kernels:
         t0 = time.time()
         _kernels[key] = Kernel(REPO / "examples" / spec, head_dim=D, dtype="bf16",
-                               out_dir=workdir, plan=plan)
+                               out_dir=workdir, plan=plan, arch=arch)
         print(f"compiled {spec} D={D} in {time.time() - t0:.2f} s: {_kernels[key].info['plan']}",
               flush=True)
     return _kernels[key]
 
 
-def rbfc_method(variant, workdir, plans):
+def rbfc_method(variant, workdir, plans, arch="sm_90a"):
     def prepare(q, k, v, causal):
-        kern = rbfc_kernel(variant, causal, q.shape[-1], workdir, plans.get(q.shape[-1]))
+        # A plan names its arch: the overrides are for sm_90a only.
+        plan = plans.get(q.shape[-1]) if arch == "sm_90a" else None
+        kern = rbfc_kernel(variant, causal, q.shape[-1], workdir, plan, arch)
         launch, o, _ = kern.launcher(q, k, v)
         return launch, o
     return prepare
@@ -257,6 +262,8 @@ def main():
     methods = {
         "rbfc_dot": (rbfc_method("dot", workdir, plans), "dot"),
         "rbfc_rbf": (rbfc_method("rbf", workdir, plans), "rbf"),
+        "rbfc_dot_mma": (rbfc_method("dot", workdir, plans, "sm_90"), "dot"),
+        "rbfc_rbf_mma": (rbfc_method("rbf", workdir, plans, "sm_90"), "rbf"),
         "sdpa_cudnn": (plain_method(sdpa(SDPBackend.CUDNN_ATTENTION)), "dot"),
         "sdpa_flash": (plain_method(sdpa(SDPBackend.FLASH_ATTENTION)), "dot"),
         "flex_dot": (plain_method(flex_dot), "dot"),
@@ -334,7 +341,8 @@ def main():
                   warmup_ms=args.warmup, rep_ms=args.reps,
                   flops="4*B*H*N*N*D, halved when causal",
                   plans={str(d): p for d, p in plans.items() if p},
-                  rbfc_plans={f"{s}:{d}": k.info["plan"] for (s, d), k in _kernels.items()},
+                  rbfc_plans={f"{s}:{d}:{a}": k.info["plan"]
+                              for (s, d, a), k in _kernels.items()},
                   elapsed_s=round(time.time() - t_start, 1), rows=rows)
     write_result(result, "fwd" + result_suffix(shapes))
     print_table(rows)

@@ -9,7 +9,9 @@ outputs, and compares with a float32 PyTorch reference written here per example,
 independent of the compiler. Also runs a hand-written kernel with the ABI's
 parameter list (abi_fixture.cu, when nvcc is there) to test the runtime alone,
 and one small case per kernel and head dim (64, 80, 96, 128) under compute-sanitizer
-memcheck.
+memcheck. On sm_90 the default target (sm_90a) builds the wgmma kernel at head dims
+64 and 128; the mma.sync kernel at those head dims runs too (compiled for sm_90,
+rows named "<example>/mma").
 Prints a table; exits non-zero on any failure. docs/gpu-testing.md explains it.
 """
 import argparse
@@ -86,6 +88,16 @@ OTHER_DIMS_SUBSET = ["softmax", "causal", "rbf", "rbf_causal", "alibi"]
 # plan), 160 and 240 (groups of 4 and 2 under the 64 x 32 one).
 MAIN_DIMS = [64, 80, 96, 128]
 OTHER_DIMS = [32, 48, 112, 160, 240, 256]
+# On sm_90 the default target, sm_90a, builds the wgmma kernel at head dims
+# 64 and 128 and the mma.sync kernel elsewhere; compiled for sm_90 those
+# head dims take the mma.sync kernel (sm_80's and the fallback), tested too,
+# under the example's name with MMA_SUFFIX.
+WGMMA_DIMS = [64, 128]
+MMA_ARCH, MMA_SUFFIX = "sm_90", "/mma"
+
+
+def has_wgmma():
+    return torch.cuda.get_device_capability() == (9, 0)
 
 
 def reference(spec, q, k, v, captures, params):
@@ -172,7 +184,7 @@ class Results:
         status = "ok" if problem is None else "FAIL"
         e = f"{err:.1e}" if err is not None else "-"
         le = f"{lse_err:.1e}" if lse_err is not None else "-"
-        print(f"{status:4s} {name:15s} {dtype:4s} D={D:<3d} lse={int(lse)} {shape:24s} "
+        print(f"{status:4s} {name:18s} {dtype:4s} D={D:<3d} lse={int(lse)} {shape:24s} "
               f"err={e:8s} lse_err={le:8s} {problem or ''}", flush=True)
 
     @property
@@ -191,11 +203,13 @@ def run_kernel_case(kern, spec, B, H, Hkv, Nq, Nkv, D, dtype, layout, lse, g):
     return check(o, buf, lse_t, ref, ref_lse if lse else None, dtype, D)
 
 
-def compile_kernel(spec, D, dtype, lse, workdir):
+def compile_kernel(spec, D, dtype, lse, workdir, arch=None):
     file = REPO / "examples" / SPECS[spec][0]
     if not file.is_file():
         raise RbfcError(f"{file} does not exist")
-    return Kernel(file, head_dim=D, dtype=dtype, lse=lse, out_dir=workdir)
+    if arch is None:
+        return Kernel(file, head_dim=D, dtype=dtype, lse=lse, out_dir=workdir)
+    return Kernel(file, head_dim=D, dtype=dtype, lse=lse, out_dir=workdir, arch=arch)
 
 
 def run_fixture(results, workdir, g):
@@ -274,12 +288,16 @@ def sanitize_child(args, specs, workdir):
     # (on sm_90: lanes load them from the workspace at 64; cp.async.bulk at
     # 128 without a mask, per-thread cp.async under one). 80 and 96: rows
     # copied in runs of 2 and 4 chunks, the threads past a tile idle.
+    structures = [(D, None) for D in (64, 80, 96, 128)]
+    if has_wgmma():
+        structures += [(D, MMA_ARCH) for D in WGMMA_DIMS]
     for spec in specs:
-        for D in (64, 80, 96, 128):
+        for D, arch in structures:
+            label = spec + (MMA_SUFFIX if arch else "")
             try:
-                kern = compile_kernel(spec, D, "bf16", True, workdir)
+                kern = compile_kernel(spec, D, "bf16", True, workdir, arch)
             except RbfcError as e:  # reported by the main run already
-                print(f"not sanitized {spec} D={D}: {str(e).strip().splitlines()[-1]}",
+                print(f"not sanitized {label} D={D}: {str(e).strip().splitlines()[-1]}",
                       flush=True)
                 continue
             B, H, Hkv, Nq, Nkv = 1, 2, 1, 17, 33
@@ -290,7 +308,7 @@ def sanitize_child(args, specs, workdir):
             captures = make_captures(spec, B, H, Nq, Nkv, g)
             o, lse = kern(q, k, v, captures=captures, lse=True)
             torch.cuda.synchronize()
-            print(f"sanitized {spec} D={D}: finite={bool(torch.isfinite(o.float()).all())}",
+            print(f"sanitized {label} D={D}: finite={bool(torch.isfinite(o.float()).all())}",
                   flush=True)
 
 
@@ -358,30 +376,34 @@ def main():
         results.add("reused workspace", "bf16", 64, False, "-", None, None, f"error: {e}")
 
     shapes = QUICK_SHAPES if args.quick else FULL_SHAPES
-    configs = []  # (spec, dtype, D, lse)
+    configs = []  # (spec, dtype, D, lse, arch: None for the default)
     for spec in specs:
         for D in ([64] if args.quick else MAIN_DIMS):
-            configs.append((spec, "bf16", D, True))
+            configs.append((spec, "bf16", D, True, None))
             if not args.quick and spec in F16_SUBSET:
-                configs.append((spec, "f16", D, True))
+                configs.append((spec, "f16", D, True, None))
         if not args.quick and spec in OTHER_DIMS_SUBSET:
-            configs += [(spec, "bf16", D, True) for D in OTHER_DIMS]
+            configs += [(spec, "bf16", D, True, None) for D in OTHER_DIMS]
+        if has_wgmma():
+            configs += [(spec, "bf16", D, True, MMA_ARCH)
+                        for D in ([64] if args.quick else WGMMA_DIMS)]
     # One row of 12 chunks (4-chunk swizzle groups) with key terms and a mask.
     if args.quick and "rbf_causal" in specs:
-        configs.append(("rbf_causal", "bf16", 96, True))
+        configs.append(("rbf_causal", "bf16", 96, True, None))
     # The ABI without the lse pointer and strides.
     for spec in ("softmax", "rbf", "alibi"):
         if spec in specs:
-            configs.append((spec, "bf16", 64, False))
+            configs.append((spec, "bf16", 64, False, None))
 
     fatal = None
-    for spec, dtype, D, lse in configs:
+    for spec, dtype, D, lse, arch in configs:
+        label = spec + (MMA_SUFFIX if arch else "")
         try:
-            kern = compile_kernel(spec, D, dtype, lse, workdir)
+            kern = compile_kernel(spec, D, dtype, lse, workdir, arch)
         except RbfcError as e:
             lines = str(e).strip().splitlines()
             why = next((line for line in lines if "error" in line), lines[-1] if lines else "?")
-            results.add(spec, dtype, D, lse, "compile", None, None, "compile: " + why[:200])
+            results.add(label, dtype, D, lse, "compile", None, None, "compile: " + why[:200])
             continue
         for (B, H, Hkv, Nq, Nkv, layout) in shapes:
             shape = f"{B}x{H}/{Hkv}x{Nq}x{Nkv} {layout}"
@@ -393,11 +415,11 @@ def main():
             except RuntimeError as e:
                 # A fault in a kernel (illegal address, ...) poisons the CUDA
                 # context: every later case would fail the same way.
-                results.add(spec, dtype, D, lse, shape, None, None,
+                results.add(label, dtype, D, lse, shape, None, None,
                             f"CUDA fault: {str(e).strip()[:300]}")
-                fatal = f"stopped after a CUDA fault in {spec} {dtype} D={D} {shape}"
+                fatal = f"stopped after a CUDA fault in {label} {dtype} D={D} {shape}"
                 break
-            results.add(spec, dtype, D, lse, shape, err, lse_err, problem)
+            results.add(label, dtype, D, lse, shape, err, lse_err, problem)
         if fatal:
             break
 
@@ -406,7 +428,7 @@ def main():
     sanitizer = None if args.no_sanitizer else sanitize(args, workdir)
     fails = results.failures
     print()
-    print(f"{'example':15s} {'dtype':5s} {'D':>4s} {'lse':>3s} {'cases':>5s} {'fail':>4s} {'max err':>8s}")
+    print(f"{'example':18s} {'dtype':5s} {'D':>4s} {'lse':>3s} {'cases':>5s} {'fail':>4s} {'max err':>8s}")
     keys = []
     for r in results.rows:
         if r[:4] not in keys:
@@ -416,7 +438,7 @@ def main():
         errs = [r[5] for r in rows if r[5] is not None]
         nf = sum(r[7] is not None for r in rows)
         me = f"{max(errs):.1e}" if errs else "-"
-        print(f"{key[0]:15s} {key[1]:5s} {key[2]:4d} {int(key[3]):3d} {len(rows):5d} {nf:4d} {me:>8s}")
+        print(f"{key[0]:18s} {key[1]:5s} {key[2]:4d} {int(key[3]):3d} {len(rows):5d} {nf:4d} {me:>8s}")
     for r in fails[:30]:
         print(f"FAILED {r[0]} {r[1]} D={r[2]} lse={int(r[3])} {r[4]}: {r[7]}")
     memcheck = "skipped" if args.no_sanitizer else (sanitizer or "clean")

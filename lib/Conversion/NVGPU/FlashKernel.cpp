@@ -17,6 +17,13 @@
 // and at the end O / l and the LSE (Epilogue). Which lane holds which query
 // row and key column comes from FragmentLayout and FragmentLane.
 //
+// With a wgmma plan (sm_90a) the schedule is the same; each warpgroup's
+// S = Q K^T is one wgmma per 16 head dims with Q and K named by
+// shared-memory descriptors, and O += P V one wgmma per 16 keys with P from
+// the S registers (WarpgroupMmaAtom). Q, K and V then lie in the 128-byte
+// swizzle's column blocks, and the threads fence their cp.async writes for
+// the tensor cores' async proxy before the barrier that publishes them.
+//
 //===----------------------------------------------------------------------===//
 #include "rbfc/Conversion/NVGPU/FlashKernel.h"
 
@@ -40,6 +47,15 @@ using namespace rbfc;
 
 /// Registers a warp may spend on keeping its Q fragments resident.
 static constexpr int64_t kResidentQueryRegisters = 32;
+/// wgmma: the warps of a warpgroup, which owns 64 query rows.
+static constexpr int64_t kWarpsPerWarpgroup = 4;
+static constexpr int64_t kWarpgroupRows = 64;
+/// A column block's row (128-byte swizzle), its 8-row groups (the core
+/// matrices' stride), and the leading byte offset of a K-major swizzled
+/// operand, which wgmma ignores (16 bytes, encoded 1, by convention).
+static constexpr int64_t kSwizzleRowBytes = 128;
+static constexpr int64_t kSwizzleRowGroupBytes = 8 * kSwizzleRowBytes;
+static constexpr int64_t kSwizzleLeadingBytes = 16;
 /// The key-terms prologue's entry is the kernel's with this suffix.
 static constexpr llvm::StringLiteral kKeyTermsSuffix = "_key_terms";
 
@@ -56,8 +72,12 @@ public:
         block(block), args(block.args), fragment(fragment),
         scoreLayout(config.atoms(), config.tileN / 8),
         outputLayout(config.atoms(), config.headDim / 8),
-        atoms(b, config.elementType), tile(b, config.headDim),
+        atoms(b, config.elementType), warpgroupAtoms(b, config.elementType),
+        tile(b, config.headDim, config.wgmma ? config.tileN : 0),
+        queryTile(b, config.headDim, config.wgmma ? config.tileM : 0),
         copies(b, tile, config.elementType, config.threads(), block.threadId),
+        queryCopies(b, queryTile, config.elementType, config.threads(),
+                    block.threadId),
         regions(b, op, args.sizes, args.params, args.captures, block.batch,
                 block.head, block.lane, config.headDim) {}
 
@@ -97,15 +117,25 @@ private:
   /// The A registers of Q rows of `atom`, head dims [16 slice, 16 slice + 16).
   OperandRegisters loadQueryFragment(int64_t atom, int64_t slice);
   /// Q fragments stay in registers when small; otherwise they are reloaded
-  /// from shared memory for every K tile (as FlashAttention-2 does).
+  /// from shared memory for every K tile (as FlashAttention-2 does). wgmma
+  /// reads Q from shared memory.
   bool queryResident() const {
-    return config.atoms() * config.dimSlices() * 4 <= kResidentQueryRegisters;
+    return !config.wgmma &&
+           config.atoms() * config.dimSlices() * 4 <= kResidentQueryRegisters;
   }
+  /// Makes the thread's completed cp.async writes visible to the tensor
+  /// cores' async proxy, which wgmma reads shared memory through; a block
+  /// barrier must follow before any warpgroup reads them.
+  void fenceCopiesForWgmma();
   SmallVector<Value> computeQueryNorms();
   /// S = Q K^T for the K tile at `keyBase`, each lane row's accumulators
   /// starting at `rowStart` (0 when empty).
   SmallVector<Accumulator> computeScores(Value keyBase,
                                          ArrayRef<Value> rowStart);
+  /// computeScores by one wgmma per 16 head dims over the warpgroup's 64
+  /// rows, Q and K named by descriptors.
+  void computeScoresByWgmma(Value keyBase,
+                            MutableArrayRef<Accumulator> scores);
   /// The softmax state of the block's query rows. With an LSE output the
   /// row sums add the f32 weights before they are rounded for P V, each
   /// lane over its own columns: the LSE is then exact, not off by the
@@ -120,6 +150,16 @@ private:
                                             ArrayRef<Accumulator> output,
                                             Value valueBase,
                                             OnlineSoftmax &softmax);
+  /// accumulateValues by one wgmma per 16 keys, P from the registers of S
+  /// and V named by a descriptor (MN-major: head dims are V's rows).
+  SmallVector<Accumulator>
+  accumulateValuesByWgmma(ArrayRef<Accumulator> weights,
+                          ArrayRef<Accumulator> output, Value valueBase,
+                          OnlineSoftmax &softmax);
+  /// The P registers of the 16 keys from 16 keySlice of `atom`, and the
+  /// row sums of their weights (OnlineSoftmax), for O += P V.
+  OperandRegisters weightOperand(ArrayRef<Accumulator> weights, int64_t atom,
+                                 int64_t keySlice);
   /// O / l and, with an LSE output, the log-sum-exp, for the rows inside
   /// q_len.
   LogicalResult storeResults(ArrayRef<Accumulator> output,
@@ -134,9 +174,11 @@ private:
   /// S = Q K^T: query rows, key columns; O: query rows, head_dim columns.
   FragmentLayout scoreLayout, outputLayout;
   MmaSyncAtom atoms;
-  /// Q, K and V tiles in shared memory.
-  SwizzledTile tile;
-  CopyEngine copies;
+  WarpgroupMmaAtom warpgroupAtoms;
+  /// K and V tiles, and Q's, in shared memory (the same row-major layout
+  /// for mma.sync; wgmma's column blocks depend on the tile's rows).
+  SwizzledTile tile, queryTile;
+  CopyEngine copies, queryCopies;
   RegionApplication regions;
 
   /// The block's first query row.
@@ -163,6 +205,8 @@ private:
   Value shiftToDot;
   /// The K tiles the loop visits: [firstTile, endTile).
   Value firstTile, endTile;
+  /// wgmma: the descriptor of the warpgroup's 64 rows of Q, head dims 0-63.
+  Value queryDescriptor;
 };
 
 } // namespace
@@ -171,7 +215,8 @@ FailureOr<int64_t> FlashSchedule::build() {
   LLVM_DEBUG(llvm::dbgs() << "S: " << scoreLayout << "\nO: " << outputLayout
                           << "\n");
   placeQueryTile();
-  SharedMemoryArena shared(b);
+  // wgmma's swizzled column blocks start 1024-byte aligned.
+  SharedMemoryArena shared(b, config.wgmma ? 1024 : 16);
   carveSharedMemory(shared);
   if (failed(findLiveTiles()))
     return failure();
@@ -227,7 +272,7 @@ void FlashSchedule::placeQueryTile() {
   // A operand, K as the B operand of S = Q K^T, V (transposed) as the B
   // operand of O += P V.
   LdmatrixAddress query = atoms.addressA(block.lane, fragment.atomRow(0));
-  queryOffsets = tile.laneChunkOffsets(query.row, query.half);
+  queryOffsets = queryTile.laneChunkOffsets(query.row, query.half);
   LdmatrixAddress key = atoms.addressB(block.lane);
   keyOffsets = tile.laneChunkOffsets(key.row, key.half);
   LdmatrixAddress value = atoms.addressBTransposed(block.lane);
@@ -238,7 +283,7 @@ void FlashSchedule::placeQueryTile() {
 
 void FlashSchedule::carveSharedMemory(SharedMemoryArena &shared) {
   Type f16 = b.getF16Type(), f32 = b.getF32Type();
-  sharedQuery = shared.carve(tile.elements(config.tileM), f16);
+  sharedQuery = shared.carve(queryTile.elements(config.tileM), f16);
   sharedKey = shared.carve(config.stages * tile.elements(config.tileN), f16);
   sharedValue = shared.carve(config.stages * tile.elements(config.tileN), f16);
   // With key_terms = global the lanes load the terms from the workspace
@@ -269,9 +314,9 @@ LogicalResult FlashSchedule::findLiveTiles() {
 void FlashSchedule::loadFirstTiles(TileRing &ring) {
   if (keyTermBarriers)
     ring.createTermBarriers();
-  copies.copyTile(sharedQuery, index(0),
-                  ForwardBlock::rows(args.q, block.qBase), qLo, args.sizes.qLen,
-                  config.tileM, /*bounded=*/true);
+  queryCopies.copyTile(sharedQuery, index(0),
+                       ForwardBlock::rows(args.q, block.qBase), qLo,
+                       args.sizes.qLen, config.tileM, /*bounded=*/true);
   NVVM::CpAsyncCommitGroupOp::create(b);
   // Launched early (programmatic dependent launch), the kernel waits for
   // the key-terms prologue to end and its workspace writes to show before
@@ -286,7 +331,16 @@ void FlashSchedule::loadFirstTiles(TileRing &ring) {
     NVVM::CpAsyncCommitGroupOp::create(b);
   }
   NVVM::CpAsyncWaitGroupOp::create(b, config.stages - 1);
+  fenceCopiesForWgmma();
   gpu::BarrierOp::create(b);
+}
+
+void FlashSchedule::fenceCopiesForWgmma() {
+  if (config.wgmma)
+    NVVM::FenceProxyOp::create(
+        b, NVVM::ProxyKind::async_shared,
+        NVVM::SharedSpaceAttr::get(b.getContext(),
+                                   NVVM::SharedSpace::shared_cta));
 }
 
 LogicalResult FlashSchedule::prepareQueries() {
@@ -298,6 +352,15 @@ LogicalResult FlashSchedule::prepareQueries() {
   if (RegionApplication::usesNorm(op.getScore(), attn::Vector::q) ||
       RegionApplication::usesNorm(op.getRowBias(), attn::Vector::q))
     rowQueryNorm = computeQueryNorms();
+  if (config.wgmma) {
+    // The warpgroup's rows start 64 128-byte rows into each column block.
+    Value warpgroup = div(block.warp, kWarpsPerWarpgroup);
+    Value rows = mul(warpgroup, kWarpgroupRows);
+    queryDescriptor = warpgroupAtoms.descriptor(
+        sharedAddress(b, sharedQuery,
+                      mul(rows, SwizzledTile::kBlockElements)),
+        kSwizzleLeadingBytes, kSwizzleRowGroupBytes);
+  }
   qScale = f32(1.0);
   if (!op.getQScale().empty()) {
     ElementValues element;
@@ -355,6 +418,7 @@ FailureOr<scf::ForOp> FlashSchedule::emitLoop(TileRing &ring) {
     state = state.drop_back(workspace.planes());
   }
   NVVM::CpAsyncWaitGroupOp::create(b, config.stages - 2);
+  fenceCopiesForWgmma();
   gpu::BarrierOp::create(b);
   SmallVector<Value> copyOffsets;
   for (Value offset : termOffsets)
@@ -481,17 +545,17 @@ FlashSchedule::computeTile(TileRing &ring, Value buffer, Value kvLo,
 
 OperandRegisters FlashSchedule::loadQueryFragment(int64_t atom, int64_t slice) {
   return atoms.ldmatrix(
-      sharedQuery, tile.laneChunkOffset(queryOffsets, atom * kAtomRows, slice),
-      false);
+      sharedQuery,
+      queryTile.laneChunkOffset(queryOffsets, atom * kAtomRows, slice), false);
 }
 
 SmallVector<Value> FlashSchedule::computeQueryNorms() {
   // The four lanes of a group share a row and its sum.
   SmallVector<Value> norms(scoreLayout.laneRows());
   for (int64_t r = 0; r < scoreLayout.laneRows(); ++r) {
-    norms[r] = copies.rowSquareSum(sharedQuery, Value{},
-                                   fragment.rowInTile(r),
-                                   fragment.getInGroup(), 4);
+    norms[r] = queryCopies.rowSquareSum(sharedQuery, Value{},
+                                        fragment.rowInTile(r),
+                                        fragment.getInGroup(), 4);
   }
   return norms;
 }
@@ -504,6 +568,10 @@ FlashSchedule::computeScores(Value keyBase, ArrayRef<Value> rowStart) {
     Value top = rowStart.empty() ? f32(0.0) : rowStart[2 * atom];
     Value bottom = rowStart.empty() ? f32(0.0) : rowStart[2 * atom + 1];
     scores.append(slices, {top, top, bottom, bottom});
+  }
+  if (config.wgmma) {
+    computeScoresByWgmma(keyBase, scores);
+    return scores;
   }
   // Per 16 head dims: Q's A registers of every atom, then per 16 keys one
   // ldmatrix.x4 of K for the two 8-key slices' B registers.
@@ -528,19 +596,87 @@ FlashSchedule::computeScores(Value keyBase, ArrayRef<Value> rowStart) {
   return scores;
 }
 
+void FlashSchedule::computeScoresByWgmma(Value keyBase,
+                                         MutableArrayRef<Accumulator> scores) {
+  Value keyDescriptor = warpgroupAtoms.descriptor(
+      sharedAddress(b, sharedKey, keyBase), kSwizzleLeadingBytes,
+      kSwizzleRowGroupBytes);
+  // Per 16 head dims, 32 bytes along the 128-byte rows of a column block.
+  auto dimOffset = [&](int64_t dimSlice, int64_t rows) {
+    int64_t perBlock = SwizzledTile::kBlockElements / 16;
+    return (dimSlice / perBlock) * rows * kSwizzleRowBytes +
+           (dimSlice % perBlock) * 32;
+  };
+  // Every operand register is written before the fence: one written
+  // between the fence and its wgmma makes ptxas add a warpgroup.arrive.
+  SmallVector<std::pair<Value, Value>> descriptors;
+  for (int64_t dimSlice = 0; dimSlice < config.dimSlices(); ++dimSlice)
+    descriptors.emplace_back(
+        warpgroupAtoms.advance(queryDescriptor,
+                               dimOffset(dimSlice, config.tileM)),
+        warpgroupAtoms.advance(keyDescriptor,
+                               dimOffset(dimSlice, config.tileN)));
+  warpgroupAtoms.fence(scores);
+  for (auto [query, key] : descriptors)
+    warpgroupAtoms.mma(query, key, scores, /*transposeB=*/false);
+  warpgroupAtoms.commitGroup();
+  warpgroupAtoms.waitGroup(0, scores);
+}
+
+OperandRegisters FlashSchedule::weightOperand(ArrayRef<Accumulator> weights,
+                                              int64_t atom, int64_t keySlice) {
+  return atoms.operandA(weights[scoreLayout.accumulator(atom, 2 * keySlice)],
+                        weights[scoreLayout.accumulator(atom, 2 * keySlice + 1)]);
+}
+
+SmallVector<Accumulator>
+FlashSchedule::accumulateValuesByWgmma(ArrayRef<Accumulator> weights,
+                                       ArrayRef<Accumulator> output,
+                                       Value valueBase,
+                                       OnlineSoftmax &softmax) {
+  SmallVector<Accumulator> result(output.begin(), output.end());
+  // V is MN-major: head dims run along its 128-byte rows, its column blocks
+  // tile_n rows apart, and 16 keys are 16 rows.
+  Value valueDescriptor = warpgroupAtoms.descriptor(
+      sharedAddress(b, sharedValue, valueBase),
+      config.tileN * kSwizzleRowBytes, kSwizzleRowGroupBytes);
+  SmallVector<OperandRegisters> a;
+  SmallVector<Value> descriptors;
+  for (int64_t keySlice = 0; keySlice < config.tileN / 16; ++keySlice) {
+    a.push_back(weightOperand(weights, 0, keySlice));
+    descriptors.push_back(warpgroupAtoms.advance(
+        valueDescriptor, keySlice * 16 * kSwizzleRowBytes));
+  }
+  warpgroupAtoms.fence(result);
+  for (auto [weightRegisters, descriptor] : llvm::zip(a, descriptors))
+    warpgroupAtoms.mma(weightRegisters, descriptor, result,
+                       /*transposeB=*/true);
+  warpgroupAtoms.commitGroup();
+  // The row sums while the tensor cores work.
+  for (int64_t keySlice = 0; keySlice < config.tileN / 16; ++keySlice) {
+    if (!softmax.sumsUnroundedWeights())
+      softmax.addWeightsByMma(atoms, a[keySlice]);
+    else
+      softmax.addWeights(0, weights[scoreLayout.accumulator(0, 2 * keySlice)],
+                         weights[scoreLayout.accumulator(0, 2 * keySlice + 1)]);
+  }
+  warpgroupAtoms.waitGroup(0, result);
+  return result;
+}
+
 SmallVector<Accumulator>
 FlashSchedule::accumulateValues(ArrayRef<Accumulator> weights,
                                 ArrayRef<Accumulator> output, Value valueBase,
                                 OnlineSoftmax &softmax) {
+  if (config.wgmma)
+    return accumulateValuesByWgmma(weights, output, valueBase, softmax);
   SmallVector<Accumulator> result(output.begin(), output.end());
   // Per 16 keys: P's A registers of every atom, then per 16 head dims one
   // ldmatrix.x4.trans of V for the two 8-dim slices' B registers.
   for (int64_t keySlice = 0; keySlice < config.tileN / 16; ++keySlice) {
     SmallVector<OperandRegisters> a;
     for (int64_t atom = 0; atom < config.atoms(); ++atom)
-      a.push_back(atoms.operandA(
-          weights[scoreLayout.accumulator(atom, 2 * keySlice)],
-          weights[scoreLayout.accumulator(atom, 2 * keySlice + 1)]));
+      a.push_back(weightOperand(weights, atom, keySlice));
     for (int64_t pair = 0; pair < config.dimSlices(); ++pair) {
       Value offset = tile.laneChunkOffset(valueOffsets, 16 * keySlice, pair);
       auto registers =
@@ -682,8 +818,8 @@ int rbfc::archVersion(StringRef arch) {
   return version;
 }
 
-LogicalResult rbfc::verifyMmaSyncPlan(attn::AttentionOp op,
-                                      attn::PlanAttr plan) {
+LogicalResult rbfc::verifyFlashPlan(attn::AttentionOp op,
+                                    attn::PlanAttr plan) {
   auto queryType = cast<RankedTensorType>(op.getQuery().getType());
   int64_t headDim = queryType.getDimSize(3);
   Type element = queryType.getElementType();
@@ -691,11 +827,29 @@ LogicalResult rbfc::verifyMmaSyncPlan(attn::AttentionOp op,
   auto fail = [&](const Twine &why) {
     return op.emitOpError() << "plan " << plan << " cannot be built: " << why;
   };
-  if (plan.getKernel() != "mma_sync")
-    return fail("only the mma_sync kernel structure is implemented");
+  bool wgmma = plan.getKernel() == "wgmma";
+  if (!wgmma && plan.getKernel() != "mma_sync")
+    return fail("the kernel structures are mma_sync and wgmma");
   if (!element.isBF16() && !element.isF16())
-    return fail("mma_sync kernels take bf16 or f16 inputs, not " +
+    return fail(plan.getKernel() + " kernels take bf16 or f16 inputs, not " +
                 llvm::Twine(element.isF32() ? "f32" : "this type"));
+  if (wgmma) {
+    // wgmma is sm_90a's; the kernel gives each warpgroup's warps 16 rows
+    // (one m64 wgmma a warpgroup) and lays Q, K, V out in 64-column
+    // blocks of the 128-byte swizzle.
+    if (plan.getArch() != "sm_90a")
+      return fail("wgmma needs the sm_90a target");
+    if (headDim % SwizzledTile::kBlockElements != 0 || headDim > 256)
+      return fail("the wgmma kernel takes head dimensions 64, 128, 192 and "
+                  "256, not " +
+                  Twine(headDim));
+    if (plan.getWarps() % kWarpsPerWarpgroup != 0 ||
+        plan.getTileM() != kAtomRows * plan.getWarps())
+      return fail("the wgmma kernel needs warps a multiple of 4 and tile_m "
+                  "= 16 x warps (64 query rows a warpgroup)");
+    if (plan.getTileN() > 256)
+      return fail("the wgmma kernel's tile_n is at most 256");
+  }
   // The mma k-step and the ldmatrix chunk pairs are 16 head dims; past
   // 256 the O accumulators of one atom would fill the register file.
   if (headDim % 16 != 0 || headDim < 32 || headDim > 256)
@@ -735,16 +889,22 @@ FailureOr<gpu::GPUFuncOp> rbfc::buildFlashKernel(attn::AttentionOp op,
   std::optional<attn::PlanAttr> plan = op.getPlan();
   if (!plan)
     return op.emitOpError() << "has no plan; run attn-select-plan first";
-  if (failed(verifyMmaSyncPlan(op, *plan)))
+  if (failed(verifyFlashPlan(op, *plan)))
     return failure();
   auto queryType = cast<RankedTensorType>(op.getQuery().getType());
-  ForwardConfig config{
-      queryType.getDimSize(3), plan->getTileM(),
-      plan->getTileN(),        plan->getWarps(),
-      plan->getStages(),       queryType.getElementType(),
-      op.isSoftmax(),          op.getLog2Domain(),
-      op.getLse() != nullptr,  keyTermSource(*plan),
-      plan->getBlocksPerSm(),  archVersion(plan->getArch()) >= 90};
+  ForwardConfig config{queryType.getDimSize(3),
+                       plan->getTileM(),
+                       plan->getTileN(),
+                       plan->getWarps(),
+                       plan->getStages(),
+                       queryType.getElementType(),
+                       op.isSoftmax(),
+                       op.getLog2Domain(),
+                       op.getLse() != nullptr,
+                       keyTermSource(*plan),
+                       plan->getBlocksPerSm(),
+                       archVersion(plan->getArch()) >= 90,
+                       plan->getKernel() == "wgmma"};
   ImplicitLocOpBuilder b(op.getLoc(), op.getContext());
   LLVM_DEBUG(llvm::dbgs() << "building " << name << " with " << *plan << "\n");
   KeyTermWorkspace workspace = KeyTermWorkspace::forOp(op);

@@ -1,10 +1,12 @@
-//===- FlashKernel.h - the mma.sync flash-attention kernel -*- C++ -*-===//
+//===- FlashKernel.h - the flash-attention forward kernel -----*- C++ -*-===//
 //
 // Builds the FlashAttention-2 style forward kernel of one canonical
-// attn.attention as a gpu.func made of nvgpu/nvvm ops. The data-to-thread
-// mapping is the one of mma.sync m16n8k16 (see docs/kernel.md): warp w owns
-// query rows [16w, 16w + 16) of the tile, lane l holds rows l/4 and l/4 + 8
-// and key columns 2(l%4), 2(l%4) + 1 of every 8-key slice.
+// attn.attention as a gpu.func made of nvgpu/nvvm ops, its matrix products
+// by mma.sync (sm_80+) or by wgmma (sm_90a), as the plan's kernel says. The
+// data-to-thread mapping is the one of mma.sync m16n8k16 in both (see
+// docs/kernel.md): warp w owns query rows [16w, 16w + 16) of the tile, lane
+// l holds rows l/4 and l/4 + 8 and key columns 2(l%4), 2(l%4) + 1 of every
+// 8-key slice.
 //
 //===----------------------------------------------------------------------===//
 #ifndef RBFC_CONVERSION_NVGPU_FLASHKERNEL_H
@@ -24,13 +26,13 @@ inline constexpr llvm::StringLiteral kDescriptorAttrName = "rbfc.descriptor";
 /// 0 for anything else: the kernel's sm_90 features key on it.
 int archVersion(llvm::StringRef arch);
 
-/// Checks that `plan` can be built for `op` by the mma.sync kernel; the
-/// diagnostic says which constraint fails.
-mlir::LogicalResult verifyMmaSyncPlan(attn::AttentionOp op,
-                                      attn::PlanAttr plan);
+/// Checks that `plan` can be built for `op` by the flash kernel of its
+/// structure (mma_sync or wgmma); the diagnostic says which constraint
+/// fails.
+mlir::LogicalResult verifyFlashPlan(attn::AttentionOp op, attn::PlanAttr plan);
 
 /// Appends to `module` the kernel `name` computing `op` with its plan
-/// (`op` must be canonical and carry an mma_sync plan). Emits a diagnostic
+/// (`op` must be canonical and carry a plan). Emits a diagnostic
 /// on `op` and fails on what the kernel cannot express.
 mlir::FailureOr<mlir::gpu::GPUFuncOp>
 buildFlashKernel(attn::AttentionOp op, mlir::gpu::GPUModuleOp module,

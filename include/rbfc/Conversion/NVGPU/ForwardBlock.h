@@ -34,6 +34,9 @@ struct ForwardConfig {
   /// before it ends (programmatic dependent launch), and the flash kernel
   /// waits for it only before its first read of the workspace.
   bool programmaticLaunch;
+  /// The plan's kernel is wgmma (sm_90a): each warpgroup computes S = Q K^T
+  /// and O += P V for its 64 rows with wgmma, one atom a warp.
+  bool wgmma;
 
   int64_t threads() const { return warps * kThreadsPerWarp; }
   /// m16 atoms per warp: every K/V fragment a warp loads feeds this many
