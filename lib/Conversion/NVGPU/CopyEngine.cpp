@@ -14,8 +14,6 @@ using namespace rbfc;
 
 /// NVPTX address space of the shared memory of a block's cluster.
 static constexpr unsigned kSharedClusterAddressSpace = 7;
-/// How long (ns) an mbarrier wait may suspend the thread before it retries.
-static constexpr int64_t kBarrierSuspendHint = 10000000;
 
 int64_t CopyEngine::copyChunks(int64_t chunksPerRow, int64_t threads) {
   // A multiple of the swizzle's group, so that the chunks a thread copies

@@ -17,6 +17,9 @@
 
 namespace rbfc {
 
+/// How long (ns) an mbarrier wait may suspend the thread before it retries.
+inline constexpr int64_t kBarrierSuspendHint = 10000000;
+
 /// Rows of a row-major tensor in global memory: row i starts at element
 /// base + i * rowStride of the flat buffer `tensor`.
 struct GlobalRows {
