@@ -10,8 +10,8 @@
 // beat one atom x 8 warps by 5-20% at head_dim 64 and 128; 256-row tiles
 // won without a mask but lost under causal masks.
 //
-// On sm_90a the wgmma kernel takes head dims 64 and 128 (its plans below);
-// the other head dims, and sm_80-sm_90, keep the mma.sync kernel.
+// On sm_90a the wgmma kernel takes head dim 128 (its plan below); the
+// other head dims, and sm_80-sm_90, keep the mma.sync kernel.
 //
 //===----------------------------------------------------------------------===//
 #include "rbfc/Conversion/NVGPU/FlashKernel.h"
@@ -45,28 +45,24 @@ bool isMeasured(StringRef arch, int64_t headDim) {
          llvm::is_contained({32, 64, 128, 256}, headDim);
 }
 
-/// sm_90a at head_dim 64 and 128: the wgmma kernel, two warpgroups of 64
-/// query rows. Chosen by a sweep on the H200 (bench/NOTES.md, 2026-12-04:
-/// tile_n 64/128, stages 2/3, the three key_terms, 1 or 2 blocks an SM):
-/// 128-key tiles, except for a key bias at head_dim 64 (64-key tiles: 357
-/// against 276 TFLOP/s for RBF), key terms copied by the threads (within
-/// 1-3% of bulk at 128, 1-4% ahead of global), and at head_dim 64 two
-/// blocks an SM (causal dot 330 against 254, the others within 2%).
-attn::PlanAttr wgmmaPlan(attn::AttentionOp op, StringRef arch,
-                         int64_t headDim) {
-  bool keyBias = !op.getKeyBias().empty();
-  int64_t tileN = headDim == 64 && keyBias ? 64 : 128;
+/// sm_90a at head_dim 128: the wgmma kernel, two consumer warpgroups of 64
+/// query rows and a producer warpgroup, 128-key tiles, two stages, key
+/// terms copied by the producer. On the H200 (bench/NOTES.md, 2026-12-04)
+/// it ran 10-14% ahead of the cooperative wgmma kernel and 13-31% ahead of
+/// mma.sync; at head_dim 64 its producer, one tile in flight, held it
+/// below mma.sync (289 against 332 TFLOP/s for dot): 64 keeps mma.sync.
+attn::PlanAttr wgmmaPlan(attn::AttentionOp op, StringRef arch) {
   return attn::PlanAttr::get(op.getContext(), arch, "wgmma", /*tile_m=*/128,
-                             tileN, /*warps=*/8, /*stages=*/2, "threads",
-                             /*blocks_per_sm=*/headDim == 64 ? 2 : 0);
+                             /*tile_n=*/128, /*warps=*/8, /*stages=*/2,
+                             "threads", /*blocks_per_sm=*/0);
 }
 
 attn::PlanAttr defaultPlan(attn::AttentionOp op, StringRef arch) {
   MLIRContext *ctx = op.getContext();
   int64_t headDim =
       cast<RankedTensorType>(op.getQuery().getType()).getDimSize(3);
-  if (arch == "sm_90a" && (headDim == 64 || headDim == 128))
-    return wgmmaPlan(op, arch, headDim);
+  if (arch == "sm_90a" && headDim == 128)
+    return wgmmaPlan(op, arch);
   bool measured = isMeasured(arch, headDim);
   // Without a hint ptxas aims at more than one block per multiprocessor
   // and spills to get there (the dot kernel at head_dim 32 on sm_80: 168

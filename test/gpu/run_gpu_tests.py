@@ -9,9 +9,9 @@ outputs, and compares with a float32 PyTorch reference written here per example,
 independent of the compiler. Also runs a hand-written kernel with the ABI's
 parameter list (abi_fixture.cu, when nvcc is there) to test the runtime alone,
 and one small case per kernel and head dim (64, 80, 96, 128) under compute-sanitizer
-memcheck. On sm_90 the default target (sm_90a) builds the wgmma kernel at head dims
-64 and 128; the mma.sync kernel at those head dims runs too (compiled for sm_90,
-rows named "<example>/mma").
+memcheck. On sm_90 the default target (sm_90a) builds the wgmma kernel at head dim
+128: the mma.sync kernel runs there too (compiled for sm_90, rows "<example>/mma"),
+and the wgmma kernel at 64 (by its plan, rows "<example>/wgmma").
 Prints a table; exits non-zero on any failure. docs/gpu-testing.md explains it.
 """
 import argparse
@@ -88,12 +88,16 @@ OTHER_DIMS_SUBSET = ["softmax", "causal", "rbf", "rbf_causal", "alibi"]
 # plan), 160 and 240 (groups of 4 and 2 under the 64 x 32 one).
 MAIN_DIMS = [64, 80, 96, 128]
 OTHER_DIMS = [32, 48, 112, 160, 240, 256]
-# On sm_90 the default target, sm_90a, builds the wgmma kernel at head dims
-# 64 and 128 and the mma.sync kernel elsewhere; compiled for sm_90 those
-# head dims take the mma.sync kernel (sm_80's and the fallback), tested too,
-# under the example's name with MMA_SUFFIX.
-WGMMA_DIMS = [64, 128]
-MMA_ARCH, MMA_SUFFIX = "sm_90", "/mma"
+# On sm_90 the default target, sm_90a, builds the wgmma kernel at head dim
+# 128 and the mma.sync kernel elsewhere. The other structure runs too, under
+# the example's name with a suffix: the mma.sync kernel at 128 (compiled for
+# sm_90: sm_80's kernel and the fallback) and the wgmma kernel at 64 (by its
+# plan). (suffix, head dim, arch or None, plan or None)
+STRUCTURES = [
+    ("/mma", 128, "sm_90", None),
+    ("/wgmma", 64, None, '#attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 128, '
+                         'tile_n = 128, warps = 8, stages = 3>'),
+]
 
 
 def has_wgmma():
@@ -203,13 +207,19 @@ def run_kernel_case(kern, spec, B, H, Hkv, Nq, Nkv, D, dtype, layout, lse, g):
     return check(o, buf, lse_t, ref, ref_lse if lse else None, dtype, D)
 
 
-def compile_kernel(spec, D, dtype, lse, workdir, arch=None):
+def compile_kernel(spec, D, dtype, lse, workdir, structure=None):
     file = REPO / "examples" / SPECS[spec][0]
     if not file.is_file():
         raise RbfcError(f"{file} does not exist")
-    if arch is None:
+    if structure is None:
         return Kernel(file, head_dim=D, dtype=dtype, lse=lse, out_dir=workdir)
-    return Kernel(file, head_dim=D, dtype=dtype, lse=lse, out_dir=workdir, arch=arch)
+    _, _, arch, plan = structure
+    options = {"arch": arch} if arch else {"plan": plan}
+    # Another structure's kernel of the same spec writes files of the same
+    # names: its own folder.
+    folder = Path(workdir) / structure[0].strip("/")
+    folder.mkdir(exist_ok=True)
+    return Kernel(file, head_dim=D, dtype=dtype, lse=lse, out_dir=folder, **options)
 
 
 def run_fixture(results, workdir, g):
@@ -290,12 +300,12 @@ def sanitize_child(args, specs, workdir):
     # copied in runs of 2 and 4 chunks, the threads past a tile idle.
     structures = [(D, None) for D in (64, 80, 96, 128)]
     if has_wgmma():
-        structures += [(D, MMA_ARCH) for D in WGMMA_DIMS]
+        structures += [(s[1], s) for s in STRUCTURES]
     for spec in specs:
-        for D, arch in structures:
-            label = spec + (MMA_SUFFIX if arch else "")
+        for D, structure in structures:
+            label = spec + (structure[0] if structure else "")
             try:
-                kern = compile_kernel(spec, D, "bf16", True, workdir, arch)
+                kern = compile_kernel(spec, D, "bf16", True, workdir, structure)
             except RbfcError as e:  # reported by the main run already
                 print(f"not sanitized {label} D={D}: {str(e).strip().splitlines()[-1]}",
                       flush=True)
@@ -376,7 +386,7 @@ def main():
         results.add("reused workspace", "bf16", 64, False, "-", None, None, f"error: {e}")
 
     shapes = QUICK_SHAPES if args.quick else FULL_SHAPES
-    configs = []  # (spec, dtype, D, lse, arch: None for the default)
+    configs = []  # (spec, dtype, D, lse, structure: None for the default)
     for spec in specs:
         for D in ([64] if args.quick else MAIN_DIMS):
             configs.append((spec, "bf16", D, True, None))
@@ -385,8 +395,7 @@ def main():
         if not args.quick and spec in OTHER_DIMS_SUBSET:
             configs += [(spec, "bf16", D, True, None) for D in OTHER_DIMS]
         if has_wgmma():
-            configs += [(spec, "bf16", D, True, MMA_ARCH)
-                        for D in ([64] if args.quick else WGMMA_DIMS)]
+            configs += [(spec, "bf16", s[1], True, s) for s in STRUCTURES]
     # One row of 12 chunks (4-chunk swizzle groups) with key terms and a mask.
     if args.quick and "rbf_causal" in specs:
         configs.append(("rbf_causal", "bf16", 96, True, None))
@@ -396,10 +405,10 @@ def main():
             configs.append((spec, "bf16", 64, False, None))
 
     fatal = None
-    for spec, dtype, D, lse, arch in configs:
-        label = spec + (MMA_SUFFIX if arch else "")
+    for spec, dtype, D, lse, structure in configs:
+        label = spec + (structure[0] if structure else "")
         try:
-            kern = compile_kernel(spec, D, dtype, lse, workdir, arch)
+            kern = compile_kernel(spec, D, dtype, lse, workdir, structure)
         except RbfcError as e:
             lines = str(e).strip().splitlines()
             why = next((line for line in lines if "error" in line), lines[-1] if lines else "?")

@@ -17,12 +17,16 @@
 // and at the end O / l and the LSE (Epilogue). Which lane holds which query
 // row and key column comes from FragmentLayout and FragmentLane.
 //
-// With a wgmma plan (sm_90a) the schedule is the same; each warpgroup's
-// S = Q K^T is one wgmma per 16 head dims with Q and K named by
-// shared-memory descriptors, and O += P V one wgmma per 16 keys with P from
-// the S registers (WarpgroupMmaAtom). Q, K and V then lie in the 128-byte
-// swizzle's column blocks, and the threads fence their cp.async writes for
-// the tensor cores' async proxy before the barrier that publishes them.
+// With a wgmma plan (sm_90a) the block is warp-specialised
+// (FlashAttention-3's structure): two consumer warpgroups of 64 query rows
+// run the per-tile steps above, S = Q K^T as one wgmma per 16 head dims
+// with Q and K named by shared-memory descriptors, O += P V as one wgmma
+// per 16 keys with P from the S registers (WarpgroupMmaAtom), taking turns
+// at the tensor cores on named barriers (pingpong); a producer warpgroup
+// after them streams K, V and the key terms through the ring with cp.async
+// and hands each stage over on mbarriers (StagePipeline), with no block
+// barrier per tile. setmaxnreg moves registers from the producer to the
+// consumers. Q, K and V lie in the 128-byte swizzle's column blocks.
 //
 //===----------------------------------------------------------------------===//
 #include "rbfc/Conversion/NVGPU/FlashKernel.h"
@@ -31,6 +35,7 @@
 #include "rbfc/Conversion/NVGPU/KeyTermsKernel.h"
 #include "rbfc/Conversion/NVGPU/OnlineSoftmax.h"
 #include "rbfc/Conversion/NVGPU/RegionApplication.h"
+#include "rbfc/Conversion/NVGPU/StagePipeline.h"
 
 #include "mlir/Dialect/LLVMIR/NVVMDialect.h"
 #include "mlir/Dialect/Math/IR/Math.h"
@@ -47,9 +52,32 @@ using namespace rbfc;
 
 /// Registers a warp may spend on keeping its Q fragments resident.
 static constexpr int64_t kResidentQueryRegisters = 32;
+/// `bar.sync` (`sync`) or `bar.arrive` on the named barrier `id` of
+/// `threads` threads. Inline PTX keeps the id a literal: LLVM merges two
+/// warpgroups' branches into one op with the id in a register, and ptxas
+/// then reserves all 16 barriers.
+static void namedBarrier(ImplicitLocOpBuilder &b, bool sync, int64_t id,
+                         int64_t threads) {
+  std::string ptx = (Twine(sync ? "bar.sync " : "bar.arrive ") + Twine(id) +
+                     ", " + Twine(threads) + ";")
+                        .str();
+  NVVM::InlinePtxOp::create(b, TypeRange{}, ValueRange{}, ValueRange{}, ptx,
+                            Value{});
+}
+
 /// wgmma: the warps of a warpgroup, which owns 64 query rows.
 static constexpr int64_t kWarpsPerWarpgroup = 4;
 static constexpr int64_t kWarpgroupRows = 64;
+/// wgmma: the named barriers of the consumers (gpu.barrier is 0): their
+/// turns at the tensor cores, one per consumer warpgroup, and Q's arrival.
+static constexpr int64_t kFirstTurnBarrier = 1;
+static constexpr int64_t kQueryBarrier = 3;
+/// wgmma: the registers of a producer thread and of a consumer thread
+/// (setmaxnreg) with one block a multiprocessor: 128 x 24 + 256 x 240 of
+/// the 65536, FlashAttention-3's split (232 consumer registers spilled at
+/// head_dim 128; the producer's copies fit in 24).
+static constexpr int64_t kProducerRegisters = 24;
+static constexpr int64_t kConsumerRegisters = 240;
 /// A column block's row (128-byte swizzle), its 8-row groups (the core
 /// matrices' stride), and the leading byte offset of a K-major swizzled
 /// operand, which wgmma ignores (16 bytes, encoded 1, by convention).
@@ -75,7 +103,9 @@ public:
         atoms(b, config.elementType), warpgroupAtoms(b, config.elementType),
         tile(b, config.headDim, config.wgmma ? config.tileN : 0),
         queryTile(b, config.headDim, config.wgmma ? config.tileM : 0),
-        copies(b, tile, config.elementType, config.threads(), block.threadId),
+        copies(b, tile, config.elementType, config.copyThreads(),
+               config.wgmma ? sub(block.threadId, index(config.threads()))
+                            : block.threadId),
         queryCopies(b, queryTile, config.elementType, config.threads(),
                     block.threadId),
         regions(b, op, args.sizes, args.params, args.captures, block.batch,
@@ -123,9 +153,50 @@ private:
     return !config.wgmma &&
            config.atoms() * config.dimSlices() * 4 <= kResidentQueryRegisters;
   }
+  /// wgmma: the block is two consumer warpgroups, which compute, and a
+  /// producer warpgroup after them, which streams K and V (and the key
+  /// terms) through the ring with cp.async and hands each stage over on a
+  /// StagePipeline: no block barrier per tile, so a consumer starts a tile
+  /// as soon as it has landed (FlashAttention-3's warp specialisation).
+  /// The consumers load Q. setmaxnreg gives the registers to the consumers.
+  LogicalResult emitWarpSpecialized(TileRing &ring);
+  void emitProducerLoop(TileRing &ring, StagePipeline &pipeline);
+  FailureOr<scf::ForOp> emitConsumerLoop(TileRing &ring,
+                                         StagePipeline &pipeline);
+  /// O, m, l after the K/V tile `tile` of the ring from `state`: the tile
+  /// classified, computed when live, passed through when not.
+  FailureOr<SmallVector<Value>> computeLoopTile(TileRing &ring, Value tile,
+                                                ValueRange state,
+                                                ArrayRef<Value> termOffsets);
+  /// The initial loop state: O = 0, m = -inf, l = 0, then with
+  /// `carryTermOffsets` each plane's workspace offset of the first tile's
+  /// terms.
+  SmallVector<Value> initialLoopState(bool carryTermOffsets);
+  /// The workspace offsets of the tile's key terms at the end of a loop's
+  /// `state` when the loop carries them, which `state` then drops.
+  SmallVector<Value> takeTermOffsets(ValueRange &state, bool carried);
+  /// Yields O, m, l and the next tile's term offsets.
+  void yieldLoopState(ArrayRef<Value> next, ArrayRef<Value> termOffsets);
+  /// O / l and the LSE from the loop's results.
+  LogicalResult finishAndStore(scf::ForOp loop);
+  /// The consumer warpgroups take turns at the tensor cores
+  /// (FlashAttention-3's pingpong): each issues its S = Q K^T and its
+  /// O += P V only after the other issued its previous product, so one
+  /// warpgroup's softmax runs while the other's products do. Named barrier
+  /// kFirstTurnBarrier + g is warpgroup g's turn; warpgroup 1 gives
+  /// warpgroup 0 the first one.
+  bool pingpong() const {
+    return config.wgmma && config.warps == 2 * kWarpsPerWarpgroup;
+  }
+  void startPingpong();
+  /// Emits `body(own, other)` for the warp's warpgroup: the named barrier
+  /// of its turn and of the other's.
+  void forOwnWarpgroup(llvm::function_ref<void(int64_t, int64_t)> body);
+  void awaitTensorCoreTurn();
+  void passTensorCoreTurn();
   /// Makes the thread's completed cp.async writes visible to the tensor
-  /// cores' async proxy, which wgmma reads shared memory through; a block
-  /// barrier must follow before any warpgroup reads them.
+  /// cores' async proxy, which wgmma reads shared memory through, before
+  /// an mbarrier or named barrier publishes them.
   void fenceCopiesForWgmma();
   SmallVector<Value> computeQueryNorms();
   /// S = Q K^T for the K tile at `keyBase`, each lane row's accumulators
@@ -189,6 +260,8 @@ private:
   /// variable would overlap it, as MLIR bases dynamic shared memory on a
   /// one-byte static one.
   Value keyTermBarriers;
+  /// wgmma: the StagePipeline's mbarriers.
+  Value pipelineBarriers;
   /// laneChunkOffsets of the lane's Q (row 0 of atom 0), K and V reads.
   SmallVector<Value> queryOffsets, keyOffsets, valueOffsets;
   /// Per lane row r (atom r / 2, half r % 2): q_idx and ||q||^2.
@@ -207,6 +280,8 @@ private:
   Value firstTile, endTile;
   /// wgmma: the descriptor of the warpgroup's 64 rows of Q, head dims 0-63.
   Value queryDescriptor;
+  /// wgmma: the warp's warpgroup (index).
+  Value warpgroup;
 };
 
 } // namespace
@@ -237,6 +312,12 @@ FailureOr<int64_t> FlashSchedule::build() {
                       : TileRing::TermCopy::Threads,
                   keyTermBarriers);
   }
+  if (config.wgmma) {
+    if (failed(emitWarpSpecialized(ring)))
+      return failure();
+    gpu::ReturnOp::create(b);
+    return shared.size();
+  }
   loadFirstTiles(ring);
   if (failed(prepareQueries()))
     return failure();
@@ -245,7 +326,13 @@ FailureOr<int64_t> FlashSchedule::build() {
     return failure();
   // Drain the cp.async groups still in flight (empty ones) before exit.
   NVVM::CpAsyncWaitGroupOp::create(b, 0);
+  if (failed(finishAndStore(*loop)))
+    return failure();
+  gpu::ReturnOp::create(b);
+  return shared.size();
+}
 
+LogicalResult FlashSchedule::finishAndStore(scf::ForOp loop) {
   int64_t rows = scoreLayout.laneRows();
   int64_t outputValues = 4 * outputLayout.size();
   ValueRange results = loop->getResults();
@@ -253,12 +340,153 @@ FailureOr<int64_t> FlashSchedule::build() {
       softmaxState(results.slice(outputValues, rows),
                    results.slice(outputValues + rows, rows));
   softmax.finish();
-  if (failed(storeResults(
-          FragmentLayout::unflatten(results.take_front(outputValues)),
-          softmax)))
+  return storeResults(
+      FragmentLayout::unflatten(results.take_front(outputValues)), softmax);
+}
+
+LogicalResult FlashSchedule::emitWarpSpecialized(TileRing &ring) {
+  StagePipeline pipeline(b, pipelineBarriers, config.stages,
+                         config.copyThreads(), config.warps);
+  pipeline.initialize(block.threadId);
+  Value consumer =
+      cmp(arith::CmpIPredicate::ult, block.threadId, index(config.threads()));
+  {
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(
+        scf::IfOp::create(b, TypeRange{}, consumer, false).thenBlock());
+    queryCopies.copyTile(sharedQuery, index(0),
+                         ForwardBlock::rows(args.q, block.qBase), qLo,
+                         args.sizes.qLen, config.tileM, /*bounded=*/true);
+    NVVM::CpAsyncCommitGroupOp::create(b);
+  }
+  // Launched early, the kernel waits for the key-terms prologue before the
+  // producer copies or the consumers load its terms.
+  if (waitsForKeyTerms())
+    NVVM::GriddepcontrolOp::create(b, NVVM::GridDepActionKind::wait);
+  // The pipeline's barriers are initialised for every thread.
+  gpu::BarrierOp::create(b);
+  auto roles = scf::IfOp::create(b, TypeRange{}, consumer, true);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(roles.elseBlock());
+  NVVM::SetMaxRegisterOp::create(b, kProducerRegisters,
+                                 NVVM::SetMaxRegisterAction::decrease);
+  emitProducerLoop(ring, pipeline);
+  b.setInsertionPointToStart(roles.thenBlock());
+  NVVM::SetMaxRegisterOp::create(b, kConsumerRegisters,
+                                 NVVM::SetMaxRegisterAction::increase);
+  NVVM::CpAsyncWaitGroupOp::create(b, 0);
+  fenceCopiesForWgmma();
+  namedBarrier(b, /*sync=*/true, kQueryBarrier, config.threads());
+  if (failed(prepareQueries()))
     return failure();
-  gpu::ReturnOp::create(b);
-  return shared.size();
+  FailureOr<scf::ForOp> loop = emitConsumerLoop(ring, pipeline);
+  if (failed(loop))
+    return failure();
+  return finishAndStore(*loop);
+}
+
+void FlashSchedule::emitProducerLoop(TileRing &ring, StagePipeline &pipeline) {
+  // With more than two stages, stages - 2 tiles stay in flight behind the
+  // one being issued: tile j - ahead is published once tile j is issued,
+  // and the wait for the stage of tile j (the consumers' release of tile
+  // j - stages) still comes one tile before the consumers need tile
+  // j - ahead. With two stages a tile is published as soon as it lands.
+  int64_t ahead = config.stages - 2;
+  auto publish = [&](Value iteration, int64_t pending) {
+    NVVM::CpAsyncWaitGroupOp::create(b, pending);
+    fenceCopiesForWgmma();
+    pipeline.arriveFull(iteration);
+  };
+  {
+    auto loop = scf::ForOp::create(b, firstTile, endTile, index(1));
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(loop.getBody());
+    Value iteration = sub(loop.getInductionVar(), firstTile);
+    pipeline.waitEmpty(iteration);
+    ring.issue(loop.getInductionVar());
+    NVVM::CpAsyncCommitGroupOp::create(b);
+    if (ahead == 0) {
+      publish(iteration, 0);
+    } else {
+      auto behind = scf::IfOp::create(
+          b, TypeRange{},
+          cmp(arith::CmpIPredicate::uge, iteration, index(ahead)),
+          /*withElseRegion=*/false);
+      b.setInsertionPointToStart(behind.thenBlock());
+      publish(sub(iteration, index(ahead)), ahead);
+    }
+  }
+  if (ahead == 0)
+    return;
+  // The last `ahead` tiles (fewer when the loop was shorter).
+  Value count = sub(endTile, firstTile);
+  Value drained = arith::MaxSIOp::create(b, sub(count, index(ahead)), index(0));
+  NVVM::CpAsyncWaitGroupOp::create(b, 0);
+  fenceCopiesForWgmma();
+  auto drain = scf::ForOp::create(b, drained, count, index(1));
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(drain.getBody());
+  pipeline.arriveFull(drain.getInductionVar());
+}
+
+FailureOr<scf::ForOp> FlashSchedule::emitConsumerLoop(TileRing &ring,
+                                                      StagePipeline &pipeline) {
+  bool carriedKeyTerms = config.keyTerms == KeyTermSource::Global;
+  auto loop = scf::ForOp::create(b, firstTile, endTile, index(1),
+                                 initialLoopState(carriedKeyTerms));
+  OpBuilder::InsertionGuard inner(b);
+  b.setInsertionPointToStart(loop.getBody());
+  Value tile = loop.getInductionVar();
+  ValueRange state = loop.getRegionIterArgs();
+  SmallVector<Value> termOffsets = takeTermOffsets(state, carriedKeyTerms);
+  Value iteration = sub(tile, firstTile);
+  pipeline.waitFull(iteration);
+  FailureOr<SmallVector<Value>> next =
+      computeLoopTile(ring, tile, state, termOffsets);
+  if (failed(next))
+    return failure();
+  // The tile's wgmma have completed: one lane a warp releases its stage.
+  pipeline.arriveEmpty(iteration,
+                       cmp(arith::CmpIPredicate::eq, block.lane, index(0)));
+  yieldLoopState(*next, termOffsets);
+  return loop;
+}
+
+void FlashSchedule::forOwnWarpgroup(
+    function_ref<void(int64_t, int64_t)> body) {
+  auto first = scf::IfOp::create(
+      b, TypeRange{}, cmp(arith::CmpIPredicate::eq, warpgroup, index(0)),
+      /*withElseRegion=*/true);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(first.thenBlock());
+  body(kFirstTurnBarrier, kFirstTurnBarrier + 1);
+  b.setInsertionPointToStart(first.elseBlock());
+  body(kFirstTurnBarrier + 1, kFirstTurnBarrier);
+}
+
+void FlashSchedule::startPingpong() {
+  auto second = scf::IfOp::create(
+      b, TypeRange{}, cmp(arith::CmpIPredicate::eq, warpgroup, index(1)),
+      /*withElseRegion=*/false);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(second.thenBlock());
+  namedBarrier(b, /*sync=*/false, kFirstTurnBarrier, config.threads());
+}
+
+void FlashSchedule::awaitTensorCoreTurn() {
+  if (!pingpong())
+    return;
+  forOwnWarpgroup([&](int64_t own, int64_t) {
+    namedBarrier(b, /*sync=*/true, own, config.threads());
+  });
+}
+
+void FlashSchedule::passTensorCoreTurn() {
+  if (!pingpong())
+    return;
+  forOwnWarpgroup([&](int64_t, int64_t other) {
+    namedBarrier(b, /*sync=*/false, other, config.threads());
+  });
 }
 
 void FlashSchedule::placeQueryTile() {
@@ -296,6 +524,9 @@ void FlashSchedule::carveSharedMemory(SharedMemoryArena &shared) {
   }
   if (workspace.planes() && config.keyTerms == KeyTermSource::Bulk)
     keyTermBarriers = shared.carve(config.stages, b.getI64Type());
+  if (config.wgmma)
+    pipelineBarriers = shared.carve(StagePipeline::barrierCount(config.stages),
+                                    b.getI64Type());
 }
 
 LogicalResult FlashSchedule::findLiveTiles() {
@@ -331,16 +562,14 @@ void FlashSchedule::loadFirstTiles(TileRing &ring) {
     NVVM::CpAsyncCommitGroupOp::create(b);
   }
   NVVM::CpAsyncWaitGroupOp::create(b, config.stages - 1);
-  fenceCopiesForWgmma();
   gpu::BarrierOp::create(b);
 }
 
 void FlashSchedule::fenceCopiesForWgmma() {
-  if (config.wgmma)
-    NVVM::FenceProxyOp::create(
-        b, NVVM::ProxyKind::async_shared,
-        NVVM::SharedSpaceAttr::get(b.getContext(),
-                                   NVVM::SharedSpace::shared_cta));
+  NVVM::FenceProxyOp::create(
+      b, NVVM::ProxyKind::async_shared,
+      NVVM::SharedSpaceAttr::get(b.getContext(),
+                                 NVVM::SharedSpace::shared_cta));
 }
 
 LogicalResult FlashSchedule::prepareQueries() {
@@ -354,13 +583,15 @@ LogicalResult FlashSchedule::prepareQueries() {
     rowQueryNorm = computeQueryNorms();
   if (config.wgmma) {
     // The warpgroup's rows start 64 128-byte rows into each column block.
-    Value warpgroup = div(block.warp, kWarpsPerWarpgroup);
+    warpgroup = div(block.warp, kWarpsPerWarpgroup);
     Value rows = mul(warpgroup, kWarpgroupRows);
     queryDescriptor = warpgroupAtoms.descriptor(
         sharedAddress(b, sharedQuery,
                       mul(rows, SwizzledTile::kBlockElements)),
         kSwizzleLeadingBytes, kSwizzleRowGroupBytes);
   }
+  if (pingpong())
+    startPingpong();
   qScale = f32(1.0);
   if (!op.getQScale().empty()) {
     ElementValues element;
@@ -386,7 +617,7 @@ LogicalResult FlashSchedule::prepareQueries() {
   return success();
 }
 
-FailureOr<scf::ForOp> FlashSchedule::emitLoop(TileRing &ring) {
+SmallVector<Value> FlashSchedule::initialLoopState(bool carryTermOffsets) {
   // The loop carries O (head_dim / 8 accumulators per atom), then m = -inf
   // and l = 0 of each lane row (OnlineSoftmax).
   int64_t rows = scoreLayout.laneRows();
@@ -394,16 +625,22 @@ FailureOr<scf::ForOp> FlashSchedule::emitLoop(TileRing &ring) {
   SmallVector<Value> init(outputValues, f32(0.0));
   init.append(rows, f32(-std::numeric_limits<double>::infinity()));
   init.append(rows, f32(0.0));
-  // With per-thread key terms (global loads, threads' copies) the loop
-  // also carries each plane's workspace offset of the tile's first term.
-  // Formed from the tile index instead, the address took the head_dim 64
-  // RBF kernel (global) from 0.99x to 1.04x the dot kernel's time once the
-  // workspace row depended on the kv head (a division): ptxas placed the
-  // loop's registers differently. (Bulk copies' addresses are uniform.)
-  bool carriedKeyTerms = config.keyTerms != KeyTermSource::Bulk;
-  if (carriedKeyTerms)
+  // With per-thread key terms the loop also carries each plane's workspace
+  // offset of the tile's first term. Formed from the tile index instead,
+  // the address took the head_dim 64 RBF kernel (global) from 0.99x to
+  // 1.04x the dot kernel's time once the workspace row depended on the kv
+  // head (a division): ptxas placed the loop's registers differently.
+  if (carryTermOffsets)
     for (Value row : block.keyTermRows)
       init.push_back(add(row, mul(firstTile, config.tileN)));
+  return init;
+}
+
+FailureOr<scf::ForOp> FlashSchedule::emitLoop(TileRing &ring) {
+  // Global loads and threads' copies carry their term offsets; bulk
+  // copies' addresses are uniform.
+  bool carriedKeyTerms = config.keyTerms != KeyTermSource::Bulk;
+  SmallVector<Value> init = initialLoopState(carriedKeyTerms);
   if (waitsForKeyTerms() && config.keyTerms == KeyTermSource::Global)
     NVVM::GriddepcontrolOp::create(b, NVVM::GridDepActionKind::wait);
   auto loop = scf::ForOp::create(b, firstTile, endTile, index(1), init);
@@ -411,20 +648,42 @@ FailureOr<scf::ForOp> FlashSchedule::emitLoop(TileRing &ring) {
   b.setInsertionPointToStart(loop.getBody());
   Value tile = loop.getInductionVar();
   ValueRange state = loop.getRegionIterArgs();
-  SmallVector<Value> termOffsets;
-  if (carriedKeyTerms) {
-    termOffsets.assign(state.take_back(workspace.planes()).begin(),
-                       state.take_back(workspace.planes()).end());
-    state = state.drop_back(workspace.planes());
-  }
+  SmallVector<Value> termOffsets = takeTermOffsets(state, carriedKeyTerms);
   NVVM::CpAsyncWaitGroupOp::create(b, config.stages - 2);
-  fenceCopiesForWgmma();
   gpu::BarrierOp::create(b);
   SmallVector<Value> copyOffsets;
   for (Value offset : termOffsets)
     copyOffsets.push_back(add(offset, (config.stages - 1) * config.tileN));
   ring.issue(add(tile, config.stages - 1), copyOffsets);
   NVVM::CpAsyncCommitGroupOp::create(b);
+  FailureOr<SmallVector<Value>> next =
+      computeLoopTile(ring, tile, state, termOffsets);
+  if (failed(next))
+    return failure();
+  yieldLoopState(*next, termOffsets);
+  return loop;
+}
+
+SmallVector<Value> FlashSchedule::takeTermOffsets(ValueRange &state,
+                                                  bool carried) {
+  if (!carried)
+    return {};
+  SmallVector<Value> offsets(state.take_back(workspace.planes()));
+  state = state.drop_back(workspace.planes());
+  return offsets;
+}
+
+void FlashSchedule::yieldLoopState(ArrayRef<Value> next,
+                                   ArrayRef<Value> termOffsets) {
+  SmallVector<Value> carried(next);
+  for (Value offset : termOffsets)
+    carried.push_back(add(offset, config.tileN));
+  scf::YieldOp::create(b, carried);
+}
+
+FailureOr<SmallVector<Value>>
+FlashSchedule::computeLoopTile(TileRing &ring, Value tile, ValueRange state,
+                               ArrayRef<Value> termOffsets) {
   Value buffer = ring.buffer(tile);
   Value kvLo = mul(tile, config.tileN);
   // Every thread waits for every tile's fill, a skipped tile's too, so
@@ -451,11 +710,7 @@ FailureOr<scf::ForOp> FlashSchedule::emitLoop(TileRing &ring) {
       return failure();
     scf::YieldOp::create(b, *next);
   }
-  SmallVector<Value> carried(compute.getResults());
-  for (Value offset : termOffsets)
-    carried.push_back(add(offset, config.tileN));
-  scf::YieldOp::create(b, carried);
-  return loop;
+  return SmallVector<Value>(compute.getResults());
 }
 
 FailureOr<SmallVector<Value>>
@@ -616,10 +871,12 @@ void FlashSchedule::computeScoresByWgmma(Value keyBase,
                                dimOffset(dimSlice, config.tileM)),
         warpgroupAtoms.advance(keyDescriptor,
                                dimOffset(dimSlice, config.tileN)));
+  awaitTensorCoreTurn();
   warpgroupAtoms.fence(scores);
   for (auto [query, key] : descriptors)
     warpgroupAtoms.mma(query, key, scores, /*transposeB=*/false);
   warpgroupAtoms.commitGroup();
+  passTensorCoreTurn();
   warpgroupAtoms.waitGroup(0, scores);
 }
 
@@ -647,11 +904,13 @@ FlashSchedule::accumulateValuesByWgmma(ArrayRef<Accumulator> weights,
     descriptors.push_back(warpgroupAtoms.advance(
         valueDescriptor, keySlice * 16 * kSwizzleRowBytes));
   }
+  awaitTensorCoreTurn();
   warpgroupAtoms.fence(result);
   for (auto [weightRegisters, descriptor] : llvm::zip(a, descriptors))
     warpgroupAtoms.mma(weightRegisters, descriptor, result,
                        /*transposeB=*/true);
   warpgroupAtoms.commitGroup();
+  passTensorCoreTurn();
   // The row sums while the tensor cores work.
   for (int64_t keySlice = 0; keySlice < config.tileN / 16; ++keySlice) {
     if (!softmax.sumsUnroundedWeights())
@@ -785,7 +1044,8 @@ static DictionaryAttr describe(Builder &b, attn::AttentionOp op,
       b.getNamedAttr("has_lse", b.getBoolAttr(config.hasLse)),
       b.getNamedAttr("tile_m", b.getI64IntegerAttr(config.tileM)),
       b.getNamedAttr("tile_n", b.getI64IntegerAttr(config.tileN)),
-      b.getNamedAttr("warps", b.getI64IntegerAttr(config.warps)),
+      b.getNamedAttr("warps", b.getI64IntegerAttr(config.blockThreads() /
+                                                 kThreadsPerWarp)),
       b.getNamedAttr("stages", b.getI64IntegerAttr(config.stages)),
       b.getNamedAttr("plan", b.getStringAttr(planText)),
       b.getNamedAttr("shared_memory_bytes", b.getI64IntegerAttr(sharedBytes)),
@@ -843,12 +1103,26 @@ LogicalResult rbfc::verifyFlashPlan(attn::AttentionOp op,
       return fail("the wgmma kernel takes head dimensions 64, 128, 192 and "
                   "256, not " +
                   Twine(headDim));
-    if (plan.getWarps() % kWarpsPerWarpgroup != 0 ||
+    if (!llvm::is_contained({4, 8}, plan.getWarps()) ||
         plan.getTileM() != kAtomRows * plan.getWarps())
-      return fail("the wgmma kernel needs warps a multiple of 4 and tile_m "
-                  "= 16 x warps (64 query rows a warpgroup)");
+      return fail("the wgmma kernel needs warps = 4 or 8 and tile_m = 16 x "
+                  "warps (64 query rows a consumer warpgroup)");
     if (plan.getTileN() > 256)
       return fail("the wgmma kernel's tile_n is at most 256");
+    // Its register split (setmaxnreg) is for one block a multiprocessor.
+    if (plan.getBlocksPerSm() > 1)
+      return fail("the wgmma kernel runs one block a multiprocessor");
+    if (plan.getKeyTerms() == "bulk")
+      return fail("the wgmma kernel's producer copies the key terms: "
+                  "key_terms \"threads\" or \"global\"");
+    int64_t producers = 4 * kThreadsPerWarp;
+    if (plan.getTileN() %
+            CopyEngine::rowsPerPass(headDim / kChunk, producers,
+                                    plan.getTileN()) !=
+        0)
+      return fail(
+          "the K/V tiles must split into 16-byte copies evenly over the "
+          "producer warpgroup");
   }
   // The mma k-step and the ldmatrix chunk pairs are 16 head dims; past
   // 256 the O accumulators of one atom would fill the register file.
@@ -914,13 +1188,15 @@ FailureOr<gpu::GPUFuncOp> rbfc::buildFlashKernel(attn::AttentionOp op,
     return failure();
 
   ForwardBlock block(b, op, config, workspace);
-  gpu::GPUFuncOp func = block.declare(module, name);
+  gpu::GPUFuncOp func = block.declare(module, name, config.blockThreads());
   FragmentLane fragment(b, block.lane, block.warp, config.rowsPerWarp());
   block.locate(/*byKvHead=*/false);
   // PTX's .minnctapersm: ptxas caps the registers so that many blocks fit.
-  if (config.blocksPerSM > 0)
+  // The wgmma kernel's setmaxnreg needs that cap, for one block.
+  int64_t blocksPerSM = config.wgmma ? 1 : config.blocksPerSM;
+  if (blocksPerSM > 0)
     func->setAttr(NVVM::NVVMDialect::getMinctasmAttrName(),
-                  b.getI32IntegerAttr(config.blocksPerSM));
+                  b.getI32IntegerAttr(blocksPerSM));
   FailureOr<int64_t> sharedBytes =
       FlashSchedule(b, op, config, workspace, block, fragment).build();
   if (failed(sharedBytes))

@@ -33,11 +33,12 @@ KeyTermWorkspace KeyTermWorkspace::forOp(attn::AttentionOp op) {
   return workspace;
 }
 
-gpu::GPUFuncOp ForwardBlock::declare(gpu::GPUModuleOp module, StringRef name) {
+gpu::GPUFuncOp ForwardBlock::declare(gpu::GPUModuleOp module, StringRef name,
+                                     int64_t threads) {
   args = ForwardArgs();
   KernelSignature signature(b.getContext());
   args.addTo(signature, op, config.hasLse, workspace.planes() > 0);
-  gpu::GPUFuncOp func = signature.declare(b, module, name, config.threads());
+  gpu::GPUFuncOp func = signature.declare(b, module, name, threads);
   threadId = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
   lane = rem(threadId, kThreadsPerWarp);
   warp = div(threadId, kThreadsPerWarp);

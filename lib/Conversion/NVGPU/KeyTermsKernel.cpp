@@ -61,7 +61,7 @@ private:
 
 LogicalResult KeyTermsKernelBuilder::build(gpu::GPUModuleOp module,
                                            StringRef name) {
-  block.declare(module, name);
+  block.declare(module, name, config.threads());
   block.locate(/*byKvHead=*/workspace.perKvHead);
   const ForwardArgs &args = block.args;
   CopyEngine copies(b, tile, config.elementType, config.threads(),

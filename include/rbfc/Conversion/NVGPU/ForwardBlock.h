@@ -38,7 +38,15 @@ struct ForwardConfig {
   /// and O += P V for its 64 rows with wgmma, one atom a warp.
   bool wgmma;
 
+  /// The threads that compute (the plan's warps).
   int64_t threads() const { return warps * kThreadsPerWarp; }
+  /// The threads that copy K and V: with wgmma a producer warpgroup of its
+  /// own, else every thread.
+  int64_t copyThreads() const { return wgmma ? 4 * kThreadsPerWarp : threads(); }
+  /// The block's threads.
+  int64_t blockThreads() const {
+    return wgmma ? threads() + copyThreads() : threads();
+  }
   /// m16 atoms per warp: every K/V fragment a warp loads feeds this many
   /// mma, which is what keeps ldmatrix below shared memory's bandwidth.
   int64_t atoms() const { return tileM / (kAtomRows * warps); }
@@ -72,11 +80,11 @@ public:
                const ForwardConfig &config, const KeyTermWorkspace &workspace)
       : KernelEmitter(b), op(op), config(config), workspace(workspace) {}
 
-  /// Adds the kernel `name` with the parameters of docs/abi.md to
-  /// `module`, sets the insertion point to its entry and binds `args`,
-  /// the thread, its lane and its warp there.
+  /// Adds the kernel `name` of `threads` threads a block with the
+  /// parameters of docs/abi.md to `module`, sets the insertion point to its
+  /// entry and binds `args`, the thread, its lane and its warp there.
   mlir::gpu::GPUFuncOp declare(mlir::gpu::GPUModuleOp module,
-                               llvm::StringRef name);
+                               llvm::StringRef name, int64_t threads);
   /// Binds the block's (batch, query head, kv head), the bases of its rows
   /// and its workspace rows. Block y is the kv head with `byKvHead` (the
   /// prologue, where the key terms are per kv head; the first query head
