@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Compiles every example spec's mma.sync kernels with `ptxas -v` and prints
+# Compiles every example spec's kernels (mma.sync, and wgmma where the default
+# plan picks it) with `ptxas -v` and prints
 # the registers and spill bytes of each kernel: every examples/*.attn x
 # every head_dim the kernels take (multiples of 16 from 32 to 256 forward,
 # to 128 backward) x {sm_80, sm_90a} x forward and --backward (whose PTX
