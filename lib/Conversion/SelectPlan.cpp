@@ -10,8 +10,8 @@
 // beat one atom x 8 warps by 5-20% at head_dim 64 and 128; 256-row tiles
 // won without a mask but lost under causal masks.
 //
-// On sm_90a the wgmma kernel takes head dim 128 (its plan below); the
-// other head dims, and sm_80-sm_90, keep the mma.sync kernel.
+// On sm_90a the warp-specialised wgmma kernel takes head dim 128 (its plan
+// below); the other head dims, and sm_80-sm_90, keep the mma.sync kernel.
 //
 //===----------------------------------------------------------------------===//
 #include "rbfc/Conversion/NVGPU/FlashKernel.h"
@@ -45,12 +45,15 @@ bool isMeasured(StringRef arch, int64_t headDim) {
          llvm::is_contained({32, 64, 128, 256}, headDim);
 }
 
-/// sm_90a at head_dim 128: the wgmma kernel, two consumer warpgroups of 64
-/// query rows and a producer warpgroup, 128-key tiles, two stages, key
-/// terms copied by the producer. On the H200 (bench/NOTES.md, 2026-12-04)
-/// it ran 10-14% ahead of the cooperative wgmma kernel and 13-31% ahead of
-/// mma.sync; at head_dim 64 its producer, one tile in flight, held it
-/// below mma.sync (289 against 332 TFLOP/s for dot): 64 keeps mma.sync.
+/// sm_90a at head_dim 128: the warp-specialised wgmma kernel, two consumer
+/// warpgroups of 64 query rows and a producer warpgroup, 128-key tiles, two
+/// stages, key terms copied by the producer. On the H200 (bench/NOTES.md,
+/// 2026-12-04) it ran 10-14% ahead of the cooperative wgmma kernel and
+/// 25-48% ahead of mma.sync. At head_dim 64 its producer cannot keep up
+/// (dot 289 against mma.sync's 332 TFLOP/s). The cooperative kernel
+/// (kernel = "wgmma_cooperative") ran 1.26x mma.sync's dot there in one
+/// run (417 against 332), but the plans its sweep chose for 64 have not
+/// been through the GPU tests yet: 64 keeps mma.sync until they have.
 attn::PlanAttr wgmmaPlan(attn::AttentionOp op, StringRef arch) {
   return attn::PlanAttr::get(op.getContext(), arch, "wgmma", /*tile_m=*/128,
                              /*tile_n=*/128, /*warps=*/8, /*stages=*/2,

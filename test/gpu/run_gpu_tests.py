@@ -11,7 +11,8 @@ parameter list (abi_fixture.cu, when nvcc is there) to test the runtime alone,
 and one small case per kernel and head dim (64, 80, 96, 128) under compute-sanitizer
 memcheck. On sm_90 the default target (sm_90a) builds the wgmma kernel at head dim
 128: the mma.sync kernel runs there too (compiled for sm_90, rows "<example>/mma"),
-and the wgmma kernel at 64 (by its plan, rows "<example>/wgmma").
+and at 64 the wgmma kernel and the cooperative wgmma kernel (by their plans, rows
+"<example>/wgmma" and "<example>/coop").
 Prints a table; exits non-zero on any failure. docs/gpu-testing.md explains it.
 """
 import argparse
@@ -88,13 +89,17 @@ OTHER_DIMS_SUBSET = ["softmax", "causal", "rbf", "rbf_causal", "alibi"]
 # plan), 160 and 240 (groups of 4 and 2 under the 64 x 32 one).
 MAIN_DIMS = [64, 80, 96, 128]
 OTHER_DIMS = [32, 48, 112, 160, 240, 256]
-# On sm_90 the default target, sm_90a, builds the wgmma kernel at head dim
-# 128 and the mma.sync kernel elsewhere. The other structure runs too, under
-# the example's name with a suffix: the mma.sync kernel at 128 (compiled for
-# sm_90: sm_80's kernel and the fallback) and the wgmma kernel at 64 (by its
-# plan). (suffix, head dim, arch or None, plan or None)
+# On sm_90 the default target, sm_90a, builds the warp-specialised wgmma
+# kernel at head dim 128 and the mma.sync kernel elsewhere. The other
+# structures run too, under the example's name with a suffix: the mma.sync
+# kernel at 128 (compiled for sm_90: sm_80's kernel and the fallback), the
+# warp-specialised kernel at 64 and the cooperative wgmma kernel at 64 with
+# the plans measured fastest there (bench/NOTES.md), by their plans.
+# (suffix, head dim, arch or None, plan or None)
 STRUCTURES = [
     ("/mma", 128, "sm_90", None),
+    ("/coop", 64, None, '#attn.plan<arch = "sm_90a", kernel = "wgmma_cooperative", '
+                        'tile_m = 128, tile_n = 64, warps = 8, stages = 2, blocks_per_sm = 2>'),
     ("/wgmma", 64, None, '#attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 128, '
                          'tile_n = 128, warps = 8, stages = 3>'),
 ]

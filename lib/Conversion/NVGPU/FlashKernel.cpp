@@ -104,8 +104,9 @@ public:
         tile(b, config.headDim, config.wgmma ? config.tileN : 0),
         queryTile(b, config.headDim, config.wgmma ? config.tileM : 0),
         copies(b, tile, config.elementType, config.copyThreads(),
-               config.wgmma ? sub(block.threadId, index(config.threads()))
-                            : block.threadId),
+               config.warpSpecialized
+                   ? sub(block.threadId, index(config.threads()))
+                   : block.threadId),
         queryCopies(b, queryTile, config.elementType, config.threads(),
                     block.threadId),
         regions(b, op, args.sizes, args.params, args.captures, block.batch,
@@ -186,7 +187,7 @@ private:
   /// kFirstTurnBarrier + g is warpgroup g's turn; warpgroup 1 gives
   /// warpgroup 0 the first one.
   bool pingpong() const {
-    return config.wgmma && config.warps == 2 * kWarpsPerWarpgroup;
+    return config.warpSpecialized && config.warps == 2 * kWarpsPerWarpgroup;
   }
   void startPingpong();
   /// Emits `body(own, other)` for the warp's warpgroup: the named barrier
@@ -312,7 +313,7 @@ FailureOr<int64_t> FlashSchedule::build() {
                       : TileRing::TermCopy::Threads,
                   keyTermBarriers);
   }
-  if (config.wgmma) {
+  if (config.warpSpecialized) {
     if (failed(emitWarpSpecialized(ring)))
       return failure();
     gpu::ReturnOp::create(b);
@@ -524,7 +525,7 @@ void FlashSchedule::carveSharedMemory(SharedMemoryArena &shared) {
   }
   if (workspace.planes() && config.keyTerms == KeyTermSource::Bulk)
     keyTermBarriers = shared.carve(config.stages, b.getI64Type());
-  if (config.wgmma)
+  if (config.warpSpecialized)
     pipelineBarriers = shared.carve(StagePipeline::barrierCount(config.stages),
                                     b.getI64Type());
 }
@@ -562,6 +563,8 @@ void FlashSchedule::loadFirstTiles(TileRing &ring) {
     NVVM::CpAsyncCommitGroupOp::create(b);
   }
   NVVM::CpAsyncWaitGroupOp::create(b, config.stages - 1);
+  if (config.wgmma)
+    fenceCopiesForWgmma();
   gpu::BarrierOp::create(b);
 }
 
@@ -650,6 +653,8 @@ FailureOr<scf::ForOp> FlashSchedule::emitLoop(TileRing &ring) {
   ValueRange state = loop.getRegionIterArgs();
   SmallVector<Value> termOffsets = takeTermOffsets(state, carriedKeyTerms);
   NVVM::CpAsyncWaitGroupOp::create(b, config.stages - 2);
+  if (config.wgmma)
+    fenceCopiesForWgmma();
   gpu::BarrierOp::create(b);
   SmallVector<Value> copyOffsets;
   for (Value offset : termOffsets)
@@ -1087,9 +1092,11 @@ LogicalResult rbfc::verifyFlashPlan(attn::AttentionOp op,
   auto fail = [&](const Twine &why) {
     return op.emitOpError() << "plan " << plan << " cannot be built: " << why;
   };
-  bool wgmma = plan.getKernel() == "wgmma";
+  bool warpSpecialized = plan.getKernel() == "wgmma";
+  bool wgmma = warpSpecialized || plan.getKernel() == "wgmma_cooperative";
   if (!wgmma && plan.getKernel() != "mma_sync")
-    return fail("the kernel structures are mma_sync and wgmma");
+    return fail("the kernel structures are mma_sync, wgmma and "
+                "wgmma_cooperative");
   if (!element.isBF16() && !element.isF16())
     return fail(plan.getKernel() + " kernels take bf16 or f16 inputs, not " +
                 llvm::Twine(element.isF32() ? "f32" : "this type"));
@@ -1103,12 +1110,17 @@ LogicalResult rbfc::verifyFlashPlan(attn::AttentionOp op,
       return fail("the wgmma kernel takes head dimensions 64, 128, 192 and "
                   "256, not " +
                   Twine(headDim));
-    if (!llvm::is_contained({4, 8}, plan.getWarps()) ||
+    if (plan.getWarps() % kWarpsPerWarpgroup != 0 ||
         plan.getTileM() != kAtomRows * plan.getWarps())
-      return fail("the wgmma kernel needs warps = 4 or 8 and tile_m = 16 x "
-                  "warps (64 query rows a consumer warpgroup)");
+      return fail("the wgmma kernels need warps a multiple of 4 and tile_m "
+                  "= 16 x warps (64 query rows a warpgroup)");
     if (plan.getTileN() > 256)
-      return fail("the wgmma kernel's tile_n is at most 256");
+      return fail("the wgmma kernels' tile_n is at most 256");
+  }
+  if (warpSpecialized) {
+    if (plan.getWarps() > 2 * kWarpsPerWarpgroup)
+      return fail("the wgmma kernel has one or two consumer warpgroups "
+                  "(warps 4 or 8)");
     // Its register split (setmaxnreg) is for one block a multiprocessor.
     if (plan.getBlocksPerSm() > 1)
       return fail("the wgmma kernel runs one block a multiprocessor");
@@ -1178,6 +1190,7 @@ FailureOr<gpu::GPUFuncOp> rbfc::buildFlashKernel(attn::AttentionOp op,
                        keyTermSource(*plan),
                        plan->getBlocksPerSm(),
                        archVersion(plan->getArch()) >= 90,
+                       plan->getKernel() != "mma_sync",
                        plan->getKernel() == "wgmma"};
   ImplicitLocOpBuilder b(op.getLoc(), op.getContext());
   LLVM_DEBUG(llvm::dbgs() << "building " << name << " with " << *plan << "\n");
@@ -1192,8 +1205,8 @@ FailureOr<gpu::GPUFuncOp> rbfc::buildFlashKernel(attn::AttentionOp op,
   FragmentLane fragment(b, block.lane, block.warp, config.rowsPerWarp());
   block.locate(/*byKvHead=*/false);
   // PTX's .minnctapersm: ptxas caps the registers so that many blocks fit.
-  // The wgmma kernel's setmaxnreg needs that cap, for one block.
-  int64_t blocksPerSM = config.wgmma ? 1 : config.blocksPerSM;
+  // The warp-specialised kernel's setmaxnreg needs that cap, for one block.
+  int64_t blocksPerSM = config.warpSpecialized ? 1 : config.blocksPerSM;
   if (blocksPerSM > 0)
     func->setAttr(NVVM::NVVMDialect::getMinctasmAttrName(),
                   b.getI32IntegerAttr(blocksPerSM));

@@ -38,9 +38,10 @@ LogicalResult PlanAttr::verify(function_ref<InFlightDiagnostic()> emitError,
   if (!arch.starts_with("sm_") && arch != "host")
     return emitError() << "plan arch must be 'host' or 'sm_NN', got '" << arch
                        << "'";
-  if (kernel != "mma_sync" && kernel != "wgmma" && kernel != "loops")
-    return emitError() << "plan kernel must be one of mma_sync, wgmma, loops, "
-                          "got '"
+  if (!llvm::is_contained({"mma_sync", "wgmma", "wgmma_cooperative", "loops"},
+                          kernel))
+    return emitError() << "plan kernel must be one of mma_sync, wgmma, "
+                          "wgmma_cooperative, loops, got '"
                        << kernel << "'";
   if (tileM <= 0 || tileM % 16 != 0 || tileN <= 0 || tileN % 16 != 0)
     return emitError() << "plan tile sizes must be positive multiples of 16, "

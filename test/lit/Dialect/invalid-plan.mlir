@@ -9,7 +9,7 @@ func.func @arch() attributes {plan = #attn.plan<arch = "gfx90a", kernel = "mma_s
 
 // -----
 
-// expected-error @+1 {{plan kernel must be one of mma_sync, wgmma, loops, got 'wmma'}}
+// expected-error @+1 {{plan kernel must be one of mma_sync, wgmma, wgmma_cooperative, loops, got 'wmma'}}
 func.func @kernel() attributes {plan = #attn.plan<arch = "sm_80", kernel = "wmma", tile_m = 128, tile_n = 64, warps = 4, stages = 2>} {
   return
 }

@@ -34,18 +34,24 @@ struct ForwardConfig {
   /// before it ends (programmatic dependent launch), and the flash kernel
   /// waits for it only before its first read of the workspace.
   bool programmaticLaunch;
-  /// The plan's kernel is wgmma (sm_90a): each warpgroup computes S = Q K^T
-  /// and O += P V for its 64 rows with wgmma, one atom a warp.
+  /// The plan's kernel is wgmma or wgmma_cooperative (sm_90a): each
+  /// warpgroup computes S = Q K^T and O += P V for its 64 rows with wgmma,
+  /// one atom a warp.
   bool wgmma;
+  /// wgmma, not wgmma_cooperative: a producer warpgroup copies, the
+  /// warpgroups of `warps` compute.
+  bool warpSpecialized;
 
   /// The threads that compute (the plan's warps).
   int64_t threads() const { return warps * kThreadsPerWarp; }
-  /// The threads that copy K and V: with wgmma a producer warpgroup of its
-  /// own, else every thread.
-  int64_t copyThreads() const { return wgmma ? 4 * kThreadsPerWarp : threads(); }
+  /// The threads that copy K and V: warp-specialised, a producer warpgroup
+  /// of its own, else every thread.
+  int64_t copyThreads() const {
+    return warpSpecialized ? 4 * kThreadsPerWarp : threads();
+  }
   /// The block's threads.
   int64_t blockThreads() const {
-    return wgmma ? threads() + copyThreads() : threads();
+    return warpSpecialized ? threads() + copyThreads() : threads();
   }
   /// m16 atoms per warp: every K/V fragment a warp loads feeds this many
   /// mma, which is what keeps ldmatrix below shared memory's bandwidth.
