@@ -648,7 +648,7 @@ FailureOr<Tangent> TangentEvaluator::run(Region &region,
 FailureOr<AttentionGradients> rbfc::test::runReferenceAttentionGrad(
     attn::AttentionOp op, const AttentionInputs &in,
     const std::vector<double> &outputGrad, const std::vector<double> &lseGrad,
-    std::string &error) {
+    std::string &error, function_ref<double(double)> roundOutput) {
   const int64_t d = in.headDim;
   AttentionGradients grads;
   grads.query.assign(in.query.size(), 0.0);
@@ -657,11 +657,15 @@ FailureOr<AttentionGradients> rbfc::test::runReferenceAttentionGrad(
   grads.queryScale.assign(in.query.size(), 0.0);
   grads.keyScale.assign(in.key.size(), 0.0);
   grads.valueScale.assign(in.value.size(), 0.0);
+  grads.queryRounding.assign(in.query.size(), 0.0);
+  grads.keyRounding.assign(in.key.size(), 0.0);
   grads.params.assign(in.params.size(), 0.0);
   grads.paramScale.assign(in.params.size(), 0.0);
+  grads.paramRounding.assign(in.params.size(), 0.0);
   for (const CaptureData &capture : in.captures) {
     grads.captures.emplace_back(capture.values.size(), 0.0);
     grads.captureScale.emplace_back(capture.values.size(), 0.0);
+    grads.captureRounding.emplace_back(capture.values.size(), 0.0);
   }
   RegionEvaluator evaluator(op, in, error);
   TangentEvaluator tangents(op, in);
@@ -720,6 +724,18 @@ FailureOr<AttentionGradients> rbfc::test::runReferenceAttentionGrad(
             dP[j] += dO[c] * v[c];
           delta += weight[j] * dP[j];
         }
+        // D from the output as stored: sum_c dO_c round(sum_j w_j v_jc).
+        double storedDelta = delta;
+        if (roundOutput) {
+          storedDelta = 0;
+          for (int64_t c = 0; c < d; ++c) {
+            double output = 0;
+            for (int64_t j = 0; j < in.kvLen; ++j)
+              if (kept[j])
+                output += weight[j] * in.value[kvBase + j * d + c];
+            storedDelta += dO[c] * roundOutput(output);
+          }
+        }
         for (int64_t j = 0; j < in.kvLen; ++j) {
           if (!kept[j])
             continue;
@@ -727,17 +743,23 @@ FailureOr<AttentionGradients> rbfc::test::runReferenceAttentionGrad(
           double probability = std::exp(scores[j] - lse);
           double dS = op.isSoftmax() ? probability * (dP[j] - delta + dLse)
                                      : weight[j] * dP[j] + dLse * probability;
+          double dSMove =
+              op.isSoftmax() ? probability * (delta - storedDelta) : 0.0;
           for (int64_t c = 0; c < d; ++c) {
             grads.value[kvBase + j * d + c] += weight[j] * dO[c];
             grads.valueScale[kvBase + j * d + c] +=
                 std::fabs(weight[j] * dO[c]);
           }
-          // Adds `term` to a gradient element and its magnitude to the
-          // element's scale.
-          auto add = [](std::vector<double> &grad, std::vector<double> &scale,
-                        int64_t at, double term) {
-            grad[at] += term;
-            scale[at] += std::fabs(term);
+          // Adds g * `factor` to a gradient element, its magnitude to the
+          // element's scale and what the stored D moves it by to its
+          // rounding.
+          double g = 0, gMove = 0;
+          auto add = [&](std::vector<double> &grad, std::vector<double> &scale,
+                         std::vector<double> &rounding, int64_t at,
+                         double factor) {
+            grad[at] += g * factor;
+            scale[at] += std::fabs(g * factor);
+            rounding[at] += gMove * factor;
           };
           auto tangent = tangents.run(
               op.getScore(), {double(b), double(h), double(i), double(j)},
@@ -746,39 +768,43 @@ FailureOr<AttentionGradients> rbfc::test::runReferenceAttentionGrad(
             return failure();
           for (auto [leaf, slope] :
                llvm::zip(tangents.getLeaves(), tangent->slope)) {
-            double g = dS * slope * scoreUnits;
+            g = dS * slope * scoreUnits;
+            gMove = dSMove * slope * scoreUnits;
             switch (leaf.kind) {
             case Leaf::Dot:
               for (int64_t c = 0; c < d; ++c) {
-                add(grads.query, grads.queryScale, row * d + c, g * key[c]);
-                add(grads.key, grads.keyScale, kvBase + j * d + c,
-                    g * query[c]);
+                add(grads.query, grads.queryScale, grads.queryRounding,
+                    row * d + c, key[c]);
+                add(grads.key, grads.keyScale, grads.keyRounding,
+                    kvBase + j * d + c, query[c]);
               }
               break;
             case Leaf::QueryNorm:
               for (int64_t c = 0; c < d; ++c)
-                add(grads.query, grads.queryScale, row * d + c,
-                    2 * g * query[c]);
+                add(grads.query, grads.queryScale, grads.queryRounding,
+                    row * d + c, 2 * query[c]);
               break;
             case Leaf::KeyNorm:
               for (int64_t c = 0; c < d; ++c)
-                add(grads.key, grads.keyScale, kvBase + j * d + c,
-                    2 * g * key[c]);
+                add(grads.key, grads.keyScale, grads.keyRounding,
+                    kvBase + j * d + c, 2 * key[c]);
               break;
             case Leaf::Distance:
               for (int64_t c = 0; c < d; ++c) {
                 double diff = query[c] - key[c];
-                add(grads.query, grads.queryScale, row * d + c, 2 * g * diff);
-                add(grads.key, grads.keyScale, kvBase + j * d + c,
-                    -2 * g * diff);
+                add(grads.query, grads.queryScale, grads.queryRounding,
+                    row * d + c, 2 * diff);
+                add(grads.key, grads.keyScale, grads.keyRounding,
+                    kvBase + j * d + c, -2 * diff);
               }
               break;
             case Leaf::Param:
-              add(grads.params, grads.paramScale, leaf.index, g);
+              add(grads.params, grads.paramScale, grads.paramRounding,
+                  leaf.index, 1.0);
               break;
             case Leaf::Capture:
               add(grads.captures[leaf.index], grads.captureScale[leaf.index],
-                  leaf.offset, g);
+                  grads.captureRounding[leaf.index], leaf.offset, 1.0);
               break;
             }
           }

@@ -101,8 +101,14 @@ public:
     if (withLseGrad)
       dLse.assign(lseGrad.begin(), lseGrad.end());
     std::string error;
+    // D is taken from the output as stored, rounded to its type.
+    Buffer stored(dtypeOf(dtype), 1);
+    auto roundOutput = [&stored](double value) {
+      stored.set(0, value);
+      return stored.get(0);
+    };
     auto grads = test::runReferenceAttentionGrad(op, referenceInputs(op), dO,
-                                                 dLse, error);
+                                                 dLse, error, roundOutput);
     EXPECT_TRUE(mlir::succeeded(grads)) << error;
     this->op = op;
     return mlir::succeeded(grads) ? *grads : test::AttentionGradients{};
@@ -118,15 +124,18 @@ public:
     auto of = [](const Buffer &buffer) {
       return [&buffer](size_t i) { return buffer.get(i); };
     };
-    error.add("dq", of(queryGrad), reference.query, reference.queryScale);
-    error.add("dk", of(keyGrad), reference.key, reference.keyScale);
+    error.add("dq", of(queryGrad), reference.query, reference.queryScale,
+              reference.queryRounding);
+    error.add("dk", of(keyGrad), reference.key, reference.keyScale,
+              reference.keyRounding);
     error.add("dv", of(valueGrad), reference.value, reference.valueScale);
     for (auto [i, name] : llvm::enumerate(op.getParamNames())) {
       auto found = paramGrads.find(mlir::cast<mlir::StringAttr>(name).str());
       if (found != paramGrads.end())
         error.add("d" + found->first,
                   [&](size_t) { return double(found->second); },
-                  {reference.params[i]}, {reference.paramScale[i]});
+                  {reference.params[i]}, {reference.paramScale[i]},
+                  {reference.paramRounding[i]});
     }
     for (auto [i, name] : llvm::enumerate(op.getCaptureNames())) {
       auto found = captureGrads.find(mlir::cast<mlir::StringAttr>(name).str());
@@ -134,7 +143,8 @@ public:
         error.add(
             "d" + found->first,
             [&](size_t e) { return double(found->second[e]); },
-            reference.captures[i], reference.captureScale[i]);
+            reference.captures[i], reference.captureScale[i],
+            reference.captureRounding[i]);
     }
     worstSeen()["grad " + dtype] =
         std::max(worstSeen()["grad " + dtype], error.worst);

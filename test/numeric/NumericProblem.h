@@ -176,9 +176,13 @@ public:
   GradientError(double cancellation, double quantum)
       : cancellation(cancellation), quantum(quantum) {}
 
+  /// `rounding`, when given, is how far each element may move with D taken
+  /// from the stored output (AttentionGradients): twice it is allowed on
+  /// top, as test/python/references.py's gradient_allowance does.
   template <typename Got>
   void add(const std::string &name, const Got &got,
-           const std::vector<double> &want, const std::vector<double> &scale) {
+           const std::vector<double> &want, const std::vector<double> &scale,
+           const std::vector<double> &rounding = {}) {
     double largest = 0, magnitude = 0;
     for (double w : want)
       largest = std::max(largest, std::fabs(w));
@@ -187,7 +191,8 @@ public:
     double denominator = std::max(largest, cancellation * magnitude);
     for (size_t i = 0; i < want.size(); ++i) {
       double value = got(i);
-      double difference = std::max(0.0, std::fabs(value - want[i]) - quantum);
+      double allowed = quantum + (rounding.empty() ? 0.0 : 2 * std::fabs(rounding[i]));
+      double difference = std::max(0.0, std::fabs(value - want[i]) - allowed);
       double error = denominator == 0 ? difference : difference / denominator;
       if (std::isnan(error))
         error = std::numeric_limits<double>::infinity();

@@ -49,6 +49,13 @@ struct AttentionGradients {
   std::vector<double> queryScale, keyScale, valueScale;
   std::vector<double> params, paramScale;
   std::vector<std::vector<double>> captures, captureScale;
+  /// How far each gradient moves when D = rowsum(dO * O) is taken from the
+  /// output as the kernels store it (rounded to their element type), as
+  /// FlashAttention's backward and rbfc's do: dS moves by P (D - D'), which
+  /// a parameter's gradient sums over every pair with one sign where the
+  /// score's slope has one (RBF's gamma). dV does not depend on D.
+  std::vector<double> queryRounding, keyRounding, paramRounding;
+  std::vector<std::vector<double>> captureRounding;
 };
 
 /// The parameters' default values, NaN for a parameter without one.
@@ -65,11 +72,14 @@ runReferenceAttention(attn::AttentionOp op, const AttentionInputs &inputs,
 /// (PyTorch's conventions at kinks: max/min split ties, abs has slope 0 at
 /// 0, select passes to the chosen operand, floor/ceil and integers 0). It
 /// shares no code with the compiler's derivation.
+/// `roundOutput`, when given, rounds an output element as the kernel
+/// stores it: the ...Rounding gradients use it.
 mlir::FailureOr<AttentionGradients>
 runReferenceAttentionGrad(attn::AttentionOp op, const AttentionInputs &inputs,
                           const std::vector<double> &outputGrad,
                           const std::vector<double> &lseGrad,
-                          std::string &error);
+                          std::string &error,
+                          llvm::function_ref<double(double)> roundOutput = {});
 
 /// Classification of the tile [qLo, qHi] x [kvLo, kvHi] (inclusive) by the
 /// op's tile_class region: (all_kept, all_masked).
