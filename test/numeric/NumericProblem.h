@@ -191,7 +191,8 @@ public:
     double denominator = std::max(largest, cancellation * magnitude);
     for (size_t i = 0; i < want.size(); ++i) {
       double value = got(i);
-      double allowed = quantum + (rounding.empty() ? 0.0 : 2 * std::fabs(rounding[i]));
+      double allowed =
+          quantum + (rounding.empty() ? 0.0 : 2 * std::fabs(rounding[i]));
       double difference = std::max(0.0, std::fabs(value - want[i]) - allowed);
       double error = denominator == 0 ? difference : difference / denominator;
       if (std::isnan(error))

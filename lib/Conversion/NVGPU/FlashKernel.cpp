@@ -52,6 +52,9 @@ using namespace rbfc;
 
 /// Registers a warp may spend on keeping its Q fragments resident.
 static constexpr int64_t kResidentQueryRegisters = 32;
+/// Bytes of `elements` elements of a shared tile: what a wgmma descriptor
+/// counts in.
+static int64_t tileBytes(int64_t elements) { return elements * kElementBytes; }
 /// `bar.sync` (`sync`) or `bar.arrive` on the named barrier `id` of
 /// `threads` threads. Inline PTX keeps the id a literal: LLVM merges two
 /// warpgroups' branches into one op with the id in a register, and ptxas
@@ -65,8 +68,7 @@ static void namedBarrier(ImplicitLocOpBuilder &b, bool sync, int64_t id,
                             Value{});
 }
 
-/// wgmma: the warps of a warpgroup, which owns 64 query rows.
-static constexpr int64_t kWarpsPerWarpgroup = 4;
+/// wgmma: the query rows of a warpgroup.
 static constexpr int64_t kWarpgroupRows = 64;
 /// wgmma: the named barriers of the consumers (gpu.barrier is 0): their
 /// turns at the tensor cores, one per consumer warpgroup, and Q's arrival.
@@ -78,12 +80,11 @@ static constexpr int64_t kQueryBarrier = 3;
 /// head_dim 128; the producer's copies fit in 24).
 static constexpr int64_t kProducerRegisters = 24;
 static constexpr int64_t kConsumerRegisters = 240;
-/// A column block's row (128-byte swizzle), its 8-row groups (the core
-/// matrices' stride), and the leading byte offset of a K-major swizzled
-/// operand, which wgmma ignores (16 bytes, encoded 1, by convention).
-static constexpr int64_t kSwizzleRowBytes = 128;
-static constexpr int64_t kSwizzleRowGroupBytes = 8 * kSwizzleRowBytes;
+/// The leading byte offset of a K-major swizzled wgmma operand, which wgmma
+/// ignores (16 bytes, encoded 1, by convention), and the rows of a core
+/// matrix, whose groups are the stride dimension of every operand.
 static constexpr int64_t kSwizzleLeadingBytes = 16;
+static constexpr int64_t kCoreMatrixRows = 8;
 /// The key-terms prologue's entry is the kernel's with this suffix.
 static constexpr llvm::StringLiteral kKeyTermsSuffix = "_key_terms";
 
@@ -154,6 +155,9 @@ private:
     return !config.wgmma &&
            config.atoms() * config.dimSlices() * 4 <= kResidentQueryRegisters;
   }
+  /// mma.sync and wgmma_cooperative: every thread copies and computes, a
+  /// block barrier per tile.
+  LogicalResult emitCooperative(TileRing &ring);
   /// wgmma: the block is two consumer warpgroups, which compute, and a
   /// producer warpgroup after them, which streams K and V (and the key
   /// terms) through the ring with cp.async and hands each stage over on a
@@ -228,10 +232,15 @@ private:
   accumulateValuesByWgmma(ArrayRef<Accumulator> weights,
                           ArrayRef<Accumulator> output, Value valueBase,
                           OnlineSoftmax &softmax);
-  /// The P registers of the 16 keys from 16 keySlice of `atom`, and the
-  /// row sums of their weights (OnlineSoftmax), for O += P V.
+  /// The P registers of `atom`'s 16 keys from 16 keySlice, the A operand
+  /// of O += P V.
   OperandRegisters weightOperand(ArrayRef<Accumulator> weights, int64_t atom,
                                  int64_t keySlice);
+  /// Adds the weights of the 16 keys from 16 keySlice to the row sums
+  /// (OnlineSoftmax), by mma with their P registers `a` (one per atom) or
+  /// in f32.
+  void addRowSums(OnlineSoftmax &softmax, ArrayRef<Accumulator> weights,
+                  ArrayRef<OperandRegisters> a, int64_t keySlice);
   /// O / l and, with an LSE output, the log-sum-exp, for the rows inside
   /// q_len.
   LogicalResult storeResults(ArrayRef<Accumulator> output,
@@ -313,12 +322,14 @@ FailureOr<int64_t> FlashSchedule::build() {
                       : TileRing::TermCopy::Threads,
                   keyTermBarriers);
   }
-  if (config.warpSpecialized) {
-    if (failed(emitWarpSpecialized(ring)))
-      return failure();
-    gpu::ReturnOp::create(b);
-    return shared.size();
-  }
+  if (failed(config.warpSpecialized ? emitWarpSpecialized(ring)
+                                     : emitCooperative(ring)))
+    return failure();
+  gpu::ReturnOp::create(b);
+  return shared.size();
+}
+
+LogicalResult FlashSchedule::emitCooperative(TileRing &ring) {
   loadFirstTiles(ring);
   if (failed(prepareQueries()))
     return failure();
@@ -327,10 +338,7 @@ FailureOr<int64_t> FlashSchedule::build() {
     return failure();
   // Drain the cp.async groups still in flight (empty ones) before exit.
   NVVM::CpAsyncWaitGroupOp::create(b, 0);
-  if (failed(finishAndStore(*loop)))
-    return failure();
-  gpu::ReturnOp::create(b);
-  return shared.size();
+  return finishAndStore(*loop);
 }
 
 LogicalResult FlashSchedule::finishAndStore(scf::ForOp loop) {
@@ -591,7 +599,7 @@ LogicalResult FlashSchedule::prepareQueries() {
     queryDescriptor = warpgroupAtoms.descriptor(
         sharedAddress(b, sharedQuery,
                       mul(rows, SwizzledTile::kBlockElements)),
-        kSwizzleLeadingBytes, kSwizzleRowGroupBytes);
+        kSwizzleLeadingBytes, tileBytes(queryTile.rowShift(kCoreMatrixRows)));
   }
   if (pingpong())
     startPingpong();
@@ -860,22 +868,17 @@ void FlashSchedule::computeScoresByWgmma(Value keyBase,
                                          MutableArrayRef<Accumulator> scores) {
   Value keyDescriptor = warpgroupAtoms.descriptor(
       sharedAddress(b, sharedKey, keyBase), kSwizzleLeadingBytes,
-      kSwizzleRowGroupBytes);
-  // Per 16 head dims, 32 bytes along the 128-byte rows of a column block.
-  auto dimOffset = [&](int64_t dimSlice, int64_t rows) {
-    int64_t perBlock = SwizzledTile::kBlockElements / 16;
-    return (dimSlice / perBlock) * rows * kSwizzleRowBytes +
-           (dimSlice % perBlock) * 32;
-  };
+      tileBytes(tile.rowShift(kCoreMatrixRows)));
   // Every operand register is written before the fence: one written
   // between the fence and its wgmma makes ptxas add a warpgroup.arrive.
+  // Per 16 head dims, the Q and K columns from there on.
   SmallVector<std::pair<Value, Value>> descriptors;
   for (int64_t dimSlice = 0; dimSlice < config.dimSlices(); ++dimSlice)
     descriptors.emplace_back(
         warpgroupAtoms.advance(queryDescriptor,
-                               dimOffset(dimSlice, config.tileM)),
+                               tileBytes(queryTile.columnStart(16 * dimSlice))),
         warpgroupAtoms.advance(keyDescriptor,
-                               dimOffset(dimSlice, config.tileN)));
+                               tileBytes(tile.columnStart(16 * dimSlice))));
   awaitTensorCoreTurn();
   warpgroupAtoms.fence(scores);
   for (auto [query, key] : descriptors)
@@ -887,8 +890,9 @@ void FlashSchedule::computeScoresByWgmma(Value keyBase,
 
 OperandRegisters FlashSchedule::weightOperand(ArrayRef<Accumulator> weights,
                                               int64_t atom, int64_t keySlice) {
-  return atoms.operandA(weights[scoreLayout.accumulator(atom, 2 * keySlice)],
-                        weights[scoreLayout.accumulator(atom, 2 * keySlice + 1)]);
+  return atoms.operandA(
+      weights[scoreLayout.accumulator(atom, 2 * keySlice)],
+      weights[scoreLayout.accumulator(atom, 2 * keySlice + 1)]);
 }
 
 SmallVector<Accumulator>
@@ -897,17 +901,18 @@ FlashSchedule::accumulateValuesByWgmma(ArrayRef<Accumulator> weights,
                                        Value valueBase,
                                        OnlineSoftmax &softmax) {
   SmallVector<Accumulator> result(output.begin(), output.end());
-  // V is MN-major: head dims run along its 128-byte rows, its column blocks
-  // tile_n rows apart, and 16 keys are 16 rows.
+  // V is MN-major: head dims run along its rows, the leading dimension
+  // steps from one column block to the next, and 16 keys are 16 rows.
   Value valueDescriptor = warpgroupAtoms.descriptor(
       sharedAddress(b, sharedValue, valueBase),
-      config.tileN * kSwizzleRowBytes, kSwizzleRowGroupBytes);
+      tileBytes(tile.columnStart(SwizzledTile::kBlockElements)),
+      tileBytes(tile.rowShift(kCoreMatrixRows)));
   SmallVector<OperandRegisters> a;
   SmallVector<Value> descriptors;
   for (int64_t keySlice = 0; keySlice < config.tileN / 16; ++keySlice) {
     a.push_back(weightOperand(weights, 0, keySlice));
     descriptors.push_back(warpgroupAtoms.advance(
-        valueDescriptor, keySlice * 16 * kSwizzleRowBytes));
+        valueDescriptor, tileBytes(tile.rowShift(16 * keySlice))));
   }
   awaitTensorCoreTurn();
   warpgroupAtoms.fence(result);
@@ -917,13 +922,8 @@ FlashSchedule::accumulateValuesByWgmma(ArrayRef<Accumulator> weights,
   warpgroupAtoms.commitGroup();
   passTensorCoreTurn();
   // The row sums while the tensor cores work.
-  for (int64_t keySlice = 0; keySlice < config.tileN / 16; ++keySlice) {
-    if (!softmax.sumsUnroundedWeights())
-      softmax.addWeightsByMma(atoms, a[keySlice]);
-    else
-      softmax.addWeights(0, weights[scoreLayout.accumulator(0, 2 * keySlice)],
-                         weights[scoreLayout.accumulator(0, 2 * keySlice + 1)]);
-  }
+  for (int64_t keySlice = 0; keySlice < config.tileN / 16; ++keySlice)
+    addRowSums(softmax, weights, a[keySlice], keySlice);
   warpgroupAtoms.waitGroup(0, result);
   return result;
 }
@@ -947,16 +947,22 @@ FlashSchedule::accumulateValues(ArrayRef<Accumulator> weights,
           atoms.ldmatrix(sharedValue, add(valueBase, offset), true);
       atoms.mmaSlicePair(a, registers, outputLayout, result, 2 * pair);
     }
-    if (!softmax.sumsUnroundedWeights()) {
-      softmax.addWeightsByMma(atoms, a);
-      continue;
-    }
-    for (int64_t atom = 0; atom < config.atoms(); ++atom)
-      softmax.addWeights(
-          atom, weights[scoreLayout.accumulator(atom, 2 * keySlice)],
-          weights[scoreLayout.accumulator(atom, 2 * keySlice + 1)]);
+    addRowSums(softmax, weights, a, keySlice);
   }
   return result;
+}
+
+void FlashSchedule::addRowSums(OnlineSoftmax &softmax,
+                               ArrayRef<Accumulator> weights,
+                               ArrayRef<OperandRegisters> a, int64_t keySlice) {
+  if (!softmax.sumsUnroundedWeights()) {
+    softmax.addWeightsByMma(atoms, a);
+    return;
+  }
+  for (int64_t atom = 0; atom < config.atoms(); ++atom)
+    softmax.addWeights(
+        atom, weights[scoreLayout.accumulator(atom, 2 * keySlice)],
+        weights[scoreLayout.accumulator(atom, 2 * keySlice + 1)]);
 }
 
 LogicalResult FlashSchedule::storeResults(ArrayRef<Accumulator> output,
@@ -1127,7 +1133,7 @@ LogicalResult rbfc::verifyFlashPlan(attn::AttentionOp op,
     if (plan.getKeyTerms() == "bulk")
       return fail("the wgmma kernel's producer copies the key terms: "
                   "key_terms \"threads\" or \"global\"");
-    int64_t producers = 4 * kThreadsPerWarp;
+    int64_t producers = kWarpsPerWarpgroup * kThreadsPerWarp;
     if (plan.getTileN() %
             CopyEngine::rowsPerPass(headDim / kChunk, producers,
                                     plan.getTileN()) !=

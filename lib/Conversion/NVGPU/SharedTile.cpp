@@ -62,7 +62,7 @@ Value rbfc::sharedAddress(ImplicitLocOpBuilder &b, Value shared,
                           Value offset) {
   Value address = memref::ExtractAlignedPointerAsIndexOp::create(b, shared);
   Value bytes = arith::MulIOp::create(
-      b, offset, arith::ConstantIndexOp::create(b, 2));
+      b, offset, arith::ConstantIndexOp::create(b, kElementBytes));
   return arith::AddIOp::create(b, address, bytes);
 }
 

@@ -19,6 +19,8 @@
 namespace rbfc {
 
 inline constexpr int64_t kThreadsPerWarp = 32;
+/// The four consecutive warps that issue a wgmma together.
+inline constexpr int64_t kWarpsPerWarpgroup = 4;
 
 class KernelEmitter {
 public:

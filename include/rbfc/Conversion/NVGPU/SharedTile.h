@@ -19,6 +19,8 @@ namespace rbfc {
 
 /// 16-bit elements in the 16-byte chunk that cp.async and ldmatrix move.
 inline constexpr int64_t kChunk = 8;
+/// Bytes of a tile's 16-bit element.
+inline constexpr int64_t kElementBytes = 2;
 
 /// The layout of [rows][rowElements] tiles of 16-bit elements, rowElements
 /// a multiple of 16: the 16-byte chunks of a row are swizzled within
@@ -68,6 +70,15 @@ public:
   /// Elements from a row to the row `rows` further down, `rows` a multiple
   /// of swizzlePeriod().
   int64_t rowShift(int64_t rows) const { return rows * rowStride(); }
+  /// Elements from row 0's first element to its column `column` before the
+  /// swizzle (a multiple of 8): where a wgmma descriptor of the columns
+  /// from `column` on starts, the hardware applying the swizzle.
+  int64_t columnStart(int64_t column) const {
+    assert(column % kChunk == 0 && "descriptors start at whole chunks");
+    return isBlocked() ? column / kBlockElements * blockRows * kBlockElements +
+                             column % kBlockElements
+                       : column;
+  }
   /// Rows that share one swizzle. Row r starts at bank group (C r) % 8 for
   /// C chunks a row. When C is a multiple of 8 every row starts at group 0
   /// and the swizzle alone separates 8 rows: step 1. When C = G m, G < 8,
@@ -86,7 +97,8 @@ public:
   int64_t swizzlePeriod() const { return swizzleStep() * swizzleChunks(); }
   /// Elements of a tile of `rows` rows (blockRows when blocked).
   int64_t elements(int64_t rows) const {
-    assert((!isBlocked() || rows == blockRows) && "blocked tiles have fixed rows");
+    assert((!isBlocked() || rows == blockRows) &&
+           "blocked tiles have fixed rows");
     return rows * rowElements;
   }
 

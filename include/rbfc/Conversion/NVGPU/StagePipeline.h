@@ -1,4 +1,4 @@
-//===- StagePipeline.h - producer/consumer hand-off of ring stages -*- C++ -*-===//
+//===- StagePipeline.h - handing ring stages over on mbarriers -*- C++ -*-===//
 //
 // When one set of threads fills a TileRing and another computes on it (the
 // wgmma kernel's producer warpgroup and its consumer warpgroups), the two
