@@ -63,7 +63,7 @@ except Exception as error:  # noqa: BLE001 - optional peer
     print("fa4 unavailable:", repr(error)[:200])
     fa4 = None
 from results_file import write_result  # noqa: E402
-from shapes import parse_shapes, result_suffix, shape_label, shape_of  # noqa: E402
+from shapes import RBFC_SPECS, parse_shapes, result_suffix, shape_label, shape_of  # noqa: E402
 
 DEV = "cuda"
 DT = torch.bfloat16
@@ -171,8 +171,7 @@ _kernels = {}
 
 
 def rbfc_kernel(variant, causal, D, workdir, plan, arch):
-    spec = {("dot", False): "softmax.attn", ("dot", True): "causal.attn",
-            ("rbf", False): "rbf.attn", ("rbf", True): "rbf_causal.attn"}[(variant, causal)]
+    spec = RBFC_SPECS[(variant, causal)]
     key = (spec, D, arch)
     if key not in _kernels:
         t0 = time.time()

@@ -1,7 +1,13 @@
-"""Problem shapes of the benchmark scripts: (B, H, KV heads, N, D)."""
+"""Problem shapes of the benchmark scripts: (B, H, KV heads, N, D), and the
+example specs their rbfc kernels run."""
 
 # The forward benchmark's shapes (the issue's): multi-head, bf16.
 SHAPES = [(4, 16, 16, 4096, 64), (4, 16, 16, 4096, 128), (1, 16, 16, 16384, 128)]
+
+# examples/ spec of the dot-product and RBF variants, without and with a
+# causal mask: (variant, causal) -> file.
+RBFC_SPECS = {("dot", False): "softmax.attn", ("dot", True): "causal.attn",
+              ("rbf", False): "rbf.attn", ("rbf", True): "rbf_causal.attn"}
 
 
 def parse_shape(text):

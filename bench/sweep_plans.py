@@ -31,9 +31,7 @@ import triton  # noqa: E402
 from rbfc import Kernel  # noqa: E402
 from rbfc.runtime import rbfc_binary  # noqa: E402
 from results_file import write_result  # noqa: E402
-
-SPECS = {("dot", False): "softmax.attn", ("dot", True): "causal.attn",
-         ("rbf", False): "rbf.attn", ("rbf", True): "rbf_causal.attn"}
+from shapes import RBFC_SPECS  # noqa: E402
 
 
 def labelled(items, what):
@@ -71,7 +69,7 @@ def main():
                 for label, compiler, plan in runs:
                     os.environ["RBFC_BIN"] = compiler
                     try:
-                        kern = Kernel(REPO / "examples" / SPECS[(kind, causal)], head_dim=D,
+                        kern = Kernel(REPO / "examples" / RBFC_SPECS[(kind, causal)], head_dim=D,
                                       dtype="bf16", out_dir=tempfile.mkdtemp(), plan=plan)
                         launch, _, _ = kern.launcher(q, k, v)
                         ms = triton.testing.do_bench(launch, warmup=25, rep=args.reps)
