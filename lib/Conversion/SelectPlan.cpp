@@ -10,12 +10,14 @@
 // beat one atom x 8 warps by 5-20% at head_dim 64 and 128; 256-row tiles
 // won without a mask but lost under causal masks.
 //
-// On sm_90a the warp-specialised wgmma kernel takes head dim 128 (its plan
-// below); the other head dims, and sm_80-sm_90, keep the mma.sync kernel.
+// On sm_90a the wgmma kernels take head dims 64 (cooperative) and 128
+// (warp-specialised), their plans below; the other head dims, and
+// sm_80-sm_90, keep the mma.sync kernel.
 //
 //===----------------------------------------------------------------------===//
 #include "rbfc/Conversion/NVGPU/FlashKernel.h"
 #include "rbfc/Conversion/Passes.h"
+#include "rbfc/Dialect/Attn/ScoreDependence.h"
 
 #include "llvm/Support/Debug.h"
 
@@ -45,16 +47,47 @@ bool isMeasured(StringRef arch, int64_t headDim) {
          llvm::is_contained({32, 64, 128, 256}, headDim);
 }
 
+/// Whether the score or the mask reads a captured tensor at an index that
+/// changes from element to element (document ids, a relative-position
+/// bias table): those gathers need registers that the cooperative wgmma
+/// kernel at two blocks a multiprocessor does not have (document_mask
+/// spilled 224 bytes there, relative_bias 856).
+bool gathersPerElement(attn::AttentionOp op) {
+  attn::ScoreDependence dependence;
+  auto gathers = [&](Region &region) {
+    return region
+        .walk([&](attn::LoadOp load) {
+          for (Value index : load.getIndices())
+            if (dependence.get(index) &
+                (attn::kDependsOnQueryIndex | attn::kDependsOnKeyIndex))
+              return WalkResult::interrupt();
+          return WalkResult::advance();
+        })
+        .wasInterrupted();
+  };
+  return gathers(op.getScore()) || gathers(op.getMask());
+}
+
 /// sm_90a at head_dim 128: the warp-specialised wgmma kernel, two consumer
 /// warpgroups of 64 query rows and a producer warpgroup, 128-key tiles, two
 /// stages, key terms copied by the producer. On the H200 (bench/NOTES.md,
 /// 2026-12-04) it ran 10-14% ahead of the cooperative wgmma kernel and
 /// 25-48% ahead of mma.sync. At head_dim 64 its producer cannot keep up
-/// (dot 289 against mma.sync's 332 TFLOP/s). The cooperative kernel
-/// (kernel = "wgmma_cooperative") ran 1.26x mma.sync's dot there in one
-/// run (417 against 332), but the plans its sweep chose for 64 have not
-/// been through the GPU tests yet: 64 keeps mma.sync until they have.
-attn::PlanAttr wgmmaPlan(attn::AttentionOp op, StringRef arch) {
+/// (dot 289 against mma.sync's 332 TFLOP/s); the cooperative kernel
+/// (every warp copies and computes) takes 64 instead, compiled for two
+/// blocks per multiprocessor (causal dot 330 against 254 with one) with
+/// 128-key tiles, or 64-key tiles under a key bias, whose terms the threads
+/// copy (RBF 357 against 249 with 128-key tiles and workspace loads): the
+/// plans its sweep chose (plan-sweep-cooperative.json). A spec that gathers
+/// per element keeps mma.sync there.
+attn::PlanAttr wgmmaPlan(attn::AttentionOp op, StringRef arch,
+                         int64_t headDim) {
+  if (headDim == 64)
+    return attn::PlanAttr::get(op.getContext(), arch, "wgmma_cooperative",
+                               /*tile_m=*/128,
+                               /*tile_n=*/op.getKeyBias().empty() ? 128 : 64,
+                               /*warps=*/8, /*stages=*/2, "threads",
+                               /*blocks_per_sm=*/2);
   return attn::PlanAttr::get(op.getContext(), arch, "wgmma", /*tile_m=*/128,
                              /*tile_n=*/128, /*warps=*/8, /*stages=*/2,
                              "threads", /*blocks_per_sm=*/0);
@@ -64,8 +97,9 @@ attn::PlanAttr defaultPlan(attn::AttentionOp op, StringRef arch) {
   MLIRContext *ctx = op.getContext();
   int64_t headDim =
       cast<RankedTensorType>(op.getQuery().getType()).getDimSize(3);
-  if (arch == "sm_90a" && headDim == 128)
-    return wgmmaPlan(op, arch);
+  if (arch == "sm_90a" &&
+      (headDim == 128 || (headDim == 64 && !gathersPerElement(op))))
+    return wgmmaPlan(op, arch, headDim);
   bool measured = isMeasured(arch, headDim);
   // Without a hint ptxas aims at more than one block per multiprocessor
   // and spills to get there (the dot kernel at head_dim 32 on sm_80: 168

@@ -9,10 +9,10 @@ outputs, and compares with a float32 PyTorch reference written here per example,
 independent of the compiler. Also runs a hand-written kernel with the ABI's
 parameter list (abi_fixture.cu, when nvcc is there) to test the runtime alone,
 and one small case per kernel and head dim (64, 80, 96, 128) under compute-sanitizer
-memcheck. On sm_90 the default target (sm_90a) builds the wgmma kernel at head dim
-128: the mma.sync kernel runs there too (compiled for sm_90, rows "<example>/mma"),
-and at 64 the wgmma kernel and the cooperative wgmma kernel (by their plans, rows
-"<example>/wgmma" and "<example>/coop").
+memcheck. On sm_90 the default target (sm_90a) builds the wgmma kernels at head dims
+64 (cooperative) and 128 (warp-specialised): the mma.sync kernel runs at both too
+(compiled for sm_90, rows "<example>/mma"), and the warp-specialised kernel at 64 (by
+its plan, rows "<example>/wgmma").
 Prints a table; exits non-zero on any failure. docs/gpu-testing.md explains it.
 """
 import argparse
@@ -90,16 +90,16 @@ OTHER_DIMS_SUBSET = ["softmax", "causal", "rbf", "rbf_causal", "alibi"]
 MAIN_DIMS = [64, 80, 96, 128]
 OTHER_DIMS = [32, 48, 112, 160, 240, 256]
 # On sm_90 the default target, sm_90a, builds the warp-specialised wgmma
-# kernel at head dim 128 and the mma.sync kernel elsewhere. The other
-# structures run too, under the example's name with a suffix: the mma.sync
-# kernel at 128 (compiled for sm_90: sm_80's kernel and the fallback), the
-# warp-specialised kernel at 64 and the cooperative wgmma kernel at 64 with
-# the plans measured fastest there (bench/NOTES.md), by their plans.
+# kernel at head dim 128, the cooperative wgmma kernel at 64 (the mma.sync
+# kernel for specs that gather captures per element) and the mma.sync
+# kernel elsewhere. The other structures run too, under the example's name
+# with a suffix: the mma.sync kernel at 64 and 128 (compiled for sm_90:
+# sm_80's kernel and the fallback) and the warp-specialised kernel at 64,
+# by its plan.
 # (suffix, head dim, arch or None, plan or None)
 STRUCTURES = [
+    ("/mma", 64, "sm_90", None),
     ("/mma", 128, "sm_90", None),
-    ("/coop", 64, None, '#attn.plan<arch = "sm_90a", kernel = "wgmma_cooperative", '
-                        'tile_m = 128, tile_n = 64, warps = 8, stages = 2, blocks_per_sm = 2>'),
     ("/wgmma", 64, None, '#attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 128, '
                          'tile_n = 128, warps = 8, stages = 3>'),
 ]

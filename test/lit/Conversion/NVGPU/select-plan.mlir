@@ -65,10 +65,11 @@ func.func @rbf_d128(%arg0: tensor<?x?x?x128xbf16>, %arg1: tensor<?x?x?x128xbf16>
 
 // -----
 
-// At head_dim 64 (mma.sync on sm_90a too) the lanes load a key bias
-// straight from the workspace.
+// At head_dim 64 the cooperative wgmma kernel, two blocks a
+// multiprocessor; under a key bias 64-key tiles, the terms copied by the
+// threads.
 // CHECK-LABEL: func.func @rbf_d64
-// CHECK: plan = #attn.plan<arch = "sm_90a", kernel = "mma_sync", tile_m = 128, tile_n = 64, warps = 4, stages = 2, key_terms = "global">
+// CHECK: plan = #attn.plan<arch = "sm_90a", kernel = "wgmma_cooperative", tile_m = 128, tile_n = 64, warps = 8, stages = 2, blocks_per_sm = 2>
 func.func @rbf_d64(%arg0: tensor<?x?x?x64xbf16>, %arg1: tensor<?x?x?x64xbf16>, %arg2: tensor<?x?x?x64xbf16>, %arg3: f32) -> tensor<?x?x?x64xbf16> {
   %0 = attn.attention softmax %arg0, %arg1, %arg2 params(%arg3 : f32) {capture_names = [], log2_domain, param_defaults = [0.0883883461 : f32], param_names = ["gamma"]} : tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16> -> tensor<?x?x?x64xbf16> score {
   ^bb0(%b: index, %h: index, %q_idx: index, %kv_idx: index, %gamma: f32):
@@ -146,10 +147,9 @@ func.func @rbf_causal_d128(%arg0: tensor<?x?x?x128xbf16>, %arg1: tensor<?x?x?x12
 
 // -----
 
-// At head_dim 64 (wider key tiles measured slower on the H100), with
-// per-thread copies of the key terms.
+// Without a key bias, 128-key tiles.
 // CHECK-LABEL: func.func @d64
-// CHECK: kernel = "mma_sync", tile_m = 128, tile_n = 64, warps = 4, stages = 2>
+// CHECK: kernel = "wgmma_cooperative", tile_m = 128, tile_n = 128, warps = 8, stages = 2, blocks_per_sm = 2>
 func.func @d64(%q: tensor<?x?x?x64xf16>, %k: tensor<?x?x?x64xf16>, %v: tensor<?x?x?x64xf16>) -> tensor<?x?x?x64xf16> {
   %o = attn.attention softmax %q, %k, %v {capture_names = [], param_defaults = [], param_names = []} : tensor<?x?x?x64xf16>, tensor<?x?x?x64xf16>, tensor<?x?x?x64xf16> -> tensor<?x?x?x64xf16> score {
   ^bb0(%b: index, %h: index, %q_idx: index, %kv_idx: index):
@@ -200,7 +200,7 @@ func.func @other_arch(%q: tensor<?x?x?x64xbf16>, %k: tensor<?x?x?x64xbf16>, %v: 
 // -----
 
 func.func @f32_inputs(%q: tensor<?x?x?x64xf32>, %k: tensor<?x?x?x64xf32>, %v: tensor<?x?x?x64xf32>) -> tensor<?x?x?x64xf32> {
-  // expected-error @below {{mma_sync kernels take bf16 or f16 inputs, not f32}}
+  // expected-error @below {{wgmma_cooperative kernels take bf16 or f16 inputs, not f32}}
   %o = attn.attention softmax %q, %k, %v {capture_names = [], param_defaults = [], param_names = []} : tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32> -> tensor<?x?x?x64xf32> score {
   ^bb0(%b: index, %h: index, %q_idx: index, %kv_idx: index):
     %s = attn.dot : f32
