@@ -52,9 +52,6 @@ using namespace rbfc;
 
 /// Registers a warp may spend on keeping its Q fragments resident.
 static constexpr int64_t kResidentQueryRegisters = 32;
-/// Bytes of `elements` elements of a shared tile: what a wgmma descriptor
-/// counts in.
-static int64_t tileBytes(int64_t elements) { return elements * kElementBytes; }
 /// `bar.sync` (`sync`) or `bar.arrive` on the named barrier `id` of
 /// `threads` threads. Inline PTX keeps the id a literal: LLVM merges two
 /// warpgroups' branches into one op with the id in a register, and ptxas
@@ -68,8 +65,6 @@ static void namedBarrier(ImplicitLocOpBuilder &b, bool sync, int64_t id,
                             Value{});
 }
 
-/// wgmma: the query rows of a warpgroup.
-static constexpr int64_t kWarpgroupRows = 64;
 /// wgmma: the named barriers of the consumers (gpu.barrier is 0): their
 /// turns at the tensor cores, one per consumer warpgroup, and Q's arrival.
 static constexpr int64_t kFirstTurnBarrier = 1;
@@ -80,11 +75,6 @@ static constexpr int64_t kQueryBarrier = 3;
 /// head_dim 128; the producer's copies fit in 24).
 static constexpr int64_t kProducerRegisters = 24;
 static constexpr int64_t kConsumerRegisters = 240;
-/// The leading byte offset of a K-major swizzled wgmma operand, which wgmma
-/// ignores (16 bytes, encoded 1, by convention), and the rows of a core
-/// matrix, whose groups are the stride dimension of every operand.
-static constexpr int64_t kSwizzleLeadingBytes = 16;
-static constexpr int64_t kCoreMatrixRows = 8;
 /// The key-terms prologue's entry is the kernel's with this suffix.
 static constexpr llvm::StringLiteral kKeyTermsSuffix = "_key_terms";
 
@@ -199,10 +189,6 @@ private:
   void forOwnWarpgroup(llvm::function_ref<void(int64_t, int64_t)> body);
   void awaitTensorCoreTurn();
   void passTensorCoreTurn();
-  /// Makes the thread's completed cp.async writes visible to the tensor
-  /// cores' async proxy, which wgmma reads shared memory through, before
-  /// an mbarrier or named barrier publishes them.
-  void fenceCopiesForWgmma();
   SmallVector<Value> computeQueryNorms();
   /// S = Q K^T for the K tile at `keyBase`, each lane row's accumulators
   /// starting at `rowStart` (0 when empty).
@@ -384,7 +370,7 @@ LogicalResult FlashSchedule::emitWarpSpecialized(TileRing &ring) {
   NVVM::SetMaxRegisterOp::create(b, kConsumerRegisters,
                                  NVVM::SetMaxRegisterAction::increase);
   NVVM::CpAsyncWaitGroupOp::create(b, 0);
-  fenceCopiesForWgmma();
+  warpgroupAtoms.fenceCopies();
   namedBarrier(b, /*sync=*/true, kQueryBarrier, config.threads());
   if (failed(prepareQueries()))
     return failure();
@@ -403,7 +389,7 @@ void FlashSchedule::emitProducerLoop(TileRing &ring, StagePipeline &pipeline) {
   int64_t ahead = config.stages - 2;
   auto publish = [&](Value iteration, int64_t pending) {
     NVVM::CpAsyncWaitGroupOp::create(b, pending);
-    fenceCopiesForWgmma();
+    warpgroupAtoms.fenceCopies();
     pipeline.arriveFull(iteration);
   };
   {
@@ -431,7 +417,7 @@ void FlashSchedule::emitProducerLoop(TileRing &ring, StagePipeline &pipeline) {
   Value count = sub(endTile, firstTile);
   Value drained = arith::MaxSIOp::create(b, sub(count, index(ahead)), index(0));
   NVVM::CpAsyncWaitGroupOp::create(b, 0);
-  fenceCopiesForWgmma();
+  warpgroupAtoms.fenceCopies();
   auto drain = scf::ForOp::create(b, drained, count, index(1));
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPointToStart(drain.getBody());
@@ -572,15 +558,8 @@ void FlashSchedule::loadFirstTiles(TileRing &ring) {
   }
   NVVM::CpAsyncWaitGroupOp::create(b, config.stages - 1);
   if (config.wgmma)
-    fenceCopiesForWgmma();
+    warpgroupAtoms.fenceCopies();
   gpu::BarrierOp::create(b);
-}
-
-void FlashSchedule::fenceCopiesForWgmma() {
-  NVVM::FenceProxyOp::create(
-      b, NVVM::ProxyKind::async_shared,
-      NVVM::SharedSpaceAttr::get(b.getContext(),
-                                 NVVM::SharedSpace::shared_cta));
 }
 
 LogicalResult FlashSchedule::prepareQueries() {
@@ -596,10 +575,8 @@ LogicalResult FlashSchedule::prepareQueries() {
     // The warpgroup's rows start 64 128-byte rows into each column block.
     warpgroup = div(block.warp, kWarpsPerWarpgroup);
     Value rows = mul(warpgroup, kWarpgroupRows);
-    queryDescriptor = warpgroupAtoms.descriptor(
-        sharedAddress(b, sharedQuery,
-                      mul(rows, SwizzledTile::kBlockElements)),
-        kSwizzleLeadingBytes, tileBytes(queryTile.rowShift(kCoreMatrixRows)));
+    queryDescriptor = warpgroupAtoms.kMajorDescriptor(
+        sharedQuery, mul(rows, SwizzledTile::kBlockElements), queryTile);
   }
   if (pingpong())
     startPingpong();
@@ -662,7 +639,7 @@ FailureOr<scf::ForOp> FlashSchedule::emitLoop(TileRing &ring) {
   SmallVector<Value> termOffsets = takeTermOffsets(state, carriedKeyTerms);
   NVVM::CpAsyncWaitGroupOp::create(b, config.stages - 2);
   if (config.wgmma)
-    fenceCopiesForWgmma();
+    warpgroupAtoms.fenceCopies();
   gpu::BarrierOp::create(b);
   SmallVector<Value> copyOffsets;
   for (Value offset : termOffsets)
@@ -866,19 +843,16 @@ FlashSchedule::computeScores(Value keyBase, ArrayRef<Value> rowStart) {
 
 void FlashSchedule::computeScoresByWgmma(Value keyBase,
                                          MutableArrayRef<Accumulator> scores) {
-  Value keyDescriptor = warpgroupAtoms.descriptor(
-      sharedAddress(b, sharedKey, keyBase), kSwizzleLeadingBytes,
-      tileBytes(tile.rowShift(kCoreMatrixRows)));
+  Value keyDescriptor =
+      warpgroupAtoms.kMajorDescriptor(sharedKey, keyBase, tile);
   // Every operand register is written before the fence: one written
   // between the fence and its wgmma makes ptxas add a warpgroup.arrive.
   // Per 16 head dims, the Q and K columns from there on.
   SmallVector<std::pair<Value, Value>> descriptors;
   for (int64_t dimSlice = 0; dimSlice < config.dimSlices(); ++dimSlice)
     descriptors.emplace_back(
-        warpgroupAtoms.advance(queryDescriptor,
-                               tileBytes(queryTile.columnStart(16 * dimSlice))),
-        warpgroupAtoms.advance(keyDescriptor,
-                               tileBytes(tile.columnStart(16 * dimSlice))));
+        warpgroupAtoms.kMajorSlice(queryDescriptor, queryTile, dimSlice),
+        warpgroupAtoms.kMajorSlice(keyDescriptor, tile, dimSlice));
   awaitTensorCoreTurn();
   warpgroupAtoms.fence(scores);
   for (auto [query, key] : descriptors)
@@ -903,16 +877,14 @@ FlashSchedule::accumulateValuesByWgmma(ArrayRef<Accumulator> weights,
   SmallVector<Accumulator> result(output.begin(), output.end());
   // V is MN-major: head dims run along its rows, the leading dimension
   // steps from one column block to the next, and 16 keys are 16 rows.
-  Value valueDescriptor = warpgroupAtoms.descriptor(
-      sharedAddress(b, sharedValue, valueBase),
-      tileBytes(tile.columnStart(SwizzledTile::kBlockElements)),
-      tileBytes(tile.rowShift(kCoreMatrixRows)));
+  Value valueDescriptor =
+      warpgroupAtoms.mnMajorDescriptor(sharedValue, valueBase, tile);
   SmallVector<OperandRegisters> a;
   SmallVector<Value> descriptors;
   for (int64_t keySlice = 0; keySlice < config.tileN / 16; ++keySlice) {
     a.push_back(weightOperand(weights, 0, keySlice));
-    descriptors.push_back(warpgroupAtoms.advance(
-        valueDescriptor, tileBytes(tile.rowShift(16 * keySlice))));
+    descriptors.push_back(
+        warpgroupAtoms.mnMajorSlice(valueDescriptor, tile, keySlice));
   }
   awaitTensorCoreTurn();
   warpgroupAtoms.fence(result);

@@ -127,6 +127,44 @@ Value WarpgroupMmaAtom::advance(Value descriptor, int64_t bytes) {
       arith::ConstantIntOp::create(b, b.getI64Type(), bytes >> 4));
 }
 
+/// Descriptors name byte offsets; tiles count 16-bit elements.
+static int64_t tileBytes(int64_t elements) { return elements * kElementBytes; }
+/// The 8 x 16-byte core matrices of the 128-byte swizzle: for a K-major
+/// operand the leading byte offset is unused and 16 by convention; 8 rows
+/// of a column block are the stride.
+static constexpr int64_t kSwizzleLeadingBytes = 16;
+static constexpr int64_t kCoreMatrixRows = 8;
+
+Value WarpgroupMmaAtom::kMajorDescriptor(Value shared, Value offset,
+                                         const SwizzledTile &tile) {
+  return descriptor(sharedAddress(b, shared, offset), kSwizzleLeadingBytes,
+                    tileBytes(tile.rowShift(kCoreMatrixRows)));
+}
+
+Value WarpgroupMmaAtom::mnMajorDescriptor(Value shared, Value offset,
+                                          const SwizzledTile &tile) {
+  return descriptor(sharedAddress(b, shared, offset),
+                    tileBytes(tile.columnStart(SwizzledTile::kBlockElements)),
+                    tileBytes(tile.rowShift(kCoreMatrixRows)));
+}
+
+Value WarpgroupMmaAtom::kMajorSlice(Value descriptor, const SwizzledTile &tile,
+                                    int64_t slice) {
+  return advance(descriptor, tileBytes(tile.columnStart(16 * slice)));
+}
+
+Value WarpgroupMmaAtom::mnMajorSlice(Value descriptor, const SwizzledTile &tile,
+                                     int64_t slice) {
+  return advance(descriptor, tileBytes(tile.rowShift(16 * slice)));
+}
+
+void WarpgroupMmaAtom::fenceCopies() {
+  NVVM::FenceProxyOp::create(
+      b, NVVM::ProxyKind::async_shared,
+      NVVM::SharedSpaceAttr::get(b.getContext(),
+                                 NVVM::SharedSpace::shared_cta));
+}
+
 std::string WarpgroupMmaAtom::registerList(int64_t first, int64_t n) {
   std::string list = "{";
   for (int64_t i = 0; i < n; ++i)

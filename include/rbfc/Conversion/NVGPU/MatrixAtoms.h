@@ -17,6 +17,7 @@
 #define RBFC_CONVERSION_NVGPU_MATRIXATOMS_H
 
 #include "rbfc/Conversion/NVGPU/FragmentLayout.h"
+#include "rbfc/Conversion/NVGPU/SharedTile.h"
 
 namespace rbfc {
 
@@ -84,6 +85,9 @@ private:
 /// carries the accumulators through wgmma.fence and wgmma.wait_group is
 /// what keeps LLVM from moving their reads and writes across those (CUTLASS
 /// pins them the same way).
+/// The rows of one wgmma: a warpgroup's four warps of 16.
+inline constexpr int64_t kWarpgroupRows = 64;
+
 class WarpgroupMmaAtom : public KernelEmitter {
 public:
   WarpgroupMmaAtom(mlir::ImplicitLocOpBuilder &b, mlir::Type elementType)
@@ -97,6 +101,27 @@ public:
   /// `descriptor` for the operand `bytes` further on (a multiple of 16;
   /// the start address field does not overflow below 256 KB).
   mlir::Value advance(mlir::Value descriptor, int64_t bytes);
+
+  /// The descriptor of a K-major operand whose first row is element
+  /// `offset` of the 16-bit shared view `shared`, a column-blocked tile laid
+  /// out as `tile`: k runs along the rows, 8-row core matrices one 1024-byte
+  /// group apart (Q and K of S = Q K^T).
+  mlir::Value kMajorDescriptor(mlir::Value shared, mlir::Value offset,
+                               const SwizzledTile &tile);
+  /// ... of an MN-major operand: k runs down the rows, and the leading
+  /// dimension steps from one 64-column block to the next (V of O += P V).
+  mlir::Value mnMajorDescriptor(mlir::Value shared, mlir::Value offset,
+                                const SwizzledTile &tile);
+  /// The descriptor of k [16 slice, 16 slice + 16) of the K-major (or
+  /// MN-major) operand `descriptor` of `tile`.
+  mlir::Value kMajorSlice(mlir::Value descriptor, const SwizzledTile &tile,
+                          int64_t slice);
+  mlir::Value mnMajorSlice(mlir::Value descriptor, const SwizzledTile &tile,
+                           int64_t slice);
+  /// Makes the thread's completed cp.async writes visible to the async
+  /// proxy, through which wgmma reads shared memory; a barrier after it
+  /// publishes them to the warpgroups.
+  void fenceCopies();
 
   /// wgmma.fence: orders the registers' earlier writes (the accumulators,
   /// which pass through it) before the next wgmma's reads.
