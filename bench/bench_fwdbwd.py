@@ -12,6 +12,9 @@ author's kernel as .peer/pisoni_rbf.py). bf16, B x H x N x D =
 o = f(q, k, v); o.backward(dO) on tensors that require grad:
   rbfc_dot     examples/softmax.attn, examples/causal.attn (the Python op)
   rbfc_rbf     examples/rbf.attn, examples/rbf_causal.attn
+  rbfc_dot_mma, rbfc_rbf_mma
+               the same compiled for sm_90 instead of sm_90a: the mma.sync
+               kernels, forward and backward (wgmma needs sm_90a)
   sdpa_cudnn   F.scaled_dot_product_attention, cuDNN backend (dot)
   sdpa_flash   the same, flash backend (FlashAttention-2) (dot)
   fa4_dot      FlashAttention-4 (CuTe DSL, its sm90 path) (dot)
@@ -118,21 +121,24 @@ def peer_rbf(q, k, v, causal):
 _compiled = {}
 
 
-def rbfc_spec(name):
-    if name not in _compiled:
-        _compiled[name] = rbfc.compile(REPO / "examples" / f"{name}.attn")
-    return _compiled[name]
+def rbfc_spec(name, arch=None):
+    if (name, arch) not in _compiled:
+        _compiled[name, arch] = rbfc.compile(REPO / "examples" / f"{name}.attn",
+                                             arch=arch)
+    return _compiled[name, arch]
 
 
-def rbfc_method(dot_spec, causal_spec):
+def rbfc_method(dot_spec, causal_spec, arch=None):
     def run(q, k, v, causal):
-        return rbfc_spec(causal_spec if causal else dot_spec)(q, k, v)
+        return rbfc_spec(causal_spec if causal else dot_spec, arch)(q, k, v)
     return run
 
 
 METHODS = {
     "rbfc_dot": (rbfc_method("softmax", "causal"), "dot"),
     "rbfc_rbf": (rbfc_method("rbf", "rbf_causal"), "rbf"),
+    "rbfc_dot_mma": (rbfc_method("softmax", "causal", "sm_90"), "dot"),
+    "rbfc_rbf_mma": (rbfc_method("rbf", "rbf_causal", "sm_90"), "rbf"),
     "sdpa_cudnn": (sdpa(SDPBackend.CUDNN_ATTENTION), "dot"),
     "sdpa_flash": (sdpa(SDPBackend.FLASH_ATTENTION), "dot"),
     "fa4_dot": (fa4_dot, "dot"),

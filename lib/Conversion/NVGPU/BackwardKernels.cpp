@@ -104,9 +104,56 @@ gpu::GPUFuncOp BackwardKernelBuilder::declare(gpu::GPUModuleOp module,
   warp = div(threadId, kThreadsPerWarp);
   batchIdx = gpu::BlockIdOp::create(b, gpu::Dimension::z);
   fragment.emplace(b, lane, warp, kAtomRows);
-  copies.emplace(b, tile, config.elementType, warps * kThreadsPerWarp,
-                 threadId);
+  blockCopies.emplace(b, blockTile, config.elementType, warps * kThreadsPerWarp,
+                      threadId);
+  streamCopies.emplace(b, streamTile, config.elementType,
+                       warps * kThreadsPerWarp, threadId);
   return func;
+}
+
+void BackwardKernelBuilder::multiplyByWgmma(
+    ArrayRef<std::pair<Value, Value>> operands, const SwizzledTile &aTile,
+    const SwizzledTile &bTile, MutableArrayRef<Accumulator> acc) {
+  int64_t run = acc.size() / operands.size();
+  warpgroupAtoms.fence(acc);
+  for (auto [i, pair] : llvm::enumerate(operands))
+    for (int64_t slice = 0; slice < config.dimSlices(); ++slice)
+      warpgroupAtoms.mma(warpgroupAtoms.kMajorSlice(pair.first, aTile, slice),
+                         warpgroupAtoms.kMajorSlice(pair.second, bTile, slice),
+                         acc.slice(i * run, run), /*transposeB=*/false);
+  warpgroupAtoms.commitGroup();
+  warpgroupAtoms.waitGroup(0, acc);
+}
+
+void BackwardKernelBuilder::accumulateByWgmma(
+    ArrayRef<SmallVector<OperandRegisters>> a, ArrayRef<Value> bDescriptors,
+    const SwizzledTile &bTile, MutableArrayRef<Accumulator> acc) {
+  SmallVector<SmallVector<Value>> slices;
+  for (auto [registers, descriptor] : llvm::zip(a, bDescriptors)) {
+    slices.emplace_back();
+    for (int64_t k = 0; k < int64_t(registers.size()); ++k)
+      slices.back().push_back(
+          warpgroupAtoms.mnMajorSlice(descriptor, bTile, k));
+  }
+  int64_t run = acc.size() / a.size();
+  warpgroupAtoms.fence(acc);
+  for (auto [i, registers] : llvm::enumerate(a))
+    for (auto [operand, descriptor] : llvm::zip(registers, slices[i]))
+      warpgroupAtoms.mma(operand, descriptor, acc.slice(i * run, run),
+                         /*transposeB=*/true);
+  warpgroupAtoms.commitGroup();
+  warpgroupAtoms.waitGroup(0, acc);
+}
+
+SmallVector<OperandRegisters>
+BackwardKernelBuilder::operandsFromAccumulators(ArrayRef<Accumulator> operand,
+                                                const FragmentLayout &layout) {
+  SmallVector<OperandRegisters> registers;
+  for (int64_t k = 0; k < layout.getColumnSlices() / 2; ++k)
+    registers.push_back(
+        atoms.operandA(operand[layout.accumulator(0, 2 * k)],
+                       operand[layout.accumulator(0, 2 * k + 1)]));
+  return registers;
 }
 
 int64_t BackwardKernelBuilder::keyNormPlane() {
@@ -249,10 +296,9 @@ Value BackwardKernelBuilder::loadChunk(Value memref, Value offset) {
                                typed);
 }
 
-std::array<Value, 2> BackwardKernelBuilder::loadTilePair(Value shared,
-                                                         Value tileBase,
-                                                         Value row,
-                                                         int64_t slice) {
+std::array<Value, 2>
+BackwardKernelBuilder::loadTilePair(SwizzledTile &tile, Value shared,
+                                    Value tileBase, Value row, int64_t slice) {
   // The lane's columns 2 (l % 4) and 2 (l % 4) + 1 of slice `slice` are
   // elements 2 (l % 4) of chunk `slice`, which the swizzle moves as a
   // whole.
@@ -672,6 +718,10 @@ FailureOr<DictionaryAttr> rbfc::buildBackwardKernels(attn::AttentionOp op,
   auto queryType = cast<RankedTensorType>(op.getQuery().getType());
   BackwardConfig config{queryType.getDimSize(3), queryType.getElementType(),
                         op.isSoftmax(), op.getLog2Domain()};
+  // wgmma takes head dims in whole 64-element column blocks (128-byte
+  // swizzle); the others, and every target before sm_90a, take mma.sync.
+  attn::PlanAttr plan = op.getPlanAttr();
+  config.wgmma = plan && plan.getArch() == "sm_90a" && config.headDim % 64 == 0;
   GradientSlots slots(op);
   ImplicitLocOpBuilder b(op.getLoc(), op.getContext());
   std::string prefix = forwardName.str();

@@ -41,7 +41,8 @@ class KeyValueGradKernel : BackwardKernelBuilder {
 public:
   KeyValueGradKernel(attn::AttentionOp op, const BackwardConfig &config,
                      const GradientSlots &slots, ImplicitLocOpBuilder &b)
-      : BackwardKernelBuilder(op, config, slots, b),
+      : BackwardKernelBuilder(op, config, slots, b, config.keyTile(),
+                              config.keyValueQueryTile),
         scoreLayout(1, config.keyValueQueryTile / 8),
         gradLayout(1, config.headDim / 8) {}
 
@@ -86,6 +87,8 @@ private:
   Value sharedKey, sharedValue, sharedQuery, sharedGrad, deltaRing, lse2Ring,
       queryNormRing, scratch;
   SmallVector<Value> keyOffsets, queryOffsets, queryTransposedOffsets;
+  /// wgmma: the descriptors of the warpgroup's rows of K and V.
+  Value keyDescriptor, valueDescriptor;
   /// Per lane row: kv_idx, ||k||^2 (when a region reads it), key bias.
   SmallVector<Value> kvIdx, keyNorm, keyBias;
   std::optional<BackwardWorkspace> space;
@@ -98,10 +101,11 @@ SmallVector<Accumulator> KeyValueGradKernel::multiplyByQueries(Value keys,
                                {f32(0.0), f32(0.0), f32(0.0), f32(0.0)});
   for (int64_t dimSlice = 0; dimSlice < config.dimSlices(); ++dimSlice) {
     OperandRegisters a = atoms.ldmatrix(
-        keys, tile.laneChunkOffset(keyOffsets, 0, dimSlice), false);
+        keys, blockTile.laneChunkOffset(keyOffsets, 0, dimSlice), false);
     for (int64_t pair = 0; pair < queryTile() / 16; ++pair) {
-      Value offset = add(
-          tileBase, tile.laneChunkOffset(queryOffsets, 16 * pair, dimSlice));
+      Value offset =
+          add(tileBase,
+              streamTile.laneChunkOffset(queryOffsets, 16 * pair, dimSlice));
       atoms.mmaSlicePair({a}, atoms.ldmatrix(shared, offset, false),
                          scoreLayout, acc, 2 * pair);
     }
@@ -117,8 +121,9 @@ void KeyValueGradKernel::accumulateTransposed(
         atoms.operandA(operand[scoreLayout.accumulator(0, 2 * querySlice)],
                        operand[scoreLayout.accumulator(0, 2 * querySlice + 1)]);
     for (int64_t pair = 0; pair < config.dimSlices(); ++pair) {
-      Value offset = add(tileBase, tile.laneChunkOffset(queryTransposedOffsets,
-                                                        16 * querySlice, pair));
+      Value offset =
+          add(tileBase, streamTile.laneChunkOffset(queryTransposedOffsets,
+                                                   16 * querySlice, pair));
       atoms.mmaSlicePair({a}, atoms.ldmatrix(shared, offset, true), gradLayout,
                          acc, 2 * pair);
     }
@@ -157,13 +162,13 @@ LogicalResult KeyValueGradKernel::applyElements(
     MutableArrayRef<Value> partials) {
   int64_t slices = scoreLayout.getColumnSlices();
   SmallVector<ColumnTermPair> delta =
-      copies->loadColumnTerms(*fragment, slices, deltaRing, termBase);
+      streamCopies->loadColumnTerms(*fragment, slices, deltaRing, termBase);
   SmallVector<ColumnTermPair> lse2 =
-      copies->loadColumnTerms(*fragment, slices, lse2Ring, termBase);
+      streamCopies->loadColumnTerms(*fragment, slices, lse2Ring, termBase);
   SmallVector<ColumnTermPair> queryNorms;
   if (queryNormRing)
-    queryNorms =
-        copies->loadColumnTerms(*fragment, slices, queryNormRing, termBase);
+    queryNorms = streamCopies->loadColumnTerms(*fragment, slices, queryNormRing,
+                                               termBase);
   weights.assign(scores.size(), {});
   scoreGrads.assign(scores.size(), {f32(0.0), f32(0.0), f32(0.0), f32(0.0)});
   ElementValues element;
@@ -222,6 +227,8 @@ KeyValueGradKernel::emitTile(RegionApplication &regions, TileRing &ring,
   int64_t gradValues = 4 * gradLayout.size();
   int64_t rows = scoreLayout.laneRows();
   NVVM::CpAsyncWaitGroupOp::create(b, config.stages - 2);
+  if (config.wgmma)
+    warpgroupAtoms.fenceCopies();
   gpu::BarrierOp::create(b);
   ring.issue(add(tileIndex, config.stages - 1));
   NVVM::CpAsyncCommitGroupOp::create(b);
@@ -248,9 +255,9 @@ KeyValueGradKernel::emitTile(RegionApplication &regions, TileRing &ring,
     int64_t threadsPerRow =
         config.keyValueWarps * kThreadsPerWarp / queryTile();
     Value row = div(threadId, threadsPerRow);
-    Value norm = copies->rowSquareSum(sharedQuery, tileBase, row,
-                                      rem(threadId, threadsPerRow),
-                                      threadsPerRow);
+    Value norm =
+        streamCopies->rowSquareSum(sharedQuery, tileBase, row,
+                                   rem(threadId, threadsPerRow), threadsPerRow);
     auto writer = scf::IfOp::create(
         b, TypeRange{},
         cmp(arith::CmpIPredicate::eq, rem(threadId, threadsPerRow), index(0)),
@@ -263,10 +270,25 @@ KeyValueGradKernel::emitTile(RegionApplication &regions, TileRing &ring,
     }
     gpu::BarrierOp::create(b);
   }
-  SmallVector<Accumulator> scores =
-      multiplyByQueries(sharedKey, sharedQuery, tileBase);
-  SmallVector<Accumulator> valueDots =
-      multiplyByQueries(sharedValue, sharedGrad, tileBase);
+  SmallVector<Accumulator> scores, valueDots;
+  if (config.wgmma) {
+    // S^T = K Q^T and dP^T = V dO^T, both issued before either is waited
+    // for.
+    SmallVector<Accumulator> products(2 * scoreLayout.size(),
+                                      {f32(0.0), f32(0.0), f32(0.0), f32(0.0)});
+    multiplyByWgmma(
+        {{keyDescriptor,
+          warpgroupAtoms.kMajorDescriptor(sharedQuery, tileBase, streamTile)},
+         {valueDescriptor,
+          warpgroupAtoms.kMajorDescriptor(sharedGrad, tileBase, streamTile)}},
+        blockTile, streamTile, products);
+    ArrayRef<Accumulator> all(products);
+    scores = SmallVector<Accumulator>(all.take_front(scoreLayout.size()));
+    valueDots = SmallVector<Accumulator>(all.drop_front(scoreLayout.size()));
+  } else {
+    scores = multiplyByQueries(sharedKey, sharedQuery, tileBase);
+    valueDots = multiplyByQueries(sharedValue, sharedGrad, tileBase);
+  }
 
   // Partial tiles test the mask and the bounds per element; the others do
   // not. Both branches yield P^T, dS^T, the key-side gradients and the
@@ -305,10 +327,25 @@ KeyValueGradKernel::emitTile(RegionApplication &regions, TileRing &ring,
       FragmentLayout::unflatten(state.take_front(gradValues));
   SmallVector<Accumulator> valueGrad =
       FragmentLayout::unflatten(state.slice(gradValues, gradValues));
-  accumulateTransposed(weights, sharedGrad, tileBase, valueGrad);
-  accumulateTransposed(scoreGrads, sharedQuery, tileBase, keyGrad);
-  SmallVector<Value> next = FragmentLayout::flatten(keyGrad);
-  llvm::append_range(next, FragmentLayout::flatten(valueGrad));
+  SmallVector<Value> next;
+  if (config.wgmma) {
+    // dV += P^T dO and dK += dS^T Q, issued together; dO and Q are the B
+    // operands transposed (MN-major).
+    SmallVector<Accumulator> grads(keyGrad);
+    llvm::append_range(grads, valueGrad);
+    accumulateByWgmma(
+        {operandsFromAccumulators(scoreGrads, scoreLayout),
+         operandsFromAccumulators(weights, scoreLayout)},
+        {warpgroupAtoms.mnMajorDescriptor(sharedQuery, tileBase, streamTile),
+         warpgroupAtoms.mnMajorDescriptor(sharedGrad, tileBase, streamTile)},
+        streamTile, grads);
+    next = FragmentLayout::flatten(grads);
+  } else {
+    accumulateTransposed(weights, sharedGrad, tileBase, valueGrad);
+    accumulateTransposed(scoreGrads, sharedQuery, tileBase, keyGrad);
+    next = FragmentLayout::flatten(keyGrad);
+    llvm::append_range(next, FragmentLayout::flatten(valueGrad));
+  }
   llvm::append_range(next, results.drop_front(2 * scoreValues));
   scf::YieldOp::create(b, next);
   return SmallVector<Value>(compute.getResults());
@@ -362,7 +399,8 @@ KeyValueGradKernel::emitHead(Value head, Value isFirstHead, ValueRange state) {
     return failure();
   auto [firstTile, endTile] = *live;
   TileRing ring(
-      *copies, config.stages, queryTile(), args.sizes.qLen, firstTile, endTile,
+      *streamCopies, config.stages, queryTile(), args.sizes.qLen, firstTile,
+      endTile,
       {{sharedQuery,
         {args.q.data, headBase(args.q, batchIdx, head), args.q.strides[2]}},
        {sharedGrad,
@@ -453,13 +491,15 @@ FailureOr<int64_t> KeyValueGradKernel::build(gpu::GPUModuleOp module,
   group = arith::DivUIOp::create(b, args.sizes.heads, args.sizes.kvHeads);
   space.emplace(workspace());
 
-  SharedMemoryArena shared(b);
-  sharedKey = shared.carve(tile.elements(config.keyTile()), b.getF16Type());
-  sharedValue = shared.carve(tile.elements(config.keyTile()), b.getF16Type());
-  sharedQuery =
-      shared.carve(config.stages * tile.elements(queryTile()), b.getF16Type());
-  sharedGrad =
-      shared.carve(config.stages * tile.elements(queryTile()), b.getF16Type());
+  SharedMemoryArena shared = sharedMemory();
+  sharedKey =
+      shared.carve(blockTile.elements(config.keyTile()), b.getF16Type());
+  sharedValue =
+      shared.carve(blockTile.elements(config.keyTile()), b.getF16Type());
+  sharedQuery = shared.carve(config.stages * streamTile.elements(queryTile()),
+                             b.getF16Type());
+  sharedGrad = shared.carve(config.stages * streamTile.elements(queryTile()),
+                            b.getF16Type());
   deltaRing = shared.carve(config.stages * queryTile(), b.getF32Type());
   lse2Ring = shared.carve(config.stages * queryTile(), b.getF32Type());
   if (RegionApplication::usesNorm(op.getScore(), attn::Vector::q))
@@ -469,24 +509,35 @@ FailureOr<int64_t> KeyValueGradKernel::build(gpu::GPUModuleOp module,
 
   // K as the A operand of S^T = K Q^T (and V of dP^T); Q and dO as the B
   // operand, rows as columns; the same tiles transposed as the B operand
-  // of dV += P^T dO and dK += dS^T Q.
-  LdmatrixAddress key = atoms.addressA(lane, fragment->atomRow(0));
-  keyOffsets = tile.laneChunkOffsets(key.row, key.half);
-  LdmatrixAddress query = atoms.addressB(lane);
-  queryOffsets = tile.laneChunkOffsets(query.row, query.half);
-  LdmatrixAddress queryTransposed = atoms.addressBTransposed(lane);
-  queryTransposedOffsets =
-      tile.laneChunkOffsets(queryTransposed.row, queryTransposed.half);
+  // of dV += P^T dO and dK += dS^T Q: by ldmatrix, or for wgmma by
+  // descriptors.
+  if (config.wgmma) {
+    keyDescriptor =
+        warpgroupAtoms.kMajorDescriptor(sharedKey, warpgroupRows(), blockTile);
+    valueDescriptor = warpgroupAtoms.kMajorDescriptor(
+        sharedValue, warpgroupRows(), blockTile);
+  } else {
+    LdmatrixAddress key = atoms.addressA(lane, fragment->atomRow(0));
+    keyOffsets = blockTile.laneChunkOffsets(key.row, key.half);
+    LdmatrixAddress query = atoms.addressB(lane);
+    queryOffsets = streamTile.laneChunkOffsets(query.row, query.half);
+    LdmatrixAddress queryTransposed = atoms.addressBTransposed(lane);
+    queryTransposedOffsets =
+        streamTile.laneChunkOffsets(queryTransposed.row, queryTransposed.half);
+  }
 
   Value kBase = headBase(args.k, batchIdx, kvHead);
   Value vBase = headBase(args.v, batchIdx, kvHead);
-  copies->copyTile(sharedKey, index(0), {args.k.data, kBase, args.k.strides[2]},
-                   kvLo, args.sizes.kvLen, config.keyTile(), /*bounded=*/true);
-  copies->copyTile(sharedValue, index(0),
-                   {args.v.data, vBase, args.v.strides[2]}, kvLo,
-                   args.sizes.kvLen, config.keyTile(), /*bounded=*/true);
+  blockCopies->copyTile(sharedKey, index(0),
+                        {args.k.data, kBase, args.k.strides[2]}, kvLo,
+                        args.sizes.kvLen, config.keyTile(), /*bounded=*/true);
+  blockCopies->copyTile(sharedValue, index(0),
+                        {args.v.data, vBase, args.v.strides[2]}, kvLo,
+                        args.sizes.kvLen, config.keyTile(), /*bounded=*/true);
   NVVM::CpAsyncCommitGroupOp::create(b);
   NVVM::CpAsyncWaitGroupOp::create(b, 0);
+  if (config.wgmma)
+    warpgroupAtoms.fenceCopies();
   gpu::BarrierOp::create(b);
 
   int64_t rows = scoreLayout.laneRows();
@@ -496,9 +547,9 @@ FailureOr<int64_t> KeyValueGradKernel::build(gpu::GPUModuleOp module,
       RegionApplication::usesNorm(op.getScore(), attn::Vector::k)) {
     // The four lanes of a row share its sum.
     for (int64_t r = 0; r < rows; ++r)
-      keyNorm.push_back(copies->rowSquareSum(
-          sharedKey, Value{}, fragment->rowInTile(r), fragment->getInGroup(),
-          4));
+      keyNorm.push_back(blockCopies->rowSquareSum(sharedKey, Value{},
+                                                  fragment->rowInTile(r),
+                                                  fragment->getInGroup(), 4));
   }
 
   // The heads of the group carry dK, dV and, per lane row, the key bias
@@ -532,7 +583,7 @@ FailureOr<int64_t> KeyValueGradKernel::build(gpu::GPUModuleOp module,
     Value row = fragment->rowInTile(r);
     for (int64_t slice = 0; slice < gradLayout.getColumnSlices(); ++slice) {
       std::array<Value, 2> keyPair =
-          loadTilePair(sharedKey, index(0), row, slice);
+          loadTilePair(blockTile, sharedKey, index(0), row, slice);
       Accumulator &acc = keyGrad[gradLayout.accumulator(r / 2, slice)];
       for (int64_t column = 0; column < 2; ++column) {
         Value &element = acc[FragmentLayout::element(r, column)];

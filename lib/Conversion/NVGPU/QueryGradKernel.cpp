@@ -42,7 +42,8 @@ class QueryGradKernel : BackwardKernelBuilder {
 public:
   QueryGradKernel(attn::AttentionOp op, const BackwardConfig &config,
                   const GradientSlots &slots, ImplicitLocOpBuilder &b)
-      : BackwardKernelBuilder(op, config, slots, b),
+      : BackwardKernelBuilder(op, config, slots, b, config.queryTile(),
+                              config.queryKeyTile),
         scoreLayout(1, config.queryKeyTile / 8),
         gradLayout(1, config.headDim / 8) {}
 
@@ -58,19 +59,23 @@ private:
     return scoreLayout.laneRows() * (sumsRowAdjoints() ? 2 : 1);
   }
   bool fragmentsResident() const {
-    return 2 * config.dimSlices() * 4 <= kResidentFragmentRegisters;
+    return !config.wgmma &&
+           2 * config.dimSlices() * 4 <= kResidentFragmentRegisters;
   }
   /// The A registers of rows of the block's [rows][head_dim] tile `shared`,
   /// head dims [16 slice, 16 slice + 16).
   OperandRegisters loadRowFragment(Value shared, int64_t slice) {
-    return atoms.ldmatrix(shared, tile.laneChunkOffset(rowOffsets, 0, slice),
-                          false);
+    return atoms.ldmatrix(
+        shared, blockTile.laneChunkOffset(rowOffsets, 0, slice), false);
   }
   /// acc = A B^T with A from `rows` (resident fragments, or ldmatrix from
   /// `shared`) and B the key tile's [keys][head_dim] rows at `tileBase`.
   SmallVector<Accumulator> multiplyByKeys(ArrayRef<Value> resident,
                                           Value shared, Value keys,
                                           Value tileBase);
+  /// dQ~ += dS K for the K tile at `tileBase`, dS from registers.
+  void accumulateKeys(ArrayRef<Accumulator> scoreGrads, Value tileBase,
+                      SmallVectorImpl<Accumulator> &queryGrad);
   FailureOr<SmallVector<Value>> emitTile(RegionApplication &regions,
                                          TileRing &ring, Value tileIndex,
                                          ValueRange state);
@@ -90,6 +95,8 @@ private:
   Value sharedQuery, sharedGrad, sharedKey, sharedValue, keyBiasRing,
       keyNormRing, scratch;
   SmallVector<Value> rowOffsets, keyOffsets, keyTransposedOffsets;
+  /// wgmma: the descriptors of the warpgroup's rows of Q and dO.
+  Value queryDescriptor, gradDescriptor;
   SmallVector<Value> queryFragments, gradFragments;
   /// Per lane row: q_idx, delta, lse2, ||q||^2 (when a region reads it).
   SmallVector<Value> rowIdx, rowDelta, rowLse2, rowQueryNorm;
@@ -113,7 +120,8 @@ QueryGradKernel::multiplyByKeys(ArrayRef<Value> resident, Value shared,
     }
     for (int64_t pair = 0; pair < keyTile() / 16; ++pair) {
       Value offset =
-          add(tileBase, tile.laneChunkOffset(keyOffsets, 16 * pair, dimSlice));
+          add(tileBase,
+              streamTile.laneChunkOffset(keyOffsets, 16 * pair, dimSlice));
       atoms.mmaSlicePair({a}, atoms.ldmatrix(keys, offset, false), scoreLayout,
                          acc, 2 * pair);
     }
@@ -131,9 +139,11 @@ LogicalResult QueryGradKernel::applyElements(
   MutableArrayRef<Value> adjointSum = rowValues.drop_front(rows);
   SmallVector<ColumnTermPair> biases, norms;
   if (keyBiasRing)
-    biases = copies->loadColumnTerms(*fragment, slices, keyBiasRing, termBase);
+    biases =
+        streamCopies->loadColumnTerms(*fragment, slices, keyBiasRing, termBase);
   if (keyNormRing)
-    norms = copies->loadColumnTerms(*fragment, slices, keyNormRing, termBase);
+    norms =
+        streamCopies->loadColumnTerms(*fragment, slices, keyNormRing, termBase);
   scoreGrads.assign(scores.size(), {f32(0.0), f32(0.0), f32(0.0), f32(0.0)});
   ElementValues element;
   element.qScale = qScale;
@@ -189,6 +199,8 @@ QueryGradKernel::emitTile(RegionApplication &regions, TileRing &ring,
                           Value tileIndex, ValueRange state) {
   int64_t gradValues = 4 * gradLayout.size();
   NVVM::CpAsyncWaitGroupOp::create(b, config.stages - 2);
+  if (config.wgmma)
+    warpgroupAtoms.fenceCopies();
   gpu::BarrierOp::create(b);
   ring.issue(add(tileIndex, config.stages - 1));
   NVVM::CpAsyncCommitGroupOp::create(b);
@@ -209,10 +221,25 @@ QueryGradKernel::emitTile(RegionApplication &regions, TileRing &ring,
 
   OpBuilder::InsertionGuard guard(b);
   scf::IfOp compute = updateIf(live, state);
-  SmallVector<Accumulator> scores =
-      multiplyByKeys(queryFragments, sharedQuery, sharedKey, tileBase);
-  SmallVector<Accumulator> valueDots =
-      multiplyByKeys(gradFragments, sharedGrad, sharedValue, tileBase);
+  SmallVector<Accumulator> scores, valueDots;
+  if (config.wgmma) {
+    // S = Q K^T and dP = dO V^T, both issued before either is waited for.
+    SmallVector<Accumulator> products(2 * scoreLayout.size(),
+                                      {f32(0.0), f32(0.0), f32(0.0), f32(0.0)});
+    multiplyByWgmma(
+        {{queryDescriptor,
+          warpgroupAtoms.kMajorDescriptor(sharedKey, tileBase, streamTile)},
+         {gradDescriptor,
+          warpgroupAtoms.kMajorDescriptor(sharedValue, tileBase, streamTile)}},
+        blockTile, streamTile, products);
+    ArrayRef<Accumulator> all(products);
+    scores = SmallVector<Accumulator>(all.take_front(scoreLayout.size()));
+    valueDots = SmallVector<Accumulator>(all.drop_front(scoreLayout.size()));
+  } else {
+    scores = multiplyByKeys(queryFragments, sharedQuery, sharedKey, tileBase);
+    valueDots =
+        multiplyByKeys(gradFragments, sharedGrad, sharedValue, tileBase);
+  }
   SmallVector<Value> rowValues(state.drop_front(gradValues));
   int64_t scoreValues = 4 * scoreLayout.size();
   SmallVector<Type> types(scoreValues + rowValuesCarried(), b.getF32Type());
@@ -235,22 +262,36 @@ QueryGradKernel::emitTile(RegionApplication &regions, TileRing &ring,
       FragmentLayout::unflatten(results.take_front(scoreValues));
   SmallVector<Accumulator> queryGrad =
       FragmentLayout::unflatten(state.take_front(gradValues));
-  // dQ~ += dS K: dS from registers, K's [keys][head_dim] tile transposed.
+  accumulateKeys(scoreGrads, tileBase, queryGrad);
+  SmallVector<Value> next = FragmentLayout::flatten(queryGrad);
+  llvm::append_range(next, results.drop_front(scoreValues));
+  scf::YieldOp::create(b, next);
+  return SmallVector<Value>(compute.getResults());
+}
+
+void QueryGradKernel::accumulateKeys(ArrayRef<Accumulator> scoreGrads,
+                                     Value tileBase,
+                                     SmallVectorImpl<Accumulator> &queryGrad) {
+  // K's [keys][head_dim] tile is the B operand transposed: MN-major.
+  if (config.wgmma) {
+    accumulateByWgmma(
+        {operandsFromAccumulators(scoreGrads, scoreLayout)},
+        {warpgroupAtoms.mnMajorDescriptor(sharedKey, tileBase, streamTile)},
+        streamTile, queryGrad);
+    return;
+  }
   for (int64_t keySlice = 0; keySlice < keyTile() / 16; ++keySlice) {
     OperandRegisters a = atoms.operandA(
         scoreGrads[scoreLayout.accumulator(0, 2 * keySlice)],
         scoreGrads[scoreLayout.accumulator(0, 2 * keySlice + 1)]);
     for (int64_t pair = 0; pair < config.dimSlices(); ++pair) {
-      Value offset = add(tileBase, tile.laneChunkOffset(keyTransposedOffsets,
-                                                        16 * keySlice, pair));
+      Value offset =
+          add(tileBase, streamTile.laneChunkOffset(keyTransposedOffsets,
+                                                   16 * keySlice, pair));
       atoms.mmaSlicePair({a}, atoms.ldmatrix(sharedKey, offset, true),
                          gradLayout, queryGrad, 2 * pair);
     }
   }
-  SmallVector<Value> next = FragmentLayout::flatten(queryGrad);
-  llvm::append_range(next, results.drop_front(scoreValues));
-  scf::YieldOp::create(b, next);
-  return SmallVector<Value>(compute.getResults());
 }
 
 LogicalResult QueryGradKernel::storeResults(RegionApplication &regions,
@@ -299,7 +340,7 @@ LogicalResult QueryGradKernel::storeResults(RegionApplication &regions,
     Value twice = fmul(normGrad, f32(2.0));
     for (int64_t slice = 0; slice < gradLayout.getColumnSlices(); ++slice) {
       std::array<Value, 2> queryPair =
-          loadTilePair(sharedQuery, index(0), row, slice);
+          loadTilePair(blockTile, sharedQuery, index(0), row, slice);
       Accumulator &acc = queryGrad[gradLayout.accumulator(r / 2, slice)];
       for (int64_t column = 0; column < 2; ++column) {
         Value &element = acc[FragmentLayout::element(r, column)];
@@ -352,13 +393,15 @@ FailureOr<int64_t> QueryGradKernel::build(gpu::GPUModuleOp module,
   RegionApplication regions(b, op, args.sizes, args.params, args.captures,
                             batchIdx, head, lane, config.headDim);
 
-  SharedMemoryArena shared(b);
-  sharedQuery = shared.carve(tile.elements(config.queryTile()), b.getF16Type());
-  sharedGrad = shared.carve(tile.elements(config.queryTile()), b.getF16Type());
-  sharedKey =
-      shared.carve(config.stages * tile.elements(keyTile()), b.getF16Type());
-  sharedValue =
-      shared.carve(config.stages * tile.elements(keyTile()), b.getF16Type());
+  SharedMemoryArena shared = sharedMemory();
+  sharedQuery =
+      shared.carve(blockTile.elements(config.queryTile()), b.getF16Type());
+  sharedGrad =
+      shared.carve(blockTile.elements(config.queryTile()), b.getF16Type());
+  sharedKey = shared.carve(config.stages * streamTile.elements(keyTile()),
+                           b.getF16Type());
+  sharedValue = shared.carve(config.stages * streamTile.elements(keyTile()),
+                             b.getF16Type());
   if (keyBiasPlane() >= 0)
     keyBiasRing = shared.carve(config.stages * keyTile(), b.getF32Type());
   if (keyNormPlane() >= 0)
@@ -368,14 +411,21 @@ FailureOr<int64_t> QueryGradKernel::build(gpu::GPUModuleOp module,
 
   // Q and dO as the A operand (rows of the warp), K and V as the B operand
   // of S = Q K^T and dP = dO V^T, K transposed as the B operand of
-  // dQ += dS K.
-  LdmatrixAddress rowAddress = atoms.addressA(lane, fragment->atomRow(0));
-  rowOffsets = tile.laneChunkOffsets(rowAddress.row, rowAddress.half);
-  LdmatrixAddress key = atoms.addressB(lane);
-  keyOffsets = tile.laneChunkOffsets(key.row, key.half);
-  LdmatrixAddress keyTransposed = atoms.addressBTransposed(lane);
-  keyTransposedOffsets =
-      tile.laneChunkOffsets(keyTransposed.row, keyTransposed.half);
+  // dQ += dS K: by ldmatrix, or for wgmma by descriptors.
+  if (config.wgmma) {
+    queryDescriptor = warpgroupAtoms.kMajorDescriptor(
+        sharedQuery, warpgroupRows(), blockTile);
+    gradDescriptor =
+        warpgroupAtoms.kMajorDescriptor(sharedGrad, warpgroupRows(), blockTile);
+  } else {
+    LdmatrixAddress rowAddress = atoms.addressA(lane, fragment->atomRow(0));
+    rowOffsets = blockTile.laneChunkOffsets(rowAddress.row, rowAddress.half);
+    LdmatrixAddress key = atoms.addressB(lane);
+    keyOffsets = streamTile.laneChunkOffsets(key.row, key.half);
+    LdmatrixAddress keyTransposed = atoms.addressBTransposed(lane);
+    keyTransposedOffsets =
+        streamTile.laneChunkOffsets(keyTransposed.row, keyTransposed.half);
+  }
   int64_t rows = scoreLayout.laneRows();
   for (int64_t r = 0; r < rows; ++r) {
     rowIdx.push_back(fragment->row(qLo, r));
@@ -400,7 +450,8 @@ FailureOr<int64_t> QueryGradKernel::build(gpu::GPUModuleOp module,
     return failure();
   auto [firstTile, endTile] = *live;
   TileRing ring(
-      *copies, config.stages, keyTile(), args.sizes.kvLen, firstTile, endTile,
+      *streamCopies, config.stages, keyTile(), args.sizes.kvLen, firstTile,
+      endTile,
       {{sharedKey,
         {args.k.data, headBase(args.k, batchIdx, kvHead), args.k.strides[2]}},
        {sharedValue,
@@ -417,21 +468,23 @@ FailureOr<int64_t> QueryGradKernel::build(gpu::GPUModuleOp module,
     ring.setTerms(args.workspace, std::move(planes),
                   TileRing::TermCopy::Threads, Value());
 
-  copies->copyTile(
+  blockCopies->copyTile(
       sharedQuery, index(0),
       {args.q.data, headBase(args.q, batchIdx, head), args.q.strides[2]}, qLo,
       args.sizes.qLen, config.queryTile(), /*bounded=*/true);
-  copies->copyTile(sharedGrad, index(0),
-                   {args.outputGrad.data,
-                    headBase(args.outputGrad, batchIdx, head),
-                    args.outputGrad.strides[2]},
-                   qLo, args.sizes.qLen, config.queryTile(), /*bounded=*/true);
+  blockCopies->copyTile(
+      sharedGrad, index(0),
+      {args.outputGrad.data, headBase(args.outputGrad, batchIdx, head),
+       args.outputGrad.strides[2]},
+      qLo, args.sizes.qLen, config.queryTile(), /*bounded=*/true);
   NVVM::CpAsyncCommitGroupOp::create(b);
   for (int64_t stage = 0; stage + 1 < config.stages; ++stage) {
     ring.issue(add(firstTile, stage));
     NVVM::CpAsyncCommitGroupOp::create(b);
   }
   NVVM::CpAsyncWaitGroupOp::create(b, config.stages - 1);
+  if (config.wgmma)
+    warpgroupAtoms.fenceCopies();
   gpu::BarrierOp::create(b);
   if (fragmentsResident())
     for (int64_t slice = 0; slice < config.dimSlices(); ++slice) {
@@ -442,9 +495,9 @@ FailureOr<int64_t> QueryGradKernel::build(gpu::GPUModuleOp module,
       RegionApplication::usesNorm(op.getRowBias(), attn::Vector::q)) {
     // The four lanes of a row share its sum.
     for (int64_t r = 0; r < rows; ++r)
-      rowQueryNorm.push_back(copies->rowSquareSum(
-          sharedQuery, Value{}, fragment->rowInTile(r),
-          fragment->getInGroup(), 4));
+      rowQueryNorm.push_back(blockCopies->rowSquareSum(
+          sharedQuery, Value{}, fragment->rowInTile(r), fragment->getInGroup(),
+          4));
   }
   FailureOr<Value> scale = queryScale(regions);
   if (failed(scale))

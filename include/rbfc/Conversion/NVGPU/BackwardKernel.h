@@ -22,10 +22,14 @@ namespace rbfc {
 /// The backward's tiles and static facts. Both gradient kernels give each
 /// warp one m16 atom of rows: 128 keys per dK/dV block (8 warps) against
 /// 64-query tiles, 64 queries per dQ block (4 warps) against 64-key tiles.
+/// With `wgmma` (sm_90a, head dims 64 and 128) every four warps are a
+/// warpgroup whose 64 rows take their products from wgmma, the tiles in
+/// shared memory in its column blocks; the schedule is the same.
 struct BackwardConfig {
   int64_t headDim;
   mlir::Type elementType;
   bool softmax, log2Domain;
+  bool wgmma = false;
   int64_t stages = 2;
   int64_t keyValueWarps = 8, keyValueQueryTile = 64;
   int64_t queryWarps = 4, queryKeyTile = 64;
@@ -69,14 +73,20 @@ struct BackwardWorkspace : KernelEmitter {
 };
 
 /// A backward kernel being built: its arguments, thread ids and the
-/// components every backward kernel uses.
+/// components every backward kernel uses. A gradient kernel keeps a tile of
+/// `blockRows` rows (its own keys or queries) in shared memory and streams
+/// tiles of `streamRows` rows (the others) through a ring; both are
+/// [rows][head_dim], row-major for mma.sync, column-blocked for wgmma.
 class BackwardKernelBuilder : public KernelEmitter {
 public:
   BackwardKernelBuilder(attn::AttentionOp op, const BackwardConfig &config,
                         const GradientSlots &slots,
-                        mlir::ImplicitLocOpBuilder &b)
+                        mlir::ImplicitLocOpBuilder &b, int64_t blockRows = 0,
+                        int64_t streamRows = 0)
       : KernelEmitter(b), op(op), config(config), slots(slots),
-        atoms(b, config.elementType), tile(b, config.headDim) {}
+        atoms(b, config.elementType), warpgroupAtoms(b, config.elementType),
+        blockTile(b, config.headDim, config.wgmma ? blockRows : 0),
+        streamTile(b, config.headDim, config.wgmma ? streamRows : 0) {}
 
 protected:
   /// Adds the kernel `name` with the backward's parameter list, `warps`
@@ -144,20 +154,53 @@ protected:
   /// (global or shared), widened to eight f32.
   mlir::Value loadChunk(mlir::Value memref, mlir::Value offset);
   /// The lane's two elements of slice `slice` of row `row` of a swizzled
-  /// shared tile, as f32.
-  std::array<mlir::Value, 2> loadTilePair(mlir::Value shared,
+  /// shared tile laid out as `tile`, as f32.
+  std::array<mlir::Value, 2> loadTilePair(SwizzledTile &tile,
+                                          mlir::Value shared,
                                           mlir::Value tileBase, mlir::Value row,
                                           int64_t slice);
+  /// The shared memory of a kernel: 1024-byte aligned for wgmma's
+  /// swizzled column blocks.
+  SharedMemoryArena sharedMemory() {
+    return SharedMemoryArena(b, config.wgmma ? 1024 : 16);
+  }
+  /// wgmma: one product A_i B_i^T per pair of K-major operand descriptors
+  /// (A_i the warpgroup's rows of an `aTile`, B_i the rows of a `bTile`,
+  /// k over head_dim) into run i of `acc` (equal runs, one per pair),
+  /// issued together and waited for; the accumulators start at 0.
+  void
+  multiplyByWgmma(llvm::ArrayRef<std::pair<mlir::Value, mlir::Value>> operands,
+                  const SwizzledTile &aTile, const SwizzledTile &bTile,
+                  llvm::MutableArrayRef<Accumulator> acc);
+  /// wgmma: run i of `acc` += A_i B_i, A_i from registers (`a[i]`, one set
+  /// per 16 k) and B_i the MN-major operand of `bTile` at descriptor
+  /// `bDescriptors[i]`, issued together and waited for.
+  void accumulateByWgmma(llvm::ArrayRef<llvm::SmallVector<OperandRegisters>> a,
+                         llvm::ArrayRef<mlir::Value> bDescriptors,
+                         const SwizzledTile &bTile,
+                         llvm::MutableArrayRef<Accumulator> acc);
+  /// The wgmma A operands of 16 k-columns each from the accumulators
+  /// `operand`, laid out as `layout` (its columns are the k).
+  llvm::SmallVector<OperandRegisters>
+  operandsFromAccumulators(llvm::ArrayRef<Accumulator> operand,
+                           const FragmentLayout &layout);
+  /// The first element of the warp's warpgroup's 64 rows in a blocked tile.
+  mlir::Value warpgroupRows() {
+    return mul(div(warp, kWarpsPerWarpgroup),
+               kWarpgroupRows * SwizzledTile::kBlockElements);
+  }
 
   attn::AttentionOp op;
   const BackwardConfig &config;
   const GradientSlots &slots;
   MmaSyncAtom atoms;
-  SwizzledTile tile;
+  WarpgroupMmaAtom warpgroupAtoms;
+  /// The block's own rows, and the ring's tiles.
+  SwizzledTile blockTile, streamTile;
   BackwardArgs args;
   mlir::Value threadId, lane, warp, batchIdx;
   std::optional<FragmentLane> fragment;
-  std::optional<CopyEngine> copies;
+  std::optional<CopyEngine> blockCopies, streamCopies;
 };
 
 /// The dK/dV kernel and the dQ kernel (KeyValueGradKernel.cpp,
