@@ -19,7 +19,7 @@ of each kernel structure and racecheck on one.
 
 Tolerances (references.gradients): a gradient passes when |g - exact| <=
 tol * max|exact| + 2 |exact - rounded| + noise for every element, where
-`rounded` takes D = rowsum(dO O) from the output rounded to bf16/f16 (as
+`rounded` takes D = rowsum(dO O) from the kernel's bf16/f16 output (as
 FlashAttention's backward and rbfc's do; for a gradient that sums many dS of
 both signs, a parameter's, that moves it by more than its value) and `noise`
 is what a float32 rounding of every dS would move it by (where dS cancels
@@ -113,8 +113,6 @@ def run_case(attn, spec, dtype, shape, dim, g, with_lse_grad):
                                                             dim, g)
     if not with_lse_grad:
         grad_lse = torch.zeros_like(grad_lse)
-    ref = references.gradients(spec, q, k, v, captures, params, grad_o, grad_lse,
-                               dtype, GRAD_CAPTURES.get(spec, []))
     layout = shape[5]
     leaves = {"q": q, "k": k, "v": v}
     if layout == "bnhd":
@@ -129,6 +127,10 @@ def run_case(attn, spec, dtype, shape, dim, g, with_lse_grad):
                   captures=caps, return_lse=True, layout=layout)
     if layout == "bnhd":
         o = o.transpose(1, 2)
+    # The reference's `rounded` D reads the kernel's output, as its backward
+    # does.
+    ref = references.gradients(spec, q, k, v, captures, params, grad_o, grad_lse,
+                               dtype, GRAD_CAPTURES.get(spec, []), output=o)
     loss = (o.float() * grad_o.float()).sum()
     if with_lse_grad:
         finite = torch.isfinite(lse)
@@ -153,17 +155,26 @@ def run_case(attn, spec, dtype, shape, dim, g, with_lse_grad):
 def gallery(args, specs, g):
     shapes = QUICK_SHAPES if args.quick else FULL_SHAPES
     for spec in specs:
-        attn = rbfc.compile(REPO / "examples" / f"{spec}.attn")
-        configs = [("bf16", 64)] if args.quick else [
-            ("bf16", dim) for dim in (64, 80, 96, 128)]
+        # (dtype, head dim, arch): the device's arch builds the wgmma
+        # kernels at head dims 64 and 128 on sm_90; "sm_90" the mma.sync
+        # ones there.
+        configs = [("bf16", 64, None)] if args.quick else [
+            ("bf16", dim, None) for dim in (64, 80, 96, 128)]
+        hopper = DEV == "cuda" and torch.cuda.get_device_capability() == (9, 0)
         # One row of 12 chunks (4-chunk swizzle groups), key terms, a mask.
         if args.quick and spec == "rbf_causal":
-            configs.append(("bf16", 96))
+            configs.append(("bf16", 96, None))
+            if hopper:
+                configs.append(("bf16", 64, "sm_90"))
         if not args.quick and spec in F16_SUBSET:
-            configs += [("f16", 64), ("f16", 96), ("f16", 128)]
+            configs += [("f16", 64, None), ("f16", 96, None), ("f16", 128, None)]
         if not args.quick and spec in OTHER_DIMS_SUBSET:
-            configs += [("bf16", dim) for dim in (32, 48, 112)]
-        for dtype_name, dim in configs:
+            configs += [("bf16", dim, None) for dim in (32, 48, 112)]
+        if not args.quick and hopper:
+            configs += [("bf16", dim, "sm_90") for dim in (64, 128)]
+        for dtype_name, dim, arch in configs:
+            attn = rbfc.compile(REPO / "examples" / f"{spec}.attn", arch=arch)
+            label = f"{spec}{'/mma' if arch else ''} {dtype_name} d{dim}"
             dtype = TORCH_DTYPES[dtype_name]
             worst, problem = 0.0, None
             t0 = time.time()
@@ -175,13 +186,13 @@ def gallery(args, specs, g):
                     problem = f"RbfcError: {str(error).strip()[:300]}"
                 except RuntimeError as error:
                     problem = f"CUDA fault: {str(error).strip()[:300]}"
-                    record(f"{spec} {dtype_name} d{dim}", f"{shape}: {problem}")
+                    record(label, f"{shape}: {problem}")
                     return True
                 if problem:
                     problem = f"{shape}: {problem}"
                     break
                 worst = max(worst, case_worst)
-            record(f"{spec} {dtype_name} d{dim}", problem,
+            record(label, problem,
                    f"{worst:.2f} of the allowance ({time.time() - t0:.1f} s)")
     return False
 

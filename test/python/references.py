@@ -157,7 +157,7 @@ FLOAT32_NOISE = 1e-4
 
 
 def gradients(spec, q, k, v, captures, params, grad_o, grad_lse, dtype,
-              grad_captures):
+              grad_captures, output=None):
     """Float32 reference gradients of q, k, v, the params (given as tensors)
     and the captures named in `grad_captures`, for the loss
     sum(o * grad_o) + sum(lse * grad_lse), as {name: {which: tensor}}:
@@ -167,7 +167,13 @@ def gradients(spec, q, k, v, captures, params, grad_o, grad_lse, dtype,
                to `dtype`, as FlashAttention's backward (and rbfc's) does:
                that moves every dS_ij by P_ij (D_i - D'_i), which for a
                gradient summing many dS of both signs (a parameter's) can
-               exceed its value;
+               exceed its value. With `output` (the kernel's own forward
+               output, [B, H, N, D], checked against the reference by the
+               forward tests) D reads that instead: the kernels' P V takes
+               P rounded to `dtype`, which moves O, and so D, further than
+               the rounding of the exact output (RBF's per-head gammas at
+               64 x 333: -180.7 against the float32 -209.4, 28.6 apart,
+               where the exact output rounded allowed 20.2);
       noise    what FLOAT32_NOISE of every dS's magnitude P (|dP| + |D| +
                |dlse|) would move the gradient by: where the terms of dS
                cancel (a row with one key: dS = 0 exactly) the gradient is
@@ -199,7 +205,9 @@ def gradients(spec, q, k, v, captures, params, grad_o, grad_lse, dtype,
             return x.view(q.shape[0], k.shape[1], group, *x.shape[2:]).sum(2)
         grad_v = per_kv_head(w.transpose(-1, -2) @ do)
         d = {which: (do * out).sum(-1, keepdim=True)
-             for which, out in (("exact", o), ("rounded", o.to(dtype).float()))}
+             for which, out in (("exact", o),
+                                ("rounded", o.to(dtype).float() if output is None
+                                 else output.detach().float()))}
         if normalization == "softmax":
             ds = {which: p * (dp - d_ + dlse) for which, d_ in d.items()}
             ds["noise"] = FLOAT32_NOISE * p * (dp.abs() + d["exact"].abs() + dlse.abs())
