@@ -111,18 +111,27 @@ gpu::GPUFuncOp BackwardKernelBuilder::declare(gpu::GPUModuleOp module,
   return func;
 }
 
-void BackwardKernelBuilder::multiplyByWgmma(
+SmallVector<SmallVector<Accumulator>> BackwardKernelBuilder::multiplyByWgmma(
     ArrayRef<std::pair<Value, Value>> operands, const SwizzledTile &aTile,
-    const SwizzledTile &bTile, MutableArrayRef<Accumulator> acc) {
-  int64_t run = acc.size() / operands.size();
+    const SwizzledTile &bTile, int64_t accumulators) {
+  // One fence and one wait for all the products: every accumulator passes
+  // through both.
+  SmallVector<Accumulator> all(operands.size() * accumulators,
+                               {f32(0.0), f32(0.0), f32(0.0), f32(0.0)});
+  MutableArrayRef<Accumulator> acc(all);
   warpgroupAtoms.fence(acc);
   for (auto [i, pair] : llvm::enumerate(operands))
     for (int64_t slice = 0; slice < config.dimSlices(); ++slice)
       warpgroupAtoms.mma(warpgroupAtoms.kMajorSlice(pair.first, aTile, slice),
                          warpgroupAtoms.kMajorSlice(pair.second, bTile, slice),
-                         acc.slice(i * run, run), /*transposeB=*/false);
+                         acc.slice(i * accumulators, accumulators),
+                         /*transposeB=*/false);
   warpgroupAtoms.commitGroup();
   warpgroupAtoms.waitGroup(0, acc);
+  SmallVector<SmallVector<Accumulator>> products;
+  for (size_t i = 0; i < operands.size(); ++i)
+    products.emplace_back(acc.slice(i * accumulators, accumulators));
+  return products;
 }
 
 void BackwardKernelBuilder::accumulateByWgmma(

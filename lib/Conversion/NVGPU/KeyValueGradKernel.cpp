@@ -274,17 +274,14 @@ KeyValueGradKernel::emitTile(RegionApplication &regions, TileRing &ring,
   if (config.wgmma) {
     // S^T = K Q^T and dP^T = V dO^T, both issued before either is waited
     // for.
-    SmallVector<Accumulator> products(2 * scoreLayout.size(),
-                                      {f32(0.0), f32(0.0), f32(0.0), f32(0.0)});
-    multiplyByWgmma(
+    auto products = multiplyByWgmma(
         {{keyDescriptor,
           warpgroupAtoms.kMajorDescriptor(sharedQuery, tileBase, streamTile)},
          {valueDescriptor,
           warpgroupAtoms.kMajorDescriptor(sharedGrad, tileBase, streamTile)}},
-        blockTile, streamTile, products);
-    ArrayRef<Accumulator> all(products);
-    scores = SmallVector<Accumulator>(all.take_front(scoreLayout.size()));
-    valueDots = SmallVector<Accumulator>(all.drop_front(scoreLayout.size()));
+        blockTile, streamTile, scoreLayout.size());
+    scores = products[0];
+    valueDots = products[1];
   } else {
     scores = multiplyByQueries(sharedKey, sharedQuery, tileBase);
     valueDots = multiplyByQueries(sharedValue, sharedGrad, tileBase);

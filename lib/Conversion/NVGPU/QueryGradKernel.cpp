@@ -224,17 +224,14 @@ QueryGradKernel::emitTile(RegionApplication &regions, TileRing &ring,
   SmallVector<Accumulator> scores, valueDots;
   if (config.wgmma) {
     // S = Q K^T and dP = dO V^T, both issued before either is waited for.
-    SmallVector<Accumulator> products(2 * scoreLayout.size(),
-                                      {f32(0.0), f32(0.0), f32(0.0), f32(0.0)});
-    multiplyByWgmma(
+    auto products = multiplyByWgmma(
         {{queryDescriptor,
           warpgroupAtoms.kMajorDescriptor(sharedKey, tileBase, streamTile)},
          {gradDescriptor,
           warpgroupAtoms.kMajorDescriptor(sharedValue, tileBase, streamTile)}},
-        blockTile, streamTile, products);
-    ArrayRef<Accumulator> all(products);
-    scores = SmallVector<Accumulator>(all.take_front(scoreLayout.size()));
-    valueDots = SmallVector<Accumulator>(all.drop_front(scoreLayout.size()));
+        blockTile, streamTile, scoreLayout.size());
+    scores = products[0];
+    valueDots = products[1];
   } else {
     scores = multiplyByKeys(queryFragments, sharedQuery, sharedKey, tileBase);
     valueDots =

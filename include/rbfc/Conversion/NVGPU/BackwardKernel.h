@@ -166,12 +166,12 @@ protected:
   }
   /// wgmma: one product A_i B_i^T per pair of K-major operand descriptors
   /// (A_i the warpgroup's rows of an `aTile`, B_i the rows of a `bTile`,
-  /// k over head_dim) into run i of `acc` (equal runs, one per pair),
-  /// issued together and waited for; the accumulators start at 0.
-  void
+  /// k over head_dim), each `accumulators` accumulators from 0, issued
+  /// together and waited for.
+  llvm::SmallVector<llvm::SmallVector<Accumulator>>
   multiplyByWgmma(llvm::ArrayRef<std::pair<mlir::Value, mlir::Value>> operands,
                   const SwizzledTile &aTile, const SwizzledTile &bTile,
-                  llvm::MutableArrayRef<Accumulator> acc);
+                  int64_t accumulators);
   /// wgmma: run i of `acc` += A_i B_i, A_i from registers (`a[i]`, one set
   /// per 16 k) and B_i the MN-major operand of `bTile` at descriptor
   /// `bDescriptors[i]`, issued together and waited for.
