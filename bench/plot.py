@@ -15,7 +15,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-COLORS = {"rbfc_dot": "#1f77b4", "rbfc_rbf": "#d62728", "sdpa_cudnn": "#7f7f7f",
+COLORS = {"rbfc_dot": "#1f77b4", "rbfc_rbf": "#d62728", "rbfc_dot_mma": "#aec7e8",
+          "rbfc_rbf_mma": "#f4a582", "sdpa_cudnn": "#7f7f7f",
           "sdpa_flash": "#bcbd22", "flex_dot": "#9edae5", "flex_rbf": "#ff9896",
           "flex_rbf_flash": "#f7b6d2", "fa4_dot": "#2ca02c", "fa4_rbf": "#98df8a",
           "peer_rbf": "#9467bd"}
