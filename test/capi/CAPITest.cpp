@@ -608,7 +608,7 @@ TEST(CAPICuda, CompilesToPtxAndChecksCallsWithoutAGpu) {
   EXPECT_STREQ(properties.info.arch, "sm_90a");
   EXPECT_EQ(properties.info.dtype, RBFC_DTYPE_BF16);
   EXPECT_GT(properties.info.tile_m, 0);
-  EXPECT_TRUE(contains(properties.info.plan, "mma_sync"));
+  EXPECT_TRUE(contains(properties.info.plan, "wgmma_cooperative"));
 
   // Pointers that are never dereferenced: every check runs before the
   // driver is needed.
