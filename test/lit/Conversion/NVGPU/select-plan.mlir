@@ -161,6 +161,44 @@ func.func @d64(%q: tensor<?x?x?x64xf16>, %k: tensor<?x?x?x64xf16>, %v: tensor<?x
 
 // -----
 
+// A mask that reads a capture per element (document ids) keeps mma.sync at
+// head_dim 64: at two blocks a multiprocessor the gathers spilled.
+// CHECK-LABEL: func.func @document_d64
+// CHECK: kernel = "mma_sync", tile_m = 128, tile_n = 64, warps = 4, stages = 2>
+func.func @document_d64(%q: tensor<?x?x?x64xbf16>, %k: tensor<?x?x?x64xbf16>, %v: tensor<?x?x?x64xbf16>, %doc: tensor<?x?xi32>) -> tensor<?x?x?x64xbf16> {
+  %o = attn.attention softmax %q, %k, %v captures(%doc : tensor<?x?xi32>) {capture_names = ["doc"], param_defaults = [], param_names = []} : tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16> -> tensor<?x?x?x64xbf16> score {
+  ^bb0(%b: index, %h: index, %q_idx: index, %kv_idx: index, %d: tensor<?x?xi32>):
+    %s = attn.dot : f32
+    attn.yield %s : f32
+  } mask {
+  ^bb0(%b: index, %h: index, %q_idx: index, %kv_idx: index, %d: tensor<?x?xi32>):
+    %1 = attn.load %d[%b, %q_idx] : tensor<?x?xi32>
+    %2 = attn.load %d[%b, %kv_idx] : tensor<?x?xi32>
+    %3 = arith.cmpi eq, %1, %2 : i32
+    attn.yield %3 : i1
+  }
+  return %o : tensor<?x?x?x64xbf16>
+}
+
+// -----
+
+// A capture read per head only (ALiBi's slopes, per-head gammas) does not
+// gather per element: the cooperative kernel.
+// CHECK-LABEL: func.func @per_head_d64
+// CHECK: kernel = "wgmma_cooperative"
+func.func @per_head_d64(%q: tensor<?x?x?x64xbf16>, %k: tensor<?x?x?x64xbf16>, %v: tensor<?x?x?x64xbf16>, %g: tensor<?xf32>) -> tensor<?x?x?x64xbf16> {
+  %o = attn.attention softmax %q, %k, %v captures(%g : tensor<?xf32>) {capture_names = ["g"], param_defaults = [], param_names = []} : tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16> -> tensor<?x?x?x64xbf16> score {
+  ^bb0(%b: index, %h: index, %q_idx: index, %kv_idx: index, %gs: tensor<?xf32>):
+    %s = attn.dot : f32
+    %1 = attn.load %gs[%h] : tensor<?xf32>
+    %2 = arith.mulf %s, %1 : f32
+    attn.yield %2 : f32
+  }
+  return %o : tensor<?x?x?x64xbf16>
+}
+
+// -----
+
 // A plan already set is kept.
 // CHECK-LABEL: func.func @kept
 // CHECK: tile_m = 64, tile_n = 32, warps = 4, stages = 3
