@@ -2,7 +2,7 @@
 """GPU tests of rbfc's backward kernels (run on the GPU machine, from the repo
 root, with the wheel of scripts/build-wheel.sh installed):
 
-    python3 test/gpu/run_gpu_backward.py [--quick] [--seed N] [--only rbf,alibi]
+    python3 test/gpu/run_gpu_backward.py [--quick] [--seed N] [--only rbf,alibi] [--dims 64,128]
 
 For every example spec, through the Python op (rbfc.compile(...)(q, k, v)
 with autograd): the gradients of q, k, v, of the f32 params (gamma, cap, as
@@ -158,8 +158,9 @@ def gallery(args, specs, g):
         # (dtype, head dim, arch): the device's arch builds the wgmma
         # kernels at head dims 64 and 128 on sm_90; "sm_90" the mma.sync
         # ones there.
-        configs = [("bf16", 64, None)] if args.quick else [
-            ("bf16", dim, None) for dim in (64, 80, 96, 128)]
+        dims = [int(d) for d in args.dims.split(",")] if args.dims else (
+            [64] if args.quick else [64, 80, 96, 128])
+        configs = [("bf16", dim, None) for dim in dims]
         hopper = DEV == "cuda" and torch.cuda.get_device_capability() == (9, 0)
         # One row of 12 chunks (4-chunk swizzle groups), key terms, a mask.
         if args.quick and spec == "rbf_causal":
@@ -284,6 +285,9 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--only", default="")
+    ap.add_argument("--dims", default="",
+                    help="bf16 head dims of the gallery, e.g. 64,128 (default: "
+                         "64 with --quick, else 64,80,96,128)")
     ap.add_argument("--no-sanitizer", action="store_true")
     ap.add_argument("--sanitizer-timeout", type=int, default=800)
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
