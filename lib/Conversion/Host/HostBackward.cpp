@@ -266,6 +266,96 @@ protected:
     return success();
   }
 
+  /// The q rows [qLo, qLo + numRows) of item's head, from what a pass
+  /// accumulated for them (`unscaledRow(r)`: dQ~, the sum of dS k;
+  /// `rowNormGrad(r)`: dL/d||q||^2 from the score; `rowAdjointSum(r)`: the
+  /// sum of the row's dS): dQ = q_scale dQ~ + 2 (dL/d||q||^2) q, with the
+  /// row terms' gradient, to `queryGrad`; q_scale's gradient to the partial
+  /// sums.
+  LogicalResult finishQueryRows(ElementContext &item, Value qLo,
+                                Value numRows, Value queryGrad,
+                                function_ref<Value(Value)> unscaledRow,
+                                function_ref<Value(Value)> rowNormGrad,
+                                function_ref<Value(Value)> rowAdjointSum) {
+    // dQ = q_scale dQ~ + 2 (dL/d||q||^2) q, plus the row terms' gradient
+    // from the sum of the row's dS; dL/dq_scale = sum over rows of q . dQ~.
+    auto rowLoop = scf::ForOp::create(builder, loc, index(0), numRows, index(1),
+                                      ValueRange{f32(0)});
+    {
+      OpBuilder::InsertionGuard guard(builder);
+      builder.setInsertionPointToStart(rowLoop.getBody());
+      Value r = rowLoop.getInductionVar();
+      ElementContext row = item;
+      row.qIdx = arith::AddIOp::create(builder, loc, qLo, r);
+      row.kvIdx = index(0);
+      row.queryRow = loadRow(query, item.b, item.h, row.qIdx);
+      Value unscaled = unscaledRow(r);
+      Value scaleGrad =
+          arith::AddFOp::create(builder, loc, rowLoop.getRegionIterArgs()[0],
+                                dotRows(row.queryRow, unscaled));
+      Value normGrad = rowNormGrad(r);
+      if (!attention.getRowBiasGrad().empty()) {
+        // The row terms' adjoint is the sum of the row's dS as computed, in
+        // natural units: dlse in exact arithmetic, but with D read from
+        // the rounded output, the same rounding that the score's own
+        // gradients carry, so that the gradients are those of the spec as
+        // written (docs/backward.md, "Row terms").
+        Value rowAdjoint = arith::MulFOp::create(
+            builder, loc,
+            rowAdjointSum(r),
+            f32(attention.getLog2Domain() ? M_LOG2E : 1.0));
+        Value nonzero = arith::CmpFOp::create(
+            builder, loc, arith::CmpFPredicate::UNE, rowAdjoint, f32(0));
+        auto ifGrad =
+            scf::IfOp::create(builder, loc, TypeRange{builder.getF32Type()},
+                              nonzero, /*withElseRegion=*/true);
+        {
+          OpBuilder::InsertionGuard branch(builder);
+          builder.setInsertionPointToStart(&ifGrad.getElseRegion().front());
+          scf::YieldOp::create(builder, loc, normGrad);
+          builder.setInsertionPointToStart(&ifGrad.getThenRegion().front());
+          Value withRowTerms = normGrad;
+          GradientSinks sinks;
+          sinkParamsAndCaptures(sinks);
+          sinks.norm2 = [&](attn::Vector side, Value x) {
+            if (side == attn::Vector::q)
+              withRowTerms =
+                  arith::AddFOp::create(builder, loc, withRowTerms, x);
+          };
+          row.adjoint = rowAdjoint;
+          row.sinks = &sinks;
+          if (failed(inlineRegion(attention.getRowBiasGrad(), row)))
+            return failure();
+          scf::YieldOp::create(builder, loc, withRowTerms);
+        }
+        normGrad = ifGrad.getResult(0);
+      }
+      Value queryGradRow = vector::FMAOp::create(
+          builder, loc,
+          vector::BroadcastOp::create(
+              builder, loc, rowType(),
+              arith::MulFOp::create(builder, loc, f32(2.0), normGrad)),
+          row.queryRow,
+          arith::MulFOp::create(builder, loc, unscaled,
+                                vector::BroadcastOp::create(
+                                    builder, loc, rowType(), item.qScale)));
+      storeRow(queryGradRow, queryGrad, item.b, item.h, row.qIdx);
+      scf::YieldOp::create(builder, loc, scaleGrad);
+    }
+    if (!attention.getQScaleGrad().empty()) {
+      ElementContext element = item;
+      element.qIdx = index(0);
+      element.kvIdx = index(0);
+      element.adjoint = rowLoop.getResult(0);
+      GradientSinks sinks;
+      sinkParamsAndCaptures(sinks);
+      element.sinks = &sinks;
+      if (failed(inlineRegion(attention.getQScaleGrad(), element)))
+        return failure();
+    }
+    return success();
+  }
+
   /// `tile[offset ..]` += `values`, a vector of keyLanes.
   void addToVector(Value tile, Value offset, Value values) {
     Value old = vector::LoadOp::create(builder, loc, keyVectorType(blocking),
@@ -934,83 +1024,20 @@ public:
         return failure();
     }
 
-    // dQ = q_scale dQ~ + 2 (dL/d||q||^2) q, plus the row terms' gradient
-    // from the sum of the row's dS; dL/dq_scale = sum over rows of q . dQ~.
-    auto rowLoop = scf::ForOp::create(builder, loc, index(0), numRows, index(1),
-                                      ValueRange{f32(0)});
-    {
-      OpBuilder::InsertionGuard guard(builder);
-      builder.setInsertionPointToStart(rowLoop.getBody());
-      Value r = rowLoop.getInductionVar();
-      ElementContext row = item;
-      row.qIdx = arith::AddIOp::create(builder, loc, qLo, r);
-      row.kvIdx = index(0);
-      row.queryRow = loadRow(query, item.b, item.h, row.qIdx);
-      Value unscaled = vector::LoadOp::create(
-          builder, loc, rowType(), queryGradTile, ValueRange{r, index(0)});
-      Value scaleGrad =
-          arith::AddFOp::create(builder, loc, rowLoop.getRegionIterArgs()[0],
-                                dotRows(row.queryRow, unscaled));
-      Value normGrad = memref::LoadOp::create(builder, loc, queryNormGrad, r);
-      if (!attention.getRowBiasGrad().empty()) {
-        // The row terms' adjoint is the sum of the row's dS as computed, in
-        // natural units: dlse in exact arithmetic, but with D read from
-        // the rounded output, the same rounding that the score's own
-        // gradients carry, so that the gradients are those of the spec as
-        // written (docs/backward.md, "Row terms").
-        Value rowAdjoint = arith::MulFOp::create(
-            builder, loc,
-            memref::LoadOp::create(builder, loc, rowAdjointSum, r),
-            f32(attention.getLog2Domain() ? M_LOG2E : 1.0));
-        Value nonzero = arith::CmpFOp::create(
-            builder, loc, arith::CmpFPredicate::UNE, rowAdjoint, f32(0));
-        auto ifGrad =
-            scf::IfOp::create(builder, loc, TypeRange{builder.getF32Type()},
-                              nonzero, /*withElseRegion=*/true);
-        {
-          OpBuilder::InsertionGuard branch(builder);
-          builder.setInsertionPointToStart(&ifGrad.getElseRegion().front());
-          scf::YieldOp::create(builder, loc, normGrad);
-          builder.setInsertionPointToStart(&ifGrad.getThenRegion().front());
-          Value withRowTerms = normGrad;
-          GradientSinks sinks;
-          sinkParamsAndCaptures(sinks);
-          sinks.norm2 = [&](attn::Vector side, Value x) {
-            if (side == attn::Vector::q)
-              withRowTerms =
-                  arith::AddFOp::create(builder, loc, withRowTerms, x);
-          };
-          row.adjoint = rowAdjoint;
-          row.sinks = &sinks;
-          if (failed(inlineRegion(attention.getRowBiasGrad(), row)))
-            return failure();
-          scf::YieldOp::create(builder, loc, withRowTerms);
-        }
-        normGrad = ifGrad.getResult(0);
-      }
-      Value queryGradRow = vector::FMAOp::create(
-          builder, loc,
-          vector::BroadcastOp::create(
-              builder, loc, rowType(),
-              arith::MulFOp::create(builder, loc, f32(2.0), normGrad)),
-          row.queryRow,
-          arith::MulFOp::create(builder, loc, unscaled,
-                                vector::BroadcastOp::create(
-                                    builder, loc, rowType(), item.qScale)));
-      storeRow(queryGradRow, queryGrad, item.b, item.h, row.qIdx);
-      scf::YieldOp::create(builder, loc, scaleGrad);
-    }
-    if (!attention.getQScaleGrad().empty()) {
-      ElementContext element = item;
-      element.qIdx = index(0);
-      element.kvIdx = index(0);
-      element.adjoint = rowLoop.getResult(0);
-      GradientSinks sinks;
-      sinkParamsAndCaptures(sinks);
-      element.sinks = &sinks;
-      if (failed(inlineRegion(attention.getQScaleGrad(), element)))
-        return failure();
-    }
+    if (failed(finishQueryRows(
+            item, qLo, numRows, queryGrad,
+            [&](Value r) -> Value {
+              return vector::LoadOp::create(builder, loc, rowType(),
+                                            queryGradTile,
+                                            ValueRange{r, index(0)});
+            },
+            [&](Value r) -> Value {
+              return memref::LoadOp::create(builder, loc, queryNormGrad, r);
+            },
+            [&](Value r) -> Value {
+              return memref::LoadOp::create(builder, loc, rowAdjointSum, r);
+            })))
+      return failure();
     builder.setInsertionPointAfter(workLoop);
     func::ReturnOp::create(builder, loc);
     return success();
