@@ -7,7 +7,8 @@
 // standard output, so that bench/host/run.sh can put them next to torch's
 // (torch_sdpa.py prints the same records). RBFC_BENCH_IMPL names the
 // build in the records ("rbfc" by default), so that run.sh can time an
-// older build beside this one.
+// older build beside this one; RBFC_BENCH_SCHEDULE=split or fused forces
+// the backward's schedule (default: the automatic choice).
 //
 //===----------------------------------------------------------------------===//
 #include "rbfc/Host/HostKernel.h"
@@ -67,6 +68,11 @@ int main(int argc, char **argv) {
   const char *impl = std::getenv("RBFC_BENCH_IMPL");
   if (!impl)
     impl = "rbfc";
+  auto schedule = rbfc::host::BackwardSchedule::automatic;
+  if (const char *name = std::getenv("RBFC_BENCH_SCHEDULE"))
+    schedule = std::string(name) == "split"
+                   ? rbfc::host::BackwardSchedule::split
+                   : rbfc::host::BackwardSchedule::fused;
 
   for (const char *spec : {"softmax", "causal", "rbf"}) {
     rbfc::host::HostKernelOptions options;
@@ -112,6 +118,7 @@ int main(int argc, char **argv) {
       backward.queryGrad = tensor(dQ);
       backward.keyGrad = tensor(dK);
       backward.valueGrad = tensor(dV);
+      backward.schedule = schedule;
 
       // Fewer repeats where one call takes seconds.
       const int repeats = n > 2048 ? 2 : 3;

@@ -4,24 +4,26 @@
 # (torch_sdpa.py, run by the build's python venv, which has torch), softmax,
 # causal and RBF, fp32, B=1, H=8, D=64, forward and forward+backward, 1 and
 # 2 threads.
-#   bench/host/run.sh [--json FILE] [--baseline TREE] [N ...]
+#   bench/host/run.sh [--json FILE] [--baseline TREE] [--split] [N ...]
 #                                               (default N: 1024 4096)
 # Prints a table; --json also writes every measurement with the machine,
 # torch's version and the load average before and after. --baseline times
 # another build as well ("rbfc-baseline"): TREE holds include/,
 # build/include/ and build/lib/libRBFCCompiler.so (a source tree and its
-# build, or a copy of those).
+# build, or a copy of those). --split times this build's split backward
+# schedule as well ("rbfc-split"; docs/host-backend.md, "Backward").
 # Needs a built tree (build/lib/libRBFCCompiler.so, build/python-venv).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${RBFC_BUILD_DIR:-$root/build}
 llvm=/usr/lib/llvm-22
 python=$build/python-venv/bin/python
-json= baseline=
+json= baseline= split=
 while [ $# -gt 0 ]; do
   case $1 in
     --json) json=$2; shift 2 ;;
     --baseline) baseline=$2; shift 2 ;;
+    --split) split=1; shift ;;
     *) break ;;
   esac
 done
@@ -43,6 +45,10 @@ if [ -n "$baseline" ]; then
 fi
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 "$out" "$root/examples" "$@" >>"$records"
+if [ -n "$split" ]; then
+  RBFC_BENCH_IMPL=rbfc-split RBFC_BENCH_SCHEDULE=split "$out" \
+    "$root/examples" "$@" >>"$records"
+fi
 if [ -n "$baseline" ]; then
   RBFC_BENCH_IMPL=rbfc-baseline "$records.baseline" "$root/examples" "$@" \
     >>"$records"
@@ -59,15 +65,17 @@ cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
            if l.startswith("model name"))
 print(f"# {cpu}, load average {load_before} before, {load_after} after")
 print(f"{'spec':8} {'N':>5} {'thr':>3} {'direction':9} {'rbfc ms':>9} "
-      f"{'baseline':>9} {'torch ms':>9} {'speed vs torch':>15}")
+      f"{'baseline':>9} {'split':>9} {'torch ms':>9} {'speed vs torch':>15}")
 for (impl, spec, n, threads, direction), value in ms.items():
     if impl != "rbfc":
         continue
     key = (spec, n, threads, direction)
     baseline_ms = ms.get(("rbfc-baseline",) + key, float("nan"))
+    split_ms = ms.get(("rbfc-split",) + key, float("nan"))
     torch_ms = ms.get(("torch",) + key, float("nan"))
     print(f"{spec:8} {n:5} {threads:3} {direction:9} {value:9.1f} "
-          f"{baseline_ms:9.1f} {torch_ms:9.1f} {torch_ms / value:14.2f}x")
+          f"{baseline_ms:9.1f} {split_ms:9.1f} {torch_ms:9.1f} "
+          f"{torch_ms / value:14.2f}x")
 if json_path:
     import torch
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"],

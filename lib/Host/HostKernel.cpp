@@ -166,6 +166,8 @@ HostKernel::compile(StringRef source, StringRef bufferName,
       return std::move(error);
     if (auto error = lookup("_bwd_dq", kernel->queryGradEntry))
       return std::move(error);
+    if (auto error = lookup("_bwd_fused", kernel->fusedGradEntry))
+      return std::move(error);
   }
   LLVM_DEBUG(llvm::dbgs() << "compiled host kernel @" << kernel->entryName
                           << "\n");
@@ -567,21 +569,6 @@ llvm::Error HostKernel::backward(const HostBackwardArgs &args) const {
            &lseGrad, &deltaRef, &lse2Ref})
     rowsCall.tensor(*tensor);
   call->packTrailing(rowsCall);
-  PackedCall keyValueCall;
-  for (const TensorRef *tensor : std::initializer_list<const TensorRef *>{
-           &args.query, &args.key, &args.value, &args.outputGrad, &deltaRef,
-           &lse2Ref, &args.keyGrad, &args.valueGrad, &partialsRef})
-    keyValueCall.tensor(*tensor);
-  keyValueCall.scalar(&gradMask);
-  call->packTrailing(keyValueCall);
-  PackedCall queryCall;
-  for (const TensorRef *tensor : std::initializer_list<const TensorRef *>{
-           &args.query, &args.key, &args.value, &args.outputGrad, &deltaRef,
-           &lse2Ref, &args.queryGrad, &partialsRef})
-    queryCall.tensor(*tensor);
-  queryCall.scalar(&gradMask);
-  call->packTrailing(queryCall);
-
   const int64_t tileM = compileOptions.tiling.tileM;
   const int64_t tileN = compileOptions.tiling.tileN;
   const int64_t kvHeads = args.key.sizes[1], kvLen = args.key.sizes[2];
@@ -596,9 +583,54 @@ llvm::Error HostKernel::backward(const HostBackwardArgs &args) const {
     runParallel(chunks, args.numThreads,
                 [&](int64_t chunk) { packed.call(function, chunk, chunks); });
   };
-  runChunks(call->batch * kvHeads * ((kvLen + tileN - 1) / tileN), keyValueCall,
-            keyValueGradEntry);
-  runChunks(call->batch * call->heads * queryTiles, queryCall, queryGradEntry);
+  // The schedule depends on the problem only, never on the thread count:
+  // the partial sums' order, and so the parameters' bits, follow it.
+  const int64_t items = call->batch * kvHeads;
+  bool fused = args.schedule == BackwardSchedule::fused ||
+               (args.schedule == BackwardSchedule::automatic &&
+                items >= kFusedBackwardItems);
+  if (fused) {
+    // f32 sums of dQ~ and of the rows' ||q||^2 gradients and dS, which
+    // each item owns for its heads' rows.
+    const std::vector<int64_t> &sumSizes = args.query.sizes;
+    std::vector<float> queryGradSums(numElements(sumSizes)),
+        queryNormSums(rows), rowAdjointSums(rows);
+    TensorRef queryGradSumsRef{queryGradSums.data(), ElementType::f32,
+                               sumSizes, contiguousStrides(sumSizes)};
+    TensorRef queryNormSumsRef{queryNormSums.data(), ElementType::f32,
+                               rowSizes, contiguousStrides(rowSizes)};
+    TensorRef rowAdjointSumsRef{rowAdjointSums.data(), ElementType::f32,
+                                rowSizes, contiguousStrides(rowSizes)};
+    PackedCall fusedCall;
+    for (const TensorRef *tensor : std::initializer_list<const TensorRef *>{
+             &args.query, &args.key, &args.value, &args.outputGrad, &deltaRef,
+             &lse2Ref, &args.keyGrad, &args.valueGrad, &args.queryGrad,
+             &queryGradSumsRef, &queryNormSumsRef, &rowAdjointSumsRef,
+             &partialsRef})
+      fusedCall.tensor(*tensor);
+    fusedCall.scalar(&gradMask);
+    call->packTrailing(fusedCall);
+    runChunks(items, fusedCall, fusedGradEntry);
+  } else {
+    PackedCall keyValueCall;
+    for (const TensorRef *tensor : std::initializer_list<const TensorRef *>{
+             &args.query, &args.key, &args.value, &args.outputGrad, &deltaRef,
+             &lse2Ref, &args.keyGrad, &args.valueGrad, &partialsRef})
+      keyValueCall.tensor(*tensor);
+    keyValueCall.scalar(&gradMask);
+    call->packTrailing(keyValueCall);
+    PackedCall queryCall;
+    for (const TensorRef *tensor : std::initializer_list<const TensorRef *>{
+             &args.query, &args.key, &args.value, &args.outputGrad, &deltaRef,
+             &lse2Ref, &args.queryGrad, &partialsRef})
+      queryCall.tensor(*tensor);
+    queryCall.scalar(&gradMask);
+    call->packTrailing(queryCall);
+    runChunks(items * ((kvLen + tileN - 1) / tileN), keyValueCall,
+              keyValueGradEntry);
+    runChunks(call->batch * call->heads * queryTiles, queryCall,
+              queryGradEntry);
+  }
 
   auto reduce = [&](int64_t slot) {
     double sum = 0;

@@ -87,6 +87,7 @@ public:
       value = NAN;
     host::HostBackwardArgs call = backwardArgs(withLseGrad);
     call.numThreads = numThreads;
+    call.schedule = schedule;
     llvm::Error error = kernel().backward(call);
     ASSERT_FALSE(error) << llvm::toString(std::move(error));
   }
@@ -154,6 +155,14 @@ public:
         << error.where;
   }
 
+  /// The bytes of the gradients of q, k and v.
+  std::vector<uint8_t> queryKeyValueGradBits() const {
+    std::vector<uint8_t> bits;
+    for (const Buffer *buffer : {&queryGrad, &keyGrad, &valueGrad})
+      llvm::append_range(bits, buffer->bytes);
+    return bits;
+  }
+
   static size_t numel(const std::vector<int64_t> &sizes) {
     size_t count = 1;
     for (int64_t size : sizes)
@@ -161,6 +170,7 @@ public:
     return count;
   }
 
+  host::BackwardSchedule schedule = host::BackwardSchedule::automatic;
   Buffer outputGrad, queryGrad, keyGrad, valueGrad;
   std::vector<float> lseGrad;
   std::map<std::string, float> paramGrads;
@@ -189,9 +199,12 @@ TEST_P(HostBackwardGallery, MatchesFloat64ChainRule) {
   if (c.headDim > 64) // the wider head dimensions get a smaller gallery
     shapes = {{1, 2, 1, 17, 17}, {1, 4, 1, 30, 45}};
   for (auto [index, shape] : llvm::enumerate(shapes)) {
-    // Every other problem also backpropagates through the log-sum-exp.
+    // Every other problem also backpropagates through the log-sum-exp;
+    // both backward schedules run (the fused one on the even problems).
     bool withLseGrad = index % 2 == 1;
     GradProblem problem(spec, c.dtype, c.headDim, shape, rng, testParams(spec));
+    problem.schedule = withLseGrad ? host::BackwardSchedule::split
+                                   : host::BackwardSchedule::fused;
     problem.runBackward(withLseGrad);
     problem.compare(problem.referenceGradients(withLseGrad));
   }
@@ -242,15 +255,15 @@ TEST(HostBackward, OtherBlockingsMatchTheReference) {
 
 TEST(HostBackward, SameBitsOnEveryThreadCount) {
   std::mt19937_64 rng(testSeed() + 10);
+  for (auto schedule :
+       {host::BackwardSchedule::split, host::BackwardSchedule::fused})
   for (const char *spec : {"relative_bias", "alibi", "rbf_head_gamma"}) {
     GradProblem problem(spec, "f32", 32, {2, 4, 2, 70, 90}, rng);
+    problem.schedule = schedule;
     std::vector<uint8_t> first;
     for (unsigned threads : {1u, 2u, 3u}) {
       problem.runBackward(true, threads);
-      std::vector<uint8_t> bits;
-      for (Buffer *buffer :
-           {&problem.queryGrad, &problem.keyGrad, &problem.valueGrad})
-        llvm::append_range(bits, buffer->bytes);
+      std::vector<uint8_t> bits = problem.queryKeyValueGradBits();
       for (auto &[name, values] : problem.captureGrads) {
         auto *raw = reinterpret_cast<const uint8_t *>(values.data());
         bits.insert(bits.end(), raw, raw + 4 * values.size());
@@ -262,6 +275,45 @@ TEST(HostBackward, SameBitsOnEveryThreadCount) {
             << spec << ": " << threads << " threads changed the gradients";
     }
   }
+}
+
+// The fused schedule adds the same dS k and dS q in the same order as the
+// split one: the gradients of q, k and v are the same bits. The parameters'
+// and captures' partial sums fall into other chunks: within float rounding.
+TEST(HostBackward, FusedScheduleGivesTheSplitSchedulesGradients) {
+  std::mt19937_64 rng(testSeed() + 12);
+  for (const char *spec : kSpecs)
+    for (const char *dtype : {"f32", "bf16"}) {
+      SCOPED_TRACE(std::string(spec) + " " + dtype);
+      GradProblem problem(spec, dtype, 64, {2, 4, 2, 45, 70}, rng,
+                          testParams(spec));
+      problem.schedule = host::BackwardSchedule::split;
+      problem.runBackward(/*withLseGrad=*/true);
+      std::vector<uint8_t> split = problem.queryKeyValueGradBits();
+      auto params = problem.paramGrads;
+      auto captures = problem.captureGrads;
+      problem.schedule = host::BackwardSchedule::fused;
+      problem.runBackward(/*withLseGrad=*/true);
+      EXPECT_TRUE(problem.queryKeyValueGradBits() == split)
+          << "dq, dk or dv differ between schedules";
+      auto close = [](double a, double b) {
+        return std::abs(a - b) <= 1e-5 * std::max({std::abs(a), std::abs(b),
+                                                   1e-3});
+      };
+      for (auto &[name, value] : params)
+        EXPECT_TRUE(close(value, problem.paramGrads[name]))
+            << "d" << name << ": " << value << " split, "
+            << problem.paramGrads[name] << " fused";
+      for (auto &[name, values] : captures) {
+        double largest = 0;
+        for (float x : values)
+          largest = std::max(largest, double(std::abs(x)));
+        for (size_t i = 0; i < values.size(); ++i)
+          EXPECT_LE(std::abs(values[i] - problem.captureGrads[name][i]),
+                    1e-5 * std::max(largest, 1e-3))
+              << "d" << name << "[" << i << "]";
+      }
+    }
 }
 
 TEST(HostBackward, FullyMaskedRowsGiveZeroGradients) {

@@ -89,6 +89,15 @@ struct HostKernelArgs {
 /// tensor with the capture's sizes). Both must name f32 parameters and
 /// captures. The captures' and parameters' gradients are summed in a fixed
 /// order: the same inputs give the same bits, whatever the thread count.
+/// How the backward runs (docs/host-backend.md, "Backward"): `fused`, one
+/// pass per (batch, kv head) that also accumulates dQ (5 tile products per
+/// tile pair); `split`, a dK/dV pass per key tile and a dQ pass per query
+/// tile (7, and more work items); `automatic`, fused when there are
+/// kFusedBackwardItems (batch, kv head) items or more. The gradients of q,
+/// k and v are the same bits either way.
+enum class BackwardSchedule { automatic, fused, split };
+inline constexpr int64_t kFusedBackwardItems = 8;
+
 struct HostBackwardArgs {
   TensorRef query, key, value, output, lse;
   TensorRef outputGrad, lseGrad;
@@ -98,6 +107,7 @@ struct HostBackwardArgs {
   std::map<std::string, float *> paramGrads;
   std::map<std::string, TensorRef> captureGrads;
   unsigned numThreads = 0;
+  BackwardSchedule schedule = BackwardSchedule::automatic;
   /// As in HostKernelArgs. When the keys are split into blocks, output and
   /// lse are the rows' over every block and the gradients this block's
   /// share.
@@ -163,6 +173,7 @@ private:
   void (*rowsEntry)(void **) = nullptr;
   void (*keyValueGradEntry)(void **) = nullptr;
   void (*queryGradEntry)(void **) = nullptr;
+  void (*fusedGradEntry)(void **) = nullptr;
 };
 
 } // namespace rbfc::host

@@ -365,14 +365,14 @@ protected:
                             tile, ValueRange{offset});
   }
 
-  /// `scalars[i]` += the sum of the lanes of `values`.
-  void addLaneSum(Value scalars, Value i, Value values) {
-    Value old = memref::LoadOp::create(builder, loc, scalars, i);
+  /// `scalars[at]` += the sum of the lanes of `values`.
+  void addLaneSum(Value scalars, ValueRange at, Value values) {
+    Value old = memref::LoadOp::create(builder, loc, scalars, at);
     Value sum = vector::ReductionOp::create(builder, loc,
                                             vector::CombiningKind::ADD, values);
     memref::StoreOp::create(builder, loc,
                             arith::AddFOp::create(builder, loc, old, sum),
-                            scalars, i);
+                            scalars, at);
   }
 
   /// `partials[chunk, slot] += x` when `want` (the caller asked for the
@@ -693,18 +693,39 @@ public:
 /// params..., captures..., q_offset, kv_offset, q_seq_len, kv_seq_len,
 /// chunk, num_chunks): work item (b, kv head, key tile), items chunk,
 /// chunk + num_chunks, ...
+///
+/// NAME_bwd_fused(q, k, v, dO, delta, lse2, dK, dV, dQ, dQ_sums, q_norm_sums,
+/// row_adjoint_sums, partials, grad_mask, ..., chunk, num_chunks): the same
+/// pass over every key tile of a work item (b, kv head), which also adds
+/// dS k into the f32 dQ_sums ([batch, heads, q_len, head_dim]) and the
+/// rows' ||q||^2 gradients and dS sums into theirs ([batch, heads, q_len]),
+/// then finishes the group's dQ rows as the dQ pass does: FlashAttention-2's
+/// single pass, 5 tile products instead of the two passes' 7. The item owns
+/// its heads' dQ rows, so no other item adds to them; dQ gets the two-pass
+/// schedule's bits (the same sums in the same order).
 class KeyValueGradEmitter : HostBackwardEmitter {
 public:
-  using HostBackwardEmitter::HostBackwardEmitter;
+  KeyValueGradEmitter(attn::AttentionOp attention, func::FuncOp kernel,
+                      const HostBlocking &blocking, bool fused)
+      : HostBackwardEmitter(attention, kernel, blocking), fused(fused) {}
 
   LogicalResult emit() {
     Block *entry = kernel.addEntryBlock();
     builder.setInsertionPointToStart(entry);
-    SmallVector<Value, 2> gradients = bindGradientFunction(entry, 2);
-    Value keyGrad = gradients[0], valueGrad = gradients[1];
-    Value numWork = arith::MulIOp::create(
-        builder, loc, arith::MulIOp::create(builder, loc, batch, kvHeads),
-        numKeyTiles);
+    SmallVector<Value, 2> gradients =
+        bindGradientFunction(entry, fused ? 6 : 2);
+    keyGrad = gradients[0];
+    valueGrad = gradients[1];
+    if (fused) {
+      queryGrad = gradients[2];
+      queryGradSums = gradients[3];
+      queryNormSums = gradients[4];
+      rowAdjointSums = gradients[5];
+    }
+    Value numItems = arith::MulIOp::create(builder, loc, batch, kvHeads);
+    Value numWork =
+        fused ? numItems
+              : arith::MulIOp::create(builder, loc, numItems, numKeyTiles);
 
     keyGradTile = scratch({paddedKeyRows(), headDim});
     valueGradTile = scratch({paddedKeyRows(), headDim});
@@ -715,15 +736,104 @@ public:
     outputGradTile = scratch({blocking.paddedTileM(), headDim});
     rowLse2 = scratch({blocking.paddedTileM()});
     allocateElementBlocks();
+    if (fused) {
+      queryGradBlock = zeroedScratch(
+          {blocking.paddedTileM(),
+           std::max(blocking.paddedTileN(), paddedKeyRows())});
+      queryGradTile = scratch({blocking.paddedTileM(), headDim});
+    }
 
     auto workLoop = scf::ForOp::create(builder, loc, chunk, numWork, numChunks);
     builder.setInsertionPointToStart(workLoop.getBody());
     Value work = workLoop.getInductionVar();
-    Value keyTile = arith::RemSIOp::create(builder, loc, work, numKeyTiles);
-    Value batchHead = arith::DivSIOp::create(builder, loc, work, numKeyTiles);
+    Value batchHead =
+        fused ? work : arith::DivSIOp::create(builder, loc, work, numKeyTiles);
     ElementContext item;
     item.kvHead = arith::RemSIOp::create(builder, loc, batchHead, kvHeads);
     item.b = arith::DivSIOp::create(builder, loc, batchHead, kvHeads);
+    if (!fused) {
+      if (failed(emitKeyTile(
+              item, arith::RemSIOp::create(builder, loc, work, numKeyTiles))))
+        return failure();
+    } else if (failed(emitItem(item))) {
+      return failure();
+    }
+    builder.setInsertionPointAfter(workLoop);
+    func::ReturnOp::create(builder, loc);
+    return success();
+  }
+
+private:
+  /// The heads of the item's group, `body(item)` with item.h set.
+  LogicalResult forEachHeadOfGroup(ElementContext &item,
+                                   function_ref<LogicalResult()> body) {
+    auto headLoop = scf::ForOp::create(builder, loc, index(0), group, index(1));
+    OpBuilder::InsertionGuard guard(builder);
+    builder.setInsertionPointToStart(headLoop.getBody());
+    item.h = arith::AddIOp::create(
+        builder, loc, arith::MulIOp::create(builder, loc, item.kvHead, group),
+        headLoop.getInductionVar());
+    return body();
+  }
+
+  /// Fused: zeroes the item's dQ sums, runs every key tile, then finishes
+  /// the dQ rows of each head of the group, a query tile at a time.
+  LogicalResult emitItem(ElementContext &item) {
+    if (failed(forEachHeadOfGroup(item, [&]() -> LogicalResult {
+          fill(qLen, [&](Value qIdx) {
+            storeRow(zeroRow(), queryGradSums, item.b, item.h, qIdx);
+            memref::StoreOp::create(builder, loc, f32(0), queryNormSums,
+                                    ValueRange{item.b, item.h, qIdx});
+            memref::StoreOp::create(builder, loc, f32(0), rowAdjointSums,
+                                    ValueRange{item.b, item.h, qIdx});
+          });
+          return success();
+        })))
+      return failure();
+    {
+      auto keyTileLoop =
+          scf::ForOp::create(builder, loc, index(0), numKeyTiles, index(1));
+      OpBuilder::InsertionGuard guard(builder);
+      builder.setInsertionPointToStart(keyTileLoop.getBody());
+      if (failed(emitKeyTile(item, keyTileLoop.getInductionVar())))
+        return failure();
+    }
+    return forEachHeadOfGroup(item, [&]() -> LogicalResult {
+      FailureOr<Value> qScale = queryScale(item);
+      if (failed(qScale))
+        return failure();
+      item.qScale = *qScale;
+      auto qTileLoop =
+          scf::ForOp::create(builder, loc, index(0), numQTiles, index(1));
+      OpBuilder::InsertionGuard guard(builder);
+      builder.setInsertionPointToStart(qTileLoop.getBody());
+      Value qLo = arith::MulIOp::create(builder, loc,
+                                        qTileLoop.getInductionVar(),
+                                        index(tileM));
+      Value numRows = minIndex(index(tileM),
+                               arith::SubIOp::create(builder, loc, qLen, qLo));
+      auto at = [&](Value r) {
+        return SmallVector<Value, 3>{
+            item.b, item.h, arith::AddIOp::create(builder, loc, qLo, r)};
+      };
+      return finishQueryRows(
+          item, qLo, numRows, queryGrad,
+          [&](Value r) -> Value {
+            return loadRow(queryGradSums, item.b, item.h,
+                           arith::AddIOp::create(builder, loc, qLo, r));
+          },
+          [&](Value r) -> Value {
+            return memref::LoadOp::create(builder, loc, queryNormSums, at(r));
+          },
+          [&](Value r) -> Value {
+            return memref::LoadOp::create(builder, loc, rowAdjointSums, at(r));
+          });
+    });
+  }
+
+  /// One key tile of item's kv head against every query head of the group
+  /// and every query tile the mask keeps; dK and dV of its keys stored.
+  LogicalResult emitKeyTile(ElementContext &item, Value keyTile) {
     kvLo = arith::MulIOp::create(builder, loc, keyTile, index(tileN));
     numKeys = minIndex(index(tileN),
                        arith::SubIOp::create(builder, loc, kvLen, kvLo));
@@ -743,75 +853,71 @@ public:
     });
 
     // The query heads of the group read this key/value head.
-    auto headLoop = scf::ForOp::create(builder, loc, index(0), group, index(1));
+    if (failed(forEachHeadOfGroup(item, [&]() -> LogicalResult {
+    FailureOr<Value> qScale = queryScale(item);
+    if (failed(qScale))
+      return failure();
+    item.qScale = *qScale;
+    if (failed(computeKeyBiases(item, kvLo, numKeys, keyBiasTile)))
+      return failure();
+    fill(index(blocking.paddedTileN()), [&](Value j) {
+      memref::StoreOp::create(builder, loc, f32(0), keyBiasGrad, j);
+    });
+
+    auto qTileLoop =
+        scf::ForOp::create(builder, loc, index(0), numQTiles, index(1));
     {
-      OpBuilder::InsertionGuard guard(builder);
-      builder.setInsertionPointToStart(headLoop.getBody());
-      item.h = arith::AddIOp::create(
-          builder, loc, arith::MulIOp::create(builder, loc, item.kvHead, group),
-          headLoop.getInductionVar());
-      FailureOr<Value> qScale = queryScale(item);
-      if (failed(qScale))
+      OpBuilder::InsertionGuard tileGuard(builder);
+      builder.setInsertionPointToStart(qTileLoop.getBody());
+      Value qLo = arith::MulIOp::create(
+          builder, loc, qTileLoop.getInductionVar(), index(tileM));
+      Value numRows = minIndex(
+          index(tileM), arith::SubIOp::create(builder, loc, qLen, qLo));
+      auto tileClass =
+          classifyTile(item.b, item.h, qLo, lastOf(qLo, numRows), kvLo, kvHi);
+      if (failed(tileClass))
         return failure();
-      item.qScale = *qScale;
-      if (failed(computeKeyBiases(item, kvLo, numKeys, keyBiasTile)))
+      if (failed(forLiveTile(*tileClass, [&](bool withMask) {
+            stageRowBlocks(item, qLo, numRows, queryTile, outputGradTile,
+                           rowLse2);
+            if (failed(computeElementBlocks(item, qLo, numRows, kvLo,
+                                            queryTile, outputGradTile,
+                                            rowLse2, keyBiasTile)))
+              return failure();
+            return emitTile(item, qLo, numRows, withMask);
+          })))
         return failure();
-      fill(index(blocking.paddedTileN()), [&](Value j) {
-        memref::StoreOp::create(builder, loc, f32(0), keyBiasGrad, j);
-      });
-
-      auto qTileLoop =
-          scf::ForOp::create(builder, loc, index(0), numQTiles, index(1));
-      {
-        OpBuilder::InsertionGuard tileGuard(builder);
-        builder.setInsertionPointToStart(qTileLoop.getBody());
-        Value qLo = arith::MulIOp::create(
-            builder, loc, qTileLoop.getInductionVar(), index(tileM));
-        Value numRows = minIndex(
-            index(tileM), arith::SubIOp::create(builder, loc, qLen, qLo));
-        auto tileClass =
-            classifyTile(item.b, item.h, qLo, lastOf(qLo, numRows), kvLo, kvHi);
-        if (failed(tileClass))
-          return failure();
-        if (failed(forLiveTile(*tileClass, [&](bool withMask) {
-              stageRowBlocks(item, qLo, numRows, queryTile, outputGradTile,
-                             rowLse2);
-              if (failed(computeElementBlocks(item, qLo, numRows, kvLo,
-                                              queryTile, outputGradTile,
-                                              rowLse2, keyBiasTile)))
-                return failure();
-              return emitTile(item, qLo, numRows, withMask);
-            })))
-          return failure();
-      }
-
-      // The key bias's gradient, per key, with the sum over rows of what
-      // score_grad sent to it.
-      if (!attention.getKeyBiasGrad().empty()) {
-        auto keyLoop =
-            scf::ForOp::create(builder, loc, index(0), numKeys, index(1));
-        OpBuilder::InsertionGuard keyGuard(builder);
-        builder.setInsertionPointToStart(keyLoop.getBody());
-        Value j = keyLoop.getInductionVar();
-        ElementContext element = item;
-        element.qIdx = index(0);
-        element.kvIdx = arith::AddIOp::create(builder, loc, kvLo, j);
-        element.adjoint = memref::LoadOp::create(builder, loc, keyBiasGrad, j);
-        GradientSinks sinks;
-        sinkParamsAndCaptures(sinks);
-        sinks.norm2 = [&](attn::Vector side, Value x) {
-          if (side != attn::Vector::k)
-            return;
-          Value old = memref::LoadOp::create(builder, loc, keyNormGrad, j);
-          memref::StoreOp::create(builder, loc,
-                                  arith::AddFOp::create(builder, loc, old, x),
-                                  keyNormGrad, j);
-        };
-        element.sinks = &sinks;
-        if (failed(inlineRegion(attention.getKeyBiasGrad(), element)))
-          return failure();
-      }
     }
+
+    // The key bias's gradient, per key, with the sum over rows of what
+    // score_grad sent to it.
+    if (!attention.getKeyBiasGrad().empty()) {
+      auto keyLoop =
+          scf::ForOp::create(builder, loc, index(0), numKeys, index(1));
+      OpBuilder::InsertionGuard keyGuard(builder);
+      builder.setInsertionPointToStart(keyLoop.getBody());
+      Value j = keyLoop.getInductionVar();
+      ElementContext element = item;
+      element.qIdx = index(0);
+      element.kvIdx = arith::AddIOp::create(builder, loc, kvLo, j);
+      element.adjoint = memref::LoadOp::create(builder, loc, keyBiasGrad, j);
+      GradientSinks sinks;
+      sinkParamsAndCaptures(sinks);
+      sinks.norm2 = [&](attn::Vector side, Value x) {
+        if (side != attn::Vector::k)
+          return;
+        Value old = memref::LoadOp::create(builder, loc, keyNormGrad, j);
+        memref::StoreOp::create(builder, loc,
+                                arith::AddFOp::create(builder, loc, old, x),
+                                keyNormGrad, j);
+      };
+      element.sinks = &sinks;
+      if (failed(inlineRegion(attention.getKeyBiasGrad(), element)))
+        return failure();
+    }
+      return success();
+    })))
+      return failure();
 
     // dK = dK~ + 2 (dL/d||k||^2) k, then both gradients to memory.
     fill(numKeys, [&](Value j) {
@@ -831,12 +937,9 @@ public:
                                       ValueRange{j, index(0)}),
                valueGrad, item.b, item.kvHead, kvIdx);
     });
-    builder.setInsertionPointAfter(workLoop);
-    func::ReturnOp::create(builder, loc);
     return success();
   }
 
-private:
   /// One (query tile, key tile): per row and vector of keys, the weights
   /// (0 where masked) into the weights block, dS times q_scale into the dS
   /// block, score_grad's key-side adjoints added per key and its
@@ -860,10 +963,13 @@ private:
           keySinks.keyBias = [&](Value x) {
             addToVector(keyBiasGrad, index(c * lanes), x);
           };
-          // ||q||^2's is the dQ pass's.
+          // ||q||^2's is the dQ pass's, or the fused pass's sums'.
+          SmallVector<Value, 3> rowAt{item.b, item.h, keys.row.qIdx};
           keySinks.norm2 = [&](attn::Vector side, Value x) {
             if (side == attn::Vector::k)
               addToVector(keyNormGrad, index(c * lanes), x);
+            else if (fused)
+              addLaneSum(queryNormSums, rowAt, x);
           };
           GradientSinks rowSinks;
           sinkParamsAndCaptures(rowSinks);
@@ -878,6 +984,12 @@ private:
                   vector::BroadcastOp::create(
                       builder, loc, keyVectorType(blocking), item.qScale)),
               scoreGradBlock, at);
+          if (fused) {
+            vector::StoreOp::create(builder, loc, scoreGrads, queryGradBlock,
+                                    at);
+            if (!attention.getRowBiasGrad().empty())
+              addLaneSum(rowAdjointSums, rowAt, keys.adjoint);
+          }
           return success();
         });
     if (failed(elements))
@@ -892,13 +1004,52 @@ private:
                              /*byColumn=*/true, stagedRow(outputGradTile),
                              withMask)))
       return failure();
-    return blockedUpdate(keyGradTile, numKeys, numRows, scoreGradBlock,
-                         /*byColumn=*/true, stagedRow(queryTile), withMask);
+    if (failed(blockedUpdate(keyGradTile, numKeys, numRows, scoreGradBlock,
+                             /*byColumn=*/true, stagedRow(queryTile),
+                             withMask)))
+      return failure();
+    if (!fused)
+      return success();
+    // dQ~ += dS k into the rows' sums, through a staged tile whose padding
+    // rows are zero (the blocked update reads whole row blocks).
+    fill(index(blocking.paddedTileM()), [&](Value r) {
+      vector::StoreOp::create(builder, loc, zeroRow(), queryGradTile,
+                              ValueRange{r, index(0)});
+    });
+    auto qIdx = [&](Value r) {
+      return arith::AddIOp::create(builder, loc, qLo, r);
+    };
+    fill(numRows, [&](Value r) {
+      vector::StoreOp::create(builder, loc,
+                              loadRow(queryGradSums, item.b, item.h, qIdx(r)),
+                              queryGradTile, ValueRange{r, index(0)});
+    });
+    if (failed(blockedUpdate(
+            queryGradTile, numRows, numKeys, queryGradBlock,
+            /*byColumn=*/false,
+            [&](Value j) {
+              return loadRow(key, item.b, item.kvHead,
+                             arith::AddIOp::create(builder, loc, kvLo, j));
+            },
+            withMask)))
+      return failure();
+    fill(numRows, [&](Value r) {
+      storeRow(stagedRow(queryGradTile)(r), queryGradSums, item.b, item.h,
+               qIdx(r));
+    });
+    return success();
   }
 
+  /// Whether this is the fused pass (NAME_bwd_fused).
+  bool fused;
   Value kvLo, numKeys;
+  Value keyGrad, valueGrad;
   Value keyGradTile, valueGradTile, keyNormGrad, keyBiasTile, keyBiasGrad;
   Value queryTile, outputGradTile, rowLse2;
+  /// Fused: dQ, the f32 sums of dQ~, of the rows' ||q||^2 gradients and
+  /// of their dS, the unscaled dS of the tile and the staged dQ~ rows.
+  Value queryGrad, queryGradSums, queryNormSums, rowAdjointSums;
+  Value queryGradBlock, queryGradTile;
 };
 
 /// NAME_bwd_dq(q, k, v, dO, delta, lse2, dQ, partials, grad_mask,
@@ -996,7 +1147,7 @@ public:
               };
               keySinks.norm2 = [&](attn::Vector side, Value x) {
                 if (side == attn::Vector::q)
-                  addLaneSum(queryNormGrad, r, x);
+                  addLaneSum(queryNormGrad, ValueRange{r}, x);
               };
               keys.vectorSinks = &keySinks;
               keys.row.sinks = nullptr;
@@ -1005,7 +1156,7 @@ public:
                 return failure();
               vector::StoreOp::create(builder, loc, scoreGrads, scoreGradBlock,
                                       ValueRange{r, index(c * lanes)});
-              addLaneSum(rowAdjointSum, r, keys.adjoint);
+              addLaneSum(rowAdjointSum, ValueRange{r}, keys.adjoint);
               return success();
             });
         if (failed(elements))
@@ -1084,12 +1235,20 @@ LogicalResult rbfc::host::buildHostBackward(attn::AttentionOp attention,
       "_bwd_dkdv", {q, k, v, o, rowValues, rowValues, k, v, partials, mask});
   auto queryGrad = declare(
       "_bwd_dq", {q, k, v, o, rowValues, rowValues, q, partials, mask});
+  auto queryType = cast<ShapedType>(attention.getQuery().getType());
+  Type sums = stridedMemRefFor(
+      RankedTensorType::get(queryType.getShape(), b.getF32Type()), true);
+  auto fused = declare("_bwd_fused", {q, k, v, o, rowValues, rowValues, k, v, q,
+                                      sums, rowValues, rowValues, partials,
+                                      mask});
   if (failed(RowsEmitter(attention, rows, blocking).emit()) ||
-      failed(KeyValueGradEmitter(attention, keyValue, blocking).emit()) ||
-      failed(QueryGradEmitter(attention, queryGrad, blocking).emit())) {
+      failed(KeyValueGradEmitter(attention, keyValue, blocking, false).emit()) ||
+      failed(QueryGradEmitter(attention, queryGrad, blocking).emit()) ||
+      failed(KeyValueGradEmitter(attention, fused, blocking, true).emit())) {
     rows.erase();
     keyValue.erase();
     queryGrad.erase();
+    fused.erase();
     return failure();
   }
   LLVM_DEBUG(llvm::dbgs() << "attn-lower-to-host: built the backward of @"
