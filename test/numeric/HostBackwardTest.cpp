@@ -316,58 +316,75 @@ TEST(HostBackward, FusedScheduleGivesTheSplitSchedulesGradients) {
     }
 }
 
-TEST(HostBackward, FullyMaskedRowsGiveZeroGradients) {
-  std::mt19937_64 rng(testSeed() + 11);
-  // window = 0 masks every key of every row.
-  GradProblem none("sliding_window", "f32", 64, {1, 2, 2, 20, 30}, rng,
-                   {{"window", 0}});
-  none.runBackward(true);
-  for (Buffer *buffer : {&none.queryGrad, &none.keyGrad, &none.valueGrad})
-    for (size_t i = 0; i < buffer->size(); ++i)
-      ASSERT_EQ(buffer->get(i), 0.0) << "element " << i;
+/// Both backward schedules, for the tests that pin down what a gradient
+/// holds.
+constexpr host::BackwardSchedule kSchedules[] = {
+    host::BackwardSchedule::split, host::BackwardSchedule::fused};
 
-  // Queries past the keys' last document see no key: their dq is 0.
-  GradProblem docs("document_mask", "bf16", 64, {1, 2, 1, 40, 20}, rng);
-  for (int64_t i = 0; i < 40; ++i)
-    docs.docIds[i] = i < 10 ? 0 : i < 20 ? 1 : 2;
-  docs.runBackward(true);
-  docs.compare(docs.referenceGradients(true));
-  for (int64_t h = 0; h < 2; ++h)
-    for (int64_t i = 20; i < 40; ++i)
-      for (int64_t c = 0; c < 64; ++c)
-        ASSERT_EQ(docs.queryGrad.get((h * 40 + i) * 64 + c), 0.0);
+TEST(HostBackward, FullyMaskedRowsGiveZeroGradients) {
+  for (host::BackwardSchedule schedule : kSchedules) {
+    SCOPED_TRACE(schedule == host::BackwardSchedule::split ? "split"
+                                                           : "fused");
+    std::mt19937_64 rng(testSeed() + 11);
+    // window = 0 masks every key of every row.
+    GradProblem none("sliding_window", "f32", 64, {1, 2, 2, 20, 30}, rng,
+                     {{"window", 0}});
+    none.schedule = schedule;
+    none.runBackward(true);
+    for (Buffer *buffer : {&none.queryGrad, &none.keyGrad, &none.valueGrad})
+      for (size_t i = 0; i < buffer->size(); ++i)
+        ASSERT_EQ(buffer->get(i), 0.0) << "element " << i;
+
+    // Queries past the keys' last document see no key: their dq is 0.
+    GradProblem docs("document_mask", "bf16", 64, {1, 2, 1, 40, 20}, rng);
+    for (int64_t i = 0; i < 40; ++i)
+      docs.docIds[i] = i < 10 ? 0 : i < 20 ? 1 : 2;
+    docs.schedule = schedule;
+    docs.runBackward(true);
+    docs.compare(docs.referenceGradients(true));
+    for (int64_t h = 0; h < 2; ++h)
+      for (int64_t i = 20; i < 40; ++i)
+        for (int64_t c = 0; c < 64; ++c)
+          ASSERT_EQ(docs.queryGrad.get((h * 40 + i) * 64 + c), 0.0);
+  }
 }
 
 TEST(HostBackward, NaNReachesOnlyTheGradientsItShould) {
-  std::mt19937_64 rng(testSeed() + 12);
-  const int64_t n = 90, d = 64;
-  // A NaN in value row 70 of a causal op: dP is NaN exactly for the rows
-  // that keep key 70 (rows >= 70), so their dq and, through D, the dk of
-  // every key they keep; dV = P^T dO never reads V.
-  GradProblem causal("causal", "f32", d, {1, 2, 1, n, n}, rng);
-  causal.value.set(70 * d + 5, kNaN);
-  causal.runBackward(false);
-  for (int64_t h = 0; h < 2; ++h)
-    for (int64_t i = 0; i < n; ++i)
-      EXPECT_EQ(std::isnan(causal.queryGrad.get((h * n + i) * d + 1)), i >= 70)
-          << "dq head " << h << " row " << i;
-  for (int64_t j = 0; j < n; ++j) {
-    EXPECT_TRUE(std::isnan(causal.keyGrad.get(j * d + 1))) << "dk row " << j;
-    EXPECT_FALSE(std::isnan(causal.valueGrad.get(j * d + 1))) << "dv row " << j;
-  }
-  // A NaN in query row 3 of head 1 (of two kv heads): that row's dq and
-  // the dk/dv of kv head 1, nothing of kv head 0.
-  GradProblem softmax("softmax", "f32", d, {1, 2, 2, n, n}, rng);
-  softmax.query.set((1 * n + 3) * d, kNaN);
-  softmax.runBackward(false);
-  for (int64_t h = 0; h < 2; ++h)
-    for (int64_t i = 0; i < n; ++i) {
-      EXPECT_EQ(std::isnan(softmax.queryGrad.get((h * n + i) * d + 1)),
-                h == 1 && i == 3)
-          << "dq head " << h << " row " << i;
-      EXPECT_EQ(std::isnan(softmax.keyGrad.get((h * n + i) * d + 1)), h == 1);
-      EXPECT_EQ(std::isnan(softmax.valueGrad.get((h * n + i) * d + 1)), h == 1);
+  for (host::BackwardSchedule schedule : kSchedules) {
+    SCOPED_TRACE(schedule == host::BackwardSchedule::split ? "split"
+                                                           : "fused");
+    std::mt19937_64 rng(testSeed() + 12);
+    const int64_t n = 90, d = 64;
+    // A NaN in value row 70 of a causal op: dP is NaN exactly for the rows
+    // that keep key 70 (rows >= 70), so their dq and, through D, the dk of
+    // every key they keep; dV = P^T dO never reads V.
+    GradProblem causal("causal", "f32", d, {1, 2, 1, n, n}, rng);
+    causal.value.set(70 * d + 5, kNaN);
+    causal.schedule = schedule;
+    causal.runBackward(false);
+    for (int64_t h = 0; h < 2; ++h)
+      for (int64_t i = 0; i < n; ++i)
+        EXPECT_EQ(std::isnan(causal.queryGrad.get((h * n + i) * d + 1)), i >= 70)
+            << "dq head " << h << " row " << i;
+    for (int64_t j = 0; j < n; ++j) {
+      EXPECT_TRUE(std::isnan(causal.keyGrad.get(j * d + 1))) << "dk row " << j;
+      EXPECT_FALSE(std::isnan(causal.valueGrad.get(j * d + 1))) << "dv row " << j;
     }
+    // A NaN in query row 3 of head 1 (of two kv heads): that row's dq and
+    // the dk/dv of kv head 1, nothing of kv head 0.
+    GradProblem softmax("softmax", "f32", d, {1, 2, 2, n, n}, rng);
+    softmax.query.set((1 * n + 3) * d, kNaN);
+    softmax.schedule = schedule;
+    softmax.runBackward(false);
+    for (int64_t h = 0; h < 2; ++h)
+      for (int64_t i = 0; i < n; ++i) {
+        EXPECT_EQ(std::isnan(softmax.queryGrad.get((h * n + i) * d + 1)),
+                  h == 1 && i == 3)
+            << "dq head " << h << " row " << i;
+        EXPECT_EQ(std::isnan(softmax.keyGrad.get((h * n + i) * d + 1)), h == 1);
+        EXPECT_EQ(std::isnan(softmax.valueGrad.get((h * n + i) * d + 1)), h == 1);
+      }
+  }
 }
 
 TEST(HostBackward, StridedViews) {
