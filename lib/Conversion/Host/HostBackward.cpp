@@ -503,7 +503,11 @@ protected:
 
   /// An scf.for over [0, count) running `body` on each index.
   void fill(Value count, function_ref<void(Value)> body) {
-    auto loop = scf::ForOp::create(builder, loc, index(0), count, index(1));
+    fill(index(0), count, body);
+  }
+  /// ... over [from, to).
+  void fill(Value from, Value to, function_ref<void(Value)> body) {
+    auto loop = scf::ForOp::create(builder, loc, from, to, index(1));
     OpBuilder::InsertionGuard guard(builder);
     builder.setInsertionPointToStart(loop.getBody());
     body(loop.getInductionVar());
@@ -635,9 +639,8 @@ public:
     ElementContext item;
     item.h = arith::RemSIOp::create(builder, loc, batchHead, heads);
     item.b = arith::DivSIOp::create(builder, loc, batchHead, heads);
-    Value qLo = arith::MulIOp::create(builder, loc, qTile, index(tileM));
-    Value numRows =
-        minIndex(index(tileM), arith::SubIOp::create(builder, loc, qLen, qLo));
+    Value qLo, numRows;
+    std::tie(qLo, numRows) = tileSpan(qTile, tileM, qLen);
     auto rowLoop =
         scf::ForOp::create(builder, loc, index(0), numRows, index(1));
     builder.setInsertionPointToStart(rowLoop.getBody());
@@ -807,11 +810,9 @@ private:
           scf::ForOp::create(builder, loc, index(0), numQTiles, index(1));
       OpBuilder::InsertionGuard guard(builder);
       builder.setInsertionPointToStart(qTileLoop.getBody());
-      Value qLo = arith::MulIOp::create(builder, loc,
-                                        qTileLoop.getInductionVar(),
-                                        index(tileM));
-      Value numRows = minIndex(index(tileM),
-                               arith::SubIOp::create(builder, loc, qLen, qLo));
+      Value qLo, numRows;
+      std::tie(qLo, numRows) =
+          tileSpan(qTileLoop.getInductionVar(), tileM, qLen);
       auto at = [&](Value r) {
         return SmallVector<Value, 3>{
             item.b, item.h, arith::AddIOp::create(builder, loc, qLo, r)};
@@ -831,29 +832,10 @@ private:
     });
   }
 
-  /// One key tile of item's kv head against every query head of the group
-  /// and every query tile the mask keeps; dK and dV of its keys stored.
-  LogicalResult emitKeyTile(ElementContext &item, Value keyTile) {
-    kvLo = arith::MulIOp::create(builder, loc, keyTile, index(tileN));
-    numKeys = minIndex(index(tileN),
-                       arith::SubIOp::create(builder, loc, kvLen, kvLo));
-    Value kvHi = lastOf(kvLo, numKeys);
-    // The key tile is the same for every query head and tile of the item.
-    packTransposed(key, item.b, item.kvHead, kvLo, keyTransposed, blocking);
-    packTransposed(value, item.b, item.kvHead, kvLo, valueTransposed,
-                   blocking);
-    fill(index(paddedKeyRows()), [&](Value j) {
-      vector::StoreOp::create(builder, loc, zeroRow(), keyGradTile,
-                              ValueRange{j, index(0)});
-      vector::StoreOp::create(builder, loc, zeroRow(), valueGradTile,
-                              ValueRange{j, index(0)});
-    });
-    fill(index(blocking.paddedTileN()), [&](Value j) {
-      memref::StoreOp::create(builder, loc, f32(0), keyNormGrad, j);
-    });
-
-    // The query heads of the group read this key/value head.
-    if (failed(forEachHeadOfGroup(item, [&]() -> LogicalResult {
+  /// One query head of the group against the key tile (kvLo, numKeys, its
+  /// last key kvHi): every query tile the mask keeps, then the key bias's
+  /// gradient per key.
+  LogicalResult emitKeyTileForHead(ElementContext &item, Value kvHi) {
     FailureOr<Value> qScale = queryScale(item);
     if (failed(qScale))
       return failure();
@@ -869,10 +851,9 @@ private:
     {
       OpBuilder::InsertionGuard tileGuard(builder);
       builder.setInsertionPointToStart(qTileLoop.getBody());
-      Value qLo = arith::MulIOp::create(
-          builder, loc, qTileLoop.getInductionVar(), index(tileM));
-      Value numRows = minIndex(
-          index(tileM), arith::SubIOp::create(builder, loc, qLen, qLo));
+      Value qLo, numRows;
+      std::tie(qLo, numRows) =
+          tileSpan(qTileLoop.getInductionVar(), tileM, qLen);
       auto tileClass =
           classifyTile(item.b, item.h, qLo, lastOf(qLo, numRows), kvLo, kvHi);
       if (failed(tileClass))
@@ -915,8 +896,30 @@ private:
       if (failed(inlineRegion(attention.getKeyBiasGrad(), element)))
         return failure();
     }
-      return success();
-    })))
+    return success();
+  }
+
+  /// One key tile of item's kv head against every query head of the group
+  /// and every query tile the mask keeps; dK and dV of its keys stored.
+  LogicalResult emitKeyTile(ElementContext &item, Value keyTile) {
+    std::tie(kvLo, numKeys) = tileSpan(keyTile, tileN, kvLen);
+    Value kvHi = lastOf(kvLo, numKeys);
+    // The key tile is the same for every query head and tile of the item.
+    packTransposed(key, item.b, item.kvHead, kvLo, keyTransposed, blocking);
+    packTransposed(value, item.b, item.kvHead, kvLo, valueTransposed, blocking);
+    fill(index(paddedKeyRows()), [&](Value j) {
+      vector::StoreOp::create(builder, loc, zeroRow(), keyGradTile,
+                              ValueRange{j, index(0)});
+      vector::StoreOp::create(builder, loc, zeroRow(), valueGradTile,
+                              ValueRange{j, index(0)});
+    });
+    fill(index(blocking.paddedTileN()), [&](Value j) {
+      memref::StoreOp::create(builder, loc, f32(0), keyNormGrad, j);
+    });
+
+    // The query heads of the group read this key/value head.
+    if (failed(forEachHeadOfGroup(
+            item, [&]() { return emitKeyTileForHead(item, kvHi); })))
       return failure();
 
     // dK = dK~ + 2 (dL/d||k||^2) k, then both gradients to memory.
@@ -1012,10 +1015,6 @@ private:
       return success();
     // dQ~ += dS k into the rows' sums, through a staged tile whose padding
     // rows are zero (the blocked update reads whole row blocks).
-    fill(index(blocking.paddedTileM()), [&](Value r) {
-      vector::StoreOp::create(builder, loc, zeroRow(), queryGradTile,
-                              ValueRange{r, index(0)});
-    });
     auto qIdx = [&](Value r) {
       return arith::AddIOp::create(builder, loc, qLo, r);
     };
@@ -1023,6 +1022,10 @@ private:
       vector::StoreOp::create(builder, loc,
                               loadRow(queryGradSums, item.b, item.h, qIdx(r)),
                               queryGradTile, ValueRange{r, index(0)});
+    });
+    fill(numRows, index(blocking.paddedTileM()), [&](Value r) {
+      vector::StoreOp::create(builder, loc, zeroRow(), queryGradTile,
+                              ValueRange{r, index(0)});
     });
     if (failed(blockedUpdate(
             queryGradTile, numRows, numKeys, queryGradBlock,
@@ -1084,9 +1087,8 @@ public:
     item.h = arith::RemSIOp::create(builder, loc, batchHead, heads);
     item.b = arith::DivSIOp::create(builder, loc, batchHead, heads);
     item.kvHead = arith::DivSIOp::create(builder, loc, item.h, group);
-    Value qLo = arith::MulIOp::create(builder, loc, qTile, index(tileM));
-    Value numRows =
-        minIndex(index(tileM), arith::SubIOp::create(builder, loc, qLen, qLo));
+    Value qLo, numRows;
+    std::tie(qLo, numRows) = tileSpan(qTile, tileM, qLen);
     Value qHi = lastOf(qLo, numRows);
     FailureOr<Value> qScale = queryScale(item);
     if (failed(qScale))
@@ -1111,10 +1113,9 @@ public:
     {
       OpBuilder::InsertionGuard guard(builder);
       builder.setInsertionPointToStart(keyTileLoop.getBody());
-      Value kvLo = arith::MulIOp::create(
-          builder, loc, keyTileLoop.getInductionVar(), index(tileN));
-      Value numKeys = minIndex(
-          index(tileN), arith::SubIOp::create(builder, loc, kvLen, kvLo));
+      Value kvLo, numKeys;
+      std::tie(kvLo, numKeys) =
+          tileSpan(keyTileLoop.getInductionVar(), tileN, kvLen);
       auto tileClass =
           classifyTile(item.b, item.h, qLo, qHi, kvLo, lastOf(kvLo, numKeys));
       if (failed(tileClass))

@@ -58,6 +58,14 @@ Value HostEmitter::minIndex(Value a, Value b) {
   return arith::MinSIOp::create(builder, loc, a, b);
 }
 
+std::pair<Value, Value> HostEmitter::tileSpan(Value tile, int64_t size,
+                                              Value length) {
+  Value lo = arith::MulIOp::create(builder, loc, tile, index(size));
+  Value count =
+      minIndex(index(size), arith::SubIOp::create(builder, loc, length, lo));
+  return {lo, count};
+}
+
 VectorType HostEmitter::rowType() {
   return VectorType::get({headDim}, builder.getF32Type());
 }

@@ -333,9 +333,8 @@ LogicalResult HostKernelEmitter::emit() {
   item.h = arith::RemSIOp::create(builder, loc, batchHead, heads);
   item.b = arith::DivSIOp::create(builder, loc, batchHead, heads);
   item.kvHead = arith::DivSIOp::create(builder, loc, item.h, group);
-  Value qLo = arith::MulIOp::create(builder, loc, qTile, index(blocking.tileM));
-  Value numRows = minIndex(index(blocking.tileM),
-                           arith::SubIOp::create(builder, loc, qLen, qLo));
+  Value qLo, numRows;
+  std::tie(qLo, numRows) = tileSpan(qTile, blocking.tileM, qLen);
   Value qHi = arith::SubIOp::create(
       builder, loc, arith::AddIOp::create(builder, loc, qLo, numRows),
       index(1));

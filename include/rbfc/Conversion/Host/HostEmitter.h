@@ -119,6 +119,10 @@ protected:
   mlir::Value index(int64_t value);
   mlir::Value f32(double value);
   mlir::Value minIndex(mlir::Value a, mlir::Value b);
+  /// The first row of tile `tile` of `size` rows and its rows, at most
+  /// `size`, the last tile cut at `length`.
+  std::pair<mlir::Value, mlir::Value> tileSpan(mlir::Value tile, int64_t size,
+                                               mlir::Value length);
   mlir::VectorType rowType();
   /// vector<head_dim x f32> zeros.
   mlir::Value zeroRow();
