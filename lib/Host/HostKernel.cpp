@@ -583,6 +583,16 @@ llvm::Error HostKernel::backward(const HostBackwardArgs &args) const {
     runParallel(chunks, args.numThreads,
                 [&](int64_t chunk) { packed.call(function, chunk, chunks); });
   };
+  // A gradient pass's arguments: its tensors, the gradient mask, then the
+  // params, captures and sequence block.
+  auto gradientCall = [&](std::initializer_list<const TensorRef *> tensors) {
+    PackedCall packed;
+    for (const TensorRef *tensor : tensors)
+      packed.tensor(*tensor);
+    packed.scalar(&gradMask);
+    call->packTrailing(packed);
+    return packed;
+  };
   // The schedule depends on the problem only, never on the thread count:
   // the partial sums' order, and so the parameters' bits, follow it.
   const int64_t items = call->batch * kvHeads;
@@ -601,35 +611,24 @@ llvm::Error HostKernel::backward(const HostBackwardArgs &args) const {
                                rowSizes, contiguousStrides(rowSizes)};
     TensorRef rowAdjointSumsRef{rowAdjointSums.data(), ElementType::f32,
                                 rowSizes, contiguousStrides(rowSizes)};
-    PackedCall fusedCall;
-    for (const TensorRef *tensor : std::initializer_list<const TensorRef *>{
-             &args.query, &args.key, &args.value, &args.outputGrad, &deltaRef,
-             &lse2Ref, &args.keyGrad, &args.valueGrad, &args.queryGrad,
-             &queryGradSumsRef, &queryNormSumsRef, &rowAdjointSumsRef,
-             &partialsRef})
-      fusedCall.tensor(*tensor);
-    fusedCall.scalar(&gradMask);
-    call->packTrailing(fusedCall);
-    runChunks(items, fusedCall, fusedGradEntry);
+    runChunks(
+        items,
+        gradientCall({&args.query, &args.key, &args.value, &args.outputGrad,
+                      &deltaRef, &lse2Ref, &args.keyGrad, &args.valueGrad,
+                      &args.queryGrad, &queryGradSumsRef, &queryNormSumsRef,
+                      &rowAdjointSumsRef, &partialsRef}),
+        fusedGradEntry);
   } else {
-    PackedCall keyValueCall;
-    for (const TensorRef *tensor : std::initializer_list<const TensorRef *>{
-             &args.query, &args.key, &args.value, &args.outputGrad, &deltaRef,
-             &lse2Ref, &args.keyGrad, &args.valueGrad, &partialsRef})
-      keyValueCall.tensor(*tensor);
-    keyValueCall.scalar(&gradMask);
-    call->packTrailing(keyValueCall);
-    PackedCall queryCall;
-    for (const TensorRef *tensor : std::initializer_list<const TensorRef *>{
-             &args.query, &args.key, &args.value, &args.outputGrad, &deltaRef,
-             &lse2Ref, &args.queryGrad, &partialsRef})
-      queryCall.tensor(*tensor);
-    queryCall.scalar(&gradMask);
-    call->packTrailing(queryCall);
-    runChunks(items * ((kvLen + tileN - 1) / tileN), keyValueCall,
+    runChunks(items * ((kvLen + tileN - 1) / tileN),
+              gradientCall({&args.query, &args.key, &args.value,
+                            &args.outputGrad, &deltaRef, &lse2Ref,
+                            &args.keyGrad, &args.valueGrad, &partialsRef}),
               keyValueGradEntry);
-    runChunks(call->batch * call->heads * queryTiles, queryCall,
-              queryGradEntry);
+    runChunks(
+        call->batch * call->heads * queryTiles,
+        gradientCall({&args.query, &args.key, &args.value, &args.outputGrad,
+                      &deltaRef, &lse2Ref, &args.queryGrad, &partialsRef}),
+        queryGradEntry);
   }
 
   auto reduce = [&](int64_t slot) {

@@ -78,6 +78,15 @@ struct HostKernelArgs {
   int64_t qOffset = 0, kvOffset = 0, qSeqLen = 0, kvSeqLen = 0;
 };
 
+/// How the backward runs (docs/host-backend.md, "Backward"): `fused`, one
+/// pass per (batch, kv head) that also accumulates dQ (5 tile products per
+/// tile pair); `split`, a dK/dV pass per key tile and a dQ pass per query
+/// tile (7, and more work items); `automatic`, fused when there are
+/// kFusedBackwardItems (batch, kv head) items or more. The gradients of q,
+/// k and v are the same bits either way.
+enum class BackwardSchedule { automatic, fused, split };
+inline constexpr int64_t kFusedBackwardItems = 8;
+
 /// The inputs and outputs of one backward call (docs/host-backend.md,
 /// "Backward"). query, key, value, output and lse are the forward's
 /// tensors, outputGrad is dL/dO (output's shape and type), lseGrad dL/dlse
@@ -89,15 +98,6 @@ struct HostKernelArgs {
 /// tensor with the capture's sizes). Both must name f32 parameters and
 /// captures. The captures' and parameters' gradients are summed in a fixed
 /// order: the same inputs give the same bits, whatever the thread count.
-/// How the backward runs (docs/host-backend.md, "Backward"): `fused`, one
-/// pass per (batch, kv head) that also accumulates dQ (5 tile products per
-/// tile pair); `split`, a dK/dV pass per key tile and a dQ pass per query
-/// tile (7, and more work items); `automatic`, fused when there are
-/// kFusedBackwardItems (batch, kv head) items or more. The gradients of q,
-/// k and v are the same bits either way.
-enum class BackwardSchedule { automatic, fused, split };
-inline constexpr int64_t kFusedBackwardItems = 8;
-
 struct HostBackwardArgs {
   TensorRef query, key, value, output, lse;
   TensorRef outputGrad, lseGrad;
