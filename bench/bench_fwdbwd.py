@@ -26,7 +26,8 @@ Learnable captured tensors (--no-learnable skips them), causal ALiBi and a
 relative-position table at 4x16x4096x64:
   rbfc_alibi / rbfc_alibi_frozen    slopes with / without a gradient
   flex_alibi                        FlexAttention Triton, slopes with one
-  rbfc_relbias_frozen               the table without a gradient
+  rbfc_relbias / rbfc_relbias_frozen
+                                    the table with / without a gradient
   flex_relbias                      FlexAttention Triton, table with one
 Times are medians of triton.testing.do_bench (CUDA events, warm-up first);
 FLOPs 3.5 x 4*B*H*N*N*D (backward = 2.5 x forward), halved when causal.
@@ -177,6 +178,8 @@ LEARNABLE = {
         q, k, v, captures={"slopes": t}), "alibi", False),
     "flex_alibi": (lambda q, k, v, t: _flex_alibi_c(q, k, v, t, block_mask(q.shape[-2])),
                    "alibi", True),
+    "rbfc_relbias": (lambda q, k, v, t: rbfc_spec("relative_bias")(
+        q, k, v, captures={"bias": t}), "relbias", True),
     "rbfc_relbias_frozen": (lambda q, k, v, t: rbfc_spec("relative_bias")(
         q, k, v, captures={"bias": t}), "relbias", False),
     "flex_relbias": (lambda q, k, v, t: _flex_relbias_c(q, k, v, t), "relbias", True),
@@ -296,6 +299,10 @@ def print_table(rows):
         print(f"  slopes' gradient cost (rbfc_alibi / rbfc_alibi_frozen): "
               f"{ratio('rbfc_alibi', 'rbfc_alibi_frozen')}")
         print(f"  flex_alibi / rbfc_alibi (time): {ratio('flex_alibi', 'rbfc_alibi')}")
+        print(f"  table's gradient cost (rbfc_relbias / rbfc_relbias_frozen): "
+              f"{ratio('rbfc_relbias', 'rbfc_relbias_frozen')}")
+        print(f"  flex_relbias / rbfc_relbias (time): "
+              f"{ratio('flex_relbias', 'rbfc_relbias')}")
     for r in rows:
         if r.get("error"):
             print(f"ERROR {r['method']} {shape_label(shape_of(r))} "

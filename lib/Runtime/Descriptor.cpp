@@ -211,7 +211,9 @@ bool parseBackward(const JsonValue &root, const Descriptor &descriptor,
   if (!fields.integer("row_multiple", backward.rowMultiple, 1, 1 << 16, true) ||
       !fields.integer("key_terms", backward.keyTerms, 0, 2, true) ||
       !fields.string("key_terms_heads", heads, true) ||
-      !fields.integer("slots", backward.slots, 0, 1 << 16, true))
+      !fields.integer("slots", backward.slots, 0, 1 << 16, true) ||
+      !fields.integer("diagonal_query_tile", backward.diagonalQueryTile, 0,
+                      1 << 16, true))
     return false;
   if (heads != "q" && heads != "kv")
     return fields.fail("key_terms_heads",

@@ -456,11 +456,18 @@ bool backwardWorkspaceBytes(const Descriptor &d, const rbfc_tensor *q,
   int64_t headRows = s.batch * s.heads;
   int64_t termRows = s.batch * (bw.keyTermsPerKvHead ? s.kvHeads : s.heads);
   int64_t tiles = std::max(s.keyTiles, s.queryTiles);
-  // delta and lse2, the key terms, the partial sums, their per-head sums.
+  // delta and lse2, the key terms, the partial sums, their per-head sums,
+  // the diagonal sums of a relative-position table.
+  int64_t diagonalLength =
+      bw.diagonalQueryTile
+          ? ceilDiv(s.qLen, bw.diagonalQueryTile) * bw.diagonalQueryTile +
+                bw.keyValue.rowsPerBlock
+          : 0;
   __int128 floats = __int128(2) * headRows * s.rowLength +
                     __int128(bw.keyTerms) * termRows * s.keyLength +
                     __int128(2) * headRows * tiles * bw.slots +
-                    __int128(2) * headRows * bw.slots;
+                    __int128(2) * headRows * bw.slots +
+                    __int128(headRows) * s.keyTiles * diagonalLength;
   if (floats * 4 > __int128(SIZE_MAX)) {
     error = "workspace: the backward's workspace does not fit in size_t";
     return false;
@@ -570,9 +577,10 @@ bool prepareBackward(const Descriptor &d, const BackwardLaunchArgs &args,
     }
     if (!bw.captureGrads[c]) {
       error = what + ": the GPU backward computes gradients of captures read "
-                     "at indices that depend on the batch and head only; "
-                     "this one is read at q_idx or kv_idx (the host target "
-                     "computes it)";
+                     "at indices that depend on the batch and head only, or "
+                     "on q_idx - kv_idx through a monotone index (a "
+                     "relative-position table); this one is read at other "
+                     "indices (the host target computes it)";
       return false;
     }
     const rbfc_tensor &grad = args.captureGrads[c];

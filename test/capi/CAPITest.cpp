@@ -654,15 +654,15 @@ TEST(CAPICuda, CompilesToPtxAndChecksCallsWithoutAGpu) {
 }
 
 TEST(CAPICuda, BackwardChecksCallsWithoutAGpu) {
-  // A learnable ALiBi slope per head and a relative-position table: the GPU
-  // backward gives the first a gradient, not the second (read at q_idx -
-  // kv_idx); an int parameter has none.
+  // A learnable ALiBi slope per head and a table read along anti-diagonals
+  // (q_idx + kv_idx): the GPU backward gives the first a gradient, not the
+  // second (docs/backward.md); an int parameter has none.
   const char *spec = "attention learnable {\n"
                      "  capture slopes: f32[?];\n"
                      "  capture table: f32[?, ?];\n"
                      "  param width: int = 4;\n"
                      "  score = dot(q, k) + slopes[h] * (kv_idx - q_idx)\n"
-                     "          + table[h, q_idx - kv_idx + kv_len - 1];\n"
+                     "          + table[h, q_idx + kv_idx];\n"
                      "  mask = q_idx - kv_idx < width * 100;\n"
                      "}\n";
   Kernel kernel;

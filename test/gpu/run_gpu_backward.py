@@ -7,14 +7,15 @@ root, with the wheel of scripts/build-wheel.sh installed):
 For every example spec, through the Python op (rbfc.compile(...)(q, k, v)
 with autograd): the gradients of q, k, v, of the f32 params (gamma, cap, as
 tensors that require grad) and of the captures the GPU backward gives a
-gradient (ALiBi's slopes, RBF's per-head gammas) against float32 PyTorch
+gradient (ALiBi's slopes, RBF's per-head gammas, the relative-position
+table) against float32 PyTorch
 autograd of the independent references of test/python/references.py, on the
 forward test's shapes (N=1, odd lengths, Nq != Nkv, GQA, the bnhd layout),
 half of them with a gradient of the log-sum-exp too. The caching allocator's
 free blocks are poisoned with NaN first: a gradient the kernels leave
 unwritten shows. Then: two runs give bitwise-equal gradients; asking for a
-gradient the GPU does not compute (the relative-position table) raises
-RbfcError before anything runs; compute-sanitizer memcheck on a small case
+gradient the GPU does not compute (a table read along anti-diagonals)
+raises RbfcError before anything runs; compute-sanitizer memcheck on a small case
 of each kernel structure and racecheck on one.
 
 Tolerances (references.gradients): a gradient passes when |g - exact| <=
@@ -72,9 +73,10 @@ OTHER_DIMS_SUBSET = ["softmax", "causal", "rbf", "rbf_causal", "alibi"]
 # f32 params whose gradients are checked (passed as tensors).
 PARAMS = {"rbf": ["gamma"], "rbf_causal": ["gamma"], "rbf_none": ["gamma"],
           "softcap": ["cap"]}
-# Captures the GPU backward gives a gradient; the relative-position table
-# (read at q_idx - kv_idx) has none on the GPU.
-GRAD_CAPTURES = {"alibi": ["slopes"], "rbf_head_gamma": ["gammas"]}
+# Captures the GPU backward gives a gradient: per-head values, and the
+# relative-position table (read at q_idx - kv_idx, summed per diagonal).
+GRAD_CAPTURES = {"alibi": ["slopes"], "rbf_head_gamma": ["gammas"],
+                 "relative_bias": ["bias"]}
 PARAM_VALUES = {"gamma": lambda d: d ** -0.5, "cap": lambda d: 2.0}
 
 RESULTS = []
@@ -200,7 +202,7 @@ def gallery(args, specs, g):
 
 def determinism(g):
     """Two runs, the same bits: q, k, v and the captures' gradients."""
-    for spec in ("alibi", "rbf_head_gamma", "rbf"):
+    for spec in ("alibi", "rbf_head_gamma", "relative_bias", "rbf"):
         attn = rbfc.compile(REPO / "examples" / f"{spec}.attn")
         case = make_case(spec, torch.bfloat16, (2, 8, 2, 700, 900, "bhnd"), 64, g)
         runs = []
@@ -222,16 +224,20 @@ def determinism(g):
 
 
 def unsupported_gradient():
-    attn = rbfc.compile(REPO / "examples" / "relative_bias.attn")
+    # Read along anti-diagonals: no fixed-order sum of its gradient here.
+    attn = rbfc.compile("""attention antidiagonal {
+      capture table: f32[?, ?];
+      score = dot(q, k) + table[h, q_idx + kv_idx];
+    }""")
     q = torch.randn(1, 2, 16, 64, device=DEV, dtype=torch.bfloat16)
-    bias = torch.randn(2, 31, device=DEV, requires_grad=True)
+    table = torch.randn(2, 31, device=DEV, requires_grad=True)
+    name = "antidiagonal: a table gradient on the GPU raises"
     try:
-        attn(q, q, q, captures={"bias": bias}).sum().backward()
-        record("relative_bias: a table gradient on the GPU raises", "no error raised")
+        attn(q, q, q, captures={"table": table}).sum().backward()
+        record(name, "no error raised")
     except rbfc.RbfcError as error:
         ok = "batch and head only" in str(error)
-        record("relative_bias: a table gradient on the GPU raises",
-               None if ok else f"unexpected message: {error}")
+        record(name, None if ok else f"unexpected message: {error}")
 
 
 def sanitize(args, tool):
@@ -242,8 +248,8 @@ def sanitize(args, tool):
     cmd = [path, "--tool", tool, "--error-exitcode", "99", "--print-limit", "20",
            sys.executable, __file__, "--sanitize-child", "--seed", str(args.seed)]
     if tool == "racecheck":
-        # relative_bias: no gradient partial sums, whose barriers would
-        # hide a race between a head's last tile and the next head's ring.
+        # relative_bias: its table's diagonal sums through a shared tile;
+        # rbf_head_gamma: the partial sums' scratch.
         cmd += ["--only", "rbf_head_gamma,relative_bias"]
     print("running:", " ".join(cmd), flush=True)
     t0 = time.time()

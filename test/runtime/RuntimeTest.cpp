@@ -878,7 +878,7 @@ const char *kBackward = R"({
   "tile_sums": { "entry": "rbf_fwd_bwd_tile_sums", "block": 128, "rows_per_block": 128, "shared_memory_bytes": 0 },
   "reduce": { "entry": "rbf_fwd_bwd_reduce", "block": 128, "rows_per_block": 128, "shared_memory_bytes": 0 },
   "row_multiple": 128, "key_terms": 1, "key_terms_heads": "kv", "slots": 1,
-  "param_grads": [ true ], "capture_grads": [ false ] })";
+  "diagonal_query_tile": 0, "param_grads": [ true ], "capture_grads": [ false ] })";
 
 std::string withBackward(const std::string &value) {
   return edited("\"shared_memory_bytes\": 49152,",
@@ -921,6 +921,8 @@ TEST(RuntimeDescriptor, NamesWhatIsWrongInTheBackward) {
        "\"backward.param_grads\" has 2 entries; the kernel has 1"},
       {"\"capture_grads\": [ false ]", "\"capture_grads\": [ 0 ]",
        "\"backward.capture_grads\" must hold booleans"},
+      {"\"diagonal_query_tile\": 0", "\"diagonal_query_tile\": -64",
+       "\"backward.diagonal_query_tile\" must be an integer in [0, 65536]"},
   };
   for (const Case &c : cases) {
     std::string value = kBackward;
@@ -999,6 +1001,20 @@ TEST_F(BackwardFixture, PacksInAbiOrder) {
   EXPECT_EQ(buffer.get<uint64_t>(end - 4),
             uint64_t(reinterpret_cast<uintptr_t>(&gammaGrad)));
   EXPECT_EQ(buffer.get<uint64_t>(end - 3), 0u); // doc has no gradient
+}
+
+TEST_F(BackwardFixture, SizesTheDiagonalSumsOfARelativePositionTable) {
+  std::string value = kBackward;
+  std::string from = "\"diagonal_query_tile\": 0";
+  value.replace(value.find(from), from.size(), "\"diagonal_query_tile\": 64");
+  ASSERT_TRUE(parseDescriptor(withBackward(value), d, error)) << error;
+  EXPECT_EQ(d.backward->diagonalQueryTile, 64);
+  ASSERT_TRUE(prepare()) << error;
+  // As above, plus one row per (batch, head, key tile) of round_up(200,
+  // 64) + 128 diagonals: 16 x 1 x 384.
+  EXPECT_EQ(
+      backwardConfig.workspaceBytes,
+      4u * (2 * 16 * 256 + 2 * 2 * 128 + 2 * 16 * 4 + 2 * 16 + 16 * 1 * 384));
 }
 
 TEST_F(BackwardFixture, NoGradientAskedRunsNoReduction) {

@@ -64,6 +64,9 @@ struct BackwardDesc {
   int keyTerms = 0;    // f32 planes of key terms, 0-2
   bool keyTermsPerKvHead = true;
   int slots = 0; // partial sums per (batch, head, tile)
+  /// The dK/dV kernel's query tile when it sums a relative-position
+  /// table's gradient per diagonal, else 0 (docs/abi.md, "Backward").
+  int diagonalQueryTile = 0;
   /// Which params and captures the GPU backward gives a gradient.
   std::vector<bool> paramGrads, captureGrads;
 };

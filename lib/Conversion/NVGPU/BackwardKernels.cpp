@@ -9,6 +9,7 @@
 #include "rbfc/Conversion/NVGPU/BackwardKernels.h"
 
 #include "rbfc/Conversion/NVGPU/BackwardKernel.h"
+#include "rbfc/Conversion/NVGPU/DiagonalSums.h"
 #include "rbfc/Conversion/RegionInlining.h"
 #include "rbfc/Dialect/Attn/ScoreDependence.h"
 
@@ -47,7 +48,8 @@ BackwardWorkspace::BackwardWorkspace(ImplicitLocOpBuilder &b,
                                      const BackwardConfig &config,
                                      const ProblemSizes &sizes,
                                      int64_t keyTermPlanes,
-                                     bool keyTermsPerKvHead, int64_t slots)
+                                     bool keyTermsPerKvHead, int64_t slots,
+                                     bool diagonalSums)
     : KernelEmitter(b), sizes(sizes), slots(slots) {
   int64_t multiple = BackwardConfig::kRowMultiple;
   rowLength = mul(ceilDiv(b, sizes.qLen, multiple), multiple);
@@ -62,6 +64,11 @@ BackwardWorkspace::BackwardWorkspace(ImplicitLocOpBuilder &b,
   partialsBase =
       add(keyTermBase, mul(mul(keyTermRows, keyLength), keyTermPlanes));
   sumsBase = add(partialsBase, mul(mul(mul(headRows, maxTiles), slots), 2));
+  diagonalBase = add(sumsBase, mul(mul(headRows, slots), 2));
+  diagonalLength =
+      diagonalSums ? DiagonalSums(b, config.keyTile(), config.keyValueQueryTile)
+                         .rowLength(sizes.qLen)
+                   : index(0);
 }
 
 Value BackwardWorkspace::rowTerms(int64_t plane, Value batch, Value head) {
@@ -86,6 +93,11 @@ Value BackwardWorkspace::partials(int64_t kernel, Value batch, Value head,
 Value BackwardWorkspace::sums(Value kernel, Value batch, Value head) {
   Value bh = add(mul(add(mul(kernel, sizes.batch), batch), sizes.heads), head);
   return add(sumsBase, mul(bh, slots));
+}
+
+Value BackwardWorkspace::diagonals(Value batch, Value head) {
+  Value bh = add(mul(batch, sizes.heads), head);
+  return add(diagonalBase, mul(mul(bh, keyTiles), diagonalLength));
 }
 
 //===----------------------------------------------------------------------===//
@@ -193,6 +205,13 @@ Value BackwardKernelBuilder::wants(int64_t bit) {
                                arith::AndIOp::create(b, shifted, one), one);
 }
 
+Value BackwardKernelBuilder::wantsDiagonalSums() {
+  std::optional<attn::GradCaptureOp> sink = slots.getDiagonalSink();
+  if (!sink)
+    return arith::ConstantIntOp::create(b, 0, 1);
+  return wants(op.getParams().size() + captureIndex(op, sink->getCapture()));
+}
+
 FailureOr<Value> BackwardKernelBuilder::queryScale(RegionApplication &regions) {
   if (op.getQScale().empty())
     return f32(1.0);
@@ -281,6 +300,9 @@ LogicalResult BackwardKernelBuilder::evaluateGradients(
           if (ownsSums && slot) {
             unsigned capture = captureIndex(op, sink.getCapture());
             sums.accumulate(partials, *slot, gated(numParams + capture, x));
+          } else if (sink == slots.getDiagonalSink() &&
+                     failed(onOther(attnOp, x))) {
+            return failure();
           }
         } else if (failed(onOther(attnOp, x))) {
           return failure();
@@ -588,30 +610,37 @@ public:
   }
 
 private:
+  /// total + the sum over batch and head, in that order, of
+  /// `term(batch, head)`.
+  Value sumOverBatchAndHeads(Value total,
+                             function_ref<Value(Value, Value)> term) {
+    auto batches = scf::ForOp::create(b, index(0), args.sizes.batch, index(1),
+                                      ValueRange{total});
+    OpBuilder::InsertionGuard outer(b);
+    b.setInsertionPointToStart(batches.getBody());
+    auto heads = scf::ForOp::create(b, index(0), args.sizes.heads, index(1),
+                                    ValueRange{batches.getRegionIterArg(0)});
+    {
+      OpBuilder::InsertionGuard inner(b);
+      b.setInsertionPointToStart(heads.getBody());
+      scf::YieldOp::create(
+          b, fadd(heads.getRegionIterArg(0),
+                  term(batches.getInductionVar(), heads.getInductionVar())));
+    }
+    scf::YieldOp::create(b, heads.getResult(0));
+    b.setInsertionPointAfter(batches);
+    return batches.getResult(0);
+  }
+
   /// sum over kernel, batch and head of `term(batch, head, sums)`, `sums`
   /// being the offset of that (kernel, batch, head)'s slot sums.
   Value sumOverHeads(BackwardWorkspace &space,
                      function_ref<Value(Value, Value, Value)> term) {
     Value total = f32(0.0);
-    for (int64_t kernel = 0; kernel < 2; ++kernel) {
-      auto batches = scf::ForOp::create(b, index(0), args.sizes.batch, index(1),
-                                        ValueRange{total});
-      OpBuilder::InsertionGuard outer(b);
-      b.setInsertionPointToStart(batches.getBody());
-      auto heads = scf::ForOp::create(b, index(0), args.sizes.heads, index(1),
-                                      ValueRange{batches.getRegionIterArg(0)});
-      {
-        OpBuilder::InsertionGuard inner(b);
-        b.setInsertionPointToStart(heads.getBody());
-        Value batch = batches.getInductionVar(), head = heads.getInductionVar();
-        Value sums = space.sums(index(kernel), batch, head);
-        scf::YieldOp::create(
-            b, fadd(heads.getRegionIterArg(0), term(batch, head, sums)));
-      }
-      scf::YieldOp::create(b, heads.getResult(0));
-      b.setInsertionPointAfter(batches);
-      total = batches.getResult(0);
-    }
+    for (int64_t kernel = 0; kernel < 2; ++kernel)
+      total = sumOverBatchAndHeads(total, [&](Value batch, Value head) {
+        return term(batch, head, space.sums(index(kernel), batch, head));
+      });
     return total;
   }
 
@@ -644,14 +673,85 @@ private:
     });
     if (failed(status))
       return failure();
+    std::optional<attn::GradCaptureOp> diagonal = slots.getDiagonalSink();
+    if (diagonal && captureIndex(op, diagonal->getCapture()) == capture) {
+      FailureOr<Value> diagonalSum =
+          diagonalElementSum(regions, space, *diagonal, element);
+      if (failed(diagonalSum))
+        return failure();
+      sum = fadd(sum, *diagonalSum);
+    }
     return sum;
   }
 
-  /// The row-major element a uniform grad_capture op adds to at (batch,
-  /// head): its indices recomputed here (they read b, h, parameters, sizes
-  /// and captures only), clamped as the load clamps them.
+  /// What the dK/dV kernel's diagonal sums add to element `element` of the
+  /// relative-position table: per (batch, head), the diagonals whose
+  /// index selects it -- an interval, found by binary search, as the
+  /// element moves monotonically with the diagonal -- and per diagonal
+  /// the key tiles' rows, in that order.
+  FailureOr<Value> diagonalElementSum(RegionApplication &regions,
+                                      BackwardWorkspace &space,
+                                      attn::GradCaptureOp sink, Value element) {
+    DiagonalSums diagonals(b, config.keyTile(), config.keyValueQueryTile);
+    // The element as the direction orders it: a non-decreasing key.
+    int64_t direction = slots.getDiagonalDirection();
+    Value key = mul(element, direction);
+    LogicalResult status = success();
+    Value sum = sumOverBatchAndHeads(f32(0.0), [&](Value batch, Value head) {
+      // Diagonals q_idx - kv_idx of the problem (local indices; the
+      // regions see them shifted by the sequence block's offsets).
+      Value low = sub(index(1), args.sizes.kvLen);
+      Value high = args.sizes.qLen;
+      auto keyAt = [&](Value diagonal) -> Value {
+        FailureOr<Value> target =
+            targetOf(regions, sink, batch, head,
+                     add(diagonal, args.sizes.qOffset), args.sizes.kvOffset);
+        if (failed(target)) {
+          status = failure();
+          return index(0);
+        }
+        return mul(*target, direction);
+      };
+      Value first = diagonals.firstWhere(low, high, [&](Value diagonal) {
+        return cmp(arith::CmpIPredicate::sge, keyAt(diagonal), key);
+      });
+      Value end = diagonals.firstWhere(first, high, [&](Value diagonal) {
+        return cmp(arith::CmpIPredicate::sgt, keyAt(diagonal), key);
+      });
+      Value rows = space.diagonals(batch, head);
+      auto perDiagonal =
+          scf::ForOp::create(b, first, end, index(1), ValueRange{f32(0.0)});
+      OpBuilder::InsertionGuard body(b);
+      b.setInsertionPointToStart(perDiagonal.getBody());
+      auto tiles =
+          scf::ForOp::create(b, index(0), space.keyTiles, index(1),
+                             ValueRange{perDiagonal.getRegionIterArg(0)});
+      {
+        OpBuilder::InsertionGuard tileBody(b);
+        b.setInsertionPointToStart(tiles.getBody());
+        auto [offset, inside] =
+            diagonals.entry(rows, space.diagonalLength, tiles.getInductionVar(),
+                            perDiagonal.getInductionVar());
+        Value value =
+            memref::LoadOp::create(b, args.workspace, ValueRange{offset});
+        scf::YieldOp::create(b, fadd(tiles.getRegionIterArg(0),
+                                     select(inside, value, f32(0.0))));
+      }
+      scf::YieldOp::create(b, tiles.getResult(0));
+      return perDiagonal.getResult(0);
+    });
+    if (failed(status))
+      return failure();
+    return sum;
+  }
+
+  /// The row-major element a grad_capture op adds to at (batch, head) and
+  /// (q_idx, kv_idx) (0 for a uniform op): its indices recomputed here
+  /// (they read b, h, q_idx, kv_idx, parameters, sizes and captures only),
+  /// clamped as the load clamps them.
   FailureOr<Value> targetOf(RegionApplication &regions,
-                            attn::GradCaptureOp sink, Value batch, Value head) {
+                            attn::GradCaptureOp sink, Value batch, Value head,
+                            Value qIdx = Value(), Value kvIdx = Value()) {
     Block &block = *sink->getBlock();
     SetVector<Operation *> slice;
     for (Value idx : sink.getIndices())
@@ -662,8 +762,8 @@ private:
     IRMapping mapping;
     mapping.map(block.getArgument(0), batch);
     mapping.map(block.getArgument(1), head);
-    mapping.map(block.getArgument(2), index(0));
-    mapping.map(block.getArgument(3), index(0));
+    mapping.map(block.getArgument(2), qIdx ? qIdx : index(0));
+    mapping.map(block.getArgument(3), kvIdx ? kvIdx : index(0));
     for (auto [i, param] : llvm::enumerate(args.params))
       mapping.map(block.getArgument(attn::AttentionOp::kNumGradArgs + i),
                   param);
@@ -795,6 +895,9 @@ FailureOr<DictionaryAttr> rbfc::buildBackwardKernels(attn::AttentionOp op,
       b.getNamedAttr("key_terms_heads",
                      b.getStringAttr(perKvHead ? "kv" : "q")),
       b.getNamedAttr("slots", integer(slots.size())),
+      b.getNamedAttr(
+          "diagonal_query_tile",
+          integer(slots.getDiagonalSink() ? config.keyValueQueryTile : 0)),
       b.getNamedAttr("param_grads", b.getArrayAttr(paramGrads)),
       b.getNamedAttr("capture_grads", b.getArrayAttr(captureGrads)),
   });

@@ -2,6 +2,7 @@
 #include "rbfc/Conversion/NVGPU/GradientPartials.h"
 #include "rbfc/Conversion/RegionInlining.h"
 
+#include "rbfc/Dialect/Attn/DiagonalIndex.h"
 #include "rbfc/Dialect/Attn/ScoreDependence.h"
 
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
@@ -20,6 +21,7 @@ GradientSlots::GradientSlots(attn::AttentionOp op)
     captureHasGradient[c] =
         cast<RankedTensorType>(capture.getType()).getElementType().isF32();
   attn::ScoreDependence dependence;
+  attn::DiagonalIndex diagonals;
   for (Region *region : {&op.getScoreGrad(), &op.getKeyBiasGrad(),
                          &op.getQScaleGrad(), &op.getRowBiasGrad()}) {
     if (region->empty())
@@ -31,11 +33,25 @@ GradientSlots::GradientSlots(attn::AttentionOp op)
         uniformSinks.push_back(sink);
         continue;
       }
+      std::optional<int> direction = diagonals.direction(sink.getIndices());
+      if (region == &op.getScoreGrad() && !diagonalSink && direction &&
+          *direction != 0) {
+        diagonalSink = sink;
+        diagonalDirection = *direction;
+        continue;
+      }
       captureHasGradient[capture] = false;
     }
   }
+  // A table with another read the GPU cannot differentiate has no GPU
+  // gradient: its diagonal sums would go unused.
+  if (diagonalSink &&
+      !captureHasGradient[captureIndex(op, diagonalSink->getCapture())])
+    diagonalSink.reset();
   LLVM_DEBUG(llvm::dbgs() << "gradient slots: " << numParams << " parameters, "
-                          << uniformSinks.size() << " uniform capture reads\n");
+                          << uniformSinks.size() << " uniform capture reads, "
+                          << (diagonalSink ? "a" : "no")
+                          << " relative-position table\n");
 }
 
 std::optional<int64_t>

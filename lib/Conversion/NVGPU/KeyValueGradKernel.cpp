@@ -19,10 +19,13 @@
 // and the block's partial sums go to the workspace; at the end dK gets
 // 2 (dL/d||k||^2) k and both gradients are stored. The block also writes
 // its keys' terms (key bias, ||k||^2) to the workspace for the dQ kernel.
+// A relative-position table's gradient goes through a shared tile to the
+// block's diagonal sums (DiagonalSums.h) after each tile.
 //
 //===----------------------------------------------------------------------===//
 #include "rbfc/Conversion/NVGPU/BackwardKernel.h"
 
+#include "rbfc/Conversion/NVGPU/DiagonalSums.h"
 #include "rbfc/Conversion/NVGPU/Epilogue.h"
 
 #include "mlir/Dialect/LLVMIR/NVVMDialect.h"
@@ -69,6 +72,11 @@ private:
                               MutableArrayRef<Value> keyBiasGrad,
                               MutableArrayRef<Value> keyNormGrad,
                               MutableArrayRef<Value> partials);
+  /// Puts the tile's values of the relative-position table's gradient
+  /// (`values`, one per element of S^T at the lane's (key, query) in
+  /// `positions`) into the shared tile, when that gradient is asked for.
+  void storeDiagonalValues(ArrayRef<std::pair<Value, Value>> positions,
+                           ArrayRef<Value> values);
   /// Writes the keys' terms for the dQ kernel (padding keys get 0).
   void storeKeyTerms(BackwardWorkspace &space, Value head);
   /// acc += A B over the tile: A from the accumulators `operand` (keys x
@@ -86,6 +94,10 @@ private:
   Value kvHead, kvLo, group;
   Value sharedKey, sharedValue, sharedQuery, sharedGrad, deltaRing, lse2Ring,
       queryNormRing, scratch;
+  /// The relative-position table's gradient: the shared tile of one tile
+  /// pair's values and, per head, the first float of the block's row.
+  std::optional<DiagonalSums> diagonalSums;
+  Value diagonalTile, diagonalRow;
   SmallVector<Value> keyOffsets, queryOffsets, queryTransposedOffsets;
   /// wgmma: the descriptors of the warpgroup's rows of K and V.
   Value keyDescriptor, valueDescriptor;
@@ -174,7 +186,9 @@ LogicalResult KeyValueGradKernel::applyElements(
   ElementValues element;
   element.qScale = qScale;
   Value columnDelta, columnLse2;
-  return fragment->forEachElementByColumn(
+  SmallVector<std::pair<Value, Value>> diagonalPositions;
+  SmallVector<Value> diagonalValues;
+  LogicalResult status = fragment->forEachElementByColumn(
       scoreLayout,
       [&](int64_t slice, int64_t column, Value index) {
         element.qIdx = add(qLo, index);
@@ -214,11 +228,32 @@ LogicalResult KeyValueGradKernel::applyElements(
                       keyNormGrad[r] = fadd(keyNormGrad[r], x);
                     return success();
                   })
+                  .Case([&](attn::GradCaptureOp) {
+                    diagonalPositions.push_back(
+                        {sub(element.kvIdx, kvLo), sub(element.qIdx, qLo)});
+                    diagonalValues.push_back(x);
+                    return success();
+                  })
                   .Default([](Operation *other) {
                     return unownedGradient(other, "the dK/dV kernel's score");
                   });
             });
       });
+  if (failed(status))
+    return failure();
+  storeDiagonalValues(diagonalPositions, diagonalValues);
+  return success();
+}
+
+void KeyValueGradKernel::storeDiagonalValues(
+    ArrayRef<std::pair<Value, Value>> positions, ArrayRef<Value> values) {
+  if (values.empty())
+    return;
+  auto asked = scf::IfOp::create(b, TypeRange{}, wantsDiagonalSums(), false);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(asked.thenBlock());
+  for (auto [position, value] : llvm::zip(positions, values))
+    diagonalSums->store(diagonalTile, position.first, position.second, value);
 }
 
 FailureOr<SmallVector<Value>>
@@ -344,6 +379,15 @@ KeyValueGradKernel::emitTile(RegionApplication &regions, TileRing &ring,
     llvm::append_range(next, FragmentLayout::flatten(valueGrad));
   }
   llvm::append_range(next, results.drop_front(2 * scoreValues));
+  if (diagonalSums) {
+    auto asked = scf::IfOp::create(b, TypeRange{}, wantsDiagonalSums(), false);
+    OpBuilder::InsertionGuard inner(b);
+    b.setInsertionPointToStart(asked.thenBlock());
+    // The next tile's first barrier keeps its stores after these reads.
+    gpu::BarrierOp::create(b);
+    diagonalSums->addTile(diagonalTile, args.workspace, diagonalRow, qLo,
+                          threadId, config.keyValueWarps * kThreadsPerWarp);
+  }
   scf::YieldOp::create(b, next);
   return SmallVector<Value>(compute.getResults());
 }
@@ -395,6 +439,18 @@ KeyValueGradKernel::emitHead(Value head, Value isFirstHead, ValueRange state) {
   if (failed(live))
     return failure();
   auto [firstTile, endTile] = *live;
+  if (diagonalSums) {
+    // Zeroed before the first tile's barrier, so every diagonal a masked
+    // tile leaves out reads 0.
+    diagonalRow = add(space->diagonals(batchIdx, head),
+                      mul(gpu::BlockIdOp::create(b, gpu::Dimension::x),
+                          space->diagonalLength));
+    auto asked = scf::IfOp::create(b, TypeRange{}, wantsDiagonalSums(), false);
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(asked.thenBlock());
+    diagonalSums->zeroRow(args.workspace, diagonalRow, space->diagonalLength,
+                          threadId, config.keyValueWarps * kThreadsPerWarp);
+  }
   TileRing ring(
       *streamCopies, config.stages, queryTile(), args.sizes.qLen, firstTile,
       endTile,
@@ -503,6 +559,10 @@ FailureOr<int64_t> KeyValueGradKernel::build(gpu::GPUModuleOp module,
     queryNormRing = shared.carve(config.stages * queryTile(), b.getF32Type());
   if (slots.size())
     scratch = shared.carve(config.keyValueWarps * slots.size(), b.getF32Type());
+  if (slots.getDiagonalSink()) {
+    diagonalSums.emplace(b, config.keyTile(), queryTile());
+    diagonalTile = shared.carve(diagonalSums->sharedFloats(), b.getF32Type());
+  }
 
   // K as the A operand of S^T = K Q^T (and V of dP^T); Q and dO as the B
   // operand, rows as columns; the same tiles transposed as the B operand

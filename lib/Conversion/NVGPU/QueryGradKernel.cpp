@@ -185,8 +185,9 @@ LogicalResult QueryGradKernel::applyElements(
                       queryNormGrad[r] = fadd(queryNormGrad[r], x);
                     return success();
                   })
-                  // The dK/dV kernel's.
-                  .Case([](attn::GradKeyBiasOp) { return success(); })
+                  // The dK/dV kernel's (a relative-position table's).
+                  .Case<attn::GradKeyBiasOp, attn::GradCaptureOp>(
+                      [](Operation *) { return success(); })
                   .Default([](Operation *other) {
                     return unownedGradient(other, "the dQ kernel's score");
                   });

@@ -49,11 +49,14 @@ struct BackwardConfig {
 ///   key terms     planes x [batch, R, Lk]          Lk = round_up(kv_len, 128)
 ///   partials      [2, batch, heads, tiles, slots]  dK/dV's, then dQ's
 ///   sums          [2, batch, heads, slots]
+///   diagonals     [batch, heads, key tiles, Ld]     only with a relative-
+///                 position table: Ld = round_up(q_len, Tq) + key tile,
+///                 Tq the dK/dV kernel's query tile
 /// R is kv_heads when the key terms do not read h, else heads.
 struct BackwardWorkspace : KernelEmitter {
   BackwardWorkspace(mlir::ImplicitLocOpBuilder &b, const BackwardConfig &config,
                     const ProblemSizes &sizes, int64_t keyTermPlanes,
-                    bool keyTermsPerKvHead, int64_t slots);
+                    bool keyTermsPerKvHead, int64_t slots, bool diagonalSums);
 
   /// The first float of row (batch, head) of delta (plane 0) or lse2 (1).
   mlir::Value rowTerms(int64_t plane, mlir::Value batch, mlir::Value head);
@@ -65,11 +68,15 @@ struct BackwardWorkspace : KernelEmitter {
                        mlir::Value tile);
   /// The first float of the sums of (kernel, batch, head).
   mlir::Value sums(mlir::Value kernel, mlir::Value batch, mlir::Value head);
+  /// The first float of the diagonal sums' rows of (batch, head), one row
+  /// of diagonalLength floats per key tile (DiagonalSums.h).
+  mlir::Value diagonals(mlir::Value batch, mlir::Value head);
 
   const ProblemSizes &sizes;
   int64_t slots;
   mlir::Value rowLength, keyLength, keyTiles, queryTiles, maxTiles;
   mlir::Value keyTermRows, keyTermBase, partialsBase, sumsBase;
+  mlir::Value diagonalBase, diagonalLength;
 };
 
 /// A backward kernel being built: its arguments, thread ids and the
@@ -104,7 +111,8 @@ protected:
   /// The workspace's layout for this launch.
   BackwardWorkspace workspace() {
     return BackwardWorkspace(b, config, args.sizes, keyTermPlanes(),
-                             keyTermsPerKvHead(), slots.size());
+                             keyTermsPerKvHead(), slots.size(),
+                             slots.getDiagonalSink().has_value());
   }
   /// Element offset of (batch, head) in a [batch, heads, ...] tensor.
   mlir::Value headBase(const TensorArgs &tensor, mlir::Value batch,
@@ -113,6 +121,9 @@ protected:
   }
   /// Whether bit `bit` of the gradient mask is set.
   mlir::Value wants(int64_t bit);
+  /// Whether the gradient of the relative-position table that the dK/dV
+  /// kernel sums per diagonal is asked for; false when there is none.
+  mlir::Value wantsDiagonalSums();
   /// The q_scale region at (batch, head), 1 without one.
   mlir::FailureOr<mlir::Value> queryScale(RegionApplication &regions);
 
@@ -134,7 +145,8 @@ protected:
   /// Adds a gradient region's parameter and capture gradients at
   /// `element` to `partials`, each only when asked for and `active` (none
   /// when `partials` is empty: another kernel owns them); `onOther` takes
-  /// the region's other gradient ops with their adjoint, and must account
+  /// the region's other gradient ops with their adjoint (the score's read
+  /// of a relative-position table too: DiagonalSums.h), and must account
   /// for each kind: the ones its kernel adds up, and, by name, the ones
   /// another kernel owns. An op it does not know fails, so a new kind of
   /// gradient op cannot be dropped silently.

@@ -11,9 +11,11 @@
 // A slot is a parameter, or an attn.grad_capture op whose indices depend on
 // the batch and head only (a per-head ALiBi slope, RBF's per-head gamma):
 // its target element is one per (batch, head), which the reduction kernel
-// recomputes. A capture read at indices that depend on q_idx or kv_idx (a
-// relative-position table) has no GPU gradient yet; the host backend
-// computes it (docs/backward.md).
+// recomputes. A capture the score reads at an index that is a monotone
+// function of the diagonal q_idx - kv_idx (a relative-position table) is
+// summed per diagonal instead (DiagonalSums.h). A capture read at other
+// indices that depend on q_idx or kv_idx has no GPU gradient; the host
+// backend computes it (docs/backward.md).
 //
 //===----------------------------------------------------------------------===//
 #ifndef RBFC_CONVERSION_NVGPU_GRADIENTPARTIALS_H
@@ -38,6 +40,13 @@ public:
   llvm::ArrayRef<attn::GradCaptureOp> getUniformSinks() const {
     return uniformSinks;
   }
+  /// The score's read of a relative-position table whose gradient the
+  /// dK/dV kernel sums per diagonal (at most one per spec), and the
+  /// direction in which its element moves with q_idx - kv_idx.
+  std::optional<attn::GradCaptureOp> getDiagonalSink() const {
+    return diagonalSink;
+  }
+  int getDiagonalDirection() const { return diagonalDirection; }
   /// Whether the GPU backward computes capture `capture`'s gradient: an f32
   /// capture every grad_capture op of which is uniform.
   bool hasGradient(unsigned capture) const {
@@ -47,6 +56,8 @@ public:
 private:
   int64_t numParams;
   llvm::SmallVector<attn::GradCaptureOp> uniformSinks;
+  std::optional<attn::GradCaptureOp> diagonalSink;
+  int diagonalDirection = 0;
   llvm::SmallVector<bool> captureHasGradient;
 };
 

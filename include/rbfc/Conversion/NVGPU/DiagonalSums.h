@@ -1,0 +1,79 @@
+//===- DiagonalSums.h - a relative-position table's gradient ----*- C++ -*-===//
+//
+// The gradient of a table read at an index that follows the diagonal
+// q_idx - kv_idx (DiagonalIndex.h) sums the score's adjoint over every
+// element of a diagonal. Without float atomics, and with the same bits on
+// every run:
+//
+//   dK/dV kernel: per (key tile, query tile) pair, each thread stores its
+//     elements' values into a [keys][queries] f32 tile in shared memory;
+//     after a barrier thread t adds diagonal t of the tile in row order and
+//     adds that to the block's own row of the workspace, at the diagonal's
+//     offset from the block's last key (the query tiles in order, so the
+//     row's additions are ordered too).
+//   reduce kernel: a table element's gradient is the sum, over (batch,
+//     head) and over the diagonals whose index selects it -- an interval,
+//     the index being monotone in the diagonal, found by binary search --
+//     of the key tiles' rows, in that order.
+//
+// Row (batch, head, key tile) of the workspace holds round_up(q_len,
+// query tile) + key tile floats: entry l is the diagonal
+// q_idx - kv_idx = l - (key tile's first key + key tile - 1).
+//
+//===----------------------------------------------------------------------===//
+#ifndef RBFC_CONVERSION_NVGPU_DIAGONALSUMS_H
+#define RBFC_CONVERSION_NVGPU_DIAGONALSUMS_H
+
+#include "rbfc/Conversion/NVGPU/KernelEmitter.h"
+
+namespace rbfc {
+
+class DiagonalSums : public KernelEmitter {
+public:
+  DiagonalSums(mlir::ImplicitLocOpBuilder &b, int64_t keyTile,
+               int64_t queryTile)
+      : KernelEmitter(b), keyTile(keyTile), queryTile(queryTile) {}
+
+  /// f32 elements of the shared tile.
+  int64_t sharedFloats() const { return keyTile * pitch(); }
+  /// Floats of a workspace row for queries of length `qLen`.
+  mlir::Value rowLength(mlir::Value qLen);
+
+  /// Zeroes the block's row at `row` (every thread of the block calls it;
+  /// a barrier must follow before the row is added to).
+  void zeroRow(mlir::Value workspace, mlir::Value row, mlir::Value length,
+               mlir::Value threadId, int64_t threads);
+  /// Puts the value of the element (`keyInTile`, `queryInTile`) of the
+  /// tile pair into the shared tile.
+  void store(mlir::Value shared, mlir::Value keyInTile, mlir::Value queryInTile,
+             mlir::Value value);
+  /// After a barrier: adds the shared tile's diagonals to the block's row
+  /// at `row`, for the query tile that starts at query `qLo`.
+  void addTile(mlir::Value shared, mlir::Value workspace, mlir::Value row,
+               mlir::Value qLo, mlir::Value threadId, int64_t threads);
+
+  /// The workspace entry of diagonal `diagonal` in key tile `tile`'s row
+  /// at `rowsStart` (rows of `length` floats, one per key tile), clamped
+  /// into the row, and whether it lies in it.
+  std::pair<mlir::Value, mlir::Value> entry(mlir::Value rowsStart,
+                                            mlir::Value length,
+                                            mlir::Value tile,
+                                            mlir::Value diagonal);
+  /// The first value in [lo, hi) at which the monotone predicate `holds`
+  /// (false, then true) is true; hi when none.
+  mlir::Value firstWhere(mlir::Value lo, mlir::Value hi,
+                         llvm::function_ref<mlir::Value(mlir::Value)> holds);
+
+private:
+  /// Row pitch of the shared tile: four floats of padding move the rows
+  /// of an accumulator fragment's lanes to different banks.
+  int64_t pitch() const { return queryTile + 4; }
+  /// Independent partial sums per diagonal in addTile.
+  static constexpr int64_t kChains = 4;
+
+  int64_t keyTile, queryTile;
+};
+
+} // namespace rbfc
+
+#endif // RBFC_CONVERSION_NVGPU_DIAGONALSUMS_H
