@@ -712,6 +712,18 @@ private:
         }
         return mul(*target, direction);
       };
+      // The element moves monotonically from the first diagonal to the
+      // last: a (batch, head) whose range misses it (another head's row of
+      // the table) takes two evaluations, not a search.
+      Value reaches = arith::AndIOp::create(
+          b, cmp(arith::CmpIPredicate::sle, keyAt(low), key),
+          cmp(arith::CmpIPredicate::sge, keyAt(sub(high, index(1))), key));
+      auto sumIfReached =
+          scf::IfOp::create(b, TypeRange{b.getF32Type()}, reaches, true);
+      OpBuilder::InsertionGuard reached(b);
+      b.setInsertionPointToStart(sumIfReached.elseBlock());
+      scf::YieldOp::create(b, f32(0.0));
+      b.setInsertionPointToStart(sumIfReached.thenBlock());
       Value first = diagonals.firstWhere(low, high, [&](Value diagonal) {
         return cmp(arith::CmpIPredicate::sge, keyAt(diagonal), key);
       });
@@ -721,24 +733,27 @@ private:
       Value rows = space.diagonals(batch, head);
       auto perDiagonal =
           scf::ForOp::create(b, first, end, index(1), ValueRange{f32(0.0)});
-      OpBuilder::InsertionGuard body(b);
-      b.setInsertionPointToStart(perDiagonal.getBody());
-      auto tiles =
-          scf::ForOp::create(b, index(0), space.keyTiles, index(1),
-                             ValueRange{perDiagonal.getRegionIterArg(0)});
       {
-        OpBuilder::InsertionGuard tileBody(b);
-        b.setInsertionPointToStart(tiles.getBody());
-        auto [offset, inside] =
-            diagonals.entry(rows, space.diagonalLength, tiles.getInductionVar(),
-                            perDiagonal.getInductionVar());
-        Value value =
-            memref::LoadOp::create(b, args.workspace, ValueRange{offset});
-        scf::YieldOp::create(b, fadd(tiles.getRegionIterArg(0),
-                                     select(inside, value, f32(0.0))));
+        OpBuilder::InsertionGuard body(b);
+        b.setInsertionPointToStart(perDiagonal.getBody());
+        auto tiles =
+            scf::ForOp::create(b, index(0), space.keyTiles, index(1),
+                               ValueRange{perDiagonal.getRegionIterArg(0)});
+        {
+          OpBuilder::InsertionGuard tileBody(b);
+          b.setInsertionPointToStart(tiles.getBody());
+          auto [offset, inside] = diagonals.entry(
+              rows, space.diagonalLength, tiles.getInductionVar(),
+              perDiagonal.getInductionVar());
+          Value value =
+              memref::LoadOp::create(b, args.workspace, ValueRange{offset});
+          scf::YieldOp::create(b, fadd(tiles.getRegionIterArg(0),
+                                       select(inside, value, f32(0.0))));
+        }
+        scf::YieldOp::create(b, tiles.getResult(0));
       }
-      scf::YieldOp::create(b, tiles.getResult(0));
-      return perDiagonal.getResult(0);
+      scf::YieldOp::create(b, perDiagonal.getResult(0));
+      return sumIfReached.getResult(0);
     });
     if (failed(status))
       return failure();
