@@ -182,7 +182,9 @@ class Kernel:
         later call on that stream cannot overtake an earlier one); under a
         capture each call takes its own from PyTorch's caching allocator,
         which keeps it for the graph."""
-        if torch.cuda.is_current_stream_capturing():
+        # torch.cuda.is_current_stream_capturing's checks cost a
+        # microsecond; the device is initialised (a kernel was built for it).
+        if torch._C._cuda_isCurrentStreamCapturing():
             return torch.empty(nbytes, dtype=torch.uint8, device=device)
         workspace = self.stream_workspaces.get(stream)
         if workspace is None or workspace.numel() < nbytes:
@@ -258,13 +260,16 @@ class ForwardLaunch:
         self.captures_require_grad = any(c.requires_grad for c in captures)
         self.capture_format = TENSOR * len(captures)
         self.workspace_bytes = kernel.workspace_size(q_words, k_words)
+        self.launch = _capi.lib().rbfc_forward
 
     def __call__(self, q, k, v, captures, param_array, block=NO_BLOCK):
         """o (contiguous, in q's layout) and the lse (None unless asked);
         `block`: where q's and k's rows sit in the whole sequence (q_offset,
         kv_offset, q_seq_len, kv_seq_len; rbfc_forward_args)."""
         kernel = self.kernel
-        if kernel.cuda and q.device.index != torch.cuda.current_device():
+        # torch._C._cuda_getDevice: torch.cuda.current_device without its
+        # initialisation check, which a built kernel has passed.
+        if kernel.cuda and q.device.index != torch._C._cuda_getDevice():
             with torch.cuda.device(q.device):
                 return self(q, k, v, captures, param_array, block)
         o = q.new_empty(q.shape)
@@ -291,8 +296,7 @@ class ForwardLaunch:
             workspace.data_ptr() if workspace is not None else 0,
             self.workspace_bytes, 0 if kernel.cuda else kernel.threads(), *block))
         # The device is current (checked above): no second check.
-        _capi.check(_capi.lib().rbfc_forward(kernel.handle, ctypes.byref(packed),
-                                             stream))
+        _capi.check(self.launch(kernel.handle, ctypes.byref(packed), stream))
         return o, lse
 
 
