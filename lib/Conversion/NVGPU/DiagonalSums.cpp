@@ -1,6 +1,7 @@
 //===- DiagonalSums.cpp - a relative-position table's gradient ------------===//
 #include "rbfc/Conversion/NVGPU/DiagonalSums.h"
 
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 
@@ -21,47 +22,67 @@ void DiagonalSums::zeroRow(Value workspace, Value row, Value length,
                           ValueRange{add(row, loop.getInductionVar())});
 }
 
+void DiagonalSums::zeroShared(Value shared, Value threadId, int64_t threads) {
+  auto loop =
+      scf::ForOp::create(b, threadId, index(sharedFloats()), index(threads));
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(loop.getBody());
+  memref::StoreOp::create(b, f32(0.0), shared,
+                          ValueRange{loop.getInductionVar()});
+}
+
 void DiagonalSums::store(Value shared, Value keyInTile, Value queryInTile,
                          Value value) {
-  memref::StoreOp::create(
-      b, value, shared, ValueRange{add(mul(keyInTile, pitch()), queryInTile)});
+  Value group = div(keyInTile, kGroupRows);
+  Value row = rem(keyInTile, kGroupRows);
+  Value offset = add(add(mul(group, groupFloats()), padding()),
+                     add(mul(row, pitch()), queryInTile));
+  memref::StoreOp::create(b, value, shared, ValueRange{offset});
 }
 
 void DiagonalSums::addTile(Value shared, Value workspace, Value row, Value qLo,
-                           Value threadId, int64_t threads) {
-  // Diagonal t holds the elements (key r, query r + t - (keyTile - 1)).
-  int64_t diagonals = keyTile + queryTile - 1;
-  auto perThread =
-      scf::ForOp::create(b, threadId, index(diagonals), index(threads));
-  OpBuilder::InsertionGuard guard(b);
-  b.setInsertionPointToStart(perThread.getBody());
-  Value t = perThread.getInductionVar();
-  Value firstKey =
-      arith::MaxSIOp::create(b, sub(index(keyTile - 1), t), index(0));
-  Value endKey = arith::MinSIOp::create(
-      b, sub(index(keyTile + queryTile - 1), t), index(keyTile));
-  Value column = sub(t, index(keyTile - 1));
-  // kChains independent sums of every kChains-th key, so that the loads
-  // of one step do not wait for each other's additions.
-  SmallVector<Value> zeros(kChains, f32(0.0));
-  auto keys = scf::ForOp::create(b, firstKey, endKey, index(kChains), zeros);
-  {
-    OpBuilder::InsertionGuard inner(b);
-    b.setInsertionPointToStart(keys.getBody());
-    SmallVector<Value> sums;
-    for (int64_t chain = 0; chain < kChains; ++chain) {
-      Value r = add(keys.getInductionVar(), chain);
-      Value inside = cmp(arith::CmpIPredicate::slt, r, endKey);
-      Value offset = select(inside, add(mul(r, pitch() + 1), column), index(0));
-      Value value = memref::LoadOp::create(b, shared, ValueRange{offset});
-      sums.push_back(
-          fadd(keys.getRegionIterArg(chain), select(inside, value, f32(0.0))));
-    }
-    scf::YieldOp::create(b, sums);
+                           Value threadId, Value lane, Value warp) {
+  gpu::BarrierOp::create(b);
+  // Phase 1: warp g sums group g's diagonals; diagonal d of a group holds
+  // its elements (row r, query r + d - (kGroupRows - 1)), at fixed offsets
+  // r (pitch + 1) from its first.
+  Value groupSums = index(groups() * groupFloats());
+  int64_t perLane = llvm::divideCeil(groupDiagonals(), kThreadsPerWarp);
+  for (int64_t k = 0; k < perLane; ++k) {
+    // Lanes past the last diagonal repeat it: the same sum, stored twice.
+    Value d = arith::MinUIOp::create(b, add(lane, k * kThreadsPerWarp),
+                                     index(groupDiagonals() - 1));
+    Value first =
+        add(add(mul(warp, groupFloats()), padding() - (kGroupRows - 1)), d);
+    Value sum = f32(0.0);
+    for (int64_t r = 0; r < kGroupRows; ++r)
+      sum =
+          fadd(sum, memref::LoadOp::create(
+                        b, shared, ValueRange{add(first, r * (pitch() + 1))}));
+    memref::StoreOp::create(
+        b, sum, shared,
+        ValueRange{add(groupSums, add(mul(warp, groupDiagonalsPadded()), d))});
   }
-  Value sum = keys.getResult(0);
-  for (int64_t chain = 1; chain < kChains; ++chain)
-    sum = fadd(sum, keys.getResult(chain));
+  gpu::BarrierOp::create(b);
+  // Phase 2: diagonal t of the tile is diagonal t - 16 (groups - 1 - g) of
+  // group g, for the groups where that exists.
+  auto mine = scf::IfOp::create(
+      b, TypeRange{},
+      cmp(arith::CmpIPredicate::ult, threadId, index(diagonals())), false);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(mine.thenBlock());
+  Value t = threadId;
+  Value sum = f32(0.0);
+  for (int64_t g = 0; g < groups(); ++g) {
+    Value d = sub(t, index(kGroupRows * (groups() - 1 - g)));
+    Value inside = arith::AndIOp::create(
+        b, cmp(arith::CmpIPredicate::sge, d, index(0)),
+        cmp(arith::CmpIPredicate::slt, d, index(groupDiagonals())));
+    Value offset = add(groupSums, add(index(g * groupDiagonalsPadded()),
+                                      select(inside, d, index(0))));
+    Value value = memref::LoadOp::create(b, shared, ValueRange{offset});
+    sum = fadd(sum, select(inside, value, f32(0.0)));
+  }
   Value at = add(row, add(qLo, t));
   Value before = memref::LoadOp::create(b, workspace, ValueRange{at});
   memref::StoreOp::create(b, fadd(before, sum), workspace, ValueRange{at});

@@ -384,9 +384,8 @@ KeyValueGradKernel::emitTile(RegionApplication &regions, TileRing &ring,
     OpBuilder::InsertionGuard inner(b);
     b.setInsertionPointToStart(asked.thenBlock());
     // The next tile's first barrier keeps its stores after these reads.
-    gpu::BarrierOp::create(b);
     diagonalSums->addTile(diagonalTile, args.workspace, diagonalRow, qLo,
-                          threadId, config.keyValueWarps * kThreadsPerWarp);
+                          threadId, lane, warp);
   }
   scf::YieldOp::create(b, next);
   return SmallVector<Value>(compute.getResults());
@@ -562,6 +561,10 @@ FailureOr<int64_t> KeyValueGradKernel::build(gpu::GPUModuleOp module,
   if (slots.getDiagonalSink()) {
     diagonalSums.emplace(b, config.keyTile(), queryTile());
     diagonalTile = shared.carve(diagonalSums->sharedFloats(), b.getF32Type());
+    // Its padding stays zero; the barrier after the K and V copies
+    // publishes it.
+    diagonalSums->zeroShared(diagonalTile, threadId,
+                             config.keyValueWarps * kThreadsPerWarp);
   }
 
   // K as the A operand of S^T = K Q^T (and V of dP^T); Q and dO as the B

@@ -6,11 +6,16 @@
 // every run:
 //
 //   dK/dV kernel: per (key tile, query tile) pair, each thread stores its
-//     elements' values into a [keys][queries] f32 tile in shared memory;
-//     after a barrier thread t adds diagonal t of the tile in row order and
-//     adds that to the block's own row of the workspace, at the diagonal's
-//     offset from the block's last key (the query tiles in order, so the
-//     row's additions are ordered too).
+//     elements' values into a [keys][queries] f32 tile in shared memory,
+//     each group of 16 keys (rows) in its own region with 16 zero floats
+//     before it and at the end of each row. After a barrier each warp sums
+//     the diagonals of one group's rows, a lane per diagonal, by fixed
+//     offsets: the zeros stand in for the elements past the tile's edges,
+//     so no load tests a bound. After another barrier thread t adds the
+//     groups' sums that make up diagonal t of the tile, in group order, to
+//     the block's own row of the workspace, at the diagonal's offset from
+//     the block's last key (the query tiles in order, so the row's
+//     additions are ordered too).
 //   reduce kernel: a table element's gradient is the sum, over (batch,
 //     head) and over the diagonals whose index selects it -- an interval,
 //     the index being monotone in the diagonal, found by binary search --
@@ -26,19 +31,28 @@
 
 #include "rbfc/Conversion/NVGPU/KernelEmitter.h"
 
+#include "llvm/Support/MathExtras.h"
+
 namespace rbfc {
 
 class DiagonalSums : public KernelEmitter {
 public:
+  /// For blocks of keyTile / 16 warps, one per group of 16 keys.
   DiagonalSums(mlir::ImplicitLocOpBuilder &b, int64_t keyTile,
                int64_t queryTile)
       : KernelEmitter(b), keyTile(keyTile), queryTile(queryTile) {}
 
-  /// f32 elements of the shared tile.
-  int64_t sharedFloats() const { return keyTile * pitch(); }
+  /// f32 elements of the shared buffer: the groups' tiles, then their
+  /// diagonal sums.
+  int64_t sharedFloats() const {
+    return groups() * groupFloats() + groups() * groupDiagonalsPadded();
+  }
   /// Floats of a workspace row for queries of length `qLen`.
   mlir::Value rowLength(mlir::Value qLen);
 
+  /// Zeroes the shared buffer, the padding that stays zero included (every
+  /// thread of the block; a barrier must follow).
+  void zeroShared(mlir::Value shared, mlir::Value threadId, int64_t threads);
   /// Zeroes the block's row at `row` (every thread of the block calls it;
   /// a barrier must follow before the row is added to).
   void zeroRow(mlir::Value workspace, mlir::Value row, mlir::Value length,
@@ -47,10 +61,12 @@ public:
   /// tile pair into the shared tile.
   void store(mlir::Value shared, mlir::Value keyInTile, mlir::Value queryInTile,
              mlir::Value value);
-  /// After a barrier: adds the shared tile's diagonals to the block's row
-  /// at `row`, for the query tile that starts at query `qLo`.
+  /// After a barrier past the stores: adds the tile's diagonals to the
+  /// block's row at `row`, for the query tile that starts at query `qLo`
+  /// (both phases and the barrier between them; every thread calls it).
   void addTile(mlir::Value shared, mlir::Value workspace, mlir::Value row,
-               mlir::Value qLo, mlir::Value threadId, int64_t threads);
+               mlir::Value qLo, mlir::Value threadId, mlir::Value lane,
+               mlir::Value warp);
 
   /// The workspace entry of diagonal `diagonal` in key tile `tile`'s row
   /// at `rowsStart` (rows of `length` floats, one per key tile), clamped
@@ -65,11 +81,20 @@ public:
                          llvm::function_ref<mlir::Value(mlir::Value)> holds);
 
 private:
-  /// Row pitch of the shared tile: four floats of padding move the rows
-  /// of an accumulator fragment's lanes to different banks.
-  int64_t pitch() const { return queryTile + 4; }
-  /// Independent partial sums per diagonal in addTile.
-  static constexpr int64_t kChains = 4;
+  static constexpr int64_t kGroupRows = 16;
+  int64_t groups() const { return keyTile / kGroupRows; }
+  /// The zeros before a group's rows and at the end of each: a diagonal
+  /// runs at most kGroupRows - 1 columns past either edge.
+  int64_t padding() const { return kGroupRows; }
+  int64_t pitch() const { return queryTile + padding(); }
+  int64_t groupFloats() const { return padding() + kGroupRows * pitch(); }
+  /// Diagonals of one group's rows against the query tile.
+  int64_t groupDiagonals() const { return kGroupRows + queryTile - 1; }
+  int64_t groupDiagonalsPadded() const {
+    return llvm::alignTo(groupDiagonals(), 16);
+  }
+  /// Diagonals of the whole tile pair: the block needs as many threads.
+  int64_t diagonals() const { return keyTile + queryTile - 1; }
 
   int64_t keyTile, queryTile;
 };
