@@ -33,6 +33,8 @@
 #include "llvm/ADT/TypeSwitch.h"
 #include "llvm/Support/Debug.h"
 
+#include <map>
+
 #define DEBUG_TYPE "attn-backward-kernels"
 
 using namespace mlir;
@@ -73,10 +75,11 @@ private:
                               MutableArrayRef<Value> keyNormGrad,
                               MutableArrayRef<Value> partials);
   /// Puts the tile's values of the relative-position table's gradient
-  /// (`values`, one per element of S^T at the lane's (key, query) in
-  /// `positions`) into the shared tile, when that gradient is asked for.
+  /// into the shared tile, when that gradient is asked for: each group of
+  /// `values` (the lane's elements on one diagonal) added, at the lane's
+  /// (key, query) of its first element in `positions`.
   void storeDiagonalValues(ArrayRef<std::pair<Value, Value>> positions,
-                           ArrayRef<Value> values);
+                           ArrayRef<SmallVector<Value>> values);
   /// Writes the keys' terms for the dQ kernel (padding keys get 0).
   void storeKeyTerms(BackwardWorkspace &space, Value head);
   /// acc += A B over the tile: A from the accumulators `operand` (keys x
@@ -186,11 +189,18 @@ LogicalResult KeyValueGradKernel::applyElements(
   ElementValues element;
   element.qScale = qScale;
   Value columnDelta, columnLse2;
+  // The table's values by the diagonal they lie on within the lane's
+  // elements (lane row r is 16 (r / 2) + 8 (r % 2) rows down, column c of
+  // slice s 8 s + c columns across): the lane adds each diagonal's values
+  // before they go to shared memory.
+  int64_t columnOffset = 0;
+  std::map<int64_t, int64_t> diagonalGroupOf;
   SmallVector<std::pair<Value, Value>> diagonalPositions;
-  SmallVector<Value> diagonalValues;
+  SmallVector<SmallVector<Value>> diagonalValues;
   LogicalResult status = fragment->forEachElementByColumn(
       scoreLayout,
       [&](int64_t slice, int64_t column, Value index) {
+        columnOffset = 8 * slice + column;
         element.qIdx = add(qLo, index);
         columnDelta = delta[slice][column];
         columnLse2 = lse2[slice][column];
@@ -229,9 +239,16 @@ LogicalResult KeyValueGradKernel::applyElements(
                     return success();
                   })
                   .Case([&](attn::GradCaptureOp) {
-                    diagonalPositions.push_back(
-                        {sub(element.kvIdx, kvLo), sub(element.qIdx, qLo)});
-                    diagonalValues.push_back(x);
+                    int64_t diagonal =
+                        columnOffset - (kAtomRows * (r / 2) + 8 * (r % 2));
+                    auto [group, added] = diagonalGroupOf.try_emplace(
+                        diagonal, diagonalValues.size());
+                    if (added) {
+                      diagonalPositions.push_back(
+                          {sub(element.kvIdx, kvLo), sub(element.qIdx, qLo)});
+                      diagonalValues.emplace_back();
+                    }
+                    diagonalValues[group->second].push_back(x);
                     return success();
                   })
                   .Default([](Operation *other) {
@@ -246,14 +263,20 @@ LogicalResult KeyValueGradKernel::applyElements(
 }
 
 void KeyValueGradKernel::storeDiagonalValues(
-    ArrayRef<std::pair<Value, Value>> positions, ArrayRef<Value> values) {
+    ArrayRef<std::pair<Value, Value>> positions,
+    ArrayRef<SmallVector<Value>> values) {
   if (values.empty())
     return;
   auto asked = scf::IfOp::create(b, TypeRange{}, wantsDiagonalSums(), false);
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPointToStart(asked.thenBlock());
-  for (auto [position, value] : llvm::zip(positions, values))
-    diagonalSums->store(diagonalTile, position.first, position.second, value);
+  // The other elements' places are never written: they stay zero.
+  for (auto [position, group] : llvm::zip(positions, values)) {
+    Value sum = group.front();
+    for (Value value : llvm::drop_begin(group))
+      sum = fadd(sum, value);
+    diagonalSums->store(diagonalTile, position.first, position.second, sum);
+  }
 }
 
 FailureOr<SmallVector<Value>>
