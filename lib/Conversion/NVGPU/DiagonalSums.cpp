@@ -13,22 +13,22 @@ Value DiagonalSums::rowLength(Value qLen) {
   return add(mul(tiles, queryTile), keyTile);
 }
 
-void DiagonalSums::zeroRow(Value workspace, Value row, Value length,
-                           Value threadId, int64_t threads) {
-  auto loop = scf::ForOp::create(b, threadId, length, index(threads));
+void DiagonalSums::zeroFloats(Value memref, Value start, Value count,
+                              Value threadId, int64_t threads) {
+  auto loop = scf::ForOp::create(b, threadId, count, index(threads));
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPointToStart(loop.getBody());
-  memref::StoreOp::create(b, f32(0.0), workspace,
-                          ValueRange{add(row, loop.getInductionVar())});
+  memref::StoreOp::create(b, f32(0.0), memref,
+                          ValueRange{add(start, loop.getInductionVar())});
+}
+
+void DiagonalSums::zeroRow(Value workspace, Value row, Value length,
+                           Value threadId, int64_t threads) {
+  zeroFloats(workspace, row, length, threadId, threads);
 }
 
 void DiagonalSums::zeroShared(Value shared, Value threadId, int64_t threads) {
-  auto loop =
-      scf::ForOp::create(b, threadId, index(sharedFloats()), index(threads));
-  OpBuilder::InsertionGuard guard(b);
-  b.setInsertionPointToStart(loop.getBody());
-  memref::StoreOp::create(b, f32(0.0), shared,
-                          ValueRange{loop.getInductionVar()});
+  zeroFloats(shared, index(0), index(sharedFloats()), threadId, threads);
 }
 
 void DiagonalSums::store(Value shared, Value keyInTile, Value queryInTile,

@@ -81,6 +81,11 @@ public:
                          llvm::function_ref<mlir::Value(mlir::Value)> holds);
 
 private:
+  /// Zeroes floats [start, start + count) of `memref`, the block's threads
+  /// in turn.
+  void zeroFloats(mlir::Value memref, mlir::Value start, mlir::Value count,
+                  mlir::Value threadId, int64_t threads);
+
   static constexpr int64_t kGroupRows = 16;
   int64_t groups() const { return keyTile / kGroupRows; }
   /// The zeros before a group's rows and at the end of each: a diagonal
