@@ -279,7 +279,10 @@ TEST(HostBackward, SameBitsOnEveryThreadCount) {
 
 // The fused schedule adds the same dS k and dS q in the same order as the
 // split one: the gradients of q, k and v are the same bits. The parameters'
-// and captures' partial sums fall into other chunks: within float rounding.
+// and captures' partial sums fall into other chunks: within float rounding,
+// which for a parameter whose terms cancel is more than the sum's own
+// precision (softcap's cap, bf16: 0.19224560 split, 0.19224310 fused, 1.3e-5
+// apart relative, seed 2007170981): 1e-4 of it.
 TEST(HostBackward, FusedScheduleGivesTheSplitSchedulesGradients) {
   std::mt19937_64 rng(testSeed() + 12);
   for (const char *spec : kSpecs)
@@ -297,7 +300,7 @@ TEST(HostBackward, FusedScheduleGivesTheSplitSchedulesGradients) {
       EXPECT_TRUE(problem.queryKeyValueGradBits() == split)
           << "dq, dk or dv differ between schedules";
       auto close = [](double a, double b) {
-        return std::abs(a - b) <= 1e-5 * std::max({std::abs(a), std::abs(b),
+        return std::abs(a - b) <= 1e-4 * std::max({std::abs(a), std::abs(b),
                                                    1e-3});
       };
       for (auto &[name, value] : params)
