@@ -8,15 +8,15 @@ For every example spec, through the Python op (rbfc.compile(...)(q, k, v)
 with autograd): the gradients of q, k, v, of the f32 params (gamma, cap, as
 tensors that require grad) and of the captures the GPU backward gives a
 gradient (ALiBi's slopes, RBF's per-head gammas, the relative-position
-table) against float32 PyTorch
-autograd of the independent references of test/python/references.py, on the
+table) against float32 PyTorch autograd of the independent references of
+test/python/references.py, on the
 forward test's shapes (N=1, odd lengths, Nq != Nkv, GQA, the bnhd layout),
 half of them with a gradient of the log-sum-exp too. The caching allocator's
 free blocks are poisoned with NaN first: a gradient the kernels leave
 unwritten shows. Then: two runs give bitwise-equal gradients; asking for a
 gradient the GPU does not compute (a table read along anti-diagonals)
-raises RbfcError before anything runs; compute-sanitizer memcheck on a small case
-of each kernel structure and racecheck on one.
+raises RbfcError before anything runs; compute-sanitizer memcheck on a small
+case of each kernel structure and racecheck on one.
 
 Tolerances (references.gradients): a gradient passes when |g - exact| <=
 tol * max|exact| + 2 |exact - rounded| + noise for every element, where

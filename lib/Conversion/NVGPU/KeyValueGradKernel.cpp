@@ -30,10 +30,9 @@
 
 #include "mlir/Dialect/LLVMIR/NVVMDialect.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "llvm/ADT/DenseMap.h"
 #include "llvm/ADT/TypeSwitch.h"
 #include "llvm/Support/Debug.h"
-
-#include <map>
 
 #define DEBUG_TYPE "attn-backward-kernels"
 
@@ -190,17 +189,16 @@ LogicalResult KeyValueGradKernel::applyElements(
   element.qScale = qScale;
   Value columnDelta, columnLse2;
   // The table's values by the diagonal they lie on within the lane's
-  // elements (lane row r is 16 (r / 2) + 8 (r % 2) rows down, column c of
-  // slice s 8 s + c columns across): the lane adds each diagonal's values
-  // before they go to shared memory.
+  // elements: the lane adds each diagonal's values before they go to
+  // shared memory.
   int64_t columnOffset = 0;
-  std::map<int64_t, int64_t> diagonalGroupOf;
+  llvm::SmallDenseMap<int64_t, int64_t> diagonalGroupOf;
   SmallVector<std::pair<Value, Value>> diagonalPositions;
   SmallVector<SmallVector<Value>> diagonalValues;
   LogicalResult status = fragment->forEachElementByColumn(
       scoreLayout,
       [&](int64_t slice, int64_t column, Value index) {
-        columnOffset = 8 * slice + column;
+        columnOffset = FragmentLayout::laneColumnOffset(slice, column);
         element.qIdx = add(qLo, index);
         columnDelta = delta[slice][column];
         columnLse2 = lse2[slice][column];
@@ -240,7 +238,7 @@ LogicalResult KeyValueGradKernel::applyElements(
                   })
                   .Case([&](attn::GradCaptureOp) {
                     int64_t diagonal =
-                        columnOffset - (kAtomRows * (r / 2) + 8 * (r % 2));
+                        columnOffset - FragmentLayout::laneRowOffset(r);
                     auto [group, added] = diagonalGroupOf.try_emplace(
                         diagonal, diagonalValues.size());
                     if (added) {

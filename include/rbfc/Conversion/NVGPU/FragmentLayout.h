@@ -68,6 +68,17 @@ public:
   static int64_t element(int64_t laneRow, int64_t column) {
     return 2 * (laneRow % 2) + column;
   }
+  /// How many rows below the lane's first (l/4 of atom 0) lane row
+  /// `laneRow` lies, and how many columns right of its first (2 (l % 4) of
+  /// slice 0) column `column` of slice `slice` lies: the same in every
+  /// lane, so elements whose column and row offsets differ alike lie on
+  /// one diagonal of the tile.
+  static int64_t laneRowOffset(int64_t laneRow) {
+    return kAtomRows * (laneRow / 2) + 8 * (laneRow % 2);
+  }
+  static int64_t laneColumnOffset(int64_t slice, int64_t column) {
+    return 8 * slice + column;
+  }
 
   /// The accumulators of lane row `laneRow`'s atom, one per slice.
   llvm::ArrayRef<Accumulator>
