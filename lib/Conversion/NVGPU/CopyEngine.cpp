@@ -12,9 +12,6 @@
 using namespace mlir;
 using namespace rbfc;
 
-/// NVPTX address space of the shared memory of a block's cluster.
-static constexpr unsigned kSharedClusterAddressSpace = 7;
-
 int64_t CopyEngine::copyChunks(int64_t chunksPerRow, int64_t threads) {
   // A multiple of the swizzle's group, so that the chunks a thread copies
   // lie a constant apart in the tile too.
@@ -232,16 +229,9 @@ void TileRing::issueTerms(Value tile, Value firstRow,
     NVVM::MBarrierArriveExpectTxOp::create(
         b, Type(), barrier, i32(planes.size() * planeBytes),
         NVVM::MemScopeKind::CTA, /*relaxed=*/false, Value());
-    // The shared::cluster form: the shared::cta one needs PTX ISA 8.6, and
-    // a block outside a cluster is its own cluster.
-    auto clusterPointer =
-        LLVM::LLVMPointerType::get(b.getContext(), kSharedClusterAddressSpace);
     for (auto [plane, terms] : llvm::enumerate(planes))
       NVVM::CpAsyncBulkGlobalToSharedClusterOp::create(
-          b,
-          LLVM::AddrSpaceCastOp::create(b, clusterPointer,
-                                        elementPointer(terms.shared, target))
-              .getResult(),
+          b, clusterPointer(elementPointer(terms.shared, target)),
           elementPointer(workspace, runStart(plane)), barrier, i32(planeBytes),
           Value(), Value());
     return;
@@ -272,11 +262,7 @@ void TileRing::createTermBarriers() {
     NVVM::MBarrierInitOp::create(b, elementPointer(barriers, index(stage)),
                                  i32(1), Value());
   // The bulk copies complete on the barriers through the async proxy.
-  NVVM::FenceProxyOp::create(
-      b,
-      NVVM::ProxyKindAttr::get(b.getContext(), NVVM::ProxyKind::async_shared),
-      NVVM::SharedSpaceAttr::get(b.getContext(),
-                                 NVVM::SharedSpace::shared_cta));
+  fenceSharedForAsyncProxy();
 }
 
 void TileRing::waitForTerms(Value tile) {

@@ -3,13 +3,16 @@
 
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 
 using namespace mlir;
 using namespace rbfc;
 
-/// NVPTX address spaces of global and shared memory.
-static constexpr unsigned kGlobalAddressSpace = 1, kSharedAddressSpace = 3;
+/// NVPTX address spaces of global and shared memory, and of the shared
+/// memory of a block's cluster.
+static constexpr unsigned kGlobalAddressSpace = 1, kSharedAddressSpace = 3,
+                          kSharedClusterAddressSpace = 7;
 
 scf::IfOp KernelEmitter::updateIf(Value condition, ValueRange state) {
   auto branch =
@@ -65,4 +68,17 @@ Value KernelEmitter::elementPointer(Value memref, Value offset) {
   return LLVM::IntToPtrOp::create(
       b, LLVM::LLVMPointerType::get(b.getContext(), space),
       arith::IndexCastOp::create(b, b.getI64Type(), address).getResult());
+}
+
+Value KernelEmitter::clusterPointer(Value shared) {
+  return LLVM::AddrSpaceCastOp::create(
+      b, LLVM::LLVMPointerType::get(b.getContext(), kSharedClusterAddressSpace),
+      shared);
+}
+
+void KernelEmitter::fenceSharedForAsyncProxy() {
+  NVVM::FenceProxyOp::create(
+      b, NVVM::ProxyKind::async_shared,
+      NVVM::SharedSpaceAttr::get(b.getContext(),
+                                 NVVM::SharedSpace::shared_cta));
 }

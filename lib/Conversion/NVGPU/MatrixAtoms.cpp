@@ -158,12 +158,7 @@ Value WarpgroupMmaAtom::mnMajorSlice(Value descriptor, const SwizzledTile &tile,
   return advance(descriptor, tileBytes(tile.rowShift(16 * slice)));
 }
 
-void WarpgroupMmaAtom::fenceCopies() {
-  NVVM::FenceProxyOp::create(
-      b, NVVM::ProxyKind::async_shared,
-      NVVM::SharedSpaceAttr::get(b.getContext(),
-                                 NVVM::SharedSpace::shared_cta));
-}
+void WarpgroupMmaAtom::fenceCopies() { fenceSharedForAsyncProxy(); }
 
 std::string WarpgroupMmaAtom::registerList(int64_t first, int64_t n) {
   std::string list = "{";

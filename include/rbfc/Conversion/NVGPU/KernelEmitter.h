@@ -100,6 +100,14 @@ protected:
   /// An LLVM pointer to element `offset` of the 1-D global or workgroup
   /// memref `memref`, for the NVVM ops that take pointers.
   mlir::Value elementPointer(mlir::Value memref, mlir::Value offset);
+  /// The shared::cluster pointer of the shared pointer `shared`, which the
+  /// bulk and tensor copies write through: their shared::cta forms need PTX
+  /// ISA 8.6, and a block outside a cluster is its own cluster.
+  mlir::Value clusterPointer(mlir::Value shared);
+  /// fence.proxy.async.shared::cta: this thread's shared-memory writes (and
+  /// mbarrier initialisations) become visible to the async proxy, through
+  /// which wgmma reads and bulk and tensor copies complete.
+  void fenceSharedForAsyncProxy();
 
   mlir::ImplicitLocOpBuilder &b;
 };
