@@ -54,7 +54,11 @@ def Attn_PlanAttr : AttrDef<Attn_Dialect, "Plan"> {
     completes on an mbarrier, with no per-thread addresses), or loaded by
     each lane from the workspace (`global`). `blocks_per_sm` (0: no hint)
     asks the backend to compile the kernel for that many resident thread
-    blocks per multiprocessor, which caps its registers. Backends choose a
+    blocks per multiprocessor, which caps its registers. `copy` says how K
+    and V tiles reach shared memory: `cp_async` (16 bytes a thread) or
+    `tma` (the `wgmma` kernel's producer: one thread issues a tensor-memory
+    copy per 64 columns of a tile from a tensor map the runtime builds, and
+    it completes on the stage's mbarrier). Backends choose a
     default per target and head dimension; `rbfc --plan=...` overrides it.
 
     Example: `#attn.plan<arch = "sm_80", kernel = "mma_sync", tile_m = 128, tile_n = 64, warps = 4, stages = 2>`
@@ -66,7 +70,9 @@ def Attn_PlanAttr : AttrDef<Attn_Dialect, "Plan"> {
                         StringRefParameter<"how per-key terms reach the scores",
                                            "\"threads\"">:$key_terms,
                         DefaultValuedParameter<"int64_t", "0",
-                          "resident blocks per multiprocessor to compile for">:$blocks_per_sm);
+                          "resident blocks per multiprocessor to compile for">:$blocks_per_sm,
+                        StringRefParameter<"how K and V tiles reach shared memory",
+                                           "\"cp_async\"">:$copy);
   let assemblyFormat = "`<` struct(params) `>`";
   let genVerifyDecl = 1;
 }

@@ -43,6 +43,27 @@ def AttnLowerToNVGPU : Pass<"attn-lower-to-nvgpu", "::mlir::ModuleOp"> {
   ];
 }
 
+def AttnTensorMapParams : Pass<"attn-tensor-map-params",
+                                "::mlir::gpu::GPUModuleOp"> {
+  let summary = "make the tensor-map parameters of lowered kernels grid constants";
+  let description = [{
+    A kernel that copies by TMA takes each CUtensorMap by value and names it
+    by its address; `gpu.func` cannot declare such a parameter, so
+    attn-lower-to-nvgpu declares an `!llvm.ptr` and lists its index in the
+    kernel's `rbfc.tensor_map_args`. Once the kernel is an `llvm.func`
+    (after convert-gpu-to-nvvm, whose bare-pointer convention keeps one
+    LLVM parameter per kernel parameter) this pass makes each listed
+    parameter a 128-byte `byval`, 64-byte aligned, `nvvm.grid_constant`
+    parameter: the PTX declares `.param .align 64 .b8 [128]`, and the
+    kernel's uses read its generic address (`cvta.param`) instead of a
+    per-thread copy in local memory, which TMA could not read. The list
+    is removed.
+  }];
+  let dependentDialects = [
+    "::mlir::LLVM::LLVMDialect", "::mlir::NVVM::NVVMDialect"
+  ];
+}
+
 def AttnLowerToHost : Pass<"attn-lower-to-host", "::mlir::ModuleOp"> {
   let summary = "lower every attention op to a tiled streaming-softmax CPU function";
   let description = [{

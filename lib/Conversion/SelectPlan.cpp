@@ -70,9 +70,11 @@ bool gathersPerElement(attn::AttentionOp op) {
 
 /// sm_90a at head_dim 128: the warp-specialised wgmma kernel, two consumer
 /// warpgroups of 64 query rows and a producer warpgroup, 128-key tiles, two
-/// stages, key terms copied by the producer. On the H200 (bench/NOTES.md,
-/// 2026-12-04) it ran 10-14% ahead of the cooperative wgmma kernel and
-/// 25-48% ahead of mma.sync. At head_dim 64 its producer cannot keep up
+/// stages, K and V brought by TMA and the key terms by bulk copies of the
+/// same producer thread. On the H200 (bench/NOTES.md, 2026-12-04) the
+/// warp-specialised kernel ran 10-14% ahead of the cooperative wgmma kernel
+/// and 25-48% ahead of mma.sync with a cp.async producer, and TMA took
+/// 3-5% more (step 10). At head_dim 64 its producer cannot keep up
 /// (dot 289 against mma.sync's 332 TFLOP/s); the cooperative kernel
 /// (every warp copies and computes) takes 64 instead, compiled for two
 /// blocks per multiprocessor (causal dot 330 against 254 with one) with
@@ -90,10 +92,10 @@ attn::PlanAttr wgmmaPlan(attn::AttentionOp op, StringRef arch,
                                /*tile_m=*/128,
                                /*tile_n=*/op.getKeyBias().empty() ? 128 : 64,
                                /*warps=*/8, /*stages=*/2, "threads",
-                               /*blocks_per_sm=*/2);
+                               /*blocks_per_sm=*/2, "cp_async");
   return attn::PlanAttr::get(op.getContext(), arch, "wgmma", /*tile_m=*/128,
-                             /*tile_n=*/128, /*warps=*/8, /*stages=*/2,
-                             "threads", /*blocks_per_sm=*/0);
+                             /*tile_n=*/128, /*warps=*/8, /*stages=*/2, "bulk",
+                             /*blocks_per_sm=*/0, "tma");
 }
 
 attn::PlanAttr defaultPlan(attn::AttentionOp op, StringRef arch) {
@@ -115,7 +117,7 @@ attn::PlanAttr defaultPlan(attn::AttentionOp op, StringRef arch) {
   if (headDim > 128)
     return attn::PlanAttr::get(ctx, arch, "mma_sync", /*tile_m=*/64,
                                /*tile_n=*/32, /*warps=*/4, /*stages=*/2,
-                               "threads", blocksPerSM);
+                               "threads", blocksPerSM, "cp_async");
   // How a key bias (RBF's -gamma ||k||^2, ...) reaches the scores, as
   // measured on the H100 (docs/kernel.md, "How key_terms was chosen"). At
   // head_dim 64 the lanes load it from the workspace: no copies, no shared
@@ -154,7 +156,8 @@ attn::PlanAttr defaultPlan(attn::AttentionOp op, StringRef arch) {
   if (measured && headDim == 32)
     blocksPerSM = 3;
   return attn::PlanAttr::get(ctx, arch, "mma_sync", /*tile_m=*/128, tileN,
-                             /*warps=*/4, /*stages=*/2, keyTerms, blocksPerSM);
+                             /*warps=*/4, /*stages=*/2, keyTerms, blocksPerSM,
+                             "cp_async");
 }
 
 struct AttnSelectPlan : rbfc::impl::AttnSelectPlanBase<AttnSelectPlan> {

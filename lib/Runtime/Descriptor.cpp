@@ -261,9 +261,9 @@ bool parseDescriptor(std::string_view json, Descriptor &out,
   std::string format;
   if (!top.string("format", format, true))
     return false;
-  if (format != "rbfc-kernel/4")
+  if (format != "rbfc-kernel/5")
     return top.fail("format", "is \"" + format +
-                                  "\"; this runtime reads \"rbfc-kernel/4\"");
+                                  "\"; this runtime reads \"rbfc-kernel/5\"");
 
   if (!top.string("name", out.name, false) ||
       !top.string("entry", out.entry, true) ||
@@ -279,13 +279,18 @@ bool parseDescriptor(std::string_view json, Descriptor &out,
       !top.integer("stages", out.stages, 1, 64, false) ||
       !top.integer("shared_memory_bytes", out.sharedMemoryBytes, 0,
                    int64_t(1) << 31, true) ||
-      !top.string("normalization", out.normalization, false))
+      !top.string("normalization", out.normalization, false) ||
+      !top.integer("tensor_map_rows", out.tensorMapRows, 0, 256, false))
     return false;
   if (out.entry.empty())
     return top.fail("entry", "is empty");
   if (out.normalization != "softmax" && out.normalization != "none")
     return top.fail("normalization", "is \"" + out.normalization +
                                          "\"; expected softmax or none");
+
+  if (out.tensorMapRows > 0 && out.dtype == RBFC_DTYPE_F32)
+    return top.fail("tensor_map_rows",
+                    "is set, but TMA kernels take bf16 or f16, not f32");
 
   bool ok = true;
   const JsonValue *params = top.get("params", JsonValue::Kind::Array, true, ok);

@@ -74,6 +74,9 @@ bool openDriver(const char *library, Driver &driver, std::string &error) {
       dlsym(handle, "cuMemFreeAsync"));
   driver.launchKernelEx = reinterpret_cast<decltype(driver.launchKernelEx)>(
       dlsym(handle, "cuLaunchKernelEx"));
+  driver.tensorMapEncodeTiled =
+      reinterpret_cast<decltype(driver.tensorMapEncodeTiled)>(
+          dlsym(handle, "cuTensorMapEncodeTiled"));
   return true;
 }
 

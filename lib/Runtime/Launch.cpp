@@ -401,6 +401,40 @@ bool prepareLaunch(const Descriptor &d, const LaunchArgs &args,
       buffer.push<int64_t>(t.strides[r]);
   }
 
+  // TMA reads k and v: 16-byte aligned bases and strides (checked above),
+  // strides below 2^40 bytes and sizes below 2^32.
+  if (d.tensorMapRows > 0) {
+    for (auto [name, tensor] : {std::pair("k", &k), std::pair("v", &v)}) {
+      TensorMapRequest map;
+      map.tensor = name;
+      map.arg = buffer.count();
+      map.dtype = d.dtype;
+      map.data = tensor->data;
+      for (int i = 0; i < 4; ++i)
+        map.sizes[i] = uint64_t(tensor->sizes[3 - i]);
+      for (int i = 0; i < 3; ++i) {
+        int64_t bytes = tensor->strides[2 - i] * dtypeSize(d.dtype);
+        if (bytes >= (int64_t(1) << 40)) {
+          error = std::string(name) + ": strides " + stridesText(*tensor) +
+                  " exceed what a tensor map takes (2^40 bytes)";
+          return false;
+        }
+        map.strideBytes[i] = uint64_t(bytes);
+      }
+      for (uint64_t size : map.sizes)
+        if (size >= (uint64_t(1) << 32)) {
+          error = std::string(name) + ": shape " + shapeText(*tensor) +
+                  " exceeds what a tensor map takes (2^32 a dimension)";
+          return false;
+        }
+      map.box[0] = 64;
+      map.box[1] = uint32_t(d.tensorMapRows);
+      map.box[2] = map.box[3] = 1;
+      config.tensorMaps.push_back(map);
+      buffer.push(TensorMapBytes{});
+    }
+  }
+
   config.block[0] = uint32_t(32 * d.warps);
   config.block[1] = config.block[2] = 1;
   config.sharedMemoryBytes = uint32_t(d.sharedMemoryBytes);

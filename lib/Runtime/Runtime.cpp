@@ -327,6 +327,37 @@ runLaunches(const rbfc_module *module, const std::string &who,
   return status;
 }
 
+/// Encodes each tensor map `config` asks for into its slot of `buffer`
+/// (docs/abi.md, "Tensor maps").
+bool encodeTensorMaps(const Driver &driver, const LaunchConfig &config,
+                      ParamBuffer &buffer, std::string &error) {
+  if (config.tensorMaps.empty())
+    return true;
+  if (!driver.tensorMapEncodeTiled) {
+    error = "the kernel reads k and v by TMA and this CUDA driver has no "
+            "cuTensorMapEncodeTiled (CUDA 12)";
+    return false;
+  }
+  for (const TensorMapRequest &request : config.tensorMaps) {
+    TensorMapBytes map{};
+    static const cuuint32_t unitSteps[4] = {1, 1, 1, 1};
+    CUresult result = driver.tensorMapEncodeTiled(
+        reinterpret_cast<CUtensorMap *>(&map),
+        request.dtype == RBFC_DTYPE_BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+                                         : CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+        4, request.data, request.sizes, request.strideBytes, request.box,
+        unitSteps, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+        CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (result != CUDA_SUCCESS) {
+      error = describeCudaError(driver, "cuTensorMapEncodeTiled", result) +
+              " (the tensor map of " + request.tensor + ")";
+      return false;
+    }
+    buffer.set(request.arg, map);
+  }
+  return true;
+}
+
 /// The launch of docs/abi.md: the key-terms prologue, when the kernel has
 /// one, then the kernel, both on `stream` with the same arguments.
 rbfc_status launch(const rbfc_module *module, const LaunchArgs &args,
@@ -340,6 +371,8 @@ rbfc_status launch(const rbfc_module *module, const LaunchArgs &args,
   std::string error;
   if (!prepareLaunch(d, args, buffer, config, error))
     return fail(RBFC_ERROR_INVALID_ARGUMENT, d.entry + ": " + error);
+  if (!encodeTensorMaps(*module->driver, config, buffer, error))
+    return fail(RBFC_ERROR_CUDA, d.entry + ": " + error);
   KernelLaunch prologue, main;
   std::copy(config.prologueGrid, config.prologueGrid + 3, prologue.grid);
   std::copy(config.prologueBlock, config.prologueBlock + 3, prologue.block);

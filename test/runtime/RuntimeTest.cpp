@@ -21,7 +21,7 @@ namespace {
 
 // The example of docs/abi.md.
 const char *kAbiExample = R"({
-  "format": "rbfc-kernel/4",
+  "format": "rbfc-kernel/5",
   "name": "rbf",
   "entry": "rbf_fwd",
   "arch": "sm_90a",
@@ -216,7 +216,7 @@ TEST(RuntimeDescriptor, NullDefaultAndOptionalKeys) {
   Descriptor d;
   std::string error;
   ASSERT_TRUE(parseDescriptor(
-      R"({"format": "rbfc-kernel/4", "entry": "k", "dtype": "f16",
+      R"({"format": "rbfc-kernel/5", "entry": "k", "dtype": "f16",
           "head_dim": 128, "has_lse": false, "tile_m": 64, "warps": 4,
           "shared_memory_bytes": 0,
           "params": [{"name": "window", "type": "i32", "default": null}],
@@ -240,13 +240,13 @@ TEST(RuntimeDescriptor, AbsentDefaultMeansNone) {
 TEST(RuntimeDescriptor, NamesWhatIsWrong) {
   EXPECT_NE(descriptorError("[]").find("must be a JSON object"),
             std::string::npos);
-  EXPECT_NE(descriptorError(edited("rbfc-kernel/4", "rbfc-kernel/3"))
-                .find("\"format\" is \"rbfc-kernel/3\"; this runtime reads "
-                      "\"rbfc-kernel/4\""),
+  EXPECT_NE(descriptorError(edited("rbfc-kernel/5", "rbfc-kernel/4"))
+                .find("\"format\" is \"rbfc-kernel/4\"; this runtime reads "
+                      "\"rbfc-kernel/5\""),
             std::string::npos);
-  EXPECT_NE(descriptorError(edited("rbfc-kernel/4", "rbfc-kernel/5"))
-                .find("\"format\" is \"rbfc-kernel/5\"; this runtime reads "
-                      "\"rbfc-kernel/4\""),
+  EXPECT_NE(descriptorError(edited("rbfc-kernel/5", "rbfc-kernel/6"))
+                .find("\"format\" is \"rbfc-kernel/6\"; this runtime reads "
+                      "\"rbfc-kernel/5\""),
             std::string::npos);
   EXPECT_NE(descriptorError(edited("\"entry\": \"rbf_fwd\",", ""))
                 .find("\"entry\" is missing"),
@@ -260,6 +260,15 @@ TEST(RuntimeDescriptor, NamesWhatIsWrong) {
   EXPECT_NE(descriptorError(edited("\"warps\": 8", "\"warps\": 0"))
                 .find("\"warps\" must be an integer in [1, 32]"),
             std::string::npos);
+  EXPECT_NE(descriptorError(edited("\"stages\": 2", "\"stages\": 2, "
+                                                    "\"tensor_map_rows\": 512"))
+                .find("\"tensor_map_rows\" must be an integer in [0, 256]"),
+            std::string::npos);
+  EXPECT_NE(
+      descriptorError(edited("\"dtype\": \"bf16\"",
+                             "\"dtype\": \"f32\", \"tensor_map_rows\": 64"))
+          .find("TMA kernels take bf16 or f16, not f32"),
+      std::string::npos);
   EXPECT_NE(descriptorError(edited("\"dtype\": \"bf16\"", "\"dtype\": \"f8\""))
                 .find("\"dtype\" is \"f8\"; expected one of bf16, f16, f32"),
             std::string::npos);
@@ -438,6 +447,44 @@ TEST_F(LaunchFixture, PacksInAbiOrder) {
   EXPECT_EQ(config.block[0], 256u);
   EXPECT_EQ(config.block[1], 1u);
   EXPECT_EQ(config.sharedMemoryBytes, 49152u);
+}
+
+TEST_F(LaunchFixture, TensorMapsOfKAndVAfterTheCaptures) {
+  // A TMA kernel: k and v as 4-D tensor maps, innermost first, in boxes of
+  // 128 rows x 64 elements; the 128-byte slots wait for the driver.
+  d.tensorMapRows = 128;
+  k.strides[0] = 3 * 77 * 64, k.strides[1] = 77 * 64, k.strides[2] = 64;
+  v = tensor4(0x300000, 2, 2, 77, 64);
+  v.strides[0] = 2 * 77 * 192, v.strides[1] = 64, v.strides[2] = 192;
+  ASSERT_TRUE(prepare()) << error;
+  ASSERT_EQ(buffer.count(), 5u + 9 + 12 + 2 + 1 + 5 + 2);
+  ASSERT_EQ(config.tensorMaps.size(), 2u);
+  for (size_t m = 0; m < 2; ++m) {
+    const TensorMapRequest &map = config.tensorMaps[m];
+    const rbfc_tensor &t = m ? v : k;
+    EXPECT_STREQ(map.tensor, m ? "v" : "k");
+    EXPECT_EQ(map.arg, buffer.count() - 2 + m);
+    EXPECT_EQ(buffer.size(map.arg), kTensorMapBytes);
+    EXPECT_EQ(buffer.offset(map.arg) % 64, 0u);
+    EXPECT_EQ(map.data, t.data);
+    EXPECT_EQ(map.dtype, RBFC_DTYPE_BF16);
+    EXPECT_EQ(map.sizes[0], 64u);
+    EXPECT_EQ(map.sizes[1], 77u);
+    EXPECT_EQ(map.sizes[2], 2u);
+    EXPECT_EQ(map.sizes[3], 2u);
+    for (int i = 0; i < 3; ++i)
+      EXPECT_EQ(map.strideBytes[i], uint64_t(t.strides[2 - i]) * 2);
+    EXPECT_EQ(map.box[0], 64u);
+    EXPECT_EQ(map.box[1], 128u);
+    EXPECT_EQ(map.box[2], 1u);
+    EXPECT_EQ(map.box[3], 1u);
+  }
+  // Strides a tensor map cannot take are refused before any launch.
+  k.strides[0] = int64_t(1) << 40;
+  EXPECT_NE(failure().find("k: strides (1099511627776, 4928, 64, 1) exceed "
+                           "what a tensor map takes (2^40 bytes)"),
+            std::string::npos)
+      << error;
 }
 
 TEST_F(LaunchFixture, WithoutLseAndWithExplicitParams) {
@@ -820,7 +867,7 @@ TEST(RuntimeCApi, ReportsFileAndDescriptorErrorsBeforeTheDriver) {
                 .find("cannot open '/nonexistent/k.ptx'"),
             std::string::npos);
   const char image[] = ".version 8.0";
-  std::string bad = "{\"format\": \"rbfc-kernel/4\"}";
+  std::string bad = "{\"format\": \"rbfc-kernel/5\"}";
   EXPECT_EQ(rbfc_module_load_data(image, sizeof image, bad.data(), bad.size(),
                                   &module),
             RBFC_ERROR_DESCRIPTOR);

@@ -69,7 +69,8 @@ protected:
     OpBuilder moduleBuilder(module->getBodyRegion());
     auto kernels = gpu::GPUModuleOp::create(moduleBuilder, op.getLoc(), "k");
     KernelSignature signature(&context);
-    args.addTo(signature, op, /*hasLse=*/true, /*hasWorkspace=*/false);
+    args.addTo(signature, op, /*hasLse=*/true, /*hasWorkspace=*/false,
+               /*hasTensorMaps=*/false);
     signature.declare(b, kernels, "test", /*threads=*/128);
     Value zero = arith::ConstantIndexOp::create(b, 0);
     regions.emplace(b, op, args.sizes, args.params, args.captures, zero, zero,

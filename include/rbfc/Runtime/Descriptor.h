@@ -85,6 +85,9 @@ struct Descriptor {
   int warps = 0;
   int stages = 0;
   int64_t sharedMemoryBytes = 0;
+  /// The kernel reads k and v by TMA in boxes of this many rows (0: it
+  /// takes no tensor maps).
+  int tensorMapRows = 0;
   std::vector<ParamDesc> params;
   std::vector<CaptureDesc> captures;
   std::optional<KeyTermsDesc> keyTerms;

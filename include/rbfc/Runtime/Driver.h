@@ -45,6 +45,13 @@ struct Driver {
   // kernels launch in plain stream order.
   CUresult (*launchKernelEx)(const CUlaunchConfig *, CUfunction, void **,
                              void **);
+  // CUDA 12: tensor maps, which the TMA kernels (sm_90) take; null before.
+  CUresult (*tensorMapEncodeTiled)(CUtensorMap *, CUtensorMapDataType,
+                                   cuuint32_t, void *, const cuuint64_t *,
+                                   const cuuint64_t *, const cuuint32_t *,
+                                   const cuuint32_t *, CUtensorMapInterleave,
+                                   CUtensorMapSwizzle, CUtensorMapL2promotion,
+                                   CUtensorMapFloatOOBfill);
 };
 
 /// Opens `library` and resolves every entry point. On failure returns false

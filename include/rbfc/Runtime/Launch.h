@@ -54,6 +54,27 @@ struct LaunchArgs {
   SequenceBlock block;
 };
 
+/// A tensor map the kernel takes (docs/abi.md, "Tensor maps"): a 16-bit
+/// tensor [batch][heads][rows][head_dim] seen as 4-D, innermost dimension
+/// first, read in boxes of `boxRows` rows x 64 elements into the 128-byte
+/// swizzle; rows past the end read as zeros. The runtime encodes it with
+/// the driver into the 128 bytes of parameter `arg`.
+struct TensorMapRequest {
+  const char *tensor = nullptr; // "k" or "v", for messages
+  size_t arg = 0;
+  rbfc_dtype dtype = RBFC_DTYPE_BF16;
+  void *data = nullptr;
+  uint64_t sizes[4] = {};       // head_dim, rows, heads, batch
+  uint64_t strideBytes[3] = {}; // of rows, heads, batch
+  uint32_t box[4] = {};
+};
+
+/// The bytes and alignment of a CUtensorMap.
+inline constexpr size_t kTensorMapBytes = 128;
+struct alignas(64) TensorMapBytes {
+  unsigned char bytes[kTensorMapBytes];
+};
+
 struct LaunchConfig {
   uint32_t grid[3] = {1, 1, 1};
   uint32_t block[3] = {1, 1, 1};
@@ -66,6 +87,8 @@ struct LaunchConfig {
   /// The prologue runs with no dynamic shared memory.
   uint32_t prologueGrid[3] = {1, 1, 1};
   uint32_t prologueBlock[3] = {1, 1, 1};
+  /// The tensor maps to encode into the buffer before the launch.
+  std::vector<TensorMapRequest> tensorMaps;
 };
 
 /// The kernel's arguments, each stored at an offset aligned to its size (the
@@ -138,7 +161,9 @@ bool resolveParams(const Descriptor &descriptor, const double *params,
 /// names the tensor, parameter or capture.
 ///
 /// The workspace slot is left null: the workspace may only be allocated once
-/// everything else is known to be good, so bindWorkspace fills it in.
+/// everything else is known to be good, so bindWorkspace fills it in. The
+/// tensor-map slots are left zero with a request each in `config`: encoding
+/// needs the driver.
 bool prepareLaunch(const Descriptor &descriptor, const LaunchArgs &args,
                    ParamBuffer &buffer, LaunchConfig &config,
                    std::string &error);

@@ -23,9 +23,10 @@
 // with Q and K named by shared-memory descriptors, O += P V as one wgmma
 // per 16 keys with P from the S registers (WarpgroupMmaAtom), taking turns
 // at the tensor cores on named barriers (pingpong); a producer warpgroup
-// after them streams K, V and the key terms through the ring with cp.async
-// and hands each stage over on mbarriers (StagePipeline), with no block
-// barrier per tile. setmaxnreg moves registers from the producer to the
+// after them streams K, V and the key terms through the ring with cp.async,
+// or one of its threads with TMA (TensorMapCopy) and bulk copies, and hands
+// each stage over on mbarriers (StagePipeline), with no block barrier per
+// tile. setmaxnreg moves registers from the producer to the
 // consumers. Q, K and V lie in the 128-byte swizzle's column blocks.
 //
 //===----------------------------------------------------------------------===//
@@ -36,6 +37,7 @@
 #include "rbfc/Conversion/NVGPU/OnlineSoftmax.h"
 #include "rbfc/Conversion/NVGPU/RegionApplication.h"
 #include "rbfc/Conversion/NVGPU/StagePipeline.h"
+#include "rbfc/Conversion/NVGPU/TensorMapCopy.h"
 
 #include "mlir/Dialect/LLVMIR/NVVMDialect.h"
 #include "mlir/Dialect/Math/IR/Math.h"
@@ -44,6 +46,7 @@
 #include "llvm/Support/Debug.h"
 
 #include <cmath>
+#include <optional>
 
 #define DEBUG_TYPE "attn-flash-kernel"
 
@@ -100,6 +103,10 @@ public:
                    : block.threadId),
         queryCopies(b, queryTile, config.elementType, config.threads(),
                     block.threadId),
+        tensorCopies(config.tensorMapCopies ? std::optional<TensorMapCopy>(
+                                                  std::in_place, b, tile,
+                                                  config.tileN, config.headDim)
+                                            : std::nullopt),
         regions(b, op, args.sizes, args.params, args.captures, block.batch,
                 block.head, block.lane, config.headDim) {}
 
@@ -156,6 +163,15 @@ private:
   /// The consumers load Q. setmaxnreg gives the registers to the consumers.
   LogicalResult emitWarpSpecialized(TileRing &ring);
   void emitProducerLoop(TileRing &ring, StagePipeline &pipeline);
+  /// The producer's loop with TMA: one thread waits for each stage to be
+  /// released, announces the bytes of its K and V tiles (and its key
+  /// terms' bulk copies) on the full barrier and issues the copies, which
+  /// complete the barrier's phase themselves.
+  void emitTensorMapProducerLoop(TileRing &ring, StagePipeline &pipeline);
+  /// The arrivals that fill a stage: per producer thread with cp.async;
+  /// with TMA, the copying thread's one, and one more for the key terms'
+  /// bulk copies, which announce their own bytes.
+  int64_t fullBarrierArrivals() const;
   FailureOr<scf::ForOp> emitConsumerLoop(TileRing &ring,
                                          StagePipeline &pipeline);
   /// O, m, l after the K/V tile `tile` of the ring from `state`: the tile
@@ -246,6 +262,8 @@ private:
   /// for mma.sync; wgmma's column blocks depend on the tile's rows).
   SwizzledTile tile, queryTile;
   CopyEngine copies, queryCopies;
+  /// With TMA copies: the producer thread's copies of K and V tiles.
+  std::optional<TensorMapCopy> tensorCopies;
   RegionApplication regions;
 
   /// The block's first query row.
@@ -291,10 +309,14 @@ FailureOr<int64_t> FlashSchedule::build() {
   carveSharedMemory(shared);
   if (failed(findLiveTiles()))
     return failure();
+  // With TMA the ring's copies are the term planes': TensorMapCopy brings
+  // K and V.
+  SmallVector<TileRing::Stream> streams;
+  if (!config.tensorMapCopies)
+    streams = {{sharedKey, ForwardBlock::rows(args.k, block.kBase)},
+               {sharedValue, ForwardBlock::rows(args.v, block.vBase)}};
   TileRing ring(copies, config.stages, config.tileN, args.sizes.kvLen,
-                firstTile, endTile,
-                {{sharedKey, ForwardBlock::rows(args.k, block.kBase)},
-                 {sharedValue, ForwardBlock::rows(args.v, block.vBase)}});
+                firstTile, endTile, std::move(streams));
   if (workspace.planes() && config.keyTerms != KeyTermSource::Global) {
     SmallVector<TileRing::TermPlane> planes;
     for (auto [terms, plane] :
@@ -302,11 +324,13 @@ FailureOr<int64_t> FlashSchedule::build() {
           std::pair(sharedKeyNorm, workspace.keyNormPlane)})
       if (plane >= 0)
         planes.push_back({terms, block.keyTermRows[plane]});
+    // With TMA the terms' bulk copies complete on the stage's full barrier
+    // (the first `stages` of the pipeline's), beside K and V.
     ring.setTerms(args.workspace, std::move(planes),
                   config.keyTerms == KeyTermSource::Bulk
                       ? TileRing::TermCopy::Bulk
                       : TileRing::TermCopy::Threads,
-                  keyTermBarriers);
+                  config.tensorMapCopies ? pipelineBarriers : keyTermBarriers);
   }
   if (failed(config.warpSpecialized ? emitWarpSpecialized(ring)
                                      : emitCooperative(ring)))
@@ -341,8 +365,9 @@ LogicalResult FlashSchedule::finishAndStore(scf::ForOp loop) {
 
 LogicalResult FlashSchedule::emitWarpSpecialized(TileRing &ring) {
   StagePipeline pipeline(b, pipelineBarriers, config.stages,
-                         config.copyThreads(), config.warps);
-  pipeline.initialize(block.threadId);
+                         fullBarrierArrivals(), config.warps);
+  pipeline.initialize(block.threadId,
+                      /*asyncCopies=*/config.tensorMapCopies);
   Value consumer =
       cmp(arith::CmpIPredicate::ult, block.threadId, index(config.threads()));
   {
@@ -365,7 +390,10 @@ LogicalResult FlashSchedule::emitWarpSpecialized(TileRing &ring) {
   b.setInsertionPointToStart(roles.elseBlock());
   NVVM::SetMaxRegisterOp::create(b, kProducerRegisters,
                                  NVVM::SetMaxRegisterAction::decrease);
-  emitProducerLoop(ring, pipeline);
+  if (config.tensorMapCopies)
+    emitTensorMapProducerLoop(ring, pipeline);
+  else
+    emitProducerLoop(ring, pipeline);
   b.setInsertionPointToStart(roles.thenBlock());
   NVVM::SetMaxRegisterOp::create(b, kConsumerRegisters,
                                  NVVM::SetMaxRegisterAction::increase);
@@ -422,6 +450,40 @@ void FlashSchedule::emitProducerLoop(TileRing &ring, StagePipeline &pipeline) {
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPointToStart(drain.getBody());
   pipeline.arriveFull(drain.getInductionVar());
+}
+
+int64_t FlashSchedule::fullBarrierArrivals() const {
+  if (!config.tensorMapCopies)
+    return config.copyThreads();
+  bool bulkTerms = workspace.planes() && config.keyTerms == KeyTermSource::Bulk;
+  return 1 + bulkTerms;
+}
+
+void FlashSchedule::emitTensorMapProducerLoop(TileRing &ring,
+                                              StagePipeline &pipeline) {
+  // The other producer threads have nothing to do: their warps leave
+  // once they gave their registers up.
+  auto issuer = scf::IfOp::create(
+      b, TypeRange{},
+      cmp(arith::CmpIPredicate::eq, copies.getThreadId(), index(0)),
+      /*withElseRegion=*/false);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(issuer.thenBlock());
+  auto loop = scf::ForOp::create(b, firstTile, endTile, index(1));
+  b.setInsertionPointToStart(loop.getBody());
+  Value tile = loop.getInductionVar();
+  Value iteration = sub(tile, firstTile);
+  pipeline.waitEmpty(iteration);
+  pipeline.arriveFullExpecting(iteration, 2 * tensorCopies->tileBytes());
+  Value base = ring.tileBase(ring.buffer(tile));
+  Value firstRow = mul(tile, config.tileN);
+  Value barrier = pipeline.fullBarrier(iteration);
+  for (auto [map, shared] : {std::pair(args.keyMap, sharedKey),
+                             std::pair(args.valueMap, sharedValue)})
+    tensorCopies->copyTile(map, shared, base, firstRow, block.kvHead,
+                           block.batch, barrier);
+  if (workspace.planes() && config.keyTerms == KeyTermSource::Bulk)
+    ring.issue(tile);
 }
 
 FailureOr<scf::ForOp> FlashSchedule::emitConsumerLoop(TileRing &ring,
@@ -517,7 +579,9 @@ void FlashSchedule::carveSharedMemory(SharedMemoryArena &shared) {
     if (workspace.keyNormPlane >= 0)
       sharedKeyNorm = shared.carve(config.stages * config.tileN, f32);
   }
-  if (workspace.planes() && config.keyTerms == KeyTermSource::Bulk)
+  // With TMA the terms' bulk copies complete on the pipeline's barriers.
+  if (workspace.planes() && config.keyTerms == KeyTermSource::Bulk &&
+      !config.tensorMapCopies)
     keyTermBarriers = shared.carve(config.stages, b.getI64Type());
   if (config.warpSpecialized)
     pipelineBarriers = shared.carve(StagePipeline::barrierCount(config.stages),
@@ -1016,7 +1080,7 @@ static DictionaryAttr describe(Builder &b, attn::AttentionOp op,
   std::string planText;
   llvm::raw_string_ostream(planText) << plan;
   SmallVector<NamedAttribute> fields{
-      b.getNamedAttr("format", b.getStringAttr("rbfc-kernel/4")),
+      b.getNamedAttr("format", b.getStringAttr("rbfc-kernel/5")),
       b.getNamedAttr("name", b.getStringAttr(func ? func.getName() : entry)),
       b.getNamedAttr("entry", b.getStringAttr(entry)),
       b.getNamedAttr("arch", b.getStringAttr(plan.getArch())),
@@ -1028,13 +1092,16 @@ static DictionaryAttr describe(Builder &b, attn::AttentionOp op,
       b.getNamedAttr("tile_m", b.getI64IntegerAttr(config.tileM)),
       b.getNamedAttr("tile_n", b.getI64IntegerAttr(config.tileN)),
       b.getNamedAttr("warps", b.getI64IntegerAttr(config.blockThreads() /
-                                                 kThreadsPerWarp)),
+                                                  kThreadsPerWarp)),
       b.getNamedAttr("stages", b.getI64IntegerAttr(config.stages)),
       b.getNamedAttr("plan", b.getStringAttr(planText)),
       b.getNamedAttr("shared_memory_bytes", b.getI64IntegerAttr(sharedBytes)),
       b.getNamedAttr("params", b.getArrayAttr(params)),
       b.getNamedAttr("captures", b.getArrayAttr(captures)),
   };
+  if (config.tensorMapCopies)
+    fields.push_back(
+        b.getNamedAttr("tensor_map_rows", b.getI64IntegerAttr(config.tileN)));
   if (workspace.planes())
     fields.push_back(b.getNamedAttr(
         "key_terms",
@@ -1102,17 +1169,24 @@ LogicalResult rbfc::verifyFlashPlan(attn::AttentionOp op,
     // Its register split (setmaxnreg) is for one block a multiprocessor.
     if (plan.getBlocksPerSm() > 1)
       return fail("the wgmma kernel runs one block a multiprocessor");
-    if (plan.getKeyTerms() == "bulk")
-      return fail("the wgmma kernel's producer copies the key terms: "
-                  "key_terms \"threads\" or \"global\"");
-    int64_t producers = kWarpsPerWarpgroup * kThreadsPerWarp;
-    if (plan.getTileN() %
-            CopyEngine::rowsPerPass(headDim / kChunk, producers,
-                                    plan.getTileN()) !=
-        0)
-      return fail(
-          "the K/V tiles must split into 16-byte copies evenly over the "
-          "producer warpgroup");
+    if (plan.getCopy() == "tma") {
+      if (KeyTermWorkspace::forOp(op).planes() &&
+          plan.getKeyTerms() == "threads")
+        return fail("with copy \"tma\" one producer thread brings the key "
+                    "terms: key_terms \"bulk\" or \"global\"");
+    } else {
+      if (plan.getKeyTerms() == "bulk")
+        return fail("the wgmma kernel's producer threads copy the key terms: "
+                    "key_terms \"threads\" or \"global\" (or copy "
+                    "\"tma\")");
+      int64_t producers = kWarpsPerWarpgroup * kThreadsPerWarp;
+      if (plan.getTileN() % CopyEngine::rowsPerPass(headDim / kChunk, producers,
+                                                    plan.getTileN()) !=
+          0)
+        return fail(
+            "the K/V tiles must split into 16-byte copies evenly over the "
+            "producer warpgroup");
+    }
   }
   // The mma k-step and the ldmatrix chunk pairs are 16 head dims; past
   // 256 the O accumulators of one atom would fill the register file.
@@ -1169,7 +1243,8 @@ FailureOr<gpu::GPUFuncOp> rbfc::buildFlashKernel(attn::AttentionOp op,
                        plan->getBlocksPerSm(),
                        archVersion(plan->getArch()) >= 90,
                        plan->getKernel() != "mma_sync",
-                       plan->getKernel() == "wgmma"};
+                       plan->getKernel() == "wgmma",
+                       plan->getCopy() == "tma"};
   ImplicitLocOpBuilder b(op.getLoc(), op.getContext());
   LLVM_DEBUG(llvm::dbgs() << "building " << name << " with " << *plan << "\n");
   KeyTermWorkspace workspace = KeyTermWorkspace::forOp(op);

@@ -37,7 +37,8 @@ gpu::GPUFuncOp ForwardBlock::declare(gpu::GPUModuleOp module, StringRef name,
                                      int64_t threads) {
   args = ForwardArgs();
   KernelSignature signature(b.getContext());
-  args.addTo(signature, op, config.hasLse, workspace.planes() > 0);
+  args.addTo(signature, op, config.hasLse, workspace.planes() > 0,
+             config.tensorMapCopies);
   gpu::GPUFuncOp func = signature.declare(b, module, name, threads);
   threadId = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
   lane = rem(threadId, kThreadsPerWarp);

@@ -2,6 +2,7 @@
 #include "rbfc/Conversion/NVGPU/KernelArguments.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "llvm/Support/Debug.h"
 
 #define DEBUG_TYPE "attn-kernel-arguments"
@@ -29,6 +30,11 @@ void KernelSignature::addIndex(Value *bound) {
 
 void KernelSignature::addScalar(Type type, Value *bound) {
   parameters.push_back({type, bound, /*isIndex=*/false});
+}
+
+void KernelSignature::addTensorMap(Value *bound) {
+  parameters.push_back({LLVM::LLVMPointerType::get(context), bound,
+                        /*isIndex=*/false, /*isTensorMap=*/true});
 }
 
 void KernelSignature::addSizes(ProblemSizes &sizes) {
@@ -75,6 +81,12 @@ gpu::GPUFuncOp KernelSignature::declare(ImplicitLocOpBuilder &b,
   auto func = gpu::GPUFuncOp::create(b, name, b.getFunctionType(types, {}));
   func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
   func.setKnownBlockSizeAttr(b.getDenseI32ArrayAttr({int32_t(threads), 1, 1}));
+  SmallVector<int64_t> tensorMaps;
+  for (auto [index, parameter] : llvm::enumerate(parameters))
+    if (parameter.isTensorMap)
+      tensorMaps.push_back(index);
+  if (!tensorMaps.empty())
+    func->setAttr(kTensorMapArgsAttrName, b.getDenseI64ArrayAttr(tensorMaps));
   Block &entry = func.getBody().front();
   b.setInsertionPointToStart(&entry);
   for (auto [parameter, argument] : llvm::zip(parameters, entry.getArguments()))
@@ -88,7 +100,7 @@ gpu::GPUFuncOp KernelSignature::declare(ImplicitLocOpBuilder &b,
 }
 
 void ForwardArgs::addTo(KernelSignature &signature, attn::AttentionOp op,
-                        bool hasLse, bool hasWorkspace) {
+                        bool hasLse, bool hasWorkspace, bool hasTensorMaps) {
   // 16-bit tensors are declared f16: the kernel moves their bits and
   // reinterprets them where it computes.
   MLIRContext *context = op.getContext();
@@ -107,6 +119,10 @@ void ForwardArgs::addTo(KernelSignature &signature, attn::AttentionOp op,
       signature.addIndex(&stride);
   signature.addParams(op, params);
   signature.addCaptures(op, captures);
+  if (hasTensorMaps) {
+    signature.addTensorMap(&keyMap);
+    signature.addTensorMap(&valueMap);
+  }
 }
 
 void BackwardArgs::addTo(KernelSignature &signature, attn::AttentionOp op) {

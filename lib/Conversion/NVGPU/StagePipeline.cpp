@@ -8,7 +8,7 @@
 using namespace mlir;
 using namespace rbfc;
 
-void StagePipeline::initialize(Value threadId) {
+void StagePipeline::initialize(Value threadId, bool asyncCopies) {
   auto leader = scf::IfOp::create(
       b, TypeRange{}, cmp(arith::CmpIPredicate::eq, threadId, index(0)),
       /*withElseRegion=*/false);
@@ -21,6 +21,8 @@ void StagePipeline::initialize(Value threadId) {
         b, elementPointer(barriers, index(stages + s)), i32(consumers),
         Value());
   }
+  if (asyncCopies)
+    fenceSharedForAsyncProxy();
 }
 
 Value StagePipeline::fullBarrier(Value iteration) {
@@ -50,6 +52,12 @@ void StagePipeline::waitEmpty(Value iteration) {
 
 void StagePipeline::arriveFull(Value iteration) {
   NVVM::MBarrierArriveOp::create(b, Type(), fullBarrier(iteration), Value());
+}
+
+void StagePipeline::arriveFullExpecting(Value iteration, int64_t bytes) {
+  NVVM::MBarrierArriveExpectTxOp::create(b, Type(), fullBarrier(iteration),
+                                         i32(bytes), NVVM::MemScopeKind::CTA,
+                                         /*relaxed=*/false, Value());
 }
 
 void StagePipeline::waitFull(Value iteration) {

@@ -34,7 +34,8 @@ Operation *AttnDialect::materializeConstant(OpBuilder &builder, Attribute value,
 LogicalResult PlanAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                                StringRef arch, StringRef kernel, int64_t tileM,
                                int64_t tileN, int64_t warps, int64_t stages,
-                               StringRef keyTerms, int64_t blocksPerSM) {
+                               StringRef keyTerms, int64_t blocksPerSM,
+                               StringRef copy) {
   if (!arch.starts_with("sm_") && arch != "host")
     return emitError() << "plan arch must be 'host' or 'sm_NN', got '" << arch
                        << "'";
@@ -59,5 +60,12 @@ LogicalResult PlanAttr::verify(function_ref<InFlightDiagnostic()> emitError,
     return emitError()
            << "plan key_terms must be 'threads', 'bulk' or 'global', got '"
            << keyTerms << "'";
+  if (copy != "cp_async" && copy != "tma")
+    return emitError() << "plan copy must be 'cp_async' or 'tma', got '" << copy
+                       << "'";
+  if (copy == "tma" && kernel != "wgmma")
+    return emitError() << "plan copy 'tma' needs kernel 'wgmma' (its producer "
+                          "warpgroup issues the copies), got kernel '"
+                       << kernel << "'";
   return success();
 }

@@ -41,6 +41,9 @@ struct ForwardConfig {
   /// wgmma, not wgmma_cooperative: a producer warpgroup copies, the
   /// warpgroups of `warps` compute.
   bool warpSpecialized;
+  /// wgmma: the producer brings K and V by TMA (one thread, tensor maps as
+  /// kernel parameters), not by cp.async.
+  bool tensorMapCopies;
 
   /// The threads that compute (the plan's warps).
   int64_t threads() const { return warps * kThreadsPerWarp; }

@@ -55,6 +55,11 @@ public:
   void addIndex(mlir::Value *bound);
   /// A scalar taken as it is.
   void addScalar(mlir::Type type, mlir::Value *bound);
+  /// A CUtensorMap (128 bytes) passed by value, bound to its generic
+  /// address: the kernel names it in TMA copies. The function records the
+  /// parameter's index in kTensorMapArgsAttrName, and attn-tensor-map-params
+  /// makes it a grid-constant parameter once the kernel is an llvm.func.
+  void addTensorMap(mlir::Value *bound);
 
   void addSizes(ProblemSizes &sizes);
   void addStrides(TensorArgs &tensor);
@@ -76,10 +81,15 @@ private:
     mlir::Type type;
     mlir::Value *bound;
     bool isIndex;
+    bool isTensorMap = false;
   };
   mlir::MLIRContext *context;
   llvm::SmallVector<Parameter> parameters;
 };
+
+/// The kernel attribute that lists its tensor-map parameters' indices.
+inline constexpr llvm::StringLiteral kTensorMapArgsAttrName =
+    "rbfc.tensor_map_args";
 
 /// The parameters of the forward kernel and of its key-terms prologue,
 /// which take the same list (docs/abi.md, "Kernel parameters").
@@ -94,10 +104,13 @@ struct ForwardArgs {
   ProblemSizes sizes;
   llvm::SmallVector<mlir::Value> params;
   llvm::SmallVector<CaptureArgs> captures;
+  /// With TMA copies: the tensor maps of K and V (docs/abi.md, "Tensor
+  /// maps"), after every other parameter.
+  mlir::Value keyMap, valueMap;
 
   /// Appends the list to `signature`, bound to these fields.
   void addTo(KernelSignature &signature, attn::AttentionOp op, bool hasLse,
-             bool hasWorkspace);
+             bool hasWorkspace, bool hasTensorMaps);
 };
 
 /// The parameters every backward kernel takes (docs/abi.md, "Backward"),

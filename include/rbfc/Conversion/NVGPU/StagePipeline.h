@@ -29,8 +29,10 @@ public:
   static int64_t barrierCount(int64_t stages) { return 2 * stages; }
 
   /// Thread `threadId` 0 initialises the barriers; a block barrier must
-  /// follow before any thread arrives or waits on them.
-  void initialize(mlir::Value threadId);
+  /// follow before any thread arrives or waits on them. `asyncCopies`: the
+  /// producer's copies complete on the full barriers through the async
+  /// proxy (TMA, bulk copies), which must see them initialised.
+  void initialize(mlir::Value threadId, bool asyncCopies);
 
   /// Producer: waits until the consumers released the stage of iteration
   /// `iteration` (free for the first `stages` iterations).
@@ -38,6 +40,13 @@ public:
   /// Producer: this thread's part of iteration `iteration`'s tile is in
   /// place (and visible to whoever reads it next).
   void arriveFull(mlir::Value iteration);
+  /// Producer: the arrival of a thread whose asynchronous copies of
+  /// iteration `iteration`'s tile will complete `bytes` bytes on the full
+  /// barrier (issued after this, in the same phase).
+  void arriveFullExpecting(mlir::Value iteration, int64_t bytes);
+  /// The full barrier of iteration `iteration`'s stage, on which
+  /// asynchronous copies complete.
+  mlir::Value fullBarrier(mlir::Value iteration);
   /// Consumer: waits until iteration `iteration`'s tile is in place.
   void waitFull(mlir::Value iteration);
   /// Consumer: when `arrives`, this thread releases iteration
@@ -46,7 +55,6 @@ public:
 
 private:
   mlir::Value stage(mlir::Value iteration) { return rem(iteration, stages); }
-  mlir::Value fullBarrier(mlir::Value iteration);
   mlir::Value emptyBarrier(mlir::Value iteration);
   /// Waits for the completion of phase `phase` (index) of `barrier`.
   void waitPhase(mlir::Value barrier, mlir::Value phase);
