@@ -13,6 +13,10 @@ attention):
   rbfc_dot_mma, rbfc_rbf_mma
               the same compiled for sm_90 instead of sm_90a: the mma.sync
               kernel structure (wgmma needs sm_90a), to compare the two
+  rbfc_dot_tma, rbfc_rbf_tma
+              the warp-specialised wgmma kernel whose producer brings K
+              and V by TMA (plan copy = "tma"; TMA_PLANS, or --tma-plan-d64
+              and --tma-plan-d128)
   sdpa_cudnn  F.scaled_dot_product_attention, cuDNN backend (dot)
   sdpa_flash  the same, flash backend (FlashAttention-2) (dot)
   flex_dot    FlexAttention, Triton backend (dot)
@@ -169,10 +173,20 @@ def flex_dot(q, k, v, causal):
 
 _kernels = {}
 
+# The warp-specialised kernel with TMA copies: four stages at head dim 64
+# (the cp.async producer could not keep up there with fewer), two at 128
+# (shared memory); the key terms by bulk copies of the same thread.
+TMA_PLANS = {
+    64: '#attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 128, tile_n = 128, '
+        'warps = 8, stages = 4, key_terms = "bulk", copy = "tma">',
+    128: '#attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 128, tile_n = 128, '
+         'warps = 8, stages = 2, key_terms = "bulk", copy = "tma">',
+}
+
 
 def rbfc_kernel(variant, causal, D, workdir, plan, arch):
     spec = RBFC_SPECS[(variant, causal)]
-    key = (spec, D, arch)
+    key = (spec, D, arch, plan)
     if key not in _kernels:
         t0 = time.time()
         _kernels[key] = Kernel(REPO / "examples" / spec, head_dim=D, dtype="bf16",
@@ -251,6 +265,10 @@ def main():
     ap.add_argument("--warmup", type=int, default=25, help="do_bench warmup, ms")
     ap.add_argument("--plan-d64", default=None, help="--plan for rbfc kernels at D=64")
     ap.add_argument("--plan-d128", default=None, help="--plan for rbfc kernels at D=128")
+    ap.add_argument("--tma-plan-d64", default=TMA_PLANS[64],
+                    help="the plan of rbfc_*_tma at D=64")
+    ap.add_argument("--tma-plan-d128", default=TMA_PLANS[128],
+                    help="the plan of rbfc_*_tma at D=128")
     ap.add_argument("--shapes", default="", help="e.g. 4x16x4096x64,1x16x16384x128")
     args = ap.parse_args()
     if not torch.cuda.is_available():
@@ -258,11 +276,14 @@ def main():
         return 2
     workdir = tempfile.mkdtemp(prefix="rbfc-bench-")
     plans = {64: args.plan_d64, 128: args.plan_d128}
+    tma_plans = {64: args.tma_plan_d64, 128: args.tma_plan_d128}
     methods = {
         "rbfc_dot": (rbfc_method("dot", workdir, plans), "dot"),
         "rbfc_rbf": (rbfc_method("rbf", workdir, plans), "rbf"),
         "rbfc_dot_mma": (rbfc_method("dot", workdir, plans, "sm_90"), "dot"),
         "rbfc_rbf_mma": (rbfc_method("rbf", workdir, plans, "sm_90"), "rbf"),
+        "rbfc_dot_tma": (rbfc_method("dot", workdir, tma_plans), "dot"),
+        "rbfc_rbf_tma": (rbfc_method("rbf", workdir, tma_plans), "rbf"),
         "sdpa_cudnn": (plain_method(sdpa(SDPBackend.CUDNN_ATTENTION)), "dot"),
         "sdpa_flash": (plain_method(sdpa(SDPBackend.FLASH_ATTENTION)), "dot"),
         "flex_dot": (plain_method(flex_dot), "dot"),
@@ -340,8 +361,8 @@ def main():
                   warmup_ms=args.warmup, rep_ms=args.reps,
                   flops="4*B*H*N*N*D, halved when causal",
                   plans={str(d): p for d, p in plans.items() if p},
-                  rbfc_plans={f"{s}:{d}:{a}": k.info["plan"]
-                              for (s, d, a), k in _kernels.items()},
+                  rbfc_plans=[dict(spec=s, head_dim=d, arch=a, plan=k.info["plan"])
+                              for (s, d, a, _), k in _kernels.items()],
                   elapsed_s=round(time.time() - t_start, 1), rows=rows)
     write_result(result, "fwd" + result_suffix(shapes))
     print_table(rows)

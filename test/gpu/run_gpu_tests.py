@@ -95,13 +95,19 @@ OTHER_DIMS = [32, 48, 112, 160, 240, 256]
 # kernel elsewhere. The other structures run too, under the example's name
 # with a suffix: the mma.sync kernel at 64 and 128 (compiled for sm_90:
 # sm_80's kernel and the fallback) and the warp-specialised kernel at 64,
-# by its plan.
+# by its plan, and with TMA copies (copy = "tma") at 64 and 128.
 # (suffix, head dim, arch or None, plan or None)
 STRUCTURES = [
     ("/mma", 64, "sm_90", None),
     ("/mma", 128, "sm_90", None),
     ("/wgmma", 64, None, '#attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 128, '
                          'tile_n = 128, warps = 8, stages = 3>'),
+    ("/tma", 64, None, '#attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 128, '
+                       'tile_n = 128, warps = 8, stages = 4, key_terms = "bulk", '
+                       'copy = "tma">'),
+    ("/tma", 128, None, '#attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 128, '
+                        'tile_n = 128, warps = 8, stages = 2, key_terms = "bulk", '
+                        'copy = "tma">'),
 ]
 
 
