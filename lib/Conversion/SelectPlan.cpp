@@ -74,7 +74,8 @@ bool gathersPerElement(attn::AttentionOp op) {
 /// same producer thread. On the H200 (bench/NOTES.md, 2026-12-04) the
 /// warp-specialised kernel ran 10-14% ahead of the cooperative wgmma kernel
 /// and 25-48% ahead of mma.sync with a cp.async producer, and TMA took
-/// 3-5% more (step 10). At head_dim 64 its producer cannot keep up
+/// 3-5% more (step 10), 160-key tiles without a mask 3-6% more again
+/// (step 11). At head_dim 64 its producer cannot keep up
 /// (dot 289 against mma.sync's 332 TFLOP/s); the cooperative kernel
 /// (every warp copies and computes) takes 64 instead, compiled for two
 /// blocks per multiprocessor (causal dot 330 against 254 with one) with
@@ -93,8 +94,12 @@ attn::PlanAttr wgmmaPlan(attn::AttentionOp op, StringRef arch,
                                /*tile_n=*/op.getKeyBias().empty() ? 128 : 64,
                                /*warps=*/8, /*stages=*/2, "threads",
                                /*blocks_per_sm=*/2, "cp_async");
+  // Without a mask 160-key tiles ran 3-6% ahead of 128 (fewer tiles to pay
+  // the softmax's fixed costs on); under a causal mask they ran 0-6%
+  // behind, their diagonal tiles straddling the 128-row query tiles.
+  int64_t tileN = op.getMask().empty() ? 160 : 128;
   return attn::PlanAttr::get(op.getContext(), arch, "wgmma", /*tile_m=*/128,
-                             /*tile_n=*/128, /*warps=*/8, /*stages=*/2, "bulk",
+                             tileN, /*warps=*/8, /*stages=*/2, "bulk",
                              /*blocks_per_sm=*/0, "tma");
 }
 

@@ -291,6 +291,8 @@ def sanitize(args, workdir):
            sys.executable, __file__, "--sanitize-child", "--seed", str(args.seed)]
     if args.only:
         cmd += ["--only", args.only]
+    for extra in args.plan:
+        cmd += ["--plan", extra]
     print("running:", " ".join(cmd), flush=True)
     t0 = time.time()
     try:
@@ -362,8 +364,14 @@ def main():
     ap.add_argument("--only", default="", help="comma-separated example names")
     ap.add_argument("--no-sanitizer", action="store_true")
     ap.add_argument("--sanitizer-timeout", type=int, default=300, help="seconds")
+    ap.add_argument("--plan", action="append", default=[], metavar="D:PLAN",
+                    help="also run every example at head dim D with this plan "
+                         "(rows <example>/plan), e.g. a candidate default")
     ap.add_argument("--sanitize-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    for extra in args.plan:
+        dim, _, plan = extra.partition(":")
+        STRUCTURES.append(("/plan", int(dim), None, plan))
     if args.seed is None:
         args.seed = int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
     if not torch.cuda.is_available():

@@ -1199,12 +1199,19 @@ LogicalResult rbfc::verifyFlashPlan(attn::AttentionOp op,
       !llvm::is_contained({1, 2, 4}, atoms))
     return fail("tile_m must be 16, 32 or 64 x warps (each warp owns 1, 2 "
                 "or 4 blocks of 16 query rows)");
-  if (plan.getTileN() % 16 != 0 || plan.getTileN() > threads ||
-      threads % plan.getTileN() != 0 || threads / plan.getTileN() > 4)
+  // The block's threads copy K/V tiles, and a term per key, unless TMA
+  // brings them: then any multiple of 16 (wgmma's N, TMA's box rows) will
+  // do.
+  bool tensorMapCopies = plan.getCopy() == "tma";
+  if (plan.getTileN() % 16 != 0 ||
+      (!tensorMapCopies &&
+       (plan.getTileN() > threads || threads % plan.getTileN() != 0 ||
+        threads / plan.getTileN() > 4)))
     return fail("tile_n must be a multiple of 16 that divides 32 x warps, "
                 "and at least 8 x warps");
   for (int64_t rows : {plan.getTileM(), plan.getTileN()})
-    if (rows % CopyEngine::rowsPerPass(headDim / kChunk, threads, rows) != 0)
+    if ((rows == plan.getTileM() || !tensorMapCopies) &&
+        rows % CopyEngine::rowsPerPass(headDim / kChunk, threads, rows) != 0)
       return fail(
           "the tiles must split into 16-byte copies evenly over the threads");
   if (plan.getStages() < 2)

@@ -6,6 +6,7 @@
 #include "mlir/Dialect/LLVMIR/NVVMDialect.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "llvm/Support/Debug.h"
+#include "llvm/Support/MathExtras.h"
 
 #include <numeric>
 
@@ -27,12 +28,14 @@ int64_t rbfc::keyTermLanesPerKey(const ForwardConfig &config) {
 
 int64_t rbfc::keyTermKeysPerBlock(const ForwardConfig &config) {
   // Runs of threads / keyTermLanesPerKey keys, enough runs for
-  // kKeyTermLoads loads per thread, and a multiple of tile_n so that the
-  // grid covers the padded workspace rows.
+  // kKeyTermLoads loads per thread, rounded up to a multiple of tile_n so
+  // that the grid covers the padded workspace rows (to the next one, not
+  // the least common multiple: 160-key tiles would make that 640 keys, 40
+  // loads a thread).
   int64_t keysPerRun = config.threads() / keyTermLanesPerKey(config);
   int64_t chunksPerLane = config.chunksPerRow() / keyTermLanesPerKey(config);
   int64_t runs = std::max<int64_t>(1, kKeyTermLoads / chunksPerLane);
-  return std::lcm(keysPerRun * runs, config.tileN);
+  return llvm::alignTo(keysPerRun * runs, std::lcm(keysPerRun, config.tileN));
 }
 
 namespace {
