@@ -247,6 +247,27 @@ bool resolveParams(const Descriptor &d, const double *params,
   return true;
 }
 
+bool sameTensorMap(const TensorMapRequest &a, const TensorMapRequest &b) {
+  return a.dtype == b.dtype && a.data == b.data &&
+         std::equal(a.sizes, a.sizes + 4, b.sizes) &&
+         std::equal(a.strideBytes, a.strideBytes + 3, b.strideBytes) &&
+         std::equal(a.box, a.box + 4, b.box);
+}
+
+const TensorMapBytes *
+TensorMapCache::find(const TensorMapRequest &request) const {
+  for (const Entry &entry : entries)
+    if (entry.used && sameTensorMap(entry.request, request))
+      return &entry.map;
+  return nullptr;
+}
+
+void TensorMapCache::store(const TensorMapRequest &request,
+                           const TensorMapBytes &map) {
+  entries[next] = {request, map, true};
+  next = (next + 1) % entries.size();
+}
+
 bool prepareLaunch(const Descriptor &d, const LaunchArgs &args,
                    ParamBuffer &buffer, LaunchConfig &config,
                    std::string &error) {

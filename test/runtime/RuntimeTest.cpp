@@ -487,6 +487,48 @@ TEST_F(LaunchFixture, TensorMapsOfKAndVAfterTheCaptures) {
       << error;
 }
 
+TEST(RuntimeTensorMaps, CacheHitsOnlyTheSameMap) {
+  TensorMapRequest k;
+  k.tensor = "k";
+  k.arg = 30;
+  k.data = fakePointer(0x200000);
+  uint64_t sizes[4] = {128, 77, 2, 2}, strides[3] = {256, 256 * 77, 512 * 77};
+  std::copy(sizes, sizes + 4, k.sizes);
+  std::copy(strides, strides + 3, k.strideBytes);
+  uint32_t box[4] = {64, 160, 1, 1};
+  std::copy(box, box + 4, k.box);
+  TensorMapCache cache;
+  EXPECT_EQ(cache.find(k), nullptr);
+  TensorMapBytes map{};
+  map.bytes[0] = 42;
+  cache.store(k, map);
+  // The slot and the name do not matter; every field the driver encodes
+  // does.
+  TensorMapRequest v = k;
+  v.tensor = "v";
+  v.arg = 31;
+  ASSERT_NE(cache.find(v), nullptr);
+  EXPECT_EQ(cache.find(v)->bytes[0], 42);
+  auto differs = [&](auto edit) {
+    TensorMapRequest other = k;
+    edit(other);
+    return cache.find(other) == nullptr;
+  };
+  EXPECT_TRUE(
+      differs([](TensorMapRequest &r) { r.data = fakePointer(0x300000); }));
+  EXPECT_TRUE(differs([](TensorMapRequest &r) { r.dtype = RBFC_DTYPE_F16; }));
+  EXPECT_TRUE(differs([](TensorMapRequest &r) { r.sizes[1] = 78; }));
+  EXPECT_TRUE(differs([](TensorMapRequest &r) { r.strideBytes[2] += 16; }));
+  EXPECT_TRUE(differs([](TensorMapRequest &r) { r.box[1] = 128; }));
+  // Four entries: the first is gone after four more.
+  for (uintptr_t at : {0x1000, 0x2000, 0x3000, 0x4000}) {
+    TensorMapRequest other = k;
+    other.data = fakePointer(at);
+    cache.store(other, map);
+  }
+  EXPECT_EQ(cache.find(k), nullptr);
+}
+
 TEST_F(LaunchFixture, WithoutLseAndWithExplicitParams) {
   d.hasLse = false;
   args.lse = nullptr;

@@ -14,6 +14,7 @@
 #include "rbfc/runtime.h"
 
 #include <algorithm>
+#include <array>
 #include <cassert>
 #include <cstdint>
 #include <cstring>
@@ -73,6 +74,33 @@ struct TensorMapRequest {
 inline constexpr size_t kTensorMapBytes = 128;
 struct alignas(64) TensorMapBytes {
   unsigned char bytes[kTensorMapBytes];
+};
+
+/// Whether two requests encode the same tensor map (the parameter slot and
+/// the tensor's name aside).
+bool sameTensorMap(const TensorMapRequest &a, const TensorMapRequest &b);
+
+/// The last few tensor maps one thread encoded: encoding costs about a
+/// microsecond a map (cuTensorMapEncodeTiled, on the H200's host), two a
+/// TMA launch, and a model calls the same attention on the same buffers
+/// layer after layer. A map depends only on its request, so a hit is
+/// exact.
+class TensorMapCache {
+public:
+  /// The map encoded for a request like `request`, or null.
+  const TensorMapBytes *find(const TensorMapRequest &request) const;
+  /// Remembers `map` for `request`, in place of the oldest entry.
+  void store(const TensorMapRequest &request, const TensorMapBytes &map);
+
+private:
+  struct Entry {
+    TensorMapRequest request;
+    TensorMapBytes map;
+    bool used = false;
+  };
+  /// K's and V's maps of the last two problems.
+  std::array<Entry, 4> entries;
+  size_t next = 0;
 };
 
 struct LaunchConfig {
