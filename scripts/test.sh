@@ -6,4 +6,6 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/install-deps.sh"
 "$root/scripts/build.sh"
 cd "${RBFC_BUILD_DIR:-$root/build}"
-ctest --output-on-failure
+# Two at a time: the longest ones (host-numeric: compiling; python: its
+# venv and torch) each keep one core busy.
+ctest --output-on-failure -j"${RBFC_JOBS:-2}"
