@@ -57,9 +57,9 @@ struct LaunchArgs {
 
 /// A tensor map the kernel takes (docs/abi.md, "Tensor maps"): a 16-bit
 /// tensor [batch][heads][rows][head_dim] seen as 4-D, innermost dimension
-/// first, read in boxes of `boxRows` rows x 64 elements into the 128-byte
-/// swizzle; rows past the end read as zeros. The runtime encodes it with
-/// the driver into the 128 bytes of parameter `arg`.
+/// first, read in boxes of `box` (64 elements x the kernel's tile rows) into
+/// the 128-byte swizzle; rows past the end read as zeros. The runtime encodes
+/// it with the driver into the 128 bytes of parameter `arg`.
 struct TensorMapRequest {
   const char *tensor = nullptr; // "k" or "v", for messages
   size_t arg = 0;

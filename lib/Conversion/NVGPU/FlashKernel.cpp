@@ -168,6 +168,10 @@ private:
   /// terms' bulk copies) on the full barrier and issues the copies, which
   /// complete the barrier's phase themselves.
   void emitTensorMapProducerLoop(TileRing &ring, StagePipeline &pipeline);
+  /// The key terms travel with the tiles by bulk copies.
+  bool bulkKeyTerms() const {
+    return workspace.planes() && config.keyTerms == KeyTermSource::Bulk;
+  }
   /// The arrivals that fill a stage: per producer thread with cp.async;
   /// with TMA, the copying thread's one, and one more for the key terms'
   /// bulk copies, which announce their own bytes.
@@ -455,8 +459,7 @@ void FlashSchedule::emitProducerLoop(TileRing &ring, StagePipeline &pipeline) {
 int64_t FlashSchedule::fullBarrierArrivals() const {
   if (!config.tensorMapCopies)
     return config.copyThreads();
-  bool bulkTerms = workspace.planes() && config.keyTerms == KeyTermSource::Bulk;
-  return 1 + bulkTerms;
+  return 1 + bulkKeyTerms();
 }
 
 void FlashSchedule::emitTensorMapProducerLoop(TileRing &ring,
@@ -482,7 +485,7 @@ void FlashSchedule::emitTensorMapProducerLoop(TileRing &ring,
                              std::pair(args.valueMap, sharedValue)})
     tensorCopies->copyTile(map, shared, base, firstRow, block.kvHead,
                            block.batch, barrier);
-  if (workspace.planes() && config.keyTerms == KeyTermSource::Bulk)
+  if (bulkKeyTerms())
     ring.issue(tile);
 }
 
@@ -580,8 +583,7 @@ void FlashSchedule::carveSharedMemory(SharedMemoryArena &shared) {
       sharedKeyNorm = shared.carve(config.stages * config.tileN, f32);
   }
   // With TMA the terms' bulk copies complete on the pipeline's barriers.
-  if (workspace.planes() && config.keyTerms == KeyTermSource::Bulk &&
-      !config.tensorMapCopies)
+  if (bulkKeyTerms() && !config.tensorMapCopies)
     keyTermBarriers = shared.carve(config.stages, b.getI64Type());
   if (config.warpSpecialized)
     pipelineBarriers = shared.carve(StagePipeline::barrierCount(config.stages),
@@ -1138,6 +1140,8 @@ LogicalResult rbfc::verifyFlashPlan(attn::AttentionOp op,
     return op.emitOpError() << "plan " << plan << " cannot be built: " << why;
   };
   bool warpSpecialized = plan.getKernel() == "wgmma";
+  // TMA brings the K/V tiles: no thread copies them.
+  bool tensorMapCopies = plan.getCopy() == "tma";
   bool wgmma = warpSpecialized || plan.getKernel() == "wgmma_cooperative";
   if (!wgmma && plan.getKernel() != "mma_sync")
     return fail("the kernel structures are mma_sync, wgmma and "
@@ -1169,7 +1173,7 @@ LogicalResult rbfc::verifyFlashPlan(attn::AttentionOp op,
     // Its register split (setmaxnreg) is for one block a multiprocessor.
     if (plan.getBlocksPerSm() > 1)
       return fail("the wgmma kernel runs one block a multiprocessor");
-    if (plan.getCopy() == "tma") {
+    if (tensorMapCopies) {
       if (KeyTermWorkspace::forOp(op).planes() &&
           plan.getKeyTerms() == "threads")
         return fail("with copy \"tma\" one producer thread brings the key "
@@ -1201,17 +1205,18 @@ LogicalResult rbfc::verifyFlashPlan(attn::AttentionOp op,
                 "or 4 blocks of 16 query rows)");
   // The block's threads copy K/V tiles, and a term per key, unless TMA
   // brings them: then any multiple of 16 (wgmma's N, TMA's box rows) will
-  // do.
-  bool tensorMapCopies = plan.getCopy() == "tma";
+  // do. Q's tile they copy either way.
   if (plan.getTileN() % 16 != 0 ||
       (!tensorMapCopies &&
        (plan.getTileN() > threads || threads % plan.getTileN() != 0 ||
         threads / plan.getTileN() > 4)))
     return fail("tile_n must be a multiple of 16 that divides 32 x warps, "
                 "and at least 8 x warps");
-  for (int64_t rows : {plan.getTileM(), plan.getTileN()})
-    if ((rows == plan.getTileM() || !tensorMapCopies) &&
-        rows % CopyEngine::rowsPerPass(headDim / kChunk, threads, rows) != 0)
+  SmallVector<int64_t, 2> copiedRows{plan.getTileM()};
+  if (!tensorMapCopies)
+    copiedRows.push_back(plan.getTileN());
+  for (int64_t rows : copiedRows)
+    if (rows % CopyEngine::rowsPerPass(headDim / kChunk, threads, rows) != 0)
       return fail(
           "the tiles must split into 16-byte copies evenly over the threads");
   if (plan.getStages() < 2)

@@ -27,8 +27,6 @@ public:
     assert(tile.isBlocked() && "TMA writes the 128-byte swizzle's blocks");
   }
 
-  /// The rows of one TMA box: a tensor map's box is `rows` x 64 elements.
-  int64_t boxRows() const { return rows; }
   /// Bytes one tile's copy completes on its barrier (zero-filled rows
   /// included).
   int64_t tileBytes() const { return rows * rowElements * kElementBytes; }
