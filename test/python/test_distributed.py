@@ -132,8 +132,10 @@ def ring_layout(spec):
     return "bnhd" if spec == "alibi" else "bhnd"
 
 
-def ring_worker(rank, world, port, balance, seed, results):
-    """Every spec of RING_SPECS through ring_attention on this rank's slices."""
+def ring_worker(rank, world, port, balance, seed, results, gathered):
+    """Every spec of RING_SPECS through ring_attention on this rank's slices.
+    The tensors go through `results` as shared-memory handles that this
+    process serves: it stays until the parent sets `gathered`."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -155,6 +157,7 @@ def ring_worker(rank, world, port, balance, seed, results):
             o.backward(cp.shard(grad_o, rank, world, balance=balance, layout=layout))
             results.put((spec, rank, o.detach(), lse, [t.grad for t in local],
                          {n: t.grad for n, t in captures.items() if t.requires_grad}))
+        gathered.wait(timeout=600)
     finally:
         dist.destroy_process_group()
 
@@ -163,10 +166,11 @@ def ring_worker(rank, world, port, balance, seed, results):
 @pytest.mark.parametrize("balance", [False, True])
 def test_ring_attention_equals_one_process(balance, world):
     context = mp.get_context("spawn")
-    results = context.Queue()
+    results, received = context.Queue(), context.Event()
     port = free_port()
     processes = [context.Process(target=ring_worker,
-                                 args=(rank, world, port, balance, SEED, results))
+                                 args=(rank, world, port, balance, SEED, results,
+                                       received))
                  for rank in range(world)]
     for p in processes:
         p.start()
@@ -174,6 +178,7 @@ def test_ring_attention_equals_one_process(balance, world):
     for _ in range(world * len(RING_SPECS)):
         spec, rank, *rest = results.get(timeout=300)
         gathered.setdefault(spec, {})[rank] = rest
+    received.set()
     for p in processes:
         p.join(timeout=60)
         assert p.exitcode == 0
