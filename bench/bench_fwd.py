@@ -13,6 +13,9 @@ attention):
   rbfc_dot_mma, rbfc_rbf_mma
               the same compiled for sm_90 instead of sm_90a: the mma.sync
               kernel structure (wgmma needs sm_90a), to compare the two
+  rbfc_dot_LABEL, rbfc_rbf_LABEL
+              with --baseline-rbfc LABEL=PATH: the default kernels of another
+              rbfc binary (an earlier build), for a before/after in one run
   rbfc_dot_tma, rbfc_rbf_tma
               the warp-specialised wgmma kernel whose producer brings K
               and V by TMA (plan copy = "tma"; TMA_PLANS, or --tma-plan-d64
@@ -43,6 +46,7 @@ import argparse
 import datetime
 import json
 import math
+import os
 import statistics
 import sys
 import tempfile
@@ -184,23 +188,33 @@ TMA_PLANS = {
 }
 
 
-def rbfc_kernel(variant, causal, D, workdir, plan, arch):
+def rbfc_kernel(variant, causal, D, workdir, plan, arch, binary=None):
     spec = RBFC_SPECS[(variant, causal)]
-    key = (spec, D, arch, plan)
+    key = (spec, D, arch, plan, binary)
     if key not in _kernels:
         t0 = time.time()
-        _kernels[key] = Kernel(REPO / "examples" / spec, head_dim=D, dtype="bf16",
-                               out_dir=workdir, plan=plan, arch=arch)
+        saved = os.environ.get("RBFC_BIN")
+        if binary:
+            os.environ["RBFC_BIN"] = binary
+        try:
+            _kernels[key] = Kernel(REPO / "examples" / spec, head_dim=D, dtype="bf16",
+                                   out_dir=tempfile.mkdtemp(dir=workdir), plan=plan,
+                                   arch=arch)
+        finally:
+            if saved is None:
+                os.environ.pop("RBFC_BIN", None)
+            else:
+                os.environ["RBFC_BIN"] = saved
         print(f"compiled {spec} D={D} in {time.time() - t0:.2f} s: {_kernels[key].info['plan']}",
               flush=True)
     return _kernels[key]
 
 
-def rbfc_method(variant, workdir, plans, arch="sm_90a"):
+def rbfc_method(variant, workdir, plans, arch="sm_90a", binary=None):
     def prepare(q, k, v, causal):
         # A plan names its arch: the overrides are for sm_90a only.
         plan = plans.get(q.shape[-1]) if arch == "sm_90a" else None
-        kern = rbfc_kernel(variant, causal, q.shape[-1], workdir, plan, arch)
+        kern = rbfc_kernel(variant, causal, q.shape[-1], workdir, plan, arch, binary)
         launch, o, _ = kern.launcher(q, k, v)
         return launch, o
     return prepare
@@ -270,6 +284,10 @@ def main():
     ap.add_argument("--tma-plan-d128", default=TMA_PLANS[128],
                     help="the plan of rbfc_*_tma at D=128")
     ap.add_argument("--shapes", default="", help="e.g. 4x16x4096x64,1x16x16384x128")
+    ap.add_argument("--baseline-rbfc", action="append", default=[],
+                    metavar="LABEL=PATH",
+                    help="another rbfc binary (an earlier build): its default "
+                         "kernels as rbfc_dot_LABEL and rbfc_rbf_LABEL; repeatable")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         print("no CUDA device: run this on the GPU machine", file=sys.stderr)
@@ -290,6 +308,14 @@ def main():
         "flex_rbf": (plain_method(flex_rbf()), "rbf"),
         "flex_rbf_flash": (plain_method(flex_rbf({"BACKEND": "FLASH"})), "rbf"),
     }
+    for baseline in args.baseline_rbfc:
+        label, _, binary = baseline.partition("=")
+        if not label or not binary:
+            print(f"--baseline-rbfc wants LABEL=PATH, not {baseline!r}", file=sys.stderr)
+            return 2
+        for variant in ("dot", "rbf"):
+            methods[f"rbfc_{variant}_{label}"] = (
+                rbfc_method(variant, workdir, plans, binary=binary), variant)
     if fa4 is not None:
         methods["fa4_dot"] = (plain_method(fa4_dot), "dot")
         methods["fa4_rbf"] = (plain_method(fa4_rbf), "rbf")
@@ -361,8 +387,9 @@ def main():
                   warmup_ms=args.warmup, rep_ms=args.reps,
                   flops="4*B*H*N*N*D, halved when causal",
                   plans={str(d): p for d, p in plans.items() if p},
-                  rbfc_plans=[dict(spec=s, head_dim=d, arch=a, plan=k.info["plan"])
-                              for (s, d, a, _), k in _kernels.items()],
+                  rbfc_plans=[dict(spec=s, head_dim=d, arch=a, plan=k.info["plan"],
+                                   **({"binary": binary} if binary else {}))
+                              for (s, d, a, _, binary), k in _kernels.items()],
                   elapsed_s=round(time.time() - t_start, 1), rows=rows)
     write_result(result, "fwd" + result_suffix(shapes))
     print_table(rows)

@@ -137,6 +137,22 @@ private:
                                             Value kvLo, Value partial,
                                             ValueRange state,
                                             ArrayRef<Value> termOffsets);
+  /// Per lane row as a tile starts: the exponent's shift, and with shifted
+  /// accumulators the row's S start (-shift / c).
+  void tileShifts(OnlineSoftmax &softmax, SmallVector<Value> &oldShift,
+                  SmallVector<Value> &rowStart);
+  /// The lane's key terms of the tile in ring buffer `buffer`.
+  struct KeyTerms {
+    SmallVector<ColumnTermPair> biases, norms;
+  };
+  KeyTerms loadKeyTerms(TileRing &ring, Value buffer,
+                        ArrayRef<Value> termOffsets);
+  /// The scores of the tile whose first key is `kvLo` from its S = Q K^T
+  /// `dots`: the score region, and on `partial` tiles the mask and the
+  /// kv_len bound, per element.
+  FailureOr<SmallVector<Accumulator>>
+  applyScoreRegion(ArrayRef<Accumulator> dots, const KeyTerms &terms,
+                   Value kvLo, Value partial);
 
   /// sm_90: the flash kernel may start before the key-terms prologue ends
   /// and waits for it before it first reads the workspace.
@@ -162,22 +178,67 @@ private:
   /// as soon as it has landed (FlashAttention-3's warp specialisation).
   /// The consumers load Q. setmaxnreg gives the registers to the consumers.
   LogicalResult emitWarpSpecialized(TileRing &ring);
-  void emitProducerLoop(TileRing &ring, StagePipeline &pipeline);
+  /// The hand-off of the ring's stages, K and V apart (FlashAttention-3's
+  /// two pipelines): with the intra-warpgroup overlap a consumer still
+  /// reads a tile's V for a whole tile after it is done with its K, which
+  /// the producer refills meanwhile.
+  struct KeyValuePipelines {
+    StagePipeline keys, values;
+  };
+  void emitProducerLoop(TileRing &ring, KeyValuePipelines &pipelines);
   /// The producer's loop with TMA: one thread waits for each stage to be
   /// released, announces the bytes of its K and V tiles (and its key
   /// terms' bulk copies) on the full barrier and issues the copies, which
   /// complete the barrier's phase themselves.
-  void emitTensorMapProducerLoop(TileRing &ring, StagePipeline &pipeline);
+  void emitTensorMapProducerLoop(TileRing &ring,
+                                 KeyValuePipelines &pipelines);
   /// The key terms travel with the tiles by bulk copies.
   bool bulkKeyTerms() const {
     return workspace.planes() && config.keyTerms == KeyTermSource::Bulk;
   }
-  /// The arrivals that fill a stage: per producer thread with cp.async;
-  /// with TMA, the copying thread's one, and one more for the key terms'
-  /// bulk copies, which announce their own bytes.
-  int64_t fullBarrierArrivals() const;
+  /// The arrivals that fill a stage's K (`keys`) or V: per producer thread
+  /// with cp.async; with TMA, the copying thread's one, and for K one more
+  /// for the key terms' bulk copies, which announce their own bytes.
+  int64_t fullBarrierArrivals(bool keys) const;
+  /// The consumers' loop, one tile after the other: a tile's K and V go
+  /// back to the producer once its O += P V completed. Its results are
+  /// O, m, l.
   FailureOr<scf::ForOp> emitConsumerLoop(TileRing &ring,
-                                         StagePipeline &pipeline);
+                                         KeyValuePipelines &pipelines);
+  /// ... with FlashAttention-3's intra-warpgroup overlap (plan `overlap`):
+  /// a live tile issues its S = Q K^T together with the O += P V of the
+  /// live tile before it (the deferred product), and computes its softmax
+  /// while that product runs; O is rescaled after it. K goes back once S
+  /// completed, V once its product did. The loop's results are O, m, l
+  /// and the product still deferred after the last tile.
+  FailureOr<scf::ForOp>
+  emitOverlappedConsumerLoop(TileRing &ring, KeyValuePipelines &pipelines);
+  /// The O += P V that a consumer issues with the next live tile's S:
+  /// whether there is one, the pipeline iteration of its V tile and P's
+  /// A registers (one per 16 keys).
+  struct DeferredProduct {
+    Value pending, iteration;
+    SmallVector<OperandRegisters> weights;
+  };
+  SmallVector<Value> flatten(const DeferredProduct &deferred);
+  /// The deferred product at the end of `state`, which then drops it.
+  DeferredProduct takeDeferredProduct(ValueRange &state);
+  /// O, m, l and the product it defers after the live tile `iteration`
+  /// (ring buffer `buffer`, first key `kvLo`) from `state` and `deferred`.
+  FailureOr<SmallVector<Value>>
+  computeOverlappedTile(TileRing &ring, KeyValuePipelines &pipelines,
+                        Value buffer,
+                        Value kvLo, Value partial, Value iteration,
+                        ValueRange state, const DeferredProduct &deferred,
+                        ArrayRef<Value> termOffsets);
+  /// O after the deferred product, if any, completed; its stage released.
+  SmallVector<Accumulator> completeDeferredProduct(
+      TileRing &ring, KeyValuePipelines &pipelines,
+      const DeferredProduct &deferred, ArrayRef<Accumulator> output);
+  /// Whether the tile `tile`, whose first key is `kvLo`, may hold a kept
+  /// key and whether it needs the mask or the kv_len bound per element.
+  FailureOr<std::pair<Value, Value>>
+  classifyLoopTile(TileRing &ring, Value tile, Value kvLo);
   /// O, m, l after the K/V tile `tile` of the ring from `state`: the tile
   /// classified, computed when live, passed through when not.
   FailureOr<SmallVector<Value>> computeLoopTile(TileRing &ring, Value tile,
@@ -192,8 +253,8 @@ private:
   SmallVector<Value> takeTermOffsets(ValueRange &state, bool carried);
   /// Yields O, m, l and the next tile's term offsets.
   void yieldLoopState(ArrayRef<Value> next, ArrayRef<Value> termOffsets);
-  /// O / l and the LSE from the loop's results.
-  LogicalResult finishAndStore(scf::ForOp loop);
+  /// O / l and the LSE from O, m, l.
+  LogicalResult finishAndStore(ValueRange results);
   /// The consumer warpgroups take turns at the tensor cores
   /// (FlashAttention-3's pingpong): each issues its S = Q K^T and its
   /// O += P V only after the other issued its previous product, so one
@@ -214,18 +275,34 @@ private:
   /// starting at `rowStart` (0 when empty).
   SmallVector<Accumulator> computeScores(Value keyBase,
                                          ArrayRef<Value> rowStart);
+  /// The S accumulators before S = Q K^T: `rowStart` per lane row.
+  SmallVector<Accumulator> initialScores(ArrayRef<Value> rowStart);
   /// computeScores by one wgmma per 16 head dims over the warpgroup's 64
   /// rows, Q and K named by descriptors.
   void computeScoresByWgmma(Value keyBase,
                             MutableArrayRef<Accumulator> scores);
+  /// wgmma: per 16 head dims the descriptors of Q and of the K tile at
+  /// `keyBase`, formed before the fence: an operand register written
+  /// between the fence and its wgmma makes ptxas add a warpgroup.arrive.
+  SmallVector<std::pair<Value, Value>> scoreDescriptors(Value keyBase);
+  void issueScores(ArrayRef<std::pair<Value, Value>> descriptors,
+                   MutableArrayRef<Accumulator> scores);
+  /// wgmma: per 16 keys the descriptor of the V tile at `valueBase`.
+  SmallVector<Value> valueDescriptors(Value valueBase);
+  void issueValueProducts(ArrayRef<OperandRegisters> weights,
+                          ArrayRef<Value> descriptors,
+                          MutableArrayRef<Accumulator> output);
   /// The softmax state of the block's query rows. With an LSE output the
   /// row sums add the f32 weights before they are rounded for P V, each
   /// lane over its own columns: the LSE is then exact, not off by the
-  /// rounding (up to 2^-8 in bf16). Without one the tensor cores sum
-  /// exactly the rounded weights P V uses, complete over the lane group.
+  /// rounding (up to 2^-8 in bf16); so do the wgmma kernels, whose tensor
+  /// cores an mma.sync per 16 keys would take from the wgmma. Otherwise
+  /// the tensor cores sum exactly the rounded weights P V uses, complete
+  /// over the lane group.
   OnlineSoftmax softmaxState(ValueRange rowMax, ValueRange rowSum) {
     return OnlineSoftmax(b, scoreLayout, outputLayout, rowMax, rowSum,
-                         config.softmax, /*unroundedSums=*/config.hasLse);
+                         config.softmax,
+                         /*unroundedSums=*/config.hasLse || config.wgmma);
   }
   /// O += P V for the V tile at `valueBase`, and the weights' row sums.
   SmallVector<Accumulator> accumulateValues(ArrayRef<Accumulator> weights,
@@ -278,7 +355,7 @@ private:
   /// variable would overlap it, as MLIR bases dynamic shared memory on a
   /// one-byte static one.
   Value keyTermBarriers;
-  /// wgmma: the StagePipeline's mbarriers.
+  /// wgmma: the mbarriers of the K pipeline, then of the V pipeline.
   Value pipelineBarriers;
   /// laneChunkOffsets of the lane's Q (row 0 of atom 0), K and V reads.
   SmallVector<Value> queryOffsets, keyOffsets, valueOffsets;
@@ -352,13 +429,12 @@ LogicalResult FlashSchedule::emitCooperative(TileRing &ring) {
     return failure();
   // Drain the cp.async groups still in flight (empty ones) before exit.
   NVVM::CpAsyncWaitGroupOp::create(b, 0);
-  return finishAndStore(*loop);
+  return finishAndStore(loop->getResults());
 }
 
-LogicalResult FlashSchedule::finishAndStore(scf::ForOp loop) {
+LogicalResult FlashSchedule::finishAndStore(ValueRange results) {
   int64_t rows = scoreLayout.laneRows();
   int64_t outputValues = 4 * outputLayout.size();
-  ValueRange results = loop->getResults();
   OnlineSoftmax softmax =
       softmaxState(results.slice(outputValues, rows),
                    results.slice(outputValues + rows, rows));
@@ -368,10 +444,17 @@ LogicalResult FlashSchedule::finishAndStore(scf::ForOp loop) {
 }
 
 LogicalResult FlashSchedule::emitWarpSpecialized(TileRing &ring) {
-  StagePipeline pipeline(b, pipelineBarriers, config.stages,
-                         fullBarrierArrivals(), config.warps);
-  pipeline.initialize(block.threadId,
-                      /*asyncCopies=*/config.tensorMapCopies);
+  // The key terms' bulk copies complete on the full barriers of K, the
+  // pipeline's first (TileRing::setTerms).
+  KeyValuePipelines pipelines{
+      StagePipeline(b, pipelineBarriers, 0, config.stages,
+                    fullBarrierArrivals(/*keys=*/true), config.warps),
+      StagePipeline(b, pipelineBarriers,
+                    StagePipeline::barrierCount(config.stages), config.stages,
+                    fullBarrierArrivals(/*keys=*/false), config.warps)};
+  for (StagePipeline *pipeline : {&pipelines.keys, &pipelines.values})
+    pipeline->initialize(block.threadId,
+                         /*asyncCopies=*/config.tensorMapCopies);
   Value consumer =
       cmp(arith::CmpIPredicate::ult, block.threadId, index(config.threads()));
   {
@@ -395,9 +478,9 @@ LogicalResult FlashSchedule::emitWarpSpecialized(TileRing &ring) {
   NVVM::SetMaxRegisterOp::create(b, kProducerRegisters,
                                  NVVM::SetMaxRegisterAction::decrease);
   if (config.tensorMapCopies)
-    emitTensorMapProducerLoop(ring, pipeline);
+    emitTensorMapProducerLoop(ring, pipelines);
   else
-    emitProducerLoop(ring, pipeline);
+    emitProducerLoop(ring, pipelines);
   b.setInsertionPointToStart(roles.thenBlock());
   NVVM::SetMaxRegisterOp::create(b, kConsumerRegisters,
                                  NVVM::SetMaxRegisterAction::increase);
@@ -406,30 +489,48 @@ LogicalResult FlashSchedule::emitWarpSpecialized(TileRing &ring) {
   namedBarrier(b, /*sync=*/true, kQueryBarrier, config.threads());
   if (failed(prepareQueries()))
     return failure();
-  FailureOr<scf::ForOp> loop = emitConsumerLoop(ring, pipeline);
+  if (!config.overlap) {
+    FailureOr<scf::ForOp> loop = emitConsumerLoop(ring, pipelines);
+    if (failed(loop))
+      return failure();
+    return finishAndStore((*loop)->getResults());
+  }
+  FailureOr<scf::ForOp> loop = emitOverlappedConsumerLoop(ring, pipelines);
   if (failed(loop))
     return failure();
-  return finishAndStore(*loop);
+  ValueRange results = (*loop)->getResults();
+  DeferredProduct deferred = takeDeferredProduct(results);
+  int64_t outputValues = 4 * outputLayout.size();
+  SmallVector<Value> state = FragmentLayout::flatten(completeDeferredProduct(
+      ring, pipelines, deferred,
+      FragmentLayout::unflatten(results.take_front(outputValues))));
+  llvm::append_range(state, results.drop_front(outputValues));
+  return finishAndStore(state);
 }
 
-void FlashSchedule::emitProducerLoop(TileRing &ring, StagePipeline &pipeline) {
+void FlashSchedule::emitProducerLoop(TileRing &ring,
+                                     KeyValuePipelines &pipelines) {
   // With more than two stages, stages - 2 tiles stay in flight behind the
   // one being issued: tile j - ahead is published once tile j is issued,
   // and the wait for the stage of tile j (the consumers' release of tile
   // j - stages) still comes one tile before the consumers need tile
   // j - ahead. With two stages a tile is published as soon as it lands.
+  // K and V of a tile travel in one commit group, so a stage is refilled
+  // once both were released.
   int64_t ahead = config.stages - 2;
   auto publish = [&](Value iteration, int64_t pending) {
     NVVM::CpAsyncWaitGroupOp::create(b, pending);
     warpgroupAtoms.fenceCopies();
-    pipeline.arriveFull(iteration);
+    pipelines.keys.arriveFull(iteration);
+    pipelines.values.arriveFull(iteration);
   };
   {
     auto loop = scf::ForOp::create(b, firstTile, endTile, index(1));
     OpBuilder::InsertionGuard guard(b);
     b.setInsertionPointToStart(loop.getBody());
     Value iteration = sub(loop.getInductionVar(), firstTile);
-    pipeline.waitEmpty(iteration);
+    pipelines.keys.waitEmpty(iteration);
+    pipelines.values.waitEmpty(iteration);
     ring.issue(loop.getInductionVar());
     NVVM::CpAsyncCommitGroupOp::create(b);
     if (ahead == 0) {
@@ -453,17 +554,18 @@ void FlashSchedule::emitProducerLoop(TileRing &ring, StagePipeline &pipeline) {
   auto drain = scf::ForOp::create(b, drained, count, index(1));
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPointToStart(drain.getBody());
-  pipeline.arriveFull(drain.getInductionVar());
+  pipelines.keys.arriveFull(drain.getInductionVar());
+  pipelines.values.arriveFull(drain.getInductionVar());
 }
 
-int64_t FlashSchedule::fullBarrierArrivals() const {
+int64_t FlashSchedule::fullBarrierArrivals(bool keys) const {
   if (!config.tensorMapCopies)
     return config.copyThreads();
-  return 1 + bulkKeyTerms();
+  return 1 + (keys && bulkKeyTerms());
 }
 
 void FlashSchedule::emitTensorMapProducerLoop(TileRing &ring,
-                                              StagePipeline &pipeline) {
+                                              KeyValuePipelines &pipelines) {
   // The other producer threads have nothing to do: their warps leave
   // once they gave their registers up.
   auto issuer = scf::IfOp::create(
@@ -476,21 +578,23 @@ void FlashSchedule::emitTensorMapProducerLoop(TileRing &ring,
   b.setInsertionPointToStart(loop.getBody());
   Value tile = loop.getInductionVar();
   Value iteration = sub(tile, firstTile);
-  pipeline.waitEmpty(iteration);
-  pipeline.arriveFullExpecting(iteration, 2 * tensorCopies->tileBytes());
   Value base = ring.tileBase(ring.buffer(tile));
   Value firstRow = mul(tile, config.tileN);
-  Value barrier = pipeline.fullBarrier(iteration);
-  for (auto [map, shared] : {std::pair(args.keyMap, sharedKey),
-                             std::pair(args.valueMap, sharedValue)})
+  // K first: the consumers release it a tile before V, and need it first.
+  for (auto [pipeline, map, shared] :
+       {std::tuple(&pipelines.keys, args.keyMap, sharedKey),
+        std::tuple(&pipelines.values, args.valueMap, sharedValue)}) {
+    pipeline->waitEmpty(iteration);
+    pipeline->arriveFullExpecting(iteration, tensorCopies->tileBytes());
     tensorCopies->copyTile(map, shared, base, firstRow, block.kvHead,
-                           block.batch, barrier);
-  if (bulkKeyTerms())
-    ring.issue(tile);
+                           block.batch, pipeline->fullBarrier(iteration));
+    if (pipeline == &pipelines.keys && bulkKeyTerms())
+      ring.issue(tile);
+  }
 }
 
-FailureOr<scf::ForOp> FlashSchedule::emitConsumerLoop(TileRing &ring,
-                                                      StagePipeline &pipeline) {
+FailureOr<scf::ForOp>
+FlashSchedule::emitConsumerLoop(TileRing &ring, KeyValuePipelines &pipelines) {
   bool carriedKeyTerms = config.keyTerms == KeyTermSource::Global;
   auto loop = scf::ForOp::create(b, firstTile, endTile, index(1),
                                  initialLoopState(carriedKeyTerms));
@@ -500,16 +604,224 @@ FailureOr<scf::ForOp> FlashSchedule::emitConsumerLoop(TileRing &ring,
   ValueRange state = loop.getRegionIterArgs();
   SmallVector<Value> termOffsets = takeTermOffsets(state, carriedKeyTerms);
   Value iteration = sub(tile, firstTile);
-  pipeline.waitFull(iteration);
+  pipelines.keys.waitFull(iteration);
+  pipelines.values.waitFull(iteration);
   FailureOr<SmallVector<Value>> next =
       computeLoopTile(ring, tile, state, termOffsets);
   if (failed(next))
     return failure();
   // The tile's wgmma have completed: one lane a warp releases its stage.
-  pipeline.arriveEmpty(iteration,
-                       cmp(arith::CmpIPredicate::eq, block.lane, index(0)));
+  Value releases = cmp(arith::CmpIPredicate::eq, block.lane, index(0));
+  pipelines.keys.arriveEmpty(iteration, releases);
+  pipelines.values.arriveEmpty(iteration, releases);
   yieldLoopState(*next, termOffsets);
   return loop;
+}
+
+FailureOr<scf::ForOp>
+FlashSchedule::emitOverlappedConsumerLoop(TileRing &ring,
+                                          KeyValuePipelines &pipelines) {
+  bool carriedKeyTerms = config.keyTerms == KeyTermSource::Global;
+  SmallVector<Value> init = initialLoopState(carriedKeyTerms);
+  // Nothing is deferred before the first tile; its P registers start as
+  // zeros of their type.
+  DeferredProduct nothing{
+      arith::ConstantOp::create(b, b.getBoolAttr(false)), index(0), {}};
+  Value zeroPair = arith::ConstantOp::create(
+      b, DenseElementsAttr::get(VectorType::get({2}, b.getF16Type()),
+                                b.getF16FloatAttr(0.0)));
+  nothing.weights.assign(config.tileN / 16,
+                         {zeroPair, zeroPair, zeroPair, zeroPair});
+  int64_t ownState = 4 * outputLayout.size() + 2 * scoreLayout.laneRows();
+  SmallVector<Value> nothingValues = flatten(nothing);
+  init.insert(init.begin() + ownState, nothingValues.begin(),
+              nothingValues.end());
+  auto loop = scf::ForOp::create(b, firstTile, endTile, index(1), init);
+  OpBuilder::InsertionGuard inner(b);
+  b.setInsertionPointToStart(loop.getBody());
+  Value tile = loop.getInductionVar();
+  ValueRange state = loop.getRegionIterArgs();
+  SmallVector<Value> termOffsets = takeTermOffsets(state, carriedKeyTerms);
+  DeferredProduct deferred = takeDeferredProduct(state);
+  Value iteration = sub(tile, firstTile);
+  pipelines.keys.waitFull(iteration);
+  Value buffer = ring.buffer(tile);
+  Value kvLo = mul(tile, config.tileN);
+  FailureOr<std::pair<Value, Value>> tileClass =
+      classifyLoopTile(ring, tile, kvLo);
+  if (failed(tileClass))
+    return failure();
+  auto [live, partial] = *tileClass;
+  SmallVector<Value> carried(state);
+  llvm::append_range(carried, flatten(deferred));
+  auto compute = scf::IfOp::create(b, TypeRange(carried), live, true);
+  {
+    OpBuilder::InsertionGuard branch(b);
+    b.setInsertionPointToStart(compute.thenBlock());
+    FailureOr<SmallVector<Value>> next =
+        computeOverlappedTile(ring, pipelines, buffer, kvLo, partial,
+                              iteration, state, deferred, termOffsets);
+    if (failed(next))
+      return failure();
+    scf::YieldOp::create(b, *next);
+
+    // A skipped tile's stage goes back at once, once its V landed too (no
+    // copy may be in flight when the block exits), and so does the
+    // deferred product's: the tile after this one may need its stage.
+    b.setInsertionPointToStart(compute.elseBlock());
+    int64_t outputValues = 4 * outputLayout.size();
+    SmallVector<Value> passed = FragmentLayout::flatten(completeDeferredProduct(
+        ring, pipelines, deferred,
+        FragmentLayout::unflatten(state.take_front(outputValues))));
+    pipelines.values.waitFull(iteration);
+    Value releases = cmp(arith::CmpIPredicate::eq, block.lane, index(0));
+    pipelines.keys.arriveEmpty(iteration, releases);
+    pipelines.values.arriveEmpty(iteration, releases);
+    llvm::append_range(passed, state.drop_front(outputValues));
+    DeferredProduct completed = deferred;
+    completed.pending = arith::ConstantOp::create(b, b.getBoolAttr(false));
+    llvm::append_range(passed, flatten(completed));
+    scf::YieldOp::create(b, passed);
+  }
+  yieldLoopState(SmallVector<Value>(compute.getResults()), termOffsets);
+  return loop;
+}
+
+SmallVector<Value> FlashSchedule::flatten(const DeferredProduct &deferred) {
+  SmallVector<Value> values{deferred.pending, deferred.iteration};
+  for (const OperandRegisters &registers : deferred.weights)
+    values.append(registers.begin(), registers.end());
+  return values;
+}
+
+FlashSchedule::DeferredProduct
+FlashSchedule::takeDeferredProduct(ValueRange &state) {
+  int64_t slices = config.tileN / 16;
+  ValueRange values = state.take_back(2 + 4 * slices);
+  state = state.drop_back(2 + 4 * slices);
+  DeferredProduct deferred{values[0], values[1], {}};
+  for (int64_t slice = 0; slice < slices; ++slice) {
+    ValueRange registers = values.slice(2 + 4 * slice, 4);
+    deferred.weights.push_back(
+        {registers[0], registers[1], registers[2], registers[3]});
+  }
+  return deferred;
+}
+
+SmallVector<Accumulator> FlashSchedule::completeDeferredProduct(
+    TileRing &ring, KeyValuePipelines &pipelines,
+    const DeferredProduct &deferred, ArrayRef<Accumulator> output) {
+  scf::IfOp product;
+  {
+    OpBuilder::InsertionGuard guard(b);
+    product = updateIf(deferred.pending, FragmentLayout::flatten(output));
+    SmallVector<Accumulator> result(output.begin(), output.end());
+    SmallVector<Value> descriptors = valueDescriptors(
+        ring.tileBase(ring.buffer(add(firstTile, deferred.iteration))));
+    pipelines.values.waitFull(deferred.iteration);
+    awaitTensorCoreTurn();
+    warpgroupAtoms.fence(result, descriptors);
+    issueValueProducts(deferred.weights, descriptors, result);
+    warpgroupAtoms.commitGroup();
+    passTensorCoreTurn();
+    warpgroupAtoms.waitGroup(0, result);
+    pipelines.values.arriveEmpty(
+        deferred.iteration,
+        cmp(arith::CmpIPredicate::eq, block.lane, index(0)));
+    scf::YieldOp::create(b, FragmentLayout::flatten(result));
+  }
+  return FragmentLayout::unflatten(product.getResults());
+}
+
+FailureOr<SmallVector<Value>> FlashSchedule::computeOverlappedTile(
+    TileRing &ring, KeyValuePipelines &pipelines, Value buffer, Value kvLo,
+    Value partial, Value iteration, ValueRange state,
+    const DeferredProduct &deferred, ArrayRef<Value> termOffsets) {
+  int64_t rows = scoreLayout.laneRows();
+  int64_t outputValues = 4 * outputLayout.size();
+  OnlineSoftmax softmax = softmaxState(state.slice(outputValues, rows),
+                                       state.slice(outputValues + rows, rows));
+  SmallVector<Value> oldShift, rowStart;
+  tileShifts(softmax, oldShift, rowStart);
+  SmallVector<Accumulator> dots = initialScores(rowStart);
+  SmallVector<Accumulator> output =
+      FragmentLayout::unflatten(state.take_front(outputValues));
+  SmallVector<std::pair<Value, Value>> keyDescriptors =
+      scoreDescriptors(ring.tileBase(buffer));
+  SmallVector<Value> deferredDescriptors = valueDescriptors(
+      ring.tileBase(ring.buffer(add(firstTile, deferred.iteration))));
+
+  // The deferred product's V must have landed (with nothing deferred this
+  // tile's, which the next tile reads, stands in: its stage is this one).
+  pipelines.values.waitFull(
+      arith::SelectOp::create(b, deferred.pending, deferred.iteration,
+                              iteration));
+  // One turn at the tensor cores issues both products, one fence orders
+  // both's registers; the second group is empty when nothing was
+  // deferred, so that waiting for all but one group always means S.
+  awaitTensorCoreTurn();
+  SmallVector<Accumulator> fenced(dots);
+  fenced.append(output);
+  warpgroupAtoms.fence(fenced, deferredDescriptors);
+  llvm::copy(ArrayRef(fenced).take_front(dots.size()), dots.begin());
+  llvm::copy(ArrayRef(fenced).drop_front(dots.size()), output.begin());
+  issueScores(keyDescriptors, dots);
+  warpgroupAtoms.commitGroup();
+  {
+    OpBuilder::InsertionGuard guard(b);
+    scf::IfOp product =
+        updateIf(deferred.pending, FragmentLayout::flatten(output));
+    SmallVector<Accumulator> result(output);
+    issueValueProducts(deferred.weights, deferredDescriptors, result);
+    scf::YieldOp::create(b, FragmentLayout::flatten(result));
+    output = FragmentLayout::unflatten(product.getResults());
+  }
+  warpgroupAtoms.commitGroup();
+  passTensorCoreTurn();
+  // The key terms load while the products run: loaded before, they would
+  // hold registers beside S, O and the deferred P.
+  KeyTerms terms = loadKeyTerms(ring, buffer, termOffsets);
+  warpgroupAtoms.waitGroup(1, dots);
+  // S is complete: K (and its terms, read above) goes back to the producer.
+  Value releases = cmp(arith::CmpIPredicate::eq, block.lane, index(0));
+  pipelines.keys.arriveEmpty(iteration, releases);
+
+  FailureOr<SmallVector<Accumulator>> scored =
+      applyScoreRegion(dots, terms, kvLo, partial);
+  if (failed(scored))
+    return failure();
+  SmallVector<Accumulator> scores = std::move(*scored);
+  std::optional<OnlineSoftmax::OutputRescale> rescale;
+  if (config.softmax) {
+    SmallVector<Value> tileMax = softmax.tileMax(
+        scores, shiftToDot ? ArrayRef<Value>(oldShift) : ArrayRef<Value>());
+    rescale = softmax.rescaleDeferringOutput(
+        tileMax, shiftToDot ? MutableArrayRef<Accumulator>(scores)
+                            : MutableArrayRef<Accumulator>());
+  }
+  softmax.exponentiate(scores, /*shifted=*/bool(shiftToDot));
+
+  // The deferred product has completed: its stage goes back, O takes the
+  // new shifts, and this tile's P is packed (after the wait: the product
+  // read the previous P's registers until then).
+  warpgroupAtoms.waitGroup(0, output);
+  pipelines.values.arriveEmpty(
+      deferred.iteration,
+      arith::AndIOp::create(b, deferred.pending, releases));
+  if (rescale)
+    softmax.rescaleOutput(*rescale, output);
+  DeferredProduct next{arith::ConstantOp::create(b, b.getBoolAttr(true)),
+                       iteration,
+                       {}};
+  for (int64_t keySlice = 0; keySlice < config.tileN / 16; ++keySlice) {
+    next.weights.push_back(weightOperand(scores, 0, keySlice));
+    addRowSums(softmax, scores, next.weights.back(), keySlice);
+  }
+  SmallVector<Value> values = FragmentLayout::flatten(output);
+  llvm::append_range(values, softmax.getRowMax());
+  llvm::append_range(values, softmax.getRowSum());
+  llvm::append_range(values, flatten(next));
+  return values;
 }
 
 void FlashSchedule::forOwnWarpgroup(
@@ -586,8 +898,8 @@ void FlashSchedule::carveSharedMemory(SharedMemoryArena &shared) {
   if (bulkKeyTerms() && !config.tensorMapCopies)
     keyTermBarriers = shared.carve(config.stages, b.getI64Type());
   if (config.warpSpecialized)
-    pipelineBarriers = shared.carve(StagePipeline::barrierCount(config.stages),
-                                    b.getI64Type());
+    pipelineBarriers = shared.carve(
+        2 * StagePipeline::barrierCount(config.stages), b.getI64Type());
 }
 
 LogicalResult FlashSchedule::findLiveTiles() {
@@ -737,11 +1049,8 @@ void FlashSchedule::yieldLoopState(ArrayRef<Value> next,
   scf::YieldOp::create(b, carried);
 }
 
-FailureOr<SmallVector<Value>>
-FlashSchedule::computeLoopTile(TileRing &ring, Value tile, ValueRange state,
-                               ArrayRef<Value> termOffsets) {
-  Value buffer = ring.buffer(tile);
-  Value kvLo = mul(tile, config.tileN);
+FailureOr<std::pair<Value, Value>>
+FlashSchedule::classifyLoopTile(TileRing &ring, Value tile, Value kvLo) {
   // Every thread waits for every tile's fill, a skipped tile's too, so
   // that no bulk copy is still landing when the block exits. (Waiting
   // after S = Q K^T, or in thread 0 only before the barrier, measured
@@ -755,7 +1064,19 @@ FlashSchedule::computeLoopTile(TileRing &ring, Value tile, ValueRange state,
   Value boundary =
       cmp(arith::CmpIPredicate::sgt, add(kvLo, config.tileN), args.sizes.kvLen);
   Value partial = arith::OrIOp::create(b, boundary, notI(tileClass->allKept));
-  Value live = notI(tileClass->allMasked);
+  return std::pair(notI(tileClass->allMasked), partial);
+}
+
+FailureOr<SmallVector<Value>>
+FlashSchedule::computeLoopTile(TileRing &ring, Value tile, ValueRange state,
+                               ArrayRef<Value> termOffsets) {
+  Value buffer = ring.buffer(tile);
+  Value kvLo = mul(tile, config.tileN);
+  FailureOr<std::pair<Value, Value>> tileClass =
+      classifyLoopTile(ring, tile, kvLo);
+  if (failed(tileClass))
+    return failure();
+  auto [live, partial] = *tileClass;
   scf::IfOp compute;
   {
     OpBuilder::InsertionGuard body(b);
@@ -769,21 +1090,19 @@ FlashSchedule::computeLoopTile(TileRing &ring, Value tile, ValueRange state,
   return SmallVector<Value>(compute.getResults());
 }
 
-FailureOr<SmallVector<Value>>
-FlashSchedule::computeTile(TileRing &ring, Value buffer, Value kvLo,
-                           Value partial, ValueRange state,
-                           ArrayRef<Value> termOffsets) {
-  int64_t rows = scoreLayout.laneRows();
-  int64_t outputValues = 4 * outputLayout.size();
-  OnlineSoftmax softmax = softmaxState(state.slice(outputValues, rows),
-                                       state.slice(outputValues + rows, rows));
-  // The exponent's shift per lane row as the tile starts.
-  SmallVector<Value> oldShift, rowStart;
-  for (int64_t r = 0; r < rows; ++r)
+void FlashSchedule::tileShifts(OnlineSoftmax &softmax,
+                               SmallVector<Value> &oldShift,
+                               SmallVector<Value> &rowStart) {
+  for (int64_t r = 0; r < scoreLayout.laneRows(); ++r)
     oldShift.push_back(softmax.shift(r));
   if (shiftToDot)
     for (Value shift : oldShift)
       rowStart.push_back(fmul(shift, shiftToDot));
+}
+
+FlashSchedule::KeyTerms
+FlashSchedule::loadKeyTerms(TileRing &ring, Value buffer,
+                            ArrayRef<Value> termOffsets) {
   // The key terms are loaded before S = Q K^T, which hides their latency
   // behind the mma.
   auto terms = [&](int64_t plane, Value shared) -> SmallVector<ColumnTermPair> {
@@ -796,13 +1115,16 @@ FlashSchedule::computeTile(TileRing &ring, Value buffer, Value kvLo,
     return copies.loadColumnTerms(fragment, slices, shared,
                                   ring.termBase(buffer));
   };
-  SmallVector<ColumnTermPair> biases =
-      terms(workspace.keyBiasPlane, sharedKeyBias);
-  SmallVector<ColumnTermPair> norms =
-      terms(workspace.keyNormPlane, sharedKeyNorm);
-  Value tileBase = ring.tileBase(buffer);
-  SmallVector<Accumulator> dots = computeScores(tileBase, rowStart);
+  KeyTerms loaded;
+  loaded.biases = terms(workspace.keyBiasPlane, sharedKeyBias);
+  loaded.norms = terms(workspace.keyNormPlane, sharedKeyNorm);
+  return loaded;
+}
 
+FailureOr<SmallVector<Accumulator>>
+FlashSchedule::applyScoreRegion(ArrayRef<Accumulator> dots,
+                                const KeyTerms &terms, Value kvLo,
+                                Value partial) {
   // Partial tiles evaluate the mask per element; full tiles do not.
   auto scored = scf::IfOp::create(
       b, SmallVector<Type>(4 * scoreLayout.size(), b.getF32Type()), partial,
@@ -819,10 +1141,10 @@ FlashSchedule::computeTile(TileRing &ring, Value buffer, Value kvLo,
             Value index) {
           element.kvIdx = add(kvLo, index);
           element.qScale = qScale;
-          if (!biases.empty())
-            element.keyBias = biases[slice][column];
-          if (!norms.empty())
-            element.keyNorm = norms[slice][column];
+          if (!terms.biases.empty())
+            element.keyBias = terms.biases[slice][column];
+          if (!terms.norms.empty())
+            element.keyNorm = terms.norms[slice][column];
         },
         [&](ElementValues &element, int64_t r) {
           element.qIdx = rowIdx[r];
@@ -832,8 +1154,27 @@ FlashSchedule::computeTile(TileRing &ring, Value buffer, Value kvLo,
       return failure();
     scf::YieldOp::create(b, FragmentLayout::flatten(*scores));
   }
-  SmallVector<Accumulator> scores =
-      FragmentLayout::unflatten(scored.getResults());
+  return FragmentLayout::unflatten(scored.getResults());
+}
+
+FailureOr<SmallVector<Value>>
+FlashSchedule::computeTile(TileRing &ring, Value buffer, Value kvLo,
+                           Value partial, ValueRange state,
+                           ArrayRef<Value> termOffsets) {
+  int64_t rows = scoreLayout.laneRows();
+  int64_t outputValues = 4 * outputLayout.size();
+  OnlineSoftmax softmax = softmaxState(state.slice(outputValues, rows),
+                                       state.slice(outputValues + rows, rows));
+  SmallVector<Value> oldShift, rowStart;
+  tileShifts(softmax, oldShift, rowStart);
+  KeyTerms terms = loadKeyTerms(ring, buffer, termOffsets);
+  Value tileBase = ring.tileBase(buffer);
+  SmallVector<Accumulator> dots = computeScores(tileBase, rowStart);
+  FailureOr<SmallVector<Accumulator>> scored =
+      applyScoreRegion(dots, terms, kvLo, partial);
+  if (failed(scored))
+    return failure();
+  SmallVector<Accumulator> scores = std::move(*scored);
 
   // Online softmax. `none` sums 2^s as is.
   SmallVector<Accumulator> output =
@@ -872,14 +1213,20 @@ SmallVector<Value> FlashSchedule::computeQueryNorms() {
 }
 
 SmallVector<Accumulator>
-FlashSchedule::computeScores(Value keyBase, ArrayRef<Value> rowStart) {
-  int64_t slices = scoreLayout.getColumnSlices();
+FlashSchedule::initialScores(ArrayRef<Value> rowStart) {
   SmallVector<Accumulator> scores;
   for (int64_t atom = 0; atom < config.atoms(); ++atom) {
     Value top = rowStart.empty() ? f32(0.0) : rowStart[2 * atom];
     Value bottom = rowStart.empty() ? f32(0.0) : rowStart[2 * atom + 1];
-    scores.append(slices, {top, top, bottom, bottom});
+    scores.append(scoreLayout.getColumnSlices(), {top, top, bottom, bottom});
   }
+  return scores;
+}
+
+SmallVector<Accumulator>
+FlashSchedule::computeScores(Value keyBase, ArrayRef<Value> rowStart) {
+  int64_t slices = scoreLayout.getColumnSlices();
+  SmallVector<Accumulator> scores = initialScores(rowStart);
   if (config.wgmma) {
     computeScoresByWgmma(keyBase, scores);
     return scores;
@@ -907,25 +1254,53 @@ FlashSchedule::computeScores(Value keyBase, ArrayRef<Value> rowStart) {
   return scores;
 }
 
-void FlashSchedule::computeScoresByWgmma(Value keyBase,
-                                         MutableArrayRef<Accumulator> scores) {
+SmallVector<std::pair<Value, Value>>
+FlashSchedule::scoreDescriptors(Value keyBase) {
   Value keyDescriptor =
       warpgroupAtoms.kMajorDescriptor(sharedKey, keyBase, tile);
-  // Every operand register is written before the fence: one written
-  // between the fence and its wgmma makes ptxas add a warpgroup.arrive.
-  // Per 16 head dims, the Q and K columns from there on.
   SmallVector<std::pair<Value, Value>> descriptors;
   for (int64_t dimSlice = 0; dimSlice < config.dimSlices(); ++dimSlice)
     descriptors.emplace_back(
         warpgroupAtoms.kMajorSlice(queryDescriptor, queryTile, dimSlice),
         warpgroupAtoms.kMajorSlice(keyDescriptor, tile, dimSlice));
-  awaitTensorCoreTurn();
-  warpgroupAtoms.fence(scores);
+  return descriptors;
+}
+
+void FlashSchedule::issueScores(ArrayRef<std::pair<Value, Value>> descriptors,
+                                MutableArrayRef<Accumulator> scores) {
   for (auto [query, key] : descriptors)
     warpgroupAtoms.mma(query, key, scores, /*transposeB=*/false);
+}
+
+void FlashSchedule::computeScoresByWgmma(Value keyBase,
+                                         MutableArrayRef<Accumulator> scores) {
+  SmallVector<std::pair<Value, Value>> descriptors = scoreDescriptors(keyBase);
+  awaitTensorCoreTurn();
+  warpgroupAtoms.fence(scores);
+  issueScores(descriptors, scores);
   warpgroupAtoms.commitGroup();
   passTensorCoreTurn();
   warpgroupAtoms.waitGroup(0, scores);
+}
+
+SmallVector<Value> FlashSchedule::valueDescriptors(Value valueBase) {
+  // V is MN-major: head dims run along its rows, the leading dimension
+  // steps from one column block to the next, and 16 keys are 16 rows.
+  Value valueDescriptor =
+      warpgroupAtoms.mnMajorDescriptor(sharedValue, valueBase, tile);
+  SmallVector<Value> descriptors;
+  for (int64_t keySlice = 0; keySlice < config.tileN / 16; ++keySlice)
+    descriptors.push_back(
+        warpgroupAtoms.mnMajorSlice(valueDescriptor, tile, keySlice));
+  return descriptors;
+}
+
+void FlashSchedule::issueValueProducts(ArrayRef<OperandRegisters> weights,
+                                       ArrayRef<Value> descriptors,
+                                       MutableArrayRef<Accumulator> output) {
+  for (auto [weightRegisters, descriptor] : llvm::zip(weights, descriptors))
+    warpgroupAtoms.mma(weightRegisters, descriptor, output,
+                       /*transposeB=*/true);
 }
 
 OperandRegisters FlashSchedule::weightOperand(ArrayRef<Accumulator> weights,
@@ -941,22 +1316,13 @@ FlashSchedule::accumulateValuesByWgmma(ArrayRef<Accumulator> weights,
                                        Value valueBase,
                                        OnlineSoftmax &softmax) {
   SmallVector<Accumulator> result(output.begin(), output.end());
-  // V is MN-major: head dims run along its rows, the leading dimension
-  // steps from one column block to the next, and 16 keys are 16 rows.
-  Value valueDescriptor =
-      warpgroupAtoms.mnMajorDescriptor(sharedValue, valueBase, tile);
+  SmallVector<Value> descriptors = valueDescriptors(valueBase);
   SmallVector<OperandRegisters> a;
-  SmallVector<Value> descriptors;
-  for (int64_t keySlice = 0; keySlice < config.tileN / 16; ++keySlice) {
+  for (int64_t keySlice = 0; keySlice < config.tileN / 16; ++keySlice)
     a.push_back(weightOperand(weights, 0, keySlice));
-    descriptors.push_back(
-        warpgroupAtoms.mnMajorSlice(valueDescriptor, tile, keySlice));
-  }
   awaitTensorCoreTurn();
   warpgroupAtoms.fence(result);
-  for (auto [weightRegisters, descriptor] : llvm::zip(a, descriptors))
-    warpgroupAtoms.mma(weightRegisters, descriptor, result,
-                       /*transposeB=*/true);
+  issueValueProducts(a, descriptors, result);
   warpgroupAtoms.commitGroup();
   passTensorCoreTurn();
   // The row sums while the tensor cores work.
@@ -1256,7 +1622,8 @@ FailureOr<gpu::GPUFuncOp> rbfc::buildFlashKernel(attn::AttentionOp op,
                        archVersion(plan->getArch()) >= 90,
                        plan->getKernel() != "mma_sync",
                        plan->getKernel() == "wgmma",
-                       plan->getCopy() == "tma"};
+                       plan->getCopy() == "tma",
+                       plan->getOverlap()};
   ImplicitLocOpBuilder b(op.getLoc(), op.getContext());
   LLVM_DEBUG(llvm::dbgs() << "building " << name << " with " << *plan << "\n");
   KeyTermWorkspace workspace = KeyTermWorkspace::forOp(op);

@@ -169,34 +169,46 @@ std::string WarpgroupMmaAtom::registerList(int64_t first, int64_t n) {
 
 void WarpgroupMmaAtom::runWithAccumulators(
     StringRef ptx, ValueRange inputs, StringRef constraints,
-    MutableArrayRef<Accumulator> accumulators) {
+    MutableArrayRef<Accumulator> accumulators,
+    MutableArrayRef<Value> descriptors) {
   SmallVector<Value> values = FragmentLayout::flatten(accumulators);
   int64_t n = values.size();
-  // Outputs $0 .. $n-1, then `inputs`, then the accumulators' old values
-  // tied to the outputs (numbered after the inputs, unnamed in `ptx`).
+  values.append(descriptors.begin(), descriptors.end());
+  // Outputs $0 .. $n-1 and the descriptors after them, then `inputs`, then
+  // the outputs' old values tied to them (numbered after the inputs,
+  // unnamed in `ptx`).
   std::string allConstraints;
-  for (int64_t i = 0; i < n; ++i)
-    allConstraints += i ? ",=f" : "=f";
+  for (int64_t i = 0; i < int64_t(values.size()); ++i)
+    allConstraints += std::string(i ? "," : "") + (i < n ? "=f" : "=l");
   if (!constraints.empty())
     allConstraints += ("," + constraints).str();
-  for (int64_t i = 0; i < n; ++i)
+  for (int64_t i = 0; i < int64_t(values.size()); ++i)
     allConstraints += "," + std::to_string(i);
   SmallVector<Value> operands(inputs.begin(), inputs.end());
   operands.append(values);
-  auto resultType = LLVM::LLVMStructType::getLiteral(
-      b.getContext(), SmallVector<Type>(n, b.getF32Type()));
+  SmallVector<Type> resultTypes(n, b.getF32Type());
+  resultTypes.append(descriptors.size(), b.getI64Type());
+  auto resultType =
+      LLVM::LLVMStructType::getLiteral(b.getContext(), resultTypes);
   auto asmOp = LLVM::InlineAsmOp::create(
       b, resultType, operands, ptx, allConstraints, /*has_side_effects=*/true,
       /*is_align_stack=*/false, LLVM::tailcallkind::TailCallKind::None,
       LLVM::AsmDialectAttr::get(b.getContext(), LLVM::AsmDialect::AD_ATT),
       ArrayAttr());
-  for (int64_t i = 0; i < n; ++i)
-    accumulators[i / 4][i % 4] =
+  for (int64_t i = 0; i < int64_t(values.size()); ++i) {
+    Value result =
         LLVM::ExtractValueOp::create(b, asmOp.getRes(), ArrayRef<int64_t>{i});
+    if (i < n)
+      accumulators[i / 4][i % 4] = result;
+    else
+      descriptors[i - n] = result;
+  }
 }
 
-void WarpgroupMmaAtom::fence(MutableArrayRef<Accumulator> accumulators) {
-  runWithAccumulators("wgmma.fence.sync.aligned;", {}, "", accumulators);
+void WarpgroupMmaAtom::fence(MutableArrayRef<Accumulator> accumulators,
+                             MutableArrayRef<Value> descriptors) {
+  runWithAccumulators("wgmma.fence.sync.aligned;", {}, "", accumulators,
+                      descriptors);
 }
 
 void WarpgroupMmaAtom::commitGroup() {

@@ -34,9 +34,8 @@ SmallVector<Value> OnlineSoftmax::tileMax(MutableArrayRef<Accumulator> scores,
   return maxima;
 }
 
-void OnlineSoftmax::rescale(ArrayRef<Value> tileMax,
-                            MutableArrayRef<Accumulator> output,
-                            MutableArrayRef<Accumulator> shiftedScores) {
+std::pair<SmallVector<Value>, Value>
+OnlineSoftmax::raisedShifts(ArrayRef<Value> tileMax) {
   // The exponent's shift m only moves up when a row's maximum grows past it
   // by more than kRescaleSlack (FlashAttention-4's lazy rescaling): below
   // that the weights 2^(s - m) stay under 2^kRescaleSlack, well inside
@@ -55,6 +54,30 @@ void OnlineSoftmax::rescale(ArrayRef<Value> tileMax,
   }
   Value warpGrown = NVVM::VoteSyncOp::create(b, b.getI1Type(), i32(-1),
                                              anyGrown, NVVM::VoteSyncKind::any);
+  return {std::move(grown), warpGrown};
+}
+
+Value OnlineSoftmax::rescaleRow(int64_t r, Value raised,
+                                MutableArrayRef<Value> sums,
+                                MutableArrayRef<Accumulator> shiftedScores) {
+  // 2^(m_old - m_new): 1 for rows that keep their shift, 0 for rows
+  // without a kept key so far (their O and sum are 0).
+  Value newShift = zeroIfNegInf(raised);
+  Value alpha = exp2(arith::SubFOp::create(b, rowMax[r], newShift));
+  sums[r] = fmul(sums[r], alpha);
+  if (!shiftedScores.empty()) {
+    Value delta = arith::SubFOp::create(b, zeroIfNegInf(rowMax[r]), newShift);
+    for (Value *score : scoreLayout.rowElements(shiftedScores, r))
+      *score = fadd(*score, delta);
+  }
+  return alpha;
+}
+
+void OnlineSoftmax::rescale(ArrayRef<Value> tileMax,
+                            MutableArrayRef<Accumulator> output,
+                            MutableArrayRef<Accumulator> shiftedScores) {
+  int64_t rows = scoreLayout.laneRows();
+  auto [grown, warpGrown] = raisedShifts(tileMax);
   SmallVector<Value> state = FragmentLayout::flatten(output);
   llvm::append_range(state, rowSum);
   llvm::append_range(state, FragmentLayout::flatten(shiftedScores));
@@ -66,17 +89,7 @@ void OnlineSoftmax::rescale(ArrayRef<Value> tileMax,
     SmallVector<Value> sums(rowSum.begin(), rowSum.end());
     SmallVector<Accumulator> scores(shiftedScores.begin(), shiftedScores.end());
     for (int64_t r = 0; r < rows; ++r) {
-      // 2^(m_old - m_new): 1 for rows that keep their shift, 0 for rows
-      // without a kept key so far (their O and sum are 0).
-      Value newShift = zeroIfNegInf(grown[r]);
-      Value alpha = exp2(arith::SubFOp::create(b, rowMax[r], newShift));
-      sums[r] = fmul(sums[r], alpha);
-      if (!scores.empty()) {
-        Value delta =
-            arith::SubFOp::create(b, zeroIfNegInf(rowMax[r]), newShift);
-        for (Value *score : scoreLayout.rowElements(scores, r))
-          *score = fadd(*score, delta);
-      }
+      Value alpha = rescaleRow(r, grown[r], sums, scores);
       for (Value *value : outputLayout.rowElements(scaled, r))
         *value = fmul(*value, alpha);
     }
@@ -93,6 +106,53 @@ void OnlineSoftmax::rescale(ArrayRef<Value> tileMax,
   llvm::copy(FragmentLayout::unflatten(results.drop_front(outputValues + rows)),
              shiftedScores.begin());
   rowMax = std::move(grown);
+}
+
+OnlineSoftmax::OutputRescale
+OnlineSoftmax::rescaleDeferringOutput(ArrayRef<Value> tileMax,
+                                      MutableArrayRef<Accumulator> shiftedScores) {
+  int64_t rows = scoreLayout.laneRows();
+  auto [grown, warpGrown] = raisedShifts(tileMax);
+  // The factors are 1 where the warp keeps its shifts.
+  SmallVector<Value> state(rows, f32(1.0));
+  llvm::append_range(state, rowSum);
+  llvm::append_range(state, FragmentLayout::flatten(shiftedScores));
+  scf::IfOp update;
+  {
+    OpBuilder::InsertionGuard guard(b);
+    update = updateIf(warpGrown, state);
+    SmallVector<Value> factors(rows);
+    SmallVector<Value> sums(rowSum.begin(), rowSum.end());
+    SmallVector<Accumulator> scores(shiftedScores.begin(), shiftedScores.end());
+    for (int64_t r = 0; r < rows; ++r)
+      factors[r] = rescaleRow(r, grown[r], sums, scores);
+    SmallVector<Value> next(factors);
+    llvm::append_range(next, sums);
+    llvm::append_range(next, FragmentLayout::flatten(scores));
+    scf::YieldOp::create(b, next);
+  }
+  ValueRange results = update.getResults();
+  llvm::copy(results.slice(rows, rows), rowSum.begin());
+  llvm::copy(FragmentLayout::unflatten(results.drop_front(2 * rows)),
+             shiftedScores.begin());
+  rowMax = std::move(grown);
+  return {warpGrown, SmallVector<Value>(results.take_front(rows))};
+}
+
+void OnlineSoftmax::rescaleOutput(const OutputRescale &rescale,
+                                  MutableArrayRef<Accumulator> output) {
+  SmallVector<Value> state = FragmentLayout::flatten(output);
+  scf::IfOp update;
+  {
+    OpBuilder::InsertionGuard guard(b);
+    update = updateIf(rescale.warpGrown, state);
+    SmallVector<Accumulator> scaled(output.begin(), output.end());
+    for (auto [r, alpha] : llvm::enumerate(rescale.factors))
+      for (Value *value : outputLayout.rowElements(scaled, r))
+        *value = fmul(*value, alpha);
+    scf::YieldOp::create(b, FragmentLayout::flatten(scaled));
+  }
+  llvm::copy(FragmentLayout::unflatten(update.getResults()), output.begin());
 }
 
 void OnlineSoftmax::exponentiate(MutableArrayRef<Accumulator> weights,

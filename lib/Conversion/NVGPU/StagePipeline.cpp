@@ -15,22 +15,21 @@ void StagePipeline::initialize(Value threadId, bool asyncCopies) {
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPointToStart(leader.thenBlock());
   for (int64_t s = 0; s < stages; ++s) {
-    NVVM::MBarrierInitOp::create(b, elementPointer(barriers, index(s)),
-                                 i32(producers), Value());
-    NVVM::MBarrierInitOp::create(
-        b, elementPointer(barriers, index(stages + s)), i32(consumers),
-        Value());
+    NVVM::MBarrierInitOp::create(b, barrier(index(s)), i32(producers),
+                                 Value());
+    NVVM::MBarrierInitOp::create(b, barrier(index(stages + s)),
+                                 i32(consumers), Value());
   }
   if (asyncCopies)
     fenceSharedForAsyncProxy();
 }
 
 Value StagePipeline::fullBarrier(Value iteration) {
-  return elementPointer(barriers, stage(iteration));
+  return barrier(stage(iteration));
 }
 
 Value StagePipeline::emptyBarrier(Value iteration) {
-  return elementPointer(barriers, add(stage(iteration), stages));
+  return barrier(add(stage(iteration), stages));
 }
 
 void StagePipeline::waitPhase(Value barrier, Value phase) {

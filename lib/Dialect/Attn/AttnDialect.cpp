@@ -35,7 +35,7 @@ LogicalResult PlanAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                                StringRef arch, StringRef kernel, int64_t tileM,
                                int64_t tileN, int64_t warps, int64_t stages,
                                StringRef keyTerms, int64_t blocksPerSM,
-                               StringRef copy) {
+                               StringRef copy, bool overlap) {
   if (!arch.starts_with("sm_") && arch != "host")
     return emitError() << "plan arch must be 'host' or 'sm_NN', got '" << arch
                        << "'";
@@ -63,6 +63,11 @@ LogicalResult PlanAttr::verify(function_ref<InFlightDiagnostic()> emitError,
   if (copy != "cp_async" && copy != "tma")
     return emitError() << "plan copy must be 'cp_async' or 'tma', got '" << copy
                        << "'";
+  if (overlap && kernel != "wgmma")
+    return emitError() << "plan overlap needs kernel 'wgmma' (its consumer "
+                          "warpgroups overlap the softmax with the products), "
+                          "got kernel '"
+                       << kernel << "'";
   if (copy == "tma" && kernel != "wgmma")
     return emitError() << "plan copy 'tma' needs kernel 'wgmma' (its producer "
                           "warpgroup issues the copies), got kernel '"

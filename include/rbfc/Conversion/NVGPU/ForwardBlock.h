@@ -44,6 +44,9 @@ struct ForwardConfig {
   /// wgmma: the producer brings K and V by TMA (one thread, tensor maps as
   /// kernel parameters), not by cp.async.
   bool tensorMapCopies;
+  /// wgmma: the consumers overlap a tile's softmax with the previous
+  /// tile's O += P V (the plan's `overlap`).
+  bool overlap;
 
   /// The threads that compute (the plan's warps).
   int64_t threads() const { return warps * kThreadsPerWarp; }

@@ -124,8 +124,12 @@ public:
   void fenceCopies();
 
   /// wgmma.fence: orders the registers' earlier writes (the accumulators,
-  /// which pass through it) before the next wgmma's reads.
-  void fence(llvm::MutableArrayRef<Accumulator> accumulators);
+  /// which pass through it) before the next wgmma's reads. `descriptors`
+  /// (i64) pass through too, so that LLVM cannot sink their computation
+  /// past the fence towards a wgmma in a branch (ptxas then adds a
+  /// warpgroup.arrive before it, C7519).
+  void fence(llvm::MutableArrayRef<Accumulator> accumulators,
+             llvm::MutableArrayRef<mlir::Value> descriptors = {});
   void commitGroup();
   /// Waits until at most `pending` committed groups are in flight; the
   /// accumulators pass through so that nothing reads them earlier.
@@ -142,10 +146,12 @@ public:
 
 private:
   /// Runs `ptx` with the accumulators as its first, read-write, operands
-  /// ($0 .. $n-1) and `inputs` after them ($n ...), `constraints` theirs.
+  /// ($0 .. $n-1), the i64 `descriptors` after them, also read-write, and
+  /// `inputs` after those, `constraints` theirs.
   void runWithAccumulators(llvm::StringRef ptx, mlir::ValueRange inputs,
                            llvm::StringRef constraints,
-                           llvm::MutableArrayRef<Accumulator> accumulators);
+                           llvm::MutableArrayRef<Accumulator> accumulators,
+                           llvm::MutableArrayRef<mlir::Value> descriptors = {});
   /// "{$first, ..., $first + n - 1}"
   static std::string registerList(int64_t first, int64_t n);
 

@@ -51,6 +51,21 @@ public:
   void rescale(llvm::ArrayRef<mlir::Value> tileMax,
                llvm::MutableArrayRef<Accumulator> output,
                llvm::MutableArrayRef<Accumulator> shiftedScores);
+  /// What `rescale` does to O, left for later: FlashAttention-3's
+  /// intra-warpgroup overlap computes a tile's softmax while the previous
+  /// tile's O += P V is in flight, so O is rescaled after it completes.
+  struct OutputRescale {
+    /// Whether any row of the warp raised its shift (warp-uniform).
+    mlir::Value warpGrown;
+    /// Per lane row 2^(m_old - m_new).
+    llvm::SmallVector<mlir::Value> factors;
+  };
+  /// `rescale` of l and `shiftedScores`; O's part is returned.
+  OutputRescale rescaleDeferringOutput(
+      llvm::ArrayRef<mlir::Value> tileMax,
+      llvm::MutableArrayRef<Accumulator> shiftedScores);
+  void rescaleOutput(const OutputRescale &rescale,
+                     llvm::MutableArrayRef<Accumulator> output);
   /// Turns scores into weights 2^(s - shift); `shifted` scores hold
   /// s - shift already.
   void exponentiate(llvm::MutableArrayRef<Accumulator> weights, bool shifted);
@@ -78,6 +93,16 @@ public:
 
 private:
   mlir::Value zeroIfNegInf(mlir::Value max);
+  /// The shifts `tileMax` raises (per lane row, the old one where it
+  /// stays) and whether any row of the warp raised its shift.
+  std::pair<llvm::SmallVector<mlir::Value>, mlir::Value>
+  raisedShifts(llvm::ArrayRef<mlir::Value> tileMax);
+  /// Within the branch of a raised shift: lane row `r`'s factor
+  /// 2^(m_old - m_new) from its new maximum `raised`, after which l and
+  /// `shiftedScores` of the row are rescaled.
+  mlir::Value rescaleRow(int64_t r, mlir::Value raised,
+                         llvm::MutableArrayRef<mlir::Value> sums,
+                         llvm::MutableArrayRef<Accumulator> shiftedScores);
 
   const FragmentLayout &scoreLayout, &outputLayout;
   llvm::SmallVector<mlir::Value> rowMax, rowSum;

@@ -19,11 +19,13 @@ namespace rbfc {
 
 class StagePipeline : public KernelEmitter {
 public:
-  /// `barriers`: a shared memref of barrierCount(stages) i64; each stage
-  /// is full after `producers` arrivals and empty after `consumers`.
+  /// `barriers`: a shared memref of i64 whose barrierCount(stages) from
+  /// `first` on are this pipeline's; each stage is full after `producers`
+  /// arrivals and empty after `consumers`.
   StagePipeline(mlir::ImplicitLocOpBuilder &b, mlir::Value barriers,
-                int64_t stages, int64_t producers, int64_t consumers)
-      : KernelEmitter(b), barriers(barriers), stages(stages),
+                int64_t first, int64_t stages, int64_t producers,
+                int64_t consumers)
+      : KernelEmitter(b), barriers(barriers), first(first), stages(stages),
         producers(producers), consumers(consumers) {}
 
   static int64_t barrierCount(int64_t stages) { return 2 * stages; }
@@ -55,12 +57,16 @@ public:
 
 private:
   mlir::Value stage(mlir::Value iteration) { return rem(iteration, stages); }
+  /// Barrier `index` of this pipeline's.
+  mlir::Value barrier(mlir::Value index) {
+    return elementPointer(barriers, add(index, first));
+  }
   mlir::Value emptyBarrier(mlir::Value iteration);
   /// Waits for the completion of phase `phase` (index) of `barrier`.
   void waitPhase(mlir::Value barrier, mlir::Value phase);
 
   mlir::Value barriers;
-  int64_t stages, producers, consumers;
+  int64_t first, stages, producers, consumers;
 };
 
 } // namespace rbfc
