@@ -58,7 +58,11 @@ def Attn_PlanAttr : AttrDef<Attn_Dialect, "Plan"> {
     and V tiles reach shared memory: `cp_async` (16 bytes a thread) or
     `tma` (the `wgmma` kernel's producer: one thread issues a tensor-memory
     copy per 64 columns of a tile from a tensor map the runtime builds, and
-    it completes on the stage's mbarrier). Backends choose a
+    it completes on the stage's mbarrier). `overlap` (the `wgmma`
+    kernel's consumers, FlashAttention-3's intra-warpgroup overlap): a
+    consumer issues a tile's S = Q K^T together with the previous tile's
+    O += P V and computes the softmax while that product runs, at the price
+    of P's registers held a tile longer. Backends choose a
     default per target and head dimension; `rbfc --plan=...` overrides it.
 
     Example: `#attn.plan<arch = "sm_80", kernel = "mma_sync", tile_m = 128, tile_n = 64, warps = 4, stages = 2>`
@@ -72,7 +76,9 @@ def Attn_PlanAttr : AttrDef<Attn_Dialect, "Plan"> {
                         DefaultValuedParameter<"int64_t", "0",
                           "resident blocks per multiprocessor to compile for">:$blocks_per_sm,
                         StringRefParameter<"how K and V tiles reach shared memory",
-                                           "\"cp_async\"">:$copy);
+                                           "\"cp_async\"">:$copy,
+                        DefaultValuedParameter<"bool", "false",
+                          "softmax under the previous tile's P V">:$overlap);
   let assemblyFormat = "`<` struct(params) `>`";
   let genVerifyDecl = 1;
 }

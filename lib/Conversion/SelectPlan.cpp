@@ -93,14 +93,16 @@ attn::PlanAttr wgmmaPlan(attn::AttentionOp op, StringRef arch,
                                /*tile_m=*/128,
                                /*tile_n=*/op.getKeyBias().empty() ? 128 : 64,
                                /*warps=*/8, /*stages=*/2, "threads",
-                               /*blocks_per_sm=*/2, "cp_async", /*overlap=*/false);
+                               /*blocks_per_sm=*/2, "cp_async",
+                               /*overlap=*/false);
   // Without a mask 160-key tiles ran 3-6% ahead of 128 (fewer tiles to pay
   // the softmax's fixed costs on); under a causal mask they ran 0-6%
   // behind, their diagonal tiles straddling the 128-row query tiles.
   // Under a mask the consumers overlap the softmax with the products
-  // (causal +8-12% in one run with the serial consumers); without one the
-  // overlap gained nothing at 128-key tiles and lost 4-10% at 160, where
-  // S, P and O no longer fit beside each other (step 12).
+  // (causal +10-13% against the serial consumers in the same runs); without
+  // one the overlap ran 0-2% behind at 128-key tiles and 5-11% behind at
+  // 160, where S, P and O no longer fit beside each other (RBF spilled):
+  // bench/NOTES.md, step 12.
   bool masked = !op.getMask().empty();
   return attn::PlanAttr::get(op.getContext(), arch, "wgmma", /*tile_m=*/128,
                              /*tile_n=*/masked ? 128 : 160, /*warps=*/8,
@@ -127,7 +129,8 @@ attn::PlanAttr defaultPlan(attn::AttentionOp op, StringRef arch) {
   if (headDim > 128)
     return attn::PlanAttr::get(ctx, arch, "mma_sync", /*tile_m=*/64,
                                /*tile_n=*/32, /*warps=*/4, /*stages=*/2,
-                               "threads", blocksPerSM, "cp_async", /*overlap=*/false);
+                               "threads", blocksPerSM, "cp_async",
+                               /*overlap=*/false);
   // How a key bias (RBF's -gamma ||k||^2, ...) reaches the scores, as
   // measured on the H100 (docs/kernel.md, "How key_terms was chosen"). At
   // head_dim 64 the lanes load it from the workspace: no copies, no shared

@@ -95,7 +95,9 @@ OTHER_DIMS = [32, 48, 112, 160, 240, 256]
 # kernel elsewhere. The other structures run too, under the example's name
 # with a suffix: the mma.sync kernel at 64 and 128 (compiled for sm_90:
 # sm_80's kernel and the fallback) and the warp-specialised kernel at 64,
-# by its plan, and with TMA copies (copy = "tma") at 64 and 128.
+# by its plan, with TMA copies (copy = "tma") at 64 and 128, and with its
+# consumers' softmax overlapped with the products (overlap = true; the
+# default under a mask at 128) at 64 and with 160-key tiles at 128.
 # (suffix, head dim, arch or None, plan or None)
 STRUCTURES = [
     ("/mma", 64, "sm_90", None),
@@ -108,6 +110,12 @@ STRUCTURES = [
     ("/tma", 128, None, '#attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 128, '
                         'tile_n = 128, warps = 8, stages = 2, key_terms = "bulk", '
                         'copy = "tma">'),
+    ("/overlap", 64, None, '#attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 128, '
+                           'tile_n = 128, warps = 8, stages = 4, key_terms = "bulk", '
+                           'copy = "tma", overlap = true>'),
+    ("/overlap", 128, None, '#attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 128, '
+                            'tile_n = 160, warps = 8, stages = 2, key_terms = "bulk", '
+                            'copy = "tma", overlap = true>'),
 ]
 
 

@@ -190,8 +190,7 @@ private:
   /// released, announces the bytes of its K and V tiles (and its key
   /// terms' bulk copies) on the full barrier and issues the copies, which
   /// complete the barrier's phase themselves.
-  void emitTensorMapProducerLoop(TileRing &ring,
-                                 KeyValuePipelines &pipelines);
+  void emitTensorMapProducerLoop(TileRing &ring, KeyValuePipelines &pipelines);
   /// The key terms travel with the tiles by bulk copies.
   bool bulkKeyTerms() const {
     return workspace.planes() && config.keyTerms == KeyTermSource::Bulk;
@@ -225,20 +224,22 @@ private:
   DeferredProduct takeDeferredProduct(ValueRange &state);
   /// O, m, l and the product it defers after the live tile `iteration`
   /// (ring buffer `buffer`, first key `kvLo`) from `state` and `deferred`.
-  FailureOr<SmallVector<Value>>
-  computeOverlappedTile(TileRing &ring, KeyValuePipelines &pipelines,
-                        Value buffer,
-                        Value kvLo, Value partial, Value iteration,
-                        ValueRange state, const DeferredProduct &deferred,
-                        ArrayRef<Value> termOffsets);
+  FailureOr<SmallVector<Value>> computeOverlappedTile(
+      TileRing &ring, KeyValuePipelines &pipelines, Value buffer, Value kvLo,
+      Value partial, Value iteration, ValueRange state,
+      const DeferredProduct &deferred, ArrayRef<Value> termOffsets);
   /// O after the deferred product, if any, completed; its stage released.
-  SmallVector<Accumulator> completeDeferredProduct(
-      TileRing &ring, KeyValuePipelines &pipelines,
-      const DeferredProduct &deferred, ArrayRef<Accumulator> output);
-  /// Whether the tile `tile`, whose first key is `kvLo`, may hold a kept
-  /// key and whether it needs the mask or the kv_len bound per element.
-  FailureOr<std::pair<Value, Value>>
-  classifyLoopTile(TileRing &ring, Value tile, Value kvLo);
+  SmallVector<Accumulator>
+  completeDeferredProduct(TileRing &ring, KeyValuePipelines &pipelines,
+                          const DeferredProduct &deferred,
+                          ArrayRef<Accumulator> output);
+  /// A tile of the loop: its ring buffer, its first key, whether it may
+  /// hold a kept key and whether it needs the mask or the kv_len bound per
+  /// element.
+  struct LoopTile {
+    Value buffer, kvLo, live, partial;
+  };
+  FailureOr<LoopTile> classifyLoopTile(TileRing &ring, Value tile);
   /// O, m, l after the K/V tile `tile` of the ring from `state`: the tile
   /// classified, computed when live, passed through when not.
   FailureOr<SmallVector<Value>> computeLoopTile(TileRing &ring, Value tile,
@@ -295,14 +296,11 @@ private:
   /// The softmax state of the block's query rows. With an LSE output the
   /// row sums add the f32 weights before they are rounded for P V, each
   /// lane over its own columns: the LSE is then exact, not off by the
-  /// rounding (up to 2^-8 in bf16); so do the wgmma kernels, whose tensor
-  /// cores an mma.sync per 16 keys would take from the wgmma. Otherwise
-  /// the tensor cores sum exactly the rounded weights P V uses, complete
-  /// over the lane group.
+  /// rounding (up to 2^-8 in bf16). Without one the tensor cores sum
+  /// exactly the rounded weights P V uses, complete over the lane group.
   OnlineSoftmax softmaxState(ValueRange rowMax, ValueRange rowSum) {
     return OnlineSoftmax(b, scoreLayout, outputLayout, rowMax, rowSum,
-                         config.softmax,
-                         /*unroundedSums=*/config.hasLse || config.wgmma);
+                         config.softmax, /*unroundedSums=*/config.hasLse);
   }
   /// O += P V for the V tile at `valueBase`, and the weights' row sums.
   SmallVector<Accumulator> accumulateValues(ArrayRef<Accumulator> weights,
@@ -645,13 +643,10 @@ FlashSchedule::emitOverlappedConsumerLoop(TileRing &ring,
   DeferredProduct deferred = takeDeferredProduct(state);
   Value iteration = sub(tile, firstTile);
   pipelines.keys.waitFull(iteration);
-  Value buffer = ring.buffer(tile);
-  Value kvLo = mul(tile, config.tileN);
-  FailureOr<std::pair<Value, Value>> tileClass =
-      classifyLoopTile(ring, tile, kvLo);
-  if (failed(tileClass))
+  FailureOr<LoopTile> loopTile = classifyLoopTile(ring, tile);
+  if (failed(loopTile))
     return failure();
-  auto [live, partial] = *tileClass;
+  auto [buffer, kvLo, live, partial] = *loopTile;
   SmallVector<Value> carried(state);
   llvm::append_range(carried, flatten(deferred));
   auto compute = scf::IfOp::create(b, TypeRange(carried), live, true);
@@ -659,8 +654,8 @@ FlashSchedule::emitOverlappedConsumerLoop(TileRing &ring,
     OpBuilder::InsertionGuard branch(b);
     b.setInsertionPointToStart(compute.thenBlock());
     FailureOr<SmallVector<Value>> next =
-        computeOverlappedTile(ring, pipelines, buffer, kvLo, partial,
-                              iteration, state, deferred, termOffsets);
+        computeOverlappedTile(ring, pipelines, buffer, kvLo, partial, iteration,
+                              state, deferred, termOffsets);
     if (failed(next))
       return failure();
     scf::YieldOp::create(b, *next);
@@ -753,9 +748,8 @@ FailureOr<SmallVector<Value>> FlashSchedule::computeOverlappedTile(
 
   // The deferred product's V must have landed (with nothing deferred this
   // tile's, which the next tile reads, stands in: its stage is this one).
-  pipelines.values.waitFull(
-      arith::SelectOp::create(b, deferred.pending, deferred.iteration,
-                              iteration));
+  pipelines.values.waitFull(arith::SelectOp::create(
+      b, deferred.pending, deferred.iteration, iteration));
   // One turn at the tensor cores issues both products, one fence orders
   // both's registers; the second group is empty when nothing was
   // deferred, so that waiting for all but one group always means S.
@@ -806,13 +800,11 @@ FailureOr<SmallVector<Value>> FlashSchedule::computeOverlappedTile(
   // read the previous P's registers until then).
   warpgroupAtoms.waitGroup(0, output);
   pipelines.values.arriveEmpty(
-      deferred.iteration,
-      arith::AndIOp::create(b, deferred.pending, releases));
+      deferred.iteration, arith::AndIOp::create(b, deferred.pending, releases));
   if (rescale)
     softmax.rescaleOutput(*rescale, output);
-  DeferredProduct next{arith::ConstantOp::create(b, b.getBoolAttr(true)),
-                       iteration,
-                       {}};
+  DeferredProduct next{
+      arith::ConstantOp::create(b, b.getBoolAttr(true)), iteration, {}};
   for (int64_t keySlice = 0; keySlice < config.tileN / 16; ++keySlice) {
     next.weights.push_back(weightOperand(scores, 0, keySlice));
     addRowSums(softmax, scores, next.weights.back(), keySlice);
@@ -1049,8 +1041,10 @@ void FlashSchedule::yieldLoopState(ArrayRef<Value> next,
   scf::YieldOp::create(b, carried);
 }
 
-FailureOr<std::pair<Value, Value>>
-FlashSchedule::classifyLoopTile(TileRing &ring, Value tile, Value kvLo) {
+FailureOr<FlashSchedule::LoopTile>
+FlashSchedule::classifyLoopTile(TileRing &ring, Value tile) {
+  Value buffer = ring.buffer(tile);
+  Value kvLo = mul(tile, config.tileN);
   // Every thread waits for every tile's fill, a skipped tile's too, so
   // that no bulk copy is still landing when the block exits. (Waiting
   // after S = Q K^T, or in thread 0 only before the barrier, measured
@@ -1064,19 +1058,16 @@ FlashSchedule::classifyLoopTile(TileRing &ring, Value tile, Value kvLo) {
   Value boundary =
       cmp(arith::CmpIPredicate::sgt, add(kvLo, config.tileN), args.sizes.kvLen);
   Value partial = arith::OrIOp::create(b, boundary, notI(tileClass->allKept));
-  return std::pair(notI(tileClass->allMasked), partial);
+  return LoopTile{buffer, kvLo, notI(tileClass->allMasked), partial};
 }
 
 FailureOr<SmallVector<Value>>
 FlashSchedule::computeLoopTile(TileRing &ring, Value tile, ValueRange state,
                                ArrayRef<Value> termOffsets) {
-  Value buffer = ring.buffer(tile);
-  Value kvLo = mul(tile, config.tileN);
-  FailureOr<std::pair<Value, Value>> tileClass =
-      classifyLoopTile(ring, tile, kvLo);
-  if (failed(tileClass))
+  FailureOr<LoopTile> loopTile = classifyLoopTile(ring, tile);
+  if (failed(loopTile))
     return failure();
-  auto [live, partial] = *tileClass;
+  auto [buffer, kvLo, live, partial] = *loopTile;
   scf::IfOp compute;
   {
     OpBuilder::InsertionGuard body(b);

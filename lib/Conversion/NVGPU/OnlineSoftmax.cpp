@@ -108,9 +108,8 @@ void OnlineSoftmax::rescale(ArrayRef<Value> tileMax,
   rowMax = std::move(grown);
 }
 
-OnlineSoftmax::OutputRescale
-OnlineSoftmax::rescaleDeferringOutput(ArrayRef<Value> tileMax,
-                                      MutableArrayRef<Accumulator> shiftedScores) {
+OnlineSoftmax::OutputRescale OnlineSoftmax::rescaleDeferringOutput(
+    ArrayRef<Value> tileMax, MutableArrayRef<Accumulator> shiftedScores) {
   int64_t rows = scoreLayout.laneRows();
   auto [grown, warpGrown] = raisedShifts(tileMax);
   // The factors are 1 where the warp keeps its shifts.

@@ -15,10 +15,9 @@ void StagePipeline::initialize(Value threadId, bool asyncCopies) {
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPointToStart(leader.thenBlock());
   for (int64_t s = 0; s < stages; ++s) {
-    NVVM::MBarrierInitOp::create(b, barrier(index(s)), i32(producers),
+    NVVM::MBarrierInitOp::create(b, barrier(index(s)), i32(producers), Value());
+    NVVM::MBarrierInitOp::create(b, barrier(index(stages + s)), i32(consumers),
                                  Value());
-    NVVM::MBarrierInitOp::create(b, barrier(index(stages + s)),
-                                 i32(consumers), Value());
   }
   if (asyncCopies)
     fenceSharedForAsyncProxy();

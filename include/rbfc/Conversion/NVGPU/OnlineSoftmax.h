@@ -61,9 +61,9 @@ public:
     llvm::SmallVector<mlir::Value> factors;
   };
   /// `rescale` of l and `shiftedScores`; O's part is returned.
-  OutputRescale rescaleDeferringOutput(
-      llvm::ArrayRef<mlir::Value> tileMax,
-      llvm::MutableArrayRef<Accumulator> shiftedScores);
+  OutputRescale
+  rescaleDeferringOutput(llvm::ArrayRef<mlir::Value> tileMax,
+                         llvm::MutableArrayRef<Accumulator> shiftedScores);
   void rescaleOutput(const OutputRescale &rescale,
                      llvm::MutableArrayRef<Accumulator> output);
   /// Turns scores into weights 2^(s - shift); `shifted` scores hold

@@ -103,9 +103,10 @@ func.func @rbf_d64(%arg0: tensor<?x?x?x64xbf16>, %arg1: tensor<?x?x?x64xbf16>, %
 // -----
 
 // Under a mask too (the mma.sync kernel's 32-key tiles with workspace
-// loads: select-plan-unmeasured.mlir at sm_90 has the unmasked one).
+// loads: select-plan-unmeasured.mlir at sm_90 has the unmasked one), with
+// 128-key tiles and the softmax overlapped with the products.
 // CHECK-LABEL: func.func @rbf_causal_d128
-// CHECK: kernel = "wgmma", tile_m = 128, tile_n = 128, warps = 8, stages = 2, key_terms = "bulk", copy = "tma">
+// CHECK: kernel = "wgmma", tile_m = 128, tile_n = 128, warps = 8, stages = 2, key_terms = "bulk", copy = "tma", overlap = true>
 func.func @rbf_causal_d128(%arg0: tensor<?x?x?x128xbf16>, %arg1: tensor<?x?x?x128xbf16>, %arg2: tensor<?x?x?x128xbf16>, %arg3: f32) -> tensor<?x?x?x128xbf16> {
   %0 = attn.attention softmax %arg0, %arg1, %arg2 params(%arg3 : f32) {capture_names = [], log2_domain, param_defaults = [0.0883883461 : f32], param_names = ["gamma"]} : tensor<?x?x?x128xbf16>, tensor<?x?x?x128xbf16>, tensor<?x?x?x128xbf16> -> tensor<?x?x?x128xbf16> score {
   ^bb0(%b: index, %h: index, %q_idx: index, %kv_idx: index, %gamma: f32):
