@@ -296,11 +296,14 @@ private:
   /// The softmax state of the block's query rows. With an LSE output the
   /// row sums add the f32 weights before they are rounded for P V, each
   /// lane over its own columns: the LSE is then exact, not off by the
-  /// rounding (up to 2^-8 in bf16). Without one the tensor cores sum
-  /// exactly the rounded weights P V uses, complete over the lane group.
+  /// rounding (up to 2^-8 in bf16); so do the wgmma kernels, whose tensor
+  /// cores an mma.sync per 16 keys would take from the wgmma. Otherwise
+  /// the tensor cores sum exactly the rounded weights P V uses, complete
+  /// over the lane group.
   OnlineSoftmax softmaxState(ValueRange rowMax, ValueRange rowSum) {
     return OnlineSoftmax(b, scoreLayout, outputLayout, rowMax, rowSum,
-                         config.softmax, /*unroundedSums=*/config.hasLse);
+                         config.softmax,
+                         /*unroundedSums=*/config.hasLse || config.wgmma);
   }
   /// O += P V for the V tile at `valueBase`, and the weights' row sums.
   SmallVector<Accumulator> accumulateValues(ArrayRef<Accumulator> weights,
