@@ -99,10 +99,10 @@ attn::PlanAttr wgmmaPlan(attn::AttentionOp op, StringRef arch,
   // the softmax's fixed costs on); under a causal mask they ran 0-6%
   // behind, their diagonal tiles straddling the 128-row query tiles.
   // Under a mask the consumers overlap the softmax with the products
-  // (causal +10-13% against the serial consumers in the same runs); without
-  // one the overlap ran 0-2% behind at 128-key tiles and 5-11% behind at
-  // 160, where S, P and O no longer fit beside each other (RBF spilled):
-  // bench/NOTES.md, step 12.
+  // (causal dot +10-13%, RBF +5-8% against the serial consumers in the
+  // same runs); without one the overlap ran 2-5% behind for dot at
+  // 128-key tiles and 4-11% behind at 160, where S, P and O no longer fit
+  // beside each other (RBF spilled): bench/NOTES.md, step 12.
   bool masked = !op.getMask().empty();
   return attn::PlanAttr::get(op.getContext(), arch, "wgmma", /*tile_m=*/128,
                              /*tile_n=*/masked ? 128 : 160, /*warps=*/8,
