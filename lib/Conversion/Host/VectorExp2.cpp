@@ -28,12 +28,18 @@ Value rbfc::host::createExp2(OpBuilder &builder, Location loc, Value x) {
     return constant(intType, builder.getI32IntegerAttr(value));
   };
 
-  // n is taken from x clamped with the NaN-ignoring min/max, so that it is
-  // always a small integer (fptosi of NaN or inf would be poison); NaN and
-  // +-inf still reach the result through f.
-  Value clamped = arith::MinNumFOp::create(
-      builder, loc, arith::MaxNumFOp::create(builder, loc, x, f32(-127)),
-      f32(127));
+  // n is taken from x clamped so that it is always a small integer (fptosi
+  // of NaN or inf would be poison); NaN and +-inf still reach the result
+  // through f. The clamps are compare-and-selects that give the bound for
+  // NaN, each one maxps/minps on x86 (arith.maxnumf adds a NaN test and a
+  // blend there).
+  auto clamp = [&](Value value, arith::CmpFPredicate inside, double bound) {
+    Value limit = f32(bound);
+    Value keep = arith::CmpFOp::create(builder, loc, inside, value, limit);
+    return arith::SelectOp::create(builder, loc, keep, value, limit);
+  };
+  Value clamped = clamp(clamp(x, arith::CmpFPredicate::OGT, -127),
+                        arith::CmpFPredicate::OLT, 127);
   Value n = math::RoundEvenOp::create(builder, loc, clamped);
   Value f = arith::SubFOp::create(builder, loc, x, n);
 
