@@ -81,13 +81,16 @@ def AttnLowerToHost : Pass<"attn-lower-to-host", "::mlir::ModuleOp"> {
     running maximum, running sum and output rescale (online softmax in the
     log2 domain: weights are exp2 of the score). The tile_class region
     classifies each key tile: all-masked tiles are skipped, all-kept tiles
-    run without the per-element mask. The key_bias region is evaluated once
-    per key tile into a scratch buffer and the tile's K is transposed into
-    another, so that the scores of `rows-per-step` query rows are FMAs
-    across vectors of `key-lanes` keys; the score and mask regions are
-    applied to those vectors, the weights come from an exp2 built from
-    arithmetic (no libm call per weight), and the P*V update loads each
-    value row once for the rows of the step. bf16/f16 inputs are extended
+    with tile-n keys run without the per-element mask or padding lanes. The
+    key_bias region is evaluated once per key tile into a scratch buffer
+    and the tile's K is transposed into another, so that the scores of
+    `rows-per-step` query rows are FMAs across vectors of `key-lanes` keys,
+    `key-vectors-per-step` of them per pass over head_dim (a GEMM
+    micro-kernel's register block); the score and mask regions are applied
+    to those vectors, the weights come from an exp2 built from arithmetic
+    (no libm call per weight), and the P*V update loads each chunk of
+    `head-dim-vectors-per-step` vectors of a value row once for the rows of
+    the step. bf16/f16 inputs are extended
     to f32 in registers and every accumulation is f32. Any q_len/kv_len
     works (lanes past the last key score -inf, rows past q_len are computed
     but never stored). Fully masked
@@ -100,12 +103,21 @@ def AttnLowerToHost : Pass<"attn-lower-to-host", "::mlir::ModuleOp"> {
     Option<"tileN", "tile-n", "int64_t", /*default=*/"64",
            "keys per key tile (the unit of mask classification)">,
     Option<"rowsPerStep", "rows-per-step", "int64_t", /*default=*/"0",
-           "query rows whose scores one step of the forward computes together "
-           "(their accumulators stay in registers); 0 chooses from head_dim "
-           "and key-lanes">,
+           "query rows (or accumulator rows) one step computes together; 0 "
+           "chooses 4">,
     Option<"keyLanes", "key-lanes", "int64_t", /*default=*/"16",
            "keys per score vector: the CPU's f32 lanes (16 with AVX-512, 8 "
            "with AVX2)">,
+    Option<"keyVectorsPerStep", "key-vectors-per-step", "int64_t",
+           /*default=*/"0",
+           "key vectors whose scores a step accumulates in registers per "
+           "pass over head_dim (rows-per-step of each); 0 chooses as many as "
+           "fit the CPU's vector registers">,
+    Option<"headDimVectorsPerStep", "head-dim-vectors-per-step", "int64_t",
+           /*default=*/"0",
+           "vectors of head_dim per accumulator row that a P*V-style step "
+           "keeps in registers per pass over the keys; 0 chooses as many as "
+           "fit the CPU's vector registers">,
   ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::func::FuncDialect",

@@ -65,6 +65,8 @@ void addScheduleLowering(OpPassManager &pm,
   lowering.keyLanes =
       tiling.keyLanes ? tiling.keyLanes : rbfc::host::f32VectorLanes(target);
   lowering.rowsPerStep = tiling.rowsPerStep;
+  lowering.keyVectorsPerStep = tiling.keyVectorsPerStep;
+  lowering.headDimVectorsPerStep = tiling.headDimVectorsPerStep;
   pm.addPass(createAttnLowerToHost(lowering));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());

@@ -227,19 +227,23 @@ INSTANTIATE_TEST_SUITE_P(
     });
 
 // The blocking follows the CPU (docs/host-backend.md), and the gallery runs
-// this machine's. Narrower key vectors (AVX2's 8 lanes, and 4), one and
-// three rows per step and tiles that are multiples of neither give the
-// forward and the gradients of the reference too.
+// this machine's. AVX2's and AVX-512's (8 and 16 key lanes, as chosen for
+// them), and an odd one: 4 lanes, 3 rows per step, tiles that are multiples
+// of neither, steps of 2 of the 3 key vectors and 3 of the 16 head_dim
+// vectors (each pass's last chunk narrower), give the forward and the
+// gradients of the reference too.
 TEST(HostBackward, OtherBlockingsMatchTheReference) {
   std::mt19937_64 rng(testSeed() + 7);
-  host::HostTiling avx2, odd;
+  host::HostTiling avx2, avx512, odd;
   avx2.keyLanes = 8;
-  avx2.rowsPerStep = 1;
+  avx512.keyLanes = 16;
   odd.tileM = 7;
   odd.tileN = 10;
   odd.keyLanes = 4;
   odd.rowsPerStep = 3;
-  for (const host::HostTiling &tiling : {avx2, odd})
+  odd.keyVectorsPerStep = 2;
+  odd.headDimVectorsPerStep = 3;
+  for (const host::HostTiling &tiling : {avx2, avx512, odd})
     for (const char *spec : {"causal", "alibi", "relative_bias", "rbf_none",
                              "softcap", "document_mask"}) {
       SCOPED_TRACE(std::string(spec) + " with " +

@@ -145,7 +145,9 @@ inline HostKernel &kernelFor(const std::string &spec, const std::string &dtype,
                     "/" + std::to_string(tiling.tileM) + "x" +
                     std::to_string(tiling.tileN) + "/" +
                     std::to_string(tiling.rowsPerStep) + "x" +
-                    std::to_string(tiling.keyLanes);
+                    std::to_string(tiling.keyLanes) + "/" +
+                    std::to_string(tiling.keyVectorsPerStep) + "x" +
+                    std::to_string(tiling.headDimVectorsPerStep);
   auto &slot = cache[key];
   if (!slot) {
     host::HostKernelOptions options;

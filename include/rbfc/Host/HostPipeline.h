@@ -32,9 +32,13 @@ struct HostTiling {
   /// Keys per score vector; 0 takes the f32 lanes of the target CPU's
   /// vector registers.
   int64_t keyLanes = 0;
-  /// Query rows per forward step; 0 lets attn-lower-to-host choose from the
-  /// head dimension and keyLanes.
+  /// Query rows per step, key vectors per score step and head_dim vectors
+  /// per P*V-style step (attn-lower-to-host's rows-per-step,
+  /// key-vectors-per-step, head-dim-vectors-per-step); 0 lets the pass
+  /// choose for the vector registers keyLanes implies.
   int64_t rowsPerStep = 0;
+  int64_t keyVectorsPerStep = 0;
+  int64_t headDimVectorsPerStep = 0;
 };
 
 /// f32 lanes of the widest vector registers `target` has: 16 with

@@ -83,6 +83,8 @@ protected:
     scoreGradBlock = zeroedScratch({rows, keys});
     if (scoreGradReadsDots())
       dotBlock = scratch({rows, keys});
+    else
+      stepDotBlock = scratch({blocking.rowsPerStep, blocking.paddedTileN()});
   }
 
   /// The weights of the tile's elements (P, or w under `none`), which
@@ -131,21 +133,30 @@ protected:
                                      Value rowLse2s, Value keyBiasTile) {
     const int64_t lanes = blocking.keyLanes, vectors = blocking.keyVectors();
     return forEachRowBlock(numRows, blocking, [&](Value firstRow) {
-      SmallVector<Value> scoreDots =
-          rowBlockDots(queryRows, firstRow, keyTransposed, blocking);
-      SmallVector<Value> outputGradDots =
-          rowBlockDots(outputGradRows, firstRow, valueTransposed, blocking);
+      // q . k goes to dotBlock where score_grad reads it, else to the
+      // step's own rows.
+      Value scoreDots = dotBlock ? dotBlock : stepDotBlock;
+      Value firstScoreDotRow = dotBlock ? firstRow : index(0);
+      rowBlockDots(queryRows, firstRow, keyTransposed, scoreDots,
+                   firstScoreDotRow, blocking);
+      rowBlockDots(outputGradRows, firstRow, valueTransposed,
+                   outputGradDotBlock, firstRow, blocking);
+      VectorType keyVector = keyVectorType(blocking);
       for (int64_t r = 0; r < blocking.rowsPerStep; ++r) {
         Value row = arith::AddIOp::create(builder, loc, firstRow, index(r));
+        Value scoreDotRow =
+            arith::AddIOp::create(builder, loc, firstScoreDotRow, index(r));
         KeyVectorContext keys =
             rowOverKeys(item, qLo, row, queryRows, blocking);
         Value rowLse2 = vector::BroadcastOp::create(
             builder, loc, keyVectorType(blocking),
             memref::LoadOp::create(builder, loc, rowLse2s, row));
         for (int64_t c = 0; c < vectors; ++c) {
-          FailureOr<Value> s2 =
-              base2ScoresOverKeys(keys, c, kvLo, scoreDots[r * vectors + c],
-                                  keyBiasTile, blocking);
+          Value dots = vector::LoadOp::create(
+              builder, loc, keyVector, scoreDots,
+              ValueRange{scoreDotRow, index(c * lanes)});
+          FailureOr<Value> s2 = base2ScoresOverKeys(keys, c, kvLo, dots,
+                                                    keyBiasTile, blocking);
           if (failed(s2))
             return failure();
           SmallVector<Value, 2> at{row, index(c * lanes)};
@@ -158,12 +169,6 @@ protected:
             vector::StoreOp::create(builder, loc,
                                     createExp2(builder, loc, *s2), weightBlock,
                                     at);
-          vector::StoreOp::create(builder, loc,
-                                  outputGradDots[r * vectors + c],
-                                  outputGradDotBlock, at);
-          if (dotBlock)
-            vector::StoreOp::create(builder, loc, scoreDots[r * vectors + c],
-                                    dotBlock, at);
         }
       }
       return success();
@@ -569,7 +574,7 @@ protected:
       if (withMask)
         keep = nonzero;
       accumulateWeightedRows(accTile, firstAcc, noRescale, count, weight, row,
-                             keep);
+                             blocking, keep);
       return success();
     });
   }
@@ -600,8 +605,9 @@ protected:
   /// dS of every element of the tile (times q_scale in the dK/dV pass), 0
   /// where masked: the weights of dK += dS^T q and dQ~ += dS k.
   Value scoreGradBlock;
-  /// q . k of every element, where score_grad reads it.
-  Value dotBlock;
+  /// q . k of every element, where score_grad reads it; otherwise of one
+  /// row block's elements.
+  Value dotBlock, stepDotBlock;
   Value numKeyTiles, numQTiles, group;
   SmallVector<Value> wantParam, wantCapture, captureSlot;
 };

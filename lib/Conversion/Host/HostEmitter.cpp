@@ -9,6 +9,7 @@
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "llvm/ADT/TypeSwitch.h"
 
+#include <algorithm>
 #include <cmath>
 
 using namespace mlir;
@@ -403,77 +404,124 @@ void HostEmitter::packTransposed(Value tensor, Value b, Value head,
                                                      index(j))});
 }
 
-SmallVector<Value> HostEmitter::rowBlockDots(Value rows, Value firstRow,
-                                             Value transposed,
-                                             const HostBlocking &blocking) {
-  const int64_t numRows = blocking.rowsPerStep,
-                vectors = blocking.keyVectors();
+void HostEmitter::rowBlockDots(Value rows, Value firstRow, Value transposed,
+                               Value dots, Value firstDotRow,
+                               const HostBlocking &blocking) {
+  const int64_t numRows = blocking.rowsPerStep, lanes = blocking.keyLanes;
   VectorType vectorType = keyVectorType(blocking);
   Value zeros = arith::ConstantOp::create(
       builder, loc, cast<TypedAttr>(builder.getZeroAttr(vectorType)));
-  SmallVector<Value> init(numRows * vectors, zeros);
-  auto dimLoop = scf::ForOp::create(builder, loc, index(0), index(headDim),
-                                    index(1), init);
-  OpBuilder::InsertionGuard guard(builder);
-  builder.setInsertionPointToStart(dimLoop.getBody());
-  Value d = dimLoop.getInductionVar();
-  SmallVector<Value> keyVectors;
-  for (int64_t c = 0; c < vectors; ++c)
-    keyVectors.push_back(vector::LoadOp::create(
-        builder, loc, vectorType, transposed,
-        ValueRange{d, index(c * blocking.keyLanes)}));
-  SmallVector<Value> updated;
-  for (int64_t r = 0; r < numRows; ++r) {
-    Value row = arith::AddIOp::create(builder, loc, firstRow, index(r));
-    Value rowElement =
-        memref::LoadOp::create(builder, loc, rows, ValueRange{row, d});
-    Value broadcastRow =
-        vector::BroadcastOp::create(builder, loc, vectorType, rowElement);
-    for (int64_t c = 0; c < vectors; ++c)
-      updated.push_back(vector::FMAOp::create(
-          builder, loc, broadcastRow, keyVectors[c],
-          dimLoop.getRegionIterArgs()[r * vectors + c]));
+  for (int64_t firstVector = 0; firstVector < blocking.keyVectors();
+       firstVector += blocking.keyVectorsPerStep) {
+    const int64_t vectors = std::min(blocking.keyVectorsPerStep,
+                                     blocking.keyVectors() - firstVector);
+    SmallVector<Value> init(numRows * vectors, zeros);
+    auto dimLoop = scf::ForOp::create(builder, loc, index(0), index(headDim),
+                                      index(1), init);
+    {
+      OpBuilder::InsertionGuard guard(builder);
+      builder.setInsertionPointToStart(dimLoop.getBody());
+      Value d = dimLoop.getInductionVar();
+      SmallVector<Value> keyVectors;
+      for (int64_t c = 0; c < vectors; ++c)
+        keyVectors.push_back(vector::LoadOp::create(
+            builder, loc, vectorType, transposed,
+            ValueRange{d, index((firstVector + c) * lanes)}));
+      SmallVector<Value> updated;
+      for (int64_t r = 0; r < numRows; ++r) {
+        Value row = arith::AddIOp::create(builder, loc, firstRow, index(r));
+        Value rowElement =
+            memref::LoadOp::create(builder, loc, rows, ValueRange{row, d});
+        Value broadcastRow =
+            vector::BroadcastOp::create(builder, loc, vectorType, rowElement);
+        for (int64_t c = 0; c < vectors; ++c)
+          updated.push_back(vector::FMAOp::create(
+              builder, loc, broadcastRow, keyVectors[c],
+              dimLoop.getRegionIterArgs()[r * vectors + c]));
+      }
+      scf::YieldOp::create(builder, loc, updated);
+    }
+    for (int64_t r = 0; r < numRows; ++r) {
+      Value dotRow = arith::AddIOp::create(builder, loc, firstDotRow, index(r));
+      for (int64_t c = 0; c < vectors; ++c)
+        vector::StoreOp::create(
+            builder, loc, dimLoop.getResult(r * vectors + c), dots,
+            ValueRange{dotRow, index((firstVector + c) * lanes)});
+    }
   }
-  scf::YieldOp::create(builder, loc, updated);
-  return SmallVector<Value>(dimLoop.getResults());
 }
 
 void HostEmitter::accumulateWeightedRows(
     Value accTile, Value firstAcc, ArrayRef<Value> rescales, Value count,
     function_ref<Value(Value, int64_t)> weight, function_ref<Value(Value)> row,
-    function_ref<Value(Value, int64_t)> kept) {
-  SmallVector<Value> accRows, accs;
-  for (auto [a, rescale] : llvm::enumerate(rescales)) {
+    const HostBlocking &blocking, function_ref<Value(Value, int64_t)> kept) {
+  const int64_t lanes = blocking.keyLanes,
+                headDimVectors = llvm::divideCeil(headDim, lanes);
+  SmallVector<Value> accRows;
+  for (int64_t a = 0, e = rescales.size(); a < e; ++a)
     accRows.push_back(arith::AddIOp::create(builder, loc, firstAcc, index(a)));
-    Value acc = vector::LoadOp::create(builder, loc, rowType(), accTile,
-                                       ValueRange{accRows.back(), index(0)});
-    if (rescale)
-      acc = arith::MulFOp::create(
-          builder, loc, acc,
-          vector::BroadcastOp::create(builder, loc, rowType(), rescale));
-    accs.push_back(acc);
-  }
-  auto loop = scf::ForOp::create(builder, loc, index(0), count, index(1), accs);
-  {
-    OpBuilder::InsertionGuard guard(builder);
-    builder.setInsertionPointToStart(loop.getBody());
-    Value i = loop.getInductionVar();
-    Value shared = row(i);
-    SmallVector<Value> updated;
-    for (auto [a, acc] : llvm::enumerate(loop.getRegionIterArgs())) {
-      Value next = vector::FMAOp::create(
-          builder, loc,
-          vector::BroadcastOp::create(builder, loc, rowType(), weight(i, a)),
-          shared, acc);
-      if (kept)
-        next = arith::SelectOp::create(builder, loc, kept(i, a), next, acc);
-      updated.push_back(next);
+  for (int64_t firstVector = 0; firstVector < headDimVectors;
+       firstVector += blocking.headDimVectorsPerStep) {
+    // Vectors of keyLanes elements of head_dim, the last one narrower when
+    // head_dim is not a multiple of keyLanes.
+    SmallVector<std::pair<int64_t, VectorType>> chunk;
+    for (int64_t v = firstVector;
+         v < std::min(firstVector + blocking.headDimVectorsPerStep,
+                      headDimVectors);
+         ++v)
+      chunk.emplace_back(v * lanes,
+                         VectorType::get({std::min(lanes, headDim - v * lanes)},
+                                         builder.getF32Type()));
+    SmallVector<Value> accs;
+    for (auto [accRow, rescale] : llvm::zip(accRows, rescales))
+      for (auto [firstDim, vectorType] : chunk) {
+        Value acc = vector::LoadOp::create(
+            builder, loc, vectorType, accTile,
+            ValueRange{accRow, index(firstDim)});
+        if (rescale)
+          acc = arith::MulFOp::create(
+              builder, loc, acc,
+              vector::BroadcastOp::create(builder, loc, vectorType, rescale));
+        accs.push_back(acc);
+      }
+    auto loop =
+        scf::ForOp::create(builder, loc, index(0), count, index(1), accs);
+    {
+      OpBuilder::InsertionGuard guard(builder);
+      builder.setInsertionPointToStart(loop.getBody());
+      Value i = loop.getInductionVar();
+      Value shared = row(i);
+      SmallVector<Value> sharedVectors;
+      for (auto [firstDim, vectorType] : chunk)
+        sharedVectors.push_back(vector::ExtractStridedSliceOp::create(
+            builder, loc, shared, ArrayRef<int64_t>{firstDim},
+            ArrayRef<int64_t>{vectorType.getNumElements()},
+            ArrayRef<int64_t>{1}));
+      SmallVector<Value> updated;
+      ValueRange iterAccs = loop.getRegionIterArgs();
+      for (int64_t a = 0, e = accRows.size(); a < e; ++a) {
+        Value rowWeight = weight(i, a);
+        Value rowKept = kept ? kept(i, a) : Value();
+        for (auto [v, chunkVector] : llvm::enumerate(chunk)) {
+          Value acc = iterAccs[a * chunk.size() + v];
+          Value next = vector::FMAOp::create(
+              builder, loc,
+              vector::BroadcastOp::create(builder, loc, chunkVector.second,
+                                          rowWeight),
+              sharedVectors[v], acc);
+          if (rowKept)
+            next = arith::SelectOp::create(builder, loc, rowKept, next, acc);
+          updated.push_back(next);
+        }
+      }
+      scf::YieldOp::create(builder, loc, updated);
     }
-    scf::YieldOp::create(builder, loc, updated);
+    for (auto [a, accRow] : llvm::enumerate(accRows))
+      for (auto [v, chunkVector] : llvm::enumerate(chunk))
+        vector::StoreOp::create(builder, loc,
+                                loop.getResult(a * chunk.size() + v), accTile,
+                                ValueRange{accRow, index(chunkVector.first)});
   }
-  for (auto [accRow, acc] : llvm::zip(accRows, loop.getResults()))
-    vector::StoreOp::create(builder, loc, acc, accTile,
-                            ValueRange{accRow, index(0)});
 }
 
 LogicalResult

@@ -42,6 +42,33 @@ using namespace rbfc::host;
 
 namespace {
 
+/// a > b ? a : b, which is one maxps on x86 where arith.maximumf and
+/// arith.maxnumf each add a NaN test and a blend. It gives b where either is
+/// NaN: a NaN score still makes its row NaN through its weight, exp2(NaN -
+/// max), whatever the running maximum becomes.
+Value maxOrSecond(OpBuilder &builder, Location loc, Value a, Value b) {
+  Value greater =
+      arith::CmpFOp::create(builder, loc, arith::CmpFPredicate::OGT, a, b);
+  return arith::SelectOp::create(builder, loc, greater, a, b);
+}
+
+/// The largest lane of an f32 vector (maxOrSecond's NaN behaviour): lane i
+/// takes the maximum of lanes i, i + s for s = 2^k, ..., 2, 1 (rotating),
+/// which covers every lane once 2^(k+1) >= lanes, for any lane count.
+Value maxAcrossLanes(OpBuilder &builder, Location loc, Value vector) {
+  const int64_t lanes = cast<VectorType>(vector.getType()).getNumElements();
+  for (int64_t stride = llvm::PowerOf2Ceil(lanes) / 2; stride >= 1;
+       stride /= 2) {
+    SmallVector<int64_t> rotated;
+    for (int64_t lane = 0; lane < lanes; ++lane)
+      rotated.push_back((lane + stride) % lanes);
+    vector = maxOrSecond(
+        builder, loc, vector,
+        vector::ShuffleOp::create(builder, loc, vector, vector, rotated));
+  }
+  return vector::ExtractOp::create(builder, loc, vector, 0);
+}
+
 /// The forward schedule.
 class HostKernelEmitter : HostEmitter {
 public:
@@ -53,35 +80,38 @@ public:
 
 private:
   /// Scores and online-softmax update of every row block of the work item
-  /// against one key tile. `withMask` evaluates the mask per element.
+  /// against one key tile. A `partial` tile (one that is not all kept, or
+  /// has fewer than tile_n keys) evaluates the mask per element and scores
+  /// the lanes past its last key -inf; a whole kept tile needs neither (but
+  /// the padding of its last key vector when tile_n is not a multiple of
+  /// key_lanes).
   LogicalResult emitKeyTile(ElementContext &item, Value qLo, Value numRows,
-                            Value kvLo, Value numKeys, bool withMask);
-  /// Scores of one row against the tile, the row's running max/sum update
-  /// and its weights into weightBlock; returns the accumulator rescale (null
-  /// under `none`).
+                            Value kvLo, Value numKeys, bool partial);
+  /// Scores of one row against the tile (its q . k in row rowInBlock of
+  /// dotBlock), the row's running max/sum update and its weights into
+  /// weightBlock; returns the accumulator rescale (null under `none`).
   FailureOr<Value> emitRowWeights(ElementContext &item, Value qLo,
                                   Value firstRow, int64_t rowInBlock,
-                                  ArrayRef<Value> dots, Value kvLo,
-                                  Value numKeys, bool withMask);
+                                  Value kvLo, Value numKeys, bool partial);
   /// acc += P * V for the row block: per key one value row, one FMA per row.
   void emitWeightedValues(ElementContext &item, Value firstRow,
                           ArrayRef<Value> rescales, Value kvLo, Value numKeys,
-                          bool withMask);
+                          bool partial);
   LogicalResult emitFinalize(ElementContext &item, Value qLo, Value numRows);
 
   HostBlocking blocking;
   Value query, value, output, lse;
   // Per-thread scratch (stack): the work item's query rows, its
   // accumulators, running max/sum, one key tile transposed and its key_bias
-  // values, and one row block's weights (and, with a mask, scores) for the
-  // current key tile.
+  // values, and one row block's q . k, weights (and, with a mask, scores)
+  // for the current key tile.
   Value queryTile, accTile, rowMax, rowSum, keyTransposed, keyBiasTile,
-      weightBlock, scoreBlock;
+      dotBlock, weightBlock, scoreBlock;
 };
 
 FailureOr<Value> HostKernelEmitter::emitRowWeights(
     ElementContext &item, Value qLo, Value firstRow, int64_t rowInBlock,
-    ArrayRef<Value> dots, Value kvLo, Value numKeys, bool withMask) {
+    Value kvLo, Value numKeys, bool partial) {
   const bool softmax = attention.isSoftmax();
   const double negInf = -std::numeric_limits<double>::infinity();
   const int64_t lanes = blocking.keyLanes;
@@ -93,33 +123,42 @@ FailureOr<Value> HostKernelEmitter::emitRowWeights(
   KeyVectorContext keys = rowOverKeys(item, qLo, row, queryTile, blocking);
   Value laneIndices = vector::StepOp::create(
       builder, loc, VectorType::get({lanes}, builder.getIndexType()));
+  Value blockRow = index(rowInBlock);
 
-  // Scores (log2 domain) of the row, keyLanes keys per vector; masked keys
-  // and lanes past the tile's last key score -inf (weight 0).
+  // Scores (log2 domain) of the row, keyLanes keys per vector. Masked keys
+  // (in a partial tile) and lanes past the tile's last key (in a partial
+  // tile, or the last vector when tile_n is not a multiple of keyLanes)
+  // score -inf (weight 0).
   SmallVector<Value> scores;
   for (int64_t c = 0; c < blocking.keyVectors(); ++c) {
+    Value dots = vector::LoadOp::create(builder, loc, keyVectorType(blocking),
+                                        dotBlock,
+                                        ValueRange{blockRow, index(c * lanes)});
     FailureOr<Value> score =
-        base2ScoresOverKeys(keys, c, kvLo, dots[c], keyBiasTile, blocking);
+        base2ScoresOverKeys(keys, c, kvLo, dots, keyBiasTile, blocking);
     if (failed(score))
       return failure();
     Value s = *score;
-    if (withMask) {
+    if (partial && !attention.getMask().empty()) {
       FailureOr<Value> kept = inlineRegionOverKeys(attention.getMask(), keys);
       if (failed(kept))
         return failure();
       s = arith::SelectOp::create(builder, loc, *kept, s,
                                   broadcast(f32(negInf)));
     }
-    Value inTile = arith::CmpIOp::create(
-        builder, loc, arith::CmpIPredicate::slt,
-        arith::AddIOp::create(builder, loc, laneIndices,
-                              vector::BroadcastOp::create(
-                                  builder, loc, laneIndices.getType(),
-                                  index(c * lanes))),
-        vector::BroadcastOp::create(builder, loc, laneIndices.getType(),
-                                    numKeys));
-    scores.push_back(arith::SelectOp::create(builder, loc, inTile, s,
-                                             broadcast(f32(negInf))));
+    if (partial || (c + 1) * lanes > blocking.tileN) {
+      Value inTile = arith::CmpIOp::create(
+          builder, loc, arith::CmpIPredicate::slt,
+          arith::AddIOp::create(builder, loc, laneIndices,
+                                vector::BroadcastOp::create(
+                                    builder, loc, laneIndices.getType(),
+                                    index(c * lanes))),
+          vector::BroadcastOp::create(builder, loc, laneIndices.getType(),
+                                      numKeys));
+      s = arith::SelectOp::create(builder, loc, inTile, s,
+                                  broadcast(f32(negInf)));
+    }
+    scores.push_back(s);
   }
 
   // The weight of a score s is exp2(s - shift). Under `none` the shift is 0
@@ -130,24 +169,25 @@ FailureOr<Value> HostKernelEmitter::emitRowWeights(
   if (softmax) {
     Value tileMax = scores.front();
     for (Value s : ArrayRef(scores).drop_front())
-      tileMax = arith::MaximumFOp::create(builder, loc, tileMax, s);
+      tileMax = maxOrSecond(builder, loc, tileMax, s);
     Value oldMax = memref::LoadOp::create(builder, loc, rowMax, row);
-    Value newMax = arith::MaximumFOp::create(
-        builder, loc, oldMax,
-        vector::ReductionOp::create(builder, loc,
-                                    vector::CombiningKind::MAXIMUMF, tileMax));
+    Value newMax =
+        maxOrSecond(builder, loc, oldMax, maxAcrossLanes(builder, loc, tileMax));
     memref::StoreOp::create(builder, loc, newMax, rowMax, row);
     // While every key so far is masked the maximum is -inf; shifting by 0
     // then keeps exp2(-inf - shift) = 0 instead of exp2(-inf + inf) = NaN.
     Value noneKept = arith::CmpFOp::create(
         builder, loc, arith::CmpFPredicate::OEQ, newMax, f32(negInf));
     shift = arith::SelectOp::create(builder, loc, noneKept, f32(0), newMax);
-    rescale = math::Exp2Op::create(
-        builder, loc, arith::SubFOp::create(builder, loc, oldMax, shift));
+    // The polynomial, not libm: a call per row and key tile would also
+    // spill the row's score vectors around it.
+    rescale = createExp2(builder, loc,
+                         arith::SubFOp::create(builder, loc, oldMax, shift));
     sum = arith::MulFOp::create(builder, loc, sum, rescale);
   }
+  // Only the mask drops keys inside [0, numKeys), which P*V must skip.
+  const bool maskedKeys = partial && !attention.getMask().empty();
   Value weightSum;
-  Value blockRow = index(rowInBlock);
   for (auto [c, s] : llvm::enumerate(scores)) {
     Value firstLane = index(c * lanes);
     Value weight = createExp2(
@@ -157,7 +197,7 @@ FailureOr<Value> HostKernelEmitter::emitRowWeights(
                           : weight;
     vector::StoreOp::create(builder, loc, weight, weightBlock,
                             ValueRange{blockRow, firstLane});
-    if (withMask)
+    if (maskedKeys)
       vector::StoreOp::create(builder, loc, s, scoreBlock,
                               ValueRange{blockRow, firstLane});
   }
@@ -174,7 +214,7 @@ void HostKernelEmitter::emitWeightedValues(ElementContext &item,
                                            Value firstRow,
                                            ArrayRef<Value> rescales,
                                            Value kvLo, Value numKeys,
-                                           bool withMask) {
+                                           bool partial) {
   const double negInf = -std::numeric_limits<double>::infinity();
   auto weight = [&](Value j, int64_t r) -> Value {
     return memref::LoadOp::create(builder, loc, weightBlock,
@@ -194,29 +234,27 @@ void HostKernelEmitter::emitWeightedValues(ElementContext &item,
         f32(negInf));
   };
   function_ref<Value(Value, int64_t)> keep;
-  if (withMask)
+  if (partial && !attention.getMask().empty())
     keep = kept;
   accumulateWeightedRows(accTile, firstRow, rescales, numKeys, weight,
-                         valueRow, keep);
+                         valueRow, blocking, keep);
 }
 
 LogicalResult HostKernelEmitter::emitKeyTile(ElementContext &item, Value qLo,
                                              Value numRows, Value kvLo,
-                                             Value numKeys, bool withMask) {
+                                             Value numKeys, bool partial) {
   return forEachRowBlock(numRows, blocking, [&](Value firstRow) {
-    SmallVector<Value> dots =
-        rowBlockDots(queryTile, firstRow, keyTransposed, blocking);
+    rowBlockDots(queryTile, firstRow, keyTransposed, dotBlock, index(0),
+                 blocking);
     SmallVector<Value> rescales;
-    const int64_t vectors = blocking.keyVectors();
     for (int64_t r = 0; r < blocking.rowsPerStep; ++r) {
-      FailureOr<Value> rescale = emitRowWeights(
-          item, qLo, firstRow, r, ArrayRef(dots).slice(r * vectors, vectors),
-          kvLo, numKeys, withMask);
+      FailureOr<Value> rescale = emitRowWeights(item, qLo, firstRow, r, kvLo,
+                                                numKeys, partial);
       if (failed(rescale))
         return failure();
       rescales.push_back(*rescale);
     }
-    emitWeightedValues(item, firstRow, rescales, kvLo, numKeys, withMask);
+    emitWeightedValues(item, firstRow, rescales, kvLo, numKeys, partial);
     return success();
   });
 }
@@ -318,6 +356,7 @@ LogicalResult HostKernelEmitter::emit() {
   rowSum = scratch({paddedTileM});
   keyTransposed = scratch({headDim, paddedTileN});
   keyBiasTile = scratch({paddedTileN});
+  dotBlock = scratch({blocking.rowsPerStep, paddedTileN});
   weightBlock = scratch({blocking.rowsPerStep, paddedTileN});
   if (!attention.getMask().empty())
     scoreBlock = scratch({blocking.rowsPerStep, paddedTileN});
@@ -417,22 +456,22 @@ LogicalResult HostKernelEmitter::emit() {
     }
     packTransposed(key, item.b, item.kvHead, kvLo, keyTransposed, blocking);
 
-    if (attention.getMask().empty()) {
-      status = emitKeyTile(item, qLo, numRows, kvLo, numKeys,
-                           /*withMask=*/false);
-    } else {
-      // All-kept tiles skip the per-element mask; the rest evaluate it.
-      auto ifKept = scf::IfOp::create(builder, loc, classes->first,
-                                      /*withElseRegion=*/true);
-      OpBuilder::InsertionGuard keptGuard(builder);
-      builder.setInsertionPointToStart(&ifKept.getThenRegion().front());
-      LogicalResult kept = emitKeyTile(item, qLo, numRows, kvLo, numKeys,
-                                       /*withMask=*/false);
-      builder.setInsertionPointToStart(&ifKept.getElseRegion().front());
-      LogicalResult partial = emitKeyTile(item, qLo, numRows, kvLo, numKeys,
-                                          /*withMask=*/true);
-      status = success(succeeded(kept) && succeeded(partial));
-    }
+    // Whole kept tiles, nearly all of a long sequence's, skip the
+    // per-element mask and the padding lanes; the rest evaluate both.
+    Value whole = arith::AndIOp::create(
+        builder, loc, classes->first,
+        arith::CmpIOp::create(builder, loc, arith::CmpIPredicate::eq, numKeys,
+                              index(blocking.tileN)));
+    auto ifWhole = scf::IfOp::create(builder, loc, whole,
+                                     /*withElseRegion=*/true);
+    OpBuilder::InsertionGuard wholeGuard(builder);
+    builder.setInsertionPointToStart(&ifWhole.getThenRegion().front());
+    LogicalResult kept = emitKeyTile(item, qLo, numRows, kvLo, numKeys,
+                                     /*partial=*/false);
+    builder.setInsertionPointToStart(&ifWhole.getElseRegion().front());
+    LogicalResult partial = emitKeyTile(item, qLo, numRows, kvLo, numKeys,
+                                        /*partial=*/true);
+    status = success(succeeded(kept) && succeeded(partial));
   }
   if (failed(status))
     return failure();
@@ -443,20 +482,45 @@ LogicalResult HostKernelEmitter::emit() {
   return success();
 }
 
-/// Rows per forward step when the option leaves it to the pass: as many as
-/// keep a step's accumulators in vector registers, both the scores (rows x
-/// key vectors, plus the key vectors loaded) and P*V (rows x head_dim f32,
-/// plus the value row loaded); at most 4, beyond which the K^T and V tiles
-/// are already reused enough. x86 has 32 vector registers with AVX-512 (16
-/// lanes) and 16 with AVX2 and below.
-static int64_t chooseRowsPerStep(int64_t headDim, int64_t tileN,
-                                 int64_t keyLanes) {
-  const int64_t registers = keyLanes >= 16 ? 32 : 16;
-  const int64_t rowVectors = llvm::divideCeil(headDim, keyLanes);
-  const int64_t scoreVectors = llvm::divideCeil(tileN, keyLanes);
-  int64_t rows = std::min((registers - rowVectors) / rowVectors,
-                          (registers - scoreVectors) / scoreVectors);
-  return std::clamp<int64_t>(rows, 1, 4);
+/// x86's vector registers: 32 with AVX-512 (16 f32 lanes), 16 below.
+static int64_t vectorRegisters(int64_t keyLanes) {
+  return keyLanes >= 16 ? 32 : 16;
+}
+
+/// How many of `vectors` (key vectors, or head_dim vectors) a step of
+/// `rows` rows keeps per pass: rows x that many accumulators, plus the
+/// vectors loaded and one broadcast, fit the vector registers (so nothing
+/// spills); among those, the largest that divides `vectors`, so that every
+/// pass has the same width.
+static int64_t chooseVectorsPerStep(int64_t vectors, int64_t rows,
+                                    int64_t keyLanes) {
+  int64_t perStep = std::clamp<int64_t>(
+      (vectorRegisters(keyLanes) - 1) / (rows + 1), 1, vectors);
+  while (vectors % perStep != 0)
+    --perStep;
+  return perStep;
+}
+
+/// The blocking the options ask for, their zeros chosen: 4 rows per step
+/// (each loaded vector then feeds 4 FMAs; more rows would leave fewer
+/// registers for the vectors) and as many key and head_dim vectors per step
+/// as fit the registers. AVX2 at head_dim 64, tile_n 64: 4 rows x 2 key
+/// vectors of 8 and 4 rows x 2 head_dim vectors; AVX-512: 4 x 4 and 4 x 4
+/// (a whole key tile and a whole row of head_dim 64).
+static HostBlocking chooseBlocking(int64_t headDim, int64_t tileM,
+                                   int64_t tileN, int64_t rowsPerStep,
+                                   int64_t keyLanes, int64_t keyVectorsPerStep,
+                                   int64_t headDimVectorsPerStep) {
+  HostBlocking blocking{tileM, tileN, rowsPerStep ? rowsPerStep : 4, keyLanes,
+                        keyVectorsPerStep, headDimVectorsPerStep};
+  if (!blocking.keyVectorsPerStep)
+    blocking.keyVectorsPerStep = chooseVectorsPerStep(
+        blocking.keyVectors(), blocking.rowsPerStep, keyLanes);
+  if (!blocking.headDimVectorsPerStep)
+    blocking.headDimVectorsPerStep =
+        chooseVectorsPerStep(llvm::divideCeil(headDim, keyLanes),
+                             blocking.rowsPerStep, keyLanes);
+  return blocking;
 }
 
 struct AttnLowerToHost
@@ -464,10 +528,12 @@ struct AttnLowerToHost
   using AttnLowerToHostBase::AttnLowerToHostBase;
 
   void runOnOperation() override {
-    if (tileM < 1 || tileN < 1 || rowsPerStep < 0 || keyLanes < 1) {
-      getOperation().emitError("attn-lower-to-host: tile-m, tile-n and "
-                               "key-lanes must be positive, rows-per-step "
-                               "positive or 0 (chosen by the pass)");
+    if (tileM < 1 || tileN < 1 || keyLanes < 1 || rowsPerStep < 0 ||
+        keyVectorsPerStep < 0 || headDimVectorsPerStep < 0) {
+      getOperation().emitError(
+          "attn-lower-to-host: tile-m, tile-n and key-lanes must be positive; "
+          "rows-per-step, key-vectors-per-step and head-dim-vectors-per-step "
+          "positive or 0 (chosen by the pass)");
       return signalPassFailure();
     }
     auto functions = llvm::to_vector(getOperation().getOps<func::FuncOp>());
@@ -519,14 +585,16 @@ struct AttnLowerToHost
     kernel->setAttr("llvm.emit_c_interface", b.getUnitAttr());
     kernel->setAttr("rbfc.tile_m", b.getI64IntegerAttr(tileM));
     kernel->setAttr("rbfc.tile_n", b.getI64IntegerAttr(tileN));
-    HostBlocking blocking{
-        tileM, tileN,
-        rowsPerStep ? rowsPerStep
-                    : chooseRowsPerStep(headDim, tileN, keyLanes),
-        keyLanes};
+    HostBlocking blocking =
+        chooseBlocking(headDim, tileM, tileN, rowsPerStep, keyLanes,
+                       keyVectorsPerStep, headDimVectorsPerStep);
     kernel->setAttr("rbfc.rows_per_step",
                     b.getI64IntegerAttr(blocking.rowsPerStep));
     kernel->setAttr("rbfc.key_lanes", b.getI64IntegerAttr(keyLanes));
+    kernel->setAttr("rbfc.key_vectors_per_step",
+                    b.getI64IntegerAttr(blocking.keyVectorsPerStep));
+    kernel->setAttr("rbfc.head_dim_vectors_per_step",
+                    b.getI64IntegerAttr(blocking.headDimVectorsPerStep));
     HostKernelEmitter emitter(attention, kernel, blocking);
     if (failed(emitter.emit())) {
       kernel.erase();
@@ -541,8 +609,11 @@ struct AttnLowerToHost
     LLVM_DEBUG(llvm::dbgs() << "attn-lower-to-host: built @"
                             << kernel.getName() << " (tile_m " << tileM
                             << ", tile_n " << tileN << ", "
-                            << blocking.rowsPerStep << " rows x " << keyLanes
-                            << "-key vectors)\n");
+                            << blocking.rowsPerStep << " rows x "
+                            << blocking.keyVectorsPerStep << " vectors of "
+                            << keyLanes << " keys, x "
+                            << blocking.headDimVectorsPerStep
+                            << " vectors of head_dim)\n");
     function.erase();
     return success();
   }

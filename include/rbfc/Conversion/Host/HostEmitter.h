@@ -76,10 +76,15 @@ struct ElementContext {
 };
 
 /// How the blocked kernels cut their work: `tileM` query rows per work item
-/// and `tileN` keys per key tile; scores are computed `rowsPerStep` rows by
-/// the whole key tile at a time, as vectors of `keyLanes` keys.
+/// and `tileN` keys per key tile; a step handles `rowsPerStep` rows (or
+/// accumulator rows) at a time, with vectors of `keyLanes` f32. Its
+/// register block, like a GEMM micro-kernel's, is rowsPerStep x
+/// `keyVectorsPerStep` score vectors (one pass over head_dim each) and
+/// rowsPerStep x `headDimVectorsPerStep` accumulator vectors (one pass over
+/// the weighted rows each), so that every loaded vector feeds several FMAs.
 struct HostBlocking {
-  int64_t tileM, tileN, rowsPerStep, keyLanes;
+  int64_t tileM, tileN, rowsPerStep, keyLanes, keyVectorsPerStep,
+      headDimVectorsPerStep;
   int64_t keyVectors() const { return llvm::divideCeil(tileN, keyLanes); }
   int64_t paddedTileN() const { return keyVectors() * keyLanes; }
   int64_t paddedTileM() const { return llvm::alignTo(tileM, rowsPerStep); }
@@ -163,19 +168,22 @@ protected:
                       mlir::Value kvLo, mlir::Value transposed,
                       const HostBlocking &blocking);
   /// The dot products of rows firstRow .. firstRow + rowsPerStep - 1 of
-  /// `rows` ([*, head_dim] f32 scratch) with every column of `transposed`:
-  /// rowsPerStep x keyVectors accumulators (row-major), each a vector of
-  /// keyLanes columns, updated by one FMA per head_dim element (no
-  /// horizontal sums).
-  llvm::SmallVector<mlir::Value> rowBlockDots(mlir::Value rows,
-                                              mlir::Value firstRow,
-                                              mlir::Value transposed,
-                                              const HostBlocking &blocking);
+  /// `rows` ([*, head_dim] f32 scratch) with every column of `transposed`,
+  /// into rows firstDotRow .. of `dots` ([*, >= paddedTileN] f32). Per
+  /// chunk of keyVectorsPerStep key vectors, one pass over head_dim with
+  /// rowsPerStep x keyVectorsPerStep accumulators in registers: each key
+  /// vector loaded feeds the step's rows, each broadcast query element its
+  /// key vectors; one FMA per head_dim element (no horizontal sums).
+  void rowBlockDots(mlir::Value rows, mlir::Value firstRow,
+                    mlir::Value transposed, mlir::Value dots,
+                    mlir::Value firstDotRow, const HostBlocking &blocking);
   /// The blocked update acc_a += sum_{i < count} weight(i, a) row(i) of
   /// the `rescales.size()` accumulator rows from `firstAcc` of `accTile`
   /// ([*, head_dim] f32), each first multiplied by its rescale (none where
-  /// null): every row(i) is loaded once for all of them, one head_dim-wide
-  /// FMA per (i, accumulator), the accumulators in registers throughout.
+  /// null). Per chunk of headDimVectorsPerStep vectors of head_dim, one
+  /// pass over i with the chunk of every accumulator in registers: the
+  /// chunk of row(i) is loaded once for all of them, each broadcast weight
+  /// feeds the chunk's vectors.
   /// The forward's P V and the backward's dV += P^T dO, dK += dS^T q and
   /// dQ += dS k are this with other weights and rows. With `kept`, an
   /// accumulator is left as it is where kept(i, a) is false (0 times a NaN
@@ -185,6 +193,7 @@ protected:
       llvm::ArrayRef<mlir::Value> rescales, mlir::Value count,
       llvm::function_ref<mlir::Value(mlir::Value i, int64_t acc)> weight,
       llvm::function_ref<mlir::Value(mlir::Value i)> row,
+      const HostBlocking &blocking,
       llvm::function_ref<mlir::Value(mlir::Value i, int64_t acc)> kept = {});
   /// Runs `body(firstRow)` inside an scf.for over the blocks of rowsPerStep
   /// rows that cover [0, numRows).

@@ -1,29 +1,35 @@
 // RUN: rbf-opt %s --split-input-file --verify-diagnostics \
-// RUN:   --attn-lower-to-host="tile-m=16 tile-n=32 rows-per-step=2 key-lanes=8" \
+// RUN:   --attn-lower-to-host="tile-m=16 tile-n=32 rows-per-step=2 key-lanes=8 key-vectors-per-step=2 head-dim-vectors-per-step=1" \
 // RUN:   | FileCheck %s
-// No weight goes through libm: the only math.exp2 left is the scalar
-// rescale of a row's running state, once per row and key tile.
+// No weight and no rescale goes through libm.
 // RUN: rbf-opt %s --split-input-file --verify-diagnostics \
 // RUN:   --attn-lower-to-host="tile-m=16 tile-n=32 rows-per-step=2 key-lanes=8" \
-// RUN:   | FileCheck %s --check-prefix=NO-VECTOR-LIBM
-// NO-VECTOR-LIBM-NOT: math.exp2 {{.*}} : vector
-// The rows per step follow from head_dim and the key lanes when not given:
-// with 16 lanes (AVX-512), 4 rows at head_dim 16.
+// RUN:   | FileCheck %s --check-prefix=NO-LIBM
+// NO-LIBM-NOT: math.exp2
+// The blocking follows the key lanes when not given: 4 rows per step, and
+// as many key vectors and head_dim vectors per step as the vector
+// registers hold (32 with 16 lanes, AVX-512: the 4 key vectors of a
+// 64-key tile and the one vector of head_dim 16; 16 with 8 lanes, AVX2: 2
+// of the 8 key vectors, 2 of head_dim's 2).
 // RUN: rbf-opt %s --split-input-file --verify-diagnostics \
 // RUN:   --attn-lower-to-host="key-lanes=16" | FileCheck %s --check-prefix=AUTO
-// AUTO: rbfc.key_lanes = 16 : i64, rbfc.rows_per_step = 4 : i64
+// AUTO: rbfc.head_dim_vectors_per_step = 1 : i64, rbfc.key_lanes = 16 : i64, rbfc.key_vectors_per_step = 4 : i64, rbfc.rows_per_step = 4 : i64
+// RUN: rbf-opt %s --split-input-file --verify-diagnostics \
+// RUN:   --attn-lower-to-host="key-lanes=8" | FileCheck %s --check-prefix=AUTO-AVX2
+// AUTO-AVX2: rbfc.head_dim_vectors_per_step = 2 : i64, rbfc.key_lanes = 8 : i64, rbfc.key_vectors_per_step = 2 : i64, rbfc.rows_per_step = 4 : i64
 
 // Causal attention in canonical form (rbfc examples/causal.attn --lse): the
 // kernel walks key tiles of 32, skips the tiles tile_class calls masked and
 // evaluates the mask per element only in partial tiles. head_dim is 16 and
-// a score vector holds 8 keys, so vector<16xf32> is a row of q, k, v or the
-// accumulator and vector<8xf32> the scores of one row and 8 keys.
+// a score vector holds 8 keys, so vector<16xf32> is a row of q, k or v and
+// vector<8xf32> the scores of one row and 8 keys, or 8 elements of an
+// accumulator row.
 
 // CHECK-LABEL: func.func @causal(
 // CHECK-SAME: memref<?x?x?x16xbf16, strided<[?, ?, ?, 1], offset: ?>>
 // CHECK-SAME: memref<?x?x?xf32, strided<[?, ?, ?], offset: ?>>, %[[Q_OFFSET:arg[0-9]+]]: index, %[[KV_OFFSET:arg[0-9]+]]: index, %{{.*}}: index, %{{.*}}: index, %[[BEGIN:arg[0-9]+]]: index, %[[END:arg[0-9]+]]: index)
 // CHECK-SAME: llvm.emit_c_interface
-// CHECK-SAME: rbfc.key_lanes = 8 : i64, rbfc.rows_per_step = 2 : i64, rbfc.tile_m = 16 : i64, rbfc.tile_n = 32 : i64
+// CHECK-SAME: rbfc.head_dim_vectors_per_step = 1 : i64, rbfc.key_lanes = 8 : i64, rbfc.key_vectors_per_step = 2 : i64, rbfc.rows_per_step = 2 : i64, rbfc.tile_m = 16 : i64, rbfc.tile_n = 32 : i64
 // K^T of a key tile: head_dim rows of 32 keys.
 // CHECK: %[[KEY_T:.*]] = memref.alloca() : memref<16x32xf32>
 // CHECK: scf.for %{{.*}} = %[[BEGIN]] to %[[END]]
@@ -44,39 +50,64 @@
 // CHECK: arith.extf {{.*}} : vector<16xbf16> to vector<16xf32>
 // CHECK: vector.shuffle {{.*}} [0, 8, 2, 10, 4, 12, 6, 14] : vector<8xf32>, vector<8xf32>
 // CHECK: vector.store %{{.*}}, %[[KEY_T]][%{{.*}}, %[[FIRST_KEY]]] {{.*}} vector<8xf32>
-// CHECK: scf.if %[[KEPT]]
-// The all-kept tile, 2 rows at a time: their scores against the 32 keys are
-// 8 accumulators of 8 keys, one FMA per head_dim element, no horizontal sum.
+// Whole tiles (all kept, 32 keys) take the code without mask and padding.
+// CHECK: %[[FULL:.*]] = arith.cmpi eq, %{{.*}}, %c32
+// CHECK: %[[WHOLE:.*]] = arith.andi %[[KEPT]], %[[FULL]]
+// CHECK: scf.if %[[WHOLE]]
+// 2 rows at a time. Their scores against the 32 keys in two passes over
+// head_dim of 2 key vectors each, like a GEMM micro-kernel: 2 x 2
+// accumulators, each K^T vector loaded once for both rows' FMAs, each
+// broadcast query element used for both key vectors; no horizontal sum.
 // CHECK: scf.for %{{.*}} step %c2
-// CHECK: scf.for %{{.*}} iter_args({{.*}}) -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>)
-// CHECK: vector.load %[[KEY_T]]{{.*}} vector<8xf32>
-// CHECK: vector.broadcast {{.*}} : f32 to vector<8xf32>
-// CHECK-NEXT: vector.fma {{.*}} : vector<8xf32>
+// CHECK: scf.for %{{.*}} iter_args({{.*}}) -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>)
+// CHECK: %[[K0:.*]] = vector.load %[[KEY_T]][%{{.*}}, %c0{{.*}}] {{.*}} vector<8xf32>
+// CHECK: %[[K1:.*]] = vector.load %[[KEY_T]][%{{.*}}, %c8{{.*}}] {{.*}} vector<8xf32>
+// CHECK: %[[Q0:.*]] = vector.broadcast {{.*}} : f32 to vector<8xf32>
+// CHECK-NEXT: vector.fma %[[Q0]], %[[K0]], {{.*}} : vector<8xf32>
+// CHECK-NEXT: vector.fma %[[Q0]], %[[K1]], {{.*}} : vector<8xf32>
+// CHECK: %[[Q1:.*]] = vector.broadcast {{.*}} : f32 to vector<8xf32>
+// CHECK-NEXT: vector.fma %[[Q1]], %[[K0]], {{.*}} : vector<8xf32>
+// CHECK-NEXT: vector.fma %[[Q1]], %[[K1]], {{.*}} : vector<8xf32>
 // CHECK-NOT: vector.reduction <add>
 // CHECK: scf.yield
-// No mask here; lanes past the tile's last key score -inf.
-// CHECK-NOT: arith.cmpi sle
-// CHECK: arith.cmpi slt, {{.*}} : vector<8xindex>
-// CHECK: arith.select {{.*}} : vector<8xi1>, vector<8xf32>
-// Online softmax: one max reduction per row and tile, one scalar exp2 for
-// the rescale, the weights from the polynomial exp2 on whole vectors.
-// CHECK: vector.reduction <maximumf>, {{.*}} : vector<8xf32> into f32
-// CHECK: math.exp2 {{.*}} : f32
+// CHECK: vector.store {{.*}} : memref<2x32xf32>, vector<8xf32>
+// CHECK: scf.for %{{.*}} iter_args({{.*}}) -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>)
+// CHECK: vector.load %[[KEY_T]][%{{.*}}, %c16{{.*}}] {{.*}} vector<8xf32>
+// CHECK: vector.load %[[KEY_T]][%{{.*}}, %c24{{.*}}] {{.*}} vector<8xf32>
+// CHECK: scf.yield
+// No mask and no padding lanes here.
+// CHECK-NOT: arith.cmpi
+// Online softmax: the row's maximum by compare-and-select (one maxps, no
+// NaN test), across lanes by rotations; the rescale and the weights from
+// the polynomial exp2.
+// CHECK: arith.cmpf ogt, {{.*}} : vector<8xf32>
+// CHECK: vector.shuffle {{.*}} [4, 5, 6, 7, 0, 1, 2, 3] : vector<8xf32>, vector<8xf32>
+// CHECK: math.roundeven {{.*}} : f32
 // CHECK: math.roundeven {{.*}} : vector<8xf32>
 // CHECK: math.fma {{.*}} : vector<8xf32>
 // CHECK: arith.bitcast {{.*}} : vector<8xi32> to vector<8xf32>
 // CHECK: vector.reduction <add>, {{.*}} : vector<8xf32> into f32
-// P*V: each value row loaded once, one FMA for each of the 2 rows.
-// CHECK: scf.for {{.*}} iter_args({{.*}}) -> (vector<16xf32>, vector<16xf32>)
+// P*V in two passes over the keys, one per vector of 8 head_dim elements:
+// each value row loaded (and widened) once a pass, its 8 elements used by
+// both rows' FMAs.
+// CHECK: scf.for {{.*}} iter_args({{.*}}) -> (vector<8xf32>, vector<8xf32>)
 // CHECK: vector.load {{.*}} vector<16xbf16>
-// CHECK: vector.fma {{.*}} : vector<16xf32>
-// CHECK: vector.fma {{.*}} : vector<16xf32>
+// CHECK: %[[V0:.*]] = vector.extract_strided_slice {{.*}} {offsets = [0], sizes = [8], strides = [1]}
+// CHECK: vector.fma %{{.*}}, %[[V0]], {{.*}} : vector<8xf32>
+// CHECK: vector.fma %{{.*}}, %[[V0]], {{.*}} : vector<8xf32>
+// CHECK: scf.for {{.*}} iter_args({{.*}}) -> (vector<8xf32>, vector<8xf32>)
+// CHECK: %[[V1:.*]] = vector.extract_strided_slice {{.*}} {offsets = [8], sizes = [8], strides = [1]}
+// CHECK: vector.fma %{{.*}}, %[[V1]], {{.*}} : vector<8xf32>
+// CHECK: vector.fma %{{.*}}, %[[V1]], {{.*}} : vector<8xf32>
 // CHECK: } else {
-// The partial tile: the mask on vectors of keys, masked keys skip the update.
+// The partial tile: the mask on vectors of keys, lanes past the tile's last
+// key -inf, masked keys skip the update.
 // CHECK: arith.cmpi sle, {{.*}} : vector<8xindex>
 // CHECK: arith.select {{.*}} : vector<8xi1>, vector<8xf32>
+// CHECK: arith.cmpi slt, {{.*}} : vector<8xindex>
+// CHECK: arith.select {{.*}} : vector<8xi1>, vector<8xf32>
 // CHECK: arith.cmpf une
-// CHECK: arith.select {{.*}} vector<16xf32>
+// CHECK: arith.select {{.*}} vector<8xf32>
 // The output row is normalised and rounded; lse = (max + log2 sum) * ln 2.
 // CHECK: arith.divf
 // CHECK: arith.truncf {{.*}} vector<16xf32> to vector<16xbf16>
@@ -121,12 +152,13 @@ module {
 // CHECK: vector.reduction <add>
 // CHECK: memref.store %{{.*}}, %[[KEY_BIAS]]
 // CHECK: vector.load %[[KEY_BIAS]]{{.*}} vector<8xf32>
-// CHECK-NOT: arith.maximumf
+// CHECK-NOT: arith.cmpf ogt, {{.*}} : vector<8xf32>
 // CHECK: vector.reduction <add>, {{.*}} : vector<16xf32> into f32
 // CHECK: vector.broadcast {{.*}} : f32 to vector<8xf32>
 // CHECK: arith.subf {{.*}} : vector<8xf32>
 // CHECK: math.fma {{.*}} : vector<8xf32>
-// CHECK: vector.fma {{.*}} : vector<16xf32>
+// CHECK: vector.extract_strided_slice {{.*}} : vector<16xf32> to vector<8xf32>
+// CHECK: vector.fma {{.*}} : vector<8xf32>
 module {
   func.func @rbf_none(%arg0: tensor<?x?x?x16xf32>, %arg1: tensor<?x?x?x16xf32>, %arg2: tensor<?x?x?x16xf32>, %arg3: f32) -> tensor<?x?x?x16xf32> {
     %0 = attn.attention none %arg0, %arg1, %arg2 params(%arg3 : f32) {capture_names = [], log2_domain, param_defaults = [2.500000e-01 : f32], param_names = ["gamma"]} : tensor<?x?x?x16xf32>, tensor<?x?x?x16xf32>, tensor<?x?x?x16xf32> -> tensor<?x?x?x16xf32> score {
