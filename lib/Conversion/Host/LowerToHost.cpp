@@ -91,7 +91,7 @@ private:
   /// dotBlock), the row's running max/sum update and its weights into
   /// weightBlock; returns the accumulator rescale (null under `none`).
   FailureOr<Value> emitRowWeights(ElementContext &item, Value qLo,
-                                  Value firstRow, int64_t rowInBlock,
+                                  Value firstRow, Value rowInBlock,
                                   Value kvLo, Value numKeys, bool partial);
   /// acc += P * V for the row block: per key one value row, one FMA per row.
   void emitWeightedValues(ElementContext &item, Value firstRow,
@@ -104,13 +104,13 @@ private:
   // Per-thread scratch (stack): the work item's query rows, its
   // accumulators, running max/sum, one key tile transposed and its key_bias
   // values, and one row block's q . k, weights (and, with a mask, scores)
-  // for the current key tile.
+  // and accumulator rescales (softmax) for the current key tile.
   Value queryTile, accTile, rowMax, rowSum, keyTransposed, keyBiasTile,
-      dotBlock, weightBlock, scoreBlock;
+      dotBlock, weightBlock, scoreBlock, rescaleBlock;
 };
 
 FailureOr<Value> HostKernelEmitter::emitRowWeights(
-    ElementContext &item, Value qLo, Value firstRow, int64_t rowInBlock,
+    ElementContext &item, Value qLo, Value firstRow, Value rowInBlock,
     Value kvLo, Value numKeys, bool partial) {
   const bool softmax = attention.isSoftmax();
   const double negInf = -std::numeric_limits<double>::infinity();
@@ -119,11 +119,11 @@ FailureOr<Value> HostKernelEmitter::emitRowWeights(
     return vector::BroadcastOp::create(builder, loc, keyVectorType(blocking),
                                        scalar);
   };
-  Value row = arith::AddIOp::create(builder, loc, firstRow, index(rowInBlock));
+  Value row = arith::AddIOp::create(builder, loc, firstRow, rowInBlock);
   KeyVectorContext keys = rowOverKeys(item, qLo, row, queryTile, blocking);
   Value laneIndices = vector::StepOp::create(
       builder, loc, VectorType::get({lanes}, builder.getIndexType()));
-  Value blockRow = index(rowInBlock);
+  Value blockRow = rowInBlock;
 
   // Scores (log2 domain) of the row, keyLanes keys per vector. Masked keys
   // (in a partial tile) and lanes past the tile's last key (in a partial
@@ -246,14 +246,26 @@ LogicalResult HostKernelEmitter::emitKeyTile(ElementContext &item, Value qLo,
   return forEachRowBlock(numRows, blocking, [&](Value firstRow) {
     rowBlockDots(queryTile, firstRow, keyTransposed, dotBlock, index(0),
                  blocking);
-    SmallVector<Value> rescales;
-    for (int64_t r = 0; r < blocking.rowsPerStep; ++r) {
-      FailureOr<Value> rescale = emitRowWeights(item, qLo, firstRow, r, kvLo,
-                                                numKeys, partial);
+    // The rows' softmax one at a time: unrolled, their code interleaves and
+    // spills the score vectors (AVX2's 16 registers hold one row's 8).
+    auto rowLoop = scf::ForOp::create(builder, loc, index(0),
+                                      index(blocking.rowsPerStep), index(1));
+    {
+      OpBuilder::InsertionGuard guard(builder);
+      builder.setInsertionPointToStart(rowLoop.getBody());
+      Value r = rowLoop.getInductionVar();
+      FailureOr<Value> rescale =
+          emitRowWeights(item, qLo, firstRow, r, kvLo, numKeys, partial);
       if (failed(rescale))
         return failure();
-      rescales.push_back(*rescale);
+      if (*rescale)
+        memref::StoreOp::create(builder, loc, *rescale, rescaleBlock, r);
     }
+    SmallVector<Value> rescales;
+    for (int64_t r = 0; r < blocking.rowsPerStep; ++r)
+      rescales.push_back(rescaleBlock ? memref::LoadOp::create(
+                                            builder, loc, rescaleBlock, index(r))
+                                      : Value());
     emitWeightedValues(item, firstRow, rescales, kvLo, numKeys, partial);
     return success();
   });
@@ -358,6 +370,8 @@ LogicalResult HostKernelEmitter::emit() {
   keyBiasTile = scratch({paddedTileN});
   dotBlock = scratch({blocking.rowsPerStep, paddedTileN});
   weightBlock = scratch({blocking.rowsPerStep, paddedTileN});
+  if (attention.isSoftmax())
+    rescaleBlock = scratch({blocking.rowsPerStep});
   if (!attention.getMask().empty())
     scoreBlock = scratch({blocking.rowsPerStep, paddedTileN});
 

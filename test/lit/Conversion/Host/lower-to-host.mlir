@@ -75,7 +75,11 @@
 // CHECK: vector.load %[[KEY_T]][%{{.*}}, %c16{{.*}}] {{.*}} vector<8xf32>
 // CHECK: vector.load %[[KEY_T]][%{{.*}}, %c24{{.*}}] {{.*}} vector<8xf32>
 // CHECK: scf.yield
-// No mask and no padding lanes here.
+// No mask and no padding lanes here. The softmax takes the step's rows one
+// at a time, in a loop: unrolled, the rows' code would interleave and spill
+// their score vectors.
+// CHECK-NOT: arith.cmpi
+// CHECK: scf.for %{{.*}} = %c0{{.*}} to %c2{{.*}} step %c1
 // CHECK-NOT: arith.cmpi
 // Online softmax: the row's maximum by compare-and-select (one maxps, no
 // NaN test), across lanes by rotations; the rescale and the weights from
