@@ -228,11 +228,12 @@ private:
       TileRing &ring, KeyValuePipelines &pipelines, Value buffer, Value kvLo,
       Value partial, Value iteration, ValueRange state,
       const DeferredProduct &deferred, ArrayRef<Value> termOffsets);
-  /// O after the deferred product, if any, completed; its stage released.
-  SmallVector<Accumulator>
-  completeDeferredProduct(TileRing &ring, KeyValuePipelines &pipelines,
-                          const DeferredProduct &deferred,
-                          ArrayRef<Accumulator> output);
+  /// `state` (O, m, l, ...) with O after the deferred product, if any,
+  /// completed; its stage released.
+  SmallVector<Value> completeDeferredProduct(TileRing &ring,
+                                             KeyValuePipelines &pipelines,
+                                             const DeferredProduct &deferred,
+                                             ValueRange state);
   /// A tile of the loop: its ring buffer, its first key, whether it may
   /// hold a kept key and whether it needs the mask or the kv_len bound per
   /// element.
@@ -252,6 +253,21 @@ private:
   /// The workspace offsets of the tile's key terms at the end of a loop's
   /// `state` when the loop carries them, which `state` then drops.
   SmallVector<Value> takeTermOffsets(ValueRange &state, bool carried);
+  /// A loop over the tiles [firstTile, endTile): its tile, its state and,
+  /// when carried, the tile's term offsets, which the state then lacks.
+  struct TileLoop {
+    scf::ForOp loop;
+    Value tile;
+    ValueRange state;
+    SmallVector<Value> termOffsets;
+  };
+  /// Starts the tile loop carrying `init` and leaves the insertion point at
+  /// the start of its body (the caller guards the insertion point).
+  TileLoop beginTileLoop(ArrayRef<Value> init, bool carriedKeyTerms);
+  /// One lane a warp arrives on a pipeline's empty barrier.
+  Value firstLaneOfWarp() {
+    return cmp(arith::CmpIPredicate::eq, block.lane, index(0));
+  }
   /// Yields O, m, l and the next tile's term offsets.
   void yieldLoopState(ArrayRef<Value> next, ArrayRef<Value> termOffsets);
   /// O / l and the LSE from O, m, l.
@@ -293,16 +309,20 @@ private:
   void issueValueProducts(ArrayRef<OperandRegisters> weights,
                           ArrayRef<Value> descriptors,
                           MutableArrayRef<Accumulator> output);
-  /// The softmax state of the block's query rows. With an LSE output the
+  /// The softmax state of the block's query rows, m and l of a loop's
+  /// `state` (O, m, l, ...). With an LSE output the
   /// row sums add the f32 weights before they are rounded for P V, each
   /// lane over its own columns: the LSE is then exact, not off by the
   /// rounding (up to 2^-8 in bf16); so do the wgmma kernels, whose tensor
   /// cores an mma.sync per 16 keys would take from the wgmma. Otherwise
   /// the tensor cores sum exactly the rounded weights P V uses, complete
   /// over the lane group.
-  OnlineSoftmax softmaxState(ValueRange rowMax, ValueRange rowSum) {
-    return OnlineSoftmax(b, scoreLayout, outputLayout, rowMax, rowSum,
-                         config.softmax,
+  OnlineSoftmax softmaxState(ValueRange state) {
+    int64_t rows = scoreLayout.laneRows();
+    ValueRange rowMaxAndSum = state.drop_front(4 * outputLayout.size());
+    return OnlineSoftmax(b, scoreLayout, outputLayout,
+                         rowMaxAndSum.take_front(rows),
+                         rowMaxAndSum.slice(rows, rows), config.softmax,
                          /*unroundedSums=*/config.hasLse || config.wgmma);
   }
   /// O += P V for the V tile at `valueBase`, and the weights' row sums.
@@ -434,11 +454,8 @@ LogicalResult FlashSchedule::emitCooperative(TileRing &ring) {
 }
 
 LogicalResult FlashSchedule::finishAndStore(ValueRange results) {
-  int64_t rows = scoreLayout.laneRows();
   int64_t outputValues = 4 * outputLayout.size();
-  OnlineSoftmax softmax =
-      softmaxState(results.slice(outputValues, rows),
-                   results.slice(outputValues + rows, rows));
+  OnlineSoftmax softmax = softmaxState(results);
   softmax.finish();
   return storeResults(
       FragmentLayout::unflatten(results.take_front(outputValues)), softmax);
@@ -501,12 +518,8 @@ LogicalResult FlashSchedule::emitWarpSpecialized(TileRing &ring) {
     return failure();
   ValueRange results = (*loop)->getResults();
   DeferredProduct deferred = takeDeferredProduct(results);
-  int64_t outputValues = 4 * outputLayout.size();
-  SmallVector<Value> state = FragmentLayout::flatten(completeDeferredProduct(
-      ring, pipelines, deferred,
-      FragmentLayout::unflatten(results.take_front(outputValues))));
-  llvm::append_range(state, results.drop_front(outputValues));
-  return finishAndStore(state);
+  return finishAndStore(
+      completeDeferredProduct(ring, pipelines, deferred, results));
 }
 
 void FlashSchedule::emitProducerLoop(TileRing &ring,
@@ -597,13 +610,9 @@ void FlashSchedule::emitTensorMapProducerLoop(TileRing &ring,
 FailureOr<scf::ForOp>
 FlashSchedule::emitConsumerLoop(TileRing &ring, KeyValuePipelines &pipelines) {
   bool carriedKeyTerms = config.keyTerms == KeyTermSource::Global;
-  auto loop = scf::ForOp::create(b, firstTile, endTile, index(1),
-                                 initialLoopState(carriedKeyTerms));
+  SmallVector<Value> init = initialLoopState(carriedKeyTerms);
   OpBuilder::InsertionGuard inner(b);
-  b.setInsertionPointToStart(loop.getBody());
-  Value tile = loop.getInductionVar();
-  ValueRange state = loop.getRegionIterArgs();
-  SmallVector<Value> termOffsets = takeTermOffsets(state, carriedKeyTerms);
+  auto [loop, tile, state, termOffsets] = beginTileLoop(init, carriedKeyTerms);
   Value iteration = sub(tile, firstTile);
   pipelines.keys.waitFull(iteration);
   pipelines.values.waitFull(iteration);
@@ -612,7 +621,7 @@ FlashSchedule::emitConsumerLoop(TileRing &ring, KeyValuePipelines &pipelines) {
   if (failed(next))
     return failure();
   // The tile's wgmma have completed: one lane a warp releases its stage.
-  Value releases = cmp(arith::CmpIPredicate::eq, block.lane, index(0));
+  Value releases = firstLaneOfWarp();
   pipelines.keys.arriveEmpty(iteration, releases);
   pipelines.values.arriveEmpty(iteration, releases);
   yieldLoopState(*next, termOffsets);
@@ -637,12 +646,8 @@ FlashSchedule::emitOverlappedConsumerLoop(TileRing &ring,
   SmallVector<Value> nothingValues = flatten(nothing);
   init.insert(init.begin() + ownState, nothingValues.begin(),
               nothingValues.end());
-  auto loop = scf::ForOp::create(b, firstTile, endTile, index(1), init);
   OpBuilder::InsertionGuard inner(b);
-  b.setInsertionPointToStart(loop.getBody());
-  Value tile = loop.getInductionVar();
-  ValueRange state = loop.getRegionIterArgs();
-  SmallVector<Value> termOffsets = takeTermOffsets(state, carriedKeyTerms);
+  auto [loop, tile, state, termOffsets] = beginTileLoop(init, carriedKeyTerms);
   DeferredProduct deferred = takeDeferredProduct(state);
   Value iteration = sub(tile, firstTile);
   pipelines.keys.waitFull(iteration);
@@ -667,15 +672,12 @@ FlashSchedule::emitOverlappedConsumerLoop(TileRing &ring,
     // copy may be in flight when the block exits), and so does the
     // deferred product's: the tile after this one may need its stage.
     b.setInsertionPointToStart(compute.elseBlock());
-    int64_t outputValues = 4 * outputLayout.size();
-    SmallVector<Value> passed = FragmentLayout::flatten(completeDeferredProduct(
-        ring, pipelines, deferred,
-        FragmentLayout::unflatten(state.take_front(outputValues))));
+    SmallVector<Value> passed =
+        completeDeferredProduct(ring, pipelines, deferred, state);
     pipelines.values.waitFull(iteration);
-    Value releases = cmp(arith::CmpIPredicate::eq, block.lane, index(0));
+    Value releases = firstLaneOfWarp();
     pipelines.keys.arriveEmpty(iteration, releases);
     pipelines.values.arriveEmpty(iteration, releases);
-    llvm::append_range(passed, state.drop_front(outputValues));
     DeferredProduct completed = deferred;
     completed.pending = arith::ConstantOp::create(b, b.getBoolAttr(false));
     llvm::append_range(passed, flatten(completed));
@@ -706,14 +708,16 @@ FlashSchedule::takeDeferredProduct(ValueRange &state) {
   return deferred;
 }
 
-SmallVector<Accumulator> FlashSchedule::completeDeferredProduct(
+SmallVector<Value> FlashSchedule::completeDeferredProduct(
     TileRing &ring, KeyValuePipelines &pipelines,
-    const DeferredProduct &deferred, ArrayRef<Accumulator> output) {
+    const DeferredProduct &deferred, ValueRange state) {
+  int64_t outputValues = 4 * outputLayout.size();
   scf::IfOp product;
   {
     OpBuilder::InsertionGuard guard(b);
-    product = updateIf(deferred.pending, FragmentLayout::flatten(output));
-    SmallVector<Accumulator> result(output.begin(), output.end());
+    product = updateIf(deferred.pending, state.take_front(outputValues));
+    SmallVector<Accumulator> result =
+        FragmentLayout::unflatten(state.take_front(outputValues));
     SmallVector<Value> descriptors = valueDescriptors(
         ring.tileBase(ring.buffer(add(firstTile, deferred.iteration))));
     pipelines.values.waitFull(deferred.iteration);
@@ -723,22 +727,20 @@ SmallVector<Accumulator> FlashSchedule::completeDeferredProduct(
     warpgroupAtoms.commitGroup();
     passTensorCoreTurn();
     warpgroupAtoms.waitGroup(0, result);
-    pipelines.values.arriveEmpty(
-        deferred.iteration,
-        cmp(arith::CmpIPredicate::eq, block.lane, index(0)));
+    pipelines.values.arriveEmpty(deferred.iteration, firstLaneOfWarp());
     scf::YieldOp::create(b, FragmentLayout::flatten(result));
   }
-  return FragmentLayout::unflatten(product.getResults());
+  SmallVector<Value> completed(product.getResults());
+  llvm::append_range(completed, state.drop_front(outputValues));
+  return completed;
 }
 
 FailureOr<SmallVector<Value>> FlashSchedule::computeOverlappedTile(
     TileRing &ring, KeyValuePipelines &pipelines, Value buffer, Value kvLo,
     Value partial, Value iteration, ValueRange state,
     const DeferredProduct &deferred, ArrayRef<Value> termOffsets) {
-  int64_t rows = scoreLayout.laneRows();
   int64_t outputValues = 4 * outputLayout.size();
-  OnlineSoftmax softmax = softmaxState(state.slice(outputValues, rows),
-                                       state.slice(outputValues + rows, rows));
+  OnlineSoftmax softmax = softmaxState(state);
   SmallVector<Value> oldShift, rowStart;
   tileShifts(softmax, oldShift, rowStart);
   SmallVector<Accumulator> dots = initialScores(rowStart);
@@ -780,7 +782,7 @@ FailureOr<SmallVector<Value>> FlashSchedule::computeOverlappedTile(
   KeyTerms terms = loadKeyTerms(ring, buffer, termOffsets);
   warpgroupAtoms.waitGroup(1, dots);
   // S is complete: K (and its terms, read above) goes back to the producer.
-  Value releases = cmp(arith::CmpIPredicate::eq, block.lane, index(0));
+  Value releases = firstLaneOfWarp();
   pipelines.keys.arriveEmpty(iteration, releases);
 
   FailureOr<SmallVector<Accumulator>> scored =
@@ -1004,12 +1006,8 @@ FailureOr<scf::ForOp> FlashSchedule::emitLoop(TileRing &ring) {
   SmallVector<Value> init = initialLoopState(carriedKeyTerms);
   if (waitsForKeyTerms() && config.keyTerms == KeyTermSource::Global)
     NVVM::GriddepcontrolOp::create(b, NVVM::GridDepActionKind::wait);
-  auto loop = scf::ForOp::create(b, firstTile, endTile, index(1), init);
   OpBuilder::InsertionGuard inner(b);
-  b.setInsertionPointToStart(loop.getBody());
-  Value tile = loop.getInductionVar();
-  ValueRange state = loop.getRegionIterArgs();
-  SmallVector<Value> termOffsets = takeTermOffsets(state, carriedKeyTerms);
+  auto [loop, tile, state, termOffsets] = beginTileLoop(init, carriedKeyTerms);
   NVVM::CpAsyncWaitGroupOp::create(b, config.stages - 2);
   if (config.wgmma)
     warpgroupAtoms.fenceCopies();
@@ -1025,6 +1023,15 @@ FailureOr<scf::ForOp> FlashSchedule::emitLoop(TileRing &ring) {
     return failure();
   yieldLoopState(*next, termOffsets);
   return loop;
+}
+
+FlashSchedule::TileLoop FlashSchedule::beginTileLoop(ArrayRef<Value> init,
+                                                     bool carriedKeyTerms) {
+  auto loop = scf::ForOp::create(b, firstTile, endTile, index(1), init);
+  b.setInsertionPointToStart(loop.getBody());
+  ValueRange state = loop.getRegionIterArgs();
+  SmallVector<Value> termOffsets = takeTermOffsets(state, carriedKeyTerms);
+  return {loop, loop.getInductionVar(), state, std::move(termOffsets)};
 }
 
 SmallVector<Value> FlashSchedule::takeTermOffsets(ValueRange &state,
@@ -1097,8 +1104,6 @@ void FlashSchedule::tileShifts(OnlineSoftmax &softmax,
 FlashSchedule::KeyTerms
 FlashSchedule::loadKeyTerms(TileRing &ring, Value buffer,
                             ArrayRef<Value> termOffsets) {
-  // The key terms are loaded before S = Q K^T, which hides their latency
-  // behind the mma.
   auto terms = [&](int64_t plane, Value shared) -> SmallVector<ColumnTermPair> {
     if (plane < 0)
       return {};
@@ -1155,12 +1160,12 @@ FailureOr<SmallVector<Value>>
 FlashSchedule::computeTile(TileRing &ring, Value buffer, Value kvLo,
                            Value partial, ValueRange state,
                            ArrayRef<Value> termOffsets) {
-  int64_t rows = scoreLayout.laneRows();
   int64_t outputValues = 4 * outputLayout.size();
-  OnlineSoftmax softmax = softmaxState(state.slice(outputValues, rows),
-                                       state.slice(outputValues + rows, rows));
+  OnlineSoftmax softmax = softmaxState(state);
   SmallVector<Value> oldShift, rowStart;
   tileShifts(softmax, oldShift, rowStart);
+  // The key terms are loaded before S = Q K^T, which hides their latency
+  // behind the mma.
   KeyTerms terms = loadKeyTerms(ring, buffer, termOffsets);
   Value tileBase = ring.tileBase(buffer);
   SmallVector<Accumulator> dots = computeScores(tileBase, rowStart);
