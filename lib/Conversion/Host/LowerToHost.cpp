@@ -87,6 +87,11 @@ private:
   /// key_lanes).
   LogicalResult emitKeyTile(ElementContext &item, Value qLo, Value numRows,
                             Value kvLo, Value numKeys, bool partial);
+  /// Whether the mask drops keys inside [0, numKeys) of the tile: only on
+  /// a partial tile, and only with a mask.
+  bool masksKeys(bool partial) {
+    return partial && !attention.getMask().empty();
+  }
   /// Scores of one row against the tile (its q . k in row rowInBlock of
   /// dotBlock), the row's running max/sum update and its weights into
   /// weightBlock; returns the accumulator rescale (null under `none`).
@@ -139,7 +144,7 @@ FailureOr<Value> HostKernelEmitter::emitRowWeights(
     if (failed(score))
       return failure();
     Value s = *score;
-    if (partial && !attention.getMask().empty()) {
+    if (masksKeys(partial)) {
       FailureOr<Value> kept = inlineRegionOverKeys(attention.getMask(), keys);
       if (failed(kept))
         return failure();
@@ -185,8 +190,8 @@ FailureOr<Value> HostKernelEmitter::emitRowWeights(
                          arith::SubFOp::create(builder, loc, oldMax, shift));
     sum = arith::MulFOp::create(builder, loc, sum, rescale);
   }
-  // Only the mask drops keys inside [0, numKeys), which P*V must skip.
-  const bool maskedKeys = partial && !attention.getMask().empty();
+  // Keys the mask drops are what P*V must skip.
+  const bool maskedKeys = masksKeys(partial);
   Value weightSum;
   for (auto [c, s] : llvm::enumerate(scores)) {
     Value firstLane = index(c * lanes);
@@ -234,7 +239,7 @@ void HostKernelEmitter::emitWeightedValues(ElementContext &item,
         f32(negInf));
   };
   function_ref<Value(Value, int64_t)> keep;
-  if (partial && !attention.getMask().empty())
+  if (masksKeys(partial))
     keep = kept;
   accumulateWeightedRows(accTile, firstRow, rescales, numKeys, weight,
                          valueRow, blocking, keep);
