@@ -516,7 +516,10 @@ LogicalResult FlashSchedule::emitWarpSpecialized(TileRing &ring) {
   FailureOr<scf::ForOp> loop = emitOverlappedConsumerLoop(ring, pipelines);
   if (failed(loop))
     return failure();
+  // The loop's results end with the term offsets it carried, before them
+  // the deferred product.
   ValueRange results = (*loop)->getResults();
+  takeTermOffsets(results, config.keyTerms == KeyTermSource::Global);
   DeferredProduct deferred = takeDeferredProduct(results);
   return finishAndStore(
       completeDeferredProduct(ring, pipelines, deferred, results));
