@@ -1,12 +1,15 @@
 """Packages rbfc with librbfc.so inside (rbfc/lib/librbfc.so): the library
 named by $RBFC_LIBRARY, else the source tree's build/lib/librbfc.so, which
 `scripts/build.sh rbfc_library` (and scripts/setup.sh) builds. The package
-loads it with ctypes, so one wheel serves every Python 3 on Linux x86-64."""
+loads it with ctypes, and rbfc._launcher (src/launcher.c, the forward call's
+launch path) is built against Python's stable ABI and links nothing, so one
+wheel serves every CPython >= 3.9 and every torch on Linux x86-64. It reads
+include/rbfc/rbfc.h from $RBFC_INCLUDE, else the source tree's include/."""
 import os
 import shutil
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.bdist_wheel import bdist_wheel
 from setuptools.command.build_py import build_py
 
@@ -20,6 +23,17 @@ def library():
         raise SystemExit(f"rbfc: {path} does not exist: build it first "
                          "(scripts/build.sh rbfc_library) or set RBFC_LIBRARY")
     return path
+
+
+def include_dir():
+    path = Path(os.environ.get("RBFC_INCLUDE") or HERE.parent / "include")
+    if not (path / "rbfc" / "rbfc.h").is_file():
+        raise SystemExit(f"rbfc: {path}/rbfc/rbfc.h does not exist: set "
+                         "RBFC_INCLUDE to the rbfc source tree's include/")
+    return str(path)
+
+
+LIMITED_API = ("Py_LIMITED_API", "0x03090000")
 
 
 class BuildWithLibrary(build_py):
@@ -36,7 +50,11 @@ class PlatformWheel(bdist_wheel):
         self.root_is_pure = False
 
     def get_tag(self):
-        return "py3", "none", super().get_tag()[2]
+        return "cp39", "abi3", super().get_tag()[2]
 
 
-setup(cmdclass={"build_py": BuildWithLibrary, "bdist_wheel": PlatformWheel})
+setup(cmdclass={"build_py": BuildWithLibrary, "bdist_wheel": PlatformWheel},
+      ext_modules=[Extension("rbfc._launcher", ["src/launcher.c"],
+                             include_dirs=[include_dir()],
+                             define_macros=[LIMITED_API], py_limited_api=True,
+                             extra_compile_args=["-O2", "-Wall", "-Werror"])])

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Packages python/rbfc with a librbfc.so into one wheel
-# (rbfc-VERSION-py3-none-linux_x86_64.whl) for machines without LLVM, MLIR,
+# (rbfc-VERSION-cp39-abi3-linux_x86_64.whl: its C module uses Python's
+# stable ABI) for machines without LLVM, MLIR,
 # a compiler or a network, such as the GPU machine:
 #   scripts/build-wheel.sh LIBRBFC OUT_DIR
 # LIBRBFC must be self-contained, as an RBFC_STATIC_TOOLS build makes it
@@ -26,6 +27,6 @@ scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 cp -r "$root/python/." "$scratch/"
 rm -rf "$scratch/build" "$scratch"/*.egg-info
-RBFC_LIBRARY=$library python3 -m pip wheel -q --disable-pip-version-check \
+RBFC_LIBRARY=$library RBFC_INCLUDE=$root/include python3 -m pip wheel -q --disable-pip-version-check \
   --no-deps -w "$out" "$scratch"
 ls -l "$out"/rbfc-*.whl

@@ -9,17 +9,27 @@ Kernels are specialised per (device, dtype, head dim, lse, backward) at
 their first call and kept.
 
 The C structs of a call are packed with `struct` in one step: filling
-ctypes fields one by one cost several microseconds a call.
+ctypes fields one by one cost several microseconds a call. A forward call
+runs through rbfc._launcher (src/launcher.c), which fills in a packed
+call's pointers and calls librbfc from C.
 """
 import ctypes
 import struct
 import threading
+from pathlib import Path
 from typing import Optional
 
 import torch
 
 from . import _capi
 from .errors import RbfcError
+
+try:
+    from . import _launcher
+except ImportError as error:
+    # A source tree whose C module was not built still serves rbfc.runtime
+    # (the GPU test scripts import the package from the tree).
+    _launcher, _LAUNCHER_MISSING = None, error
 
 TORCH_DTYPES = {torch.bfloat16: "bf16", torch.float16: "f16",
                 torch.float32: "f32", torch.int32: "i32", torch.int64: "i64"}
@@ -91,6 +101,7 @@ class Kernel:
 
     def __init__(self, spec, device, dtype, head_dim, lse, backward):
         lib = _capi.lib()
+        _configure_launcher(lib)
         options = _capi.sized(_capi.CompileOptions)
         options.target = _capi.TARGETS["cuda" if device.type == "cuda" else "host"]
         options.head_dim = head_dim
@@ -136,20 +147,49 @@ class Kernel:
         if getattr(self, "handle", None) and getattr(_capi, "_LIB", None):
             _capi._LIB.rbfc_kernel_release(self.handle)
 
-    def param_array(self, params, param_slots, tensor_params, tensor_param_slots):
+    def param_values(self, params, param_slots, tensor_params, tensor_param_slots):
         """Every param's value in declaration order (the given ones, else the
-        defaults of this specialisation) as a C array, and its address."""
-        if not self.defaults:
-            return None, 0
-        if not params and not tensor_params:
-            return self.default_array
+        defaults of this specialisation), or None when every one is its
+        default."""
+        if not self.defaults or (not params and not tensor_params):
+            return None
         values = list(self.defaults)
         for value, slot in zip(params, param_slots):
             values[slot] = value
         for tensor, slot in zip(tensor_params, tensor_param_slots):
             values[slot] = tensor.item()
+        return values
+
+    def param_array(self, params, param_slots, tensor_params, tensor_param_slots):
+        """param_values as a C array, and its address."""
+        values = self.param_values(params, param_slots, tensor_params,
+                                   tensor_param_slots)
+        if values is None:
+            return self.default_array if self.defaults else (None, 0)
         array = (ctypes.c_double * len(values))(*values)
         return array, ctypes.addressof(array)
+
+    def forward_launch(self, q, k, v, captures, lse, bnhd):
+        """A forward call's rbfc_forward_args but for its data, as the
+        _launcher.Launch that runs calls with these tensors' shapes,
+        strides, dtypes and devices."""
+        q_words, k_words = _words(q, bnhd), _words(k, bnhd)
+        lse_shape = _lse_shape(q, bnhd) if lse else None
+        args = FORWARD.pack(
+            FORWARD.size, 0, *q_words[1:], 0, *k_words[1:], 0, *_words(v, bnhd)[1:],
+            0, *_contiguous_fields(tuple(q.shape), q.dtype, bnhd),
+            *((0, *_contiguous_fields(lse_shape, torch.float32)) if lse
+              else NO_TENSOR),
+            0, len(self.defaults), 0, len(captures), 0,
+            self.workspace_size(q_words, k_words), 0, *NO_BLOCK)
+        capture_fields = struct.pack(
+            TENSOR * len(captures), *(word for c in captures for word in (0, *_words(c)[1:])))
+        return _launcher.Launch(
+            self, self.handle.value, args, capture_fields,
+            struct.pack(f"{len(self.defaults)}d", *(0.0 if d is None else d
+                                                    for d in self.defaults)),
+            lse_shape, self.cuda, self.num_threads or 0,
+            any(c.requires_grad for c in captures))
 
     def threads(self):
         return (self.num_threads if self.num_threads is not None
@@ -241,65 +281,6 @@ class Kernel:
         self.call(_capi.lib().rbfc_backward, ctypes.byref(packed), q.device)
 
 
-class ForwardLaunch:
-    """A forward call's arguments but for its data: the kernel, each
-    tensor's rbfc_tensor fields after the pointer, the workspace size. Calls
-    whose tensors have the same shapes, strides, dtypes and devices reuse it
-    and only fill in the pointers."""
-
-    def __init__(self, kernel, q, k, v, captures, lse, bnhd):
-        self.kernel, self.lse = kernel, lse
-        q_words, k_words = _words(q, bnhd), _words(k, bnhd)
-        self.q_fields, self.k_fields = q_words[1:], k_words[1:]
-        self.v_fields = _words(v, bnhd)[1:]
-        self.o_fields = _contiguous_fields(tuple(q.shape), q.dtype, bnhd)
-        self.lse_shape = _lse_shape(q, bnhd)
-        self.lse_fields = (_contiguous_fields(self.lse_shape, torch.float32)
-                           if lse else None)
-        self.capture_fields = [_words(c)[1:] for c in captures]
-        self.captures_require_grad = any(c.requires_grad for c in captures)
-        self.capture_format = TENSOR * len(captures)
-        self.workspace_bytes = kernel.workspace_size(q_words, k_words)
-        self.launch = _capi.lib().rbfc_forward
-
-    def __call__(self, q, k, v, captures, param_array, block=NO_BLOCK):
-        """o (contiguous, in q's layout) and the lse (None unless asked);
-        `block`: where q's and k's rows sit in the whole sequence (q_offset,
-        kv_offset, q_seq_len, kv_seq_len; rbfc_forward_args)."""
-        kernel = self.kernel
-        # torch._C._cuda_getDevice: torch.cuda.current_device without its
-        # initialisation check, which a built kernel has passed.
-        if kernel.cuda and q.device.index != torch._C._cuda_getDevice():
-            with torch.cuda.device(q.device):
-                return self(q, k, v, captures, param_array, block)
-        o = q.new_empty(q.shape)
-        lse = (q.new_empty(self.lse_shape, dtype=torch.float32) if self.lse
-               else None)
-        capture_array, capture_address = None, 0
-        if captures:
-            words = []
-            for capture, fields in zip(captures, self.capture_fields):
-                words += (capture.data_ptr(), *fields)
-            capture_array = (_capi.Tensor * len(captures)).from_buffer_copy(
-                struct.pack(self.capture_format, *words))
-            capture_address = ctypes.addressof(capture_array)
-        device, stream, workspace = q.device, None, None
-        if kernel.cuda:
-            stream = kernel.stream(device)
-            if self.workspace_bytes:
-                workspace = kernel.workspace(self.workspace_bytes, device, stream)
-        packed = _capi.ForwardArgs.from_buffer_copy(FORWARD.pack(
-            FORWARD.size, q.data_ptr(), *self.q_fields, k.data_ptr(), *self.k_fields,
-            v.data_ptr(), *self.v_fields, o.data_ptr(), *self.o_fields,
-            *((lse.data_ptr(), *self.lse_fields) if lse is not None else NO_TENSOR),
-            param_array[1], len(kernel.defaults), capture_address, len(captures),
-            workspace.data_ptr() if workspace is not None else 0,
-            self.workspace_bytes, 0 if kernel.cuda else kernel.threads(), *block))
-        # The device is current (checked above): no second check.
-        _capi.check(self.launch(kernel.handle, ctypes.byref(packed), stream))
-        return o, lse
-
-
 class Spec:
     """A spec and its compile options, and its kernels by specialisation."""
 
@@ -324,19 +305,80 @@ class Spec:
         return kernel
 
 
+_LAUNCHER_CONFIGURED = False
+
+
+def launcher():
+    """The rbfc._launcher module, or None where it was not built (the
+    package imported from a source tree)."""
+    return _launcher
+
+
+def _require_launcher():
+    if _launcher is not None:
+        return _launcher
+    built = list(Path(__file__).parent.glob("_launcher*.so"))
+    reason = (f"{built[0]} does not load: {_LAUNCHER_MISSING}" if built
+              else "it was not built: this package was imported from a "
+              "source tree")
+    raise RbfcError(f"rbfc: the C module rbfc._launcher is missing ({reason}); "
+                    "install the package (pip install ./python)")
+
+
+def _configure_launcher(lib):
+    """Gives _launcher librbfc's entry points and the torch functions a call
+    uses, once."""
+    global _LAUNCHER_CONFIGURED
+    if _LAUNCHER_CONFIGURED:
+        return
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+    address = lambda function: ctypes.cast(function, ctypes.c_void_p).value
+    # A torch built without CUDA lacks these; its kernels are all host ones.
+    cuda = {name: getattr(torch._C, name, None) for name in (
+        "_cuda_getDevice", "_cuda_getCurrentRawStream",
+        "_cuda_isCurrentStreamCapturing")}
+    _require_launcher().configure(address(lib.rbfc_forward), address(lib.rbfc_last_error),
+                        RbfcError, {
+                            "Tensor": torch.Tensor,
+                            "current_dispatch_mode": _get_current_dispatch_mode,
+                            "is_grad_enabled": torch.is_grad_enabled,
+                            "current_device": cuda["_cuda_getDevice"],
+                            "current_raw_stream": cuda["_cuda_getCurrentRawStream"],
+                            "is_stream_capturing":
+                                cuda["_cuda_isCurrentStreamCapturing"],
+                            "empty_like": torch.empty_like,
+                            "get_num_threads": torch.get_num_threads,
+                            "module_globals": torch.nn.modules.module,
+                            "contiguous_format": torch.contiguous_format,
+                            "float32": torch.float32})
+    _LAUNCHER_CONFIGURED = True
+
+
 def _lse_shape(q, bnhd):
     return (q.shape[0], q.shape[2], q.shape[1]) if bnhd else tuple(q.shape[:3])
 
 
 def launch(spec, q, k, v, captures, lse, backward, bnhd):
-    """The ForwardLaunch of a forward call (lse: return the log-sum-exp;
+    """The _launcher.Launch of a forward call (lse: return the log-sum-exp;
     backward: the kernel with a backward, which saves it)."""
     kernel = SPECS[spec].kernel(q, lse or backward, backward)
     if backward and not kernel.has_backward:
         raise RbfcError(f"rbfc: {SPECS[spec].name.decode()}: the {q.device.type} "
                         "kernel has no backward; call it under "
                         "torch.no_grad() or on tensors that do not require grad")
-    return ForwardLaunch(kernel, q, k, v, captures, lse or backward, bnhd)
+    return kernel.forward_launch(q, k, v, captures, lse or backward, bnhd)
+
+
+def run(forward_launch, q, k, v, captures, param_values, block):
+    """o (contiguous, in q's layout) and the lse (None unless asked) of a
+    forward call; `block`: where q's and k's rows sit in the whole sequence
+    (q_offset, kv_offset, q_seq_len, kv_seq_len; rbfc_forward_args)."""
+    # torch._C._cuda_getDevice: torch.cuda.current_device without its
+    # initialisation check, which a built kernel has passed.
+    if forward_launch.cuda and q.device.index != torch._C._cuda_getDevice():
+        with torch.cuda.device(q.device):
+            return forward_launch.launch(q, k, v, captures, param_values, block)
+    return forward_launch.launch(q, k, v, captures, param_values, block)
 
 
 def forward(spec, q, k, v, captures, params, param_slots, tensor_params,
@@ -344,7 +386,7 @@ def forward(spec, q, k, v, captures, params, param_slots, tensor_params,
     """Runs the forward: o in q's layout (contiguous) and, with lse or
     backward, the log-sum-exp [B, H, Nq] f32 (else None)."""
     forward_launch = launch(spec, q, k, v, captures, lse, backward, bnhd)
-    return forward_launch(q, k, v, captures, forward_launch.kernel.param_array(
+    return run(forward_launch, q, k, v, captures, forward_launch.kernel.param_values(
         params, param_slots, tensor_params, tensor_param_slots), block)
 
 

@@ -114,13 +114,26 @@ class Attention(torch.nn.Module):
         _ops.SPECS[self._key] = _ops.Spec(text, spec_name, arch, plan, cache_dir,
                                           num_threads)
         self._what = f"rbfc: {self.spec_name}"
-        self._launches = {}
+        # Without the C module (a source tree's package) the first call
+        # raises, when it builds a kernel.
+        launcher = _ops.launcher()
+        self._calls = launcher and launcher.Calls(
+            tuple(self.captures),
+            {name: (slot, kind == "i32", has_default)
+             for slot, (name, (kind, has_default)) in enumerate(self.params.items())},
+            MAX_LAUNCHES, lse)
         self._no_params = None
 
     def __call__(self, *args, **kwargs):
-        # nn.Module's call machinery costs about 2 us a call even without
-        # hooks (the launch overhead is what small models pay per layer);
-        # with a hook, or while tracing, it runs as usual.
+        # A call whose signature a checked call had runs from C, skipping
+        # nn.Module's call machinery (about 2 us a call even without hooks)
+        # when no hook would run: the launch overhead is what a model
+        # serving small batches pays every layer. torch.compile traces the
+        # usual path (it cannot trace into C).
+        if self._calls and not torch.compiler.is_compiling():
+            result = self._calls.call(args, kwargs, self)
+            if result is not None:
+                return result
         if (self._forward_hooks or self._forward_pre_hooks
                 or self._backward_hooks or self._backward_pre_hooks
                 or _module._global_forward_hooks
@@ -166,32 +179,18 @@ class Attention(torch.nn.Module):
                     (o, lse), and rbfc.distributed.ring_attention does both.
         Returns o in q's layout (contiguous), or (o, lse).
         """
-        if return_lse is None:
-            return_lse = self.lse
         block = _ops.NO_BLOCK
         if q_offset or kv_offset or q_seq_len is not None or kv_seq_len is not None:
             block = self._sequence_block(q_offset, kv_offset, q_seq_len, kv_seq_len)
-        # An eager call whose signature a checked call had before skips the
-        # checks and most of the packing: the launch overhead is what a
-        # model serving small batches pays every layer.
-        signature = (None if torch.compiler.is_compiling()
-                     or _get_current_dispatch_mode() is not None
-                     else self._signature(q, k, v, captures, layout, return_lse))
-        forward_launch = self._launches.get(signature)
-        if forward_launch is not None and not (
-                torch.is_grad_enabled() and (
-                    q.requires_grad or k.requires_grad or v.requires_grad
-                    or forward_launch.captures_require_grad)):
-            param_values, param_slots, tensor_params, tensor_param_slots = (
-                self._check_params(params))
-            if not tensor_params:
-                capture_list = ([captures[name] for name in self.captures]
-                                if self.captures else [])
-                o, lse = forward_launch(q, k, v, capture_list,
-                                        forward_launch.kernel.param_array(
-                                            param_values, param_slots, (), ()),
-                                        block)
-                return (o, lse) if return_lse else o
+        elif self._calls and not torch.compiler.is_compiling():
+            # Hooks called this forward, or its caller did: the call's
+            # signature may still be a checked one (see __call__).
+            result = self._calls.call(
+                (q, k, v, params, captures, return_lse, layout), None, None)
+            if result is not None:
+                return result
+        if return_lse is None:
+            return_lse = self.lse
         if layout not in LAYOUTS:
             self._fail(f"layout: expected 'bhnd' or 'bnhd', got {layout!r}")
         bnhd = layout == "bnhd"
@@ -223,37 +222,17 @@ class Attention(torch.nn.Module):
         else:
             forward_launch = _ops.launch(self._key, q, k, v, capture_list,
                                          bool(return_lse), False, bnhd)
-            o, lse = forward_launch(q, k, v, capture_list,
-                                    forward_launch.kernel.param_array(
-                                        param_values, param_slots, tensor_params,
-                                        tensor_param_slots), block)
+            o, lse = _ops.run(forward_launch, q, k, v, capture_list,
+                              forward_launch.kernel.param_values(
+                                  param_values, param_slots, tensor_params,
+                                  tensor_param_slots), block)
+            # An eager call without autograd on plain tensors: later calls
+            # with its signature take its launch.
+            signature = self._calls.signature(q, k, v, captures, layout,
+                                              return_lse)
             if signature is not None:
-                if len(self._launches) >= MAX_LAUNCHES:
-                    self._launches.clear()
-                self._launches[signature] = forward_launch
+                self._calls.add(signature, forward_launch)
         return (o, lse) if return_lse else o
-
-    def _signature(self, q, k, v, captures, layout, return_lse):
-        """What the checks of a call read (the shapes, strides, dtypes and
-        devices of its tensors, the layout, whether it returns the lse), as a
-        key of the checked calls' launches; None for arguments the fast path
-        does not take (tensor subclasses, a wrong capture dict)."""
-        if (type(q) is not torch.Tensor or type(k) is not torch.Tensor
-                or type(v) is not torch.Tensor):
-            return None
-        signature = (layout, bool(return_lse), q.shape, q.stride(), q.dtype,
-                     q.device, k.shape, k.stride(), k.dtype, k.device, v.shape,
-                     v.stride(), v.dtype, v.device)
-        if not self.captures:
-            return signature if not captures else None
-        if type(captures) is not dict or len(captures) != len(self.captures):
-            return None
-        for name in self.captures:
-            t = captures.get(name)
-            if type(t) is not torch.Tensor:
-                return None
-            signature += (t.shape, t.stride(), t.dtype, t.device, t.requires_grad)
-        return signature
 
     def _sequence_block(self, q_offset, kv_offset, q_seq_len, kv_seq_len):
         """(q_offset, kv_offset, q_seq_len, kv_seq_len) as the library takes

@@ -288,6 +288,73 @@ def test_library_checks_reach_python(generator):
     q = randn(generator, 1, 1, 8, 64)
     with pytest.raises(rbfc.RbfcError, match="param 'window' is an int parameter"):
         window(q, q, q, params={"window": 2 ** 40})
+    # The same from a call whose signature a checked call had (its launch
+    # runs from C).
+    window(q, q, q, params={"window": 4})
+    with pytest.raises(rbfc.RbfcError, match="param 'window' is an int parameter"):
+        window(q, q, q, params={"window": 2 ** 40})
+
+
+def test_repeated_signatures_run_from_c_and_match_the_checked_call(generator):
+    """A call whose signature a checked call had runs its launch from C
+    (rbfc._launcher): the same outputs as the checked path, every way of
+    passing the arguments; what the fast path does not take (a new
+    signature, a wrong argument) still goes through the checks."""
+    alibi = rbfc.compile(ALIBI, lse=True)
+    q = randn(generator, 2, 4, 9, 64)
+    k = randn(generator, 2, 2, 12, 64)
+    slopes = torch.rand(4, generator=generator, dtype=torch.float64).float()
+    captures = {"slopes": slopes}
+    calls = alibi._calls
+    assert calls.call((q, k, k), {"captures": captures}, alibi) is None
+    checked_o, checked_lse = alibi(q, k, k, captures=captures)
+    fast = calls.call((q, k, k), {"captures": captures}, alibi)
+    assert fast is not None
+    for o, lse in (fast, alibi(q, k, k, None, captures),
+                   alibi(q, k, k, captures=captures, layout="bhnd"),
+                   alibi.forward(q, k, k, captures=captures)):
+        assert torch.equal(o, checked_o) and torch.equal(lse, checked_lse)
+    # Fresh data with the same signature.
+    q2 = randn(generator, 2, 4, 9, 64)
+    o, _ = alibi(q2, k, k, captures=captures)
+    assert torch.equal(o, alibi.forward(q2, k, k, captures=captures,
+                                        q_offset=0, kv_offset=0)[0])
+    assert not torch.equal(o, checked_o)
+    # return_lse=False is a signature of its own.
+    assert calls.call((q, k, k), {"captures": captures, "return_lse": False},
+                      alibi) is None
+    assert torch.equal(alibi(q, k, k, captures=captures, return_lse=False),
+                       checked_o)
+    # A different capture tensor of the same signature is read, not cached.
+    o, _ = alibi(q, k, k, captures={"slopes": slopes * 2})
+    assert not torch.equal(o, checked_o)
+    # Wrong arguments on a known signature raise what the checks raise.
+    with pytest.raises(TypeError):
+        alibi(q, k, k, captures=captures, window=3)
+    with pytest.raises(TypeError):
+        alibi(q, k)
+    with pytest.raises(rbfc.RbfcError, match="captures: unknown capture 'x'"):
+        alibi(q, k, k, captures={"slopes": slopes, "x": slopes})
+
+    rbf = rbfc.compile(EXAMPLES / "rbf.attn")
+    rbf(q, k, k)
+    for gamma in (0.25, 1, torch.tensor(0.25)):
+        want = rbf.forward(q, k, k, params={"gamma": gamma}, q_offset=0)
+        assert torch.equal(rbf(q, k, k, params={"gamma": gamma}), want)
+    with pytest.raises(rbfc.RbfcError, match=r"params\['gamma'\]: expected a number"):
+        rbf(q, k, k, params={"gamma": "0.5"})
+    with pytest.raises(rbfc.RbfcError, match=r"params\['gamma'\]: expected a number"):
+        rbf(q, k, k, params={"gamma": True})
+    with pytest.raises(rbfc.RbfcError, match="unknown param 'gama'"):
+        rbf(q, k, k, params={"gama": 0.5})
+    with pytest.raises(rbfc.RbfcError, match="params: expected a dict"):
+        rbf(q, k, k, params=[0.5])
+    # A tensor resized in place has a new signature: the checks run again.
+    k3 = k.clone()
+    rbf(q, k3, k3)
+    k3.resize_(2, 2, 12, 32)
+    with pytest.raises(rbfc.RbfcError, match="k: head_dim 32, but q's is 64"):
+        rbf(q, k3, k3)
 
 
 # --------------------------------------------------------------------------
