@@ -325,33 +325,35 @@ def _require_launcher():
                     "install the package (pip install ./python)")
 
 
-def _configure_launcher(lib):
-    """Gives _launcher librbfc's entry points and the torch functions a call
-    uses, once."""
-    global _LAUNCHER_CONFIGURED
-    if _LAUNCHER_CONFIGURED:
-        return
+def launcher_configuration(lib):
+    """What _launcher.configure takes: rbfc_forward's and rbfc_last_error's
+    addresses, RbfcError, and the torch objects a call uses."""
     from torch.utils._python_dispatch import _get_current_dispatch_mode
     address = lambda function: ctypes.cast(function, ctypes.c_void_p).value
     # A torch built without CUDA lacks these; its kernels are all host ones.
     cuda = {name: getattr(torch._C, name, None) for name in (
         "_cuda_getDevice", "_cuda_getCurrentRawStream",
         "_cuda_isCurrentStreamCapturing")}
-    _require_launcher().configure(address(lib.rbfc_forward), address(lib.rbfc_last_error),
-                        RbfcError, {
-                            "Tensor": torch.Tensor,
-                            "current_dispatch_mode": _get_current_dispatch_mode,
-                            "is_grad_enabled": torch.is_grad_enabled,
-                            "current_device": cuda["_cuda_getDevice"],
-                            "current_raw_stream": cuda["_cuda_getCurrentRawStream"],
-                            "is_stream_capturing":
-                                cuda["_cuda_isCurrentStreamCapturing"],
-                            "empty_like": torch.empty_like,
-                            "get_num_threads": torch.get_num_threads,
-                            "module_globals": torch.nn.modules.module,
-                            "contiguous_format": torch.contiguous_format,
-                            "float32": torch.float32})
-    _LAUNCHER_CONFIGURED = True
+    return (address(lib.rbfc_forward), address(lib.rbfc_last_error), RbfcError, {
+        "Tensor": torch.Tensor,
+        "current_dispatch_mode": _get_current_dispatch_mode,
+        "is_grad_enabled": torch.is_grad_enabled,
+        "current_device": cuda["_cuda_getDevice"],
+        "current_raw_stream": cuda["_cuda_getCurrentRawStream"],
+        "is_stream_capturing": cuda["_cuda_isCurrentStreamCapturing"],
+        "empty_like": torch.empty_like,
+        "get_num_threads": torch.get_num_threads,
+        "module_globals": torch.nn.modules.module,
+        "contiguous_format": torch.contiguous_format,
+        "float32": torch.float32})
+
+
+def _configure_launcher(lib):
+    """Configures _launcher once."""
+    global _LAUNCHER_CONFIGURED
+    if not _LAUNCHER_CONFIGURED:
+        _require_launcher().configure(*launcher_configuration(lib))
+        _LAUNCHER_CONFIGURED = True
 
 
 def _lse_shape(q, bnhd):

@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import random
 import signal
+import struct
 import sys
 import threading
 import time
@@ -355,6 +356,93 @@ def test_repeated_signatures_run_from_c_and_match_the_checked_call(generator):
     k3.resize_(2, 2, 12, 32)
     with pytest.raises(rbfc.RbfcError, match="k: head_dim 32, but q's is 64"):
         rbf(q, k3, k3)
+
+
+def test_the_cuda_branch_of_the_c_launch_path(generator):
+    """rbfc._launcher's CUDA branch without a GPU: a Launch marked CUDA runs
+    through a stand-in rbfc_forward (a ctypes callback) and stand-ins for
+    torch's stream, device and capture queries. It must pass the current
+    stream, take the key-terms workspace from the kernel once per stream
+    (each call its own under a graph capture), and fill in each call's
+    pointers, params and sequence block."""
+    from rbfc import _launcher, _ops
+    lib = _capi.lib()
+    forward, last_error, error_type, objects = _ops.launcher_configuration(lib)
+    calls = []
+
+    @ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p,
+                      ctypes.POINTER(_capi.ForwardArgs), ctypes.c_void_p)
+    def fake_forward(kernel, args, stream):
+        a = args.contents
+        calls.append(dict(kernel=kernel, stream=stream, q=a.q.data, k=a.k.data,
+                          o=a.o.data, workspace=a.workspace,
+                          workspace_bytes=a.workspace_bytes,
+                          params=[a.params[i] for i in range(a.num_params)],
+                          block=(a.q_offset, a.kv_offset, a.q_seq_len,
+                                 a.kv_seq_len)))
+        return state["status"]
+
+    state = {"stream": 1, "capturing": False, "status": 0}
+
+    class FakeKernel:
+        def __init__(self):
+            self.requests = []
+
+        def workspace(self, nbytes, device, stream):
+            self.requests.append((nbytes, stream))
+            return torch.empty(nbytes, dtype=torch.uint8)
+
+    class OnDevice0(torch.Tensor):
+        def get_device(self):
+            return 0
+
+    fake_objects = dict(objects, current_raw_stream=lambda device: 0x1000 + state["stream"],
+                        is_stream_capturing=lambda: state["capturing"],
+                        current_device=lambda: 0)
+    kernel = FakeKernel()
+    args = _ops.FORWARD.pack(_ops.FORWARD.size, *(0,) * (5 * len(_ops.NO_TENSOR)),
+                             0, 1, 0, 0, 0, 4096, 0, *_ops.NO_BLOCK)
+    _launcher.configure(ctypes.cast(fake_forward, ctypes.c_void_p).value, last_error,
+                        error_type, fake_objects)
+    try:
+        launch = _launcher.Launch(kernel, 0xABC0, args, b"",
+                                  struct.pack("d", 0.5), None, True, 0, False)
+        q = randn(generator, 1, 2, 8, 64).as_subclass(OnDevice0)
+        k = randn(generator, 1, 2, 8, 64).as_subclass(OnDevice0)
+        o, lse = launch.launch(q, k, k, [], None, None)
+        assert lse is None and o.shape == q.shape and o.is_contiguous()
+        call = calls[-1]
+        assert (call["kernel"], call["stream"]) == (0xABC0, 0x1001)
+        assert (call["q"], call["k"], call["o"]) == (q.data_ptr(), k.data_ptr(),
+                                                     o.data_ptr())
+        assert call["params"] == [0.5] and call["block"] == (0, 0, 0, 0)
+        assert call["workspace_bytes"] == 4096 and call["workspace"]
+        assert kernel.requests == [(4096, 0x1001)]
+        launch.launch(q, k, k, [], [2.0], (1, 2, 30, 40))
+        assert calls[-1]["params"] == [2.0] and calls[-1]["block"] == (1, 2, 30, 40)
+        assert calls[-1]["workspace"] == call["workspace"]
+        assert len(kernel.requests) == 1          # the stream's workspace again
+        state["stream"] = 2
+        launch.launch(q, k, k, [], None, None)
+        assert calls[-1]["stream"] == 0x1002
+        assert kernel.requests[-1] == (4096, 0x1002)
+        state["capturing"] = True                 # each captured call its own
+        launch.launch(q, k, k, [], None, None)
+        launch.launch(q, k, k, [], None, None)
+        assert len(kernel.requests) == 4
+        state["capturing"] = False
+        launch.launch(q, k, k, [], None, None)
+        assert len(kernel.requests) == 4
+        state["status"] = _capi.ERROR_INVALID_ARGUMENT
+        with pytest.raises(rbfc.RbfcError) as raised:
+            launch.launch(q, k, k, [], None, None)
+        assert raised.value.status == _capi.ERROR_INVALID_ARGUMENT
+        with pytest.raises(ValueError, match="params: not one per declared param"):
+            launch.launch(q, k, k, [], [1.0, 2.0], None)
+        with pytest.raises(ValueError, match="q: not a CUDA tensor"):
+            launch.launch(q.as_subclass(torch.Tensor), k, k, [], None, None)
+    finally:
+        _launcher.configure(forward, last_error, error_type, objects)
 
 
 # --------------------------------------------------------------------------
