@@ -73,69 +73,64 @@ Value OnlineSoftmax::rescaleRow(int64_t r, Value raised,
   return alpha;
 }
 
-void OnlineSoftmax::rescale(ArrayRef<Value> tileMax,
-                            MutableArrayRef<Accumulator> output,
-                            MutableArrayRef<Accumulator> shiftedScores) {
+std::pair<SmallVector<Value>, Value> OnlineSoftmax::rescaleRows(
+    ArrayRef<Value> tileMax, ArrayRef<Value> carried,
+    MutableArrayRef<Accumulator> shiftedScores,
+    function_ref<void(int64_t, Value, MutableArrayRef<Value>)> scaleCarried) {
   int64_t rows = scoreLayout.laneRows();
   auto [grown, warpGrown] = raisedShifts(tileMax);
-  SmallVector<Value> state = FragmentLayout::flatten(output);
+  SmallVector<Value> state(carried);
   llvm::append_range(state, rowSum);
   llvm::append_range(state, FragmentLayout::flatten(shiftedScores));
   scf::IfOp update;
   {
     OpBuilder::InsertionGuard guard(b);
     update = updateIf(warpGrown, state);
-    SmallVector<Accumulator> scaled(output.begin(), output.end());
+    SmallVector<Value> next(carried);
     SmallVector<Value> sums(rowSum.begin(), rowSum.end());
     SmallVector<Accumulator> scores(shiftedScores.begin(), shiftedScores.end());
-    for (int64_t r = 0; r < rows; ++r) {
-      Value alpha = rescaleRow(r, grown[r], sums, scores);
-      for (Value *value : outputLayout.rowElements(scaled, r))
-        *value = fmul(*value, alpha);
-    }
-    SmallVector<Value> next = FragmentLayout::flatten(scaled);
+    for (int64_t r = 0; r < rows; ++r)
+      scaleCarried(r, rescaleRow(r, grown[r], sums, scores), next);
     llvm::append_range(next, sums);
     llvm::append_range(next, FragmentLayout::flatten(scores));
     scf::YieldOp::create(b, next);
   }
   ValueRange results = update.getResults();
-  int64_t outputValues = 4 * output.size();
-  llvm::copy(FragmentLayout::unflatten(results.take_front(outputValues)),
-             output.begin());
-  llvm::copy(results.slice(outputValues, rows), rowSum.begin());
-  llvm::copy(FragmentLayout::unflatten(results.drop_front(outputValues + rows)),
-             shiftedScores.begin());
+  int64_t carriedValues = carried.size();
+  llvm::copy(results.slice(carriedValues, rows), rowSum.begin());
+  llvm::copy(
+      FragmentLayout::unflatten(results.drop_front(carriedValues + rows)),
+      shiftedScores.begin());
   rowMax = std::move(grown);
+  return {SmallVector<Value>(results.take_front(carriedValues)), warpGrown};
+}
+
+void OnlineSoftmax::rescale(ArrayRef<Value> tileMax,
+                            MutableArrayRef<Accumulator> output,
+                            MutableArrayRef<Accumulator> shiftedScores) {
+  auto scaleRow = [&](int64_t r, Value alpha, MutableArrayRef<Value> values) {
+    SmallVector<Accumulator> scaled = FragmentLayout::unflatten(values);
+    for (Value *value : outputLayout.rowElements(scaled, r))
+      *value = fmul(*value, alpha);
+    llvm::copy(FragmentLayout::flatten(scaled), values.begin());
+  };
+  SmallVector<Value> scaled =
+      rescaleRows(tileMax, FragmentLayout::flatten(output), shiftedScores,
+                  scaleRow)
+          .first;
+  llvm::copy(FragmentLayout::unflatten(scaled), output.begin());
 }
 
 OnlineSoftmax::OutputRescale OnlineSoftmax::rescaleDeferringOutput(
     ArrayRef<Value> tileMax, MutableArrayRef<Accumulator> shiftedScores) {
-  int64_t rows = scoreLayout.laneRows();
-  auto [grown, warpGrown] = raisedShifts(tileMax);
   // The factors are 1 where the warp keeps its shifts.
-  SmallVector<Value> state(rows, f32(1.0));
-  llvm::append_range(state, rowSum);
-  llvm::append_range(state, FragmentLayout::flatten(shiftedScores));
-  scf::IfOp update;
-  {
-    OpBuilder::InsertionGuard guard(b);
-    update = updateIf(warpGrown, state);
-    SmallVector<Value> factors(rows);
-    SmallVector<Value> sums(rowSum.begin(), rowSum.end());
-    SmallVector<Accumulator> scores(shiftedScores.begin(), shiftedScores.end());
-    for (int64_t r = 0; r < rows; ++r)
-      factors[r] = rescaleRow(r, grown[r], sums, scores);
-    SmallVector<Value> next(factors);
-    llvm::append_range(next, sums);
-    llvm::append_range(next, FragmentLayout::flatten(scores));
-    scf::YieldOp::create(b, next);
-  }
-  ValueRange results = update.getResults();
-  llvm::copy(results.slice(rows, rows), rowSum.begin());
-  llvm::copy(FragmentLayout::unflatten(results.drop_front(2 * rows)),
-             shiftedScores.begin());
-  rowMax = std::move(grown);
-  return {warpGrown, SmallVector<Value>(results.take_front(rows))};
+  SmallVector<Value> unscaled(scoreLayout.laneRows(), f32(1.0));
+  auto [factors, warpGrown] =
+      rescaleRows(tileMax, unscaled, shiftedScores,
+                  [](int64_t r, Value alpha, MutableArrayRef<Value> values) {
+                    values[r] = alpha;
+                  });
+  return {warpGrown, std::move(factors)};
 }
 
 void OnlineSoftmax::rescaleOutput(const OutputRescale &rescale,

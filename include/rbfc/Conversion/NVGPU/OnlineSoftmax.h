@@ -103,6 +103,18 @@ private:
   mlir::Value rescaleRow(int64_t r, mlir::Value raised,
                          llvm::MutableArrayRef<mlir::Value> sums,
                          llvm::MutableArrayRef<Accumulator> shiftedScores);
+  /// Raises the shifts `tileMax` asks for and, in one branch taken when a
+  /// row of the warp raised its shift, rescales l and `shiftedScores` row
+  /// by row (rescaleRow) and calls `scaleCarried(r, alpha, values)` on the
+  /// `carried` values the branch also carries. Returns those values after
+  /// the branch and whether the warp raised a shift.
+  std::pair<llvm::SmallVector<mlir::Value>, mlir::Value>
+  rescaleRows(llvm::ArrayRef<mlir::Value> tileMax,
+              llvm::ArrayRef<mlir::Value> carried,
+              llvm::MutableArrayRef<Accumulator> shiftedScores,
+              llvm::function_ref<void(int64_t, mlir::Value,
+                                      llvm::MutableArrayRef<mlir::Value>)>
+                  scaleCarried);
 
   const FragmentLayout &scoreLayout, &outputLayout;
   llvm::SmallVector<mlir::Value> rowMax, rowSum;
