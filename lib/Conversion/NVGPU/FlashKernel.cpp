@@ -78,6 +78,13 @@ static constexpr int64_t kQueryBarrier = 3;
 /// head_dim 128; the producer's copies fit in 24).
 static constexpr int64_t kProducerRegisters = 24;
 static constexpr int64_t kConsumerRegisters = 240;
+/// A multiprocessor's 32-bit registers, and the most a thread may have.
+static constexpr int64_t kRegisterFile = 65536;
+static constexpr int64_t kMaxThreadRegisters = 255;
+/// The registers a wgmma thread needs beside one instruction's f32
+/// accumulators (descriptors, addresses, the loop's state): ptxas asked
+/// for 26 more than 128 accumulators (tile_n 256).
+static constexpr int64_t kWgmmaRegisterMargin = 32;
 /// The key-terms prologue's entry is the kernel's with this suffix.
 static constexpr llvm::StringLiteral kKeyTermsSuffix = "_key_terms";
 
@@ -1533,6 +1540,25 @@ LogicalResult rbfc::verifyFlashPlan(attn::AttentionOp op,
                   "= 16 x warps (64 query rows a warpgroup)");
     if (plan.getTileN() > 256)
       return fail("the wgmma kernels' tile_n is at most 256");
+    // A wgmma keeps all its accumulators in registers at once (S: tile_n /
+    // 2 a thread, O: head_dim / 2), which ptxas cannot spill: blocks_per_sm
+    // must leave a thread room for them, or ptxas stops at load time.
+    if (!warpSpecialized && plan.getBlocksPerSm() > 1) {
+      int64_t available =
+          std::min(kMaxThreadRegisters,
+                   kRegisterFile / (threads * plan.getBlocksPerSm())) /
+          8 * 8;
+      int64_t accumulators = std::max(plan.getTileN(), headDim) / 2;
+      if (accumulators + kWgmmaRegisterMargin > available)
+        return fail("with blocks_per_sm = " + Twine(plan.getBlocksPerSm()) +
+                    " a thread has " + Twine(available) +
+                    " registers, and one wgmma here keeps " +
+                    Twine(accumulators) +
+                    " f32 accumulators a thread (max(tile_n, head_dim) / 2) "
+                    "beside about " +
+                    Twine(kWgmmaRegisterMargin) +
+                    " more: lower blocks_per_sm, tile_n or warps");
+    }
   }
   if (warpSpecialized) {
     if (plan.getWarps() > 2 * kWarpsPerWarpgroup)
