@@ -22,9 +22,9 @@ Per call, on a tiny problem (CUDA 1x1x128x64, host 1x1x8x64, one thread)
 so that the host side dominates,
 mean over --calls back-to-back calls (CUDA: then one synchronisation),
 median of 5 rounds:
-  op        attn(q, k, v) under no_grad, as a model's layers call it: the
-            signature of the call (seen before, so the checks are skipped),
-            the output allocation, the packing, the ctypes call
+  op        attn(q, k, v) under no_grad, as a model's layers call it: a
+            signature seen before, so rbfc._launcher runs it from C (the
+            signature, the output allocation, the pointers, the call)
   op direct torch.ops.rbfc.attention(...), the custom op through the
             dispatcher (what autograd and torch.compile call), without the
             module's checks
