@@ -9,7 +9,6 @@
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/ExecutionEngine/ExecutionEngine.h"
-#include "mlir/ExecutionEngine/OptUtils.h"
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Pass/PassManager.h"
@@ -137,8 +136,10 @@ HostKernel::compile(StringRef source, StringRef bufferName,
   if (mlir::failed(lower.run(*module)))
     return failure("the host lowering failed");
   ExecutionEngineOptions engineOptions;
-  auto optimize = makeOptimizingTransformer(/*optLevel=*/3, /*sizeLevel=*/0,
-                                            targetMachine->get());
+  llvm::TargetMachine *target = targetMachine->get();
+  auto optimize = [target](llvm::Module *llvmModule) {
+    return optimizeHostModule(*llvmModule, *target);
+  };
   engineOptions.transformer = optimize;
   engineOptions.jitCodeGenOptLevel = llvm::CodeGenOptLevel::Aggressive;
   auto engine = ExecutionEngine::create(*module, engineOptions,

@@ -24,7 +24,6 @@
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/ExecutionEngine/ExecutionEngine.h"
-#include "mlir/ExecutionEngine/OptUtils.h"
 #include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
 #include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
 #include "mlir/Target/LLVMIR/Export.h"
@@ -32,8 +31,10 @@
 #include "llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h"
 #include "llvm/IR/LegacyPassManager.h"
 #include "llvm/IR/Module.h"
+#include "llvm/IR/PassManager.h"
 #include "llvm/MC/MCSubtargetInfo.h"
 #include "llvm/MC/TargetRegistry.h"
+#include "llvm/Passes/PassBuilder.h"
 #include "llvm/Support/Debug.h"
 #include "llvm/Support/TargetSelect.h"
 #include "llvm/Target/TargetMachine.h"
@@ -179,6 +180,26 @@ rbfc::host::createHostTargetMachine(HostCodeUse use, const HostCpu &cpu) {
   return builder->createTargetMachine();
 }
 
+llvm::Error rbfc::host::optimizeHostModule(llvm::Module &module,
+                                           llvm::TargetMachine &targetMachine) {
+  llvm::PipelineTuningOptions tuning;
+  tuning.LoopUnrolling = false;
+  llvm::PassBuilder passBuilder(&targetMachine, tuning);
+  llvm::LoopAnalysisManager loops;
+  llvm::FunctionAnalysisManager functions;
+  llvm::CGSCCAnalysisManager sccs;
+  llvm::ModuleAnalysisManager modules;
+  passBuilder.registerModuleAnalyses(modules);
+  passBuilder.registerCGSCCAnalyses(sccs);
+  passBuilder.registerFunctionAnalyses(functions);
+  passBuilder.registerLoopAnalyses(loops);
+  passBuilder.crossRegisterProxies(loops, functions, sccs, modules);
+  llvm::ModulePassManager pipeline =
+      passBuilder.buildPerModuleDefaultPipeline(llvm::OptimizationLevel::O3);
+  pipeline.run(module, modules);
+  return llvm::Error::success();
+}
+
 llvm::Expected<std::unique_ptr<llvm::Module>>
 rbfc::host::translateAndOptimize(ModuleOp module,
                                  llvm::LLVMContext &llvmContext,
@@ -190,9 +211,7 @@ rbfc::host::translateAndOptimize(ModuleOp module,
                                    "LLVM IR");
   ExecutionEngine::setupTargetTripleAndDataLayout(llvmModule.get(),
                                                   &targetMachine);
-  auto optimize = makeOptimizingTransformer(/*optLevel=*/3, /*sizeLevel=*/0,
-                                            &targetMachine);
-  if (llvm::Error error = optimize(llvmModule.get()))
+  if (llvm::Error error = optimizeHostModule(*llvmModule, targetMachine))
     return std::move(error);
   return llvmModule;
 }

@@ -76,8 +76,16 @@ llvm::Expected<std::unique_ptr<llvm::TargetMachine>>
 createHostTargetMachine(HostCodeUse use = HostCodeUse::JIT,
                         const HostCpu &cpu = {});
 
-/// Translates a module in the LLVM dialect to LLVM IR and runs the -O3
-/// pipeline for `targetMachine` on it.
+/// LLVM's -O3 pipeline for `targetMachine` without its loop unrolling,
+/// which the JIT and object files share. The schedule is register-blocked
+/// and unrolled where that pays; LLVM's unroller copied its loops again
+/// (a quarter of a backward kernel's object code, 40% of its optimisation
+/// time) for no measured speed (docs/host-backend.md, "Compile time").
+llvm::Error optimizeHostModule(llvm::Module &module,
+                               llvm::TargetMachine &targetMachine);
+
+/// Translates a module in the LLVM dialect to LLVM IR and optimises it
+/// (optimizeHostModule).
 llvm::Expected<std::unique_ptr<llvm::Module>>
 translateAndOptimize(mlir::ModuleOp module, llvm::LLVMContext &llvmContext,
                      llvm::TargetMachine &targetMachine);
