@@ -7,10 +7,13 @@
 #include "rbfc/Frontend/MLIRGen.h"
 #include "rbfc/Transforms/Passes.h"
 
+#include "mlir/Bytecode/BytecodeWriter.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/ExecutionEngine/ExecutionEngine.h"
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
+#include "mlir/Parser/Parser.h"
 #include "mlir/Pass/PassManager.h"
 #include "llvm/Support/Debug.h"
 #include "llvm/Support/MemoryBuffer.h"
@@ -61,7 +64,55 @@ static ElementType elementTypeOf(Type type) {
   return ElementType::f32;
 }
 
+/// The backward's functions: NAME + suffix (attn-lower-to-host).
+static constexpr llvm::StringLiteral kRowsPass = "_bwd_rows";
+static constexpr llvm::StringLiteral kSplitPasses[] = {"_bwd_dkdv", "_bwd_dq"};
+static constexpr llvm::StringLiteral kFusedPasses[] = {"_bwd_fused"};
+
+struct HostKernel::GradientPasses {
+  std::unique_ptr<ExecutionEngine> engine;
+  /// The functions of kSplitPasses or kFusedPasses, in that order.
+  llvm::SmallVector<void (*)(void **), 2> entries;
+};
+
 HostKernel::~HostKernel() = default;
+
+/// Erases the functions NAME + suffix of a lowered module and their C
+/// interface wrappers.
+static void eraseFunctions(ModuleOp module, StringRef name,
+                           llvm::ArrayRef<llvm::StringLiteral> suffixes) {
+  for (StringRef suffix : suffixes)
+    for (const std::string &symbol :
+         {(name + suffix).str(), ("_mlir_ciface_" + name + suffix).str()})
+      if (auto function = module.lookupSymbol<LLVM::LLVMFuncOp>(symbol))
+        function.erase();
+}
+
+/// JIT-compiles a lowered module (LLVM dialect) for `targetMachine`.
+static llvm::Expected<std::unique_ptr<ExecutionEngine>>
+jitCompile(ModuleOp module,
+           std::unique_ptr<llvm::TargetMachine> targetMachine) {
+  ExecutionEngineOptions engineOptions;
+  llvm::TargetMachine *target = targetMachine.get();
+  auto optimize = [target](llvm::Module *llvmModule) {
+    return optimizeHostModule(*llvmModule, *target);
+  };
+  engineOptions.transformer = optimize;
+  engineOptions.jitCodeGenOptLevel = llvm::CodeGenOptLevel::Aggressive;
+  return ExecutionEngine::create(module, engineOptions,
+                                 std::move(targetMachine));
+}
+
+/// The packed C interface wrapper of NAME + suffix, which takes one pointer
+/// per argument whatever the spec's signature.
+static llvm::Error lookupEntry(ExecutionEngine &engine, StringRef name,
+                               StringRef suffix, void (*&function)(void **)) {
+  auto found = engine.lookupPacked(("_mlir_ciface_" + name + suffix).str());
+  if (!found)
+    return found.takeError();
+  function = *found;
+  return llvm::Error::success();
+}
 
 llvm::Expected<std::unique_ptr<HostKernel>>
 HostKernel::compile(StringRef source, StringRef bufferName,
@@ -135,44 +186,62 @@ HostKernel::compile(StringRef source, StringRef bufferName,
   buildHostLoweringPipeline(lower, options.tiling, **targetMachine);
   if (mlir::failed(lower.run(*module)))
     return failure("the host lowering failed");
-  ExecutionEngineOptions engineOptions;
-  llvm::TargetMachine *target = targetMachine->get();
-  auto optimize = [target](llvm::Module *llvmModule) {
-    return optimizeHostModule(*llvmModule, *target);
-  };
-  engineOptions.transformer = optimize;
-  engineOptions.jitCodeGenOptLevel = llvm::CodeGenOptLevel::Aggressive;
-  auto engine = ExecutionEngine::create(*module, engineOptions,
-                                        std::move(*targetMachine));
+  if (options.withBackward) {
+    llvm::raw_string_ostream bytecode(kernel->loweredBytecode);
+    if (mlir::failed(writeBytecodeToFile(*module, bytecode)))
+      return failure("cannot keep the lowered backward");
+    eraseFunctions(*module, kernel->entryName, kSplitPasses);
+    eraseFunctions(*module, kernel->entryName, kFusedPasses);
+  }
+  auto engine = jitCompile(*module, std::move(*targetMachine));
   if (!engine)
     return engine.takeError();
   kernel->engine = std::move(*engine);
-  // The C interface wrapper takes memref descriptors by pointer; its packed
-  // form takes one pointer per argument, whatever the spec's signature.
-  auto lookup = [&](StringRef suffix,
-                    void (*&function)(void **)) -> llvm::Error {
-    auto found = kernel->engine->lookupPacked("_mlir_ciface_" +
-                                              kernel->entryName + suffix.str());
-    if (!found)
-      return found.takeError();
-    function = *found;
-    return llvm::Error::success();
-  };
-  if (auto error = lookup("", kernel->entry))
+  if (auto error =
+          lookupEntry(*kernel->engine, kernel->entryName, "", kernel->entry))
     return std::move(error);
-  if (options.withBackward) {
-    if (auto error = lookup("_bwd_rows", kernel->rowsEntry))
+  if (options.withBackward)
+    if (auto error = lookupEntry(*kernel->engine, kernel->entryName, kRowsPass,
+                                 kernel->rowsEntry))
       return std::move(error);
-    if (auto error = lookup("_bwd_dkdv", kernel->keyValueGradEntry))
-      return std::move(error);
-    if (auto error = lookup("_bwd_dq", kernel->queryGradEntry))
-      return std::move(error);
-    if (auto error = lookup("_bwd_fused", kernel->fusedGradEntry))
-      return std::move(error);
-  }
   LLVM_DEBUG(llvm::dbgs() << "compiled host kernel @" << kernel->entryName
                           << "\n");
   return kernel;
+}
+
+llvm::Expected<const HostKernel::GradientPasses *>
+HostKernel::gradientPasses(bool fused) const {
+  std::lock_guard<std::mutex> lock(gradientPassesMutex);
+  std::unique_ptr<GradientPasses> &passes = fused ? fusedPasses : splitPasses;
+  if (passes)
+    return passes.get();
+  MLIRContext context;
+  registerHostDialects(context);
+  OwningOpRef<ModuleOp> module =
+      parseSourceString<ModuleOp>(loweredBytecode, ParserConfig(&context));
+  if (!module)
+    return llvm::createStringError("cannot read back the lowered backward");
+  eraseFunctions(*module, entryName, {"", kRowsPass});
+  eraseFunctions(*module, entryName,
+                 fused ? llvm::ArrayRef(kSplitPasses)
+                       : llvm::ArrayRef(kFusedPasses));
+  auto targetMachine = createHostTargetMachine();
+  if (!targetMachine)
+    return targetMachine.takeError();
+  auto engine = jitCompile(*module, std::move(*targetMachine));
+  if (!engine)
+    return engine.takeError();
+  auto compiled = std::make_unique<GradientPasses>();
+  compiled->engine = std::move(*engine);
+  for (StringRef suffix :
+       fused ? llvm::ArrayRef(kFusedPasses) : llvm::ArrayRef(kSplitPasses))
+    if (auto error = lookupEntry(*compiled->engine, entryName, suffix,
+                                 compiled->entries.emplace_back()))
+      return std::move(error);
+  LLVM_DEBUG(llvm::dbgs() << "compiled the " << (fused ? "fused" : "split")
+                          << " backward of @" << entryName << "\n");
+  passes = std::move(compiled);
+  return passes.get();
 }
 
 namespace {
@@ -564,6 +633,17 @@ llvm::Error HostKernel::backward(const HostBackwardArgs &args) const {
   TensorRef partialsRef{partials.data(), ElementType::f32, partialSizes,
                         contiguousStrides(partialSizes)};
 
+  // The schedule depends on the problem only, never on the thread count:
+  // the partial sums' order, and so the parameters' bits, follow it.
+  const int64_t kvHeads = args.key.sizes[1], kvLen = args.key.sizes[2];
+  const int64_t items = call->batch * kvHeads;
+  bool fused = args.schedule == BackwardSchedule::fused ||
+               (args.schedule == BackwardSchedule::automatic &&
+                items >= kFusedBackwardItems);
+  auto passes = gradientPasses(fused);
+  if (!passes)
+    return passes.takeError();
+
   PackedCall rowsCall;
   for (const TensorRef *tensor : std::initializer_list<const TensorRef *>{
            &args.query, &args.key, &args.output, &args.outputGrad, &args.lse,
@@ -572,7 +652,6 @@ llvm::Error HostKernel::backward(const HostBackwardArgs &args) const {
   call->packTrailing(rowsCall);
   const int64_t tileM = compileOptions.tiling.tileM;
   const int64_t tileN = compileOptions.tiling.tileN;
-  const int64_t kvHeads = args.key.sizes[1], kvLen = args.key.sizes[2];
   const int64_t queryTiles = (call->qLen + tileM - 1) / tileM;
   runParallel(call->batch * call->heads * queryTiles, args.numThreads,
               [&](int64_t work) { rowsCall.call(rowsEntry, work, work + 1); });
@@ -594,12 +673,6 @@ llvm::Error HostKernel::backward(const HostBackwardArgs &args) const {
     call->packTrailing(packed);
     return packed;
   };
-  // The schedule depends on the problem only, never on the thread count:
-  // the partial sums' order, and so the parameters' bits, follow it.
-  const int64_t items = call->batch * kvHeads;
-  bool fused = args.schedule == BackwardSchedule::fused ||
-               (args.schedule == BackwardSchedule::automatic &&
-                items >= kFusedBackwardItems);
   if (fused) {
     // f32 sums of dQ~ and of the rows' ||q||^2 gradients and dS, which
     // each item owns for its heads' rows.
@@ -618,18 +691,18 @@ llvm::Error HostKernel::backward(const HostBackwardArgs &args) const {
                       &deltaRef, &lse2Ref, &args.keyGrad, &args.valueGrad,
                       &args.queryGrad, &queryGradSumsRef, &queryNormSumsRef,
                       &rowAdjointSumsRef, &partialsRef}),
-        fusedGradEntry);
+        (*passes)->entries[0]);
   } else {
     runChunks(items * ((kvLen + tileN - 1) / tileN),
               gradientCall({&args.query, &args.key, &args.value,
                             &args.outputGrad, &deltaRef, &lse2Ref,
                             &args.keyGrad, &args.valueGrad, &partialsRef}),
-              keyValueGradEntry);
+              (*passes)->entries[0]);
     runChunks(
         call->batch * call->heads * queryTiles,
         gradientCall({&args.query, &args.key, &args.value, &args.outputGrad,
                       &deltaRef, &lse2Ref, &args.queryGrad, &partialsRef}),
-        queryGradEntry);
+        (*passes)->entries[1]);
   }
 
   auto reduce = [&](int64_t slot) {

@@ -25,6 +25,7 @@
 #include <array>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -141,7 +142,8 @@ public:
   llvm::Error run(const HostKernelArgs &args) const;
 
   /// Runs the backward (the kernel must be compiled withBackward). Checked
-  /// like run: a mismatch returns an error and writes nothing.
+  /// like run: a mismatch returns an error and writes nothing. The first
+  /// call that runs a schedule (split or fused) JIT-compiles it.
   llvm::Error backward(const HostBackwardArgs &args) const;
 
   llvm::StringRef name() const { return entryName; }
@@ -167,13 +169,20 @@ private:
           const std::map<std::string, TensorRef> &captures,
           std::array<int64_t, 4> block) const;
 
+  /// The forward and the backward's rows pass (null without withBackward).
   std::unique_ptr<mlir::ExecutionEngine> engine;
   void (*entry)(void **) = nullptr;
-  /// The backward functions (null without withBackward).
   void (*rowsEntry)(void **) = nullptr;
-  void (*keyValueGradEntry)(void **) = nullptr;
-  void (*queryGradEntry)(void **) = nullptr;
-  void (*fusedGradEntry)(void **) = nullptr;
+
+  /// A backward schedule's gradient passes: dK/dV and dQ (split), or the
+  /// fused pass. Each schedule is JIT-compiled from the lowered module's
+  /// bytecode when a call first runs it: most callers run one, and each is
+  /// a third or more of a backward kernel's compile time.
+  struct GradientPasses;
+  llvm::Expected<const GradientPasses *> gradientPasses(bool fused) const;
+  std::string loweredBytecode;
+  mutable std::mutex gradientPassesMutex;
+  mutable std::unique_ptr<GradientPasses> splitPasses, fusedPasses;
 };
 
 } // namespace rbfc::host
