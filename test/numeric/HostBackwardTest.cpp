@@ -40,10 +40,11 @@ public:
       outputGrad.set(i, normal(rng));
     for (float &x : lseGrad)
       x = normal(rng);
+    withBackward = true;
   }
 
   HostKernel &kernel() {
-    return kernelFor(spec, dtype, headDim, true, true, tiling);
+    return kernelFor(spec, dtype, headDim, true, withBackward, tiling);
   }
 
   /// The forward (with lse), then the backward asking for every f32

@@ -311,8 +311,8 @@ public:
     for (size_t i = 0; i < output.size(); ++i)
       output.set(i, kNaN);
     std::fill(lse.begin(), lse.end(), std::numeric_limits<float>::quiet_NaN());
-    HostKernel &kernel = kernelFor(spec, dtype, headDim, withLse,
-                                   /*withBackward=*/false, tiling);
+    HostKernel &kernel =
+        kernelFor(spec, dtype, headDim, withLse, withBackward, tiling);
     host::HostKernelArgs call = args(withLse);
     call.numThreads = numThreads;
     llvm::Error error = kernel.run(call);
@@ -439,6 +439,10 @@ public:
   int64_t headDim;
   /// The kernels' blocking; the default is the one chosen for this CPU.
   host::HostTiling tiling;
+  /// Whether the forward runs in the kernel compiled with the backward
+  /// (whose gradients are checked against it): the same forward code, one
+  /// compile fewer.
+  bool withBackward = false;
   Shape shape;
   std::map<std::string, double> params;
   Buffer query, key, value, output;
