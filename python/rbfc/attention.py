@@ -179,16 +179,7 @@ class Attention(torch.nn.Module):
                     (o, lse), and rbfc.distributed.ring_attention does both.
         Returns o in q's layout (contiguous), or (o, lse).
         """
-        block = _ops.NO_BLOCK
-        if q_offset or kv_offset or q_seq_len is not None or kv_seq_len is not None:
-            block = self._sequence_block(q_offset, kv_offset, q_seq_len, kv_seq_len)
-        elif self._calls and not torch.compiler.is_compiling():
-            # Hooks called this forward, or its caller did: the call's
-            # signature may still be a checked one (see __call__).
-            result = self._calls.call(
-                (q, k, v, params, captures, return_lse, layout), None, None)
-            if result is not None:
-                return result
+        block = self._sequence_block(q_offset, kv_offset, q_seq_len, kv_seq_len)
         if return_lse is None:
             return_lse = self.lse
         if layout not in LAYOUTS:
@@ -236,8 +227,12 @@ class Attention(torch.nn.Module):
 
     def _sequence_block(self, q_offset, kv_offset, q_seq_len, kv_seq_len):
         """(q_offset, kv_offset, q_seq_len, kv_seq_len) as the library takes
-        them (a whole length of 0: offset + the block's length); the library
-        checks them against the lengths."""
+        them (a whole length of 0: offset + the block's length), NO_BLOCK
+        for a call that is the whole sequence; the library checks them
+        against the lengths."""
+        if not (q_offset or kv_offset or q_seq_len is not None
+                or kv_seq_len is not None):
+            return _ops.NO_BLOCK
         block = []
         for name, value in (("q_offset", q_offset), ("kv_offset", kv_offset),
                             ("q_seq_len", q_seq_len), ("kv_seq_len", kv_seq_len)):

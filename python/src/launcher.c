@@ -15,12 +15,14 @@
  *            params, block) allocates o (and the lse), fills in the pointers
  *            and runs rbfc_forward on the current stream.
  *   Calls    an Attention module's checked calls: signature() is what the
- *            argument checks read; a call whose signature a checked call had
- *            runs its Launch from here (call()), skipping the checks. It
- *            answers None for anything it does not take (autograd,
- *            torch.compile, dispatch modes, tensor subclasses, a new
+ *            argument checks read; a call of the module whose signature a
+ *            checked call had runs its Launch from here (call()), skipping
+ *            the checks. It answers None for anything it does not take
+ *            (hooks, autograd, dispatch modes, tensor subclasses, a new
  *            signature, a param that is a tensor or unknown), and the module
- *            then takes its checked path, which raises what is wrong.
+ *            then takes its checked path (forward), which raises what is
+ *            wrong. Under torch.compile the module does not call it: the
+ *            compiler cannot trace into C.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -381,9 +383,10 @@ static PyObject *runLaunch(Launch *self, PyObject *q, PyObject *k, PyObject *v,
     }
   }
 
-  rbfc_status status;
-  Py_BEGIN_ALLOW_THREADS status = forwardFunction(self->handle, &args, stream);
-  Py_END_ALLOW_THREADS if (status != RBFC_OK) {
+  PyThreadState *waiting = PyEval_SaveThread();
+  rbfc_status status = forwardFunction(self->handle, &args, stream);
+  PyEval_RestoreThread(waiting);
+  if (status != RBFC_OK) {
     PyObject *error = PyObject_CallFunction(errorType, "si",
                                             lastErrorFunction(), (int)status);
     if (error) {
@@ -486,24 +489,29 @@ static PyObject *launchType;
 typedef struct {
   PyObject_HEAD
   PyObject *captureNames; /* tuple of the spec's captures, declared order */
-  PyObject *params;       /* {name: (slot, is_int, has_default)} */
+  PyObject *paramSlots;   /* {name: slot} */
+  Py_ssize_t numParams;
+  unsigned char *intParam;      /* per slot: an i32 param */
+  unsigned char *requiredParam; /* per slot: a param without a default */
   PyObject *launches;     /* {signature: Launch} */
   Py_ssize_t maxLaunches;
-  Py_ssize_t numParams;
   int returnLse; /* return_lse's default */
 } Calls;
 /* clang-format on */
 
 static void Calls_dealloc(Calls *self) {
   Py_XDECREF(self->captureNames);
-  Py_XDECREF(self->params);
+  Py_XDECREF(self->paramSlots);
+  PyMem_Free(self->intParam);
+  PyMem_Free(self->requiredParam);
   Py_XDECREF(self->launches);
   PyTypeObject *type = Py_TYPE(self);
   ((freefunc)PyType_GetSlot(type, Py_tp_free))(self);
   Py_DECREF(type);
 }
 
-/* Calls(capture_names, params, max_launches, return_lse) */
+/* Calls(capture_names, params, max_launches, return_lse): params
+ * {name: (slot, is_int, has_default)} in the spec's declaration order. */
 static PyObject *Calls_new(PyTypeObject *type, PyObject *positional,
                            PyObject *keywords) {
   PyObject *captureNames, *params;
@@ -526,18 +534,44 @@ static PyObject *Calls_new(PyTypeObject *type, PyObject *positional,
       (Calls *)((allocfunc)PyType_GetSlot(type, Py_tp_alloc))(type, 0);
   if (!self)
     return NULL;
-  self->launches = PyDict_New();
-  if (!self->launches) {
-    Py_DECREF(self);
-    return NULL;
-  }
   Py_INCREF(captureNames);
   self->captureNames = captureNames;
-  Py_INCREF(params);
-  self->params = params;
   self->maxLaunches = maxLaunches;
-  self->numParams = PyDict_Size(params);
   self->returnLse = returnLse;
+  self->numParams = PyDict_Size(params);
+  self->launches = PyDict_New();
+  self->paramSlots = PyDict_New();
+  self->intParam = PyMem_Calloc(self->numParams + 1, 1);
+  self->requiredParam = PyMem_Calloc(self->numParams + 1, 1);
+  if (!self->launches || !self->paramSlots || !self->intParam ||
+      !self->requiredParam) {
+    Py_DECREF(self);
+    return PyErr_Occurred() ? NULL : PyErr_NoMemory();
+  }
+  Py_ssize_t position = 0;
+  PyObject *name, *entry;
+  while (PyDict_Next(params, &position, &name, &entry)) {
+    Py_ssize_t slot;
+    int isInt, hasDefault;
+    if (!PyArg_ParseTuple(entry, "npp", &slot, &isInt, &hasDefault) ||
+        slot < 0 || slot >= self->numParams) {
+      if (!PyErr_Occurred())
+        PyErr_SetString(PyExc_ValueError,
+                        "params: a slot outside the declared params");
+      Py_DECREF(self);
+      return NULL;
+    }
+    PyObject *slotValue = PyLong_FromSsize_t(slot);
+    int stored =
+        slotValue ? PyDict_SetItem(self->paramSlots, name, slotValue) : -1;
+    Py_XDECREF(slotValue);
+    if (stored < 0) {
+      Py_DECREF(self);
+      return NULL;
+    }
+    self->intParam[slot] = (unsigned char)isInt;
+    self->requiredParam[slot] = (unsigned char)!hasDefault;
+  }
   return (PyObject *)self;
 }
 
@@ -635,8 +669,8 @@ static PyObject *Calls_add(Calls *self, PyObject *positional) {
 enum { MaxFastParams = 64 };
 
 /* The values of every param from a call's `params` (a dict of numbers by
- * name) over `defaults`; 0 if the fast path does not take them (the
- * checked path then says what is wrong), -1 with an exception set. */
+ * name) over `defaults`: 1, or 0 if the fast path does not take them (the
+ * checked path then says what is wrong). */
 static int readParams(Calls *self, PyObject *params, const double *defaults,
                       double *values) {
   unsigned char seen[MaxFastParams] = {0};
@@ -646,13 +680,10 @@ static int readParams(Calls *self, PyObject *params, const double *defaults,
   Py_ssize_t position = 0;
   PyObject *name, *value;
   while (PyDict_Next(params, &position, &name, &value)) {
-    PyObject *entry = PyDict_GetItem(self->params, name);
-    if (!entry)
+    PyObject *slotValue = PyDict_GetItem(self->paramSlots, name);
+    if (!slotValue)
       return 0;
-    Py_ssize_t slot = PyLong_AsSsize_t(PyTuple_GetItem(entry, 0));
-    int isInt = PyObject_IsTrue(PyTuple_GetItem(entry, 1));
-    if (slot < 0 || slot >= self->numParams || isInt < 0)
-      return -1;
+    Py_ssize_t slot = PyLong_AsSsize_t(slotValue);
     double number;
     if (PyFloat_CheckExact(value)) {
       number = PyFloat_AsDouble(value);
@@ -665,20 +696,14 @@ static int readParams(Calls *self, PyObject *params, const double *defaults,
     } else {
       return 0; /* a tensor, a bool, another number type */
     }
-    if (isInt && (!isfinite(number) || number != floor(number)))
+    if (self->intParam[slot] && (!isfinite(number) || number != floor(number)))
       return 0;
     values[slot] = number;
     seen[slot] = 1;
   }
-  position = 0;
-  while (PyDict_Next(self->params, &position, &name, &value)) {
-    Py_ssize_t slot = PyLong_AsSsize_t(PyTuple_GetItem(value, 0));
-    int hasDefault = PyObject_IsTrue(PyTuple_GetItem(value, 2));
-    if (slot < 0 || slot >= self->numParams || hasDefault < 0)
-      return -1;
-    if (!hasDefault && !seen[slot])
+  for (Py_ssize_t slot = 0; slot < self->numParams; ++slot)
+    if (self->requiredParam[slot] && !seen[slot])
       return 0;
-  }
   return 1;
 }
 
@@ -706,17 +731,15 @@ static int bindArguments(PyObject *positional, PyObject *keywords,
     return 0;
   for (Py_ssize_t i = 0; i < NumArgs; ++i)
     values[i] = i < count ? PyTuple_GetItem(positional, i) : NULL;
-  if (keywords) {
-    Py_ssize_t position = 0;
-    PyObject *name, *value;
-    while (PyDict_Next(keywords, &position, &name, &value)) {
-      Py_ssize_t i = 0;
-      while (i < NumArgs && PyUnicode_Compare(name, argumentNames[i]) != 0)
-        ++i;
-      if (i == NumArgs || values[i])
-        return 0;
-      values[i] = value;
-    }
+  Py_ssize_t position = 0;
+  PyObject *name, *value;
+  while (PyDict_Next(keywords, &position, &name, &value)) {
+    Py_ssize_t i = 0;
+    while (i < NumArgs && PyUnicode_Compare(name, argumentNames[i]) != 0)
+      ++i;
+    if (i == NumArgs || values[i])
+      return 0;
+    values[i] = value;
   }
   for (Py_ssize_t i = ArgQ; i <= ArgV; ++i)
     if (!values[i])
@@ -748,21 +771,19 @@ static int hooksWouldRun(PyObject *module) {
   return 0;
 }
 
-/* call(args, kwargs, module): a call of the module (module given: no hook
- * may run) or of its forward (None) whose signature a checked call had, run
- * here: o, or (o, lse) as return_lse asks; None when the checked path must
- * take it. Not under torch.compile, which cannot trace into C. */
+/* call(args, kwargs, module): a call of the module whose signature a
+ * checked call had and that no hook would see, run here: o, or (o, lse) as
+ * return_lse asks; None when the checked path must take it. */
 static PyObject *Calls_call(Calls *self, PyObject *positional) {
   PyObject *callArgs, *callKeywords, *module;
-  if (!PyArg_ParseTuple(positional, "O!OO", &PyTuple_Type, &callArgs,
-                        &callKeywords, &module))
+  if (!PyArg_ParseTuple(positional, "O!O!O", &PyTuple_Type, &callArgs,
+                        &PyDict_Type, &callKeywords, &module))
     return NULL;
   /* No launch exists before configure(). */
   if (!forwardFunction)
     Py_RETURN_NONE;
   PyObject *arguments[NumArgs];
-  if (!bindArguments(callArgs, callKeywords == Py_None ? NULL : callKeywords,
-                     arguments))
+  if (!bindArguments(callArgs, callKeywords, arguments))
     Py_RETURN_NONE;
   PyObject *q = arguments[ArgQ], *k = arguments[ArgK], *v = arguments[ArgV],
            *params = arguments[ArgParams], *captures = arguments[ArgCaptures],
@@ -772,11 +793,9 @@ static PyObject *Calls_call(Calls *self, PyObject *positional) {
                       : PyObject_IsTrue(arguments[ArgReturnLse]);
   if (returnLse < 0)
     return NULL;
-  if (module != Py_None) {
-    int hooks = hooksWouldRun(module);
-    if (hooks)
-      return hooks < 0 ? NULL : (Py_INCREF(Py_None), Py_None);
-  }
+  int hooks = hooksWouldRun(module);
+  if (hooks)
+    return hooks < 0 ? NULL : (Py_INCREF(Py_None), Py_None);
   PyObject *mode = PyObject_CallObject(currentDispatchMode, NULL);
   if (!mode)
     return NULL;
@@ -811,10 +830,8 @@ static PyObject *Calls_call(Calls *self, PyObject *positional) {
   double values[MaxFastParams];
   const double *paramValues = NULL;
   if (params != Py_None) {
-    int taken = readParams(self, params, launch->defaults, values);
-    if (taken <= 0) {
-      if (taken == 0)
-        result = (Py_INCREF(Py_None), Py_None);
+    if (!readParams(self, params, launch->defaults, values)) {
+      result = (Py_INCREF(Py_None), Py_None);
       goto done;
     }
     paramValues = values;

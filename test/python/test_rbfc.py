@@ -298,9 +298,10 @@ def test_library_checks_reach_python(generator):
 
 def test_repeated_signatures_run_from_c_and_match_the_checked_call(generator):
     """A call whose signature a checked call had runs its launch from C
-    (rbfc._launcher): the same outputs as the checked path, every way of
-    passing the arguments; what the fast path does not take (a new
-    signature, a wrong argument) still goes through the checks."""
+    (rbfc._launcher): the same outputs as the checked path (forward, which
+    C never takes), every way of passing the arguments; what the fast path
+    does not take (a new signature, a wrong argument) still goes through
+    the checks."""
     alibi = rbfc.compile(ALIBI, lse=True)
     q = randn(generator, 2, 4, 9, 64)
     k = randn(generator, 2, 2, 12, 64)
@@ -318,8 +319,7 @@ def test_repeated_signatures_run_from_c_and_match_the_checked_call(generator):
     # Fresh data with the same signature.
     q2 = randn(generator, 2, 4, 9, 64)
     o, _ = alibi(q2, k, k, captures=captures)
-    assert torch.equal(o, alibi.forward(q2, k, k, captures=captures,
-                                        q_offset=0, kv_offset=0)[0])
+    assert torch.equal(o, alibi.forward(q2, k, k, captures=captures)[0])
     assert not torch.equal(o, checked_o)
     # return_lse=False is a signature of its own.
     assert calls.call((q, k, k), {"captures": captures, "return_lse": False},
@@ -340,7 +340,7 @@ def test_repeated_signatures_run_from_c_and_match_the_checked_call(generator):
     rbf = rbfc.compile(EXAMPLES / "rbf.attn")
     rbf(q, k, k)
     for gamma in (0.25, 1, torch.tensor(0.25)):
-        want = rbf.forward(q, k, k, params={"gamma": gamma}, q_offset=0)
+        want = rbf.forward(q, k, k, params={"gamma": gamma})
         assert torch.equal(rbf(q, k, k, params={"gamma": gamma}), want)
     with pytest.raises(rbfc.RbfcError, match=r"params\['gamma'\]: expected a number"):
         rbf(q, k, k, params={"gamma": "0.5"})
