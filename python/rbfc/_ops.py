@@ -188,7 +188,7 @@ class Kernel:
             self, self.handle.value, args, capture_fields,
             struct.pack(f"{len(self.defaults)}d", *(0.0 if d is None else d
                                                     for d in self.defaults)),
-            lse_shape, self.cuda, self.num_threads or 0,
+            lse_shape, self.cuda, self.num_threads,
             any(c.requires_grad for c in captures))
 
     def threads(self):

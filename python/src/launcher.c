@@ -131,7 +131,8 @@ typedef struct {
   double *defaults;       /* every param's default (0 where it has none) */
   PyObject *lseShape;     /* a tuple when the call returns the lse */
   int cuda;
-  int fixedThreads; /* host: 0 for torch.get_num_threads() */
+  int threadsPerCall; /* host: torch.get_num_threads() at each call */
+  int fixedThreads;   /* host, else: the compile's num_threads */
   int capturesRequireGrad;
   /* The workspace of the last stream this launch ran on outside a graph
    * capture (the kernel keeps one per stream). */
@@ -156,12 +157,13 @@ static void Launch_dealloc(Launch *self) {
 /* Launch(kernel, handle, args, captures, defaults, lse_shape, cuda,
  *        threads, captures_require_grad): `args` the bytes of an
  * rbfc_forward_args, `captures` of num_captures rbfc_tensors, `defaults` of
- * num_params doubles; lse_shape None or a tuple. */
+ * num_params doubles; lse_shape None or a tuple; threads the host
+ * kernel's num_threads, None for torch.get_num_threads() at each call. */
 static PyObject *Launch_new(PyTypeObject *type, PyObject *positional,
                             PyObject *keywords) {
   PyObject *kernel, *handle, *lseShape, *argsBytes, *capturesBytes,
-      *defaultsBytes;
-  int cuda, threads, capturesRequireGrad;
+      *defaultsBytes, *threads;
+  int cuda, capturesRequireGrad;
   if (keywords && PyDict_Size(keywords)) {
     PyErr_SetString(PyExc_TypeError, "Launch takes no keyword arguments");
     return NULL;
@@ -170,7 +172,7 @@ static PyObject *Launch_new(PyTypeObject *type, PyObject *positional,
     PyErr_SetString(PyExc_RuntimeError, "Launch before configure()");
     return NULL;
   }
-  if (!PyArg_ParseTuple(positional, "OOSSSOpip", &kernel, &handle, &argsBytes,
+  if (!PyArg_ParseTuple(positional, "OOSSSOpOp", &kernel, &handle, &argsBytes,
                         &capturesBytes, &defaultsBytes, &lseShape, &cuda,
                         &threads, &capturesRequireGrad))
     return NULL;
@@ -226,7 +228,14 @@ static PyObject *Launch_new(PyTypeObject *type, PyObject *positional,
     self->lseShape = lseShape;
   }
   self->cuda = cuda;
-  self->fixedThreads = threads;
+  self->threadsPerCall = threads == Py_None;
+  if (!self->threadsPerCall) {
+    self->fixedThreads = (int)PyLong_AsLong(threads);
+    if (PyErr_Occurred()) {
+      Py_DECREF(self);
+      return NULL;
+    }
+  }
   self->capturesRequireGrad = capturesRequireGrad;
   return (PyObject *)self;
 }
@@ -375,7 +384,7 @@ static PyObject *runLaunch(Launch *self, PyObject *q, PyObject *k, PyObject *v,
       goto done;
   } else {
     args.num_threads = self->fixedThreads;
-    if (!args.num_threads) {
+    if (self->threadsPerCall) {
       long long threads = callLong(getNumThreads);
       if (threads < 0 && PyErr_Occurred())
         goto done;

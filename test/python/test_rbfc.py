@@ -378,6 +378,7 @@ def test_the_cuda_branch_of_the_c_launch_path(generator):
                           o=a.o.data, workspace=a.workspace,
                           workspace_bytes=a.workspace_bytes,
                           params=[a.params[i] for i in range(a.num_params)],
+                          threads=a.num_threads,
                           block=(a.q_offset, a.kv_offset, a.q_seq_len,
                                  a.kv_seq_len)))
         return state["status"]
@@ -406,7 +407,7 @@ def test_the_cuda_branch_of_the_c_launch_path(generator):
                         error_type, fake_objects)
     try:
         launch = _launcher.Launch(kernel, 0xABC0, args, b"",
-                                  struct.pack("d", 0.5), None, True, 0, False)
+                                  struct.pack("d", 0.5), None, True, None, False)
         q = randn(generator, 1, 2, 8, 64).as_subclass(OnDevice0)
         k = randn(generator, 1, 2, 8, 64).as_subclass(OnDevice0)
         o, lse = launch.launch(q, k, k, [], None, None)
@@ -441,6 +442,15 @@ def test_the_cuda_branch_of_the_c_launch_path(generator):
             launch.launch(q, k, k, [], [1.0, 2.0], None)
         with pytest.raises(ValueError, match="q: not a CUDA tensor"):
             launch.launch(q.as_subclass(torch.Tensor), k, k, [], None, None)
+        # The host's threads: the compile's num_threads (0: the library's
+        # one per hardware thread), else torch's count at each call.
+        state["status"] = 0
+        plain_q = q.as_subclass(torch.Tensor)
+        for threads, want in ((0, 0), (3, 3), (None, torch.get_num_threads())):
+            host = _launcher.Launch(kernel, 0xABC0, args, b"", struct.pack("d", 0.5),
+                                    None, False, threads, False)
+            host.launch(plain_q, plain_q, plain_q, [], None, None)
+            assert calls[-1]["threads"] == want and calls[-1]["stream"] is None
     finally:
         _launcher.configure(forward, last_error, error_type, objects)
 
