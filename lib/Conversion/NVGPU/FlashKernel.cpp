@@ -198,6 +198,11 @@ private:
   /// terms' bulk copies) on the full barrier and issues the copies, which
   /// complete the barrier's phase themselves.
   void emitTensorMapProducerLoop(TileRing &ring, KeyValuePipelines &pipelines);
+  /// The warp-specialised consumers' loop carries each plane's workspace
+  /// offset (every thread loads its terms from global memory).
+  bool consumersCarryTermOffsets() const {
+    return config.keyTerms == KeyTermSource::Global;
+  }
   /// The key terms travel with the tiles by bulk copies.
   bool bulkKeyTerms() const {
     return workspace.planes() && config.keyTerms == KeyTermSource::Bulk;
@@ -526,7 +531,7 @@ LogicalResult FlashSchedule::emitWarpSpecialized(TileRing &ring) {
   // The loop's results end with the term offsets it carried, before them
   // the deferred product.
   ValueRange results = (*loop)->getResults();
-  takeTermOffsets(results, config.keyTerms == KeyTermSource::Global);
+  takeTermOffsets(results, consumersCarryTermOffsets());
   DeferredProduct deferred = takeDeferredProduct(results);
   return finishAndStore(
       completeDeferredProduct(ring, pipelines, deferred, results));
@@ -619,7 +624,7 @@ void FlashSchedule::emitTensorMapProducerLoop(TileRing &ring,
 
 FailureOr<scf::ForOp>
 FlashSchedule::emitConsumerLoop(TileRing &ring, KeyValuePipelines &pipelines) {
-  bool carriedKeyTerms = config.keyTerms == KeyTermSource::Global;
+  bool carriedKeyTerms = consumersCarryTermOffsets();
   SmallVector<Value> init = initialLoopState(carriedKeyTerms);
   OpBuilder::InsertionGuard inner(b);
   auto [loop, tile, state, termOffsets] = beginTileLoop(init, carriedKeyTerms);
@@ -641,7 +646,7 @@ FlashSchedule::emitConsumerLoop(TileRing &ring, KeyValuePipelines &pipelines) {
 FailureOr<scf::ForOp>
 FlashSchedule::emitOverlappedConsumerLoop(TileRing &ring,
                                           KeyValuePipelines &pipelines) {
-  bool carriedKeyTerms = config.keyTerms == KeyTermSource::Global;
+  bool carriedKeyTerms = consumersCarryTermOffsets();
   SmallVector<Value> init = initialLoopState(carriedKeyTerms);
   // Nothing is deferred before the first tile; its P registers start as
   // zeros of their type.
