@@ -90,6 +90,7 @@ set(RBFC_MLIR_LIBS
   MLIRToLLVMIRTranslationRegistration
   MLIRExecutionEngine
   MLIRExecutionEngineUtils
+  MLIRBytecodeWriter
   MLIRParser
   MLIRPass
   MLIRTransforms
