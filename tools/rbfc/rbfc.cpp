@@ -153,9 +153,10 @@ int compile(const Options &options) {
     return 1;
   }
   if ((!options.cpu.name.empty() || !options.cpu.features.empty()) &&
-      !(host && (options.emit == "llvm" || options.emit == "obj"))) {
+      !(host && (options.emit == "kernel" || options.emit == "llvm" ||
+                 options.emit == "obj"))) {
     llvm::errs() << "rbfc: error: --cpu and --cpu-features choose the CPU of "
-                    "--target=host --emit=llvm or --emit=obj\n";
+                    "--target=host (--emit=kernel, llvm or obj)\n";
     return 1;
   }
   std::string error;
@@ -277,11 +278,11 @@ int main(int argc, char **argv) {
                  "CPU) or obj (an object file)")
       ->check(CLI::IsMember({"host"}));
   app.add_option("--cpu", options.cpu.name,
-                 "--target=host, llvm and obj: the CPU to build for, an LLVM "
+                 "--target=host: the CPU to build for, an LLVM "
                  "CPU name (x86-64-v3, skylake-avx512, znver4, ...) whose "
                  "features replace this machine's (default: this machine)");
   app.add_option("--cpu-features", options.cpu.features,
-                 "--target=host, llvm and obj: features to add or remove, "
+                 "--target=host: features to add or remove, "
                  "e.g. '+avx2,-avx512f' (on top of --cpu's or this "
                  "machine's)");
   app.add_flag("--print-ir-after-all", options.printIRAfterAll,
