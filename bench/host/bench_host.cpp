@@ -8,7 +8,9 @@
 // (torch_sdpa.py prints the same records). RBFC_BENCH_IMPL names the
 // build in the records ("rbfc" by default), so that run.sh can time an
 // older build beside this one; RBFC_BENCH_SCHEDULE=split or fused forces
-// the backward's schedule (default: the automatic choice).
+// the backward's schedule (default: the automatic choice);
+// RBFC_BENCH_TILING="TILE_M,TILE_N,ROWS_PER_STEP" sets HostTiling's fields
+// (0 keeps a default), to time other blockings.
 //
 //===----------------------------------------------------------------------===//
 #include "rbfc/Host/HostKernel.h"
@@ -74,8 +76,24 @@ int main(int argc, char **argv) {
                    ? rbfc::host::BackwardSchedule::split
                    : rbfc::host::BackwardSchedule::fused;
 
+  rbfc::host::HostTiling tiling;
+  if (const char *fields = std::getenv("RBFC_BENCH_TILING")) {
+    long long tileM = 0, tileN = 0, rows = 0;
+    if (std::sscanf(fields, "%lld,%lld,%lld", &tileM, &tileN, &rows) != 3 ||
+        tileM < 0 || tileN < 0 || rows < 0) {
+      std::fprintf(stderr, "RBFC_BENCH_TILING: want TILE_M,TILE_N,ROWS, "
+                           "each >= 0 (0: the default), got \"%s\"\n",
+                   fields);
+      return 1;
+    }
+    tiling.tileM = tileM ? tileM : tiling.tileM;
+    tiling.tileN = tileN ? tileN : tiling.tileN;
+    tiling.rowsPerStep = rows;
+  }
+
   for (const char *spec : {"softmax", "causal", "rbf"}) {
     rbfc::host::HostKernelOptions options;
+    options.tiling = tiling;
     options.headDim = kHeadDim;
     options.dtype = "f32";
     options.withBackward = true;

@@ -15,6 +15,8 @@
 # build/include/ and build/lib/libRBFCCompiler.so (a source tree and its
 # build, or a copy of those). --split times this build's split backward
 # schedule as well ("rbfc-split"; docs/host-backend.md, "Backward").
+# RBFC_BENCH_TILING=TILE_M,TILE_N,ROWS_PER_STEP times rbfc (not the
+# baseline) with another blocking (bench_host.cpp).
 # Needs a built tree (build/lib/libRBFCCompiler.so, build/python-venv).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -55,7 +57,7 @@ for round in $(seq "$rounds"); do
       "$root/examples" "$@" >>"$records"
   fi
   if [ -n "$baseline" ]; then
-    RBFC_BENCH_IMPL=rbfc-baseline "$records.baseline" "$root/examples" "$@" \
+    env -u RBFC_BENCH_TILING RBFC_BENCH_IMPL=rbfc-baseline "$records.baseline" "$root/examples" "$@" \
       >>"$records"
   fi
   "$python" "$root/bench/host/torch_sdpa.py" "$@" >>"$records" 2>/dev/null
