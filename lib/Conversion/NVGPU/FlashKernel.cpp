@@ -68,10 +68,15 @@ static void namedBarrier(ImplicitLocOpBuilder &b, bool sync, int64_t id,
                             Value{});
 }
 
+/// wgmma: the most consumer warpgroups a warp-specialised block has
+/// (FlashAttention-3's 192-row query tiles at head_dim 64).
+static constexpr int64_t kMaxConsumerWarpgroups = 3;
 /// wgmma: the named barriers of the consumers (gpu.barrier is 0): their
-/// turns at the tensor cores, one per consumer warpgroup, and Q's arrival.
+/// turns at the tensor cores, one per consumer warpgroup, and after all of
+/// them Q's arrival.
 static constexpr int64_t kFirstTurnBarrier = 1;
-static constexpr int64_t kQueryBarrier = 3;
+static constexpr int64_t kQueryBarrier =
+    kFirstTurnBarrier + kMaxConsumerWarpgroups;
 /// wgmma: the registers of a producer thread and of a consumer thread
 /// (setmaxnreg) with one block a multiprocessor: 128 x 24 + 256 x 240 of
 /// the 65536, FlashAttention-3's split (232 consumer registers spilled at
