@@ -1578,31 +1578,51 @@ LogicalResult rbfc::verifyFlashPlan(attn::AttentionOp op,
                   "= 16 x warps (64 query rows a warpgroup)");
     if (plan.getTileN() > 256)
       return fail("the wgmma kernels' tile_n is at most 256");
+    if (warpSpecialized &&
+        plan.getWarps() > kMaxConsumerWarpgroups * kWarpsPerWarpgroup)
+      return fail("the wgmma kernel has one, two or three consumer "
+                  "warpgroups (warps 4, 8 or 12)");
     // A wgmma keeps all its accumulators in registers at once (S: tile_n /
-    // 2 a thread, O: head_dim / 2), which ptxas cannot spill: blocks_per_sm
-    // must leave a thread room for them, or ptxas stops at load time. (The
-    // wgmma kernel's consumers have at least 160: room for 128 and 32.)
-    if (!warpSpecialized && plan.getBlocksPerSm() > 1) {
-      int64_t available =
-          std::min(kMaxThreadRegisters,
-                   kRegisterFile / (threads * plan.getBlocksPerSm())) /
-          8 * 8;
+    // 2 a thread, O: head_dim / 2), which ptxas cannot spill, and ptxas
+    // checks each one against the registers a thread has at launch
+    // (setmaxnreg adds more only later): blocks_per_sm, or the wgmma
+    // kernel's block with its producer, must leave a thread room for them,
+    // or ptxas stops at load time.
+    int64_t blockThreads = warpSpecialized
+                               ? threads + kWarpsPerWarpgroup * kThreadsPerWarp
+                               : threads;
+    if (warpSpecialized || plan.getBlocksPerSm() > 1) {
+      int64_t blocks = warpSpecialized ? 1 : plan.getBlocksPerSm();
+      int64_t available = std::min(kMaxThreadRegisters,
+                                   kRegisterFile / (blockThreads * blocks)) /
+                          8 * 8;
       int64_t accumulators = std::max(plan.getTileN(), headDim) / 2;
+      std::string budget =
+          warpSpecialized
+              ? ("with its producer the block has " + Twine(blockThreads) +
+                 " threads, each with " + Twine(available) +
+                 " registers at launch")
+                    .str()
+              : ("with blocks_per_sm = " + Twine(plan.getBlocksPerSm()) +
+                 " a thread has " + Twine(available) + " registers")
+                    .str();
       if (accumulators + kWgmmaRegisterMargin > available)
-        return fail("with blocks_per_sm = " + Twine(plan.getBlocksPerSm()) +
-                    " a thread has " + Twine(available) +
-                    " registers, and one wgmma here keeps " +
-                    Twine(accumulators) +
-                    " f32 accumulators a thread (max(tile_n, head_dim) / 2) "
-                    "beside about " +
-                    Twine(kWgmmaRegisterMargin) +
-                    " more: lower blocks_per_sm, tile_n or warps");
+        return fail(
+            budget + ", and one wgmma here keeps " + Twine(accumulators) +
+            " f32 accumulators a thread (max(tile_n, head_dim) / 2) "
+            "beside about " +
+            Twine(kWgmmaRegisterMargin) + " more: lower " +
+            (warpSpecialized ? "" : "blocks_per_sm, ") + "tile_n or warps");
     }
   }
   if (warpSpecialized) {
-    if (plan.getWarps() > kMaxConsumerWarpgroups * kWarpsPerWarpgroup)
-      return fail("the wgmma kernel has one, two or three consumer "
-                  "warpgroups (warps 4, 8 or 12)");
+    // Three consumer warpgroups leave a consumer thread 160 registers
+    // (setmaxnreg): at head_dim 192 its O (96) and a tile's P and S spill
+    // over 1 KB, and ptxas fails at 192-key tiles.
+    if (plan.getWarps() == kMaxConsumerWarpgroups * kWarpsPerWarpgroup &&
+        headDim > 128)
+      return fail("three consumer warpgroups (160 registers a thread) take "
+                  "head_dim 64 or 128");
     // Its register split (setmaxnreg) is for one block a multiprocessor.
     if (plan.getBlocksPerSm() > 1)
       return fail("the wgmma kernel runs one block a multiprocessor");
