@@ -47,7 +47,10 @@ def Attn_PlanAttr : AttrDef<Attn_Dialect, "Plan"> {
     The schedule a backend follows: the target architecture, the query and
     key tile sizes, the warps of one thread block, the depth of the K/V
     pipeline and the kernel structure (`mma_sync` for the FlashAttention-2
-    style on sm_80+, `wgmma` for the Hopper structure). `key_terms` says how
+    style on sm_80+, `wgmma` for the Hopper structure). `warps` counts the
+    warps that compute: 1, 2, 4, 8 or 16, or 12 (three warpgroups of 64
+    query rows) for `wgmma` and `wgmma_cooperative`; `wgmma` adds a producer
+    warpgroup to the block. `key_terms` says how
     per-key terms (RBF's key norms, key biases) reach the scores of each K
     tile: staged in shared memory by `threads` (default: cp.async, 16 bytes
     per thread) or by `bulk` (sm_90: one cp.async.bulk per tile that

@@ -97,7 +97,13 @@ OTHER_DIMS = [32, 48, 112, 160, 240, 256]
 # sm_80's kernel and the fallback) and the warp-specialised kernel at 64,
 # by its plan, with TMA copies (copy = "tma") at 64 and 128, and with its
 # consumers' softmax overlapped with the products (overlap = true; the
-# default under a mask at 128) at 64 and with 160-key tiles at 128.
+# default under a mask at 128) at 64 and with 160-key tiles at 128, and
+# with three consumer warpgroups (192-row query tiles, FlashAttention-3's
+# head_dim 64 structure) at 64 with either copy engine and with the
+# overlap, whose last query tile of 17, 8, 108 or 40 rows (Nq = 17, 200,
+# 300, 1000) leaves whole warpgroups past q_len; and the cooperative
+# kernel with three warpgroups (96-key tiles: its 384 threads copy 48 rows
+# a pass).
 # (suffix, head dim, arch or None, plan or None)
 STRUCTURES = [
     ("/mma", 64, "sm_90", None),
@@ -116,6 +122,17 @@ STRUCTURES = [
     ("/overlap", 128, None, '#attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 128, '
                             'tile_n = 160, warps = 8, stages = 2, key_terms = "bulk", '
                             'copy = "tma", overlap = true>'),
+    ("/wg3", 64, None, '#attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 192, '
+                       'tile_n = 128, warps = 12, stages = 2, key_terms = "global", '
+                       'copy = "tma">'),
+    ("/wg3overlap", 64, None, '#attn.plan<arch = "sm_90a", kernel = "wgmma", '
+                              'tile_m = 192, tile_n = 128, warps = 12, stages = 2, '
+                              'key_terms = "global", copy = "tma", overlap = true>'),
+    ("/wg3cp", 64, None, '#attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 192, '
+                         'tile_n = 128, warps = 12, stages = 2, copy = "cp_async">'),
+    ("/coop3", 64, None, '#attn.plan<arch = "sm_90a", kernel = "wgmma_cooperative", '
+                         'tile_m = 192, tile_n = 96, warps = 12, stages = 2, '
+                         'key_terms = "global", blocks_per_sm = 1>'),
 ]
 
 

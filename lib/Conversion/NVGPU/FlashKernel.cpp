@@ -18,11 +18,12 @@
 // row and key column comes from FragmentLayout and FragmentLane.
 //
 // With a wgmma plan (sm_90a) the block is warp-specialised
-// (FlashAttention-3's structure): two consumer warpgroups of 64 query rows
-// run the per-tile steps above, S = Q K^T as one wgmma per 16 head dims
-// with Q and K named by shared-memory descriptors, O += P V as one wgmma
-// per 16 keys with P from the S registers (WarpgroupMmaAtom), taking turns
-// at the tensor cores on named barriers (pingpong); a producer warpgroup
+// (FlashAttention-3's structure): one to three consumer warpgroups of 64
+// query rows run the per-tile steps above, S = Q K^T as one wgmma per 16
+// head dims with Q and K named by shared-memory descriptors, O += P V as
+// one wgmma per 16 keys with P from the S registers (WarpgroupMmaAtom),
+// taking turns at the tensor cores in rotation on named barriers
+// (pingpong); a producer warpgroup
 // after them streams K, V and the key terms through the ring with cp.async,
 // or one of its threads with TMA (TensorMapCopy) and bulk copies, and hands
 // each stage over on mbarriers (StagePipeline), with no block barrier per
@@ -68,19 +69,40 @@ static void namedBarrier(ImplicitLocOpBuilder &b, bool sync, int64_t id,
                             Value{});
 }
 
+/// wgmma: the most consumer warpgroups a warp-specialised block has
+/// (FlashAttention-3's 192-row query tiles at head_dim 64).
+static constexpr int64_t kMaxConsumerWarpgroups = 3;
 /// wgmma: the named barriers of the consumers (gpu.barrier is 0): their
-/// turns at the tensor cores, one per consumer warpgroup, and Q's arrival.
+/// turns at the tensor cores, one per consumer warpgroup, and after all of
+/// them Q's arrival.
 static constexpr int64_t kFirstTurnBarrier = 1;
-static constexpr int64_t kQueryBarrier = 3;
-/// wgmma: the registers of a producer thread and of a consumer thread
-/// (setmaxnreg) with one block a multiprocessor: 128 x 24 + 256 x 240 of
-/// the 65536, FlashAttention-3's split (232 consumer registers spilled at
-/// head_dim 128; the producer's copies fit in 24).
-static constexpr int64_t kProducerRegisters = 24;
-static constexpr int64_t kConsumerRegisters = 240;
+static constexpr int64_t kQueryBarrier =
+    kFirstTurnBarrier + kMaxConsumerWarpgroups;
+/// A turn passes from one warpgroup to the next: its barrier counts the
+/// warpgroup that waits and the one that arrives, however many consumers.
+static constexpr int64_t kTurnBarrierThreads =
+    2 * kWarpsPerWarpgroup * kThreadsPerWarp;
 /// A multiprocessor's 32-bit registers, and the most a thread may have.
 static constexpr int64_t kRegisterFile = 65536;
 static constexpr int64_t kMaxThreadRegisters = 255;
+/// wgmma: the registers of a producer thread (setmaxnreg) with one block a
+/// multiprocessor: its copies fit in 24 (FlashAttention-3's).
+static constexpr int64_t kProducerRegisters = 24;
+/// wgmma: the most a consumer thread takes, FlashAttention-3's 240 beside
+/// two consumer warpgroups (232 spilled at head_dim 128).
+static constexpr int64_t kMaxConsumerRegisters = 240;
+
+/// wgmma: the registers of a consumer thread (setmaxnreg): what the
+/// producer leaves of the register file, a multiple of 8 (setmaxnreg's
+/// unit), at most kMaxConsumerRegisters: 240 for one or two consumer
+/// warpgroups, 160 for three (128 x 24 + 384 x 160 = 64512, as
+/// FlashAttention-3's 192-row tiles at head_dim 64).
+static int64_t consumerRegisters(int64_t consumerWarpgroups) {
+  int64_t warpgroupThreads = kWarpsPerWarpgroup * kThreadsPerWarp;
+  int64_t left = kRegisterFile - warpgroupThreads * kProducerRegisters;
+  return std::min(kMaxConsumerRegisters,
+                  left / (consumerWarpgroups * warpgroupThreads) / 8 * 8);
+}
 /// The registers a wgmma thread needs beside one instruction's f32
 /// accumulators (descriptors, addresses, the loop's state): ptxas asked
 /// for 26 more than 128 accumulators (tile_n 256).
@@ -178,8 +200,8 @@ private:
   /// mma.sync and wgmma_cooperative: every thread copies and computes, a
   /// block barrier per tile.
   LogicalResult emitCooperative(TileRing &ring);
-  /// wgmma: the block is two consumer warpgroups, which compute, and a
-  /// producer warpgroup after them, which streams K and V (and the key
+  /// wgmma: the block is one to three consumer warpgroups, which compute,
+  /// and a producer warpgroup after them, which streams K and V (and the key
   /// terms) through the ring with cp.async and hands each stage over on a
   /// StagePipeline: no block barrier per tile, so a consumer starts a tile
   /// as soon as it has landed (FlashAttention-3's warp specialisation).
@@ -284,18 +306,23 @@ private:
   void yieldLoopState(ArrayRef<Value> next, ArrayRef<Value> termOffsets);
   /// O / l and the LSE from O, m, l.
   LogicalResult finishAndStore(ValueRange results);
+  /// wgmma: the warpgroups that compute.
+  int64_t consumerWarpgroups() const {
+    return config.warps / kWarpsPerWarpgroup;
+  }
   /// The consumer warpgroups take turns at the tensor cores
-  /// (FlashAttention-3's pingpong): each issues its S = Q K^T and its
-  /// O += P V only after the other issued its previous product, so one
-  /// warpgroup's softmax runs while the other's products do. Named barrier
-  /// kFirstTurnBarrier + g is warpgroup g's turn; warpgroup 1 gives
-  /// warpgroup 0 the first one.
+  /// (FlashAttention-3's pingpong), in rotation: each issues its
+  /// S = Q K^T and its O += P V only after the warpgroup before it issued
+  /// its previous product, so one warpgroup's softmax runs while the
+  /// others' products do. Named barrier kFirstTurnBarrier + g is
+  /// warpgroup g's turn, which it passes to warpgroup (g + 1) mod n; the
+  /// last warpgroup gives warpgroup 0 the first one.
   bool pingpong() const {
-    return config.warpSpecialized && config.warps == 2 * kWarpsPerWarpgroup;
+    return config.warpSpecialized && consumerWarpgroups() > 1;
   }
   void startPingpong();
-  /// Emits `body(own, other)` for the warp's warpgroup: the named barrier
-  /// of its turn and of the other's.
+  /// Emits `body(own, next)` for the warp's warpgroup: the named barrier
+  /// of its turn and of the next warpgroup's.
   void forOwnWarpgroup(llvm::function_ref<void(int64_t, int64_t)> body);
   void awaitTensorCoreTurn();
   void passTensorCoreTurn();
@@ -512,7 +539,7 @@ LogicalResult FlashSchedule::emitWarpSpecialized(TileRing &ring) {
   else
     emitProducerLoop(ring, pipelines);
   b.setInsertionPointToStart(roles.thenBlock());
-  NVVM::SetMaxRegisterOp::create(b, kConsumerRegisters,
+  NVVM::SetMaxRegisterOp::create(b, consumerRegisters(consumerWarpgroups()),
                                  NVVM::SetMaxRegisterAction::increase);
   NVVM::CpAsyncWaitGroupOp::create(b, 0);
   warpgroupAtoms.fenceCopies();
@@ -838,38 +865,44 @@ FailureOr<SmallVector<Value>> FlashSchedule::computeOverlappedTile(
 
 void FlashSchedule::forOwnWarpgroup(
     function_ref<void(int64_t, int64_t)> body) {
-  auto first = scf::IfOp::create(
-      b, TypeRange{}, cmp(arith::CmpIPredicate::eq, warpgroup, index(0)),
-      /*withElseRegion=*/true);
+  // A branch a warpgroup, the last one the innermost else: the barriers'
+  // ids stay literals (namedBarrier).
   OpBuilder::InsertionGuard guard(b);
-  b.setInsertionPointToStart(first.thenBlock());
-  body(kFirstTurnBarrier, kFirstTurnBarrier + 1);
-  b.setInsertionPointToStart(first.elseBlock());
-  body(kFirstTurnBarrier + 1, kFirstTurnBarrier);
+  int64_t last = consumerWarpgroups() - 1;
+  for (int64_t own = 0; own < last; ++own) {
+    auto branch = scf::IfOp::create(
+        b, TypeRange{}, cmp(arith::CmpIPredicate::eq, warpgroup, index(own)),
+        /*withElseRegion=*/true);
+    b.setInsertionPointToStart(branch.thenBlock());
+    body(kFirstTurnBarrier + own, kFirstTurnBarrier + own + 1);
+    b.setInsertionPointToStart(branch.elseBlock());
+  }
+  body(kFirstTurnBarrier + last, kFirstTurnBarrier);
 }
 
 void FlashSchedule::startPingpong() {
-  auto second = scf::IfOp::create(
-      b, TypeRange{}, cmp(arith::CmpIPredicate::eq, warpgroup, index(1)),
+  auto last = scf::IfOp::create(
+      b, TypeRange{},
+      cmp(arith::CmpIPredicate::eq, warpgroup, index(consumerWarpgroups() - 1)),
       /*withElseRegion=*/false);
   OpBuilder::InsertionGuard guard(b);
-  b.setInsertionPointToStart(second.thenBlock());
-  namedBarrier(b, /*sync=*/false, kFirstTurnBarrier, config.threads());
+  b.setInsertionPointToStart(last.thenBlock());
+  namedBarrier(b, /*sync=*/false, kFirstTurnBarrier, kTurnBarrierThreads);
 }
 
 void FlashSchedule::awaitTensorCoreTurn() {
   if (!pingpong())
     return;
   forOwnWarpgroup([&](int64_t own, int64_t) {
-    namedBarrier(b, /*sync=*/true, own, config.threads());
+    namedBarrier(b, /*sync=*/true, own, kTurnBarrierThreads);
   });
 }
 
 void FlashSchedule::passTensorCoreTurn() {
   if (!pingpong())
     return;
-  forOwnWarpgroup([&](int64_t, int64_t other) {
-    namedBarrier(b, /*sync=*/false, other, config.threads());
+  forOwnWarpgroup([&](int64_t, int64_t next) {
+    namedBarrier(b, /*sync=*/false, next, kTurnBarrierThreads);
   });
 }
 
@@ -1545,30 +1578,51 @@ LogicalResult rbfc::verifyFlashPlan(attn::AttentionOp op,
                   "= 16 x warps (64 query rows a warpgroup)");
     if (plan.getTileN() > 256)
       return fail("the wgmma kernels' tile_n is at most 256");
+    if (warpSpecialized &&
+        plan.getWarps() > kMaxConsumerWarpgroups * kWarpsPerWarpgroup)
+      return fail("the wgmma kernel has one, two or three consumer "
+                  "warpgroups (warps 4, 8 or 12)");
     // A wgmma keeps all its accumulators in registers at once (S: tile_n /
-    // 2 a thread, O: head_dim / 2), which ptxas cannot spill: blocks_per_sm
-    // must leave a thread room for them, or ptxas stops at load time.
-    if (!warpSpecialized && plan.getBlocksPerSm() > 1) {
-      int64_t available =
-          std::min(kMaxThreadRegisters,
-                   kRegisterFile / (threads * plan.getBlocksPerSm())) /
-          8 * 8;
+    // 2 a thread, O: head_dim / 2), which ptxas cannot spill, and ptxas
+    // checks each one against the registers a thread has at launch
+    // (setmaxnreg adds more only later): blocks_per_sm, or the wgmma
+    // kernel's block with its producer, must leave a thread room for them,
+    // or ptxas stops at load time.
+    int64_t blockThreads = warpSpecialized
+                               ? threads + kWarpsPerWarpgroup * kThreadsPerWarp
+                               : threads;
+    if (warpSpecialized || plan.getBlocksPerSm() > 1) {
+      int64_t blocks = warpSpecialized ? 1 : plan.getBlocksPerSm();
+      int64_t available = std::min(kMaxThreadRegisters,
+                                   kRegisterFile / (blockThreads * blocks)) /
+                          8 * 8;
       int64_t accumulators = std::max(plan.getTileN(), headDim) / 2;
+      std::string budget =
+          warpSpecialized
+              ? ("with its producer the block has " + Twine(blockThreads) +
+                 " threads, each with " + Twine(available) +
+                 " registers at launch")
+                    .str()
+              : ("with blocks_per_sm = " + Twine(plan.getBlocksPerSm()) +
+                 " a thread has " + Twine(available) + " registers")
+                    .str();
       if (accumulators + kWgmmaRegisterMargin > available)
-        return fail("with blocks_per_sm = " + Twine(plan.getBlocksPerSm()) +
-                    " a thread has " + Twine(available) +
-                    " registers, and one wgmma here keeps " +
-                    Twine(accumulators) +
-                    " f32 accumulators a thread (max(tile_n, head_dim) / 2) "
-                    "beside about " +
-                    Twine(kWgmmaRegisterMargin) +
-                    " more: lower blocks_per_sm, tile_n or warps");
+        return fail(
+            budget + ", and one wgmma here keeps " + Twine(accumulators) +
+            " f32 accumulators a thread (max(tile_n, head_dim) / 2) "
+            "beside about " +
+            Twine(kWgmmaRegisterMargin) + " more: lower " +
+            (warpSpecialized ? "" : "blocks_per_sm, ") + "tile_n or warps");
     }
   }
   if (warpSpecialized) {
-    if (plan.getWarps() > 2 * kWarpsPerWarpgroup)
-      return fail("the wgmma kernel has one or two consumer warpgroups "
-                  "(warps 4 or 8)");
+    // Three consumer warpgroups leave a consumer thread 160 registers
+    // (setmaxnreg): at head_dim 192 its O (96) and a tile's P and S spill
+    // over 1 KB, and ptxas fails at 192-key tiles.
+    if (plan.getWarps() == kMaxConsumerWarpgroups * kWarpsPerWarpgroup &&
+        headDim > 128)
+      return fail("three consumer warpgroups (160 registers a thread) take "
+                  "head_dim 64 or 128");
     // Its register split (setmaxnreg) is for one block a multiprocessor.
     if (plan.getBlocksPerSm() > 1)
       return fail("the wgmma kernel runs one block a multiprocessor");
@@ -1612,7 +1666,8 @@ LogicalResult rbfc::verifyFlashPlan(attn::AttentionOp op,
     return fail("tile_n must be a multiple of 16 that divides 32 x warps, "
                 "and at least 8 x warps");
   SmallVector<int64_t, 2> copiedRows{plan.getTileM()};
-  if (!tensorMapCopies)
+  // The wgmma kernel's producer warpgroup copies K and V (checked above).
+  if (!tensorMapCopies && !warpSpecialized)
     copiedRows.push_back(plan.getTileN());
   for (int64_t rows : copiedRows)
     if (rows % CopyEngine::rowsPerPass(headDim / kChunk, threads, rows) != 0)

@@ -48,8 +48,18 @@ LogicalResult PlanAttr::verify(function_ref<InFlightDiagnostic()> emitError,
     return emitError() << "plan tile sizes must be positive multiples of 16, "
                           "got tile_m = "
                        << tileM << ", tile_n = " << tileN;
-  if (warps != 1 && warps != 2 && warps != 4 && warps != 8 && warps != 16)
-    return emitError() << "plan warps must be 1, 2, 4, 8 or 16, got " << warps;
+  // 12 warps, three warpgroups of 64 query rows (FlashAttention-3's tiles
+  // at head_dim 64), are built by the wgmma kernels only; the others keep
+  // powers of two.
+  bool wgmma = kernel == "wgmma" || kernel == "wgmma_cooperative";
+  if (warps == 12 && !wgmma)
+    return emitError() << "plan warps 12 (three warpgroups) needs kernel "
+                          "'wgmma' or 'wgmma_cooperative', got kernel '"
+                       << kernel << "'";
+  if (!llvm::is_contained({1, 2, 4, 8, 12, 16}, warps))
+    return emitError() << "plan warps must be 1, 2, 4, 8 or 16 (or 12 for "
+                          "the wgmma kernels), got "
+                       << warps;
   if (stages < 1 || stages > 8)
     return emitError() << "plan stages must be between 1 and 8, got " << stages;
   if (blocksPerSM < 0 || blocksPerSM > 32)

@@ -37,8 +37,16 @@ func.func @tile_m_negative() attributes {plan = #attn.plan<arch = "sm_80", kerne
 
 // -----
 
-// expected-error @+1 {{plan warps must be 1, 2, 4, 8 or 16, got 3}}
+// expected-error @+1 {{plan warps must be 1, 2, 4, 8 or 16 (or 12 for the wgmma kernels), got 3}}
 func.func @warps() attributes {plan = #attn.plan<arch = "sm_80", kernel = "mma_sync", tile_m = 128, tile_n = 64, warps = 3, stages = 2>} {
+  return
+}
+
+// -----
+
+// Three warpgroups of 64 query rows: only the wgmma kernels' warpgroups.
+// expected-error @+1 {{plan warps 12 (three warpgroups) needs kernel 'wgmma' or 'wgmma_cooperative', got kernel 'mma_sync'}}
+func.func @warps_twelve() attributes {plan = #attn.plan<arch = "sm_90a", kernel = "mma_sync", tile_m = 192, tile_n = 64, warps = 12, stages = 2>} {
   return
 }
 
@@ -60,7 +68,7 @@ func.func @stages_nine() attributes {plan = #attn.plan<arch = "sm_80", kernel = 
 
 // The plan is checked on attn.attention as well.
 func.func @on_attention(%q: tensor<?x?x?x64xf16>, %k: tensor<?x?x?x64xf16>, %v: tensor<?x?x?x64xf16>) {
-  // expected-error @+2 {{plan warps must be 1, 2, 4, 8 or 16, got 32}}
+  // expected-error @+2 {{plan warps must be 1, 2, 4, 8 or 16 (or 12 for the wgmma kernels), got 32}}
   %o = attn.attention softmax %q, %k, %v {capture_names = [], param_defaults = [], param_names = [],
       plan = #attn.plan<arch = "sm_90", kernel = "wgmma", tile_m = 128, tile_n = 128, warps = 32, stages = 2>}
       : tensor<?x?x?x64xf16>, tensor<?x?x?x64xf16>, tensor<?x?x?x64xf16> -> tensor<?x?x?x64xf16>

@@ -234,6 +234,8 @@ func.func @tile_class(%q: !qkv, %k: !qkv, %v: !qkv, %doc: tensor<?x?xi32>) -> !q
 // CHECK-SAME: plan = #attn.plan<arch = "sm_80", kernel = "mma_sync", tile_m = 128, tile_n = 64, warps = 4, stages = 2>
 // CHECK-LABEL: func.func @plan_hopper
 // CHECK-SAME: plan = #attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 64, tile_n = 128, warps = 16, stages = 8>
+// CHECK-LABEL: func.func @plan_three_warpgroups
+// CHECK-SAME: plan = #attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 192, tile_n = 128, warps = 12, stages = 2, copy = "tma">
 // CHECK-LABEL: func.func @plan_host
 // CHECK-SAME: plan = #attn.plan<arch = "host", kernel = "loops", tile_m = 16, tile_n = 16, warps = 1, stages = 1>
 func.func @plan(%q: !qkv, %k: !qkv, %v: !qkv) -> !qkv {
@@ -250,6 +252,10 @@ func.func @plan(%q: !qkv, %k: !qkv, %v: !qkv) -> !qkv {
 }
 func.func @plan_hopper() attributes {
   plan = #attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 64, tile_n = 128, warps = 16, stages = 8>} {
+  return
+}
+func.func @plan_three_warpgroups() attributes {
+  plan = #attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 192, tile_n = 128, warps = 12, stages = 2, copy = "tma">} {
   return
 }
 func.func @plan_host() attributes {
