@@ -1597,22 +1597,23 @@ LogicalResult rbfc::verifyFlashPlan(attn::AttentionOp op,
                                    kRegisterFile / (blockThreads * blocks)) /
                           8 * 8;
       int64_t accumulators = std::max(plan.getTileN(), headDim) / 2;
-      std::string budget =
-          warpSpecialized
-              ? ("with its producer the block has " + Twine(blockThreads) +
-                 " threads, each with " + Twine(available) +
-                 " registers at launch")
-                    .str()
-              : ("with blocks_per_sm = " + Twine(plan.getBlocksPerSm()) +
-                 " a thread has " + Twine(available) + " registers")
-                    .str();
-      if (accumulators + kWgmmaRegisterMargin > available)
+      if (accumulators + kWgmmaRegisterMargin > available) {
+        std::string budget =
+            warpSpecialized
+                ? ("with its producer the block has " + Twine(blockThreads) +
+                   " threads, each with " + Twine(available) +
+                   " registers at launch")
+                      .str()
+                : ("with blocks_per_sm = " + Twine(plan.getBlocksPerSm()) +
+                   " a thread has " + Twine(available) + " registers")
+                      .str();
         return fail(
             budget + ", and one wgmma here keeps " + Twine(accumulators) +
             " f32 accumulators a thread (max(tile_n, head_dim) / 2) "
             "beside about " +
             Twine(kWgmmaRegisterMargin) + " more: lower " +
             (warpSpecialized ? "" : "blocks_per_sm, ") + "tile_n or warps");
+      }
     }
   }
   if (warpSpecialized) {
