@@ -173,11 +173,15 @@ TileRing::TileRing(CopyEngine &engine, int64_t stages, int64_t rows,
       streams(std::move(streams)) {}
 
 void TileRing::setTerms(Value workspace, SmallVector<TermPlane> planes,
-                        TermCopy copy, Value barriers) {
+                        TermCopy copy, Value barriers,
+                        KeyTermOperand *operand) {
+  assert((copy != TermCopy::Product || (operand && planes.size() == 1)) &&
+         "product terms are one plane of KeyTermOperand entries");
   this->workspace = workspace;
   this->planes = std::move(planes);
   termCopy = copy;
   this->barriers = barriers;
+  this->operand = operand;
 }
 
 void TileRing::issue(Value tile, ArrayRef<Value> termOffsets) {
@@ -210,6 +214,14 @@ void TileRing::issueTerms(Value tile, Value firstRow,
     return termOffsets.empty() ? add(planes[plane].workspaceRow, firstRow)
                                : termOffsets[plane];
   };
+  if (termCopy == TermCopy::Product) {
+    operand->copyEntries(workspace,
+                         add(planes.front().workspaceRow,
+                             mul(firstRow, KeyTermOperand::kWorkspaceWords)),
+                         planes.front().shared, buffer(tile),
+                         engine.getThreadId(), engine.getThreads());
+    return;
+  }
   // The tile's terms: `rows` floats per plane, which the padded workspace
   // rows always hold.
   int64_t planeBytes = rows * 4;

@@ -34,11 +34,13 @@
 #include "rbfc/Conversion/NVGPU/FlashKernel.h"
 
 #include "rbfc/Conversion/NVGPU/Epilogue.h"
+#include "rbfc/Conversion/NVGPU/KeyTermOperand.h"
 #include "rbfc/Conversion/NVGPU/KeyTermsKernel.h"
 #include "rbfc/Conversion/NVGPU/OnlineSoftmax.h"
 #include "rbfc/Conversion/NVGPU/RegionApplication.h"
 #include "rbfc/Conversion/NVGPU/StagePipeline.h"
 #include "rbfc/Conversion/NVGPU/TensorMapCopy.h"
+#include "rbfc/Dialect/Attn/KeyBiasProduct.h"
 
 #include "mlir/Dialect/LLVMIR/NVVMDialect.h"
 #include "mlir/Dialect/Math/IR/Math.h"
@@ -137,7 +139,10 @@ public:
                                                   config.tileN, config.headDim)
                                             : std::nullopt),
         regions(b, op, args.sizes, args.params, args.captures, block.batch,
-                block.head, block.lane, config.headDim) {}
+                block.head, block.lane, config.headDim) {
+    if (config.keyTerms == KeyTermSource::Product)
+      termOperand.emplace(b, config.tileN, config.stages);
+  }
 
   /// Emits the kernel's body; the bytes of dynamic shared memory it uses.
   FailureOr<int64_t> build();
@@ -327,15 +332,16 @@ private:
   void awaitTensorCoreTurn();
   void passTensorCoreTurn();
   SmallVector<Value> computeQueryNorms();
-  /// S = Q K^T for the K tile at `keyBase`, each lane row's accumulators
-  /// starting at `rowStart` (0 when empty).
-  SmallVector<Accumulator> computeScores(Value keyBase,
-                                         ArrayRef<Value> rowStart);
+  /// S = Q K^T for the K tile at `keyBase` of ring buffer `buffer`, each
+  /// lane row's accumulators starting at `rowStart` (0 when empty).
+  SmallVector<Accumulator>
+  computeScores(Value keyBase, ArrayRef<Value> rowStart, Value buffer);
   /// The S accumulators before S = Q K^T: `rowStart` per lane row.
   SmallVector<Accumulator> initialScores(ArrayRef<Value> rowStart);
   /// computeScores by one wgmma per 16 head dims over the warpgroup's 64
-  /// rows, Q and K named by descriptors.
-  void computeScoresByWgmma(Value keyBase,
+  /// rows, Q and K named by descriptors, and with key_terms = "product"
+  /// one more for the key terms of ring buffer `buffer`.
+  void computeScoresByWgmma(Value keyBase, Value buffer,
                             MutableArrayRef<Accumulator> scores);
   /// wgmma: per 16 head dims the descriptors of Q and of the K tile at
   /// `keyBase`, formed before the fence: an operand register written
@@ -406,6 +412,10 @@ private:
   /// With TMA copies: the producer thread's copies of K and V tiles.
   std::optional<TensorMapCopy> tensorCopies;
   RegionApplication regions;
+  /// key_terms = "product": the key terms' operand of S = Q K^T (in
+  /// sharedKeyBias) and its A registers, ones.
+  std::optional<KeyTermOperand> termOperand;
+  OperandRegisters termOnes;
 
   /// The block's first query row.
   Value qLo;
@@ -458,7 +468,10 @@ FailureOr<int64_t> FlashSchedule::build() {
                {sharedValue, ForwardBlock::rows(args.v, block.vBase)}};
   TileRing ring(copies, config.stages, config.tileN, args.sizes.kvLen,
                 firstTile, endTile, std::move(streams));
-  if (workspace.planes() && config.keyTerms != KeyTermSource::Global) {
+  if (termOperand) {
+    ring.setTerms(args.workspace, {{sharedKeyBias, block.keyTermRows.front()}},
+                  TileRing::TermCopy::Product, Value(), &*termOperand);
+  } else if (workspace.planes() && config.keyTerms != KeyTermSource::Global) {
     SmallVector<TileRing::TermPlane> planes;
     for (auto [terms, plane] :
          {std::pair(sharedKeyBias, workspace.keyBiasPlane),
@@ -933,7 +946,9 @@ void FlashSchedule::carveSharedMemory(SharedMemoryArena &shared) {
   sharedValue = shared.carve(config.stages * tile.elements(config.tileN), f16);
   // With key_terms = global the lanes load the terms from the workspace
   // in the loop: no shared copy of them.
-  if (config.keyTerms != KeyTermSource::Global) {
+  if (termOperand)
+    sharedKeyBias = shared.carve(termOperand->sharedWords(), f32);
+  else if (config.keyTerms != KeyTermSource::Global) {
     if (workspace.keyBiasPlane >= 0)
       sharedKeyBias = shared.carve(config.stages * config.tileN, f32);
     if (workspace.keyNormPlane >= 0)
@@ -963,6 +978,10 @@ LogicalResult FlashSchedule::findLiveTiles() {
 void FlashSchedule::loadFirstTiles(TileRing &ring) {
   if (keyTermBarriers)
     ring.createTermBarriers();
+  // Before any copy into the rows, so that no zero lands on an entry; the
+  // fence and the barrier below publish them to wgmma.
+  if (termOperand)
+    termOperand->zeroPadding(sharedKeyBias, block.threadId, config.threads());
   queryCopies.copyTile(sharedQuery, index(0),
                        ForwardBlock::rows(args.q, block.qBase), qLo,
                        args.sizes.qLen, config.tileM, /*bounded=*/true);
@@ -1003,6 +1022,8 @@ LogicalResult FlashSchedule::prepareQueries() {
   }
   if (pingpong())
     startPingpong();
+  if (termOperand)
+    termOnes = termOperand->ones(block.lane);
   qScale = f32(1.0);
   if (!op.getQScale().empty()) {
     ElementValues element;
@@ -1049,8 +1070,9 @@ SmallVector<Value> FlashSchedule::initialLoopState(bool carryTermOffsets) {
 
 FailureOr<scf::ForOp> FlashSchedule::emitLoop(TileRing &ring) {
   // Global loads and threads' copies carry their term offsets; bulk
-  // copies' addresses are uniform.
-  bool carriedKeyTerms = config.keyTerms != KeyTermSource::Bulk;
+  // copies' addresses are uniform, product entries' follow the tile.
+  bool carriedKeyTerms = config.keyTerms == KeyTermSource::Threads ||
+                         config.keyTerms == KeyTermSource::Global;
   SmallVector<Value> init = initialLoopState(carriedKeyTerms);
   if (waitsForKeyTerms() && config.keyTerms == KeyTermSource::Global)
     NVVM::GriddepcontrolOp::create(b, NVVM::GridDepActionKind::wait);
@@ -1163,6 +1185,8 @@ FlashSchedule::loadKeyTerms(TileRing &ring, Value buffer,
                                   ring.termBase(buffer));
   };
   KeyTerms loaded;
+  if (termOperand)
+    return loaded;
   loaded.biases = terms(workspace.keyBiasPlane, sharedKeyBias);
   loaded.norms = terms(workspace.keyNormPlane, sharedKeyNorm);
   return loaded;
@@ -1190,6 +1214,10 @@ FlashSchedule::applyScoreRegion(ArrayRef<Accumulator> dots,
           element.qScale = qScale;
           if (!terms.biases.empty())
             element.keyBias = terms.biases[slice][column];
+          // S holds q.k + key_bias / q_scale: the sum scaled_dot + key_bias
+          // is scaled_dot's alone (-0 adds nothing, and folds away).
+          if (termOperand)
+            element.keyBias = f32(-0.0);
           if (!terms.norms.empty())
             element.keyNorm = terms.norms[slice][column];
         },
@@ -1216,7 +1244,7 @@ FlashSchedule::computeTile(TileRing &ring, Value buffer, Value kvLo,
   // behind the mma.
   KeyTerms terms = loadKeyTerms(ring, buffer, termOffsets);
   Value tileBase = ring.tileBase(buffer);
-  SmallVector<Accumulator> dots = computeScores(tileBase, rowStart);
+  SmallVector<Accumulator> dots = computeScores(tileBase, rowStart, buffer);
   FailureOr<SmallVector<Accumulator>> scored =
       applyScoreRegion(dots, terms, kvLo, partial);
   if (failed(scored))
@@ -1270,12 +1298,13 @@ FlashSchedule::initialScores(ArrayRef<Value> rowStart) {
   return scores;
 }
 
-SmallVector<Accumulator>
-FlashSchedule::computeScores(Value keyBase, ArrayRef<Value> rowStart) {
+SmallVector<Accumulator> FlashSchedule::computeScores(Value keyBase,
+                                                      ArrayRef<Value> rowStart,
+                                                      Value buffer) {
   int64_t slices = scoreLayout.getColumnSlices();
   SmallVector<Accumulator> scores = initialScores(rowStart);
   if (config.wgmma) {
-    computeScoresByWgmma(keyBase, scores);
+    computeScoresByWgmma(keyBase, buffer, scores);
     return scores;
   }
   // Per 16 head dims: Q's A registers of every atom, then per 16 keys one
@@ -1319,12 +1348,17 @@ void FlashSchedule::issueScores(ArrayRef<std::pair<Value, Value>> descriptors,
     warpgroupAtoms.mma(query, key, scores, /*transposeB=*/false);
 }
 
-void FlashSchedule::computeScoresByWgmma(Value keyBase,
+void FlashSchedule::computeScoresByWgmma(Value keyBase, Value buffer,
                                          MutableArrayRef<Accumulator> scores) {
   SmallVector<std::pair<Value, Value>> descriptors = scoreDescriptors(keyBase);
+  SmallVector<Value> termDescriptor;
+  if (termOperand)
+    termDescriptor.push_back(termOperand->descriptor(sharedKeyBias, buffer));
   awaitTensorCoreTurn();
-  warpgroupAtoms.fence(scores);
+  warpgroupAtoms.fence(scores, termDescriptor);
   issueScores(descriptors, scores);
+  if (termOperand)
+    termOperand->accumulate(termOnes, termDescriptor.front(), scores);
   warpgroupAtoms.commitGroup();
   passTensorCoreTurn();
   warpgroupAtoms.waitGroup(0, scores);
@@ -1678,13 +1712,28 @@ LogicalResult rbfc::verifyFlashPlan(attn::AttentionOp op,
     return fail("stages must be at least 2");
   if (plan.getKeyTerms() == "bulk" && archVersion(plan.getArch()) < 90)
     return fail("key_terms = \"bulk\" needs sm_90 (cp.async.bulk)");
+  // Like the other sources, "product" says nothing to a spec without key
+  // terms.
+  if (plan.getKeyTerms() == "product" && !op.getKeyBias().empty()) {
+    if (plan.getKernel() != "wgmma_cooperative" || tensorMapCopies)
+      return fail("key_terms = \"product\" is built for the "
+                  "wgmma_cooperative kernel with copy \"cp_async\"");
+    std::string whyNot;
+    if (!attn::KeyBiasProduct::analyze(op, &whyNot))
+      return fail("key_terms = \"product\" needs the key bias to ride in "
+                  "S = Q K^T, but " +
+                  whyNot);
+  }
   return success();
 }
 
-static KeyTermSource keyTermSource(attn::PlanAttr plan) {
+static KeyTermSource keyTermSource(attn::AttentionOp op, attn::PlanAttr plan) {
+  if (plan.getKeyTerms() == "product" && op.getKeyBias().empty())
+    return KeyTermSource::Threads;
   return llvm::StringSwitch<KeyTermSource>(plan.getKeyTerms())
       .Case("bulk", KeyTermSource::Bulk)
       .Case("global", KeyTermSource::Global)
+      .Case("product", KeyTermSource::Product)
       .Default(KeyTermSource::Threads);
 }
 
@@ -1706,7 +1755,7 @@ FailureOr<gpu::GPUFuncOp> rbfc::buildFlashKernel(attn::AttentionOp op,
                        op.isSoftmax(),
                        op.getLog2Domain(),
                        op.getLse() != nullptr,
-                       keyTermSource(*plan),
+                       keyTermSource(op, *plan),
                        plan->getBlocksPerSm(),
                        archVersion(plan->getArch()) >= 90,
                        plan->getKernel() != "mma_sync",
@@ -1715,7 +1764,8 @@ FailureOr<gpu::GPUFuncOp> rbfc::buildFlashKernel(attn::AttentionOp op,
                        plan->getOverlap()};
   ImplicitLocOpBuilder b(op.getLoc(), op.getContext());
   LLVM_DEBUG(llvm::dbgs() << "building " << name << " with " << *plan << "\n");
-  KeyTermWorkspace workspace = KeyTermWorkspace::forOp(op);
+  KeyTermWorkspace workspace =
+      KeyTermWorkspace::forOp(op, config.keyTerms == KeyTermSource::Product);
   if (workspace.planes() &&
       failed(buildKeyTermsKernel(b, op, config, workspace, module,
                                  (name + kKeyTermsSuffix).str())))

@@ -11,8 +11,9 @@
 using namespace mlir;
 using namespace rbfc;
 
-KeyTermWorkspace KeyTermWorkspace::forOp(attn::AttentionOp op) {
+KeyTermWorkspace KeyTermWorkspace::forOp(attn::AttentionOp op, bool inProduct) {
   KeyTermWorkspace workspace;
+  workspace.inProduct = inProduct;
   if (!op.getKeyBias().empty())
     workspace.keyBiasPlane = workspace.planes();
   bool scoreReadsKeyNorm =
@@ -73,6 +74,12 @@ void ForwardBlock::locate(bool byKvHead) {
           config.tileN);
   Value rowHeads = workspace.perKvHead ? sizes.kvHeads : sizes.heads;
   Value row = add(mul(batch, rowHeads), workspace.perKvHead ? kvHead : head);
+  // Product entries are the planes' words side by side: one row of them.
+  if (workspace.inProduct) {
+    keyTermRows.push_back(
+        mul(mul(row, keyTermRowLength), KeyTermOperand::kWorkspaceWords));
+    return;
+  }
   Value planeStride = mul(mul(sizes.batch, rowHeads), keyTermRowLength);
   for (int64_t plane = 0; plane < workspace.planes(); ++plane)
     keyTermRows.push_back(

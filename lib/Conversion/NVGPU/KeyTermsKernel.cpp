@@ -1,7 +1,9 @@
 //===- KeyTermsKernel.cpp - the per-key terms prologue --------------------===//
 #include "rbfc/Conversion/NVGPU/KeyTermsKernel.h"
 
+#include "rbfc/Conversion/NVGPU/KeyTermOperand.h"
 #include "rbfc/Conversion/NVGPU/RegionApplication.h"
+#include "rbfc/Dialect/Attn/KeyBiasProduct.h"
 
 #include "mlir/Dialect/LLVMIR/NVVMDialect.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
@@ -72,6 +74,21 @@ LogicalResult KeyTermsKernelBuilder::build(gpu::GPUModuleOp module,
   RegionApplication regions(b, op, args.sizes, args.params, args.captures,
                             block.batch, block.head, block.lane,
                             config.headDim);
+  // Product entries hold key_bias / q_scale, both evaluated with the
+  // parameters that cancel between them at 1 (attn::KeyBiasProduct).
+  SmallVector<Value> productParams(args.params.begin(), args.params.end());
+  if (workspace.inProduct) {
+    std::optional<attn::KeyBiasProduct> product =
+        attn::KeyBiasProduct::analyze(op);
+    if (!product)
+      return op.emitOpError("key_terms \"product\" needs a key bias that "
+                            "rides in S = Q K^T");
+    for (unsigned param : product->cancelledParams)
+      productParams[param] = f32(1.0);
+  }
+  RegionApplication productRegions(b, op, args.sizes, productParams,
+                                   args.captures, block.batch, block.head,
+                                   block.lane, config.headDim);
   // The flash kernel may start as soon as every prologue block has: it
   // loads Q while the prologue runs and waits before reading the terms.
   if (config.programmaticLaunch)
@@ -131,14 +148,40 @@ LogicalResult KeyTermsKernelBuilder::build(gpu::GPUModuleOp module,
     auto inside = scf::IfOp::create(
         b, TypeRange{}, cmp(arith::CmpIPredicate::ult, key, args.sizes.kvLen),
         true);
+    // A product entry's word w is at row + 2 key + w; plane p's term at
+    // row_p + key.
     auto store = [&, key = key](Value value, int64_t plane) {
-      memref::StoreOp::create(b, value, args.workspace,
-                              ValueRange{add(block.keyTermRows[plane], key)});
+      Value offset = workspace.inProduct
+                         ? add(add(block.keyTermRows.front(),
+                                   mul(key, KeyTermOperand::kWorkspaceWords)),
+                               plane)
+                         : add(block.keyTermRows[plane], key);
+      memref::StoreOp::create(b, value, args.workspace, ValueRange{offset});
     };
     b.setInsertionPointToStart(inside.elseBlock());
     for (int64_t plane = 0; plane < workspace.planes(); ++plane)
       store(f32(0.0), plane);
     b.setInsertionPointToStart(inside.thenBlock());
+    if (workspace.inProduct) {
+      auto bias =
+          productRegions.evaluateElementRegion(op.getKeyBias(), element);
+      if (failed(bias))
+        return failure();
+      Value scale = f32(1.0);
+      if (!op.getQScale().empty()) {
+        auto evaluated =
+            productRegions.evaluateElementRegion(op.getQScale(), element);
+        if (failed(evaluated))
+          return failure();
+        scale = *evaluated;
+      }
+      auto [first, second] =
+          KeyTermOperand(b, config.tileN, config.stages)
+              .entryWords(arith::DivFOp::create(b, *bias, scale));
+      store(first, 0);
+      store(second, 1);
+      continue;
+    }
     if (workspace.keyNormPlane >= 0)
       store(element.keyNorm, workspace.keyNormPlane);
     if (workspace.keyBiasPlane >= 0) {

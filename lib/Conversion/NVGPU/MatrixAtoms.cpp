@@ -101,11 +101,11 @@ OperandRegisters MmaSyncAtom::operandA(const Accumulator &left,
 }
 
 Value WarpgroupMmaAtom::descriptor(Value address, int64_t leadingBytes,
-                                   int64_t strideBytes) {
+                                   int64_t strideBytes, bool swizzled) {
   // PTX ISA "Matrix Descriptor Format": bits 0-13 the start address, 16-29
   // the leading and 32-45 the stride dimension byte offsets, all >> 4;
-  // bits 62-63 the swizzle, 1 for 128 bytes. Base offset 0: every column
-  // block starts 1024-byte aligned.
+  // bits 62-63 the swizzle, 1 for 128 bytes, 0 for none. Base offset 0:
+  // every column block starts 1024-byte aligned.
   Type i64 = b.getI64Type();
   Value start = arith::IndexCastUIOp::create(b, i64, address);
   start = arith::ShRUIOp::create(
@@ -113,7 +113,8 @@ Value WarpgroupMmaAtom::descriptor(Value address, int64_t leadingBytes,
                                arith::ConstantIntOp::create(b, i64, 0x3FFFF)),
       arith::ConstantIntOp::create(b, i64, 4));
   uint64_t fields = (uint64_t(leadingBytes >> 4) << 16) |
-                    (uint64_t(strideBytes >> 4) << 32) | (uint64_t(1) << 62);
+                    (uint64_t(strideBytes >> 4) << 32) |
+                    (uint64_t(swizzled) << 62);
   return arith::OrIOp::create(
       b, start, arith::ConstantIntOp::create(b, i64, int64_t(fields)));
 }

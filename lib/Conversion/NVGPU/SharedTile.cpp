@@ -61,8 +61,10 @@ SharedMemoryArena::SharedMemoryArena(ImplicitLocOpBuilder &b,
 Value rbfc::sharedAddress(ImplicitLocOpBuilder &b, Value shared,
                           Value offset) {
   Value address = memref::ExtractAlignedPointerAsIndexOp::create(b, shared);
+  int64_t elementBytes =
+      cast<MemRefType>(shared.getType()).getElementTypeBitWidth() / 8;
   Value bytes = arith::MulIOp::create(
-      b, offset, arith::ConstantIndexOp::create(b, kElementBytes));
+      b, offset, arith::ConstantIndexOp::create(b, elementBytes));
   return arith::AddIOp::create(b, address, bytes);
 }
 

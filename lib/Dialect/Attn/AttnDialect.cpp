@@ -66,10 +66,10 @@ LogicalResult PlanAttr::verify(function_ref<InFlightDiagnostic()> emitError,
     return emitError() << "plan blocks_per_sm must be between 0 (no hint) and "
                           "32, got "
                        << blocksPerSM;
-  if (keyTerms != "threads" && keyTerms != "bulk" && keyTerms != "global")
-    return emitError()
-           << "plan key_terms must be 'threads', 'bulk' or 'global', got '"
-           << keyTerms << "'";
+  if (!llvm::is_contained({"threads", "bulk", "global", "product"}, keyTerms))
+    return emitError() << "plan key_terms must be 'threads', 'bulk', 'global' "
+                          "or 'product', got '"
+                       << keyTerms << "'";
   if (copy != "cp_async" && copy != "tma")
     return emitError() << "plan copy must be 'cp_async' or 'tma', got '" << copy
                        << "'";

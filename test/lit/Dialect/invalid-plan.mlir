@@ -82,7 +82,7 @@ func.func @on_attention(%q: tensor<?x?x?x64xf16>, %k: tensor<?x?x?x64xf16>, %v: 
 
 // -----
 
-// expected-error @+1 {{plan key_terms must be 'threads', 'bulk' or 'global', got 'tma'}}
+// expected-error @+1 {{plan key_terms must be 'threads', 'bulk', 'global' or 'product', got 'tma'}}
 func.func @key_terms_tma() attributes {plan = #attn.plan<arch = "sm_90a", kernel = "mma_sync", tile_m = 128, tile_n = 64, warps = 4, stages = 2, key_terms = "tma">} {
   return
 }

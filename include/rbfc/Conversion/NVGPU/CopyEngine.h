@@ -13,6 +13,7 @@
 #define RBFC_CONVERSION_NVGPU_COPYENGINE_H
 
 #include "rbfc/Conversion/NVGPU/FragmentLayout.h"
+#include "rbfc/Conversion/NVGPU/KeyTermOperand.h"
 #include "rbfc/Conversion/NVGPU/SharedTile.h"
 
 namespace rbfc {
@@ -40,6 +41,7 @@ public:
 
   SwizzledTile &getTile() const { return tile; }
   mlir::Value getThreadId() const { return threadId; }
+  int64_t getThreads() const { return threads; }
 
   /// Adjacent chunks of a row that adjacent threads copy in one pass: the
   /// largest power of two dividing the row's chunks, at most `threads`.
@@ -115,17 +117,21 @@ public:
   };
   /// How term planes reach their stage: by cp.async of the first threads,
   /// 16 bytes each, in the tile's commit group; or by thread 0, one
-  /// cp.async.bulk per plane completing on the stage's mbarrier.
-  enum class TermCopy { Threads, Bulk };
+  /// cp.async.bulk per plane completing on the stage's mbarrier; or, one
+  /// entry of KeyTermOperand a key, into the rows of that operand of
+  /// S = Q K^T, by cp.async in the tile's commit group.
+  enum class TermCopy { Threads, Bulk, Product };
 
   TileRing(CopyEngine &engine, int64_t stages, int64_t rows, mlir::Value length,
            mlir::Value first, mlir::Value end,
            llvm::SmallVector<Stream> streams);
 
   /// Term planes to copy with every tile from `workspace`; with bulk
-  /// copies `barriers` holds one i64 mbarrier per stage.
+  /// copies `barriers` holds one i64 mbarrier per stage; with Product
+  /// copies `operand` lays them out (one plane of entries).
   void setTerms(mlir::Value workspace, llvm::SmallVector<TermPlane> planes,
-                TermCopy copy, mlir::Value barriers);
+                TermCopy copy, mlir::Value barriers,
+                KeyTermOperand *operand = nullptr);
 
   mlir::Value buffer(mlir::Value tile) { return rem(sub(tile, first), stages); }
   /// The element offset of a buffer's tile in each stream's ring.
@@ -158,6 +164,7 @@ private:
   llvm::SmallVector<TermPlane> planes;
   TermCopy termCopy = TermCopy::Threads;
   mlir::Value barriers;
+  KeyTermOperand *operand = nullptr;
 };
 
 } // namespace rbfc

@@ -18,8 +18,9 @@ namespace rbfc {
 
 /// The plan's key_terms: staged in shared memory by per-thread cp.async
 /// (`threads`) or by one cp.async.bulk (`bulk`), or loaded by each lane
-/// from the workspace (`global`).
-enum class KeyTermSource { Threads, Bulk, Global };
+/// from the workspace (`global`), or carried by S = Q K^T as one more k
+/// (`product`, KeyTermOperand).
+enum class KeyTermSource { Threads, Bulk, Global, Product };
 
 /// The canonical op's static facts the forward kernels are specialised on.
 struct ForwardConfig {
@@ -75,14 +76,21 @@ struct KeyTermWorkspace {
   /// The prologue computes ||k||^2 (the key_bias region or the score
   /// reads it).
   bool needsKeyNorm = false;
+  /// key_terms = "product": the workspace holds the key bias over q_scale
+  /// as KeyTermOperand's entries, two words a key, in place of the planes
+  /// (planes() counts their words).
+  bool inProduct = false;
   /// The key terms depend on the key/value head only (the key_bias region
   /// does not read h): the workspace holds a row per (batch, kv head),
   /// which every query head of the group reads, and the prologue computes
   /// each once, not once per query head.
   bool perKvHead = true;
 
-  static KeyTermWorkspace forOp(attn::AttentionOp op);
-  int64_t planes() const { return (keyBiasPlane >= 0) + (keyNormPlane >= 0); }
+  static KeyTermWorkspace forOp(attn::AttentionOp op, bool inProduct = false);
+  int64_t planes() const {
+    return inProduct ? KeyTermOperand::kWorkspaceWords
+                     : (keyBiasPlane >= 0) + (keyNormPlane >= 0);
+  }
 };
 
 /// A block of the flash kernel or of its key-terms prologue.
@@ -116,7 +124,8 @@ public:
   /// round_up(kv_len, tile_n): the length of a workspace row, so a K tile's
   /// terms are one aligned run that exists whatever kv_len is.
   mlir::Value keyTermRowLength;
-  /// Per plane, the workspace offset of the block's row.
+  /// Per plane, the workspace offset of the block's row (product entries:
+  /// the one row of entries, KeyTermOperand::kWorkspaceWords a key).
   llvm::SmallVector<mlir::Value> keyTermRows;
 
 private:

@@ -94,10 +94,12 @@ public:
       : KernelEmitter(b), elementType(elementType) {}
 
   /// The descriptor of an operand at shared byte address `address` (index)
-  /// in a column-blocked SwizzledTile (128-byte swizzle): `leadingBytes`
-  /// and `strideBytes` are its leading and stride dimension byte offsets.
+  /// in a column-blocked SwizzledTile (128-byte swizzle), or with
+  /// `swizzled` false in core matrices of 8 rows x 16 bytes stored as they
+  /// are: `leadingBytes` and `strideBytes` are its leading and stride
+  /// dimension byte offsets.
   mlir::Value descriptor(mlir::Value address, int64_t leadingBytes,
-                         int64_t strideBytes);
+                         int64_t strideBytes, bool swizzled = true);
   /// `descriptor` for the operand `bytes` further on (a multiple of 16;
   /// the start address field does not overflow below 256 KB).
   mlir::Value advance(mlir::Value descriptor, int64_t bytes);

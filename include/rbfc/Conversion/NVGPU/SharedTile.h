@@ -147,8 +147,8 @@ private:
   int64_t bytes = 0;
 };
 
-/// The shared-space byte address of element `offset` of the 16-bit shared
-/// view `shared`: what a wgmma descriptor or a bulk copy names.
+/// The shared-space byte address of element `offset` of the shared view
+/// `shared`: what a wgmma descriptor or a bulk copy names.
 mlir::Value sharedAddress(mlir::ImplicitLocOpBuilder &b, mlir::Value shared,
                           mlir::Value offset);
 

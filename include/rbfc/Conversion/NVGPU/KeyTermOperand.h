@@ -1,0 +1,81 @@
+//===- KeyTermOperand.h - key terms as one more k of S = Q K^T --*- C++ -*-===//
+//
+// With key_terms = "product" (attn::KeyBiasProduct) the key-terms prologue
+// writes each key's t = key_bias / q_scale as three bf16 parts, t = hi +
+// mid + lo to 2^-26 |t| (f32 holds a bias to 2^-24), and S = Q K^T takes
+// one more wgmma, 16 wide in k: A ones in k 0-2 (registers), B the key's
+// parts in k 0-2 and zeros after them. The accumulators then hold q.k + t,
+// and the score is q_scale times them, a plain scaled dot product: no term
+// per score, no key-term registers beside S. The wgmma is bf16 whatever the
+// kernel's element type: f16 parts would overflow at |t| above 65504.
+//
+// The workspace holds per key two f32 words, (hi, mid) and (lo, 0). Shared
+// memory holds per key a K-major row of 16 bf16 in wgmma's unswizzled
+// layout: core matrices of 8 keys x 16 bytes, k 8-15 one core matrix (128
+// bytes) after k 0-7, the next 8 keys 256 bytes on, 32 bytes a key. The
+// copies fill a row's first 8 bytes; its other 24 are zeroed once.
+//
+//===----------------------------------------------------------------------===//
+#ifndef RBFC_CONVERSION_NVGPU_KEYTERMOPERAND_H
+#define RBFC_CONVERSION_NVGPU_KEYTERMOPERAND_H
+
+#include "rbfc/Conversion/NVGPU/MatrixAtoms.h"
+
+namespace rbfc {
+
+class KeyTermOperand : public KernelEmitter {
+public:
+  /// A ring of `stages` tiles of `keys` keys.
+  KeyTermOperand(mlir::ImplicitLocOpBuilder &b, int64_t keys, int64_t stages)
+      : KernelEmitter(b), keys(keys), stages(stages), atom(b, b.getBF16Type()) {
+  }
+
+  /// f32 words of a key's workspace entry.
+  static constexpr int64_t kWorkspaceWords = 2;
+  /// f32 words of a key's row in shared memory.
+  static constexpr int64_t kSharedWords = 8;
+
+  /// The f32 words the ring takes in shared memory.
+  int64_t sharedWords() const { return stages * keys * kSharedWords; }
+  /// The word offset of row `row` of the ring (stage s's key j is row
+  /// s keys + j), where its entry goes.
+  mlir::Value rowOffset(mlir::Value row);
+  /// Zeroes what the copies leave alone in every row of the ring `shared`,
+  /// `threads` threads sharing the rows; a fence to the async proxy and a
+  /// barrier must follow before a wgmma reads them.
+  void zeroPadding(mlir::Value shared, mlir::Value threadId, int64_t threads);
+
+  /// Copies the entries of the ring buffer `buffer`'s `keys` keys from the
+  /// f32 `workspace`, the first at word `firstEntry`, 8 bytes a key by
+  /// cp.async (in the caller's commit group), `threads` threads sharing
+  /// the keys.
+  void copyEntries(mlir::Value workspace, mlir::Value firstEntry,
+                   mlir::Value shared, mlir::Value buffer, mlir::Value threadId,
+                   int64_t threads);
+
+  /// The A operand of the warp's 16 rows: ones in k 0-2, zeros after.
+  OperandRegisters ones(mlir::Value lane);
+  /// The B descriptor of the tile in ring buffer `buffer` of `shared`.
+  mlir::Value descriptor(mlir::Value shared, mlir::Value buffer);
+  /// scores += ones x terms, issued between the fence and the commit of
+  /// the S = Q K^T group.
+  void accumulate(const OperandRegisters &ones, mlir::Value descriptor,
+                  llvm::MutableArrayRef<Accumulator> scores);
+
+  /// The prologue's two words for the term `term` (f32): (hi, mid) and
+  /// (lo, 0) as bf16 pairs, as f32 bit patterns. A term that is not finite
+  /// is hi alone.
+  std::pair<mlir::Value, mlir::Value> entryWords(mlir::Value term);
+
+private:
+  /// Runs `body` for items threadId, threadId + threads, ... below `count`.
+  void forEachShare(mlir::Value threadId, int64_t count, int64_t threads,
+                    llvm::function_ref<void(mlir::Value)> body);
+
+  int64_t keys, stages;
+  WarpgroupMmaAtom atom;
+};
+
+} // namespace rbfc
+
+#endif // RBFC_CONVERSION_NVGPU_KEYTERMOPERAND_H

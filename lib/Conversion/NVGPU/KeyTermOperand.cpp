@@ -1,0 +1,127 @@
+//===- KeyTermOperand.cpp - key terms as one more k of S = Q K^T ----------===//
+#include "rbfc/Conversion/NVGPU/KeyTermOperand.h"
+
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/NVGPU/IR/NVGPUDialect.h"
+
+#include <limits>
+
+using namespace mlir;
+using namespace rbfc;
+
+/// Bytes from k 0-7 to k 8-15 of the same keys (one core matrix), and from
+/// 8 keys to the next 8 (two).
+static constexpr int64_t kLeadingBytes = 128, kStrideBytes = 256;
+/// f32 words of a core matrix's row (16 bytes).
+static constexpr int64_t kCoreRowWords = 4;
+/// Words from a row's k 0-7 to its k 8-15.
+static constexpr int64_t kUpperHalfWords = kLeadingBytes / 4;
+
+Value KeyTermOperand::rowOffset(Value row) {
+  return add(mul(div(row, 8), kStrideBytes / 4),
+             mul(rem(row, 8), kCoreRowWords));
+}
+
+void KeyTermOperand::forEachShare(Value threadId, int64_t count,
+                                  int64_t threads,
+                                  llvm::function_ref<void(Value)> body) {
+  for (int64_t first = 0; first < count; first += threads) {
+    OpBuilder::InsertionGuard guard(b);
+    Value item = add(threadId, first);
+    if (first + threads > count)
+      b.setInsertionPointToStart(
+          scf::IfOp::create(b, TypeRange{},
+                            cmp(arith::CmpIPredicate::ult, item, index(count)),
+                            false)
+              .thenBlock());
+    body(item);
+  }
+}
+
+void KeyTermOperand::zeroPadding(Value shared, Value threadId,
+                                 int64_t threads) {
+  SmallVector<int64_t> words{kWorkspaceWords, kWorkspaceWords + 1};
+  for (int64_t word = 0; word < kCoreRowWords; ++word)
+    words.push_back(kUpperHalfWords + word);
+  Value zero = f32(0.0);
+  forEachShare(threadId, stages * keys, threads, [&](Value row) {
+    Value base = rowOffset(row);
+    for (int64_t word : words)
+      memref::StoreOp::create(b, zero, shared, ValueRange{add(base, word)});
+  });
+}
+
+void KeyTermOperand::copyEntries(Value workspace, Value firstEntry,
+                                 Value shared, Value buffer, Value threadId,
+                                 int64_t threads) {
+  auto tokenType = nvgpu::DeviceAsyncTokenType::get(b.getContext());
+  forEachShare(threadId, keys, threads, [&](Value key) {
+    Value target = rowOffset(add(mul(buffer, keys), key));
+    // Not bypassing L1: cp.async.cg copies 16 bytes only.
+    nvgpu::DeviceAsyncCopyOp::create(
+        b, tokenType, shared, ValueRange{target}, workspace,
+        ValueRange{add(firstEntry, mul(key, kWorkspaceWords))},
+        b.getIndexAttr(kWorkspaceWords), Value(), /*bypassL1=*/UnitAttr());
+  });
+}
+
+OperandRegisters KeyTermOperand::ones(Value lane) {
+  // Lane 4 g + c holds k 2c and 2c + 1 of rows g and g + 8 in its first
+  // two registers, k 2c + 8 and 2c + 9 in the last two (mma.sync's A
+  // fragment): ones in k 0-2 are in lanes c = 0 and 1.
+  MmaSyncAtom pairs(b, b.getBF16Type());
+  Value column = rem(lane, 4);
+  Value zeros = pairs.packPair(f32(0.0), f32(0.0));
+  Value lowColumns =
+      select(cmp(arith::CmpIPredicate::eq, column, index(0)), pairs.ones(),
+             select(cmp(arith::CmpIPredicate::eq, column, index(1)),
+                    pairs.packPair(f32(1.0), f32(0.0)), zeros));
+  return {lowColumns, lowColumns, zeros, zeros};
+}
+
+Value KeyTermOperand::descriptor(Value shared, Value buffer) {
+  return atom.descriptor(
+      sharedAddress(b, shared, mul(buffer, keys * kSharedWords)), kLeadingBytes,
+      kStrideBytes, /*swizzled=*/false);
+}
+
+void KeyTermOperand::accumulate(const OperandRegisters &ones, Value descriptor,
+                                MutableArrayRef<Accumulator> scores) {
+  atom.mma(ones, descriptor, scores, /*transposeB=*/false);
+}
+
+std::pair<Value, Value> KeyTermOperand::entryWords(Value term) {
+  Type bf16 = b.getBF16Type(), f32Type = b.getF32Type();
+  Type i32 = b.getI32Type();
+  auto part = [&](Value value) {
+    return arith::TruncFOp::create(b, bf16, value).getResult();
+  };
+  auto widen = [&](Value value) {
+    return arith::ExtFOp::create(b, f32Type, value).getResult();
+  };
+  auto bits = [&](Value value) {
+    Value raw = arith::BitcastOp::create(b, b.getI16Type(), value);
+    return arith::ExtUIOp::create(b, i32, raw).getResult();
+  };
+  auto word = [&](Value low, Value high) {
+    Value packed = bits(low);
+    if (high)
+      packed = arith::OrIOp::create(
+          b, packed,
+          arith::ShLIOp::create(b, bits(high),
+                                arith::ConstantIntOp::create(b, i32, 16)));
+    return arith::BitcastOp::create(b, f32Type, packed).getResult();
+  };
+  // Each remainder is exact in f32: the part before it kept its leading
+  // 8 bits.
+  Value hi = part(term);
+  Value finite = arith::CmpFOp::create(
+      b, arith::CmpFPredicate::OLT, math::AbsFOp::create(b, term),
+      f32(std::numeric_limits<double>::infinity()));
+  Value rest =
+      select(finite, arith::SubFOp::create(b, term, widen(hi)), f32(0.0));
+  Value mid = part(rest);
+  Value lo = part(arith::SubFOp::create(b, rest, widen(mid)));
+  return {word(hi, mid), word(lo, Value())};
+}
