@@ -17,6 +17,7 @@
 //===----------------------------------------------------------------------===//
 #include "rbfc/Conversion/NVGPU/FlashKernel.h"
 #include "rbfc/Conversion/Passes.h"
+#include "rbfc/Dialect/Attn/KeyBiasProduct.h"
 #include "rbfc/Dialect/Attn/ScoreDependence.h"
 
 #include "llvm/Support/Debug.h"
@@ -88,13 +89,22 @@ bool gathersPerElement(attn::AttentionOp op) {
 /// element keeps mma.sync there.
 attn::PlanAttr wgmmaPlan(attn::AttentionOp op, StringRef arch,
                          int64_t headDim) {
-  if (headDim == 64)
+  if (headDim == 64) {
+    // A key bias that rides in S = Q K^T (RBF's, ALiBi's) leaves the
+    // scores as dot's, and dot's 128-key tiles: RBF 402 / 317 causal at
+    // 4x16x4096x64 against 374 / 300 for the terms copied by the threads on
+    // 64-key tiles and 370 / 297 for the product on 64-key tiles, dot 415 /
+    // 353 (H200, bench/NOTES.md step 16).
+    bool product = attn::KeyBiasProduct::analyze(op).has_value();
+    bool keyTermsApart = !op.getKeyBias().empty() && !product;
     return attn::PlanAttr::get(op.getContext(), arch, "wgmma_cooperative",
                                /*tile_m=*/128,
-                               /*tile_n=*/op.getKeyBias().empty() ? 128 : 64,
-                               /*warps=*/8, /*stages=*/2, "threads",
+                               /*tile_n=*/keyTermsApart ? 64 : 128,
+                               /*warps=*/8, /*stages=*/2,
+                               product ? "product" : "threads",
                                /*blocks_per_sm=*/2, "cp_async",
                                /*overlap=*/false);
+  }
   // Without a mask 160-key tiles ran 3-6% ahead of 128 (fewer tiles to pay
   // the softmax's fixed costs on); under a causal mask they ran 0-6%
   // behind, their diagonal tiles straddling the 128-row query tiles.

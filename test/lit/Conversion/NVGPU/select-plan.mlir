@@ -66,10 +66,10 @@ func.func @rbf_d128(%arg0: tensor<?x?x?x128xbf16>, %arg1: tensor<?x?x?x128xbf16>
 // -----
 
 // At head_dim 64 the cooperative wgmma kernel, two blocks a
-// multiprocessor; under a key bias 64-key tiles, the terms copied by the
-// threads.
+// multiprocessor; RBF's key bias over q_scale is -||k||^2 / 2 at every gamma,
+// so it rides in S = Q K^T, on dot's 128-key tiles.
 // CHECK-LABEL: func.func @rbf_d64
-// CHECK: plan = #attn.plan<arch = "sm_90a", kernel = "wgmma_cooperative", tile_m = 128, tile_n = 64, warps = 8, stages = 2, blocks_per_sm = 2>
+// CHECK: plan = #attn.plan<arch = "sm_90a", kernel = "wgmma_cooperative", tile_m = 128, tile_n = 128, warps = 8, stages = 2, key_terms = "product", blocks_per_sm = 2>
 func.func @rbf_d64(%arg0: tensor<?x?x?x64xbf16>, %arg1: tensor<?x?x?x64xbf16>, %arg2: tensor<?x?x?x64xbf16>, %arg3: f32) -> tensor<?x?x?x64xbf16> {
   %0 = attn.attention softmax %arg0, %arg1, %arg2 params(%arg3 : f32) {capture_names = [], log2_domain, param_defaults = [0.0883883461 : f32], param_names = ["gamma"]} : tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16> -> tensor<?x?x?x64xbf16> score {
   ^bb0(%b: index, %h: index, %q_idx: index, %kv_idx: index, %gamma: f32):
@@ -92,6 +92,43 @@ func.func @rbf_d64(%arg0: tensor<?x?x?x64xbf16>, %arg1: tensor<?x?x?x64xbf16>, %
     attn.yield %4 : f32
   } row_bias {
   ^bb0(%b: index, %h: index, %q_idx: index, %kv_idx: index, %gamma: f32):
+    %1 = attn.norm2 q : f32
+    %2 = arith.mulf %gamma, %1 : f32
+    %3 = arith.negf %2 : f32
+    attn.yield %3 : f32
+  }
+  return %0 : tensor<?x?x?x64xbf16>
+}
+
+// -----
+
+// A key bias whose ratio to q_scale depends on a parameter that can make
+// q_scale zero (gamma, a factor of q_scale but not of the key bias -beta
+// ||k||^2) stays apart: 64-key tiles, the terms copied by the threads.
+// CHECK-LABEL: func.func @scaled_key_bias_d64
+// CHECK: plan = #attn.plan<arch = "sm_90a", kernel = "wgmma_cooperative", tile_m = 128, tile_n = 64, warps = 8, stages = 2, blocks_per_sm = 2>
+func.func @scaled_key_bias_d64(%arg0: tensor<?x?x?x64xbf16>, %arg1: tensor<?x?x?x64xbf16>, %arg2: tensor<?x?x?x64xbf16>, %arg3: f32, %arg4: f32) -> tensor<?x?x?x64xbf16> {
+  %0 = attn.attention softmax %arg0, %arg1, %arg2 params(%arg3, %arg4 : f32, f32) {capture_names = [], log2_domain, param_defaults = [0.0883883461 : f32, 1.0 : f32], param_names = ["gamma", "beta"]} : tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16> -> tensor<?x?x?x64xbf16> score {
+  ^bb0(%b: index, %h: index, %q_idx: index, %kv_idx: index, %gamma: f32, %beta: f32):
+    %1 = attn.scaled_dot : f32
+    %2 = attn.key_bias : f32
+    %3 = arith.addf %1, %2 : f32
+    attn.yield %3 : f32
+  } q_scale {
+  ^bb0(%b: index, %h: index, %q_idx: index, %kv_idx: index, %gamma: f32, %beta: f32):
+    %cst = arith.constant 2.885390e+00 : f32
+    %1 = arith.mulf %gamma, %cst : f32
+    attn.yield %1 : f32
+  } key_bias {
+  ^bb0(%b: index, %h: index, %q_idx: index, %kv_idx: index, %gamma: f32, %beta: f32):
+    %cst = arith.constant 1.44269502 : f32
+    %1 = attn.norm2 k : f32
+    %2 = arith.mulf %beta, %cst : f32
+    %3 = arith.mulf %2, %1 : f32
+    %4 = arith.negf %3 : f32
+    attn.yield %4 : f32
+  } row_bias {
+  ^bb0(%b: index, %h: index, %q_idx: index, %kv_idx: index, %gamma: f32, %beta: f32):
     %1 = attn.norm2 q : f32
     %2 = arith.mulf %gamma, %1 : f32
     %3 = arith.negf %2 : f32
