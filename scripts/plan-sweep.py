@@ -39,7 +39,7 @@ FIELD_VALUES = {
     "tile_n": [32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256],
     "warps": [4, 8, 12],
     "stages": [1, 2, 3, 4],
-    "key_terms": ['"threads"', '"bulk"', '"global"'],
+    "key_terms": ['"threads"', '"bulk"', '"global"', '"product"'],
     "copy": ['"cp_async"', '"tma"'],
     "overlap": ["true", "false"],
     "blocks_per_sm": [0, 1, 2, 3],
