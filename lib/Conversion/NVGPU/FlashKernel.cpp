@@ -412,9 +412,10 @@ private:
   /// With TMA copies: the producer thread's copies of K and V tiles.
   std::optional<TensorMapCopy> tensorCopies;
   RegionApplication regions;
-  /// key_terms = "product": the key terms' operand of S = Q K^T and its
-  /// ones (in sharedKeyBias).
+  /// key_terms = "product": the key terms' operand of S = Q K^T (in
+  /// sharedKeyBias) and its A registers, ones.
   std::optional<KeyTermOperand> termOperand;
+  OperandRegisters termOnes;
 
   /// The block's first query row.
   Value qLo;
@@ -980,7 +981,7 @@ void FlashSchedule::loadFirstTiles(TileRing &ring) {
   // Before any copy into the rows, so that no zero lands on an entry; the
   // fence and the barrier below publish them to wgmma.
   if (termOperand)
-    termOperand->initialize(sharedKeyBias, block.threadId, config.threads());
+    termOperand->zeroPadding(sharedKeyBias, block.threadId, config.threads());
   queryCopies.copyTile(sharedQuery, index(0),
                        ForwardBlock::rows(args.q, block.qBase), qLo,
                        args.sizes.qLen, config.tileM, /*bounded=*/true);
@@ -1021,6 +1022,8 @@ LogicalResult FlashSchedule::prepareQueries() {
   }
   if (pingpong())
     startPingpong();
+  if (termOperand)
+    termOnes = termOperand->ones(block.lane);
   qScale = f32(1.0);
   if (!op.getQScale().empty()) {
     ElementValues element;
@@ -1348,15 +1351,14 @@ void FlashSchedule::issueScores(ArrayRef<std::pair<Value, Value>> descriptors,
 void FlashSchedule::computeScoresByWgmma(Value keyBase, Value buffer,
                                          MutableArrayRef<Accumulator> scores) {
   SmallVector<std::pair<Value, Value>> descriptors = scoreDescriptors(keyBase);
-  SmallVector<Value> termDescriptors;
+  SmallVector<Value> termDescriptor;
   if (termOperand)
-    termDescriptors = {termOperand->onesDescriptor(sharedKeyBias),
-                       termOperand->descriptor(sharedKeyBias, buffer)};
+    termDescriptor.push_back(termOperand->descriptor(sharedKeyBias, buffer));
   awaitTensorCoreTurn();
-  warpgroupAtoms.fence(scores, termDescriptors);
+  warpgroupAtoms.fence(scores, termDescriptor);
   issueScores(descriptors, scores);
   if (termOperand)
-    termOperand->accumulate(termDescriptors[0], termDescriptors[1], scores);
+    termOperand->accumulate(termOnes, termDescriptor.front(), scores);
   warpgroupAtoms.commitGroup();
   passTensorCoreTurn();
   warpgroupAtoms.waitGroup(0, scores);
