@@ -1,6 +1,7 @@
 //===- KeyBiasProduct.cpp - a key bias carried by S = Q K^T ---------------===//
 #include "rbfc/Dialect/Attn/KeyBiasProduct.h"
 
+#include "mlir/Analysis/SliceAnalysis.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/IR/Matchers.h"
 #include "llvm/Support/Debug.h"
@@ -75,23 +76,28 @@ Factors factorsOf(AttentionOp op, Region &region) {
 
 /// Whether `value` is computed from parameter `param` of `region`.
 bool readsParam(AttentionOp op, Region &region, Value value, unsigned param) {
-  SmallVector<Value> work{value};
-  DenseSet<Value> seen;
-  while (!work.empty()) {
-    Value next = work.pop_back_val();
-    if (!seen.insert(next).second)
-      continue;
-    if (paramPosition(op, region, next) == param)
-      return true;
-    if (Operation *def = next.getDefiningOp())
-      llvm::append_range(work, def->getOperands());
-  }
-  return false;
+  auto isParam = [&](Value operand) {
+    return paramPosition(op, region, operand) == param;
+  };
+  if (isParam(value))
+    return true;
+  Operation *def = value.getDefiningOp();
+  if (!def)
+    return false;
+  SetVector<Operation *> slice;
+  (void)getBackwardSlice(def, &slice);
+  slice.insert(def);
+  return llvm::any_of(slice, [&](Operation *computed) {
+    return llvm::any_of(computed->getOperands(), isParam);
+  });
 }
 
 /// Why the score does not read scaled_dot and key_bias as their sum alone,
 /// or an empty string.
 std::string scoreShapeProblem(AttentionOp op) {
+  constexpr llvm::StringLiteral kNotTheSum =
+      "the score reads the dot product or the key bias other than as "
+      "scaled_dot + key_bias";
   SmallVector<Operation *> scaledDots, keyBiases;
   bool readsDot = false, readsKeyNorm = false;
   op.getScore().walk([&](Operation *element) {
@@ -105,19 +111,16 @@ std::string scoreShapeProblem(AttentionOp op) {
       readsKeyNorm |= norm.getVector() == Vector::k;
   });
   if (keyBiases.size() != 1 || scaledDots.size() != 1 || readsDot)
-    return "the score reads the dot product or the key bias other than as "
-           "scaled_dot + key_bias";
+    return kNotTheSum.str();
   if (readsKeyNorm)
     return "the score reads ||k||^2 itself";
   Value bias = keyBiases.front()->getResult(0);
   Value scaled = scaledDots.front()->getResult(0);
   if (!bias.hasOneUse() || !scaled.hasOneUse())
-    return "the score reads the dot product or the key bias other than as "
-           "scaled_dot + key_bias";
+    return kNotTheSum.str();
   auto sum = dyn_cast<arith::AddFOp>(*bias.getUsers().begin());
   if (!sum || *scaled.getUsers().begin() != sum.getOperation())
-    return "the score reads the dot product or the key bias other than as "
-           "scaled_dot + key_bias";
+    return kNotTheSum.str();
   bool maskReadsBias = false;
   op.getMask().walk([&](KeyBiasOp) { maskReadsBias = true; });
   if (maskReadsBias)

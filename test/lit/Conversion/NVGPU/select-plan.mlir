@@ -139,6 +139,44 @@ func.func @scaled_key_bias_d64(%arg0: tensor<?x?x?x64xbf16>, %arg1: tensor<?x?x?
 
 // -----
 
+// gamma a factor of the key bias as often as of q_scale, but read again
+// inside another factor, -gamma (||k||^2 + gamma): the ratio depends on it,
+// so the key bias stays apart.
+// CHECK-LABEL: func.func @key_bias_reads_gamma_again_d64
+// CHECK: plan = #attn.plan<arch = "sm_90a", kernel = "wgmma_cooperative", tile_m = 128, tile_n = 64, warps = 8, stages = 2, blocks_per_sm = 2>
+func.func @key_bias_reads_gamma_again_d64(%arg0: tensor<?x?x?x64xbf16>, %arg1: tensor<?x?x?x64xbf16>, %arg2: tensor<?x?x?x64xbf16>, %arg3: f32, %arg4: f32) -> tensor<?x?x?x64xbf16> {
+  %0 = attn.attention softmax %arg0, %arg1, %arg2 params(%arg3, %arg4 : f32, f32) {capture_names = [], log2_domain, param_defaults = [0.0883883461 : f32, 1.0 : f32], param_names = ["gamma", "beta"]} : tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16> -> tensor<?x?x?x64xbf16> score {
+  ^bb0(%b: index, %h: index, %q_idx: index, %kv_idx: index, %gamma: f32, %beta: f32):
+    %1 = attn.scaled_dot : f32
+    %2 = attn.key_bias : f32
+    %3 = arith.addf %1, %2 : f32
+    attn.yield %3 : f32
+  } q_scale {
+  ^bb0(%b: index, %h: index, %q_idx: index, %kv_idx: index, %gamma: f32, %beta: f32):
+    %cst = arith.constant 2.885390e+00 : f32
+    %1 = arith.mulf %gamma, %cst : f32
+    attn.yield %1 : f32
+  } key_bias {
+  ^bb0(%b: index, %h: index, %q_idx: index, %kv_idx: index, %gamma: f32, %beta: f32):
+    %cst = arith.constant 1.44269502 : f32
+    %1 = attn.norm2 k : f32
+    %2 = arith.addf %1, %gamma : f32
+    %3 = arith.mulf %gamma, %cst : f32
+    %4 = arith.mulf %3, %2 : f32
+    %5 = arith.negf %4 : f32
+    attn.yield %5 : f32
+  } row_bias {
+  ^bb0(%b: index, %h: index, %q_idx: index, %kv_idx: index, %gamma: f32, %beta: f32):
+    %1 = attn.norm2 q : f32
+    %2 = arith.mulf %gamma, %1 : f32
+    %3 = arith.negf %2 : f32
+    attn.yield %3 : f32
+  }
+  return %0 : tensor<?x?x?x64xbf16>
+}
+
+// -----
+
 // Under a mask too (the mma.sync kernel's 32-key tiles with workspace
 // loads: select-plan-unmeasured.mlir at sm_90 has the unmasked one), with
 // 128-key tiles and the softmax overlapped with the products.
