@@ -212,14 +212,6 @@ Value BackwardKernelBuilder::wantsDiagonalSums() {
   return wants(op.getParams().size() + captureIndex(op, sink->getCapture()));
 }
 
-FailureOr<Value> BackwardKernelBuilder::queryScale(RegionApplication &regions) {
-  if (op.getQScale().empty())
-    return f32(1.0);
-  ElementValues element;
-  element.qIdx = index(0);
-  return regions.evaluateElementRegion(op.getQScale(), element);
-}
-
 BackwardKernelBuilder::ElementGradient
 BackwardKernelBuilder::elementGradient(Value score, Value kept, Value dP,
                                        Value delta, Value lse2) {

@@ -1024,15 +1024,10 @@ LogicalResult FlashSchedule::prepareQueries() {
     startPingpong();
   if (termOperand)
     termOnes = termOperand->ones(block.lane);
-  qScale = f32(1.0);
-  if (!op.getQScale().empty()) {
-    ElementValues element;
-    element.qIdx = index(0);
-    auto scale = regions.evaluateElementRegion(op.getQScale(), element);
-    if (failed(scale))
-      return failure();
-    qScale = *scale;
-  }
+  FailureOr<Value> scale = regions.queryScale();
+  if (failed(scale))
+    return failure();
+  qScale = *scale;
   if (config.softmax && RegionApplication::isAffineInDot(op.getScore())) {
     // |q_scale| below 2^-40 is taken as 2^-40 (sign kept, 0 as +): the
     // score moves by at most 2^-40 |q.k|, and -shift / c stays finite for

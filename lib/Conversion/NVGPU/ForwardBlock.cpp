@@ -13,7 +13,6 @@ using namespace rbfc;
 
 KeyTermWorkspace KeyTermWorkspace::forOp(attn::AttentionOp op, bool inProduct) {
   KeyTermWorkspace workspace;
-  workspace.inProduct = inProduct;
   if (!op.getKeyBias().empty())
     workspace.keyBiasPlane = workspace.planes();
   bool scoreReadsKeyNorm =
@@ -28,6 +27,9 @@ KeyTermWorkspace KeyTermWorkspace::forOp(attn::AttentionOp op, bool inProduct) {
       op.getKeyBias().empty() ||
       !(dependence.get(op.getKeyBias().front().getTerminator()->getOperand(0)) &
         attn::kDependsOnHead);
+  // Set last: the planes above are numbered as planes; the product's
+  // entries then take the place of the key bias plane's.
+  workspace.inProduct = inProduct;
   LLVM_DEBUG(
       llvm::dbgs() << "key terms: " << workspace.planes() << " planes, per "
                    << (workspace.perKvHead ? "kv" : "query") << " head\n");

@@ -71,12 +71,9 @@ LogicalResult KeyTermsKernelBuilder::build(gpu::GPUModuleOp module,
   const ForwardArgs &args = block.args;
   CopyEngine copies(b, tile, config.elementType, config.threads(),
                     block.threadId);
-  RegionApplication regions(b, op, args.sizes, args.params, args.captures,
-                            block.batch, block.head, block.lane,
-                            config.headDim);
   // Product entries hold key_bias / q_scale, both evaluated with the
   // parameters that cancel between them at 1 (attn::KeyBiasProduct).
-  SmallVector<Value> productParams(args.params.begin(), args.params.end());
+  SmallVector<Value> params(args.params.begin(), args.params.end());
   if (workspace.inProduct) {
     std::optional<attn::KeyBiasProduct> product =
         attn::KeyBiasProduct::analyze(op);
@@ -84,11 +81,19 @@ LogicalResult KeyTermsKernelBuilder::build(gpu::GPUModuleOp module,
       return op.emitOpError("key_terms \"product\" needs a key bias that "
                             "rides in S = Q K^T");
     for (unsigned param : product->cancelledParams)
-      productParams[param] = f32(1.0);
+      params[param] = f32(1.0);
   }
-  RegionApplication productRegions(b, op, args.sizes, productParams,
-                                   args.captures, block.batch, block.head,
-                                   block.lane, config.headDim);
+  RegionApplication regions(b, op, args.sizes, params, args.captures,
+                            block.batch, block.head, block.lane,
+                            config.headDim);
+  Value productScale;
+  if (workspace.inProduct) {
+    FailureOr<Value> scale = regions.queryScale();
+    if (failed(scale))
+      return failure();
+    productScale = *scale;
+  }
+  KeyTermOperand entries(b, config.tileN, config.stages);
   // The flash kernel may start as soon as every prologue block has: it
   // loads Q while the prologue runs and waits before reading the terms.
   if (config.programmaticLaunch)
@@ -162,33 +167,20 @@ LogicalResult KeyTermsKernelBuilder::build(gpu::GPUModuleOp module,
     for (int64_t plane = 0; plane < workspace.planes(); ++plane)
       store(f32(0.0), plane);
     b.setInsertionPointToStart(inside.thenBlock());
-    if (workspace.inProduct) {
-      auto bias =
-          productRegions.evaluateElementRegion(op.getKeyBias(), element);
-      if (failed(bias))
-        return failure();
-      Value scale = f32(1.0);
-      if (!op.getQScale().empty()) {
-        auto evaluated =
-            productRegions.evaluateElementRegion(op.getQScale(), element);
-        if (failed(evaluated))
-          return failure();
-        scale = *evaluated;
-      }
-      auto [first, second] =
-          KeyTermOperand(b, config.tileN, config.stages)
-              .entryWords(arith::DivFOp::create(b, *bias, scale));
-      store(first, 0);
-      store(second, 1);
-      continue;
-    }
     if (workspace.keyNormPlane >= 0)
       store(element.keyNorm, workspace.keyNormPlane);
     if (workspace.keyBiasPlane >= 0) {
       auto bias = regions.evaluateElementRegion(op.getKeyBias(), element);
       if (failed(bias))
         return failure();
-      store(*bias, workspace.keyBiasPlane);
+      if (workspace.inProduct) {
+        auto [first, second] =
+            entries.entryWords(arith::DivFOp::create(b, *bias, productScale));
+        store(first, 0);
+        store(second, 1);
+      } else {
+        store(*bias, workspace.keyBiasPlane);
+      }
     }
   }
   gpu::ReturnOp::create(b);

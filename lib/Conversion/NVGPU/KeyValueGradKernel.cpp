@@ -418,7 +418,7 @@ KeyValueGradKernel::emitHead(Value head, Value isFirstHead, ValueRange state) {
   int64_t rows = scoreLayout.laneRows();
   RegionApplication regions(b, op, args.sizes, args.params, args.captures,
                             batchIdx, head, lane, config.headDim);
-  FailureOr<Value> qScale = queryScale(regions);
+  FailureOr<Value> qScale = regions.queryScale();
   if (failed(qScale))
     return failure();
   keyBias.clear();

@@ -497,7 +497,7 @@ FailureOr<int64_t> QueryGradKernel::build(gpu::GPUModuleOp module,
           sharedQuery, Value{}, fragment->rowInTile(r), fragment->getInGroup(),
           4));
   }
-  FailureOr<Value> scale = queryScale(regions);
+  FailureOr<Value> scale = regions.queryScale();
   if (failed(scale))
     return failure();
   qScale = *scale;

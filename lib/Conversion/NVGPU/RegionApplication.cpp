@@ -185,6 +185,14 @@ RegionApplication::inlineRegion(Region &region, const ElementValues &element,
                           });
 }
 
+FailureOr<Value> RegionApplication::queryScale() {
+  if (op.getQScale().empty())
+    return f32(1.0);
+  ElementValues element;
+  element.qIdx = index(0);
+  return evaluateElementRegion(op.getQScale(), element);
+}
+
 FailureOr<Value> RegionApplication::evaluateElementRegion(
     Region &region, const ElementValues &element, ElementOpHook hook) {
   auto values = inlineRegion(region, element, hook);

@@ -124,8 +124,6 @@ protected:
   /// Whether the gradient of the relative-position table that the dK/dV
   /// kernel sums per diagonal is asked for; false when there is none.
   mlir::Value wantsDiagonalSums();
-  /// The q_scale region at (batch, head), 1 without one.
-  mlir::FailureOr<mlir::Value> queryScale(RegionApplication &regions);
 
   /// What the backward does at one element of S (or S^T): the weight
   /// P = 2^(s - lse2) (`none`: w = 2^s) and the score's adjoint dS in the

@@ -68,6 +68,9 @@ public:
   mlir::FailureOr<mlir::Value>
   evaluateElementRegion(mlir::Region &region, const ElementValues &element,
                         ElementOpHook hook = {});
+  /// The q_scale region at (batch, head), which the verifier keeps uniform
+  /// there; 1 without one.
+  mlir::FailureOr<mlir::Value> queryScale();
   /// Evaluates the gradient region `region` (score_grad, key_bias_grad, ...)
   /// at `element`, whose adjoint is the region's; the attn.grad_* ops are
   /// the kernel's to implement, through `hook`.
