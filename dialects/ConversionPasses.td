@@ -98,13 +98,16 @@ def AttnLowerToHost : Pass<"attn-lower-to-host", "::mlir::ModuleOp"> {
     attribute tells the caller how to count work items.
   }];
   let options = [
-    Option<"tileM", "tile-m", "int64_t", /*default=*/"64",
-           "query rows per work item">,
+    Option<"tileM", "tile-m", "int64_t", /*default=*/"0",
+           "query rows per work item; 0 chooses 16 row blocks of the "
+           "forward's rows-per-step (64 rows for the backward)">,
     Option<"tileN", "tile-n", "int64_t", /*default=*/"64",
            "keys per key tile (the unit of mask classification)">,
     Option<"rowsPerStep", "rows-per-step", "int64_t", /*default=*/"0",
            "query rows (or accumulator rows) one step computes together; 0 "
-           "chooses 4">,
+           "chooses, for the forward, the fewest from 4 whose FMA passes "
+           "keep 12 accumulators (6 with AVX2, 4 with AVX-512), 4 for the "
+           "backward">,
     Option<"keyLanes", "key-lanes", "int64_t", /*default=*/"16",
            "keys per score vector: the CPU's f32 lanes (16 with AVX-512, 8 "
            "with AVX2)">,

@@ -88,6 +88,20 @@ static void eraseFunctions(ModuleOp module, StringRef name,
         function.erase();
 }
 
+/// The tile size attn-lower-to-host recorded on function `name` + `suffix`
+/// as `attribute` (rbfc.tile_m or rbfc.tile_n): what its work items count.
+static llvm::Expected<int64_t> recordedTile(ModuleOp module, StringRef name,
+                                            StringRef suffix,
+                                            StringRef attribute) {
+  auto function = module.lookupSymbol<LLVM::LLVMFuncOp>((name + suffix).str());
+  auto tile = function ? function->getAttrOfType<IntegerAttr>(attribute)
+                       : IntegerAttr();
+  if (!tile || tile.getInt() < 1)
+    return llvm::createStringError("the host lowering recorded no " +
+                                   attribute + " on @" + name + suffix);
+  return tile.getInt();
+}
+
 /// JIT-compiles a lowered module (LLVM dialect) for `targetMachine`.
 static llvm::Expected<std::unique_ptr<ExecutionEngine>>
 jitCompile(ModuleOp module,
@@ -186,7 +200,22 @@ HostKernel::compile(StringRef source, StringRef bufferName,
   buildHostLoweringPipeline(lower, options.tiling, **targetMachine);
   if (mlir::failed(lower.run(*module)))
     return failure("the host lowering failed");
+  auto forwardTileM =
+      recordedTile(*module, kernel->entryName, "", "rbfc.tile_m");
+  if (!forwardTileM)
+    return forwardTileM.takeError();
+  kernel->forwardTileM = *forwardTileM;
   if (options.withBackward) {
+    auto backwardTileM =
+        recordedTile(*module, kernel->entryName, kRowsPass, "rbfc.tile_m");
+    if (!backwardTileM)
+      return backwardTileM.takeError();
+    auto backwardTileN =
+        recordedTile(*module, kernel->entryName, kRowsPass, "rbfc.tile_n");
+    if (!backwardTileN)
+      return backwardTileN.takeError();
+    kernel->backwardTileM = *backwardTileM;
+    kernel->backwardTileN = *backwardTileN;
     llvm::raw_string_ostream bytecode(kernel->loweredBytecode);
     if (mlir::failed(writeBytecodeToFile(*module, bytecode)))
       return failure("cannot keep the lowered backward");
@@ -528,7 +557,7 @@ llvm::Error HostKernel::run(const HostKernelArgs &args) const {
     packed.tensor(args.lse);
   call->packTrailing(packed);
 
-  const int64_t tileM = compileOptions.tiling.tileM;
+  const int64_t tileM = forwardTileM;
   const int64_t numWork =
       call->batch * call->heads * ((call->qLen + tileM - 1) / tileM);
   runParallel(numWork, args.numThreads,
@@ -650,8 +679,8 @@ llvm::Error HostKernel::backward(const HostBackwardArgs &args) const {
            &lseGrad, &deltaRef, &lse2Ref})
     rowsCall.tensor(*tensor);
   call->packTrailing(rowsCall);
-  const int64_t tileM = compileOptions.tiling.tileM;
-  const int64_t tileN = compileOptions.tiling.tileN;
+  const int64_t tileM = backwardTileM;
+  const int64_t tileN = backwardTileN;
   const int64_t queryTiles = (call->qLen + tileM - 1) / tileM;
   runParallel(call->batch * call->heads * queryTiles, args.numThreads,
               [&](int64_t work) { rowsCall.call(rowsEntry, work, work + 1); });

@@ -202,7 +202,7 @@ rbfc_status rbfc::jit::buildHostKernel(llvm::StringRef spec,
   description.dtype = options.dtype;
   description.headDim = int(options.headDim);
   description.hasLse = options.lse;
-  description.tileM = int(hostOptions.tiling.tileM);
+  description.tileM = int((*compiled)->tileM());
   description.tileN = int(hostOptions.tiling.tileN);
   kernel = std::make_shared<HostTargetKernel>(std::move(*compiled),
                                               std::move(description));

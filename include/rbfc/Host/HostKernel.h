@@ -150,6 +150,9 @@ public:
   const std::vector<Param> &params() const { return paramInfo; }
   const std::vector<Capture> &captures() const { return captureInfo; }
   const HostKernelOptions &options() const { return compileOptions; }
+  /// Query rows per forward work item: the options' tile_m, or what the
+  /// lowering chose for this CPU when it is 0.
+  int64_t tileM() const { return forwardTileM; }
   bool isSoftmax() const { return softmax; }
 
 private:
@@ -160,6 +163,9 @@ private:
   std::vector<Param> paramInfo;
   std::vector<Capture> captureInfo;
   bool softmax = true;
+  /// The tiles the lowering recorded (rbfc.tile_m, rbfc.tile_n) on the
+  /// forward and on the backward's passes, by which their work items count.
+  int64_t forwardTileM = 0, backwardTileM = 0, backwardTileN = 0;
   /// Checks the forward tensors, parameters and captures `run` and
   /// `backward` share and resolves them into kernel arguments.
   struct ResolvedCall;

@@ -27,7 +27,9 @@ namespace rbfc::host {
 
 /// How the host kernel tiles the problem (see attn-lower-to-host).
 struct HostTiling {
-  int64_t tileM = 64;
+  /// Query rows per work item; 0 lets attn-lower-to-host choose (16 row
+  /// blocks of the forward's rows per step, 64 for the backward).
+  int64_t tileM = 0;
   int64_t tileN = 64;
   /// Keys per score vector; 0 takes the f32 lanes of the target CPU's
   /// vector registers.

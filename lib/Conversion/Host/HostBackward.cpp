@@ -1233,6 +1233,8 @@ LogicalResult rbfc::host::buildHostBackward(attn::AttentionOp attention,
                                          (name + suffix).str(),
                                          b.getFunctionType(arguments, {}));
     function->setAttr("llvm.emit_c_interface", b.getUnitAttr());
+    function->setAttr("rbfc.tile_m", b.getI64IntegerAttr(blocking.tileM));
+    function->setAttr("rbfc.tile_n", b.getI64IntegerAttr(blocking.tileN));
     return function;
   };
   Type mask = b.getI64Type();

@@ -69,6 +69,23 @@ Value maxAcrossLanes(OpBuilder &builder, Location loc, Value vector) {
   return vector::ExtractOp::create(builder, loc, vector, 0);
 }
 
+/// `values` combined pairwise in a balanced tree: log2(n) dependent steps
+/// instead of n - 1, which is what the row's softmax waits on between its
+/// score and weight phases.
+Value combineBalanced(ArrayRef<Value> values,
+                      function_ref<Value(Value, Value)> combine) {
+  SmallVector<Value> level(values);
+  while (level.size() > 1) {
+    SmallVector<Value> next;
+    for (size_t i = 0; i + 1 < level.size(); i += 2)
+      next.push_back(combine(level[i], level[i + 1]));
+    if (level.size() % 2)
+      next.push_back(level.back());
+    level = std::move(next);
+  }
+  return level.front();
+}
+
 /// The forward schedule.
 class HostKernelEmitter : HostEmitter {
 public:
@@ -79,25 +96,29 @@ public:
   LogicalResult emit();
 
 private:
-  /// Scores and online-softmax update of every row block of the work item
-  /// against one key tile. A `partial` tile (one that is not all kept, or
-  /// has fewer than tile_n keys) evaluates the mask per element and scores
-  /// the lanes past its last key -inf; a whole kept tile needs neither (but
-  /// the padding of its last key vector when tile_n is not a multiple of
-  /// key_lanes).
-  LogicalResult emitKeyTile(ElementContext &item, Value qLo, Value numRows,
-                            Value kvLo, Value numKeys, bool partial);
+  /// Scores and online-softmax update of the row block at firstRow of the
+  /// work item against one key tile. A `partial` block (one that is not all
+  /// kept, or whose tile has fewer than tile_n keys) evaluates the mask per
+  /// element and scores the lanes past the tile's last key -inf; a whole
+  /// kept block needs neither (but the padding of its last key vector when
+  /// tile_n is not a multiple of key_lanes).
+  LogicalResult emitRowBlock(ElementContext &item, Value qLo, Value firstRow,
+                             Value kvLo, Value numKeys, bool partial);
   /// Whether the mask drops keys inside [0, numKeys) of the tile: only on
   /// a partial tile, and only with a mask.
   bool masksKeys(bool partial) {
     return partial && !attention.getMask().empty();
   }
-  /// Scores of one row against the tile (its q . k in row rowInBlock of
-  /// dotBlock), the row's running max/sum update and its weights into
-  /// weightBlock; returns the accumulator rescale (null under `none`).
-  FailureOr<Value> emitRowWeights(ElementContext &item, Value qLo,
-                                  Value firstRow, Value rowInBlock,
-                                  Value kvLo, Value numKeys, bool partial);
+  /// Scores of one row against the tile, in place of its q . k in row
+  /// rowInBlock of dotBlock, and (softmax) the row's running maximum: the
+  /// new one, the shift its weights take (shiftBlock) and the rescale of its
+  /// old sum and accumulator (rescaleBlock).
+  LogicalResult emitRowScores(ElementContext &item, Value qLo, Value firstRow,
+                              Value rowInBlock, Value kvLo, Value numKeys,
+                              bool partial);
+  /// The row's weights exp2(score - shift) into weightBlock and its running
+  /// sum's update.
+  void emitRowWeights(Value firstRow, Value rowInBlock);
   /// acc += P * V for the row block: per key one value row, one FMA per row.
   void emitWeightedValues(ElementContext &item, Value firstRow,
                           ArrayRef<Value> rescales, Value kvLo, Value numKeys,
@@ -107,17 +128,18 @@ private:
   HostBlocking blocking;
   Value query, value, output, lse;
   // Per-thread scratch (stack): the work item's query rows, its
-  // accumulators, running max/sum, one key tile transposed and its key_bias
-  // values, and one row block's q . k, weights (and, with a mask, scores)
-  // and accumulator rescales (softmax) for the current key tile.
+  // accumulators, running maxima and sums (a vector of partial sums a row),
+  // one key tile transposed and its key_bias values, and one row block's
+  // q . k (then its scores), weights, and (softmax) shifts and accumulator
+  // rescales for the current key tile.
   Value queryTile, accTile, rowMax, rowSum, keyTransposed, keyBiasTile,
-      dotBlock, weightBlock, scoreBlock, rescaleBlock;
+      dotBlock, weightBlock, shiftBlock, rescaleBlock;
 };
 
-FailureOr<Value> HostKernelEmitter::emitRowWeights(
-    ElementContext &item, Value qLo, Value firstRow, Value rowInBlock,
-    Value kvLo, Value numKeys, bool partial) {
-  const bool softmax = attention.isSoftmax();
+LogicalResult HostKernelEmitter::emitRowScores(ElementContext &item, Value qLo,
+                                               Value firstRow, Value rowInBlock,
+                                               Value kvLo, Value numKeys,
+                                               bool partial) {
   const double negInf = -std::numeric_limits<double>::infinity();
   const int64_t lanes = blocking.keyLanes;
   auto broadcast = [&](Value scalar) -> Value {
@@ -128,17 +150,16 @@ FailureOr<Value> HostKernelEmitter::emitRowWeights(
   KeyVectorContext keys = rowOverKeys(item, qLo, row, queryTile, blocking);
   Value laneIndices = vector::StepOp::create(
       builder, loc, VectorType::get({lanes}, builder.getIndexType()));
-  Value blockRow = rowInBlock;
 
   // Scores (log2 domain) of the row, keyLanes keys per vector. Masked keys
   // (in a partial tile) and lanes past the tile's last key (in a partial
   // tile, or the last vector when tile_n is not a multiple of keyLanes)
-  // score -inf (weight 0).
+  // score -inf (weight 0), which is also how P*V tells the keys it skips.
   SmallVector<Value> scores;
   for (int64_t c = 0; c < blocking.keyVectors(); ++c) {
+    SmallVector<Value, 2> position{rowInBlock, index(c * lanes)};
     Value dots = vector::LoadOp::create(builder, loc, keyVectorType(blocking),
-                                        dotBlock,
-                                        ValueRange{blockRow, index(c * lanes)});
+                                        dotBlock, position);
     FailureOr<Value> score =
         base2ScoresOverKeys(keys, c, kvLo, dots, keyBiasTile, blocking);
     if (failed(score))
@@ -163,56 +184,73 @@ FailureOr<Value> HostKernelEmitter::emitRowWeights(
       s = arith::SelectOp::create(builder, loc, inTile, s,
                                   broadcast(f32(negInf)));
     }
+    vector::StoreOp::create(builder, loc, s, dotBlock, position);
     scores.push_back(s);
   }
+  if (!attention.isSoftmax())
+    return success();
 
-  // The weight of a score s is exp2(s - shift). Under `none` the shift is 0
-  // (the weights are exp(score) as they are); under softmax it is the
-  // running maximum, and the old sum and accumulator are rescaled.
-  Value sum = memref::LoadOp::create(builder, loc, rowSum, row);
-  Value shift = f32(0), rescale;
-  if (softmax) {
-    Value tileMax = scores.front();
-    for (Value s : ArrayRef(scores).drop_front())
-      tileMax = maxOrSecond(builder, loc, tileMax, s);
-    Value oldMax = memref::LoadOp::create(builder, loc, rowMax, row);
-    Value newMax =
-        maxOrSecond(builder, loc, oldMax, maxAcrossLanes(builder, loc, tileMax));
-    memref::StoreOp::create(builder, loc, newMax, rowMax, row);
-    // While every key so far is masked the maximum is -inf; shifting by 0
-    // then keeps exp2(-inf - shift) = 0 instead of exp2(-inf + inf) = NaN.
-    Value noneKept = arith::CmpFOp::create(
-        builder, loc, arith::CmpFPredicate::OEQ, newMax, f32(negInf));
-    shift = arith::SelectOp::create(builder, loc, noneKept, f32(0), newMax);
-    // The polynomial, not libm: a call per row and key tile would also
-    // spill the row's score vectors around it.
-    rescale = createExp2(builder, loc,
-                         arith::SubFOp::create(builder, loc, oldMax, shift));
-    sum = arith::MulFOp::create(builder, loc, sum, rescale);
-  }
-  // Keys the mask drops are what P*V must skip.
-  const bool maskedKeys = masksKeys(partial);
-  Value weightSum;
-  for (auto [c, s] : llvm::enumerate(scores)) {
-    Value firstLane = index(c * lanes);
+  // The weights are exp2(s - shift) with the running maximum as the shift;
+  // the old sum and accumulator are rescaled to it.
+  Value tileMax = combineBalanced(scores, [&](Value a, Value b) {
+    return maxOrSecond(builder, loc, a, b);
+  });
+  Value oldMax = memref::LoadOp::create(builder, loc, rowMax, row);
+  Value newMax =
+      maxOrSecond(builder, loc, oldMax, maxAcrossLanes(builder, loc, tileMax));
+  memref::StoreOp::create(builder, loc, newMax, rowMax, row);
+  // While every key so far is masked the maximum is -inf; shifting by 0
+  // then keeps exp2(-inf - shift) = 0 instead of exp2(-inf + inf) = NaN.
+  Value noneKept = arith::CmpFOp::create(
+      builder, loc, arith::CmpFPredicate::OEQ, newMax, f32(negInf));
+  Value shift = arith::SelectOp::create(builder, loc, noneKept, f32(0), newMax);
+  memref::StoreOp::create(builder, loc, shift, shiftBlock, rowInBlock);
+  // The polynomial, not libm: a call per row and key tile would also
+  // spill the row's score vectors around it.
+  memref::StoreOp::create(
+      builder, loc,
+      createExp2(builder, loc,
+                 arith::SubFOp::create(builder, loc, oldMax, shift)),
+      rescaleBlock, rowInBlock);
+  return success();
+}
+
+void HostKernelEmitter::emitRowWeights(Value firstRow, Value rowInBlock) {
+  const int64_t lanes = blocking.keyLanes;
+  VectorType vectorType = keyVectorType(blocking);
+  Value row = arith::AddIOp::create(builder, loc, firstRow, rowInBlock);
+  // Under `none` there is no shift: the weights are exp(score) as they are.
+  Value shift;
+  if (attention.isSoftmax())
+    shift = vector::BroadcastOp::create(
+        builder, loc, vectorType,
+        memref::LoadOp::create(builder, loc, shiftBlock, rowInBlock));
+  SmallVector<Value> weights;
+  for (int64_t c = 0; c < blocking.keyVectors(); ++c) {
+    SmallVector<Value, 2> position{rowInBlock, index(c * lanes)};
+    Value s =
+        vector::LoadOp::create(builder, loc, vectorType, dotBlock, position);
     Value weight = createExp2(
-        builder, loc, arith::SubFOp::create(builder, loc, s, broadcast(shift)));
-    weightSum = weightSum ? arith::AddFOp::create(builder, loc, weightSum,
-                                                  weight)
-                          : weight;
-    vector::StoreOp::create(builder, loc, weight, weightBlock,
-                            ValueRange{blockRow, firstLane});
-    if (maskedKeys)
-      vector::StoreOp::create(builder, loc, s, scoreBlock,
-                              ValueRange{blockRow, firstLane});
+        builder, loc,
+        shift ? arith::SubFOp::create(builder, loc, s, shift).getResult() : s);
+    vector::StoreOp::create(builder, loc, weight, weightBlock, position);
+    weights.push_back(weight);
   }
+  // The row's sum stays a vector of partial sums, one per lane, until
+  // finalize: no horizontal reduction per key tile.
+  Value sum = vector::LoadOp::create(builder, loc, vectorType, rowSum,
+                                     ValueRange{row, index(0)});
+  if (attention.isSoftmax())
+    sum = arith::MulFOp::create(
+        builder, loc, sum,
+        vector::BroadcastOp::create(
+            builder, loc, vectorType,
+            memref::LoadOp::create(builder, loc, rescaleBlock, rowInBlock)));
   sum = arith::AddFOp::create(
-      builder, loc, sum,
-      vector::ReductionOp::create(builder, loc, vector::CombiningKind::ADD,
-                                  weightSum, Value(),
-                                  arith::FastMathFlags::reassoc));
-  memref::StoreOp::create(builder, loc, sum, rowSum, row);
-  return rescale;
+      builder, loc, sum, combineBalanced(weights, [&](Value a, Value b) {
+        return arith::AddFOp::create(builder, loc, a, b);
+      }));
+  vector::StoreOp::create(builder, loc, sum, rowSum, ValueRange{row, index(0)});
 }
 
 void HostKernelEmitter::emitWeightedValues(ElementContext &item,
@@ -234,8 +272,7 @@ void HostKernelEmitter::emitWeightedValues(ElementContext &item,
   auto kept = [&](Value j, int64_t r) -> Value {
     return arith::CmpFOp::create(
         builder, loc, arith::CmpFPredicate::UNE,
-        memref::LoadOp::create(builder, loc, scoreBlock,
-                               ValueRange{index(r), j}),
+        memref::LoadOp::create(builder, loc, dotBlock, ValueRange{index(r), j}),
         f32(negInf));
   };
   function_ref<Value(Value, int64_t)> keep;
@@ -245,35 +282,39 @@ void HostKernelEmitter::emitWeightedValues(ElementContext &item,
                          valueRow, blocking, keep);
 }
 
-LogicalResult HostKernelEmitter::emitKeyTile(ElementContext &item, Value qLo,
-                                             Value numRows, Value kvLo,
-                                             Value numKeys, bool partial) {
-  return forEachRowBlock(numRows, blocking, [&](Value firstRow) {
-    rowBlockDots(queryTile, firstRow, keyTransposed, dotBlock, index(0),
-                 blocking);
-    // The rows' softmax one at a time: unrolled, their code interleaves and
-    // spills the score vectors (AVX2's 16 registers hold one row's 8).
-    auto rowLoop = scf::ForOp::create(builder, loc, index(0),
-                                      index(blocking.rowsPerStep), index(1));
-    {
-      OpBuilder::InsertionGuard guard(builder);
-      builder.setInsertionPointToStart(rowLoop.getBody());
-      Value r = rowLoop.getInductionVar();
-      FailureOr<Value> rescale =
-          emitRowWeights(item, qLo, firstRow, r, kvLo, numKeys, partial);
-      if (failed(rescale))
-        return failure();
-      if (*rescale)
-        memref::StoreOp::create(builder, loc, *rescale, rescaleBlock, r);
-    }
-    SmallVector<Value> rescales;
-    for (int64_t r = 0; r < blocking.rowsPerStep; ++r)
-      rescales.push_back(rescaleBlock ? memref::LoadOp::create(
-                                            builder, loc, rescaleBlock, index(r))
-                                      : Value());
-    emitWeightedValues(item, firstRow, rescales, kvLo, numKeys, partial);
+LogicalResult HostKernelEmitter::emitRowBlock(ElementContext &item, Value qLo,
+                                              Value firstRow, Value kvLo,
+                                              Value numKeys, bool partial) {
+  rowBlockDots(queryTile, firstRow, keyTransposed, dotBlock, index(0),
+               blocking);
+  // The rows' softmax in two passes over the block, each row at a time
+  // (unrolled, a row's code interleaves with the next and spills: AVX2's
+  // 16 registers hold one row's 8 score vectors). The maximum's reduction
+  // then no longer sits between a row's scores and its weights: the
+  // second pass starts with every row's shift known.
+  auto rowLoop = [&](function_ref<LogicalResult(Value)> body) {
+    auto loop = scf::ForOp::create(builder, loc, index(0),
+                                   index(blocking.rowsPerStep), index(1));
+    OpBuilder::InsertionGuard guard(builder);
+    builder.setInsertionPointToStart(loop.getBody());
+    return body(loop.getInductionVar());
+  };
+  auto scores = [&](Value r) {
+    return emitRowScores(item, qLo, firstRow, r, kvLo, numKeys, partial);
+  };
+  auto weights = [&](Value r) {
+    emitRowWeights(firstRow, r);
     return success();
-  });
+  };
+  if (failed(rowLoop(scores)) || failed(rowLoop(weights)))
+    return failure();
+  SmallVector<Value> rescales;
+  for (int64_t r = 0; r < blocking.rowsPerStep; ++r)
+    rescales.push_back(rescaleBlock ? memref::LoadOp::create(
+                                          builder, loc, rescaleBlock, index(r))
+                                    : Value());
+  emitWeightedValues(item, firstRow, rescales, kvLo, numKeys, partial);
+  return success();
 }
 
 LogicalResult HostKernelEmitter::emitFinalize(ElementContext &item, Value qLo,
@@ -287,7 +328,11 @@ LogicalResult HostKernelEmitter::emitFinalize(ElementContext &item, Value qLo,
   Value qIdx = arith::AddIOp::create(builder, loc, qLo, row);
   Value acc = vector::LoadOp::create(builder, loc, rowType(), accTile,
                                      ValueRange{row, index(0)});
-  Value sum = memref::LoadOp::create(builder, loc, rowSum, row);
+  Value sum = vector::ReductionOp::create(
+      builder, loc, vector::CombiningKind::ADD,
+      vector::LoadOp::create(builder, loc, keyVectorType(blocking), rowSum,
+                             ValueRange{row, index(0)}),
+      Value(), arith::FastMathFlags::reassoc);
   Value zeroSum = arith::CmpFOp::create(builder, loc,
                                         arith::CmpFPredicate::OEQ, sum, f32(0));
   if (softmax) {
@@ -370,15 +415,15 @@ LogicalResult HostKernelEmitter::emit() {
   queryTile = scratch({paddedTileM, headDim});
   accTile = scratch({paddedTileM, headDim});
   rowMax = scratch({paddedTileM});
-  rowSum = scratch({paddedTileM});
+  rowSum = scratch({paddedTileM, blocking.keyLanes});
   keyTransposed = scratch({headDim, paddedTileN});
   keyBiasTile = scratch({paddedTileN});
   dotBlock = scratch({blocking.rowsPerStep, paddedTileN});
   weightBlock = scratch({blocking.rowsPerStep, paddedTileN});
-  if (attention.isSoftmax())
+  if (attention.isSoftmax()) {
+    shiftBlock = scratch({blocking.rowsPerStep});
     rescaleBlock = scratch({blocking.rowsPerStep});
-  if (!attention.getMask().empty())
-    scoreBlock = scratch({blocking.rowsPerStep, paddedTileN});
+  }
 
   auto workLoop =
       scf::ForOp::create(builder, loc, workBegin, workEnd, index(1));
@@ -433,7 +478,12 @@ LogicalResult HostKernelEmitter::emit() {
     memref::StoreOp::create(builder, loc,
                             f32(-std::numeric_limits<double>::infinity()),
                             rowMax, row);
-    memref::StoreOp::create(builder, loc, f32(0), rowSum, row);
+    vector::StoreOp::create(
+        builder, loc,
+        arith::ConstantOp::create(
+            builder, loc,
+            cast<TypedAttr>(builder.getZeroAttr(keyVectorType(blocking)))),
+        rowSum, ValueRange{row, index(0)});
   }
 
   LogicalResult status = success();
@@ -476,21 +526,58 @@ LogicalResult HostKernelEmitter::emit() {
     packTransposed(key, item.b, item.kvHead, kvLo, keyTransposed, blocking);
 
     // Whole kept tiles, nearly all of a long sequence's, skip the
-    // per-element mask and the padding lanes; the rest evaluate both.
-    Value whole = arith::AndIOp::create(
-        builder, loc, classes->first,
-        arith::CmpIOp::create(builder, loc, arith::CmpIPredicate::eq, numKeys,
-                              index(blocking.tileN)));
-    auto ifWhole = scf::IfOp::create(builder, loc, whole,
-                                     /*withElseRegion=*/true);
-    OpBuilder::InsertionGuard wholeGuard(builder);
-    builder.setInsertionPointToStart(&ifWhole.getThenRegion().front());
-    LogicalResult kept = emitKeyTile(item, qLo, numRows, kvLo, numKeys,
-                                     /*partial=*/false);
-    builder.setInsertionPointToStart(&ifWhole.getElseRegion().front());
-    LogicalResult partial = emitKeyTile(item, qLo, numRows, kvLo, numKeys,
-                                        /*partial=*/true);
-    status = success(succeeded(kept) && succeeded(partial));
+    // per-element mask and the padding lanes. In the others (a mask's
+    // boundary, the last keys) each row block is classified on its own, so
+    // that a tall query tile pays the per-element path only on the blocks
+    // the boundary crosses, and skips the blocks it masks.
+    Value fullTile = arith::CmpIOp::create(
+        builder, loc, arith::CmpIPredicate::eq, numKeys, index(blocking.tileN));
+    Value wholeTile =
+        arith::AndIOp::create(builder, loc, classes->first, fullTile);
+    status = forEachRowBlock(numRows, blocking, [&](Value firstRow) {
+      auto blockClass = scf::IfOp::create(
+          builder, loc, TypeRange{builder.getI1Type(), builder.getI1Type()},
+          wholeTile, /*withElseRegion=*/true);
+      {
+        OpBuilder::InsertionGuard guard(builder);
+        builder.setInsertionPointToStart(&blockClass.getThenRegion().front());
+        Value yes =
+            arith::ConstantOp::create(builder, loc, builder.getBoolAttr(true));
+        Value no =
+            arith::ConstantOp::create(builder, loc, builder.getBoolAttr(false));
+        scf::YieldOp::create(builder, loc, ValueRange{yes, no});
+        builder.setInsertionPointToStart(&blockClass.getElseRegion().front());
+        Value blockLo = arith::AddIOp::create(builder, loc, qLo, firstRow);
+        Value blockHi =
+            minIndex(arith::AddIOp::create(builder, loc, blockLo,
+                                           index(blocking.rowsPerStep - 1)),
+                     qHi);
+        auto blockClasses =
+            classifyTile(item.b, item.h, blockLo, blockHi, kvLo, kvHi);
+        if (failed(blockClasses))
+          return failure();
+        scf::YieldOp::create(
+            builder, loc,
+            ValueRange{arith::AndIOp::create(builder, loc, blockClasses->first,
+                                             fullTile),
+                       blockClasses->second});
+      }
+      Value blockLive = arith::XOrIOp::create(
+          builder, loc, blockClass.getResult(1),
+          arith::ConstantOp::create(builder, loc, builder.getBoolAttr(true)));
+      auto ifLive = scf::IfOp::create(builder, loc, blockLive);
+      OpBuilder::InsertionGuard guard(builder);
+      builder.setInsertionPointToStart(&ifLive.getThenRegion().front());
+      auto ifWhole = scf::IfOp::create(builder, loc, blockClass.getResult(0),
+                                       /*withElseRegion=*/true);
+      builder.setInsertionPointToStart(&ifWhole.getThenRegion().front());
+      if (failed(emitRowBlock(item, qLo, firstRow, kvLo, numKeys,
+                              /*partial=*/false)))
+        return failure();
+      builder.setInsertionPointToStart(&ifWhole.getElseRegion().front());
+      return emitRowBlock(item, qLo, firstRow, kvLo, numKeys,
+                          /*partial=*/true);
+    });
   }
   if (failed(status))
     return failure();
@@ -520,26 +607,69 @@ static int64_t chooseVectorsPerStep(int64_t vectors, int64_t rows,
   return perStep;
 }
 
-/// The blocking the options ask for, their zeros chosen: 4 rows per step
-/// (each loaded vector then feeds 4 FMAs; more rows would leave fewer
-/// registers for the vectors) and as many key and head_dim vectors per step
-/// as fit the registers. AVX2 at head_dim 64, tile_n 64: 4 rows x 2 key
-/// vectors of 8 and 4 rows x 2 head_dim vectors; AVX-512: 4 x 4 and 4 x 4
-/// (a whole key tile and a whole row of head_dim 64).
-static HostBlocking chooseBlocking(int64_t headDim, int64_t tileM,
-                                   int64_t tileN, int64_t rowsPerStep,
-                                   int64_t keyLanes, int64_t keyVectorsPerStep,
-                                   int64_t headDimVectorsPerStep) {
-  HostBlocking blocking{tileM, tileN, rowsPerStep ? rowsPerStep : 4, keyLanes,
-                        keyVectorsPerStep, headDimVectorsPerStep};
-  if (!blocking.keyVectorsPerStep)
-    blocking.keyVectorsPerStep = chooseVectorsPerStep(
-        blocking.keyVectors(), blocking.rowsPerStep, keyLanes);
-  if (!blocking.headDimVectorsPerStep)
-    blocking.headDimVectorsPerStep =
-        chooseVectorsPerStep(llvm::divideCeil(headDim, keyLanes),
-                             blocking.rowsPerStep, keyLanes);
+/// Independent accumulators an FMA pass keeps: x86's FMAs take 4 cycles on
+/// two pipes, so 8 in flight keep both busy; 12 leave room for the loads
+/// and broadcasts between them. (AVX2 at head_dim 64, one N = 1024 item
+/// thread: 6 rows x 2 vectors ran the forward 12% faster than 4 x 2.)
+constexpr int64_t kAccumulatorsPerPass = 12;
+
+/// The forward's blocking the options ask for, their zeros chosen: the
+/// fewest rows per step from 4 (each loaded vector feeds that many FMAs)
+/// for which both FMA passes keep kAccumulatorsPerPass accumulators (4 when
+/// none up to 8 does), and as many key and head_dim vectors per step as fit
+/// the registers; tile_m 16 row blocks. AVX2 at head_dim 64, tile_n 64: 6
+/// rows x 2 key vectors of 8, 6 rows x 2 head_dim vectors, tile_m 96;
+/// AVX-512: 4 x 4 and 4 x 4 (a whole key tile and a whole row of head_dim
+/// 64), tile_m 64.
+static HostBlocking chooseForwardBlocking(int64_t headDim, int64_t tileM,
+                                          int64_t tileN, int64_t rowsPerStep,
+                                          int64_t keyLanes,
+                                          int64_t keyVectorsPerStep,
+                                          int64_t headDimVectorsPerStep) {
+  HostBlocking blocking{tileM,
+                        tileN,
+                        rowsPerStep,
+                        keyLanes,
+                        keyVectorsPerStep,
+                        headDimVectorsPerStep};
+  const int64_t headDimVectors = llvm::divideCeil(headDim, keyLanes);
+  auto fill = [&](HostBlocking &candidate) {
+    if (!keyVectorsPerStep)
+      candidate.keyVectorsPerStep = chooseVectorsPerStep(
+          candidate.keyVectors(), candidate.rowsPerStep, keyLanes);
+    if (!headDimVectorsPerStep)
+      candidate.headDimVectorsPerStep =
+          chooseVectorsPerStep(headDimVectors, candidate.rowsPerStep, keyLanes);
+  };
+  if (!rowsPerStep) {
+    blocking.rowsPerStep = 4;
+    for (int64_t rows = 4; rows <= 8; ++rows) {
+      HostBlocking candidate = blocking;
+      candidate.rowsPerStep = rows;
+      fill(candidate);
+      if (rows * candidate.keyVectorsPerStep >= kAccumulatorsPerPass &&
+          rows * candidate.headDimVectorsPerStep >= kAccumulatorsPerPass) {
+        blocking.rowsPerStep = rows;
+        break;
+      }
+    }
+  }
+  fill(blocking);
+  if (!tileM)
+    blocking.tileM = 16 * blocking.rowsPerStep;
   return blocking;
+}
+
+/// The backward's: 4 rows per step and tile_m 64 unless given (its passes
+/// have not been timed with more), vectors per step as for the forward.
+static HostBlocking chooseBackwardBlocking(int64_t headDim, int64_t tileM,
+                                           int64_t tileN, int64_t rowsPerStep,
+                                           int64_t keyLanes,
+                                           int64_t keyVectorsPerStep,
+                                           int64_t headDimVectorsPerStep) {
+  return chooseForwardBlocking(headDim, tileM ? tileM : 64, tileN,
+                               rowsPerStep ? rowsPerStep : 4, keyLanes,
+                               keyVectorsPerStep, headDimVectorsPerStep);
 }
 
 struct AttnLowerToHost
@@ -547,12 +677,12 @@ struct AttnLowerToHost
   using AttnLowerToHostBase::AttnLowerToHostBase;
 
   void runOnOperation() override {
-    if (tileM < 1 || tileN < 1 || keyLanes < 1 || rowsPerStep < 0 ||
+    if (tileM < 0 || tileN < 1 || keyLanes < 1 || rowsPerStep < 0 ||
         keyVectorsPerStep < 0 || headDimVectorsPerStep < 0) {
       getOperation().emitError(
-          "attn-lower-to-host: tile-m, tile-n and key-lanes must be positive; "
-          "rows-per-step, key-vectors-per-step and head-dim-vectors-per-step "
-          "positive or 0 (chosen by the pass)");
+          "attn-lower-to-host: tile-n and key-lanes must be positive; "
+          "tile-m, rows-per-step, key-vectors-per-step and "
+          "head-dim-vectors-per-step positive or 0 (chosen by the pass)");
       return signalPassFailure();
     }
     auto functions = llvm::to_vector(getOperation().getOps<func::FuncOp>());
@@ -602,11 +732,11 @@ struct AttnLowerToHost
         moduleBuilder, function.getLoc(), function.getName(),
         b.getFunctionType(arguments, {}));
     kernel->setAttr("llvm.emit_c_interface", b.getUnitAttr());
-    kernel->setAttr("rbfc.tile_m", b.getI64IntegerAttr(tileM));
-    kernel->setAttr("rbfc.tile_n", b.getI64IntegerAttr(tileN));
     HostBlocking blocking =
-        chooseBlocking(headDim, tileM, tileN, rowsPerStep, keyLanes,
-                       keyVectorsPerStep, headDimVectorsPerStep);
+        chooseForwardBlocking(headDim, tileM, tileN, rowsPerStep, keyLanes,
+                              keyVectorsPerStep, headDimVectorsPerStep);
+    kernel->setAttr("rbfc.tile_m", b.getI64IntegerAttr(blocking.tileM));
+    kernel->setAttr("rbfc.tile_n", b.getI64IntegerAttr(tileN));
     kernel->setAttr("rbfc.rows_per_step",
                     b.getI64IntegerAttr(blocking.rowsPerStep));
     kernel->setAttr("rbfc.key_lanes", b.getI64IntegerAttr(keyLanes));
@@ -620,8 +750,11 @@ struct AttnLowerToHost
       return failure();
     }
     if (attention.hasBackward() &&
-        failed(buildHostBackward(attention, moduleBuilder, function.getName(),
-                                 blocking))) {
+        failed(buildHostBackward(
+            attention, moduleBuilder, function.getName(),
+            chooseBackwardBlocking(headDim, tileM, tileN, rowsPerStep, keyLanes,
+                                   keyVectorsPerStep,
+                                   headDimVectorsPerStep)))) {
       kernel.erase();
       return failure();
     }

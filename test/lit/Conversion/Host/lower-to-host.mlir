@@ -6,17 +6,20 @@
 // RUN:   --attn-lower-to-host="tile-m=16 tile-n=32 rows-per-step=2 key-lanes=8" \
 // RUN:   | FileCheck %s --check-prefix=NO-LIBM
 // NO-LIBM-NOT: math.exp2
-// The blocking follows the key lanes when not given: 4 rows per step, and
-// as many key vectors and head_dim vectors per step as the vector
-// registers hold (32 with 16 lanes, AVX-512: the 4 key vectors of a
-// 64-key tile and the one vector of head_dim 16; 16 with 8 lanes, AVX2: 2
-// of the 8 key vectors, 2 of head_dim's 2).
+// The blocking follows the key lanes when not given: as many key vectors
+// and head_dim vectors per step as the vector registers hold (32 with 16
+// lanes, AVX-512; 16 with 8, AVX2), and the fewest rows per step from 4
+// whose passes keep 12 accumulators (AVX-512: 4 rows x the 4 key vectors
+// of a 64-key tile; AVX2: 6 rows x 2 of the 8 key vectors, 6 x 2 of
+// head_dim's 2), 4 when none up to 8 does (AVX-512 at head_dim 16, one
+// vector of it); tile_m is 16 row blocks. The backward keeps 4 rows and
+// 64-row tiles.
 // RUN: rbf-opt %s --split-input-file --verify-diagnostics \
 // RUN:   --attn-lower-to-host="key-lanes=16" | FileCheck %s --check-prefix=AUTO
-// AUTO: rbfc.head_dim_vectors_per_step = 1 : i64, rbfc.key_lanes = 16 : i64, rbfc.key_vectors_per_step = 4 : i64, rbfc.rows_per_step = 4 : i64
+// AUTO: rbfc.head_dim_vectors_per_step = 1 : i64, rbfc.key_lanes = 16 : i64, rbfc.key_vectors_per_step = 4 : i64, rbfc.rows_per_step = 4 : i64, rbfc.tile_m = 64 : i64, rbfc.tile_n = 64 : i64
 // RUN: rbf-opt %s --split-input-file --verify-diagnostics \
 // RUN:   --attn-lower-to-host="key-lanes=8" | FileCheck %s --check-prefix=AUTO-AVX2
-// AUTO-AVX2: rbfc.head_dim_vectors_per_step = 2 : i64, rbfc.key_lanes = 8 : i64, rbfc.key_vectors_per_step = 2 : i64, rbfc.rows_per_step = 4 : i64
+// AUTO-AVX2: rbfc.head_dim_vectors_per_step = 2 : i64, rbfc.key_lanes = 8 : i64, rbfc.key_vectors_per_step = 2 : i64, rbfc.rows_per_step = 6 : i64, rbfc.tile_m = 96 : i64, rbfc.tile_n = 64 : i64
 
 // Causal attention in canonical form (rbfc examples/causal.attn --lse): the
 // kernel walks key tiles of 32, skips the tiles tile_class calls masked and
@@ -51,14 +54,26 @@
 // CHECK: vector.shuffle {{.*}} [0, 8, 2, 10, 4, 12, 6, 14] : vector<8xf32>, vector<8xf32>
 // CHECK: vector.store %{{.*}}, %[[KEY_T]][%{{.*}}, %[[FIRST_KEY]]] {{.*}} vector<8xf32>
 // Whole tiles (all kept, 32 keys) take the code without mask and padding.
+// In the others each block of 2 rows is classified on its own (its rows
+// against the tile's keys): blocks the mask drops are skipped, blocks it
+// keeps whole take the same code as a whole tile.
 // CHECK: %[[FULL:.*]] = arith.cmpi eq, %{{.*}}, %c32
 // CHECK: %[[WHOLE:.*]] = arith.andi %[[KEPT]], %[[FULL]]
-// CHECK: scf.if %[[WHOLE]]
-// 2 rows at a time. Their scores against the 32 keys in two passes over
-// head_dim of 2 key vectors each, like a GEMM micro-kernel: 2 x 2
-// accumulators, each K^T vector loaded once for both rows' FMAs, each
-// broadcast query element used for both key vectors; no horizontal sum.
 // CHECK: scf.for %{{.*}} step %c2
+// CHECK: %[[BLOCK:.*]]:2 = scf.if %[[WHOLE]] -> (i1, i1)
+// CHECK: scf.yield %true{{.*}}, %false
+// CHECK: } else {
+// CHECK: %[[BLOCK_KEPT:.*]] = arith.cmpi sle, %{{.*}}, %{{.*}} : index
+// CHECK: %[[BLOCK_MASKED:.*]] = arith.cmpi sgt, %{{.*}}, %{{.*}} : index
+// CHECK: %[[BLOCK_WHOLE:.*]] = arith.andi %[[BLOCK_KEPT]], %[[FULL]]
+// CHECK: scf.yield %[[BLOCK_WHOLE]], %[[BLOCK_MASKED]]
+// CHECK: %[[BLOCK_LIVE:.*]] = arith.xori %[[BLOCK]]#1, %true
+// CHECK: scf.if %[[BLOCK_LIVE]]
+// CHECK: scf.if %[[BLOCK]]#0
+// The block's scores against the 32 keys in two passes over head_dim of 2
+// key vectors each, like a GEMM micro-kernel: 2 x 2 accumulators, each K^T
+// vector loaded once for both rows' FMAs, each broadcast query element
+// used for both key vectors; no horizontal sum.
 // CHECK: scf.for %{{.*}} iter_args({{.*}}) -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>)
 // CHECK: %[[K0:.*]] = vector.load %[[KEY_T]][%{{.*}}, %c0{{.*}}] {{.*}} vector<8xf32>
 // CHECK: %[[K1:.*]] = vector.load %[[KEY_T]][%{{.*}}, %c8{{.*}}] {{.*}} vector<8xf32>
@@ -75,22 +90,40 @@
 // CHECK: vector.load %[[KEY_T]][%{{.*}}, %c16{{.*}}] {{.*}} vector<8xf32>
 // CHECK: vector.load %[[KEY_T]][%{{.*}}, %c24{{.*}}] {{.*}} vector<8xf32>
 // CHECK: scf.yield
-// No mask and no padding lanes here. The softmax takes the step's rows one
-// at a time, in a loop: unrolled, the rows' code would interleave and spill
-// their score vectors.
+// No mask and no padding lanes here. The softmax takes the block's rows in
+// two loops, a row at a time (unrolled, the rows' code would interleave and
+// spill their score vectors): first the scores, written over the dots, and
+// the running maximum, so that the second, the weights, starts with every
+// row's shift known.
 // CHECK-NOT: arith.cmpi
 // CHECK: scf.for %{{.*}} = %c0{{.*}} to %c2{{.*}} step %c1
 // CHECK-NOT: arith.cmpi
-// Online softmax: the row's maximum by compare-and-select (one maxps, no
-// NaN test), across lanes by rotations; the rescale and the weights from
-// the polynomial exp2.
-// CHECK: arith.cmpf ogt, {{.*}} : vector<8xf32>
+// The row's maximum by compare-and-select (one maxps, no NaN test) in a
+// balanced tree over the 4 score vectors, then across lanes by rotations;
+// the rescale from the polynomial exp2.
+// CHECK: %[[S0:.*]] = arith.mulf {{.*}} : vector<8xf32>
+// CHECK: %[[S1:.*]] = arith.mulf {{.*}} : vector<8xf32>
+// CHECK: %[[S2:.*]] = arith.mulf {{.*}} : vector<8xf32>
+// CHECK: %[[S3:.*]] = arith.mulf {{.*}} : vector<8xf32>
+// CHECK: arith.cmpf ogt, %[[S0]], %[[S1]] : vector<8xf32>
+// CHECK: arith.cmpf ogt, %[[S2]], %[[S3]] : vector<8xf32>
 // CHECK: vector.shuffle {{.*}} [4, 5, 6, 7, 0, 1, 2, 3] : vector<8xf32>, vector<8xf32>
 // CHECK: math.roundeven {{.*}} : f32
-// CHECK: math.roundeven {{.*}} : vector<8xf32>
+// CHECK: scf.for %{{.*}} = %c0{{.*}} to %c2{{.*}} step %c1
+// The weights from the polynomial exp2; the row's sum stays a vector (one
+// partial sum a lane, reduced in finalize), the tile's weights added to it
+// in a balanced tree.
 // CHECK: math.fma {{.*}} : vector<8xf32>
 // CHECK: arith.bitcast {{.*}} : vector<8xi32> to vector<8xf32>
-// CHECK: vector.reduction <add>, {{.*}} : vector<8xf32> into f32
+// CHECK: vector.store %[[W0:.*]], %{{.*}}[%{{.*}}, %c0{{.*}}] : memref<2x32xf32>, vector<8xf32>
+// CHECK: vector.store %[[W1:.*]], %{{.*}}[%{{.*}}, %c8{{.*}}] : memref<2x32xf32>, vector<8xf32>
+// CHECK: vector.store %[[W2:.*]], %{{.*}}[%{{.*}}, %c16{{.*}}] : memref<2x32xf32>, vector<8xf32>
+// CHECK: vector.store %[[W3:.*]], %{{.*}}[%{{.*}}, %c24{{.*}}] : memref<2x32xf32>, vector<8xf32>
+// CHECK: %[[W01:.*]] = arith.addf %[[W0]], %[[W1]] : vector<8xf32>
+// CHECK: %[[W23:.*]] = arith.addf %[[W2]], %[[W3]] : vector<8xf32>
+// CHECK: %[[TILE_SUM:.*]] = arith.addf %[[W01]], %[[W23]] : vector<8xf32>
+// CHECK: arith.addf %{{.*}}, %[[TILE_SUM]] : vector<8xf32>
+// CHECK-NOT: vector.reduction
 // P*V in two passes over the keys, one per vector of 8 head_dim elements:
 // each value row loaded (and widened) once a pass, its 8 elements used by
 // both rows' FMAs.
@@ -112,7 +145,9 @@
 // CHECK: arith.select {{.*}} : vector<8xi1>, vector<8xf32>
 // CHECK: arith.cmpf une
 // CHECK: arith.select {{.*}} vector<8xf32>
-// The output row is normalised and rounded; lse = (max + log2 sum) * ln 2.
+// The output row is normalised and rounded (the sum's lanes added first);
+// lse = (max + log2 sum) * ln 2.
+// CHECK: vector.reduction <add>, {{.*}} : vector<8xf32> into f32
 // CHECK: arith.divf
 // CHECK: arith.truncf {{.*}} vector<16xf32> to vector<16xbf16>
 // CHECK: math.log2
