@@ -258,6 +258,32 @@ TEST(HostBackward, OtherBlockingsMatchTheReference) {
     }
 }
 
+// Query tiles three times as tall as the key tiles (96 rows of blocks of
+// 6 against 32 keys, AVX2's widths on any CPU): inside a tile the mask
+// does not keep whole, each row block is classified on its own, so the
+// diagonal of causal, the window's two edges and the documents' boundaries
+// leave blocks that are skipped and blocks that run without the mask next
+// to those that take it per element. 200 x 230 puts several of each in
+// every item, and the last query tile short of 96 rows.
+TEST(HostBackward, TallQueryTilesClassifyEachRowBlock) {
+  std::mt19937_64 rng(testSeed() + 11);
+  host::HostTiling tall;
+  tall.tileM = 96;
+  tall.tileN = 32;
+  tall.keyLanes = 8;
+  tall.rowsPerStep = 6;
+  for (const char *spec : {"causal", "sliding_window", "document_mask",
+                           "prefix_lm", "rbf_causal"}) {
+    SCOPED_TRACE(spec);
+    GradProblem problem(spec, "f32", 32, {1, 2, 1, 200, 230}, rng,
+                        testParams(spec));
+    problem.tiling = tall;
+    problem.runBackward(/*withLseGrad=*/true);
+    problem.Problem::compare(problem.runReference(), /*withLse=*/true);
+    problem.compare(problem.referenceGradients(/*withLseGrad=*/true));
+  }
+}
+
 TEST(HostBackward, SameBitsOnEveryThreadCount) {
   std::mt19937_64 rng(testSeed() + 10);
   for (auto schedule :
