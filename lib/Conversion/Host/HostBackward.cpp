@@ -636,8 +636,7 @@ public:
 
     numQTiles =
         arith::CeilDivSIOp::create(builder, loc, qLen, index(tileM));
-    auto workLoop =
-        scf::ForOp::create(builder, loc, workBegin, workEnd, index(1));
+    auto workLoop = workItemLoop(workBegin, workEnd, numQTiles);
     builder.setInsertionPointToStart(workLoop.getBody());
     Value work = workLoop.getInductionVar();
     Value qTile = arith::RemSIOp::create(builder, loc, work, numQTiles);

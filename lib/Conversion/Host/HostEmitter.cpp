@@ -59,6 +59,16 @@ Value HostEmitter::minIndex(Value a, Value b) {
   return arith::MinSIOp::create(builder, loc, a, b);
 }
 
+scf::ForOp HostEmitter::workItemLoop(Value workBegin, Value workEnd,
+                                     Value numQTiles) {
+  Value numItems = arith::MulIOp::create(
+      builder, loc, arith::MulIOp::create(builder, loc, batch, heads),
+      numQTiles);
+  return scf::ForOp::create(
+      builder, loc, arith::MaxSIOp::create(builder, loc, workBegin, index(0)),
+      minIndex(workEnd, numItems), index(1));
+}
+
 std::pair<Value, Value> HostEmitter::tileSpan(Value tile, int64_t size,
                                               Value length) {
   Value lo = arith::MulIOp::create(builder, loc, tile, index(size));

@@ -425,8 +425,7 @@ LogicalResult HostKernelEmitter::emit() {
     rescaleBlock = scratch({blocking.rowsPerStep});
   }
 
-  auto workLoop =
-      scf::ForOp::create(builder, loc, workBegin, workEnd, index(1));
+  auto workLoop = workItemLoop(workBegin, workEnd, numQTiles);
   builder.setInsertionPointToStart(workLoop.getBody());
   // work = ((b * heads) + h) * numQTiles + qTile
   Value work = workLoop.getInductionVar();
@@ -737,6 +736,17 @@ struct AttnLowerToHost
                               keyVectorsPerStep, headDimVectorsPerStep);
     kernel->setAttr("rbfc.tile_m", b.getI64IntegerAttr(blocking.tileM));
     kernel->setAttr("rbfc.tile_n", b.getI64IntegerAttr(tileN));
+    // An object (--emit=obj) carries no attributes, and its caller counts
+    // the work items by tile_m, which depends on the CPU it was built for:
+    // the object exports it as `const int64_t NAME_tile_m`.
+    Type i64 = b.getI64Type();
+    memref::GlobalOp::create(
+        moduleBuilder, function.getLoc(),
+        (function.getName() + "_tile_m").str(), b.getStringAttr("public"),
+        MemRefType::get({}, i64),
+        DenseElementsAttr::get(RankedTensorType::get({}, i64),
+                               b.getI64IntegerAttr(blocking.tileM)),
+        /*constant=*/true, /*alignment=*/IntegerAttr());
     kernel->setAttr("rbfc.rows_per_step",
                     b.getI64IntegerAttr(blocking.rowsPerStep));
     kernel->setAttr("rbfc.key_lanes", b.getI64IntegerAttr(keyLanes));

@@ -13,6 +13,7 @@
 #include "rbfc/Dialect/Attn/AttnOps.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinTypes.h"
 #include "llvm/Support/MathExtras.h"
@@ -124,6 +125,12 @@ protected:
   mlir::Value index(int64_t value);
   mlir::Value f32(double value);
   mlir::Value minIndex(mlir::Value a, mlir::Value b);
+  /// The loop over the work items [workBegin, workEnd) of a function whose
+  /// items are (batch, head, query tile), `numQTiles` tiles a head, the
+  /// range cut to the items the sizes have: a caller's range (an object's
+  /// user counts them) never reaches past the tensors.
+  mlir::scf::ForOp workItemLoop(mlir::Value workBegin, mlir::Value workEnd,
+                                mlir::Value numQTiles);
   /// The first row of tile `tile` of `size` rows and its rows, at most
   /// `size`, the last tile cut at `length`.
   std::pair<mlir::Value, mlir::Value> tileSpan(mlir::Value tile, int64_t size,

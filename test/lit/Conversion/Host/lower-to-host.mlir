@@ -33,9 +33,16 @@
 // CHECK-SAME: memref<?x?x?xf32, strided<[?, ?, ?], offset: ?>>, %[[Q_OFFSET:arg[0-9]+]]: index, %[[KV_OFFSET:arg[0-9]+]]: index, %{{.*}}: index, %{{.*}}: index, %[[BEGIN:arg[0-9]+]]: index, %[[END:arg[0-9]+]]: index)
 // CHECK-SAME: llvm.emit_c_interface
 // CHECK-SAME: rbfc.head_dim_vectors_per_step = 1 : i64, rbfc.key_lanes = 8 : i64, rbfc.key_vectors_per_step = 2 : i64, rbfc.rows_per_step = 2 : i64, rbfc.tile_m = 16 : i64, rbfc.tile_n = 32 : i64
+// CHECK: %[[Q_TILES:.*]] = arith.ceildivsi %{{.*}}, %c16
 // K^T of a key tile: head_dim rows of 32 keys.
 // CHECK: %[[KEY_T:.*]] = memref.alloca() : memref<16x32xf32>
-// CHECK: scf.for %{{.*}} = %[[BEGIN]] to %[[END]]
+// The work range is cut to the items the sizes have: batch x heads x
+// ceil(q_len / 16).
+// CHECK: %[[BATCH_HEADS:.*]] = arith.muli %{{.*}}, %{{.*}} : index
+// CHECK: %[[ITEMS:.*]] = arith.muli %[[BATCH_HEADS]], %[[Q_TILES]]
+// CHECK: %[[FIRST:.*]] = arith.maxsi %[[BEGIN]], %c0
+// CHECK: %[[LAST:.*]] = arith.minsi %[[END]], %[[ITEMS]]
+// CHECK: scf.for %{{.*}} = %[[FIRST]] to %[[LAST]]
 // Key tiles: all_kept = kv_hi <= q_lo, all_masked = kv_lo > q_hi, on the
 // indices in the whole sequence (the call's own plus its offsets).
 // CHECK: scf.for %[[KV_LO:.*]] = %{{.*}} to %{{.*}} step %c32
