@@ -227,6 +227,19 @@ INSTANTIATE_TEST_SUITE_P(
              std::to_string(c.headDim);
     });
 
+/// The forward (with LSE) and the gradients of `spec` in f32 under
+/// `tiling` against the float64 reference.
+static void expectBlockingMatchesReference(const char *spec, int64_t headDim,
+                                           const Shape &shape,
+                                           const host::HostTiling &tiling,
+                                           std::mt19937_64 &rng) {
+  GradProblem problem(spec, "f32", headDim, shape, rng, testParams(spec));
+  problem.tiling = tiling;
+  problem.runBackward(/*withLseGrad=*/true);
+  problem.Problem::compare(problem.runReference(), /*withLse=*/true);
+  problem.compare(problem.referenceGradients(/*withLseGrad=*/true));
+}
+
 // The blocking follows the CPU (docs/host-backend.md), and the gallery runs
 // this machine's. AVX2's and AVX-512's (8 and 16 key lanes, as chosen for
 // them), and an odd one: 4 lanes, 3 rows per step, tiles that are multiples
@@ -249,12 +262,7 @@ TEST(HostBackward, OtherBlockingsMatchTheReference) {
                              "softcap", "document_mask"}) {
       SCOPED_TRACE(std::string(spec) + " with " +
                    std::to_string(tiling.keyLanes) + " key lanes");
-      GradProblem problem(spec, "f32", 64, {2, 4, 1, 33, 70}, rng,
-                          testParams(spec));
-      problem.tiling = tiling;
-      problem.runBackward(/*withLseGrad=*/true);
-      problem.Problem::compare(problem.runReference(), /*withLse=*/true);
-      problem.compare(problem.referenceGradients(/*withLseGrad=*/true));
+      expectBlockingMatchesReference(spec, 64, {2, 4, 1, 33, 70}, tiling, rng);
     }
 }
 
@@ -275,12 +283,7 @@ TEST(HostBackward, TallQueryTilesClassifyEachRowBlock) {
   for (const char *spec : {"causal", "sliding_window", "document_mask",
                            "prefix_lm", "rbf_causal"}) {
     SCOPED_TRACE(spec);
-    GradProblem problem(spec, "f32", 32, {1, 2, 1, 200, 230}, rng,
-                        testParams(spec));
-    problem.tiling = tall;
-    problem.runBackward(/*withLseGrad=*/true);
-    problem.Problem::compare(problem.runReference(), /*withLse=*/true);
-    problem.compare(problem.referenceGradients(/*withLseGrad=*/true));
+    expectBlockingMatchesReference(spec, 32, {1, 2, 1, 200, 230}, tall, rng);
   }
 }
 
