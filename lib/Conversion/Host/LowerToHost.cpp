@@ -206,11 +206,13 @@ LogicalResult HostKernelEmitter::emitRowScores(ElementContext &item, Value qLo,
   Value shift = arith::SelectOp::create(builder, loc, noneKept, f32(0), newMax);
   memref::StoreOp::create(builder, loc, shift, shiftBlock, rowInBlock);
   // The polynomial, not libm: a call per row and key tile would also
-  // spill the row's score vectors around it.
+  // spill the row's score vectors around it. The new maximum is at least
+  // the old (or the shift 0 while both are -inf).
   memref::StoreOp::create(
       builder, loc,
       createExp2(builder, loc,
-                 arith::SubFOp::create(builder, loc, oldMax, shift)),
+                 arith::SubFOp::create(builder, loc, oldMax, shift),
+                 Exp2Argument::NonPositive),
       rescaleBlock, rowInBlock);
   return success();
 }
@@ -230,9 +232,12 @@ void HostKernelEmitter::emitRowWeights(Value firstRow, Value rowInBlock) {
     SmallVector<Value, 2> position{rowInBlock, index(c * lanes)};
     Value s =
         vector::LoadOp::create(builder, loc, vectorType, dotBlock, position);
-    Value weight = createExp2(
-        builder, loc,
-        shift ? arith::SubFOp::create(builder, loc, s, shift).getResult() : s);
+    // The shift is the running maximum, at least every score of the row.
+    Value weight =
+        shift ? createExp2(builder, loc,
+                           arith::SubFOp::create(builder, loc, s, shift),
+                           Exp2Argument::NonPositive)
+              : createExp2(builder, loc, s);
     vector::StoreOp::create(builder, loc, weight, weightBlock, position);
     weights.push_back(weight);
   }
