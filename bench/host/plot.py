@@ -85,7 +85,8 @@ def main():
         axis.set_xticklabels([f"N={n}\n{t} thr" for n, t in cases], fontsize=8)
     axes[0].set_ylabel("torch SDPA time / rbfc time")
     axes[0].legend(fontsize=8)
-    runs = f"{len(args.results)} runs" if len(args.results) > 1 else "one run"
+    runs = (f"{len(args.results)} runs" if len(args.results) > 1
+            else f"{header.get('rounds', 1)} rounds")
     figure.suptitle(f"rbfc host backend vs torch {header.get('torch', '')} SDPA on the "
                     f"CPU, {header.get('shape', '')}, {header.get('cpu', '')} "
                     f"({header.get('date', '')}, best of {runs})", fontsize=9)
