@@ -416,16 +416,44 @@ protected:
     chunk = entry->getArgument(next);
     numChunks = entry->getArgument(next + 1);
     bindSizes(query, key);
-    bindGradientSlots(gradMask);
+    Value slots = bindGradientSlots(gradMask);
+    // An object's caller passes these: a chunk outside the partials' rows,
+    // a chunk count below 1 or partials narrower than the slots run no
+    // item, so that nothing is written past them and no loop is endless.
+    auto holds = [&](arith::CmpIPredicate predicate, Value a, Value b) {
+      return arith::CmpIOp::create(builder, loc, predicate, a, b);
+    };
+    using arith::CmpIPredicate;
+    Value rows = memref::DimOp::create(builder, loc, partials, 0);
+    Value columns = memref::DimOp::create(builder, loc, partials, 1);
+    chunksValid = arith::AndIOp::create(
+        builder, loc,
+        arith::AndIOp::create(builder, loc,
+                              holds(CmpIPredicate::sge, chunk, index(0)),
+                              holds(CmpIPredicate::slt, chunk, rows)),
+        arith::AndIOp::create(builder, loc,
+                              holds(CmpIPredicate::sge, numChunks, index(1)),
+                              holds(CmpIPredicate::sge, columns, slots)));
     numKeyTiles = arith::CeilDivSIOp::create(builder, loc, kvLen, index(tileN));
     numQTiles = arith::CeilDivSIOp::create(builder, loc, qLen, index(tileM));
     group = arith::DivSIOp::create(builder, loc, heads, kvHeads);
     return gradients;
   }
 
+  /// The loop over this chunk's work items below `numWork`: chunk, chunk +
+  /// numChunks, ... (none when the chunk arguments are not valid).
+  scf::ForOp chunkLoop(Value numWork) {
+    return scf::ForOp::create(
+        builder, loc, chunk,
+        arith::SelectOp::create(builder, loc, chunksValid, numWork, chunk),
+        arith::SelectOp::create(builder, loc, chunksValid, numChunks,
+                                index(1)));
+  }
+
   /// Reads the gradient mask and lays out the partial-sum slots: one per
-  /// parameter, then the elements of every f32 capture, row-major.
-  void bindGradientSlots(Value gradMask) {
+  /// parameter, then the elements of every f32 capture, row-major. Returns
+  /// the number of slots.
+  Value bindGradientSlots(Value gradMask) {
     auto bit = [&](unsigned position) {
       Value shifted = arith::ShRUIOp::create(
           builder, loc, gradMask,
@@ -456,6 +484,7 @@ protected:
             memref::DimOp::create(builder, loc, capture, d));
       next = arith::AddIOp::create(builder, loc, next, numel);
     }
+    return next;
   }
 
   /// Sinks for the parameters' and captures' gradients.
@@ -597,7 +626,8 @@ protected:
 
   HostBlocking blocking;
   int64_t tileM, tileN;
-  Value query, value, outputGrad, delta, lse2, partials, chunk, numChunks;
+  Value query, value, outputGrad, delta, lse2, partials, chunk, numChunks,
+      chunksValid;
   // The key tile transposed and, per element of the (query tile, key tile),
   // what computeElementBlocks leaves for the element loops.
   Value keyTransposed, valueTransposed, relativeBlock, outputGradDotBlock,
@@ -751,7 +781,7 @@ public:
       queryGradTile = scratch({blocking.paddedTileM(), headDim});
     }
 
-    auto workLoop = scf::ForOp::create(builder, loc, chunk, numWork, numChunks);
+    auto workLoop = chunkLoop(numWork);
     builder.setInsertionPointToStart(workLoop.getBody());
     Value work = workLoop.getInductionVar();
     Value batchHead =
@@ -1083,7 +1113,7 @@ public:
     Value rowLse2s = scratch({blocking.paddedTileM()});
     allocateElementBlocks();
 
-    auto workLoop = scf::ForOp::create(builder, loc, chunk, numWork, numChunks);
+    auto workLoop = chunkLoop(numWork);
     builder.setInsertionPointToStart(workLoop.getBody());
     Value work = workLoop.getInductionVar();
     Value qTile = arith::RemSIOp::create(builder, loc, work, numQTiles);
