@@ -184,12 +184,17 @@ void TileRing::setTerms(Value workspace, SmallVector<TermPlane> planes,
   this->operand = operand;
 }
 
-void TileRing::issue(Value tile, ArrayRef<Value> termOffsets) {
+void TileRing::issue(Value tile, ArrayRef<Value> termOffsets, Part parts) {
   auto exists = scf::IfOp::create(
       b, TypeRange{}, cmp(arith::CmpIPredicate::slt, tile, end), false);
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPointToStart(exists.thenBlock());
   Value firstRow = mul(tile, rows);
+  if (!(parts & kTiles)) {
+    if (!planes.empty())
+      issueTerms(tile, firstRow, termOffsets);
+    return;
+  }
   Value base = tileBase(buffer(tile));
   // Only the last tile can hold rows past the end: the others copy without
   // per-row bounds.
@@ -202,7 +207,7 @@ void TileRing::issue(Value tile, ArrayRef<Value> termOffsets) {
       engine.copyTile(stream.shared, base, stream.source, firstRow, length,
                       rows, bounded);
   }
-  if (planes.empty())
+  if (planes.empty() || !(parts & kTerms))
     return;
   b.setInsertionPointAfter(bounds);
   issueTerms(tile, firstRow, termOffsets);

@@ -988,14 +988,21 @@ void FlashSchedule::loadFirstTiles(TileRing &ring) {
   NVVM::CpAsyncCommitGroupOp::create(b);
   // Launched early (programmatic dependent launch), the kernel waits for
   // the key-terms prologue to end and its workspace writes to show before
-  // the first copy or load of the terms: before the first K/V copies when
-  // those copy terms, else as the loop starts, so that Q and the first K/V
-  // tiles load while the prologue ends. Launched in plain stream order it
-  // does not wait.
-  if (waitsForKeyTerms() && config.keyTerms != KeyTermSource::Global)
-    NVVM::GriddepcontrolOp::create(b, NVVM::GridDepActionKind::wait);
+  // the first copy or load of the terms: after the first K/V copies, before
+  // their terms', when those copy terms, else as the loop starts, so that Q
+  // and the first K/V tiles load while the prologue ends. Launched in plain
+  // stream order it does not wait.
+  bool waitBeforeTerms =
+      waitsForKeyTerms() && config.keyTerms != KeyTermSource::Global;
   for (int64_t stage = 0; stage + 1 < config.stages; ++stage) {
-    ring.issue(add(firstTile, stage));
+    Value tile = add(firstTile, stage);
+    if (stage == 0 && waitBeforeTerms) {
+      ring.issue(tile, {}, TileRing::kTiles);
+      NVVM::GriddepcontrolOp::create(b, NVVM::GridDepActionKind::wait);
+      ring.issue(tile, {}, TileRing::kTerms);
+    } else {
+      ring.issue(tile);
+    }
     NVVM::CpAsyncCommitGroupOp::create(b);
   }
   NVVM::CpAsyncWaitGroupOp::create(b, config.stages - 1);

@@ -141,10 +141,13 @@ public:
   /// The float offset of a buffer's terms in each plane's ring.
   mlir::Value termBase(mlir::Value buffer) { return mul(buffer, rows); }
 
+  /// What issue() copies: the streams' tiles, the term planes' runs.
+  enum Part { kTiles = 1, kTerms = 2, kAll = kTiles | kTerms };
   /// Starts the copies of tile `tile` when it is before the end.
   /// `termOffsets`, when given, are the workspace offsets of the tile's
   /// first term per plane (else workspaceRow + the tile's first row).
-  void issue(mlir::Value tile, llvm::ArrayRef<mlir::Value> termOffsets = {});
+  void issue(mlir::Value tile, llvm::ArrayRef<mlir::Value> termOffsets = {},
+             Part parts = kAll);
 
   /// Bulk copies: thread 0 initialises the stages' barriers; a block
   /// barrier must follow before any thread waits on them.
