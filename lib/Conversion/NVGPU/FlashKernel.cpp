@@ -412,10 +412,9 @@ private:
   /// With TMA copies: the producer thread's copies of K and V tiles.
   std::optional<TensorMapCopy> tensorCopies;
   RegionApplication regions;
-  /// key_terms = "product": the key terms' operand of S = Q K^T (in
-  /// sharedKeyBias) and its A registers, ones.
+  /// key_terms = "product": the key terms' operand of S = Q K^T and its
+  /// ones (in sharedKeyBias).
   std::optional<KeyTermOperand> termOperand;
-  OperandRegisters termOnes;
 
   /// The block's first query row.
   Value qLo;
@@ -981,7 +980,7 @@ void FlashSchedule::loadFirstTiles(TileRing &ring) {
   // Before any copy into the rows, so that no zero lands on an entry; the
   // fence and the barrier below publish them to wgmma.
   if (termOperand)
-    termOperand->zeroPadding(sharedKeyBias, block.threadId, config.threads());
+    termOperand->initialize(sharedKeyBias, block.threadId, config.threads());
   queryCopies.copyTile(sharedQuery, index(0),
                        ForwardBlock::rows(args.q, block.qBase), qLo,
                        args.sizes.qLen, config.tileM, /*bounded=*/true);
@@ -1029,8 +1028,6 @@ LogicalResult FlashSchedule::prepareQueries() {
   }
   if (pingpong())
     startPingpong();
-  if (termOperand)
-    termOnes = termOperand->ones(block.lane);
   FailureOr<Value> scale = regions.queryScale();
   if (failed(scale))
     return failure();
@@ -1353,14 +1350,15 @@ void FlashSchedule::issueScores(ArrayRef<std::pair<Value, Value>> descriptors,
 void FlashSchedule::computeScoresByWgmma(Value keyBase, Value buffer,
                                          MutableArrayRef<Accumulator> scores) {
   SmallVector<std::pair<Value, Value>> descriptors = scoreDescriptors(keyBase);
-  SmallVector<Value> termDescriptor;
+  SmallVector<Value> termDescriptors;
   if (termOperand)
-    termDescriptor.push_back(termOperand->descriptor(sharedKeyBias, buffer));
+    termDescriptors = {termOperand->onesDescriptor(sharedKeyBias),
+                       termOperand->descriptor(sharedKeyBias, buffer)};
   awaitTensorCoreTurn();
-  warpgroupAtoms.fence(scores, termDescriptor);
+  warpgroupAtoms.fence(scores, termDescriptors);
   issueScores(descriptors, scores);
   if (termOperand)
-    termOperand->accumulate(termOnes, termDescriptor.front(), scores);
+    termOperand->accumulate(termDescriptors[0], termDescriptors[1], scores);
   warpgroupAtoms.commitGroup();
   passTensorCoreTurn();
   warpgroupAtoms.waitGroup(0, scores);

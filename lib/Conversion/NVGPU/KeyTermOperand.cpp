@@ -39,16 +39,31 @@ void KeyTermOperand::forEachShare(Value threadId, int64_t count,
   }
 }
 
-void KeyTermOperand::zeroPadding(Value shared, Value threadId,
-                                 int64_t threads) {
-  SmallVector<int64_t> words{kWorkspaceWords, kWorkspaceWords + 1};
+void KeyTermOperand::initialize(Value shared, Value threadId,
+                                int64_t threads) {
+  SmallVector<int64_t> padding{kWorkspaceWords, kWorkspaceWords + 1};
   for (int64_t word = 0; word < kCoreRowWords; ++word)
-    words.push_back(kUpperHalfWords + word);
+    padding.push_back(kUpperHalfWords + word);
   Value zero = f32(0.0);
   forEachShare(threadId, stages * keys, threads, [&](Value row) {
     Value base = rowOffset(row);
-    for (int64_t word : words)
+    for (int64_t word : padding)
       memref::StoreOp::create(b, zero, shared, ValueRange{add(base, word)});
+  });
+  // The ones' rows: bf16 1.0 (0x3F80) in k 0-2, zeros after.
+  auto bits = [&](uint32_t pattern) -> Value {
+    return arith::BitcastOp::create(
+        b, b.getF32Type(),
+        arith::ConstantIntOp::create(b, b.getI32Type(), pattern));
+  };
+  SmallVector<std::pair<int64_t, Value>> onesRow{
+      {0, bits(0x3F803F80)}, {1, bits(0x00003F80)}, {2, zero}, {3, zero}};
+  for (int64_t word = 0; word < kCoreRowWords; ++word)
+    onesRow.push_back({kUpperHalfWords + word, zero});
+  forEachShare(threadId, kWarpgroupRows, threads, [&](Value row) {
+    Value base = add(rowOffset(row), ringWords());
+    for (auto [word, value] : onesRow)
+      memref::StoreOp::create(b, value, shared, ValueRange{add(base, word)});
   });
 }
 
@@ -66,29 +81,20 @@ void KeyTermOperand::copyEntries(Value workspace, Value firstEntry,
   });
 }
 
-OperandRegisters KeyTermOperand::ones(Value lane) {
-  // Lane 4 g + c holds k 2c and 2c + 1 of rows g and g + 8 in its first
-  // two registers, k 2c + 8 and 2c + 9 in the last two (mma.sync's A
-  // fragment): ones in k 0-2 are in lanes c = 0 and 1.
-  MmaSyncAtom pairs(b, b.getBF16Type());
-  Value column = rem(lane, 4);
-  Value zeros = pairs.packPair(f32(0.0), f32(0.0));
-  Value lowColumns =
-      select(cmp(arith::CmpIPredicate::eq, column, index(0)), pairs.ones(),
-             select(cmp(arith::CmpIPredicate::eq, column, index(1)),
-                    pairs.packPair(f32(1.0), f32(0.0)), zeros));
-  return {lowColumns, lowColumns, zeros, zeros};
-}
-
 Value KeyTermOperand::descriptor(Value shared, Value buffer) {
   return atom.descriptor(
       sharedAddress(b, shared, mul(buffer, keys * kSharedWords)), kLeadingBytes,
       kStrideBytes, /*swizzled=*/false);
 }
 
-void KeyTermOperand::accumulate(const OperandRegisters &ones, Value descriptor,
+Value KeyTermOperand::onesDescriptor(Value shared) {
+  return atom.descriptor(sharedAddress(b, shared, index(ringWords())),
+                         kLeadingBytes, kStrideBytes, /*swizzled=*/false);
+}
+
+void KeyTermOperand::accumulate(Value onesDescriptor, Value descriptor,
                                 MutableArrayRef<Accumulator> scores) {
-  atom.mma(ones, descriptor, scores, /*transposeB=*/false);
+  atom.mma(onesDescriptor, descriptor, scores, /*transposeB=*/false);
 }
 
 std::pair<Value, Value> KeyTermOperand::entryWords(Value term) {

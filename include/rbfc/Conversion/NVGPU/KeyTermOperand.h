@@ -3,8 +3,8 @@
 // With key_terms = "product" (attn::KeyBiasProduct) the key-terms prologue
 // writes each key's t = key_bias / q_scale as three bf16 parts, t = hi +
 // mid + lo to 2^-26 |t| (f32 holds a bias to 2^-24), and S = Q K^T takes
-// one more wgmma, 16 wide in k: A ones in k 0-2 (registers), B the key's
-// parts in k 0-2 and zeros after them. The accumulators then hold q.k + t,
+// one more wgmma, 16 wide in k: A ones in k 0-2, B the key's parts in k
+// 0-2 and zeros after them, both from shared memory. The accumulators then hold q.k + t,
 // and the score is q_scale times them, a plain scaled dot product: no term
 // per score, no key-term registers beside S. The wgmma is bf16 whatever the
 // kernel's element type: f16 parts would overflow at |t| above 65504.
@@ -13,7 +13,10 @@
 // memory holds per key a K-major row of 16 bf16 in wgmma's unswizzled
 // layout: core matrices of 8 keys x 16 bytes, k 8-15 one core matrix (128
 // bytes) after k 0-7, the next 8 keys 256 bytes on, 32 bytes a key. The
-// copies fill a row's first 8 bytes; its other 24 are zeroed once.
+// copies fill a row's first 8 bytes; its other 24 are zeroed once. The
+// ones are 64 rows of the same layout after the ring, written once: A from
+// registers would hold four more registers per thread through the loop
+// (rbf_causal spilled 56 bytes with them, 36 without).
 //
 //===----------------------------------------------------------------------===//
 #ifndef RBFC_CONVERSION_NVGPU_KEYTERMOPERAND_H
@@ -36,14 +39,19 @@ public:
   static constexpr int64_t kSharedWords = 8;
 
   /// The f32 words the ring takes in shared memory.
-  int64_t sharedWords() const { return stages * keys * kSharedWords; }
+  int64_t ringWords() const { return stages * keys * kSharedWords; }
+  /// ... the ring and, after it, the A operand: 64 rows of ones in k 0-2,
+  /// one warpgroup's, which every warpgroup reads.
+  int64_t sharedWords() const {
+    return ringWords() + kWarpgroupRows * kSharedWords;
+  }
   /// The word offset of row `row` of the ring (stage s's key j is row
   /// s keys + j), where its entry goes.
   mlir::Value rowOffset(mlir::Value row);
-  /// Zeroes what the copies leave alone in every row of the ring `shared`,
-  /// `threads` threads sharing the rows; a fence to the async proxy and a
-  /// barrier must follow before a wgmma reads them.
-  void zeroPadding(mlir::Value shared, mlir::Value threadId, int64_t threads);
+  /// Zeroes what the copies leave alone in every row of the ring `shared`
+  /// and writes the ones, `threads` threads sharing the rows; a fence to
+  /// the async proxy and a barrier must follow before a wgmma reads them.
+  void initialize(mlir::Value shared, mlir::Value threadId, int64_t threads);
 
   /// Copies the entries of the ring buffer `buffer`'s `keys` keys from the
   /// f32 `workspace`, the first at word `firstEntry`, 8 bytes a key by
@@ -53,13 +61,13 @@ public:
                    mlir::Value shared, mlir::Value buffer, mlir::Value threadId,
                    int64_t threads);
 
-  /// The A operand of the warp's 16 rows: ones in k 0-2, zeros after.
-  OperandRegisters ones(mlir::Value lane);
   /// The B descriptor of the tile in ring buffer `buffer` of `shared`.
   mlir::Value descriptor(mlir::Value shared, mlir::Value buffer);
+  /// The A descriptor of the ones.
+  mlir::Value onesDescriptor(mlir::Value shared);
   /// scores += ones x terms, issued between the fence and the commit of
   /// the S = Q K^T group.
-  void accumulate(const OperandRegisters &ones, mlir::Value descriptor,
+  void accumulate(mlir::Value onesDescriptor, mlir::Value descriptor,
                   llvm::MutableArrayRef<Accumulator> scores);
 
   /// The prologue's two words for the term `term` (f32): (hi, mid) and
