@@ -31,6 +31,8 @@ attention):
               (../shared/anchors/fa4_wheels.sh; bench_fwdbwd.py's header)
   fa4_rbf     the same with softmax_scale 2*gamma and a score_mod that
               subtracts gamma*||k||^2 read from an aux tensor
+  peer_rbf    the RBF author's fused Triton kernel (4rtemi5/rbf_attention),
+              when .peer/pisoni_rbf.py is there (bench/peers.py)
 Times are medians of triton.testing.do_bench (CUDA events, warm-up first) on
 random inputs; FLOPs 4*B*H*N*N*D, halved when causal. Writes
 bench/results/<date>-<gpu>-fwd.json (-fwd-<shapes>.json for other shapes; a
@@ -70,12 +72,14 @@ try:
 except Exception as error:  # noqa: BLE001 - optional peer
     print("fa4 unavailable:", repr(error)[:200])
     fa4 = None
+from peers import rbf_author  # noqa: E402
 from results_file import write_result  # noqa: E402
 from shapes import RBFC_SPECS, parse_shapes, result_suffix, shape_label, shape_of  # noqa: E402
 
 DEV = "cuda"
 DT = torch.bfloat16
 torch._dynamo.config.cache_size_limit = 64
+PEER = rbf_author()
 
 # --------------------------------------------------------------------------
 # Peers
@@ -319,6 +323,9 @@ def main():
     if fa4 is not None:
         methods["fa4_dot"] = (plain_method(fa4_dot), "dot")
         methods["fa4_rbf"] = (plain_method(fa4_rbf), "rbf")
+    if PEER is not None:
+        methods["peer_rbf"] = (plain_method(
+            lambda q, k, v, causal: PEER.run_triton_rbf(q, k, v, is_causal=causal)), "rbf")
     if args.only:
         unknown = set(args.only.split(",")) - set(methods)
         if unknown:
@@ -372,7 +379,8 @@ def main():
             # Same function, different kernels: the outputs must agree.
             for a, b in (("rbfc_dot", "sdpa_flash"), ("rbfc_dot", "sdpa_cudnn"),
                          ("rbfc_dot", "fa4_dot"), ("rbfc_rbf", "flex_rbf"),
-                         ("rbfc_rbf", "flex_rbf_flash"), ("rbfc_rbf", "fa4_rbf")):
+                         ("rbfc_rbf", "flex_rbf_flash"), ("rbfc_rbf", "fa4_rbf"),
+                         ("rbfc_rbf", "peer_rbf")):
                 if a in outputs and b in outputs:
                     err = rel_err(outputs[a], outputs[b])
                     for r in rows[-len(methods):]:
@@ -421,7 +429,7 @@ def print_table(rows):
             methods.append(r["method"])
     head = f"{'B x H x N x D':22s}" + "".join(f"{m:>11s}" for m in methods)
     head += (f"{'dot/FA2':>9s}{'dot/cuDNN':>10s}{'dot/FA4':>8s}{'rbf/dot':>8s}"
-             f"{'(paired)':>10s}{'rbf/Flex':>9s}{'rbf/FA4':>8s}")
+             f"{'(paired)':>10s}{'rbf/Flex':>9s}{'rbf/FA4':>8s}{'rbf/best':>9s}")
     print("\nTFLOP/s (bf16 forward, medians)\n" + head)
     shapes = []
     for r in rows:
@@ -440,6 +448,10 @@ def print_table(rows):
             line += f"{fmt(1 / paired if paired else None, '.3f'):>10s}"
             line += f"{fmt(ratio(rbf, tf(shape, causal, 'flex_rbf')), '.2f'):>9s}"
             line += f"{fmt(ratio(rbf, tf(shape, causal, 'fa4_rbf')), '.2f'):>8s}"
+            # rbfc's RBF over the fastest other RBF path in the run.
+            other_rbf = [t for m in ("flex_rbf", "flex_rbf_flash", "fa4_rbf", "peer_rbf")
+                         if (t := tf(shape, causal, m))]
+            line += f"{fmt(ratio(rbf, max(other_rbf) if other_rbf else None), '.2f'):>9s}"
             print(line)
     errors = [r for r in rows if r.get("error")]
     for r in errors:

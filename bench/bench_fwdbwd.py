@@ -55,6 +55,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention  # noqa: E402
 
 import rbfc  # noqa: E402
+from peers import rbf_author  # noqa: E402
 from results_file import write_result  # noqa: E402
 from shapes import parse_shapes, result_suffix, shape_label, shape_of  # noqa: E402
 
@@ -63,12 +64,7 @@ DT = torch.bfloat16
 torch._dynamo.config.cache_size_limit = 64
 torch._dynamo.config.recompile_limit = 64
 
-sys.path.insert(0, str(REPO / ".peer"))
-try:
-    import pisoni_rbf as PEER  # noqa: E402
-except Exception as error:  # noqa: BLE001 - optional peer
-    print("peer_rbf unavailable:", repr(error)[:200])
-    PEER = None
+PEER = rbf_author()
 try:
     from flash_attn.cute.interface import flash_attn_func as fa4  # noqa: E402
 except Exception as error:  # noqa: BLE001 - optional peer
