@@ -5,8 +5,8 @@
                                [--shapes 4x16x4096x64,4x32/8x4096x128]
 
 Run from the repo root on the GPU machine after scripts/prepare-gpu.sh.
-Methods, bf16, B x H x N x D = 4x16x4096x{64,128} and 1x16x16384x128, causal
-and not (--shapes picks others; BxH/KVxNxD has KV key/value heads, grouped-query
+Methods, bf16, B x H x N x D = 4x16x4096x{64,128}, 1x16x16384x128 and the
+small 1x8x512x64 and 1x16x1024x64, causal and not (--shapes picks others; BxH/KVxNxD has KV key/value heads, grouped-query
 attention):
   rbfc_dot    examples/softmax.attn, examples/causal.attn
   rbfc_rbf    examples/rbf.attn, examples/rbf_causal.attn
@@ -74,7 +74,8 @@ except Exception as error:  # noqa: BLE001 - optional peer
     fa4 = None
 from peers import rbf_author  # noqa: E402
 from results_file import write_result  # noqa: E402
-from shapes import RBFC_SPECS, parse_shapes, result_suffix, shape_label, shape_of  # noqa: E402
+from shapes import (FORWARD_SHAPES, RBFC_SPECS, parse_shapes, result_suffix,  # noqa: E402
+                    shape_label, shape_of)
 
 DEV = "cuda"
 DT = torch.bfloat16
@@ -332,7 +333,7 @@ def main():
             print(f"unknown method(s) {sorted(unknown)}; known: {list(methods)}", file=sys.stderr)
             return 2
         methods = {k: v for k, v in methods.items() if k in args.only.split(",")}
-    shapes = parse_shapes(args.shapes)
+    shapes = parse_shapes(args.shapes, FORWARD_SHAPES)
 
     device = torch.cuda.get_device_name()
     print(f"device {device}  torch {torch.__version__}  triton {triton.__version__}", flush=True)
@@ -399,7 +400,7 @@ def main():
                                    **({"binary": binary} if binary else {}))
                               for (s, d, a, _, binary), k in _kernels.items()],
                   elapsed_s=round(time.time() - t_start, 1), rows=rows)
-    write_result(result, "fwd" + result_suffix(shapes))
+    write_result(result, "fwd" + result_suffix(shapes, FORWARD_SHAPES))
     print_table(rows)
     return 0
 
