@@ -6,8 +6,8 @@
 
 Run from the repo root on the GPU machine after scripts/prepare-gpu.sh.
 Methods, bf16, B x H x N x D = 4x16x4096x{64,128}, 1x16x16384x128 and the
-small 1x8x512x64 and 1x16x1024x64, causal and not (--shapes picks others; BxH/KVxNxD has KV key/value heads, grouped-query
-attention):
+small 1x8x512x64 and 1x16x1024x64, causal and not (--shapes picks others;
+BxH/KVxNxD has KV key/value heads, grouped-query attention):
   rbfc_dot    examples/softmax.attn, examples/causal.attn
   rbfc_rbf    examples/rbf.attn, examples/rbf_causal.attn
   rbfc_dot_mma, rbfc_rbf_mma

@@ -12,8 +12,8 @@ compiler (--compiler, default the one rbfc.runtime finds; a second one
 compares two builds, e.g. two kernel structures), then every --plan (a
 plan's tile sizes name its head dim only through --dims) compiled by the
 first compiler. --specs sweeps those examples instead (captures as the GPU
-tests make them, causal as the spec says). Times are medians of triton.testing.do_bench on random
-inputs. Writes bench/results/<date>-<gpu>-plan-sweep[-NAME].json (rows: D,
+tests make them, causal as the spec says). Times are medians of
+triton.testing.do_bench on random inputs. Writes bench/results/<date>-<gpu>-plan-sweep[-NAME].json (rows: D,
 kind, causal, label, plan, ms, tflops) and prints one line per kernel.
 attn-select-plan's sm_90a choices come from these sweeps (bench/NOTES.md).
 """

@@ -190,27 +190,23 @@ void TileRing::issue(Value tile, ArrayRef<Value> termOffsets, Part parts) {
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPointToStart(exists.thenBlock());
   Value firstRow = mul(tile, rows);
-  if (!(parts & kTiles)) {
-    if (!planes.empty())
-      issueTerms(tile, firstRow, termOffsets);
-    return;
+  if (parts & kTiles) {
+    Value base = tileBase(buffer(tile));
+    // Only the last tile can hold rows past the end: the others copy
+    // without per-row bounds.
+    Value full = cmp(arith::CmpIPredicate::sle, add(firstRow, rows), length);
+    auto bounds = scf::IfOp::create(b, TypeRange{}, full, true);
+    for (bool bounded : {false, true}) {
+      b.setInsertionPointToStart(bounded ? bounds.elseBlock()
+                                         : bounds.thenBlock());
+      for (const Stream &stream : streams)
+        engine.copyTile(stream.shared, base, stream.source, firstRow, length,
+                        rows, bounded);
+    }
+    b.setInsertionPointAfter(bounds);
   }
-  Value base = tileBase(buffer(tile));
-  // Only the last tile can hold rows past the end: the others copy without
-  // per-row bounds.
-  Value full = cmp(arith::CmpIPredicate::sle, add(firstRow, rows), length);
-  auto bounds = scf::IfOp::create(b, TypeRange{}, full, true);
-  for (bool bounded : {false, true}) {
-    b.setInsertionPointToStart(bounded ? bounds.elseBlock()
-                                       : bounds.thenBlock());
-    for (const Stream &stream : streams)
-      engine.copyTile(stream.shared, base, stream.source, firstRow, length,
-                      rows, bounded);
-  }
-  if (planes.empty() || !(parts & kTerms))
-    return;
-  b.setInsertionPointAfter(bounds);
-  issueTerms(tile, firstRow, termOffsets);
+  if ((parts & kTerms) && !planes.empty())
+    issueTerms(tile, firstRow, termOffsets);
 }
 
 void TileRing::issueTerms(Value tile, Value firstRow,

@@ -41,15 +41,22 @@ void KeyTermOperand::forEachShare(Value threadId, int64_t count,
 
 void KeyTermOperand::initialize(Value shared, Value threadId,
                                 int64_t threads) {
-  SmallVector<int64_t> padding{kWorkspaceWords, kWorkspaceWords + 1};
-  for (int64_t word = 0; word < kCoreRowWords; ++word)
-    padding.push_back(kUpperHalfWords + word);
+  // Writes (word, value) into each of `count` rows from word `firstWord`.
+  using RowWords = ArrayRef<std::pair<int64_t, Value>>;
+  auto fillRows = [&](int64_t count, int64_t firstWord, RowWords words) {
+    forEachShare(threadId, count, threads, [&](Value row) {
+      Value base = add(rowOffset(row), firstWord);
+      for (auto [word, value] : words)
+        memref::StoreOp::create(b, value, shared, ValueRange{add(base, word)});
+    });
+  };
   Value zero = f32(0.0);
-  forEachShare(threadId, stages * keys, threads, [&](Value row) {
-    Value base = rowOffset(row);
-    for (int64_t word : padding)
-      memref::StoreOp::create(b, zero, shared, ValueRange{add(base, word)});
-  });
+  // The ring's rows: zeros where the copies write nothing.
+  SmallVector<std::pair<int64_t, Value>> padding{{kWorkspaceWords, zero},
+                                                 {kWorkspaceWords + 1, zero}};
+  for (int64_t word = 0; word < kCoreRowWords; ++word)
+    padding.push_back({kUpperHalfWords + word, zero});
+  fillRows(stages * keys, 0, padding);
   // The ones' rows: bf16 1.0 (0x3F80) in k 0-2, zeros after.
   auto bits = [&](uint32_t pattern) -> Value {
     return arith::BitcastOp::create(
@@ -60,11 +67,7 @@ void KeyTermOperand::initialize(Value shared, Value threadId,
       {0, bits(0x3F803F80)}, {1, bits(0x00003F80)}, {2, zero}, {3, zero}};
   for (int64_t word = 0; word < kCoreRowWords; ++word)
     onesRow.push_back({kUpperHalfWords + word, zero});
-  forEachShare(threadId, kWarpgroupRows, threads, [&](Value row) {
-    Value base = add(rowOffset(row), ringWords());
-    for (auto [word, value] : onesRow)
-      memref::StoreOp::create(b, value, shared, ValueRange{add(base, word)});
-  });
+  fillRows(kWarpgroupRows, ringWords(), onesRow);
 }
 
 void KeyTermOperand::copyEntries(Value workspace, Value firstEntry,

@@ -4,10 +4,11 @@
 // writes each key's t = key_bias / q_scale as three bf16 parts, t = hi +
 // mid + lo to 2^-26 |t| (f32 holds a bias to 2^-24), and S = Q K^T takes
 // one more wgmma, 16 wide in k: A ones in k 0-2, B the key's parts in k
-// 0-2 and zeros after them, both from shared memory. The accumulators then hold q.k + t,
-// and the score is q_scale times them, a plain scaled dot product: no term
-// per score, no key-term registers beside S. The wgmma is bf16 whatever the
-// kernel's element type: f16 parts would overflow at |t| above 65504.
+// 0-2 and zeros after them, both from shared memory. The accumulators then
+// hold q.k + t, and the score is q_scale times them, a plain scaled dot
+// product: no term per score, no key-term registers beside S. The wgmma is
+// bf16 whatever the kernel's element type: f16 parts would overflow at |t|
+// above 65504.
 //
 // The workspace holds per key two f32 words, (hi, mid) and (lo, 0). Shared
 // memory holds per key a K-major row of 16 bf16 in wgmma's unswizzled
