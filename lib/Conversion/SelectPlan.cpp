@@ -158,11 +158,24 @@ attn::PlanAttr defaultPlan(attn::AttentionOp op, StringRef arch) {
   // 32-key tiles, the key bias from the workspace (no per-thread copy
   // addresses; sm_80 has no bulk copies). Head dims 48 and 80 take the
   // choices of 64 and 128.
+  //
+  // Before Hopper a score or mask that holds more per element, a gather
+  // per element (document ids) or a key bias under a mask, spilled more:
+  // on 64-key tiles from head_dim 64 (document_mask 20 bytes at 64, alibi
+  // and rbf_causal 4 and 8 with --lse at 80) and on 32-key tiles at 128
+  // (rbf_causal and document_mask 8), ptxas 13.0 for sm_80. Those take
+  // 32-key tiles from 64 and 64-row tiles (one atom a warp) from 128, on
+  // which ptxas spills nothing (scripts/ptxas-spills.sh); not timed, no
+  // sm_80 card being lent.
   bool hopper = archVersion(arch) >= 90;
+  bool crowded =
+      !hopper && (gathersPerElement(op) ||
+                  (!op.getKeyBias().empty() && !op.getMask().empty()));
   bool narrowTiles = measured ? headDim == 128 && !op.getKeyBias().empty() &&
                                     !op.getMask().empty()
-                              : headDim > 80;
+                              : headDim > 80 || (crowded && headDim >= 64);
   int64_t tileN = narrowTiles ? 32 : 64;
+  int64_t tileM = crowded && headDim >= 128 ? 64 : 128;
   StringRef keyTerms = "threads";
   if (!op.getKeyBias().empty() && headDim > 32) {
     if (hopper && headDim <= 64)
@@ -178,7 +191,7 @@ attn::PlanAttr defaultPlan(attn::AttentionOp op, StringRef arch) {
   // within 3% (8 bytes of spills).
   if (measured && headDim == 32)
     blocksPerSM = 3;
-  return attn::PlanAttr::get(ctx, arch, "mma_sync", /*tile_m=*/128, tileN,
+  return attn::PlanAttr::get(ctx, arch, "mma_sync", tileM, tileN,
                              /*warps=*/4, /*stages=*/2, keyTerms, blocksPerSM,
                              "cp_async", /*overlap=*/false);
 }
