@@ -12,7 +12,8 @@ and one small case per kernel and head dim (64, 80, 96, 128) under compute-sanit
 memcheck. On sm_90 the default target (sm_90a) builds the wgmma kernels at head dims
 64 (cooperative) and 128 (warp-specialised): the mma.sync kernel runs at both too
 (compiled for sm_90, rows "<example>/mma"), and the warp-specialised kernel at 64 (by
-its plan, rows "<example>/wgmma").
+its plan, rows "<example>/wgmma"), and sm_80's kernels at 64, 80 and 128 as PTX
+the driver compiles for the card (rows "<example>/sm80").
 Prints a table; exits non-zero on any failure. docs/gpu-testing.md explains it.
 """
 import argparse
@@ -103,7 +104,9 @@ OTHER_DIMS = [32, 48, 112, 160, 240, 256]
 # overlap, whose last query tile of 17, 8, 108 or 40 rows (Nq = 17, 200,
 # 300, 1000) leaves whole warpgroups past q_len; and the cooperative
 # kernel with three warpgroups (96-key tiles: its 384 threads copy 48 rows
-# a pass).
+# a pass). And sm_80's kernels (PTX the driver compiles for this card) at
+# 64, 80 and 128, whose plans differ from sm_90's where a gather per element
+# or a key bias under a mask takes narrower tiles.
 # (suffix, head dim, arch or None, plan or None)
 STRUCTURES = [
     ("/mma", 64, "sm_90", None),
@@ -133,6 +136,9 @@ STRUCTURES = [
     ("/coop3", 64, None, '#attn.plan<arch = "sm_90a", kernel = "wgmma_cooperative", '
                          'tile_m = 192, tile_n = 96, warps = 12, stages = 2, '
                          'key_terms = "global", blocks_per_sm = 1>'),
+    ("/sm80", 64, "sm_80", None),
+    ("/sm80", 80, "sm_80", None),
+    ("/sm80", 128, "sm_80", None),
 ]
 
 
