@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Compiles every example spec's kernels (mma.sync, and wgmma where the default
 # plan picks it) with `ptxas -v` and prints
-# the registers and spill bytes of each kernel: every examples/*.attn x
+# the registers and spill bytes of each kernel, and whether ptxas serialized
+# its wgmma ("Potential Performance Loss: wgmma.mma_async instructions are
+# serialized", C7514-C7520: every wgmma then waits for the one before, in
+# the whole function): every examples/*.attn x
 # every head_dim the kernels take (multiples of 16 from 32 to 256 forward,
 # to 128 backward) x {sm_80, sm_90a} x forward and --backward (whose PTX
 # holds the forward with an LSE output and the backward's kernels), under
-# the default plan. Exits 1 when a kernel spills or a compilation fails.
+# the default plan. Exits 1 when a kernel spills, is serialized or fails to
+# compile.
 #
 #   scripts/ptxas-spills.sh [RBFC]
 #
@@ -39,7 +43,7 @@ combinations() {
 }
 
 # One line per kernel: example dim dtype arch direction entry registers
-# spill-store-bytes spill-load-bytes.
+# spill-store-bytes spill-load-bytes serialized (yes/no).
 compile_one() { # rbfc ptxas spec dim dtype arch direction
   local rbfc=$1 ptxas=$2 spec=$3 dim=$4 dtype=$5 arch=$6 direction=$7
   local name ptx
@@ -49,14 +53,22 @@ compile_one() { # rbfc ptxas spec dim dtype arch direction
   [[ $direction == backward ]] && flags=(--backward)
   if ! "$rbfc" "$spec" --emit=ptx --head-dim="$dim" --dtype="$dtype" \
     --arch="$arch" "${flags[@]}" -o "$ptx" 2>/dev/null; then
-    echo "$name - FAILED-rbfc - -"
+    echo "$name - FAILED-rbfc - - -"
   elif ! "$ptxas" -arch="$arch" -v "$ptx" -o /dev/null 2>"$ptx.log"; then
-    echo "$name - FAILED-ptxas - -"
+    echo "$name - FAILED-ptxas - - -"
   else
+    # ptxas names a serialized function at the end of its warning, before
+    # the function's own report.
     awk -v name="$name" '
+      /wgmma.mma_async instructions are serialized/ {
+        function_name = $NF; gsub(/\047/, "", function_name)
+        serialized[function_name] = 1
+      }
       /Compiling entry function/ { entry = $7; gsub(/\047/, "", entry) }
       /bytes spill stores/ { stores = $5; loads = $9 }
-      /Used [0-9]+ registers/ { print name, entry, $5, stores, loads }
+      /Used [0-9]+ registers/ {
+        print name, entry, $5, stores, loads, (entry in serialized) ? "yes" : "no"
+      }
     ' "$ptx.log"
   fi
   rm -f "$ptx" "$ptx.log"
@@ -66,15 +78,15 @@ export -f compile_one
 results=$(combinations | xargs -P "${RBFC_JOBS:-2}" -L 1 \
   bash -c 'compile_one "$@"' _ "$rbfc" "$ptxas" | sort -k1,1 -k4,4 -k3,3 -k2,2n -k5,5 -k6,6)
 {
-  echo "example head_dim dtype arch direction kernel registers spill_stores spill_loads"
+  echo "example head_dim dtype arch direction kernel registers spill_stores spill_loads serialized"
   echo "$results"
 } | column -t
-failing=$(awk '$7 ~ /FAILED/ || $8 > 0 || $9 > 0' <<<"$results")
+failing=$(awk '$7 ~ /FAILED/ || $8 > 0 || $9 > 0 || $10 == "yes"' <<<"$results")
 if [[ -n $failing ]]; then
   echo
-  echo "$(wc -l <<<"$failing") kernels spill or fail to compile:"
+  echo "$(wc -l <<<"$failing") kernels spill, are serialized or fail to compile:"
   column -t <<<"$failing"
   exit 1
 fi
 echo
-echo "no kernel spills"
+echo "no kernel spills or is serialized"
