@@ -267,6 +267,12 @@ private:
       TileRing &ring, KeyValuePipelines &pipelines, Value buffer, Value kvLo,
       Value partial, Value iteration, ValueRange state,
       const DeferredProduct &deferred, ArrayRef<Value> termOffsets);
+  /// Issues the deferred product, if any, after S = Q K^T (`dots`) in the
+  /// warpgroup's turn, passes the turn and waits for S alone.
+  void issueDeferredProductAndAwaitScores(const DeferredProduct &deferred,
+                                          ArrayRef<Value> valueDescriptors,
+                                          SmallVector<Accumulator> &output,
+                                          SmallVector<Accumulator> &dots);
   /// `state` (O, m, l, ...) with O after the deferred product, if any,
   /// completed; its stage released.
   SmallVector<Value> completeDeferredProduct(TileRing &ring,
@@ -810,8 +816,7 @@ FailureOr<SmallVector<Value>> FlashSchedule::computeOverlappedTile(
   pipelines.values.waitFull(arith::SelectOp::create(
       b, deferred.pending, deferred.iteration, iteration));
   // One turn at the tensor cores issues both products, one fence orders
-  // both's registers; the second group is empty when nothing was
-  // deferred, so that waiting for all but one group always means S.
+  // both's registers.
   awaitTensorCoreTurn();
   SmallVector<Accumulator> fenced(dots);
   fenced.append(output);
@@ -820,21 +825,11 @@ FailureOr<SmallVector<Value>> FlashSchedule::computeOverlappedTile(
   llvm::copy(ArrayRef(fenced).drop_front(dots.size()), output.begin());
   issueScores(keyDescriptors, dots);
   warpgroupAtoms.commitGroup();
-  {
-    OpBuilder::InsertionGuard guard(b);
-    scf::IfOp product =
-        updateIf(deferred.pending, FragmentLayout::flatten(output));
-    SmallVector<Accumulator> result(output);
-    issueValueProducts(deferred.weights, deferredDescriptors, result);
-    scf::YieldOp::create(b, FragmentLayout::flatten(result));
-    output = FragmentLayout::unflatten(product.getResults());
-  }
-  warpgroupAtoms.commitGroup();
-  passTensorCoreTurn();
-  // The key terms load while the products run: loaded before, they would
+  // The key terms load while the products run: loaded before S, they would
   // hold registers beside S, O and the deferred P.
   KeyTerms terms = loadKeyTerms(ring, buffer, termOffsets);
-  warpgroupAtoms.waitGroup(1, dots);
+  issueDeferredProductAndAwaitScores(deferred, deferredDescriptors, output,
+                                     dots);
   // S is complete: K (and its terms, read above) goes back to the producer.
   Value releases = firstLaneOfWarp();
   pipelines.keys.arriveEmpty(iteration, releases);
@@ -873,6 +868,39 @@ FailureOr<SmallVector<Value>> FlashSchedule::computeOverlappedTile(
   llvm::append_range(values, softmax.getRowSum());
   llvm::append_range(values, flatten(next));
   return values;
+}
+
+void FlashSchedule::issueDeferredProductAndAwaitScores(
+    const DeferredProduct &deferred, ArrayRef<Value> valueDescriptors,
+    SmallVector<Accumulator> &output, SmallVector<Accumulator> &dots) {
+  // The product is a commit group only where it is issued, and each path
+  // waits for its own count: a group committed after the branch is empty
+  // on one path, ptxas marks it with a placeholder wgmma on both, and
+  // waiting for all but that one group then waited for the product too.
+  // The turn passes and the waits sit in each branch: after a join ptxas
+  // serialized every wgmma of the kernel (C7514).
+  SmallVector<Value> state = FragmentLayout::flatten(output);
+  llvm::append_range(state, FragmentLayout::flatten(dots));
+  auto branch = scf::IfOp::create(b, TypeRange(state), deferred.pending,
+                                  /*withElseRegion=*/true);
+  OpBuilder::InsertionGuard guard(b);
+  for (bool issued : {true, false}) {
+    b.setInsertionPointToStart(issued ? branch.thenBlock()
+                                      : branch.elseBlock());
+    SmallVector<Accumulator> result(output), scores(dots);
+    if (issued) {
+      issueValueProducts(deferred.weights, valueDescriptors, result);
+      warpgroupAtoms.commitGroup();
+    }
+    passTensorCoreTurn();
+    warpgroupAtoms.waitGroup(issued ? 1 : 0, scores);
+    SmallVector<Value> yielded = FragmentLayout::flatten(result);
+    llvm::append_range(yielded, FragmentLayout::flatten(scores));
+    scf::YieldOp::create(b, yielded);
+  }
+  ValueRange results = branch.getResults();
+  output = FragmentLayout::unflatten(results.take_front(4 * output.size()));
+  dots = FragmentLayout::unflatten(results.drop_front(4 * output.size()));
 }
 
 void FlashSchedule::forOwnWarpgroup(
