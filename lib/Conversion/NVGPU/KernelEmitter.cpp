@@ -47,6 +47,12 @@ Value KernelEmitter::laneReduce(Value value, int64_t width,
   return value;
 }
 
+Value KernelEmitter::uniformFromFirstLane(Value value) {
+  return gpu::ShuffleOp::create(b, value, i32(0), i32(kThreadsPerWarp),
+                                gpu::ShuffleMode::IDX)
+      .getShuffleResult();
+}
+
 void rbfc::allowContraction(gpu::GPUFuncOp func) {
   func.walk([&](arith::ArithFastMathInterface op) {
     arith::FastMathFlags flags = arith::FastMathFlags::contract;

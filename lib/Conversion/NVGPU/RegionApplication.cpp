@@ -104,7 +104,8 @@ FailureOr<Value> RegionApplication::loadBound(attn::LoadBoundOp bound,
         bound64(INT32_MIN));
     word = arith::TruncIOp::create(b, b.getI32Type(), saturated);
   }
-  Value reduced = laneReduce(word, kThreadsPerWarp, combine);
+  Value reduced =
+      uniformFromFirstLane(laneReduce(word, kThreadsPerWarp, combine));
   if (!wide)
     return reduced;
   return arith::ExtSIOp::create(b, elementType, reduced).getResult();

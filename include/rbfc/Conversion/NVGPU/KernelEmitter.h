@@ -92,6 +92,11 @@ protected:
   mlir::Value
   laneReduce(mlir::Value value, int64_t width,
              llvm::function_ref<mlir::Value(mlir::Value, mlir::Value)> combine);
+  /// Lane 0's `value`, for a value every lane of the warp already holds
+  /// (a whole-warp reduction's): ptxas then knows it is uniform, and a
+  /// branch on it around a wgmma does not serialize the kernel's wgmma
+  /// (C7520).
+  mlir::Value uniformFromFirstLane(mlir::Value value);
   mlir::Value laneSum(mlir::Value v, int64_t width) {
     return laneReduce(v, width,
                       [&](mlir::Value x, mlir::Value y) { return fadd(x, y); });
