@@ -82,7 +82,8 @@ typedef struct rbfc_kernel_info {
   int64_t shared_memory_bytes;
   int32_t num_params;
   int32_t num_captures;
-  int32_t key_terms; /* f32 planes in the workspace; 0: no prologue, no
+  int32_t key_terms; /* f32 words a key in the workspace (planes, or 4 for
+                        key_terms = "product"); 0: no prologue, no
                         workspace */
 } rbfc_kernel_info;
 

@@ -141,7 +141,7 @@ bool parseKeyTerms(const JsonValue &root, std::optional<KeyTermsDesc> &out,
       !fields.integer("block", keyTerms.block, 32, 1024, true) ||
       !fields.integer("keys_per_block", keyTerms.keysPerBlock, 1, INT32_MAX,
                       true) ||
-      !fields.integer("terms", keyTerms.terms, 1, 2, true) ||
+      !fields.integer("terms", keyTerms.terms, 1, 4, true) ||
       !fields.integer("row_multiple", keyTerms.rowMultiple, 1, INT32_MAX, true))
     return false;
   if (keyTerms.entry.empty())

@@ -39,7 +39,7 @@ struct KeyTermsDesc {
   std::string entry;
   int block = 0;          // threads per block, a multiple of 32
   int keysPerBlock = 0;   // keys one block covers: grid x = ceil(kv_len / this)
-  int terms = 0;          // f32 planes in the workspace, 1 or 2
+  int terms = 0;          // f32 words a key in the workspace, 1 to 4
   int rowMultiple = 0;    // each (batch, head) row is kv_len rounded up to this
   bool perKvHead = false; // rows per (batch, kv head), not per query head
   // The main kernel waits for the prologue itself (griddepcontrol.wait):

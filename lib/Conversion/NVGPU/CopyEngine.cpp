@@ -215,12 +215,17 @@ void TileRing::issueTerms(Value tile, Value firstRow,
     return termOffsets.empty() ? add(planes[plane].workspaceRow, firstRow)
                                : termOffsets[plane];
   };
-  if (termCopy == TermCopy::Product) {
-    operand->copyEntries(workspace,
-                         add(planes.front().workspaceRow,
-                             mul(firstRow, KeyTermOperand::kWorkspaceWords)),
-                         planes.front().shared, buffer(tile),
-                         engine.getThreadId(), engine.getThreads());
+  // With barriers the product's entries come by one bulk copy, as the
+  // planes' runs do: a ring buffer holds them back to back.
+  Value productSource =
+      termCopy == TermCopy::Product
+          ? add(planes.front().workspaceRow,
+                mul(firstRow, KeyTermOperand::kWorkspaceWords))
+          : Value();
+  if (termCopy == TermCopy::Product && !barriers) {
+    operand->copyEntries(workspace, productSource, planes.front().shared,
+                         buffer(tile), engine.getThreadId(),
+                         engine.getThreads());
     return;
   }
   // The tile's terms: `rows` floats per plane, which the padded workspace
@@ -228,25 +233,38 @@ void TileRing::issueTerms(Value tile, Value firstRow,
   int64_t planeBytes = rows * 4;
   Value target = termBase(buffer(tile));
   Value threadId = engine.getThreadId();
-  if (termCopy == TermCopy::Bulk) {
-    // One thread moves each plane's run with one bulk copy: its addresses
-    // are uniform over the block, so the copy holds no per-thread
-    // registers through the loop (per-thread cp.async addresses cost the
-    // head_dim 128 kernel ~8%, docs/kernel.md).
+  if (termCopy != TermCopy::Threads) {
+    // One thread moves each run with one bulk copy: its addresses are
+    // uniform over the block, so the copy holds no per-thread registers
+    // through the loop (per-thread cp.async addresses cost the head_dim 128
+    // kernel ~8%, docs/kernel.md).
     auto leader = scf::IfOp::create(
         b, TypeRange{}, cmp(arith::CmpIPredicate::eq, threadId, index(0)),
         false);
     OpBuilder::InsertionGuard guard(b);
     b.setInsertionPointToStart(leader.thenBlock());
     Value barrier = elementPointer(barriers, buffer(tile));
+    // (shared target, workspace source) of each run, all `runBytes` long.
+    SmallVector<std::pair<Value, Value>> runs;
+    int64_t runBytes = planeBytes;
+    if (termCopy == TermCopy::Product) {
+      runBytes = operand->bufferEntryBytes();
+      runs.emplace_back(
+          elementPointer(planes.front().shared,
+                         operand->entryOffset(buffer(tile), index(0))),
+          elementPointer(workspace, productSource));
+    } else {
+      for (auto [plane, terms] : llvm::enumerate(planes))
+        runs.emplace_back(elementPointer(terms.shared, target),
+                          elementPointer(workspace, runStart(plane)));
+    }
     NVVM::MBarrierArriveExpectTxOp::create(
-        b, Type(), barrier, i32(planes.size() * planeBytes),
+        b, Type(), barrier, i32(runs.size() * runBytes),
         NVVM::MemScopeKind::CTA, /*relaxed=*/false, Value());
-    for (auto [plane, terms] : llvm::enumerate(planes))
+    for (auto [shared, source] : runs)
       NVVM::CpAsyncBulkGlobalToSharedClusterOp::create(
-          b, clusterPointer(elementPointer(terms.shared, target)),
-          elementPointer(workspace, runStart(plane)), barrier, i32(planeBytes),
-          Value(), Value());
+          b, clusterPointer(shared), source, barrier, i32(runBytes), Value(),
+          Value());
     return;
   }
   int64_t chunks = planeBytes / 16;

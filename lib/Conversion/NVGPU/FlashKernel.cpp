@@ -230,9 +230,12 @@ private:
   bool consumersCarryTermOffsets() const {
     return config.keyTerms == KeyTermSource::Global;
   }
-  /// The key terms travel with the tiles by bulk copies.
+  /// The key terms travel with the tiles by bulk copies: the planes', or
+  /// with TMA the product's entries.
   bool bulkKeyTerms() const {
-    return workspace.planes() && config.keyTerms == KeyTermSource::Bulk;
+    return workspace.planes() && (config.keyTerms == KeyTermSource::Bulk ||
+                                  (config.keyTerms == KeyTermSource::Product &&
+                                   config.tensorMapCopies));
   }
   /// The arrivals that fill a stage's K (`keys`) or V: per producer thread
   /// with cp.async; with TMA, the copying thread's one, and for K one more
@@ -353,8 +356,12 @@ private:
   /// `keyBase`, formed before the fence: an operand register written
   /// between the fence and its wgmma makes ptxas add a warpgroup.arrive.
   SmallVector<std::pair<Value, Value>> scoreDescriptors(Value keyBase);
+  /// With key_terms = "product", the descriptors of the ones and of ring
+  /// buffer `buffer`'s key terms, the A and B of S's one more k; else none.
+  SmallVector<Value> termDescriptors(Value buffer);
+  /// S = Q K^T and, with `terms`, its one more k.
   void issueScores(ArrayRef<std::pair<Value, Value>> descriptors,
-                   MutableArrayRef<Accumulator> scores);
+                   ArrayRef<Value> terms, MutableArrayRef<Accumulator> scores);
   /// wgmma: per 16 keys the descriptor of the V tile at `valueBase`.
   SmallVector<Value> valueDescriptors(Value valueBase);
   void issueValueProducts(ArrayRef<OperandRegisters> weights,
@@ -474,8 +481,11 @@ FailureOr<int64_t> FlashSchedule::build() {
   TileRing ring(copies, config.stages, config.tileN, args.sizes.kvLen,
                 firstTile, endTile, std::move(streams));
   if (termOperand) {
+    // With TMA one bulk copy a tile completes on K's full barrier.
     ring.setTerms(args.workspace, {{sharedKeyBias, block.keyTermRows.front()}},
-                  TileRing::TermCopy::Product, Value(), &*termOperand);
+                  TileRing::TermCopy::Product,
+                  config.tensorMapCopies ? pipelineBarriers : Value(),
+                  &*termOperand);
   } else if (workspace.planes() && config.keyTerms != KeyTermSource::Global) {
     SmallVector<TileRing::TermPlane> planes;
     for (auto [terms, plane] :
@@ -536,6 +546,10 @@ LogicalResult FlashSchedule::emitWarpSpecialized(TileRing &ring) {
     OpBuilder::InsertionGuard guard(b);
     b.setInsertionPointToStart(
         scf::IfOp::create(b, TypeRange{}, consumer, false).thenBlock());
+    // The product's zeros and ones: the consumers' fence and barrier before
+    // their first wgmma publish them, and the bulk copies write elsewhere.
+    if (termOperand)
+      termOperand->initialize(sharedKeyBias, block.threadId, config.threads());
     queryCopies.copyTile(sharedQuery, index(0),
                          ForwardBlock::rows(args.q, block.qBase), qLo,
                          args.sizes.qLen, config.tileM, /*bounded=*/true);
@@ -810,6 +824,10 @@ FailureOr<SmallVector<Value>> FlashSchedule::computeOverlappedTile(
       scoreDescriptors(ring.tileBase(buffer));
   SmallVector<Value> deferredDescriptors = valueDescriptors(
       ring.tileBase(ring.buffer(add(firstTile, deferred.iteration))));
+  SmallVector<Value> termOperands = termDescriptors(buffer);
+  // The descriptors pass through the fence together.
+  SmallVector<Value> fencedDescriptors(deferredDescriptors);
+  fencedDescriptors.append(termOperands);
 
   // The deferred product's V must have landed (with nothing deferred this
   // tile's, which the next tile reads, stands in: its stage is this one).
@@ -820,10 +838,14 @@ FailureOr<SmallVector<Value>> FlashSchedule::computeOverlappedTile(
   awaitTensorCoreTurn();
   SmallVector<Accumulator> fenced(dots);
   fenced.append(output);
-  warpgroupAtoms.fence(fenced, deferredDescriptors);
+  warpgroupAtoms.fence(fenced, fencedDescriptors);
   llvm::copy(ArrayRef(fenced).take_front(dots.size()), dots.begin());
   llvm::copy(ArrayRef(fenced).drop_front(dots.size()), output.begin());
-  issueScores(keyDescriptors, dots);
+  llvm::copy(ArrayRef(fencedDescriptors).take_front(deferredDescriptors.size()),
+             deferredDescriptors.begin());
+  llvm::copy(ArrayRef(fencedDescriptors).drop_front(deferredDescriptors.size()),
+             termOperands.begin());
+  issueScores(keyDescriptors, termOperands, dots);
   warpgroupAtoms.commitGroup();
   // The key terms load while the products run: loaded before S, they would
   // hold registers beside S, O and the deferred P.
@@ -1369,24 +1391,29 @@ FlashSchedule::scoreDescriptors(Value keyBase) {
   return descriptors;
 }
 
+SmallVector<Value> FlashSchedule::termDescriptors(Value buffer) {
+  if (!termOperand)
+    return {};
+  return {termOperand->onesDescriptor(sharedKeyBias),
+          termOperand->descriptor(sharedKeyBias, buffer)};
+}
+
 void FlashSchedule::issueScores(ArrayRef<std::pair<Value, Value>> descriptors,
+                                ArrayRef<Value> terms,
                                 MutableArrayRef<Accumulator> scores) {
   for (auto [query, key] : descriptors)
     warpgroupAtoms.mma(query, key, scores, /*transposeB=*/false);
+  if (!terms.empty())
+    termOperand->accumulate(terms[0], terms[1], scores);
 }
 
 void FlashSchedule::computeScoresByWgmma(Value keyBase, Value buffer,
                                          MutableArrayRef<Accumulator> scores) {
   SmallVector<std::pair<Value, Value>> descriptors = scoreDescriptors(keyBase);
-  SmallVector<Value> termDescriptors;
-  if (termOperand)
-    termDescriptors = {termOperand->onesDescriptor(sharedKeyBias),
-                       termOperand->descriptor(sharedKeyBias, buffer)};
+  SmallVector<Value> terms = termDescriptors(buffer);
   awaitTensorCoreTurn();
-  warpgroupAtoms.fence(scores, termDescriptors);
-  issueScores(descriptors, scores);
-  if (termOperand)
-    termOperand->accumulate(termDescriptors[0], termDescriptors[1], scores);
+  warpgroupAtoms.fence(scores, terms);
+  issueScores(descriptors, terms, scores);
   warpgroupAtoms.commitGroup();
   passTensorCoreTurn();
   warpgroupAtoms.waitGroup(0, scores);
@@ -1743,9 +1770,11 @@ LogicalResult rbfc::verifyFlashPlan(attn::AttentionOp op,
   // Like the other sources, "product" says nothing to a spec without key
   // terms.
   if (plan.getKeyTerms() == "product" && !op.getKeyBias().empty()) {
-    if (plan.getKernel() != "wgmma_cooperative" || tensorMapCopies)
+    if (plan.getKernel() == "mma_sync" ||
+        tensorMapCopies != (plan.getKernel() == "wgmma"))
       return fail("key_terms = \"product\" is built for the "
-                  "wgmma_cooperative kernel with copy \"cp_async\"");
+                  "wgmma_cooperative kernel with copy \"cp_async\" and the "
+                  "wgmma kernel with copy \"tma\"");
     std::string whyNot;
     if (!attn::KeyBiasProduct::analyze(op, &whyNot))
       return fail("key_terms = \"product\" needs the key bias to ride in "

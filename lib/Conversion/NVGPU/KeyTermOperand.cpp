@@ -10,17 +10,11 @@
 using namespace mlir;
 using namespace rbfc;
 
-/// Bytes from k 0-7 to k 8-15 of the same keys (one core matrix), and from
-/// 8 keys to the next 8 (two).
-static constexpr int64_t kLeadingBytes = 128, kStrideBytes = 256;
-/// f32 words of a core matrix's row (16 bytes).
-static constexpr int64_t kCoreRowWords = 4;
-/// Words from a row's k 0-7 to its k 8-15.
-static constexpr int64_t kUpperHalfWords = kLeadingBytes / 4;
+/// Bytes from 8 keys' rows to the next 8's (one core matrix).
+static constexpr int64_t kCoreMatrixBytes = 128;
 
-Value KeyTermOperand::rowOffset(Value row) {
-  return add(mul(div(row, 8), kStrideBytes / 4),
-             mul(rem(row, 8), kCoreRowWords));
+Value KeyTermOperand::entryOffset(Value buffer, Value key) {
+  return add(mul(buffer, keys * kSharedWords), mul(key, kWorkspaceWords));
 }
 
 void KeyTermOperand::forEachShare(Value threadId, int64_t count,
@@ -41,33 +35,31 @@ void KeyTermOperand::forEachShare(Value threadId, int64_t count,
 
 void KeyTermOperand::initialize(Value shared, Value threadId,
                                 int64_t threads) {
-  // Writes (word, value) into each of `count` rows from word `firstWord`.
-  using RowWords = ArrayRef<std::pair<int64_t, Value>>;
-  auto fillRows = [&](int64_t count, int64_t firstWord, RowWords words) {
+  // Writes a row of k 0-7 (four words) at `firstWord` + 4 row for each of
+  // `count` rows.
+  auto fillRows = [&](int64_t count, Value firstWord, ArrayRef<Value> words) {
     forEachShare(threadId, count, threads, [&](Value row) {
-      Value base = add(rowOffset(row), firstWord);
-      for (auto [word, value] : words)
-        memref::StoreOp::create(b, value, shared, ValueRange{add(base, word)});
+      Value base = add(firstWord, mul(row, kWorkspaceWords));
+      for (auto [word, value] : llvm::enumerate(words))
+        memref::StoreOp::create(b, value, shared,
+                                ValueRange{add(base, index(word))});
     });
   };
   Value zero = f32(0.0);
-  // The ring's rows: zeros where the copies write nothing.
-  SmallVector<std::pair<int64_t, Value>> padding{{kWorkspaceWords, zero},
-                                                 {kWorkspaceWords + 1, zero}};
-  for (int64_t word = 0; word < kCoreRowWords; ++word)
-    padding.push_back({kUpperHalfWords + word, zero});
-  fillRows(stages * keys, 0, padding);
+  SmallVector<Value> zeros(kWorkspaceWords, zero);
+  // k 8-15 of every ring buffer and of the ones.
+  for (int64_t buffer = 0; buffer < stages; ++buffer)
+    fillRows(keys, index(buffer * keys * kSharedWords + keys * kWorkspaceWords),
+             zeros);
+  fillRows(kWarpgroupRows, index(ringWords() + onesEntryWords()), zeros);
   // The ones' rows: bf16 1.0 (0x3F80) in k 0-2, zeros after.
   auto bits = [&](uint32_t pattern) -> Value {
     return arith::BitcastOp::create(
         b, b.getF32Type(),
         arith::ConstantIntOp::create(b, b.getI32Type(), pattern));
   };
-  SmallVector<std::pair<int64_t, Value>> onesRow{
-      {0, bits(0x3F803F80)}, {1, bits(0x00003F80)}, {2, zero}, {3, zero}};
-  for (int64_t word = 0; word < kCoreRowWords; ++word)
-    onesRow.push_back({kUpperHalfWords + word, zero});
-  fillRows(kWarpgroupRows, ringWords(), onesRow);
+  fillRows(kWarpgroupRows, index(ringWords()),
+           {bits(0x3F803F80), bits(0x00003F80), zero, zero});
 }
 
 void KeyTermOperand::copyEntries(Value workspace, Value firstEntry,
@@ -75,24 +67,23 @@ void KeyTermOperand::copyEntries(Value workspace, Value firstEntry,
                                  int64_t threads) {
   auto tokenType = nvgpu::DeviceAsyncTokenType::get(b.getContext());
   forEachShare(threadId, keys, threads, [&](Value key) {
-    Value target = rowOffset(add(mul(buffer, keys), key));
-    // Not bypassing L1: cp.async.cg copies 16 bytes only.
     nvgpu::DeviceAsyncCopyOp::create(
-        b, tokenType, shared, ValueRange{target}, workspace,
+        b, tokenType, shared, ValueRange{entryOffset(buffer, key)}, workspace,
         ValueRange{add(firstEntry, mul(key, kWorkspaceWords))},
-        b.getIndexAttr(kWorkspaceWords), Value(), /*bypassL1=*/UnitAttr());
+        b.getIndexAttr(kWorkspaceWords), Value(), /*bypassL1=*/b.getUnitAttr());
   });
 }
 
 Value KeyTermOperand::descriptor(Value shared, Value buffer) {
   return atom.descriptor(
-      sharedAddress(b, shared, mul(buffer, keys * kSharedWords)), kLeadingBytes,
-      kStrideBytes, /*swizzled=*/false);
+      sharedAddress(b, shared, entryOffset(buffer, index(0))),
+      bufferEntryBytes(), kCoreMatrixBytes, /*swizzled=*/false);
 }
 
 Value KeyTermOperand::onesDescriptor(Value shared) {
   return atom.descriptor(sharedAddress(b, shared, index(ringWords())),
-                         kLeadingBytes, kStrideBytes, /*swizzled=*/false);
+                         onesEntryWords() * 4, kCoreMatrixBytes,
+                         /*swizzled=*/false);
 }
 
 void KeyTermOperand::accumulate(Value onesDescriptor, Value descriptor,

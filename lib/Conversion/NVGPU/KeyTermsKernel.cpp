@@ -153,7 +153,7 @@ LogicalResult KeyTermsKernelBuilder::build(gpu::GPUModuleOp module,
     auto inside = scf::IfOp::create(
         b, TypeRange{}, cmp(arith::CmpIPredicate::ult, key, args.sizes.kvLen),
         true);
-    // A product entry's word w is at row + 2 key + w; plane p's term at
+    // A product entry's word w is at row + 4 key + w; plane p's term at
     // row_p + key.
     auto store = [&, key = key](Value value, int64_t plane) {
       Value offset = workspace.inProduct
@@ -178,6 +178,8 @@ LogicalResult KeyTermsKernelBuilder::build(gpu::GPUModuleOp module,
             entries.entryWords(arith::DivFOp::create(b, *bias, productScale));
         store(first, 0);
         store(second, 1);
+        for (int64_t word = 2; word < KeyTermOperand::kWorkspaceWords; ++word)
+          store(f32(0.0), word);
       } else {
         store(*bias, workspace.keyBiasPlane);
       }

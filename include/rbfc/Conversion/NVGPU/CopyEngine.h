@@ -119,7 +119,8 @@ public:
   /// 16 bytes each, in the tile's commit group; or by thread 0, one
   /// cp.async.bulk per plane completing on the stage's mbarrier; or, one
   /// entry of KeyTermOperand a key, into the rows of that operand of
-  /// S = Q K^T, by cp.async in the tile's commit group.
+  /// S = Q K^T: by cp.async in the tile's commit group, or with barriers by
+  /// one cp.async.bulk a tile, as the planes.
   enum class TermCopy { Threads, Bulk, Product };
 
   TileRing(CopyEngine &engine, int64_t stages, int64_t rows, mlir::Value length,
@@ -127,8 +128,9 @@ public:
            llvm::SmallVector<Stream> streams);
 
   /// Term planes to copy with every tile from `workspace`; with bulk
-  /// copies `barriers` holds one i64 mbarrier per stage; with Product
-  /// copies `operand` lays them out (one plane of entries).
+  /// copies `barriers` holds one i64 mbarrier per stage (Product copies are
+  /// bulk where it is set); with Product copies `operand` lays them out
+  /// (one plane of entries).
   void setTerms(mlir::Value workspace, llvm::SmallVector<TermPlane> planes,
                 TermCopy copy, mlir::Value barriers,
                 KeyTermOperand *operand = nullptr);

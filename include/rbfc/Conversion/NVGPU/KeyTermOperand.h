@@ -10,14 +10,15 @@
 // bf16 whatever the kernel's element type: f16 parts would overflow at |t|
 // above 65504.
 //
-// The workspace holds per key two f32 words, (hi, mid) and (lo, 0). Shared
-// memory holds per key a K-major row of 16 bf16 in wgmma's unswizzled
-// layout: core matrices of 8 keys x 16 bytes, k 8-15 one core matrix (128
-// bytes) after k 0-7, the next 8 keys 256 bytes on, 32 bytes a key. The
-// copies fill a row's first 8 bytes; its other 24 are zeroed once. The
-// ones are 64 rows of the same layout after the ring, written once: A from
-// registers would hold four more registers per thread through the loop
-// (rbf_causal spilled 56 bytes with them, 36 without).
+// The workspace holds per key four f32 words, one core-matrix row of k 0-7:
+// (hi, mid), (lo, 0), (0, 0), (0, 0). Shared memory holds a stage's keys'
+// rows back to back, as in the workspace, so that one bulk copy of
+// keys x 16 bytes brings them (or a 16-byte cp.async a key); core matrices
+// of 8 keys are 128 bytes apart. k 8-15 are zeros, keys x 16 bytes after
+// the stage's rows (the descriptor's leading offset), written once. The
+// ones are 64 rows of the same layout after the ring, written once: A
+// from registers would hold four more registers per thread through the
+// loop (rbf_causal spilled 56 bytes with them, 36 without).
 //
 //===----------------------------------------------------------------------===//
 #ifndef RBFC_CONVERSION_NVGPU_KEYTERMOPERAND_H
@@ -34,10 +35,10 @@ public:
       : KernelEmitter(b), keys(keys), stages(stages), atom(b, b.getBF16Type()) {
   }
 
-  /// f32 words of a key's workspace entry.
-  static constexpr int64_t kWorkspaceWords = 2;
-  /// f32 words of a key's row in shared memory.
-  static constexpr int64_t kSharedWords = 8;
+  /// f32 words of a key's workspace entry: its row of k 0-7.
+  static constexpr int64_t kWorkspaceWords = 4;
+  /// f32 words of a key in shared memory: its rows of k 0-7 and k 8-15.
+  static constexpr int64_t kSharedWords = 2 * kWorkspaceWords;
 
   /// The f32 words the ring takes in shared memory.
   int64_t ringWords() const { return stages * keys * kSharedWords; }
@@ -46,16 +47,19 @@ public:
   int64_t sharedWords() const {
     return ringWords() + kWarpgroupRows * kSharedWords;
   }
-  /// The word offset of row `row` of the ring (stage s's key j is row
-  /// s keys + j), where its entry goes.
-  mlir::Value rowOffset(mlir::Value row);
+  /// The word offset of key `key`'s entry in ring buffer `buffer`.
+  mlir::Value entryOffset(mlir::Value buffer, mlir::Value key);
+  /// The bytes of a ring buffer's entries, which one bulk copy brings.
+  int64_t bufferEntryBytes() const { return keys * kWorkspaceWords * 4; }
+  /// The f32 words of the ones' rows of k 0-7 (their k 8-15 follow).
+  static int64_t onesEntryWords() { return kWarpgroupRows * kWorkspaceWords; }
   /// Zeroes what the copies leave alone in every row of the ring `shared`
   /// and writes the ones, `threads` threads sharing the rows; a fence to
   /// the async proxy and a barrier must follow before a wgmma reads them.
   void initialize(mlir::Value shared, mlir::Value threadId, int64_t threads);
 
   /// Copies the entries of the ring buffer `buffer`'s `keys` keys from the
-  /// f32 `workspace`, the first at word `firstEntry`, 8 bytes a key by
+  /// f32 `workspace`, the first at word `firstEntry`, 16 bytes a key by
   /// cp.async (in the caller's commit group), `threads` threads sharing
   /// the keys.
   void copyEntries(mlir::Value workspace, mlir::Value firstEntry,
