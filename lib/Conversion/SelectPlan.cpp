@@ -69,10 +69,21 @@ bool gathersPerElement(attn::AttentionOp op) {
   return gathers(op.getScore()) || gathers(op.getMask());
 }
 
+/// The score is the dot product alone, scaled or not (dot-product
+/// attention, a mask aside): no per-score term holds registers beside S.
+bool scoresAreDot(attn::AttentionOp op) {
+  Operation *yield = op.getScore().front().getTerminator();
+  if (yield->getNumOperands() != 1)
+    return false;
+  Operation *score = yield->getOperand(0).getDefiningOp();
+  return isa_and_nonnull<attn::ScaledDotOp, attn::DotOp>(score);
+}
+
 /// sm_90a at head_dim 128: the warp-specialised wgmma kernel, two consumer
-/// warpgroups of 64 query rows and a producer warpgroup, 128-key tiles, two
-/// stages, K and V brought by TMA and the key terms by bulk copies of the
-/// same producer thread. On the H200 (bench/NOTES.md, 2026-12-04) the
+/// warpgroups of 64 query rows and a producer warpgroup, 128- or 160-key
+/// tiles, two stages, K and V brought by TMA and the key terms by bulk
+/// copies of the same producer thread (a key bias that rides in S = Q K^T
+/// as the product's entries). On the H200 (bench/NOTES.md, 2026-12-04) the
 /// warp-specialised kernel ran 10-14% ahead of the cooperative wgmma kernel
 /// and 25-48% ahead of mma.sync with a cp.async producer, and TMA took
 /// 3-5% more (step 10), 160-key tiles without a mask 3-6% more again
@@ -108,16 +119,22 @@ attn::PlanAttr wgmmaPlan(attn::AttentionOp op, StringRef arch,
   // Without a mask 160-key tiles ran 3-6% ahead of 128 (fewer tiles to pay
   // the softmax's fixed costs on); under a causal mask they ran 0-6%
   // behind, their diagonal tiles straddling the 128-row query tiles.
-  // Under a mask the consumers overlap the softmax with the products
-  // (causal dot +10-13%, RBF +5-8% against the serial consumers in the
-  // same runs); without one the overlap ran 2-5% behind for dot at
-  // 128-key tiles and 4-11% behind at 160, where S, P and O no longer fit
-  // beside each other (RBF spilled): bench/NOTES.md, step 12.
+  // The consumers overlap the softmax with the products under a mask, and
+  // without one where the scores are dot's (a key bias that rides in the
+  // product included): at 4x16x4096x128 on the H200 dot 606-612 TFLOP/s
+  // against 555-558 serial at 160-key tiles, RBF with its key bias in the
+  // product 573-574 against 533-543 with bulk terms (bench/NOTES.md step
+  // 20). Other scores keep the serial consumers: their terms beside S, P
+  // and O spill with the overlap (RBF's bulk terms 96/136 bytes at 160
+  // keys, a relative-position gather 696/864). Under the mask RBF's
+  // product ran 918-923 against 880-885 with bulk terms (rbf_causal).
+  bool product = attn::KeyBiasProduct::analyze(op).has_value();
   bool masked = !op.getMask().empty();
+  bool overlap = masked || product || scoresAreDot(op);
   return attn::PlanAttr::get(op.getContext(), arch, "wgmma", /*tile_m=*/128,
                              /*tile_n=*/masked ? 128 : 160, /*warps=*/8,
-                             /*stages=*/2, "bulk", /*blocks_per_sm=*/0, "tma",
-                             /*overlap=*/masked);
+                             /*stages=*/2, product ? "product" : "bulk",
+                             /*blocks_per_sm=*/0, "tma", overlap);
 }
 
 attn::PlanAttr defaultPlan(attn::AttentionOp op, StringRef arch) {
