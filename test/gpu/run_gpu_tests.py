@@ -98,7 +98,8 @@ OTHER_DIMS = [32, 48, 112, 160, 240, 256]
 # sm_80's kernel and the fallback) and the warp-specialised kernel at 64,
 # by its plan, with TMA copies (copy = "tma") at 64 and 128, and with its
 # consumers' softmax overlapped with the products (overlap = true; the
-# default under a mask at 128) at 64 and with 160-key tiles at 128, and
+# default at 128 under a mask and for dot's scores) at 64 and with 160-key
+# tiles at 128, and
 # with three consumer warpgroups (192-row query tiles, FlashAttention-3's
 # head_dim 64 structure) at 64 with either copy engine and with the
 # overlap, whose last query tile of 17, 8, 108 or 40 rows (Nq = 17, 200,
