@@ -316,7 +316,9 @@ TEST(HostBackward, SameBitsOnEveryThreadCount) {
 // and captures' partial sums fall into other chunks: within float rounding,
 // which for a parameter whose terms cancel is more than the sum's own
 // precision (softcap's cap, bf16: 0.19224560 split, 0.19224310 fused, 1.3e-5
-// apart relative, seed 2007170981): 1e-4 of it.
+// apart relative, seed 2007170981; RBF's gamma, f32: 3.8668213 split,
+// 3.8672485 fused, 1.1e-4 apart, seed 4145301861): 1e-4 of it, or 1e-5 of
+// the sum of its terms' magnitudes (the float64 reference's scale).
 TEST(HostBackward, FusedScheduleGivesTheSplitSchedulesGradients) {
   std::mt19937_64 rng(testSeed() + 12);
   for (const char *spec : kSpecs)
@@ -333,14 +335,23 @@ TEST(HostBackward, FusedScheduleGivesTheSplitSchedulesGradients) {
       problem.runBackward(/*withLseGrad=*/true);
       EXPECT_TRUE(problem.queryKeyValueGradBits() == split)
           << "dq, dk or dv differ between schedules";
-      auto close = [](double a, double b) {
-        return std::abs(a - b) <= 1e-4 * std::max({std::abs(a), std::abs(b),
-                                                   1e-3});
+      test::AttentionGradients reference =
+          problem.referenceGradients(/*withLseGrad=*/true);
+      auto termsOf = [&](const std::string &name) {
+        for (auto [i, param] : llvm::enumerate(problem.op.getParamNames()))
+          if (mlir::cast<mlir::StringAttr>(param).str() == name &&
+              i < reference.paramScale.size())
+            return reference.paramScale[i];
+        return 0.0;
       };
-      for (auto &[name, value] : params)
-        EXPECT_TRUE(close(value, problem.paramGrads[name]))
-            << "d" << name << ": " << value << " split, "
-            << problem.paramGrads[name] << " fused";
+      for (auto &[name, value] : params) {
+        double fused = problem.paramGrads[name];
+        double tolerance = std::max(
+            1e-4 * std::max({std::abs(double(value)), std::abs(fused), 1e-3}),
+            1e-5 * termsOf(name));
+        EXPECT_LE(std::abs(value - fused), tolerance)
+            << "d" << name << ": " << value << " split, " << fused << " fused";
+      }
       for (auto &[name, values] : captures) {
         double largest = 0;
         for (float x : values)
