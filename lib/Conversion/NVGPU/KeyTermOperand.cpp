@@ -47,10 +47,10 @@ void KeyTermOperand::initialize(Value shared, Value threadId,
   };
   Value zero = f32(0.0);
   SmallVector<Value> zeros(kWorkspaceWords, zero);
-  // k 8-15 of every ring buffer and of the ones.
+  // k 8-15 of every ring buffer (where an entry past its last key would
+  // go) and of the ones.
   for (int64_t buffer = 0; buffer < stages; ++buffer)
-    fillRows(keys, index(buffer * keys * kSharedWords + keys * kWorkspaceWords),
-             zeros);
+    fillRows(keys, entryOffset(index(buffer), index(keys)), zeros);
   fillRows(kWarpgroupRows, index(ringWords() + onesEntryWords()), zeros);
   // The ones' rows: bf16 1.0 (0x3F80) in k 0-2, zeros after.
   auto bits = [&](uint32_t pattern) -> Value {
