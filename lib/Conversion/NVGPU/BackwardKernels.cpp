@@ -131,8 +131,8 @@ SmallVector<SmallVector<Accumulator>> BackwardKernelBuilder::multiplyByWgmma(
   // unlike the forward's: formed before it, the 64-bit descriptors of two
   // products' slices stay live together, and the dK/dV kernel at head_dim
   // 128 spilled more (softmax: 148 bytes against 100, ptxas -v).
-  SmallVector<Accumulator> all(operands.size() * accumulators,
-                               {f32(0.0), f32(0.0), f32(0.0), f32(0.0)});
+  SmallVector<Accumulator> all =
+      warpgroupAtoms.unsetAccumulators(operands.size() * accumulators);
   MutableArrayRef<Accumulator> acc(all);
   warpgroupAtoms.fence(acc);
   for (auto [i, pair] : llvm::enumerate(operands))
@@ -140,7 +140,7 @@ SmallVector<SmallVector<Accumulator>> BackwardKernelBuilder::multiplyByWgmma(
       warpgroupAtoms.mma(warpgroupAtoms.kMajorSlice(pair.first, aTile, slice),
                          warpgroupAtoms.kMajorSlice(pair.second, bTile, slice),
                          acc.slice(i * accumulators, accumulators),
-                         /*transposeB=*/false);
+                         /*transposeB=*/false, /*accumulate=*/slice > 0);
   warpgroupAtoms.commitGroup();
   warpgroupAtoms.waitGroup(0, acc);
   SmallVector<SmallVector<Accumulator>> products;

@@ -172,7 +172,7 @@ private:
                                             ValueRange state,
                                             ArrayRef<Value> termOffsets);
   /// Per lane row as a tile starts: the exponent's shift, and with shifted
-  /// accumulators the row's S start (-shift / c).
+  /// mma.sync accumulators the row's S start (-shift / c).
   void tileShifts(OnlineSoftmax &softmax, SmallVector<Value> &oldShift,
                   SmallVector<Value> &rowStart);
   /// The lane's key terms of the tile in ring buffer `buffer`.
@@ -182,11 +182,12 @@ private:
   KeyTerms loadKeyTerms(TileRing &ring, Value buffer,
                         ArrayRef<Value> termOffsets);
   /// The scores of the tile whose first key is `kvLo` from its S = Q K^T
-  /// `dots`: the score region, and on `partial` tiles the mask and the
+  /// `dots`: the score region, shifted (wgmma) by the lane rows' `oldShift`
+  /// where the scores are shifted, and on `partial` tiles the mask and the
   /// kv_len bound, per element.
   FailureOr<SmallVector<Accumulator>>
   applyScoreRegion(ArrayRef<Accumulator> dots, const KeyTerms &terms,
-                   Value kvLo, Value partial);
+                   Value kvLo, Value partial, ArrayRef<Value> oldShift);
 
   /// sm_90: the flash kernel may start before the key-terms prologue ends
   /// and waits for it before it first reads the workspace.
@@ -345,7 +346,8 @@ private:
   /// lane row's accumulators starting at `rowStart` (0 when empty).
   SmallVector<Accumulator>
   computeScores(Value keyBase, ArrayRef<Value> rowStart, Value buffer);
-  /// The S accumulators before S = Q K^T: `rowStart` per lane row.
+  /// The S accumulators before S = Q K^T: `rowStart` per lane row (wgmma:
+  /// unset, the first product overwrites them).
   SmallVector<Accumulator> initialScores(ArrayRef<Value> rowStart);
   /// computeScores by one wgmma per 16 head dims over the warpgroup's 64
   /// rows, Q and K named by descriptors, and with key_terms = "product"
@@ -449,9 +451,12 @@ private:
   Value qScale;
   /// -1 / c when the score in log2 units is c * dot + t, t free of the dot
   /// (scaled dot product plus biases: RBF, ALiBi, relative biases), else
-  /// null. The kernel then starts each row's S accumulators at
-  /// -shift / c, so the score region yields the score minus the row's shift
-  /// straight away and the exponent needs no subtraction per score.
+  /// null. The score region then yields the score minus the row's shift,
+  /// and the exponent needs no subtraction per score: mma.sync starts each
+  /// row's S accumulators at -shift / c (its C operand is a register
+  /// quad, shared by a row's slices); wgmma accumulates in place, where
+  /// that start would cost a move per accumulator, so its region subtracts
+  /// the shift, fused with c * dot into one FFMA.
   Value shiftToDot;
   /// The K tiles the loop visits: [firstTile, endTile).
   Value firstTile, endTile;
@@ -857,7 +862,7 @@ FailureOr<SmallVector<Value>> FlashSchedule::computeOverlappedTile(
   pipelines.keys.arriveEmpty(iteration, releases);
 
   FailureOr<SmallVector<Accumulator>> scored =
-      applyScoreRegion(dots, terms, kvLo, partial);
+      applyScoreRegion(dots, terms, kvLo, partial, oldShift);
   if (failed(scored))
     return failure();
   SmallVector<Accumulator> scores = std::move(*scored);
@@ -1215,7 +1220,7 @@ void FlashSchedule::tileShifts(OnlineSoftmax &softmax,
                                SmallVector<Value> &rowStart) {
   for (int64_t r = 0; r < scoreLayout.laneRows(); ++r)
     oldShift.push_back(softmax.shift(r));
-  if (shiftToDot)
+  if (shiftToDot && !config.wgmma)
     for (Value shift : oldShift)
       rowStart.push_back(fmul(shift, shiftToDot));
 }
@@ -1244,7 +1249,9 @@ FlashSchedule::loadKeyTerms(TileRing &ring, Value buffer,
 FailureOr<SmallVector<Accumulator>>
 FlashSchedule::applyScoreRegion(ArrayRef<Accumulator> dots,
                                 const KeyTerms &terms, Value kvLo,
-                                Value partial) {
+                                Value partial, ArrayRef<Value> oldShift) {
+  ArrayRef<Value> rowShifts =
+      config.wgmma && shiftToDot ? oldShift : ArrayRef<Value>();
   // Partial tiles evaluate the mask per element; full tiles do not.
   auto scored = scf::IfOp::create(
       b, SmallVector<Type>(4 * scoreLayout.size(), b.getF32Type()), partial,
@@ -1273,7 +1280,8 @@ FlashSchedule::applyScoreRegion(ArrayRef<Accumulator> dots,
         [&](ElementValues &element, int64_t r) {
           element.qIdx = rowIdx[r];
           element.queryNorm = rowQueryNorm[r];
-        });
+        },
+        rowShifts);
     if (failed(scores))
       return failure();
     scf::YieldOp::create(b, FragmentLayout::flatten(*scores));
@@ -1295,7 +1303,7 @@ FlashSchedule::computeTile(TileRing &ring, Value buffer, Value kvLo,
   Value tileBase = ring.tileBase(buffer);
   SmallVector<Accumulator> dots = computeScores(tileBase, rowStart, buffer);
   FailureOr<SmallVector<Accumulator>> scored =
-      applyScoreRegion(dots, terms, kvLo, partial);
+      applyScoreRegion(dots, terms, kvLo, partial, oldShift);
   if (failed(scored))
     return failure();
   SmallVector<Accumulator> scores = std::move(*scored);
@@ -1338,6 +1346,9 @@ SmallVector<Value> FlashSchedule::computeQueryNorms() {
 
 SmallVector<Accumulator>
 FlashSchedule::initialScores(ArrayRef<Value> rowStart) {
+  if (config.wgmma)
+    return warpgroupAtoms.unsetAccumulators(config.atoms() *
+                                            scoreLayout.getColumnSlices());
   SmallVector<Accumulator> scores;
   for (int64_t atom = 0; atom < config.atoms(); ++atom) {
     Value top = rowStart.empty() ? f32(0.0) : rowStart[2 * atom];
@@ -1401,8 +1412,9 @@ SmallVector<Value> FlashSchedule::termDescriptors(Value buffer) {
 void FlashSchedule::issueScores(ArrayRef<std::pair<Value, Value>> descriptors,
                                 ArrayRef<Value> terms,
                                 MutableArrayRef<Accumulator> scores) {
-  for (auto [query, key] : descriptors)
-    warpgroupAtoms.mma(query, key, scores, /*transposeB=*/false);
+  for (auto [slice, operands] : llvm::enumerate(descriptors))
+    warpgroupAtoms.mma(operands.first, operands.second, scores,
+                       /*transposeB=*/false, /*accumulate=*/slice > 0);
   if (!terms.empty())
     termOperand->accumulate(terms[0], terms[1], scores);
 }

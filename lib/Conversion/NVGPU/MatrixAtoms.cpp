@@ -224,21 +224,28 @@ void WarpgroupMmaAtom::waitGroup(int64_t pending,
 }
 
 /// The instruction for `columns` columns of elements of type `element`,
-/// its scale-d predicate p (true: the accumulators are added to) set in
-/// the braces that scope it.
-static std::string wgmmaPrefix(Type element, int64_t columns) {
+/// its scale-d predicate p (true: the accumulators are added to) set to
+/// `accumulate` in the braces that scope it.
+static std::string wgmmaPrefix(Type element, int64_t columns,
+                               bool accumulate = true) {
   StringRef type = element.isBF16() ? "bf16" : "f16";
-  return ("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
-          "wgmma.mma_async.sync.aligned.m64n" +
-          Twine(columns) + "k16.f32." + type + "." + type + " ")
+  return ("{\n.reg .pred p;\nsetp.ne.b32 p, " + Twine(int(accumulate)) +
+          ", 0;\nwgmma.mma_async.sync.aligned.m64n" + Twine(columns) +
+          "k16.f32." + type + "." + type + " ")
       .str();
+}
+
+SmallVector<Accumulator> WarpgroupMmaAtom::unsetAccumulators(int64_t count) {
+  Value unset = LLVM::UndefOp::create(b, b.getF32Type());
+  return SmallVector<Accumulator>(count, {unset, unset, unset, unset});
 }
 
 void WarpgroupMmaAtom::mma(Value aDescriptor, Value bDescriptor,
                            MutableArrayRef<Accumulator> accumulators,
-                           bool transposeB) {
+                           bool transposeB, bool accumulate) {
   int64_t n = 4 * accumulators.size();
-  std::string ptx = wgmmaPrefix(elementType, 8 * accumulators.size()) +
+  std::string ptx =
+      wgmmaPrefix(elementType, 8 * accumulators.size(), accumulate) +
                     registerList(0, n) + ", $" + std::to_string(n) + ", $" +
                     std::to_string(n + 1) + ", p, 1, 1, 0, " +
                     std::to_string(int(transposeB)) + ";\n}";

@@ -292,7 +292,7 @@ bool RegionApplication::isAffineInDot(Region &score) {
 FailureOr<SmallVector<Accumulator>> RegionApplication::applyScoreRegion(
     FragmentLane &fragment, const FragmentLayout &layout,
     ArrayRef<Accumulator> dots, bool masked, ColumnBinder bindColumn,
-    RowBinder bindRow) {
+    RowBinder bindRow, ArrayRef<Value> rowShifts) {
   SmallVector<Accumulator> scores(dots.size());
   Value log2e = op.getLog2Domain() ? Value() : f32(M_LOG2E);
   Value negInf = f32(-std::numeric_limits<double>::infinity());
@@ -309,6 +309,9 @@ FailureOr<SmallVector<Accumulator>> RegionApplication::applyScoreRegion(
         if (failed(score))
           return failure();
         Value value = log2e ? fmul(*score, log2e) : *score;
+        // ptxas fuses it with a last multiply (one FFMA).
+        if (!rowShifts.empty())
+          value = arith::SubFOp::create(b, value, rowShifts[laneRow]);
         if (masked) {
           Value keep =
               cmp(arith::CmpIPredicate::ult, element.kvIdx, sizes.kvLen);

@@ -138,10 +138,16 @@ public:
   void waitGroup(int64_t pending,
                  llvm::MutableArrayRef<Accumulator> accumulators);
 
+  /// `count` accumulators whose values nothing reads: a product's first
+  /// mma into them passes `accumulate` = false, and no register is set
+  /// before it (zeros would cost one move per register).
+  llvm::SmallVector<Accumulator> unsetAccumulators(int64_t count);
   /// accumulators += A B for 64 rows, 16 k and 8 x accumulators.size()
-  /// columns, A and B from shared memory; `transposeB`: B is MN-major.
+  /// columns, A and B from shared memory; `transposeB`: B is MN-major. With
+  /// `accumulate` false, accumulators = A B.
   void mma(mlir::Value aDescriptor, mlir::Value bDescriptor,
-           llvm::MutableArrayRef<Accumulator> accumulators, bool transposeB);
+           llvm::MutableArrayRef<Accumulator> accumulators, bool transposeB,
+           bool accumulate = true);
   /// ... A from registers: the warp's 16 rows, as mma.sync's A fragment.
   void mma(const OperandRegisters &a, mlir::Value bDescriptor,
            llvm::MutableArrayRef<Accumulator> accumulators, bool transposeB);

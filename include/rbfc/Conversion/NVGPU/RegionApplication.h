@@ -95,11 +95,13 @@ public:
       llvm::function_ref<void(ElementValues &element, int64_t laneRow)>;
   /// The scores of a fragment of `layout` whose accumulators hold the dot
   /// products `dots`, in log2 units: the score region at every element,
-  /// and when `masked` -inf where kv_idx >= kv_len or the mask is false.
+  /// less its lane row's `rowShifts` when given, and when `masked` -inf
+  /// where kv_idx >= kv_len or the mask is false.
   mlir::FailureOr<llvm::SmallVector<Accumulator>>
   applyScoreRegion(FragmentLane &fragment, const FragmentLayout &layout,
                    llvm::ArrayRef<Accumulator> dots, bool masked,
-                   ColumnBinder bindColumn, RowBinder bindRow);
+                   ColumnBinder bindColumn, RowBinder bindRow,
+                   llvm::ArrayRef<mlir::Value> rowShifts = {});
 
   /// The tile_class region over rows [qLo, qLo + qRows) and keys
   /// [kvLo, kvLo + kvRows), clipped to q_len and kv_len; constants from the
