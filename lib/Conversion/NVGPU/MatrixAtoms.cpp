@@ -246,9 +246,9 @@ void WarpgroupMmaAtom::mma(Value aDescriptor, Value bDescriptor,
   int64_t n = 4 * accumulators.size();
   std::string ptx =
       wgmmaPrefix(elementType, 8 * accumulators.size(), accumulate) +
-                    registerList(0, n) + ", $" + std::to_string(n) + ", $" +
-                    std::to_string(n + 1) + ", p, 1, 1, 0, " +
-                    std::to_string(int(transposeB)) + ";\n}";
+      registerList(0, n) + ", $" + std::to_string(n) + ", $" +
+      std::to_string(n + 1) + ", p, 1, 1, 0, " +
+      std::to_string(int(transposeB)) + ";\n}";
   runWithAccumulators(ptx, {aDescriptor, bDescriptor}, "l,l", accumulators);
 }
 
