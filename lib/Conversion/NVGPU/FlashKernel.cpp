@@ -231,6 +231,10 @@ private:
   bool consumersCarryTermOffsets() const {
     return config.keyTerms == KeyTermSource::Global;
   }
+  /// Where shifted scores take the row's shift (shiftToDot): wgmma
+  /// accumulates in place, so its score region subtracts it; mma.sync
+  /// starts S at -shift / c.
+  bool shiftsInScoreRegion() const { return shiftToDot && config.wgmma; }
   /// The key terms travel with the tiles by bulk copies: the planes', or
   /// with TMA the product's entries.
   bool bulkKeyTerms() const {
@@ -1220,7 +1224,7 @@ void FlashSchedule::tileShifts(OnlineSoftmax &softmax,
                                SmallVector<Value> &rowStart) {
   for (int64_t r = 0; r < scoreLayout.laneRows(); ++r)
     oldShift.push_back(softmax.shift(r));
-  if (shiftToDot && !config.wgmma)
+  if (shiftToDot && !shiftsInScoreRegion())
     for (Value shift : oldShift)
       rowStart.push_back(fmul(shift, shiftToDot));
 }
@@ -1251,7 +1255,7 @@ FlashSchedule::applyScoreRegion(ArrayRef<Accumulator> dots,
                                 const KeyTerms &terms, Value kvLo,
                                 Value partial, ArrayRef<Value> oldShift) {
   ArrayRef<Value> rowShifts =
-      config.wgmma && shiftToDot ? oldShift : ArrayRef<Value>();
+      shiftsInScoreRegion() ? oldShift : ArrayRef<Value>();
   // Partial tiles evaluate the mask per element; full tiles do not.
   auto scored = scf::IfOp::create(
       b, SmallVector<Type>(4 * scoreLayout.size(), b.getF32Type()), partial,
