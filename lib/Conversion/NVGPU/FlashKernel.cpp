@@ -879,21 +879,25 @@ FailureOr<SmallVector<Value>> FlashSchedule::computeOverlappedTile(
                             : MutableArrayRef<Accumulator>());
   }
   softmax.exponentiate(scores, /*shifted=*/bool(shiftToDot));
-
-  // The deferred product has completed: its stage goes back, O takes the
-  // new shifts, and this tile's P is packed (after the wait: the product
-  // read the previous P's registers until then).
-  warpgroupAtoms.waitGroup(0, output);
-  pipelines.values.arriveEmpty(
-      deferred.iteration, arith::AndIOp::create(b, deferred.pending, releases));
-  if (rescale)
-    softmax.rescaleOutput(*rescale, output);
+  // This tile's P is packed and its rows summed before the wait for the
+  // deferred product, in the exponentials' basic block: ptxas fills the
+  // issue slots between MUFU.EX2s with them. After the wait they sat
+  // behind O's rescaling branch and the exponentials ran alone, a
+  // fixed-latency stall each (ncu, 2026-12-06).
   DeferredProduct next{
       arith::ConstantOp::create(b, b.getBoolAttr(true)), iteration, {}};
   for (int64_t keySlice = 0; keySlice < config.tileN / 16; ++keySlice) {
     next.weights.push_back(weightOperand(scores, 0, keySlice));
     addRowSums(softmax, scores, next.weights.back(), keySlice);
   }
+
+  // The deferred product has completed: its stage goes back and O takes
+  // the new shifts.
+  warpgroupAtoms.waitGroup(0, output);
+  pipelines.values.arriveEmpty(
+      deferred.iteration, arith::AndIOp::create(b, deferred.pending, releases));
+  if (rescale)
+    softmax.rescaleOutput(*rescale, output);
   SmallVector<Value> values = FragmentLayout::flatten(output);
   llvm::append_range(values, softmax.getRowMax());
   llvm::append_range(values, softmax.getRowSum());
