@@ -239,8 +239,8 @@ def summary(directory, top=12):
         path = directory / f"raw-{m}.csv"
         return read_metric(path, name, hot[m]) if path.is_file() else None
 
-    row("duration (us)", [None if detail(m, "Duration") is None
-                          else detail(m, "Duration") / 1e3 for m in methods])
+    durations = [detail(m, "Duration") for m in methods]
+    row("duration (us)", [None if ns is None else ns / 1e3 for ns in durations])
     row("tensor pipe active (%)", [metric(m, TENSOR_ACTIVE) for m in methods])
     row("issue slots busy (%)", [detail(m, "Issue Slots Busy") for m in methods])
     row("longest MUFU run", [longest_run(profiles[m], "MUFU") for m in methods], "{:16d}")

@@ -879,11 +879,11 @@ FailureOr<SmallVector<Value>> FlashSchedule::computeOverlappedTile(
                             : MutableArrayRef<Accumulator>());
   }
   softmax.exponentiate(scores, /*shifted=*/bool(shiftToDot));
-  // This tile's P is packed and its rows summed before the wait for the
-  // deferred product, in the exponentials' basic block: ptxas fills the
-  // issue slots between MUFU.EX2s with them. After the wait they sat
-  // behind O's rescaling branch and the exponentials ran alone, a
-  // fixed-latency stall each (ncu, 2026-12-06).
+  // This tile's rows are summed (and P packed) before the wait for the
+  // deferred product: the sums then share the exponentials' basic block
+  // and ptxas issues them between the MUFU.EX2s, which behind O's
+  // rescaling branch ran alone, a fixed-latency stall each. (LLVM sinks
+  // the packs to their use, the next tile's product.)
   DeferredProduct next{
       arith::ConstantOp::create(b, b.getBoolAttr(true)), iteration, {}};
   for (int64_t keySlice = 0; keySlice < config.tileN / 16; ++keySlice) {
