@@ -53,6 +53,12 @@ def Attn_AttentionOp : Attn_Op<"attention", [
       for a tile of the mask; a backend skips all-masked tiles and omits the
       element test on all-kept ones.
 
+    `plan` (set by `attn-select-plan` or `--plan`) is the GPU kernel's
+    structure and tiles. `small_plan`, set beside a default plan only, is a
+    second forward kernel's, for problems that it runs in one wave
+    (docs/abi.md, "Small problems"); the runtime picks one of the two at
+    each launch.
+
     With `log2_domain`, the score, key_bias and q_scale regions are scaled
     by log2(e) so that `exp2` of the score is the weight; `row_bias` stays
     in the natural domain.
@@ -96,6 +102,7 @@ def Attn_AttentionOp : Attn_Op<"attention", [
                        ArrayAttr:$param_defaults,
                        StrArrayAttr:$capture_names,
                        OptionalAttr<Attn_PlanAttr>:$plan,
+                       OptionalAttr<Attn_PlanAttr>:$small_plan,
                        UnitAttr:$log2_domain);
   let results = (outs Attn_InputTensor:$output,
                       Optional<3DTensorOf<[F32]>>:$lse);

@@ -137,6 +137,26 @@ attn::PlanAttr wgmmaPlan(attn::AttentionOp op, StringRef arch,
                              /*blocks_per_sm=*/0, "tma", overlap);
 }
 
+/// The kernel for problems that the cooperative default at head_dim 64
+/// leaves short of work: the warp-specialised kernel with TMA copies and
+/// four stages, whose producer keeps its blocks fed, and the key terms by
+/// bulk copies of the producer thread (bench_fwd.py's TMA plan). The
+/// runtime launches it where its grid fits in one wave, one block a
+/// multiprocessor. On the H100 (2026-12-06, bench/NOTES.md step 27) it ran
+/// dot 221 and RBF 188 TFLOP/s at 1x16x1024x64 (128 blocks) against the
+/// cooperative kernel's 197 and 156, 106 / 90 causal against 90 / 84, and
+/// 42 / 35 against 39 / 31 at 1x8x512x64; at 2x16x1024x64 (256 blocks, two
+/// waves of it) it ran 13-16% behind, and at 4x16x4096x64 16-18% (dot
+/// 366-375 against 444-450 in two earlier runs).
+attn::PlanAttr smallProblemPlan(attn::AttentionOp op, attn::PlanAttr plan) {
+  if (plan.getKernel() != "wgmma_cooperative")
+    return {};
+  return attn::PlanAttr::get(op.getContext(), plan.getArch(), "wgmma",
+                             /*tile_m=*/128, /*tile_n=*/128, /*warps=*/8,
+                             /*stages=*/4, "bulk", /*blocks_per_sm=*/0, "tma",
+                             /*overlap=*/false);
+}
+
 attn::PlanAttr defaultPlan(attn::AttentionOp op, StringRef arch) {
   MLIRContext *ctx = op.getContext();
   int64_t headDim =
@@ -225,7 +245,8 @@ struct AttnSelectPlan : rbfc::impl::AttnSelectPlanBase<AttnSelectPlan> {
     }
     WalkResult result = getOperation()->walk([&](attn::AttentionOp op) {
       attn::PlanAttr plan = op.getPlanAttr();
-      if (!plan) {
+      bool chosen = !plan;
+      if (chosen) {
         plan = defaultPlan(op, arch);
         op.setPlanAttr(plan);
         LLVM_DEBUG(llvm::dbgs() << "chose " << plan << "\n");
@@ -234,8 +255,18 @@ struct AttnSelectPlan : rbfc::impl::AttnSelectPlanBase<AttnSelectPlan> {
                          << " but the target is " << arch;
         return WalkResult::interrupt();
       }
-      return failed(verifyFlashPlan(op, plan)) ? WalkResult::interrupt()
-                                                 : WalkResult::advance();
+      if (failed(verifyFlashPlan(op, plan)))
+        return WalkResult::interrupt();
+      // A plan given by the user is one kernel; a default one may come with
+      // a second for small problems.
+      attn::PlanAttr small = chosen ? smallProblemPlan(op, plan) : nullptr;
+      if (!small)
+        return WalkResult::advance();
+      if (failed(verifyFlashPlan(op, small)))
+        return WalkResult::interrupt();
+      op.setSmallPlanAttr(small);
+      LLVM_DEBUG(llvm::dbgs() << "and for small problems " << small << "\n");
+      return WalkResult::advance();
     });
     if (result.wasInterrupted())
       signalPassFailure();

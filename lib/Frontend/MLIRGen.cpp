@@ -1113,7 +1113,8 @@ OwningOpRef<ModuleOp> MLIRGen::build(const Spec &parsed) {
           ? attn::Normalization::softmax
           : attn::Normalization::none,
       builder.getArrayAttr(paramNames), builder.getArrayAttr(defaults),
-      builder.getArrayAttr(captureNames), /*plan=*/nullptr);
+      builder.getArrayAttr(captureNames), /*plan=*/nullptr,
+      /*small_plan=*/nullptr);
   emitRegion(op, op.getScore(), *parsed.score, /*isMask=*/false);
   if (parsed.mask)
     emitRegion(op, op.getMask(), *parsed.mask, /*isMask=*/true);

@@ -124,18 +124,21 @@ private:
   }
 };
 
-/// "key_terms": absent or null for a kernel without a prologue.
-bool parseKeyTerms(const JsonValue &root, std::optional<KeyTermsDesc> &out,
-                   std::string &error) {
-  const JsonValue *value = root.find("key_terms");
+/// "key_terms" of the kernel object at `path` ("" or "small"): absent or
+/// null for a kernel without a prologue.
+bool parseKeyTerms(const JsonValue &kernel, const std::string &path,
+                   std::optional<KeyTermsDesc> &out, std::string &error) {
+  std::string qualified = path.empty() ? "key_terms" : path + ".key_terms";
+  out.reset();
+  const JsonValue *value = kernel.find("key_terms");
   if (!value || value->kind == JsonValue::Kind::Null)
     return true;
   if (value->kind != JsonValue::Kind::Object) {
-    error = std::string("\"key_terms\" must be an object or null, not ") +
+    error = "\"" + qualified + "\" must be an object or null, not " +
             jsonKindName(value->kind);
     return false;
   }
-  Fields fields(*value, "key_terms", error);
+  Fields fields(*value, qualified, error);
   KeyTermsDesc keyTerms;
   if (!fields.string("entry", keyTerms.entry, true) ||
       !fields.integer("block", keyTerms.block, 32, 1024, true) ||
@@ -243,6 +246,56 @@ bool parseBackward(const JsonValue &root, const Descriptor &descriptor,
   return true;
 }
 
+/// The keys of one forward kernel in the object at `path` ("" for the
+/// descriptor itself, "small"), into `out`; the spec's keys stay as they
+/// are.
+bool parseKernel(Fields &fields, const JsonValue &kernel,
+                 const std::string &path, Descriptor &out, std::string &error) {
+  out.plan.clear();
+  out.tileN = 0;
+  out.stages = 0;
+  out.tensorMapRows = 0;
+  if (!fields.string("entry", out.entry, true) ||
+      !fields.string("plan", out.plan, false) ||
+      !fields.integer("tile_m", out.tileM, 1, 1 << 16, true) ||
+      !fields.integer("tile_n", out.tileN, 1, 1 << 16, false) ||
+      !fields.integer("warps", out.warps, 1, 32, true) ||
+      !fields.integer("stages", out.stages, 1, 64, false) ||
+      !fields.integer("shared_memory_bytes", out.sharedMemoryBytes, 0,
+                      int64_t(1) << 31, true) ||
+      !fields.integer("tensor_map_rows", out.tensorMapRows, 0, 256, false))
+    return false;
+  if (out.entry.empty())
+    return fields.fail("entry", "is empty");
+  return parseKeyTerms(kernel, path, out.keyTerms, error);
+}
+
+/// "small": absent or null for a kernel without a small-problem one.
+bool parseSmall(const JsonValue &root, Descriptor &out, std::string &error) {
+  const JsonValue *value = root.find("small");
+  if (!value || value->kind == JsonValue::Kind::Null)
+    return true;
+  if (value->kind != JsonValue::Kind::Object) {
+    error = std::string("\"small\" must be an object or null, not ") +
+            jsonKindName(value->kind);
+    return false;
+  }
+  Fields fields(*value, "small", error);
+  auto small = std::make_shared<Descriptor>(out);
+  small->backward.reset();
+  if (!parseKernel(fields, *value, "small", *small, error) ||
+      !fields.integer("blocks_per_sm", out.smallBlocksPerSM, 1, 64, true))
+    return false;
+  if (small->entry == out.entry)
+    return fields.fail("entry",
+                       "is the default kernel's, \"" + out.entry + "\"");
+  if (small->tensorMapRows > 0 && small->dtype == RBFC_DTYPE_F32)
+    return fields.fail("tensor_map_rows",
+                       "is set, but TMA kernels take bf16 or f16, not f32");
+  out.small = std::move(small);
+  return true;
+}
+
 } // namespace
 
 bool parseDescriptor(std::string_view json, Descriptor &out,
@@ -266,28 +319,17 @@ bool parseDescriptor(std::string_view json, Descriptor &out,
                                   "\"; this runtime reads \"rbfc-kernel/5\"");
 
   if (!top.string("name", out.name, false) ||
-      !top.string("entry", out.entry, true) ||
+      !parseKernel(top, root, "", out, error) ||
       !top.string("arch", out.arch, false) ||
-      !top.string("plan", out.plan, false) ||
       !top.oneOf("dtype", out.dtype,
                  {RBFC_DTYPE_BF16, RBFC_DTYPE_F16, RBFC_DTYPE_F32}, true) ||
       !top.integer("head_dim", out.headDim, 1, 1024, true) ||
       !top.boolean("has_lse", out.hasLse) ||
-      !top.integer("tile_m", out.tileM, 1, 1 << 16, true) ||
-      !top.integer("tile_n", out.tileN, 1, 1 << 16, false) ||
-      !top.integer("warps", out.warps, 1, 32, true) ||
-      !top.integer("stages", out.stages, 1, 64, false) ||
-      !top.integer("shared_memory_bytes", out.sharedMemoryBytes, 0,
-                   int64_t(1) << 31, true) ||
-      !top.string("normalization", out.normalization, false) ||
-      !top.integer("tensor_map_rows", out.tensorMapRows, 0, 256, false))
+      !top.string("normalization", out.normalization, false))
     return false;
-  if (out.entry.empty())
-    return top.fail("entry", "is empty");
   if (out.normalization != "softmax" && out.normalization != "none")
     return top.fail("normalization", "is \"" + out.normalization +
                                          "\"; expected softmax or none");
-
   if (out.tensorMapRows > 0 && out.dtype == RBFC_DTYPE_F32)
     return top.fail("tensor_map_rows",
                     "is set, but TMA kernels take bf16 or f16, not f32");
@@ -348,8 +390,8 @@ bool parseDescriptor(std::string_view json, Descriptor &out,
       return false;
     out.captures.push_back(std::move(capture));
   }
-  return parseKeyTerms(root, out.keyTerms, error) &&
-         parseBackward(root, out, out.backward, error);
+  return parseBackward(root, out, out.backward, error) &&
+         parseSmall(root, out, error);
 }
 
 } // namespace rbfc::runtime

@@ -126,30 +126,18 @@ int64_t keyTermHeads(const KeyTermsDesc &kt, const rbfc_tensor &q,
 
 } // namespace
 
-bool workspaceBytes(const Descriptor &d, const rbfc_tensor *q,
-                    const rbfc_tensor *k, size_t &bytes, std::string &error) {
-  for (auto [what, t] : {std::pair{"q", q}, std::pair{"k", k}}) {
-    if (!t) {
-      error = std::string(what) + ": missing";
-      return false;
-    }
-    if (t->rank != 4) {
-      error = std::string(what) + ": expected rank 4, got rank " +
-              std::to_string(t->rank);
-      return false;
-    }
-  }
-  int64_t batch = q->sizes[0], kvLen = k->sizes[2];
-  if (batch < 1 || q->sizes[1] < 1 || k->sizes[1] < 1 || kvLen < 1) {
-    error = "workspace: needs batch, heads, kv_heads and kv_len >= 1, got q " +
-            shapeText(*q) + " and k " + shapeText(*k);
-    return false;
-  }
+namespace {
+
+/// The workspace bytes of `kernel`'s own key-terms prologue for q and k
+/// (checked by workspaceBytes); 0 without one.
+bool keyTermBytes(const Descriptor &kernel, const rbfc_tensor &q,
+                  const rbfc_tensor &k, size_t &bytes, std::string &error) {
   bytes = 0;
-  if (!d.keyTerms)
+  if (!kernel.keyTerms)
     return true;
-  const KeyTermsDesc &kt = *d.keyTerms;
-  int64_t heads = keyTermHeads(kt, *q, *k);
+  const KeyTermsDesc &kt = *kernel.keyTerms;
+  int64_t batch = q.sizes[0], kvLen = k.sizes[2];
+  int64_t heads = keyTermHeads(kt, q, k);
   size_t paddedLen = size_t(ceilDiv(kvLen, kt.rowMultiple));
   size_t total = size_t(kt.terms) * sizeof(float);
   bool overflow =
@@ -165,6 +153,50 @@ bool workspaceBytes(const Descriptor &d, const rbfc_tensor *q,
   }
   bytes = total;
   return true;
+}
+
+} // namespace
+
+bool workspaceBytes(const Descriptor &d, const rbfc_tensor *q,
+                    const rbfc_tensor *k, size_t &bytes, std::string &error) {
+  for (auto [what, t] : {std::pair{"q", q}, std::pair{"k", k}}) {
+    if (!t) {
+      error = std::string(what) + ": missing";
+      return false;
+    }
+    if (t->rank != 4) {
+      error = std::string(what) + ": expected rank 4, got rank " +
+              std::to_string(t->rank);
+      return false;
+    }
+  }
+  if (q->sizes[0] < 1 || q->sizes[1] < 1 || k->sizes[1] < 1 ||
+      k->sizes[2] < 1) {
+    error = "workspace: needs batch, heads, kv_heads and kv_len >= 1, got q " +
+            shapeText(*q) + " and k " + shapeText(*k);
+    return false;
+  }
+  // Either forward kernel may run: enough for the larger.
+  bytes = 0;
+  for (const Descriptor *kernel : {&d, d.small.get()}) {
+    size_t kernelBytes = 0;
+    if (kernel && !keyTermBytes(*kernel, *q, *k, kernelBytes, error))
+      return false;
+    bytes = std::max(bytes, kernelBytes);
+  }
+  return true;
+}
+
+const Descriptor &forwardKernelFor(const Descriptor &d, const rbfc_tensor &q,
+                                   int multiprocessors) {
+  if (!d.small || multiprocessors <= 0)
+    return d;
+  // Sizes that passed prepareLaunch: the product fits in 64 bits.
+  uint64_t blocks = uint64_t(ceilDiv(q.sizes[2], d.small->tileM)) *
+                    uint64_t(q.sizes[1]) * uint64_t(q.sizes[0]);
+  return blocks <= uint64_t(d.smallBlocksPerSM) * uint64_t(multiprocessors)
+             ? *d.small
+             : d;
 }
 
 namespace {
@@ -349,7 +381,7 @@ bool prepareLaunch(const Descriptor &d, const LaunchArgs &args,
     const KeyTermsDesc &kt = *d.keyTerms;
     if (!fitGrid("key-terms prologue grid", ceilDiv(kvLen, kt.keysPerBlock),
                  keyTermHeads(kt, q, k), batch, config.prologueGrid, error) ||
-        !workspaceBytes(d, &q, &k, config.workspaceBytes, error))
+        !keyTermBytes(d, q, k, config.workspaceBytes, error))
       return false;
     config.prologueBlock[0] = uint32_t(kt.block);
     config.prologueBlock[1] = config.prologueBlock[2] = 1;

@@ -17,13 +17,23 @@
 
 using namespace rbfc::runtime;
 
+/// One forward kernel of a module and its key-terms prologue, when it has
+/// one.
+struct ForwardFunctions {
+  CUfunction function = nullptr;
+  CUfunction prologue = nullptr;
+};
+
 struct rbfc_module {
   Descriptor descriptor;
   const Driver *driver = nullptr;
   CUcontext context = nullptr;
   CUmodule module = nullptr;
-  CUfunction function = nullptr;
-  CUfunction prologue = nullptr; // the key-terms entry, when there is one
+  ForwardFunctions forward;
+  /// The small-problem kernel, when the descriptor has one, and the
+  /// multiprocessors of the context's device, which choose it.
+  ForwardFunctions small;
+  int multiprocessors = 0;
   /// The backward's kernels, when the descriptor has them: rows, dK/dV,
   /// dQ, tile sums, reduce.
   CUfunction backward[5] = {};
@@ -52,6 +62,70 @@ bool readFile(const char *path, std::string &out, std::string &error) {
     return false;
   }
   return true;
+}
+
+/// Looks up `entry`, which the descriptor's `field` names, in `module`.
+rbfc_status lookUp(const Driver &driver, CUmodule module, CUfunction &function,
+                   const std::string &entry, const char *field) {
+  CUresult result = driver.moduleGetFunction(&function, module, entry.c_str());
+  if (result == CUDA_SUCCESS)
+    return RBFC_OK;
+  return fail(RBFC_ERROR_CUDA,
+              describeCudaError(driver, "cuModuleGetFunction", result) + " (" +
+                  field + " '" + entry +
+                  "' from the descriptor is not in the image)");
+}
+
+/// Looks up the forward kernel `kernel` describes and its prologue, and
+/// sets what they need before a launch.
+rbfc_status loadForward(const Driver &driver, CUmodule module,
+                        const Descriptor &kernel, ForwardFunctions &out) {
+  if (rbfc_status status =
+          lookUp(driver, module, out.function, kernel.entry, "entry"))
+    return status;
+  if (kernel.keyTerms)
+    if (rbfc_status status = lookUp(driver, module, out.prologue,
+                                    kernel.keyTerms->entry, "key_terms.entry"))
+      return status;
+  // Above 48 KiB of shared memory in all a kernel must opt in; the kernel's
+  // own static shared bytes count towards that limit too, so opt in for any
+  // dynamic amount (a no-op below the limit).
+  CUresult result;
+  if (kernel.sharedMemoryBytes > 0 &&
+      (result = driver.funcSetAttribute(
+           out.function, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+           int(kernel.sharedMemoryBytes))) != CUDA_SUCCESS) {
+    std::string message =
+        describeCudaError(driver,
+                          "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_"
+                          "BYTES)",
+                          result) +
+        " (" + kernel.entry + " asks for " +
+        std::to_string(kernel.sharedMemoryBytes) + " bytes of shared memory";
+    CUdevice device;
+    int optin = 0;
+    if (driver.ctxGetDevice(&device) == CUDA_SUCCESS &&
+        driver.deviceGetAttribute(
+            &optin, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+            device) == CUDA_SUCCESS)
+      message += "; this device allows " + std::to_string(optin);
+    return fail(RBFC_ERROR_CUDA, message + ")");
+  }
+  // A main kernel launched while its prologue still runs (programmatic
+  // launch) can only share a multiprocessor with prologue blocks when both
+  // ask for the same split of L1 and shared memory: the prologue asks for
+  // the main kernel's (as much shared memory as it can get).
+  if (kernel.keyTerms && kernel.keyTerms->programmaticLaunch)
+    for (CUfunction function : {out.function, out.prologue})
+      if ((result = driver.funcSetAttribute(
+               function, CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
+               CU_SHAREDMEM_CARVEOUT_MAX_SHARED)) != CUDA_SUCCESS)
+        return fail(RBFC_ERROR_CUDA,
+                    describeCudaError(
+                        driver,
+                        "cuFuncSetAttribute(PREFERRED_SHARED_MEMORY_CARVEOUT)",
+                        result));
+  return RBFC_OK;
 }
 
 rbfc_status loadModule(const void *image, size_t imageSize,
@@ -103,41 +177,41 @@ rbfc_status loadModule(const void *image, size_t imageSize,
       message += "\n" + std::string(log);
     return fail(RBFC_ERROR_CUDA, message);
   }
-  rbfc_module *raw = module.release();
-  auto lookUp = [&](CUfunction &function, const std::string &entry,
-                    const char *field) {
-    CUresult result =
-        driver->moduleGetFunction(&function, raw->module, entry.c_str());
-    if (result == CUDA_SUCCESS)
-      return RBFC_OK;
-    rbfc_module_destroy(raw);
-    return fail(RBFC_ERROR_CUDA,
-                describeCudaError(*driver, "cuModuleGetFunction", result) +
-                    " (" + field + " '" + entry +
-                    "' from the descriptor is not in the image)");
-  };
-  if (rbfc_status status = lookUp(raw->function, d.entry, "entry"))
+  // From here on a failure unloads the image too.
+  std::unique_ptr<rbfc_module, void (*)(rbfc_module *)> loaded(
+      module.release(), rbfc_module_destroy);
+  rbfc_module *raw = loaded.get();
+  if (rbfc_status status = loadForward(*driver, raw->module, d, raw->forward))
     return status;
-  if (d.keyTerms)
+  if (d.small) {
     if (rbfc_status status =
-            lookUp(raw->prologue, d.keyTerms->entry, "key_terms.entry"))
+            loadForward(*driver, raw->module, *d.small, raw->small))
       return status;
+    CUdevice device;
+    if ((result = driver->ctxGetDevice(&device)) != CUDA_SUCCESS ||
+        (result = driver->deviceGetAttribute(
+             &raw->multiprocessors, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+             device)) != CUDA_SUCCESS)
+      return fail(RBFC_ERROR_CUDA, describeCudaError(*driver,
+                                                     "cuDeviceGetAttribute("
+                                                     "MULTIPROCESSOR_COUNT)",
+                                                     result));
+  }
   if (d.backward) {
     const BackwardKernelDesc *kernels[] = {
         &d.backward->rows, &d.backward->keyValue, &d.backward->query,
         &d.backward->tileSums, &d.backward->reduce};
     for (size_t i = 0; i < 5; ++i) {
       const BackwardKernelDesc *kernel = kernels[i];
-      if (rbfc_status status =
-              lookUp(raw->backward[i], kernel->entry, "backward entry"))
+      if (rbfc_status status = lookUp(*driver, raw->module, raw->backward[i],
+                                      kernel->entry, "backward entry"))
         return status;
       if (kernel->sharedMemoryBytes == 0)
         continue;
       if ((result = driver->funcSetAttribute(
                raw->backward[i],
                CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-               int(kernel->sharedMemoryBytes))) != CUDA_SUCCESS) {
-        rbfc_module_destroy(raw);
+               int(kernel->sharedMemoryBytes))) != CUDA_SUCCESS)
         return fail(RBFC_ERROR_CUDA,
                     describeCudaError(*driver,
                                       "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_"
@@ -146,53 +220,9 @@ rbfc_status loadModule(const void *image, size_t imageSize,
                         " (" + kernel->entry + " asks for " +
                         std::to_string(kernel->sharedMemoryBytes) +
                         " bytes of shared memory)");
-      }
     }
   }
-  // Above 48 KiB of shared memory in all a kernel must opt in; the kernel's
-  // own static shared bytes count towards that limit too, so opt in for any
-  // dynamic amount (a no-op below the limit).
-  if (raw->descriptor.sharedMemoryBytes > 0) {
-    result = driver->funcSetAttribute(
-        raw->function, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-        int(raw->descriptor.sharedMemoryBytes));
-    if (result != CUDA_SUCCESS) {
-      std::string message =
-          describeCudaError(*driver,
-                            "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_"
-                            "BYTES)",
-                            result) +
-          " (the kernel asks for " +
-          std::to_string(raw->descriptor.sharedMemoryBytes) +
-          " bytes of shared memory";
-      CUdevice device;
-      int optin = 0;
-      if (driver->ctxGetDevice(&device) == CUDA_SUCCESS &&
-          driver->deviceGetAttribute(
-              &optin, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
-              device) == CUDA_SUCCESS)
-        message += "; this device allows " + std::to_string(optin);
-      rbfc_module_destroy(raw);
-      return fail(RBFC_ERROR_CUDA, message + ")");
-    }
-  }
-  // A main kernel launched while its prologue still runs (programmatic
-  // launch) can only share a multiprocessor with prologue blocks when both
-  // ask for the same split of L1 and shared memory: the prologue asks for
-  // the main kernel's (as much shared memory as it can get).
-  if (d.keyTerms && d.keyTerms->programmaticLaunch)
-    for (CUfunction function : {raw->function, raw->prologue})
-      if ((result = driver->funcSetAttribute(
-               function, CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
-               CU_SHAREDMEM_CARVEOUT_MAX_SHARED)) != CUDA_SUCCESS) {
-        rbfc_module_destroy(raw);
-        return fail(RBFC_ERROR_CUDA,
-                    describeCudaError(
-                        *driver,
-                        "cuFuncSetAttribute(PREFERRED_SHARED_MEMORY_CARVEOUT)",
-                        result));
-      }
-  *out = raw;
+  *out = loaded.release();
   return RBFC_OK;
 }
 
@@ -372,11 +402,17 @@ rbfc_status launch(const rbfc_module *module, const LaunchArgs &args,
                    void *stream) {
   if (!module)
     return fail(RBFC_ERROR_INVALID_ARGUMENT, "module is null");
-  const Descriptor &d = module->descriptor;
+  const Descriptor &forward = module->descriptor;
   ParamBuffer buffer;
   LaunchConfig config;
   std::string error;
-  if (!prepareLaunch(d, args, buffer, config, error))
+  if (!prepareLaunch(forward, args, buffer, config, error))
+    return fail(RBFC_ERROR_INVALID_ARGUMENT, forward.entry + ": " + error);
+  const Descriptor &d =
+      forwardKernelFor(forward, *args.q, module->multiprocessors);
+  const ForwardFunctions &functions =
+      &d == &forward ? module->forward : module->small;
+  if (&d != &forward && !prepareLaunch(d, args, buffer, config, error))
     return fail(RBFC_ERROR_INVALID_ARGUMENT, d.entry + ": " + error);
   if (!encodeTensorMaps(*module->driver, config, buffer, error))
     return fail(RBFC_ERROR_CUDA, d.entry + ": " + error);
@@ -388,8 +424,8 @@ rbfc_status launch(const rbfc_module *module, const LaunchArgs &args,
   main.sharedMemoryBytes = config.sharedMemoryBytes;
   std::vector<PlannedLaunch> launches;
   if (d.keyTerms)
-    launches.push_back({module->prologue, d.keyTerms->entry, prologue});
-  launches.push_back({module->function, d.entry, main,
+    launches.push_back({functions.prologue, d.keyTerms->entry, prologue});
+  launches.push_back({functions.function, d.entry, main,
                       d.keyTerms && d.keyTerms->programmaticLaunch});
   auto bind = [&](void *pointer, size_t bytes, ParamBuffer &into,
                   std::string &message) {

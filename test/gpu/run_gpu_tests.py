@@ -157,6 +157,11 @@ def reference(spec, q, k, v, captures, params):
 # Shapes: (B, H, KV heads, Nq, Nkv, layout). "bnhd": q/k/v/o are transposed
 # views of [B, N, H, D] buffers (a projection's layout) with o padded by 8
 # elements a row, to check strides and that nothing is written out of place.
+# At head_dim 64 on sm_90a an artifact holds two forward kernels and the
+# runtime launches the small-problem one when its blocks, one a
+# multiprocessor, fit in one wave (docs/abi.md, "Small problems"): the
+# shapes marked "default" have more than 132 query tiles of 128 rows (the
+# H100's and H200's multiprocessors), the others at most that.
 
 FULL_SHAPES = [
     (1, 2, 2, 1, 1, "bhnd"),
@@ -167,12 +172,17 @@ FULL_SHAPES = [
     (1, 2, 2, 300, 77, "bhnd"),       # Nq > Nkv
     (2, 4, 2, 128, 128, "bnhd"),      # whole tiles, strided views
     (1, 4, 4, 200, 1000, "bnhd"),
+    (2, 16, 4, 1100, 1100, "bhnd"),   # default
+    (1, 136, 4, 17, 33, "bnhd"),      # default
 ]
 QUICK_SHAPES = [
     (2, 4, 4, 17, 17, "bhnd"),
     (1, 4, 1, 200, 200, "bhnd"),
     (1, 2, 2, 64, 333, "bnhd"),
+    (1, 136, 4, 17, 33, "bhnd"),      # default
 ]
+# What the sanitizer runs: one problem for each kernel.
+SANITIZER_SHAPES = [(1, 2, 1, 17, 33), (1, 136, 4, 17, 33)]
 
 
 def make_inputs(B, H, Hkv, Nq, Nkv, D, dtype, layout, scale, g):
@@ -355,16 +365,18 @@ def sanitize_child(args, specs, workdir):
                 print(f"not sanitized {label} D={D}: {str(e).strip().splitlines()[-1]}",
                       flush=True)
                 continue
-            B, H, Hkv, Nq, Nkv = 1, 2, 1, 17, 33
-            # Exact-size allocations (no padding) so an overrun is caught.
-            q = torch.randn(B, H, Nq, D, generator=g).to(DEV, torch.bfloat16)
-            k = torch.randn(B, Hkv, Nkv, D, generator=g).to(DEV, torch.bfloat16)
-            v = torch.randn(B, Hkv, Nkv, D, generator=g).to(DEV, torch.bfloat16)
-            captures = make_captures(spec, B, H, Nq, Nkv, g)
-            o, lse = kern(q, k, v, captures=captures, lse=True)
-            torch.cuda.synchronize()
-            print(f"sanitized {label} D={D}: finite={bool(torch.isfinite(o.float()).all())}",
-                  flush=True)
+            # A default kernel at 64 is two: one problem for each.
+            shapes = SANITIZER_SHAPES if structure is None and D == 64 else SANITIZER_SHAPES[:1]
+            for B, H, Hkv, Nq, Nkv in shapes:
+                # Exact-size allocations (no padding) so an overrun is caught.
+                q = torch.randn(B, H, Nq, D, generator=g).to(DEV, torch.bfloat16)
+                k = torch.randn(B, Hkv, Nkv, D, generator=g).to(DEV, torch.bfloat16)
+                v = torch.randn(B, Hkv, Nkv, D, generator=g).to(DEV, torch.bfloat16)
+                captures = make_captures(spec, B, H, Nq, Nkv, g)
+                o, lse = kern(q, k, v, captures=captures, lse=True)
+                torch.cuda.synchronize()
+                print(f"sanitized {label} D={D} {B}x{H}/{Hkv}x{Nq}x{Nkv}: "
+                      f"finite={bool(torch.isfinite(o.float()).all())}", flush=True)
 
 
 def run_workspace_reuse(results, workdir, g):
@@ -372,9 +384,10 @@ def run_workspace_reuse(results, workdir, g):
     the first launch's key terms: a flash block launched early (programmatic
     launch) that read them before its own prologue wrote the new ones would
     be off by far more than the tolerance (the RBF key bias moves with
-    ||k||^2)."""
-    B, H, Hkv, N = 2, 16, 8, 2048
-    for spec, D in (("rbf", 64), ("rbf_causal", 128)):
+    ||k||^2). At head_dim 64 both forward kernels: the default at 2048
+    queries, the small-problem one at 1024 queries of one batch."""
+    for spec, D, B, H, Hkv, N in (("rbf", 64, 2, 16, 8, 2048), ("rbf", 64, 1, 16, 8, 1024),
+                                  ("rbf_causal", 128, 2, 16, 8, 2048)):
         q, k, v, o, buf = make_inputs(B, H, Hkv, N, N, D, torch.bfloat16, "bhnd", 1.0, g)
         launch, _, _ = compile_kernel(spec, D, "bf16", False, workdir).launcher(q, k, v, out=o)
         launch()

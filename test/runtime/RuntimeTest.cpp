@@ -351,6 +351,104 @@ TEST(RuntimeDescriptor, NamesWhatIsWrongInKeyTerms) {
         << c.from << " -> " << c.to;
 }
 
+/// The small-problem kernel of a cooperative wgmma default (docs/abi.md,
+/// "Small problems").
+const char *kSmall = R"({ "entry": "rbf_fwd_small", "plan": "p",
+  "tile_m": 128, "tile_n": 128, "warps": 12, "stages": 4,
+  "shared_memory_bytes": 115712, "tensor_map_rows": 128,
+  "key_terms": { "entry": "rbf_fwd_small_key_terms", "block": 384,
+    "keys_per_block": 384, "terms": 1, "row_multiple": 128, "heads": "kv" },
+  "blocks_per_sm": 1 })";
+
+/// kAbiExample with "small": `value`.
+std::string withSmall(const std::string &value) {
+  return edited("\"shared_memory_bytes\": 49152,",
+                "\"shared_memory_bytes\": 49152, \"small\": " + value + ",");
+}
+
+TEST(RuntimeDescriptor, ReadsTheSmallProblemKernel) {
+  Descriptor d;
+  std::string error;
+  ASSERT_TRUE(parseDescriptor(withSmall(kSmall), d, error)) << error;
+  ASSERT_TRUE(d.small);
+  EXPECT_EQ(d.smallBlocksPerSM, 1);
+  const Descriptor &small = *d.small;
+  EXPECT_EQ(small.entry, "rbf_fwd_small");
+  EXPECT_EQ(small.plan, "p");
+  EXPECT_EQ(small.tileM, 128);
+  EXPECT_EQ(small.tileN, 128);
+  EXPECT_EQ(small.warps, 12);
+  EXPECT_EQ(small.stages, 4);
+  EXPECT_EQ(small.sharedMemoryBytes, 115712);
+  EXPECT_EQ(small.tensorMapRows, 128);
+  ASSERT_TRUE(small.keyTerms);
+  EXPECT_EQ(small.keyTerms->entry, "rbf_fwd_small_key_terms");
+  EXPECT_TRUE(small.keyTerms->perKvHead);
+  EXPECT_FALSE(small.small);
+  // The spec's keys are the default kernel's.
+  ASSERT_EQ(small.params.size(), 1u);
+  EXPECT_EQ(small.params[0].name, "gamma");
+  ASSERT_EQ(small.captures.size(), 1u);
+  EXPECT_EQ(small.headDim, 64);
+  EXPECT_TRUE(small.hasLse);
+  // ... and the default kernel's own keys stay its own.
+  EXPECT_EQ(d.entry, "rbf_fwd");
+  EXPECT_EQ(d.tileN, 64);
+  EXPECT_EQ(d.tensorMapRows, 0);
+  EXPECT_FALSE(d.keyTerms);
+
+  // Without key terms, tile_n, stages or tensor maps of its own, the small
+  // kernel has none: it does not inherit the default's.
+  ASSERT_TRUE(
+      parseDescriptor(withSmall(R"({"entry": "s", "tile_m": 64, "warps": 4,
+        "shared_memory_bytes": 0, "blocks_per_sm": 2})"),
+                      d, error))
+      << error;
+  ASSERT_TRUE(d.small);
+  EXPECT_EQ(d.small->tileN, 0);
+  EXPECT_EQ(d.small->stages, 0);
+  EXPECT_TRUE(d.small->plan.empty());
+
+  ASSERT_TRUE(parseDescriptor(withSmall("null"), d, error)) << error;
+  EXPECT_FALSE(d.small);
+}
+
+TEST(RuntimeDescriptor, NamesWhatIsWrongInTheSmallProblemKernel) {
+  EXPECT_NE(descriptorError(withSmall("3"))
+                .find("\"small\" must be an object or null, not a number"),
+            std::string::npos);
+  struct Case {
+    const char *from, *to, *message;
+  };
+  const Case cases[] = {
+      {"\"entry\": \"rbf_fwd_small\", ", "", "\"small.entry\" is missing"},
+      {"\"rbf_fwd_small\"", "\"rbf_fwd\"",
+       "\"small.entry\" is the default kernel's, \"rbf_fwd\""},
+      {"\"tile_m\": 128", "\"tile_m\": 0",
+       "\"small.tile_m\" must be an integer in [1, 65536]"},
+      {"\"warps\": 12,", "", "\"small.warps\" is missing"},
+      {"\"tensor_map_rows\": 128", "\"tensor_map_rows\": 512",
+       "\"small.tensor_map_rows\" must be an integer in [0, 256]"},
+      {"\"block\": 384", "\"block\": 100",
+       "\"small.key_terms.block\" is 100; it must be a multiple of 32"},
+      {"\"heads\": \"kv\"", "\"heads\": \"x\"",
+       "\"small.key_terms.heads\" is \"x\""},
+      {"\"blocks_per_sm\": 1", "\"blocks\": 1",
+       "\"small.blocks_per_sm\" is missing"},
+      {"\"blocks_per_sm\": 1", "\"blocks_per_sm\": 0",
+       "\"small.blocks_per_sm\" must be an integer in [1, 64]"},
+  };
+  for (const Case &c : cases) {
+    std::string value = kSmall;
+    size_t at = value.find(c.from);
+    ASSERT_NE(at, std::string::npos) << c.from;
+    std::string error =
+        descriptorError(withSmall(value.replace(at, strlen(c.from), c.to)));
+    EXPECT_NE(error.find(c.message), std::string::npos)
+        << "expected '" << c.message << "', got '" << error << "'";
+  }
+}
+
 //===-- Launch checks and packing ------------------------------------------===//
 
 void *fakePointer(uintptr_t at) { return reinterpret_cast<void *>(at); }
@@ -401,7 +499,10 @@ struct LaunchFixture : ::testing::Test {
     args.numCaptures = 1;
   }
 
-  bool prepare() { return prepareLaunch(d, args, buffer, config, error); }
+  bool prepare() { return prepareLaunchOf(d); }
+  bool prepareLaunchOf(const Descriptor &kernel) {
+    return prepareLaunch(kernel, args, buffer, config, error);
+  }
 
   std::string failure() {
     EXPECT_FALSE(prepare());
@@ -704,6 +805,45 @@ TEST_F(LaunchFixture, GridLimits) {
             std::string::npos);
 }
 
+TEST_F(LaunchFixture, SmallProblemsRunTheSmallKernel) {
+  std::string json = withSmall(kSmall);
+  ASSERT_TRUE(parseDescriptor(json, d, error)) << error;
+  ASSERT_TRUE(prepare()) << error;
+  // ceil(200 / 128) x 8 heads x 2 = 32 blocks of the small kernel (and of
+  // the default): one wave on 32 multiprocessors at one a multiprocessor,
+  // not on 31.
+  EXPECT_EQ(&forwardKernelFor(d, q, 31), &d);
+  EXPECT_EQ(&forwardKernelFor(d, q, 32), d.small.get());
+  EXPECT_EQ(&forwardKernelFor(d, q, 132), d.small.get());
+  // At two a multiprocessor 16 hold them.
+  d.smallBlocksPerSM = 2;
+  EXPECT_EQ(&forwardKernelFor(d, q, 15), &d);
+  EXPECT_EQ(&forwardKernelFor(d, q, 16), d.small.get());
+  // The small kernel's own tiles count: 64-row tiles make 64 blocks.
+  Descriptor narrow = *d.small;
+  narrow.tileM = 64;
+  d.small = std::make_shared<const Descriptor>(narrow);
+  EXPECT_EQ(&forwardKernelFor(d, q, 31), &d);
+  EXPECT_EQ(&forwardKernelFor(d, q, 32), d.small.get());
+  // Without a count of multiprocessors, or a small kernel, the default.
+  EXPECT_EQ(&forwardKernelFor(d, q, 0), &d);
+  Descriptor alone = *d.small;
+  EXPECT_EQ(&forwardKernelFor(alone, q, 132), &alone);
+
+  ASSERT_TRUE(parseDescriptor(json, d, error)) << error;
+  // The small kernel's launch: its tiles, block and shared memory, its
+  // prologue, and the tensor maps of k and v in its boxes.
+  ASSERT_TRUE(prepareLaunchOf(*d.small)) << error;
+  EXPECT_EQ(config.grid[0], 2u);
+  EXPECT_EQ(config.block[0], 12u * 32);
+  EXPECT_EQ(config.sharedMemoryBytes, 115712u);
+  EXPECT_EQ(config.prologueBlock[0], 384u);
+  EXPECT_EQ(config.prologueGrid[1], 2u); // kv heads
+  EXPECT_EQ(config.tensorMaps.size(), 2u);
+  // kv_len 77 padded to 128, a row per kv head: 2 x 2 x 128 x 4 bytes.
+  EXPECT_EQ(config.workspaceBytes, size_t(2 * 2 * 128 * 4));
+}
+
 //===-- Key terms: workspace and prologue ---------------------------------===//
 
 struct KeyTermsFixture : LaunchFixture {
@@ -816,6 +956,23 @@ TEST_F(KeyTermsFixture, WorkspaceBytes) {
   bytes = 1;
   ASSERT_TRUE(workspaceBytes(d, &q, &k, bytes, error)) << error;
   EXPECT_EQ(bytes, 0u);
+  ASSERT_TRUE(prepare()) << error;
+  EXPECT_EQ(config.workspaceBytes, 0u);
+}
+
+TEST_F(KeyTermsFixture, WorkspaceBytesServeEitherForwardKernel) {
+  // The default's 8192 bytes (a row per query head, kv_len padded to 128)
+  // against a small kernel's rows per kv head padded to 128: 2048.
+  ASSERT_TRUE(parseDescriptor(withSmall(kSmall), d, error)) << error;
+  d.keyTerms = KeyTermsDesc{"rbf_fwd_key_terms", 128, 32, 1, 64};
+  size_t bytes = 0;
+  ASSERT_TRUE(workspaceBytes(d, &q, &k, bytes, error)) << error;
+  EXPECT_EQ(bytes, needed);
+  // The other way round the larger is the small kernel's.
+  d.keyTerms.reset();
+  ASSERT_TRUE(workspaceBytes(d, &q, &k, bytes, error)) << error;
+  EXPECT_EQ(bytes, size_t(2 * 2 * 128 * 4));
+  // Each launch binds what its own kernel needs.
   ASSERT_TRUE(prepare()) << error;
   EXPECT_EQ(config.workspaceBytes, 0u);
 }

@@ -13,6 +13,7 @@
 #include "rbfc/runtime.h"
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -92,6 +93,14 @@ struct Descriptor {
   std::vector<CaptureDesc> captures;
   std::optional<KeyTermsDesc> keyTerms;
   std::optional<BackwardDesc> backward;
+  /// The forward kernel for problems too small to fill the device with
+  /// this one's blocks (docs/abi.md, "Small problems"): this descriptor
+  /// with the kernel's own entry, plan, tiles, shared memory, tensor maps
+  /// and key terms, and no `small` of its own. Null when there is none.
+  std::shared_ptr<const Descriptor> small;
+  /// With `small`: its blocks a multiprocessor. A problem whose grid of
+  /// the small kernel fits in one wave of them launches it.
+  int smallBlocksPerSM = 0;
 };
 
 /// "bf16", "f16", "f32", "i32", "i64".

@@ -198,10 +198,19 @@ bool prepareLaunch(const Descriptor &descriptor, const LaunchArgs &args,
 
 /// The workspace bytes the key-terms prologue needs for q [batch, heads,
 /// q_len, head_dim] and k [batch, kv_heads, kv_len, head_dim] (docs/abi.md,
-/// "Workspace"); 0 when the kernel has no key terms. Checks only what it
+/// "Workspace"), the larger of the two forward kernels' when there is a
+/// small-problem one; 0 when no kernel has key terms. Checks only what it
 /// reads: q and k present, of rank 4, those sizes >= 1.
 bool workspaceBytes(const Descriptor &descriptor, const rbfc_tensor *q,
                     const rbfc_tensor *k, size_t &bytes, std::string &error);
+
+/// The forward kernel a launch on `q` [batch, heads, q_len, head_dim]
+/// runs on a device of `multiprocessors` (docs/abi.md, "Small problems"):
+/// the descriptor's small-problem kernel when its grid fits in one wave
+/// (at most `smallBlocksPerSM` blocks on each multiprocessor), else the
+/// default. `q` must have passed prepareLaunch.
+const Descriptor &forwardKernelFor(const Descriptor &descriptor,
+                                   const rbfc_tensor &q, int multiprocessors);
 
 /// The launch of rbfc_launch_with_workspace (a non-null `workspace`) or
 /// rbfc_launch (allocated on the stream) with every field of `args`, the

@@ -1565,10 +1565,9 @@ LogicalResult FlashSchedule::storeResults(ArrayRef<Accumulator> output,
 
 /// The launch descriptor of docs/abi.md as a dictionary attribute.
 static DictionaryAttr describe(Builder &b, attn::AttentionOp op,
-                               const ForwardConfig &config,
+                               attn::PlanAttr plan, const ForwardConfig &config,
                                const KeyTermWorkspace &workspace,
                                StringRef entry, int64_t sharedBytes) {
-  attn::PlanAttr plan = *op.getPlan();
   auto typeName = [](Type type) -> StringRef {
     if (type.isBF16())
       return "bf16";
@@ -1815,32 +1814,30 @@ static KeyTermSource keyTermSource(attn::AttentionOp op, attn::PlanAttr plan) {
 }
 
 FailureOr<gpu::GPUFuncOp> rbfc::buildFlashKernel(attn::AttentionOp op,
+                                                 attn::PlanAttr plan,
                                                  gpu::GPUModuleOp module,
                                                  StringRef name) {
-  std::optional<attn::PlanAttr> plan = op.getPlan();
-  if (!plan)
-    return op.emitOpError() << "has no plan; run attn-select-plan first";
-  if (failed(verifyFlashPlan(op, *plan)))
+  if (failed(verifyFlashPlan(op, plan)))
     return failure();
   auto queryType = cast<RankedTensorType>(op.getQuery().getType());
   ForwardConfig config{queryType.getDimSize(3),
-                       plan->getTileM(),
-                       plan->getTileN(),
-                       plan->getWarps(),
-                       plan->getStages(),
+                       plan.getTileM(),
+                       plan.getTileN(),
+                       plan.getWarps(),
+                       plan.getStages(),
                        queryType.getElementType(),
                        op.isSoftmax(),
                        op.getLog2Domain(),
                        op.getLse() != nullptr,
-                       keyTermSource(op, *plan),
-                       plan->getBlocksPerSm(),
-                       archVersion(plan->getArch()) >= 90,
-                       plan->getKernel() != "mma_sync",
-                       plan->getKernel() == "wgmma",
-                       plan->getCopy() == "tma",
-                       plan->getOverlap()};
+                       keyTermSource(op, plan),
+                       plan.getBlocksPerSm(),
+                       archVersion(plan.getArch()) >= 90,
+                       plan.getKernel() != "mma_sync",
+                       plan.getKernel() == "wgmma",
+                       plan.getCopy() == "tma",
+                       plan.getOverlap()};
   ImplicitLocOpBuilder b(op.getLoc(), op.getContext());
-  LLVM_DEBUG(llvm::dbgs() << "building " << name << " with " << *plan << "\n");
+  LLVM_DEBUG(llvm::dbgs() << "building " << name << " with " << plan << "\n");
   KeyTermWorkspace workspace =
       KeyTermWorkspace::forOp(op, config.keyTerms == KeyTermSource::Product);
   if (workspace.planes() &&
@@ -1864,6 +1861,6 @@ FailureOr<gpu::GPUFuncOp> rbfc::buildFlashKernel(attn::AttentionOp op,
     return failure();
   allowContraction(func);
   func->setAttr(kDescriptorAttrName,
-                describe(b, op, config, workspace, name, *sharedBytes));
+                describe(b, op, plan, config, workspace, name, *sharedBytes));
   return func;
 }

@@ -23,6 +23,46 @@ using namespace rbfc;
 
 namespace {
 
+/// The keys of a forward kernel's descriptor that differ between the
+/// default kernel and the small-problem one (docs/abi.md, "Small
+/// problems"); the spec's keys (params, captures, dtype, ...) are shared.
+constexpr llvm::StringLiteral kKernelKeys[] = {"entry",
+                                               "plan",
+                                               "tile_m",
+                                               "tile_n",
+                                               "warps",
+                                               "stages",
+                                               "shared_memory_bytes",
+                                               "tensor_map_rows",
+                                               "key_terms"};
+
+/// Builds the forward kernel `name` of `op` with `plan`, the small-problem
+/// alternative to the default one, and returns its descriptor object: its
+/// kernel keys and its blocks a multiprocessor, with which the runtime
+/// sees whether a problem fits in one wave of it.
+FailureOr<DictionaryAttr> buildSmallProblemKernel(attn::AttentionOp op,
+                                                  attn::PlanAttr plan,
+                                                  gpu::GPUModuleOp module,
+                                                  StringRef name) {
+  FailureOr<gpu::GPUFuncOp> kernel = buildFlashKernel(op, plan, module, name);
+  if (failed(kernel))
+    return failure();
+  auto descriptor =
+      (*kernel)->getAttrOfType<DictionaryAttr>(kDescriptorAttrName);
+  (*kernel)->removeAttr(kDescriptorAttrName);
+  NamedAttrList fields;
+  for (StringRef key : kKernelKeys)
+    if (Attribute value = descriptor.get(key))
+      fields.set(key, value);
+  // The warp-specialised kernel's register split is for one block.
+  int64_t blocksPerSM = plan.getKernel() == "wgmma"
+                            ? 1
+                            : std::max<int64_t>(plan.getBlocksPerSm(), 1);
+  fields.set("blocks_per_sm",
+             Builder(op.getContext()).getI64IntegerAttr(blocksPerSM));
+  return fields.getDictionary(op.getContext());
+}
+
 struct AttnLowerToNVGPU : rbfc::impl::AttnLowerToNVGPUBase<AttnLowerToNVGPU> {
   void runOnOperation() override {
     ModuleOp module = getOperation();
@@ -42,24 +82,36 @@ struct AttnLowerToNVGPU : rbfc::impl::AttnLowerToNVGPUBase<AttnLowerToNVGPU> {
       builder.setInsertionPoint(func);
       auto kernels = gpu::GPUModuleOp::create(
           builder, func.getLoc(), (func.getName() + "_kernels").str());
+      attn::AttentionOp op = ops.front();
       std::string name = (func.getName() + "_fwd").str();
+      if (!op.getPlanAttr()) {
+        op.emitOpError() << "has no plan; run attn-select-plan first";
+        return signalPassFailure();
+      }
       FailureOr<gpu::GPUFuncOp> forward =
-          buildFlashKernel(ops.front(), kernels, name);
+          buildFlashKernel(op, op.getPlanAttr(), kernels, name);
       if (failed(forward))
         return signalPassFailure();
-      if (ops.front().hasBackward()) {
+      NamedAttrList fields(
+          (*forward)->getAttrOfType<DictionaryAttr>(kDescriptorAttrName));
+      if (attn::PlanAttr smallPlan = op.getSmallPlanAttr()) {
+        FailureOr<DictionaryAttr> small =
+            buildSmallProblemKernel(op, smallPlan, kernels, name + "_small");
+        if (failed(small))
+          return signalPassFailure();
+        fields.set("small", *small);
+      }
+      if (op.hasBackward()) {
         // The backward's kernels join the forward's module, and what the
         // runtime needs to launch them its descriptor.
         FailureOr<DictionaryAttr> backward =
-            buildBackwardKernels(ops.front(), kernels, name);
+            buildBackwardKernels(op, kernels, name);
         if (failed(backward))
           return signalPassFailure();
-        NamedAttrList fields(
-            (*forward)->getAttrOfType<DictionaryAttr>(kDescriptorAttrName));
         fields.set("backward", *backward);
-        (*forward)->setAttr(kDescriptorAttrName,
-                            fields.getDictionary(&getContext()));
       }
+      (*forward)->setAttr(kDescriptorAttrName,
+                          fields.getDictionary(&getContext()));
       func.erase();
     }
     if (!functions.empty())

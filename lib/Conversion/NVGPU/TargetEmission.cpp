@@ -97,7 +97,10 @@ LogicalResult rbfc::overridePlan(ModuleOp module, StringRef text) {
       dyn_cast_or_null<attn::PlanAttr>(parseAttribute(text, module.getContext()));
   if (!plan)
     return failure();
-  module.walk([&](attn::AttentionOp op) { op.setPlanAttr(plan); });
+  module.walk([&](attn::AttentionOp op) {
+    op.setPlanAttr(plan);
+    op.removeSmallPlanAttr();
+  });
   return success();
 }
 

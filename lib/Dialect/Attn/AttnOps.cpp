@@ -191,6 +191,15 @@ LogicalResult AttentionOp::verify() {
              << param.getType() << " constant or unit (no default), got "
              << fallback;
   }
+  if (PlanAttr small = getSmallPlanAttr()) {
+    PlanAttr plan = getPlanAttr();
+    if (!plan)
+      return emitOpError("has a small_plan but no plan: the small-problem "
+                         "kernel is an alternative to the default one");
+    if (small.getArch() != plan.getArch())
+      return emitOpError("has a small_plan for ")
+             << small.getArch() << " and a plan for " << plan.getArch();
+  }
   return success();
 }
 

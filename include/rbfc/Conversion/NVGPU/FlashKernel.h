@@ -31,12 +31,12 @@ int archVersion(llvm::StringRef arch);
 /// fails.
 mlir::LogicalResult verifyFlashPlan(attn::AttentionOp op, attn::PlanAttr plan);
 
-/// Appends to `module` the kernel `name` computing `op` with its plan
-/// (`op` must be canonical and carry a plan). Emits a diagnostic
-/// on `op` and fails on what the kernel cannot express.
+/// Appends to `module` the kernel `name` computing `op` (canonical) with
+/// `plan` (its plan or its small_plan). Emits a diagnostic on `op` and
+/// fails on what the kernel cannot express.
 mlir::FailureOr<mlir::gpu::GPUFuncOp>
-buildFlashKernel(attn::AttentionOp op, mlir::gpu::GPUModuleOp module,
-                 llvm::StringRef name);
+buildFlashKernel(attn::AttentionOp op, attn::PlanAttr plan,
+                 mlir::gpu::GPUModuleOp module, llvm::StringRef name);
 
 } // namespace rbfc
 
