@@ -778,6 +778,29 @@ TEST(CAPICuda, KeyTermsNeedAWorkspace) {
             RBFC_ERROR_INVALID_ARGUMENT);
 }
 
+TEST(CAPICuda, OneWorkspaceServesBothForwardKernels) {
+  // A per-head gamma keeps the key bias out of S = Q K^T: the cooperative
+  // kernel at 64 takes its terms on 64-key tiles (rows padded to 64), the
+  // small-problem kernel beside it on 128-key tiles (docs/abi.md, "Small
+  // problems"), one row per query head either way.
+  Kernel kernel;
+  rbfc_compile_options options = cudaOptions("");
+  const char *spec = "attention rbf_head_gamma {\n"
+                     "  capture gammas: f32[?];\n"
+                     "  score = -gammas[h] * dist2(q, k);\n"
+                     "}\n";
+  ASSERT_EQ(kernel.compile(spec, options), RBFC_OK) << lastError();
+  rbfc_tensor q = view(nullptr, RBFC_DTYPE_BF16, {2, 8, 100, 64},
+                       contiguous({2, 8, 100, 64}));
+  rbfc_tensor k = view(nullptr, RBFC_DTYPE_BF16, {2, 4, 300, 64},
+                       contiguous({2, 4, 300, 64}));
+  size_t bytes = 0;
+  ASSERT_EQ(rbfc_kernel_workspace_bytes(kernel.kernel, &q, &k, &bytes), RBFC_OK)
+      << lastError();
+  // 300 keys padded to 384 (the small kernel's), not 320.
+  EXPECT_EQ(bytes, size_t(2 * 8 * 384 * 4));
+}
+
 //===-- Caches -------------------------------------------------------------===//
 
 /// The one entry file in `dir`.
