@@ -743,22 +743,32 @@ TEST(CAPICuda, AHeadDimTheKernelCannotTakeSaysSoBriefly) {
   EXPECT_FALSE(contains(lastError(), "see current operation")) << lastError();
 }
 
-TEST(CAPICuda, KeyTermsNeedAWorkspace) {
+/// A kernel compiled for CUDA and the q [2, 8, 100, 64] and k [2, 4, 300,
+/// 64] its workspace is asked for (pointers never read).
+struct CAPIWorkspace : ::testing::Test {
   Kernel kernel;
   rbfc_compile_options options = cudaOptions("");
-  const char *rbf = "attention rbf {\n"
-                    "  param gamma: f32 = 0.125;\n"
-                    "  score = -gamma * dist2(q, k);\n"
-                    "}\n";
-  ASSERT_EQ(kernel.compile(rbf, options), RBFC_OK) << lastError();
   rbfc_tensor q = view(nullptr, RBFC_DTYPE_BF16, {2, 8, 100, 64},
                        contiguous({2, 8, 100, 64}));
   rbfc_tensor k = view(nullptr, RBFC_DTYPE_BF16, {2, 4, 300, 64},
                        contiguous({2, 4, 300, 64}));
   size_t bytes = 0;
-  ASSERT_EQ(rbfc_kernel_workspace_bytes(kernel.kernel, &q, &k, &bytes),
-            RBFC_OK)
-      << lastError();
+
+  /// Compiles `spec` into `kernel` and asks its forward workspace.
+  void compileAndAsk(const char *spec) {
+    ASSERT_EQ(kernel.compile(spec, options), RBFC_OK) << lastError();
+    ASSERT_EQ(rbfc_kernel_workspace_bytes(kernel.kernel, &q, &k, &bytes),
+              RBFC_OK)
+        << lastError();
+  }
+};
+
+TEST_F(CAPIWorkspace, KeyTermsNeedAWorkspace) {
+  const char *rbf = "attention rbf {\n"
+                    "  param gamma: f32 = 0.125;\n"
+                    "  score = -gamma * dist2(q, k);\n"
+                    "}\n";
+  ASSERT_NO_FATAL_FAILURE(compileAndAsk(rbf));
   EXPECT_GE(bytes, size_t(2 * 4 * 300 * 4));
   // The backward's workspace (delta and lse2 per row at least), and the
   // error of a kernel without a backward.
@@ -778,25 +788,16 @@ TEST(CAPICuda, KeyTermsNeedAWorkspace) {
             RBFC_ERROR_INVALID_ARGUMENT);
 }
 
-TEST(CAPICuda, OneWorkspaceServesBothForwardKernels) {
+TEST_F(CAPIWorkspace, OneWorkspaceServesBothForwardKernels) {
   // A per-head gamma keeps the key bias out of S = Q K^T: the cooperative
   // kernel at 64 takes its terms on 64-key tiles (rows padded to 64), the
   // small-problem kernel beside it on 128-key tiles (docs/abi.md, "Small
   // problems"), one row per query head either way.
-  Kernel kernel;
-  rbfc_compile_options options = cudaOptions("");
   const char *spec = "attention rbf_head_gamma {\n"
                      "  capture gammas: f32[?];\n"
                      "  score = -gammas[h] * dist2(q, k);\n"
                      "}\n";
-  ASSERT_EQ(kernel.compile(spec, options), RBFC_OK) << lastError();
-  rbfc_tensor q = view(nullptr, RBFC_DTYPE_BF16, {2, 8, 100, 64},
-                       contiguous({2, 8, 100, 64}));
-  rbfc_tensor k = view(nullptr, RBFC_DTYPE_BF16, {2, 4, 300, 64},
-                       contiguous({2, 4, 300, 64}));
-  size_t bytes = 0;
-  ASSERT_EQ(rbfc_kernel_workspace_bytes(kernel.kernel, &q, &k, &bytes), RBFC_OK)
-      << lastError();
+  ASSERT_NO_FATAL_FAILURE(compileAndAsk(spec));
   // 300 keys padded to 384 (the small kernel's), not 320.
   EXPECT_EQ(bytes, size_t(2 * 8 * 384 * 4));
 }
