@@ -12,8 +12,9 @@ cudaProfilerStart and Stop) and writes, per method M, DIR/details-M.txt
 and DIR/raw-M.csv (every metric), then prints the summary. Anywhere:
     python3 bench/ncu_profile.py summarize DIR [--top 12]
 reads those files: duration, tensor-pipe activity, issue-slot use, the
-stall reasons over all samples, the opcodes that collect the most samples
-and with what reasons, and the longest run of back-to-back MUFU (the
+stall reasons over all samples, the instructions executed by opcode, the
+opcodes that collect the most samples and with what reasons, and the
+longest run of back-to-back MUFU (the
 exponentials; bench/NOTES.md step 24 found rbfc's 80 a tile in one run).
 
 Methods: rbfc_dot and rbfc_rbf (examples/softmax.attn and rbf.attn, their
@@ -41,6 +42,7 @@ SECTIONS = ["SpeedOfLight", "ComputeWorkloadAnalysis", "WarpStateStats",
             "SourceCounters"]
 TENSOR_ACTIVE = "sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active"
 SAMPLES = "Warp Stall Sampling (All Samples)"
+EXECUTED = "Instructions Executed"
 
 
 # --------------------------------------------------------------------------
@@ -172,6 +174,14 @@ def stall_profile(rows):
     return total, by_opcode
 
 
+def executed_by_opcode(rows):
+    """Warp instructions executed, by opcode."""
+    executed = Counter()
+    for row in rows:
+        executed[opcode(row["Source"])] += count(row.get(EXECUTED, ""))
+    return executed
+
+
 def longest_run(rows, op):
     """The most `op` instructions in a row in the SASS."""
     best = current = 0
@@ -251,6 +261,16 @@ def summary(directory, top=12):
     for reason, _ in reasons.most_common(top):
         row("  " + reason, [100 * stalls[m][0][reason] / max(1, sum(stalls[m][0].values()))
                             for m in methods])
+    # What each kernel executes around its exponentials (step 26: cuDNN
+    # spends more instructions on the same MUFU and stalls less).
+    executed = {m: executed_by_opcode(profiles[m]) for m in methods}
+    overall = Counter()
+    for counter in executed.values():
+        overall.update(counter)
+    lines.append("instructions executed (millions of warp instructions):")
+    row("  all", [sum(executed[m].values()) / 1e6 for m in methods])
+    for op, _ in overall.most_common(top):
+        row("  " + op, [executed[m][op] / 1e6 for m in methods])
     for m in methods:
         total, by_opcode = stalls[m]
         all_samples = max(1, sum(total.values()))

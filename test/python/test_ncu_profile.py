@@ -55,10 +55,25 @@ def test_what_step_24_read(profile_dir):
     assert active == pytest.approx(75.98, abs=0.01)
 
 
+def test_instructions_executed_by_opcode(profile_dir):
+    # The same exponentials; cuDNN scales and shifts with FMUL and FADD
+    # where rbfc has one FFMA (bench/NOTES.md step 26).
+    dot = ncu_profile.read_source(profile_dir / "source-softmax.csv")["softmax_attention_fwd"]
+    cudnn = ncu_profile.read_source(profile_dir / "source-cudnn.csv")
+    dot_executed = ncu_profile.executed_by_opcode(dot)
+    cudnn_executed = ncu_profile.executed_by_opcode(cudnn[ncu_profile.hot_kernel(cudnn)])
+    assert dot_executed["MUFU"] == 34191872
+    assert cudnn_executed["MUFU"] == 34639872
+    assert dot_executed["FFMA"] > 30 * cudnn_executed["FFMA"]
+    assert cudnn_executed["FMUL"] > 30 * dot_executed["FMUL"]
+    assert sum(cudnn_executed.values()) / sum(dot_executed.values()) == pytest.approx(1.26, abs=0.01)
+
+
 def test_summary_names_each_method(profile_dir):
     text = ncu_profile.summary(profile_dir, top=4)
     assert text.splitlines()[0].split() == ["cudnn", "rbf", "softmax"]
     assert "longest MUFU run" in text and "rbf: opcodes by samples" in text
+    assert "instructions executed" in text
 
 
 def test_summary_of_an_empty_folder_says_so(tmp_path):
