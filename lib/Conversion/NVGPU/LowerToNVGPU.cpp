@@ -54,12 +54,13 @@ FailureOr<DictionaryAttr> buildSmallProblemKernel(attn::AttentionOp op,
   for (StringRef key : kKernelKeys)
     if (Attribute value = descriptor.get(key))
       fields.set(key, value);
-  // The warp-specialised kernel's register split is for one block.
-  int64_t blocksPerSM = plan.getKernel() == "wgmma"
-                            ? 1
-                            : std::max<int64_t>(plan.getBlocksPerSm(), 1);
+  // The blocks a multiprocessor it was compiled for (.minnctapersm), one
+  // when it asked ptxas for none.
+  auto minBlocks = (*kernel)->getAttrOfType<IntegerAttr>(
+      NVVM::NVVMDialect::getMinctasmAttrName());
   fields.set("blocks_per_sm",
-             Builder(op.getContext()).getI64IntegerAttr(blocksPerSM));
+             Builder(op.getContext())
+                 .getI64IntegerAttr(minBlocks ? minBlocks.getInt() : 1));
   return fields.getDictionary(op.getContext());
 }
 
