@@ -124,20 +124,32 @@ private:
   }
 };
 
+/// The object at `key` of `parent`, whose path is `qualified`, in `out`:
+/// null when the key is absent or null, an error when it is not an object.
+bool optionalObject(const JsonValue &parent, const std::string &key,
+                    const std::string &qualified, const JsonValue *&out,
+                    std::string &error) {
+  out = parent.find(key);
+  if (out && out->kind == JsonValue::Kind::Null)
+    out = nullptr;
+  if (!out || out->kind == JsonValue::Kind::Object)
+    return true;
+  error = "\"" + qualified + "\" must be an object or null, not " +
+          jsonKindName(out->kind);
+  return false;
+}
+
 /// "key_terms" of the kernel object at `path` ("" or "small"): absent or
 /// null for a kernel without a prologue.
 bool parseKeyTerms(const JsonValue &kernel, const std::string &path,
                    std::optional<KeyTermsDesc> &out, std::string &error) {
   std::string qualified = path.empty() ? "key_terms" : path + ".key_terms";
   out.reset();
-  const JsonValue *value = kernel.find("key_terms");
-  if (!value || value->kind == JsonValue::Kind::Null)
-    return true;
-  if (value->kind != JsonValue::Kind::Object) {
-    error = "\"" + qualified + "\" must be an object or null, not " +
-            jsonKindName(value->kind);
+  const JsonValue *value;
+  if (!optionalObject(kernel, "key_terms", qualified, value, error))
     return false;
-  }
+  if (!value)
+    return true;
   Fields fields(*value, qualified, error);
   KeyTermsDesc keyTerms;
   if (!fields.string("entry", keyTerms.entry, true) ||
@@ -193,14 +205,11 @@ bool parseBackwardKernel(Fields &parent, const JsonValue &object,
 /// "backward": absent or null for a kernel compiled without --backward.
 bool parseBackward(const JsonValue &root, const Descriptor &descriptor,
                    std::optional<BackwardDesc> &out, std::string &error) {
-  const JsonValue *value = root.find("backward");
-  if (!value || value->kind == JsonValue::Kind::Null)
-    return true;
-  if (value->kind != JsonValue::Kind::Object) {
-    error = std::string("\"backward\" must be an object or null, not ") +
-            jsonKindName(value->kind);
+  const JsonValue *value;
+  if (!optionalObject(root, "backward", "backward", value, error))
     return false;
-  }
+  if (!value)
+    return true;
   Fields fields(*value, "backward", error);
   BackwardDesc backward;
   for (auto [key, kernel] :
@@ -270,16 +279,21 @@ bool parseKernel(Fields &fields, const JsonValue &kernel,
   return parseKeyTerms(kernel, path, out.keyTerms, error);
 }
 
+/// TMA kernels take 16-bit inputs: `kernel`'s tensor maps against its dtype.
+bool checkTensorMapType(Fields &fields, const Descriptor &kernel) {
+  if (kernel.tensorMapRows > 0 && kernel.dtype == RBFC_DTYPE_F32)
+    return fields.fail("tensor_map_rows",
+                       "is set, but TMA kernels take bf16 or f16, not f32");
+  return true;
+}
+
 /// "small": absent or null for a kernel without a small-problem one.
 bool parseSmall(const JsonValue &root, Descriptor &out, std::string &error) {
-  const JsonValue *value = root.find("small");
-  if (!value || value->kind == JsonValue::Kind::Null)
-    return true;
-  if (value->kind != JsonValue::Kind::Object) {
-    error = std::string("\"small\" must be an object or null, not ") +
-            jsonKindName(value->kind);
+  const JsonValue *value;
+  if (!optionalObject(root, "small", "small", value, error))
     return false;
-  }
+  if (!value)
+    return true;
   Fields fields(*value, "small", error);
   auto small = std::make_shared<Descriptor>(out);
   small->backward.reset();
@@ -289,9 +303,8 @@ bool parseSmall(const JsonValue &root, Descriptor &out, std::string &error) {
   if (small->entry == out.entry)
     return fields.fail("entry",
                        "is the default kernel's, \"" + out.entry + "\"");
-  if (small->tensorMapRows > 0 && small->dtype == RBFC_DTYPE_F32)
-    return fields.fail("tensor_map_rows",
-                       "is set, but TMA kernels take bf16 or f16, not f32");
+  if (!checkTensorMapType(fields, *small))
+    return false;
   out.small = std::move(small);
   return true;
 }
@@ -330,9 +343,8 @@ bool parseDescriptor(std::string_view json, Descriptor &out,
   if (out.normalization != "softmax" && out.normalization != "none")
     return top.fail("normalization", "is \"" + out.normalization +
                                          "\"; expected softmax or none");
-  if (out.tensorMapRows > 0 && out.dtype == RBFC_DTYPE_F32)
-    return top.fail("tensor_map_rows",
-                    "is set, but TMA kernels take bf16 or f16, not f32");
+  if (!checkTensorMapType(top, out))
+    return false;
 
   bool ok = true;
   const JsonValue *params = top.get("params", JsonValue::Kind::Array, true, ok);

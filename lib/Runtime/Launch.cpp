@@ -124,10 +124,6 @@ int64_t keyTermHeads(const KeyTermsDesc &kt, const rbfc_tensor &q,
   return kt.perKvHead ? k.sizes[1] : q.sizes[1];
 }
 
-} // namespace
-
-namespace {
-
 /// The workspace bytes of `kernel`'s own key-terms prologue for q and k
 /// (checked by workspaceBytes); 0 without one.
 bool keyTermBytes(const Descriptor &kernel, const rbfc_tensor &q,
@@ -187,14 +183,17 @@ bool workspaceBytes(const Descriptor &d, const rbfc_tensor *q,
   return true;
 }
 
-const Descriptor &forwardKernelFor(const Descriptor &d, const rbfc_tensor &q,
+const Descriptor &forwardKernelFor(const Descriptor &d, const rbfc_tensor *q,
                                    int multiprocessors) {
-  if (!d.small || multiprocessors <= 0)
+  if (!d.small || multiprocessors <= 0 || !q || q->rank != 4 ||
+      q->sizes[0] < 1 || q->sizes[1] < 1 || q->sizes[2] < 1)
     return d;
-  // Sizes that passed prepareLaunch: the product fits in 64 bits.
-  uint64_t blocks = uint64_t(ceilDiv(q.sizes[2], d.small->tileM)) *
-                    uint64_t(q.sizes[1]) * uint64_t(q.sizes[0]);
-  return blocks <= uint64_t(d.smallBlocksPerSM) * uint64_t(multiprocessors)
+  uint64_t blocks = uint64_t(ceilDiv(q->sizes[2], d.small->tileM));
+  bool overflow =
+      __builtin_mul_overflow(blocks, uint64_t(q->sizes[1]), &blocks) ||
+      __builtin_mul_overflow(blocks, uint64_t(q->sizes[0]), &blocks);
+  return !overflow && blocks <= uint64_t(d.smallBlocksPerSM) *
+                                    uint64_t(multiprocessors)
              ? *d.small
              : d;
 }

@@ -403,17 +403,15 @@ rbfc_status launch(const rbfc_module *module, const LaunchArgs &args,
   if (!module)
     return fail(RBFC_ERROR_INVALID_ARGUMENT, "module is null");
   const Descriptor &forward = module->descriptor;
+  const Descriptor &d =
+      forwardKernelFor(forward, args.q, module->multiprocessors);
+  const ForwardFunctions &functions =
+      &d == &forward ? module->forward : module->small;
   ParamBuffer buffer;
   LaunchConfig config;
   std::string error;
-  if (!prepareLaunch(forward, args, buffer, config, error))
+  if (!prepareLaunch(d, args, buffer, config, error))
     return fail(RBFC_ERROR_INVALID_ARGUMENT, forward.entry + ": " + error);
-  const Descriptor &d =
-      forwardKernelFor(forward, *args.q, module->multiprocessors);
-  const ForwardFunctions &functions =
-      &d == &forward ? module->forward : module->small;
-  if (&d != &forward && !prepareLaunch(d, args, buffer, config, error))
-    return fail(RBFC_ERROR_INVALID_ARGUMENT, d.entry + ": " + error);
   if (!encodeTensorMaps(*module->driver, config, buffer, error))
     return fail(RBFC_ERROR_CUDA, d.entry + ": " + error);
   KernelLaunch prologue, main;

@@ -53,12 +53,24 @@ std::string descriptorError(const std::string &json) {
   return error;
 }
 
-/// kAbiExample with `from` replaced by `to`.
-std::string edited(const std::string &from, const std::string &to) {
-  std::string text = kAbiExample;
+/// `text` with the first `from` replaced by `to`.
+std::string replaced(std::string text, const std::string &from,
+                     const std::string &to) {
   size_t at = text.find(from);
   EXPECT_NE(at, std::string::npos) << from;
-  return text.replace(at, from.size(), to);
+  return at == std::string::npos ? text : text.replace(at, from.size(), to);
+}
+
+/// kAbiExample with `from` replaced by `to`.
+std::string edited(const std::string &from, const std::string &to) {
+  return replaced(kAbiExample, from, to);
+}
+
+/// kAbiExample with the top-level `key` set to `value` (JSON text).
+std::string withKey(const std::string &key, const std::string &value) {
+  return edited("\"shared_memory_bytes\": 49152,",
+                "\"shared_memory_bytes\": 49152, \"" + key + "\": " + value +
+                    ",");
 }
 
 /// The key_terms object of the example in docs/abi.md.
@@ -67,17 +79,12 @@ const char *kKeyTerms = R"({ "entry": "rbf_fwd_key_terms", "block": 128,
 
 /// kAbiExample with "key_terms": `value`.
 std::string withKeyTerms(const std::string &value) {
-  return edited("\"shared_memory_bytes\": 49152,",
-                "\"shared_memory_bytes\": 49152, \"key_terms\": " + value +
-                    ",");
+  return withKey("key_terms", value);
 }
 
 /// kKeyTerms with `from` replaced by `to`.
 std::string keyTermsError(const std::string &from, const std::string &to) {
-  std::string value = kKeyTerms;
-  size_t at = value.find(from);
-  EXPECT_NE(at, std::string::npos) << from;
-  return descriptorError(withKeyTerms(value.replace(at, from.size(), to)));
+  return descriptorError(withKeyTerms(replaced(kKeyTerms, from, to)));
 }
 
 //===-- JSON --------------------------------------------------------------===//
@@ -362,8 +369,7 @@ const char *kSmall = R"({ "entry": "rbf_fwd_small", "plan": "p",
 
 /// kAbiExample with "small": `value`.
 std::string withSmall(const std::string &value) {
-  return edited("\"shared_memory_bytes\": 49152,",
-                "\"shared_memory_bytes\": 49152, \"small\": " + value + ",");
+  return withKey("small", value);
 }
 
 TEST(RuntimeDescriptor, ReadsTheSmallProblemKernel) {
@@ -439,14 +445,17 @@ TEST(RuntimeDescriptor, NamesWhatIsWrongInTheSmallProblemKernel) {
        "\"small.blocks_per_sm\" must be an integer in [1, 64]"},
   };
   for (const Case &c : cases) {
-    std::string value = kSmall;
-    size_t at = value.find(c.from);
-    ASSERT_NE(at, std::string::npos) << c.from;
     std::string error =
-        descriptorError(withSmall(value.replace(at, strlen(c.from), c.to)));
+        descriptorError(withSmall(replaced(kSmall, c.from, c.to)));
     EXPECT_NE(error.find(c.message), std::string::npos)
         << "expected '" << c.message << "', got '" << error << "'";
   }
+  // Its tensor maps against the spec's dtype.
+  EXPECT_NE(descriptorError(replaced(withSmall(kSmall), "\"dtype\": \"bf16\"",
+                                     "\"dtype\": \"f32\""))
+                .find("\"small.tensor_map_rows\" is set, but TMA kernels take "
+                      "bf16 or f16, not f32"),
+            std::string::npos);
 }
 
 //===-- Launch checks and packing ------------------------------------------===//
@@ -812,23 +821,28 @@ TEST_F(LaunchFixture, SmallProblemsRunTheSmallKernel) {
   // ceil(200 / 128) x 8 heads x 2 = 32 blocks of the small kernel (and of
   // the default): one wave on 32 multiprocessors at one a multiprocessor,
   // not on 31.
-  EXPECT_EQ(&forwardKernelFor(d, q, 31), &d);
-  EXPECT_EQ(&forwardKernelFor(d, q, 32), d.small.get());
-  EXPECT_EQ(&forwardKernelFor(d, q, 132), d.small.get());
+  EXPECT_EQ(&forwardKernelFor(d, &q, 31), &d);
+  EXPECT_EQ(&forwardKernelFor(d, &q, 32), d.small.get());
+  EXPECT_EQ(&forwardKernelFor(d, &q, 132), d.small.get());
   // At two a multiprocessor 16 hold them.
   d.smallBlocksPerSM = 2;
-  EXPECT_EQ(&forwardKernelFor(d, q, 15), &d);
-  EXPECT_EQ(&forwardKernelFor(d, q, 16), d.small.get());
+  EXPECT_EQ(&forwardKernelFor(d, &q, 15), &d);
+  EXPECT_EQ(&forwardKernelFor(d, &q, 16), d.small.get());
   // The small kernel's own tiles count: 64-row tiles make 64 blocks.
   Descriptor narrow = *d.small;
   narrow.tileM = 64;
   d.small = std::make_shared<const Descriptor>(narrow);
-  EXPECT_EQ(&forwardKernelFor(d, q, 31), &d);
-  EXPECT_EQ(&forwardKernelFor(d, q, 32), d.small.get());
+  EXPECT_EQ(&forwardKernelFor(d, &q, 31), &d);
+  EXPECT_EQ(&forwardKernelFor(d, &q, 32), d.small.get());
   // Without a count of multiprocessors, or a small kernel, the default.
-  EXPECT_EQ(&forwardKernelFor(d, q, 0), &d);
+  EXPECT_EQ(&forwardKernelFor(d, &q, 0), &d);
   Descriptor alone = *d.small;
-  EXPECT_EQ(&forwardKernelFor(alone, q, 132), &alone);
+  EXPECT_EQ(&forwardKernelFor(alone, &q, 132), &alone);
+  // Nor for a q that prepareLaunch will refuse.
+  EXPECT_EQ(&forwardKernelFor(d, nullptr, 132), &d);
+  rbfc_tensor empty = q;
+  empty.sizes[2] = 0;
+  EXPECT_EQ(&forwardKernelFor(d, &empty, 132), &d);
 
   ASSERT_TRUE(parseDescriptor(json, d, error)) << error;
   // The small kernel's launch: its tiles, block and shared memory, its
@@ -1127,8 +1141,7 @@ const char *kBackward = R"({
   "diagonal_query_tile": 0, "param_grads": [ true ], "capture_grads": [ false ] })";
 
 std::string withBackward(const std::string &value) {
-  return edited("\"shared_memory_bytes\": 49152,",
-                "\"shared_memory_bytes\": 49152, \"backward\": " + value + ",");
+  return withKey("backward", value);
 }
 
 TEST(RuntimeDescriptor, ReadsTheBackward) {
@@ -1171,15 +1184,10 @@ TEST(RuntimeDescriptor, NamesWhatIsWrongInTheBackward) {
        "\"backward.diagonal_query_tile\" must be an integer in [0, 65536]"},
   };
   for (const Case &c : cases) {
-    std::string value = kBackward;
-    size_t at = value.find(c.from);
-    ASSERT_NE(at, std::string::npos) << c.from;
-    EXPECT_NE(descriptorError(withBackward(value.replace(at, strlen(c.from),
-                                                         c.to)))
-                  .find(c.message),
-              std::string::npos)
-        << c.from << " -> " << c.to << ": "
-        << descriptorError(withBackward(value));
+    std::string error =
+        descriptorError(withBackward(replaced(kBackward, c.from, c.to)));
+    EXPECT_NE(error.find(c.message), std::string::npos)
+        << c.from << " -> " << c.to << ": " << error;
   }
 }
 

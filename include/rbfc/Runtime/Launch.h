@@ -208,9 +208,10 @@ bool workspaceBytes(const Descriptor &descriptor, const rbfc_tensor *q,
 /// runs on a device of `multiprocessors` (docs/abi.md, "Small problems"):
 /// the descriptor's small-problem kernel when its grid fits in one wave
 /// (at most `smallBlocksPerSM` blocks on each multiprocessor), else the
-/// default. `q` must have passed prepareLaunch.
+/// default, which is also the answer for a `q` that is missing or not of
+/// that shape (prepareLaunch then says what is wrong with it).
 const Descriptor &forwardKernelFor(const Descriptor &descriptor,
-                                   const rbfc_tensor &q, int multiprocessors);
+                                   const rbfc_tensor *q, int multiprocessors);
 
 /// The launch of rbfc_launch_with_workspace (a non-null `workspace`) or
 /// rbfc_launch (allocated on the stream) with every field of `args`, the
