@@ -55,7 +55,11 @@ def Attn_PlanAttr : AttrDef<Attn_Dialect, "Plan"> {
     tile: staged in shared memory by `threads` (default: cp.async, 16 bytes
     per thread) or by `bulk` (sm_90: one cp.async.bulk per tile that
     completes on an mbarrier, with no per-thread addresses), or loaded by
-    each lane from the workspace (`global`). `blocks_per_sm` (0: no hint)
+    each lane from the workspace (`global`), or carried by S = Q K^T as
+    one more k (`product`, for a key bias that rides in the dot product);
+    with `producer` (the `wgmma` kernel with `copy = "tma"`) the producer
+    warpgroup's otherwise idle warps compute them from each K tile in
+    shared memory, and no prologue or workspace is needed. `blocks_per_sm` (0: no hint)
     asks the backend to compile the kernel for that many resident thread
     blocks per multiprocessor, which caps its registers. `copy` says how K
     and V tiles reach shared memory: `cp_async` (16 bytes a thread) or

@@ -937,6 +937,30 @@ TEST_F(KeyTermsFixture, PrologueGridAndBlock) {
   EXPECT_EQ(config.grid[1], 8u);
 }
 
+TEST_F(KeyTermsFixture, SmallKernelWithoutKeyTermsTakesNoWorkspace) {
+  // rbfc's small kernels compute their key terms themselves (key_terms =
+  // "producer"): beside a default with a prologue, the small kernel's
+  // launch has none, and its arguments no workspace pointer.
+  d.small = std::make_shared<const Descriptor>([&] {
+    Descriptor small = d;
+    small.entry = "rbf_fwd_small";
+    small.keyTerms.reset();
+    return small;
+  }());
+  size_t bytes = 0;
+  ASSERT_TRUE(workspaceBytes(d, &q, &k, bytes, error)) << error;
+  EXPECT_EQ(bytes, needed);
+  ASSERT_TRUE(prepareLaunchOf(*d.small)) << error;
+  EXPECT_EQ(config.workspaceBytes, 0u);
+  // The example's 34 arguments: lse, then the sizes.
+  ASSERT_EQ(buffer.count(), 34u);
+  EXPECT_EQ(buffer.get<uint64_t>(4), 0x500000u); // lse
+  EXPECT_EQ(buffer.get<int64_t>(5), 2);          // batch
+  ASSERT_TRUE(prepare()) << error;
+  EXPECT_EQ(config.workspaceBytes, needed);
+  EXPECT_EQ(buffer.count(), 35u);
+}
+
 TEST_F(KeyTermsFixture, WorkspaceBytes) {
   ASSERT_TRUE(prepare()) << error;
   EXPECT_EQ(config.workspaceBytes, needed);

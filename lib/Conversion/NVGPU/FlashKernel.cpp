@@ -27,8 +27,10 @@
 // after them streams K, V and the key terms through the ring with cp.async,
 // or one of its threads with TMA (TensorMapCopy) and bulk copies, and hands
 // each stage over on mbarriers (StagePipeline), with no block barrier per
-// tile. setmaxnreg moves registers from the producer to the
-// consumers. Q, K and V lie in the 128-byte swizzle's column blocks.
+// tile; with key_terms = "producer" its other warps compute each K tile's
+// key terms from shared memory. setmaxnreg moves registers from the
+// producer to the consumers. Q, K and V lie in the 128-byte swizzle's
+// column blocks.
 //
 //===----------------------------------------------------------------------===//
 #include "rbfc/Conversion/NVGPU/FlashKernel.h"
@@ -44,6 +46,7 @@
 
 #include "mlir/Dialect/LLVMIR/NVVMDialect.h"
 #include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Interfaces/FunctionInterfaces.h"
 #include "llvm/ADT/StringSwitch.h"
 #include "llvm/Support/Debug.h"
@@ -90,20 +93,40 @@ static constexpr int64_t kMaxThreadRegisters = 255;
 /// wgmma: the registers of a producer thread (setmaxnreg) with one block a
 /// multiprocessor: its copies fit in 24 (FlashAttention-3's).
 static constexpr int64_t kProducerRegisters = 24;
+/// ... and where its warps compute key terms (key_terms = "producer"): RBF
+/// spilled 80-124 bytes at head_dim 64 with 24, none with 32 (two consumer
+/// warpgroups then take 232, three 160).
+static constexpr int64_t kKeyTermProducerRegisters = 32;
+/// key_terms = "producer": the producer warpgroup's warps that compute key
+/// terms, all but warp 0, whose first thread issues the copies.
+static constexpr int64_t kKeyTermWarps = kWarpsPerWarpgroup - 1;
+/// key_terms = "producer": the 16-byte chunks of a key's row that one
+/// thread sums, four loads in flight within the producer's registers.
+static constexpr int64_t kKeyTermChunksPerThread = 4;
 /// wgmma: the most a consumer thread takes, FlashAttention-3's 240 beside
 /// two consumer warpgroups (232 spilled at head_dim 128).
 static constexpr int64_t kMaxConsumerRegisters = 240;
 
-/// wgmma: the registers of a consumer thread (setmaxnreg): what the
-/// producer leaves of the register file, a multiple of 8 (setmaxnreg's
-/// unit), at most kMaxConsumerRegisters: 240 for one or two consumer
-/// warpgroups, 160 for three (128 x 24 + 384 x 160 = 64512, as
-/// FlashAttention-3's 192-row tiles at head_dim 64).
-static int64_t consumerRegisters(int64_t consumerWarpgroups) {
+/// wgmma: the registers of a consumer thread (setmaxnreg), a multiple of 8
+/// (setmaxnreg's unit), at most kMaxConsumerRegisters. setmaxnreg.inc waits
+/// until the block's pool holds the registers it asks for, and the pool is
+/// what the block was launched with (ptxas's cap for one block a
+/// multiprocessor, 65536 / its threads to a multiple of 8) and what the
+/// producer's setmaxnreg.dec gave back; not the rest of the register file.
+/// Beside a producer of 24: 240 for one or two consumer warpgroups (launched
+/// at 168: 384 x 168 = 128 x 24 + 256 x 240), 160 for three (launched at
+/// 128, as FlashAttention-3's 192-row tiles at head_dim 64). A first
+/// version that gave out the whole file hung at launch with a producer of
+/// 32 (its consumers asked for 240: 1024 registers more than the pool).
+static int64_t consumerRegisters(int64_t consumerWarpgroups,
+                                 int64_t producerRegisters) {
   int64_t warpgroupThreads = kWarpsPerWarpgroup * kThreadsPerWarp;
-  int64_t left = kRegisterFile - warpgroupThreads * kProducerRegisters;
+  int64_t blockThreads = (consumerWarpgroups + 1) * warpgroupThreads;
+  int64_t launched =
+      std::min(kMaxThreadRegisters, kRegisterFile / blockThreads) / 8 * 8;
+  int64_t pool = launched * blockThreads - producerRegisters * warpgroupThreads;
   return std::min(kMaxConsumerRegisters,
-                  left / (consumerWarpgroups * warpgroupThreads) / 8 * 8);
+                  pool / (consumerWarpgroups * warpgroupThreads) / 8 * 8);
 }
 /// The registers a wgmma thread needs beside one instruction's f32
 /// accumulators (descriptors, addresses, the loop's state): ptxas asked
@@ -192,7 +215,7 @@ private:
   /// sm_90: the flash kernel may start before the key-terms prologue ends
   /// and waits for it before it first reads the workspace.
   bool waitsForKeyTerms() const {
-    return workspace.planes() && config.programmaticLaunch;
+    return workspace.inWorkspace() && config.programmaticLaunch;
   }
   /// The A registers of Q rows of `atom`, head dims [16 slice, 16 slice + 16).
   OperandRegisters loadQueryFragment(int64_t atom, int64_t slice);
@@ -219,6 +242,9 @@ private:
   /// the producer refills meanwhile.
   struct KeyValuePipelines {
     StagePipeline keys, values;
+    /// key_terms = "producer": a stage's terms are in shared memory (full),
+    /// and every consumer thread has loaded them (empty).
+    std::optional<StagePipeline> terms;
   };
   void emitProducerLoop(TileRing &ring, KeyValuePipelines &pipelines);
   /// The producer's loop with TMA: one thread waits for each stage to be
@@ -226,6 +252,32 @@ private:
   /// terms' bulk copies) on the full barrier and issues the copies, which
   /// complete the barrier's phase themselves.
   void emitTensorMapProducerLoop(TileRing &ring, KeyValuePipelines &pipelines);
+  /// key_terms = "producer": whether the producer warpgroup computes key
+  /// terms (the spec has some).
+  bool producerComputesKeyTerms() const {
+    return config.keyTerms == KeyTermSource::Producer && workspace.planes();
+  }
+  int64_t producerRegisters() const {
+    return producerComputesKeyTerms() ? kKeyTermProducerRegisters
+                                      : kProducerRegisters;
+  }
+  /// ... the loop of its warps 1-3: per tile, once its K landed, each key's
+  /// squared norm from the K tile (lanes of a key summing its chunks in
+  /// any order, the swizzle permuting them within the row) and the
+  /// key_bias region, stored in the stage's term planes, and an arrival
+  /// on the stage's terms barrier.
+  LogicalResult emitKeyTermLoop(TileRing &ring, KeyValuePipelines &pipelines);
+  /// The terms of the key whose kv_idx is `kvIdx` and squared norm
+  /// `keyNorm` (null when no term reads it) into the term planes at
+  /// `offset`: zeros past kv_len.
+  LogicalResult storeKeyTerms(Value offset, Value kvIdx, Value keyNorm);
+  /// Consumer: waits until iteration `iteration`'s K tile, and its key
+  /// terms where the producer computes them, are in shared memory.
+  void awaitKeys(KeyValuePipelines &pipelines, Value iteration);
+  /// Consumer: the warp releases iteration `iteration`'s K tile (and its
+  /// key terms) where `releases` (one lane a warp).
+  void releaseKeys(KeyValuePipelines &pipelines, Value iteration,
+                   Value releases);
   /// The warp-specialised consumers' loop carries each plane's workspace
   /// offset (every thread loads its terms from global memory).
   bool consumersCarryTermOffsets() const {
@@ -495,7 +547,8 @@ FailureOr<int64_t> FlashSchedule::build() {
                   TileRing::TermCopy::Product,
                   config.tensorMapCopies ? pipelineBarriers : Value(),
                   &*termOperand);
-  } else if (workspace.planes() && config.keyTerms != KeyTermSource::Global) {
+  } else if (workspace.inWorkspace() &&
+             config.keyTerms != KeyTermSource::Global) {
     SmallVector<TileRing::TermPlane> planes;
     for (auto [terms, plane] :
          {std::pair(sharedKeyBias, workspace.keyBiasPlane),
@@ -545,10 +598,17 @@ LogicalResult FlashSchedule::emitWarpSpecialized(TileRing &ring) {
                     fullBarrierArrivals(/*keys=*/true), config.warps),
       StagePipeline(b, pipelineBarriers,
                     StagePipeline::barrierCount(config.stages), config.stages,
-                    fullBarrierArrivals(/*keys=*/false), config.warps)};
+                    fullBarrierArrivals(/*keys=*/false), config.warps),
+      std::nullopt};
   for (StagePipeline *pipeline : {&pipelines.keys, &pipelines.values})
     pipeline->initialize(block.threadId,
                          /*asyncCopies=*/config.tensorMapCopies);
+  if (producerComputesKeyTerms()) {
+    pipelines.terms.emplace(
+        b, pipelineBarriers, 2 * StagePipeline::barrierCount(config.stages),
+        config.stages, kKeyTermWarps * kThreadsPerWarp, config.threads());
+    pipelines.terms->initialize(block.threadId, /*asyncCopies=*/false);
+  }
   Value consumer =
       cmp(arith::CmpIPredicate::ult, block.threadId, index(config.threads()));
   {
@@ -573,15 +633,18 @@ LogicalResult FlashSchedule::emitWarpSpecialized(TileRing &ring) {
   auto roles = scf::IfOp::create(b, TypeRange{}, consumer, true);
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPointToStart(roles.elseBlock());
-  NVVM::SetMaxRegisterOp::create(b, kProducerRegisters,
+  NVVM::SetMaxRegisterOp::create(b, producerRegisters(),
                                  NVVM::SetMaxRegisterAction::decrease);
   if (config.tensorMapCopies)
     emitTensorMapProducerLoop(ring, pipelines);
   else
     emitProducerLoop(ring, pipelines);
+  if (producerComputesKeyTerms() && failed(emitKeyTermLoop(ring, pipelines)))
+    return failure();
   b.setInsertionPointToStart(roles.thenBlock());
-  NVVM::SetMaxRegisterOp::create(b, consumerRegisters(consumerWarpgroups()),
-                                 NVVM::SetMaxRegisterAction::increase);
+  NVVM::SetMaxRegisterOp::create(
+      b, consumerRegisters(consumerWarpgroups(), producerRegisters()),
+      NVVM::SetMaxRegisterAction::increase);
   NVVM::CpAsyncWaitGroupOp::create(b, 0);
   warpgroupAtoms.fenceCopies();
   namedBarrier(b, /*sync=*/true, kQueryBarrier, config.threads());
@@ -690,6 +753,123 @@ void FlashSchedule::emitTensorMapProducerLoop(TileRing &ring,
   }
 }
 
+LogicalResult FlashSchedule::emitKeyTermLoop(TileRing &ring,
+                                             KeyValuePipelines &pipelines) {
+  // A key's lanes are adjacent in one warp (a power of two that divides its
+  // row's chunks), and a tile's keys fill whole warps (tile_n a multiple
+  // of 16, two lanes a key or more): a pass's bound is warp-uniform, and
+  // the lanes of a key shuffle their sums together.
+  int64_t chunks = config.chunksPerRow();
+  int64_t lanesPerKey = 1;
+  while (2 * lanesPerKey * kKeyTermChunksPerThread <= chunks &&
+         chunks % (2 * lanesPerKey) == 0)
+    lanesPerKey *= 2;
+  int64_t threads = kKeyTermWarps * kThreadsPerWarp;
+  int64_t items = config.tileN * lanesPerKey;
+  assert(items % kThreadsPerWarp == 0 && "a pass's bound splits a warp");
+  LLVM_DEBUG(llvm::dbgs() << "key terms by the producer: " << lanesPerKey
+                          << " lanes a key\n");
+  Value producerThread = copies.getThreadId();
+  auto workers = scf::IfOp::create(
+      b, TypeRange{},
+      cmp(arith::CmpIPredicate::uge, producerThread, index(kThreadsPerWarp)),
+      /*withElseRegion=*/false);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(workers.thenBlock());
+  Value worker = sub(producerThread, index(kThreadsPerWarp));
+  Value part = rem(worker, lanesPerKey);
+  Value leader = cmp(arith::CmpIPredicate::eq, part, index(0));
+  auto loop = scf::ForOp::create(b, firstTile, endTile, index(1));
+  b.setInsertionPointToStart(loop.getBody());
+  Value tile = loop.getInductionVar();
+  Value iteration = sub(tile, firstTile);
+  Value buffer = ring.buffer(tile);
+  Value base = ring.tileBase(buffer);
+  Value kvLo = mul(tile, config.tileN);
+  pipelines.keys.waitFull(iteration);
+  pipelines.terms->waitEmpty(iteration);
+  {
+    // A loop, not unrolled: one pass's loads and region live at a time.
+    OpBuilder::InsertionGuard pass(b);
+    auto passes = scf::ForOp::create(b, index(0), index(items), index(threads));
+    b.setInsertionPointToStart(passes.getBody());
+    Value item = add(worker, passes.getInductionVar());
+    if (items % threads != 0)
+      b.setInsertionPointToStart(
+          scf::IfOp::create(b, TypeRange{},
+                            cmp(arith::CmpIPredicate::ult, item, index(items)),
+                            /*withElseRegion=*/false)
+              .thenBlock());
+    Value key = div(item, lanesPerKey);
+    Value keyNorm =
+        workspace.needsKeyNorm
+            ? copies.rowSquareSum(sharedKey, base, key, part, lanesPerKey)
+            : Value();
+    b.setInsertionPointToStart(
+        scf::IfOp::create(b, TypeRange{}, leader, /*withElseRegion=*/false)
+            .thenBlock());
+    if (failed(storeKeyTerms(add(ring.termBase(buffer), key), add(kvLo, key),
+                             keyNorm)))
+      return failure();
+  }
+  pipelines.terms->arriveFull(iteration);
+  return success();
+}
+
+LogicalResult FlashSchedule::storeKeyTerms(Value offset, Value kvIdx,
+                                           Value keyNorm) {
+  OpBuilder::InsertionGuard guard(b);
+  auto store = [&](Value value, int64_t plane) {
+    memref::StoreOp::create(b, value,
+                            plane == workspace.keyNormPlane ? sharedKeyNorm
+                                                            : sharedKeyBias,
+                            ValueRange{offset});
+  };
+  // Keys past kv_len (zeros by TMA) get zeros: a key_bias region may read
+  // captures at kv_idx, which must stay in bounds.
+  auto inside = scf::IfOp::create(
+      b, TypeRange{}, cmp(arith::CmpIPredicate::ult, kvIdx, args.sizes.kvLen),
+      /*withElseRegion=*/true);
+  b.setInsertionPointToStart(inside.elseBlock());
+  for (int64_t plane : {workspace.keyBiasPlane, workspace.keyNormPlane})
+    if (plane >= 0)
+      store(f32(0.0), plane);
+  b.setInsertionPointToStart(inside.thenBlock());
+  if (workspace.keyNormPlane >= 0)
+    store(keyNorm, workspace.keyNormPlane);
+  if (workspace.keyBiasPlane < 0)
+    return success();
+  ElementValues element;
+  element.qIdx = index(0);
+  element.kvIdx = kvIdx;
+  element.keyNorm = keyNorm;
+  FailureOr<Value> bias =
+      regions.evaluateElementRegion(op.getKeyBias(), element);
+  if (failed(bias))
+    return failure();
+  store(*bias, workspace.keyBiasPlane);
+  return success();
+}
+
+void FlashSchedule::awaitKeys(KeyValuePipelines &pipelines, Value iteration) {
+  pipelines.keys.waitFull(iteration);
+  if (pipelines.terms)
+    pipelines.terms->waitFull(iteration);
+}
+
+void FlashSchedule::releaseKeys(KeyValuePipelines &pipelines, Value iteration,
+                                Value releases) {
+  // Every consumer thread that loaded the producer's terms releases them
+  // itself: ordered only through one lane a warp and the copying thread's
+  // K barriers, racecheck saw the stores of a tile's terms race the loads
+  // of the terms `stages` tiles before (with a warp barrier before the
+  // lane's arrival too).
+  if (pipelines.terms)
+    pipelines.terms->arriveEmpty(
+        iteration, arith::ConstantOp::create(b, b.getBoolAttr(true)));
+  pipelines.keys.arriveEmpty(iteration, releases);
+}
+
 FailureOr<scf::ForOp>
 FlashSchedule::emitConsumerLoop(TileRing &ring, KeyValuePipelines &pipelines) {
   bool carriedKeyTerms = consumersCarryTermOffsets();
@@ -697,7 +877,7 @@ FlashSchedule::emitConsumerLoop(TileRing &ring, KeyValuePipelines &pipelines) {
   OpBuilder::InsertionGuard inner(b);
   auto [loop, tile, state, termOffsets] = beginTileLoop(init, carriedKeyTerms);
   Value iteration = sub(tile, firstTile);
-  pipelines.keys.waitFull(iteration);
+  awaitKeys(pipelines, iteration);
   pipelines.values.waitFull(iteration);
   FailureOr<SmallVector<Value>> next =
       computeLoopTile(ring, tile, state, termOffsets);
@@ -705,7 +885,7 @@ FlashSchedule::emitConsumerLoop(TileRing &ring, KeyValuePipelines &pipelines) {
     return failure();
   // The tile's wgmma have completed: one lane a warp releases its stage.
   Value releases = firstLaneOfWarp();
-  pipelines.keys.arriveEmpty(iteration, releases);
+  releaseKeys(pipelines, iteration, releases);
   pipelines.values.arriveEmpty(iteration, releases);
   yieldLoopState(*next, termOffsets);
   return loop;
@@ -733,7 +913,7 @@ FlashSchedule::emitOverlappedConsumerLoop(TileRing &ring,
   auto [loop, tile, state, termOffsets] = beginTileLoop(init, carriedKeyTerms);
   DeferredProduct deferred = takeDeferredProduct(state);
   Value iteration = sub(tile, firstTile);
-  pipelines.keys.waitFull(iteration);
+  awaitKeys(pipelines, iteration);
   FailureOr<LoopTile> loopTile = classifyLoopTile(ring, tile);
   if (failed(loopTile))
     return failure();
@@ -759,7 +939,7 @@ FlashSchedule::emitOverlappedConsumerLoop(TileRing &ring,
         completeDeferredProduct(ring, pipelines, deferred, state);
     pipelines.values.waitFull(iteration);
     Value releases = firstLaneOfWarp();
-    pipelines.keys.arriveEmpty(iteration, releases);
+    releaseKeys(pipelines, iteration, releases);
     pipelines.values.arriveEmpty(iteration, releases);
     DeferredProduct completed = deferred;
     completed.pending = arith::ConstantOp::create(b, b.getBoolAttr(false));
@@ -863,7 +1043,7 @@ FailureOr<SmallVector<Value>> FlashSchedule::computeOverlappedTile(
                                      dots);
   // S is complete: K (and its terms, read above) goes back to the producer.
   Value releases = firstLaneOfWarp();
-  pipelines.keys.arriveEmpty(iteration, releases);
+  releaseKeys(pipelines, iteration, releases);
 
   FailureOr<SmallVector<Accumulator>> scored =
       applyScoreRegion(dots, terms, kvLo, partial, oldShift);
@@ -1020,8 +1200,10 @@ void FlashSchedule::carveSharedMemory(SharedMemoryArena &shared) {
   if (bulkKeyTerms() && !config.tensorMapCopies)
     keyTermBarriers = shared.carve(config.stages, b.getI64Type());
   if (config.warpSpecialized)
-    pipelineBarriers = shared.carve(
-        2 * StagePipeline::barrierCount(config.stages), b.getI64Type());
+    pipelineBarriers =
+        shared.carve((2 + producerComputesKeyTerms()) *
+                         StagePipeline::barrierCount(config.stages),
+                     b.getI64Type());
 }
 
 LogicalResult FlashSchedule::findLiveTiles() {
@@ -1625,7 +1807,7 @@ static DictionaryAttr describe(Builder &b, attn::AttentionOp op,
   if (config.tensorMapCopies)
     fields.push_back(
         b.getNamedAttr("tensor_map_rows", b.getI64IntegerAttr(config.tileN)));
-  if (workspace.planes())
+  if (workspace.inWorkspace())
     fields.push_back(b.getNamedAttr(
         "key_terms",
         b.getDictionaryAttr({
@@ -1810,6 +1992,7 @@ static KeyTermSource keyTermSource(attn::AttentionOp op, attn::PlanAttr plan) {
       .Case("bulk", KeyTermSource::Bulk)
       .Case("global", KeyTermSource::Global)
       .Case("product", KeyTermSource::Product)
+      .Case("producer", KeyTermSource::Producer)
       .Default(KeyTermSource::Threads);
 }
 
@@ -1838,9 +2021,8 @@ FailureOr<gpu::GPUFuncOp> rbfc::buildFlashKernel(attn::AttentionOp op,
                        plan.getOverlap()};
   ImplicitLocOpBuilder b(op.getLoc(), op.getContext());
   LLVM_DEBUG(llvm::dbgs() << "building " << name << " with " << plan << "\n");
-  KeyTermWorkspace workspace =
-      KeyTermWorkspace::forOp(op, config.keyTerms == KeyTermSource::Product);
-  if (workspace.planes() &&
+  KeyTermWorkspace workspace = KeyTermWorkspace::forOp(op, config.keyTerms);
+  if (workspace.inWorkspace() &&
       failed(buildKeyTermsKernel(b, op, config, workspace, module,
                                  (name + kKeyTermsSuffix).str())))
     return failure();

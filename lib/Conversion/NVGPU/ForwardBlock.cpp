@@ -11,7 +11,8 @@
 using namespace mlir;
 using namespace rbfc;
 
-KeyTermWorkspace KeyTermWorkspace::forOp(attn::AttentionOp op, bool inProduct) {
+KeyTermWorkspace KeyTermWorkspace::forOp(attn::AttentionOp op,
+                                         KeyTermSource source) {
   KeyTermWorkspace workspace;
   if (!op.getKeyBias().empty())
     workspace.keyBiasPlane = workspace.planes();
@@ -29,7 +30,8 @@ KeyTermWorkspace KeyTermWorkspace::forOp(attn::AttentionOp op, bool inProduct) {
         attn::kDependsOnHead);
   // Set last: the planes above are numbered as planes; the product's
   // entries then take the place of the key bias plane's.
-  workspace.inProduct = inProduct;
+  workspace.inProduct = source == KeyTermSource::Product;
+  workspace.computedInKernel = source == KeyTermSource::Producer;
   LLVM_DEBUG(
       llvm::dbgs() << "key terms: " << workspace.planes() << " planes, per "
                    << (workspace.perKvHead ? "kv" : "query") << " head\n");
@@ -40,7 +42,7 @@ gpu::GPUFuncOp ForwardBlock::declare(gpu::GPUModuleOp module, StringRef name,
                                      int64_t threads) {
   args = ForwardArgs();
   KernelSignature signature(b.getContext());
-  args.addTo(signature, op, config.hasLse, workspace.planes() > 0,
+  args.addTo(signature, op, config.hasLse, workspace.inWorkspace(),
              config.tensorMapCopies);
   gpu::GPUFuncOp func = signature.declare(b, module, name, threads);
   threadId = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
@@ -69,7 +71,7 @@ void ForwardBlock::locate(bool byKvHead) {
   vBase = base(args.v, kvHead);
   oBase = base(args.o, head);
   keyTermRows.clear();
-  if (!workspace.planes())
+  if (!workspace.inWorkspace())
     return;
   keyTermRowLength =
       mul(arith::CeilDivUIOp::create(b, sizes.kvLen, index(config.tileN)),

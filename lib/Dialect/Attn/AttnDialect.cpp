@@ -66,9 +66,10 @@ LogicalResult PlanAttr::verify(function_ref<InFlightDiagnostic()> emitError,
     return emitError() << "plan blocks_per_sm must be between 0 (no hint) and "
                           "32, got "
                        << blocksPerSM;
-  if (!llvm::is_contained({"threads", "bulk", "global", "product"}, keyTerms))
-    return emitError() << "plan key_terms must be 'threads', 'bulk', 'global' "
-                          "or 'product', got '"
+  if (!llvm::is_contained({"threads", "bulk", "global", "product", "producer"},
+                          keyTerms))
+    return emitError() << "plan key_terms must be 'threads', 'bulk', "
+                          "'global', 'product' or 'producer', got '"
                        << keyTerms << "'";
   if (copy != "cp_async" && copy != "tma")
     return emitError() << "plan copy must be 'cp_async' or 'tma', got '" << copy
@@ -78,6 +79,11 @@ LogicalResult PlanAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                           "warpgroups overlap the softmax with the products), "
                           "got kernel '"
                        << kernel << "'";
+  if (keyTerms == "producer" && (kernel != "wgmma" || copy != "tma"))
+    return emitError() << "plan key_terms 'producer' needs kernel 'wgmma' and "
+                          "copy 'tma' (the producer warpgroup's warps that "
+                          "issue no copy compute the terms), got kernel '"
+                       << kernel << "' and copy '" << copy << "'";
   if (copy == "tma" && kernel != "wgmma")
     return emitError() << "plan copy 'tma' needs kernel 'wgmma' (its producer "
                           "warpgroup issues the copies), got kernel '"

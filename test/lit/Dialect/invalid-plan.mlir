@@ -82,8 +82,15 @@ func.func @on_attention(%q: tensor<?x?x?x64xf16>, %k: tensor<?x?x?x64xf16>, %v: 
 
 // -----
 
-// expected-error @+1 {{plan key_terms must be 'threads', 'bulk', 'global' or 'product', got 'tma'}}
+// expected-error @+1 {{plan key_terms must be 'threads', 'bulk', 'global', 'product' or 'producer', got 'tma'}}
 func.func @key_terms_tma() attributes {plan = #attn.plan<arch = "sm_90a", kernel = "mma_sync", tile_m = 128, tile_n = 64, warps = 4, stages = 2, key_terms = "tma">} {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{plan key_terms 'producer' needs kernel 'wgmma' and copy 'tma' (the producer warpgroup's warps that issue no copy compute the terms), got kernel 'wgmma' and copy 'cp_async'}}
+func.func @key_terms_producer_without_tma() attributes {plan = #attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 128, tile_n = 128, warps = 8, stages = 2, key_terms = "producer">} {
   return
 }
 

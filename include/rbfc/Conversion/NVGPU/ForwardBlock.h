@@ -19,8 +19,9 @@ namespace rbfc {
 /// The plan's key_terms: staged in shared memory by per-thread cp.async
 /// (`threads`) or by one cp.async.bulk (`bulk`), or loaded by each lane
 /// from the workspace (`global`), or carried by S = Q K^T as one more k
-/// (`product`, KeyTermOperand).
-enum class KeyTermSource { Threads, Bulk, Global, Product };
+/// (`product`, KeyTermOperand), or computed into shared memory from each K
+/// tile there by the producer warpgroup's idle warps (`producer`).
+enum class KeyTermSource { Threads, Bulk, Global, Product, Producer };
 
 /// The canonical op's static facts the forward kernels are specialised on.
 struct ForwardConfig {
@@ -85,12 +86,18 @@ struct KeyTermWorkspace {
   /// which every query head of the group reads, and the prologue computes
   /// each once, not once per query head.
   bool perKvHead = true;
+  /// key_terms = "producer": the flash kernel computes the planes into
+  /// shared memory itself; no prologue writes them to a workspace.
+  bool computedInKernel = false;
 
-  static KeyTermWorkspace forOp(attn::AttentionOp op, bool inProduct = false);
+  static KeyTermWorkspace forOp(attn::AttentionOp op,
+                                KeyTermSource source = KeyTermSource::Threads);
   int64_t planes() const {
     return inProduct ? KeyTermOperand::kWorkspaceWords
                      : (keyBiasPlane >= 0) + (keyNormPlane >= 0);
   }
+  /// A prologue writes the terms to a workspace, which the kernels take.
+  bool inWorkspace() const { return planes() > 0 && !computedInKernel; }
 };
 
 /// A block of the flash kernel or of its key-terms prologue.
