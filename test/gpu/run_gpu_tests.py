@@ -120,6 +120,14 @@ STRUCTURES = [
     ("/tma", 128, None, '#attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 128, '
                         'tile_n = 128, warps = 8, stages = 2, key_terms = "bulk", '
                         'copy = "tma">'),
+    # The key terms computed by the producer's idle warps (the small-problem
+    # kernel's at 64) at 128, and beside three consumer warpgroups.
+    ("/producer", 128, None, '#attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 128, '
+                             'tile_n = 128, warps = 8, stages = 2, key_terms = "producer", '
+                             'copy = "tma">'),
+    ("/producer3", 64, None, '#attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 192, '
+                             'tile_n = 128, warps = 12, stages = 2, key_terms = "producer", '
+                             'copy = "tma">'),
     ("/overlap", 64, None, '#attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 128, '
                            'tile_n = 128, warps = 8, stages = 4, key_terms = "bulk", '
                            'copy = "tma", overlap = true>'),
@@ -183,6 +191,10 @@ QUICK_SHAPES = [
 ]
 # What the sanitizer runs: one problem for each kernel.
 SANITIZER_SHAPES = [(1, 2, 1, 17, 33), (1, 136, 4, 17, 33)]
+# Enough keys that every stage of a K/V ring (up to four of 128 keys) is
+# filled again, which racecheck needs to see a stage rewritten before its
+# readers are done; the shapes above fill each stage once.
+STAGE_REUSE_SHAPE = (1, 2, 1, 150, 700)
 
 
 def make_inputs(B, H, Hkv, Nq, Nkv, D, dtype, layout, scale, g):
@@ -367,6 +379,7 @@ def sanitize_child(args, specs, workdir):
                 continue
             # A default kernel at 64 is two: one problem for each.
             shapes = SANITIZER_SHAPES if structure is None and D == 64 else SANITIZER_SHAPES[:1]
+            shapes = shapes + [STAGE_REUSE_SHAPE]
             for B, H, Hkv, Nq, Nkv in shapes:
                 # Exact-size allocations (no padding) so an overrun is caught.
                 q = torch.randn(B, H, Nq, D, generator=g).to(DEV, torch.bfloat16)
