@@ -938,9 +938,9 @@ TEST_F(KeyTermsFixture, PrologueGridAndBlock) {
 }
 
 TEST_F(KeyTermsFixture, SmallKernelWithoutKeyTermsTakesNoWorkspace) {
-  // rbfc's small kernels compute their key terms themselves (key_terms =
-  // "producer"): beside a default with a prologue, the small kernel's
-  // launch has none, and its arguments no workspace pointer.
+  // A small kernel built with key_terms = "producer" computes its key
+  // terms itself: beside a default with a prologue, its launch has none,
+  // and its arguments no workspace pointer.
   d.small = std::make_shared<const Descriptor>([&] {
     Descriptor small = d;
     small.entry = "rbf_fwd_small";
