@@ -107,6 +107,15 @@ static constexpr int64_t kKeyTermChunksPerThread = 4;
 /// two consumer warpgroups (232 spilled at head_dim 128).
 static constexpr int64_t kMaxConsumerRegisters = 240;
 
+/// The registers each thread of a block of `blockThreads` threads holds at
+/// launch with `blocks` blocks a multiprocessor: ptxas's cap, a multiple
+/// of 8.
+static int64_t launchRegisters(int64_t blockThreads, int64_t blocks = 1) {
+  return std::min(kMaxThreadRegisters,
+                  kRegisterFile / (blockThreads * blocks)) /
+         8 * 8;
+}
+
 /// wgmma: the registers of a consumer thread (setmaxnreg), a multiple of 8
 /// (setmaxnreg's unit), at most kMaxConsumerRegisters. setmaxnreg.inc waits
 /// until the block's pool holds the registers it asks for, and the pool is
@@ -122,9 +131,8 @@ static int64_t consumerRegisters(int64_t consumerWarpgroups,
                                  int64_t producerRegisters) {
   int64_t warpgroupThreads = kWarpsPerWarpgroup * kThreadsPerWarp;
   int64_t blockThreads = (consumerWarpgroups + 1) * warpgroupThreads;
-  int64_t launched =
-      std::min(kMaxThreadRegisters, kRegisterFile / blockThreads) / 8 * 8;
-  int64_t pool = launched * blockThreads - producerRegisters * warpgroupThreads;
+  int64_t pool = launchRegisters(blockThreads) * blockThreads -
+                 producerRegisters * warpgroupThreads;
   return std::min(kMaxConsumerRegisters,
                   pool / (consumerWarpgroups * warpgroupThreads) / 8 * 8);
 }
@@ -839,12 +847,7 @@ LogicalResult FlashSchedule::storeKeyTerms(Value offset, Value kvIdx,
     store(keyNorm, workspace.keyNormPlane);
   if (workspace.keyBiasPlane < 0)
     return success();
-  ElementValues element;
-  element.qIdx = index(0);
-  element.kvIdx = kvIdx;
-  element.keyNorm = keyNorm;
-  FailureOr<Value> bias =
-      regions.evaluateElementRegion(op.getKeyBias(), element);
+  FailureOr<Value> bias = regions.keyBias(kvIdx, keyNorm);
   if (failed(bias))
     return failure();
   store(*bias, workspace.keyBiasPlane);
@@ -1883,9 +1886,7 @@ LogicalResult rbfc::verifyFlashPlan(attn::AttentionOp op,
                                : threads;
     if (warpSpecialized || plan.getBlocksPerSm() > 1) {
       int64_t blocks = warpSpecialized ? 1 : plan.getBlocksPerSm();
-      int64_t available = std::min(kMaxThreadRegisters,
-                                   kRegisterFile / (blockThreads * blocks)) /
-                          8 * 8;
+      int64_t available = launchRegisters(blockThreads, blocks);
       int64_t accumulators = std::max(plan.getTileN(), headDim) / 2;
       if (accumulators + kWgmmaRegisterMargin > available) {
         std::string budget =

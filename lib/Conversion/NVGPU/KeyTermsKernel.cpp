@@ -137,11 +137,8 @@ LogicalResult KeyTermsKernelBuilder::build(gpu::GPUModuleOp module,
   }
   Value leader = cmp(arith::CmpIPredicate::eq, part, index(0));
   for (auto [run, key] : llvm::enumerate(keys)) {
-    ElementValues element;
-    element.kvIdx = key;
-    element.qIdx = index(0);
-    if (workspace.needsKeyNorm)
-      element.keyNorm = laneSum(sums[run], threadsPerKey);
+    Value keyNorm =
+        workspace.needsKeyNorm ? laneSum(sums[run], threadsPerKey) : Value();
     // One lane per key writes, padding up to the row's length included (as
     // 0: a key_bias region may read captures at kv_idx, which must stay in
     // bounds).
@@ -168,9 +165,9 @@ LogicalResult KeyTermsKernelBuilder::build(gpu::GPUModuleOp module,
       store(f32(0.0), plane);
     b.setInsertionPointToStart(inside.thenBlock());
     if (workspace.keyNormPlane >= 0)
-      store(element.keyNorm, workspace.keyNormPlane);
+      store(keyNorm, workspace.keyNormPlane);
     if (workspace.keyBiasPlane >= 0) {
-      auto bias = regions.evaluateElementRegion(op.getKeyBias(), element);
+      auto bias = regions.keyBias(key, keyNorm);
       if (failed(bias))
         return failure();
       if (workspace.inProduct) {

@@ -194,6 +194,14 @@ FailureOr<Value> RegionApplication::queryScale() {
   return evaluateElementRegion(op.getQScale(), element);
 }
 
+FailureOr<Value> RegionApplication::keyBias(Value kvIdx, Value keyNorm) {
+  ElementValues element;
+  element.qIdx = index(0);
+  element.kvIdx = kvIdx;
+  element.keyNorm = keyNorm;
+  return evaluateElementRegion(op.getKeyBias(), element);
+}
+
 FailureOr<Value> RegionApplication::evaluateElementRegion(
     Region &region, const ElementValues &element, ElementOpHook hook) {
   auto values = inlineRegion(region, element, hook);

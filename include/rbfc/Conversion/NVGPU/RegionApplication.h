@@ -71,6 +71,10 @@ public:
   /// The q_scale region at (batch, head), which the verifier keeps uniform
   /// there; 1 without one.
   mlir::FailureOr<mlir::Value> queryScale();
+  /// The key_bias region of the key `kvIdx` whose squared norm is `keyNorm`
+  /// (null when the region does not read it): a term that depends on the
+  /// key alone, which the prologue or the producer warps compute once.
+  mlir::FailureOr<mlir::Value> keyBias(mlir::Value kvIdx, mlir::Value keyNorm);
   /// Evaluates the gradient region `region` (score_grad, key_bias_grad, ...)
   /// at `element`, whose adjoint is the region's; the attn.grad_* ops are
   /// the kernel's to implement, through `hook`.
