@@ -253,6 +253,9 @@ private:
     /// key_terms = "producer": a stage's terms are in shared memory (full),
     /// and every consumer thread has loaded them (empty).
     std::optional<StagePipeline> terms;
+    /// The K stages hold term planes that the producer copies: every
+    /// consumer thread releases them, not one lane a warp.
+    bool keysReleasedByEveryThread = false;
   };
   void emitProducerLoop(TileRing &ring, KeyValuePipelines &pipelines);
   /// The producer's loop with TMA: one thread waits for each stage to be
@@ -283,7 +286,8 @@ private:
   /// terms where the producer computes them, are in shared memory.
   void awaitKeys(KeyValuePipelines &pipelines, Value iteration);
   /// Consumer: the warp releases iteration `iteration`'s K tile (and its
-  /// key terms) where `releases` (one lane a warp).
+  /// key terms) where `releases` (one lane a warp), or every thread where
+  /// it loaded terms from the stage.
   void releaseKeys(KeyValuePipelines &pipelines, Value iteration,
                    Value releases);
   /// The warp-specialised consumers' loop carries each plane's workspace
@@ -601,13 +605,15 @@ LogicalResult FlashSchedule::finishAndStore(ValueRange results) {
 LogicalResult FlashSchedule::emitWarpSpecialized(TileRing &ring) {
   // The key terms' bulk copies complete on the full barriers of K, the
   // pipeline's first (TileRing::setTerms).
+  bool termPlanes = ring.carriesTermPlanes();
   KeyValuePipelines pipelines{
       StagePipeline(b, pipelineBarriers, 0, config.stages,
-                    fullBarrierArrivals(/*keys=*/true), config.warps),
+                    fullBarrierArrivals(/*keys=*/true),
+                    termPlanes ? config.threads() : config.warps),
       StagePipeline(b, pipelineBarriers,
                     StagePipeline::barrierCount(config.stages), config.stages,
                     fullBarrierArrivals(/*keys=*/false), config.warps),
-      std::nullopt};
+      std::nullopt, termPlanes};
   for (StagePipeline *pipeline : {&pipelines.keys, &pipelines.values})
     pipeline->initialize(block.threadId,
                          /*asyncCopies=*/config.tensorMapCopies);
@@ -862,15 +868,18 @@ void FlashSchedule::awaitKeys(KeyValuePipelines &pipelines, Value iteration) {
 
 void FlashSchedule::releaseKeys(KeyValuePipelines &pipelines, Value iteration,
                                 Value releases) {
-  // Every consumer thread that loaded the producer's terms releases them
-  // itself: ordered only through one lane a warp and the copying thread's
-  // K barriers, racecheck saw the stores of a tile's terms race the loads
-  // of the terms `stages` tiles before (with a warp barrier before the
-  // lane's arrival too).
+  // Every consumer thread that loaded terms from a stage releases them
+  // itself: released by one lane a warp, racecheck saw the producer's
+  // writes of a tile's terms (its stores, cp.async or cp.async.bulk) race
+  // the loads of the terms `stages` tiles before (with a warp barrier
+  // before the lane's arrival too; bench/NOTES.md steps 29 and 31). The
+  // tiles themselves are read by wgmma, whose completion the lane waited
+  // for.
+  Value everyThread = arith::ConstantOp::create(b, b.getBoolAttr(true));
   if (pipelines.terms)
-    pipelines.terms->arriveEmpty(
-        iteration, arith::ConstantOp::create(b, b.getBoolAttr(true)));
-  pipelines.keys.arriveEmpty(iteration, releases);
+    pipelines.terms->arriveEmpty(iteration, everyThread);
+  pipelines.keys.arriveEmpty(
+      iteration, pipelines.keysReleasedByEveryThread ? everyThread : releases);
 }
 
 FailureOr<scf::ForOp>

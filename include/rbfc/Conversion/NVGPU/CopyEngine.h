@@ -135,6 +135,12 @@ public:
                 TermCopy copy, mlir::Value barriers,
                 KeyTermOperand *operand = nullptr);
 
+  /// Whether the stages hold term planes, which their readers load with
+  /// ordinary loads (a KeyTermOperand's entries are a wgmma's operand).
+  bool carriesTermPlanes() const {
+    return !planes.empty() && termCopy != TermCopy::Product;
+  }
+
   mlir::Value buffer(mlir::Value tile) { return rem(sub(tile, first), stages); }
   /// The element offset of a buffer's tile in each stream's ring.
   mlir::Value tileBase(mlir::Value buffer) {
