@@ -139,8 +139,10 @@ attn::PlanAttr wgmmaPlan(attn::AttentionOp op, StringRef arch,
 
 /// The kernel for problems that the cooperative default at head_dim 64
 /// leaves short of work: the warp-specialised kernel with TMA copies and
-/// four stages, whose producer keeps its blocks fed, and the key terms by
-/// bulk copies of the producer thread (bench_fwd.py's TMA plan). The
+/// four stages, whose producer keeps its blocks fed, and the key terms
+/// computed by the producer's idle warps from the K tile in shared memory
+/// (no prologue, whose fixed cost a small call cannot hide; bench/NOTES.md
+/// steps 29-31). The
 /// runtime launches it where its grid fits in one wave, one block a
 /// multiprocessor. On the H100 (2026-12-06, bench/NOTES.md step 27) it ran
 /// dot 221 and RBF 188 TFLOP/s at 1x16x1024x64 (128 blocks) against the
@@ -153,8 +155,8 @@ attn::PlanAttr smallProblemPlan(attn::AttentionOp op, attn::PlanAttr plan) {
     return {};
   return attn::PlanAttr::get(op.getContext(), plan.getArch(), "wgmma",
                              /*tile_m=*/128, /*tile_n=*/128, /*warps=*/8,
-                             /*stages=*/4, "bulk", /*blocks_per_sm=*/0, "tma",
-                             /*overlap=*/false);
+                             /*stages=*/4, "producer", /*blocks_per_sm=*/0,
+                             "tma", /*overlap=*/false);
 }
 
 attn::PlanAttr defaultPlan(attn::AttentionOp op, StringRef arch) {

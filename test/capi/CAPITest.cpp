@@ -788,18 +788,19 @@ TEST_F(CAPIWorkspace, KeyTermsNeedAWorkspace) {
             RBFC_ERROR_INVALID_ARGUMENT);
 }
 
-TEST_F(CAPIWorkspace, OneWorkspaceServesBothForwardKernels) {
+TEST_F(CAPIWorkspace, SmallKernelAddsNoWorkspace) {
   // A per-head gamma keeps the key bias out of S = Q K^T: the cooperative
-  // kernel at 64 takes its terms on 64-key tiles (rows padded to 64), the
-  // small-problem kernel beside it on 128-key tiles (docs/abi.md, "Small
-  // problems"), one row per query head either way.
+  // kernel at 64 takes its terms on 64-key tiles (rows padded to 64), one
+  // row per query head. The small-problem kernel beside it computes its
+  // terms in its producer's warps (docs/abi.md, "Small problems") and
+  // takes no workspace, so its 128-key tiles pad nothing.
   const char *spec = "attention rbf_head_gamma {\n"
                      "  capture gammas: f32[?];\n"
                      "  score = -gammas[h] * dist2(q, k);\n"
                      "}\n";
   ASSERT_NO_FATAL_FAILURE(compileAndAsk(spec));
-  // 300 keys padded to 384 (the small kernel's), not 320.
-  EXPECT_EQ(bytes, size_t(2 * 8 * 384 * 4));
+  // 300 keys padded to 320, not to the small kernel's 384.
+  EXPECT_EQ(bytes, size_t(2 * 8 * 320 * 4));
 }
 
 //===-- Caches -------------------------------------------------------------===//

@@ -73,7 +73,7 @@ func.func @rbf_d128(%arg0: tensor<?x?x?x128xbf16>, %arg1: tensor<?x?x?x128xbf16>
 // so it rides in S = Q K^T, on dot's 128-key tiles.
 // CHECK-LABEL: func.func @rbf_d64
 // CHECK: plan = #attn.plan<arch = "sm_90a", kernel = "wgmma_cooperative", tile_m = 128, tile_n = 128, warps = 8, stages = 2, key_terms = "product", blocks_per_sm = 2>
-// CHECK-SAME: small_plan = #attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 128, tile_n = 128, warps = 8, stages = 4, key_terms = "bulk", copy = "tma">
+// CHECK-SAME: small_plan = #attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 128, tile_n = 128, warps = 8, stages = 4, key_terms = "producer", copy = "tma">
 func.func @rbf_d64(%arg0: tensor<?x?x?x64xbf16>, %arg1: tensor<?x?x?x64xbf16>, %arg2: tensor<?x?x?x64xbf16>, %arg3: f32) -> tensor<?x?x?x64xbf16> {
   %0 = attn.attention softmax %arg0, %arg1, %arg2 params(%arg3 : f32) {capture_names = [], log2_domain, param_defaults = [0.0883883461 : f32], param_names = ["gamma"]} : tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16> -> tensor<?x?x?x64xbf16> score {
   ^bb0(%b: index, %h: index, %q_idx: index, %kv_idx: index, %gamma: f32):
@@ -232,7 +232,7 @@ func.func @rbf_causal_d128(%arg0: tensor<?x?x?x128xbf16>, %arg1: tensor<?x?x?x12
 // device with it (small-problems.test).
 // CHECK-LABEL: func.func @d64
 // CHECK: kernel = "wgmma_cooperative", tile_m = 128, tile_n = 128, warps = 8, stages = 2, blocks_per_sm = 2>
-// CHECK-SAME: small_plan = #attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 128, tile_n = 128, warps = 8, stages = 4, key_terms = "bulk", copy = "tma">
+// CHECK-SAME: small_plan = #attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 128, tile_n = 128, warps = 8, stages = 4, key_terms = "producer", copy = "tma">
 func.func @d64(%q: tensor<?x?x?x64xf16>, %k: tensor<?x?x?x64xf16>, %v: tensor<?x?x?x64xf16>) -> tensor<?x?x?x64xf16> {
   %o = attn.attention softmax %q, %k, %v {capture_names = [], param_defaults = [], param_names = []} : tensor<?x?x?x64xf16>, tensor<?x?x?x64xf16>, tensor<?x?x?x64xf16> -> tensor<?x?x?x64xf16> score {
   ^bb0(%b: index, %h: index, %q_idx: index, %kv_idx: index):
