@@ -32,10 +32,7 @@ runs the gallery on the host backend (bf16 there too): a dry run of this
 script on a machine without a GPU.
 """
 import argparse
-import glob
 import os
-import shutil
-import subprocess
 import sys
 import time
 import traceback
@@ -46,6 +43,7 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "test" / "python"))
 import references  # noqa: E402
+import sanitizer  # noqa: E402
 
 import rbfc  # noqa: E402
 
@@ -241,29 +239,10 @@ def unsupported_gradient():
 
 
 def sanitize(args, tool):
-    path = shutil.which("compute-sanitizer") or next(
-        iter(sorted(glob.glob("/usr/local/cuda*/bin/compute-sanitizer"))), None)
-    if not path:
-        return "compute-sanitizer not found"
-    cmd = [path, "--tool", tool, "--error-exitcode", "99", "--print-limit", "20",
-           sys.executable, __file__, "--sanitize-child", "--seed", str(args.seed)]
-    if tool == "racecheck":
-        # relative_bias: its table's diagonal sums through a shared tile;
-        # rbf_head_gamma: the partial sums' scratch.
-        cmd += ["--only", "rbf_head_gamma,relative_bias"]
-    print("running:", " ".join(cmd), flush=True)
-    t0 = time.time()
-    try:
-        # Without the caching allocator every tensor is its own allocation,
-        # so memcheck sees a write past one.
-        env = dict(os.environ, PYTORCH_NO_CUDA_MEMORY_CACHING="1")
-        run = subprocess.run(cmd, capture_output=True, text=True, env=env,
-                             timeout=args.sanitizer_timeout)
-    except subprocess.TimeoutExpired:
-        return f"{tool} timed out"
-    print("\n".join((run.stdout + run.stderr).strip().splitlines()[-15:]))
-    print(f"compute-sanitizer {tool}: exit {run.returncode} in {time.time() - t0:.0f} s")
-    return None if run.returncode == 0 else f"{tool} exit {run.returncode}"
+    # relative_bias: its table's diagonal sums through a shared tile;
+    # rbf_head_gamma: the partial sums' scratch.
+    extra = ["--only", "rbf_head_gamma,relative_bias"] if tool == "racecheck" else []
+    return sanitizer.run_child(__file__, tool, args.seed, extra, args.sanitizer_timeout)
 
 
 def sanitize_child(args, specs, g):

@@ -9,7 +9,7 @@ outputs, and compares with a float32 PyTorch reference written here per example,
 independent of the compiler. Also runs a hand-written kernel with the ABI's
 parameter list (abi_fixture.cu, when nvcc is there) to test the runtime alone,
 and one small case per kernel and head dim (64, 80, 96, 128) under compute-sanitizer
-memcheck. On sm_90 the default target (sm_90a) builds the wgmma kernels at head dims
+memcheck, and racecheck on those of RACECHECK_SPECS. On sm_90 the default target (sm_90a) builds the wgmma kernels at head dims
 64 (cooperative) and 128 (warp-specialised): the mma.sync kernel runs at both too
 (compiled for sm_90, rows "<example>/mma"), and the warp-specialised kernel at 64 (by
 its plan, rows "<example>/wgmma"), and sm_80's kernels at 64, 80 and 128 as PTX
@@ -35,6 +35,7 @@ sys.path.insert(0, str(REPO / "test" / "python"))
 import torch  # noqa: E402
 
 import references  # noqa: E402
+import sanitizer  # noqa: E402
 
 from rbfc import Kernel, RbfcError  # noqa: E402
 
@@ -335,28 +336,19 @@ def run_launcher_lifetime(results, workdir, g):
                 problem)
 
 
-def sanitize(args, workdir):
-    """One small case per kernel and head dim under compute-sanitizer memcheck."""
-    tool = shutil.which("compute-sanitizer") or next(
-        iter(sorted(glob.glob("/usr/local/cuda*/bin/compute-sanitizer"))), None)
-    if not tool:
-        return "compute-sanitizer not found"
-    cmd = [tool, "--tool", "memcheck", "--error-exitcode", "99", "--print-limit", "20",
-           sys.executable, __file__, "--sanitize-child", "--seed", str(args.seed)]
-    if args.only:
-        cmd += ["--only", args.only]
-    for extra in args.plan:
-        cmd += ["--plan", extra]
-    print("running:", " ".join(cmd), flush=True)
-    t0 = time.time()
-    try:
-        run = subprocess.run(cmd, capture_output=True, text=True, timeout=args.sanitizer_timeout)
-    except subprocess.TimeoutExpired:
-        return f"memcheck timed out after {args.sanitizer_timeout} s"
-    tail = "\n".join((run.stdout + run.stderr).strip().splitlines()[-25:])
-    print(tail)
-    print(f"compute-sanitizer: exit {run.returncode} in {time.time() - t0:.0f} s")
-    return None if run.returncode == 0 else f"memcheck exit {run.returncode}"
+# The examples whose kernels' stages carry term planes that a producer
+# writes and the consumers read with ordinary loads, which only racecheck
+# orders (bench/NOTES.md steps 29 and 31): racecheck runs the sanitizer
+# child's kernels of these too.
+RACECHECK_SPECS = ("rbf", "rbf_head_gamma")
+
+
+def sanitize(args, specs, tool):
+    """The sanitizer child's cases of `specs` under compute-sanitizer `tool`."""
+    extra = ["--only", ",".join(specs)]
+    for plan in args.plan:
+        extra += ["--plan", plan]
+    return sanitizer.run_child(__file__, tool, args.seed, extra, args.sanitizer_timeout)
 
 
 def sanitize_child(args, specs, workdir):
@@ -511,7 +503,12 @@ def main():
 
     if fatal:
         print(fatal + "; the sanitizer below shows where (--only narrows the run)")
-    sanitizer = None if args.no_sanitizer else sanitize(args, workdir)
+    sanitizers = {}
+    if not args.no_sanitizer:
+        sanitizers["memcheck"] = sanitize(args, specs, "memcheck")
+        raced = [spec for spec in specs if spec in RACECHECK_SPECS]
+        if raced:
+            sanitizers["racecheck"] = sanitize(args, raced, "racecheck")
     fails = results.failures
     print()
     print(f"{'example':18s} {'dtype':5s} {'D':>4s} {'lse':>3s} {'cases':>5s} {'fail':>4s} {'max err':>8s}")
@@ -527,10 +524,11 @@ def main():
         print(f"{key[0]:18s} {key[1]:5s} {key[2]:4d} {int(key[3]):3d} {len(rows):5d} {nf:4d} {me:>8s}")
     for r in fails[:30]:
         print(f"FAILED {r[0]} {r[1]} D={r[2]} lse={int(r[3])} {r[4]}: {r[7]}")
-    memcheck = "skipped" if args.no_sanitizer else (sanitizer or "clean")
+    checked = "; ".join(problem or f"{tool}: clean"
+                        for tool, problem in sanitizers.items()) or "sanitizers: skipped"
     print(f"\nseed {args.seed}: {len(results.rows)} cases, {len(fails)} failed; "
-          f"memcheck: {memcheck}; {time.time() - t0:.0f} s")
-    return 1 if fails or sanitizer or fatal else 0
+          f"{checked}; {time.time() - t0:.0f} s")
+    return 1 if fails or any(sanitizers.values()) or fatal else 0
 
 
 if __name__ == "__main__":

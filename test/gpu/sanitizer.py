@@ -1,0 +1,34 @@
+"""compute-sanitizer over a GPU test script's own `--sanitize-child` run,
+shared by run_gpu_tests.py and run_gpu_backward.py."""
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+
+def run_child(script, tool, seed, extra_args, timeout):
+    """Runs `script --sanitize-child --seed SEED EXTRA_ARGS...` under
+    compute-sanitizer `tool` (memcheck or racecheck) and prints the end of
+    its output: None when it is clean, else what went wrong."""
+    sanitizer = shutil.which("compute-sanitizer") or next(
+        iter(sorted(glob.glob("/usr/local/cuda*/bin/compute-sanitizer"))), None)
+    if not sanitizer:
+        return "compute-sanitizer not found"
+    cmd = [sanitizer, "--tool", tool, "--error-exitcode", "99", "--print-limit", "20",
+           sys.executable, str(script), "--sanitize-child", "--seed", str(seed),
+           *extra_args]
+    print("running:", " ".join(cmd), flush=True)
+    t0 = time.time()
+    # Without the caching allocator every tensor is its own allocation, so
+    # memcheck sees a write past one (the allocator carves tensors out of
+    # larger blocks, where an overrun lands in bytes it owns).
+    env = dict(os.environ, PYTORCH_NO_CUDA_MEMORY_CACHING="1")
+    try:
+        run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return f"{tool} timed out after {timeout} s"
+    print("\n".join((run.stdout + run.stderr).strip().splitlines()[-25:]))
+    print(f"compute-sanitizer {tool}: exit {run.returncode} in {time.time() - t0:.0f} s")
+    return None if run.returncode == 0 else f"{tool} exit {run.returncode}"
