@@ -17,6 +17,9 @@ config.environment["PATH"] = os.pathsep.join(
 config.substitutions.append(("%examples", os.path.join(config.rbfc_src_root, "examples")))
 # The C compiler of the build, as a linker driver.
 config.substitutions.append(("%cc", config.cc))
+# The Python that runs lit, for property tests under Inputs/.
+import sys
+config.substitutions.append(("%python", sys.executable))
 
 # `REQUIRES: ptxas` tests assemble PTX with the CUDA toolkit's ptxas, found
 # the way rbfc finds it (PATH, $CUDA_HOME/bin, /usr/local/cuda/bin).
