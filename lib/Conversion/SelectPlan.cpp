@@ -140,16 +140,16 @@ attn::PlanAttr wgmmaPlan(attn::AttentionOp op, StringRef arch,
 /// The kernel for problems that the cooperative default at head_dim 64
 /// leaves short of work: the warp-specialised kernel with TMA copies and
 /// four stages, whose producer keeps its blocks fed, and the key terms
-/// computed by the producer's idle warps from the K tile in shared memory
-/// (no prologue, whose fixed cost a small call cannot hide; bench/NOTES.md
-/// steps 29-31). The
-/// runtime launches it where its grid fits in one wave, one block a
-/// multiprocessor. On the H100 (2026-12-06, bench/NOTES.md step 27) it ran
-/// dot 221 and RBF 188 TFLOP/s at 1x16x1024x64 (128 blocks) against the
-/// cooperative kernel's 197 and 156, 106 / 90 causal against 90 / 84, and
-/// 42 / 35 against 39 / 31 at 1x8x512x64; at 2x16x1024x64 (256 blocks, two
-/// waves of it) it ran 13-16% behind, and at 4x16x4096x64 16-18% (dot
-/// 366-375 against 444-450 in two earlier runs).
+/// computed by the producer's idle warps from the K tile in shared memory:
+/// no prologue, whose fixed cost a small call cannot hide (bench/NOTES.md
+/// step 31, H100: RBF 37 TFLOP/s against bulk terms' 35 at 1x8x512x64, 191
+/// against 189 at 1x16x1024x64). The runtime launches it where its grid
+/// fits in one wave, one block a multiprocessor. On the H100 (2026-12-06,
+/// bench/NOTES.md step 27) it ran dot 221 and RBF 188 TFLOP/s at 1x16x1024x64
+/// (128 blocks) against the cooperative kernel's 197 and 156, 106 / 90 causal
+/// against 90 / 84, and 42 / 35 against 39 / 31 at 1x8x512x64; at 2x16x1024x64
+/// (256 blocks, two waves of it) it ran 13-16% behind, and at 4x16x4096x64
+/// 16-18% (dot 366-375 against 444-450 in two earlier runs).
 attn::PlanAttr smallProblemPlan(attn::AttentionOp op, attn::PlanAttr plan) {
   if (plan.getKernel() != "wgmma_cooperative")
     return {};
