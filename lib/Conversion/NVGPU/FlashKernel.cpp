@@ -832,32 +832,16 @@ LogicalResult FlashSchedule::emitKeyTermLoop(TileRing &ring,
 
 LogicalResult FlashSchedule::storeKeyTerms(Value offset, Value kvIdx,
                                            Value keyNorm) {
-  OpBuilder::InsertionGuard guard(b);
   auto store = [&](Value value, int64_t plane) {
     memref::StoreOp::create(b, value,
                             plane == workspace.keyNormPlane ? sharedKeyNorm
                                                             : sharedKeyBias,
                             ValueRange{offset});
   };
-  // Keys past kv_len (zeros by TMA) get zeros: a key_bias region may read
-  // captures at kv_idx, which must stay in bounds.
-  auto inside = scf::IfOp::create(
-      b, TypeRange{}, cmp(arith::CmpIPredicate::ult, kvIdx, args.sizes.kvLen),
-      /*withElseRegion=*/true);
-  b.setInsertionPointToStart(inside.elseBlock());
-  for (int64_t plane : {workspace.keyBiasPlane, workspace.keyNormPlane})
-    if (plane >= 0)
-      store(f32(0.0), plane);
-  b.setInsertionPointToStart(inside.thenBlock());
-  if (workspace.keyNormPlane >= 0)
-    store(keyNorm, workspace.keyNormPlane);
-  if (workspace.keyBiasPlane < 0)
-    return success();
-  FailureOr<Value> bias = regions.keyBias(kvIdx, keyNorm);
-  if (failed(bias))
-    return failure();
-  store(*bias, workspace.keyBiasPlane);
-  return success();
+  // Keys past kv_len are zeros by TMA, and get zero terms.
+  return workspace.emitKeyTerms(
+      b, regions, kvIdx, args.sizes.kvLen, keyNorm, store,
+      [&](Value bias) { store(bias, workspace.keyBiasPlane); });
 }
 
 void FlashSchedule::awaitKeys(KeyValuePipelines &pipelines, Value iteration) {

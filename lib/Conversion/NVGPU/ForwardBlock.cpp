@@ -38,6 +38,31 @@ KeyTermWorkspace KeyTermWorkspace::forOp(attn::AttentionOp op,
   return workspace;
 }
 
+LogicalResult KeyTermWorkspace::emitKeyTerms(
+    ImplicitLocOpBuilder &b, RegionApplication &regions, Value kvIdx,
+    Value kvLen, Value keyNorm, function_ref<void(Value, int64_t)> storePlane,
+    function_ref<void(Value)> storeBias) const {
+  OpBuilder::InsertionGuard guard(b);
+  auto inside = scf::IfOp::create(
+      b, TypeRange{},
+      arith::CmpIOp::create(b, arith::CmpIPredicate::ult, kvIdx, kvLen),
+      /*withElseRegion=*/true);
+  b.setInsertionPointToStart(inside.elseBlock());
+  Value zero = arith::ConstantOp::create(b, b.getF32FloatAttr(0.0));
+  for (int64_t plane = 0; plane < planes(); ++plane)
+    storePlane(zero, plane);
+  b.setInsertionPointToStart(inside.thenBlock());
+  if (keyNormPlane >= 0)
+    storePlane(keyNorm, keyNormPlane);
+  if (keyBiasPlane < 0)
+    return success();
+  FailureOr<Value> bias = regions.keyBias(kvIdx, keyNorm);
+  if (failed(bias))
+    return failure();
+  storeBias(*bias);
+  return success();
+}
+
 gpu::GPUFuncOp ForwardBlock::declare(gpu::GPUModuleOp module, StringRef name,
                                      int64_t threads) {
   args = ForwardArgs();

@@ -147,9 +147,6 @@ LogicalResult KeyTermsKernelBuilder::build(gpu::GPUModuleOp module,
     auto write = scf::IfOp::create(b, TypeRange{}, writer, false);
     OpBuilder::InsertionGuard branch(b);
     b.setInsertionPointToStart(write.thenBlock());
-    auto inside = scf::IfOp::create(
-        b, TypeRange{}, cmp(arith::CmpIPredicate::ult, key, args.sizes.kvLen),
-        true);
     // A product entry's word w is at row + 4 key + w; plane p's term at
     // row_p + key.
     auto store = [&, key = key](Value value, int64_t plane) {
@@ -160,27 +157,21 @@ LogicalResult KeyTermsKernelBuilder::build(gpu::GPUModuleOp module,
                          : add(block.keyTermRows[plane], key);
       memref::StoreOp::create(b, value, args.workspace, ValueRange{offset});
     };
-    b.setInsertionPointToStart(inside.elseBlock());
-    for (int64_t plane = 0; plane < workspace.planes(); ++plane)
-      store(f32(0.0), plane);
-    b.setInsertionPointToStart(inside.thenBlock());
-    if (workspace.keyNormPlane >= 0)
-      store(keyNorm, workspace.keyNormPlane);
-    if (workspace.keyBiasPlane >= 0) {
-      auto bias = regions.keyBias(key, keyNorm);
-      if (failed(bias))
-        return failure();
-      if (workspace.inProduct) {
-        auto [first, second] =
-            entries.entryWords(arith::DivFOp::create(b, *bias, productScale));
-        store(first, 0);
-        store(second, 1);
-        for (int64_t word = 2; word < KeyTermOperand::kWorkspaceWords; ++word)
-          store(f32(0.0), word);
-      } else {
-        store(*bias, workspace.keyBiasPlane);
+    auto storeBias = [&](Value bias) {
+      if (!workspace.inProduct) {
+        store(bias, workspace.keyBiasPlane);
+        return;
       }
-    }
+      auto [first, second] =
+          entries.entryWords(arith::DivFOp::create(b, bias, productScale));
+      store(first, 0);
+      store(second, 1);
+      for (int64_t word = 2; word < KeyTermOperand::kWorkspaceWords; ++word)
+        store(f32(0.0), word);
+    };
+    if (failed(workspace.emitKeyTerms(b, regions, key, args.sizes.kvLen,
+                                      keyNorm, store, storeBias)))
+      return failure();
   }
   gpu::ReturnOp::create(b);
   return success();

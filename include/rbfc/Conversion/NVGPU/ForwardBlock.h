@@ -16,6 +16,8 @@
 
 namespace rbfc {
 
+class RegionApplication;
+
 /// The plan's key_terms: staged in shared memory by per-thread cp.async
 /// (`threads`) or by one cp.async.bulk (`bulk`), or loaded by each lane
 /// from the workspace (`global`), or carried by S = Q K^T as one more k
@@ -98,6 +100,18 @@ struct KeyTermWorkspace {
   }
   /// A prologue writes the terms to a workspace, which the kernels take.
   bool inWorkspace() const { return planes() > 0 && !computedInKernel; }
+
+  /// The terms of key `kvIdx`, whose squared norm is `keyNorm` (null where
+  /// no term reads it), as the prologue and the producer's warps write
+  /// them: below `kvLen` the norm to its plane through `storePlane` and the
+  /// key_bias region's value to `storeBias`; past it zeros to every plane
+  /// (a key_bias region may read captures at kv_idx, which must stay in
+  /// bounds).
+  mlir::LogicalResult
+  emitKeyTerms(mlir::ImplicitLocOpBuilder &b, RegionApplication &regions,
+               mlir::Value kvIdx, mlir::Value kvLen, mlir::Value keyNorm,
+               llvm::function_ref<void(mlir::Value, int64_t)> storePlane,
+               llvm::function_ref<void(mlir::Value)> storeBias) const;
 };
 
 /// A block of the flash kernel or of its key-terms prologue.
