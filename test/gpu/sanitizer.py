@@ -29,6 +29,19 @@ def run_child(script, tool, seed, extra_args, timeout):
         run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     except subprocess.TimeoutExpired:
         return f"{tool} timed out after {timeout} s"
-    print("\n".join((run.stdout + run.stderr).strip().splitlines()[-25:]))
+    # The sanitizer's own lines (=========) name the kernel and the accesses
+    # of each error; the child's line after them, the case that made them
+    # (it prints once its kernel has completed). Then the child's tail.
+    lines = (run.stdout + run.stderr).strip().splitlines()
+    shown, in_report = [], False
+    for line in lines:
+        reported = line.startswith("=========")
+        if reported or in_report:
+            shown.append(line)
+        in_report = reported
+    print("\n".join(shown[:80]))
+    if len(shown) > 80:
+        print(f"... {len(shown) - 80} more lines of sanitizer reports")
+    print("\n".join(line for line in lines[-8:] if not line.startswith("=========")))
     print(f"compute-sanitizer {tool}: exit {run.returncode} in {time.time() - t0:.0f} s")
     return None if run.returncode == 0 else f"{tool} exit {run.returncode}"
