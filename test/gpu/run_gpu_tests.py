@@ -183,12 +183,17 @@ FULL_SHAPES = [
     (1, 4, 4, 200, 1000, "bnhd"),
     (2, 16, 4, 1100, 1100, "bhnd"),   # default
     (1, 136, 4, 17, 33, "bnhd"),      # default
+    # Under a mask the blocks go over groups of heads whose K and V fit in
+    # L2 (ForwardBlock::locateQueryTile): at D=64 two heads of 30000 keys,
+    # so nine (batch, head) pairs end on a group of one.
+    (3, 3, 1, 300, 30000, "bhnd"),
 ]
 QUICK_SHAPES = [
     (2, 4, 4, 17, 17, "bhnd"),
     (1, 4, 1, 200, 200, "bhnd"),
     (1, 2, 2, 64, 333, "bnhd"),
     (1, 136, 4, 17, 33, "bhnd"),      # default
+    (3, 3, 1, 300, 30000, "bhnd"),    # a last group of heads of one
 ]
 # What the sanitizer runs: one problem for each kernel.
 SANITIZER_SHAPES = [(1, 2, 1, 17, 33), (1, 136, 4, 17, 33)]

@@ -1158,12 +1158,7 @@ void FlashSchedule::passTensorCoreTurn() {
 }
 
 void FlashSchedule::placeQueryTile() {
-  // Heavier query tiles (more unmasked keys under causal-like masks) start
-  // first: block x counts down.
-  Value tiles = gpu::GridDimOp::create(b, gpu::Dimension::x);
-  Value qTile =
-      sub(sub(tiles, index(1)), gpu::BlockIdOp::create(b, gpu::Dimension::x));
-  qLo = mul(qTile, config.tileM);
+  qLo = mul(block.queryTile, config.tileM);
   // The rows and chunk halves each lane addresses in ldmatrix.x4: Q as the
   // A operand, K as the B operand of S = Q K^T, V (transposed) as the B
   // operand of O += P V.
@@ -2024,7 +2019,7 @@ FailureOr<gpu::GPUFuncOp> rbfc::buildFlashKernel(attn::AttentionOp op,
   ForwardBlock block(b, op, config, workspace);
   gpu::GPUFuncOp func = block.declare(module, name, config.blockThreads());
   FragmentLane fragment(b, block.lane, block.warp, config.rowsPerWarp());
-  block.locate(/*byKvHead=*/false);
+  block.locateQueryTile();
   // PTX's .minnctapersm: ptxas caps the registers so that many blocks fit.
   // The warp-specialised kernel's setmaxnreg needs that cap, for one block.
   int64_t blocksPerSM = config.warpSpecialized ? 1 : config.blocksPerSM;
