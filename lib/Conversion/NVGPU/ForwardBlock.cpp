@@ -1,10 +1,9 @@
 //===- ForwardBlock.cpp - what the forward kernels' blocks start from -----===//
 #include "rbfc/Conversion/NVGPU/ForwardBlock.h"
 
+#include "rbfc/Conversion/NVGPU/BlockOrder.h"
 #include "rbfc/Conversion/NVGPU/RegionApplication.h"
 #include "rbfc/Dialect/Attn/ScoreDependence.h"
-
-#include "mlir/Dialect/Math/IR/Math.h"
 
 #include "llvm/Support/Debug.h"
 
@@ -12,11 +11,6 @@
 
 using namespace mlir;
 using namespace rbfc;
-
-/// The bytes of K and V of the heads whose blocks run together under a
-/// mask (ForwardBlock::locateQueryTile): about half the 50 MB of L2 of the
-/// H100 and H200, the rest left to Q, O and the next group's first blocks.
-static constexpr int64_t kL2BytesForKeysAndValues = 24 << 20;
 
 KeyTermWorkspace KeyTermWorkspace::forOp(attn::AttentionOp op,
                                          KeyTermSource source) {
@@ -105,45 +99,13 @@ void ForwardBlock::locateQueryTile() {
     return;
   }
   const ProblemSizes &sizes = args.sizes;
-  Value tiles = gpu::GridDimOp::create(b, gpu::Dimension::x);
-  Value lastTile = sub(tiles, index(1));
-  Value linear = add(
-      gpu::BlockIdOp::create(b, gpu::Dimension::x),
-      mul(tiles,
-          add(gpu::BlockIdOp::create(b, gpu::Dimension::y),
-              mul(sizes.heads, gpu::BlockIdOp::create(b, gpu::Dimension::z)))));
-  Value headsTimesBatch = mul(sizes.heads, sizes.batch);
-  // As many heads as fit their K and V in kL2BytesForKeysAndValues, down
-  // to a power of two (which divides the usual head counts: a last group
-  // of a few heads leaves multiprocessors idle at the end).
-  Value headBytes = mul(sizes.kvLen, config.headDim * 2 * 2);
-  Value fitting = arith::MaxUIOp::create(
-      b,
-      arith::DivUIOp::create(b, index(kL2BytesForKeysAndValues),
-                             arith::MaxUIOp::create(b, headBytes, index(1))),
-      index(1));
-  Type i64 = b.getI64Type();
-  Value leadingZeros = math::CountLeadingZerosOp::create(
-      b, arith::IndexCastUIOp::create(b, i64, fitting));
-  Value powerOfTwo = arith::ShLIOp::create(
-      b, arith::ConstantIntOp::create(b, i64, 1),
-      arith::SubIOp::create(b, arith::ConstantIntOp::create(b, i64, 63),
-                            leadingZeros));
-  Value groupHeads = arith::MinUIOp::create(
-      b, arith::IndexCastUIOp::create(b, b.getIndexType(), powerOfTwo),
-      headsTimesBatch);
-  Value groupBlocks = mul(groupHeads, tiles);
-  Value firstHead =
-      mul(arith::DivUIOp::create(b, linear, groupBlocks), groupHeads);
-  Value inGroup = arith::RemUIOp::create(b, linear, groupBlocks);
-  // The last group may hold fewer heads.
-  Value headsHere =
-      arith::MinUIOp::create(b, groupHeads, sub(headsTimesBatch, firstHead));
-  Value headAndBatch =
-      add(firstHead, arith::RemUIOp::create(b, inGroup, headsHere));
-  queryTile = sub(lastTile, arith::DivUIOp::create(b, inGroup, headsHere));
-  batch = arith::DivUIOp::create(b, headAndBatch, sizes.heads);
-  head = arith::RemUIOp::create(b, headAndBatch, sizes.heads);
+  // A head's blocks stream its K and V.
+  BlockOrder::Place place = BlockOrder(b).longestFirst(
+      sizes.heads, sizes.batch, sizes.kvLen, config.headDim * 2 * 2,
+      /*longestLast=*/true);
+  queryTile = place.tile;
+  batch = place.batch;
+  head = place.head;
   kvHead = arith::DivUIOp::create(
       b, head, arith::DivUIOp::create(b, sizes.heads, sizes.kvHeads));
   bindRows();

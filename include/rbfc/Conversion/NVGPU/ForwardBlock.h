@@ -132,17 +132,10 @@ public:
   /// of the group stands for all), else the query head.
   void locate(bool byKvHead);
   /// The flash kernel's locate: the block's query tile, (batch, query
-  /// head) and kv head from its linear index, heaviest query tiles first.
-  /// Without a mask (equal work per tile) block x counts the query tiles
-  /// down within block (y, z)'s head and batch. Under a mask (more keys
-  /// for later query tiles under causal-like masks) the order runs over
-  /// groups of heads whose K and V fit in L2 together: within a group
-  /// every head's last query tile, then every head's one before it, ...
-  /// The GPU starts blocks in that order, so the longest start first
-  /// across all heads (FlashAttention's LPT order): with the heads in turn
-  /// instead, the last head's long tiles would start last and leave a
-  /// tail (a list-scheduling model of 4x16x4096 causal, 128-row tiles on
-  /// 132 multiprocessors: 6% longer).
+  /// head) and kv head, heaviest query tiles first. Without a mask (equal
+  /// work per tile) block x counts the query tiles down within block
+  /// (y, z)'s head and batch; under a mask in BlockOrder's longest-first
+  /// order over the heads.
   void locateQueryTile();
 
   /// Rows of (batch, head) of `tensor`, whose base is `base`.
