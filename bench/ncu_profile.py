@@ -19,8 +19,8 @@ exponentials; bench/NOTES.md step 24 found rbfc's 80 a tile in one run).
 
 Methods: rbfc_dot and rbfc_rbf (examples/softmax.attn and rbf.attn, their
 causal forms with --causal), rbfc_dot_LABEL and rbfc_rbf_LABEL with
---baseline-rbfc LABEL=PATH (another rbfc binary), sdpa_cudnn and
-sdpa_flash.
+--baseline-rbfc LABEL=PATH (another rbfc binary), sdpa_cudnn,
+sdpa_flash and fa4_dot (FlashAttention-4, where it is installed).
 """
 import argparse
 import csv
@@ -68,7 +68,16 @@ def profiled_call(method, shape, causal, binaries):
             with sdpa_kernel([backend]):
                 return F.scaled_dot_product_attention(q, k, v, is_causal=causal,
                                                       enable_gqa=KV != H)
-    else:
+    elif method == "fa4_dot":
+        # FlashAttention-4 (CuTe DSL; its sm90 forward on Hopper) takes
+        # [B, N, H, D]; the warm-up calls below compile it outside the
+        # profiled range. Installed as bench_fwd.py's peer is (docs/gpu-testing.md).
+        from flash_attn.cute.interface import flash_attn_func
+        qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))
+
+        def call():
+            return flash_attn_func(qt, kt, vt, causal=causal)
+    elif method.startswith("rbfc_"):
         variant, _, label = method.removeprefix("rbfc_").partition("_")
         if label:
             os.environ["RBFC_BIN"] = binaries[label]
@@ -77,6 +86,9 @@ def profiled_call(method, shape, causal, binaries):
         kernel = Kernel(REPO / "examples" / RBFC_SPECS[(variant, causal)], head_dim=D,
                         dtype="bf16", out_dir=tempfile.mkdtemp())
         call = lambda: kernel(q, k, v)  # noqa: E731
+    else:
+        raise SystemExit(f"unknown method {method!r}: rbfc_dot, rbfc_rbf, "
+                         "rbfc_dot_LABEL, rbfc_rbf_LABEL, sdpa_cudnn, sdpa_flash, fa4_dot")
     for _ in range(3):
         call()
     torch.cuda.synchronize()
