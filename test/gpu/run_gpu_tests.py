@@ -184,8 +184,8 @@ FULL_SHAPES = [
     (2, 16, 4, 1100, 1100, "bhnd"),   # default
     (1, 136, 4, 17, 33, "bnhd"),      # default
     # Under a mask the blocks go over groups of heads whose K and V fit in
-    # L2 (ForwardBlock::locateQueryTile): at D=64 two heads of 30000 keys,
-    # so nine (batch, head) pairs end on a group of one.
+    # L2 (BlockOrder::longestFirst): at D=64 two heads of 30000 keys, so
+    # nine (batch, head) pairs end on a group of one.
     (3, 3, 1, 300, 30000, "bhnd"),
 ]
 QUICK_SHAPES = [
