@@ -73,7 +73,13 @@ gpu::GPUFuncOp ForwardBlock::declare(gpu::GPUModuleOp module, StringRef name,
   gpu::GPUFuncOp func = signature.declare(b, module, name, threads);
   threadId = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
   lane = rem(threadId, kThreadsPerWarp);
-  warp = div(threadId, kThreadsPerWarp);
+  // Read from the first lane, the warp index is warp-uniform to ptxas: what
+  // derives from it (the warpgroup's branches and wgmma descriptors) then
+  // lives in uniform registers, and branches on it need no WARPSYNC.
+  warp = arith::IndexCastOp::create(
+      b, b.getIndexType(),
+      uniformFromFirstLane(arith::IndexCastOp::create(
+          b, b.getI32Type(), div(threadId, kThreadsPerWarp))));
   return func;
 }
 
