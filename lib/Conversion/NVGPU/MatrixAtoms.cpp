@@ -123,9 +123,25 @@ Value WarpgroupMmaAtom::advance(Value descriptor, int64_t bytes) {
   assert(bytes % 16 == 0 && "descriptors address 16-byte units");
   if (bytes == 0)
     return descriptor;
-  return arith::AddIOp::create(
+  // The start address is a field of the low word: added to that word alone,
+  // no carry reaches the high word, so ptxas adds 32 bits (not an add and
+  // an add-with-carry) and keeps the high word a constant where it is one.
+  Value low = arith::AddIOp::create(
+      b, lowWord(descriptor),
+      arith::ConstantIntOp::create(b, b.getI32Type(), bytes >> 4));
+  return withLowWord(descriptor, low);
+}
+
+Value WarpgroupMmaAtom::lowWord(Value descriptor) {
+  return arith::TruncIOp::create(b, b.getI32Type(), descriptor);
+}
+
+Value WarpgroupMmaAtom::withLowWord(Value descriptor, Value low) {
+  Type i64 = b.getI64Type();
+  Value high = arith::AndIOp::create(
       b, descriptor,
-      arith::ConstantIntOp::create(b, b.getI64Type(), bytes >> 4));
+      arith::ConstantIntOp::create(b, i64, int64_t(0xFFFFFFFF00000000ull)));
+  return arith::OrIOp::create(b, high, arith::ExtUIOp::create(b, i64, low));
 }
 
 /// Descriptors name byte offsets; tiles count 16-bit elements.
@@ -174,13 +190,17 @@ void WarpgroupMmaAtom::runWithAccumulators(
     MutableArrayRef<Value> descriptors) {
   SmallVector<Value> values = FragmentLayout::flatten(accumulators);
   int64_t n = values.size();
-  values.append(descriptors.begin(), descriptors.end());
+  // Only a descriptor's low word (its start address) passes through: the
+  // high word's fields stay what they were, a constant to ptxas, which then
+  // keeps no 64-bit descriptor live across the asm.
+  for (Value descriptor : descriptors)
+    values.push_back(lowWord(descriptor));
   // Outputs $0 .. $n-1 and the descriptors after them, then `inputs`, then
   // the outputs' old values tied to them (numbered after the inputs,
   // unnamed in `ptx`).
   std::string allConstraints;
   for (int64_t i = 0; i < int64_t(values.size()); ++i)
-    allConstraints += std::string(i ? "," : "") + (i < n ? "=f" : "=l");
+    allConstraints += std::string(i ? "," : "") + (i < n ? "=f" : "=r");
   if (!constraints.empty())
     allConstraints += ("," + constraints).str();
   for (int64_t i = 0; i < int64_t(values.size()); ++i)
@@ -188,7 +208,7 @@ void WarpgroupMmaAtom::runWithAccumulators(
   SmallVector<Value> operands(inputs.begin(), inputs.end());
   operands.append(values);
   SmallVector<Type> resultTypes(n, b.getF32Type());
-  resultTypes.append(descriptors.size(), b.getI64Type());
+  resultTypes.append(descriptors.size(), b.getI32Type());
   auto resultType =
       LLVM::LLVMStructType::getLiteral(b.getContext(), resultTypes);
   auto asmOp = LLVM::InlineAsmOp::create(
@@ -202,7 +222,7 @@ void WarpgroupMmaAtom::runWithAccumulators(
     if (i < n)
       accumulators[i / 4][i % 4] = result;
     else
-      descriptors[i - n] = result;
+      descriptors[i - n] = withLowWord(descriptors[i - n], result);
   }
 }
 
@@ -225,14 +245,34 @@ void WarpgroupMmaAtom::waitGroup(int64_t pending,
 
 /// The instruction for `columns` columns of elements of type `element`,
 /// its scale-d predicate p (true: the accumulators are added to) set to
-/// `accumulate` in the braces that scope it.
-static std::string wgmmaPrefix(Type element, int64_t columns,
-                               bool accumulate = true) {
+/// `accumulate` in the braces that scope it, and the 64-bit descriptors d0,
+/// d1, ... there assembled from the words `firstWord`, `firstWord` + 1, ...
+/// (low, high; descriptorWords). Words, not 64-bit operands: a descriptor's
+/// high word is a constant (its strides and swizzle) that ptxas then sees,
+/// and its start address is added to in 32 bits.
+static std::string wgmmaPrefix(Type element, int64_t columns, int64_t firstWord,
+                               int64_t descriptors, bool accumulate = true) {
   StringRef type = element.isBF16() ? "bf16" : "f16";
-  return ("{\n.reg .pred p;\nsetp.ne.b32 p, " + Twine(int(accumulate)) +
-          ", 0;\nwgmma.mma_async.sync.aligned.m64n" + Twine(columns) +
-          "k16.f32." + type + "." + type + " ")
-      .str();
+  std::string ptx = ("{\n.reg .pred p;\n.reg .b64 d<" + Twine(descriptors) +
+                     ">;\nsetp.ne.b32 p, " + Twine(int(accumulate)) + ", 0;\n")
+                        .str();
+  for (int64_t d = 0; d < descriptors; ++d)
+    ptx += ("mov.b64 d" + Twine(d) + ", {$" + Twine(firstWord + 2 * d) + ", $" +
+            Twine(firstWord + 2 * d + 1) + "};\n")
+               .str();
+  return ptx + ("wgmma.mma_async.sync.aligned.m64n" + Twine(columns) +
+                "k16.f32." + type + "." + type + " ")
+                   .str();
+}
+
+void WarpgroupMmaAtom::appendDescriptorWords(Value descriptor,
+                                             SmallVectorImpl<Value> &words) {
+  Type i32 = b.getI32Type();
+  words.push_back(lowWord(descriptor));
+  words.push_back(arith::TruncIOp::create(
+      b, i32,
+      arith::ShRUIOp::create(
+          b, descriptor, arith::ConstantIntOp::create(b, b.getI64Type(), 32))));
 }
 
 SmallVector<Accumulator> WarpgroupMmaAtom::unsetAccumulators(int64_t count) {
@@ -245,24 +285,26 @@ void WarpgroupMmaAtom::mma(Value aDescriptor, Value bDescriptor,
                            bool transposeB, bool accumulate) {
   int64_t n = 4 * accumulators.size();
   std::string ptx =
-      wgmmaPrefix(elementType, 8 * accumulators.size(), accumulate) +
-      registerList(0, n) + ", $" + std::to_string(n) + ", $" +
-      std::to_string(n + 1) + ", p, 1, 1, 0, " +
+      wgmmaPrefix(elementType, 8 * accumulators.size(), n, 2, accumulate) +
+      registerList(0, n) + ", d0, d1, p, 1, 1, 0, " +
       std::to_string(int(transposeB)) + ";\n}";
-  runWithAccumulators(ptx, {aDescriptor, bDescriptor}, "l,l", accumulators);
+  SmallVector<Value> words;
+  appendDescriptorWords(aDescriptor, words);
+  appendDescriptorWords(bDescriptor, words);
+  runWithAccumulators(ptx, words, "r,r,r,r", accumulators);
 }
 
 void WarpgroupMmaAtom::mma(const OperandRegisters &a, Value bDescriptor,
                            MutableArrayRef<Accumulator> accumulators,
                            bool transposeB) {
   int64_t n = 4 * accumulators.size();
-  std::string ptx = wgmmaPrefix(elementType, 8 * accumulators.size()) +
-                    registerList(0, n) + ", " + registerList(n, 4) + ", $" +
-                    std::to_string(n + 4) + ", p, 1, 1, " +
-                    std::to_string(int(transposeB)) + ";\n}";
+  std::string ptx =
+      wgmmaPrefix(elementType, 8 * accumulators.size(), n + 4, 1) +
+      registerList(0, n) + ", " + registerList(n, 4) + ", d0, p, 1, 1, " +
+      std::to_string(int(transposeB)) + ";\n}";
   SmallVector<Value> inputs;
   for (Value pair : a)
     inputs.push_back(asWord(b, pair));
-  inputs.push_back(bDescriptor);
-  runWithAccumulators(ptx, inputs, "r,r,r,r,l", accumulators);
+  appendDescriptorWords(bDescriptor, inputs);
+  runWithAccumulators(ptx, inputs, "r,r,r,r,r,r", accumulators);
 }

@@ -153,9 +153,16 @@ public:
            llvm::MutableArrayRef<Accumulator> accumulators, bool transposeB);
 
 private:
+  /// A descriptor's low 32 bits, and `descriptor` with them replaced by
+  /// `low` (i32).
+  mlir::Value lowWord(mlir::Value descriptor);
+  mlir::Value withLowWord(mlir::Value descriptor, mlir::Value low);
+  /// Appends `descriptor`'s low and high words (i32) to `words`.
+  void appendDescriptorWords(mlir::Value descriptor,
+                             llvm::SmallVectorImpl<mlir::Value> &words);
   /// Runs `ptx` with the accumulators as its first, read-write, operands
-  /// ($0 .. $n-1), the i64 `descriptors` after them, also read-write, and
-  /// `inputs` after those, `constraints` theirs.
+  /// ($0 .. $n-1), the low words of the i64 `descriptors` after them, also
+  /// read-write, and `inputs` after those, `constraints` theirs.
   void runWithAccumulators(llvm::StringRef ptx, mlir::ValueRange inputs,
                            llvm::StringRef constraints,
                            llvm::MutableArrayRef<Accumulator> accumulators,
