@@ -334,7 +334,7 @@ def main():
     if args.command == "one":
         profiled_call(args.method, shape, args.causal, binaries)
         return 0
-    known = {"rbfc_dot", "rbfc_rbf", "sdpa_cudnn", "sdpa_flash"}
+    known = {"rbfc_dot", "rbfc_rbf", "sdpa_cudnn", "sdpa_flash", "fa4_dot"}
     known |= {f"rbfc_{v}_{label}" for v in ("dot", "rbf") for label in binaries}
     unknown = set(args.methods.split(",")) - known
     if unknown:
