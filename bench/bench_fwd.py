@@ -41,7 +41,9 @@ prints TFLOP/s and the ratios rbfc/FA2, rbfc/cuDNN, rbfc-rbf/rbfc-dot and
 rbfc-rbf/Flex-rbf. The RBF tax is also measured on its own: rbfc_rbf and
 rbfc_dot called alternately, the median of the per-pair time ratios
 (row field over_rbfc_dot_interleaved, table column "(paired)", the same
-orientation as rbf/dot). bench/plot.py draws docs/benchmarks.png from the
+orientation as rbf/dot); so is each --baseline-rbfc LABEL against this
+build (rbfc_dot's and rbfc_rbf's field over_LABEL_interleaved: this
+build's time over LABEL's). bench/plot.py draws docs/benchmarks.png from the
 JSON.
 """
 import argparse
@@ -313,11 +315,13 @@ def main():
         "flex_rbf": (plain_method(flex_rbf()), "rbf"),
         "flex_rbf_flash": (plain_method(flex_rbf({"BACKEND": "FLASH"})), "rbf"),
     }
+    baseline_labels = []
     for baseline in args.baseline_rbfc:
         label, _, binary = baseline.partition("=")
         if not label or not binary:
             print(f"--baseline-rbfc wants LABEL=PATH, not {baseline!r}", file=sys.stderr)
             return 2
+        baseline_labels.append(label)
         for variant in ("dot", "rbf"):
             methods[f"rbfc_{variant}_{label}"] = (
                 rbfc_method(variant, workdir, plans, binary=binary), variant)
@@ -377,6 +381,20 @@ def main():
                         r["interleaved_pairs"] = pairs
                 print(f"rbfc_rbf / rbfc_dot, interleaved: {rbf_over_dot:.4f} "
                       f"({pairs} pairs)", flush=True)
+            # Each rbfc build against a --baseline-rbfc one, from interleaved
+            # calls too: time over the baseline's, so below 1 is faster.
+            for label in baseline_labels:
+                for variant in ("dot", "rbf"):
+                    new, base = f"rbfc_{variant}", f"rbfc_{variant}_{label}"
+                    if new in timed_fns and base in timed_fns:
+                        with torch.no_grad():
+                            ratio, pairs = interleaved_ratio(
+                                timed_fns[base], timed_fns[new], args.reps)
+                        for r in rows[-len(methods):]:
+                            if r["method"] == new:
+                                r[f"over_{label}_interleaved"] = ratio
+                        print(f"{new} / {base} time, interleaved: {ratio:.4f} "
+                              f"({pairs} pairs)", flush=True)
             # Same function, different kernels: the outputs must agree.
             for a, b in (("rbfc_dot", "sdpa_flash"), ("rbfc_dot", "sdpa_cudnn"),
                          ("rbfc_dot", "fa4_dot"), ("rbfc_rbf", "flex_rbf"),
