@@ -195,9 +195,9 @@ void WarpgroupMmaAtom::runWithAccumulators(
   // keeps no 64-bit descriptor live across the asm.
   for (Value descriptor : descriptors)
     values.push_back(lowWord(descriptor));
-  // Outputs $0 .. $n-1 and the descriptors after them, then `inputs`, then
-  // the outputs' old values tied to them (numbered after the inputs,
-  // unnamed in `ptx`).
+  // Outputs $0 .. $n-1 and the descriptors' low words after them, then
+  // `inputs`, then the outputs' old values tied to them (numbered after the
+  // inputs, unnamed in `ptx`).
   std::string allConstraints;
   for (int64_t i = 0; i < int64_t(values.size()); ++i)
     allConstraints += std::string(i ? "," : "") + (i < n ? "=f" : "=r");
@@ -247,9 +247,9 @@ void WarpgroupMmaAtom::waitGroup(int64_t pending,
 /// its scale-d predicate p (true: the accumulators are added to) set to
 /// `accumulate` in the braces that scope it, and the 64-bit descriptors d0,
 /// d1, ... there assembled from the words `firstWord`, `firstWord` + 1, ...
-/// (low, high; descriptorWords). Words, not 64-bit operands: a descriptor's
-/// high word is a constant (its strides and swizzle) that ptxas then sees,
-/// and its start address is added to in 32 bits.
+/// (low, high; appendDescriptorWords). Words, not 64-bit operands: a
+/// descriptor's high word is a constant (its strides and swizzle) that
+/// ptxas then sees, and its start address is added to in 32 bits.
 static std::string wgmmaPrefix(Type element, int64_t columns, int64_t firstWord,
                                int64_t descriptors, bool accumulate = true) {
   StringRef type = element.isBF16() ? "bf16" : "f16";
