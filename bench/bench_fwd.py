@@ -16,6 +16,10 @@ BxH/KVxNxD has KV key/value heads, grouped-query attention):
   rbfc_dot_LABEL, rbfc_rbf_LABEL
               with --baseline-rbfc LABEL=PATH: the default kernels of another
               rbfc binary (an earlier build), for a before/after in one run
+  rbfc_dot_LABEL, rbfc_rbf_LABEL
+              with --baseline-plan LABEL=FIELD=VALUE: this build's default
+              kernels with those fields of their plans changed (tile_n=128:
+              128-key tiles wherever the default has others)
   rbfc_dot_tma, rbfc_rbf_tma
               the warp-specialised wgmma kernel whose producer brings K
               and V by TMA (plan copy = "tma"; TMA_PLANS, or --tma-plan-d64
@@ -41,9 +45,9 @@ prints TFLOP/s and the ratios rbfc/FA2, rbfc/cuDNN, rbfc-rbf/rbfc-dot and
 rbfc-rbf/Flex-rbf. The RBF tax is also measured on its own: rbfc_rbf and
 rbfc_dot called alternately, the median of the per-pair time ratios
 (row field over_rbfc_dot_interleaved, table column "(paired)", the same
-orientation as rbf/dot); so is each --baseline-rbfc LABEL against this
-build (rbfc_dot's and rbfc_rbf's field over_LABEL_interleaved: this
-build's time over LABEL's). bench/plot.py draws docs/benchmarks.png from the
+orientation as rbf/dot); so is each --baseline-rbfc or --baseline-plan
+LABEL against this build's defaults (rbfc_dot's and rbfc_rbf's field
+over_LABEL_interleaved: the defaults' time over LABEL's). bench/plot.py draws docs/benchmarks.png from the
 JSON.
 """
 import argparse
@@ -51,6 +55,7 @@ import datetime
 import json
 import math
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -227,6 +232,30 @@ def rbfc_method(variant, workdir, plans, arch="sm_90a", binary=None):
     return prepare
 
 
+def edited_plan(plan, edits):
+    """`plan` (an #attn.plan<...> string) with the fields of `edits`
+    ({field: value}) set; a field the plan lacks is added."""
+    for field, value in edits.items():
+        value = value if re.fullmatch(r"-?\d+|true|false", value) else f'"{value}"'
+        plan, found = re.subn(rf"\b{field} = [^,>]+", f"{field} = {value}", plan)
+        if not found:
+            plan = plan[:-1] + f", {field} = {value}>"
+    return plan
+
+
+def rbfc_edited_method(variant, workdir, plans, edits):
+    """rbfc_method's kernel of each spec and head dim (sm_90a), compiled
+    again with its plan's fields `edits` changed."""
+    def prepare(q, k, v, causal):
+        D = q.shape[-1]
+        default = rbfc_kernel(variant, causal, D, workdir, plans.get(D), "sm_90a")
+        plan = edited_plan(default.info["plan"], edits)
+        kern = rbfc_kernel(variant, causal, D, workdir, plan, "sm_90a")
+        launch, o, _ = kern.launcher(q, k, v)
+        return launch, o
+    return prepare
+
+
 def plain_method(fn):
     def prepare(q, k, v, causal):
         o = fn(q, k, v, causal)  # compiles / warms up outside the timing
@@ -291,6 +320,11 @@ def main():
     ap.add_argument("--tma-plan-d128", default=TMA_PLANS[128],
                     help="the plan of rbfc_*_tma at D=128")
     ap.add_argument("--shapes", default="", help="e.g. 4x16x4096x64,1x16x16384x128")
+    ap.add_argument("--baseline-plan", action="append", default=[],
+                    metavar="LABEL=FIELD=VALUE[,FIELD=VALUE]",
+                    help="rbfc_dot_LABEL and rbfc_rbf_LABEL: this build's default "
+                         "kernels with those plan fields changed (e.g. k128=tile_n=128), "
+                         "paired against the defaults like --baseline-rbfc")
     ap.add_argument("--baseline-rbfc", action="append", default=[],
                     metavar="LABEL=PATH",
                     help="another rbfc binary (an earlier build): its default "
@@ -325,6 +359,21 @@ def main():
         for variant in ("dot", "rbf"):
             methods[f"rbfc_{variant}_{label}"] = (
                 rbfc_method(variant, workdir, plans, binary=binary), variant)
+    for baseline in args.baseline_plan:
+        label, _, fields = baseline.partition("=")
+        try:
+            edits = dict(field.split("=", 1) for field in fields.split(","))
+        except ValueError:
+            edits = {}
+        if not label or not edits or not all(
+                re.fullmatch(r"[a-z_]+", f) and v for f, v in edits.items()):
+            print(f"--baseline-plan wants LABEL=FIELD=VALUE[,FIELD=VALUE], not {baseline!r}",
+                  file=sys.stderr)
+            return 2
+        baseline_labels.append(label)
+        for variant in ("dot", "rbf"):
+            methods[f"rbfc_{variant}_{label}"] = (
+                rbfc_edited_method(variant, workdir, plans, edits), variant)
     if fa4 is not None:
         methods["fa4_dot"] = (plain_method(fa4_dot), "dot")
         methods["fa4_rbf"] = (plain_method(fa4_rbf), "rbf")
