@@ -42,6 +42,9 @@ SECTIONS = ["SpeedOfLight", "ComputeWorkloadAnalysis", "WarpStateStats",
             "SourceCounters"]
 TENSOR_ACTIVE = "sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active"
 SAMPLES = "Warp Stall Sampling (All Samples)"
+# What profiled_call runs; rbfc_dot_LABEL and rbfc_rbf_LABEL besides, one
+# pair for each --baseline-rbfc.
+METHODS = ("rbfc_dot", "rbfc_rbf", "sdpa_cudnn", "sdpa_flash", "fa4_dot")
 EXECUTED = "Instructions Executed"
 
 
@@ -87,8 +90,8 @@ def profiled_call(method, shape, causal, binaries):
                         dtype="bf16", out_dir=tempfile.mkdtemp())
         call = lambda: kernel(q, k, v)  # noqa: E731
     else:
-        raise SystemExit(f"unknown method {method!r}: rbfc_dot, rbfc_rbf, "
-                         "rbfc_dot_LABEL, rbfc_rbf_LABEL, sdpa_cudnn, sdpa_flash, fa4_dot")
+        raise SystemExit(f"unknown method {method!r}: {', '.join(METHODS)}, "
+                         "rbfc_dot_LABEL, rbfc_rbf_LABEL")
     for _ in range(3):
         call()
     torch.cuda.synchronize()
@@ -334,7 +337,7 @@ def main():
     if args.command == "one":
         profiled_call(args.method, shape, args.causal, binaries)
         return 0
-    known = {"rbfc_dot", "rbfc_rbf", "sdpa_cudnn", "sdpa_flash", "fa4_dot"}
+    known = set(METHODS)
     known |= {f"rbfc_{v}_{label}" for v in ("dot", "rbf") for label in binaries}
     unknown = set(args.methods.split(",")) - known
     if unknown:
