@@ -47,8 +47,8 @@ rbfc_dot called alternately, the median of the per-pair time ratios
 (row field over_rbfc_dot_interleaved, table column "(paired)", the same
 orientation as rbf/dot); so is each --baseline-rbfc or --baseline-plan
 LABEL against this build's defaults (rbfc_dot's and rbfc_rbf's field
-over_LABEL_interleaved: the defaults' time over LABEL's). bench/plot.py draws docs/benchmarks.png from the
-JSON.
+over_LABEL_interleaved: the defaults' time over LABEL's). bench/plot.py
+draws docs/benchmarks.png from the JSON.
 """
 import argparse
 import datetime
@@ -352,8 +352,9 @@ def main():
     baseline_labels = []
     for baseline in args.baseline_rbfc:
         label, _, binary = baseline.partition("=")
-        if not label or not binary:
-            print(f"--baseline-rbfc wants LABEL=PATH, not {baseline!r}", file=sys.stderr)
+        if not label or not binary or label in baseline_labels:
+            print(f"--baseline-rbfc wants LABEL=PATH with a label of its own, "
+                  f"not {baseline!r}", file=sys.stderr)
             return 2
         baseline_labels.append(label)
         for variant in ("dot", "rbf"):
@@ -365,10 +366,10 @@ def main():
             edits = dict(field.split("=", 1) for field in fields.split(","))
         except ValueError:
             edits = {}
-        if not label or not edits or not all(
+        if not label or label in baseline_labels or not edits or not all(
                 re.fullmatch(r"[a-z_]+", f) and v for f, v in edits.items()):
-            print(f"--baseline-plan wants LABEL=FIELD=VALUE[,FIELD=VALUE], not {baseline!r}",
-                  file=sys.stderr)
+            print(f"--baseline-plan wants LABEL=FIELD=VALUE[,FIELD=VALUE] with a label "
+                  f"of its own, not {baseline!r}", file=sys.stderr)
             return 2
         baseline_labels.append(label)
         for variant in ("dot", "rbf"):
@@ -430,8 +431,9 @@ def main():
                         r["interleaved_pairs"] = pairs
                 print(f"rbfc_rbf / rbfc_dot, interleaved: {rbf_over_dot:.4f} "
                       f"({pairs} pairs)", flush=True)
-            # Each rbfc build against a --baseline-rbfc one, from interleaved
-            # calls too: time over the baseline's, so below 1 is faster.
+            # This build's defaults against each --baseline-rbfc build and
+            # --baseline-plan variant, from interleaved calls too: time over
+            # the baseline's, so below 1 is faster.
             for label in baseline_labels:
                 for variant in ("dot", "rbf"):
                     new, base = f"rbfc_{variant}", f"rbfc_{variant}_{label}"
