@@ -317,7 +317,7 @@ bool prepareLaunch(const Descriptor &d, const LaunchArgs &args,
       !checkUnitInnerStride("v", v, "head_dim", error) ||
       !checkUnitInnerStride("o", o, "head_dim", error) ||
       !checkChunkStrides("q", q, error) || !checkChunkStrides("k", k, error) ||
-      !checkChunkStrides("v", v, error))
+      !checkChunkStrides("v", v, error) || !checkChunkStrides("o", o, error))
     return false;
 
   int64_t batch = q.sizes[0], heads = q.sizes[1], qLen = q.sizes[2];
@@ -583,7 +583,7 @@ bool prepareBackward(const Descriptor &d, const BackwardLaunchArgs &args,
   const char *qLayout = "[batch, heads, q_len, head_dim]";
   const char *kvLayout = "[batch, kv_heads, kv_len, head_dim]";
   // Every 16-bit tensor of the backward is read or written in 16-byte rows'
-  // chunks; o too, which the row pre-pass reads.
+  // chunks (o's strides the forward's checks cover).
   struct Grad {
     const char *name;
     const rbfc_tensor *tensor;
@@ -593,8 +593,6 @@ bool prepareBackward(const Descriptor &d, const BackwardLaunchArgs &args,
                {"grad_q", args.queryGrad, q, qLayout},
                {"grad_k", args.keyGrad, k, kvLayout},
                {"grad_v", args.valueGrad, v, kvLayout}};
-  if (!checkChunkStrides("o", o, error))
-    return false;
   for (const Grad &grad : grads) {
     if (!checkTensor(grad.name, grad.tensor, 4, d.dtype, grad.layout, 16,
                      error) ||

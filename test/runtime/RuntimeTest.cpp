@@ -692,6 +692,14 @@ TEST_F(LaunchFixture, TensorErrors) {
                            "of 8 elements"),
             std::string::npos);
   k.strides[2] = 64;
+  // The wgmma kernels store o's rows in 16-byte chunks; the mma.sync
+  // kernel's four-byte stores would be misaligned at an odd stride.
+  o.strides[2] = 65;
+  EXPECT_NE(failure().find("o: strides (102400, 12800, 65, 1) must be "
+                           "multiples of 8 elements"),
+            std::string::npos)
+      << error;
+  o.strides[2] = 64;
   k.sizes[2] = 0;
   EXPECT_NE(failure().find("k: every size must be >= 1"), std::string::npos);
   k.sizes[2] = 77;
