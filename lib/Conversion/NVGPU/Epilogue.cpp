@@ -2,6 +2,7 @@
 #include "rbfc/Conversion/NVGPU/Epilogue.h"
 
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 
 using namespace mlir;
@@ -29,6 +30,50 @@ LogicalResult Epilogue::storeRow(ArrayRef<Accumulator> fragment,
                             /*nontemporal=*/false, llvm::MaybeAlign(4));
   }
   return inRow ? inRow() : success();
+}
+
+void Epilogue::stageRow(ArrayRef<Accumulator> fragment, int64_t laneRow,
+                        Value scale, Value shared, SwizzledTile &tile) {
+  Value row = lane.rowInTile(laneRow);
+  Value inChunk = mul(lane.getInGroup(), 2);
+  for (auto [slice, acc] :
+       llvm::enumerate(layout.rowAccumulators(fragment, laneRow))) {
+    Value pair =
+        atoms.packPair(fmul(acc[FragmentLayout::element(laneRow, 0)], scale),
+                       fmul(acc[FragmentLayout::element(laneRow, 1)], scale));
+    vector::StoreOp::create(
+        b, pair, shared,
+        ValueRange{add(tile.offset(row, index(slice)), inChunk)},
+        /*nontemporal=*/false, llvm::MaybeAlign(4));
+  }
+}
+
+void Epilogue::copyStagedRows(Value shared, SwizzledTile &tile, Value firstRow,
+                              int64_t rows, int64_t columns, Value thread,
+                              int64_t threads, const GlobalRows &tensor,
+                              Value origin, Value length) {
+  int64_t chunksPerRow = columns / kChunk;
+  int64_t chunks = rows * chunksPerRow;
+  assert(chunks % threads == 0 && "every thread copies as many chunks");
+  auto chunkType = VectorType::get(
+      {kChunk}, cast<MemRefType>(shared.getType()).getElementType());
+  for (int64_t pass = 0; pass < chunks / threads; ++pass) {
+    Value linear = add(thread, pass * threads);
+    Value tileRow = add(firstRow, div(linear, chunksPerRow));
+    Value chunk = rem(linear, chunksPerRow);
+    Value row = add(origin, tileRow);
+    auto guard = scf::IfOp::create(
+        b, TypeRange{}, cmp(arith::CmpIPredicate::ult, row, length), false);
+    OpBuilder::InsertionGuard insertion(b);
+    b.setInsertionPointToStart(guard.thenBlock());
+    Value values = vector::LoadOp::create(
+        b, chunkType, shared, ValueRange{tile.offset(tileRow, chunk)});
+    Value address =
+        add(add(tensor.base, mul(row, tensor.rowStride)), mul(chunk, kChunk));
+    vector::StoreOp::create(b, values, tensor.tensor, ValueRange{address},
+                            /*nontemporal=*/false,
+                            llvm::MaybeAlign(kChunk * kElementBytes));
+  }
 }
 
 LogicalResult Epilogue::storeRowValue(Value memref,

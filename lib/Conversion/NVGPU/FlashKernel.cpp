@@ -83,6 +83,11 @@ static constexpr int64_t kMaxConsumerWarpgroups = 3;
 static constexpr int64_t kFirstTurnBarrier = 1;
 static constexpr int64_t kQueryBarrier =
     kFirstTurnBarrier + kMaxConsumerWarpgroups;
+/// wgmma: a warpgroup's O staged in its Q rows, published to its threads
+/// (one barrier a consumer warpgroup).
+static constexpr int64_t kFirstStagingBarrier = kQueryBarrier + 1;
+static constexpr int64_t kWarpgroupThreads =
+    kWarpsPerWarpgroup * kThreadsPerWarp;
 /// A turn passes from one warpgroup to the next: its barrier counts the
 /// warpgroup that waits and the one that arrives, however many consumers.
 static constexpr int64_t kTurnBarrierThreads =
@@ -477,6 +482,12 @@ private:
   /// q_len.
   LogicalResult storeResults(ArrayRef<Accumulator> output,
                              OnlineSoftmax &softmax);
+  /// wgmma: O through the warpgroup's rows of the Q tile and out in
+  /// 16-byte chunks (Epilogue::stageRow, copyStagedRows).
+  void storeOutputThroughQueryRows(Epilogue &epilogue,
+                                   ArrayRef<Accumulator> output,
+                                   ArrayRef<Value> scales,
+                                   const GlobalRows &outputRows);
 
   attn::AttentionOp op;
   const ForwardConfig &config;
@@ -1701,10 +1712,12 @@ void FlashSchedule::addRowSums(OnlineSoftmax &softmax,
 LogicalResult FlashSchedule::storeResults(ArrayRef<Accumulator> output,
                                           OnlineSoftmax &softmax) {
   Epilogue epilogue(b, fragment, outputLayout, atoms);
+  GlobalRows outputRows = ForwardBlock::rows(args.o, block.oBase);
+  SmallVector<Value> scales;
   for (int64_t r = 0; r < outputLayout.laneRows(); ++r) {
     Value sum = softmax.total(r);
     Value empty = softmax.isEmpty(sum);
-    Value scale = softmax.outputScale(sum, empty);
+    scales.push_back(softmax.outputScale(sum, empty));
     Value row = rowIdx[r];
     auto lse = [&]() -> FailureOr<Value> {
       Value lse = softmax.logSumExp(r, sum);
@@ -1728,12 +1741,45 @@ LogicalResult FlashSchedule::storeResults(ArrayRef<Accumulator> output,
                    row);
       });
     };
-    if (failed(epilogue.storeRow(output, r, scale,
-                                 ForwardBlock::rows(args.o, block.oBase), row,
-                                 args.sizes.qLen, storeLse)))
+    if (!config.wgmma) {
+      if (failed(epilogue.storeRow(output, r, scales[r], outputRows, row,
+                                   args.sizes.qLen, storeLse)))
+        return failure();
+      continue;
+    }
+    auto inside = scf::IfOp::create(
+        b, TypeRange{}, cmp(arith::CmpIPredicate::ult, row, args.sizes.qLen),
+        false);
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(inside.thenBlock());
+    if (failed(storeLse()))
       return failure();
   }
+  if (config.wgmma)
+    storeOutputThroughQueryRows(epilogue, output, scales, outputRows);
   return success();
+}
+
+void FlashSchedule::storeOutputThroughQueryRows(Epilogue &epilogue,
+                                                ArrayRef<Accumulator> output,
+                                                ArrayRef<Value> scales,
+                                                const GlobalRows &outputRows) {
+  // The warpgroup's Q rows are free once its last S = Q K^T completed: O
+  // goes there, then out in 16-byte chunks (four-byte stores from the
+  // fragment write half of every 32-byte sector, and their drain held the
+  // small kernel's end). The runtime checks that o's rows are 16-byte
+  // aligned (docs/abi.md).
+  for (int64_t r = 0; r < outputLayout.laneRows(); ++r)
+    epilogue.stageRow(output, r, scales[r], sharedQuery, queryTile);
+  forOwnWarpgroup([&](int64_t own, int64_t) {
+    namedBarrier(b, /*sync=*/true,
+                 kFirstStagingBarrier + own - kFirstTurnBarrier,
+                 kWarpgroupThreads);
+  });
+  epilogue.copyStagedRows(
+      sharedQuery, queryTile, mul(warpgroup, kWarpgroupRows), kWarpgroupRows,
+      config.headDim, rem(block.threadId, kWarpgroupThreads), kWarpgroupThreads,
+      outputRows, qLo, args.sizes.qLen);
 }
 
 /// The launch descriptor of docs/abi.md as a dictionary attribute.

@@ -3,8 +3,9 @@
 // The stores at a kernel's end: the rows of an f32 accumulator fragment
 // rounded to the 16-bit element type (the forward's O; the backward's dQ,
 // dK, dV), each lane its two adjacent columns of every slice in one 4-byte
-// store, rows past the tensor's end skipped; and per-row f32 values (the
-// forward's LSE, the backward's row terms) from one lane of the four that
+// store, rows past the tensor's end skipped, or (stageRow, copyStagedRows)
+// through a tile in shared memory in 16-byte chunks; and per-row f32 values
+// (the forward's LSE, the backward's row terms) from one lane of the four that
 // hold a row.
 //
 //===----------------------------------------------------------------------===//
@@ -13,6 +14,7 @@
 
 #include "rbfc/Conversion/NVGPU/CopyEngine.h"
 #include "rbfc/Conversion/NVGPU/MatrixAtoms.h"
+#include "rbfc/Conversion/NVGPU/SharedTile.h"
 
 namespace rbfc {
 
@@ -32,6 +34,21 @@ public:
            mlir::Value scale, const GlobalRows &tensor, mlir::Value row,
            mlir::Value length,
            llvm::function_ref<mlir::LogicalResult()> inRow = {});
+  /// Writes lane row `laneRow` of `fragment` times `scale`, rounded, to
+  /// the same row of the block tile `tile` in the shared view `shared`
+  /// (the row's 8-column slices are the tile's 16-byte chunks).
+  void stageRow(llvm::ArrayRef<Accumulator> fragment, int64_t laneRow,
+                mlir::Value scale, mlir::Value shared, SwizzledTile &tile);
+  /// Copies rows [`firstRow`, `firstRow` + `rows`) of the staged block tile
+  /// (`columns` 16-bit elements a row) to rows `origin` + tile row of
+  /// `tensor` below `length`, one 16-byte chunk a store, by the `threads`
+  /// threads that `thread` counts (staged by stageRow and published to
+  /// them by a barrier).
+  void copyStagedRows(mlir::Value shared, SwizzledTile &tile,
+                      mlir::Value firstRow, int64_t rows, int64_t columns,
+                      mlir::Value thread, int64_t threads,
+                      const GlobalRows &tensor, mlir::Value origin,
+                      mlir::Value length);
   /// From the first of the four lanes that hold a row: stores `value()` at
   /// element `offset()` of the f32 buffer `memref`.
   mlir::LogicalResult
