@@ -568,12 +568,6 @@ protected:
     return body(true);
   }
 
-  /// The inclusive last index of a tile of `count` from `lo`.
-  Value lastOf(Value lo, Value count) {
-    return arith::SubIOp::create(
-        builder, loc, arith::AddIOp::create(builder, loc, lo, count), index(1));
-  }
-
   Value scratch(ArrayRef<int64_t> shape) {
     return memref::AllocaOp::create(
         builder, loc, MemRefType::get(shape, builder.getF32Type()));
@@ -668,12 +662,9 @@ public:
         arith::CeilDivSIOp::create(builder, loc, qLen, index(tileM));
     auto workLoop = workItemLoop(workBegin, workEnd, numQTiles);
     builder.setInsertionPointToStart(workLoop.getBody());
-    Value work = workLoop.getInductionVar();
-    Value qTile = arith::RemSIOp::create(builder, loc, work, numQTiles);
-    Value batchHead = arith::DivSIOp::create(builder, loc, work, numQTiles);
-    ElementContext item;
-    item.h = arith::RemSIOp::create(builder, loc, batchHead, heads);
-    item.b = arith::DivSIOp::create(builder, loc, batchHead, heads);
+    Value qTile;
+    ElementContext item =
+        locateWorkItem(workLoop.getInductionVar(), numQTiles, qTile);
     Value qLo, numRows;
     std::tie(qLo, numRows) = tileSpan(qTile, tileM, qLen);
     auto rowLoop =
@@ -1115,13 +1106,9 @@ public:
 
     auto workLoop = chunkLoop(numWork);
     builder.setInsertionPointToStart(workLoop.getBody());
-    Value work = workLoop.getInductionVar();
-    Value qTile = arith::RemSIOp::create(builder, loc, work, numQTiles);
-    Value batchHead = arith::DivSIOp::create(builder, loc, work, numQTiles);
-    ElementContext item;
-    item.h = arith::RemSIOp::create(builder, loc, batchHead, heads);
-    item.b = arith::DivSIOp::create(builder, loc, batchHead, heads);
-    item.kvHead = arith::DivSIOp::create(builder, loc, item.h, group);
+    Value qTile;
+    ElementContext item =
+        locateWorkItem(workLoop.getInductionVar(), numQTiles, qTile);
     Value qLo, numRows;
     std::tie(qLo, numRows) = tileSpan(qTile, tileM, qLen);
     Value qHi = lastOf(qLo, numRows);

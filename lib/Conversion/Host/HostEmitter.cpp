@@ -69,12 +69,31 @@ scf::ForOp HostEmitter::workItemLoop(Value workBegin, Value workEnd,
       minIndex(workEnd, numItems), index(1));
 }
 
+ElementContext HostEmitter::locateWorkItem(Value work, Value numQTiles,
+                                           Value &qTile) {
+  // work = ((b * heads) + h) * numQTiles + qTile
+  qTile = arith::RemSIOp::create(builder, loc, work, numQTiles);
+  Value batchHead = arith::DivSIOp::create(builder, loc, work, numQTiles);
+  ElementContext item;
+  item.h = arith::RemSIOp::create(builder, loc, batchHead, heads);
+  item.b = arith::DivSIOp::create(builder, loc, batchHead, heads);
+  item.kvHead = arith::DivSIOp::create(
+      builder, loc, item.h,
+      arith::DivSIOp::create(builder, loc, heads, kvHeads));
+  return item;
+}
+
 std::pair<Value, Value> HostEmitter::tileSpan(Value tile, int64_t size,
                                               Value length) {
   Value lo = arith::MulIOp::create(builder, loc, tile, index(size));
   Value count =
       minIndex(index(size), arith::SubIOp::create(builder, loc, length, lo));
   return {lo, count};
+}
+
+Value HostEmitter::lastOf(Value lo, Value count) {
+  return arith::SubIOp::create(
+      builder, loc, arith::AddIOp::create(builder, loc, lo, count), index(1));
 }
 
 VectorType HostEmitter::rowType() {

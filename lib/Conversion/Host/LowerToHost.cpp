@@ -404,9 +404,8 @@ LogicalResult HostKernelEmitter::emit() {
   Value workEnd = entry->getArgument(next++);
 
   bindSizes(query, key);
-  Value numQTiles = arith::CeilDivSIOp::create(builder, loc, qLen,
-                                               index(blocking.tileM));
-  Value group = arith::DivSIOp::create(builder, loc, heads, kvHeads);
+  Value numQTiles =
+      arith::CeilDivSIOp::create(builder, loc, qLen, index(blocking.tileM));
 
   Type f32Type = builder.getF32Type();
   auto scratch = [&](ArrayRef<int64_t> shape) {
@@ -432,19 +431,12 @@ LogicalResult HostKernelEmitter::emit() {
 
   auto workLoop = workItemLoop(workBegin, workEnd, numQTiles);
   builder.setInsertionPointToStart(workLoop.getBody());
-  // work = ((b * heads) + h) * numQTiles + qTile
-  Value work = workLoop.getInductionVar();
-  Value qTile = arith::RemSIOp::create(builder, loc, work, numQTiles);
-  Value batchHead = arith::DivSIOp::create(builder, loc, work, numQTiles);
-  ElementContext item;
-  item.h = arith::RemSIOp::create(builder, loc, batchHead, heads);
-  item.b = arith::DivSIOp::create(builder, loc, batchHead, heads);
-  item.kvHead = arith::DivSIOp::create(builder, loc, item.h, group);
+  Value qTile;
+  ElementContext item =
+      locateWorkItem(workLoop.getInductionVar(), numQTiles, qTile);
   Value qLo, numRows;
   std::tie(qLo, numRows) = tileSpan(qTile, blocking.tileM, qLen);
-  Value qHi = arith::SubIOp::create(
-      builder, loc, arith::AddIOp::create(builder, loc, qLo, numRows),
-      index(1));
+  Value qHi = lastOf(qLo, numRows);
 
   if (!attention.getQScale().empty()) {
     ElementContext element = item;

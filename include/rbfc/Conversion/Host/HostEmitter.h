@@ -131,10 +131,16 @@ protected:
   /// user counts them) never reaches past the tensors.
   mlir::scf::ForOp workItemLoop(mlir::Value workBegin, mlir::Value workEnd,
                                 mlir::Value numQTiles);
+  /// Work item `work` of such a loop: its query tile, and its batch, head
+  /// and key/value head in the returned context.
+  ElementContext locateWorkItem(mlir::Value work, mlir::Value numQTiles,
+                                mlir::Value &qTile);
   /// The first row of tile `tile` of `size` rows and its rows, at most
   /// `size`, the last tile cut at `length`.
   std::pair<mlir::Value, mlir::Value> tileSpan(mlir::Value tile, int64_t size,
                                                mlir::Value length);
+  /// The inclusive last index of a tile of `count` from `lo`.
+  mlir::Value lastOf(mlir::Value lo, mlir::Value count);
   mlir::VectorType rowType();
   /// vector<head_dim x f32> zeros.
   mlir::Value zeroRow();
