@@ -436,7 +436,6 @@ protected:
                               holds(CmpIPredicate::sge, columns, slots)));
     numKeyTiles = arith::CeilDivSIOp::create(builder, loc, kvLen, index(tileN));
     numQTiles = arith::CeilDivSIOp::create(builder, loc, qLen, index(tileM));
-    group = arith::DivSIOp::create(builder, loc, heads, kvHeads);
     return gradients;
   }
 
@@ -632,7 +631,7 @@ protected:
   /// q . k of every element, where score_grad reads it; otherwise of one
   /// row block's elements.
   Value dotBlock, stepDotBlock;
-  Value numKeyTiles, numQTiles, group;
+  Value numKeyTiles, numQTiles;
   SmallVector<Value> wantParam, wantCapture, captureSlot;
 };
 

@@ -77,9 +77,7 @@ ElementContext HostEmitter::locateWorkItem(Value work, Value numQTiles,
   ElementContext item;
   item.h = arith::RemSIOp::create(builder, loc, batchHead, heads);
   item.b = arith::DivSIOp::create(builder, loc, batchHead, heads);
-  item.kvHead = arith::DivSIOp::create(
-      builder, loc, item.h,
-      arith::DivSIOp::create(builder, loc, heads, kvHeads));
+  item.kvHead = arith::DivSIOp::create(builder, loc, item.h, group);
   return item;
 }
 
@@ -140,6 +138,7 @@ void HostEmitter::bindSizes(Value queryTensor, Value keyTensor) {
   qLen = memref::DimOp::create(builder, loc, queryTensor, 2);
   kvHeads = memref::DimOp::create(builder, loc, keyTensor, 1);
   kvLen = memref::DimOp::create(builder, loc, keyTensor, 2);
+  group = arith::DivSIOp::create(builder, loc, heads, kvHeads);
 }
 
 unsigned HostEmitter::bindTrailingArguments(Block *entry, unsigned first) {

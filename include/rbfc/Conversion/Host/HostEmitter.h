@@ -231,7 +231,7 @@ protected:
   classifyTile(mlir::Value b, mlir::Value h, mlir::Value qLo, mlir::Value qHi,
                mlir::Value kvLo, mlir::Value kvHi);
   /// Binds the problem sizes from q [batch, heads, q_len, .] and k
-  /// [batch, kv_heads, kv_len, .].
+  /// [batch, kv_heads, kv_len, .], and `group`.
   void bindSizes(mlir::Value queryTensor, mlir::Value keyTensor);
   /// Binds the arguments of appendTrailingArgumentTypes, which start at
   /// argument `first` of `entry`; returns the index of the one after them.
@@ -246,6 +246,8 @@ protected:
   mlir::Value key;
   llvm::SmallVector<mlir::Value> params, captures;
   mlir::Value batch, heads, kvHeads, qLen, kvLen;
+  /// Query heads a key/value head serves: heads / kv_heads.
+  mlir::Value group;
   /// Added to q_idx and kv_idx wherever a region sees them.
   mlir::Value qOffset, kvOffset;
   /// The whole sequence's lengths: a region's q_len and kv_len.
