@@ -8,6 +8,12 @@
 using namespace mlir;
 using namespace rbfc;
 
+Value Epilogue::roundedPair(const Accumulator &acc, int64_t laneRow,
+                            Value scale) {
+  return atoms.packPair(fmul(acc[FragmentLayout::element(laneRow, 0)], scale),
+                        fmul(acc[FragmentLayout::element(laneRow, 1)], scale));
+}
+
 LogicalResult Epilogue::storeRow(ArrayRef<Accumulator> fragment,
                                  int64_t laneRow, Value scale,
                                  const GlobalRows &tensor, Value row,
@@ -21,9 +27,7 @@ LogicalResult Epilogue::storeRow(ArrayRef<Accumulator> fragment,
   for (auto [slice, acc] :
        llvm::enumerate(layout.rowAccumulators(fragment, laneRow))) {
     Value column = lane.column(slice);
-    Value pair =
-        atoms.packPair(fmul(acc[FragmentLayout::element(laneRow, 0)], scale),
-                       fmul(acc[FragmentLayout::element(laneRow, 1)], scale));
+    Value pair = roundedPair(acc, laneRow, scale);
     // The lane's two columns are adjacent: one 4-byte store.
     vector::StoreOp::create(b, pair, tensor.tensor,
                             ValueRange{add(rowBase, column)},
@@ -38,9 +42,7 @@ void Epilogue::stageRow(ArrayRef<Accumulator> fragment, int64_t laneRow,
   Value inChunk = mul(lane.getInGroup(), 2);
   for (auto [slice, acc] :
        llvm::enumerate(layout.rowAccumulators(fragment, laneRow))) {
-    Value pair =
-        atoms.packPair(fmul(acc[FragmentLayout::element(laneRow, 0)], scale),
-                       fmul(acc[FragmentLayout::element(laneRow, 1)], scale));
+    Value pair = roundedPair(acc, laneRow, scale);
     vector::StoreOp::create(
         b, pair, shared,
         ValueRange{add(tile.offset(row, index(slice)), inChunk)},

@@ -57,6 +57,11 @@ public:
                 llvm::function_ref<mlir::Value()> offset);
 
 private:
+  /// Lane row `laneRow`'s two values of the slice `acc` times `scale`,
+  /// rounded to one 16-bit pair.
+  mlir::Value roundedPair(const Accumulator &acc, int64_t laneRow,
+                          mlir::Value scale);
+
   FragmentLane &lane;
   const FragmentLayout &layout;
   MmaSyncAtom &atoms;
