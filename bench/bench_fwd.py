@@ -349,32 +349,32 @@ def main():
         "flex_rbf": (plain_method(flex_rbf()), "rbf"),
         "flex_rbf_flash": (plain_method(flex_rbf({"BACKEND": "FLASH"})), "rbf"),
     }
-    baseline_labels = []
+    # label -> the method of a variant ("dot", "rbf") under that label
+    baselines = {}
     for baseline in args.baseline_rbfc:
         label, _, binary = baseline.partition("=")
-        if not label or not binary or label in baseline_labels:
+        if not label or not binary or label in baselines:
             print(f"--baseline-rbfc wants LABEL=PATH with a label of its own, "
                   f"not {baseline!r}", file=sys.stderr)
             return 2
-        baseline_labels.append(label)
-        for variant in ("dot", "rbf"):
-            methods[f"rbfc_{variant}_{label}"] = (
-                rbfc_method(variant, workdir, plans, binary=binary), variant)
+        baselines[label] = lambda variant, binary=binary: rbfc_method(
+            variant, workdir, plans, binary=binary)
     for baseline in args.baseline_plan:
         label, _, fields = baseline.partition("=")
         try:
             edits = dict(field.split("=", 1) for field in fields.split(","))
         except ValueError:
             edits = {}
-        if not label or label in baseline_labels or not edits or not all(
+        if not label or label in baselines or not edits or not all(
                 re.fullmatch(r"[a-z_]+", f) and v for f, v in edits.items()):
             print(f"--baseline-plan wants LABEL=FIELD=VALUE[,FIELD=VALUE] with a label "
                   f"of its own, not {baseline!r}", file=sys.stderr)
             return 2
-        baseline_labels.append(label)
+        baselines[label] = lambda variant, edits=edits: rbfc_edited_method(
+            variant, workdir, plans, edits)
+    for label, method in baselines.items():
         for variant in ("dot", "rbf"):
-            methods[f"rbfc_{variant}_{label}"] = (
-                rbfc_edited_method(variant, workdir, plans, edits), variant)
+            methods[f"rbfc_{variant}_{label}"] = (method(variant), variant)
     if fa4 is not None:
         methods["fa4_dot"] = (plain_method(fa4_dot), "dot")
         methods["fa4_rbf"] = (plain_method(fa4_rbf), "rbf")
@@ -434,7 +434,7 @@ def main():
             # This build's defaults against each --baseline-rbfc build and
             # --baseline-plan variant, from interleaved calls too: time over
             # the baseline's, so below 1 is faster.
-            for label in baseline_labels:
+            for label in baselines:
                 for variant in ("dot", "rbf"):
                     new, base = f"rbfc_{variant}", f"rbfc_{variant}_{label}"
                     if new in timed_fns and base in timed_fns:
