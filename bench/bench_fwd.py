@@ -222,16 +222,6 @@ def rbfc_kernel(variant, causal, D, workdir, plan, arch, binary=None):
     return _kernels[key]
 
 
-def rbfc_method(variant, workdir, plans, arch="sm_90a", binary=None):
-    def prepare(q, k, v, causal):
-        # A plan names its arch: the overrides are for sm_90a only.
-        plan = plans.get(q.shape[-1]) if arch == "sm_90a" else None
-        kern = rbfc_kernel(variant, causal, q.shape[-1], workdir, plan, arch, binary)
-        launch, o, _ = kern.launcher(q, k, v)
-        return launch, o
-    return prepare
-
-
 def edited_plan(plan, edits):
     """`plan` (an #attn.plan<...> string) with the fields of `edits`
     ({field: value}) set; a field the plan lacks is added."""
@@ -243,14 +233,18 @@ def edited_plan(plan, edits):
     return plan
 
 
-def rbfc_edited_method(variant, workdir, plans, edits):
-    """rbfc_method's kernel of each spec and head dim (sm_90a), compiled
-    again with its plan's fields `edits` changed."""
+def rbfc_method(variant, workdir, plans, arch="sm_90a", binary=None, edits=None):
+    """The kernel of each spec and head dim, compiled by `binary` (RBFC_BIN
+    when None); with `edits` ({field: value}), the default kernel's plan with
+    those fields changed, compiled again."""
     def prepare(q, k, v, causal):
         D = q.shape[-1]
-        default = rbfc_kernel(variant, causal, D, workdir, plans.get(D), "sm_90a")
-        plan = edited_plan(default.info["plan"], edits)
-        kern = rbfc_kernel(variant, causal, D, workdir, plan, "sm_90a")
+        # A plan names its arch: the overrides are for sm_90a only.
+        plan = plans.get(D) if arch == "sm_90a" else None
+        if edits:
+            default = rbfc_kernel(variant, causal, D, workdir, plan, arch, binary)
+            plan = edited_plan(default.info["plan"], edits)
+        kern = rbfc_kernel(variant, causal, D, workdir, plan, arch, binary)
         launch, o, _ = kern.launcher(q, k, v)
         return launch, o
     return prepare
@@ -370,8 +364,8 @@ def main():
             print(f"--baseline-plan wants LABEL=FIELD=VALUE[,FIELD=VALUE] with a label "
                   f"of its own, not {baseline!r}", file=sys.stderr)
             return 2
-        baselines[label] = lambda variant, edits=edits: rbfc_edited_method(
-            variant, workdir, plans, edits)
+        baselines[label] = lambda variant, edits=edits: rbfc_method(
+            variant, workdir, plans, edits=edits)
     for label, method in baselines.items():
         for variant in ("dot", "rbf"):
             methods[f"rbfc_{variant}_{label}"] = (method(variant), variant)
