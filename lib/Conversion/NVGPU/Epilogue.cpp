@@ -19,21 +19,28 @@ LogicalResult Epilogue::storeRow(ArrayRef<Accumulator> fragment,
                                  const GlobalRows &tensor, Value row,
                                  Value length,
                                  function_ref<LogicalResult()> inRow) {
+  return belowLength(row, length, [&]() -> LogicalResult {
+    Value rowBase = add(tensor.base, mul(row, tensor.rowStride));
+    for (auto [slice, acc] :
+         llvm::enumerate(layout.rowAccumulators(fragment, laneRow))) {
+      Value column = lane.column(slice);
+      Value pair = roundedPair(acc, laneRow, scale);
+      // The lane's two columns are adjacent: one 4-byte store.
+      vector::StoreOp::create(b, pair, tensor.tensor,
+                              ValueRange{add(rowBase, column)},
+                              /*nontemporal=*/false, llvm::MaybeAlign(4));
+    }
+    return inRow ? inRow() : success();
+  });
+}
+
+LogicalResult Epilogue::belowLength(Value row, Value length,
+                                    function_ref<LogicalResult()> inRow) {
   Value inside = cmp(arith::CmpIPredicate::ult, row, length);
   auto guard = scf::IfOp::create(b, TypeRange{}, inside, false);
   OpBuilder::InsertionGuard insertion(b);
   b.setInsertionPointToStart(guard.thenBlock());
-  Value rowBase = add(tensor.base, mul(row, tensor.rowStride));
-  for (auto [slice, acc] :
-       llvm::enumerate(layout.rowAccumulators(fragment, laneRow))) {
-    Value column = lane.column(slice);
-    Value pair = roundedPair(acc, laneRow, scale);
-    // The lane's two columns are adjacent: one 4-byte store.
-    vector::StoreOp::create(b, pair, tensor.tensor,
-                            ValueRange{add(rowBase, column)},
-                            /*nontemporal=*/false, llvm::MaybeAlign(4));
-  }
-  return inRow ? inRow() : success();
+  return inRow();
 }
 
 void Epilogue::stageRow(ArrayRef<Accumulator> fragment, int64_t laneRow,

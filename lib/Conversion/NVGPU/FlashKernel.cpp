@@ -1747,12 +1747,9 @@ LogicalResult FlashSchedule::storeResults(ArrayRef<Accumulator> output,
         return failure();
       continue;
     }
-    auto inside = scf::IfOp::create(
-        b, TypeRange{}, cmp(arith::CmpIPredicate::ult, row, args.sizes.qLen),
-        false);
-    OpBuilder::InsertionGuard guard(b);
-    b.setInsertionPointToStart(inside.thenBlock());
-    if (failed(storeLse()))
+    // The wgmma kernels store O after every row's scale is known
+    // (storeOutputThroughQueryRows); the LSE goes now.
+    if (failed(epilogue.belowLength(row, args.sizes.qLen, storeLse)))
       return failure();
   }
   if (config.wgmma)

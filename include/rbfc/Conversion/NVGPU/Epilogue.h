@@ -49,6 +49,10 @@ public:
                       mlir::Value thread, int64_t threads,
                       const GlobalRows &tensor, mlir::Value origin,
                       mlir::Value length);
+  /// Emits `inRow` (a row's stores) under the bound `row` < `length`.
+  mlir::LogicalResult
+  belowLength(mlir::Value row, mlir::Value length,
+              llvm::function_ref<mlir::LogicalResult()> inRow);
   /// From the first of the four lanes that hold a row: stores `value()` at
   /// element `offset()` of the f32 buffer `memref`.
   mlir::LogicalResult
