@@ -440,11 +440,15 @@ def main():
                                 r[f"over_{label}_interleaved"] = ratio
                         print(f"{new} / {base} time, interleaved: {ratio:.4f} "
                               f"({pairs} pairs)", flush=True)
-            # Same function, different kernels: the outputs must agree.
-            for a, b in (("rbfc_dot", "sdpa_flash"), ("rbfc_dot", "sdpa_cudnn"),
-                         ("rbfc_dot", "fa4_dot"), ("rbfc_rbf", "flex_rbf"),
-                         ("rbfc_rbf", "flex_rbf_flash"), ("rbfc_rbf", "fa4_rbf"),
-                         ("rbfc_rbf", "peer_rbf")):
+            # Same function, different kernels: the outputs must agree,
+            # each baseline's with this build's defaults too.
+            same_function = [("rbfc_dot", "sdpa_flash"), ("rbfc_dot", "sdpa_cudnn"),
+                             ("rbfc_dot", "fa4_dot"), ("rbfc_rbf", "flex_rbf"),
+                             ("rbfc_rbf", "flex_rbf_flash"), ("rbfc_rbf", "fa4_rbf"),
+                             ("rbfc_rbf", "peer_rbf")]
+            same_function += [(f"rbfc_{variant}_{label}", f"rbfc_{variant}")
+                              for label in baselines for variant in ("dot", "rbf")]
+            for a, b in same_function:
                 if a in outputs and b in outputs:
                     err = rel_err(outputs[a], outputs[b])
                     for r in rows[-len(methods):]:
