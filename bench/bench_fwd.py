@@ -38,7 +38,11 @@ BxH/KVxNxD has KV key/value heads, grouped-query attention):
   peer_rbf    the RBF author's fused Triton kernel (4rtemi5/rbf_attention),
               when .peer/pisoni_rbf.py is there (bench/peers.py)
 Times are medians of triton.testing.do_bench (CUDA events, warm-up first) on
-random inputs; FLOPs 4*B*H*N*N*D, halved when causal. Writes
+random inputs, taken in --rounds rounds (3) that time every method of a
+case in turn, --reps split between them: a method's time is the median of
+its rounds' (row field ms_turns holds them), so that a slow stretch of the
+run falls on all methods alike (one run on 2026-12-06 saw two identical
+kernels' single medians 13% apart); FLOPs 4*B*H*N*N*D, halved when causal. Writes
 bench/results/<date>-<gpu>-fwd.json (-fwd-<shapes>.json for other shapes; a
 copy under $OUT when set) and
 prints TFLOP/s and the ratios rbfc/FA2, rbfc/cuDNN, rbfc-rbf/rbfc-dot and
@@ -292,6 +296,26 @@ def interleaved_ratio(fn_a, fn_b, rep_ms):
     return statistics.median(pair(i % 2 == 1) for i in range(pairs)), pairs
 
 
+def time_in_turns(fns, rounds, warmup_ms, rep_ms):
+    """{name: {"ms": [one do_bench median a round]} or {"error": ...}} for
+    the functions `fns` ({name: fn}), timed in `rounds` rounds that each
+    take every function in turn with rep_ms / rounds of repetitions, so
+    that a slow stretch of the run (the clocks drift over seconds) falls
+    on every method of a case alike, not on whichever ran then."""
+    turns = {name: {"ms": []} for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            if "error" in turns[name]:
+                continue
+            try:
+                with torch.no_grad():
+                    turns[name]["ms"].append(triton.testing.do_bench(
+                        fn, warmup=warmup_ms, rep=rep_ms / rounds, return_mode="median"))
+            except Exception as e:  # a failing method must not stop the peers
+                turns[name] = {"error": repr(e)[:300]}
+    return turns
+
+
 def flops(B, H, N, D, causal):
     f = 4.0 * B * H * N * N * D
     return f / 2 if causal else f
@@ -307,6 +331,8 @@ def main():
     ap.add_argument("--only", default="", help="comma-separated method names")
     ap.add_argument("--reps", type=int, default=100, help="do_bench rep, ms")
     ap.add_argument("--warmup", type=int, default=25, help="do_bench warmup, ms")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="rounds over the methods of a case, --reps split between them")
     ap.add_argument("--plan-d64", default=None, help="--plan for rbfc kernels at D=64")
     ap.add_argument("--plan-d128", default=None, help="--plan for rbfc kernels at D=128")
     ap.add_argument("--tma-plan-d64", default=TMA_PLANS[64],
@@ -324,6 +350,9 @@ def main():
                     help="another rbfc binary (an earlier build): its default "
                          "kernels as rbfc_dot_LABEL and rbfc_rbf_LABEL; repeatable")
     args = ap.parse_args()
+    if args.rounds < 1:
+        print(f"--rounds must be at least 1, not {args.rounds}", file=sys.stderr)
+        return 2
     if not torch.cuda.is_available():
         print("no CUDA device: run this on the GPU machine", file=sys.stderr)
         return 2
@@ -393,7 +422,7 @@ def main():
             q = torch.randn(B, H, N, D, device=DEV, dtype=DT)
             k = torch.randn(B, KV, N, D, device=DEV, dtype=DT)
             v = torch.randn(B, KV, N, D, device=DEV, dtype=DT)
-            outputs, timed_fns = {}, {}
+            outputs, timed_fns, case_rows = {}, {}, {}
             for name, (prepare, kind) in methods.items():
                 row = dict(B=B, H=H, KV=KV, N=N, D=D, causal=causal, method=name, kind=kind)
                 try:
@@ -404,14 +433,20 @@ def main():
                         torch.cuda.synchronize()
                         row["first_call_s"] = round(time.time() - t0, 3)
                         outputs[name] = o.clone()
-                        ms = triton.testing.do_bench(fn, warmup=args.warmup, rep=args.reps,
-                                                     return_mode="median")
-                    row["ms"] = ms
-                    row["tflops"] = flops(B, H, N, D, causal) / ms / 1e9
                     timed_fns[name] = fn
                 except Exception as e:  # a failing method must not stop the peers
-                    row["ms"] = row["tflops"] = None
                     row["error"] = repr(e)[:300]
+                case_rows[name] = row
+            turns = time_in_turns(timed_fns, args.rounds, args.warmup, args.reps)
+            for name, row in case_rows.items():
+                if name in turns and "error" not in turns[name]:
+                    row["ms"] = statistics.median(turns[name]["ms"])
+                    row["ms_turns"] = turns[name]["ms"]
+                    row["tflops"] = flops(B, H, N, D, causal) / row["ms"] / 1e9
+                else:
+                    timed_fns.pop(name, None)
+                    row["ms"] = row["tflops"] = None
+                    row.setdefault("error", turns.get(name, {}).get("error"))
                 rows.append(row)
                 print(json.dumps(row), flush=True)
             # The RBF tax, from interleaved calls (interleaved_ratio).
@@ -459,8 +494,9 @@ def main():
 
     result = dict(device=device, torch=torch.__version__, triton=triton.__version__,
                   date=datetime.date.today().isoformat(), dtype="bf16",
-                  timing="triton.testing.do_bench median (CUDA events)",
-                  warmup_ms=args.warmup, rep_ms=args.reps,
+                  timing="median of the rounds' triton.testing.do_bench medians "
+                         "(CUDA events)",
+                  warmup_ms=args.warmup, rep_ms=args.reps, rounds=args.rounds,
                   flops="4*B*H*N*N*D, halved when causal",
                   plans={str(d): p for d, p in plans.items() if p},
                   rbfc_plans=[dict(spec=s, head_dim=d, arch=a, plan=k.info["plan"],
