@@ -87,6 +87,7 @@ from peers import rbf_author  # noqa: E402
 from results_file import write_result  # noqa: E402
 from shapes import (FORWARD_SHAPES, RBFC_SPECS, parse_shapes, result_suffix,  # noqa: E402
                     shape_label, shape_of)
+from timing import time_in_turns  # noqa: E402
 
 DEV = "cuda"
 DT = torch.bfloat16
@@ -296,26 +297,6 @@ def interleaved_ratio(fn_a, fn_b, rep_ms):
     return statistics.median(pair(i % 2 == 1) for i in range(pairs)), pairs
 
 
-def time_in_turns(fns, rounds, warmup_ms, rep_ms):
-    """{name: {"ms": [one do_bench median a round]} or {"error": ...}} for
-    the functions `fns` ({name: fn}), timed in `rounds` rounds that each
-    take every function in turn with rep_ms / rounds of repetitions, so
-    that a slow stretch of the run (the clocks drift over seconds) falls
-    on every method of a case alike, not on whichever ran then."""
-    turns = {name: {"ms": []} for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            if "error" in turns[name]:
-                continue
-            try:
-                with torch.no_grad():
-                    turns[name]["ms"].append(triton.testing.do_bench(
-                        fn, warmup=warmup_ms, rep=rep_ms / rounds, return_mode="median"))
-            except Exception as e:  # a failing method must not stop the peers
-                turns[name] = {"error": repr(e)[:300]}
-    return turns
-
-
 def flops(B, H, N, D, causal):
     f = 4.0 * B * H * N * N * D
     return f / 2 if causal else f
@@ -437,7 +418,8 @@ def main():
                 except Exception as e:  # a failing method must not stop the peers
                     row["error"] = repr(e)[:300]
                 case_rows[name] = row
-            turns = time_in_turns(timed_fns, args.rounds, args.warmup, args.reps)
+            with torch.no_grad():
+                turns = time_in_turns(timed_fns, args.rounds, args.warmup, args.reps)
             for name, row in case_rows.items():
                 if name in turns and "error" not in turns[name]:
                     row["ms"] = statistics.median(turns[name]["ms"])

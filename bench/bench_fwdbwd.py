@@ -31,8 +31,10 @@ relative-position table at 4x16x4096x64:
   flex_relbias                      FlexAttention Triton, table with one
   flex_relbias_small                the same with smaller tiles (its default
                                     needs more shared memory than an H200's)
-Times are medians of triton.testing.do_bench (CUDA events, warm-up first);
-FLOPs 3.5 x 4*B*H*N*N*D (backward = 2.5 x forward), halved when causal.
+Times are medians of triton.testing.do_bench (CUDA events, warm-up first),
+taken in --rounds rounds (3) that time every method of a shape in turn,
+--reps split between them (bench/timing.py; the learnable rows: one
+median each); FLOPs 3.5 x 4*B*H*N*N*D (backward = 2.5 x forward), halved when causal.
 Writes bench/results/<date>-<gpu>-fwdbwd.json (and a copy under $OUT) and
 prints TFLOP/s with the ratios the issue asks for.
 """
@@ -40,7 +42,7 @@ import argparse
 import datetime
 import json
 import math
-import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -58,6 +60,7 @@ import rbfc  # noqa: E402
 from peers import rbf_author  # noqa: E402
 from results_file import write_result  # noqa: E402
 from shapes import parse_shapes, result_suffix, shape_label, shape_of  # noqa: E402
+from timing import time_in_turns  # noqa: E402
 
 DEV = "cuda"
 DT = torch.bfloat16
@@ -197,12 +200,6 @@ def flops(B, H, N, D, causal):
     return 3.5 * 4.0 * B * H * N * N * D / (2 if causal else 1)
 
 
-def time_step(step, warmup, reps):
-    step()  # compiles and warms up outside the timing
-    torch.cuda.synchronize()
-    return triton.testing.do_bench(step, warmup=warmup, rep=reps, return_mode="median")
-
-
 def run_shapes(args, methods, rows):
     for (B, H, KV, N, D) in parse_shapes(args.shapes):
         for causal in (False, True):
@@ -210,26 +207,36 @@ def run_shapes(args, methods, rows):
             base = [torch.randn(B, heads, N, D, device=DEV, dtype=DT)
                     for heads in (H, KV, KV)]
             do = torch.randn(B, H, N, D, device=DEV, dtype=DT)
+            steps, case_rows = {}, {}
             for name, (fn, kind) in methods.items():
                 row = dict(B=B, H=H, KV=KV, N=N, D=D, causal=causal, method=name,
                            kind=kind, mode="fwdbwd")
                 try:
                     q, k, v = (t.detach().clone().requires_grad_() for t in base)
 
-                    def step():
+                    def step(fn=fn, q=q, k=k, v=v, do=do):
                         q.grad = k.grad = v.grad = None
                         fn(q, k, v, causal).backward(do)
                     t0 = time.time()
-                    step()
+                    step()  # compiles and warms up outside the timing
                     torch.cuda.synchronize()
                     row["first_call_s"] = round(time.time() - t0, 3)
-                    row["ms"] = time_step(step, args.warmup, args.reps)
-                    row["tflops"] = flops(B, H, N, D, causal) / row["ms"] / 1e9
+                    steps[name] = step
                 except Exception as error:  # noqa: BLE001 - peers must not stop the run
-                    row.update(ms=None, tflops=None, error=repr(error)[:300])
+                    row["error"] = repr(error)[:300]
+                case_rows[name] = row
+            turns = time_in_turns(steps, args.rounds, args.warmup, args.reps)
+            for name, row in case_rows.items():
+                timed = turns.get(name, {})
+                if "ms" in timed:
+                    row.update(ms=statistics.median(timed["ms"]), ms_turns=timed["ms"])
+                    row["tflops"] = flops(B, H, N, D, causal) / row["ms"] / 1e9
+                else:
+                    row.update(ms=None, tflops=None)
+                    row.setdefault("error", timed.get("error"))
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-            del base, do
+            del base, do, steps
             torch.cuda.empty_cache()
 
 
@@ -253,7 +260,10 @@ def run_learnable(args, rows):
             def step():
                 q.grad = k.grad = v.grad = table.grad = None
                 fn(q, k, v, table).backward(do)
-            row["ms"] = time_step(step, args.warmup, args.reps)
+            step()  # compiles and warms up outside the timing
+            torch.cuda.synchronize()
+            row["ms"] = triton.testing.do_bench(step, warmup=args.warmup, rep=args.reps,
+                                                return_mode="median")
             row["tflops"] = flops(B, H, N, D, causal) / row["ms"] / 1e9
         except Exception as error:  # noqa: BLE001
             row.update(ms=None, tflops=None, error=repr(error)[:300])
@@ -322,9 +332,14 @@ def main():
     ap.add_argument("--only", default="", help="comma-separated method names")
     ap.add_argument("--reps", type=int, default=100, help="do_bench rep, ms")
     ap.add_argument("--warmup", type=int, default=25, help="do_bench warmup, ms")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="rounds over the methods of a shape, --reps split between them")
     ap.add_argument("--shapes", default="", help="e.g. 4x16x4096x64,1x16x16384x128")
     ap.add_argument("--no-learnable", action="store_true")
     args = ap.parse_args()
+    if args.rounds < 1:
+        print(f"--rounds must be at least 1, not {args.rounds}", file=sys.stderr)
+        return 2
     methods = dict(METHODS)
     if fa4 is None:
         methods.pop("fa4_dot")
@@ -342,8 +357,9 @@ def main():
         run_learnable(args, rows)
     result = dict(device=device, torch=torch.__version__, triton=triton.__version__,
                   date=datetime.date.today().isoformat(), dtype="bf16",
-                  timing="triton.testing.do_bench median (CUDA events)",
-                  warmup_ms=args.warmup, rep_ms=args.reps,
+                  timing="median of the rounds' triton.testing.do_bench medians "
+                         "(CUDA events); the learnable rows one do_bench median",
+                  warmup_ms=args.warmup, rep_ms=args.reps, rounds=args.rounds,
                   flops="3.5 x 4*B*H*N*N*D (backward 2.5 x forward), halved when "
                         "causal",
                   elapsed_s=round(time.time() - t_start, 1), rows=rows)
