@@ -209,6 +209,19 @@ void TileRing::issue(Value tile, ArrayRef<Value> termOffsets, Part parts) {
     issueTerms(tile, firstRow, termOffsets);
 }
 
+void TileRing::advance(Value tile, bool readByAsyncProxy,
+                       ArrayRef<Value> termOffsets) {
+  NVVM::CpAsyncWaitGroupOp::create(b, stages - 2);
+  if (readByAsyncProxy)
+    fenceSharedForAsyncProxy();
+  gpu::BarrierOp::create(b);
+  SmallVector<Value> issuedOffsets;
+  for (Value offset : termOffsets)
+    issuedOffsets.push_back(add(offset, (stages - 1) * rows));
+  issue(add(tile, stages - 1), issuedOffsets);
+  NVVM::CpAsyncCommitGroupOp::create(b);
+}
+
 void TileRing::issueTerms(Value tile, Value firstRow,
                           ArrayRef<Value> termOffsets) {
   auto runStart = [&](int64_t plane) {

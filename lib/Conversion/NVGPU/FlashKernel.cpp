@@ -1324,15 +1324,7 @@ FailureOr<scf::ForOp> FlashSchedule::emitLoop(TileRing &ring) {
     NVVM::GriddepcontrolOp::create(b, NVVM::GridDepActionKind::wait);
   OpBuilder::InsertionGuard inner(b);
   auto [loop, tile, state, termOffsets] = beginTileLoop(init, carriedKeyTerms);
-  NVVM::CpAsyncWaitGroupOp::create(b, config.stages - 2);
-  if (config.wgmma)
-    warpgroupAtoms.fenceCopies();
-  gpu::BarrierOp::create(b);
-  SmallVector<Value> copyOffsets;
-  for (Value offset : termOffsets)
-    copyOffsets.push_back(add(offset, (config.stages - 1) * config.tileN));
-  ring.issue(add(tile, config.stages - 1), copyOffsets);
-  NVVM::CpAsyncCommitGroupOp::create(b);
+  ring.advance(tile, config.wgmma, termOffsets);
   FailureOr<SmallVector<Value>> next =
       computeLoopTile(ring, tile, state, termOffsets);
   if (failed(next))

@@ -282,12 +282,7 @@ KeyValueGradKernel::emitTile(RegionApplication &regions, TileRing &ring,
                              Value tileIndex, Value qScale, ValueRange state) {
   int64_t gradValues = 4 * gradLayout.size();
   int64_t rows = scoreLayout.laneRows();
-  NVVM::CpAsyncWaitGroupOp::create(b, config.stages - 2);
-  if (config.wgmma)
-    warpgroupAtoms.fenceCopies();
-  gpu::BarrierOp::create(b);
-  ring.issue(add(tileIndex, config.stages - 1));
-  NVVM::CpAsyncCommitGroupOp::create(b);
+  ring.advance(tileIndex, config.wgmma);
   Value buffer = ring.buffer(tileIndex);
   Value tileBase = ring.tileBase(buffer);
   Value termBase = ring.termBase(buffer);

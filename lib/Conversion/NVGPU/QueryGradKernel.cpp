@@ -199,12 +199,7 @@ FailureOr<SmallVector<Value>>
 QueryGradKernel::emitTile(RegionApplication &regions, TileRing &ring,
                           Value tileIndex, ValueRange state) {
   int64_t gradValues = 4 * gradLayout.size();
-  NVVM::CpAsyncWaitGroupOp::create(b, config.stages - 2);
-  if (config.wgmma)
-    warpgroupAtoms.fenceCopies();
-  gpu::BarrierOp::create(b);
-  ring.issue(add(tileIndex, config.stages - 1));
-  NVVM::CpAsyncCommitGroupOp::create(b);
+  ring.advance(tileIndex, config.wgmma);
   Value buffer = ring.buffer(tileIndex);
   Value tileBase = ring.tileBase(buffer);
   Value termBase = ring.termBase(buffer);

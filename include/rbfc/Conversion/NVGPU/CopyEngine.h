@@ -157,6 +157,18 @@ public:
   void issue(mlir::Value tile, llvm::ArrayRef<mlir::Value> termOffsets = {},
              Part parts = kAll);
 
+  /// One step of a pipeline of cp.async commit groups, at tile `tile`:
+  /// waits until only the newest stages - 2 groups are in flight (tile's
+  /// copies have landed), makes them visible to the async proxy when
+  /// `readByAsyncProxy` (wgmma reads its operands through it), then a
+  /// block barrier (every thread's copies of the tile landed, and every
+  /// thread is done with the buffer the next copy overwrites); then issues
+  /// tile + stages - 1 and commits it as one group. `termOffsets`, when
+  /// given, are the workspace offsets of `tile`'s first term per plane
+  /// (the issued tile's follow stages - 1 tiles of rows on).
+  void advance(mlir::Value tile, bool readByAsyncProxy,
+               llvm::ArrayRef<mlir::Value> termOffsets = {});
+
   /// Bulk copies: thread 0 initialises the stages' barriers; a block
   /// barrier must follow before any thread waits on them.
   void createTermBarriers();
