@@ -87,7 +87,7 @@ from peers import rbf_author  # noqa: E402
 from results_file import write_result  # noqa: E402
 from shapes import (FORWARD_SHAPES, RBFC_SPECS, parse_shapes, result_suffix,  # noqa: E402
                     shape_label, shape_of)
-from timing import time_in_turns  # noqa: E402
+from timing import add_timing_arguments, time_in_turns  # noqa: E402
 
 DEV = "cuda"
 DT = torch.bfloat16
@@ -310,10 +310,7 @@ def rel_err(a, b):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", default="", help="comma-separated method names")
-    ap.add_argument("--reps", type=int, default=100, help="do_bench rep, ms")
-    ap.add_argument("--warmup", type=int, default=25, help="do_bench warmup, ms")
-    ap.add_argument("--rounds", type=int, default=3,
-                    help="rounds over the methods of a case, --reps split between them")
+    add_timing_arguments(ap)
     ap.add_argument("--plan-d64", default=None, help="--plan for rbfc kernels at D=64")
     ap.add_argument("--plan-d128", default=None, help="--plan for rbfc kernels at D=128")
     ap.add_argument("--tma-plan-d64", default=TMA_PLANS[64],
@@ -331,9 +328,6 @@ def main():
                     help="another rbfc binary (an earlier build): its default "
                          "kernels as rbfc_dot_LABEL and rbfc_rbf_LABEL; repeatable")
     args = ap.parse_args()
-    if args.rounds < 1:
-        print(f"--rounds must be at least 1, not {args.rounds}", file=sys.stderr)
-        return 2
     if not torch.cuda.is_available():
         print("no CUDA device: run this on the GPU machine", file=sys.stderr)
         return 2

@@ -60,7 +60,7 @@ import rbfc  # noqa: E402
 from peers import rbf_author  # noqa: E402
 from results_file import write_result  # noqa: E402
 from shapes import parse_shapes, result_suffix, shape_label, shape_of  # noqa: E402
-from timing import time_in_turns  # noqa: E402
+from timing import add_timing_arguments, time_in_turns  # noqa: E402
 
 DEV = "cuda"
 DT = torch.bfloat16
@@ -330,16 +330,10 @@ def print_table(rows):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", default="", help="comma-separated method names")
-    ap.add_argument("--reps", type=int, default=100, help="do_bench rep, ms")
-    ap.add_argument("--warmup", type=int, default=25, help="do_bench warmup, ms")
-    ap.add_argument("--rounds", type=int, default=3,
-                    help="rounds over the methods of a shape, --reps split between them")
+    add_timing_arguments(ap)
     ap.add_argument("--shapes", default="", help="e.g. 4x16x4096x64,1x16x16384x128")
     ap.add_argument("--no-learnable", action="store_true")
     args = ap.parse_args()
-    if args.rounds < 1:
-        print(f"--rounds must be at least 1, not {args.rounds}", file=sys.stderr)
-        return 2
     methods = dict(METHODS)
     if fa4 is None:
         methods.pop("fa4_dot")

@@ -1,5 +1,21 @@
 """Timing shared by the benchmarks."""
+import argparse
+
 import triton
+
+
+def add_timing_arguments(parser):
+    """--reps, --warmup and --rounds, what time_in_turns takes."""
+    def at_least_one(text):
+        value = int(text)
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+        return value
+    parser.add_argument("--reps", type=int, default=100, help="do_bench rep, ms")
+    parser.add_argument("--warmup", type=int, default=25, help="do_bench warmup, ms")
+    parser.add_argument("--rounds", type=at_least_one, default=3,
+                        help="rounds over the methods of a shape, --reps split "
+                             "between them")
 
 
 def time_in_turns(fns, rounds, warmup_ms, rep_ms):
