@@ -226,6 +226,28 @@ bool bindWorkspaceAt(size_t needed, size_t arg, const char *who,
   return true;
 }
 
+/// Pushes the params' `values` (their types as `d` declares them) and then
+/// each capture's pointer, sizes and strides: the tail that the forward's
+/// and the backward's argument lists share (docs/abi.md).
+void pushParamsAndCaptures(const Descriptor &d,
+                           const std::vector<double> &values,
+                           const rbfc_tensor *captures, ParamBuffer &buffer) {
+  for (size_t i = 0; i < d.params.size(); ++i) {
+    if (d.params[i].type == RBFC_DTYPE_I32)
+      buffer.push<int32_t>(int32_t(values[i]));
+    else
+      buffer.push<float>(float(values[i]));
+  }
+  for (size_t i = 0; i < d.captures.size(); ++i) {
+    const rbfc_tensor &t = captures[i];
+    buffer.push<uint64_t>(reinterpret_cast<uintptr_t>(t.data));
+    for (int r = 0; r < t.rank; ++r)
+      buffer.push<int64_t>(t.sizes[r]);
+    for (int r = 0; r < t.rank; ++r)
+      buffer.push<int64_t>(t.strides[r]);
+  }
+}
+
 } // namespace
 
 bool bindWorkspace(const LaunchConfig &config, void *workspace, size_t bytes,
@@ -438,20 +460,7 @@ bool prepareLaunch(const Descriptor &d, const LaunchArgs &args,
     buffer.push<int64_t>(args.lse->strides[0]);
     buffer.push<int64_t>(args.lse->strides[1]);
   }
-  for (size_t i = 0; i < d.params.size(); ++i) {
-    if (d.params[i].type == RBFC_DTYPE_I32)
-      buffer.push<int32_t>(int32_t(values[i]));
-    else
-      buffer.push<float>(float(values[i]));
-  }
-  for (size_t i = 0; i < d.captures.size(); ++i) {
-    const rbfc_tensor &t = args.captures[i];
-    pointer(t);
-    for (int r = 0; r < t.rank; ++r)
-      buffer.push<int64_t>(t.sizes[r]);
-    for (int r = 0; r < t.rank; ++r)
-      buffer.push<int64_t>(t.strides[r]);
-  }
+  pushParamsAndCaptures(d, values, args.captures, buffer);
 
   // TMA reads k and v: 16-byte aligned bases and strides (checked above)
   // and strides below 2^40 bytes. Sizes must stay below 2^32, which the
@@ -724,20 +733,7 @@ bool prepareBackward(const Descriptor &d, const BackwardLaunchArgs &args,
   for (const rbfc_tensor *t : {args.lse, args.lseGrad})
     for (int i = 0; i < 2; ++i)
       buffer.push<int64_t>(t ? t->strides[i] : 0);
-  for (size_t i = 0; i < d.params.size(); ++i) {
-    if (d.params[i].type == RBFC_DTYPE_I32)
-      buffer.push<int32_t>(int32_t(values[i]));
-    else
-      buffer.push<float>(float(values[i]));
-  }
-  for (size_t i = 0; i < d.captures.size(); ++i) {
-    const rbfc_tensor &t = args.captures[i];
-    pointer(t.data);
-    for (int r = 0; r < t.rank; ++r)
-      buffer.push<int64_t>(t.sizes[r]);
-    for (int r = 0; r < t.rank; ++r)
-      buffer.push<int64_t>(t.strides[r]);
-  }
+  pushParamsAndCaptures(d, values, args.captures, buffer);
   for (size_t p = 0; p < d.params.size(); ++p)
     pointer(args.paramGrads ? args.paramGrads[p] : nullptr);
   for (size_t c = 0; c < d.captures.size(); ++c) {
