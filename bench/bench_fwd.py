@@ -87,7 +87,7 @@ from peers import rbf_author  # noqa: E402
 from results_file import write_result  # noqa: E402
 from shapes import (FORWARD_SHAPES, RBFC_SPECS, parse_shapes, result_suffix,  # noqa: E402
                     shape_label, shape_of)
-from timing import add_timing_arguments, time_in_turns  # noqa: E402
+from timing import add_timing_arguments, record_turns, time_in_turns  # noqa: E402
 
 DEV = "cuda"
 DT = torch.bfloat16
@@ -415,14 +415,8 @@ def main():
             with torch.no_grad():
                 turns = time_in_turns(timed_fns, args.rounds, args.warmup, args.reps)
             for name, row in case_rows.items():
-                if name in turns and "error" not in turns[name]:
-                    row["ms"] = statistics.median(turns[name]["ms"])
-                    row["ms_turns"] = turns[name]["ms"]
-                    row["tflops"] = flops(B, H, N, D, causal) / row["ms"] / 1e9
-                else:
+                if not record_turns(row, turns.get(name), flops(B, H, N, D, causal)):
                     timed_fns.pop(name, None)
-                    row["ms"] = row["tflops"] = None
-                    row.setdefault("error", turns.get(name, {}).get("error"))
                 rows.append(row)
                 print(json.dumps(row), flush=True)
             # The RBF tax, from interleaved calls (interleaved_ratio).

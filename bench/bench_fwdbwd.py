@@ -42,7 +42,6 @@ import argparse
 import datetime
 import json
 import math
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -60,7 +59,7 @@ import rbfc  # noqa: E402
 from peers import rbf_author  # noqa: E402
 from results_file import write_result  # noqa: E402
 from shapes import parse_shapes, result_suffix, shape_label, shape_of  # noqa: E402
-from timing import add_timing_arguments, time_in_turns  # noqa: E402
+from timing import add_timing_arguments, record_turns, time_in_turns  # noqa: E402
 
 DEV = "cuda"
 DT = torch.bfloat16
@@ -227,13 +226,7 @@ def run_shapes(args, methods, rows):
                 case_rows[name] = row
             turns = time_in_turns(steps, args.rounds, args.warmup, args.reps)
             for name, row in case_rows.items():
-                timed = turns.get(name, {})
-                if "ms" in timed:
-                    row.update(ms=statistics.median(timed["ms"]), ms_turns=timed["ms"])
-                    row["tflops"] = flops(B, H, N, D, causal) / row["ms"] / 1e9
-                else:
-                    row.update(ms=None, tflops=None)
-                    row.setdefault("error", timed.get("error"))
+                record_turns(row, turns.get(name), flops(B, H, N, D, causal))
                 rows.append(row)
                 print(json.dumps(row), flush=True)
             del base, do, steps

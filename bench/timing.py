@@ -1,5 +1,6 @@
 """Timing shared by the benchmarks."""
 import argparse
+import statistics
 
 import triton
 
@@ -35,3 +36,17 @@ def time_in_turns(fns, rounds, warmup_ms, rep_ms):
             except Exception as e:  # a failing method must not stop the peers
                 turns[name] = {"error": repr(e)[:300]}
     return turns
+
+
+def record_turns(row, timed, flop_count):
+    """Sets the result row `row` from `timed`, a method's entry of
+    time_in_turns (None when it never got that far): ms, the median of its
+    rounds, ms_turns and tflops; or ms and tflops None and the error.
+    Returns whether the method was timed."""
+    if timed and "ms" in timed:
+        row.update(ms=statistics.median(timed["ms"]), ms_turns=timed["ms"])
+        row["tflops"] = flop_count / row["ms"] / 1e9
+        return True
+    row.update(ms=None, tflops=None)
+    row.setdefault("error", (timed or {}).get("error"))
+    return False
