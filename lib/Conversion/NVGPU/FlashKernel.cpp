@@ -194,6 +194,11 @@ private:
   LogicalResult findLiveTiles();
   /// Q, then the first stages - 1 K/V tiles, one commit group each.
   void loadFirstTiles(TileRing &ring);
+  /// The product's zeros and ones in shared memory, written before any
+  /// copy into their rows so that no zero lands on an entry (a fence and a
+  /// barrier before the first wgmma publish them), then Q's tile by
+  /// cp.async as one commit group.
+  void copyQueryTile();
   /// The per-query values the loop reads: Q's fragments when they stay
   /// resident, ||q||^2, q_scale and the shifted accumulators' start.
   LogicalResult prepareQueries();
@@ -640,14 +645,8 @@ LogicalResult FlashSchedule::emitWarpSpecialized(TileRing &ring) {
     OpBuilder::InsertionGuard guard(b);
     b.setInsertionPointToStart(
         scf::IfOp::create(b, TypeRange{}, consumer, false).thenBlock());
-    // The product's zeros and ones: the consumers' fence and barrier before
-    // their first wgmma publish them, and the bulk copies write elsewhere.
-    if (termOperand)
-      termOperand->initialize(sharedKeyBias, block.threadId, config.threads());
-    queryCopies.copyTile(sharedQuery, index(0),
-                         ForwardBlock::rows(args.q, block.qBase), qLo,
-                         args.sizes.qLen, config.tileM, /*bounded=*/true);
-    NVVM::CpAsyncCommitGroupOp::create(b);
+    // The producer's bulk copies write elsewhere than the zeros and ones.
+    copyQueryTile();
   }
   // Launched early, the kernel waits for the key-terms prologue before the
   // producer copies or the consumers load its terms.
@@ -1221,17 +1220,19 @@ LogicalResult FlashSchedule::findLiveTiles() {
   return success();
 }
 
-void FlashSchedule::loadFirstTiles(TileRing &ring) {
-  if (keyTermBarriers)
-    ring.createTermBarriers();
-  // Before any copy into the rows, so that no zero lands on an entry; the
-  // fence and the barrier below publish them to wgmma.
+void FlashSchedule::copyQueryTile() {
   if (termOperand)
     termOperand->initialize(sharedKeyBias, block.threadId, config.threads());
   queryCopies.copyTile(sharedQuery, index(0),
                        ForwardBlock::rows(args.q, block.qBase), qLo,
                        args.sizes.qLen, config.tileM, /*bounded=*/true);
   NVVM::CpAsyncCommitGroupOp::create(b);
+}
+
+void FlashSchedule::loadFirstTiles(TileRing &ring) {
+  if (keyTermBarriers)
+    ring.createTermBarriers();
+  copyQueryTile();
   // Launched early (programmatic dependent launch), the kernel waits for
   // the key-terms prologue to end and its workspace writes to show before
   // the first copy or load of the terms: after the first K/V copies, before
