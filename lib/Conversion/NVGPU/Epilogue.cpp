@@ -71,17 +71,16 @@ void Epilogue::copyStagedRows(Value shared, SwizzledTile &tile, Value firstRow,
     Value tileRow = add(firstRow, div(linear, chunksPerRow));
     Value chunk = rem(linear, chunksPerRow);
     Value row = add(origin, tileRow);
-    auto guard = scf::IfOp::create(
-        b, TypeRange{}, cmp(arith::CmpIPredicate::ult, row, length), false);
-    OpBuilder::InsertionGuard insertion(b);
-    b.setInsertionPointToStart(guard.thenBlock());
-    Value values = vector::LoadOp::create(
-        b, chunkType, shared, ValueRange{tile.offset(tileRow, chunk)});
-    Value address =
-        add(add(tensor.base, mul(row, tensor.rowStride)), mul(chunk, kChunk));
-    vector::StoreOp::create(b, values, tensor.tensor, ValueRange{address},
-                            /*nontemporal=*/false,
-                            llvm::MaybeAlign(kChunk * kElementBytes));
+    (void)belowLength(row, length, [&] {
+      Value values = vector::LoadOp::create(
+          b, chunkType, shared, ValueRange{tile.offset(tileRow, chunk)});
+      Value address =
+          add(add(tensor.base, mul(row, tensor.rowStride)), mul(chunk, kChunk));
+      vector::StoreOp::create(b, values, tensor.tensor, ValueRange{address},
+                              /*nontemporal=*/false,
+                              llvm::MaybeAlign(kChunk * kElementBytes));
+      return success();
+    });
   }
 }
 
