@@ -86,12 +86,9 @@ static constexpr int64_t kQueryBarrier =
 /// wgmma: a warpgroup's O staged in its Q rows, published to its threads
 /// (one barrier a consumer warpgroup).
 static constexpr int64_t kFirstStagingBarrier = kQueryBarrier + 1;
-static constexpr int64_t kWarpgroupThreads =
-    kWarpsPerWarpgroup * kThreadsPerWarp;
 /// A turn passes from one warpgroup to the next: its barrier counts the
 /// warpgroup that waits and the one that arrives, however many consumers.
-static constexpr int64_t kTurnBarrierThreads =
-    2 * kWarpsPerWarpgroup * kThreadsPerWarp;
+static constexpr int64_t kTurnBarrierThreads = 2 * kWarpgroupThreads;
 /// A multiprocessor's 32-bit registers, and the most a thread may have.
 static constexpr int64_t kRegisterFile = 65536;
 static constexpr int64_t kMaxThreadRegisters = 255;
@@ -134,12 +131,11 @@ static int64_t launchRegisters(int64_t blockThreads, int64_t blocks = 1) {
 /// 32 (its consumers asked for 240: 1024 registers more than the pool).
 static int64_t consumerRegisters(int64_t consumerWarpgroups,
                                  int64_t producerRegisters) {
-  int64_t warpgroupThreads = kWarpsPerWarpgroup * kThreadsPerWarp;
-  int64_t blockThreads = (consumerWarpgroups + 1) * warpgroupThreads;
+  int64_t blockThreads = (consumerWarpgroups + 1) * kWarpgroupThreads;
   int64_t pool = launchRegisters(blockThreads) * blockThreads -
-                 producerRegisters * warpgroupThreads;
+                 producerRegisters * kWarpgroupThreads;
   return std::min(kMaxConsumerRegisters,
-                  pool / (consumerWarpgroups * warpgroupThreads) / 8 * 8);
+                  pool / (consumerWarpgroups * kWarpgroupThreads) / 8 * 8);
 }
 /// The registers a wgmma thread needs beside one instruction's f32
 /// accumulators (descriptors, addresses, the loop's state): ptxas asked
@@ -1905,9 +1901,8 @@ LogicalResult rbfc::verifyFlashPlan(attn::AttentionOp op,
     // (setmaxnreg adds more only later): blocks_per_sm, or the wgmma
     // kernel's block with its producer, must leave a thread room for them,
     // or ptxas stops at load time.
-    int64_t blockThreads = warpSpecialized
-                               ? threads + kWarpsPerWarpgroup * kThreadsPerWarp
-                               : threads;
+    int64_t blockThreads =
+        warpSpecialized ? threads + kWarpgroupThreads : threads;
     if (warpSpecialized || plan.getBlocksPerSm() > 1) {
       int64_t blocks = warpSpecialized ? 1 : plan.getBlocksPerSm();
       int64_t available = launchRegisters(blockThreads, blocks);
@@ -1952,7 +1947,7 @@ LogicalResult rbfc::verifyFlashPlan(attn::AttentionOp op,
         return fail("the wgmma kernel's producer threads copy the key terms: "
                     "key_terms \"threads\" or \"global\" (or copy "
                     "\"tma\")");
-      int64_t producers = kWarpsPerWarpgroup * kThreadsPerWarp;
+      int64_t producers = kWarpgroupThreads;
       if (plan.getTileN() % CopyEngine::rowsPerPass(headDim / kChunk, producers,
                                                     plan.getTileN()) !=
           0)

@@ -57,7 +57,7 @@ struct ForwardConfig {
   /// The threads that copy K and V: warp-specialised, a producer warpgroup
   /// of its own, else every thread.
   int64_t copyThreads() const {
-    return warpSpecialized ? kWarpsPerWarpgroup * kThreadsPerWarp : threads();
+    return warpSpecialized ? kWarpgroupThreads : threads();
   }
   /// The block's threads.
   int64_t blockThreads() const {

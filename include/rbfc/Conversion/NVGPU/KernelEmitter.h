@@ -21,6 +21,8 @@ namespace rbfc {
 inline constexpr int64_t kThreadsPerWarp = 32;
 /// The four consecutive warps that issue a wgmma together.
 inline constexpr int64_t kWarpsPerWarpgroup = 4;
+inline constexpr int64_t kWarpgroupThreads =
+    kWarpsPerWarpgroup * kThreadsPerWarp;
 
 class KernelEmitter {
 public:
