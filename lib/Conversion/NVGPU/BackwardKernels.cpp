@@ -10,6 +10,7 @@
 
 #include "rbfc/Conversion/NVGPU/BackwardKernel.h"
 #include "rbfc/Conversion/NVGPU/DiagonalSums.h"
+#include "rbfc/Conversion/NVGPU/FlashKernel.h"
 #include "rbfc/Conversion/RegionInlining.h"
 #include "rbfc/Dialect/Attn/ScoreDependence.h"
 
@@ -850,13 +851,20 @@ FailureOr<DictionaryAttr> rbfc::buildBackwardKernels(attn::AttentionOp op,
   RowsKernel rows(op, config, slots, b);
   if (failed(rows.build(module, entry("rows"))))
     return failure();
+  // The backward's tiles are fixed: past what its target's blocks hold,
+  // the forward alone can run there.
+  auto fits = [&](StringRef suffix, int64_t bytes) {
+    return !plan || succeeded(checkSharedMemory(
+                        op, plan.getArch(), entry(suffix), bytes,
+                        "its tiles are fixed, and a smaller head_dim fits"));
+  };
   FailureOr<int64_t> keyValueShared =
       buildKeyValueGradKernel(op, config, slots, module, entry("dkdv"));
-  if (failed(keyValueShared))
+  if (failed(keyValueShared) || !fits("dkdv", *keyValueShared))
     return failure();
   FailureOr<int64_t> queryShared =
       buildQueryGradKernel(op, config, slots, module, entry("dq"));
-  if (failed(queryShared))
+  if (failed(queryShared) || !fits("dq", *queryShared))
     return failure();
   ReductionKernels reductions(op, config, slots, b);
   if (failed(reductions.buildTileSums(module, entry("tile_sums"))) ||

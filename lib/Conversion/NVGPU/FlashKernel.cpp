@@ -1856,6 +1856,21 @@ int rbfc::archVersion(StringRef arch) {
   return version;
 }
 
+LogicalResult rbfc::checkSharedMemory(Operation *op, StringRef arch,
+                                      StringRef entry, int64_t bytes,
+                                      StringRef remedy) {
+  // The per-block maxima of the CUDA programming guide's table of compute
+  // capabilities; no block gets more, opted in or not.
+  int64_t limit = arch == "sm_80"                      ? 163 * 1024
+                  : arch == "sm_86" || arch == "sm_89" ? 99 * 1024
+                                                       : 227 * 1024;
+  if (bytes <= limit)
+    return success();
+  return op->emitOpError() << "kernel " << entry << " needs " << bytes
+                           << " bytes of shared memory a block, and " << arch
+                           << " allows " << limit << ": " << remedy;
+}
+
 LogicalResult rbfc::verifyFlashPlan(attn::AttentionOp op,
                                     attn::PlanAttr plan) {
   auto queryType = cast<RankedTensorType>(op.getQuery().getType());
@@ -2059,7 +2074,10 @@ FailureOr<gpu::GPUFuncOp> rbfc::buildFlashKernel(attn::AttentionOp op,
                   b.getI32IntegerAttr(blocksPerSM));
   FailureOr<int64_t> sharedBytes =
       FlashSchedule(b, op, config, workspace, block, fragment).build();
-  if (failed(sharedBytes))
+  if (failed(sharedBytes) ||
+      failed(checkSharedMemory(op, plan.getArch(), name, *sharedBytes,
+                               "a plan with fewer stages or smaller tiles "
+                               "needs less")))
     return failure();
   allowContraction(func);
   func->setAttr(kDescriptorAttrName,

@@ -26,6 +26,14 @@ inline constexpr llvm::StringLiteral kDescriptorAttrName = "rbfc.descriptor";
 /// 0 for anything else: the kernel's sm_90 features key on it.
 int archVersion(llvm::StringRef arch);
 
+/// Fails on `op`, saying why and what would help (`remedy`), when kernel
+/// `entry`'s `bytes` of shared memory are more than a block of `arch` can
+/// have, opted in: caught when compiling rather than by the driver when the
+/// kernel is loaded.
+mlir::LogicalResult checkSharedMemory(mlir::Operation *op, llvm::StringRef arch,
+                                      llvm::StringRef entry, int64_t bytes,
+                                      llvm::StringRef remedy);
+
 /// Checks that `plan` can be built for `op` by the flash kernel of its
 /// structure (mma_sync or wgmma); the diagnostic says which constraint
 /// fails.
