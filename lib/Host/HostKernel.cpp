@@ -447,11 +447,13 @@ struct HostKernel::ResolvedCall {
 };
 
 llvm::Expected<HostKernel::ResolvedCall>
-HostKernel::resolve(const TensorRef &query, const TensorRef &key,
-                    const TensorRef &value, const TensorRef &output,
-                    const std::map<std::string, double> &params,
-                    const std::map<std::string, TensorRef> &captures,
-                    std::array<int64_t, 4> block) const {
+HostKernel::resolve(const HostKernelArgs &args) const {
+  const TensorRef &query = args.query, &key = args.key, &value = args.value,
+                  &output = args.output;
+  const std::map<std::string, double> &params = args.params;
+  const std::map<std::string, TensorRef> &captures = args.captures;
+  std::array<int64_t, 4> block{args.qOffset, args.kvOffset, args.qSeqLen,
+                               args.kvSeqLen};
   ResolvedCall call;
   call.dtype = compileOptions.dtype == "bf16"  ? ElementType::bf16
                : compileOptions.dtype == "f16" ? ElementType::f16
@@ -533,10 +535,7 @@ HostKernel::resolve(const TensorRef &query, const TensorRef &key,
 }
 
 llvm::Error HostKernel::run(const HostKernelArgs &args) const {
-  auto call = resolve(args.query, args.key, args.value, args.output,
-                      args.params, args.captures,
-                      {args.qOffset, args.kvOffset, args.qSeqLen,
-                       args.kvSeqLen});
+  auto call = resolve(args);
   if (!call)
     return call.takeError();
   if (compileOptions.withLse) {
@@ -569,10 +568,7 @@ llvm::Error HostKernel::backward(const HostBackwardArgs &args) const {
   if (!rowsEntry)
     return argumentError("the kernel was compiled without the backward "
                          "(withBackward)");
-  auto call = resolve(args.query, args.key, args.value, args.output,
-                      args.params, args.captures,
-                      {args.qOffset, args.kvOffset, args.qSeqLen,
-                       args.kvSeqLen});
+  auto call = resolve(args);
   if (!call)
     return call.takeError();
   std::vector<int64_t> rowSizes{call->batch, call->heads, call->qLen};

@@ -69,19 +69,9 @@ public:
   rbfc_status forward(const rbfc_forward_args &a, void *) const override {
     host::HostKernelArgs args;
     std::string error;
-    if (!hostTensor(a.q, "q", args.query, error) ||
-        !hostTensor(a.k, "k", args.key, error) ||
-        !hostTensor(a.v, "v", args.value, error) ||
-        !hostTensor(a.o, "o", args.output, error) ||
-        (a.lse.data && !hostTensor(a.lse, "lse", args.lse, error)) ||
-        !namedArguments(a.params, a.num_params, a.captures, a.num_captures,
-                        args.params, args.captures, error) ||
-        !threads(a.num_threads, args.numThreads, error))
+    if (!forwardArguments(a, args, error) ||
+        (a.lse.data && !hostTensor(a.lse, "lse", args.lse, error)))
       return fail(RBFC_ERROR_INVALID_ARGUMENT, error);
-    args.qOffset = a.q_offset;
-    args.kvOffset = a.kv_offset;
-    args.qSeqLen = a.q_seq_len;
-    args.kvSeqLen = a.kv_seq_len;
     if (llvm::Error failure = kernel->run(args))
       return fail(RBFC_ERROR_INVALID_ARGUMENT,
                   llvm::toString(std::move(failure)));
@@ -95,25 +85,15 @@ public:
                   "rbfc_compile_options.backward)");
     host::HostBackwardArgs args;
     std::string error;
-    if (!hostTensor(a.q, "q", args.query, error) ||
-        !hostTensor(a.k, "k", args.key, error) ||
-        !hostTensor(a.v, "v", args.value, error) ||
-        !hostTensor(a.o, "o", args.output, error) ||
+    if (!forwardArguments(a, args, error) ||
         !hostTensor(a.lse, "lse", args.lse, error) ||
         !hostTensor(a.grad_o, "grad_o", args.outputGrad, error) ||
         (a.grad_lse.data &&
          !hostTensor(a.grad_lse, "grad_lse", args.lseGrad, error)) ||
         !hostTensor(a.grad_q, "grad_q", args.queryGrad, error) ||
         !hostTensor(a.grad_k, "grad_k", args.keyGrad, error) ||
-        !hostTensor(a.grad_v, "grad_v", args.valueGrad, error) ||
-        !namedArguments(a.params, a.num_params, a.captures, a.num_captures,
-                        args.params, args.captures, error) ||
-        !threads(a.num_threads, args.numThreads, error))
+        !hostTensor(a.grad_v, "grad_v", args.valueGrad, error))
       return fail(RBFC_ERROR_INVALID_ARGUMENT, error);
-    args.qOffset = a.q_offset;
-    args.kvOffset = a.kv_offset;
-    args.qSeqLen = a.q_seq_len;
-    args.kvSeqLen = a.kv_seq_len;
     const runtime::Descriptor &d = descriptor();
     for (size_t i = 0; a.grad_params && i < d.params.size(); ++i)
       if (a.grad_params[i])
@@ -143,6 +123,28 @@ public:
   }
 
 private:
+  /// What a forward and a backward call share, from either's C arguments
+  /// (rbfc_forward_args, rbfc_backward_args): q, k, v and o, the parameters
+  /// and captures, the threads and the sequence block. lse is the caller's:
+  /// optional in the forward, required in the backward.
+  template <typename CallArgs>
+  bool forwardArguments(const CallArgs &a, host::HostKernelArgs &args,
+                        std::string &error) const {
+    if (!hostTensor(a.q, "q", args.query, error) ||
+        !hostTensor(a.k, "k", args.key, error) ||
+        !hostTensor(a.v, "v", args.value, error) ||
+        !hostTensor(a.o, "o", args.output, error) ||
+        !namedArguments(a.params, a.num_params, a.captures, a.num_captures,
+                        args.params, args.captures, error) ||
+        !threads(a.num_threads, args.numThreads, error))
+      return false;
+    args.qOffset = a.q_offset;
+    args.kvOffset = a.kv_offset;
+    args.qSeqLen = a.q_seq_len;
+    args.kvSeqLen = a.kv_seq_len;
+    return true;
+  }
+
   /// Params and captures by name, as HostKernel takes them.
   bool namedArguments(const double *params, size_t numParams,
                       const rbfc_tensor *captures, size_t numCaptures,

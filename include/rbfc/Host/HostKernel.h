@@ -89,8 +89,10 @@ enum class BackwardSchedule { automatic, fused, split };
 inline constexpr int64_t kFusedBackwardItems = 8;
 
 /// The inputs and outputs of one backward call (docs/host-backend.md,
-/// "Backward"). query, key, value, output and lse are the forward's
-/// tensors, outputGrad is dL/dO (output's shape and type), lseGrad dL/dlse
+/// "Backward"): the forward call's (HostKernelArgs, whose lse is required
+/// here; when the keys are split into blocks, output and lse are the rows'
+/// over every block and the gradients this block's share), and outputGrad is
+/// dL/dO (output's shape and type), lseGrad dL/dlse
 /// ([batch, heads, q_len] f32; data null: zero). The gradients of q, k and v
 /// are written (not accumulated) to queryGrad, keyGrad and valueGrad (the
 /// shapes and element type of q, k, v; any strides with a head_dim stride
@@ -99,20 +101,12 @@ inline constexpr int64_t kFusedBackwardItems = 8;
 /// tensor with the capture's sizes). Both must name f32 parameters and
 /// captures. The captures' and parameters' gradients are summed in a fixed
 /// order: the same inputs give the same bits, whatever the thread count.
-struct HostBackwardArgs {
-  TensorRef query, key, value, output, lse;
+struct HostBackwardArgs : HostKernelArgs {
   TensorRef outputGrad, lseGrad;
   TensorRef queryGrad, keyGrad, valueGrad;
-  std::map<std::string, double> params;
-  std::map<std::string, TensorRef> captures;
   std::map<std::string, float *> paramGrads;
   std::map<std::string, TensorRef> captureGrads;
-  unsigned numThreads = 0;
   BackwardSchedule schedule = BackwardSchedule::automatic;
-  /// As in HostKernelArgs. When the keys are split into blocks, output and
-  /// lse are the rows' over every block and the gradients this block's
-  /// share.
-  int64_t qOffset = 0, kvOffset = 0, qSeqLen = 0, kvSeqLen = 0;
 };
 
 class HostKernel {
@@ -169,11 +163,7 @@ private:
   /// Checks the forward tensors, parameters and captures `run` and
   /// `backward` share and resolves them into kernel arguments.
   struct ResolvedCall;
-  llvm::Expected<ResolvedCall>
-  resolve(const TensorRef &query, const TensorRef &key, const TensorRef &value,
-          const TensorRef &output, const std::map<std::string, double> &params,
-          const std::map<std::string, TensorRef> &captures,
-          std::array<int64_t, 4> block) const;
+  llvm::Expected<ResolvedCall> resolve(const HostKernelArgs &args) const;
 
   /// The forward and the backward's rows pass (null without withBackward).
   std::unique_ptr<mlir::ExecutionEngine> engine;
