@@ -68,6 +68,9 @@ F16_SUBSET = ["softmax", "causal", "rbf", "softcap", "alibi"]
 # Besides 64, 80, 96 and 128 for every spec, these run at 32 and at 48 and
 # 112, the other rows of 2-chunk swizzle groups.
 OTHER_DIMS_SUBSET = ["softmax", "causal", "rbf", "rbf_causal", "alibi"]
+# These also run the dK/dV kernel of 64-key tiles (sm_86's at 128).
+NARROW_KEY_TILE_SUBSET = ["softmax", "causal", "rbf", "rbf_causal", "alibi",
+                          "document_mask", "sliding_window", "softcap"]
 # f32 params whose gradients are checked (passed as tensors).
 PARAMS = {"rbf": ["gamma"], "rbf_causal": ["gamma"], "rbf_none": ["gamma"],
           "softcap": ["cap"]}
@@ -157,7 +160,9 @@ def gallery(args, specs, g):
     for spec in specs:
         # (dtype, head dim, arch): the device's arch builds the wgmma
         # kernels at head dims 64 and 128 on sm_90; "sm_90" the mma.sync
-        # ones there.
+        # ones there; "sm_86" the dK/dV kernel of 64-key tiles, whose
+        # 128-key one does not fit there (PTX the driver compiles for this
+        # card).
         dims = [int(d) for d in args.dims.split(",")] if args.dims else (
             [64] if args.quick else [64, 80, 96, 128])
         configs = [("bf16", dim, None) for dim in dims]
@@ -167,6 +172,11 @@ def gallery(args, specs, g):
             configs.append(("bf16", 96, None))
             if hopper:
                 configs.append(("bf16", 64, "sm_90"))
+        if DEV == "cuda" and (args.quick and spec in ("rbf_causal", "alibi")
+                              or not args.quick and spec in NARROW_KEY_TILE_SUBSET):
+            configs.append(("bf16", 128, "sm_86"))
+        if DEV == "cuda" and not args.quick and spec == "relative_bias":
+            configs.append(("bf16", 128, "sm_80"))
         if not args.quick and spec in F16_SUBSET:
             configs += [("f16", 64, None), ("f16", 96, None), ("f16", 128, None)]
         if not args.quick and spec in OTHER_DIMS_SUBSET:
@@ -175,7 +185,8 @@ def gallery(args, specs, g):
             configs += [("bf16", dim, "sm_90") for dim in (64, 128)]
         for dtype_name, dim, arch in configs:
             attn = rbfc.compile(REPO / "examples" / f"{spec}.attn", arch=arch)
-            label = f"{spec}{'/mma' if arch else ''} {dtype_name} d{dim}"
+            suffix = {None: "", "sm_90": "/mma"}.get(arch, f"/{arch}")
+            label = f"{spec}{suffix} {dtype_name} d{dim}"
             dtype = TORCH_DTYPES[dtype_name]
             worst, problem = 0.0, None
             t0 = time.time()

@@ -34,6 +34,8 @@ namespace {
 constexpr double kInfinity = std::numeric_limits<double>::infinity();
 /// Threads of the row pre-pass and of the reduction kernels.
 constexpr int64_t kSmallKernelThreads = 128;
+/// The dK/dV kernel's warps where 128-key tiles do not fit: 64 keys.
+constexpr int64_t kNarrowKeyValueWarps = 4;
 
 Value ceilDiv(ImplicitLocOpBuilder &b, Value x, int64_t y) {
   return arith::CeilDivUIOp::create(b, x, arith::ConstantIndexOp::create(b, y));
@@ -848,20 +850,37 @@ FailureOr<DictionaryAttr> rbfc::buildBackwardKernels(attn::AttentionOp op,
   auto entry = [&](StringRef suffix) {
     return prefix + "_bwd_" + suffix.str();
   };
-  RowsKernel rows(op, config, slots, b);
-  if (failed(rows.build(module, entry("rows"))))
-    return failure();
-  // The backward's tiles are fixed: past what its target's blocks hold,
-  // the forward alone can run there.
+  // The dK/dV kernel's key tile sizes every kernel's workspace: it is
+  // chosen first. 128 keys, or with mma.sync 64 where a block of the target
+  // cannot hold those (sm_86 and sm_89 from head_dim 112, a relative-position
+  // table's diagonal sums from 64 there and at 128 on sm_80).
+  FailureOr<int64_t> keyValueShared =
+      buildKeyValueGradKernel(op, config, slots, module, entry("dkdv"));
+  if (succeeded(keyValueShared) && plan && !config.wgmma &&
+      *keyValueShared > sharedMemoryLimit(plan.getArch()) &&
+      config.keyValueWarps > kNarrowKeyValueWarps) {
+    LLVM_DEBUG(llvm::dbgs() << "dK/dV: " << *keyValueShared
+                            << " bytes on 128-key tiles; 64-key tiles\n");
+    module.lookupSymbol(entry("dkdv"))->erase();
+    config.keyValueWarps = kNarrowKeyValueWarps;
+    keyValueShared =
+        buildKeyValueGradKernel(op, config, slots, module, entry("dkdv"));
+  }
+  // Past what its target's blocks hold, the forward alone can run there.
   auto fits = [&](StringRef suffix, int64_t bytes) {
     return !plan || succeeded(checkSharedMemory(
                         op, plan.getArch(), entry(suffix), bytes,
-                        "its tiles are fixed, and a smaller head_dim fits"));
+                        "its tiles are at their smallest, and a smaller "
+                        "head_dim fits"));
   };
-  FailureOr<int64_t> keyValueShared =
-      buildKeyValueGradKernel(op, config, slots, module, entry("dkdv"));
   if (failed(keyValueShared) || !fits("dkdv", *keyValueShared))
     return failure();
+  // The rows kernel comes first in the module, as the runtime runs it.
+  RowsKernel rows(op, config, slots, b);
+  if (failed(rows.build(module, entry("rows"))))
+    return failure();
+  module.lookupSymbol(entry("rows"))
+      ->moveBefore(module.lookupSymbol(entry("dkdv")));
   FailureOr<int64_t> queryShared =
       buildQueryGradKernel(op, config, slots, module, entry("dq"));
   if (failed(queryShared) || !fits("dq", *queryShared))

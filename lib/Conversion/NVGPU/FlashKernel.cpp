@@ -1856,14 +1856,17 @@ int rbfc::archVersion(StringRef arch) {
   return version;
 }
 
+int64_t rbfc::sharedMemoryLimit(StringRef arch) {
+  // No block gets more, opted in or not.
+  return arch == "sm_80"                      ? 163 * 1024
+         : arch == "sm_86" || arch == "sm_89" ? 99 * 1024
+                                              : 227 * 1024;
+}
+
 LogicalResult rbfc::checkSharedMemory(Operation *op, StringRef arch,
                                       StringRef entry, int64_t bytes,
                                       StringRef remedy) {
-  // The per-block maxima of the CUDA programming guide's table of compute
-  // capabilities; no block gets more, opted in or not.
-  int64_t limit = arch == "sm_80"                      ? 163 * 1024
-                  : arch == "sm_86" || arch == "sm_89" ? 99 * 1024
-                                                       : 227 * 1024;
+  int64_t limit = sharedMemoryLimit(arch);
   if (bytes <= limit)
     return success();
   return op->emitOpError() << "kernel " << entry << " needs " << bytes

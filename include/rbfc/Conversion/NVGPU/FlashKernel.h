@@ -26,6 +26,10 @@ inline constexpr llvm::StringLiteral kDescriptorAttrName = "rbfc.descriptor";
 /// 0 for anything else: the kernel's sm_90 features key on it.
 int archVersion(llvm::StringRef arch);
 
+/// The bytes of shared memory a block of `arch` can have, opted in (the
+/// CUDA programming guide's table of compute capabilities).
+int64_t sharedMemoryLimit(llvm::StringRef arch);
+
 /// Fails on `op`, saying why and what would help (`remedy`), when kernel
 /// `entry`'s `bytes` of shared memory are more than a block of `arch` can
 /// have, opted in: caught when compiling rather than by the driver when the
