@@ -546,6 +546,26 @@ protected:
     body(loop.getInductionVar());
   }
 
+  /// A loop over the `count` tiles of `size` indices of [0, length): each
+  /// tile's first index and extent, classified by `classify` (tile_class's
+  /// facts) and run by forLiveTile as `body(first, extent, withMask)`.
+  LogicalResult forEachLiveTile(
+      Value count, int64_t size, Value length,
+      function_ref<FailureOr<std::pair<Value, Value>>(Value, Value)> classify,
+      function_ref<LogicalResult(Value, Value, bool)> body) {
+    auto loop = scf::ForOp::create(builder, loc, index(0), count, index(1));
+    OpBuilder::InsertionGuard guard(builder);
+    builder.setInsertionPointToStart(loop.getBody());
+    Value first, extent;
+    std::tie(first, extent) = tileSpan(loop.getInductionVar(), size, length);
+    FailureOr<std::pair<Value, Value>> tileClass = classify(first, extent);
+    if (failed(tileClass))
+      return failure();
+    return forLiveTile(*tileClass, [&](bool withMask) {
+      return body(first, extent, withMask);
+    });
+  }
+
   /// Runs `body(withMask)` for a live tile: without the per-element mask
   /// when the tile is all kept, with it otherwise; nothing when all masked.
   LogicalResult forLiveTile(std::pair<Value, Value> tileClass,
@@ -871,29 +891,22 @@ private:
       memref::StoreOp::create(builder, loc, f32(0), keyBiasGrad, j);
     });
 
-    auto qTileLoop =
-        scf::ForOp::create(builder, loc, index(0), numQTiles, index(1));
-    {
-      OpBuilder::InsertionGuard tileGuard(builder);
-      builder.setInsertionPointToStart(qTileLoop.getBody());
-      Value qLo, numRows;
-      std::tie(qLo, numRows) =
-          tileSpan(qTileLoop.getInductionVar(), tileM, qLen);
-      auto tileClass =
-          classifyTile(item.b, item.h, qLo, lastOf(qLo, numRows), kvLo, kvHi);
-      if (failed(tileClass))
-        return failure();
-      if (failed(forLiveTile(*tileClass, [&](bool withMask) {
-            stageRowBlocks(item, qLo, numRows, queryTile, outputGradTile,
-                           rowLse2);
-            if (failed(computeElementBlocks(item, qLo, numRows, kvLo,
-                                            queryTile, outputGradTile,
-                                            rowLse2, keyBiasTile)))
-              return failure();
-            return emitTile(item, qLo, numRows, withMask);
-          })))
-        return failure();
-    }
+    if (failed(forEachLiveTile(
+            numQTiles, tileM, qLen,
+            [&](Value qLo, Value numRows) {
+              return classifyTile(item.b, item.h, qLo, lastOf(qLo, numRows),
+                                  kvLo, kvHi);
+            },
+            [&](Value qLo, Value numRows, bool withMask) {
+              stageRowBlocks(item, qLo, numRows, queryTile, outputGradTile,
+                             rowLse2);
+              if (failed(computeElementBlocks(item, qLo, numRows, kvLo,
+                                              queryTile, outputGradTile,
+                                              rowLse2, keyBiasTile)))
+                return failure();
+              return emitTile(item, qLo, numRows, withMask);
+            })))
+      return failure();
 
     // The key bias's gradient, per key, with the sum over rows of what
     // score_grad sent to it.
@@ -1129,73 +1142,68 @@ public:
       });
     }
 
-    auto keyTileLoop =
-        scf::ForOp::create(builder, loc, index(0), numKeyTiles, index(1));
-    {
-      OpBuilder::InsertionGuard guard(builder);
-      builder.setInsertionPointToStart(keyTileLoop.getBody());
-      Value kvLo, numKeys;
-      std::tie(kvLo, numKeys) =
-          tileSpan(keyTileLoop.getInductionVar(), tileN, kvLen);
-      auto tileClass =
-          classifyTile(item.b, item.h, qLo, qHi, kvLo, lastOf(kvLo, numKeys));
-      if (failed(tileClass))
-        return failure();
-      LogicalResult status = forLiveTile(*tileClass, [&](bool withMask) {
-        if (failed(computeKeyBiases(item, kvLo, numKeys, keyBiasTile)))
-          return failure();
-        packTransposed(key, item.b, item.kvHead, kvLo, keyTransposed,
-                       blocking);
-        packTransposed(value, item.b, item.kvHead, kvLo, valueTransposed,
-                       blocking);
-        if (failed(computeElementBlocks(item, qLo, numRows, kvLo, queryRows,
-                                        outputGradRows, rowLse2s,
-                                        keyBiasTile)))
-          return failure();
-        // Per row and vector of keys, dS into the dS block (0 where
-        // masked); per row, dL/d||q||^2 and the sum of the row's dS.
-        const int64_t lanes = blocking.keyLanes;
-        LogicalResult elements = forEachKeyVector(
-            item, qLo, numRows, kvLo, numKeys, queryRows, keyBiasTile,
-            withMask,
-            [&](Value r, int64_t c, KeyVectorContext &keys,
-                Value) -> LogicalResult {
-              Value scoreGrads = vector::BroadcastOp::create(
-                  builder, loc, keyVectorType(blocking), f32(0));
-              // score_grad's other gradients are the dK/dV pass's.
-              VectorGradientSinks keySinks;
-              keySinks.scaledDot = [&](Value x) {
-                scoreGrads = arith::AddFOp::create(builder, loc, scoreGrads, x);
-              };
-              keySinks.norm2 = [&](attn::Vector side, Value x) {
-                if (side == attn::Vector::q)
-                  addLaneSum(queryNormGrad, ValueRange{r}, x);
-              };
-              keys.vectorSinks = &keySinks;
-              keys.row.sinks = nullptr;
-              if (failed(
-                      inlineGradRegionOverKeys(attention.getScoreGrad(), keys)))
-                return failure();
-              vector::StoreOp::create(builder, loc, scoreGrads, scoreGradBlock,
-                                      ValueRange{r, index(c * lanes)});
-              addLaneSum(rowAdjointSum, ValueRange{r}, keys.adjoint);
-              return success();
-            });
-        if (failed(elements))
-          return failure();
-        // dQ~ += dS k, a block of rows at a time, each key row loaded once.
-        return blockedUpdate(
-            queryGradTile, numRows, numKeys, scoreGradBlock,
-            /*byColumn=*/false,
-            [&](Value j) {
-              return loadRow(key, item.b, item.kvHead,
-                             arith::AddIOp::create(builder, loc, kvLo, j));
-            },
-            withMask);
-      });
-      if (failed(status))
-        return failure();
-    }
+    LogicalResult status = forEachLiveTile(
+        numKeyTiles, tileN, kvLen,
+        [&](Value kvLo, Value numKeys) {
+          return classifyTile(item.b, item.h, qLo, qHi, kvLo,
+                              lastOf(kvLo, numKeys));
+        },
+        [&](Value kvLo, Value numKeys, bool withMask) -> LogicalResult {
+          if (failed(computeKeyBiases(item, kvLo, numKeys, keyBiasTile)))
+            return failure();
+          packTransposed(key, item.b, item.kvHead, kvLo, keyTransposed,
+                         blocking);
+          packTransposed(value, item.b, item.kvHead, kvLo, valueTransposed,
+                         blocking);
+          if (failed(computeElementBlocks(item, qLo, numRows, kvLo, queryRows,
+                                          outputGradRows, rowLse2s,
+                                          keyBiasTile)))
+            return failure();
+          // Per row and vector of keys, dS into the dS block (0 where
+          // masked); per row, dL/d||q||^2 and the sum of the row's dS.
+          const int64_t lanes = blocking.keyLanes;
+          LogicalResult elements = forEachKeyVector(
+              item, qLo, numRows, kvLo, numKeys, queryRows, keyBiasTile,
+              withMask,
+              [&](Value r, int64_t c, KeyVectorContext &keys,
+                  Value) -> LogicalResult {
+                Value scoreGrads = vector::BroadcastOp::create(
+                    builder, loc, keyVectorType(blocking), f32(0));
+                // score_grad's other gradients are the dK/dV pass's.
+                VectorGradientSinks keySinks;
+                keySinks.scaledDot = [&](Value x) {
+                  scoreGrads =
+                      arith::AddFOp::create(builder, loc, scoreGrads, x);
+                };
+                keySinks.norm2 = [&](attn::Vector side, Value x) {
+                  if (side == attn::Vector::q)
+                    addLaneSum(queryNormGrad, ValueRange{r}, x);
+                };
+                keys.vectorSinks = &keySinks;
+                keys.row.sinks = nullptr;
+                if (failed(inlineGradRegionOverKeys(attention.getScoreGrad(),
+                                                    keys)))
+                  return failure();
+                vector::StoreOp::create(builder, loc, scoreGrads,
+                                        scoreGradBlock,
+                                        ValueRange{r, index(c * lanes)});
+                addLaneSum(rowAdjointSum, ValueRange{r}, keys.adjoint);
+                return success();
+              });
+          if (failed(elements))
+            return failure();
+          // dQ~ += dS k, a block of rows at a time, each key row loaded once.
+          return blockedUpdate(
+              queryGradTile, numRows, numKeys, scoreGradBlock,
+              /*byColumn=*/false,
+              [&](Value j) {
+                return loadRow(key, item.b, item.kvHead,
+                               arith::AddIOp::create(builder, loc, kvLo, j));
+              },
+              withMask);
+        });
+    if (failed(status))
+      return failure();
 
     if (failed(finishQueryRows(
             item, qLo, numRows, queryGrad,
