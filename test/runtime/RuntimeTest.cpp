@@ -1303,6 +1303,28 @@ TEST_F(BackwardFixture, SizesTheDiagonalSumsOfARelativePositionTable) {
       4u * (2 * 16 * 256 + 2 * 2 * 128 + 2 * 16 * 4 + 2 * 16 + 16 * 1 * 384));
 }
 
+TEST_F(BackwardFixture, FollowsTheKeyTileOfItsDkDvKernel) {
+  // sm_86's dK/dV kernel at head_dim 128: four warps, 64 keys a block.
+  std::string value = kBackward;
+  for (auto [from, to] :
+       {std::pair<std::string, std::string>{
+            "\"block\": 256, \"rows_per_block\": 128",
+            "\"block\": 128, \"rows_per_block\": 64"},
+        {"\"diagonal_query_tile\": 0", "\"diagonal_query_tile\": 64"}})
+    value.replace(value.find(from), from.size(), to);
+  ASSERT_TRUE(parseDescriptor(withBackward(value), d, error)) << error;
+  ASSERT_TRUE(prepare()) << error;
+  // kv_len 77 in two 64-key tiles; the partials keep the four query tiles'
+  // rows; a diagonal row per (batch, head, key tile) of round_up(200, 64)
+  // + 64: 16 x 2 x 320.
+  EXPECT_EQ(backwardConfig.keyValue.grid[0], 2u);
+  EXPECT_EQ(backwardConfig.keyValue.grid[1], 2u);
+  EXPECT_EQ(backwardConfig.keyValue.block[0], 128u);
+  EXPECT_EQ(
+      backwardConfig.workspaceBytes,
+      4u * (2 * 16 * 256 + 2 * 2 * 128 + 2 * 16 * 4 + 2 * 16 + 16 * 2 * 320));
+}
+
 TEST_F(BackwardFixture, NoGradientAskedRunsNoReduction) {
   ASSERT_TRUE(prepare()) << error;
   EXPECT_FALSE(backwardConfig.reduces);
