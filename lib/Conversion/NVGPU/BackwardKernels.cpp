@@ -850,10 +850,14 @@ FailureOr<DictionaryAttr> rbfc::buildBackwardKernels(attn::AttentionOp op,
   auto entry = [&](StringRef suffix) {
     return prefix + "_bwd_" + suffix.str();
   };
-  // The dK/dV kernel's key tile sizes every kernel's workspace: it is
-  // chosen first. 128 keys, or with mma.sync 64 where a block of the target
-  // cannot hold those (sm_86 and sm_89 from head_dim 112, a relative-position
-  // table's diagonal sums from 64 there and at 128 on sm_80).
+  RowsKernel rows(op, config, slots, b);
+  if (failed(rows.build(module, entry("rows"))))
+    return failure();
+  // The dK/dV kernel's key tile sizes the workspace of the kernels built
+  // after it (the row pre-pass touches no tile's sums): 128 keys, or with
+  // mma.sync 64 where a block of the target cannot hold those (sm_86 and
+  // sm_89 from head_dim 112, a relative-position table's diagonal sums from
+  // 64 there and at 128 on sm_80).
   FailureOr<int64_t> keyValueShared =
       buildKeyValueGradKernel(op, config, slots, module, entry("dkdv"));
   if (succeeded(keyValueShared) && plan && !config.wgmma &&
@@ -875,12 +879,6 @@ FailureOr<DictionaryAttr> rbfc::buildBackwardKernels(attn::AttentionOp op,
   };
   if (failed(keyValueShared) || !fits("dkdv", *keyValueShared))
     return failure();
-  // The rows kernel comes first in the module, as the runtime runs it.
-  RowsKernel rows(op, config, slots, b);
-  if (failed(rows.build(module, entry("rows"))))
-    return failure();
-  module.lookupSymbol(entry("rows"))
-      ->moveBefore(module.lookupSymbol(entry("dkdv")));
   FailureOr<int64_t> queryShared =
       buildQueryGradKernel(op, config, slots, module, entry("dq"));
   if (failed(queryShared) || !fits("dq", *queryShared))
