@@ -183,6 +183,89 @@ BackwardKernelBuilder::operandsFromAccumulators(ArrayRef<Accumulator> operand,
   return registers;
 }
 
+void BackwardKernelBuilder::addressOperands(Value first, Value second) {
+  if (config.wgmma) {
+    blockDescriptors = {
+        warpgroupAtoms.kMajorDescriptor(first, warpgroupRows(), blockTile),
+        warpgroupAtoms.kMajorDescriptor(second, warpgroupRows(), blockTile)};
+    return;
+  }
+  LdmatrixAddress block = atoms.addressA(lane, fragment->atomRow(0));
+  blockOffsets = blockTile.laneChunkOffsets(block.row, block.half);
+  LdmatrixAddress stream = atoms.addressB(lane);
+  streamOffsets = streamTile.laneChunkOffsets(stream.row, stream.half);
+  LdmatrixAddress transposed = atoms.addressBTransposed(lane);
+  streamTransposedOffsets =
+      streamTile.laneChunkOffsets(transposed.row, transposed.half);
+}
+
+void BackwardKernelBuilder::copyBlockTiles(
+    ArrayRef<std::pair<Value, GlobalRows>> tiles, Value lo, Value length) {
+  for (const auto &[shared, source] : tiles)
+    blockCopies->copyTile(shared, index(0), source, lo, length, blockRows,
+                          /*bounded=*/true);
+  NVVM::CpAsyncCommitGroupOp::create(b);
+}
+
+void BackwardKernelBuilder::waitForCopies(int64_t pending) {
+  NVVM::CpAsyncWaitGroupOp::create(b, pending);
+  if (config.wgmma)
+    warpgroupAtoms.fenceCopies();
+  gpu::BarrierOp::create(b);
+}
+
+SmallVector<Value>
+BackwardKernelBuilder::blockRowSquareSums(const FragmentLayout &layout,
+                                          Value shared) {
+  SmallVector<Value> sums;
+  for (int64_t r = 0; r < layout.laneRows(); ++r)
+    sums.push_back(blockCopies->rowSquareSum(
+        shared, Value{}, fragment->rowInTile(r), fragment->getInGroup(), 4));
+  return sums;
+}
+
+SmallVector<Accumulator>
+BackwardKernelBuilder::multiplyByStream(const FragmentLayout &layout,
+                                        ArrayRef<Value> resident, Value block,
+                                        Value stream, Value tileBase) {
+  SmallVector<Accumulator> acc(layout.size(),
+                               {f32(0.0), f32(0.0), f32(0.0), f32(0.0)});
+  for (int64_t dimSlice = 0; dimSlice < config.dimSlices(); ++dimSlice) {
+    OperandRegisters a;
+    if (resident.empty()) {
+      a = loadBlockFragment(block, dimSlice);
+    } else {
+      ArrayRef<Value> registers = resident.slice(4 * dimSlice, 4);
+      a = {registers[0], registers[1], registers[2], registers[3]};
+    }
+    for (int64_t pair = 0; pair < layout.getColumnSlices() / 2; ++pair) {
+      Value offset =
+          add(tileBase,
+              streamTile.laneChunkOffset(streamOffsets, 16 * pair, dimSlice));
+      atoms.mmaSlicePair({a}, atoms.ldmatrix(stream, offset, false), layout,
+                         acc, 2 * pair);
+    }
+  }
+  return acc;
+}
+
+void BackwardKernelBuilder::accumulateStream(
+    ArrayRef<Accumulator> operand, const FragmentLayout &operandLayout,
+    Value stream, Value tileBase, const FragmentLayout &layout,
+    SmallVectorImpl<Accumulator> &acc) {
+  for (int64_t k = 0; k < operandLayout.getColumnSlices() / 2; ++k) {
+    OperandRegisters a =
+        atoms.operandA(operand[operandLayout.accumulator(0, 2 * k)],
+                       operand[operandLayout.accumulator(0, 2 * k + 1)]);
+    for (int64_t pair = 0; pair < layout.getColumnSlices() / 2; ++pair) {
+      Value offset = add(tileBase, streamTile.laneChunkOffset(
+                                       streamTransposedOffsets, 16 * k, pair));
+      atoms.mmaSlicePair({a}, atoms.ldmatrix(stream, offset, true), layout, acc,
+                         2 * pair);
+    }
+  }
+}
+
 int64_t BackwardKernelBuilder::keyNormPlane() {
   if (!RegionApplication::usesNorm(op.getScore(), attn::Vector::k))
     return -1;

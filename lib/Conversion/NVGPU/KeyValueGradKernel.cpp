@@ -81,15 +81,6 @@ private:
                            ArrayRef<SmallVector<Value>> values);
   /// Writes the keys' terms for the dQ kernel (padding keys get 0).
   void storeKeyTerms(BackwardWorkspace &space, Value head);
-  /// acc += A B over the tile: A from the accumulators `operand` (keys x
-  /// queries, packed to 16 bits), B from the [queries][head_dim] tile at
-  /// `tileBase` of `shared` (ldmatrix.trans).
-  void accumulateTransposed(ArrayRef<Accumulator> operand, Value shared,
-                            Value tileBase, SmallVectorImpl<Accumulator> &acc);
-  /// acc = A B^T over the tile: A from the block's [keys][head_dim] tile
-  /// `keys`, B from the [queries][head_dim] tile at `tileBase` of `shared`.
-  SmallVector<Accumulator> multiplyByQueries(Value keys, Value shared,
-                                             Value tileBase);
 
   /// S^T and dP^T: key rows, query columns; dK and dV: key rows, head_dim.
   FragmentLayout scoreLayout, gradLayout;
@@ -100,49 +91,10 @@ private:
   /// pair's values and, per head, the first float of the block's row.
   std::optional<DiagonalSums> diagonalSums;
   Value diagonalTile, diagonalRow;
-  SmallVector<Value> keyOffsets, queryOffsets, queryTransposedOffsets;
-  /// wgmma: the descriptors of the warpgroup's rows of K and V.
-  Value keyDescriptor, valueDescriptor;
   /// Per lane row: kv_idx, ||k||^2 (when a region reads it), key bias.
   SmallVector<Value> kvIdx, keyNorm, keyBias;
   std::optional<BackwardWorkspace> space;
 };
-
-SmallVector<Accumulator> KeyValueGradKernel::multiplyByQueries(Value keys,
-                                                               Value shared,
-                                                               Value tileBase) {
-  SmallVector<Accumulator> acc(scoreLayout.size(),
-                               {f32(0.0), f32(0.0), f32(0.0), f32(0.0)});
-  for (int64_t dimSlice = 0; dimSlice < config.dimSlices(); ++dimSlice) {
-    OperandRegisters a = atoms.ldmatrix(
-        keys, blockTile.laneChunkOffset(keyOffsets, 0, dimSlice), false);
-    for (int64_t pair = 0; pair < queryTile() / 16; ++pair) {
-      Value offset =
-          add(tileBase,
-              streamTile.laneChunkOffset(queryOffsets, 16 * pair, dimSlice));
-      atoms.mmaSlicePair({a}, atoms.ldmatrix(shared, offset, false),
-                         scoreLayout, acc, 2 * pair);
-    }
-  }
-  return acc;
-}
-
-void KeyValueGradKernel::accumulateTransposed(
-    ArrayRef<Accumulator> operand, Value shared, Value tileBase,
-    SmallVectorImpl<Accumulator> &acc) {
-  for (int64_t querySlice = 0; querySlice < queryTile() / 16; ++querySlice) {
-    OperandRegisters a =
-        atoms.operandA(operand[scoreLayout.accumulator(0, 2 * querySlice)],
-                       operand[scoreLayout.accumulator(0, 2 * querySlice + 1)]);
-    for (int64_t pair = 0; pair < config.dimSlices(); ++pair) {
-      Value offset =
-          add(tileBase, streamTile.laneChunkOffset(queryTransposedOffsets,
-                                                   16 * querySlice, pair));
-      atoms.mmaSlicePair({a}, atoms.ldmatrix(shared, offset, true), gradLayout,
-                         acc, 2 * pair);
-    }
-  }
-}
 
 void KeyValueGradKernel::storeKeyTerms(BackwardWorkspace &space, Value head) {
   int64_t biasPlane = keyBiasPlane(), normPlane = keyNormPlane();
@@ -326,16 +278,18 @@ KeyValueGradKernel::emitTile(RegionApplication &regions, TileRing &ring,
     // S^T = K Q^T and dP^T = V dO^T, both issued before either is waited
     // for.
     auto products = multiplyByWgmma(
-        {{keyDescriptor,
+        {{blockDescriptors[0],
           warpgroupAtoms.kMajorDescriptor(sharedQuery, tileBase, streamTile)},
-         {valueDescriptor,
+         {blockDescriptors[1],
           warpgroupAtoms.kMajorDescriptor(sharedGrad, tileBase, streamTile)}},
         blockTile, streamTile, scoreLayout.size());
     scores = products[0];
     valueDots = products[1];
   } else {
-    scores = multiplyByQueries(sharedKey, sharedQuery, tileBase);
-    valueDots = multiplyByQueries(sharedValue, sharedGrad, tileBase);
+    scores =
+        multiplyByStream(scoreLayout, {}, sharedKey, sharedQuery, tileBase);
+    valueDots =
+        multiplyByStream(scoreLayout, {}, sharedValue, sharedGrad, tileBase);
   }
 
   // Partial tiles test the mask and the bounds per element; the others do
@@ -389,8 +343,10 @@ KeyValueGradKernel::emitTile(RegionApplication &regions, TileRing &ring,
         streamTile, grads);
     next = FragmentLayout::flatten(grads);
   } else {
-    accumulateTransposed(weights, sharedGrad, tileBase, valueGrad);
-    accumulateTransposed(scoreGrads, sharedQuery, tileBase, keyGrad);
+    accumulateStream(weights, scoreLayout, sharedGrad, tileBase, gradLayout,
+                     valueGrad);
+    accumulateStream(scoreGrads, scoreLayout, sharedQuery, tileBase, gradLayout,
+                     keyGrad);
     next = FragmentLayout::flatten(keyGrad);
     llvm::append_range(next, FragmentLayout::flatten(valueGrad));
   }
@@ -585,48 +541,22 @@ FailureOr<int64_t> KeyValueGradKernel::build(gpu::GPUModuleOp module,
 
   // K as the A operand of S^T = K Q^T (and V of dP^T); Q and dO as the B
   // operand, rows as columns; the same tiles transposed as the B operand
-  // of dV += P^T dO and dK += dS^T Q: by ldmatrix, or for wgmma by
-  // descriptors.
-  if (config.wgmma) {
-    keyDescriptor =
-        warpgroupAtoms.kMajorDescriptor(sharedKey, warpgroupRows(), blockTile);
-    valueDescriptor = warpgroupAtoms.kMajorDescriptor(
-        sharedValue, warpgroupRows(), blockTile);
-  } else {
-    LdmatrixAddress key = atoms.addressA(lane, fragment->atomRow(0));
-    keyOffsets = blockTile.laneChunkOffsets(key.row, key.half);
-    LdmatrixAddress query = atoms.addressB(lane);
-    queryOffsets = streamTile.laneChunkOffsets(query.row, query.half);
-    LdmatrixAddress queryTransposed = atoms.addressBTransposed(lane);
-    queryTransposedOffsets =
-        streamTile.laneChunkOffsets(queryTransposed.row, queryTransposed.half);
-  }
-
-  Value kBase = headBase(args.k, batchIdx, kvHead);
-  Value vBase = headBase(args.v, batchIdx, kvHead);
-  blockCopies->copyTile(sharedKey, index(0),
-                        {args.k.data, kBase, args.k.strides[2]}, kvLo,
-                        args.sizes.kvLen, config.keyTile(), /*bounded=*/true);
-  blockCopies->copyTile(sharedValue, index(0),
-                        {args.v.data, vBase, args.v.strides[2]}, kvLo,
-                        args.sizes.kvLen, config.keyTile(), /*bounded=*/true);
-  NVVM::CpAsyncCommitGroupOp::create(b);
-  NVVM::CpAsyncWaitGroupOp::create(b, 0);
-  if (config.wgmma)
-    warpgroupAtoms.fenceCopies();
-  gpu::BarrierOp::create(b);
+  // of dV += P^T dO and dK += dS^T Q.
+  addressOperands(sharedKey, sharedValue);
+  copyBlockTiles(
+      {{sharedKey,
+        {args.k.data, headBase(args.k, batchIdx, kvHead), args.k.strides[2]}},
+       {sharedValue,
+        {args.v.data, headBase(args.v, batchIdx, kvHead), args.v.strides[2]}}},
+      kvLo, args.sizes.kvLen);
+  waitForCopies(0);
 
   int64_t rows = scoreLayout.laneRows();
   for (int64_t r = 0; r < rows; ++r)
     kvIdx.push_back(fragment->row(kvLo, r));
   if (RegionApplication::usesNorm(op.getKeyBias(), attn::Vector::k) ||
-      RegionApplication::usesNorm(op.getScore(), attn::Vector::k)) {
-    // The four lanes of a row share its sum.
-    for (int64_t r = 0; r < rows; ++r)
-      keyNorm.push_back(blockCopies->rowSquareSum(sharedKey, Value{},
-                                                  fragment->rowInTile(r),
-                                                  fragment->getInGroup(), 4));
-  }
+      RegionApplication::usesNorm(op.getScore(), attn::Vector::k))
+    keyNorm = blockRowSquareSums(scoreLayout, sharedKey);
 
   // The heads of the group carry dK, dV and, per lane row, the key bias
   // region's ||k||^2 gradient and the score's (the lane's own columns).

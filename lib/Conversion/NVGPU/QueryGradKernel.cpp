@@ -62,17 +62,6 @@ private:
     return !config.wgmma &&
            2 * config.dimSlices() * 4 <= kResidentFragmentRegisters;
   }
-  /// The A registers of rows of the block's [rows][head_dim] tile `shared`,
-  /// head dims [16 slice, 16 slice + 16).
-  OperandRegisters loadRowFragment(Value shared, int64_t slice) {
-    return atoms.ldmatrix(
-        shared, blockTile.laneChunkOffset(rowOffsets, 0, slice), false);
-  }
-  /// acc = A B^T with A from `rows` (resident fragments, or ldmatrix from
-  /// `shared`) and B the key tile's [keys][head_dim] rows at `tileBase`.
-  SmallVector<Accumulator> multiplyByKeys(ArrayRef<Value> resident,
-                                          Value shared, Value keys,
-                                          Value tileBase);
   /// dQ~ += dS K for the K tile at `tileBase`, dS from registers.
   void accumulateKeys(ArrayRef<Accumulator> scoreGrads, Value tileBase,
                       SmallVectorImpl<Accumulator> &queryGrad);
@@ -94,9 +83,6 @@ private:
   Value head, qLo, qTile;
   Value sharedQuery, sharedGrad, sharedKey, sharedValue, keyBiasRing,
       keyNormRing, scratch;
-  SmallVector<Value> rowOffsets, keyOffsets, keyTransposedOffsets;
-  /// wgmma: the descriptors of the warpgroup's rows of Q and dO.
-  Value queryDescriptor, gradDescriptor;
   SmallVector<Value> queryFragments, gradFragments;
   /// Per lane row: q_idx, delta, lse2, ||q||^2 (when a region reads it).
   SmallVector<Value> rowIdx, rowDelta, rowLse2, rowQueryNorm;
@@ -104,30 +90,6 @@ private:
   std::optional<BackwardWorkspace> space;
   SmallVector<Value> partials;
 };
-
-SmallVector<Accumulator>
-QueryGradKernel::multiplyByKeys(ArrayRef<Value> resident, Value shared,
-                                Value keys, Value tileBase) {
-  SmallVector<Accumulator> acc(scoreLayout.size(),
-                               {f32(0.0), f32(0.0), f32(0.0), f32(0.0)});
-  for (int64_t dimSlice = 0; dimSlice < config.dimSlices(); ++dimSlice) {
-    OperandRegisters a;
-    if (resident.empty()) {
-      a = loadRowFragment(shared, dimSlice);
-    } else {
-      ArrayRef<Value> registers = resident.slice(4 * dimSlice, 4);
-      a = {registers[0], registers[1], registers[2], registers[3]};
-    }
-    for (int64_t pair = 0; pair < keyTile() / 16; ++pair) {
-      Value offset =
-          add(tileBase,
-              streamTile.laneChunkOffset(keyOffsets, 16 * pair, dimSlice));
-      atoms.mmaSlicePair({a}, atoms.ldmatrix(keys, offset, false), scoreLayout,
-                         acc, 2 * pair);
-    }
-  }
-  return acc;
-}
 
 LogicalResult QueryGradKernel::applyElements(
     RegionApplication &regions, Value kvLo, Value termBase, bool masked,
@@ -221,17 +183,18 @@ QueryGradKernel::emitTile(RegionApplication &regions, TileRing &ring,
   if (config.wgmma) {
     // S = Q K^T and dP = dO V^T, both issued before either is waited for.
     auto products = multiplyByWgmma(
-        {{queryDescriptor,
+        {{blockDescriptors[0],
           warpgroupAtoms.kMajorDescriptor(sharedKey, tileBase, streamTile)},
-         {gradDescriptor,
+         {blockDescriptors[1],
           warpgroupAtoms.kMajorDescriptor(sharedValue, tileBase, streamTile)}},
         blockTile, streamTile, scoreLayout.size());
     scores = products[0];
     valueDots = products[1];
   } else {
-    scores = multiplyByKeys(queryFragments, sharedQuery, sharedKey, tileBase);
-    valueDots =
-        multiplyByKeys(gradFragments, sharedGrad, sharedValue, tileBase);
+    scores = multiplyByStream(scoreLayout, queryFragments, sharedQuery,
+                              sharedKey, tileBase);
+    valueDots = multiplyByStream(scoreLayout, gradFragments, sharedGrad,
+                                 sharedValue, tileBase);
   }
   SmallVector<Value> rowValues(state.drop_front(gradValues));
   int64_t scoreValues = 4 * scoreLayout.size();
@@ -273,18 +236,8 @@ void QueryGradKernel::accumulateKeys(ArrayRef<Accumulator> scoreGrads,
         streamTile, queryGrad);
     return;
   }
-  for (int64_t keySlice = 0; keySlice < keyTile() / 16; ++keySlice) {
-    OperandRegisters a = atoms.operandA(
-        scoreGrads[scoreLayout.accumulator(0, 2 * keySlice)],
-        scoreGrads[scoreLayout.accumulator(0, 2 * keySlice + 1)]);
-    for (int64_t pair = 0; pair < config.dimSlices(); ++pair) {
-      Value offset =
-          add(tileBase, streamTile.laneChunkOffset(keyTransposedOffsets,
-                                                   16 * keySlice, pair));
-      atoms.mmaSlicePair({a}, atoms.ldmatrix(sharedKey, offset, true),
-                         gradLayout, queryGrad, 2 * pair);
-    }
-  }
+  accumulateStream(scoreGrads, scoreLayout, sharedKey, tileBase, gradLayout,
+                   queryGrad);
 }
 
 LogicalResult QueryGradKernel::storeResults(RegionApplication &regions,
@@ -404,21 +357,8 @@ FailureOr<int64_t> QueryGradKernel::build(gpu::GPUModuleOp module,
 
   // Q and dO as the A operand (rows of the warp), K and V as the B operand
   // of S = Q K^T and dP = dO V^T, K transposed as the B operand of
-  // dQ += dS K: by ldmatrix, or for wgmma by descriptors.
-  if (config.wgmma) {
-    queryDescriptor = warpgroupAtoms.kMajorDescriptor(
-        sharedQuery, warpgroupRows(), blockTile);
-    gradDescriptor =
-        warpgroupAtoms.kMajorDescriptor(sharedGrad, warpgroupRows(), blockTile);
-  } else {
-    LdmatrixAddress rowAddress = atoms.addressA(lane, fragment->atomRow(0));
-    rowOffsets = blockTile.laneChunkOffsets(rowAddress.row, rowAddress.half);
-    LdmatrixAddress key = atoms.addressB(lane);
-    keyOffsets = streamTile.laneChunkOffsets(key.row, key.half);
-    LdmatrixAddress keyTransposed = atoms.addressBTransposed(lane);
-    keyTransposedOffsets =
-        streamTile.laneChunkOffsets(keyTransposed.row, keyTransposed.half);
-  }
+  // dQ += dS K.
+  addressOperands(sharedQuery, sharedGrad);
   int64_t rows = scoreLayout.laneRows();
   for (int64_t r = 0; r < rows; ++r) {
     rowIdx.push_back(fragment->row(qLo, r));
@@ -461,37 +401,26 @@ FailureOr<int64_t> QueryGradKernel::build(gpu::GPUModuleOp module,
     ring.setTerms(args.workspace, std::move(planes),
                   TileRing::TermCopy::Threads, Value());
 
-  blockCopies->copyTile(
-      sharedQuery, index(0),
-      {args.q.data, headBase(args.q, batchIdx, head), args.q.strides[2]}, qLo,
-      args.sizes.qLen, config.queryTile(), /*bounded=*/true);
-  blockCopies->copyTile(
-      sharedGrad, index(0),
-      {args.outputGrad.data, headBase(args.outputGrad, batchIdx, head),
-       args.outputGrad.strides[2]},
-      qLo, args.sizes.qLen, config.queryTile(), /*bounded=*/true);
-  NVVM::CpAsyncCommitGroupOp::create(b);
+  copyBlockTiles(
+      {{sharedQuery,
+        {args.q.data, headBase(args.q, batchIdx, head), args.q.strides[2]}},
+       {sharedGrad,
+        {args.outputGrad.data, headBase(args.outputGrad, batchIdx, head),
+         args.outputGrad.strides[2]}}},
+      qLo, args.sizes.qLen);
   for (int64_t stage = 0; stage + 1 < config.stages; ++stage) {
     ring.issue(add(firstTile, stage));
     NVVM::CpAsyncCommitGroupOp::create(b);
   }
-  NVVM::CpAsyncWaitGroupOp::create(b, config.stages - 1);
-  if (config.wgmma)
-    warpgroupAtoms.fenceCopies();
-  gpu::BarrierOp::create(b);
+  waitForCopies(config.stages - 1);
   if (fragmentsResident())
     for (int64_t slice = 0; slice < config.dimSlices(); ++slice) {
-      llvm::append_range(queryFragments, loadRowFragment(sharedQuery, slice));
-      llvm::append_range(gradFragments, loadRowFragment(sharedGrad, slice));
+      llvm::append_range(queryFragments, loadBlockFragment(sharedQuery, slice));
+      llvm::append_range(gradFragments, loadBlockFragment(sharedGrad, slice));
     }
   if (RegionApplication::usesNorm(op.getScore(), attn::Vector::q) ||
-      RegionApplication::usesNorm(op.getRowBias(), attn::Vector::q)) {
-    // The four lanes of a row share its sum.
-    for (int64_t r = 0; r < rows; ++r)
-      rowQueryNorm.push_back(blockCopies->rowSquareSum(
-          sharedQuery, Value{}, fragment->rowInTile(r), fragment->getInGroup(),
-          4));
-  }
+      RegionApplication::usesNorm(op.getRowBias(), attn::Vector::q))
+    rowQueryNorm = blockRowSquareSums(scoreLayout, sharedQuery);
   FailureOr<Value> scale = regions.queryScale();
   if (failed(scale))
     return failure();

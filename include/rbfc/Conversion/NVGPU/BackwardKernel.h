@@ -15,6 +15,7 @@
 #include "rbfc/Conversion/NVGPU/MatrixAtoms.h"
 #include "rbfc/Conversion/NVGPU/RegionApplication.h"
 
+#include <array>
 #include <optional>
 
 namespace rbfc {
@@ -91,7 +92,8 @@ public:
                         mlir::ImplicitLocOpBuilder &b, int64_t blockRows = 0,
                         int64_t streamRows = 0)
       : KernelEmitter(b), op(op), config(config), slots(slots),
-        atoms(b, config.elementType), warpgroupAtoms(b, config.elementType),
+        blockRows(blockRows), atoms(b, config.elementType),
+        warpgroupAtoms(b, config.elementType),
         blockTile(b, config.headDim, config.wgmma ? blockRows : 0),
         streamTile(b, config.headDim, config.wgmma ? streamRows : 0) {}
 
@@ -169,6 +171,45 @@ protected:
                                           mlir::Value shared,
                                           mlir::Value tileBase, mlir::Value row,
                                           int64_t slice);
+  /// Binds the operands of the products over a stream tile: the block's
+  /// rows as A, the stream tile's rows as B and, transposed, as the B of
+  /// the accumulations -- the lanes' ldmatrix offsets, or for wgmma the
+  /// descriptors of the warpgroup's rows of the block's tiles `first` and
+  /// `second`.
+  void addressOperands(mlir::Value first, mlir::Value second);
+  /// Starts the copies of rows [lo, lo + blockRows) of each source into
+  /// its block tile (rows at or past `length` are zeros), one commit group.
+  void copyBlockTiles(llvm::ArrayRef<std::pair<mlir::Value, GlobalRows>> tiles,
+                      mlir::Value lo, mlir::Value length);
+  /// Waits until at most `pending` copy groups are in flight and makes the
+  /// tiles visible to the block (and to wgmma).
+  void waitForCopies(int64_t pending);
+  /// Per lane row of `layout`, the sum of squares of its row of the block
+  /// tile `shared`; the four lanes of a row share it.
+  llvm::SmallVector<mlir::Value>
+  blockRowSquareSums(const FragmentLayout &layout, mlir::Value shared);
+  /// The A registers of the warp's rows of the block tile `shared`, head
+  /// dims [16 slice, 16 slice + 16) (mma.sync).
+  OperandRegisters loadBlockFragment(mlir::Value shared, int64_t slice) {
+    return atoms.ldmatrix(
+        shared, blockTile.laneChunkOffset(blockOffsets, 0, slice), false);
+  }
+  /// mma.sync: acc = A B^T, laid out as `layout`, with A the warp's rows of
+  /// the block tile `block` (or `resident`, their fragments, four registers
+  /// a head-dim slice) and B the rows of the stream tile at `tileBase` of
+  /// `stream`; k runs over head_dim.
+  llvm::SmallVector<Accumulator>
+  multiplyByStream(const FragmentLayout &layout,
+                   llvm::ArrayRef<mlir::Value> resident, mlir::Value block,
+                   mlir::Value stream, mlir::Value tileBase);
+  /// mma.sync: acc += A B, laid out as `layout`, with A from the
+  /// accumulators `operand` (block rows x stream rows, laid out as
+  /// `operandLayout`, packed to 16 bits) and B the stream tile at
+  /// `tileBase` of `stream`; k runs over the stream's rows.
+  void accumulateStream(llvm::ArrayRef<Accumulator> operand,
+                        const FragmentLayout &operandLayout, mlir::Value stream,
+                        mlir::Value tileBase, const FragmentLayout &layout,
+                        llvm::SmallVectorImpl<Accumulator> &acc);
   /// The shared memory of a kernel: 1024-byte aligned for wgmma's
   /// swizzled column blocks.
   SharedMemoryArena sharedMemory() {
@@ -203,6 +244,8 @@ protected:
   attn::AttentionOp op;
   const BackwardConfig &config;
   const GradientSlots &slots;
+  /// Rows of the block's own tiles.
+  int64_t blockRows;
   MmaSyncAtom atoms;
   WarpgroupMmaAtom warpgroupAtoms;
   /// The block's own rows, and the ring's tiles.
@@ -211,6 +254,12 @@ protected:
   mlir::Value threadId, lane, warp, batchIdx;
   std::optional<FragmentLane> fragment;
   std::optional<CopyEngine> blockCopies, streamCopies;
+  /// mma.sync: the lanes' ldmatrix offsets (addressOperands) of the block's
+  /// rows as A, and of the stream tile's rows as B and transposed as B.
+  llvm::SmallVector<mlir::Value> blockOffsets, streamOffsets,
+      streamTransposedOffsets;
+  /// wgmma: the descriptors of the warpgroup's rows of the block's tiles.
+  std::array<mlir::Value, 2> blockDescriptors;
 };
 
 /// The dK/dV kernel and the dQ kernel (KeyValueGradKernel.cpp,
