@@ -266,6 +266,38 @@ void BackwardKernelBuilder::accumulateStream(
   }
 }
 
+FailureOr<BackwardKernelBuilder::StreamStep>
+BackwardKernelBuilder::enterStreamTile(RegionApplication &regions,
+                                       TileRing &ring, Value tileIndex,
+                                       Value blockLo, bool streamIsQueries) {
+  ring.advance(tileIndex, config.wgmma);
+  Value buffer = ring.buffer(tileIndex);
+  StreamStep step;
+  step.tileBase = ring.tileBase(buffer);
+  step.termBase = ring.termBase(buffer);
+  step.lo = mul(tileIndex, streamRows);
+  Value qLo = streamIsQueries ? step.lo : blockLo;
+  Value kvLo = streamIsQueries ? blockLo : step.lo;
+  int64_t queryRows = streamIsQueries ? streamRows : blockRows;
+  int64_t keyRows = streamIsQueries ? blockRows : streamRows;
+  FailureOr<TileClass> tileClass =
+      regions.classifyTile(qLo, queryRows, kvLo, keyRows);
+  if (failed(tileClass))
+    return failure();
+  auto pastEnd = [&](Value lo, int64_t rows, Value length) {
+    return cmp(arith::CmpIPredicate::sgt, add(lo, rows), length);
+  };
+  Value queryLength = args.sizes.qLen, keyLength = args.sizes.kvLen;
+  Value streamPastEnd =
+      pastEnd(step.lo, streamRows, streamIsQueries ? queryLength : keyLength);
+  Value blockPastEnd =
+      pastEnd(blockLo, blockRows, streamIsQueries ? keyLength : queryLength);
+  Value boundary = arith::OrIOp::create(b, streamPastEnd, blockPastEnd);
+  step.partial = arith::OrIOp::create(b, boundary, notI(tileClass->allKept));
+  step.live = notI(tileClass->allMasked);
+  return step;
+}
+
 int64_t BackwardKernelBuilder::keyNormPlane() {
   if (!RegionApplication::usesNorm(op.getScore(), attn::Vector::k))
     return -1;

@@ -234,24 +234,14 @@ KeyValueGradKernel::emitTile(RegionApplication &regions, TileRing &ring,
                              Value tileIndex, Value qScale, ValueRange state) {
   int64_t gradValues = 4 * gradLayout.size();
   int64_t rows = scoreLayout.laneRows();
-  ring.advance(tileIndex, config.wgmma);
-  Value buffer = ring.buffer(tileIndex);
-  Value tileBase = ring.tileBase(buffer);
-  Value termBase = ring.termBase(buffer);
-  Value qLo = mul(tileIndex, queryTile());
-  FailureOr<TileClass> tileClass =
-      regions.classifyTile(qLo, queryTile(), kvLo, config.keyTile());
-  if (failed(tileClass))
+  FailureOr<StreamStep> step =
+      enterStreamTile(regions, ring, tileIndex, kvLo, /*streamIsQueries=*/true);
+  if (failed(step))
     return failure();
-  Value boundary = arith::OrIOp::create(
-      b, cmp(arith::CmpIPredicate::sgt, add(qLo, queryTile()), args.sizes.qLen),
-      cmp(arith::CmpIPredicate::sgt, add(kvLo, config.keyTile()),
-          args.sizes.kvLen));
-  Value partial = arith::OrIOp::create(b, boundary, notI(tileClass->allKept));
-  Value live = notI(tileClass->allMasked);
+  Value tileBase = step->tileBase, termBase = step->termBase, qLo = step->lo;
 
   OpBuilder::InsertionGuard guard(b);
-  scf::IfOp compute = updateIf(live, state);
+  scf::IfOp compute = updateIf(step->live, state);
   if (queryNormRing) {
     // ||q||^2 of the tile's queries, four threads a row, into the ring's
     // plane beside the tile: the lanes read their columns' from there.
@@ -301,7 +291,7 @@ KeyValueGradKernel::emitTile(RegionApplication &regions, TileRing &ring,
   int64_t scoreValues = 4 * scoreLayout.size();
   SmallVector<Type> types(2 * scoreValues + 2 * rows + partials.size(),
                           b.getF32Type());
-  auto branches = scf::IfOp::create(b, types, partial, true);
+  auto branches = scf::IfOp::create(b, types, step->partial, true);
   for (bool masked : {true, false}) {
     OpBuilder::InsertionGuard branch(b);
     b.setInsertionPointToStart(masked ? branches.thenBlock()

@@ -161,24 +161,14 @@ FailureOr<SmallVector<Value>>
 QueryGradKernel::emitTile(RegionApplication &regions, TileRing &ring,
                           Value tileIndex, ValueRange state) {
   int64_t gradValues = 4 * gradLayout.size();
-  ring.advance(tileIndex, config.wgmma);
-  Value buffer = ring.buffer(tileIndex);
-  Value tileBase = ring.tileBase(buffer);
-  Value termBase = ring.termBase(buffer);
-  Value kvLo = mul(tileIndex, keyTile());
-  FailureOr<TileClass> tileClass =
-      regions.classifyTile(qLo, config.queryTile(), kvLo, keyTile());
-  if (failed(tileClass))
+  FailureOr<StreamStep> step = enterStreamTile(regions, ring, tileIndex, qLo,
+                                               /*streamIsQueries=*/false);
+  if (failed(step))
     return failure();
-  Value boundary = arith::OrIOp::create(
-      b, cmp(arith::CmpIPredicate::sgt, add(kvLo, keyTile()), args.sizes.kvLen),
-      cmp(arith::CmpIPredicate::sgt, add(qLo, config.queryTile()),
-          args.sizes.qLen));
-  Value partial = arith::OrIOp::create(b, boundary, notI(tileClass->allKept));
-  Value live = notI(tileClass->allMasked);
+  Value tileBase = step->tileBase, termBase = step->termBase, kvLo = step->lo;
 
   OpBuilder::InsertionGuard guard(b);
-  scf::IfOp compute = updateIf(live, state);
+  scf::IfOp compute = updateIf(step->live, state);
   SmallVector<Accumulator> scores, valueDots;
   if (config.wgmma) {
     // S = Q K^T and dP = dO V^T, both issued before either is waited for.
@@ -199,7 +189,7 @@ QueryGradKernel::emitTile(RegionApplication &regions, TileRing &ring,
   SmallVector<Value> rowValues(state.drop_front(gradValues));
   int64_t scoreValues = 4 * scoreLayout.size();
   SmallVector<Type> types(scoreValues + rowValuesCarried(), b.getF32Type());
-  auto branches = scf::IfOp::create(b, types, partial, true);
+  auto branches = scf::IfOp::create(b, types, step->partial, true);
   for (bool masked : {true, false}) {
     OpBuilder::InsertionGuard branch(b);
     b.setInsertionPointToStart(masked ? branches.thenBlock()

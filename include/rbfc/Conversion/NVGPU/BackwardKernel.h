@@ -92,8 +92,8 @@ public:
                         mlir::ImplicitLocOpBuilder &b, int64_t blockRows = 0,
                         int64_t streamRows = 0)
       : KernelEmitter(b), op(op), config(config), slots(slots),
-        blockRows(blockRows), atoms(b, config.elementType),
-        warpgroupAtoms(b, config.elementType),
+        blockRows(blockRows), streamRows(streamRows),
+        atoms(b, config.elementType), warpgroupAtoms(b, config.elementType),
         blockTile(b, config.headDim, config.wgmma ? blockRows : 0),
         streamTile(b, config.headDim, config.wgmma ? streamRows : 0) {}
 
@@ -126,6 +126,22 @@ protected:
   /// Whether the gradient of the relative-position table that the dK/dV
   /// kernel sums per diagonal is asked for; false when there is none.
   mlir::Value wantsDiagonalSums();
+
+  /// A tile of the ring in the tile loop: where its rows and their terms
+  /// are, its first row's index (q_idx or kv_idx), whether it holds a kept
+  /// element (`live`), and whether the mask or the bounds must be tested
+  /// per element (`partial`).
+  struct StreamStep {
+    mlir::Value tileBase, termBase, lo, live, partial;
+  };
+  /// Waits for ring tile `tileIndex` and classifies it against the
+  /// block's rows from `blockLo`. `streamIsQueries`: the ring's tiles are
+  /// the queries and the block's the keys (the dK/dV kernel).
+  mlir::FailureOr<StreamStep> enterStreamTile(RegionApplication &regions,
+                                              TileRing &ring,
+                                              mlir::Value tileIndex,
+                                              mlir::Value blockLo,
+                                              bool streamIsQueries);
 
   /// What the backward does at one element of S (or S^T): the weight
   /// P = 2^(s - lse2) (`none`: w = 2^s) and the score's adjoint dS in the
@@ -244,8 +260,8 @@ protected:
   attn::AttentionOp op;
   const BackwardConfig &config;
   const GradientSlots &slots;
-  /// Rows of the block's own tiles.
-  int64_t blockRows;
+  /// Rows of the block's own tiles and of the ring's.
+  int64_t blockRows, streamRows;
   MmaSyncAtom atoms;
   WarpgroupMmaAtom warpgroupAtoms;
   /// The block's own rows, and the ring's tiles.
