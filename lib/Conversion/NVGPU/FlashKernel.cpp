@@ -1434,40 +1434,38 @@ FlashSchedule::applyScoreRegion(ArrayRef<Accumulator> dots,
   ArrayRef<Value> rowShifts =
       shiftsInScoreRegion() ? oldShift : ArrayRef<Value>();
   // Partial tiles evaluate the mask per element; full tiles do not.
-  auto scored = scf::IfOp::create(
-      b, SmallVector<Type>(4 * scoreLayout.size(), b.getF32Type()), partial,
-      true);
-  for (bool masked : {true, false}) {
-    OpBuilder::InsertionGuard branch(b);
-    b.setInsertionPointToStart(masked ? scored.thenBlock()
-                                      : scored.elseBlock());
-    // Columns are keys, lane rows queries; a key's terms are read once for
-    // all the lane's rows.
-    auto scores = regions.applyScoreRegion(
-        fragment, scoreLayout, dots, masked,
-        [&](ElementValues &element, int64_t slice, int64_t column,
-            Value index) {
-          element.kvIdx = add(kvLo, index);
-          element.qScale = qScale;
-          if (!terms.biases.empty())
-            element.keyBias = terms.biases[slice][column];
-          // S holds q.k + key_bias / q_scale: the sum scaled_dot + key_bias
-          // is scaled_dot's alone (-0 adds nothing, and folds away).
-          if (termOperand)
-            element.keyBias = f32(-0.0);
-          if (!terms.norms.empty())
-            element.keyNorm = terms.norms[slice][column];
-        },
-        [&](ElementValues &element, int64_t r) {
-          element.qIdx = rowIdx[r];
-          element.queryNorm = rowQueryNorm[r];
-        },
-        rowShifts);
-    if (failed(scores))
-      return failure();
-    scf::YieldOp::create(b, FragmentLayout::flatten(*scores));
-  }
-  return FragmentLayout::unflatten(scored.getResults());
+  auto scored = branchOnPartialTile(
+      partial, 4 * scoreLayout.size(),
+      [&](bool masked) -> FailureOr<SmallVector<Value>> {
+        // Columns are keys, lane rows queries; a key's terms are read once for
+        // all the lane's rows.
+        auto scores = regions.applyScoreRegion(
+            fragment, scoreLayout, dots, masked,
+            [&](ElementValues &element, int64_t slice, int64_t column,
+                Value index) {
+              element.kvIdx = add(kvLo, index);
+              element.qScale = qScale;
+              if (!terms.biases.empty())
+                element.keyBias = terms.biases[slice][column];
+              // S holds q.k + key_bias / q_scale: the sum scaled_dot + key_bias
+              // is scaled_dot's alone (-0 adds nothing, and folds away).
+              if (termOperand)
+                element.keyBias = f32(-0.0);
+              if (!terms.norms.empty())
+                element.keyNorm = terms.norms[slice][column];
+            },
+            [&](ElementValues &element, int64_t r) {
+              element.qIdx = rowIdx[r];
+              element.queryNorm = rowQueryNorm[r];
+            },
+            rowShifts);
+        if (failed(scores))
+          return failure();
+        return FragmentLayout::flatten(*scores);
+      });
+  if (failed(scored))
+    return failure();
+  return FragmentLayout::unflatten(*scored);
 }
 
 FailureOr<SmallVector<Value>>

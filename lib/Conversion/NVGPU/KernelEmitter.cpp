@@ -23,6 +23,23 @@ scf::IfOp KernelEmitter::updateIf(Value condition, ValueRange state) {
   return branch;
 }
 
+FailureOr<ValueRange> KernelEmitter::branchOnPartialTile(
+    Value partial, int64_t results,
+    function_ref<FailureOr<SmallVector<Value>>(bool masked)> body) {
+  auto branches = scf::IfOp::create(
+      b, SmallVector<Type>(results, b.getF32Type()), partial, true);
+  for (bool masked : {true, false}) {
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(masked ? branches.thenBlock()
+                                      : branches.elseBlock());
+    FailureOr<SmallVector<Value>> yielded = body(masked);
+    if (failed(yielded))
+      return failure();
+    scf::YieldOp::create(b, *yielded);
+  }
+  return ValueRange(branches.getResults());
+}
+
 static Value nvvmIntrinsic(ImplicitLocOpBuilder &b, StringRef name, Value x) {
   return LLVM::CallIntrinsicOp::create(b, x.getType(), b.getStringAttr(name),
                                        ValueRange{x})

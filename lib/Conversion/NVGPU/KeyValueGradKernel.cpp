@@ -289,28 +289,26 @@ KeyValueGradKernel::emitTile(RegionApplication &regions, TileRing &ring,
   SmallVector<Value> keyNormGrad(state.slice(2 * gradValues + rows, rows));
   SmallVector<Value> partials(state.drop_front(2 * gradValues + 2 * rows));
   int64_t scoreValues = 4 * scoreLayout.size();
-  SmallVector<Type> types(2 * scoreValues + 2 * rows + partials.size(),
-                          b.getF32Type());
-  auto branches = scf::IfOp::create(b, types, step->partial, true);
-  for (bool masked : {true, false}) {
-    OpBuilder::InsertionGuard branch(b);
-    b.setInsertionPointToStart(masked ? branches.thenBlock()
-                                      : branches.elseBlock());
-    SmallVector<Accumulator> weights, scoreGrads;
-    SmallVector<Value> biasGrad = keyBiasGrad, normGrad = keyNormGrad,
-                       sums = partials;
-    if (failed(applyElements(regions, qLo, termBase, qScale, masked, scores,
-                             valueDots, weights, scoreGrads, biasGrad, normGrad,
-                             sums)))
-      return failure();
-    SmallVector<Value> yielded = FragmentLayout::flatten(weights);
-    llvm::append_range(yielded, FragmentLayout::flatten(scoreGrads));
-    llvm::append_range(yielded, biasGrad);
-    llvm::append_range(yielded, normGrad);
-    llvm::append_range(yielded, sums);
-    scf::YieldOp::create(b, yielded);
-  }
-  ValueRange results = branches.getResults();
+  auto branches = branchOnPartialTile(
+      step->partial, 2 * scoreValues + 2 * rows + partials.size(),
+      [&](bool masked) -> FailureOr<SmallVector<Value>> {
+        SmallVector<Accumulator> weights, scoreGrads;
+        SmallVector<Value> biasGrad = keyBiasGrad, normGrad = keyNormGrad,
+                           sums = partials;
+        if (failed(applyElements(regions, qLo, termBase, qScale, masked, scores,
+                                 valueDots, weights, scoreGrads, biasGrad,
+                                 normGrad, sums)))
+          return failure();
+        SmallVector<Value> yielded = FragmentLayout::flatten(weights);
+        llvm::append_range(yielded, FragmentLayout::flatten(scoreGrads));
+        llvm::append_range(yielded, biasGrad);
+        llvm::append_range(yielded, normGrad);
+        llvm::append_range(yielded, sums);
+        return yielded;
+      });
+  if (failed(branches))
+    return failure();
+  ValueRange results = *branches;
   SmallVector<Accumulator> weights =
       FragmentLayout::unflatten(results.take_front(scoreValues));
   SmallVector<Accumulator> scoreGrads =

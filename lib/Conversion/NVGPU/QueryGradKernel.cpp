@@ -188,22 +188,21 @@ QueryGradKernel::emitTile(RegionApplication &regions, TileRing &ring,
   }
   SmallVector<Value> rowValues(state.drop_front(gradValues));
   int64_t scoreValues = 4 * scoreLayout.size();
-  SmallVector<Type> types(scoreValues + rowValuesCarried(), b.getF32Type());
-  auto branches = scf::IfOp::create(b, types, step->partial, true);
-  for (bool masked : {true, false}) {
-    OpBuilder::InsertionGuard branch(b);
-    b.setInsertionPointToStart(masked ? branches.thenBlock()
-                                      : branches.elseBlock());
-    SmallVector<Accumulator> scoreGrads;
-    SmallVector<Value> rowValuesAfter = rowValues;
-    if (failed(applyElements(regions, kvLo, termBase, masked, scores, valueDots,
-                             scoreGrads, rowValuesAfter)))
-      return failure();
-    SmallVector<Value> yielded = FragmentLayout::flatten(scoreGrads);
-    llvm::append_range(yielded, rowValuesAfter);
-    scf::YieldOp::create(b, yielded);
-  }
-  ValueRange results = branches.getResults();
+  auto branches = branchOnPartialTile(
+      step->partial, scoreValues + rowValuesCarried(),
+      [&](bool masked) -> FailureOr<SmallVector<Value>> {
+        SmallVector<Accumulator> scoreGrads;
+        SmallVector<Value> rowValuesAfter = rowValues;
+        if (failed(applyElements(regions, kvLo, termBase, masked, scores,
+                                 valueDots, scoreGrads, rowValuesAfter)))
+          return failure();
+        SmallVector<Value> yielded = FragmentLayout::flatten(scoreGrads);
+        llvm::append_range(yielded, rowValuesAfter);
+        return yielded;
+      });
+  if (failed(branches))
+    return failure();
+  ValueRange results = *branches;
   SmallVector<Accumulator> scoreGrads =
       FragmentLayout::unflatten(results.take_front(scoreValues));
   SmallVector<Accumulator> queryGrad =

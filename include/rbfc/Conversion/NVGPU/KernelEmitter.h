@@ -81,6 +81,15 @@ protected:
   /// leaves the insertion point at the start of the then branch, which the
   /// caller ends with a yield of the updated state.
   mlir::scf::IfOp updateIf(mlir::Value condition, mlir::ValueRange state);
+  /// An scf.if on `partial` whose branches `body` builds: the then branch
+  /// with masked = true (a tile whose mask or bounds are tested per
+  /// element), the else branch with masked = false; each returns the
+  /// `results` f32 values its branch yields. Returns the if's results.
+  mlir::FailureOr<mlir::ValueRange> branchOnPartialTile(
+      mlir::Value partial, int64_t results,
+      llvm::function_ref<
+          mlir::FailureOr<llvm::SmallVector<mlir::Value>>(bool masked)>
+          body);
 
   /// 2^x and log2(x) by the SFU (ex2/lg2.approx, 2 ulp), as every flash
   /// kernel does; through NVVM intrinsics so no libdevice is needed. exp2
