@@ -286,8 +286,10 @@ private:
   LogicalResult emitKeyTermLoop(TileRing &ring, KeyValuePipelines &pipelines);
   /// The terms of the key whose kv_idx is `kvIdx` and squared norm
   /// `keyNorm` (null when no term reads it) into the term planes at
-  /// `offset`: zeros past kv_len.
-  LogicalResult storeKeyTerms(Value offset, Value kvIdx, Value keyNorm);
+  /// `offset`: zeros past kv_len. `termRegions` evaluates the regions
+  /// with the workspace's writerParams.
+  LogicalResult storeKeyTerms(RegionApplication &termRegions, Value offset,
+                              Value kvIdx, Value keyNorm);
   /// Consumer: waits until iteration `iteration`'s K tile, and its key
   /// terms where the producer computes them, are in shared memory.
   void awaitKeys(KeyValuePipelines &pipelines, Value iteration);
@@ -416,13 +418,16 @@ private:
   void awaitTensorCoreTurn();
   void passTensorCoreTurn();
   SmallVector<Value> computeQueryNorms();
-  /// S = Q K^T for the K tile at `keyBase` of ring buffer `buffer`, each
-  /// lane row's accumulators starting at `rowStart` (0 when empty).
-  SmallVector<Accumulator>
-  computeScores(Value keyBase, ArrayRef<Value> rowStart, Value buffer);
+  /// S = Q K^T for the K tile at `keyBase` of ring buffer `buffer`, its
+  /// accumulators starting at initialScores.
+  SmallVector<Accumulator> computeScores(Value keyBase,
+                                         ArrayRef<Value> rowStart,
+                                         const KeyTerms &terms, Value buffer);
   /// The S accumulators before S = Q K^T: `rowStart` per lane row (wgmma:
-  /// unset, the first product overwrites them).
-  SmallVector<Accumulator> initialScores(ArrayRef<Value> rowStart);
+  /// unset, the first product overwrites them; where the key bias starts
+  /// the scores, each column's key_bias / q_scale from `terms`).
+  SmallVector<Accumulator> initialScores(ArrayRef<Value> rowStart,
+                                         const KeyTerms &terms);
   /// computeScores by one wgmma per 16 head dims over the warpgroup's 64
   /// rows, Q and K named by descriptors, and with key_terms = "product"
   /// one more for the key terms of ring buffer `buffer`.
@@ -799,6 +804,10 @@ LogicalResult FlashSchedule::emitKeyTermLoop(TileRing &ring,
   Value worker = sub(producerThread, index(kThreadsPerWarp));
   Value part = rem(worker, lanesPerKey);
   Value leader = cmp(arith::CmpIPredicate::eq, part, index(0));
+  SmallVector<Value> termParams = workspace.writerParams(b, args.params);
+  RegionApplication termRegions(b, op, args.sizes, termParams, args.captures,
+                                block.batch, block.head, block.lane,
+                                config.headDim);
   auto loop = scf::ForOp::create(b, firstTile, endTile, index(1));
   b.setInsertionPointToStart(loop.getBody());
   Value tile = loop.getInductionVar();
@@ -828,15 +837,16 @@ LogicalResult FlashSchedule::emitKeyTermLoop(TileRing &ring,
     b.setInsertionPointToStart(
         scf::IfOp::create(b, TypeRange{}, leader, /*withElseRegion=*/false)
             .thenBlock());
-    if (failed(storeKeyTerms(add(ring.termBase(buffer), key), add(kvLo, key),
-                             keyNorm)))
+    if (failed(storeKeyTerms(termRegions, add(ring.termBase(buffer), key),
+                             add(kvLo, key), keyNorm)))
       return failure();
   }
   pipelines.terms->arriveFull(iteration);
   return success();
 }
 
-LogicalResult FlashSchedule::storeKeyTerms(Value offset, Value kvIdx,
+LogicalResult FlashSchedule::storeKeyTerms(RegionApplication &termRegions,
+                                           Value offset, Value kvIdx,
                                            Value keyNorm) {
   auto store = [&](Value value, int64_t plane) {
     memref::StoreOp::create(b, value,
@@ -846,7 +856,7 @@ LogicalResult FlashSchedule::storeKeyTerms(Value offset, Value kvIdx,
   };
   // Keys past kv_len are zeros by TMA, and get zero terms.
   return workspace.emitKeyTerms(
-      b, regions, kvIdx, args.sizes.kvLen, keyNorm, store,
+      b, termRegions, kvIdx, args.sizes.kvLen, keyNorm, store,
       [&](Value bias) { store(bias, workspace.keyBiasPlane); });
 }
 
@@ -1008,7 +1018,13 @@ FailureOr<SmallVector<Value>> FlashSchedule::computeOverlappedTile(
   OnlineSoftmax softmax = softmaxState(state);
   SmallVector<Value> oldShift, rowStart;
   tileShifts(softmax, oldShift, rowStart);
-  SmallVector<Accumulator> dots = initialScores(rowStart);
+  // The key terms load while the products run, unless they start S:
+  // loaded before S, they would hold registers beside S, O and the
+  // deferred P.
+  KeyTerms terms;
+  if (workspace.biasStartsScores)
+    terms = loadKeyTerms(ring, buffer, termOffsets);
+  SmallVector<Accumulator> dots = initialScores(rowStart, terms);
   SmallVector<Accumulator> output =
       FragmentLayout::unflatten(state.take_front(outputValues));
   SmallVector<std::pair<Value, Value>> keyDescriptors =
@@ -1038,9 +1054,8 @@ FailureOr<SmallVector<Value>> FlashSchedule::computeOverlappedTile(
              termOperands.begin());
   issueScores(keyDescriptors, termOperands, dots);
   warpgroupAtoms.commitGroup();
-  // The key terms load while the products run: loaded before S, they would
-  // hold registers beside S, O and the deferred P.
-  KeyTerms terms = loadKeyTerms(ring, buffer, termOffsets);
+  if (!workspace.biasStartsScores)
+    terms = loadKeyTerms(ring, buffer, termOffsets);
   issueDeferredProductAndAwaitScores(deferred, deferredDescriptors, output,
                                      dots);
   // S is complete: K (and its terms, read above) goes back to the producer.
@@ -1449,7 +1464,7 @@ FlashSchedule::applyScoreRegion(ArrayRef<Accumulator> dots,
                 element.keyBias = terms.biases[slice][column];
               // S holds q.k + key_bias / q_scale: the sum scaled_dot + key_bias
               // is scaled_dot's alone (-0 adds nothing, and folds away).
-              if (termOperand)
+              if (termOperand || workspace.biasStartsScores)
                 element.keyBias = f32(-0.0);
               if (!terms.norms.empty())
                 element.keyNorm = terms.norms[slice][column];
@@ -1480,7 +1495,8 @@ FlashSchedule::computeTile(TileRing &ring, Value buffer, Value kvLo,
   // behind the mma.
   KeyTerms terms = loadKeyTerms(ring, buffer, termOffsets);
   Value tileBase = ring.tileBase(buffer);
-  SmallVector<Accumulator> dots = computeScores(tileBase, rowStart, buffer);
+  SmallVector<Accumulator> dots =
+      computeScores(tileBase, rowStart, terms, buffer);
   FailureOr<SmallVector<Accumulator>> scored =
       applyScoreRegion(dots, terms, kvLo, partial, oldShift);
   if (failed(scored))
@@ -1523,12 +1539,19 @@ SmallVector<Value> FlashSchedule::computeQueryNorms() {
   return norms;
 }
 
-SmallVector<Accumulator>
-FlashSchedule::initialScores(ArrayRef<Value> rowStart) {
-  if (config.wgmma)
+SmallVector<Accumulator> FlashSchedule::initialScores(ArrayRef<Value> rowStart,
+                                                      const KeyTerms &terms) {
+  if (config.wgmma && !workspace.biasStartsScores)
     return warpgroupAtoms.unsetAccumulators(config.atoms() *
                                             scoreLayout.getColumnSlices());
   SmallVector<Accumulator> scores;
+  if (config.wgmma) {
+    // A lane's two columns of a slice, in both its rows.
+    for (int64_t atom = 0; atom < config.atoms(); ++atom)
+      for (const ColumnTermPair &bias : terms.biases)
+        scores.push_back({bias[0], bias[1], bias[0], bias[1]});
+    return scores;
+  }
   for (int64_t atom = 0; atom < config.atoms(); ++atom) {
     Value top = rowStart.empty() ? f32(0.0) : rowStart[2 * atom];
     Value bottom = rowStart.empty() ? f32(0.0) : rowStart[2 * atom + 1];
@@ -1539,9 +1562,10 @@ FlashSchedule::initialScores(ArrayRef<Value> rowStart) {
 
 SmallVector<Accumulator> FlashSchedule::computeScores(Value keyBase,
                                                       ArrayRef<Value> rowStart,
+                                                      const KeyTerms &terms,
                                                       Value buffer) {
   int64_t slices = scoreLayout.getColumnSlices();
-  SmallVector<Accumulator> scores = initialScores(rowStart);
+  SmallVector<Accumulator> scores = initialScores(rowStart, terms);
   if (config.wgmma) {
     computeScoresByWgmma(keyBase, buffer, scores);
     return scores;
@@ -1593,7 +1617,8 @@ void FlashSchedule::issueScores(ArrayRef<std::pair<Value, Value>> descriptors,
                                 MutableArrayRef<Accumulator> scores) {
   for (auto [slice, operands] : llvm::enumerate(descriptors))
     warpgroupAtoms.mma(operands.first, operands.second, scores,
-                       /*transposeB=*/false, /*accumulate=*/slice > 0);
+                       /*transposeB=*/false,
+                       /*accumulate=*/slice > 0 || workspace.biasStartsScores);
   if (!terms.empty())
     termOperand->accumulate(terms[0], terms[1], scores);
 }
@@ -2057,7 +2082,8 @@ FailureOr<gpu::GPUFuncOp> rbfc::buildFlashKernel(attn::AttentionOp op,
                        plan.getOverlap()};
   ImplicitLocOpBuilder b(op.getLoc(), op.getContext());
   LLVM_DEBUG(llvm::dbgs() << "building " << name << " with " << plan << "\n");
-  KeyTermWorkspace workspace = KeyTermWorkspace::forOp(op, config.keyTerms);
+  KeyTermWorkspace workspace =
+      KeyTermWorkspace::forOp(op, config.keyTerms, config.wgmma);
   if (workspace.inWorkspace() &&
       failed(buildKeyTermsKernel(b, op, config, workspace, module,
                                  (name + kKeyTermsSuffix).str())))

@@ -3,6 +3,7 @@
 
 #include "rbfc/Conversion/NVGPU/BlockOrder.h"
 #include "rbfc/Conversion/NVGPU/RegionApplication.h"
+#include "rbfc/Dialect/Attn/KeyBiasProduct.h"
 #include "rbfc/Dialect/Attn/ScoreDependence.h"
 
 #include "llvm/Support/Debug.h"
@@ -13,7 +14,8 @@ using namespace mlir;
 using namespace rbfc;
 
 KeyTermWorkspace KeyTermWorkspace::forOp(attn::AttentionOp op,
-                                         KeyTermSource source) {
+                                         KeyTermSource source,
+                                         bool scoresByWgmma) {
   KeyTermWorkspace workspace;
   if (!op.getKeyBias().empty())
     workspace.keyBiasPlane = workspace.planes();
@@ -33,10 +35,25 @@ KeyTermWorkspace KeyTermWorkspace::forOp(attn::AttentionOp op,
   // entries then take the place of the key bias plane's.
   workspace.inProduct = source == KeyTermSource::Product;
   workspace.computedInKernel = source == KeyTermSource::Producer;
+  std::optional<attn::KeyBiasProduct> product;
+  if (workspace.keyBiasPlane >= 0)
+    product = attn::KeyBiasProduct::analyze(op);
+  workspace.biasStartsScores = scoresByWgmma && product && !workspace.inProduct;
+  if (workspace.biasOverQueryScale() && product)
+    workspace.cancelledParams = product->cancelledParams;
   LLVM_DEBUG(
       llvm::dbgs() << "key terms: " << workspace.planes() << " planes, per "
                    << (workspace.perKvHead ? "kv" : "query") << " head\n");
   return workspace;
+}
+
+SmallVector<Value>
+KeyTermWorkspace::writerParams(ImplicitLocOpBuilder &b,
+                               ArrayRef<Value> params) const {
+  SmallVector<Value> writer(params);
+  for (unsigned param : cancelledParams)
+    writer[param] = arith::ConstantOp::create(b, b.getF32FloatAttr(1.0));
+  return writer;
 }
 
 LogicalResult KeyTermWorkspace::emitKeyTerms(
@@ -60,7 +77,14 @@ LogicalResult KeyTermWorkspace::emitKeyTerms(
   FailureOr<Value> bias = regions.keyBias(kvIdx, keyNorm);
   if (failed(bias))
     return failure();
-  storeBias(*bias);
+  if (!biasOverQueryScale()) {
+    storeBias(*bias);
+    return success();
+  }
+  FailureOr<Value> scale = regions.queryScale();
+  if (failed(scale))
+    return failure();
+  storeBias(arith::DivFOp::create(b, *bias, *scale));
   return success();
 }
 

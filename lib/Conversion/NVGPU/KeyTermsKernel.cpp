@@ -71,28 +71,13 @@ LogicalResult KeyTermsKernelBuilder::build(gpu::GPUModuleOp module,
   const ForwardArgs &args = block.args;
   CopyEngine copies(b, tile, config.elementType, config.threads(),
                     block.threadId);
-  // Product entries hold key_bias / q_scale, both evaluated with the
-  // parameters that cancel between them at 1 (attn::KeyBiasProduct).
-  SmallVector<Value> params(args.params.begin(), args.params.end());
-  if (workspace.inProduct) {
-    std::optional<attn::KeyBiasProduct> product =
-        attn::KeyBiasProduct::analyze(op);
-    if (!product)
-      return op.emitOpError("key_terms \"product\" needs a key bias that "
-                            "rides in S = Q K^T");
-    for (unsigned param : product->cancelledParams)
-      params[param] = f32(1.0);
-  }
+  if (workspace.inProduct && !attn::KeyBiasProduct::analyze(op))
+    return op.emitOpError("key_terms \"product\" needs a key bias that "
+                          "rides in S = Q K^T");
+  SmallVector<Value> params = workspace.writerParams(b, args.params);
   RegionApplication regions(b, op, args.sizes, params, args.captures,
                             block.batch, block.head, block.lane,
                             config.headDim);
-  Value productScale;
-  if (workspace.inProduct) {
-    FailureOr<Value> scale = regions.queryScale();
-    if (failed(scale))
-      return failure();
-    productScale = *scale;
-  }
   KeyTermOperand entries(b, config.tileN, config.stages);
   // The flash kernel may start as soon as every prologue block has: it
   // loads Q while the prologue runs and waits before reading the terms.
@@ -162,8 +147,7 @@ LogicalResult KeyTermsKernelBuilder::build(gpu::GPUModuleOp module,
         store(bias, workspace.keyBiasPlane);
         return;
       }
-      auto [first, second] =
-          entries.entryWords(arith::DivFOp::create(b, bias, productScale));
+      auto [first, second] = entries.entryWords(bias);
       store(first, 0);
       store(second, 1);
       for (int64_t word = 2; word < KeyTermOperand::kWorkspaceWords; ++word)

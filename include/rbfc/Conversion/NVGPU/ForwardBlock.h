@@ -91,9 +91,28 @@ struct KeyTermWorkspace {
   /// key_terms = "producer": the flash kernel computes the planes into
   /// shared memory itself; no prologue writes them to a workspace.
   bool computedInKernel = false;
+  /// The wgmma kernels' term planes where the key bias rides in S = Q K^T
+  /// (attn::KeyBiasProduct): the key bias plane holds key_bias / q_scale,
+  /// which the consumers load into S's accumulators before S = Q K^T adds
+  /// q.k, and the scores are then scaled_dot's alone.
+  bool biasStartsScores = false;
+  /// Where the key bias is stored over q_scale (the product's entries, or
+  /// biasStartsScores), the parameters that cancel between the two
+  /// (attn::KeyBiasProduct), which its writers set to 1.
+  llvm::SmallVector<unsigned> cancelledParams;
 
+  /// The terms `op` needs from `source`; `scoresByWgmma`: for a wgmma
+  /// kernel.
   static KeyTermWorkspace forOp(attn::AttentionOp op,
-                                KeyTermSource source = KeyTermSource::Threads);
+                                KeyTermSource source = KeyTermSource::Threads,
+                                bool scoresByWgmma = false);
+  /// The key bias is stored over q_scale.
+  bool biasOverQueryScale() const { return inProduct || biasStartsScores; }
+  /// `params` as the writers of the terms evaluate the regions with them:
+  /// the cancelled parameters at 1.
+  llvm::SmallVector<mlir::Value>
+  writerParams(mlir::ImplicitLocOpBuilder &b,
+               llvm::ArrayRef<mlir::Value> params) const;
   int64_t planes() const {
     return inProduct ? KeyTermOperand::kWorkspaceWords
                      : (keyBiasPlane >= 0) + (keyNormPlane >= 0);
@@ -106,7 +125,8 @@ struct KeyTermWorkspace {
   /// them: below `kvLen` the norm to its plane through `storePlane` and the
   /// key_bias region's value to `storeBias`; past it zeros to every plane
   /// (a key_bias region may read captures at kv_idx, which must stay in
-  /// bounds).
+  /// bounds). Where the bias is stored over q_scale, `regions` takes
+  /// writerParams and storeBias gets key_bias / q_scale.
   mlir::LogicalResult
   emitKeyTerms(mlir::ImplicitLocOpBuilder &b, RegionApplication &regions,
                mlir::Value kvIdx, mlir::Value kvLen, mlir::Value keyNorm,
