@@ -84,7 +84,10 @@ LogicalResult KeyTermWorkspace::emitKeyTerms(
   FailureOr<Value> scale = regions.queryScale();
   if (failed(scale))
     return failure();
-  storeBias(arith::DivFOp::create(b, *bias, *scale));
+  // A reciprocal, once, and a product per key: the producer warps, which
+  // compute these per tile, have no registers for a division's slow path.
+  storeBias(
+      arith::DivFOp::create(b, *bias, *scale, arith::FastMathFlags::arcp));
   return success();
 }
 
