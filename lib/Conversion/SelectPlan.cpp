@@ -83,7 +83,7 @@ bool scoresAreDot(attn::AttentionOp op) {
 /// warpgroups of 64 query rows and a producer warpgroup, 128- or 160-key
 /// tiles, two stages, K and V brought by TMA and the key terms by bulk
 /// copies of the same producer thread (a key bias that rides in S = Q K^T
-/// as the product's entries). On the H200 (bench/NOTES.md, 2026-12-04) the
+/// starting S's accumulators). On the H200 (bench/NOTES.md, 2026-12-04) the
 /// warp-specialised kernel ran 10-14% ahead of the cooperative wgmma kernel
 /// and 25-48% ahead of mma.sync with a cp.async producer, and TMA took
 /// 3-5% more (step 10), 160-key tiles without a mask 3-6% more again
@@ -105,7 +105,9 @@ attn::PlanAttr wgmmaPlan(attn::AttentionOp op, StringRef arch,
     // scores as dot's, and dot's 128-key tiles: RBF 402 / 317 causal at
     // 4x16x4096x64 against 374 / 300 for the terms copied by the threads on
     // 64-key tiles and 370 / 297 for the product on 64-key tiles, dot 415 /
-    // 353 (H200, bench/NOTES.md step 16).
+    // 353 (H200, bench/NOTES.md step 16). Its terms starting S's
+    // accumulators instead (key_terms "bulk") ran 5-7% slower here: RBF 406
+    // / 357 against 419 / 365 (H100, paired 1.067 / 1.048, step 41).
     bool product = attn::KeyBiasProduct::analyze(op).has_value();
     bool keyTermsApart = !op.getKeyBias().empty() && !product;
     return attn::PlanAttr::get(op.getContext(), arch, "wgmma_cooperative",
@@ -128,13 +130,17 @@ attn::PlanAttr wgmmaPlan(attn::AttentionOp op, StringRef arch,
   // and O spill with the overlap (RBF's bulk terms 96/136 bytes at 160
   // keys, a relative-position gather 696/864). Under the mask RBF's
   // product ran 918-923 against 880-885 with bulk terms (rbf_causal).
-  bool product = attn::KeyBiasProduct::analyze(op).has_value();
+  // A key bias that rides in S = Q K^T comes by bulk copies and starts S's
+  // accumulators (bench/NOTES.md steps 38 and 41): 1.2-1.5% faster than
+  // the product's entries at 4x16x4096x128 and 1x16x16384x128, causal and
+  // not (H100, paired).
+  bool startsScores = attn::KeyBiasProduct::analyze(op).has_value();
   bool masked = !op.getMask().empty();
-  bool overlap = masked || product || scoresAreDot(op);
+  bool overlap = masked || startsScores || scoresAreDot(op);
   return attn::PlanAttr::get(op.getContext(), arch, "wgmma", /*tile_m=*/128,
                              /*tile_n=*/masked ? 128 : 160, /*warps=*/8,
-                             /*stages=*/2, product ? "product" : "bulk",
-                             /*blocks_per_sm=*/0, "tma", overlap);
+                             /*stages=*/2, "bulk", /*blocks_per_sm=*/0, "tma",
+                             overlap);
 }
 
 /// The kernel for problems that the cooperative default at head_dim 64

@@ -33,9 +33,10 @@ func.func @d32(%q: tensor<?x?x?x32xbf16>, %k: tensor<?x?x?x32xbf16>, %v: tensor<
 // -----
 
 // A key bias at head_dim 128 that rides in S = Q K^T: the producer brings
-// the product's entries, and the scores are dot's (overlapped).
+// its terms by bulk copies, they start S's accumulators, and the scores
+// are dot's (overlapped).
 // CHECK-LABEL: func.func @rbf_d128
-// CHECK: plan = #attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 128, tile_n = 160, warps = 8, stages = 2, key_terms = "product", copy = "tma", overlap = true>
+// CHECK: plan = #attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 128, tile_n = 160, warps = 8, stages = 2, key_terms = "bulk", copy = "tma", overlap = true>
 func.func @rbf_d128(%arg0: tensor<?x?x?x128xbf16>, %arg1: tensor<?x?x?x128xbf16>, %arg2: tensor<?x?x?x128xbf16>, %arg3: f32) -> tensor<?x?x?x128xbf16> {
   %0 = attn.attention softmax %arg0, %arg1, %arg2 params(%arg3 : f32) {capture_names = [], log2_domain, param_defaults = [0.0883883461 : f32], param_names = ["gamma"]} : tensor<?x?x?x128xbf16>, tensor<?x?x?x128xbf16>, tensor<?x?x?x128xbf16> -> tensor<?x?x?x128xbf16> score {
   ^bb0(%b: index, %h: index, %q_idx: index, %kv_idx: index, %gamma: f32):
@@ -185,7 +186,7 @@ func.func @key_bias_reads_gamma_again_d64(%arg0: tensor<?x?x?x64xbf16>, %arg1: t
 // loads: select-plan-unmeasured.mlir at sm_90 has the unmasked one), with
 // 128-key tiles and the softmax overlapped with the products.
 // CHECK-LABEL: func.func @rbf_causal_d128
-// CHECK: kernel = "wgmma", tile_m = 128, tile_n = 128, warps = 8, stages = 2, key_terms = "product", copy = "tma", overlap = true>
+// CHECK: kernel = "wgmma", tile_m = 128, tile_n = 128, warps = 8, stages = 2, key_terms = "bulk", copy = "tma", overlap = true>
 func.func @rbf_causal_d128(%arg0: tensor<?x?x?x128xbf16>, %arg1: tensor<?x?x?x128xbf16>, %arg2: tensor<?x?x?x128xbf16>, %arg3: f32) -> tensor<?x?x?x128xbf16> {
   %0 = attn.attention softmax %arg0, %arg1, %arg2 params(%arg3 : f32) {capture_names = [], log2_domain, param_defaults = [0.0883883461 : f32], param_names = ["gamma"]} : tensor<?x?x?x128xbf16>, tensor<?x?x?x128xbf16>, tensor<?x?x?x128xbf16> -> tensor<?x?x?x128xbf16> score {
   ^bb0(%b: index, %h: index, %q_idx: index, %kv_idx: index, %gamma: f32):
