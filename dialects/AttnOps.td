@@ -54,10 +54,11 @@ def Attn_AttentionOp : Attn_Op<"attention", [
       element test on all-kept ones.
 
     `plan` (set by `attn-select-plan` or `--plan`) is the GPU kernel's
-    structure and tiles. `small_plan`, set beside a default plan only, is a
-    second forward kernel's, for problems that it runs in one wave
-    (docs/abi.md, "Small problems"); the runtime picks one of the two at
-    each launch.
+    structure and tiles. `small_plans`, set beside a default plan only, are
+    further forward kernels', each for problems that it runs in one wave
+    and that the one before it (the default first) does not (docs/abi.md,
+    "Small problems"), so each has fewer rows a block than the one before;
+    the runtime picks one of them at each launch.
 
     With `log2_domain`, the score, key_bias and q_scale regions are scaled
     by log2(e) so that `exp2` of the score is the weight; `row_bias` stays
@@ -102,7 +103,8 @@ def Attn_AttentionOp : Attn_Op<"attention", [
                        ArrayAttr:$param_defaults,
                        StrArrayAttr:$capture_names,
                        OptionalAttr<Attn_PlanAttr>:$plan,
-                       OptionalAttr<Attn_PlanAttr>:$small_plan,
+                       OptionalAttr<TypedArrayAttrBase<Attn_PlanAttr,
+                           "plans of the small-problem kernels">>:$small_plans,
                        UnitAttr:$log2_domain);
   let results = (outs Attn_InputTensor:$output,
                       Optional<3DTensorOf<[F32]>>:$lse);

@@ -143,9 +143,10 @@ attn::PlanAttr wgmmaPlan(attn::AttentionOp op, StringRef arch,
                              overlap);
 }
 
-/// The kernel for problems that the cooperative default at head_dim 64
-/// leaves short of work: the warp-specialised kernel with TMA copies and
-/// four stages, whose producer keeps its blocks fed, and the key terms
+/// The kernels for problems that the cooperative default at head_dim 64
+/// leaves short of work, each taken where its grid fits in one wave and
+/// the next one's does not. First the warp-specialised kernel with TMA copies
+/// and four stages, whose producer keeps its blocks fed, and the key terms
 /// computed by the producer's idle warps from the K tile in shared memory:
 /// no prologue, whose fixed cost a small call cannot hide (bench/NOTES.md
 /// step 31, H100: RBF 37 TFLOP/s against bulk terms' 35 at 1x8x512x64, 191
@@ -156,13 +157,25 @@ attn::PlanAttr wgmmaPlan(attn::AttentionOp op, StringRef arch,
 /// against 90 / 84, and 42 / 35 against 39 / 31 at 1x8x512x64; at 2x16x1024x64
 /// (256 blocks, two waves of it) it ran 13-16% behind, and at 4x16x4096x64
 /// 16-18% (dot 366-375 against 444-450 in two earlier runs).
-attn::PlanAttr smallProblemPlan(attn::AttentionOp op, attn::PlanAttr plan) {
+///
+/// Then the same kernel with 64-row tiles and one consumer warpgroup, for
+/// problems that leave the first one's wave half empty: twice the blocks.
+/// At 1x8x512x64 (32 blocks of 128 rows) it ran 15-23% faster, RBF 46
+/// TFLOP/s against 38 and dot 51 against 43 (cuDNN 44), and 64 x 64 tiles
+/// 7-20%; at 1x16x1024x64, where 128-row tiles fill the H100 and 64-row
+/// ones take two waves, 1-40% slower (bench/NOTES.md step 41).
+SmallVector<attn::PlanAttr> smallProblemPlans(attn::AttentionOp op,
+                                              attn::PlanAttr plan) {
   if (plan.getKernel() != "wgmma_cooperative")
     return {};
-  return attn::PlanAttr::get(op.getContext(), plan.getArch(), "wgmma",
-                             /*tile_m=*/128, /*tile_n=*/128, /*warps=*/8,
-                             /*stages=*/4, "producer", /*blocks_per_sm=*/0,
-                             "tma", /*overlap=*/false);
+  auto producerPlan = [&](int64_t tileM, int64_t warps) {
+    return attn::PlanAttr::get(op.getContext(), plan.getArch(), "wgmma", tileM,
+                               /*tile_n=*/128, warps, /*stages=*/4, "producer",
+                               /*blocks_per_sm=*/0, "tma",
+                               /*overlap=*/false);
+  };
+  return {producerPlan(/*tileM=*/128, /*warps=*/8),
+          producerPlan(/*tileM=*/64, /*warps=*/4)};
 }
 
 attn::PlanAttr defaultPlan(attn::AttentionOp op, StringRef arch) {
@@ -266,14 +279,20 @@ struct AttnSelectPlan : rbfc::impl::AttnSelectPlanBase<AttnSelectPlan> {
       if (failed(verifyFlashPlan(op, plan)))
         return WalkResult::interrupt();
       // A plan given by the user is one kernel; a default one may come with
-      // a second for small problems.
-      attn::PlanAttr small = chosen ? smallProblemPlan(op, plan) : nullptr;
-      if (!small)
+      // more for small problems.
+      if (!chosen)
         return WalkResult::advance();
-      if (failed(verifyFlashPlan(op, small)))
-        return WalkResult::interrupt();
-      op.setSmallPlanAttr(small);
-      LLVM_DEBUG(llvm::dbgs() << "and for small problems " << small << "\n");
+      SmallVector<attn::PlanAttr> smallPlans = smallProblemPlans(op, plan);
+      if (smallPlans.empty())
+        return WalkResult::advance();
+      for (attn::PlanAttr small : smallPlans) {
+        if (failed(verifyFlashPlan(op, small)))
+          return WalkResult::interrupt();
+        LLVM_DEBUG(llvm::dbgs() << "and for small problems " << small << "\n");
+      }
+      op.setSmallPlansAttr(ArrayAttr::get(
+          op.getContext(),
+          SmallVector<Attribute>(smallPlans.begin(), smallPlans.end())));
       return WalkResult::advance();
     });
     if (result.wasInterrupted())

@@ -1114,7 +1114,7 @@ OwningOpRef<ModuleOp> MLIRGen::build(const Spec &parsed) {
           : attn::Normalization::none,
       builder.getArrayAttr(paramNames), builder.getArrayAttr(defaults),
       builder.getArrayAttr(captureNames), /*plan=*/nullptr,
-      /*small_plan=*/nullptr);
+      /*small_plans=*/nullptr);
   emitRegion(op, op.getScore(), *parsed.score, /*isMask=*/false);
   if (parsed.mask)
     emitRegion(op, op.getMask(), *parsed.mask, /*isMask=*/true);

@@ -139,7 +139,7 @@ bool optionalObject(const JsonValue &parent, const std::string &key,
   return false;
 }
 
-/// "key_terms" of the kernel object at `path` ("" or "small"): absent or
+/// "key_terms" of the kernel object at `path` ("", "small", ...): absent or
 /// null for a kernel without a prologue.
 bool parseKeyTerms(const JsonValue &kernel, const std::string &path,
                    std::optional<KeyTermsDesc> &out, std::string &error) {
@@ -256,7 +256,7 @@ bool parseBackward(const JsonValue &root, const Descriptor &descriptor,
 }
 
 /// The keys of one forward kernel in the object at `path` ("" for the
-/// descriptor itself, "small"), into `out`; the spec's keys stay as they
+/// descriptor itself, "small", ...), into `out`; the spec's keys stay as they
 /// are.
 bool parseKernel(Fields &fields, const JsonValue &kernel,
                  const std::string &path, Descriptor &out, std::string &error) {
@@ -287,23 +287,41 @@ bool checkTensorMapType(Fields &fields, const Descriptor &kernel) {
   return true;
 }
 
-/// "small": absent or null for a kernel without a small-problem one.
-bool parseSmall(const JsonValue &root, Descriptor &out, std::string &error) {
+/// The most small-problem kernels a descriptor may chain.
+constexpr int kMaxSmallKernels = 4;
+
+/// "small" of the kernel object `object` at `path` ("" for the descriptor
+/// itself): absent or null for a kernel without a small-problem one, else
+/// that kernel, which may hold a "small" of its own. `entries` are the
+/// entries of the kernels before it, which it must not reuse.
+bool parseSmall(const JsonValue &object, const std::string &path,
+                Descriptor &out, std::vector<std::string> &entries,
+                std::string &error) {
+  std::string smallPath = path.empty() ? "small" : path + ".small";
   const JsonValue *value;
-  if (!optionalObject(root, "small", "small", value, error))
+  if (!optionalObject(object, "small", smallPath, value, error))
     return false;
   if (!value)
     return true;
-  Fields fields(*value, "small", error);
+  if (int(entries.size()) > kMaxSmallKernels) {
+    error = "\"" + smallPath + "\" is a small-problem kernel past the " +
+            std::to_string(kMaxSmallKernels) + " a descriptor may chain";
+    return false;
+  }
+  Fields fields(*value, smallPath, error);
   auto small = std::make_shared<Descriptor>(out);
   small->backward.reset();
-  if (!parseKernel(fields, *value, "small", *small, error) ||
+  small->smallBlocksPerSM = 0;
+  if (!parseKernel(fields, *value, smallPath, *small, error) ||
       !fields.integer("blocks_per_sm", out.smallBlocksPerSM, 1, 64, true))
     return false;
-  if (small->entry == out.entry)
-    return fields.fail("entry",
-                       "is the default kernel's, \"" + out.entry + "\"");
+  for (const std::string &entry : entries)
+    if (small->entry == entry)
+      return fields.fail("entry", "is an earlier kernel's, \"" + entry + "\"");
   if (!checkTensorMapType(fields, *small))
+    return false;
+  entries.push_back(small->entry);
+  if (!parseSmall(*value, smallPath, *small, entries, error))
     return false;
   out.small = std::move(small);
   return true;
@@ -402,8 +420,9 @@ bool parseDescriptor(std::string_view json, Descriptor &out,
       return false;
     out.captures.push_back(std::move(capture));
   }
+  std::vector<std::string> entries{out.entry};
   return parseBackward(root, out, out.backward, error) &&
-         parseSmall(root, out, error);
+         parseSmall(root, "", out, entries, error);
 }
 
 } // namespace rbfc::runtime

@@ -172,11 +172,11 @@ bool workspaceBytes(const Descriptor &d, const rbfc_tensor *q,
             shapeText(*q) + " and k " + shapeText(*k);
     return false;
   }
-  // Either forward kernel may run: enough for the larger.
+  // Any forward kernel may run: enough for the largest.
   bytes = 0;
-  for (const Descriptor *kernel : {&d, d.small.get()}) {
+  for (const Descriptor *kernel = &d; kernel; kernel = kernel->small.get()) {
     size_t kernelBytes = 0;
-    if (kernel && !keyTermBytes(*kernel, *q, *k, kernelBytes, error))
+    if (!keyTermBytes(*kernel, *q, *k, kernelBytes, error))
       return false;
     bytes = std::max(bytes, kernelBytes);
   }
@@ -185,17 +185,21 @@ bool workspaceBytes(const Descriptor &d, const rbfc_tensor *q,
 
 const Descriptor &forwardKernelFor(const Descriptor &d, const rbfc_tensor *q,
                                    int multiprocessors) {
-  if (!d.small || multiprocessors <= 0 || !q || q->rank != 4 ||
-      q->sizes[0] < 1 || q->sizes[1] < 1 || q->sizes[2] < 1)
+  if (multiprocessors <= 0 || !q || q->rank != 4 || q->sizes[0] < 1 ||
+      q->sizes[1] < 1 || q->sizes[2] < 1)
     return d;
-  uint64_t blocks = uint64_t(ceilDiv(q->sizes[2], d.small->tileM));
-  bool overflow =
-      __builtin_mul_overflow(blocks, uint64_t(q->sizes[1]), &blocks) ||
-      __builtin_mul_overflow(blocks, uint64_t(q->sizes[0]), &blocks);
-  return !overflow && blocks <= uint64_t(d.smallBlocksPerSM) *
-                                    uint64_t(multiprocessors)
-             ? *d.small
-             : d;
+  const Descriptor *chosen = &d;
+  while (chosen->small) {
+    uint64_t blocks = uint64_t(ceilDiv(q->sizes[2], chosen->small->tileM));
+    bool overflow =
+        __builtin_mul_overflow(blocks, uint64_t(q->sizes[1]), &blocks) ||
+        __builtin_mul_overflow(blocks, uint64_t(q->sizes[0]), &blocks);
+    if (overflow ||
+        blocks > uint64_t(chosen->smallBlocksPerSM) * uint64_t(multiprocessors))
+      break;
+    chosen = chosen->small.get();
+  }
+  return *chosen;
 }
 
 namespace {

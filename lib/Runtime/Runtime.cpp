@@ -29,10 +29,10 @@ struct rbfc_module {
   const Driver *driver = nullptr;
   CUcontext context = nullptr;
   CUmodule module = nullptr;
-  ForwardFunctions forward;
-  /// The small-problem kernel, when the descriptor has one, and the
-  /// multiprocessors of the context's device, which choose it.
-  ForwardFunctions small;
+  /// The default forward kernel, then each small-problem kernel of the
+  /// descriptor's chain, and the multiprocessors of the context's device,
+  /// which choose among them.
+  std::vector<ForwardFunctions> forward;
   int multiprocessors = 0;
   /// The backward's kernels, when the descriptor has them: rows, dK/dV,
   /// dQ, tile sums, reduce.
@@ -181,12 +181,11 @@ rbfc_status loadModule(const void *image, size_t imageSize,
   std::unique_ptr<rbfc_module, void (*)(rbfc_module *)> loaded(
       module.release(), rbfc_module_destroy);
   rbfc_module *raw = loaded.get();
-  if (rbfc_status status = loadForward(*driver, raw->module, d, raw->forward))
-    return status;
-  if (d.small) {
-    if (rbfc_status status =
-            loadForward(*driver, raw->module, *d.small, raw->small))
+  for (const Descriptor *kernel = &d; kernel; kernel = kernel->small.get())
+    if (rbfc_status status = loadForward(*driver, raw->module, *kernel,
+                                         raw->forward.emplace_back()))
       return status;
+  if (d.small) {
     CUdevice device;
     if ((result = driver->ctxGetDevice(&device)) != CUDA_SUCCESS ||
         (result = driver->deviceGetAttribute(
@@ -405,8 +404,11 @@ rbfc_status launch(const rbfc_module *module, const LaunchArgs &args,
   const Descriptor &forward = module->descriptor;
   const Descriptor &d =
       forwardKernelFor(forward, args.q, module->multiprocessors);
-  const ForwardFunctions &functions =
-      &d == &forward ? module->forward : module->small;
+  size_t index = 0;
+  for (const Descriptor *kernel = &forward; kernel != &d;
+       kernel = kernel->small.get())
+    ++index;
+  const ForwardFunctions &functions = module->forward[index];
   ParamBuffer buffer;
   LaunchConfig config;
   std::string error;

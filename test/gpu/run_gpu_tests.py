@@ -166,17 +166,19 @@ def reference(spec, q, k, v, captures, params):
 # Shapes: (B, H, KV heads, Nq, Nkv, layout). "bnhd": q/k/v/o are transposed
 # views of [B, N, H, D] buffers (a projection's layout) with o padded by 8
 # elements a row, to check strides and that nothing is written out of place.
-# At head_dim 64 on sm_90a an artifact holds two forward kernels and the
-# runtime launches the small-problem one when its blocks, one a
+# At head_dim 64 on sm_90a an artifact holds three forward kernels and the
+# runtime launches a small-problem one when its blocks, one a
 # multiprocessor, fit in one wave (docs/abi.md, "Small problems"): the
 # shapes marked "default" have more than 132 query tiles of 128 rows (the
-# H100's and H200's multiprocessors), the others at most that.
+# H100's and H200's multiprocessors), those marked "small" at most that but
+# more than 132 of 64 rows, and the others (the 64-row small kernel) at most
+# 132 of 64 rows.
 
 FULL_SHAPES = [
     (1, 2, 2, 1, 1, "bhnd"),
     (2, 4, 4, 17, 17, "bhnd"),
     (1, 4, 1, 200, 200, "bhnd"),      # GQA 4:1
-    (2, 8, 1, 1000, 1000, "bhnd"),    # GQA 8:1, B > 1
+    (2, 8, 1, 1000, 1000, "bhnd"),    # GQA 8:1, B > 1; small
     (1, 2, 2, 64, 333, "bhnd"),       # Nq < Nkv
     (1, 2, 2, 300, 77, "bhnd"),       # Nq > Nkv
     (2, 4, 2, 128, 128, "bnhd"),      # whole tiles, strided views
@@ -192,11 +194,12 @@ QUICK_SHAPES = [
     (2, 4, 4, 17, 17, "bhnd"),
     (1, 4, 1, 200, 200, "bhnd"),
     (1, 2, 2, 64, 333, "bnhd"),
+    (1, 40, 8, 300, 300, "bhnd"),     # small
     (1, 136, 4, 17, 33, "bhnd"),      # default
     (3, 3, 1, 300, 30000, "bhnd"),    # a last group of heads of one
 ]
 # What the sanitizer runs: one problem for each kernel.
-SANITIZER_SHAPES = [(1, 2, 1, 17, 33), (1, 136, 4, 17, 33)]
+SANITIZER_SHAPES = [(1, 2, 1, 17, 33), (1, 68, 4, 100, 33), (1, 136, 4, 17, 33)]
 # Enough keys that every stage of a K/V ring (up to four of 128 keys) is
 # filled again, which racecheck needs to see a stage rewritten before its
 # readers are done; the shapes above fill each stage once.

@@ -429,7 +429,7 @@ TEST(RuntimeDescriptor, NamesWhatIsWrongInTheSmallProblemKernel) {
   const Case cases[] = {
       {"\"entry\": \"rbf_fwd_small\", ", "", "\"small.entry\" is missing"},
       {"\"rbf_fwd_small\"", "\"rbf_fwd\"",
-       "\"small.entry\" is the default kernel's, \"rbf_fwd\""},
+       "\"small.entry\" is an earlier kernel's, \"rbf_fwd\""},
       {"\"tile_m\": 128", "\"tile_m\": 0",
        "\"small.tile_m\" must be an integer in [1, 65536]"},
       {"\"warps\": 12,", "", "\"small.warps\" is missing"},
@@ -456,6 +456,86 @@ TEST(RuntimeDescriptor, NamesWhatIsWrongInTheSmallProblemKernel) {
                 .find("\"small.tensor_map_rows\" is set, but TMA kernels take "
                       "bf16 or f16, not f32"),
             std::string::npos);
+}
+
+/// kSmall holding `value` as its own "small".
+std::string smallWithSmall(const std::string &value) {
+  return replaced(kSmall, "\"blocks_per_sm\": 1 }",
+                  "\"blocks_per_sm\": 1, \"small\": " + value + " }");
+}
+
+/// The 64-row small kernel that follows kSmall.
+const char *kSmallM64 = R"({ "entry": "rbf_fwd_small_m64", "plan": "p64",
+  "tile_m": 64, "tile_n": 128, "warps": 8, "stages": 4,
+  "shared_memory_bytes": 99000, "tensor_map_rows": 128,
+  "blocks_per_sm": 1 })";
+
+TEST(RuntimeDescriptor, ReadsAChainOfSmallProblemKernels) {
+  Descriptor d;
+  std::string error;
+  ASSERT_TRUE(parseDescriptor(withSmall(smallWithSmall(kSmallM64)), d, error))
+      << error;
+  ASSERT_TRUE(d.small);
+  EXPECT_EQ(d.small->entry, "rbf_fwd_small");
+  EXPECT_EQ(d.smallBlocksPerSM, 1);
+  ASSERT_TRUE(d.small->small);
+  EXPECT_EQ(d.small->smallBlocksPerSM, 1);
+  const Descriptor &narrow = *d.small->small;
+  EXPECT_EQ(narrow.entry, "rbf_fwd_small_m64");
+  EXPECT_EQ(narrow.plan, "p64");
+  EXPECT_EQ(narrow.tileM, 64);
+  EXPECT_EQ(narrow.warps, 8);
+  EXPECT_EQ(narrow.sharedMemoryBytes, 99000);
+  // Its own key terms (none here), not the kernel's before it.
+  EXPECT_FALSE(narrow.keyTerms);
+  EXPECT_FALSE(narrow.small);
+  EXPECT_EQ(narrow.smallBlocksPerSM, 0);
+  ASSERT_EQ(narrow.params.size(), 1u);
+  EXPECT_FALSE(narrow.backward);
+}
+
+TEST(RuntimeDescriptor, NamesWhatIsWrongInAChainOfSmallKernels) {
+  struct Case {
+    const char *from, *to, *message;
+  };
+  const Case cases[] = {
+      {"\"rbf_fwd_small_m64\"", "\"rbf_fwd\"",
+       "\"small.small.entry\" is an earlier kernel's, \"rbf_fwd\""},
+      {"\"rbf_fwd_small_m64\"", "\"rbf_fwd_small\"",
+       "\"small.small.entry\" is an earlier kernel's, \"rbf_fwd_small\""},
+      {"\"tile_m\": 64", "\"tile_m\": -1",
+       "\"small.small.tile_m\" must be an integer in [1, 65536]"},
+      {"\"blocks_per_sm\": 1 }", "\"blocks\": 1 }",
+       "\"small.small.blocks_per_sm\" is missing"},
+  };
+  for (const Case &c : cases) {
+    std::string error = descriptorError(
+        withSmall(smallWithSmall(replaced(kSmallM64, c.from, c.to))));
+    EXPECT_NE(error.find(c.message), std::string::npos)
+        << "expected '" << c.message << "', got '" << error << "'";
+  }
+  // A chain longer than a descriptor may hold: four small kernels, then a
+  // fifth.
+  auto kernel = [](int index, const std::string &inner) {
+    std::string text = R"({ "entry": "k)" + std::to_string(index) +
+                       R"(", "tile_m": 64, "warps": 4,
+      "shared_memory_bytes": 0, "blocks_per_sm": 1)";
+    return text + (inner.empty() ? "" : ", \"small\": " + inner) + " }";
+  };
+  std::string chain;
+  for (int index = 4; index >= 1; --index)
+    chain = kernel(index, chain);
+  Descriptor d;
+  std::string error;
+  ASSERT_TRUE(parseDescriptor(withSmall(chain), d, error)) << error;
+  std::string tooLong;
+  for (int index = 5; index >= 1; --index)
+    tooLong = kernel(index, tooLong);
+  EXPECT_NE(descriptorError(withSmall(tooLong))
+                .find("\"small.small.small.small.small\" is a small-problem "
+                      "kernel past the 4 a descriptor may chain"),
+            std::string::npos)
+      << descriptorError(withSmall(tooLong));
 }
 
 //===-- Launch checks and packing ------------------------------------------===//
@@ -852,6 +932,17 @@ TEST_F(LaunchFixture, SmallProblemsRunTheSmallKernel) {
   empty.sizes[2] = 0;
   EXPECT_EQ(&forwardKernelFor(d, &empty, 132), &d);
 
+  // A chain: the 64-row kernel where its own grid fits in one wave
+  // (ceil(200 / 64) x 8 x 2 = 64 blocks), else the 128-row one where that
+  // fits, else the default.
+  ASSERT_TRUE(parseDescriptor(withSmall(smallWithSmall(kSmallM64)), d, error))
+      << error;
+  EXPECT_EQ(&forwardKernelFor(d, &q, 31), &d);
+  EXPECT_EQ(&forwardKernelFor(d, &q, 32), d.small.get());
+  EXPECT_EQ(&forwardKernelFor(d, &q, 63), d.small.get());
+  EXPECT_EQ(&forwardKernelFor(d, &q, 64), d.small->small.get());
+  EXPECT_EQ(&forwardKernelFor(d, &q, 132), d.small->small.get());
+
   ASSERT_TRUE(parseDescriptor(json, d, error)) << error;
   // The small kernel's launch: its tiles, block and shared memory, its
   // prologue, and the tensor maps of k and v in its boxes.
@@ -1021,6 +1112,18 @@ TEST_F(KeyTermsFixture, WorkspaceBytesServeEitherForwardKernel) {
   // Each launch binds what its own kernel needs.
   ASSERT_TRUE(prepare()) << error;
   EXPECT_EQ(config.workspaceBytes, 0u);
+  // Down a chain too: the last small kernel's workspace where it is the
+  // largest (a row per query head: 8 x 2 x 128 x 4 bytes).
+  ASSERT_TRUE(parseDescriptor(
+      withSmall(smallWithSmall(replaced(
+          kSmallM64, "\"blocks_per_sm\": 1 }",
+          R"("blocks_per_sm": 1, "key_terms": { "entry": "m64_key_terms",
+            "block": 128, "keys_per_block": 128, "terms": 1,
+            "row_multiple": 128, "heads": "q" } })"))),
+      d, error))
+      << error;
+  ASSERT_TRUE(workspaceBytes(d, &q, &k, bytes, error)) << error;
+  EXPECT_EQ(bytes, needed);
 }
 
 TEST_F(KeyTermsFixture, WorkspaceBytesChecksWhatItReads) {

@@ -96,7 +96,8 @@ struct Descriptor {
   /// The forward kernel for problems too small to fill the device with
   /// this one's blocks (docs/abi.md, "Small problems"): this descriptor
   /// with the kernel's own entry, plan, tiles, shared memory, tensor maps
-  /// and key terms, and no `small` of its own. Null when there is none.
+  /// and key terms, and the `small` of problems smaller still, if any.
+  /// Null when there is none.
   std::shared_ptr<const Descriptor> small;
   /// With `small`: its blocks a multiprocessor. A problem whose grid of
   /// the small kernel fits in one wave of them launches it.

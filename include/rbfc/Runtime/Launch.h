@@ -198,8 +198,8 @@ bool prepareLaunch(const Descriptor &descriptor, const LaunchArgs &args,
 
 /// The workspace bytes the key-terms prologue needs for q [batch, heads,
 /// q_len, head_dim] and k [batch, kv_heads, kv_len, head_dim] (docs/abi.md,
-/// "Workspace"), the larger of the two forward kernels' when there is a
-/// small-problem one; 0 when no kernel has key terms. Checks only what it
+/// "Workspace"), the largest of the forward kernels' when there are
+/// small-problem ones; 0 when no kernel has key terms. Checks only what it
 /// reads: q and k present, of rank 4, those sizes >= 1.
 bool workspaceBytes(const Descriptor &descriptor, const rbfc_tensor *q,
                     const rbfc_tensor *k, size_t &bytes, std::string &error);
@@ -207,7 +207,8 @@ bool workspaceBytes(const Descriptor &descriptor, const rbfc_tensor *q,
 /// The forward kernel a launch on `q` [batch, heads, q_len, head_dim]
 /// runs on a device of `multiprocessors` (docs/abi.md, "Small problems"):
 /// the descriptor's small-problem kernel when its grid fits in one wave
-/// (at most `smallBlocksPerSM` blocks on each multiprocessor), else the
+/// (at most `smallBlocksPerSM` blocks on each multiprocessor), and then
+/// that kernel's own small one by the same rule, and so on; else the
 /// default, which is also the answer for a `q` that is missing or not of
 /// that shape (prepareLaunch then says what is wrong with it).
 const Descriptor &forwardKernelFor(const Descriptor &descriptor,

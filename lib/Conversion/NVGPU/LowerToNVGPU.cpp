@@ -24,7 +24,7 @@ using namespace rbfc;
 namespace {
 
 /// The keys of a forward kernel's descriptor that differ between the
-/// default kernel and the small-problem one (docs/abi.md, "Small
+/// default kernel and the small-problem ones (docs/abi.md, "Small
 /// problems"); the spec's keys (params, captures, dtype, ...) are shared.
 constexpr llvm::StringLiteral kKernelKeys[] = {"entry",
                                                "plan",
@@ -36,7 +36,7 @@ constexpr llvm::StringLiteral kKernelKeys[] = {"entry",
                                                "tensor_map_rows",
                                                "key_terms"};
 
-/// Builds the forward kernel `name` of `op` with `plan`, the small-problem
+/// Builds the forward kernel `name` of `op` with `plan`, a small-problem
 /// alternative to the default one, and returns its descriptor object: its
 /// kernel keys and its blocks a multiprocessor, with which the runtime
 /// sees whether a problem fits in one wave of it.
@@ -95,12 +95,32 @@ struct AttnLowerToNVGPU : rbfc::impl::AttnLowerToNVGPUBase<AttnLowerToNVGPU> {
         return signalPassFailure();
       NamedAttrList fields(
           (*forward)->getAttrOfType<DictionaryAttr>(kDescriptorAttrName));
-      if (attn::PlanAttr smallPlan = op.getSmallPlanAttr()) {
-        FailureOr<DictionaryAttr> small =
-            buildSmallProblemKernel(op, smallPlan, kernels, name + "_small");
-        if (failed(small))
-          return signalPassFailure();
-        fields.set("small", *small);
+      if (ArrayAttr smallPlans = op.getSmallPlansAttr()) {
+        // The first is `<name>_small`, the later ones are named after their
+        // rows a block.
+        SmallVector<DictionaryAttr> smallKernels;
+        for (auto [index, smallPlan] :
+             llvm::enumerate(smallPlans.getAsRange<attn::PlanAttr>())) {
+          std::string suffix =
+              index == 0 ? "_small"
+                         : "_small_m" + std::to_string(smallPlan.getTileM());
+          FailureOr<DictionaryAttr> small =
+              buildSmallProblemKernel(op, smallPlan, kernels, name + suffix);
+          if (failed(small))
+            return signalPassFailure();
+          smallKernels.push_back(*small);
+        }
+        // Each small kernel's object holds the next one's as its own
+        // "small": a launcher looks at a kernel only where the one before
+        // it runs in one wave.
+        DictionaryAttr next;
+        for (DictionaryAttr small : llvm::reverse(smallKernels)) {
+          NamedAttrList withNext(small);
+          if (next)
+            withNext.set("small", next);
+          next = withNext.getDictionary(&getContext());
+        }
+        fields.set("small", next);
       }
       if (op.hasBackward()) {
         // The backward's kernels join the forward's module, and what the

@@ -99,7 +99,7 @@ LogicalResult rbfc::overridePlan(ModuleOp module, StringRef text) {
     return failure();
   module.walk([&](attn::AttentionOp op) {
     op.setPlanAttr(plan);
-    op.removeSmallPlanAttr();
+    op.removeSmallPlansAttr();
   });
   return success();
 }

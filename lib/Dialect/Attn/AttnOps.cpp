@@ -191,14 +191,27 @@ LogicalResult AttentionOp::verify() {
              << param.getType() << " constant or unit (no default), got "
              << fallback;
   }
-  if (PlanAttr small = getSmallPlanAttr()) {
+  if (ArrayAttr smallPlans = getSmallPlansAttr()) {
     PlanAttr plan = getPlanAttr();
     if (!plan)
-      return emitOpError("has a small_plan but no plan: the small-problem "
-                         "kernel is an alternative to the default one");
-    if (small.getArch() != plan.getArch())
-      return emitOpError("has a small_plan for ")
-             << small.getArch() << " and a plan for " << plan.getArch();
+      return emitOpError("has small_plans but no plan: the small-problem "
+                         "kernels are alternatives to the default one");
+    PlanAttr previous;
+    for (PlanAttr small : smallPlans.getAsRange<PlanAttr>()) {
+      if (small.getArch() != plan.getArch())
+        return emitOpError("has a small plan for ")
+               << small.getArch() << " and a plan for " << plan.getArch();
+      // The runtime looks at a small kernel only where the one before it
+      // runs in one wave: with as many rows a block, the later one would
+      // take every such problem.
+      if (previous && small.getTileM() >= previous.getTileM())
+        return emitOpError("has a small plan with tile_m = ")
+               << small.getTileM()
+               << " after one with tile_m = " << previous.getTileM()
+               << ": each small plan takes fewer rows a block than the one "
+                  "before it";
+      previous = small;
+    }
   }
   return success();
 }

@@ -710,9 +710,9 @@ func.func @batch_through_dynamic_key(%q: tensor<2x8x16x64xf16>, %k: tensor<?x8x3
 
 // -----
 
-func.func @small_plan_alone(%q: tensor<?x?x?x64xbf16>, %k: tensor<?x?x?x64xbf16>, %v: tensor<?x?x?x64xbf16>) {
-  // expected-error @+1 {{has a small_plan but no plan: the small-problem kernel is an alternative to the default one}}
-  %o = attn.attention softmax %q, %k, %v {capture_names = [], param_defaults = [], param_names = [], small_plan = #attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 128, tile_n = 128, warps = 8, stages = 4, key_terms = "bulk", copy = "tma">}
+func.func @small_plans_alone(%q: tensor<?x?x?x64xbf16>, %k: tensor<?x?x?x64xbf16>, %v: tensor<?x?x?x64xbf16>) {
+  // expected-error @+1 {{has small_plans but no plan: the small-problem kernels are alternatives to the default one}}
+  %o = attn.attention softmax %q, %k, %v {capture_names = [], param_defaults = [], param_names = [], small_plans = [#attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 128, tile_n = 128, warps = 8, stages = 4, key_terms = "bulk", copy = "tma">]}
       : tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16> -> tensor<?x?x?x64xbf16>
   score {
   ^bb0(%b: index, %h: index, %i: index, %j: index):
@@ -724,9 +724,23 @@ func.func @small_plan_alone(%q: tensor<?x?x?x64xbf16>, %k: tensor<?x?x?x64xbf16>
 
 // -----
 
-func.func @small_plan_arch(%q: tensor<?x?x?x64xbf16>, %k: tensor<?x?x?x64xbf16>, %v: tensor<?x?x?x64xbf16>) {
-  // expected-error @+1 {{has a small_plan for sm_90a and a plan for sm_80}}
-  %o = attn.attention softmax %q, %k, %v {capture_names = [], param_defaults = [], param_names = [], plan = #attn.plan<arch = "sm_80", kernel = "mma_sync", tile_m = 128, tile_n = 64, warps = 4, stages = 2>, small_plan = #attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 128, tile_n = 128, warps = 8, stages = 4, key_terms = "bulk", copy = "tma">}
+func.func @small_plans_arch(%q: tensor<?x?x?x64xbf16>, %k: tensor<?x?x?x64xbf16>, %v: tensor<?x?x?x64xbf16>) {
+  // expected-error @+1 {{has a small plan for sm_90a and a plan for sm_80}}
+  %o = attn.attention softmax %q, %k, %v {capture_names = [], param_defaults = [], param_names = [], plan = #attn.plan<arch = "sm_80", kernel = "mma_sync", tile_m = 128, tile_n = 64, warps = 4, stages = 2>, small_plans = [#attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 128, tile_n = 128, warps = 8, stages = 4, key_terms = "bulk", copy = "tma">]}
+      : tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16> -> tensor<?x?x?x64xbf16>
+  score {
+  ^bb0(%b: index, %h: index, %i: index, %j: index):
+    %d = attn.dot : f32
+    attn.yield %d : f32
+  }
+  return
+}
+
+// -----
+
+func.func @small_plans_order(%q: tensor<?x?x?x64xbf16>, %k: tensor<?x?x?x64xbf16>, %v: tensor<?x?x?x64xbf16>) {
+  // expected-error @+1 {{has a small plan with tile_m = 128 after one with tile_m = 64: each small plan takes fewer rows a block than the one before it}}
+  %o = attn.attention softmax %q, %k, %v {capture_names = [], param_defaults = [], param_names = [], plan = #attn.plan<arch = "sm_90a", kernel = "wgmma_cooperative", tile_m = 128, tile_n = 128, warps = 8, stages = 2, blocks_per_sm = 2>, small_plans = [#attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 64, tile_n = 128, warps = 4, stages = 4, key_terms = "producer", copy = "tma">, #attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 128, tile_n = 128, warps = 8, stages = 4, key_terms = "bulk", copy = "tma">]}
       : tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16> -> tensor<?x?x?x64xbf16>
   score {
   ^bb0(%b: index, %h: index, %i: index, %j: index):

@@ -44,7 +44,7 @@ mlir::LogicalResult checkSharedMemory(mlir::Operation *op, llvm::StringRef arch,
 mlir::LogicalResult verifyFlashPlan(attn::AttentionOp op, attn::PlanAttr plan);
 
 /// Appends to `module` the kernel `name` computing `op` (canonical) with
-/// `plan` (its plan or its small_plan). Emits a diagnostic on `op` and
+/// `plan` (its plan or one of its small_plans). Emits a diagnostic on `op` and
 /// fails on what the kernel cannot express.
 mlir::FailureOr<mlir::gpu::GPUFuncOp>
 buildFlashKernel(attn::AttentionOp op, attn::PlanAttr plan,

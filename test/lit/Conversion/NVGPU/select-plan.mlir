@@ -6,7 +6,7 @@
 // overlapped with the products.
 // CHECK-LABEL: func.func @d128
 // CHECK: plan = #attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 128, tile_n = 160, warps = 8, stages = 2, key_terms = "bulk", copy = "tma", overlap = true>
-// CHECK-NOT: small_plan
+// CHECK-NOT: small_plans
 func.func @d128(%q: tensor<?x?x?x128xbf16>, %k: tensor<?x?x?x128xbf16>, %v: tensor<?x?x?x128xbf16>) -> tensor<?x?x?x128xbf16> {
   %o = attn.attention softmax %q, %k, %v {capture_names = [], param_defaults = [], param_names = []} : tensor<?x?x?x128xbf16>, tensor<?x?x?x128xbf16>, tensor<?x?x?x128xbf16> -> tensor<?x?x?x128xbf16> score {
   ^bb0(%b: index, %h: index, %q_idx: index, %kv_idx: index):
@@ -74,7 +74,7 @@ func.func @rbf_d128(%arg0: tensor<?x?x?x128xbf16>, %arg1: tensor<?x?x?x128xbf16>
 // so it rides in S = Q K^T, on dot's 128-key tiles.
 // CHECK-LABEL: func.func @rbf_d64
 // CHECK: plan = #attn.plan<arch = "sm_90a", kernel = "wgmma_cooperative", tile_m = 128, tile_n = 128, warps = 8, stages = 2, key_terms = "product", blocks_per_sm = 2>
-// CHECK-SAME: small_plan = #attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 128, tile_n = 128, warps = 8, stages = 4, key_terms = "producer", copy = "tma">
+// CHECK-SAME: small_plans = [#attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 128, tile_n = 128, warps = 8, stages = 4, key_terms = "producer", copy = "tma">, #attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 64, tile_n = 128, warps = 4, stages = 4, key_terms = "producer", copy = "tma">]
 func.func @rbf_d64(%arg0: tensor<?x?x?x64xbf16>, %arg1: tensor<?x?x?x64xbf16>, %arg2: tensor<?x?x?x64xbf16>, %arg3: f32) -> tensor<?x?x?x64xbf16> {
   %0 = attn.attention softmax %arg0, %arg1, %arg2 params(%arg3 : f32) {capture_names = [], log2_domain, param_defaults = [0.0883883461 : f32], param_names = ["gamma"]} : tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16> -> tensor<?x?x?x64xbf16> score {
   ^bb0(%b: index, %h: index, %q_idx: index, %kv_idx: index, %gamma: f32):
@@ -230,10 +230,11 @@ func.func @rbf_causal_d128(%arg0: tensor<?x?x?x128xbf16>, %arg1: tensor<?x?x?x12
 
 // Without a key bias, 128-key tiles. Beside the cooperative kernel, the
 // warp-specialised one with TMA copies for problems too small to fill the
-// device with it (small-problems.test).
+// device with it, and the same with 64-row tiles for problems that leave
+// its wave half empty (small-problems.test).
 // CHECK-LABEL: func.func @d64
 // CHECK: kernel = "wgmma_cooperative", tile_m = 128, tile_n = 128, warps = 8, stages = 2, blocks_per_sm = 2>
-// CHECK-SAME: small_plan = #attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 128, tile_n = 128, warps = 8, stages = 4, key_terms = "producer", copy = "tma">
+// CHECK-SAME: small_plans = [#attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 128, tile_n = 128, warps = 8, stages = 4, key_terms = "producer", copy = "tma">, #attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 64, tile_n = 128, warps = 4, stages = 4, key_terms = "producer", copy = "tma">]
 func.func @d64(%q: tensor<?x?x?x64xf16>, %k: tensor<?x?x?x64xf16>, %v: tensor<?x?x?x64xf16>) -> tensor<?x?x?x64xf16> {
   %o = attn.attention softmax %q, %k, %v {capture_names = [], param_defaults = [], param_names = []} : tensor<?x?x?x64xf16>, tensor<?x?x?x64xf16>, tensor<?x?x?x64xf16> -> tensor<?x?x?x64xf16> score {
   ^bb0(%b: index, %h: index, %q_idx: index, %kv_idx: index):
@@ -249,7 +250,7 @@ func.func @d64(%q: tensor<?x?x?x64xf16>, %k: tensor<?x?x?x64xf16>, %v: tensor<?x
 // head_dim 64: at two blocks a multiprocessor the gathers spilled.
 // CHECK-LABEL: func.func @document_d64
 // CHECK: kernel = "mma_sync", tile_m = 128, tile_n = 64, warps = 4, stages = 2>
-// CHECK-NOT: small_plan
+// CHECK-NOT: small_plans
 func.func @document_d64(%q: tensor<?x?x?x64xbf16>, %k: tensor<?x?x?x64xbf16>, %v: tensor<?x?x?x64xbf16>, %doc: tensor<?x?xi32>) -> tensor<?x?x?x64xbf16> {
   %o = attn.attention softmax %q, %k, %v captures(%doc : tensor<?x?xi32>) {capture_names = ["doc"], param_defaults = [], param_names = []} : tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16> -> tensor<?x?x?x64xbf16> score {
   ^bb0(%b: index, %h: index, %q_idx: index, %kv_idx: index, %d: tensor<?x?xi32>):
@@ -287,7 +288,7 @@ func.func @per_head_d64(%q: tensor<?x?x?x64xbf16>, %k: tensor<?x?x?x64xbf16>, %v
 // A plan already set is kept, and is the only one.
 // CHECK-LABEL: func.func @kept
 // CHECK: tile_m = 64, tile_n = 32, warps = 4, stages = 3
-// CHECK-NOT: small_plan
+// CHECK-NOT: small_plans
 func.func @kept(%q: tensor<?x?x?x64xbf16>, %k: tensor<?x?x?x64xbf16>, %v: tensor<?x?x?x64xbf16>) -> tensor<?x?x?x64xbf16> {
   %o = attn.attention softmax %q, %k, %v {capture_names = [], param_defaults = [], param_names = [], plan = #attn.plan<arch = "sm_90a", kernel = "mma_sync", tile_m = 64, tile_n = 32, warps = 4, stages = 3>} : tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16> -> tensor<?x?x?x64xbf16> score {
   ^bb0(%b: index, %h: index, %q_idx: index, %kv_idx: index):
