@@ -1275,8 +1275,10 @@ LogicalResult FlashSchedule::prepareQueries() {
       for (int64_t slice = 0; slice < config.dimSlices(); ++slice)
         llvm::append_range(queryFragments, loadQueryFragment(atom, slice));
   rowQueryNorm.assign(scoreLayout.laneRows(), Value());
+  // The row bias reaches only the LSE.
   if (RegionApplication::usesNorm(op.getScore(), attn::Vector::q) ||
-      RegionApplication::usesNorm(op.getRowBias(), attn::Vector::q))
+      (config.hasLse &&
+       RegionApplication::usesNorm(op.getRowBias(), attn::Vector::q)))
     rowQueryNorm = computeQueryNorms();
   if (config.wgmma) {
     // The warpgroup's rows start 64 128-byte rows into each column block.
@@ -1778,6 +1780,17 @@ void FlashSchedule::storeOutputThroughQueryRows(Epilogue &epilogue,
   // fragment write half of every 32-byte sector, and their drain held the
   // small kernel's end). The runtime checks that o's rows are 16-byte
   // aligned (docs/abi.md).
+  //
+  // Where the lanes also read those rows for the row norms
+  // (computeQueryNorms), a lane's read and another lane's write of the
+  // same bytes are ordered by the named barriers of the loop: the turns of
+  // two or more consumer warpgroups, the block's barriers of the
+  // cooperative kernel. A lone consumer warpgroup has none, so its warps
+  // meet at a warp barrier first (racecheck reported the pair).
+  bool readsQueryRows = llvm::any_of(rowQueryNorm, [](Value v) { return v; });
+  if (readsQueryRows && config.warpSpecialized && consumerWarpgroups() == 1)
+    NVVM::SyncWarpOp::create(
+        b, arith::ConstantIntOp::create(b, /*value=*/-1, /*width=*/32));
   for (int64_t r = 0; r < outputLayout.laneRows(); ++r)
     epilogue.stageRow(output, r, scales[r], sharedQuery, queryTile);
   forOwnWarpgroup([&](int64_t own, int64_t) {
