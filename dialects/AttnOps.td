@@ -56,9 +56,9 @@ def Attn_AttentionOp : Attn_Op<"attention", [
     `plan` (set by `attn-select-plan` or `--plan`) is the GPU kernel's
     structure and tiles. `small_plans`, set beside a default plan only, are
     further forward kernels', each for problems that it runs in one wave
-    and that the one before it (the default first) does not (docs/abi.md,
-    "Small problems"), so each has fewer rows a block than the one before;
-    the runtime picks one of them at each launch.
+    (docs/abi.md, "Small problems"); each after the first has fewer rows a
+    block than the one before it, which the runtime must find in one wave
+    first. The runtime picks one kernel at each launch.
 
     With `log2_domain`, the score, key_bias and q_scale regions are scaled
     by log2(e) so that `exp2` of the score is the weight; `row_bias` stays
