@@ -1789,8 +1789,7 @@ void FlashSchedule::storeOutputThroughQueryRows(Epilogue &epilogue,
   // meet at a warp barrier first (racecheck reported the pair).
   bool readsQueryRows = llvm::any_of(rowQueryNorm, [](Value v) { return v; });
   if (readsQueryRows && config.warpSpecialized && consumerWarpgroups() == 1)
-    NVVM::SyncWarpOp::create(
-        b, arith::ConstantIntOp::create(b, /*value=*/-1, /*width=*/32));
+    NVVM::SyncWarpOp::create(b, /*mask=*/i32(-1));
   for (int64_t r = 0; r < outputLayout.laneRows(); ++r)
     epilogue.stageRow(output, r, scales[r], sharedQuery, queryTile);
   forOwnWarpgroup([&](int64_t own, int64_t) {
