@@ -129,10 +129,13 @@ static int64_t launchRegisters(int64_t blockThreads, int64_t blocks = 1) {
 /// 128, as FlashAttention-3's 192-row tiles at head_dim 64). A first
 /// version that gave out the whole file hung at launch with a producer of
 /// 32 (its consumers asked for 240: 1024 registers more than the pool).
+/// With `blocks` blocks a multiprocessor each block's pool is that share of
+/// the file: one consumer warpgroup beside a producer of 32 then takes 224
+/// at two blocks (launched at 128).
 static int64_t consumerRegisters(int64_t consumerWarpgroups,
-                                 int64_t producerRegisters) {
+                                 int64_t producerRegisters, int64_t blocks) {
   int64_t blockThreads = (consumerWarpgroups + 1) * kWarpgroupThreads;
-  int64_t pool = launchRegisters(blockThreads) * blockThreads -
+  int64_t pool = launchRegisters(blockThreads, blocks) * blockThreads -
                  producerRegisters * kWarpgroupThreads;
   return std::min(kMaxConsumerRegisters,
                   pool / (consumerWarpgroups * kWarpgroupThreads) / 8 * 8);
@@ -277,6 +280,11 @@ private:
   int64_t producerRegisters() const {
     return producerComputesKeyTerms() ? kKeyTermProducerRegisters
                                       : kProducerRegisters;
+  }
+  /// The warp-specialised kernel's blocks a multiprocessor, which share
+  /// the register file that setmaxnreg splits.
+  int64_t residentBlocks() const {
+    return std::max<int64_t>(1, config.blocksPerSM);
   }
   /// ... the loop of its warps 1-3: per tile, once its K landed, each key's
   /// squared norm from the K tile (lanes of a key summing its chunks in
@@ -667,9 +675,11 @@ LogicalResult FlashSchedule::emitWarpSpecialized(TileRing &ring) {
   if (producerComputesKeyTerms() && failed(emitKeyTermLoop(ring, pipelines)))
     return failure();
   b.setInsertionPointToStart(roles.thenBlock());
-  NVVM::SetMaxRegisterOp::create(
-      b, consumerRegisters(consumerWarpgroups(), producerRegisters()),
-      NVVM::SetMaxRegisterAction::increase);
+  NVVM::SetMaxRegisterOp::create(b,
+                                 consumerRegisters(consumerWarpgroups(),
+                                                   producerRegisters(),
+                                                   residentBlocks()),
+                                 NVVM::SetMaxRegisterAction::increase);
   NVVM::CpAsyncWaitGroupOp::create(b, 0);
   warpgroupAtoms.fenceCopies();
   namedBarrier(b, /*sync=*/true, kQueryBarrier, config.threads());
@@ -1957,7 +1967,7 @@ LogicalResult rbfc::verifyFlashPlan(attn::AttentionOp op,
     int64_t blockThreads =
         warpSpecialized ? threads + kWarpgroupThreads : threads;
     if (warpSpecialized || plan.getBlocksPerSm() > 1) {
-      int64_t blocks = warpSpecialized ? 1 : plan.getBlocksPerSm();
+      int64_t blocks = std::max<int64_t>(1, plan.getBlocksPerSm());
       int64_t available = launchRegisters(blockThreads, blocks);
       int64_t accumulators = std::max(plan.getTileN(), headDim) / 2;
       if (accumulators + kWgmmaRegisterMargin > available) {
@@ -1965,17 +1975,19 @@ LogicalResult rbfc::verifyFlashPlan(attn::AttentionOp op,
             warpSpecialized
                 ? ("with its producer the block has " + Twine(blockThreads) +
                    " threads, each with " + Twine(available) +
-                   " registers at launch")
+                   " registers at launch" +
+                   (blocks > 1 ? " (" + Twine(blocks) + " a multiprocessor)"
+                               : Twine()))
                       .str()
                 : ("with blocks_per_sm = " + Twine(plan.getBlocksPerSm()) +
                    " a thread has " + Twine(available) + " registers")
                       .str();
-        return fail(
-            budget + ", and one wgmma here keeps " + Twine(accumulators) +
-            " f32 accumulators a thread (max(tile_n, head_dim) / 2) "
-            "beside about " +
-            Twine(kWgmmaRegisterMargin) + " more: lower " +
-            (warpSpecialized ? "" : "blocks_per_sm, ") + "tile_n or warps");
+        return fail(budget + ", and one wgmma here keeps " +
+                    Twine(accumulators) +
+                    " f32 accumulators a thread (max(tile_n, head_dim) / 2) "
+                    "beside about " +
+                    Twine(kWgmmaRegisterMargin) + " more: lower " +
+                    (blocks > 1 ? "blocks_per_sm, " : "") + "tile_n or warps");
       }
     }
   }
@@ -1987,9 +1999,24 @@ LogicalResult rbfc::verifyFlashPlan(attn::AttentionOp op,
         headDim > 128)
       return fail("three consumer warpgroups (160 registers a thread) take "
                   "head_dim 64 or 128");
-    // Its register split (setmaxnreg) is for one block a multiprocessor.
-    if (plan.getBlocksPerSm() > 1)
-      return fail("the wgmma kernel runs one block a multiprocessor");
+    // setmaxnreg splits each block's share of the register file: a
+    // consumer thread then holds S and O of a tile at once.
+    int64_t blocks = std::max<int64_t>(1, plan.getBlocksPerSm());
+    int64_t consumers = plan.getWarps() / kWarpsPerWarpgroup;
+    int64_t producer = plan.getKeyTerms() == "producer"
+                           ? kKeyTermProducerRegisters
+                           : kProducerRegisters;
+    int64_t consumerShare = consumerRegisters(consumers, producer, blocks);
+    int64_t needed = (plan.getTileN() + headDim) / 2 + kWgmmaRegisterMargin;
+    if (blocks > 1 && consumerShare < needed)
+      return fail("at blocks_per_sm = " + Twine(blocks) + " setmaxnreg " +
+                  "leaves a consumer thread " + Twine(consumerShare) +
+                  " registers, and S and O of a tile keep " +
+                  Twine(needed - kWgmmaRegisterMargin) +
+                  " f32 accumulators beside about " +
+                  Twine(kWgmmaRegisterMargin) +
+                  " more: one consumer warpgroup, a smaller tile_n or one "
+                  "block");
     if (tensorMapCopies) {
       if (KeyTermWorkspace::forOp(op).planes() &&
           plan.getKeyTerms() == "threads")
@@ -2106,8 +2133,11 @@ FailureOr<gpu::GPUFuncOp> rbfc::buildFlashKernel(attn::AttentionOp op,
   FragmentLane fragment(b, block.lane, block.warp, config.rowsPerWarp());
   block.locateQueryTile();
   // PTX's .minnctapersm: ptxas caps the registers so that many blocks fit.
-  // The warp-specialised kernel's setmaxnreg needs that cap, for one block.
-  int64_t blocksPerSM = config.warpSpecialized ? 1 : config.blocksPerSM;
+  // The warp-specialised kernel's setmaxnreg needs that cap, one block
+  // unless the plan says more.
+  int64_t blocksPerSM = config.warpSpecialized
+                            ? std::max<int64_t>(1, config.blocksPerSM)
+                            : config.blocksPerSM;
   if (blocksPerSM > 0)
     func->setAttr(NVVM::NVVMDialect::getMinctasmAttrName(),
                   b.getI32IntegerAttr(blocksPerSM));
