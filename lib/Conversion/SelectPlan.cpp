@@ -168,14 +168,20 @@ SmallVector<attn::PlanAttr> smallProblemPlans(attn::AttentionOp op,
                                               attn::PlanAttr plan) {
   if (plan.getKernel() != "wgmma_cooperative")
     return {};
-  auto producerPlan = [&](int64_t tileM, int64_t warps) {
+  auto producerPlan = [&](int64_t tileM, int64_t warps, int64_t stages,
+                          int64_t blocksPerSM) {
     return attn::PlanAttr::get(op.getContext(), plan.getArch(), "wgmma", tileM,
-                               /*tile_n=*/128, warps, /*stages=*/4, "producer",
-                               /*blocks_per_sm=*/0, "tma",
-                               /*overlap=*/false);
+                               /*tile_n=*/128, warps, stages, "producer",
+                               blocksPerSM, "tma", /*overlap=*/false);
   };
-  return {producerPlan(/*tileM=*/128, /*warps=*/8),
-          producerPlan(/*tileM=*/64, /*warps=*/4)};
+  bool unmaskedKeyTerms = !op.getKeyBias().empty() && op.getMask().empty();
+  return {producerPlan(/*tileM=*/128, /*warps=*/8, /*stages=*/4,
+                       /*blocksPerSM=*/0),
+          unmaskedKeyTerms
+              ? producerPlan(/*tileM=*/64, /*warps=*/4, /*stages=*/4,
+                             /*blocksPerSM=*/0)
+              : producerPlan(/*tileM=*/64, /*warps=*/4, /*stages=*/3,
+                             /*blocksPerSM=*/2)};
 }
 
 attn::PlanAttr defaultPlan(attn::AttentionOp op, StringRef arch) {

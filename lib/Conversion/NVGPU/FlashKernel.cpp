@@ -1908,6 +1908,18 @@ int64_t rbfc::sharedMemoryLimit(StringRef arch) {
                                               : 227 * 1024;
 }
 
+/// The shared memory the driver sets aside for every resident block.
+static constexpr int64_t kSharedMemoryReservedPerBlock = 1024;
+
+/// The bytes of shared memory a multiprocessor of the plan's arch holds for
+/// its resident blocks (the CUDA programming guide's table).
+static int64_t multiprocessorSharedMemory(attn::PlanAttr plan) {
+  StringRef arch = plan.getArch();
+  return arch == "sm_80"                      ? 164 * 1024
+         : arch == "sm_86" || arch == "sm_89" ? 100 * 1024
+                                              : 228 * 1024;
+}
+
 LogicalResult rbfc::checkSharedMemory(Operation *op, StringRef arch,
                                       StringRef entry, int64_t bytes,
                                       StringRef remedy) {
@@ -2148,6 +2160,19 @@ FailureOr<gpu::GPUFuncOp> rbfc::buildFlashKernel(attn::AttentionOp op,
                                "a plan with fewer stages or smaller tiles "
                                "needs less")))
     return failure();
+  // The runtime sizes a wave by the descriptor's blocks_per_sm: blocks that
+  // cannot be resident together would make it launch two waves for one.
+  int64_t residentBytes =
+      blocksPerSM * (*sharedBytes + kSharedMemoryReservedPerBlock);
+  if (blocksPerSM > 1 && residentBytes > multiprocessorSharedMemory(plan))
+    return op.emitOpError()
+           << "kernel " << name << " needs " << *sharedBytes
+           << " bytes of shared memory a block (and "
+           << kSharedMemoryReservedPerBlock << " the driver reserves), so "
+           << blocksPerSM << " blocks a multiprocessor need " << residentBytes
+           << " and " << plan.getArch() << " has "
+           << multiprocessorSharedMemory(plan)
+           << ": fewer stages, smaller tiles or a lower blocks_per_sm";
   allowContraction(func);
   func->setAttr(kDescriptorAttrName,
                 describe(b, op, plan, config, workspace, name, *sharedBytes));
