@@ -163,7 +163,12 @@ attn::PlanAttr wgmmaPlan(attn::AttentionOp op, StringRef arch,
 /// At 1x8x512x64 (32 blocks of 128 rows) it ran 15-23% faster, RBF 46
 /// TFLOP/s against 38 and dot 51 against 43 (cuDNN 44), and 64 x 64 tiles
 /// 7-20%; at 1x16x1024x64, where 128-row tiles fill the H100 and 64-row
-/// ones take two waves, 1-40% slower (bench/NOTES.md step 41).
+/// ones take two waves, 1-40% slower (bench/NOTES.md step 41). At two
+/// blocks a multiprocessor (three stages, so that two fit) that grid is
+/// one wave: dot 238 against 221 TFLOP/s, 124 against 103 causal, RBF
+/// causal 105 against 95, level with cuDNN's 241 / 121 (step 43). A key
+/// bias without a mask stays at one block: each block's producer computes
+/// the same K tiles' key terms, and RBF ran 199 against 211.
 SmallVector<attn::PlanAttr> smallProblemPlans(attn::AttentionOp op,
                                               attn::PlanAttr plan) {
   if (plan.getKernel() != "wgmma_cooperative")
