@@ -1911,13 +1911,10 @@ int64_t rbfc::sharedMemoryLimit(StringRef arch) {
 /// The shared memory the driver sets aside for every resident block.
 static constexpr int64_t kSharedMemoryReservedPerBlock = 1024;
 
-/// The bytes of shared memory a multiprocessor of the plan's arch holds for
-/// its resident blocks (the CUDA programming guide's table).
-static int64_t multiprocessorSharedMemory(attn::PlanAttr plan) {
-  StringRef arch = plan.getArch();
-  return arch == "sm_80"                      ? 164 * 1024
-         : arch == "sm_86" || arch == "sm_89" ? 100 * 1024
-                                              : 228 * 1024;
+/// The bytes of shared memory a multiprocessor of `arch` holds for its
+/// resident blocks: a block may have all of it but the driver's share.
+static int64_t multiprocessorSharedMemory(StringRef arch) {
+  return sharedMemoryLimit(arch) + kSharedMemoryReservedPerBlock;
 }
 
 LogicalResult rbfc::checkSharedMemory(Operation *op, StringRef arch,
@@ -2164,14 +2161,15 @@ FailureOr<gpu::GPUFuncOp> rbfc::buildFlashKernel(attn::AttentionOp op,
   // cannot be resident together would make it launch two waves for one.
   int64_t residentBytes =
       blocksPerSM * (*sharedBytes + kSharedMemoryReservedPerBlock);
-  if (blocksPerSM > 1 && residentBytes > multiprocessorSharedMemory(plan))
+  if (blocksPerSM > 1 &&
+      residentBytes > multiprocessorSharedMemory(plan.getArch()))
     return op.emitOpError()
            << "kernel " << name << " needs " << *sharedBytes
            << " bytes of shared memory a block (and "
            << kSharedMemoryReservedPerBlock << " the driver reserves), so "
            << blocksPerSM << " blocks a multiprocessor need " << residentBytes
            << " and " << plan.getArch() << " has "
-           << multiprocessorSharedMemory(plan)
+           << multiprocessorSharedMemory(plan.getArch())
            << ": fewer stages, smaller tiles or a lower blocks_per_sm";
   allowContraction(func);
   func->setAttr(kDescriptorAttrName,
