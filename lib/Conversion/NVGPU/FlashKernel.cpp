@@ -95,16 +95,14 @@ static constexpr int64_t kMaxThreadRegisters = 255;
 /// wgmma: the registers of a producer thread (setmaxnreg) with one block a
 /// multiprocessor: its copies fit in 24 (FlashAttention-3's).
 static constexpr int64_t kProducerRegisters = 24;
-/// ... and where its warps compute key terms (key_terms = "producer"): RBF
-/// spilled 80-124 bytes at head_dim 64 with 24, none with 32 (two consumer
-/// warpgroups then take 232, three 160).
-static constexpr int64_t kKeyTermProducerRegisters = 32;
+/// ... and where its warps compute key terms (key_terms = "producer"): the
+/// ldmatrix and two mma.sync accumulators of the key norms spilled 4-64
+/// bytes at head_dim 64 with 32 or 40, none with 48 (two consumer
+/// warpgroups then take 224, one at two blocks a multiprocessor 208).
+static constexpr int64_t kKeyTermProducerRegisters = 48;
 /// key_terms = "producer": the producer warpgroup's warps that compute key
 /// terms, all but warp 0, whose first thread issues the copies.
 static constexpr int64_t kKeyTermWarps = kWarpsPerWarpgroup - 1;
-/// key_terms = "producer": the 16-byte chunks of a key's row that one
-/// thread sums, four loads in flight within the producer's registers.
-static constexpr int64_t kKeyTermChunksPerThread = 4;
 /// wgmma: the most a consumer thread takes, FlashAttention-3's 240 beside
 /// two consumer warpgroups (232 spilled at head_dim 128).
 static constexpr int64_t kMaxConsumerRegisters = 240;
@@ -287,11 +285,18 @@ private:
     return std::max<int64_t>(1, config.blocksPerSM);
   }
   /// ... the loop of its warps 1-3: per tile, once its K landed, each key's
-  /// squared norm from the K tile (lanes of a key summing its chunks in
-  /// any order, the swizzle permuting them within the row) and the
-  /// key_bias region, stored in the stage's term planes, and an arrival
-  /// on the stage's terms barrier.
+  /// squared norm from the K tile and the key_bias region, stored in the
+  /// stage's term planes, and an arrival on the stage's terms barrier.
   LogicalResult emitKeyTermLoop(TileRing &ring, KeyValuePipelines &pipelines);
+  /// ... where a term reads ||k||^2: the norms of the K tile at element
+  /// `base` by mma.sync, 16 keys a warp at a time (`worker` the thread
+  /// among the term warps), and the terms from them into the planes at
+  /// `termBase`, the tile's first key being kv_idx `kvLo`.
+  LogicalResult storeKeyNormTerms(RegionApplication &termRegions, Value worker,
+                                  Value base, Value termBase, Value kvLo);
+  /// ... where none does: a key a thread.
+  LogicalResult storeKeyTermsByKey(RegionApplication &termRegions, Value worker,
+                                   Value termBase, Value kvLo);
   /// The terms of the key whose kv_idx is `kvIdx` and squared norm
   /// `keyNorm` (null when no term reads it) into the term planes at
   /// `offset`: zeros past kv_len. `termRegions` evaluates the regions
@@ -790,20 +795,6 @@ void FlashSchedule::emitTensorMapProducerLoop(TileRing &ring,
 
 LogicalResult FlashSchedule::emitKeyTermLoop(TileRing &ring,
                                              KeyValuePipelines &pipelines) {
-  // A key's lanes are adjacent in one warp (a power of two that divides its
-  // row's chunks), and a tile's keys fill whole warps (tile_n a multiple
-  // of 16, two lanes a key or more): a pass's bound is warp-uniform, and
-  // the lanes of a key shuffle their sums together.
-  int64_t chunks = config.chunksPerRow();
-  int64_t lanesPerKey = 1;
-  while (2 * lanesPerKey * kKeyTermChunksPerThread <= chunks &&
-         chunks % (2 * lanesPerKey) == 0)
-    lanesPerKey *= 2;
-  int64_t threads = kKeyTermWarps * kThreadsPerWarp;
-  int64_t items = config.tileN * lanesPerKey;
-  assert(items % kThreadsPerWarp == 0 && "a pass's bound splits a warp");
-  LLVM_DEBUG(llvm::dbgs() << "key terms by the producer: " << lanesPerKey
-                          << " lanes a key\n");
   Value producerThread = copies.getThreadId();
   auto workers = scf::IfOp::create(
       b, TypeRange{},
@@ -812,8 +803,6 @@ LogicalResult FlashSchedule::emitKeyTermLoop(TileRing &ring,
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPointToStart(workers.thenBlock());
   Value worker = sub(producerThread, index(kThreadsPerWarp));
-  Value part = rem(worker, lanesPerKey);
-  Value leader = cmp(arith::CmpIPredicate::eq, part, index(0));
   SmallVector<Value> termParams = workspace.writerParams(b, args.params);
   RegionApplication termRegions(b, op, args.sizes, termParams, args.captures,
                                 block.batch, block.head, block.lane,
@@ -824,35 +813,89 @@ LogicalResult FlashSchedule::emitKeyTermLoop(TileRing &ring,
   Value iteration = sub(tile, firstTile);
   Value buffer = ring.buffer(tile);
   Value base = ring.tileBase(buffer);
+  Value termBase = ring.termBase(buffer);
   Value kvLo = mul(tile, config.tileN);
   pipelines.keys.waitFull(iteration);
   pipelines.terms->waitEmpty(iteration);
-  {
-    // A loop, not unrolled: one pass's loads and region live at a time.
-    OpBuilder::InsertionGuard pass(b);
-    auto passes = scf::ForOp::create(b, index(0), index(items), index(threads));
-    b.setInsertionPointToStart(passes.getBody());
-    Value item = add(worker, passes.getInductionVar());
-    if (items % threads != 0)
-      b.setInsertionPointToStart(
-          scf::IfOp::create(b, TypeRange{},
-                            cmp(arith::CmpIPredicate::ult, item, index(items)),
-                            /*withElseRegion=*/false)
-              .thenBlock());
-    Value key = div(item, lanesPerKey);
-    Value keyNorm =
-        workspace.needsKeyNorm
-            ? copies.rowSquareSum(sharedKey, base, key, part, lanesPerKey)
-            : Value();
-    b.setInsertionPointToStart(
-        scf::IfOp::create(b, TypeRange{}, leader, /*withElseRegion=*/false)
-            .thenBlock());
-    if (failed(storeKeyTerms(termRegions, add(ring.termBase(buffer), key),
-                             add(kvLo, key), keyNorm)))
-      return failure();
-  }
+  LogicalResult stored =
+      workspace.needsKeyNorm
+          ? storeKeyNormTerms(termRegions, worker, base, termBase, kvLo)
+          : storeKeyTermsByKey(termRegions, worker, termBase, kvLo);
+  if (failed(stored))
+    return failure();
   pipelines.terms->arriveFull(iteration);
   return success();
+}
+
+LogicalResult FlashSchedule::storeKeyNormTerms(RegionApplication &termRegions,
+                                               Value worker, Value base,
+                                               Value termBase, Value kvLo) {
+  // A warp a 16-key block at a time (warp-uniform bounds): per 16 head
+  // dims one ldmatrix.x4 of the block's K rows is both mma.sync's A and,
+  // by halves, its B for keys 0-7 and 8-15, so K_blk K_blk^T's diagonal
+  // (the squared norms, f32 sums of exact products) lands in the lanes
+  // where the C fragment's column is its row.
+  OpBuilder::InsertionGuard guard(b);
+  Value warp = div(worker, kThreadsPerWarp);
+  Value lane = rem(worker, kThreadsPerWarp);
+  int64_t keyBlocks = config.tileN / kAtomRows;
+  auto blocks =
+      scf::ForOp::create(b, warp, index(keyBlocks), index(kKeyTermWarps));
+  b.setInsertionPointToStart(blocks.getBody());
+  Value firstKey = mul(blocks.getInductionVar(), kAtomRows);
+  // Offsets that depend on the block are not held in registers across
+  // the loops, where the producer has few.
+  LdmatrixAddress address = atoms.addressA(lane, firstKey);
+  SmallVector<Value> laneOffsets =
+      copies.getTile().laneChunkOffsets(address.row, address.half);
+  Accumulator zeros = {f32(0.0), f32(0.0), f32(0.0), f32(0.0)};
+  Accumulator low = zeros, high = zeros;
+  for (int64_t slice = 0; slice < config.dimSlices(); ++slice) {
+    Value offset = copies.getTile().laneChunkOffset(laneOffsets, 0, slice);
+    OperandRegisters rows = atoms.ldmatrix(sharedKey, add(base, offset),
+                                           /*transpose=*/false);
+    low = atoms.mma(rows, {rows[0], rows[2]}, low);
+    high = atoms.mma(rows, {rows[1], rows[3]}, high);
+  }
+  // Lane 4 g + t holds rows g and g + 8 at columns 2 t and 2 t + 1: key g's
+  // norm where t = g / 2.
+  Value group = div(lane, 4);
+  Value odd = cmp(arith::CmpIPredicate::eq, rem(group, 2), index(1));
+  Value diagonal = cmp(arith::CmpIPredicate::eq, rem(lane, 4), div(group, 2));
+  b.setInsertionPointToStart(
+      scf::IfOp::create(b, TypeRange{}, diagonal, /*withElseRegion=*/false)
+          .thenBlock());
+  for (auto [half, norm] :
+       {std::pair<int64_t, Value>(
+            0, arith::SelectOp::create(b, odd, low[1], low[0])),
+        std::pair<int64_t, Value>(
+            8, arith::SelectOp::create(b, odd, high[3], high[2]))}) {
+    Value key = add(add(firstKey, group), index(half));
+    if (failed(storeKeyTerms(termRegions, add(termBase, key), add(kvLo, key),
+                             norm)))
+      return failure();
+  }
+  return success();
+}
+
+LogicalResult FlashSchedule::storeKeyTermsByKey(RegionApplication &termRegions,
+                                                Value worker, Value termBase,
+                                                Value kvLo) {
+  // A loop, not unrolled: one pass's region lives at a time.
+  OpBuilder::InsertionGuard guard(b);
+  int64_t threads = kKeyTermWarps * kThreadsPerWarp;
+  auto passes =
+      scf::ForOp::create(b, index(0), index(config.tileN), index(threads));
+  b.setInsertionPointToStart(passes.getBody());
+  Value key = add(worker, passes.getInductionVar());
+  if (config.tileN % threads != 0)
+    b.setInsertionPointToStart(scf::IfOp::create(b, TypeRange{},
+                                                 cmp(arith::CmpIPredicate::ult,
+                                                     key, index(config.tileN)),
+                                                 /*withElseRegion=*/false)
+                                   .thenBlock());
+  return storeKeyTerms(termRegions, add(termBase, key), add(kvLo, key),
+                       /*keyNorm=*/Value());
 }
 
 LogicalResult FlashSchedule::storeKeyTerms(RegionApplication &termRegions,
