@@ -138,6 +138,18 @@ static int64_t consumerRegisters(int64_t consumerWarpgroups,
   return std::min(kMaxConsumerRegisters,
                   pool / (consumerWarpgroups * kWarpgroupThreads) / 8 * 8);
 }
+
+/// The blocks a plan's `blocks_per_sm` puts on a multiprocessor (0, the
+/// default, is one), which share its register file and shared memory.
+static int64_t residentBlocks(int64_t blocksPerSM) {
+  return std::max<int64_t>(1, blocksPerSM);
+}
+
+/// wgmma: a producer thread's registers (setmaxnreg), whether its warps
+/// compute key terms or only issue the copies.
+static int64_t producerThreadRegisters(bool computesKeyTerms) {
+  return computesKeyTerms ? kKeyTermProducerRegisters : kProducerRegisters;
+}
 /// The registers a wgmma thread needs beside one instruction's f32
 /// accumulators (descriptors, addresses, the loop's state): ptxas asked
 /// for 26 more than 128 accumulators (tile_n 256).
@@ -276,13 +288,7 @@ private:
     return config.keyTerms == KeyTermSource::Producer && workspace.planes();
   }
   int64_t producerRegisters() const {
-    return producerComputesKeyTerms() ? kKeyTermProducerRegisters
-                                      : kProducerRegisters;
-  }
-  /// The warp-specialised kernel's blocks a multiprocessor, which share
-  /// the register file that setmaxnreg splits.
-  int64_t residentBlocks() const {
-    return std::max<int64_t>(1, config.blocksPerSM);
+    return producerThreadRegisters(producerComputesKeyTerms());
   }
   /// ... the loop of its warps 1-3: per tile, once its K landed, each key's
   /// squared norm from the K tile and the key_bias region, stored in the
@@ -680,11 +686,11 @@ LogicalResult FlashSchedule::emitWarpSpecialized(TileRing &ring) {
   if (producerComputesKeyTerms() && failed(emitKeyTermLoop(ring, pipelines)))
     return failure();
   b.setInsertionPointToStart(roles.thenBlock());
-  NVVM::SetMaxRegisterOp::create(b,
-                                 consumerRegisters(consumerWarpgroups(),
-                                                   producerRegisters(),
-                                                   residentBlocks()),
-                                 NVVM::SetMaxRegisterAction::increase);
+  NVVM::SetMaxRegisterOp::create(
+      b,
+      consumerRegisters(consumerWarpgroups(), producerRegisters(),
+                        residentBlocks(config.blocksPerSM)),
+      NVVM::SetMaxRegisterAction::increase);
   NVVM::CpAsyncWaitGroupOp::create(b, 0);
   warpgroupAtoms.fenceCopies();
   namedBarrier(b, /*sync=*/true, kQueryBarrier, config.threads());
@@ -2019,7 +2025,7 @@ LogicalResult rbfc::verifyFlashPlan(attn::AttentionOp op,
     int64_t blockThreads =
         warpSpecialized ? threads + kWarpgroupThreads : threads;
     if (warpSpecialized || plan.getBlocksPerSm() > 1) {
-      int64_t blocks = std::max<int64_t>(1, plan.getBlocksPerSm());
+      int64_t blocks = residentBlocks(plan.getBlocksPerSm());
       int64_t available = launchRegisters(blockThreads, blocks);
       int64_t accumulators = std::max(plan.getTileN(), headDim) / 2;
       if (accumulators + kWgmmaRegisterMargin > available) {
@@ -2053,11 +2059,10 @@ LogicalResult rbfc::verifyFlashPlan(attn::AttentionOp op,
                   "head_dim 64 or 128");
     // setmaxnreg splits each block's share of the register file: a
     // consumer thread then holds S and O of a tile at once.
-    int64_t blocks = std::max<int64_t>(1, plan.getBlocksPerSm());
+    int64_t blocks = residentBlocks(plan.getBlocksPerSm());
     int64_t consumers = plan.getWarps() / kWarpsPerWarpgroup;
-    int64_t producer = plan.getKeyTerms() == "producer"
-                           ? kKeyTermProducerRegisters
-                           : kProducerRegisters;
+    int64_t producer =
+        producerThreadRegisters(plan.getKeyTerms() == "producer");
     int64_t consumerShare = consumerRegisters(consumers, producer, blocks);
     int64_t needed = (plan.getTileN() + headDim) / 2 + kWgmmaRegisterMargin;
     if (blocks > 1 && consumerShare < needed)
@@ -2188,7 +2193,7 @@ FailureOr<gpu::GPUFuncOp> rbfc::buildFlashKernel(attn::AttentionOp op,
   // The warp-specialised kernel's setmaxnreg needs that cap, one block
   // unless the plan says more.
   int64_t blocksPerSM = config.warpSpecialized
-                            ? std::max<int64_t>(1, config.blocksPerSM)
+                            ? residentBlocks(config.blocksPerSM)
                             : config.blocksPerSM;
   if (blocksPerSM > 0)
     func->setAttr(NVVM::NVVMDialect::getMinctasmAttrName(),
