@@ -118,27 +118,30 @@ attn::PlanAttr wgmmaPlan(attn::AttentionOp op, StringRef arch,
                                /*blocks_per_sm=*/2, "cp_async",
                                /*overlap=*/false);
   }
-  // Without a mask 160-key tiles ran 3-6% ahead of 128 (fewer tiles to pay
-  // the softmax's fixed costs on); under a causal mask they ran 0-6%
-  // behind, their diagonal tiles straddling the 128-row query tiles.
-  // The consumers overlap the softmax with the products under a mask, and
-  // without one where the scores are dot's (a key bias that rides in the
-  // product included): at 4x16x4096x128 on the H200 dot 606-612 TFLOP/s
-  // against 555-558 serial at 160-key tiles, RBF with its key bias in the
-  // product 573-574 against 533-543 with bulk terms (bench/NOTES.md step
-  // 20). Other scores keep the serial consumers: their terms beside S, P
-  // and O spill with the overlap (RBF's bulk terms 96/136 bytes at 160
-  // keys, a relative-position gather 696/864). Under the mask RBF's
-  // product ran 918-923 against 880-885 with bulk terms (rbf_causal).
-  // A key bias that rides in S = Q K^T comes by bulk copies and starts S's
-  // accumulators (bench/NOTES.md steps 38 and 41): 1.2-1.5% faster than
-  // the product's entries at 4x16x4096x128 and 1x16x16384x128, causal and
-  // not (H100, paired).
+  // Without a mask 160-key tiles ran 3-6% ahead of 128 where the scores
+  // are dot's (fewer tiles to pay the softmax's fixed costs on); under a
+  // causal mask they ran 0-6% behind, their diagonal tiles straddling the
+  // 128-row query tiles. The consumers overlap the softmax with the
+  // products: at 4x16x4096x128 on the H200 dot 606-612 TFLOP/s against
+  // 555-558 serial at 160-key tiles, RBF with its key bias in the product
+  // 573-574 against 533-543 with bulk terms (bench/NOTES.md step 20); under
+  // the mask RBF's product ran 918-923 against 880-885 with bulk terms
+  // (rbf_causal). A key bias that rides in S = Q K^T comes by bulk copies
+  // and starts S's accumulators (steps 38 and 41): 1.2-1.5% faster than the
+  // product's entries at 4x16x4096x128 and 1x16x16384x128, causal and not
+  // (H100, paired). Other scores take 128-key tiles, overlapped where they
+  // gather nothing per element (step 47, H100, 4x16x4096x128: rbf_none 650
+  // against 560 serial at 160 keys, softcap 363 against 317,
+  // rbf_head_gamma 555 against 518); a relative-position gather stays
+  // serial, its table reads beside S, P and O spilling with the overlap
+  // (361 serial against 341 overlapped at 128 keys and 338 serial at 160,
+  // which spills 44 bytes in the loop).
   bool startsScores = attn::KeyBiasProduct::analyze(op).has_value();
   bool masked = !op.getMask().empty();
-  bool overlap = masked || startsScores || scoresAreDot(op);
+  bool dotTiles = !masked && (startsScores || scoresAreDot(op));
+  bool overlap = masked || !gathersPerElement(op);
   return attn::PlanAttr::get(op.getContext(), arch, "wgmma", /*tile_m=*/128,
-                             /*tile_n=*/masked ? 128 : 160, /*warps=*/8,
+                             /*tile_n=*/dotTiles ? 160 : 128, /*warps=*/8,
                              /*stages=*/2, "bulk", /*blocks_per_sm=*/0, "tma",
                              overlap);
 }

@@ -1,9 +1,9 @@
 // RUN: rbf-opt %s --attn-select-plan="arch=sm_90a" --split-input-file --verify-diagnostics | FileCheck %s
 
 // sm_90a at head_dim 128: the wgmma kernel, two consumer warpgroups of 64
-// rows, TMA copies, 160-key tiles without a mask and 128 under one (the
-// mma.sync plans of sm_90: select-plan-unmeasured.mlir); dot's softmax
-// overlapped with the products.
+// rows, TMA copies, 160-key tiles for dot's scores without a mask and 128
+// under one (the mma.sync plans of sm_90: select-plan-unmeasured.mlir);
+// dot's softmax overlapped with the products.
 // CHECK-LABEL: func.func @d128
 // CHECK: plan = #attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 128, tile_n = 160, warps = 8, stages = 2, key_terms = "bulk", copy = "tma", overlap = true>
 // CHECK-NOT: small_plans
@@ -63,6 +63,44 @@ func.func @rbf_d128(%arg0: tensor<?x?x?x128xbf16>, %arg1: tensor<?x?x?x128xbf16>
     %2 = arith.mulf %gamma, %1 : f32
     %3 = arith.negf %2 : f32
     attn.yield %3 : f32
+  }
+  return %0 : tensor<?x?x?x128xbf16>
+}
+
+// -----
+
+// Scores beyond dot's at head_dim 128 without a mask: 128-key tiles, the
+// softmax overlapped with the products where nothing is gathered per
+// element (softcapping's tanh)...
+// CHECK-LABEL: func.func @softcap_d128
+// CHECK: plan = #attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 128, tile_n = 128, warps = 8, stages = 2, key_terms = "bulk", copy = "tma", overlap = true>
+func.func @softcap_d128(%arg0: tensor<?x?x?x128xbf16>, %arg1: tensor<?x?x?x128xbf16>, %arg2: tensor<?x?x?x128xbf16>, %arg3: f32) -> tensor<?x?x?x128xbf16> {
+  %0 = attn.attention softmax %arg0, %arg1, %arg2 params(%arg3 : f32) {capture_names = [], param_defaults = [5.000000e+01 : f32], param_names = ["cap"]} : tensor<?x?x?x128xbf16>, tensor<?x?x?x128xbf16>, tensor<?x?x?x128xbf16> -> tensor<?x?x?x128xbf16> score {
+  ^bb0(%b: index, %h: index, %q_idx: index, %kv_idx: index, %cap: f32):
+    %1 = attn.dot : f32
+    %2 = arith.divf %1, %cap : f32
+    %3 = math.tanh %2 : f32
+    %4 = arith.mulf %cap, %3 : f32
+    attn.yield %4 : f32
+  }
+  return %0 : tensor<?x?x?x128xbf16>
+}
+
+// -----
+
+// ...and one tile after the other where the score reads a captured tensor
+// at an index that changes with q_idx and kv_idx (a relative-position
+// table), whose reads beside S, P and O spill with the overlap.
+// CHECK-LABEL: func.func @relative_bias_d128
+// CHECK: plan = #attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 128, tile_n = 128, warps = 8, stages = 2, key_terms = "bulk", copy = "tma">
+func.func @relative_bias_d128(%arg0: tensor<?x?x?x128xbf16>, %arg1: tensor<?x?x?x128xbf16>, %arg2: tensor<?x?x?x128xbf16>, %arg3: tensor<?x?xf32>) -> tensor<?x?x?x128xbf16> {
+  %0 = attn.attention softmax %arg0, %arg1, %arg2 captures(%arg3 : tensor<?x?xf32>) {capture_names = ["bias"], param_defaults = [], param_names = []} : tensor<?x?x?x128xbf16>, tensor<?x?x?x128xbf16>, tensor<?x?x?x128xbf16> -> tensor<?x?x?x128xbf16> score {
+  ^bb0(%b: index, %h: index, %q_idx: index, %kv_idx: index, %bias: tensor<?x?xf32>):
+    %1 = attn.dot : f32
+    %2 = arith.subi %q_idx, %kv_idx : index
+    %3 = attn.load %bias[%h, %2] : tensor<?x?xf32>
+    %4 = arith.addf %1, %3 : f32
+    attn.yield %4 : f32
   }
   return %0 : tensor<?x?x?x128xbf16>
 }
