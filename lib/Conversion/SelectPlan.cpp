@@ -133,9 +133,8 @@ attn::PlanAttr wgmmaPlan(attn::AttentionOp op, StringRef arch,
   // gather nothing per element (step 47, H100, 4x16x4096x128: rbf_none 650
   // against 560 serial at 160 keys, softcap 363 against 317,
   // rbf_head_gamma 555 against 518); a relative-position gather stays
-  // serial, its table reads beside S, P and O spilling with the overlap
-  // (361 serial against 341 overlapped at 128 keys and 338 serial at 160,
-  // which spills 44 bytes in the loop).
+  // serial: 361 against 341 overlapped at 128 keys (no spill either way),
+  // 338 serial at 160 (44 bytes spilled in the loop; 576 overlapped).
   bool startsScores = attn::KeyBiasProduct::analyze(op).has_value();
   bool masked = !op.getMask().empty();
   bool dotTiles = !masked && (startsScores || scoresAreDot(op));

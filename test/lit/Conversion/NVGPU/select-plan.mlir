@@ -90,7 +90,7 @@ func.func @softcap_d128(%arg0: tensor<?x?x?x128xbf16>, %arg1: tensor<?x?x?x128xb
 
 // ...and one tile after the other where the score reads a captured tensor
 // at an index that changes with q_idx and kv_idx (a relative-position
-// table), whose reads beside S, P and O spill with the overlap.
+// table): its reads beside S, P and O ran slower overlapped.
 // CHECK-LABEL: func.func @relative_bias_d128
 // CHECK: plan = #attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 128, tile_n = 128, warps = 8, stages = 2, key_terms = "bulk", copy = "tma">
 func.func @relative_bias_d128(%arg0: tensor<?x?x?x128xbf16>, %arg1: tensor<?x?x?x128xbf16>, %arg2: tensor<?x?x?x128xbf16>, %arg3: tensor<?x?xf32>) -> tensor<?x?x?x128xbf16> {
