@@ -150,6 +150,7 @@ static int64_t residentBlocks(int64_t blocksPerSM) {
 static int64_t producerThreadRegisters(bool computesKeyTerms) {
   return computesKeyTerms ? kKeyTermProducerRegisters : kProducerRegisters;
 }
+
 /// The registers a wgmma thread needs beside one instruction's f32
 /// accumulators (descriptors, addresses, the loop's state): ptxas asked
 /// for 26 more than 128 accumulators (tile_n 256).
