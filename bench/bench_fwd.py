@@ -42,7 +42,14 @@ random inputs, taken in --rounds rounds (3) that time every method of a
 case in turn, --reps split between them: a method's time is the median of
 its rounds' (row field ms_turns holds them), so that a slow stretch of the
 run falls on all methods alike (one run on 2026-12-06 saw two identical
-kernels' single medians 13% apart); FLOPs 4*B*H*N*N*D, halved when causal. Writes
+kernels' single medians 13% apart); FLOPs 4*B*H*N*N*D, halved when causal. Each method's device time
+(row fields device_ms, device_tflops, kernels) is measured too: the union
+of one call's kernel intervals in torch.profiler's trace, the median of
+--device-calls calls (30; 0 skips it), launch and host time left out. The
+events time host-bound calls by their host path (FA4 and FlexAttention
+took 67-430 us a call at 512-1024 keys on the H100 against rbfc's 10-20
+us kernels), so the small shapes rank kernels by device time only; a
+second table prints it. Writes
 bench/results/<date>-<gpu>-fwd.json (-fwd-<shapes>.json for other shapes; a
 copy under $OUT when set) and
 prints TFLOP/s and the ratios rbfc/FA2, rbfc/cuDNN, rbfc-rbf/rbfc-dot and
@@ -87,7 +94,8 @@ from peers import rbf_author  # noqa: E402
 from results_file import write_result  # noqa: E402
 from shapes import (FORWARD_SHAPES, RBFC_SPECS, parse_shapes, result_suffix,  # noqa: E402
                     shape_label, shape_of)
-from timing import add_timing_arguments, record_turns, time_in_turns  # noqa: E402
+from timing import (add_timing_arguments, kernel_time, record_kernel_time,  # noqa: E402
+                    record_turns, time_in_turns)
 
 DEV = "cuda"
 DT = torch.bfloat16
@@ -311,6 +319,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", default="", help="comma-separated method names")
     add_timing_arguments(ap)
+    ap.add_argument("--device-calls", type=int, default=30,
+                    help="calls a method's device time (kernel_time) is the median "
+                         "of; 0 skips it")
     ap.add_argument("--plan-d64", default=None, help="--plan for rbfc kernels at D=64")
     ap.add_argument("--plan-d128", default=None, help="--plan for rbfc kernels at D=128")
     ap.add_argument("--tma-plan-d64", default=TMA_PLANS[64],
@@ -414,7 +425,9 @@ def main():
                 case_rows[name] = row
             with torch.no_grad():
                 turns = time_in_turns(timed_fns, args.rounds, args.warmup, args.reps)
+                spans = kernel_time(timed_fns, args.device_calls) if args.device_calls else {}
             for name, row in case_rows.items():
+                record_kernel_time(row, spans.get(name), flops(B, H, N, D, causal))
                 if not record_turns(row, turns.get(name), flops(B, H, N, D, causal)):
                     timed_fns.pop(name, None)
                 rows.append(row)
@@ -466,6 +479,10 @@ def main():
                   date=datetime.date.today().isoformat(), dtype="bf16",
                   timing="median of the rounds' triton.testing.do_bench medians "
                          "(CUDA events)",
+                  device_timing="device_ms: median over device_calls calls of the "
+                                "union of a call's kernel intervals (torch.profiler), "
+                                "the L2 cleared before each",
+                  device_calls=args.device_calls,
                   warmup_ms=args.warmup, rep_ms=args.reps, rounds=args.rounds,
                   flops="4*B*H*N*N*D, halved when causal",
                   plans={str(d): p for d, p in plans.items() if p},
@@ -474,15 +491,18 @@ def main():
                               for (s, d, a, _, binary), k in _kernels.items()],
                   elapsed_s=round(time.time() - t_start, 1), rows=rows)
     write_result(result, "fwd" + result_suffix(shapes, FORWARD_SHAPES))
-    print_table(rows)
+    print_table(rows, "tflops", "CUDA events around each call, do_bench medians")
+    if args.device_calls:
+        print_table(rows, "device_tflops",
+                    "the calls' kernels alone: launch and host time left out")
     return 0
 
 
-def print_table(rows):
+def print_table(rows, key, timing):
     def tf(shape, causal, method):
         for r in rows:
             if (shape_of(r), r["causal"], r["method"]) == (shape, causal, method):
-                return r["tflops"]
+                return r.get(key)
         return None
 
     def rbf_time_ratio(shape, causal):
@@ -504,7 +524,7 @@ def print_table(rows):
     head = f"{'B x H x N x D':22s}" + "".join(f"{m:>11s}" for m in methods)
     head += (f"{'dot/FA2':>9s}{'dot/cuDNN':>10s}{'dot/FA4':>8s}{'rbf/dot':>8s}"
              f"{'(paired)':>10s}{'rbf/Flex':>9s}{'rbf/FA4':>8s}{'rbf/best':>9s}")
-    print("\nTFLOP/s (bf16 forward, medians)\n" + head)
+    print(f"\nTFLOP/s (bf16 forward; {timing})\n" + head)
     shapes = []
     for r in rows:
         if shape_of(r) not in shapes:
@@ -527,6 +547,12 @@ def print_table(rows):
                          if (t := tf(shape, causal, m))]
             line += f"{fmt(ratio(rbf, max(other_rbf) if other_rbf else None), '.2f'):>9s}"
             print(line)
+    if key != "tflops":
+        for r in rows:
+            if r.get("device_error"):
+                print(f"NO DEVICE TIME {r['method']} {shape_label(shape_of(r))} "
+                      f"causal={r['causal']}: {r['device_error']}")
+        return
     errors = [r for r in rows if r.get("error")]
     for r in errors:
         print(f"ERROR {r['method']} {shape_label(shape_of(r))} causal={r['causal']}: {r['error']}")
