@@ -19,8 +19,10 @@ exponentials; bench/NOTES.md step 24 found rbfc's 80 a tile in one run).
 
 Methods: rbfc_dot and rbfc_rbf (examples/softmax.attn and rbf.attn, their
 causal forms with --causal), rbfc_dot_LABEL and rbfc_rbf_LABEL with
---baseline-rbfc LABEL=PATH (another rbfc binary), sdpa_cudnn,
-sdpa_flash and fa4_dot (FlashAttention-4, where it is installed).
+--baseline-rbfc LABEL=PATH (another rbfc binary), rbfc-NAME (any
+examples/NAME.attn at its default plan, with the captures the GPU tests
+make for it, e.g. rbfc-relative_bias), sdpa_cudnn, sdpa_flash and fa4_dot
+(FlashAttention-4, where it is installed).
 """
 import argparse
 import csv
@@ -46,6 +48,8 @@ SAMPLES = "Warp Stall Sampling (All Samples)"
 # pair for each --baseline-rbfc.
 METHODS = ("rbfc_dot", "rbfc_rbf", "sdpa_cudnn", "sdpa_flash", "fa4_dot")
 EXECUTED = "Instructions Executed"
+# rbfc-NAME profiles examples/NAME.attn.
+EXAMPLE_PREFIX = "rbfc-"
 
 
 # --------------------------------------------------------------------------
@@ -89,9 +93,19 @@ def profiled_call(method, shape, causal, binaries):
         kernel = Kernel(REPO / "examples" / RBFC_SPECS[(variant, causal)], head_dim=D,
                         dtype="bf16", out_dir=tempfile.mkdtemp())
         call = lambda: kernel(q, k, v)  # noqa: E731
+    elif method.startswith(EXAMPLE_PREFIX):
+        sys.path.insert(0, str(REPO / "python"))
+        sys.path.insert(0, str(REPO / "test" / "python"))
+        from rbfc import Kernel
+        from references import make_captures
+        example = method.removeprefix(EXAMPLE_PREFIX)
+        captures = make_captures(example, B, H, N, N, g, "cuda")
+        kernel = Kernel(REPO / "examples" / f"{example}.attn", head_dim=D,
+                        dtype="bf16", out_dir=tempfile.mkdtemp())
+        call = lambda: kernel(q, k, v, captures=captures)  # noqa: E731
     else:
         raise SystemExit(f"unknown method {method!r}: {', '.join(METHODS)}, "
-                         "rbfc_dot_LABEL, rbfc_rbf_LABEL")
+                         f"rbfc_dot_LABEL, rbfc_rbf_LABEL, {EXAMPLE_PREFIX}NAME")
     for _ in range(3):
         call()
     torch.cuda.synchronize()
@@ -339,6 +353,9 @@ def main():
         return 0
     known = set(METHODS)
     known |= {f"rbfc_{v}_{label}" for v in ("dot", "rbf") for label in binaries}
+    known |= {method for method in args.methods.split(",")
+              if method.startswith(EXAMPLE_PREFIX)
+              and (REPO / "examples" / f"{method.removeprefix(EXAMPLE_PREFIX)}.attn").is_file()}
     unknown = set(args.methods.split(",")) - known
     if unknown:
         print(f"unknown method(s) {sorted(unknown)}; known: {sorted(known)}", file=sys.stderr)
