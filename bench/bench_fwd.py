@@ -94,8 +94,8 @@ from peers import rbf_author  # noqa: E402
 from results_file import write_result  # noqa: E402
 from shapes import (FORWARD_SHAPES, RBFC_SPECS, parse_shapes, result_suffix,  # noqa: E402
                     shape_label, shape_of)
-from timing import (add_timing_arguments, kernel_time, record_kernel_time,  # noqa: E402
-                    record_turns, time_in_turns)
+from timing import (add_timing_arguments, kernel_time, l2_clear_buffer,  # noqa: E402
+                    record_kernel_time, record_turns, time_in_turns)
 
 DEV = "cuda"
 DT = torch.bfloat16
@@ -279,7 +279,7 @@ def interleaved_ratio(fn_a, fn_b, rep_ms):
     alone by CUDA events: the median of the per-pair ratios, about 2 rep_ms
     of calls and at least 25 pairs. Two methods timed one after the other
     see the clock drift between them; a pair sees almost none."""
-    cache = torch.empty(256 * 1024 * 1024, dtype=torch.int8, device=DEV)
+    cache = l2_clear_buffer()
 
     def timed(fn):
         cache.zero_()

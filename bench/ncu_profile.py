@@ -52,6 +52,11 @@ EXECUTED = "Instructions Executed"
 EXAMPLE_PREFIX = "rbfc-"
 
 
+def example_spec(method):
+    """The spec of the method rbfc-NAME: examples/NAME.attn."""
+    return REPO / "examples" / f"{method.removeprefix(EXAMPLE_PREFIX)}.attn"
+
+
 # --------------------------------------------------------------------------
 # Profiling (GPU machine)
 
@@ -98,10 +103,10 @@ def profiled_call(method, shape, causal, binaries):
         sys.path.insert(0, str(REPO / "test" / "python"))
         from rbfc import Kernel
         from references import make_captures
-        example = method.removeprefix(EXAMPLE_PREFIX)
-        captures = make_captures(example, B, H, N, N, g, "cuda")
-        kernel = Kernel(REPO / "examples" / f"{example}.attn", head_dim=D,
-                        dtype="bf16", out_dir=tempfile.mkdtemp())
+        captures = make_captures(method.removeprefix(EXAMPLE_PREFIX), B, H, N, N,
+                                 g, "cuda")
+        kernel = Kernel(example_spec(method), head_dim=D, dtype="bf16",
+                        out_dir=tempfile.mkdtemp())
         call = lambda: kernel(q, k, v, captures=captures)  # noqa: E731
     else:
         raise SystemExit(f"unknown method {method!r}: {', '.join(METHODS)}, "
@@ -354,8 +359,7 @@ def main():
     known = set(METHODS)
     known |= {f"rbfc_{v}_{label}" for v in ("dot", "rbf") for label in binaries}
     known |= {method for method in args.methods.split(",")
-              if method.startswith(EXAMPLE_PREFIX)
-              and (REPO / "examples" / f"{method.removeprefix(EXAMPLE_PREFIX)}.attn").is_file()}
+              if method.startswith(EXAMPLE_PREFIX) and example_spec(method).is_file()}
     unknown = set(args.methods.split(",")) - known
     if unknown:
         print(f"unknown method(s) {sorted(unknown)}; known: {sorted(known)}", file=sys.stderr)

@@ -56,6 +56,12 @@ def record_turns(row, timed, flop_count):
     return False
 
 
+def l2_clear_buffer():
+    """A 256 MB buffer whose zero_() before a call evicts the L2, as
+    triton.testing.do_bench does between its calls."""
+    return torch.empty(256 * 1024 * 1024, dtype=torch.int8, device="cuda")
+
+
 # torch.cuda._sleep's kernel: no method launches it, so it marks where a
 # call begins in the profiler's trace.
 _MARKER_KERNEL = "spin_kernel"
@@ -72,7 +78,7 @@ def kernel_time(fns, calls):
     takes longer is timed by that path, and the events rank host code, not
     kernels."""
     from torch.profiler import ProfilerActivity, profile
-    cache = torch.empty(256 * 1024 * 1024, dtype=torch.int8, device="cuda")
+    cache = l2_clear_buffer()
     results = {}
     for name, fn in fns.items():
         try:
