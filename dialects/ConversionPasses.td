@@ -80,7 +80,11 @@ def AttnApproximateTanh : Pass<"attn-approximate-tanh",
     relative error is at most 2^-11 (PTX ISA), below the bf16 inputs'
     rounding of the dot product it caps (2^-8 relative per operand);
     FlashAttention's softcapping evaluates tanh the same way. Other element
-    types keep libdevice.
+    types keep libdevice, and so does a function marked
+    `rbfc.exact_functions` (the backward's dK/dV and dQ kernels, where a
+    param's gradient can difference values near the tanh: softcap's
+    d/dcap is tanh(u) - u (1 - tanh(u)^2), about (2/3) u^3); the pass
+    removes the mark.
   }];
   let dependentDialects = ["::mlir::LLVM::LLVMDialect"];
 }

@@ -1,10 +1,12 @@
 //===- ApproximateTanh.cpp - tanh.approx.f32 for the kernels' f32 tanh ---===//
+#include "rbfc/Conversion/NVGPU/ApproximateTanh.h"
 #include "rbfc/Conversion/Passes.h"
 
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/IR/PatternMatch.h"
+#include "mlir/Interfaces/FunctionInterfaces.h"
 #include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 #include "llvm/Support/Debug.h"
 
@@ -42,8 +44,16 @@ struct AttnApproximateTanh
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
     patterns.add<TanhToApproximateIntrinsic>(&getContext());
-    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
-      signalPassFailure();
+    FrozenRewritePatternSet frozen(std::move(patterns));
+    for (auto function :
+         getOperation().getBody()->getOps<FunctionOpInterface>()) {
+      if (function->removeAttr(rbfc::kExactFunctionsAttrName)) {
+        LLVM_DEBUG(llvm::dbgs() << function.getName() << ": exact\n");
+        continue;
+      }
+      if (failed(applyPatternsGreedily(function, frozen)))
+        return signalPassFailure();
+    }
   }
 };
 
