@@ -8,6 +8,7 @@
 //===----------------------------------------------------------------------===//
 #include "rbfc/Conversion/NVGPU/BackwardKernels.h"
 
+#include "rbfc/Conversion/NVGPU/ApproximateTanh.h"
 #include "rbfc/Conversion/NVGPU/BackwardKernel.h"
 #include "rbfc/Conversion/NVGPU/DiagonalSums.h"
 #include "rbfc/Conversion/NVGPU/FlashKernel.h"
@@ -998,6 +999,11 @@ FailureOr<DictionaryAttr> rbfc::buildBackwardKernels(attn::AttentionOp op,
       buildQueryGradKernel(op, config, slots, module, entry("dq"));
   if (failed(queryShared) || !fits("dq", *queryShared))
     return failure();
+  // The gradient kernels difference the score's functions (a param's
+  // gradient): full precision there.
+  for (StringRef suffix : {"dkdv", "dq"})
+    module.lookupSymbol(entry(suffix))
+        ->setAttr(kExactFunctionsAttrName, b.getUnitAttr());
   ReductionKernels reductions(op, config, slots, b);
   if (failed(reductions.buildTileSums(module, entry("tile_sums"))) ||
       failed(reductions.buildReduce(module, entry("reduce"))))
