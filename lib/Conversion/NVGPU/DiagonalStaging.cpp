@@ -30,17 +30,29 @@ SmallVector<attn::LoadOp> DiagonalStaging::stagedLoads(attn::AttentionOp op) {
 DiagonalStaging::DiagonalStaging(ImplicitLocOpBuilder &b,
                                  RegionApplication &regions,
                                  ArrayRef<attn::LoadOp> loads,
+                                 ArrayRef<Value> windows,
                                  FragmentLane &fragment, Value lane, Value warp,
-                                 int64_t rowsPerWarp, int64_t tileN)
-    : KernelEmitter(b), regions(regions), loads(loads), fragment(fragment),
-      lane(lane), warp(warp), rowsPerWarp(rowsPerWarp), tileN(tileN) {
-  laneSlotBase =
-      add(mul(warp, windowLength()), sub(div(lane, 4), mul(rem(lane, 4), 2)));
+                                 Rows rows, int64_t rowsPerWarp,
+                                 int64_t columns)
+    : KernelEmitter(b), regions(regions), loads(loads), windows(windows),
+      fragment(fragment), lane(lane), warp(warp), rows(rows),
+      rowsPerWarp(rowsPerWarp), columns(columns) {
+  Value laneRow = div(lane, 4), laneColumn = mul(rem(lane, 4), 2);
+  laneSlotBase = add(mul(warp, windowLength()), rows == Rows::Queries
+                                                    ? sub(laneRow, laneColumn)
+                                                    : sub(laneColumn, laneRow));
 }
 
-void DiagonalStaging::carveWindows(SharedMemoryArena &shared, int64_t warps) {
+SmallVector<Value> DiagonalStaging::carveWindows(SharedMemoryArena &shared,
+                                                 ArrayRef<attn::LoadOp> loads,
+                                                 int64_t warps,
+                                                 int64_t rowsPerWarp,
+                                                 int64_t columns) {
+  SmallVector<Value> windows;
   for (attn::LoadOp load : loads)
-    windows.push_back(shared.carve(warps * windowLength(), load.getType()));
+    windows.push_back(shared.carve(warps * windowLength(rowsPerWarp, columns),
+                                   load.getType()));
+  return windows;
 }
 
 Value DiagonalStaging::window(attn::LoadOp load) {
@@ -48,11 +60,13 @@ Value DiagonalStaging::window(attn::LoadOp load) {
 }
 
 Value DiagonalStaging::slot(int64_t laneRow, int64_t columnOffset) {
-  return add(laneSlotBase,
-             FragmentLayout::laneRowOffset(laneRow) - columnOffset + tileN - 1);
+  int64_t rowOffset = FragmentLayout::laneRowOffset(laneRow);
+  return add(laneSlotBase, rows == Rows::Queries
+                               ? rowOffset - columnOffset + columns - 1
+                               : columnOffset - rowOffset + rowsPerWarp - 1);
 }
 
-LogicalResult DiagonalStaging::stage(Value qLo, Value kvLo) {
+LogicalResult DiagonalStaging::stage(Value rowOrigin, Value columnOrigin) {
   auto op = loads.front()->getParentOfType<attn::AttentionOp>();
   // What the staged loads' indices are computed from; the score region's
   // other attn ops (the dot, the key terms, other captures' reads) stand
@@ -67,8 +81,12 @@ LogicalResult DiagonalStaging::stage(Value qLo, Value kvLo) {
 
   // The previous tile's reads of the windows are done in every lane.
   NVVM::SyncWarpOp::create(b, i32(-1));
-  Value warpFirstRow = add(qLo, fragment.atomRow(0));
-  Value lastKey = add(kvLo, tileN - 1);
+  // Slot s's diagonal at one element: where rows are queries, the warp's
+  // first row against the tile's last column less s; where rows are keys,
+  // the tile's first column plus s against the warp's last row.
+  Value warpFirstRow = add(rowOrigin, fragment.atomRow(0));
+  Value lastColumn = add(columnOrigin, columns - 1);
+  Value warpLastRow = add(warpFirstRow, rowsPerWarp - 1);
   int64_t length = windowLength();
   Value windowBase = mul(warp, length);
   for (int64_t first = 0; first < length; first += kThreadsPerWarp) {
@@ -81,8 +99,13 @@ LogicalResult DiagonalStaging::stage(Value qLo, Value kvLo) {
       slotIndex = arith::MinUIOp::create(b, slotIndex, index(length - 1));
     }
     ElementValues element;
-    element.qIdx = warpFirstRow;
-    element.kvIdx = sub(lastKey, slotIndex);
+    if (rows == Rows::Queries) {
+      element.qIdx = warpFirstRow;
+      element.kvIdx = sub(lastColumn, slotIndex);
+    } else {
+      element.qIdx = add(columnOrigin, slotIndex);
+      element.kvIdx = warpLastRow;
+    }
     auto stageLoad = [&](Operation *attnOp, IRMapping &mapping,
                          const ElementValues &) -> FailureOr<Value> {
       auto load = dyn_cast<attn::LoadOp>(attnOp);

@@ -189,10 +189,7 @@ public:
                 block.head, block.lane, config.headDim) {
     if (config.keyTerms == KeyTermSource::Product)
       termOperand.emplace(b, config.tileN, config.stages);
-    SmallVector<attn::LoadOp> staged = DiagonalStaging::stagedLoads(op);
-    if (!staged.empty())
-      diagonals.emplace(b, regions, staged, fragment, block.lane, block.warp,
-                        config.rowsPerWarp(), config.tileN);
+    stagedLoads = DiagonalStaging::stagedLoads(op);
   }
 
   /// Emits the kernel's body; the bytes of dynamic shared memory it uses.
@@ -542,6 +539,7 @@ private:
   std::optional<KeyTermOperand> termOperand;
   /// The score's reads of a relative-position table, through each warp's
   /// diagonal windows.
+  SmallVector<attn::LoadOp> stagedLoads;
   std::optional<DiagonalStaging> diagonals;
 
   /// The block's first query row.
@@ -1287,8 +1285,13 @@ void FlashSchedule::carveSharedMemory(SharedMemoryArena &shared) {
         shared.carve((2 + producerComputesKeyTerms()) *
                          StagePipeline::barrierCount(config.stages),
                      b.getI64Type());
-  if (diagonals)
-    diagonals->carveWindows(shared, config.warps);
+  if (!stagedLoads.empty())
+    diagonals.emplace(
+        b, regions, stagedLoads,
+        DiagonalStaging::carveWindows(shared, stagedLoads, config.warps,
+                                      config.rowsPerWarp(), config.tileN),
+        fragment, block.lane, block.warp, DiagonalStaging::Rows::Queries,
+        config.rowsPerWarp(), config.tileN);
 }
 
 LogicalResult FlashSchedule::findLiveTiles() {

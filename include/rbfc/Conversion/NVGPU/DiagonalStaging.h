@@ -12,11 +12,14 @@
 // element then reads its diagonal's slot there: one ld.shared at an
 // immediate offset from a per-lane base.
 //
-// Slot s of warp w's window for the tile whose first key is kvLo holds the
-// value at the diagonal (row0 - kvLo - tile_n + 1) + s, row0 the warp's
-// first row: lane row r, column c of a lane (l/4 and 2 (l%4) of the
-// fragment) lie in slot l/4 - 2 (l%4) + laneRowOffset(r) -
-// laneColumnOffset(c) + tile_n - 1, in [0, rowsPerWarp + tile_n - 1).
+// A warp's window over its rows [row0, row0 + R) and a tile's columns
+// [column0, column0 + C) holds the diagonals in order, R + C - 1 slots.
+// Where rows are queries (the forward, dQ), slot s is the diagonal
+// row0 - column0 - C + 1 + s, and lane row r, column c of a lane (l/4 and
+// 2 (l%4) of the fragment) lie in slot l/4 - 2 (l%4) + laneRowOffset(r) -
+// laneColumnOffset(c) + C - 1; where rows are keys (dK/dV's S^T), slot s
+// is column0 - row0 - R + 1 + s, and the element's slot is
+// 2 (l%4) - l/4 + laneColumnOffset(c) - laneRowOffset(r) + R - 1.
 //
 //===----------------------------------------------------------------------===//
 #ifndef RBFC_CONVERSION_NVGPU_DIAGONALSTAGING_H
@@ -30,25 +33,34 @@ namespace rbfc {
 
 class DiagonalStaging : public KernelEmitter {
 public:
+  /// What a fragment's rows index; its columns index the other.
+  enum class Rows { Queries, Keys };
+
   /// The attn.load ops of `op`'s score region whose element depends on the
   /// score's element only through q_idx - kv_idx (and values uniform over
   /// a (batch, head)): the loads this component stages.
   static llvm::SmallVector<attn::LoadOp> stagedLoads(attn::AttentionOp op);
 
-  /// Stages `loads` (stagedLoads of the op `regions` evaluates) for warps
-  /// that each own `rowsPerWarp` rows of `fragment`, on tiles of `tileN`
-  /// keys.
-  DiagonalStaging(mlir::ImplicitLocOpBuilder &b, RegionApplication &regions,
-                  llvm::ArrayRef<attn::LoadOp> loads, FragmentLane &fragment,
-                  mlir::Value lane, mlir::Value warp, int64_t rowsPerWarp,
-                  int64_t tileN);
+  /// A window for each of `warps` warps of `rowsPerWarp` rows and each of
+  /// `loads`, on tiles of `columns` columns, from `shared`.
+  static llvm::SmallVector<mlir::Value>
+  carveWindows(SharedMemoryArena &shared, llvm::ArrayRef<attn::LoadOp> loads,
+               int64_t warps, int64_t rowsPerWarp, int64_t columns);
 
-  /// A window for every warp of `warps` and load, from `shared`.
-  void carveWindows(SharedMemoryArena &shared, int64_t warps);
-  /// Writes the warp's windows for the tile of query rows from `qLo` and
-  /// keys from `kvLo`; the element reads of the previous tile must be
-  /// behind (they are, in program order: a warp barrier orders the lanes).
-  mlir::LogicalResult stage(mlir::Value qLo, mlir::Value kvLo);
+  /// Stages `loads` (stagedLoads of the op `regions` evaluates) in
+  /// `windows` (carveWindows') for warps that each own `rowsPerWarp` rows
+  /// of `fragment`, which index `rows`, on tiles of `columns` columns.
+  DiagonalStaging(mlir::ImplicitLocOpBuilder &b, RegionApplication &regions,
+                  llvm::ArrayRef<attn::LoadOp> loads,
+                  llvm::ArrayRef<mlir::Value> windows, FragmentLane &fragment,
+                  mlir::Value lane, mlir::Value warp, Rows rows,
+                  int64_t rowsPerWarp, int64_t columns);
+
+  /// Writes the warp's windows for the tile whose rows start at
+  /// `rowOrigin` (the block's first row) and columns at `columnOrigin`; the
+  /// element reads of the previous tile must be behind (they are, in
+  /// program order: a warp barrier orders the lanes).
+  mlir::LogicalResult stage(mlir::Value rowOrigin, mlir::Value columnOrigin);
   /// The slot of the element in lane row `laneRow` and column
   /// `columnOffset` (FragmentLayout::laneColumnOffset) of the lane's.
   mlir::Value slot(int64_t laneRow, int64_t columnOffset);
@@ -58,7 +70,10 @@ public:
                                     const ElementValues &element);
 
 private:
-  int64_t windowLength() const { return rowsPerWarp + tileN - 1; }
+  static int64_t windowLength(int64_t rowsPerWarp, int64_t columns) {
+    return rowsPerWarp + columns - 1;
+  }
+  int64_t windowLength() const { return windowLength(rowsPerWarp, columns); }
   /// The window of `load` (its index among `loads`).
   mlir::Value window(attn::LoadOp load);
 
@@ -67,9 +82,11 @@ private:
   llvm::SmallVector<mlir::Value> windows;
   FragmentLane &fragment;
   mlir::Value lane, warp;
-  int64_t rowsPerWarp, tileN;
+  Rows rows;
+  int64_t rowsPerWarp, columns;
   /// The warp's first word of each window, plus the lane's slot base
-  /// l/4 - 2 (l%4): every element's slot is a constant from it.
+  /// (l/4 - 2 (l%4), or its negative where rows are keys): every
+  /// element's slot is a constant from it.
   mlir::Value laneSlotBase;
 };
 
