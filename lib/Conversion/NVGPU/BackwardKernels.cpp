@@ -356,11 +356,32 @@ BackwardKernelBuilder::elementGradient(Value score, Value kept, Value dP,
   return {weight, adjoint};
 }
 
+void BackwardKernelBuilder::carveDiagonalWindows(SharedMemoryArena &shared,
+                                                 int64_t warps,
+                                                 int64_t columns) {
+  stagedLoads = DiagonalStaging::stagedLoads(op);
+  diagonalWindows = DiagonalStaging::carveWindows(shared, stagedLoads, warps,
+                                                  kAtomRows, columns);
+}
+
+void BackwardKernelBuilder::stageDiagonalsWith(RegionApplication &regions,
+                                               DiagonalStaging::Rows rows,
+                                               int64_t columns) {
+  if (!stagedLoads.empty())
+    diagonals.emplace(b, regions, stagedLoads, diagonalWindows, *fragment, lane,
+                      warp, rows, kAtomRows, columns);
+}
+
 FailureOr<std::pair<Value, Value>>
 BackwardKernelBuilder::scoreAndKept(RegionApplication &regions,
                                     const ElementValues &element, bool masked) {
-  FailureOr<Value> score =
-      regions.evaluateElementRegion(op.getScore(), element);
+  auto readStaged = [&](Operation *attnOp, IRMapping &,
+                        const ElementValues &at) {
+    return diagonals->read(attnOp, at);
+  };
+  FailureOr<Value> score = regions.evaluateElementRegion(
+      op.getScore(), element,
+      diagonals ? ElementOpHook(readStaged) : ElementOpHook());
   if (failed(score))
     return failure();
   Value value = config.log2Domain ? *score : fmul(*score, f32(M_LOG2E));
