@@ -38,9 +38,10 @@ DiagonalStaging::DiagonalStaging(ImplicitLocOpBuilder &b,
       fragment(fragment), lane(lane), warp(warp), rows(rows),
       rowsPerWarp(rowsPerWarp), columns(columns) {
   Value laneRow = div(lane, 4), laneColumn = mul(rem(lane, 4), 2);
-  laneSlotBase = add(mul(warp, windowLength()), rows == Rows::Queries
-                                                    ? sub(laneRow, laneColumn)
-                                                    : sub(laneColumn, laneRow));
+  windowBase = mul(warp, windowLength());
+  laneSlotBase =
+      add(windowBase, rows == Rows::Queries ? sub(laneRow, laneColumn)
+                                            : sub(laneColumn, laneRow));
 }
 
 SmallVector<Value> DiagonalStaging::carveWindows(SharedMemoryArena &shared,
@@ -88,7 +89,6 @@ LogicalResult DiagonalStaging::stage(Value rowOrigin, Value columnOrigin) {
   Value lastColumn = add(columnOrigin, columns - 1);
   Value warpLastRow = add(warpFirstRow, rowsPerWarp - 1);
   int64_t length = windowLength();
-  Value windowBase = mul(warp, length);
   for (int64_t first = 0; first < length; first += kThreadsPerWarp) {
     Value slotIndex = add(lane, first);
     // Lanes past the window evaluate its last slot and store nothing, so

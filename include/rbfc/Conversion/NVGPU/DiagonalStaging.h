@@ -84,10 +84,10 @@ private:
   mlir::Value lane, warp;
   Rows rows;
   int64_t rowsPerWarp, columns;
-  /// The warp's first word of each window, plus the lane's slot base
-  /// (l/4 - 2 (l%4), or its negative where rows are keys): every
-  /// element's slot is a constant from it.
-  mlir::Value laneSlotBase;
+  /// The warp's first word of each window, and that plus the lane's slot
+  /// base (l/4 - 2 (l%4), or its negative where rows are keys): every
+  /// element's slot is a constant from the latter.
+  mlir::Value windowBase, laneSlotBase;
 };
 
 } // namespace rbfc
