@@ -64,6 +64,31 @@ def AttnTensorMapParams : Pass<"attn-tensor-map-params",
   ];
 }
 
+def AttnApproximateTanh : Pass<"attn-approximate-tanh",
+                                "::mlir::gpu::GPUModuleOp"> {
+  let summary = "evaluate the kernels' f32 tanh with the hardware approximation";
+  let description = [{
+    Rewrites every f32 `math.tanh` of a kernel module into `llvm.intr.tanh`
+    with the `afn` flag, which the NVPTX backend selects as one
+    `tanh.approx.f32` (sm_75 and later; every target rbfc builds for)
+    instead of libdevice's `__nv_tanhf`, an ex2 and a reciprocal on the
+    special-function unit beside arithmetic. A score that caps its logits
+    (softcap's `cap * tanh(s / cap)`) then takes one special-function
+    operation a score for the tanh beside the softmax's exp2, not two:
+    at head_dim 64 the softmax's exponentials and the tanh share that unit
+    at twice the ratio to tensor work they have at 128. The approximation's
+    relative error is at most 2^-11 (PTX ISA), below the bf16 inputs'
+    rounding of the dot product it caps (2^-8 relative per operand);
+    FlashAttention's softcapping evaluates tanh the same way. Other element
+    types keep libdevice, and so does a function marked
+    `rbfc.exact_functions` (the backward's dK/dV and dQ kernels, where a
+    param's gradient can difference values near the tanh: softcap's
+    d/dcap is tanh(u) - u (1 - tanh(u)^2), about (2/3) u^3); the pass
+    removes the mark.
+  }];
+  let dependentDialects = ["::mlir::LLVM::LLVMDialect"];
+}
+
 def AttnLowerToHost : Pass<"attn-lower-to-host", "::mlir::ModuleOp"> {
   let summary = "lower every attention op to a tiled streaming-softmax CPU function";
   let description = [{

@@ -346,9 +346,10 @@ def run_launcher_lifetime(results, workdir, g):
 
 # The examples whose kernels' stages carry term planes that a producer
 # writes and the consumers read with ordinary loads, which only racecheck
-# orders (bench/NOTES.md steps 29 and 31): racecheck runs the sanitizer
-# child's kernels of these too.
-RACECHECK_SPECS = ("rbf", "rbf_head_gamma")
+# orders (bench/NOTES.md steps 29 and 31), and whose warps stage a table's
+# diagonals in shared memory between warp barriers (DiagonalStaging.h):
+# racecheck runs the sanitizer child's kernels of these too.
+RACECHECK_SPECS = ("rbf", "rbf_head_gamma", "relative_bias")
 
 
 def sanitize(args, specs, tool):

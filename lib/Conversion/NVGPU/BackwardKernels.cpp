@@ -8,6 +8,7 @@
 //===----------------------------------------------------------------------===//
 #include "rbfc/Conversion/NVGPU/BackwardKernels.h"
 
+#include "rbfc/Conversion/NVGPU/ApproximateTanh.h"
 #include "rbfc/Conversion/NVGPU/BackwardKernel.h"
 #include "rbfc/Conversion/NVGPU/DiagonalSums.h"
 #include "rbfc/Conversion/NVGPU/FlashKernel.h"
@@ -355,11 +356,32 @@ BackwardKernelBuilder::elementGradient(Value score, Value kept, Value dP,
   return {weight, adjoint};
 }
 
+void BackwardKernelBuilder::carveDiagonalWindows(SharedMemoryArena &shared,
+                                                 int64_t warps,
+                                                 int64_t columns) {
+  stagedLoads = DiagonalStaging::stagedLoads(op);
+  diagonalWindows = DiagonalStaging::carveWindows(shared, stagedLoads, warps,
+                                                  kAtomRows, columns);
+}
+
+void BackwardKernelBuilder::stageDiagonalsWith(RegionApplication &regions,
+                                               DiagonalStaging::Rows rows,
+                                               int64_t columns) {
+  if (!stagedLoads.empty())
+    diagonals.emplace(b, regions, stagedLoads, diagonalWindows, *fragment, lane,
+                      warp, rows, kAtomRows, columns);
+}
+
 FailureOr<std::pair<Value, Value>>
 BackwardKernelBuilder::scoreAndKept(RegionApplication &regions,
                                     const ElementValues &element, bool masked) {
-  FailureOr<Value> score =
-      regions.evaluateElementRegion(op.getScore(), element);
+  auto readStaged = [&](Operation *attnOp, IRMapping &,
+                        const ElementValues &at) {
+    return diagonals->read(attnOp, at);
+  };
+  FailureOr<Value> score = regions.evaluateElementRegion(
+      op.getScore(), element,
+      diagonals ? ElementOpHook(readStaged) : ElementOpHook());
   if (failed(score))
     return failure();
   Value value = config.log2Domain ? *score : fmul(*score, f32(M_LOG2E));
@@ -998,6 +1020,11 @@ FailureOr<DictionaryAttr> rbfc::buildBackwardKernels(attn::AttentionOp op,
       buildQueryGradKernel(op, config, slots, module, entry("dq"));
   if (failed(queryShared) || !fits("dq", *queryShared))
     return failure();
+  // The gradient kernels difference the score's functions (a param's
+  // gradient): full precision there.
+  for (StringRef suffix : {"dkdv", "dq"})
+    module.lookupSymbol(entry(suffix))
+        ->setAttr(kExactFunctionsAttrName, b.getUnitAttr());
   ReductionKernels reductions(op, config, slots, b);
   if (failed(reductions.buildTileSums(module, entry("tile_sums"))) ||
       failed(reductions.buildReduce(module, entry("reduce"))))

@@ -35,6 +35,7 @@
 //===----------------------------------------------------------------------===//
 #include "rbfc/Conversion/NVGPU/FlashKernel.h"
 
+#include "rbfc/Conversion/NVGPU/DiagonalStaging.h"
 #include "rbfc/Conversion/NVGPU/Epilogue.h"
 #include "rbfc/Conversion/NVGPU/KeyTermOperand.h"
 #include "rbfc/Conversion/NVGPU/KeyTermsKernel.h"
@@ -188,6 +189,7 @@ public:
                 block.head, block.lane, config.headDim) {
     if (config.keyTerms == KeyTermSource::Product)
       termOperand.emplace(b, config.tileN, config.stages);
+    stagedLoads = DiagonalStaging::stagedLoads(op);
   }
 
   /// Emits the kernel's body; the bytes of dynamic shared memory it uses.
@@ -535,6 +537,10 @@ private:
   /// key_terms = "product": the key terms' operand of S = Q K^T and its
   /// ones (in sharedKeyBias).
   std::optional<KeyTermOperand> termOperand;
+  /// The score's reads of a relative-position table, through each warp's
+  /// diagonal windows.
+  SmallVector<attn::LoadOp> stagedLoads;
+  std::optional<DiagonalStaging> diagonals;
 
   /// The block's first query row.
   Value qLo;
@@ -1084,6 +1090,9 @@ FailureOr<SmallVector<Value>> FlashSchedule::computeOverlappedTile(
   KeyTerms terms;
   if (workspace.biasStartsScores)
     terms = loadKeyTerms(ring, buffer, termOffsets);
+  // The windows' loads run under the products as well.
+  if (diagonals && failed(diagonals->stage(qLo, kvLo)))
+    return failure();
   SmallVector<Accumulator> dots = initialScores(rowStart, terms);
   SmallVector<Accumulator> output =
       FragmentLayout::unflatten(state.take_front(outputValues));
@@ -1276,6 +1285,13 @@ void FlashSchedule::carveSharedMemory(SharedMemoryArena &shared) {
         shared.carve((2 + producerComputesKeyTerms()) *
                          StagePipeline::barrierCount(config.stages),
                      b.getI64Type());
+  if (!stagedLoads.empty())
+    diagonals.emplace(
+        b, regions, stagedLoads,
+        DiagonalStaging::carveWindows(shared, stagedLoads, config.warps,
+                                      config.rowsPerWarp(), config.tileN),
+        fragment, block.lane, block.warp, DiagonalStaging::Rows::Queries,
+        config.rowsPerWarp(), config.tileN);
 }
 
 LogicalResult FlashSchedule::findLiveTiles() {
@@ -1510,6 +1526,11 @@ FlashSchedule::applyScoreRegion(ArrayRef<Accumulator> dots,
                                 Value partial, ArrayRef<Value> oldShift) {
   ArrayRef<Value> rowShifts =
       shiftsInScoreRegion() ? oldShift : ArrayRef<Value>();
+  int64_t columnOffset = 0;
+  auto readStaged = [&](Operation *attnOp, IRMapping &,
+                        const ElementValues &element) {
+    return diagonals->read(attnOp, element);
+  };
   // Partial tiles evaluate the mask per element; full tiles do not.
   auto scored = branchOnPartialTile(
       partial, 4 * scoreLayout.size(),
@@ -1521,6 +1542,7 @@ FlashSchedule::applyScoreRegion(ArrayRef<Accumulator> dots,
             [&](ElementValues &element, int64_t slice, int64_t column,
                 Value index) {
               element.kvIdx = add(kvLo, index);
+              columnOffset = FragmentLayout::laneColumnOffset(slice, column);
               element.qScale = qScale;
               if (!terms.biases.empty())
                 element.keyBias = terms.biases[slice][column];
@@ -1534,8 +1556,10 @@ FlashSchedule::applyScoreRegion(ArrayRef<Accumulator> dots,
             [&](ElementValues &element, int64_t r) {
               element.qIdx = rowIdx[r];
               element.queryNorm = rowQueryNorm[r];
+              if (diagonals)
+                element.diagonalSlot = diagonals->slot(r, columnOffset);
             },
-            rowShifts);
+            rowShifts, diagonals ? ElementOpHook(readStaged) : ElementOpHook());
         if (failed(scores))
           return failure();
         return FragmentLayout::flatten(*scores);
@@ -1556,6 +1580,8 @@ FlashSchedule::computeTile(TileRing &ring, Value buffer, Value kvLo,
   // The key terms are loaded before S = Q K^T, which hides their latency
   // behind the mma.
   KeyTerms terms = loadKeyTerms(ring, buffer, termOffsets);
+  if (diagonals && failed(diagonals->stage(qLo, kvLo)))
+    return failure();
   Value tileBase = ring.tileBase(buffer);
   SmallVector<Accumulator> dots =
       computeScores(tileBase, rowStart, terms, buffer);

@@ -162,6 +162,8 @@ LogicalResult KeyValueGradKernel::applyElements(
         element.keyNorm = keyNorm.empty() ? Value() : keyNorm[r];
         element.keyBias = keyBias.empty() ? Value() : keyBias[r];
         element.dot = scores[accumulator][e];
+        if (diagonals)
+          element.diagonalSlot = diagonals->slot(r, columnOffset);
         auto scored = scoreAndKept(regions, element, masked);
         if (failed(scored))
           return failure();
@@ -242,6 +244,9 @@ KeyValueGradKernel::emitTile(RegionApplication &regions, TileRing &ring,
 
   OpBuilder::InsertionGuard guard(b);
   scf::IfOp compute = updateIf(step->live, state);
+  // The windows' loads run under the products.
+  if (diagonals && failed(diagonals->stage(kvLo, qLo)))
+    return failure();
   if (queryNormRing) {
     // ||q||^2 of the tile's queries, four threads a row, into the ring's
     // plane beside the tile: the lanes read their columns' from there.
@@ -357,6 +362,7 @@ KeyValueGradKernel::emitHead(Value head, Value isFirstHead, ValueRange state) {
   int64_t rows = scoreLayout.laneRows();
   RegionApplication regions(b, op, args.sizes, args.params, args.captures,
                             batchIdx, head, lane, config.headDim);
+  stageDiagonalsWith(regions, DiagonalStaging::Rows::Keys, queryTile());
   FailureOr<Value> qScale = regions.queryScale();
   if (failed(qScale))
     return failure();
@@ -518,6 +524,7 @@ FailureOr<int64_t> KeyValueGradKernel::build(gpu::GPUModuleOp module,
     queryNormRing = shared.carve(config.stages * queryTile(), b.getF32Type());
   if (slots.size())
     scratch = shared.carve(config.keyValueWarps * slots.size(), b.getF32Type());
+  carveDiagonalWindows(shared, config.keyValueWarps, queryTile());
   if (slots.getDiagonalSink()) {
     diagonalSums.emplace(b, config.keyTile(), queryTile());
     diagonalTile = shared.carve(diagonalSums->sharedFloats(), b.getF32Type());

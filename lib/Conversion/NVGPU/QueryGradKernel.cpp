@@ -109,9 +109,11 @@ LogicalResult QueryGradKernel::applyElements(
   scoreGrads.assign(scores.size(), {f32(0.0), f32(0.0), f32(0.0), f32(0.0)});
   ElementValues element;
   element.qScale = qScale;
+  int64_t columnOffset = 0;
   return fragment->forEachElementByColumn(
       scoreLayout,
       [&](int64_t slice, int64_t column, Value index) {
+        columnOffset = FragmentLayout::laneColumnOffset(slice, column);
         element.kvIdx = add(kvLo, index);
         if (!biases.empty())
           element.keyBias = biases[slice][column];
@@ -122,6 +124,8 @@ LogicalResult QueryGradKernel::applyElements(
         element.qIdx = rowIdx[r];
         element.queryNorm = rowQueryNorm.empty() ? Value() : rowQueryNorm[r];
         element.dot = scores[accumulator][e];
+        if (diagonals)
+          element.diagonalSlot = diagonals->slot(r, columnOffset);
         auto scored = scoreAndKept(regions, element, masked);
         if (failed(scored))
           return failure();
@@ -169,6 +173,9 @@ QueryGradKernel::emitTile(RegionApplication &regions, TileRing &ring,
 
   OpBuilder::InsertionGuard guard(b);
   scf::IfOp compute = updateIf(step->live, state);
+  // The windows' loads run under the products.
+  if (diagonals && failed(diagonals->stage(qLo, kvLo)))
+    return failure();
   SmallVector<Accumulator> scores, valueDots;
   if (config.wgmma) {
     // S = Q K^T and dP = dO V^T, both issued before either is waited for.
@@ -343,6 +350,8 @@ FailureOr<int64_t> QueryGradKernel::build(gpu::GPUModuleOp module,
     keyNormRing = shared.carve(config.stages * keyTile(), b.getF32Type());
   if (slots.size())
     scratch = shared.carve(config.queryWarps * slots.size(), b.getF32Type());
+  carveDiagonalWindows(shared, config.queryWarps, keyTile());
+  stageDiagonalsWith(regions, DiagonalStaging::Rows::Queries, keyTile());
 
   // Q and dO as the A operand (rows of the warp), K and V as the B operand
   // of S = Q K^T and dP = dO V^T, K transposed as the B operand of

@@ -300,7 +300,7 @@ bool RegionApplication::isAffineInDot(Region &score) {
 FailureOr<SmallVector<Accumulator>> RegionApplication::applyScoreRegion(
     FragmentLane &fragment, const FragmentLayout &layout,
     ArrayRef<Accumulator> dots, bool masked, ColumnBinder bindColumn,
-    RowBinder bindRow, ArrayRef<Value> rowShifts) {
+    RowBinder bindRow, ArrayRef<Value> rowShifts, ElementOpHook scoreHook) {
   SmallVector<Accumulator> scores(dots.size());
   Value log2e = op.getLog2Domain() ? Value() : f32(M_LOG2E);
   Value negInf = f32(-std::numeric_limits<double>::infinity());
@@ -313,7 +313,8 @@ FailureOr<SmallVector<Accumulator>> RegionApplication::applyScoreRegion(
       [&](int64_t accumulator, int64_t e, int64_t laneRow) -> LogicalResult {
         bindRow(element, laneRow);
         element.dot = dots[accumulator][e];
-        FailureOr<Value> score = evaluateElementRegion(op.getScore(), element);
+        FailureOr<Value> score =
+            evaluateElementRegion(op.getScore(), element, scoreHook);
         if (failed(score))
           return failure();
         Value value = log2e ? fmul(*score, log2e) : *score;

@@ -211,6 +211,7 @@ buildKernelLoweringPipeline(OpPassManager &pm,
   toNVVM.useBarePtrCallConv = options.kernelUseBarePtrCallConv;
   toNVVM.indexBitwidth = options.indexBitWidth;
   OpPassManager &kernels = pm.nest<gpu::GPUModuleOp>();
+  kernels.addPass(createAttnApproximateTanh());
   kernels.addPass(createConvertGpuOpsToNVVMOps(toNVVM));
   kernels.addPass(createAttnTensorMapParams());
   kernels.addPass(createCanonicalizerPass());

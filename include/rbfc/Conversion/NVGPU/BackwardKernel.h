@@ -10,6 +10,7 @@
 #define RBFC_CONVERSION_NVGPU_BACKWARDKERNEL_H
 
 #include "rbfc/Conversion/NVGPU/CopyEngine.h"
+#include "rbfc/Conversion/NVGPU/DiagonalStaging.h"
 #include "rbfc/Conversion/NVGPU/GradientPartials.h"
 #include "rbfc/Conversion/NVGPU/KernelArguments.h"
 #include "rbfc/Conversion/NVGPU/MatrixAtoms.h"
@@ -152,8 +153,19 @@ protected:
   ElementGradient elementGradient(mlir::Value score, mlir::Value kept,
                                   mlir::Value dP, mlir::Value delta,
                                   mlir::Value lse2);
+  /// The score's reads of a relative-position table go through each
+  /// warp's diagonal windows (DiagonalStaging.h), `warps` warps of
+  /// kAtomRows rows on stream tiles of `columns` columns: the windows
+  /// from `shared`, once a kernel.
+  void carveDiagonalWindows(SharedMemoryArena &shared, int64_t warps,
+                            int64_t columns);
+  /// ... staged by `regions`'s evaluation (a kernel's, or a head's), the
+  /// fragment's rows indexing `rows`; none without staged reads.
+  void stageDiagonalsWith(RegionApplication &regions,
+                          DiagonalStaging::Rows rows, int64_t columns);
   /// The score at an element in log2 units, -inf where masked (when
-  /// `masked`; kv_idx and q_idx beyond their lengths are masked too).
+  /// `masked`; kv_idx and q_idx beyond their lengths are masked too); a
+  /// staged read from the element's diagonalSlot.
   mlir::FailureOr<std::pair<mlir::Value, mlir::Value>>
   scoreAndKept(RegionApplication &regions, const ElementValues &element,
                bool masked);
@@ -269,6 +281,9 @@ protected:
   BackwardArgs args;
   mlir::Value threadId, lane, warp, batchIdx;
   std::optional<FragmentLane> fragment;
+  llvm::SmallVector<attn::LoadOp> stagedLoads;
+  llvm::SmallVector<mlir::Value> diagonalWindows;
+  std::optional<DiagonalStaging> diagonals;
   std::optional<CopyEngine> blockCopies, streamCopies;
   /// mma.sync: the lanes' ldmatrix offsets (addressOperands) of the block's
   /// rows as A, and of the stream tile's rows as B and transposed as B.

@@ -33,6 +33,9 @@ struct ElementValues {
   mlir::Value keyBias;            // attn.key_bias: the key's bias
   mlir::Value queryNorm, keyNorm; // attn.norm2 q and k
   mlir::Value adjoint;            // a gradient region's adjoint argument
+  /// The element's slot in its warp's diagonal windows (DiagonalStaging.h),
+  /// null where the kernel stages no load.
+  mlir::Value diagonalSlot;
 };
 
 /// A kernel's own cases for attn ops the built-in ones do not cover (the
@@ -98,14 +101,16 @@ public:
   using RowBinder =
       llvm::function_ref<void(ElementValues &element, int64_t laneRow)>;
   /// The scores of a fragment of `layout` whose accumulators hold the dot
-  /// products `dots`, in log2 units: the score region at every element,
-  /// less its lane row's `rowShifts` when given, and when `masked` -inf
-  /// where kv_idx >= kv_len or the mask is false.
+  /// products `dots`, in log2 units: the score region at every element
+  /// (its attn ops `scoreHook`'s where it has them), less its lane row's
+  /// `rowShifts` when given, and when `masked` -inf where kv_idx >= kv_len
+  /// or the mask is false.
   mlir::FailureOr<llvm::SmallVector<Accumulator>>
   applyScoreRegion(FragmentLane &fragment, const FragmentLayout &layout,
                    llvm::ArrayRef<Accumulator> dots, bool masked,
                    ColumnBinder bindColumn, RowBinder bindRow,
-                   llvm::ArrayRef<mlir::Value> rowShifts = {});
+                   llvm::ArrayRef<mlir::Value> rowShifts = {},
+                   ElementOpHook scoreHook = {});
 
   /// The tile_class region over rows [qLo, qLo + qRows) and keys
   /// [kvLo, kvLo + kvRows), clipped to q_len and kv_len; constants from the
