@@ -350,6 +350,26 @@ FailureOr<TileClass> RegionApplication::classifyTile(Value qLo, int64_t qRows,
     return TileClass{allKept,
                      arith::ConstantOp::create(b, b.getBoolAttr(false))};
   }
+  // fixBounds' values hold for its tile of the fixed axis only.
+  bool onFixedTile = fixedAxis == FixedAxis::Queries
+                         ? qLo == fixedLo && qRows == fixedRows
+                         : kvLo == fixedLo && kvRows == fixedRows;
+  auto values = inlineTileClass(
+      qLo, qRows, kvLo, kvRows,
+      [&](OpBuilder &, Operation *attnOp, IRMapping &m) -> FailureOr<Value> {
+        if (Value fixed = onFixedTile ? fixedBounds.lookup(attnOp) : Value())
+          return fixed;
+        return materialize(attnOp, m, ElementValues{});
+      });
+  if (failed(values))
+    return failure();
+  return TileClass{(*values)[0], (*values)[1]};
+}
+
+FailureOr<SmallVector<Value>> RegionApplication::inlineTileClass(
+    Value qLo, int64_t qRows, Value kvLo, int64_t kvRows,
+    function_ref<FailureOr<Value>(OpBuilder &, Operation *, IRMapping &)>
+        materializeOp) {
   Value kvEnd = arith::MinSIOp::create(b, add(kvLo, kvRows), sizes.kvLen);
   Value kvHi = sub(kvEnd, index(1));
   Value qEnd = arith::MinSIOp::create(b, add(qLo, qRows), sizes.qLen);
@@ -362,14 +382,66 @@ FailureOr<TileClass> RegionApplication::classifyTile(Value qLo, int64_t qRows,
                                add(kvHi, sizes.kvOffset)};
   llvm::append_range(arguments, params);
   arguments.append(op.getCaptures().size(), Value());
-  auto values =
-      inlineAttnRegion(b, op.getTileClass(), arguments,
-                       [&](OpBuilder &, Operation *attnOp, IRMapping &m) {
-                         return materialize(attnOp, m, ElementValues{});
-                       });
+  return inlineAttnRegion(b, op.getTileClass(), arguments, materializeOp);
+}
+
+LogicalResult RegionApplication::fixBounds(FixedAxis fixed, Value lo,
+                                           int64_t rows) {
+  if (op.getTileClass().empty())
+    return success();
+  // The region's arguments: batch, head, q_lo, q_hi, kv_lo, kv_hi, ...
+  Block &region = op.getTileClass().front();
+  unsigned firstWalked = fixed == FixedAxis::Queries ? 4 : 2;
+  auto followsWalkedAxis = [&](attn::LoadBoundOp bound) {
+    SetVector<Value> inputs;
+    for (Value value : llvm::concat<Value>(bound.getLows(), bound.getHighs())) {
+      inputs.insert(value);
+      if (Operation *def = value.getDefiningOp()) {
+        SetVector<Operation *> slice;
+        (void)getBackwardSlice(def, &slice);
+        slice.insert(def);
+        for (Operation *sliced : slice)
+          inputs.insert(sliced->getOperands().begin(),
+                        sliced->getOperands().end());
+      }
+    }
+    return llvm::any_of(inputs, [&](Value input) {
+      auto argument = dyn_cast<BlockArgument>(input);
+      return argument && argument.getOwner() == &region &&
+             (argument.getArgNumber() == firstWalked ||
+              argument.getArgNumber() == firstWalked + 1);
+    });
+  };
+  // The walked axis' bounds stand at the fixed tile's own; the boxes that
+  // follow them are not scanned here (a placeholder in their place is
+  // dead once the region's results are dropped).
+  Value zero = index(0);
+  Value qLo = fixed == FixedAxis::Queries ? lo : zero;
+  Value kvLo = fixed == FixedAxis::Keys ? lo : zero;
+  DenseMap<Operation *, Value> found;
+  auto values = inlineTileClass(
+      qLo, rows, kvLo, rows,
+      [&](OpBuilder &, Operation *attnOp, IRMapping &m) -> FailureOr<Value> {
+        auto bound = dyn_cast<attn::LoadBoundOp>(attnOp);
+        if (!bound)
+          return materialize(attnOp, m, ElementValues{});
+        if (followsWalkedAxis(bound))
+          return Value(
+              arith::ConstantOp::create(b, b.getZeroAttr(bound.getType())));
+        FailureOr<Value> value = loadBound(bound, m);
+        if (succeeded(value))
+          found[attnOp] = *value;
+        return value;
+      });
   if (failed(values))
     return failure();
-  return TileClass{(*values)[0], (*values)[1]};
+  LLVM_DEBUG(llvm::dbgs() << "tile bounds fixed for the walk: " << found.size()
+                          << "\n");
+  fixedBounds = std::move(found);
+  fixedAxis = fixed;
+  fixedLo = lo;
+  fixedRows = rows;
+  return success();
 }
 
 bool RegionApplication::usesNorm(Region &region, attn::Vector side) {
