@@ -43,10 +43,32 @@ Value RegionApplication::loadCapture(unsigned capture, ValueRange indices) {
   return memref::LoadOp::create(b, data.data, ValueRange{offset});
 }
 
+/// The other bound of the same box in the same region (a document mask's
+/// min beside its max), or null.
+static attn::LoadBoundOp twinBound(attn::LoadBoundOp bound) {
+  for (Operation &other : *bound->getBlock())
+    if (auto twin = dyn_cast<attn::LoadBoundOp>(other))
+      if (twin != bound && twin.getCapture() == bound.getCapture() &&
+          twin.getBound() != bound.getBound() &&
+          twin.getType() == bound.getType() &&
+          llvm::equal(twin.getLows(), bound.getLows()) &&
+          llvm::equal(twin.getHighs(), bound.getHighs()))
+        return twin;
+  return {};
+}
+
 FailureOr<Value> RegionApplication::loadBound(attn::LoadBoundOp bound,
                                               IRMapping &mapping) {
+  if (Value scanned = scannedTwins.lookup(bound))
+    return scanned;
   // Every warp scans the box itself, lane-strided, and combines with a
-  // butterfly, so the bound is uniform without a barrier.
+  // butterfly, so the bound is uniform without a barrier. The box's other
+  // bound, where the region asks for it too, comes from the same loads
+  // (each load waits for its round trip: one scan, not two).
+  attn::LoadBoundOp twin = twinBound(bound);
+  SmallVector<attn::LoadBoundOp, 2> bounds{bound};
+  if (twin)
+    bounds.push_back(twin);
   unsigned capture = captureIndex(op, bound.getCapture());
   const CaptureArgs &data = captures[capture];
   SmallVector<Value> lows, counts;
@@ -63,8 +85,8 @@ FailureOr<Value> RegionApplication::loadBound(attn::LoadBoundOp bound,
     total = mul(total, count);
   }
   Type elementType = bound.getType();
-  bool isMax = bound.getBound() == attn::Bound::max;
-  auto identity = [&]() -> Value {
+  auto identity = [&](attn::Bound kind) -> Value {
+    bool isMax = kind == attn::Bound::max;
     if (auto floatType = dyn_cast<FloatType>(elementType))
       return arith::ConstantOp::create(
           b, b.getFloatAttr(floatType, isMax ? -INFINITY : INFINITY));
@@ -73,11 +95,11 @@ FailureOr<Value> RegionApplication::loadBound(attn::LoadBoundOp bound,
                         : APInt::getSignedMaxValue(width);
     return arith::ConstantOp::create(b, b.getIntegerAttr(elementType, value));
   };
-  auto combine = [&](Value x, Value y) {
-    return combineBound(b, b.getLoc(), bound.getBound(), x, y);
-  };
-  auto loop = scf::ForOp::create(b, lane, total, index(kThreadsPerWarp),
-                                 ValueRange{identity()});
+  SmallVector<Value, 2> identities;
+  for (attn::LoadBoundOp each : bounds)
+    identities.push_back(identity(each.getBound()));
+  auto loop =
+      scf::ForOp::create(b, lane, total, index(kThreadsPerWarp), identities);
   {
     OpBuilder::InsertionGuard guard(b);
     b.setInsertionPointToStart(loop.getBody());
@@ -88,27 +110,40 @@ FailureOr<Value> RegionApplication::loadBound(attn::LoadBoundOp bound,
       linear = arith::DivUIOp::create(b, linear, counts[i]);
     }
     Value element = loadCapture(capture, indices);
-    scf::YieldOp::create(b, combine(loop.getRegionIterArg(0), element));
+    SmallVector<Value, 2> combined;
+    for (auto [each, partial] :
+         llvm::zip_equal(bounds, loop.getRegionIterArgs()))
+      combined.push_back(
+          combineBound(b, b.getLoc(), each.getBound(), partial, element));
+    scf::YieldOp::create(b, combined);
   }
-  Value partial = loop.getResult(0);
   // gpu.shuffle moves 32-bit values: i64 ids are saturated to i32 first,
   // exact for ids that fit (the identities saturate to i32's own).
   bool wide = elementType.isInteger(64);
-  Value word = partial;
-  if (wide) {
-    auto bound64 = [&](int64_t v) -> Value {
-      return arith::ConstantOp::create(b, b.getI64IntegerAttr(v));
-    };
-    Value saturated = arith::MaxSIOp::create(
-        b, arith::MinSIOp::create(b, partial, bound64(INT32_MAX)),
-        bound64(INT32_MIN));
-    word = arith::TruncIOp::create(b, b.getI32Type(), saturated);
+  SmallVector<Value, 2> results;
+  for (auto [each, partial] : llvm::zip_equal(bounds, loop.getResults())) {
+    Value word = partial;
+    if (wide) {
+      auto bound64 = [&](int64_t v) -> Value {
+        return arith::ConstantOp::create(b, b.getI64IntegerAttr(v));
+      };
+      Value saturated = arith::MaxSIOp::create(
+          b, arith::MinSIOp::create(b, partial, bound64(INT32_MAX)),
+          bound64(INT32_MIN));
+      word = arith::TruncIOp::create(b, b.getI32Type(), saturated);
+    }
+    attn::Bound kind = each.getBound();
+    Value reduced = uniformFromFirstLane(
+        laneReduce(word, kThreadsPerWarp, [&](Value x, Value y) {
+          return combineBound(b, b.getLoc(), kind, x, y);
+        }));
+    results.push_back(
+        wide ? arith::ExtSIOp::create(b, elementType, reduced).getResult()
+             : reduced);
   }
-  Value reduced =
-      uniformFromFirstLane(laneReduce(word, kThreadsPerWarp, combine));
-  if (!wide)
-    return reduced;
-  return arith::ExtSIOp::create(b, elementType, reduced).getResult();
+  if (twin)
+    scannedTwins[twin] = results[1];
+  return results[0];
 }
 
 FailureOr<Value> RegionApplication::materialize(Operation *attnOp,
@@ -382,7 +417,12 @@ FailureOr<SmallVector<Value>> RegionApplication::inlineTileClass(
                                add(kvHi, sizes.kvOffset)};
   llvm::append_range(arguments, params);
   arguments.append(op.getCaptures().size(), Value());
-  return inlineAttnRegion(b, op.getTileClass(), arguments, materializeOp);
+  // A twin scanned here is this inlining's value only.
+  scannedTwins.clear();
+  auto values =
+      inlineAttnRegion(b, op.getTileClass(), arguments, materializeOp);
+  scannedTwins.clear();
+  return values;
 }
 
 LogicalResult RegionApplication::fixBounds(FixedAxis fixed, Value lo,

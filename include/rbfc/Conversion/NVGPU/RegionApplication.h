@@ -178,6 +178,9 @@ private:
   /// fixBounds' values, by the load_bound op they stand for, and the tile
   /// they were evaluated for.
   llvm::DenseMap<mlir::Operation *, mlir::Value> fixedBounds;
+  /// The other bound of a box loadBound scanned with one it was asked
+  /// for, until the region asks for it (inlineTileClass clears it).
+  llvm::DenseMap<mlir::Operation *, mlir::Value> scannedTwins;
   FixedAxis fixedAxis = FixedAxis::Queries;
   mlir::Value fixedLo;
   int64_t fixedRows = 0;
