@@ -586,7 +586,9 @@ FailureOr<int64_t> FlashSchedule::build() {
   // wgmma's swizzled column blocks start 1024-byte aligned.
   SharedMemoryArena shared(b, config.wgmma ? 1024 : 16);
   carveSharedMemory(shared);
-  if (failed(findLiveTiles()))
+  if (failed(regions.fixBounds(RegionApplication::FixedAxis::Queries, qLo,
+                               config.tileM)) ||
+      failed(findLiveTiles()))
     return failure();
   // With TMA the ring's copies are the term planes': TensorMapCopy brings
   // K and V.

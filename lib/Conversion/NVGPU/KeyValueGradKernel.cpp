@@ -400,6 +400,9 @@ KeyValueGradKernel::emitHead(Value head, Value isFirstHead, ValueRange state) {
     return regions.classifyTile(mul(t, queryTile()), queryTile(), kvLo,
                                 config.keyTile());
   };
+  if (failed(regions.fixBounds(RegionApplication::FixedAxis::Keys, kvLo,
+                               config.keyTile())))
+    return failure();
   auto live = regions.liveTiles(queryTiles, classify);
   if (failed(live))
     return failure();

@@ -376,6 +376,9 @@ FailureOr<int64_t> QueryGradKernel::build(gpu::GPUModuleOp module,
     return regions.classifyTile(qLo, config.queryTile(), mul(t, keyTile()),
                                 keyTile());
   };
+  if (failed(regions.fixBounds(RegionApplication::FixedAxis::Queries, qLo,
+                               config.queryTile())))
+    return failure();
   auto live = regions.liveTiles(keyTiles, classify);
   if (failed(live))
     return failure();

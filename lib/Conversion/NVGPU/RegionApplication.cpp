@@ -43,10 +43,32 @@ Value RegionApplication::loadCapture(unsigned capture, ValueRange indices) {
   return memref::LoadOp::create(b, data.data, ValueRange{offset});
 }
 
+/// The other bound of the same box in the same region (a document mask's
+/// min beside its max), or null.
+static attn::LoadBoundOp twinBound(attn::LoadBoundOp bound) {
+  for (Operation &other : *bound->getBlock())
+    if (auto twin = dyn_cast<attn::LoadBoundOp>(other))
+      if (twin != bound && twin.getCapture() == bound.getCapture() &&
+          twin.getBound() != bound.getBound() &&
+          twin.getType() == bound.getType() &&
+          llvm::equal(twin.getLows(), bound.getLows()) &&
+          llvm::equal(twin.getHighs(), bound.getHighs()))
+        return twin;
+  return {};
+}
+
 FailureOr<Value> RegionApplication::loadBound(attn::LoadBoundOp bound,
                                               IRMapping &mapping) {
+  if (Value scanned = scannedTwins.lookup(bound))
+    return scanned;
   // Every warp scans the box itself, lane-strided, and combines with a
-  // butterfly, so the bound is uniform without a barrier.
+  // butterfly, so the bound is uniform without a barrier. The box's other
+  // bound, where the region asks for it too, comes from the same loads
+  // (each load waits for its round trip: one scan, not two).
+  attn::LoadBoundOp twin = twinBound(bound);
+  SmallVector<attn::LoadBoundOp, 2> bounds{bound};
+  if (twin)
+    bounds.push_back(twin);
   unsigned capture = captureIndex(op, bound.getCapture());
   const CaptureArgs &data = captures[capture];
   SmallVector<Value> lows, counts;
@@ -63,8 +85,8 @@ FailureOr<Value> RegionApplication::loadBound(attn::LoadBoundOp bound,
     total = mul(total, count);
   }
   Type elementType = bound.getType();
-  bool isMax = bound.getBound() == attn::Bound::max;
-  auto identity = [&]() -> Value {
+  auto identity = [&](attn::Bound kind) -> Value {
+    bool isMax = kind == attn::Bound::max;
     if (auto floatType = dyn_cast<FloatType>(elementType))
       return arith::ConstantOp::create(
           b, b.getFloatAttr(floatType, isMax ? -INFINITY : INFINITY));
@@ -73,11 +95,11 @@ FailureOr<Value> RegionApplication::loadBound(attn::LoadBoundOp bound,
                         : APInt::getSignedMaxValue(width);
     return arith::ConstantOp::create(b, b.getIntegerAttr(elementType, value));
   };
-  auto combine = [&](Value x, Value y) {
-    return combineBound(b, b.getLoc(), bound.getBound(), x, y);
-  };
-  auto loop = scf::ForOp::create(b, lane, total, index(kThreadsPerWarp),
-                                 ValueRange{identity()});
+  SmallVector<Value, 2> identities;
+  for (attn::LoadBoundOp each : bounds)
+    identities.push_back(identity(each.getBound()));
+  auto loop =
+      scf::ForOp::create(b, lane, total, index(kThreadsPerWarp), identities);
   {
     OpBuilder::InsertionGuard guard(b);
     b.setInsertionPointToStart(loop.getBody());
@@ -88,27 +110,40 @@ FailureOr<Value> RegionApplication::loadBound(attn::LoadBoundOp bound,
       linear = arith::DivUIOp::create(b, linear, counts[i]);
     }
     Value element = loadCapture(capture, indices);
-    scf::YieldOp::create(b, combine(loop.getRegionIterArg(0), element));
+    SmallVector<Value, 2> combined;
+    for (auto [each, partial] :
+         llvm::zip_equal(bounds, loop.getRegionIterArgs()))
+      combined.push_back(
+          combineBound(b, b.getLoc(), each.getBound(), partial, element));
+    scf::YieldOp::create(b, combined);
   }
-  Value partial = loop.getResult(0);
   // gpu.shuffle moves 32-bit values: i64 ids are saturated to i32 first,
   // exact for ids that fit (the identities saturate to i32's own).
   bool wide = elementType.isInteger(64);
-  Value word = partial;
-  if (wide) {
-    auto bound64 = [&](int64_t v) -> Value {
-      return arith::ConstantOp::create(b, b.getI64IntegerAttr(v));
-    };
-    Value saturated = arith::MaxSIOp::create(
-        b, arith::MinSIOp::create(b, partial, bound64(INT32_MAX)),
-        bound64(INT32_MIN));
-    word = arith::TruncIOp::create(b, b.getI32Type(), saturated);
+  SmallVector<Value, 2> results;
+  for (auto [each, partial] : llvm::zip_equal(bounds, loop.getResults())) {
+    Value word = partial;
+    if (wide) {
+      auto bound64 = [&](int64_t v) -> Value {
+        return arith::ConstantOp::create(b, b.getI64IntegerAttr(v));
+      };
+      Value saturated = arith::MaxSIOp::create(
+          b, arith::MinSIOp::create(b, partial, bound64(INT32_MAX)),
+          bound64(INT32_MIN));
+      word = arith::TruncIOp::create(b, b.getI32Type(), saturated);
+    }
+    attn::Bound kind = each.getBound();
+    Value reduced = uniformFromFirstLane(
+        laneReduce(word, kThreadsPerWarp, [&](Value x, Value y) {
+          return combineBound(b, b.getLoc(), kind, x, y);
+        }));
+    results.push_back(
+        wide ? arith::ExtSIOp::create(b, elementType, reduced).getResult()
+             : reduced);
   }
-  Value reduced =
-      uniformFromFirstLane(laneReduce(word, kThreadsPerWarp, combine));
-  if (!wide)
-    return reduced;
-  return arith::ExtSIOp::create(b, elementType, reduced).getResult();
+  if (twin)
+    scannedTwins[twin] = results[1];
+  return results[0];
 }
 
 FailureOr<Value> RegionApplication::materialize(Operation *attnOp,
@@ -350,6 +385,26 @@ FailureOr<TileClass> RegionApplication::classifyTile(Value qLo, int64_t qRows,
     return TileClass{allKept,
                      arith::ConstantOp::create(b, b.getBoolAttr(false))};
   }
+  // fixBounds' values hold for its tile of the fixed axis only.
+  bool onFixedTile = fixedAxis == FixedAxis::Queries
+                         ? qLo == fixedLo && qRows == fixedRows
+                         : kvLo == fixedLo && kvRows == fixedRows;
+  auto values = inlineTileClass(
+      qLo, qRows, kvLo, kvRows,
+      [&](OpBuilder &, Operation *attnOp, IRMapping &m) -> FailureOr<Value> {
+        if (Value fixed = onFixedTile ? fixedBounds.lookup(attnOp) : Value())
+          return fixed;
+        return materialize(attnOp, m, ElementValues{});
+      });
+  if (failed(values))
+    return failure();
+  return TileClass{(*values)[0], (*values)[1]};
+}
+
+FailureOr<SmallVector<Value>> RegionApplication::inlineTileClass(
+    Value qLo, int64_t qRows, Value kvLo, int64_t kvRows,
+    function_ref<FailureOr<Value>(OpBuilder &, Operation *, IRMapping &)>
+        materializeOp) {
   Value kvEnd = arith::MinSIOp::create(b, add(kvLo, kvRows), sizes.kvLen);
   Value kvHi = sub(kvEnd, index(1));
   Value qEnd = arith::MinSIOp::create(b, add(qLo, qRows), sizes.qLen);
@@ -362,14 +417,71 @@ FailureOr<TileClass> RegionApplication::classifyTile(Value qLo, int64_t qRows,
                                add(kvHi, sizes.kvOffset)};
   llvm::append_range(arguments, params);
   arguments.append(op.getCaptures().size(), Value());
+  // A twin scanned here is this inlining's value only.
+  scannedTwins.clear();
   auto values =
-      inlineAttnRegion(b, op.getTileClass(), arguments,
-                       [&](OpBuilder &, Operation *attnOp, IRMapping &m) {
-                         return materialize(attnOp, m, ElementValues{});
-                       });
+      inlineAttnRegion(b, op.getTileClass(), arguments, materializeOp);
+  scannedTwins.clear();
+  return values;
+}
+
+LogicalResult RegionApplication::fixBounds(FixedAxis fixed, Value lo,
+                                           int64_t rows) {
+  if (op.getTileClass().empty())
+    return success();
+  // The region's arguments: batch, head, q_lo, q_hi, kv_lo, kv_hi, ...
+  Block &region = op.getTileClass().front();
+  unsigned firstWalked = fixed == FixedAxis::Queries ? 4 : 2;
+  auto followsWalkedAxis = [&](attn::LoadBoundOp bound) {
+    SetVector<Value> inputs;
+    for (Value value : llvm::concat<Value>(bound.getLows(), bound.getHighs())) {
+      inputs.insert(value);
+      if (Operation *def = value.getDefiningOp()) {
+        SetVector<Operation *> slice;
+        (void)getBackwardSlice(def, &slice);
+        slice.insert(def);
+        for (Operation *sliced : slice)
+          inputs.insert(sliced->getOperands().begin(),
+                        sliced->getOperands().end());
+      }
+    }
+    return llvm::any_of(inputs, [&](Value input) {
+      auto argument = dyn_cast<BlockArgument>(input);
+      return argument && argument.getOwner() == &region &&
+             (argument.getArgNumber() == firstWalked ||
+              argument.getArgNumber() == firstWalked + 1);
+    });
+  };
+  // The walked axis' bounds stand at the fixed tile's own; the boxes that
+  // follow them are not scanned here (a placeholder in their place is
+  // dead once the region's results are dropped).
+  Value zero = index(0);
+  Value qLo = fixed == FixedAxis::Queries ? lo : zero;
+  Value kvLo = fixed == FixedAxis::Keys ? lo : zero;
+  DenseMap<Operation *, Value> found;
+  auto values = inlineTileClass(
+      qLo, rows, kvLo, rows,
+      [&](OpBuilder &, Operation *attnOp, IRMapping &m) -> FailureOr<Value> {
+        auto bound = dyn_cast<attn::LoadBoundOp>(attnOp);
+        if (!bound)
+          return materialize(attnOp, m, ElementValues{});
+        if (followsWalkedAxis(bound))
+          return Value(
+              arith::ConstantOp::create(b, b.getZeroAttr(bound.getType())));
+        FailureOr<Value> value = loadBound(bound, m);
+        if (succeeded(value))
+          found[attnOp] = *value;
+        return value;
+      });
   if (failed(values))
     return failure();
-  return TileClass{(*values)[0], (*values)[1]};
+  LLVM_DEBUG(llvm::dbgs() << "tile bounds fixed for the walk: " << found.size()
+                          << "\n");
+  fixedBounds = std::move(found);
+  fixedAxis = fixed;
+  fixedLo = lo;
+  fixedRows = rows;
+  return success();
 }
 
 bool RegionApplication::usesNorm(Region &region, attn::Vector side) {

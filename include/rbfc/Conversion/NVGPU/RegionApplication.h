@@ -20,6 +20,7 @@
 #include "rbfc/Conversion/NVGPU/KernelArguments.h"
 
 #include "mlir/IR/IRMapping.h"
+#include "llvm/ADT/DenseMap.h"
 
 namespace rbfc {
 
@@ -117,6 +118,17 @@ public:
   /// mask's presence where the op has no tile_class region.
   mlir::FailureOr<TileClass> classifyTile(mlir::Value qLo, int64_t qRows,
                                           mlir::Value kvLo, int64_t kvRows);
+  /// Which tile bounds of the tile_class region a kernel holds fixed while
+  /// it walks the other axis' tiles.
+  enum class FixedAxis { Queries, Keys };
+  /// Evaluates now the tile_class region's load_bounds whose boxes follow
+  /// only the `fixed` axis' tile bounds, for its tile [lo, lo + rows), and
+  /// has classifyTile take them from here: a kernel that classifies one
+  /// tile of the other axis after another (liveTiles, its tile loop) then
+  /// scans only the boxes that change from tile to tile. classifyTile uses
+  /// them where its tile of the fixed axis is this one (the same `lo`
+  /// value and `rows`), which they must dominate.
+  mlir::LogicalResult fixBounds(FixedAxis fixed, mlir::Value lo, int64_t rows);
   /// The tiles [first, end) of [0, `count`) that may hold a kept element:
   /// from the first to the last that `classify` does not prove all masked
   /// (all of them when the op has no tile_class region).
@@ -147,6 +159,14 @@ private:
                ElementOpHook hook);
   mlir::FailureOr<mlir::Value> loadBound(attn::LoadBoundOp bound,
                                          mlir::IRMapping &mapping);
+  /// Inlines the tile_class region over the tile [qLo, qLo + qRows) x
+  /// [kvLo, kvLo + kvRows), its attn ops `materializeOp`'s.
+  mlir::FailureOr<llvm::SmallVector<mlir::Value>>
+  inlineTileClass(mlir::Value qLo, int64_t qRows, mlir::Value kvLo,
+                  int64_t kvRows,
+                  llvm::function_ref<mlir::FailureOr<mlir::Value>(
+                      mlir::OpBuilder &, mlir::Operation *, mlir::IRMapping &)>
+                      materializeOp);
   mlir::Value sizeValue(attn::Size size);
 
   attn::AttentionOp op;
@@ -155,6 +175,15 @@ private:
   llvm::ArrayRef<CaptureArgs> captures;
   mlir::Value batch, head, lane;
   int64_t headDim;
+  /// fixBounds' values, by the load_bound op they stand for, and the tile
+  /// they were evaluated for.
+  llvm::DenseMap<mlir::Operation *, mlir::Value> fixedBounds;
+  /// The other bound of a box loadBound scanned with one it was asked
+  /// for, until the region asks for it (inlineTileClass clears it).
+  llvm::DenseMap<mlir::Operation *, mlir::Value> scannedTwins;
+  FixedAxis fixedAxis = FixedAxis::Queries;
+  mlir::Value fixedLo;
+  int64_t fixedRows = 0;
 };
 
 } // namespace rbfc
