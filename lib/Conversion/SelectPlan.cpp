@@ -15,6 +15,7 @@
 // sm_80-sm_90, keep the mma.sync kernel.
 //
 //===----------------------------------------------------------------------===//
+#include "rbfc/Conversion/NVGPU/DiagonalStaging.h"
 #include "rbfc/Conversion/NVGPU/FlashKernel.h"
 #include "rbfc/Conversion/Passes.h"
 #include "rbfc/Dialect/Attn/KeyBiasProduct.h"
@@ -49,15 +50,20 @@ bool isMeasured(StringRef arch, int64_t headDim) {
 }
 
 /// Whether the score or the mask reads a captured tensor at an index that
-/// changes from element to element (document ids, a relative-position
-/// bias table): those gathers need registers that the cooperative wgmma
-/// kernel at two blocks a multiprocessor does not have (document_mask
-/// spilled 224 bytes there, relative_bias 856).
+/// changes from element to element (document ids), other than the reads
+/// DiagonalStaging brings through shared memory once a diagonal (a
+/// relative-position table): those gathers need registers that the
+/// cooperative wgmma kernel at two blocks a multiprocessor does not have
+/// (document_mask spilled 224 bytes there, relative_bias 856 before its
+/// table was staged; 0 since).
 bool gathersPerElement(attn::AttentionOp op) {
   attn::ScoreDependence dependence;
+  SmallVector<attn::LoadOp> staged = DiagonalStaging::stagedLoads(op);
   auto gathers = [&](Region &region) {
     return region
         .walk([&](attn::LoadOp load) {
+          if (llvm::is_contained(staged, load))
+            return WalkResult::advance();
           for (Value index : load.getIndices())
             if (dependence.get(index) &
                 (attn::kDependsOnQueryIndex | attn::kDependsOnKeyIndex))
@@ -97,7 +103,9 @@ bool scoresAreDot(attn::AttentionOp op) {
 /// mma.sync (fwd-coop64.json) dot ran 1.19-1.22x and RBF 1.07-1.09x it;
 /// the masked specs spill 8-56 bytes at two blocks' 128 registers and
 /// still ran ahead (causal dot 328 against 276). A spec that gathers per
-/// element keeps mma.sync there.
+/// element keeps mma.sync there; a relative-position table, staged a
+/// diagonal at a time, no longer counts as a gather (bench/NOTES.md step
+/// 50: chosen from its registers, 128 and no spills, not yet timed).
 attn::PlanAttr wgmmaPlan(attn::AttentionOp op, StringRef arch,
                          int64_t headDim) {
   if (headDim == 64) {
@@ -132,9 +140,10 @@ attn::PlanAttr wgmmaPlan(attn::AttentionOp op, StringRef arch,
   // (H100, paired). Other scores take 128-key tiles, overlapped where they
   // gather nothing per element (step 47, H100, 4x16x4096x128: rbf_none 650
   // against 560 serial at 160 keys, softcap 363 against 317,
-  // rbf_head_gamma 555 against 518); a relative-position gather stays
-  // serial: 361 against 341 overlapped at 128 keys (no spill either way),
-  // 338 serial at 160 (44 bytes spilled in the loop; 576 overlapped).
+  // rbf_head_gamma 555 against 518). A relative-position gather ran
+  // serial faster before its table was staged (361 against 341 overlapped
+  // at 128 keys); staged, it counts as no gather and is overlapped like
+  // softcap (step 50, not yet timed).
   bool startsScores = attn::KeyBiasProduct::analyze(op).has_value();
   bool masked = !op.getMask().empty();
   bool dotTiles = !masked && (startsScores || scoresAreDot(op));

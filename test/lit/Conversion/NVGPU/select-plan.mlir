@@ -88,11 +88,11 @@ func.func @softcap_d128(%arg0: tensor<?x?x?x128xbf16>, %arg1: tensor<?x?x?x128xb
 
 // -----
 
-// ...and one tile after the other where the score reads a captured tensor
-// at an index that changes with q_idx and kv_idx (a relative-position
-// table): its reads beside S, P and O ran slower overlapped.
+// ...and overlapped too where the score reads a relative-position table:
+// read once a diagonal through shared memory, its values hold no more
+// registers than softcapping's tanh.
 // CHECK-LABEL: func.func @relative_bias_d128
-// CHECK: plan = #attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 128, tile_n = 128, warps = 8, stages = 2, key_terms = "bulk", copy = "tma">
+// CHECK: plan = #attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 128, tile_n = 128, warps = 8, stages = 2, key_terms = "bulk", copy = "tma", overlap = true>
 func.func @relative_bias_d128(%arg0: tensor<?x?x?x128xbf16>, %arg1: tensor<?x?x?x128xbf16>, %arg2: tensor<?x?x?x128xbf16>, %arg3: tensor<?x?xf32>) -> tensor<?x?x?x128xbf16> {
   %0 = attn.attention softmax %arg0, %arg1, %arg2 captures(%arg3 : tensor<?x?xf32>) {capture_names = ["bias"], param_defaults = [], param_names = []} : tensor<?x?x?x128xbf16>, tensor<?x?x?x128xbf16>, tensor<?x?x?x128xbf16> -> tensor<?x?x?x128xbf16> score {
   ^bb0(%b: index, %h: index, %q_idx: index, %kv_idx: index, %bias: tensor<?x?xf32>):
@@ -103,6 +103,24 @@ func.func @relative_bias_d128(%arg0: tensor<?x?x?x128xbf16>, %arg1: tensor<?x?x?
     attn.yield %4 : f32
   }
   return %0 : tensor<?x?x?x128xbf16>
+}
+
+// -----
+
+// The same table at head_dim 64: the cooperative kernel at two blocks a
+// multiprocessor, like dot (the staged reads spill nothing there).
+// CHECK-LABEL: func.func @relative_bias_d64
+// CHECK: plan = #attn.plan<arch = "sm_90a", kernel = "wgmma_cooperative", tile_m = 128, tile_n = 128, warps = 8, stages = 2, blocks_per_sm = 2>
+func.func @relative_bias_d64(%arg0: tensor<?x?x?x64xbf16>, %arg1: tensor<?x?x?x64xbf16>, %arg2: tensor<?x?x?x64xbf16>, %arg3: tensor<?x?xf32>) -> tensor<?x?x?x64xbf16> {
+  %0 = attn.attention softmax %arg0, %arg1, %arg2 captures(%arg3 : tensor<?x?xf32>) {capture_names = ["bias"], param_defaults = [], param_names = []} : tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16> -> tensor<?x?x?x64xbf16> score {
+  ^bb0(%b: index, %h: index, %q_idx: index, %kv_idx: index, %bias: tensor<?x?xf32>):
+    %1 = attn.dot : f32
+    %2 = arith.subi %q_idx, %kv_idx : index
+    %3 = attn.load %bias[%h, %2] : tensor<?x?xf32>
+    %4 = arith.addf %1, %3 : f32
+    attn.yield %4 : f32
+  }
+  return %0 : tensor<?x?x?x64xbf16>
 }
 
 // -----
