@@ -202,14 +202,20 @@ LogicalResult AttentionOp::verify() {
         return emitOpError("has a small plan for ")
                << small.getArch() << " and a plan for " << plan.getArch();
       // The runtime looks at a small kernel only where the one before it
-      // runs in one wave: with as many rows a block, the later one would
-      // take every such problem.
-      if (previous && small.getTileM() >= previous.getTileM())
+      // runs in one wave: with as many rows a block and as many blocks a
+      // multiprocessor, the later one would take every such problem.
+      auto blocksPerSM = [](PlanAttr p) {
+        return std::max<int64_t>(p.getBlocksPerSm(), 1);
+      };
+      if (previous && (small.getTileM() > previous.getTileM() ||
+                       (small.getTileM() == previous.getTileM() &&
+                        blocksPerSM(small) >= blocksPerSM(previous))))
         return emitOpError("has a small plan with tile_m = ")
-               << small.getTileM()
+               << small.getTileM() << ", blocks_per_sm = " << blocksPerSM(small)
                << " after one with tile_m = " << previous.getTileM()
+               << ", blocks_per_sm = " << blocksPerSM(previous)
                << ": each small plan takes fewer rows a block than the one "
-                  "before it";
+                  "before it, or as many on fewer blocks a multiprocessor";
       previous = small;
     }
   }

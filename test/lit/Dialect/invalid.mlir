@@ -739,8 +739,22 @@ func.func @small_plans_arch(%q: tensor<?x?x?x64xbf16>, %k: tensor<?x?x?x64xbf16>
 // -----
 
 func.func @small_plans_order(%q: tensor<?x?x?x64xbf16>, %k: tensor<?x?x?x64xbf16>, %v: tensor<?x?x?x64xbf16>) {
-  // expected-error @+1 {{has a small plan with tile_m = 128 after one with tile_m = 64: each small plan takes fewer rows a block than the one before it}}
+  // expected-error @+1 {{has a small plan with tile_m = 128, blocks_per_sm = 1 after one with tile_m = 64, blocks_per_sm = 1: each small plan takes fewer rows a block than the one before it, or as many on fewer blocks a multiprocessor}}
   %o = attn.attention softmax %q, %k, %v {capture_names = [], param_defaults = [], param_names = [], plan = #attn.plan<arch = "sm_90a", kernel = "wgmma_cooperative", tile_m = 128, tile_n = 128, warps = 8, stages = 2, blocks_per_sm = 2>, small_plans = [#attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 64, tile_n = 128, warps = 4, stages = 4, key_terms = "producer", copy = "tma">, #attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 128, tile_n = 128, warps = 8, stages = 4, key_terms = "bulk", copy = "tma">]}
+      : tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16> -> tensor<?x?x?x64xbf16>
+  score {
+  ^bb0(%b: index, %h: index, %i: index, %j: index):
+    %d = attn.dot : f32
+    attn.yield %d : f32
+  }
+  return
+}
+
+// -----
+
+func.func @small_plans_order_blocks(%q: tensor<?x?x?x64xbf16>, %k: tensor<?x?x?x64xbf16>, %v: tensor<?x?x?x64xbf16>) {
+  // expected-error @+1 {{has a small plan with tile_m = 128, blocks_per_sm = 2 after one with tile_m = 128, blocks_per_sm = 1: each small plan takes fewer rows a block than the one before it, or as many on fewer blocks a multiprocessor}}
+  %o = attn.attention softmax %q, %k, %v {capture_names = [], param_defaults = [], param_names = [], plan = #attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 192, tile_n = 128, warps = 12, stages = 2, key_terms = "bulk", copy = "tma", overlap = true>, small_plans = [#attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 128, tile_n = 128, warps = 8, stages = 4, key_terms = "producer", copy = "tma">, #attn.plan<arch = "sm_90a", kernel = "wgmma_cooperative", tile_m = 128, tile_n = 128, warps = 8, stages = 2, blocks_per_sm = 2>]}
       : tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16> -> tensor<?x?x?x64xbf16>
   score {
   ^bb0(%b: index, %h: index, %i: index, %j: index):
