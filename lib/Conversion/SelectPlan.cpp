@@ -10,8 +10,7 @@
 // beat one atom x 8 warps by 5-20% at head_dim 64 and 128; 256-row tiles
 // won without a mask but lost under causal masks.
 //
-// On sm_90a the wgmma kernels take head dims 64 (cooperative, or three
-// consumer warpgroups for dot's scores without a mask) and 128
+// On sm_90a the wgmma kernels take head dims 64 (cooperative) and 128
 // (warp-specialised), their plans below; the other head dims, and
 // sm_80-sm_90, keep the mma.sync kernel.
 //
@@ -86,75 +85,76 @@ bool scoresAreDot(attn::AttentionOp op) {
   return isa_and_nonnull<attn::ScaledDotOp, attn::DotOp>(score);
 }
 
-/// The plan of the default kernel and those of the kernels for small
-/// problems (each taken where its grid fits in one wave and the next one's
-/// does not: attn.attention's small_plans).
-struct DefaultPlans {
-  attn::PlanAttr plan;
-  SmallVector<attn::PlanAttr> smallPlans;
-};
-
-/// Whether the scores are dot's once a key bias that rides in S = Q K^T
-/// (RBF's, ALiBi's) has started S's accumulators, with no mask.
-bool unmaskedDotScores(attn::AttentionOp op) {
-  return op.getMask().empty() &&
-         (attn::KeyBiasProduct::analyze(op).has_value() || scoresAreDot(op));
+/// sm_90a at head_dim 128: the warp-specialised wgmma kernel, two consumer
+/// warpgroups of 64 query rows and a producer warpgroup, 128- or 160-key
+/// tiles, two stages, K and V brought by TMA and the key terms by bulk
+/// copies of the same producer thread (a key bias that rides in S = Q K^T
+/// starting S's accumulators). On the H200 (bench/NOTES.md, 2026-12-04) the
+/// warp-specialised kernel ran 10-14% ahead of the cooperative wgmma kernel
+/// and 25-48% ahead of mma.sync with a cp.async producer, and TMA took
+/// 3-5% more (step 10), 160-key tiles without a mask 3-6% more again
+/// (step 11). At head_dim 64 its producer cannot keep up
+/// (dot 289 against mma.sync's 332 TFLOP/s); the cooperative kernel
+/// (every warp copies and computes) takes 64 instead, compiled for two
+/// blocks per multiprocessor (causal dot 330 against 254 with one) with
+/// 128-key tiles, or 64-key tiles under a key bias, whose terms the threads
+/// copy (RBF 357 against 249 with 128-key tiles and workspace loads): the
+/// plans its sweep chose (plan-sweep-cooperative.json). In one run with
+/// mma.sync (fwd-coop64.json) dot ran 1.19-1.22x and RBF 1.07-1.09x it;
+/// the masked specs spill 8-56 bytes at two blocks' 128 registers and
+/// still ran ahead (causal dot 328 against 276). A spec that gathers per
+/// element keeps mma.sync there; a relative-position table, staged a
+/// diagonal at a time, no longer counts as a gather (bench/NOTES.md step
+/// 50: chosen from its registers, 128 and no spills, not yet timed).
+attn::PlanAttr wgmmaPlan(attn::AttentionOp op, StringRef arch,
+                         int64_t headDim) {
+  if (headDim == 64) {
+    // A key bias that rides in S = Q K^T (RBF's, ALiBi's) leaves the
+    // scores as dot's, and dot's 128-key tiles: RBF 402 / 317 causal at
+    // 4x16x4096x64 against 374 / 300 for the terms copied by the threads on
+    // 64-key tiles and 370 / 297 for the product on 64-key tiles, dot 415 /
+    // 353 (H200, bench/NOTES.md step 16). Its terms starting S's
+    // accumulators instead (key_terms "bulk") ran 5-7% slower here: RBF 406
+    // / 357 against 419 / 365 (H100, paired 1.067 / 1.048, step 41).
+    bool product = attn::KeyBiasProduct::analyze(op).has_value();
+    bool keyTermsApart = !op.getKeyBias().empty() && !product;
+    return attn::PlanAttr::get(op.getContext(), arch, "wgmma_cooperative",
+                               /*tile_m=*/128,
+                               /*tile_n=*/keyTermsApart ? 64 : 128,
+                               /*warps=*/8, /*stages=*/2,
+                               product ? "product" : "threads",
+                               /*blocks_per_sm=*/2, "cp_async",
+                               /*overlap=*/false);
+  }
+  // Without a mask 160-key tiles ran 3-6% ahead of 128 where the scores
+  // are dot's (fewer tiles to pay the softmax's fixed costs on); under a
+  // causal mask they ran 0-6% behind, their diagonal tiles straddling the
+  // 128-row query tiles. The consumers overlap the softmax with the
+  // products: at 4x16x4096x128 on the H200 dot 606-612 TFLOP/s against
+  // 555-558 serial at 160-key tiles, RBF with its key bias in the product
+  // 573-574 against 533-543 with bulk terms (bench/NOTES.md step 20); under
+  // the mask RBF's product ran 918-923 against 880-885 with bulk terms
+  // (rbf_causal). A key bias that rides in S = Q K^T comes by bulk copies
+  // and starts S's accumulators (steps 38 and 41): 1.2-1.5% faster than the
+  // product's entries at 4x16x4096x128 and 1x16x16384x128, causal and not
+  // (H100, paired). Other scores take 128-key tiles, overlapped where they
+  // gather nothing per element (step 47, H100, 4x16x4096x128: rbf_none 650
+  // against 560 serial at 160 keys, softcap 363 against 317,
+  // rbf_head_gamma 555 against 518). A relative-position gather ran
+  // serial faster before its table was staged (361 against 341 overlapped
+  // at 128 keys); staged, it counts as no gather and is overlapped like
+  // softcap (step 50, not yet timed).
+  bool startsScores = attn::KeyBiasProduct::analyze(op).has_value();
+  bool masked = !op.getMask().empty();
+  bool dotTiles = !masked && (startsScores || scoresAreDot(op));
+  bool overlap = masked || !gathersPerElement(op);
+  return attn::PlanAttr::get(op.getContext(), arch, "wgmma", /*tile_m=*/128,
+                             /*tile_n=*/dotTiles ? 160 : 128, /*warps=*/8,
+                             /*stages=*/2, "bulk", /*blocks_per_sm=*/0, "tma",
+                             overlap);
 }
 
-/// sm_90a at head_dim 64, the cooperative wgmma kernel (every warp copies
-/// and computes; the warp-specialised kernel's producer with two consumer
-/// warpgroups cannot keep up here: dot 289 against mma.sync's 332 TFLOP/s),
-/// compiled for two blocks per multiprocessor (causal dot 330 against 254
-/// with one) with 128-key tiles, or 64-key tiles under a key bias, whose
-/// terms the threads copy (RBF 357 against 249 with 128-key tiles and
-/// workspace loads): the plans its sweep chose (plan-sweep-cooperative.json).
-/// In one run with mma.sync (fwd-coop64.json) dot ran 1.19-1.22x and RBF
-/// 1.07-1.09x it; the masked specs spill 8-56 bytes at two blocks' 128
-/// registers and still ran ahead (causal dot 328 against 276). A spec that
-/// gathers per element keeps mma.sync there; a relative-position table,
-/// staged a diagonal at a time, no longer counts as a gather (bench/NOTES.md
-/// step 50, H100, 4x16x4096x64: relative_bias 346 TFLOP/s against
-/// mma.sync's 285).
-///
-/// A key bias that rides in S = Q K^T (RBF's, ALiBi's) leaves the scores as
-/// dot's, and dot's 128-key tiles: RBF 402 / 317 causal at 4x16x4096x64
-/// against 374 / 300 for the terms copied by the threads on 64-key tiles and
-/// 370 / 297 for the product on 64-key tiles, dot 415 / 353 (H200,
-/// bench/NOTES.md step 16). Its terms starting S's accumulators instead
-/// (key_terms "bulk") ran 5-7% slower in this kernel: RBF 406 / 357 against
-/// 419 / 365 (H100, paired 1.067 / 1.048, step 41).
-attn::PlanAttr cooperativePlan(attn::AttentionOp op, StringRef arch) {
-  bool product = attn::KeyBiasProduct::analyze(op).has_value();
-  bool keyTermsApart = !op.getKeyBias().empty() && !product;
-  return attn::PlanAttr::get(op.getContext(), arch, "wgmma_cooperative",
-                             /*tile_m=*/128,
-                             /*tile_n=*/keyTermsApart ? 64 : 128,
-                             /*warps=*/8, /*stages=*/2,
-                             product ? "product" : "threads",
-                             /*blocks_per_sm=*/2, "cp_async",
-                             /*overlap=*/false);
-}
-
-/// sm_90a at head_dim 64 where the scores are dot's without a mask:
-/// FlashAttention-3's structure, three consumer warpgroups of 64 rows on
-/// 192-row tiles and 128-key tiles, their softmax overlapped with the
-/// products, a key bias starting S's accumulators (its loads then sit under
-/// the other tile's products). H100, 4x16x4096x64, two rounds (step 52):
-/// dot 471-478 TFLOP/s against the cooperative kernel's 449-451, RBF 455-457
-/// against 431-439 (its product form here: 421-427); under a causal mask
-/// 15-16% slower (dot 347-351 against 409-414), so masks keep the
-/// cooperative kernel; three stages, 96-, 160- or 64-key tiles were slower.
-/// One block a multiprocessor, so the cooperative kernel stays first among
-/// the small plans: it takes every problem whose grid fits in one wave of
-/// it (two blocks a multiprocessor), as it did before.
-attn::PlanAttr threeWarpgroupPlan(attn::AttentionOp op, StringRef arch) {
-  return attn::PlanAttr::get(op.getContext(), arch, "wgmma", /*tile_m=*/192,
-                             /*tile_n=*/128, /*warps=*/12, /*stages=*/2, "bulk",
-                             /*blocks_per_sm=*/0, "tma",
-                             /*overlap=*/true);
-}
-
-/// The kernels for problems that the cooperative kernel at head_dim 64
+/// The kernels for problems that the cooperative default at head_dim 64
 /// leaves short of work, each taken where its grid fits in one wave and
 /// the next one's does not. First the warp-specialised kernel with TMA copies
 /// and four stages, whose producer keeps its blocks fed, and the key terms
@@ -180,11 +180,13 @@ attn::PlanAttr threeWarpgroupPlan(attn::AttentionOp op, StringRef arch) {
 /// causal 105 against 95, level with cuDNN's 241 / 121 (step 43). A key
 /// bias without a mask stays at one block: each block's producer computes
 /// the same K tiles' key terms, and RBF ran 199 against 211.
-SmallVector<attn::PlanAttr> producerPlans(attn::AttentionOp op,
-                                          StringRef arch) {
+SmallVector<attn::PlanAttr> smallProblemPlans(attn::AttentionOp op,
+                                              attn::PlanAttr plan) {
+  if (plan.getKernel() != "wgmma_cooperative")
+    return {};
   auto producerPlan = [&](int64_t tileM, int64_t warps, int64_t stages,
                           int64_t blocksPerSM) {
-    return attn::PlanAttr::get(op.getContext(), arch, "wgmma", tileM,
+    return attn::PlanAttr::get(op.getContext(), plan.getArch(), "wgmma", tileM,
                                /*tile_n=*/128, warps, stages, "producer",
                                blocksPerSM, "tma", /*overlap=*/false);
   };
@@ -198,63 +200,13 @@ SmallVector<attn::PlanAttr> producerPlans(attn::AttentionOp op,
                              /*blocksPerSM=*/2)};
 }
 
-/// sm_90a at head_dim 128: the warp-specialised wgmma kernel, two consumer
-/// warpgroups of 64 query rows and a producer warpgroup, 128- or 160-key
-/// tiles, two stages, K and V brought by TMA and the key terms by bulk
-/// copies of the same producer thread (a key bias that rides in S = Q K^T
-/// starting S's accumulators). On the H200 (bench/NOTES.md, 2026-12-04) the
-/// warp-specialised kernel ran 10-14% ahead of the cooperative wgmma kernel
-/// and 25-48% ahead of mma.sync with a cp.async producer, and TMA took
-/// 3-5% more (step 10), 160-key tiles without a mask 3-6% more again
-/// (step 11).
-attn::PlanAttr warpSpecializedPlan(attn::AttentionOp op, StringRef arch) {
-  // Without a mask 160-key tiles ran 3-6% ahead of 128 where the scores
-  // are dot's (fewer tiles to pay the softmax's fixed costs on); under a
-  // causal mask they ran 0-6% behind, their diagonal tiles straddling the
-  // 128-row query tiles. The consumers overlap the softmax with the
-  // products: at 4x16x4096x128 on the H200 dot 606-612 TFLOP/s against
-  // 555-558 serial at 160-key tiles, RBF with its key bias in the product
-  // 573-574 against 533-543 with bulk terms (bench/NOTES.md step 20); under
-  // the mask RBF's product ran 918-923 against 880-885 with bulk terms
-  // (rbf_causal). A key bias that rides in S = Q K^T comes by bulk copies
-  // and starts S's accumulators (steps 38 and 41): 1.2-1.5% faster than the
-  // product's entries at 4x16x4096x128 and 1x16x16384x128, causal and not
-  // (H100, paired). Other scores take 128-key tiles, overlapped where they
-  // gather nothing per element (step 47, H100, 4x16x4096x128: rbf_none 650
-  // against 560 serial at 160 keys, softcap 363 against 317,
-  // rbf_head_gamma 555 against 518). A relative-position gather ran
-  // serial faster before its table was staged (361 against 341 overlapped
-  // at 128 keys); staged, it counts as no gather and is overlapped like
-  // softcap: 491 against 487 serial (step 50, H100, level).
-  bool overlap = !op.getMask().empty() || !gathersPerElement(op);
-  return attn::PlanAttr::get(op.getContext(), arch, "wgmma", /*tile_m=*/128,
-                             /*tile_n=*/unmaskedDotScores(op) ? 160 : 128,
-                             /*warps=*/8, /*stages=*/2, "bulk",
-                             /*blocks_per_sm=*/0, "tma", overlap);
-}
-
-/// The sm_90a wgmma plans: at head_dim 64 the cooperative kernel, or three
-/// consumer warpgroups for dot's scores without a mask with the cooperative
-/// kernel first among the small plans, and the producer kernels for small
-/// problems; at 128 the warp-specialised kernel alone.
-DefaultPlans wgmmaPlans(attn::AttentionOp op, StringRef arch, int64_t headDim) {
-  if (headDim != 64)
-    return {warpSpecializedPlan(op, arch), {}};
-  DefaultPlans plans{cooperativePlan(op, arch), producerPlans(op, arch)};
-  if (unmaskedDotScores(op)) {
-    plans.smallPlans.insert(plans.smallPlans.begin(), plans.plan);
-    plans.plan = threeWarpgroupPlan(op, arch);
-  }
-  return plans;
-}
-
-DefaultPlans defaultPlans(attn::AttentionOp op, StringRef arch) {
+attn::PlanAttr defaultPlan(attn::AttentionOp op, StringRef arch) {
   MLIRContext *ctx = op.getContext();
   int64_t headDim =
       cast<RankedTensorType>(op.getQuery().getType()).getDimSize(3);
   if (arch == "sm_90a" &&
       (headDim == 128 || (headDim == 64 && !gathersPerElement(op))))
-    return wgmmaPlans(op, arch, headDim);
+    return wgmmaPlan(op, arch, headDim);
   bool measured = isMeasured(arch, headDim);
   // Without a hint ptxas aims at more than one block per multiprocessor
   // and spills to get there (the dot kernel at head_dim 32 on sm_80: 168
@@ -265,11 +217,10 @@ DefaultPlans defaultPlans(attn::AttentionOp op, StringRef arch) {
   // Past 128 the O accumulators of two atoms would not fit: one atom a
   // warp, 32-key tiles.
   if (headDim > 128)
-    return {attn::PlanAttr::get(ctx, arch, "mma_sync", /*tile_m=*/64,
-                                /*tile_n=*/32, /*warps=*/4, /*stages=*/2,
-                                "threads", blocksPerSM, "cp_async",
-                                /*overlap=*/false),
-            {}};
+    return attn::PlanAttr::get(ctx, arch, "mma_sync", /*tile_m=*/64,
+                               /*tile_n=*/32, /*warps=*/4, /*stages=*/2,
+                               "threads", blocksPerSM, "cp_async",
+                               /*overlap=*/false);
   // How a key bias (RBF's -gamma ||k||^2, ...) reaches the scores, as
   // measured on the H100 (docs/kernel.md, "How key_terms was chosen"). At
   // head_dim 64 the lanes load it from the workspace: no copies, no shared
@@ -320,10 +271,9 @@ DefaultPlans defaultPlans(attn::AttentionOp op, StringRef arch) {
   // within 3% (8 bytes of spills).
   if (measured && headDim == 32)
     blocksPerSM = 3;
-  return {attn::PlanAttr::get(ctx, arch, "mma_sync", tileM, tileN,
-                              /*warps=*/4, /*stages=*/2, keyTerms, blocksPerSM,
-                              "cp_async", /*overlap=*/false),
-          {}};
+  return attn::PlanAttr::get(ctx, arch, "mma_sync", tileM, tileN,
+                             /*warps=*/4, /*stages=*/2, keyTerms, blocksPerSM,
+                             "cp_async", /*overlap=*/false);
 }
 
 struct AttnSelectPlan : rbfc::impl::AttnSelectPlanBase<AttnSelectPlan> {
@@ -338,13 +288,9 @@ struct AttnSelectPlan : rbfc::impl::AttnSelectPlanBase<AttnSelectPlan> {
     }
     WalkResult result = getOperation()->walk([&](attn::AttentionOp op) {
       attn::PlanAttr plan = op.getPlanAttr();
-      // A plan given by the user is one kernel; a default one may come with
-      // more for small problems.
-      SmallVector<attn::PlanAttr> smallPlans;
-      if (!plan) {
-        DefaultPlans plans = defaultPlans(op, arch);
-        plan = plans.plan;
-        smallPlans = std::move(plans.smallPlans);
+      bool chosen = !plan;
+      if (chosen) {
+        plan = defaultPlan(op, arch);
         op.setPlanAttr(plan);
         LLVM_DEBUG(llvm::dbgs() << "chose " << plan << "\n");
       } else if (plan.getArch() != arch) {
@@ -354,6 +300,11 @@ struct AttnSelectPlan : rbfc::impl::AttnSelectPlanBase<AttnSelectPlan> {
       }
       if (failed(verifyFlashPlan(op, plan)))
         return WalkResult::interrupt();
+      // A plan given by the user is one kernel; a default one may come with
+      // more for small problems.
+      if (!chosen)
+        return WalkResult::advance();
+      SmallVector<attn::PlanAttr> smallPlans = smallProblemPlans(op, plan);
       if (smallPlans.empty())
         return WalkResult::advance();
       for (attn::PlanAttr small : smallPlans) {

@@ -166,15 +166,13 @@ def reference(spec, q, k, v, captures, params):
 # Shapes: (B, H, KV heads, Nq, Nkv, layout). "bnhd": q/k/v/o are transposed
 # views of [B, N, H, D] buffers (a projection's layout) with o padded by 8
 # elements a row, to check strides and that nothing is written out of place.
-# At head_dim 64 on sm_90a an artifact holds up to four forward kernels and
-# the runtime launches a small-problem one where its grid fits in one wave
-# (docs/abi.md, "Small problems"; 132 multiprocessors on the H100 and H200).
-# Dot's scores and RBF without a mask take three consumer warpgroups
-# (192-row tiles) where they have more than 264 query tiles of 128 rows
-# (shapes marked "default"), and the cooperative kernel, two blocks a
-# multiprocessor, from 133 to 264 ("cooperative"; every other spec's
-# default); at most 132 take the warp-specialised small kernel ("small")
-# unless their 64-row tiles fit in one wave of the 64-row one (the others).
+# At head_dim 64 on sm_90a an artifact holds three forward kernels and the
+# runtime launches a small-problem one when its blocks, one a
+# multiprocessor, fit in one wave (docs/abi.md, "Small problems"): the
+# shapes marked "default" have more than 132 query tiles of 128 rows (the
+# H100's and H200's multiprocessors), those marked "small" at most that but
+# more than 132 of 64 rows, and the others (the 64-row small kernel) at most
+# 132 of 64 rows.
 
 FULL_SHAPES = [
     (1, 2, 2, 1, 1, "bhnd"),
@@ -186,8 +184,7 @@ FULL_SHAPES = [
     (2, 4, 2, 128, 128, "bnhd"),      # whole tiles, strided views
     (1, 4, 4, 200, 1000, "bnhd"),
     (2, 16, 4, 1100, 1100, "bhnd"),   # default
-    (1, 136, 4, 17, 33, "bnhd"),      # cooperative
-    (1, 272, 4, 17, 33, "bnhd"),      # default, whole warpgroups past q_len
+    (1, 136, 4, 17, 33, "bnhd"),      # default
     # Under a mask the blocks go over groups of heads whose K and V fit in
     # L2 (BlockOrder::longestFirst): at D=64 two heads of 30000 keys, so
     # nine (batch, head) pairs end on a group of one.
@@ -198,13 +195,11 @@ QUICK_SHAPES = [
     (1, 4, 1, 200, 200, "bhnd"),
     (1, 2, 2, 64, 333, "bnhd"),
     (1, 40, 8, 300, 300, "bhnd"),     # small
-    (1, 136, 4, 17, 33, "bhnd"),      # cooperative
-    (1, 272, 4, 17, 33, "bnhd"),      # default
+    (1, 136, 4, 17, 33, "bhnd"),      # default
     (3, 3, 1, 300, 30000, "bhnd"),    # a last group of heads of one
 ]
 # What the sanitizer runs: one problem for each kernel.
-SANITIZER_SHAPES = [(1, 2, 1, 17, 33), (1, 68, 4, 100, 33), (1, 136, 4, 17, 33),
-                    (1, 272, 4, 17, 33)]
+SANITIZER_SHAPES = [(1, 2, 1, 17, 33), (1, 68, 4, 100, 33), (1, 136, 4, 17, 33)]
 # Enough keys that every stage of a K/V ring (up to four of 128 keys) is
 # filled again, which racecheck needs to see a stage rewritten before its
 # readers are done; the shapes above fill each stage once.
@@ -403,11 +398,9 @@ def run_workspace_reuse(results, workdir, g):
     the first launch's key terms: a flash block launched early (programmatic
     launch) that read them before its own prologue wrote the new ones would
     be off by far more than the tolerance (the RBF key bias moves with
-    ||k||^2). At head_dim 64 the forward kernels: the default (three
-    consumer warpgroups, bulk terms) at 2x16x2048, the cooperative one (the
-    product's terms) at 1x16x2048, the producer's at 1x16x1024."""
-    for spec, D, B, H, Hkv, N in (("rbf", 64, 2, 16, 8, 2048), ("rbf", 64, 1, 16, 8, 2048),
-                                  ("rbf", 64, 1, 16, 8, 1024),
+    ||k||^2). At head_dim 64 both forward kernels: the default at 2048
+    queries, the small-problem one at 1024 queries of one batch."""
+    for spec, D, B, H, Hkv, N in (("rbf", 64, 2, 16, 8, 2048), ("rbf", 64, 1, 16, 8, 1024),
                                   ("rbf_causal", 128, 2, 16, 8, 2048)):
         q, k, v, o, buf = make_inputs(B, H, Hkv, N, N, D, torch.bfloat16, "bhnd", 1.0, g)
         launch, _, _ = compile_kernel(spec, D, "bf16", False, workdir).launcher(q, k, v, out=o)

@@ -125,16 +125,14 @@ func.func @relative_bias_d64(%arg0: tensor<?x?x?x64xbf16>, %arg1: tensor<?x?x?x6
 
 // -----
 
-// At head_dim 64 RBF's key bias over q_scale is -||k||^2 / 2 at every
-// gamma, so it starts S's accumulators and the scores are dot's: three
-// consumer warpgroups on 192-row tiles, overlapped. Where a problem fits in
-// one wave of it, the cooperative kernel at two blocks a multiprocessor,
-// the bias riding in S = Q K^T. Its 64-row small kernel stays at one block
-// a multiprocessor: the producer's warps computing the key terms of two
-// blocks cost more than the second block hides.
+// At head_dim 64 the cooperative wgmma kernel, two blocks a
+// multiprocessor; RBF's key bias over q_scale is -||k||^2 / 2 at every gamma,
+// so it rides in S = Q K^T, on dot's 128-key tiles. Its 64-row small kernel
+// stays at one block a multiprocessor: the producer's warps computing the
+// key terms of two blocks cost more than the second block hides.
 // CHECK-LABEL: func.func @rbf_d64
-// CHECK: plan = #attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 192, tile_n = 128, warps = 12, stages = 2, key_terms = "bulk", copy = "tma", overlap = true>
-// CHECK-SAME: small_plans = [#attn.plan<arch = "sm_90a", kernel = "wgmma_cooperative", tile_m = 128, tile_n = 128, warps = 8, stages = 2, key_terms = "product", blocks_per_sm = 2>, #attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 128, tile_n = 128, warps = 8, stages = 4, key_terms = "producer", copy = "tma">, #attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 64, tile_n = 128, warps = 4, stages = 4, key_terms = "producer", copy = "tma">]
+// CHECK: plan = #attn.plan<arch = "sm_90a", kernel = "wgmma_cooperative", tile_m = 128, tile_n = 128, warps = 8, stages = 2, key_terms = "product", blocks_per_sm = 2>
+// CHECK-SAME: small_plans = [#attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 128, tile_n = 128, warps = 8, stages = 4, key_terms = "producer", copy = "tma">, #attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 64, tile_n = 128, warps = 4, stages = 4, key_terms = "producer", copy = "tma">]
 func.func @rbf_d64(%arg0: tensor<?x?x?x64xbf16>, %arg1: tensor<?x?x?x64xbf16>, %arg2: tensor<?x?x?x64xbf16>, %arg3: f32) -> tensor<?x?x?x64xbf16> {
   %0 = attn.attention softmax %arg0, %arg1, %arg2 params(%arg3 : f32) {capture_names = [], log2_domain, param_defaults = [0.0883883461 : f32], param_names = ["gamma"]} : tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16> -> tensor<?x?x?x64xbf16> score {
   ^bb0(%b: index, %h: index, %q_idx: index, %kv_idx: index, %gamma: f32):
@@ -288,15 +286,14 @@ func.func @rbf_causal_d128(%arg0: tensor<?x?x?x128xbf16>, %arg1: tensor<?x?x?x12
 
 // -----
 
-// Dot's scores without a mask: three consumer warpgroups. Then the
-// cooperative kernel, 128-key tiles, where a problem fits in one wave of it;
-// the warp-specialised one with TMA copies for problems too small to fill
-// the device with that, and the same with 64-row tiles, two blocks a
+// Without a key bias, 128-key tiles. Beside the cooperative kernel, the
+// warp-specialised one with TMA copies for problems too small to fill the
+// device with it, and the same with 64-row tiles, two blocks a
 // multiprocessor, for problems that leave its wave half empty or fill it
 // up to twice (small-problems.test).
 // CHECK-LABEL: func.func @d64
-// CHECK: kernel = "wgmma", tile_m = 192, tile_n = 128, warps = 12, stages = 2, key_terms = "bulk", copy = "tma", overlap = true>
-// CHECK-SAME: small_plans = [#attn.plan<arch = "sm_90a", kernel = "wgmma_cooperative", tile_m = 128, tile_n = 128, warps = 8, stages = 2, blocks_per_sm = 2>, #attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 128, tile_n = 128, warps = 8, stages = 4, key_terms = "producer", copy = "tma">, #attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 64, tile_n = 128, warps = 4, stages = 3, key_terms = "producer", blocks_per_sm = 2, copy = "tma">]
+// CHECK: kernel = "wgmma_cooperative", tile_m = 128, tile_n = 128, warps = 8, stages = 2, blocks_per_sm = 2>
+// CHECK-SAME: small_plans = [#attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 128, tile_n = 128, warps = 8, stages = 4, key_terms = "producer", copy = "tma">, #attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 64, tile_n = 128, warps = 4, stages = 3, key_terms = "producer", blocks_per_sm = 2, copy = "tma">]
 func.func @d64(%q: tensor<?x?x?x64xf16>, %k: tensor<?x?x?x64xf16>, %v: tensor<?x?x?x64xf16>) -> tensor<?x?x?x64xf16> {
   %o = attn.attention softmax %q, %k, %v {capture_names = [], param_defaults = [], param_names = []} : tensor<?x?x?x64xf16>, tensor<?x?x?x64xf16>, tensor<?x?x?x64xf16> -> tensor<?x?x?x64xf16> score {
   ^bb0(%b: index, %h: index, %q_idx: index, %kv_idx: index):
@@ -304,31 +301,6 @@ func.func @d64(%q: tensor<?x?x?x64xf16>, %k: tensor<?x?x?x64xf16>, %v: tensor<?x
     attn.yield %s : f32
   }
   return %o : tensor<?x?x?x64xf16>
-}
-
-// -----
-
-// Under a causal mask the three warpgroups ran 15-16% behind the
-// cooperative kernel (bench/NOTES.md step 52): it stays the default.
-// CHECK-LABEL: func.func @causal_d64
-// CHECK: plan = #attn.plan<arch = "sm_90a", kernel = "wgmma_cooperative", tile_m = 128, tile_n = 128, warps = 8, stages = 2, blocks_per_sm = 2>
-// CHECK-SAME: small_plans = [#attn.plan<arch = "sm_90a", kernel = "wgmma", tile_m = 128, tile_n = 128, warps = 8, stages = 4, key_terms = "producer", copy = "tma">, #attn.plan
-func.func @causal_d64(%q: tensor<?x?x?x64xbf16>, %k: tensor<?x?x?x64xbf16>, %v: tensor<?x?x?x64xbf16>) -> tensor<?x?x?x64xbf16> {
-  %o = attn.attention softmax %q, %k, %v {capture_names = [], param_defaults = [], param_names = []} : tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16> -> tensor<?x?x?x64xbf16> score {
-  ^bb0(%b: index, %h: index, %q_idx: index, %kv_idx: index):
-    %s = attn.dot : f32
-    attn.yield %s : f32
-  } mask {
-  ^bb0(%b: index, %h: index, %q_idx: index, %kv_idx: index):
-    %1 = arith.cmpi sle, %kv_idx, %q_idx : index
-    attn.yield %1 : i1
-  } tile_class {
-  ^bb0(%b: index, %h: index, %q_lo: index, %q_hi: index, %kv_lo: index, %kv_hi: index):
-    %1 = arith.cmpi sle, %kv_hi, %q_lo : index
-    %2 = arith.cmpi sgt, %kv_lo, %q_hi : index
-    attn.yield %1, %2 : i1, i1
-  }
-  return %o : tensor<?x?x?x64xbf16>
 }
 
 // -----
@@ -412,7 +384,7 @@ func.func @other_arch(%q: tensor<?x?x?x64xbf16>, %k: tensor<?x?x?x64xbf16>, %v: 
 // -----
 
 func.func @f32_inputs(%q: tensor<?x?x?x64xf32>, %k: tensor<?x?x?x64xf32>, %v: tensor<?x?x?x64xf32>) -> tensor<?x?x?x64xf32> {
-  // expected-error @below {{wgmma kernels take bf16 or f16 inputs, not f32}}
+  // expected-error @below {{wgmma_cooperative kernels take bf16 or f16 inputs, not f32}}
   %o = attn.attention softmax %q, %k, %v {capture_names = [], param_defaults = [], param_names = []} : tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32> -> tensor<?x?x?x64xf32> score {
   ^bb0(%b: index, %h: index, %q_idx: index, %kv_idx: index):
     %s = attn.dot : f32
