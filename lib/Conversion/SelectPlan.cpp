@@ -105,7 +105,8 @@ bool scoresAreDot(attn::AttentionOp op) {
 /// still ran ahead (causal dot 328 against 276). A spec that gathers per
 /// element keeps mma.sync there; a relative-position table, staged a
 /// diagonal at a time, no longer counts as a gather (bench/NOTES.md step
-/// 50: chosen from its registers, 128 and no spills, not yet timed).
+/// 50, H100, 4x16x4096x64: relative_bias 346 TFLOP/s against mma.sync's
+/// 285).
 attn::PlanAttr wgmmaPlan(attn::AttentionOp op, StringRef arch,
                          int64_t headDim) {
   if (headDim == 64) {
@@ -116,6 +117,11 @@ attn::PlanAttr wgmmaPlan(attn::AttentionOp op, StringRef arch,
     // 353 (H200, bench/NOTES.md step 16). Its terms starting S's
     // accumulators instead (key_terms "bulk") ran 5-7% slower here: RBF 406
     // / 357 against 419 / 365 (H100, paired 1.067 / 1.048, step 41).
+    // Three consumer warpgroups on 192-row tiles, overlapped, with the
+    // bias starting S ran 4-5% faster where their waves fill (4x16x4096,
+    // 6x16x2048) but 2-14% slower at 1024-4096 queries otherwise: one
+    // block of 192 rows a multiprocessor quantises coarsely and pads 1024
+    // queries by 12.5% (H100, paired, step 52).
     bool product = attn::KeyBiasProduct::analyze(op).has_value();
     bool keyTermsApart = !op.getKeyBias().empty() && !product;
     return attn::PlanAttr::get(op.getContext(), arch, "wgmma_cooperative",
@@ -143,7 +149,7 @@ attn::PlanAttr wgmmaPlan(attn::AttentionOp op, StringRef arch,
   // rbf_head_gamma 555 against 518). A relative-position gather ran
   // serial faster before its table was staged (361 against 341 overlapped
   // at 128 keys); staged, it counts as no gather and is overlapped like
-  // softcap (step 50, not yet timed).
+  // softcap: 491 against 487 serial (step 50, H100, level).
   bool startsScores = attn::KeyBiasProduct::analyze(op).has_value();
   bool masked = !op.getMask().empty();
   bool dotTiles = !masked && (startsScores || scoresAreDot(op));
